@@ -1,0 +1,42 @@
+# bash completion for vmcsum(8)                                  -*- shell-script -*-
+_vmcsum()
+{
+    local cur prev words cword
+    _init_completion || return
+
+    local commands="show"
+    local global_opts="--json --color --verbose -v --quiet -q --version --help -h"
+
+    case $prev in
+        --color)
+            COMPREPLY=($(compgen -W 'auto always never' -- "$cur"))
+            return
+            ;;
+    esac
+
+    local cmd="" i
+    for ((i = 1; i < cword; i++)); do
+        case ${words[i]} in
+            show) cmd=${words[i]}; break ;;
+        esac
+    done
+
+    if [[ -z $cmd ]]; then
+        if [[ $cur == -* ]]; then
+            COMPREPLY=($(compgen -W "$global_opts" -- "$cur"))
+        else
+            COMPREPLY=($(compgen -W "$commands" -- "$cur"))
+        fi
+        return
+    fi
+
+    case $cmd in
+        show)
+            if [[ $cur == -* ]]; then
+                COMPREPLY=($(compgen -W "$global_opts" -- "$cur"))
+            else
+                _filedir
+            fi
+            ;;
+    esac
+} && complete -F _vmcsum vmcsum

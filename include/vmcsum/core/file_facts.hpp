@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// What vmcsum knows about one file or directory on btrfs: the facts `show` prints and every
+// other command builds on. A fact that cannot be known is left empty and its reason recorded:
+// nothing is guessed.
+#pragma once
+
+#include <vmcsum/btrfs/ioctl.hpp>
+#include <vmcsum/sys/mount_table.hpp>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace vmcsum::core {
+
+// Facts of a filesystem, shared by every file on it.
+struct FsFacts
+{
+  btrfs::FsInfo info;
+  std::vector<std::string> data_profiles; // largest first; more than one while converting
+  std::optional<std::string> data_profiles_unknown;
+  bool synced = false; // BTRFS_IOC_SYNC done in this run (needed before TREE_SEARCH)
+};
+
+struct FileFacts
+{
+  std::string path;                          // as given, byte for byte (may not be UTF-8)
+  std::string canonical_path;                // symlinks resolved
+  std::optional<std::string> symlink_target; // when `path` itself is a symlink
+  std::string kind;      // file, directory, symlink, fifo, socket, char-device, block-device
+  bool examined = false; // false: nothing could be looked at, see `error`
+  std::optional<std::string> error;
+
+  std::string fs; // filesystem type from the mount table ("btrfs", "ext4", ...)
+  std::string mount_point;
+  std::string mount_options;
+  bool on_btrfs = false;
+  std::optional<std::string> fsid;
+
+  uint64_t inode = 0;
+  uint64_t nlink = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint32_t mode = 0;
+  uint64_t size = 0;
+  uint64_t allocated = 0; // st_blocks * 512
+
+  std::optional<uint64_t> subvolume_id;
+  std::optional<std::string> subvolume_path;
+  std::optional<bool> nocow;     // FS_NOCOW_FL as lsattr shows it ('C')
+  std::optional<bool> nodatasum; // the hidden BTRFS_INODE_NODATASUM flag
+  std::optional<uint64_t> inode_flags;
+  std::optional<uint32_t> attr_flags;            // FS_IOC_GETFLAGS value
+  std::optional<std::string> compression;        // zstd, zlib, lzo, none, ...
+  std::optional<std::string> compression_source; // property, attribute, mount, or null
+  std::optional<std::string> csum_type;
+  std::optional<uint32_t> sector_size;
+  std::vector<std::string> data_profiles;
+
+  // From FIEMAP (regular files only).
+  std::optional<uint64_t> extents;          // counted as filefrag counts them
+  std::optional<uint64_t> shared_bytes;     // FIEMAP_EXTENT_SHARED: snapshots, reflinks
+  std::optional<uint64_t> compressed_bytes; // FIEMAP_EXTENT_ENCODED (file bytes)
+  std::optional<uint64_t> unwritten_bytes;  // preallocated, never written
+  std::optional<uint64_t> inline_bytes;     // data inside metadata
+
+  std::map<std::string, std::string> unknown; // fact name -> why it is unknown
+  std::vector<std::string> notes;             // things worth saying ("not on btrfs", ...)
+};
+
+// Collects facts for many paths, caching filesystem-wide facts per filesystem.
+class FactCollector
+{
+public:
+  // `mountinfo` lets tests use a fixture mount table.
+  explicit FactCollector(const std::string& mountinfo = "/proc/self/mountinfo");
+
+  // Never throws for a problem with the path itself: that becomes `error`/`unknown`.
+  // Command-line symlinks are followed (and reported); `follow_symlink=false` examines the
+  // link itself, as a tree walk must.
+  FileFacts collect(const std::string& path, bool follow_symlink = true);
+
+  // The cached facts of the filesystem that `fd` is on; throws Error when it is not btrfs.
+  FsFacts& fs_facts(int fd, const std::string& path);
+
+private:
+  sys::MountTable m_mounts;
+  std::map<std::string, std::unique_ptr<FsFacts>> m_fs; // by fsid
+};
+
+// Fills the FIEMAP-derived facts; exposed for tests and for commands that only need these.
+struct ExtentSummary
+{
+  uint64_t extents = 0;
+  uint64_t shared_bytes = 0;
+  uint64_t compressed_bytes = 0;
+  uint64_t unwritten_bytes = 0;
+  uint64_t inline_bytes = 0;
+  uint64_t mapped_bytes = 0;
+};
+class ExtentCounter
+{
+public:
+  void add(const btrfs::Extent& e);
+  const ExtentSummary& summary() const { return m_sum; }
+
+private:
+  ExtentSummary m_sum;
+  uint64_t m_expected_physical = 0;
+  bool m_first = true;
+};
+
+// "file", "directory", ... for a st_mode.
+std::string kind_of_mode(uint32_t mode);
+
+} // namespace vmcsum::core

@@ -1,0 +1,22 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace vmcsum::core {
+
+// True when `s` is well-formed UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF).
+bool is_valid_utf8(std::string_view s);
+
+// A file name made safe to print and to put in JSON: valid UTF-8 stays as it is, except
+// control characters; every byte that is not part of valid UTF-8, and every control
+// character, becomes \xNN (backslash itself becomes \\). Like `ls -b`, it is reversible.
+std::string escape_name(std::string_view s);
+
+// 1536 -> "1.5KiB", 0 -> "0B": the binary units btrfs-progs prints.
+std::string human_bytes(uint64_t bytes);
+
+} // namespace vmcsum::core

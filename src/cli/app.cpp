@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+#include "app.hpp"
+
+#include <vmcsum/error.hpp>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cstring>
+#include <iostream>
+
+namespace vmcsum::cli {
+
+std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, Runner& runner)
+{
+  auto app = std::make_unique<CLI::App>(
+    "Audit, scrub and repair virtual-machine images on btrfs: find images at risk of false "
+    "checksum mismatches from O_DIRECT writes, and show or set NOCOW/NODATASUM.",
+    "vmcsum");
+  app->set_version_flag("--version", std::string("vmcsum ") + VMCSUM_VERSION);
+  app->require_subcommand(1, 1);
+  // Global options are accepted before or after the subcommand.
+  app->fallthrough();
+  app->add_flag("--json", globals.json, "Print one JSON document on stdout");
+  app->add_option("--color", globals.color, "Colour the output: auto, always or never")
+    ->check(CLI::IsMember({"auto", "always", "never"}))
+    ->capture_default_str();
+  app->add_flag("-v,--verbose", globals.verbose, "Say more (repeatable)");
+  app->add_flag("-q,--quiet", globals.quiet, "Print no warnings on stderr");
+  app->footer("Exit status: 0 nothing to report, 1 warnings, 2 critical findings, 3 could not "
+              "complete for some path, 64 usage error.\nSee vmcsum(8).");
+
+  register_show(*app, runner);
+  return app;
+}
+
+namespace {
+bool wants_json(int argc, char** argv)
+{
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--json") == 0) {
+      return true;
+    }
+    if (std::strcmp(argv[i], "--") == 0) {
+      break;
+    }
+  }
+  return false;
+}
+
+int report_failure(bool json, const char* kind, const std::string& message, int status)
+{
+  if (json) {
+    nlohmann::ordered_json doc = {{"schema", "vmcsum.error/1"},
+                                  {"error", {{"kind", kind}, {"message", message}}},
+                                  {"exit_code", status}};
+    std::cout << doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+  }
+  std::cerr << "vmcsum: " << (status == exit_code::usage ? "usage error" : "error") << ": "
+            << message << '\n';
+  return status;
+}
+} // namespace
+
+int run(int argc, char** argv)
+{
+  GlobalOptions globals;
+  Runner runner;
+  std::unique_ptr<CLI::App> app;
+  const bool json = wants_json(argc, argv);
+  try {
+    app = build_app(globals, runner);
+    // Not CLI11_PARSE: its exit codes (100-127) are not ours.
+    app->parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app->exit(e); // --help, --version
+  } catch (const CLI::ParseError& e) {
+    std::string msg = e.what();
+    if (app && msg.find("--help") == std::string::npos) {
+      msg += "; run 'vmcsum --help'";
+    }
+    return report_failure(json, "usage", msg, exit_code::usage);
+  }
+  try {
+    Output out(globals);
+    return runner ? runner(out) : exit_code::usage;
+  } catch (const Error& e) {
+    return report_failure(globals.json, "error", e.what(), exit_code::incomplete);
+  } catch (const std::exception& e) {
+    return report_failure(globals.json, "internal", e.what(), exit_code::incomplete);
+  }
+}
+
+} // namespace vmcsum::cli

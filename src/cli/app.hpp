@@ -1,0 +1,29 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+#pragma once
+
+#include "output.hpp"
+
+#include <functional>
+#include <memory>
+
+namespace CLI {
+class App;
+}
+
+namespace vmcsum::cli {
+
+// What the chosen subcommand will do once parsing is over; returns the exit status.
+using Runner = std::function<int(Output&)>;
+
+// The whole command line: global options and every subcommand. Unit tests walk it to check
+// that the man page and completions mention every option.
+std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, Runner& runner);
+
+// Parses argv, runs the command, maps every failure to an exit status. The only try/catch.
+int run(int argc, char** argv);
+
+// One per command (src/cli/cmd_<name>.cpp).
+void register_show(CLI::App& app, Runner& runner);
+
+} // namespace vmcsum::cli

@@ -1,0 +1,164 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+#include "output.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdlib>
+#include <iostream>
+
+#include <unistd.h>
+
+namespace vmcsum::cli {
+
+bool use_color(const std::string& mode, int fd)
+{
+  if (mode == "always") {
+    return true;
+  }
+  if (mode == "never") {
+    return false;
+  }
+  // no-color.org: present and not empty disables colour.
+  const char* no_color = std::getenv("NO_COLOR");
+  if (no_color && *no_color) {
+    return false;
+  }
+  const char* term = std::getenv("TERM");
+  if (term && std::string(term) == "dumb") {
+    return false;
+  }
+  return ::isatty(fd) == 1;
+}
+
+Output::Output(const GlobalOptions& opts)
+  : m_opts(opts)
+  , m_color_out(use_color(opts.color, STDOUT_FILENO))
+  , m_color_err(use_color(opts.color, STDERR_FILENO))
+{
+}
+
+namespace {
+std::string paint_with(bool enabled, const std::string& text, Style style)
+{
+  if (!enabled || style == Style::plain || text.empty()) {
+    return text;
+  }
+  const char* code = "";
+  switch (style) {
+  case Style::bold:
+    code = "1";
+    break;
+  case Style::dim:
+    code = "2";
+    break;
+  case Style::red:
+    code = "1;31";
+    break;
+  case Style::yellow:
+    code = "33";
+    break;
+  case Style::green:
+    code = "32";
+    break;
+  case Style::cyan:
+    code = "36";
+    break;
+  case Style::plain:
+    break;
+  }
+  return std::string("\x1b[") + code + "m" + text + "\x1b[0m";
+}
+
+size_t display_width(const std::string& s)
+{
+  size_t width = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\x1b') {
+      while (i < s.size() && s[i] != 'm') {
+        ++i;
+      }
+      continue;
+    }
+    // Count code points, not bytes: continuation bytes add no width.
+    if ((static_cast<unsigned char>(s[i]) & 0xC0) != 0x80) {
+      ++width;
+    }
+  }
+  return width;
+}
+} // namespace
+
+std::string Output::paint(const std::string& text, Style style) const
+{
+  return paint_with(m_color_out, text, style);
+}
+
+std::string Output::paint_err(const std::string& text, Style style) const
+{
+  return paint_with(m_color_err, text, style);
+}
+
+void Output::warn(const std::string& message) const
+{
+  if (!m_opts.quiet) {
+    std::cerr << "vmcsum: " << paint_err("warning", Style::yellow) << ": " << message << '\n';
+  }
+}
+
+void Output::error(const std::string& message) const
+{
+  std::cerr << "vmcsum: " << paint_err("error", Style::red) << ": " << message << '\n';
+}
+
+void Output::info(const std::string& message) const
+{
+  if (m_opts.verbose > 0 && !m_opts.quiet) {
+    std::cerr << "vmcsum: " << message << '\n';
+  }
+}
+
+void Output::emit_json(const nlohmann::ordered_json& doc) const
+{
+  std::cout << doc.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << '\n';
+  std::cout.flush();
+}
+
+void Output::print(const std::string& text) const
+{
+  std::cout << text;
+  std::cout.flush();
+}
+
+std::string Table::render(const Output& out) const
+{
+  std::vector<size_t> widths(m_header.size(), 0);
+  auto measure = [&](const std::vector<std::string>& row) {
+    for (size_t c = 0; c < row.size() && c < widths.size(); ++c) {
+      widths[c] = std::max(widths[c], display_width(row[c]));
+    }
+  };
+  measure(m_header);
+  for (const auto& r : m_rows) {
+    measure(r);
+  }
+  std::string text;
+  auto line = [&](const std::vector<std::string>& row, bool header) {
+    std::string l;
+    for (size_t c = 0; c < row.size() && c < widths.size(); ++c) {
+      std::string cell = header ? out.paint(row[c], Style::bold) : row[c];
+      l += cell;
+      if (c + 1 < row.size()) {
+        l.append(widths[c] - display_width(row[c]) + 2, ' ');
+      }
+    }
+    text += l + '\n';
+  };
+  line(m_header, true);
+  for (const auto& r : m_rows) {
+    line(r, false);
+  }
+  return text;
+}
+
+} // namespace vmcsum::cli

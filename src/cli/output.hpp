@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace vmcsum::cli {
+
+// Exit status of every command (README "Exit status", man page EXIT STATUS).
+namespace exit_code {
+constexpr int clean = 0;      // nothing to report
+constexpr int warnings = 1;   // warnings, or facts that could not be learnt
+constexpr int critical = 2;   // critical findings (data at risk or damaged)
+constexpr int incomplete = 3; // could not complete for some path
+constexpr int usage = 64;     // EX_USAGE
+} // namespace exit_code
+
+struct GlobalOptions
+{
+  bool json = false;
+  std::string color = "auto";
+  int verbose = 0;
+  bool quiet = false;
+};
+
+enum class Style { plain, bold, dim, red, yellow, green, cyan };
+
+// Everything a command writes goes through here: the document on stdout, diagnostics on stderr.
+class Output
+{
+public:
+  explicit Output(const GlobalOptions& opts);
+
+  const GlobalOptions& options() const { return m_opts; }
+  bool color() const { return m_color_out; }
+  std::string paint(const std::string& text, Style style) const;
+  std::string paint_err(const std::string& text, Style style) const;
+
+  // A diagnostic on stderr ("vmcsum: warning: ..."), suppressed by -q.
+  void warn(const std::string& message) const;
+  void error(const std::string& message) const;
+  void info(const std::string& message) const; // only with -v
+
+  // Writes one JSON document to stdout. Invalid UTF-8 cannot reach it (names are escaped
+  // upstream), but replace rather than throw if something slips through.
+  void emit_json(const nlohmann::ordered_json& doc) const;
+  void print(const std::string& text) const;
+
+private:
+  GlobalOptions m_opts;
+  bool m_color_out = false;
+  bool m_color_err = false;
+};
+
+// Whether to colour a stream: --color=always/never win; auto means a TTY and no NO_COLOR.
+bool use_color(const std::string& mode, int fd);
+
+// A plain text table with left-aligned columns sized to their widest cell; ANSI escapes in
+// cells do not count towards width.
+class Table
+{
+public:
+  explicit Table(std::vector<std::string> header)
+    : m_header(std::move(header))
+  {
+  }
+  void add(std::vector<std::string> row) { m_rows.push_back(std::move(row)); }
+  bool empty() const { return m_rows.empty(); }
+  std::string render(const Output& out) const;
+
+private:
+  std::vector<std::string> m_header;
+  std::vector<std::vector<std::string>> m_rows;
+};
+
+} // namespace vmcsum::cli

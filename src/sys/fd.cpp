@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+#include <vmcsum/error.hpp>
+#include <vmcsum/sys/fd.hpp>
+
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+namespace vmcsum::sys {
+
+void Fd::reset(int fd)
+{
+  if (m_fd >= 0) {
+    ::close(m_fd);
+  }
+  m_fd = fd;
+}
+
+Fd open_or_throw(const std::string& path, int flags, unsigned mode)
+{
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+  if (fd < 0) {
+    throw_errno("open", path);
+  }
+  return Fd(fd);
+}
+
+Fd openat_or_throw(int dirfd, const std::string& name, int flags, const std::string& display_path,
+                   unsigned mode)
+{
+  int fd = ::openat(dirfd, name.c_str(), flags | O_CLOEXEC, mode);
+  if (fd < 0) {
+    throw_errno("open", display_path);
+  }
+  return Fd(fd);
+}
+
+void ioctl_or_throw(int fd, unsigned long request, void* arg, const char* op,
+                    const std::string& path)
+{
+  if (::ioctl(fd, request, arg) < 0) {
+    throw_errno(op, path);
+  }
+}
+
+} // namespace vmcsum::sys

@@ -1,0 +1,679 @@
+# shellcheck shell=bash disable=SC2034
+# (SC2034: MNT, DEVS, IMGS, LAST_GARBAGE... are set here for the sourcing test to read.)
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Copyright (C) 2026 The vmcsum authors
+#
+# Integration-test harness: source it from a test script that runs under `set -euo pipefail`.
+#
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#   need_root; need_loop; need_cmd jq
+#   make_btrfs -d dup -m dup --csum xxhash         # sets MNT, DEVS, IMGS, FS_ID
+#   check "vmcsum show succeeds" "$VMCSUM" show "$MNT"
+#   finish                                          # "<name>: N passed, N failed"
+#
+# Exit codes: 0 all checks passed, 1 a check failed (or none ran, or the script aborted),
+# 77 skipped (ctest SKIP_RETURN_CODE; the script prints "SKIP: reason" first).
+#
+# Everything the harness creates lives in one per-test temp dir ($IT_TMP). An EXIT/INT/TERM/HUP
+# trap unmounts what it mounted, detaches exactly the loop devices it attached, kills the
+# processes registered with bg_track and removes $IT_TMP. Loop devices and mounts are shared with
+# everything else on the machine, so nothing here ever acts on a device or mount it did not create.
+#
+# Caveats:
+#  * Call make_btrfs, damage_sectors, mount_btrfs... in the test's own shell, never inside $(...):
+#    they set globals the cleanup relies on.
+#  * bash delays a trapped signal until the foreground command ends. Run long waits as
+#    `cmd & bg_track $!; wait $!` so that TERM/HUP interrupt them at once.
+#  * A non-interactive shell that starts a script in the background makes it ignore SIGINT (POSIX);
+#    the INT trap only matters for interactive runs (Ctrl-C reaches the whole process group).
+
+if [[ -n ${_VMCSUM_IT_LIB_LOADED:-} ]]; then
+  return 0
+fi
+_VMCSUM_IT_LIB_LOADED=1
+
+# mkfs.btrfs, losetup, blockdev... live in sbin, which a non-login PATH may lack.
+for _it_d in /usr/local/sbin /usr/sbin /sbin; do
+  [[ :$PATH: == *":$_it_d:"* ]] || PATH=$PATH:$_it_d
+done
+unset _it_d
+
+# --- globals --------------------------------------------------------------------------------------
+IT_NAME=${IT_NAME:-$(basename -- "${0%.sh}")} # test name used in the summary line
+IT_SECTOR=4096                                # btrfs sectorsize assumed by the damage fixture
+IT_PASS=0
+IT_FAIL=0
+IT_SKIPPED=0
+IT_FINISHED=0
+IT_CLEANED=0
+IT_CLEANUP_ERRORS=()
+IT_LAST_ERR=""
+MNT=""       # mount point of the filesystem made last by make_btrfs
+DEVS=()      # its loop devices, in mkfs order
+IMGS=()      # their sparse backing files
+FS_ID=""     # its harness id (accepted by mount_btrfs/unmount_btrfs/remount_btrfs like a mount point)
+LAST_GARBAGE=""  # file with the bytes the last damage_sectors call wrote (COUNT*4096 bytes)
+DAMAGED=()       # logical addresses of the sectors the last damage_sectors call overwrote
+
+_IT_LOOPS=()   # every loop device this test attached
+_IT_IMAGES=()  # every backing file this test created
+_IT_MOUNTS=()  # every mount point this test mounted
+_IT_BG_PIDS=() # processes registered with bg_track
+_IT_FS_COUNT=0
+declare -A _IT_FS_MNT=() _IT_FS_DEVS=() _IT_FS_IMGS=() _IT_FS_OPTS=() _IT_MNT2ID=()
+
+IT_TMP=$(mktemp -d "${TMPDIR:-/tmp}/vmcsum-it.${IT_NAME//[^A-Za-z0-9_.-]/_}.XXXXXX")
+
+# --- output and assertions ------------------------------------------------------------------------
+note() { printf '# %s\n' "$*" >&2; }
+_it_indent() { sed 's/^/#   /' >&2; }
+
+_it_ok() {
+  IT_PASS=$((IT_PASS + 1))
+  printf 'ok - %s\n' "$1"
+}
+
+_it_not_ok() {
+  IT_FAIL=$((IT_FAIL + 1))
+  printf 'FAIL - %s\n' "$1"
+}
+
+_it_oneline() {
+  local s=$1
+  s=${s//$'\n'/\\n}
+  printf '%s' "$s"
+}
+
+# Prints captured command output indented as a diagnostic (last 30 lines).
+_it_show_output() {
+  [[ -s $1 ]] || return 0
+  tail -n 30 -- "$1" | sed 's/^/#   /'
+}
+
+_it_capture_file() {
+  if [[ -d $IT_TMP ]]; then
+    printf '%s/.check.out' "$IT_TMP"
+  else
+    mktemp "${TMPDIR:-/tmp}/vmcsum-it.check.XXXXXX"
+  fi
+}
+
+# check DESC CMD... : passes when CMD exits 0. CMD runs in this shell (it may set globals);
+# its output is captured and shown only on failure.
+check() {
+  local desc=$1 out rc=0
+  shift
+  out=$(_it_capture_file)
+  "$@" >"$out" 2>&1 || rc=$?
+  if ((rc == 0)); then
+    _it_ok "$desc"
+  else
+    _it_not_ok "$desc (exit status $rc: $(_it_oneline "$*"))"
+    _it_show_output "$out"
+  fi
+  rm -f -- "$out"
+  return 0
+}
+
+# check_fails DESC CMD... : passes when CMD exits non-zero.
+check_fails() {
+  local desc=$1 out rc=0
+  shift
+  out=$(_it_capture_file)
+  "$@" >"$out" 2>&1 || rc=$?
+  if ((rc != 0)); then
+    _it_ok "$desc"
+  else
+    _it_not_ok "$desc (expected failure, got exit status 0: $(_it_oneline "$*"))"
+    _it_show_output "$out"
+  fi
+  rm -f -- "$out"
+  return 0
+}
+
+# check_eq DESC EXPECTED ACTUAL : string equality.
+check_eq() {
+  if [[ $2 == "$3" ]]; then
+    _it_ok "$1"
+  else
+    _it_not_ok "$1 (expected $(_it_oneline "$2"), got $(_it_oneline "$3"))"
+  fi
+  return 0
+}
+
+# finish : runs the cleanup, prints "<test name>: N passed, N failed" as the last line and exits
+# 1 if anything failed (a cleanup failure and running no check at all count as failures), else 0.
+finish() {
+  if ((IT_PASS + IT_FAIL == 0)); then
+    _it_not_ok "finish: no checks ran (a test that asserts nothing does not pass)"
+  fi
+  it_cleanup
+  local e
+  for e in "${IT_CLEANUP_ERRORS[@]}"; do
+    _it_not_ok "cleanup: $e"
+  done
+  IT_CLEANUP_ERRORS=()
+  IT_FINISHED=1
+  printf '%s: %d passed, %d failed\n' "$IT_NAME" "$IT_PASS" "$IT_FAIL"
+  if ((IT_FAIL > 0)); then
+    exit 1
+  fi
+  exit 0
+}
+
+# --- skips ----------------------------------------------------------------------------------------
+# skip REASON : prints "SKIP: REASON" and exits 77 (or finishes as failed if a check already failed).
+skip() {
+  printf 'SKIP: %s\n' "$*"
+  if ((IT_FAIL > 0)); then
+    finish
+  fi
+  IT_SKIPPED=1
+  exit 77
+}
+
+need_root() {
+  [[ $(id -u) -eq 0 ]] || skip "must run as root (loop devices, mount, mkfs.btrfs)"
+}
+
+# need_cmd CMD... : skips unless every CMD is on PATH (sbin directories included).
+need_cmd() {
+  local c
+  for c in "$@"; do
+    command -v "$c" >/dev/null 2>&1 || skip "command not found: $c"
+  done
+}
+
+# need_btrfs : skips unless the kernel has btrfs (built in, or loadable with modprobe).
+need_btrfs() {
+  grep -qw btrfs /proc/filesystems 2>/dev/null && return 0
+  modprobe btrfs >/dev/null 2>&1 || true
+  grep -qw btrfs /proc/filesystems 2>/dev/null || skip "kernel has no btrfs support (not in /proc/filesystems, modprobe btrfs failed)"
+}
+
+# need_loop : skips unless loop devices can be attached and btrfs is available.
+need_loop() {
+  need_root
+  need_cmd losetup mount umount mkfs.btrfs btrfs
+  if [[ ! -e /dev/loop-control ]]; then
+    modprobe loop >/dev/null 2>&1 || true
+  fi
+  [[ -e /dev/loop-control ]] || skip "no /dev/loop-control (loop driver missing)"
+  losetup -f >/dev/null 2>&1 || skip "no free loop device (losetup -f failed)"
+  need_btrfs
+}
+
+# --- background processes -------------------------------------------------------------------------
+# bg_track PID... : the cleanup kills these processes (TERM, then KILL after 3 s).
+bg_track() {
+  local p
+  for p in "$@"; do
+    [[ $p =~ ^[0-9]+$ ]] || {
+      note "bg_track: not a pid: $p"
+      return 1
+    }
+    _IT_BG_PIDS+=("$p")
+  done
+}
+
+# --- filesystems ----------------------------------------------------------------------------------
+_it_losetup() {
+  local img=$1 dev try
+  for try in 1 2 3 4 5; do
+    # -f --show: the kernel picks a free device and we learn which one; retried because another
+    # process may grab the same free device between lookup and attach.
+    if dev=$(losetup -f --show -- "$img" 2>"$IT_TMP/.losetup.err"); then
+      printf '%s\n' "$dev"
+      return 0
+    fi
+    sleep "0.$try"
+  done
+  cat "$IT_TMP/.losetup.err" >&2
+  return 1
+}
+
+# Resolves a mount point or fs id to the harness fs id (default: the last filesystem made).
+_it_fs_id() {
+  local key=${1:-${FS_ID:-}}
+  if [[ -n $key && -n ${_IT_FS_MNT[$key]+set} ]]; then
+    printf '%s\n' "$key"
+  elif [[ -n $key && -n ${_IT_MNT2ID[$key]+set} ]]; then
+    printf '%s\n' "${_IT_MNT2ID[$key]}"
+  else
+    note "not a filesystem made by make_btrfs: ${key:-<none>}"
+    return 1
+  fi
+}
+
+_it_mount_opts() {
+  local id=$1 o=${_IT_FS_OPTS[$1]} d
+  local -a devs
+  read -r -a devs <<<"${_IT_FS_DEVS[$id]}"
+  # Name every device so a multi-device fs mounts without relying on udev having scanned them.
+  if ((${#devs[@]} > 1)); then
+    for d in "${devs[@]:1}"; do
+      o=${o:+$o,}device=$d
+    done
+  fi
+  printf '%s' "$o"
+}
+
+_it_flushbufs() {
+  local d
+  for d in "$@"; do
+    blockdev --flushbufs "$d" >/dev/null 2>&1 || true
+  done
+}
+
+# mount_btrfs [MNT|FS_ID] : mounts a filesystem made by make_btrfs again (same options).
+mount_btrfs() {
+  local id mnt opts
+  id=$(_it_fs_id "${1:-}") || return 1
+  mnt=${_IT_FS_MNT[$id]}
+  mountpoint -q -- "$mnt" && return 0
+  opts=$(_it_mount_opts "$id")
+  local -a devs
+  read -r -a devs <<<"${_IT_FS_DEVS[$id]}"
+  _it_flushbufs "${devs[@]}"
+  if ((${#devs[@]} > 1)); then
+    btrfs device scan -- "${devs[@]}" >/dev/null 2>&1 || true
+  fi
+  mount -t btrfs ${opts:+-o "$opts"} -- "${devs[0]}" "$mnt" || {
+    note "mount -t btrfs ${opts:+-o $opts} ${devs[0]} $mnt failed"
+    return 1
+  }
+}
+
+# unmount_btrfs [MNT|FS_ID] : syncs and unmounts (no lazy fallback: offline tools need a real
+# unmount), then drops the loop devices' buffer cache so offline tools read what is on disk.
+unmount_btrfs() {
+  local id mnt try
+  id=$(_it_fs_id "${1:-}") || return 1
+  mnt=${_IT_FS_MNT[$id]}
+  local -a devs
+  read -r -a devs <<<"${_IT_FS_DEVS[$id]}"
+  if mountpoint -q -- "$mnt"; then
+    sync -f -- "$mnt" 2>/dev/null || sync
+    for try in 1 2 3 4 5 6; do
+      umount -- "$mnt" 2>/dev/null && break
+      sleep "0.$try"
+    done
+    if mountpoint -q -- "$mnt"; then
+      umount -- "$mnt" # shows the error
+      return 1
+    fi
+  fi
+  _it_flushbufs "${devs[@]}"
+}
+
+# remount_btrfs [MNT|FS_ID] : umount + mount again with the same options.
+remount_btrfs() {
+  unmount_btrfs "$@" && mount_btrfs "$@"
+}
+
+# drop_caches : writes back and drops the page cache, dentries and inodes (machine-wide).
+drop_caches() {
+  sync
+  echo 3 >/proc/sys/vm/drop_caches
+}
+
+# make_btrfs [--devices N] [--size MiB] [--mount-opts OPTS] [--] [mkfs.btrfs args...]
+# Creates N sparse backing files of MiB each (default 1 x 256) in $IT_TMP, attaches each with
+# `losetup -f --show`, runs `mkfs.btrfs -f -q ARGS DEVS...` and mounts the first device with OPTS.
+# Sets MNT, DEVS, IMGS and FS_ID; may be called several times per test.
+make_btrfs() {
+  local ndev=1 size=256 mopts=""
+  while (($#)); do
+    case $1 in
+      --devices) ndev=$2; shift 2 ;;
+      --devices=*) ndev=${1#*=}; shift ;;
+      --size) size=$2; shift 2 ;;
+      --size=*) size=${1#*=}; shift ;;
+      --mount-opts) mopts=$2; shift 2 ;;
+      --mount-opts=*) mopts=${1#*=}; shift ;;
+      --) shift; break ;;
+      *) break ;;
+    esac
+  done
+  [[ $ndev =~ ^[1-9][0-9]*$ && $size =~ ^[1-9][0-9]*$ ]] || {
+    note "make_btrfs: bad --devices '$ndev' or --size '$size'"
+    return 1
+  }
+  need_cmd mkfs.btrfs losetup truncate mountpoint blockdev
+
+  _IT_FS_COUNT=$((_IT_FS_COUNT + 1))
+  local id=fs$_IT_FS_COUNT
+  local dir=$IT_TMP/$id i img dev
+  mkdir -p -- "$dir/mnt"
+  local -a devs=() imgs=()
+  for ((i = 1; i <= ndev; i++)); do
+    img=$dir/dev$i.img
+    truncate -s "${size}M" -- "$img"
+    _IT_IMAGES+=("$img")
+    imgs+=("$img")
+    dev=$(_it_losetup "$img") || return 1
+    _IT_LOOPS+=("$dev")
+    devs+=("$dev")
+  done
+  _IT_FS_MNT[$id]=$dir/mnt
+  _IT_MNT2ID[$dir/mnt]=$id
+  _IT_FS_DEVS[$id]="${devs[*]}"
+  _IT_FS_IMGS[$id]="${imgs[*]}"
+  _IT_FS_OPTS[$id]=$mopts
+
+  if ! mkfs.btrfs -f -q "$@" "${devs[@]}" >"$dir/mkfs.log" 2>&1; then
+    note "mkfs.btrfs -f -q $* ${devs[*]} failed:"
+    _it_indent <"$dir/mkfs.log"
+    return 1
+  fi
+  _IT_MOUNTS+=("$dir/mnt")
+  mount_btrfs "$id" || return 1
+
+  MNT=$dir/mnt
+  DEVS=("${devs[@]}")
+  IMGS=("${imgs[@]}")
+  FS_ID=$id
+}
+
+# --- damage fixture -------------------------------------------------------------------------------
+# file_logical FILE OFFSET : prints the btrfs logical address of the sector holding byte OFFSET of
+# FILE. Uses FIEMAP through e2fsprogs' filefrag (on btrfs, FIEMAP "physical" is the btrfs logical
+# address). Fails for holes and for extents whose sectors do not map 1:1 (compressed = "encoded",
+# inline, delalloc, preallocated = "unwritten").
+file_logical() {
+  local file=$1 off=$2 out
+  [[ -f $file && $off =~ ^[0-9]+$ ]] || {
+    note "file_logical: usage: file_logical FILE OFFSET (got '$file' '$off')"
+    return 1
+  }
+  sync -- "$file" # fsync: gives delalloc ranges a real location
+  out=$(filefrag -v -b"$IT_SECTOR" -- "$file") || return 1
+  # filefrag -v lines: "   0:        0..     511:      15616..     16127:    512:             last,eof"
+  awk -v blk=$((off / IT_SECTOR)) -v sector="$IT_SECTOR" -v file="$file" -v off="$off" '
+    /^ *[0-9]+: *[0-9]+\.\. *[0-9]+: *[0-9]+\.\. *[0-9]+: *[0-9]+:/ {
+      line = $0
+      gsub(/\.\./, " ", line); gsub(/:/, " ", line)
+      n = split(line, f, " ")
+      flags = (n >= 7 && f[n] !~ /^[0-9]+$/) ? f[n] : ""
+      if (blk + 0 >= f[2] + 0 && blk + 0 <= f[3] + 0) {
+        if (flags ~ /(encoded|inline|data_inline|unknown_loc|delalloc|unwritten|not_aligned)/) {
+          printf "file_logical: offset %s of %s lies in an extent flagged %s; its sectors have no 1:1 logical address\n", off, file, flags > "/dev/stderr"
+          found = -1; exit
+        }
+        printf "%.0f\n", (f[4] + (blk - f[2])) * sector
+        found = 1; exit
+      }
+    }
+    END {
+      if (found == 0) printf "file_logical: no extent at offset %s of %s (hole or beyond EOF)\n", off, file > "/dev/stderr"
+      exit (found == 1 ? 0 : 1)
+    }' <<<"$out"
+}
+
+# Flushes the buffer cache of DEV and, if DEV belongs to a filesystem made here, of its siblings,
+# so that btrfs-progs (which reads through that cache) does not see stale chunk or csum trees.
+_it_flush_fs_of() {
+  local dev=$1 id
+  for id in "${!_IT_FS_DEVS[@]}"; do
+    if [[ " ${_IT_FS_DEVS[$id]} " == *" $dev "* ]]; then
+      # shellcheck disable=SC2086 # device paths have no spaces
+      _it_flushbufs ${_IT_FS_DEVS[$id]}
+      return 0
+    fi
+  done
+  _it_flushbufs "$dev"
+}
+
+# copies_of LOGICAL DEV : prints "mirror device physical" for each copy of the sector at LOGICAL,
+# from btrfs-progs' btrfs-map-logical, whose lines read
+#   "mirror 1 logical 63963136 physical 105906176 device /dev/loop0".
+# Run it with the filesystem unmounted (or at least synced).
+copies_of() {
+  local logical=$1 dev=$2 out
+  [[ $logical =~ ^[0-9]+$ && -b $dev ]] || {
+    note "copies_of: usage: copies_of LOGICAL DEV (got '$logical' '$dev')"
+    return 1
+  }
+  _it_flush_fs_of "$dev"
+  out=$(btrfs-map-logical -l "$logical" "$dev" 2>"$IT_TMP/.bml.err") || {
+    note "btrfs-map-logical -l $logical $dev failed:"
+    _it_indent <"$IT_TMP/.bml.err"
+    return 1
+  }
+  awk -v l="$logical" '
+    $1 == "mirror" && $3 == "logical" && $5 == "physical" && $7 == "device" && $4 == l {
+      print $2, $8, $6; n++
+    }
+    END { exit (n > 0 ? 0 : 1) }' <<<"$out" || {
+    note "copies_of: btrfs-map-logical printed no copy of logical $logical:"
+    _it_indent <<<"$out"
+    return 1
+  }
+}
+
+# sector_copy LOGICAL MIRROR DEV OUTFILE : copies the 4096-byte sector at LOGICAL as stored by
+# mirror MIRROR into OUTFILE (btrfs-map-logical -b 4096 -c MIRROR -o OUTFILE).
+sector_copy() {
+  local logical=$1 mirror=$2 dev=$3 outfile=$4
+  _it_flush_fs_of "$dev"
+  rm -f -- "$outfile"
+  btrfs-map-logical -l "$logical" -b "$IT_SECTOR" -c "$mirror" -o "$outfile" "$dev" >/dev/null || return 1
+  [[ $(stat -c %s -- "$outfile") -eq $IT_SECTOR ]] || {
+    note "sector_copy: $outfile is not $IT_SECTOR bytes"
+    return 1
+  }
+}
+
+# damage_sectors FILE OFFSET COUNT MODE : overwrites COUNT sectors of FILE, starting with the one
+# holding OFFSET, on the device(s) below btrfs, bypassing btrfs.
+#   MODE one:N  overwrite mirror N only (looks like media corruption; btrfs can repair from the rest)
+#   MODE all    overwrite every copy with the SAME random bytes (what the O_DIRECT race leaves)
+# Syncs, unmounts, writes with dd at each copy's device offset (btrfs-map-logical), remounts and
+# drops caches. Sets LAST_GARBAGE (the bytes written, sector i at i*4096) and DAMAGED (logicals).
+damage_sectors() {
+  local file=$1 off=$2 count=$3 mode=$4 want="" mnt id i
+  [[ -f $file && $off =~ ^[0-9]+$ && $count =~ ^[1-9][0-9]*$ ]] || {
+    note "damage_sectors: usage: damage_sectors FILE OFFSET COUNT one:N|all"
+    return 1
+  }
+  case $mode in
+    all) ;;
+    one:[1-9]*) want=${mode#one:} ;;
+    *) note "damage_sectors: MODE must be one:N or all, not '$mode'"; return 1 ;;
+  esac
+  need_cmd filefrag btrfs-map-logical dd
+  mnt=$(findmnt -n -o TARGET -T "$file") || return 1
+  id=$(_it_fs_id "$mnt") || return 1
+  local -a devs logicals=()
+  read -r -a devs <<<"${_IT_FS_DEVS[$id]}"
+
+  sync -- "$file"
+  local first=$((off / IT_SECTOR)) l
+  for ((i = 0; i < count; i++)); do
+    l=$(file_logical "$file" $(((first + i) * IT_SECTOR))) || return 1
+    logicals+=("$l")
+  done
+  _IT_DAMAGE_SEQ=$((${_IT_DAMAGE_SEQ:-0} + 1))
+  local garbage=$IT_TMP/garbage.$_IT_DAMAGE_SEQ
+  head -c $((count * IT_SECTOR)) /dev/urandom >"$garbage"
+
+  unmount_btrfs "$id" || return 1
+  local rc=0 mirror dev phys copies written
+  for ((i = 0; i < count && rc == 0; i++)); do
+    copies=$(copies_of "${logicals[i]}" "${devs[0]}") || { rc=1; break; }
+    written=0
+    while read -r mirror dev phys; do
+      if [[ -z $want || $mirror == "$want" ]]; then
+        dd if="$garbage" of="$dev" bs="$IT_SECTOR" count=1 skip="$i" seek="$phys" \
+          oflag=seek_bytes,direct conv=notrunc,fsync status=none || { rc=1; break; }
+        written=$((written + 1))
+      fi
+    done <<<"$copies"
+    if ((rc == 0 && written == 0)); then
+      note "damage_sectors: logical ${logicals[i]} has no mirror $want; copies:"
+      _it_indent <<<"$copies"
+      rc=1
+    fi
+  done
+  _it_flushbufs "${devs[@]}"
+  mount_btrfs "$id" || return 1 # remount even after a failed write: leave the fs as found
+  ((rc == 0)) || return 1
+  drop_caches
+  LAST_GARBAGE=$garbage
+  DAMAGED=("${logicals[@]}")
+  note "damaged $count sector(s) of $file at offset $((first * IT_SECTOR)) ($mode): logical ${logicals[*]}"
+}
+
+# --- cleanup --------------------------------------------------------------------------------------
+_it_kill_bg() {
+  local p i alive
+  for p in "${_IT_BG_PIDS[@]}"; do
+    kill -TERM "$p" 2>/dev/null || true
+  done
+  for ((i = 0; i < 30; i++)); do
+    alive=0
+    for p in "${_IT_BG_PIDS[@]}"; do
+      kill -0 "$p" 2>/dev/null && alive=1
+    done
+    ((alive)) || break
+    sleep 0.1
+  done
+  for p in "${_IT_BG_PIDS[@]}"; do
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  _IT_BG_PIDS=()
+}
+
+_it_umount_all() {
+  local -a mnts=()
+  local m i try
+  # Our own mounts, newest first, plus anything a test mounted below $IT_TMP (deepest first).
+  for ((i = ${#_IT_MOUNTS[@]} - 1; i >= 0; i--)); do
+    mnts+=("${_IT_MOUNTS[i]}")
+  done
+  if [[ -d $IT_TMP ]]; then
+    while IFS= read -r m; do
+      [[ $m == "$IT_TMP"/* ]] && mnts=("$m" "${mnts[@]}")
+    done < <(findmnt -rn -o TARGET 2>/dev/null | sed 's/\\x20/ /g' | sort -r)
+  fi
+  for m in "${mnts[@]}"; do
+    mountpoint -q -- "$m" 2>/dev/null || continue
+    for try in 1 2 3 4 5; do
+      umount -- "$m" 2>/dev/null && break
+      sleep "0.$try"
+    done
+    if mountpoint -q -- "$m" 2>/dev/null; then
+      note "cleanup: umount $m failed; lazy unmount"
+      umount -l -- "$m" 2>/dev/null || IT_CLEANUP_ERRORS+=("could not unmount $m")
+    fi
+  done
+}
+
+# Is DEV still attached to IMG? (Compares the kernel's backing-file path, "(deleted)" suffix aside.)
+_it_loop_backs() {
+  local dev=$1 img=$2 back
+  back=$(losetup -n -O BACK-FILE -- "$dev" 2>/dev/null) || return 1
+  back=${back% (deleted)}
+  [[ $back == "$img" ]]
+}
+
+_it_detach_all() {
+  local -A want=()
+  local i dev img try
+  for ((i = 0; i < ${#_IT_LOOPS[@]}; i++)); do
+    want[${_IT_LOOPS[i]}]=1
+  done
+  # Also any device attached to one of our images (closes the window between attach and record).
+  for img in "${_IT_IMAGES[@]}"; do
+    [[ -e $img ]] || continue
+    while IFS= read -r dev; do
+      [[ -n $dev ]] && want[$dev]=1
+    done < <(losetup -n -O NAME -j "$img" 2>/dev/null)
+  done
+  for dev in "${!want[@]}"; do
+    img=""
+    for i in "${_IT_IMAGES[@]}"; do
+      if _it_loop_backs "$dev" "$i"; then
+        img=$i
+        break
+      fi
+    done
+    [[ -n $img ]] || continue # already detached (and maybe reused by someone else): not ours
+    btrfs device scan --forget -- "$dev" >/dev/null 2>&1 || true
+    for try in 1 2 3 4 5; do
+      losetup -d "$dev" 2>/dev/null || true
+      _it_loop_backs "$dev" "$img" || break
+      # A busy device gets autoclear instead; it goes away when its last user closes it.
+      [[ $(cat "/sys/block/${dev#/dev/}/loop/autoclear" 2>/dev/null) == 1 ]] && break
+      sleep "0.$try"
+    done
+    if _it_loop_backs "$dev" "$img" &&
+      [[ $(cat "/sys/block/${dev#/dev/}/loop/autoclear" 2>/dev/null) != 1 ]]; then
+      IT_CLEANUP_ERRORS+=("could not detach $dev ($img)")
+    fi
+  done
+}
+
+# it_cleanup : kills tracked processes, unmounts, detaches, removes $IT_TMP. Idempotent; runs from
+# finish and from the EXIT trap.
+it_cleanup() {
+  ((IT_CLEANED)) && return 0
+  IT_CLEANED=1
+  local errexit=0
+  [[ $- == *e* ]] && errexit=1
+  set +e
+  cd / || true
+  _it_kill_bg
+  _it_umount_all
+  _it_detach_all
+  if [[ -d $IT_TMP ]]; then
+    if findmnt -rn -o TARGET 2>/dev/null | sed 's/\\x20/ /g' | grep -qF -- "$IT_TMP/"; then
+      IT_CLEANUP_ERRORS+=("something is still mounted below $IT_TMP; not removing it")
+    else
+      rm -rf --one-file-system -- "$IT_TMP" || IT_CLEANUP_ERRORS+=("could not remove $IT_TMP")
+    fi
+  fi
+  ((errexit)) && set -e
+  return 0
+}
+
+_it_on_exit() {
+  local rc=$?
+  set +e
+  trap - ERR
+  if ((IT_FINISHED)); then
+    exit "$rc"
+  fi
+  if ((IT_SKIPPED)); then
+    it_cleanup
+    exit 77
+  fi
+  # The script ended without finish: a failed command under set -e, an explicit exit, a signal.
+  if ((rc == 0)); then
+    _it_not_ok "script ended without calling finish"
+    rc=1
+  else
+    _it_not_ok "aborted with exit status $rc${IT_LAST_ERR:+ at $IT_LAST_ERR}"
+  fi
+  it_cleanup
+  local e
+  for e in "${IT_CLEANUP_ERRORS[@]}"; do
+    _it_not_ok "cleanup: $e"
+  done
+  printf '%s: %d passed, %d failed\n' "$IT_NAME" "$IT_PASS" "$IT_FAIL"
+  exit "$rc"
+}
+
+_it_on_signal() {
+  IT_LAST_ERR="signal $1"
+  trap - "$1"
+  exit "$2"
+}
+
+set -o errtrace
+trap 'IT_LAST_ERR="${BASH_SOURCE[0]##*/}:${LINENO}: ${BASH_COMMAND}"' ERR
+trap _it_on_exit EXIT
+trap '_it_on_signal INT 130' INT
+trap '_it_on_signal TERM 143' TERM
+trap '_it_on_signal HUP 129' HUP

@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include <vmcsum/core/text.hpp>
+
+#include <doctest/doctest.h>
+
+using namespace vmcsum::core;
+
+TEST_CASE("utf8 validation")
+{
+  CHECK(is_valid_utf8(""));
+  CHECK(is_valid_utf8("disk.qcow2"));
+  CHECK(is_valid_utf8("Gr\xc3\xbc\xc3\x9f"
+                      "e.img"));                  // "Grüße"
+  CHECK(is_valid_utf8("\xf0\x9f\x92\xbe"));       // U+1F4BE
+  CHECK_FALSE(is_valid_utf8("\xff"));             // never valid
+  CHECK_FALSE(is_valid_utf8("\xc3"));             // truncated
+  CHECK_FALSE(is_valid_utf8("\xc0\xaf"));         // overlong '/'
+  CHECK_FALSE(is_valid_utf8("\xed\xa0\x80"));     // surrogate
+  CHECK_FALSE(is_valid_utf8("\xf4\x90\x80\x80")); // > U+10FFFF
+  CHECK_FALSE(is_valid_utf8("\xe0\x80\x80"));     // overlong 3-byte
+}
+
+TEST_CASE("escape_name keeps UTF-8 and escapes everything else reversibly")
+{
+  CHECK(escape_name("vm.img") == "vm.img");
+  CHECK(escape_name("Gr\xc3\xbc\xc3\x9f"
+                    "e") == "Gr\xc3\xbc\xc3\x9f"
+                            "e");
+  CHECK(escape_name("bad\xffname") == "bad\\xffname");
+  CHECK(escape_name("new\nline") == "new\\x0aline");
+  CHECK(escape_name("back\\slash") == "back\\\\slash");
+  CHECK(escape_name("\x1b[31m") == "\\x1b[31m");
+  CHECK(is_valid_utf8(escape_name("\xc3\x28\xa0\xa1\xe2\x28\xa1")));
+}
+
+TEST_CASE("human_bytes uses binary units")
+{
+  CHECK(human_bytes(0) == "0B");
+  CHECK(human_bytes(1023) == "1023B");
+  CHECK(human_bytes(1536) == "1.50KiB");
+  CHECK(human_bytes(10ULL << 30) == "10.00GiB");
+}

@@ -29,7 +29,7 @@ std::string csum_type_name(uint16_t type)
   case 2:
     return "sha256";
   case 3:
-    return "blake2b";
+    return "blake2";
   default:
     return "unknown(" + std::to_string(type) + ")";
   }

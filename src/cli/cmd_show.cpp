@@ -61,26 +61,16 @@ void render_text(const std::vector<core::FileFacts>& files, Output& out)
 {
   Table table({"PATH", "NOCOW", "NODATASUM", "COMPRESS", "CSUM", "PROFILE", "SIZE", "ALLOC",
                "EXTENTS", "SHARED", "SUBVOL"});
-  std::map<std::string, std::set<std::string>> unknown_by_reason;
   std::string details;
   for (const auto& f : files) {
     std::string name = core::escape_name(f.path);
     if (!f.examined) {
-      out.error(name + ": " + f.error.value_or("cannot examine"));
       continue;
-    }
-    for (const auto& note : f.notes) {
-      if (!f.on_btrfs || out.options().verbose > 0) {
-        out.warn(name + ": " + note);
-      }
     }
     if (!f.on_btrfs) {
       table.add({name, "-", "-", "-", "-", f.fs.empty() ? "-" : f.fs, core::human_bytes(f.size),
                  core::human_bytes(f.allocated), "-", "-", "-"});
       continue;
-    }
-    for (const auto& [fact, reason] : f.unknown) {
-      unknown_by_reason[reason].insert(fact);
     }
     std::string profile = f.data_profiles.empty()       ? out.paint("?", Style::dim)
                           : f.data_profiles.size() == 1 ? f.data_profiles.front()
@@ -120,6 +110,27 @@ void render_text(const std::vector<core::FileFacts>& files, Output& out)
   if (!details.empty()) {
     out.print("\n" + details);
   }
+}
+
+// Errors, notes and unknown facts go to stderr whatever the output format.
+void report_diagnostics(const std::vector<core::FileFacts>& files, const Output& out)
+{
+  std::map<std::string, std::set<std::string>> unknown_by_reason;
+  for (const auto& f : files) {
+    std::string name = core::escape_name(f.path);
+    if (!f.examined) {
+      out.error(name + ": " + f.error.value_or("cannot examine"));
+      continue;
+    }
+    for (const auto& note : f.notes) {
+      if (!f.on_btrfs || out.options().verbose > 0) {
+        out.warn(name + ": " + note);
+      }
+    }
+    for (const auto& [fact, reason] : f.unknown) {
+      unknown_by_reason[reason].insert(fact);
+    }
+  }
   for (const auto& [reason, facts] : unknown_by_reason) {
     std::string list;
     for (const auto& fact : facts) {
@@ -153,6 +164,7 @@ void register_show(CLI::App& app, Runner& runner)
       } else {
         render_text(files, out);
       }
+      report_diagnostics(files, out);
       return status;
     };
   });

@@ -61,7 +61,6 @@ void to_json(nlohmann::ordered_json& j, const FileFacts& f)
   } else if (!f.on_btrfs) {
     why_not = "not a regular file or directory";
   }
-  const std::string fiemap_why = why_not.empty() && !regular ? "only for regular files" : why_not;
 
   put(j, unknown, "fsid", f.fsid, f.unknown, why_not);
   put(j, unknown, "subvolume_id", f.subvolume_id, f.unknown, why_not);
@@ -101,10 +100,17 @@ void to_json(nlohmann::ordered_json& j, const FileFacts& f)
       unknown[k] = why_not;
     }
   }
-  put(j, unknown, "extents", f.extents, f.unknown, fiemap_why);
-  put(j, unknown, "shared_bytes", f.shared_bytes, f.unknown, fiemap_why);
-  put(j, unknown, "compressed_bytes", f.compressed_bytes, f.unknown, fiemap_why);
-  put(j, unknown, "unwritten_bytes", f.unwritten_bytes, f.unknown, fiemap_why);
+  if (regular || !why_not.empty()) {
+    put(j, unknown, "extents", f.extents, f.unknown, why_not);
+    put(j, unknown, "shared_bytes", f.shared_bytes, f.unknown, why_not);
+    put(j, unknown, "compressed_bytes", f.compressed_bytes, f.unknown, why_not);
+    put(j, unknown, "unwritten_bytes", f.unwritten_bytes, f.unknown, why_not);
+  } else {
+    // Extents belong to regular files: for a directory these are not unknown, just absent.
+    for (const char* k : {"extents", "shared_bytes", "compressed_bytes", "unwritten_bytes"}) {
+      j[k] = nullptr;
+    }
+  }
   j["notes"] = f.notes;
   j["unknown"] = unknown;
 }

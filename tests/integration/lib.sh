@@ -204,16 +204,42 @@ need_loop() {
 }
 
 # --- background processes -------------------------------------------------------------------------
-# bg_track PID... : the cleanup kills these processes (TERM, then KILL after 3 s).
+# Start time of PID in clock ticks (/proc/PID/stat field 22), empty if PID does not exist.
+_it_starttime() {
+  local st
+  st=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  st=${st##*) } # comm may contain spaces and parentheses
+  local -a fields
+  read -r -a fields <<<"$st"
+  printf '%s' "${fields[19]}"
+}
+
+# bg_track PID... : the cleanup kills these processes (TERM, then KILL after 3 s). A process is
+# identified by pid and start time, so a pid the kernel has since reused is never killed.
 bg_track() {
-  local p
+  local p st
   for p in "$@"; do
     [[ $p =~ ^[0-9]+$ ]] || {
       note "bg_track: not a pid: $p"
       return 1
     }
-    _IT_BG_PIDS+=("$p")
+    st=$(_it_starttime "$p")
+    [[ -n $st ]] || continue # already gone
+    _IT_BG_PIDS+=("$p:$st")
   done
+}
+
+# bg_untrack PID... : forget processes the test has waited for itself.
+bg_untrack() {
+  local p e
+  local -a keep=()
+  for e in "${_IT_BG_PIDS[@]}"; do
+    for p in "$@"; do
+      [[ ${e%%:*} == "$p" ]] && continue 2
+    done
+    keep+=("$e")
+  done
+  _IT_BG_PIDS=("${keep[@]}")
 }
 
 # --- filesystems ----------------------------------------------------------------------------------
@@ -445,8 +471,9 @@ copies_of() {
       print $2, $8, $6; n++
     }
     END { exit (n > 0 ? 0 : 1) }' <<<"$out" || {
+    # e.g. "ERROR: no extent found at range [...]" on stderr, yet exit status 0
     note "copies_of: btrfs-map-logical printed no copy of logical $logical:"
-    _it_indent <<<"$out"
+    _it_indent <"$IT_TMP/.bml.err"
     return 1
   }
 }
@@ -526,21 +553,28 @@ damage_sectors() {
 
 # --- cleanup --------------------------------------------------------------------------------------
 _it_kill_bg() {
-  local p i alive
-  for p in "${_IT_BG_PIDS[@]}"; do
+  local e p i
+  local -a live=()
+  for e in "${_IT_BG_PIDS[@]}"; do
+    p=${e%%:*}
+    [[ $(_it_starttime "$p") == "${e#*:}" ]] || continue
+    live+=("$e")
     kill -TERM "$p" 2>/dev/null || true
   done
-  for ((i = 0; i < 30; i++)); do
-    alive=0
-    for p in "${_IT_BG_PIDS[@]}"; do
-      kill -0 "$p" 2>/dev/null && alive=1
+  for ((i = 0; i < 30 && ${#live[@]} > 0; i++)); do
+    local -a still=()
+    for e in "${live[@]}"; do
+      [[ $(_it_starttime "${e%%:*}") == "${e#*:}" ]] && still+=("$e")
     done
-    ((alive)) || break
-    sleep 0.1
+    live=("${still[@]}")
+    ((${#live[@]})) && sleep 0.1
   done
-  for p in "${_IT_BG_PIDS[@]}"; do
-    kill -KILL "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
+  for e in "${live[@]}"; do
+    # A zombie child keeps its start time until reaped; wait reaps it (no-op for non-children).
+    [[ $(_it_starttime "${e%%:*}") == "${e#*:}" ]] && kill -KILL "${e%%:*}" 2>/dev/null
+  done
+  for e in "${_IT_BG_PIDS[@]}"; do
+    wait "${e%%:*}" 2>/dev/null || true
   done
   _IT_BG_PIDS=()
 }
@@ -579,19 +613,19 @@ _it_loop_backs() {
 }
 
 _it_detach_all() {
-  local -A want=()
+  local -A todo=()
   local i dev img try
   for ((i = 0; i < ${#_IT_LOOPS[@]}; i++)); do
-    want[${_IT_LOOPS[i]}]=1
+    todo[${_IT_LOOPS[i]}]=1
   done
   # Also any device attached to one of our images (closes the window between attach and record).
   for img in "${_IT_IMAGES[@]}"; do
     [[ -e $img ]] || continue
     while IFS= read -r dev; do
-      [[ -n $dev ]] && want[$dev]=1
+      [[ -n $dev ]] && todo[$dev]=1
     done < <(losetup -n -O NAME -j "$img" 2>/dev/null)
   done
-  for dev in "${!want[@]}"; do
+  for dev in "${!todo[@]}"; do
     img=""
     for i in "${_IT_IMAGES[@]}"; do
       if _it_loop_backs "$dev" "$i"; then

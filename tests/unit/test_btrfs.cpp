@@ -114,7 +114,7 @@ TEST_CASE("checksum type names match btrfs-progs")
   CHECK(btrfs::csum_type_name(0) == "crc32c");
   CHECK(btrfs::csum_type_name(1) == "xxhash64");
   CHECK(btrfs::csum_type_name(2) == "sha256");
-  CHECK(btrfs::csum_type_name(3) == "blake2b");
+  CHECK(btrfs::csum_type_name(3) == "blake2");
   CHECK(btrfs::csum_type_name(9) == "unknown(9)");
 }
 

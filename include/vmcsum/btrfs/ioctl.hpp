@@ -14,7 +14,8 @@ namespace vmcsum::btrfs {
 
 // btrfs_tree.h enum btrfs_csum_type.
 enum class CsumType : uint16_t { crc32c = 0, xxhash64 = 1, sha256 = 2, blake2b = 3 };
-// Names as btrfs-progs prints them ("crc32c", "xxhash64", "sha256", "blake2b"), or "unknown(N)".
+// Names as btrfs-progs prints them ("crc32c", "xxhash64", "sha256", "blake2": BLAKE2b-256),
+// or "unknown(N)".
 std::string csum_type_name(uint16_t type);
 
 struct FsInfo

@@ -112,6 +112,10 @@ check_eq "need_cmd skips with 77" 77 "$child_rc"
 check_eq "skip prints SKIP: reason first" "SKIP: command not found: vmcsum-no-such-command-xyz" \
   "$(head -n 1 "$kids/skipping.out")"
 
+run_child late_skip 'check "first" true; skip "the rest needs something"; check "unreached" true'
+check_eq "skip after a check finishes instead of 77" 0 "$child_rc"
+check_eq "late skip: summary line" "late_skip: 1 passed, 0 failed" "$(last_line "$kids/late_skip.out")"
+
 run_child aborting 'check "first" true; false; check "unreached" true; finish'
 check_eq "set -e abort keeps the failing status" 1 "$child_rc"
 check_eq "abort still prints the summary" "aborting: 1 passed, 1 failed" "$(last_line "$kids/aborting.out")"
@@ -325,6 +329,8 @@ head -c 1M /dev/zero | tr '\\0' v >"$MNT/text"
 sync
 check "zstd: compressible data is stored encoded" grep -q encoded <<<"$(filefrag -v "$MNT/text")"
 check_fails "zstd: file_logical refuses an offset inside a compressed extent" file_logical "$MNT/text" 8192
+check "zstd: remount_btrfs" remount_btrfs
+check "zstd: remount keeps compress=zstd" grep -q 'compress=zstd' <<<"$(findmnt -n -o OPTIONS "$MNT")"
 run_case nodatasum 1 "nodatasum" crc32c DUP -- -d dup -m dup
 
 check_eq "five filesystems alive at once" 5 "$(findmnt -rn -o TARGET | grep -cF -- "$IT_TMP/")"

@@ -17,13 +17,17 @@
 # Everything the harness creates lives in one per-test temp dir ($IT_TMP). An EXIT/INT/TERM/HUP
 # trap unmounts what it mounted, detaches exactly the loop devices it attached, kills the
 # processes registered with bg_track and removes $IT_TMP. Loop devices and mounts are shared with
-# everything else on the machine, so nothing here ever acts on a device or mount it did not create.
+# everything else on the machine, so nothing here acts on a device, mount or process it did not
+# create.
 #
 # Caveats:
 #  * Call make_btrfs, damage_sectors, mount_btrfs... in the test's own shell, never inside $(...):
 #    they set globals the cleanup relies on.
 #  * bash delays a trapped signal until the foreground command ends. Run long waits as
 #    `cmd & bg_track $!; wait $!` so that TERM/HUP interrupt them at once.
+#  * Do not set your own EXIT/INT/TERM/HUP trap: it would replace the harness's. Register
+#    processes with bg_track; call it_cleanup early if the test must check what is left.
+#  * drop_caches is machine-wide (there is no per-filesystem way to drop clean pages).
 #  * A non-interactive shell that starts a script in the background makes it ignore SIGINT (POSIX);
 #    the INT trap only matters for interactive runs (Ctrl-C reaches the whole process group).
 
@@ -91,8 +95,9 @@ _it_show_output() {
 }
 
 _it_capture_file() {
+  _IT_CHECK_SEQ=$((${_IT_CHECK_SEQ:-0} + 1))
   if [[ -d $IT_TMP ]]; then
-    printf '%s/.check.out' "$IT_TMP"
+    printf '%s/.check.%d.out' "$IT_TMP" "$_IT_CHECK_SEQ"
   else
     mktemp "${TMPDIR:-/tmp}/vmcsum-it.check.XXXXXX"
   fi
@@ -162,10 +167,11 @@ finish() {
 }
 
 # --- skips ----------------------------------------------------------------------------------------
-# skip REASON : prints "SKIP: REASON" and exits 77 (or finishes as failed if a check already failed).
+# skip REASON : prints "SKIP: REASON" and exits 77. If checks already ran, it finishes instead
+# (exit 0 or 1 by their outcome): 77 means that nothing ran.
 skip() {
   printf 'SKIP: %s\n' "$*"
-  if ((IT_FAIL > 0)); then
+  if ((IT_PASS + IT_FAIL > 0)); then
     finish
   fi
   IT_SKIPPED=1
@@ -410,6 +416,12 @@ file_logical() {
   local file=$1 off=$2 out
   [[ -f $file && $off =~ ^[0-9]+$ ]] || {
     note "file_logical: usage: file_logical FILE OFFSET (got '$file' '$off')"
+    return 1
+  }
+  local ss
+  ss=$(stat -f -c %S -- "$file") # btrfs reports its sectorsize here
+  [[ $ss == "$IT_SECTOR" ]] || {
+    note "file_logical: $file is on a filesystem with sectorsize $ss; the harness assumes $IT_SECTOR"
     return 1
   }
   sync -- "$file" # fsync: gives delalloc ranges a real location

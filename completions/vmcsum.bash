@@ -4,7 +4,7 @@ _vmcsum()
     local cur prev words cword
     _init_completion || return
 
-    local commands="show"
+    local commands="show audit"
     local global_opts="--json --color --verbose -v --quiet -q --version --help -h"
 
     case $prev in
@@ -12,12 +12,23 @@ _vmcsum()
             COMPREPLY=($(compgen -W 'auto always never' -- "$cur"))
             return
             ;;
+        --libvirt-dir|--libvirt-run-dir|--pve-dir|--proc)
+            _filedir -d
+            return
+            ;;
+        --kernel-log)
+            _filedir
+            return
+            ;;
+        --kernel-release)
+            return
+            ;;
     esac
 
     local cmd="" i
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
-            show) cmd=${words[i]}; break ;;
+            show|audit) cmd=${words[i]}; break ;;
         esac
     done
 
@@ -34,6 +45,13 @@ _vmcsum()
         show)
             if [[ $cur == -* ]]; then
                 COMPREPLY=($(compgen -W "$global_opts" -- "$cur"))
+            else
+                _filedir
+            fi
+            ;;
+        audit)
+            if [[ $cur == -* ]]; then
+                COMPREPLY=($(compgen -W "$global_opts --libvirt-dir --libvirt-run-dir --pve-dir --proc --kernel-log --kernel-release" -- "$cur"))
             else
                 _filedir
             fi

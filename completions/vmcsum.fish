@@ -1,5 +1,5 @@
 # fish completion for vmcsum(8)
-set -l commands show
+set -l commands show audit
 
 complete -c vmcsum -f
 complete -c vmcsum -l json -d 'Print one JSON document on stdout'
@@ -11,3 +11,12 @@ complete -c vmcsum -s h -l help -d 'Print help'
 
 complete -c vmcsum -n "not __fish_seen_subcommand_from $commands" -a show -d 'Show NOCOW, NODATASUM, checksum type, profile and extents'
 complete -c vmcsum -n "__fish_seen_subcommand_from show" -F
+
+complete -c vmcsum -n "not __fish_seen_subcommand_from $commands" -a audit -d 'Find VM images and say which are at risk'
+complete -c vmcsum -n "__fish_seen_subcommand_from audit" -F
+complete -c vmcsum -n "__fish_seen_subcommand_from audit" -l libvirt-dir -r -d 'libvirt configuration directory'
+complete -c vmcsum -n "__fish_seen_subcommand_from audit" -l libvirt-run-dir -r -d 'libvirt runtime directory'
+complete -c vmcsum -n "__fish_seen_subcommand_from audit" -l pve-dir -r -d 'Proxmox configuration directory'
+complete -c vmcsum -n "__fish_seen_subcommand_from audit" -l proc -r -d 'proc filesystem to scan'
+complete -c vmcsum -n "__fish_seen_subcommand_from audit" -l kernel-log -r -d 'Kernel log to search'
+complete -c vmcsum -n "__fish_seen_subcommand_from audit" -l kernel-release -x -d 'Judge as if running this release'

@@ -41,6 +41,12 @@ case $# in
   *) usage ;;
 esac
 
+# --- install and build (idempotent), unless a vmcsum binary was handed in -------------------------
+if [[ -z ${VMCSUM:-} ]]; then
+  say "installing dependencies and building (scripts/setup.sh)"
+  "$here/scripts/setup.sh" >/dev/null
+fi
+
 # --- find vmcsum -----------------------------------------------------------------------------------
 if [[ -n ${VMCSUM:-} ]]; then
   vmcsum=$VMCSUM

@@ -6,10 +6,10 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-build=0
+no_build=0
 for arg in "$@"; do
   case "$arg" in
-    --no-build) build=1 ;;
+    --no-build) no_build=1 ;;
     *) echo "usage: $0 [--no-build]" >&2; exit 64 ;;
   esac
 done
@@ -46,6 +46,6 @@ if [[ $(id -u) -eq 0 ]]; then
   modprobe loop 2>/dev/null || true
 fi
 
-((build)) && exit 0
+((no_build)) && exit 0
 cmake -S "$here" -B "$here/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${VMCSUM_CMAKE_ARGS:-} >/dev/null
 cmake --build "$here/build" -j"$(nproc)"

@@ -32,6 +32,7 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, Runner& runner)
               "complete for some path, 64 usage error.\nSee vmcsum(8).");
 
   register_show(*app, runner);
+  register_audit(*app, runner);
   return app;
 }
 

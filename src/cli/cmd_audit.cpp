@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// vmcsum audit [PATH...]: every VM image, what is at risk and why.
+#include "app.hpp"
+
+#include <vmcsum/core/audit.hpp>
+#include <vmcsum/core/json.hpp>
+#include <vmcsum/core/text.hpp>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+namespace vmcsum::cli {
+
+namespace {
+
+Style style_of(core::Severity s)
+{
+  switch (s) {
+  case core::Severity::critical:
+    return Style::red;
+  case core::Severity::warning:
+    return Style::yellow;
+  case core::Severity::info:
+    return Style::plain;
+  }
+  return Style::plain;
+}
+
+nlohmann::ordered_json policy_json(const core::KernelReport& k)
+{
+  return {{"checksummed", core::dio_write_name(k.policy.checksummed)},
+          {"nodatasum_duplicated", core::dio_write_name(k.policy.nodatasum_duplicated)},
+          {"nodatasum_single", core::dio_write_name(k.policy.nodatasum_single)},
+          {"reason", k.policy.reason}};
+}
+
+nlohmann::ordered_json image_json(const core::ImageReport& r)
+{
+  nlohmann::ordered_json facts = r.facts;
+  nlohmann::ordered_json j;
+  j["path"] = facts["path"];
+  j["path_is_utf8"] = facts["path_is_utf8"];
+  j["format"] = r.format;
+  for (const char* k : {"size", "allocated", "nocow", "nodatasum", "compression", "data_profile",
+                        "shared_bytes", "extents", "csum_type", "subvolume_id", "subvolume_path",
+                        "fs", "mount_point", "mount_options"}) {
+    j[k] = facts[k];
+  }
+  j["dir_nocow"] = r.dir_nocow ? nlohmann::ordered_json(*r.dir_nocow) : nullptr;
+  j["found_via"] = r.found_via;
+  auto& open_by = j["open_by"] = nlohmann::ordered_json::array();
+  for (const auto& o : r.open_by) {
+    open_by.push_back({{"pid", o.pid},
+                       {"comm", core::escape_name(o.comm)},
+                       {"fd", o.fd},
+                       {"o_direct", o.o_direct},
+                       {"writable", o.writable}});
+  }
+  auto& locks = j["locks"] = nlohmann::ordered_json::array();
+  for (const auto& l : r.locks) {
+    locks.push_back({{"pid", l.pid ? nlohmann::ordered_json(*l.pid) : nullptr},
+                     {"kind", l.kind},
+                     {"mode", l.mode},
+                     {"qemu", l.qemu},
+                     {"qemu_write", l.qemu_write}});
+  }
+  auto& conf = j["configured"] = nlohmann::ordered_json::array();
+  for (const auto& c : r.configured) {
+    conf.push_back({{"source", core::escape_name(c.source)},
+                    {"cache", c.cache},
+                    {"io", c.io},
+                    {"o_direct", c.o_direct},
+                    {"target", c.target}});
+  }
+  j["logged_csum_errors"] = r.logged_csum_errors;
+  j["logged_offsets"] = r.logged_offsets;
+  auto& findings = j["findings"] = nlohmann::ordered_json::array();
+  for (const auto& f : r.findings) {
+    findings.push_back({{"code", f.code},
+                        {"severity", core::severity_name(f.severity)},
+                        {"message", f.message},
+                        {"action", f.action}});
+  }
+  j["unknown"] = facts["unknown"];
+  return j;
+}
+
+std::string yes_no(const std::optional<bool>& v)
+{
+  return v ? (*v ? "yes" : "no") : "?";
+}
+
+void render_text(const core::AuditResult& r, Output& out)
+{
+  Table table(
+    {"SEVERITY", "PATH", "FORMAT", "NOCOW", "DATASUM", "PROFILE", "SIZE", "USERS", "FINDINGS"});
+  std::string details;
+  size_t counts[3] = {0, 0, 0};
+  for (const auto& img : r.images) {
+    auto sev = core::worst(img.findings);
+    bool clean = img.findings.empty() || sev == core::Severity::info;
+    ++counts[static_cast<int>(sev)];
+    std::string users;
+    for (const auto& o : img.open_by) {
+      users += (users.empty() ? "" : " ") + core::escape_name(o.comm) + "[" +
+               std::to_string(o.pid) + "]" + (o.o_direct ? "+direct" : "");
+    }
+    std::string codes;
+    for (const auto& f : img.findings) {
+      codes += (codes.empty() ? "" : ",") + f.code;
+    }
+    std::optional<bool> datasum;
+    if (img.facts.nodatasum) {
+      datasum = !*img.facts.nodatasum;
+    }
+    std::string profile = img.facts.data_profiles.empty()       ? "-"
+                          : img.facts.data_profiles.size() == 1 ? img.facts.data_profiles[0]
+                                                                : "mixed";
+    table.add({out.paint(clean ? "ok" : core::severity_name(sev), style_of(sev)),
+               core::escape_name(img.facts.path), img.format, yes_no(img.facts.nocow),
+               yes_no(datasum), profile, core::human_bytes(img.facts.size),
+               users.empty() ? "-" : users, codes.empty() ? "-" : codes});
+    for (const auto& f : img.findings) {
+      if (f.severity == core::Severity::info && out.options().verbose == 0) {
+        continue;
+      }
+      if (details.empty() ||
+          details.rfind(core::escape_name(img.facts.path)) == std::string::npos) {
+        details += "\n" + out.paint(core::escape_name(img.facts.path), Style::bold) + "\n";
+      }
+      details += "  " + out.paint(core::severity_name(f.severity), style_of(f.severity)) + " " +
+                 f.code + ": " + f.message + "\n    -> " + f.action + "\n";
+    }
+  }
+  if (!table.empty()) {
+    out.print(table.render(out));
+  }
+  out.print(details);
+  std::string summary =
+    "\n" + std::to_string(r.images.size()) + " image(s): " + std::to_string(counts[2]) +
+    " critical, " + std::to_string(counts[1]) + " warning, " + std::to_string(counts[0]) + " ok.";
+  summary += " Linux " + r.kernel.release + ": O_DIRECT to checksummed files is " +
+             core::dio_write_name(r.kernel.policy.checksummed) + " (" + r.kernel.source + ").\n";
+  if (r.images.empty()) {
+    summary += "Searched: ";
+    for (const auto& s : r.searched) {
+      summary += core::escape_name(s) + " ";
+    }
+    summary += "\n";
+  }
+  out.print(summary);
+}
+
+} // namespace
+
+void register_audit(CLI::App& app, Runner& runner)
+{
+  auto opts = std::make_shared<core::AuditOptions>();
+  CLI::App* cmd = app.add_subcommand(
+    "audit", "Find VM images and say which are at risk of false checksum mismatches, and why");
+  cmd->add_option("paths", opts->paths,
+                  "Images or directories to audit (default: libvirt, Proxmox, GNOME Boxes "
+                  "places, configured disks and images open by QEMU)");
+  cmd->add_option("--libvirt-dir", opts->libvirt_dir, "libvirt configuration directory")
+    ->capture_default_str();
+  cmd->add_option("--libvirt-run-dir", opts->libvirt_run_dir, "libvirt runtime directory")
+    ->capture_default_str();
+  cmd->add_option("--pve-dir", opts->pve_dir, "Proxmox configuration directory")
+    ->capture_default_str();
+  cmd->add_option("--proc", opts->proc_dir, "proc filesystem to scan for open images")
+    ->capture_default_str();
+  cmd
+    ->add_option("--kernel-log", opts->kernel_log,
+                 "Kernel log to search for checksum failures ('' to skip)")
+    ->capture_default_str();
+  cmd->add_option("--kernel-release", opts->kernel_release,
+                  "Judge as if running this kernel release (default: uname -r)");
+  cmd->callback([opts, &runner] {
+    runner = [opts](Output& out) {
+      core::AuditResult r = core::audit(*opts);
+      int status = exit_code::clean;
+      for (const auto& img : r.images) {
+        auto sev = core::worst(img.findings);
+        if (sev == core::Severity::critical) {
+          status = std::max(status, exit_code::critical);
+        } else if (sev == core::Severity::warning) {
+          status = std::max(status, exit_code::warnings);
+        }
+      }
+      if (!r.problems.empty()) {
+        status = std::max(status, exit_code::incomplete);
+      }
+      if (out.options().json) {
+        nlohmann::ordered_json doc;
+        doc["schema"] = "vmcsum.audit/1";
+        doc["kernel"] = {{"release", r.kernel.release},
+                         {"dio_policy", policy_json(r.kernel)},
+                         {"source", r.kernel.source}};
+        auto& images = doc["images"] = nlohmann::ordered_json::array();
+        for (const auto& img : r.images) {
+          images.push_back(image_json(img));
+        }
+        auto& problems = doc["problems"] = nlohmann::ordered_json::array();
+        for (const auto& p : r.problems) {
+          problems.push_back({{"path", core::escape_name(p.path)}, {"reason", p.reason}});
+        }
+        doc["searched"] = nlohmann::ordered_json::array();
+        for (const auto& s : r.searched) {
+          doc["searched"].push_back(core::escape_name(s));
+        }
+        doc["notes"] = r.notes;
+        doc["exit_code"] = status;
+        out.emit_json(doc);
+      } else {
+        render_text(r, out);
+      }
+      for (const auto& p : r.problems) {
+        out.error(core::escape_name(p.path) + ": " + p.reason);
+      }
+      for (const auto& n : r.notes) {
+        out.info(n);
+      }
+      return status;
+    };
+  });
+}
+
+} // namespace vmcsum::cli

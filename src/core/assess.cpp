@@ -1,0 +1,195 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// The audit's decision table: facts about one image in, findings out. Kernel behaviour comes
+// from kernel-facts.md §1 (968f19c5b1b7 and the 7.0 duplicated-profile rule).
+#include <vmcsum/btrfs/profile.hpp>
+#include <vmcsum/core/audit.hpp>
+#include <vmcsum/core/text.hpp>
+
+#include <algorithm>
+
+namespace vmcsum::core {
+
+std::string severity_name(Severity s)
+{
+  switch (s) {
+  case Severity::info:
+    return "info";
+  case Severity::warning:
+    return "warning";
+  case Severity::critical:
+    return "critical";
+  }
+  return "info";
+}
+
+Severity worst(const std::vector<Finding>& findings)
+{
+  Severity w = Severity::info;
+  for (const auto& f : findings) {
+    w = std::max(w, f.severity);
+  }
+  return w;
+}
+
+namespace {
+
+bool any_duplication(const std::vector<std::string>& profiles)
+{
+  return std::any_of(profiles.begin(), profiles.end(),
+                     [](const std::string& p) { return btrfs::profile_has_duplication(p); });
+}
+
+std::string profile_text(const std::vector<std::string>& profiles)
+{
+  if (profiles.empty()) {
+    return "an unknown profile";
+  }
+  std::string s;
+  for (const auto& p : profiles) {
+    s += (s.empty() ? "" : "+") + p;
+  }
+  return s;
+}
+
+std::string how_direct(const RiskInputs& in)
+{
+  if (in.o_direct_configured && in.o_direct_open) {
+    return "configured for and open with O_DIRECT";
+  }
+  return in.o_direct_open ? "open with O_DIRECT now"
+                          : "configured for O_DIRECT (cache=none/directsync)";
+}
+
+} // namespace
+
+std::vector<Finding> assess(const RiskInputs& in)
+{
+  std::vector<Finding> out;
+  const std::string kernel = "Linux " + in.kernel_release;
+  const std::string per = in.policy_source == "probe" ? " (measured)" : " (version table)";
+  const bool duplicated = any_duplication(in.data_profiles);
+  const bool direct = in.o_direct_configured || in.o_direct_open;
+  // NOCOW always comes with NODATASUM (btrfs_fileattr_set sets both), so it settles the
+  // question when the inode item could not be read.
+  std::optional<bool> nodatasum = in.nodatasum;
+  if (!nodatasum && in.nocow) {
+    nodatasum = true;
+  }
+
+  if (in.logged_csum_errors > 0) {
+    out.push_back({"csum-errors-logged", Severity::critical,
+                   "the kernel log has " + std::to_string(in.logged_csum_errors) +
+                     " checksum failure(s) for this image",
+                   "run 'vmcsum scrub' on it to find every bad sector and tell false mismatches "
+                   "from media faults"});
+  }
+
+  if (!nodatasum) {
+    if (direct) {
+      out.push_back({"nodatasum-unknown", Severity::warning,
+                     "image is " + how_direct(in) +
+                       ", but whether it has data checksums is unknown (needs CAP_SYS_ADMIN)",
+                     "run vmcsum audit as root"});
+    }
+  } else if (!*nodatasum && direct) {
+    switch (in.policy.checksummed) {
+    case DioWrite::direct:
+      out.push_back(
+        {"false-mismatch-risk", Severity::critical,
+         "checksummed image " + how_direct(in) + " on " + kernel +
+           ", which writes O_DIRECT zero-copy: a buffer changed in flight leaves a false "
+           "checksum mismatch" +
+           per,
+         "use cache=writeback for this disk, or upgrade to a kernel with the buffered fallback "
+         "(6.15+, 6.12.77+, 6.6.130+), or convert it with 'vmcsum set --nocow' (gives up "
+         "checksums); then 'vmcsum scrub' it"});
+      break;
+    case DioWrite::buffered_fallback: {
+      std::string nocow_note;
+      if (!duplicated) {
+        nocow_note = "; NOCOW would give zero-copy back on " + profile_text(in.data_profiles) +
+                     ", at the price of checksums";
+      } else if (in.policy.nodatasum_duplicated == DioWrite::buffered_fallback) {
+        nocow_note = "; NOCOW would not help on " + profile_text(in.data_profiles) +
+                     ": this kernel falls back for NODATASUM files too on profiles with copies";
+      } else if (in.policy.nodatasum_duplicated == DioWrite::direct) {
+        nocow_note = "; NOCOW would give zero-copy back, at the price of checksums and of "
+                     "copies that may diverge";
+      } else {
+        nocow_note = "; whether NOCOW would give zero-copy back on " +
+                     profile_text(in.data_profiles) + " is unknown for this kernel";
+      }
+      out.push_back({"dio-buffered-fallback", Severity::warning,
+                     "checksummed image " + how_direct(in) + ": " + kernel +
+                       " falls back to buffered IO, so every write pays a copy and a synchronous "
+                       "writeback" +
+                       per + nocow_note,
+                     "safe as it is; measure the cost with 'vmcsum bench', consider "
+                     "cache=writeback, or 'vmcsum set --nocow' where zero-copy matters more than "
+                     "checksums"});
+      break;
+    }
+    case DioWrite::unknown:
+      out.push_back({"dio-policy-unknown", Severity::warning,
+                     "checksummed image " + how_direct(in) + " on " + kernel +
+                       ", whose O_DIRECT behaviour is not in the version table",
+                     "run 'vmcsum probe' to measure it"});
+      break;
+    }
+  }
+
+  if (nodatasum && *nodatasum) {
+    if (duplicated) {
+      std::string tail;
+      if (in.policy.nodatasum_duplicated == DioWrite::buffered_fallback) {
+        tail = "; and " + kernel +
+               " falls back to buffered IO for it anyway, so NOCOW buys no "
+               "zero-copy here";
+      }
+      out.push_back({"nocow-redundant-profile", Severity::warning,
+                     "NODATASUM image on " + profile_text(in.data_profiles) +
+                       ": no checksums, so no self-healing from the other copy, and copies "
+                       "written with O_DIRECT may silently differ" +
+                       tail,
+                     "convert it back with 'vmcsum set --cow' unless zero-copy matters more"});
+    } else if (direct) {
+      out.push_back({"nocow-direct-fast-path", Severity::info,
+                     "NODATASUM image on " + profile_text(in.data_profiles) +
+                       " with O_DIRECT: the zero-copy fast path, without data checksums",
+                     "nothing to do; corruption will not be detected by btrfs"});
+    } else {
+      out.push_back({"no-checksums", Severity::info,
+                     "NODATASUM image: btrfs does not checksum its data, so corruption goes "
+                     "undetected",
+                     "nothing to do unless you want checksums: 'vmcsum set --cow'"});
+    }
+  }
+
+  if (in.nocow && in.shared_bytes > 0) {
+    out.push_back({"nocow-shared-extents", Severity::warning,
+                   "NOCOW image shares " + human_bytes(in.shared_bytes) +
+                     " with snapshots or reflinks: the first write to each shared block is "
+                     "copy-on-write again, and the image fragments",
+                   "keep images in a subvolume that is not snapshotted; 'vmcsum set --nocow' "
+                   "rewrites it unshared"});
+  }
+
+  if (in.dir_nocow && *in.dir_nocow != in.nocow) {
+    if (in.nocow) {
+      out.push_back({"dir-nocow-mismatch", Severity::warning,
+                     "image is NOCOW but its directory is not: new images created there will be "
+                     "checksummed",
+                     "'chattr +C' the directory if new images should be NOCOW too"});
+    } else {
+      out.push_back({"dir-nocow-mismatch", Severity::warning,
+                     "directory is NOCOW but this image is not (created elsewhere and moved in, "
+                     "or older than the attribute)",
+                     "'vmcsum set --nocow' it, or 'chattr -C' the directory"});
+    }
+  }
+  return out;
+}
+
+} // namespace vmcsum::core

@@ -1,0 +1,496 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+#include <vmcsum/btrfs/ioctl.hpp>
+#include <vmcsum/core/audit.hpp>
+#include <vmcsum/core/image_format.hpp>
+#include <vmcsum/core/kernel_log.hpp>
+#include <vmcsum/core/proc_scan.hpp>
+#include <vmcsum/core/walk.hpp>
+#include <vmcsum/error.hpp>
+#include <vmcsum/sys/fd.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <pwd.h>
+#include <sys/ioctl.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+namespace vmcsum::core {
+
+namespace {
+
+// Which files of a walked tree are worth opening to look for an image header: anything of a
+// megabyte or more, and smaller files only when their name says image (a fresh VDI made by
+// qemu-img is 1.5 KiB, a dynamic VHD 25 KiB). This keeps an audit of a tree full of small
+// files close to the cost of find(1). Files named on the command line are always examined.
+constexpr uint64_t sniff_any_size = 1024 * 1024;
+constexpr uint64_t min_image_size = 512;
+
+bool has_image_extension(const std::string& path)
+{
+  static const char* exts[] = {".qcow2", ".qcow", ".qed", ".vmdk", ".vdi", ".vhd", ".vhdx",
+                               ".img",   ".raw",  ".disk"};
+  auto dot = path.find_last_of("./");
+  if (dot == std::string::npos || path[dot] != '.') {
+    return false;
+  }
+  std::string ext = path.substr(dot);
+  for (auto& c : ext) {
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return std::any_of(std::begin(exts), std::end(exts), [&](const char* e) { return ext == e; });
+}
+
+bool worth_sniffing(const std::string& path, uint64_t size)
+{
+  return size >= sniff_any_size || (size >= min_image_size && has_image_extension(path));
+}
+
+std::string canonical(const std::string& path)
+{
+  char* real = ::realpath(path.c_str(), nullptr);
+  if (!real) {
+    return path;
+  }
+  std::string out = real;
+  std::free(real);
+  return out;
+}
+
+std::optional<std::string> read_text(const std::string& path)
+{
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return std::nullopt;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<std::string> files_in(const std::string& dir, const std::string& suffix)
+{
+  std::vector<std::string> out;
+  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), &::closedir);
+  if (!d) {
+    return out;
+  }
+  while (dirent* e = ::readdir(d.get())) {
+    std::string name = e->d_name;
+    if (name.size() > suffix.size() &&
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      out.push_back(dir + "/" + name);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Reads the head and tail of a file without following a symlink or blocking on a FIFO.
+ImageFormat sniff(const std::string& path, uint64_t size)
+{
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+  if (fd < 0 && errno == EPERM) {
+    // O_NOATIME is only for the owner or CAP_FOWNER.
+    fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+  }
+  sys::Fd owned(fd);
+  std::string name = path.substr(path.find_last_of('/') + 1);
+  if (!owned) {
+    return detect_image_format({}, {}, name);
+  }
+  uint8_t head[image_head_bytes];
+  uint8_t tail[image_tail_bytes];
+  ssize_t h = ::pread(owned.get(), head, sizeof head, 0);
+  ssize_t t = 0;
+  if (size >= image_tail_bytes) {
+    t = ::pread(owned.get(), tail, sizeof tail, static_cast<off_t>(size - image_tail_bytes));
+  }
+  return detect_image_format(std::span<const uint8_t>(head, h > 0 ? size_t(h) : 0),
+                             std::span<const uint8_t>(tail, t > 0 ? size_t(t) : 0), name);
+}
+
+struct Candidate
+{
+  std::string path;
+  std::vector<std::string> found_via;
+  bool explicit_path = false;
+};
+
+// Reads kernel log records: /dev/kmsg (one record per read, non-blocking so the end of the
+// buffer is EAGAIN, not a wait) or a plain text file of log lines.
+std::vector<CsumLogEvent> read_kernel_log(const std::string& path, std::vector<std::string>& notes)
+{
+  std::vector<CsumLogEvent> events;
+  sys::Fd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  if (!fd) {
+    notes.push_back("kernel log " + path + " not read: " + errno_text(errno));
+    return events;
+  }
+  struct stat st
+  {
+  };
+  ::fstat(fd.get(), &st);
+  if (S_ISCHR(st.st_mode)) {
+    char buf[8192];
+    for (;;) {
+      ssize_t n = ::read(fd.get(), buf, sizeof buf);
+      if (n < 0) {
+        if (errno == EPIPE) {
+          continue; // records overwritten while reading: go on with the next one
+        }
+        if (errno != EAGAIN) {
+          notes.push_back("kernel log " + path + ": " + errno_text(errno));
+        }
+        break;
+      }
+      if (n == 0) {
+        break;
+      }
+      std::string_view rec(buf, static_cast<size_t>(n));
+      rec = rec.substr(0, rec.find('\n'));
+      if (auto ev = parse_kernel_log_line(rec)) {
+        events.push_back(std::move(*ev));
+      }
+    }
+    return events;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    notes.push_back("kernel log " + path + " is neither /dev/kmsg nor a file");
+    return events;
+  }
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (auto ev = parse_kernel_log_line(line)) {
+      events.push_back(std::move(*ev));
+    }
+  }
+  return events;
+}
+
+std::string basename_of(const std::string& p)
+{
+  auto slash = p.find_last_of('/');
+  return slash == std::string::npos ? p : p.substr(slash + 1);
+}
+
+std::string parent_of(const std::string& p)
+{
+  auto slash = p.find_last_of('/');
+  if (slash == std::string::npos) {
+    return ".";
+  }
+  return slash == 0 ? "/" : p.substr(0, slash);
+}
+
+std::optional<bool> dir_nocow_of(const std::string& path)
+{
+  sys::Fd fd(::open(parent_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) {
+    return std::nullopt;
+  }
+  int flags = 0;
+  if (::ioctl(fd.get(), FS_IOC_GETFLAGS, &flags) < 0) {
+    return std::nullopt;
+  }
+  return (flags & FS_NOCOW_FL) != 0;
+}
+
+} // namespace
+
+AuditResult audit(const AuditOptions& opts)
+{
+  AuditResult result;
+
+  if (opts.kernel_release) {
+    result.kernel.release = *opts.kernel_release;
+  } else {
+    struct utsname u
+    {
+    };
+    ::uname(&u);
+    result.kernel.release = u.release;
+  }
+  if (auto v = parse_kernel_release(result.kernel.release)) {
+    result.kernel.policy = dio_policy_for(*v);
+  } else {
+    result.kernel.policy.reason = "kernel release not understood";
+  }
+
+  // --- configurations: libvirt domains and pools, Proxmox ---
+  std::vector<ConfiguredDisk> configured;
+  std::vector<std::string> pool_targets;
+  for (const auto& dir : {opts.libvirt_dir + "/qemu", opts.libvirt_run_dir + "/qemu"}) {
+    for (const auto& file : files_in(dir, ".xml")) {
+      auto xml = read_text(file);
+      if (!xml) {
+        result.problems.push_back({file, "cannot read"});
+        continue;
+      }
+      auto disks = parse_libvirt_domain(*xml);
+      if (!disks) {
+        result.notes.push_back(file + ": not a libvirt domain");
+        continue;
+      }
+      for (auto& d : *disks) {
+        configured.push_back(std::move(d));
+      }
+    }
+  }
+  for (const auto& file : files_in(opts.libvirt_dir + "/storage", ".xml")) {
+    if (auto xml = read_text(file)) {
+      if (auto target = parse_libvirt_pool_target(*xml)) {
+        pool_targets.push_back(*target);
+      }
+    }
+  }
+  std::vector<ProxmoxStorage> storages;
+  if (auto cfg = read_text(opts.pve_dir + "/storage.cfg")) {
+    storages = parse_proxmox_storage_cfg(*cfg);
+  }
+  for (const auto& file : files_in(opts.pve_dir + "/qemu-server", ".conf")) {
+    if (auto text = read_text(file)) {
+      std::string vmid = basename_of(file);
+      vmid = vmid.substr(0, vmid.size() - 5);
+      for (auto& d : parse_proxmox_vm(*text, vmid, storages)) {
+        configured.push_back(std::move(d));
+      }
+    }
+  }
+
+  // --- processes: open files, locks, QEMU command lines ---
+  ProcScan procs = scan_proc(opts.proc_dir);
+  for (const auto& u : procs.unreadable) {
+    result.notes.push_back("process not readable: " + u);
+  }
+  for (const auto& q : procs.qemus) {
+    for (const auto& d : q.drives) {
+      if (d.file.empty()) {
+        continue;
+      }
+      ConfiguredDisk c;
+      c.source = "qemu:" + std::to_string(q.pid);
+      c.path = d.file;
+      c.cache = d.cache;
+      c.io = d.aio;
+      c.o_direct = d.o_direct();
+      configured.push_back(std::move(c));
+    }
+  }
+
+  // --- what to look at ---
+  std::vector<Candidate> candidates;
+  std::map<std::pair<dev_t, ino_t>, size_t> by_inode;
+  auto add_candidate = [&](const std::string& path, const std::string& via, bool explicit_path) {
+    struct stat st
+    {
+    };
+    if (::stat(path.c_str(), &st) < 0) {
+      result.problems.push_back({path, via + ": " + errno_text(errno)});
+      return;
+    }
+    auto key = std::make_pair(st.st_dev, st.st_ino);
+    if (auto it = by_inode.find(key); it != by_inode.end()) {
+      auto& c = candidates[it->second];
+      if (std::find(c.found_via.begin(), c.found_via.end(), via) == c.found_via.end()) {
+        c.found_via.push_back(via);
+      }
+      return;
+    }
+    by_inode[key] = candidates.size();
+    candidates.push_back({path, {via}, explicit_path});
+  };
+  auto walk_root = [&](const std::string& root, bool explicit_root) {
+    result.searched.push_back(root);
+    walk_tree(
+      root,
+      [&](const std::string& path, const struct stat& st) {
+        if (!S_ISREG(st.st_mode)) {
+          if (explicit_root && path == root) {
+            result.problems.push_back(
+              {path, "not a regular file (" + kind_of_mode(st.st_mode) + "): not examined"});
+          }
+          return;
+        }
+        const bool named = explicit_root && path == root;
+        if (!named && !worth_sniffing(path, static_cast<uint64_t>(st.st_size))) {
+          return;
+        }
+        if (named || sniff(path, static_cast<uint64_t>(st.st_size)) != ImageFormat::unknown) {
+          add_candidate(path, "walk:" + root, named);
+        }
+      },
+      [&](const std::string& path, const std::string& why) {
+        // The usual places are often absent; only say so for what was asked for.
+        if (explicit_root || path != root) {
+          result.problems.push_back({path, why});
+        }
+      });
+  };
+
+  if (!opts.paths.empty()) {
+    for (const auto& p : opts.paths) {
+      walk_root(p, true);
+    }
+  } else {
+    std::vector<std::string> roots = {"/var/lib/libvirt/images", "/var/lib/vz/images"};
+    for (const auto& t : pool_targets) {
+      roots.push_back(t);
+    }
+    for (const auto& s : storages) {
+      roots.push_back(s.path + "/images");
+    }
+    setpwent();
+    while (passwd* pw = getpwent()) {
+      if (pw->pw_dir && std::string(pw->pw_dir) != "/" && pw->pw_dir[0] == '/') {
+        roots.push_back(std::string(pw->pw_dir) + "/.local/share/libvirt/images");
+        roots.push_back(std::string(pw->pw_dir) + "/.local/share/gnome-boxes/images");
+      }
+    }
+    endpwent();
+    std::set<std::string> done;
+    for (const auto& r : roots) {
+      if (done.insert(r).second && ::access(r.c_str(), F_OK) == 0) {
+        walk_root(r, false);
+      }
+    }
+    for (const auto& c : configured) {
+      if (!c.path.empty()) {
+        add_candidate(c.path, c.source, false);
+      }
+    }
+    for (const auto& f : procs.open_files) {
+      // Files a QEMU process has open are its images (and maybe firmware): look at them too.
+      bool is_qemu = std::any_of(procs.qemus.begin(), procs.qemus.end(),
+                                 [&](const ProcScan::Qemu& q) { return q.pid == f.pid; });
+      if (is_qemu && f.flags && flags_writable(*f.flags)) {
+        add_candidate(f.target, "open:" + std::to_string(f.pid), false);
+      }
+    }
+  }
+
+  // --- kernel log ---
+  std::vector<CsumLogEvent> log_events;
+  if (!opts.kernel_log.empty()) {
+    log_events = read_kernel_log(opts.kernel_log, result.notes);
+  }
+
+  // --- examine ---
+  FactCollector collector(opts.mountinfo);
+  std::map<std::string, std::set<std::string>> fs_devices; // fsid -> device basenames
+  for (const auto& cand : candidates) {
+    ImageReport rep;
+    rep.facts = collector.collect(cand.path, true);
+    rep.found_via = cand.found_via;
+    if (!rep.facts.examined) {
+      result.problems.push_back({cand.path, rep.facts.error.value_or("cannot examine")});
+      continue;
+    }
+    rep.format = format_name(sniff(rep.facts.canonical_path, rep.facts.size));
+
+    struct stat st
+    {
+    };
+    ::stat(rep.facts.canonical_path.c_str(), &st);
+    for (const auto& of : procs.open_files) {
+      if (of.dev == st.st_dev && of.ino == st.st_ino) {
+        bool od = of.flags && flags_have_o_direct(*of.flags);
+        bool wr = of.flags && flags_writable(*of.flags);
+        rep.open_by.push_back({of.pid, of.comm, of.fd, od, wr});
+        for (const auto& l : of.locks) {
+          rep.locks.push_back({l.pid ? l.pid : std::optional<int>(of.pid), l.kind, l.mode,
+                               is_qemu_lock(l), is_qemu_write_lock(l)});
+        }
+      }
+    }
+    for (const auto& c : configured) {
+      if (c.path.empty()) {
+        continue;
+      }
+      struct stat cst
+      {
+      };
+      if (::stat(c.path.c_str(), &cst) == 0 && cst.st_dev == st.st_dev && cst.st_ino == st.st_ino) {
+        rep.configured.push_back(c);
+      }
+    }
+    rep.dir_nocow = dir_nocow_of(rep.facts.canonical_path);
+
+    if (rep.facts.on_btrfs && rep.facts.fsid && !log_events.empty()) {
+      auto& devs = fs_devices[*rep.facts.fsid];
+      if (devs.empty()) {
+        sys::Fd fd(::open(rep.facts.canonical_path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+        if (fd) {
+          try {
+            auto info = btrfs::fs_info(fd.get(), cand.path);
+            for (const auto& d : btrfs::dev_infos(fd.get(), info, cand.path)) {
+              devs.insert(basename_of(d.path));
+              devs.insert(basename_of(canonical(d.path)));
+            }
+          } catch (const Error&) {
+            // Without device names log lines cannot be tied to this filesystem.
+          }
+        }
+      }
+      std::set<uint64_t> offsets;
+      for (const auto& ev : log_events) {
+        if (ev.kind != CsumLogEvent::Kind::read_csum_failed &&
+            ev.kind != CsumLogEvent::Kind::scrub_error) {
+          continue;
+        }
+        if (!devs.count(basename_of(ev.device)) || !ev.root || !ev.ino || !rep.facts.subvolume_id ||
+            *ev.root != static_cast<int64_t>(*rep.facts.subvolume_id) ||
+            *ev.ino != rep.facts.inode) {
+          continue;
+        }
+        ++rep.logged_csum_errors;
+        if (ev.offset && offsets.size() < 64) {
+          offsets.insert(*ev.offset);
+        }
+      }
+      rep.logged_offsets.assign(offsets.begin(), offsets.end());
+    }
+
+    RiskInputs in;
+    in.nocow = rep.facts.nocow.value_or(false);
+    in.nodatasum = rep.facts.nodatasum;
+    in.data_profiles = rep.facts.data_profiles;
+    in.shared_bytes = rep.facts.shared_bytes.value_or(0);
+    for (const auto& c : rep.configured) {
+      in.o_direct_configured = in.o_direct_configured || c.o_direct;
+    }
+    for (const auto& o : rep.open_by) {
+      in.o_direct_open = in.o_direct_open || o.o_direct;
+      in.writer_open = in.writer_open || o.writable;
+    }
+    in.dir_nocow = rep.dir_nocow;
+    in.logged_csum_errors = rep.logged_csum_errors;
+    in.policy = result.kernel.policy;
+    in.kernel_release = result.kernel.release;
+    in.policy_source = result.kernel.source;
+    if (rep.facts.on_btrfs) {
+      rep.findings = assess(in);
+    } else {
+      rep.findings.push_back({"not-btrfs", Severity::info,
+                              "not on btrfs (" + rep.facts.fs + "): btrfs checksums do not apply",
+                              "nothing to do"});
+    }
+    result.images.push_back(std::move(rep));
+  }
+  return result;
+}
+
+} // namespace vmcsum::core

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# vmcsum audit on real btrfs: real qcow2/vmdk/vdi made by qemu-img, a real process holding an
+# image open with O_DIRECT and QEMU's OFD locks, a real snapshot sharing extents, a real
+# checksum failure in the kernel log, libvirt and Proxmox configuration fixtures.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need_root
+need_loop
+need_cmd jq qemu-img chattr btrfs
+: "${VMCSUM:?}" "${VMCSUM_TOOLS:?}"
+
+finding_sev() { # JSON IMAGE_BASENAME CODE
+  jq -r --arg n "$2" --arg c "$3" \
+    '.images[] | select(.path | endswith("/" + $n)) | .findings[] | select(.code == $c) | .severity' <<<"$1"
+}
+
+# --- a single-profile filesystem with images of every format -------------------------------------
+make_btrfs --size 512 -d single -m dup
+S=$MNT
+mkdir "$S/images"
+qemu-img create -q -f qcow2 "$S/images/guest.qcow2" 64M
+qemu-img create -q -f vmdk "$S/images/guest.vmdk" 64M
+qemu-img create -q -f vdi "$S/images/guest.vdi" 64M
+qemu-img create -q -f vpc "$S/images/guest.vhd" 64M
+qemu-img create -q -f vhdx "$S/images/guest.vhdx" 64M
+qemu-img create -q -f qed "$S/images/guest.qed" 64M
+dd if=/dev/urandom of="$S/images/disk.raw" bs=1M count=4 status=none
+# Raw without a telling extension, recognised by its MBR boot signature.
+dd if=/dev/zero of="$S/images/mbrdisk" bs=1M count=1 status=none
+printf '\x55\xaa' | dd of="$S/images/mbrdisk" bs=1 seek=510 conv=notrunc status=none
+# Not images: small files, a text file, a FIFO, a symlink leading out of the tree.
+echo hello >"$S/images/notes.txt"
+head -c 2000000 /dev/zero >"$S/images/zeros.bin"   # big enough to be sniffed, not an image
+mkfifo "$S/images/fifo"
+ln -s /etc "$S/images/escape"
+touch "$S/images/fast.raw" && chattr +C "$S/images/fast.raw"
+dd if=/dev/urandom of="$S/images/fast.raw" bs=1M count=2 conv=notrunc status=none
+sync
+
+J=$("$VMCSUM" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$S/images" || true)
+check "audit JSON is valid and versioned" jq -e '.schema == "vmcsum.audit/1"' <<<"$J"
+for pair in guest.qcow2:qcow2 guest.vmdk:vmdk guest.vdi:vdi guest.vhd:vhd guest.vhdx:vhdx \
+            guest.qed:qed disk.raw:raw mbrdisk:raw fast.raw:raw; do
+  n=${pair%%:*} fmt=${pair#*:}
+  check_eq "format of $n (made by qemu-img/dd)" "$fmt" \
+    "$(jq -r --arg n "$n" '.images[] | select(.path | endswith("/" + $n)) | .format' <<<"$J")"
+done
+check_eq "only the 9 images found (no text, zeros, FIFO, symlink escape)" 9 "$(jq '.images | length' <<<"$J")"
+check "nothing found through the symlink to /etc" \
+  jq -e '[.images[].path | select(test("/etc/|escape"))] | length == 0' <<<"$J"
+check_eq "kernel source is the version table" version-table "$(jq -r .kernel.source <<<"$J")"
+check_eq "kernel release is uname -r" "$(uname -r)" "$(jq -r .kernel.release <<<"$J")"
+check_eq "fast.raw: NOCOW image in a COW directory" warning "$(finding_sev "$J" fast.raw dir-nocow-mismatch)"
+check_eq "fast.raw: NODATASUM -> no-checksums info" info "$(finding_sev "$J" fast.raw no-checksums)"
+
+# A real process holding the NOCOW image with O_DIRECT and QEMU's OFD locks.
+"$VMCSUM_TOOLS/hold_open" --direct --write --qemu-locks --ready "$IT_TMP/ready1" "$S/images/fast.raw" &
+bg_track $!
+holder=$!
+for _ in $(seq 50); do [[ -e $IT_TMP/ready1 ]] && break; sleep 0.1; done
+J=$("$VMCSUM" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$S/images/fast.raw" || true)
+check_eq "open_by names the holder with O_DIRECT" "$holder true true" \
+  "$(jq -r '.images[0].open_by[0] | "\(.pid) \(.o_direct) \(.writable)"' <<<"$J")"
+check "QEMU write lock seen (OFD lock on byte 101)" \
+  jq -e '[.images[0].locks[] | select(.kind == "OFDLCK" and .qemu_write)] | length > 0' <<<"$J"
+check_eq "O_DIRECT on a NODATASUM single image: the fast path" info "$(finding_sev "$J" fast.raw nocow-direct-fast-path)"
+# The same image as a 6.1 kernel would see it: still no checksums, so no false mismatch risk.
+J61=$("$VMCSUM" --json audit --kernel-log '' --kernel-release 6.1.0-28-amd64 --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$S/images/fast.raw" || true)
+check "6.1: NODATASUM image has no false-mismatch risk" bash -c "! jq -e '.images[0].findings[] | select(.code == \"false-mismatch-risk\")' <<<'$J61' >/dev/null"
+kill "$holder"
+
+# The checksummed raw image open with O_DIRECT now.
+"$VMCSUM_TOOLS/hold_open" --direct --write --ready "$IT_TMP/ready2" "$S/images/disk.raw" &
+bg_track $!
+holder=$!
+for _ in $(seq 50); do [[ -e $IT_TMP/ready2 ]] && break; sleep 0.1; done
+set +e
+J=$("$VMCSUM" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$S/images/disk.raw"); rc=$?
+set -e
+check_eq "6.18: checksummed + O_DIRECT open -> buffered fallback warning" warning "$(finding_sev "$J" disk.raw dio-buffered-fallback)"
+check "6.18 single: NOCOW would give zero-copy back" jq -e '.images[0].findings[0].message | test("zero-copy back")' <<<"$J"
+check_eq "warning -> exit 1" 1 "$rc"
+set +e
+J=$("$VMCSUM" --json audit --kernel-log '' --kernel-release 6.12.76 --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$S/images/disk.raw"); rc=$?
+set -e
+check_eq "6.12.76: checksummed + O_DIRECT -> false-mismatch-risk critical" critical "$(finding_sev "$J" disk.raw false-mismatch-risk)"
+check_eq "critical -> exit 2" 2 "$rc"
+kill "$holder"
+
+# --- libvirt and Proxmox configurations -------------------------------------------------------------
+mkdir -p "$IT_TMP/libvirt/qemu" "$IT_TMP/libvirt/storage" "$IT_TMP/run/qemu" "$IT_TMP/pve/qemu-server"
+cat >"$IT_TMP/libvirt/qemu/win.xml" <<XML
+<domain type='kvm'>
+  <name>win</name>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2' cache='none' io='native'/>
+      <source file='$S/images/guest.qcow2'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='file' device='cdrom'>
+      <source file='$S/images/notes.txt'/>
+      <target dev='sda' bus='sata'/>
+    </disk>
+  </devices>
+</domain>
+XML
+cat >"$IT_TMP/libvirt/storage/default.xml" <<XML
+<pool type='dir'><name>default</name><target><path>$S/images</path></target></pool>
+XML
+mkdir -p "$S/pve/images/101"
+qemu-img create -q -f raw "$S/pve/images/101/vm-101-disk-0.raw" 1M
+cat >"$IT_TMP/pve/storage.cfg" <<CFG
+dir: local-test
+	path $S/pve
+	content images
+CFG
+cat >"$IT_TMP/pve/qemu-server/101.conf" <<CFG
+name: pvevm
+scsi0: local-test:101/vm-101-disk-0.raw,cache=directsync,aio=native,size=1M
+ide2: none,media=cdrom
+CFG
+set +e
+J=$("$VMCSUM" --json audit --kernel-log '' --kernel-release 6.6.129 --libvirt-dir "$IT_TMP/libvirt" \
+  --libvirt-run-dir "$IT_TMP/run" --pve-dir "$IT_TMP/pve" "$S/images/guest.qcow2" "$S/pve"); rc=$?
+set -e
+check_eq "libvirt disk: configured cache/io" "none native true" \
+  "$(jq -r '.images[] | select(.path | endswith("guest.qcow2")) | .configured[0] | "\(.cache) \(.io) \(.o_direct)"' <<<"$J")"
+check_eq "libvirt disk on 6.6.129: false-mismatch-risk" critical "$(finding_sev "$J" guest.qcow2 false-mismatch-risk)"
+check_eq "Proxmox disk: configured cache=directsync" "proxmox:101 directsync true" \
+  "$(jq -r '.images[] | select(.path | endswith("vm-101-disk-0.raw")) | .configured[0] | "\(.source) \(.cache) \(.o_direct)"' <<<"$J")"
+J66=$("$VMCSUM" --json audit --kernel-log '' --kernel-release 6.6.130 --libvirt-dir "$IT_TMP/libvirt" \
+  --libvirt-run-dir "$IT_TMP/run" --pve-dir "$IT_TMP/pve" "$S/images/guest.qcow2" || true)
+check_eq "6.6.130 has the backport: warning only" warning "$(finding_sev "$J66" guest.qcow2 dio-buffered-fallback)"
+
+# --- dup profile: NOCOW loses self-healing; snapshots share extents ---------------------------------
+make_btrfs --size 512 -d dup -m dup
+D=$MNT
+btrfs subvolume create "$D/vms" >/dev/null
+mkdir "$D/vms/nocow" && chattr +C "$D/vms/nocow"
+dd if=/dev/urandom of="$D/vms/nocow/dup.raw" bs=1M count=2 status=none
+btrfs subvolume snapshot -r "$D/vms" "$D/vms-snap" >/dev/null
+sync
+J=$("$VMCSUM" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$D/vms/nocow/dup.raw" || true)
+check_eq "NOCOW on dup: nocow-redundant-profile" warning "$(finding_sev "$J" dup.raw nocow-redundant-profile)"
+check "6.18 on dup: NOCOW buys no zero-copy (7.0 rule)" jq -e '.images[0].findings[] | select(.code == "nocow-redundant-profile") | .message | test("no zero-copy")' <<<"$J"
+check_eq "NOCOW image in a snapshot: nocow-shared-extents" warning "$(finding_sev "$J" dup.raw nocow-shared-extents)"
+check_eq "shared bytes = fi du" "$(btrfs filesystem du --raw "$D/vms/nocow/dup.raw" | tail -1 | awk '{print $1 - $2}')" "$(jq -r '.images[0].shared_bytes' <<<"$J")"
+check_eq "NOCOW image in a NOCOW directory: no mismatch finding" "" "$(finding_sev "$J" dup.raw dir-nocow-mismatch)"
+
+# --- a real checksum failure in the kernel log -------------------------------------------------------
+dd if=/dev/urandom of="$D/vms/bad.raw" bs=64K count=4 status=none
+sync
+damage_sectors "$D/vms/bad.raw" 65536 1 all
+D=$MNT
+dd if="$D/vms/bad.raw" of=/dev/null bs=64K iflag=direct status=none 2>/dev/null || true
+set +e
+J=$("$VMCSUM" --json audit --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$D/vms/bad.raw"); rc=$?
+set -e
+check_eq "kernel log (real /dev/kmsg) shows the failure: csum-errors-logged" critical "$(finding_sev "$J" bad.raw csum-errors-logged)"
+check "logged offset is the damaged sector" jq -e '.images[0].logged_offsets | index(65536) != null' <<<"$J"
+check_eq "critical -> exit 2" 2 "$rc"
+
+# --- bad input ----------------------------------------------------------------------------------------
+set +e
+J=$("$VMCSUM" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$IT_TMP/nonexistent" "$S/images/fifo"); rc=$?
+set -e
+check_eq "missing path and FIFO: exit 3" 3 "$rc"
+check_eq "both reported as problems" 2 "$(jq '.problems | length' <<<"$J")"
+timeout 20 "$VMCSUM" --color=never audit --kernel-log '' --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$S/images" >"$IT_TMP/text.out" 2>/dev/null || true
+check "text output has a header" grep -q '^SEVERITY' "$IT_TMP/text.out"
+check "text output has a summary" grep -q 'image(s): 0 critical, 1 warning' "$IT_TMP/text.out"
+check "no colour codes with --color=never" bash -c "! grep -q $'\\x1b' '$IT_TMP/text.out'"
+
+finish

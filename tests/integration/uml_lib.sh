@@ -1,58 +1,90 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
+# shellcheck shell=bash
 # uml_lib.sh: run payloads inside a user-mode-linux 6.1 guest (Debian's linux.uml), whose btrfs
-# still has the O_DIRECT false-checksum bug that the host kernel fixed (968f19c5b1b7). Source it
-# from bash:  . "$(dirname "$0")/uml_lib.sh"
+# still has the O_DIRECT false-checksum bug that the host kernel fixed (968f19c5b1b7), and make
+# btrfs images with REAL false checksum mismatches. Source it from bash:
+#     . "$(dirname "$0")/uml_lib.sh"
 #
 # The guest's root file system is the host's / through hostfs, read-only: host binaries (mount,
-# btrfs, dio_race, vmcsum) run inside unchanged, and payload scripts are host paths. No root is
-# needed to boot; ptrace must be allowed (UML 6.1 runs guest processes under ptrace).
-#
-# Functions (all of them return a status; none of them exits or sets traps in the caller):
+# btrfs, dio_race, vmcsum) run inside unchanged, and payload scripts are host paths. Booting needs
+# no root, but ptrace must be allowed (UML 6.1 runs guest processes under ptrace). A boot takes
+# 2.5 to 6 s depending on host load. The functions return a status; none of them exits or sets
+# traps in the caller (their bodies run in subshells); uml_available caches its answer in
+# _UML_AVAILABLE.
 #
 #   uml_available
 #       Returns 0 if a guest can be booted here. Otherwise prints one line with the reason to
-#       stdout and returns 1 (tests: `reason=$(uml_available) || skip "$reason"`). Checks the
-#       kernel binary, timeout(1), ptrace policy, the scratch directory (writable, exec-mappable,
-#       visible in the guest) and, unless UML_PROBE=0, boots a guest once (~3 s) to prove it.
+#       stdout and returns 1 (in a test: `reason=$(uml_available) || skip "$reason"`). Checks the
+#       kernel binary, timeout(1), the ptrace policy, the scratch and memory directories and,
+#       unless UML_PROBE=0, boots a guest once to prove it (cached in the calling shell).
 #
 #   uml_run [IMG...] -- SCRIPT [KEY=value...]
 #       Boots linux.uml with IMG, IMG2... as ubd0, ubd1... (/dev/ubda, /dev/ubdb... in the guest)
-#       and runs SCRIPT as the only job of uml_init.sh, the guest's PID 1. KEY=value words become
-#       environment variables of SCRIPT (keys: [A-Za-z_][A-Za-z0-9_]*; values: no whitespace or
-#       commas, since they travel on the kernel command line). SCRIPT also gets UML_RESULT, a
-#       writable host directory (see UML_OUTDIR). SCRIPT's stdout+stderr is printed to stdout
-#       after the guest has powered off. Returns SCRIPT's exit status; 125 if the guest never
-#       reported one (boot failure, crash, timeout: the tail of the console goes to stderr);
-#       2 on a usage error. The whole run is wrapped in timeout(1) and uses a private scratch
-#       directory as TMPDIR (UML's memory file) and HOME (~/.uml), removed afterwards.
+#       and runs SCRIPT (a host path; executed directly if executable, else with /bin/sh) from
+#       uml_init.sh, the guest's PID 1, which mounts /proc, /sys and /dev first and powers the
+#       guest off afterwards. KEY=value words become environment variables of SCRIPT (keys:
+#       [A-Za-z_][A-Za-z0-9_]*; values without whitespace or commas: they travel on the kernel
+#       command line). SCRIPT also gets UML_RESULT, a host directory mounted writable at the same
+#       path (see UML_OUTDIR); everything else of the host is read-only. SCRIPT's stdout and
+#       stderr are printed to stdout once the guest is off. Returns SCRIPT's exit status; 125 if
+#       the guest never reported one (boot failure, panic, timeout: the console's tail goes to
+#       stderr); 2 on a usage error. linux.uml runs under timeout(1) with a private HOME (~/.uml)
+#       and TMPDIR (its memory file), both removed afterwards, also on INT/TERM.
 #
 #   uml_make_race_image IMG SIZE_MIB PROFILE
-#       The fixture for tests that need REAL false checksum mismatches. Creates IMG (sparse,
-#       SIZE_MIB MiB, 256 is plenty; an existing IMG is replaced) with mkfs.btrfs -d PROFILE
-#       -m PROFILE (PROFILE: single or dup), boots a guest that mounts it and runs
-#         dio_race --size N            /csum_file    checksummed: blocks get false mismatches
-#         dio_race --size N --nocow-first /nocow_file NOCOW/NODATASUM control: always readable
-#       (N = UML_RACE_MIB MiB, default 8), then syncs and unmounts. Prints dio_race's summary
-#       lines. Returns 0 when both files were written; the image is then unmounted and clean
-#       except for the data checksums of csum_file. How many blocks go bad varies from run to run
-#       (8 MiB on dup: hundreds of 2048), and a kernel with the fix produces none: callers must
-#       verify (btrfs check --check-data-csum IMG on the host) and skip if there are none.
-#       Needs mkfs.btrfs and $VMCSUM_TOOLS/dio_race (or UML_DIO_RACE).
+#       The fixture for tests that need REAL false checksum mismatches. Replaces IMG with a sparse
+#       file of SIZE_MIB MiB (256 is plenty), runs mkfs.btrfs -d PROFILE -m PROFILE on it
+#       (PROFILE: single or dup), then boots a guest that mounts it and runs
+#         dio_race --size N --block B               /csum_file    checksummed
+#         dio_race --size N --block B --nocow-first /nocow_file   NOCOW, hence NODATASUM
+#       (N = UML_RACE_MIB MiB, B = UML_RACE_BLOCK bytes), syncs and unmounts. Prints dio_race's
+#       summary lines and lsattr of both files. Returns 0 when both files were written; 2 on a
+#       usage error (dio_race or mkfs.btrfs missing included); else the failure's status (125:
+#       the guest never reported). Needs $VMCSUM_TOOLS/dio_race.
+#       The image is then unmounted and consistent except for csum_file's data checksums:
+#       - nocow_file always reads back without error (the control);
+#       - many blocks of csum_file fail their checksum: with the defaults (8 MiB, 1 MiB writes,
+#         dup) 568 to 2048 of its 2048 blocks were bad on both copies in each of 32 runs, idle
+#         or busy host. A block bad on one copy only is nearly always bad on the later one (the
+#         copies are written one after the other from the same, still changing buffer), and the
+#         two copies of a block bad on both differ (30 of 30 sampled);
+#       - the count varies from run to run, so assert "at least one", never a number, and a
+#         guest kernel with the fix gives none: check on the host with
+#         `btrfs check --check-data-csum IMG` (exit 1; one "mirror M bytenr L csum ..." line on
+#         stderr per bad copy) and skip when it lists nothing;
+#       - UML_RACE_DELAY_MS=N makes it deterministic instead: every block of csum_file ends up
+#         bad on every copy (2048 of 2048 in each run tried).
+#
+#   Example, in a test that needs real false mismatches:
+#       reason=$(uml_available) || { echo "SKIP: $reason"; exit 77; }
+#       uml_make_race_image "$work/race.img" 256 dup || { echo "FAIL: no race image"; exit 1; }
+#       n=$(btrfs check --check-data-csum "$work/race.img" 2>&1 | grep -c '^mirror ')
+#       ((n > 0)) || { echo "SKIP: bug not reproduced (kernel may carry the backport)"; exit 77; }
 #
 # Environment (all optional):
-#   UML_KERNEL    kernel binary (default: linux.uml from PATH, else /usr/bin/linux.uml)
-#   UML_TIMEOUT   seconds before a guest is killed (default 120)
-#   UML_MEM       guest memory (default 128M)
-#   UML_TMPBASE   where scratch directories go (default $TMPDIR, else /tmp); must allow exec
-#                 mappings and must not be under /dev, /proc or /sys (hidden in the guest)
-#   UML_OUTDIR    host directory to use as UML_RESULT instead of a scratch one, to keep files
-#                 the payload writes there (same restriction as UML_TMPBASE)
-#   UML_CONSOLE_LOG  if set, the guest console (kernel log) is copied to this file
-#   UML_PROBE     0 = uml_available skips its test boot
-#   UML_RACE_MIB  MiB per file written by uml_make_race_image (default 8)
-#   UML_DIO_RACE  dio_race binary (default $VMCSUM_TOOLS/dio_race)
+#   UML_KERNEL     kernel binary (default: linux.uml from PATH, else /usr/bin/linux.uml)
+#   UML_TIMEOUT    seconds before a guest is killed (default 120)
+#   UML_MEM        guest memory (default 128M)
+#   UML_TMPBASE    where scratch directories go (default $TMPDIR, else /tmp); must not be under
+#                  /dev, /proc or /sys, which the guest does not see
+#   UML_MEMBASE    where UML's memory file goes (default /dev/shm if usable, else the scratch
+#                  directory); must allow exec mappings; tmpfs spares the host its writeback
+#   UML_OUTDIR     host directory to use as UML_RESULT instead of a scratch one, to keep files
+#                  the payload writes (same restriction as UML_TMPBASE)
+#   UML_CONSOLE_LOG  if set, the guest's console (its kernel log) is copied to this file
+#   UML_PROBE      0 = uml_available skips its test boot
+#   UML_DIO_RACE   dio_race binary (default $VMCSUM_TOOLS/dio_race)
+#   UML_RACE_MIB   MiB written to each file by uml_make_race_image (default 8)
+#   UML_RACE_BLOCK bytes per O_DIRECT write (default 1048576). Not 4096: a block goes bad only if
+#                  the guest's modifying thread runs before the host thread of the ubd driver has
+#                  copied the request, and a 4 KiB request is copied so quickly that on a busy
+#                  host (parallel compiles) 8 MiB sometimes gave only 4 bad blocks; 1 MiB
+#                  requests never gave fewer than hundreds.
+#   UML_RACE_DELAY_MS  if not 0, put a dm-delay target (write delay N ms) between btrfs and
+#                  /dev/ubda in the guest, so every write waits after being checksummed and the
+#                  modifying thread always wins (modules from /usr/lib/uml/modules)
 #
-# Facts behind the choices: /work/shared/notes/reproducing-the-bug.md.
+# Facts behind these choices: /work/shared/notes/reproducing-the-bug.md.
 
 _uml_lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
@@ -68,9 +100,24 @@ _uml_tmpbase() {
   echo "${UML_TMPBASE:-${TMPDIR:-/tmp}}"
 }
 
-# Prints why DIR cannot be shared with the guest, or nothing. The guest mounts its own /dev,
-# /proc and /sys over the host's, so host paths below them are invisible to it.
-_uml_dir_problem() {
+# Prints why DIR cannot hold UML's memory file (writable, exec mappings allowed), or nothing.
+_uml_exec_problem() {
+  if [[ ! -d $1 || ! -w $1 ]]; then
+    echo "$1 is not a writable directory"
+    return
+  fi
+  if command -v findmnt >/dev/null 2>&1; then
+    local opts
+    opts=$(findmnt -no OPTIONS -T "$1" 2>/dev/null)
+    if [[ ,$opts, == *,noexec,* ]]; then
+      echo "$1 is on a noexec mount (UML maps its memory file with PROT_EXEC)"
+    fi
+  fi
+}
+
+# Prints why the host directory DIR cannot be used by the guest, or nothing. The guest mounts
+# its own /dev, /proc and /sys over the host's, so host paths below them are invisible to it.
+_uml_guest_dir_problem() {
   local dir
   dir=$(readlink -f -- "$1" 2>/dev/null) || dir=$1
   case $dir in
@@ -78,24 +125,19 @@ _uml_dir_problem() {
       echo "$1 is under /dev, /proc or /sys, which the guest does not see"
       return
       ;;
-  esac
-  case $dir in
     *[[:space:],]*)
       echo "$1 contains whitespace or a comma (paths travel on the kernel command line)"
       return
       ;;
   esac
-  if [[ ! -d $dir || ! -w $dir ]]; then
-    echo "$1 is not a writable directory"
-    return
-  fi
-  if command -v findmnt >/dev/null 2>&1; then
-    local opts
-    opts=$(findmnt -no OPTIONS -T "$dir" 2>/dev/null)
-    if [[ ,$opts, == *,noexec,* ]]; then
-      echo "$1 is on a noexec mount (UML maps its memory file there with PROT_EXEC)"
-      return
-    fi
+}
+
+# Prints the directory for UML's memory file, or nothing to use the scratch directory.
+_uml_membase() {
+  if [[ -n ${UML_MEMBASE-} ]]; then
+    echo "$UML_MEMBASE"
+  elif [[ -z $(_uml_exec_problem /dev/shm) ]]; then
+    echo /dev/shm
   fi
 }
 
@@ -136,10 +178,21 @@ _uml_available_reason() {
       return
     fi
   fi
-  problem=$(_uml_dir_problem "$(_uml_tmpbase)")
+  local base membase
+  base=$(_uml_tmpbase)
+  problem=$(_uml_guest_dir_problem "$base")
+  [[ -n $problem ]] || problem=$(_uml_exec_problem "$base")
   if [[ -n $problem ]]; then
     echo "scratch directory unusable: $problem (set UML_TMPBASE)"
     return
+  fi
+  membase=$(_uml_membase)
+  if [[ -n $membase ]]; then
+    problem=$(_uml_exec_problem "$membase")
+    if [[ -n $problem ]]; then
+      echo "memory directory unusable: $problem (set UML_MEMBASE)"
+      return
+    fi
   fi
   if [[ ${UML_PROBE-1} != 0 ]]; then
     _uml_probe_boot
@@ -147,20 +200,23 @@ _uml_available_reason() {
 }
 
 # Boots a guest that only checks it got its parameter; prints the reason on failure.
-_uml_probe_boot() {
+_uml_probe_boot() (
   local dir rc out
   dir=$(mktemp -d "$(_uml_tmpbase)/uml-probe.XXXXXX") || {
     echo "cannot create a scratch directory in $(_uml_tmpbase)"
-    return
+    exit 0
   }
+  trap 'rm -rf -- "$dir"' EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  # shellcheck disable=SC2016 # expanded by the guest
   printf '%s\n' '#!/bin/sh' 'test "$UML_PROBE_TOKEN" = ok && echo uml-probe-ok' >"$dir/probe.sh"
   out=$(UML_TIMEOUT=60 UML_OUTDIR='' uml_run -- "$dir/probe.sh" UML_PROBE_TOKEN=ok 2>&1)
   rc=$?
-  rm -rf -- "$dir"
   if [[ $rc != 0 || $out != *uml-probe-ok* ]]; then
     echo "test boot of $(_uml_kernel) failed (status $rc): $(tail -n 3 <<<"$out" | tr '\n' ' ')"
   fi
-}
+)
 
 # uml_run [IMG...] -- SCRIPT [KEY=value...]
 # The body runs in a subshell, so its traps and variables never leak into the caller.
@@ -184,8 +240,8 @@ uml_run() (
     echo "uml_run: payload $script not found" >&2
     exit 2
   fi
-  problem=$(_uml_dir_problem "$(dirname -- "$script")")
-  if [[ -n $problem && $problem != *"not a writable"* ]]; then
+  problem=$(_uml_guest_dir_problem "$script")
+  if [[ -n $problem ]]; then
     echo "uml_run: payload: $problem" >&2
     exit 2
   fi
@@ -212,32 +268,52 @@ uml_run() (
     fi
   done
 
-  local scratch result console pid="" urc status
+  local scratch memdir="" membase result console pid="" uml_pid="" urc status
   scratch=$(mktemp -d "$base/uml.XXXXXX") || exit 125
-  # Ends exactly the timeout(1) we started (it forwards the signal to linux.uml's process
-  # group), then removes the scratch directory.
+  # Ends exactly the timeout(1) we started: it passes TERM on to linux.uml, which exits at once
+  # (timeout sends KILL 10 s later if not). Then removes the scratch directories.
+  # shellcheck disable=SC2317 # called from the EXIT trap
   _uml_run_cleanup() {
     if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
       kill -TERM "$pid" 2>/dev/null
       local n
-      for ((n = 0; n < 50; n++)); do
+      for ((n = 0; n < 150; n++)); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
       done
       kill -KILL "$pid" 2>/dev/null
       wait "$pid" 2>/dev/null
     fi
+    _uml_reap
     rm -rf -- "$scratch"
+    [[ -z $memdir ]] || rm -rf -- "$memdir"
+  }
+  # linux.uml makes itself the leader of a new process group, and its host processes (one per
+  # guest address space) join it. Stopped in mid-fork, one of them can outlive a linux.uml that
+  # was sent TERM. The group's id is linux.uml's pid and cannot be reused while the group has
+  # members, so this kills exactly what is left of the guest we started.
+  # shellcheck disable=SC2317 # called from _uml_run_cleanup
+  _uml_reap() {
+    if [[ -n $uml_pid ]] && kill -0 -- "-$uml_pid" 2>/dev/null; then
+      kill -KILL -- "-$uml_pid" 2>/dev/null
+    fi
+    uml_pid=""
   }
   trap _uml_run_cleanup EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
 
   mkdir "$scratch/home" "$scratch/tmp"
+  # UML creates its memory file in $TMPDIR and unlinks it at once; tmpfs spares the host
+  # writeback of a file-backed guest RAM. The guest never needs to see this directory.
+  membase=$(_uml_membase)
+  if [[ -n $membase ]]; then
+    memdir=$(mktemp -d "$membase/uml-mem.XXXXXX") || exit 125
+  fi
   result=${UML_OUTDIR:-$scratch/result}
   mkdir -p -- "$result" || exit 125
   result=$(readlink -f -- "$result")
-  problem=$(_uml_dir_problem "$result")
+  problem=$(_uml_guest_dir_problem "$result")
   if [[ -n $problem ]]; then
     echo "uml_run: result directory: $problem" >&2
     exit 2
@@ -247,16 +323,24 @@ uml_run() (
   cp -- "$_uml_lib_dir/uml_init.sh" "$scratch/init" && chmod 755 "$scratch/init" || exit 125
   console=$scratch/console.log
 
+  # shellcheck disable=SC2054 # the comma belongs to con0=fd:0,fd:1
   args+=("mem=${UML_MEM:-128M}" root=/dev/root rootfstype=hostfs rootflags=/ ro
     con0=fd:0,fd:1 con=null "init=$scratch/init"
     "UML_RESULT=$result" "UML_PAYLOAD=$script" "$@")
   # Background + wait, so that INT/TERM traps run at once instead of after the guest.
-  HOME=$scratch/home TMPDIR=$scratch/tmp \
+  HOME=$scratch/home TMPDIR=${memdir:-$scratch/tmp} \
     timeout -k 10 "${UML_TIMEOUT:-120}" "$kernel" "${args[@]}" </dev/null >"$console" 2>&1 &
   pid=$!
+  local n
+  for ((n = 0; n < 100; n++)); do
+    uml_pid=$(pgrep -P "$pid" | head -n 1)
+    [[ -z $uml_pid ]] || break
+    sleep 0.02
+  done
   wait "$pid"
   urc=$?
   pid=""
+  _uml_reap
 
   if [[ -n ${UML_CONSOLE_LOG-} ]]; then
     cp -- "$console" "$UML_CONSOLE_LOG"
@@ -283,20 +367,35 @@ uml_run() (
   exit "$status"
 )
 
-# The payload of uml_make_race_image (runs inside the guest).
+# The payload of uml_make_race_image (runs inside the guest; parameters as RACE_* variables).
 _uml_race_payload() {
   cat <<'EOF'
 #!/bin/sh
+dev=/dev/ubda
+if [ "$RACE_DELAY_MS" != 0 ]; then
+  # dm-delay holds every write bio after btrfs has checksummed it, so the modifying thread
+  # always runs before the data reaches the ubd driver. Debian ships the modules here.
+  mods=/usr/lib/uml/modules/$(uname -r)/kernel/drivers/md
+  insmod "$mods/dm-mod.ko" && insmod "$mods/dm-delay.ko" || exit 1
+  sectors=$(blockdev --getsz /dev/ubda) || exit 1
+  dmsetup create --noudevsync race_delay \
+    --table "0 $sectors delay /dev/ubda 0 0 /dev/ubda 0 $RACE_DELAY_MS" || exit 1
+  # No udev in the guest, so no /dev/mapper link; devtmpfs has the dm-N node.
+  dev=/dev/dm-$(dmsetup info -c --noheadings -o minor race_delay) || exit 1
+fi
 mnt=$UML_RESULT/mnt
 mkdir -p "$mnt" || exit 1
-mount -t btrfs /dev/ubda "$mnt" || exit 1
+mount -t btrfs "$dev" "$mnt" || exit 1
 rc=0
-"$RACE_TOOL" --size "$RACE_BYTES" "$mnt/csum_file" || rc=1
-"$RACE_TOOL" --size "$RACE_BYTES" --nocow-first "$mnt/nocow_file" || rc=1
+"$RACE_TOOL" --size "$RACE_BYTES" --block "$RACE_BLOCK" "$mnt/csum_file" || rc=1
+"$RACE_TOOL" --size "$RACE_BYTES" --block "$RACE_BLOCK" --nocow-first "$mnt/nocow_file" || rc=1
 lsattr "$mnt/csum_file" "$mnt/nocow_file"
 sync
 umount "$mnt" || rc=1
 rmdir "$mnt"
+if [ "$RACE_DELAY_MS" != 0 ]; then
+  dmsetup remove --noudevsync race_delay || rc=1
+fi
 exit $rc
 EOF
 }
@@ -307,9 +406,11 @@ uml_make_race_image() (
     echo "usage: uml_make_race_image IMG SIZE_MIB PROFILE" >&2
     exit 2
   fi
-  local img=$1 size_mib=$2 profile=$3 tool mib dir rc
+  local img=$1 size_mib=$2 profile=$3 tool mib block delay dir rc
   tool=${UML_DIO_RACE:-${VMCSUM_TOOLS:+$VMCSUM_TOOLS/dio_race}}
   mib=${UML_RACE_MIB:-8}
+  block=${UML_RACE_BLOCK:-1048576}
+  delay=${UML_RACE_DELAY_MS:-0}
   if [[ -z $tool || ! -x $tool ]]; then
     echo "uml_make_race_image: dio_race not found (set VMCSUM_TOOLS or UML_DIO_RACE)" >&2
     exit 2
@@ -322,8 +423,9 @@ uml_make_race_image() (
       exit 2
       ;;
   esac
-  if [[ ! $size_mib =~ ^[0-9]+$ || ! $mib =~ ^[0-9]+$ ]]; then
-    echo "uml_make_race_image: SIZE_MIB and UML_RACE_MIB must be numbers" >&2
+  if [[ ! $size_mib =~ ^[0-9]+$ || ! $mib =~ ^[0-9]+$ || ! $block =~ ^[0-9]+$ ||
+    ! $delay =~ ^[0-9]+$ ]]; then
+    echo "uml_make_race_image: SIZE_MIB and UML_RACE_* must be numbers" >&2
     exit 2
   fi
   if ! command -v mkfs.btrfs >/dev/null 2>&1; then
@@ -342,7 +444,11 @@ uml_make_race_image() (
   trap 'exit 130' INT
   trap 'exit 143' TERM
   _uml_race_payload >"$dir/race.sh"
-  uml_run "$img" -- "$dir/race.sh" "RACE_TOOL=$tool" "RACE_BYTES=$((mib << 20))"
+  # In the foreground: on Ctrl-C the whole process group gets SIGINT, and uml_run, which waits
+  # for linux.uml in the background, stops the guest at once; a background job here would
+  # ignore SIGINT (bash does that to asynchronous commands of non-interactive shells).
+  uml_run "$img" -- "$dir/race.sh" "RACE_TOOL=$tool" "RACE_BYTES=$((mib << 20))" \
+    "RACE_BLOCK=$block" "RACE_DELAY_MS=$delay"
   rc=$?
   if ((rc != 0)); then
     echo "uml_make_race_image: guest payload failed (status $rc)" >&2

@@ -4,16 +4,17 @@
 // Usage: dio_race [--size BYTES] [--block BYTES] [--nocow-first] FILE
 //
 // One thread writes FILE sequentially, block by block, with pwrite() on an O_DIRECT fd, always
-// from the same page-aligned buffer. A second thread flips one byte in every 64-byte line of that
-// buffer, over and over, until the writer is done. On a kernel without 968f19c5b1b7 ("btrfs:
+// from the same page-aligned buffer. A second thread increments one byte in every 64-byte line of
+// that buffer, over and over, until the writer is done. On a kernel without 968f19c5b1b7 ("btrfs:
 // always fallback to buffered write if the inode requires checksum", 6.15; stable 6.12.77 and
 // 6.6.130, never 6.1) btrfs checksums the user pages and then submits them while they still
 // change, so many blocks of a checksummed FILE end up with a data csum that does not match what
 // reached the disk: a false checksum mismatch. With --nocow-first the still-empty FILE is made
 // NOCOW (hence NODATASUM) first, which is the control: it must read back without errors.
 //
-// Exit status: 0 done; 1 I/O or system error (message on stderr); 2 --nocow-first did not stick;
-// 64 usage error. A summary line goes to stdout.
+// Exit status: 0 done; 1 I/O or system error (message on stderr); 2 --nocow-first failed (FILE
+// not empty, FS_IOC_SETFLAGS refused, or the flag did not stick); 64 usage error. A summary line
+// goes to stdout.
 
 #define _GNU_SOURCE
 
@@ -43,9 +44,10 @@ enum {
   k_yield_every = 100000,
 };
 
-struct Race {
+struct Race
+{
   int fd;
-  unsigned char *buf;
+  unsigned char* buf;
   size_t block;
   uint64_t size;
   atomic_bool stop;
@@ -54,7 +56,8 @@ struct Race {
   int write_errno;        // 0, or errno of the failed pwrite (-1: short write)
 };
 
-static void usage(FILE *out) {
+static void usage(FILE* out)
+{
   fprintf(out, "usage: dio_race [--size BYTES] [--block BYTES] [--nocow-first] FILE\n"
                "  --size BYTES   bytes to write (K/M/G suffixes allowed; default 8M)\n"
                "  --block BYTES  size of each O_DIRECT pwrite (default 4096)\n"
@@ -62,8 +65,9 @@ static void usage(FILE *out) {
 }
 
 // Parses a positive byte count with an optional K/M/G (binary) suffix. Returns 0 on error.
-static uint64_t parse_bytes(const char *text) {
-  char *end = NULL;
+static uint64_t parse_bytes(const char* text)
+{
+  char* end = NULL;
   errno = 0;
   unsigned long long value = strtoull(text, &end, 10);
   if (errno != 0 || end == text || text[0] == '-') {
@@ -99,7 +103,8 @@ static uint64_t parse_bytes(const char *text) {
 
 // Sets FS_NOCOW_FL on the (empty) file and reads the flags back. btrfs_ioctl_setflags() accepts
 // +C on a non-empty file without error but does not apply it, so the read-back is the only proof.
-static int make_nocow(int fd, const char *path) {
+static int make_nocow(int fd, const char* path)
+{
   struct stat st;
   if (fstat(fd, &st) != 0) {
     fprintf(stderr, "dio_race: fstat %s: %s\n", path, strerror(errno));
@@ -134,15 +139,18 @@ static int make_nocow(int fd, const char *path) {
   return 0;
 }
 
-static void *modifier(void *arg) {
-  struct Race *race = arg;
-  // volatile: every flip must really reach memory while a write may be reading the pages.
-  volatile unsigned char *buf = race->buf;
+static void* modifier(void* arg)
+{
+  struct Race* race = arg;
+  // volatile: every change must really reach memory while a write may be reading the pages.
+  // Increment rather than flip: a flipped sector is back to its checksummed contents after
+  // every second pass, which hid about half of the races with buffers larger than one sector.
+  volatile unsigned char* buf = race->buf;
   uint64_t count = 0;
   unsigned since_yield = 0;
   while (!atomic_load_explicit(&race->stop, memory_order_relaxed)) {
     for (size_t off = 0; off < race->block; off += k_line) {
-      buf[off] ^= 0xff;
+      buf[off]++;
       ++count;
       if (++since_yield == k_yield_every) {
         since_yield = 0;
@@ -157,8 +165,9 @@ static void *modifier(void *arg) {
   return NULL;
 }
 
-static void *writer(void *arg) {
-  struct Race *race = arg;
+static void* writer(void* arg)
+{
+  struct Race* race = arg;
   for (uint64_t off = 0; off < race->size; off += race->block) {
     ssize_t n = pwrite(race->fd, race->buf, race->block, (off_t)off);
     if (n < 0) {
@@ -175,13 +184,14 @@ static void *writer(void *arg) {
   return NULL;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv)
+{
   static const struct option options[] = {
-      {"size", required_argument, NULL, 's'},
-      {"block", required_argument, NULL, 'b'},
-      {"nocow-first", no_argument, NULL, 'n'},
-      {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0},
+    {"size", required_argument, NULL, 's'},
+    {"block", required_argument, NULL, 'b'},
+    {"nocow-first", no_argument, NULL, 'n'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
   };
   uint64_t size = 8u << 20;
   uint64_t block = 4096;
@@ -218,7 +228,7 @@ int main(int argc, char **argv) {
     usage(stderr);
     return k_exit_usage;
   }
-  const char *path = argv[optind];
+  const char* path = argv[optind];
 
   long page = sysconf(_SC_PAGESIZE);
   if (page <= 0) {
@@ -251,7 +261,7 @@ int main(int argc, char **argv) {
   }
 
   size_t alloc = ((size_t)block + (size_t)page - 1) / (size_t)page * (size_t)page;
-  void *mem = NULL;
+  void* mem = NULL;
   int err = posix_memalign(&mem, (size_t)page, alloc);
   if (err != 0) {
     fprintf(stderr, "dio_race: posix_memalign: %s\n", strerror(err));
@@ -261,10 +271,10 @@ int main(int argc, char **argv) {
   memset(mem, 0x5a, alloc);
 
   struct Race race = {
-      .fd = fd,
-      .buf = mem,
-      .block = (size_t)block,
-      .size = size,
+    .fd = fd,
+    .buf = mem,
+    .block = (size_t)block,
+    .size = size,
   };
   atomic_init(&race.stop, false);
 

@@ -50,6 +50,15 @@ if ((!quick)); then
   # fit; those tests already ran above with the normal build.
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --test-dir build-asan --output-on-failure -j1 -LE uml || status=1
+
+  step "fuzzing: bounded libFuzzer campaigns over the parsers (clang)"
+  # Only the fuzz targets are built here; the rest of the tree was tested above.
+  if CXX=clang++ cmake -S . -B build-fuzz -DVMCSUM_FUZZ=ON >/dev/null &&
+     cmake --build build-fuzz -j"$jobs" --target fuzz; then
+    ctest --test-dir build-fuzz --output-on-failure -L fuzz || status=1
+  else
+    echo "fuzz build failed"; status=1
+  fi
 fi
 
 step "result"

@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// Who has a file open, how, and who locks it: /proc/PID/fd, /proc/PID/fdinfo, /proc/locks.
+// Parsers take text (they are fuzzed); the scanner reads a proc root given by the caller so
+// tests can point it at a fixture tree.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace vmcsum::core {
+
+// The "flags:" line of /proc/PID/fdinfo/FD (octal open flags). nullopt when absent/garbled.
+std::optional<uint32_t> parse_fdinfo_flags(std::string_view fdinfo);
+
+// O_DIRECT's value on this architecture (040000 on x86-64, 0200000 on arm64...).
+bool flags_have_o_direct(uint32_t flags);
+// O_WRONLY or O_RDWR.
+bool flags_writable(uint32_t flags);
+
+struct FileLock
+{
+  std::string kind; // "POSIX", "FLOCK", "OFDLCK", "LEASE", ...
+  std::string mode; // "READ" or "WRITE" (as /proc/locks prints it)
+  bool advisory = true;
+  std::optional<int> pid; // -1 in /proc/locks for OFD locks becomes nullopt
+  uint32_t dev_major = 0, dev_minor = 0;
+  uint64_t inode = 0;
+  uint64_t start = 0;
+  std::optional<uint64_t> end; // nullopt = "EOF"
+  bool blocked = false;        // a "->" waiter line
+};
+
+// Parses /proc/locks text, e.g.
+//   "1: OFDLCK ADVISORY  READ  -1 00:2b:257 100 101"
+//   "2: POSIX  ADVISORY  WRITE 1234 08:01:1311 0 EOF"
+//   "3: -> FLOCK  ADVISORY  WRITE 99 00:13:42 0 EOF"
+// Unparseable lines are skipped.
+std::vector<FileLock> parse_proc_locks(std::string_view text);
+
+// QEMU's image locks (block/file-posix.c): OFD locks on bytes 100+perm (permissions held) and
+// 200+perm (permissions not shared with others). A lock covering byte 101 (RAW_LOCK_PERM_BASE +
+// the write permission bit) means a writer; byte 201 alone only forbids other writers, which
+// read-only users such as backing files also do.
+bool is_qemu_lock(const FileLock& l);
+bool is_qemu_write_lock(const FileLock& l);
+
+struct DriveConfig
+{
+  std::string file;  // path of the image (never empty: nodes without a local file are skipped)
+  std::string cache; // "none", "directsync", "writeback", "writethrough", "unsafe", or ""
+  std::optional<bool> cache_direct; // cache.direct=on/off
+  std::string aio;                  // "native", "threads", "io_uring", or ""
+  // O_DIRECT as QEMU would open the file: cache none/directsync or cache.direct=on.
+  bool o_direct() const;
+};
+
+// Drives of a QEMU command line (argv, as /proc/PID/cmdline splits it on NUL): -drive
+// file=...,cache=...,aio=... (also file=json:{...}), -blockdev JSON or key=value with
+// driver=file,filename=...,cache.direct=...,aio=... (inline child nodes inherit cache.direct and
+// aio from their parents), and -hda..-hdd/-pflash FILE. Commas doubled (",,") inside values are
+// unescaped. media=cdrom drives and non-file protocols (nbd:, rbd:, ...) are skipped.
+std::vector<DriveConfig> parse_qemu_cmdline(const std::vector<std::string>& argv);
+
+// NUL-separated /proc/PID/cmdline content to argv.
+std::vector<std::string> split_cmdline(std::string_view raw);
+
+struct OpenFile
+{
+  int pid = 0;
+  std::string comm;
+  int fd = 0;
+  std::string target; // readlink of /proc/PID/fd/FD
+  uint64_t dev = 0;   // st_dev / st_ino of the target (stat through the fd link)
+  uint64_t ino = 0;
+  std::optional<uint32_t> flags; // from fdinfo
+  // The "lock:" lines of fdinfo (same format as /proc/locks): the locks held through this
+  // open file. Unlike /proc/locks, they need no dev:ino match, which is ambiguous on btrfs
+  // (/proc/locks shows the superblock's device, stat() the subvolume's).
+  std::vector<FileLock> locks;
+};
+
+struct ProcScan
+{
+  std::vector<OpenFile> open_files; // regular files only
+  std::vector<FileLock> locks;
+  // "PID: reason" for processes that could not be read, "locks: reason" for /proc/locks.
+  std::vector<std::string> unreadable;
+  struct Qemu
+  {
+    int pid = 0;
+    std::vector<DriveConfig> drives;
+  };
+  std::vector<Qemu> qemus; // processes whose comm or argv[0] looks like qemu
+};
+
+// Walks proc_root ("/proc" or a fixture tree with the same layout: PID/comm, PID/cmdline,
+// PID/fd/N symlinks, PID/fdinfo/N, locks). Processes that vanish or deny access are noted in
+// `unreadable`, never fatal. Never opens the targets themselves (stat only), so FIFOs and
+// devices cannot block it.
+ProcScan scan_proc(const std::string& proc_root);
+
+} // namespace vmcsum::core

@@ -1,0 +1,246 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include <vmcsum/core/vm_config.hpp>
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+using namespace vmcsum::core;
+
+namespace {
+std::string read_fixture(const char* name)
+{
+  std::ifstream in(std::string(VMCSUM_TEST_DATA "/") + name, std::ios::binary);
+  REQUIRE_MESSAGE(in, name);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+const ConfiguredDisk& by_target(const std::vector<ConfiguredDisk>& disks, std::string_view target)
+{
+  auto it = std::find_if(disks.begin(), disks.end(),
+                         [&](const ConfiguredDisk& d) { return d.target == target; });
+  REQUIRE_MESSAGE(it != disks.end(), target);
+  return *it;
+}
+
+bool has_target(const std::vector<ConfiguredDisk>& disks, std::string_view target)
+{
+  return std::any_of(disks.begin(), disks.end(),
+                     [&](const ConfiguredDisk& d) { return d.target == target; });
+}
+} // namespace
+
+TEST_CASE("libvirt domain: file and volume disks")
+{
+  std::string xml = read_fixture("libvirt_domain.xml");
+  CHECK(libvirt_domain_name(xml) == "win11");
+  auto disks = parse_libvirt_domain(xml);
+  REQUIRE(disks);
+  CHECK(disks->size() == 5);
+
+  const auto& vda = by_target(*disks, "vda");
+  CHECK(vda.source == "libvirt:win11");
+  CHECK(vda.path == "/var/lib/libvirt/images/win11.qcow2");
+  CHECK(vda.cache == "none");
+  CHECK(vda.io == "native");
+  CHECK(vda.o_direct);
+
+  const auto& vdb = by_target(*disks, "vdb");
+  CHECK(vdb.path == "/srv/vm/data disk.raw");
+  CHECK(vdb.cache.empty()); // hypervisor default
+  CHECK(vdb.io.empty());
+  CHECK_FALSE(vdb.o_direct);
+
+  // No type attribute: libvirt's default is a file disk.
+  const auto& vdc = by_target(*disks, "vdc");
+  CHECK(vdc.path == "/srv/vm/untyped.raw");
+  CHECK(vdc.cache == "directsync");
+  CHECK(vdc.io == "io_uring");
+  CHECK(vdc.o_direct);
+
+  const auto& vde = by_target(*disks, "vde");
+  CHECK(vde.path.empty());
+  CHECK(vde.pool == "default");
+  CHECK(vde.volume == "extra.qcow2");
+  CHECK(vde.cache == "writeback");
+  CHECK_FALSE(vde.o_direct);
+
+  CHECK(by_target(*disks, "fda").path == "/srv/vm/floppy.img");
+
+  CHECK_FALSE(has_target(*disks, "sdb")); // cdrom
+  CHECK_FALSE(has_target(*disks, "vdd")); // network (rbd)
+  CHECK_FALSE(has_target(*disks, "vdf")); // block device
+  CHECK_FALSE(has_target(*disks, "vdg")); // relative path
+}
+
+TEST_CASE("libvirt domain: edge cases")
+{
+  auto empty = parse_libvirt_domain("<domain type='kvm'><name> spaced </name></domain>");
+  REQUIRE(empty);
+  CHECK(empty->empty());
+  CHECK(libvirt_domain_name("<domain type='kvm'><name> spaced </name></domain>") == "spaced");
+
+  auto nameless = parse_libvirt_domain(
+    "<domain><devices><disk type='file'><source file='/a.img'/></disk></devices></domain>");
+  REQUIRE(nameless);
+  REQUIRE(nameless->size() == 1);
+  CHECK((*nameless)[0].source == "libvirt:");
+  CHECK((*nameless)[0].target.empty());
+
+  // A file disk without a source (an empty drive) is not an image.
+  auto sourceless = parse_libvirt_domain(
+    "<domain><devices><disk type='file' device='disk'><target dev='vda'/></disk></devices>"
+    "</domain>");
+  REQUIRE(sourceless);
+  CHECK(sourceless->empty());
+}
+
+TEST_CASE("libvirt: garbage and other documents are rejected")
+{
+  CHECK_FALSE(parse_libvirt_domain(""));
+  CHECK_FALSE(parse_libvirt_domain("not xml at all"));
+  CHECK_FALSE(parse_libvirt_domain("<domain><devices><disk type='file'>"));
+  CHECK_FALSE(parse_libvirt_domain("<domain></dom>"));
+  CHECK_FALSE(parse_libvirt_domain(read_fixture("libvirt_pool.xml")));
+  CHECK_FALSE(parse_libvirt_domain(std::string("<domain>\0</domain>", 18)));
+  CHECK(libvirt_domain_name("garbage").empty());
+  CHECK(libvirt_domain_name(read_fixture("libvirt_pool.xml")).empty());
+}
+
+TEST_CASE("libvirt pool target")
+{
+  CHECK(parse_libvirt_pool_target(read_fixture("libvirt_pool.xml")) == "/var/lib/libvirt/images");
+  CHECK(parse_libvirt_pool_target("<pool type='fs'><target><path>/mnt/vm</path></target></pool>") ==
+        "/mnt/vm");
+  CHECK(parse_libvirt_pool_target(
+          "<pool type='netfs'><target><path>\n  /mnt/nfs\n</path></target></pool>") == "/mnt/nfs");
+  CHECK_FALSE(parse_libvirt_pool_target(
+    "<pool type='logical'><target><path>/dev/vg0</path></target></pool>"));
+  CHECK_FALSE(parse_libvirt_pool_target("<pool type='dir'><target/></pool>"));
+  CHECK_FALSE(parse_libvirt_pool_target("<pool type='dir'><target><path/></target></pool>"));
+  CHECK_FALSE(parse_libvirt_pool_target("<pool><target><path>/x</path></target></pool>"));
+  CHECK_FALSE(parse_libvirt_pool_target(read_fixture("libvirt_domain.xml")));
+  CHECK_FALSE(parse_libvirt_pool_target("<pool type='dir'"));
+  CHECK_FALSE(parse_libvirt_pool_target(""));
+}
+
+TEST_CASE("Proxmox storage.cfg")
+{
+  auto storages = parse_proxmox_storage_cfg(read_fixture("proxmox_storage.cfg"));
+  REQUIRE(storages.size() == 3);
+  CHECK(storages[0].id == "local");
+  CHECK(storages[0].type == "dir");
+  CHECK(storages[0].path == "/var/lib/vz");
+  CHECK_FALSE(storages[0].nocow);
+  CHECK(storages[1].id == "local-btrfs");
+  CHECK(storages[1].type == "btrfs");
+  CHECK(storages[1].path == "/var/lib/pve/local-btrfs");
+  CHECK_FALSE(storages[1].nocow);
+  CHECK(storages[2].id == "fast-nocow");
+  CHECK(storages[2].path == "/mnt/fast/");
+  CHECK(storages[2].nocow);
+
+  CHECK(parse_proxmox_storage_cfg("").empty());
+  CHECK(parse_proxmox_storage_cfg("\tpath /orphan\n").empty());
+  CHECK(parse_proxmox_storage_cfg("dir local\n\tpath /x\n").empty());
+  CHECK(parse_proxmox_storage_cfg("dir: local\n\tpath relative\n").empty());
+  // CRLF line ends.
+  auto crlf = parse_proxmox_storage_cfg("dir: local\r\n\tpath /var/lib/vz\r\n");
+  REQUIRE(crlf.size() == 1);
+  CHECK(crlf[0].path == "/var/lib/vz");
+}
+
+TEST_CASE("Proxmox VM config")
+{
+  auto storages = parse_proxmox_storage_cfg(read_fixture("proxmox_storage.cfg"));
+  auto disks = parse_proxmox_vm(read_fixture("proxmox_100.conf"), "100", storages);
+  CHECK(disks.size() == 7);
+  for (const auto& d : disks) {
+    CHECK(d.source == "proxmox:100");
+  }
+
+  // btrfs storage: one subvolume per raw disk; no cache mode on btrfs without nocow means
+  // qemu-server does not add cache=none.
+  const auto& scsi0 = by_target(disks, "scsi0");
+  CHECK(scsi0.path == "/var/lib/pve/local-btrfs/images/100/vm-100-disk-0/disk.raw");
+  CHECK(scsi0.cache.empty());
+  CHECK_FALSE(scsi0.o_direct);
+
+  // nocow btrfs storage: the default becomes cache=none again.
+  const auto& scsi1 = by_target(disks, "scsi1");
+  CHECK(scsi1.path == "/mnt/fast/images/100/vm-100-disk-4/disk.raw");
+  CHECK(scsi1.o_direct);
+
+  const auto& efi = by_target(disks, "efidisk0");
+  CHECK(efi.path == "/var/lib/pve/local-btrfs/images/100/vm-100-disk-1/disk.raw");
+  CHECK_FALSE(efi.o_direct);
+  const auto& tpm = by_target(disks, "tpmstate0");
+  CHECK(tpm.path == "/var/lib/pve/local-btrfs/images/100/vm-100-disk-2/disk.raw");
+  CHECK_FALSE(tpm.o_direct);
+
+  // dir storage keeps the file under images/VMID.
+  const auto& sata0 = by_target(disks, "sata0");
+  CHECK(sata0.path == "/var/lib/vz/images/100/vm-100-disk-3.qcow2");
+  CHECK(sata0.cache == "writeback");
+  CHECK_FALSE(sata0.o_direct);
+
+  const auto& virtio1 = by_target(disks, "virtio1");
+  CHECK(virtio1.path == "/mnt/images/extra.qcow2");
+  CHECK(virtio1.cache == "none");
+  CHECK(virtio1.io == "native");
+  CHECK(virtio1.o_direct);
+
+  // A linked clone: "file=" key, owner VMID from the volume name.
+  const auto& virtio2 = by_target(disks, "virtio2");
+  CHECK(virtio2.path == "/var/lib/vz/images/101/vm-101-disk-0.qcow2");
+  CHECK(virtio2.cache == "directsync");
+  CHECK(virtio2.io == "io_uring");
+  CHECK(virtio2.o_direct);
+
+  CHECK_FALSE(has_target(disks, "ide2"));    // cdrom
+  CHECK_FALSE(has_target(disks, "ide0"));    // none
+  CHECK_FALSE(has_target(disks, "scsi2"));   // LVM thin: not a file
+  CHECK_FALSE(has_target(disks, "virtio3")); // NFS storage: not one of ours
+  CHECK_FALSE(has_target(disks, "unused0")); // detached
+  CHECK_FALSE(has_target(disks, "virtio5")); // only in the snapshot section
+}
+
+TEST_CASE("Proxmox VM config: defaults without storages and odd lines")
+{
+  std::vector<ProxmoxStorage> none;
+  auto disks = parse_proxmox_vm("scsi0: /srv/a.raw\n"
+                                "scsi1: local:100/vm-100-disk-0.raw\n"
+                                "virtio0: /srv/b.raw,cache=unsafe\n"
+                                "scsi10: /srv/c.raw,cache=off\n"
+                                "scsix: /srv/d.raw\n"
+                                "sata1: local-btrfs:iso/x.iso\n"
+                                "ide1: cdrom,media=cdrom\n"
+                                "nonsense\n"
+                                "[PENDING]\n"
+                                "scsi3: /srv/pending.raw\n",
+                                "100", none);
+  REQUIRE(disks.size() == 3);
+  CHECK(disks[0].path == "/srv/a.raw");
+  CHECK(disks[0].o_direct); // qemu-server's default outside btrfs storages: cache=none
+  CHECK(disks[1].path == "/srv/b.raw");
+  CHECK_FALSE(disks[1].o_direct);
+  CHECK(disks[2].target == "scsi10");
+  CHECK(disks[2].o_direct);
+
+  CHECK(parse_proxmox_vm("", "1", none).empty());
+
+  std::vector<ProxmoxStorage> btrfs = {{"b", "btrfs", "/b", false}};
+  auto odd = parse_proxmox_vm("scsi0: b:100/.raw\n"
+                              "scsi1: b:100/vm-100-disk-0.subvol\n"
+                              "scsi2: b:100/vm-100-disk-1.qcow2\n"
+                              "scsi3: b:x/vm-100-disk-2.raw\n"
+                              "scsi4: b:100/vm-100-disk-3.raw/extra\n"
+                              "scsi5: b:100/..\n",
+                              "100", btrfs);
+  REQUIRE(odd.size() == 1);
+  CHECK(odd[0].path == "/b/images/100/vm-100-disk-1.qcow2");
+}

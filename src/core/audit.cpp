@@ -40,8 +40,8 @@ constexpr uint64_t min_image_size = 512;
 
 bool has_image_extension(const std::string& path)
 {
-  static const char* exts[] = {".qcow2", ".qcow", ".qed", ".vmdk", ".vdi", ".vhd", ".vhdx",
-                               ".img",   ".raw",  ".disk"};
+  static const char* exts[] = {".qcow2", ".qcow", ".qed", ".vmdk", ".vdi",
+                               ".vhd",   ".vhdx", ".img", ".raw",  ".disk"};
   auto dot = path.find_last_of("./");
   if (dot == std::string::npos || path[dot] != '.') {
     return false;
@@ -250,10 +250,22 @@ AuditResult audit(const AuditOptions& opts)
       }
     }
   }
+  std::map<std::string, std::string> pool_by_name;
   for (const auto& file : files_in(opts.libvirt_dir + "/storage", ".xml")) {
     if (auto xml = read_text(file)) {
       if (auto target = parse_libvirt_pool_target(*xml)) {
         pool_targets.push_back(*target);
+        // libvirt names the file after the pool (virStoragePoolObjSaveDef: <name>.xml).
+        std::string name = basename_of(file);
+        pool_by_name[name.substr(0, name.size() - 4)] = *target;
+      }
+    }
+  }
+  // <disk type='volume'>: the image is the volume's file in its pool's target directory.
+  for (auto& c : configured) {
+    if (c.path.empty() && !c.pool.empty() && !c.volume.empty()) {
+      if (auto it = pool_by_name.find(c.pool); it != pool_by_name.end()) {
+        c.path = it->second + "/" + c.volume;
       }
     }
   }

@@ -515,6 +515,7 @@ void scan_fds(int pid_dirfd, int pid, const std::string& comm, ProcScan& out)
       int e = 0;
       if (auto text = read_at(fdinfo.get(), name, k_small_file, e)) {
         f.flags = parse_fdinfo_flags(*text);
+        f.locks = parse_fdinfo_locks(*text);
       }
     }
     files.push_back(std::move(f));
@@ -529,6 +530,25 @@ void scan_fds(int pid_dirfd, int pid, const std::string& comm, ProcScan& out)
   }
 }
 } // namespace
+
+std::vector<FileLock> parse_fdinfo_locks(std::string_view fdinfo)
+{
+  // fs/proc/fd.c show_fd_locks(): each lock as "lock:\t" + the /proc/locks line.
+  std::vector<FileLock> out;
+  for_each_line(fdinfo, [&](std::string_view line) {
+    if (!line.starts_with("lock:")) {
+      return;
+    }
+    line.remove_prefix(5);
+    while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) {
+      line.remove_prefix(1);
+    }
+    if (auto l = parse_lock_line(line)) {
+      out.push_back(std::move(*l));
+    }
+  });
+  return out;
+}
 
 std::optional<uint32_t> parse_fdinfo_flags(std::string_view fdinfo)
 {

@@ -31,6 +31,10 @@ std::optional<pugi::xml_node> load_root(pugi::xml_document& doc, std::string_vie
     return std::nullopt;
   }
   pugi::xml_node root = doc.document_element();
+  // libvirt's status files in /run/libvirt/qemu wrap the live domain: <domstatus><domain>.
+  if (root && std::string_view(root.name()) == "domstatus") {
+    root = root.child(root_name);
+  }
   if (!root || std::string_view(root.name()) != root_name) {
     return std::nullopt;
   }

@@ -108,6 +108,21 @@ XML
 cat >"$IT_TMP/libvirt/storage/default.xml" <<XML
 <pool type='dir'><name>default</name><target><path>$S/images</path></target></pool>
 XML
+# A running domain's status file (domstatus wrapper) with a pool volume disk.
+cat >"$IT_TMP/run/qemu/lin.xml" <<XML
+<domstatus state='running' pid='4242'>
+  <domain type='kvm'>
+    <name>lin</name>
+    <devices>
+      <disk type='volume' device='disk'>
+        <driver name='qemu' type='vmdk' cache='directsync'/>
+        <source pool='default' volume='guest.vmdk'/>
+        <target dev='vdb' bus='virtio'/>
+      </disk>
+    </devices>
+  </domain>
+</domstatus>
+XML
 mkdir -p "$S/pve/images/101"
 qemu-img create -q -f raw "$S/pve/images/101/vm-101-disk-0.raw" 1M
 cat >"$IT_TMP/pve/storage.cfg" <<CFG
@@ -122,10 +137,12 @@ ide2: none,media=cdrom
 CFG
 set +e
 J=$("$VMCSUM" --json audit --kernel-log '' --kernel-release 6.6.129 --libvirt-dir "$IT_TMP/libvirt" \
-  --libvirt-run-dir "$IT_TMP/run" --pve-dir "$IT_TMP/pve" "$S/images/guest.qcow2" "$S/pve"); rc=$?
+  --libvirt-run-dir "$IT_TMP/run" --pve-dir "$IT_TMP/pve" "$S/images/guest.qcow2" "$S/images/guest.vmdk" "$S/pve"); rc=$?
 set -e
 check_eq "libvirt disk: configured cache/io" "none native true" \
   "$(jq -r '.images[] | select(.path | endswith("guest.qcow2")) | .configured[0] | "\(.cache) \(.io) \(.o_direct)"' <<<"$J")"
+check_eq "running domain's pool volume resolved through the pool target" "directsync true" \
+  "$(jq -r '.images[] | select(.path | endswith("guest.vmdk")) | .configured[0] | "\(.cache) \(.o_direct)"' <<<"$J")"
 check_eq "libvirt disk on 6.6.129: false-mismatch-risk" critical "$(finding_sev "$J" guest.qcow2 false-mismatch-risk)"
 check_eq "Proxmox disk: configured cache=directsync" "proxmox:101 directsync true" \
   "$(jq -r '.images[] | select(.path | endswith("vm-101-disk-0.raw")) | .configured[0] | "\(.source) \(.cache) \(.o_direct)"' <<<"$J")"

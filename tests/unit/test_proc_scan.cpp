@@ -83,6 +83,21 @@ const DriveConfig* find_drive(const std::vector<DriveConfig>& drives, std::strin
 }
 } // namespace
 
+TEST_CASE("fdinfo lock lines are the locks held through that open file")
+{
+  auto locks = parse_fdinfo_locks(read_fixture("fdinfo_qemu.txt"));
+  REQUIRE(locks.size() == 3);
+  CHECK(locks[0].kind == "OFDLCK");
+  CHECK_FALSE(locks[0].pid);
+  CHECK(locks[0].inode == 257);
+  CHECK(is_qemu_lock(locks[0]));
+  CHECK_FALSE(is_qemu_write_lock(locks[0]));
+  CHECK(is_qemu_write_lock(locks[1]));       // byte 101: QEMU holds the write permission
+  CHECK_FALSE(is_qemu_write_lock(locks[2])); // byte 201: "others may not write"
+  CHECK(parse_fdinfo_locks("pos:\t0\nflags:\t02\n").empty());
+  CHECK(parse_fdinfo_locks("lock:\tgarbage\n").empty());
+}
+
 TEST_CASE("fdinfo flags")
 {
   auto flags = parse_fdinfo_flags(read_fixture("fdinfo_qemu.txt"));

@@ -244,3 +244,17 @@ TEST_CASE("Proxmox VM config: defaults without storages and odd lines")
   REQUIRE(odd.size() == 1);
   CHECK(odd[0].path == "/b/images/100/vm-100-disk-1.qcow2");
 }
+
+TEST_CASE("libvirt status files wrap the domain in <domstatus>")
+{
+  auto disks = parse_libvirt_domain(
+    "<domstatus state='running' pid='1'><domain type='kvm'><name>x</name><devices>"
+    "<disk type='file' device='disk'><driver name='qemu' cache='none'/>"
+    "<source file='/var/lib/libvirt/images/x.qcow2'/><target dev='vda'/></disk>"
+    "</devices></domain></domstatus>");
+  REQUIRE(disks);
+  REQUIRE(disks->size() == 1);
+  CHECK((*disks)[0].path == "/var/lib/libvirt/images/x.qcow2");
+  CHECK((*disks)[0].o_direct);
+  CHECK_FALSE(parse_libvirt_domain("<domstatus><pool/></domstatus>"));
+}

@@ -42,6 +42,9 @@ struct FileLock
 // Unparseable lines are skipped.
 std::vector<FileLock> parse_proc_locks(std::string_view text);
 
+// The "lock:" lines of /proc/PID/fdinfo/FD: the locks held through that open file.
+std::vector<FileLock> parse_fdinfo_locks(std::string_view fdinfo);
+
 // QEMU's image locks (block/file-posix.c): OFD locks on bytes 100+perm (permissions held) and
 // 200+perm (permissions not shared with others). A lock covering byte 101 (RAW_LOCK_PERM_BASE +
 // the write permission bit) means a writer; byte 201 alone only forbids other writers, which

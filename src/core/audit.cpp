@@ -4,6 +4,7 @@
 #include <vmcsum/core/audit.hpp>
 #include <vmcsum/core/image_format.hpp>
 #include <vmcsum/core/kernel_log.hpp>
+#include <vmcsum/core/probe.hpp>
 #include <vmcsum/core/proc_scan.hpp>
 #include <vmcsum/core/walk.hpp>
 #include <vmcsum/error.hpp>
@@ -14,6 +15,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <set>
@@ -47,6 +49,29 @@ bool has_image_extension(const std::string& path)
     return false;
   }
   std::string ext = path.substr(dot);
+  for (auto& c : ext) {
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return std::any_of(std::begin(exts), std::end(exts), [&](const char* e) { return ext == e; });
+}
+
+// Names that say "not a disk image" are passed over without even a stat, which is what keeps
+// a walk of a large tree close to find(1). A raw image named like this is still audited when
+// named on the command line.
+bool skip_by_name(const char* name)
+{
+  static const char* exts[] = {
+    "txt",  "log",  "xml", "json", "yaml",  "yml", "conf", "cfg",     "ini",     "md",   "rst",
+    "html", "htm",  "css", "js",   "py",    "pyc", "sh",   "c",       "h",       "cc",   "cpp",
+    "hpp",  "go",   "rs",  "java", "class", "jar", "pl",   "rb",      "php",     "sql",  "csv",
+    "tsv",  "pdf",  "png", "jpg",  "jpeg",  "gif", "svg",  "ico",     "mp3",     "mp4",  "mkv",
+    "avi",  "zip",  "gz",  "xz",   "bz2",   "zst", "tar",  "deb",     "rpm",     "so",   "o",
+    "a",    "lock", "pid", "sock", "xsl",   "po",  "mo",   "desktop", "service", "timer"};
+  const char* dot = std::strrchr(name, '.');
+  if (!dot || dot == name) {
+    return false;
+  }
+  std::string ext = dot + 1;
   for (auto& c : ext) {
     c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   }
@@ -114,12 +139,19 @@ ImageFormat sniff(const std::string& path, uint64_t size)
   uint8_t head[image_head_bytes];
   uint8_t tail[image_tail_bytes];
   ssize_t h = ::pread(owned.get(), head, sizeof head, 0);
+  std::span<const uint8_t> head_span(head, h > 0 ? size_t(h) : 0);
+  ImageFormat by_head = detect_image_format(head_span, {}, name);
+  // Only raw-looking or unknown heads need the tail: a fixed VHD is a raw disk (MBR and all)
+  // with its footer in the last 512 bytes. Every other format says so in its first bytes.
+  if (by_head != ImageFormat::raw && by_head != ImageFormat::unknown) {
+    return by_head;
+  }
   ssize_t t = 0;
   if (size >= image_tail_bytes) {
     t = ::pread(owned.get(), tail, sizeof tail, static_cast<off_t>(size - image_tail_bytes));
   }
-  return detect_image_format(std::span<const uint8_t>(head, h > 0 ? size_t(h) : 0),
-                             std::span<const uint8_t>(tail, t > 0 ? size_t(t) : 0), name);
+  return detect_image_format(head_span, std::span<const uint8_t>(tail, t > 0 ? size_t(t) : 0),
+                             name);
 }
 
 struct Candidate
@@ -127,6 +159,8 @@ struct Candidate
   std::string path;
   std::vector<std::string> found_via;
   bool explicit_path = false;
+  std::optional<ImageFormat> format; // when the walk already looked
+  bool canonical = false;            // found by walking a canonical root
 };
 
 // Reads kernel log records: /dev/kmsg (one record per read, non-blocking so the end of the
@@ -139,9 +173,7 @@ std::vector<CsumLogEvent> read_kernel_log(const std::string& path, std::vector<s
     notes.push_back("kernel log " + path + " not read: " + errno_text(errno));
     return events;
   }
-  struct stat st
-  {
-  };
+  struct stat st = {};
   ::fstat(fd.get(), &st);
   if (S_ISCHR(st.st_mode)) {
     char buf[8192];
@@ -218,9 +250,7 @@ AuditResult audit(const AuditOptions& opts)
   if (opts.kernel_release) {
     result.kernel.release = *opts.kernel_release;
   } else {
-    struct utsname u
-    {
-    };
+    struct utsname u = {};
     ::uname(&u);
     result.kernel.release = u.release;
   }
@@ -306,11 +336,14 @@ AuditResult audit(const AuditOptions& opts)
   // --- what to look at ---
   std::vector<Candidate> candidates;
   std::map<std::pair<dev_t, ino_t>, size_t> by_inode;
-  auto add_candidate = [&](const std::string& path, const std::string& via, bool explicit_path) {
-    struct stat st
-    {
-    };
-    if (::stat(path.c_str(), &st) < 0) {
+  // `known` is the walk's lstat of a regular file (the same as its stat), saving a syscall.
+  auto add_candidate = [&](const std::string& path, const std::string& via, bool explicit_path,
+                           std::optional<ImageFormat> format = std::nullopt,
+                           const struct stat* known = nullptr, bool canonical_path = false) {
+    struct stat st = {};
+    if (known) {
+      st = *known;
+    } else if (::stat(path.c_str(), &st) < 0) {
       result.problems.push_back({path, via + ": " + errno_text(errno)});
       return;
     }
@@ -323,26 +356,40 @@ AuditResult audit(const AuditOptions& opts)
       return;
     }
     by_inode[key] = candidates.size();
-    candidates.push_back({path, {via}, explicit_path});
+    candidates.push_back({path, {via}, explicit_path, format, canonical_path});
   };
-  auto walk_root = [&](const std::string& root, bool explicit_root) {
+  auto walk_root = [&](const std::string& given_root, bool explicit_root) {
+    // Walk from the canonical root so that every path found is canonical too.
+    const std::string root = canonical(given_root);
     result.searched.push_back(root);
     walk_tree(
       root,
-      [&](const std::string& path, const struct stat& st) {
-        if (!S_ISREG(st.st_mode)) {
-          if (explicit_root && path == root) {
-            result.problems.push_back(
-              {path, "not a regular file (" + kind_of_mode(st.st_mode) + "): not examined"});
+      [&](WalkEntry& e) {
+        const bool named = explicit_root && e.path() == root;
+        if (e.d_type() != DT_REG) {
+          if (named) {
+            const struct stat* st = e.lstat();
+            result.problems.push_back({e.path(), "not a regular file (" +
+                                                   (st ? kind_of_mode(st->st_mode) : "?") +
+                                                   "): not examined"});
           }
           return;
         }
-        const bool named = explicit_root && path == root;
-        if (!named && !worth_sniffing(path, static_cast<uint64_t>(st.st_size))) {
+        if (!named && skip_by_name(e.name())) {
           return;
         }
-        if (named || sniff(path, static_cast<uint64_t>(st.st_size)) != ImageFormat::unknown) {
-          add_candidate(path, "walk:" + root, named);
+        const struct stat* st = e.lstat();
+        if (!st) {
+          result.problems.push_back({e.path(), errno_text(errno)});
+          return;
+        }
+        const auto size = static_cast<uint64_t>(st->st_size);
+        if (named) {
+          add_candidate(e.path(), "walk:" + root, true);
+        } else if (worth_sniffing(e.path(), size)) {
+          if (auto fmt = sniff(e.path(), size); fmt != ImageFormat::unknown) {
+            add_candidate(e.path(), "walk:" + root, false, fmt, st, true);
+          }
         }
       },
       [&](const std::string& path, const std::string& why) {
@@ -355,6 +402,18 @@ AuditResult audit(const AuditOptions& opts)
 
   if (!opts.paths.empty()) {
     for (const auto& p : opts.paths) {
+      // Symlinks named on the command line are followed (like find -H), never those below.
+      struct stat lst = {}, st = {};
+      if (::lstat(p.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode) && ::stat(p.c_str(), &st) == 0) {
+        if (S_ISREG(st.st_mode)) {
+          add_candidate(p, "argument", true);
+          continue;
+        }
+        if (S_ISDIR(st.st_mode)) {
+          walk_root(canonical(p), true);
+          continue;
+        }
+      }
       walk_root(p, true);
     }
   } else {
@@ -402,23 +461,29 @@ AuditResult audit(const AuditOptions& opts)
 
   // --- examine ---
   FactCollector collector(opts.mountinfo);
+  std::set<std::string> probed; // fsids measured for --probe
+  std::map<std::pair<dev_t, ino_t>, std::vector<size_t>> configured_by_inode;
+  for (size_t i = 0; i < configured.size(); ++i) {
+    struct stat cst = {};
+    if (!configured[i].path.empty() && ::stat(configured[i].path.c_str(), &cst) == 0) {
+      configured_by_inode[{cst.st_dev, cst.st_ino}].push_back(i);
+    }
+  }
+  std::map<std::string, std::optional<bool>> dir_nocow;    // parent directory -> its NOCOW
   std::map<std::string, std::set<std::string>> fs_devices; // fsid -> device basenames
   for (const auto& cand : candidates) {
     ImageReport rep;
-    rep.facts = collector.collect(cand.path, true);
+    rep.facts = collector.collect(cand.path, true, cand.canonical);
     rep.found_via = cand.found_via;
     if (!rep.facts.examined) {
       result.problems.push_back({cand.path, rep.facts.error.value_or("cannot examine")});
       continue;
     }
-    rep.format = format_name(sniff(rep.facts.canonical_path, rep.facts.size));
+    rep.format =
+      format_name(cand.format ? *cand.format : sniff(rep.facts.canonical_path, rep.facts.size));
 
-    struct stat st
-    {
-    };
-    ::stat(rep.facts.canonical_path.c_str(), &st);
     for (const auto& of : procs.open_files) {
-      if (of.dev == st.st_dev && of.ino == st.st_ino) {
+      if (of.dev == rep.facts.dev && of.ino == rep.facts.inode) {
         bool od = of.flags && flags_have_o_direct(*of.flags);
         bool wr = of.flags && flags_writable(*of.flags);
         rep.open_by.push_back({of.pid, of.comm, of.fd, od, wr});
@@ -428,18 +493,19 @@ AuditResult audit(const AuditOptions& opts)
         }
       }
     }
-    for (const auto& c : configured) {
-      if (c.path.empty()) {
-        continue;
-      }
-      struct stat cst
-      {
-      };
-      if (::stat(c.path.c_str(), &cst) == 0 && cst.st_dev == st.st_dev && cst.st_ino == st.st_ino) {
-        rep.configured.push_back(c);
+    if (auto it = configured_by_inode.find(
+          {static_cast<dev_t>(rep.facts.dev), static_cast<ino_t>(rep.facts.inode)});
+        it != configured_by_inode.end()) {
+      for (size_t i : it->second) {
+        rep.configured.push_back(configured[i]);
       }
     }
-    rep.dir_nocow = dir_nocow_of(rep.facts.canonical_path);
+    const std::string dir = parent_of(rep.facts.canonical_path);
+    auto dn = dir_nocow.find(dir);
+    if (dn == dir_nocow.end()) {
+      dn = dir_nocow.emplace(dir, dir_nocow_of(rep.facts.canonical_path)).first;
+    }
+    rep.dir_nocow = dn->second;
 
     if (rep.facts.on_btrfs && rep.facts.fsid && !log_events.empty()) {
       auto& devs = fs_devices[*rep.facts.fsid];
@@ -476,6 +542,20 @@ AuditResult audit(const AuditOptions& opts)
       rep.logged_offsets.assign(offsets.begin(), offsets.end());
     }
 
+    if (opts.probe && rep.facts.on_btrfs && rep.facts.fsid &&
+        probed.insert(*rep.facts.fsid).second) {
+      ProbeOptions po;
+      po.mountinfo = opts.mountinfo;
+      try {
+        FsProbe m = probe_filesystem(rep.facts.canonical_path, po);
+        if (apply_probe(result.kernel.policy, m)) {
+          result.kernel.source = "probe";
+        }
+        result.notes.push_back(probe_summary(m));
+      } catch (const Error& e) {
+        result.notes.push_back("probe of " + rep.facts.mount_point + ": " + e.what());
+      }
+    }
     RiskInputs in;
     in.nocow = rep.facts.nocow.value_or(false);
     in.nodatasum = rep.facts.nodatasum;

@@ -77,9 +77,7 @@ FactCollector::FactCollector(const std::string& mountinfo)
 
 FsFacts& FactCollector::fs_facts(int fd, const std::string& path)
 {
-  struct statfs sfs
-  {
-  };
+  struct statfs sfs = {};
   if (::fstatfs(fd, &sfs) < 0) {
     throw_errno("statfs", path);
   }
@@ -176,14 +174,13 @@ void fill_compression(FileFacts& f, int fd, const sys::MountEntry* mount)
 
 } // namespace
 
-FileFacts FactCollector::collect(const std::string& path, bool follow_symlink)
+FileFacts FactCollector::collect(const std::string& path, bool follow_symlink,
+                                 bool already_canonical)
 {
   FileFacts f;
   f.path = path;
 
-  struct stat lst
-  {
-  };
+  struct stat lst = {};
   if (::lstat(path.c_str(), &lst) < 0) {
     int err = errno;
     f.error = errno_text(err);
@@ -211,13 +208,16 @@ FileFacts FactCollector::collect(const std::string& path, bool follow_symlink)
     f.notes.push_back("symlink followed to its target");
   }
   f.kind = kind_of_mode(st.st_mode);
-  if (char* real = ::realpath(path.c_str(), nullptr)) {
+  if (already_canonical && !S_ISLNK(lst.st_mode)) {
+    f.canonical_path = path;
+  } else if (char* real = ::realpath(path.c_str(), nullptr)) {
     f.canonical_path = real;
     std::free(real);
   } else {
     f.canonical_path = path;
   }
 
+  f.dev = st.st_dev;
   f.inode = st.st_ino;
   f.nlink = st.st_nlink;
   f.uid = st.st_uid;
@@ -247,9 +247,7 @@ FileFacts FactCollector::collect(const std::string& path, bool follow_symlink)
   if (!fd) {
     file_unknown_reason = "cannot open: " + errno_text(errno);
   } else {
-    struct stat fst
-    {
-    };
+    struct stat fst = {};
     if (::fstat(fd.get(), &fst) < 0 || fst.st_ino != st.st_ino || fst.st_dev != st.st_dev) {
       f.error = "the file changed while it was examined";
       f.examined = false;
@@ -269,18 +267,30 @@ FileFacts FactCollector::collect(const std::string& path, bool follow_symlink)
     return f;
   }
 
-  FsFacts* fsf = nullptr;
-  try {
-    fsf = &fs_facts(fs_fd, path);
-  } catch (const Error& e) {
-    if (e.code() == Errc::not_btrfs) {
+  auto [dev_it, first_time] = m_dev.try_emplace(st.st_dev);
+  DevFacts& devf = dev_it->second;
+  if (first_time) {
+    try {
+      devf.fs = &fs_facts(fs_fd, path);
+      devf.subvolume_id = btrfs::subvolume_id(fs_fd, path);
+    } catch (const Error& e) {
+      if (!devf.fs) {
+        devf.fs_error = e;
+      } else {
+        devf.subvolume_error = e.detail();
+      }
+    }
+  }
+  if (devf.fs_error) {
+    if (devf.fs_error->code() == Errc::not_btrfs) {
       f.notes.push_back("not on btrfs" + (f.fs.empty() ? std::string() : " (" + f.fs + ")") +
                         ": btrfs facts do not apply");
     } else {
-      f.unknown["fs"] = e.detail();
+      f.unknown["fs"] = devf.fs_error->detail();
     }
     return f;
   }
+  FsFacts* fsf = devf.fs;
   f.on_btrfs = true;
   f.fsid = fsf->info.fsid;
   if (fsf->info.csum_info_valid) {
@@ -295,16 +305,25 @@ FileFacts FactCollector::collect(const std::string& path, bool follow_symlink)
     f.data_profiles = fsf->data_profiles;
   }
 
-  try {
-    f.subvolume_id = btrfs::subvolume_id(fs_fd, path);
-  } catch (const Error& e) {
-    f.unknown["subvolume_id"] = e.detail();
+  f.subvolume_id = devf.subvolume_id;
+  if (!f.subvolume_id) {
+    f.unknown["subvolume_id"] = devf.subvolume_error;
   }
   if (f.subvolume_id) {
-    try {
-      f.subvolume_path = btrfs::subvolume_path(fs_fd, *f.subvolume_id, path);
-    } catch (const Error& e) {
-      f.unknown["subvolume_path"] = privilege_reason(e, "CAP_SYS_ADMIN");
+    auto cached = fsf->subvolume_paths.find(*f.subvolume_id);
+    if (cached == fsf->subvolume_paths.end()) {
+      std::pair<std::optional<std::string>, std::string> answer;
+      try {
+        answer.first = btrfs::subvolume_path(fs_fd, *f.subvolume_id, path);
+      } catch (const Error& e) {
+        answer.second = privilege_reason(e, "CAP_SYS_ADMIN");
+      }
+      cached = fsf->subvolume_paths.emplace(*f.subvolume_id, std::move(answer)).first;
+    }
+    if (cached->second.first) {
+      f.subvolume_path = cached->second.first;
+    } else {
+      f.unknown["subvolume_path"] = cached->second.second;
     }
   }
 

@@ -405,9 +405,7 @@ std::optional<std::string> read_at(int dirfd, const std::string& name, size_t li
     err = errno;
     return std::nullopt;
   }
-  struct stat st
-  {
-  };
+  struct stat st = {};
   if (::fstat(fd.get(), &st) != 0) {
     err = errno;
     return std::nullopt;
@@ -496,9 +494,7 @@ void scan_fds(int pid_dirfd, int pid, const std::string& comm, ProcScan& out)
     f.fd = *fdnum;
     int dfd = ::dirfd(fd_dir.get());
     // stat() through the link, never open(): a FIFO or a tape device must not block or act.
-    struct stat st
-    {
-    };
+    struct stat st = {};
     if (::fstatat(dfd, name.c_str(), &st, 0) != 0 || !S_ISREG(st.st_mode)) {
       continue;
     }

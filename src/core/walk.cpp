@@ -2,7 +2,6 @@
 // Copyright (C) 2026 The vmcsum authors
 #include <vmcsum/core/walk.hpp>
 #include <vmcsum/error.hpp>
-#include <vmcsum/sys/fd.hpp>
 
 #include <cerrno>
 #include <cstring>
@@ -27,21 +26,33 @@ std::string join(const std::string& dir, const char* name)
 {
   return dir == "/" ? "/" + std::string(name) : dir + "/" + name;
 }
+
+unsigned char dtype_of(mode_t mode)
+{
+  return static_cast<unsigned char>(IFTODT(mode));
+}
 } // namespace
 
-void walk_tree(const std::string& root,
-               const std::function<void(const std::string&, const struct stat&)>& visit,
+const struct stat* WalkEntry::lstat()
+{
+  if (!m_done) {
+    m_done = true;
+    m_ok = ::fstatat(m_dirfd, m_name, &m_st, AT_SYMLINK_NOFOLLOW) == 0;
+  }
+  return m_ok ? &m_st : nullptr;
+}
+
+void walk_tree(const std::string& root, const std::function<void(WalkEntry&)>& visit,
                const std::function<void(const std::string&, const std::string&)>& problem)
 {
-  struct stat st
-  {
-  };
+  struct stat st = {};
   if (::lstat(root.c_str(), &st) < 0) {
     problem(root, errno_text(errno));
     return;
   }
   if (!S_ISDIR(st.st_mode)) {
-    visit(root, st);
+    WalkEntry e(AT_FDCWD, root.c_str(), root, dtype_of(st.st_mode));
+    visit(e);
     return;
   }
   std::set<std::pair<dev_t, ino_t>> seen;
@@ -59,9 +70,7 @@ void walk_tree(const std::string& root,
       problem(path, errno_text(errno));
       return;
     }
-    struct stat dst
-    {
-    };
+    struct stat dst = {};
     if (::fstat(fd, &dst) < 0 || !seen.insert({dst.st_dev, dst.st_ino}).second) {
       ::close(fd);
       return;
@@ -91,19 +100,22 @@ void walk_tree(const std::string& root,
     }
     std::string path = join(top.path, ent->d_name);
     int dfd = ::dirfd(top.dir.get());
-    struct stat est
-    {
-    };
-    if (::fstatat(dfd, ent->d_name, &est, AT_SYMLINK_NOFOLLOW) < 0) {
-      problem(path, errno_text(errno));
-      continue;
+    unsigned char type = ent->d_type;
+    if (type == DT_UNKNOWN) {
+      struct stat est = {};
+      if (::fstatat(dfd, ent->d_name, &est, AT_SYMLINK_NOFOLLOW) < 0) {
+        problem(path, errno_text(errno));
+        continue;
+      }
+      type = dtype_of(est.st_mode);
     }
-    if (S_ISDIR(est.st_mode)) {
+    if (type == DT_DIR) {
       // `top` may be invalidated by push_back; copy what enter() needs first.
       std::string name = ent->d_name;
       enter(dfd, name.c_str(), path);
     } else {
-      visit(path, est);
+      WalkEntry e(dfd, ent->d_name, std::move(path), type);
+      visit(e);
     }
   }
 }

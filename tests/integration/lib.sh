@@ -473,7 +473,7 @@ copies_of() {
     return 1
   }
   _it_flush_fs_of "$dev"
-  out=$(btrfs-map-logical -l "$logical" "$dev" 2>"$IT_TMP/.bml.err") || {
+  out=$(btrfs-map-logical -l "$logical" -b "$IT_SECTOR" "$dev" 2>"$IT_TMP/.bml.err") || {
     note "btrfs-map-logical -l $logical $dev failed:"
     _it_indent <"$IT_TMP/.bml.err"
     return 1

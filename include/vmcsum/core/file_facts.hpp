@@ -7,6 +7,7 @@
 #pragma once
 
 #include <vmcsum/btrfs/ioctl.hpp>
+#include <vmcsum/error.hpp>
 #include <vmcsum/sys/mount_table.hpp>
 
 #include <cstdint>
@@ -25,6 +26,9 @@ struct FsFacts
   std::vector<std::string> data_profiles; // largest first; more than one while converting
   std::optional<std::string> data_profiles_unknown;
   bool synced = false; // BTRFS_IOC_SYNC done in this run (needed before TREE_SEARCH)
+  // Subvolume id -> path, or the reason it is unknown; libbtrfsutil walks the tree of roots
+  // for each lookup, so images in one subvolume share one answer.
+  std::map<uint64_t, std::pair<std::optional<std::string>, std::string>> subvolume_paths;
 };
 
 struct FileFacts
@@ -42,6 +46,7 @@ struct FileFacts
   bool on_btrfs = false;
   std::optional<std::string> fsid;
 
+  uint64_t dev = 0; // st_dev (on btrfs: one per subvolume)
   uint64_t inode = 0;
   uint64_t nlink = 0;
   uint32_t uid = 0;
@@ -83,14 +88,27 @@ public:
   // Never throws for a problem with the path itself: that becomes `error`/`unknown`.
   // Command-line symlinks are followed (and reported); `follow_symlink=false` examines the
   // link itself, as a tree walk must.
-  FileFacts collect(const std::string& path, bool follow_symlink = true);
+  // `already_canonical`: the caller knows `path` is absolute and free of symlinks (a tree walk
+  // from a canonical root), which saves resolving it again.
+  FileFacts collect(const std::string& path, bool follow_symlink = true,
+                    bool already_canonical = false);
 
   // The cached facts of the filesystem that `fd` is on; throws Error when it is not btrfs.
   FsFacts& fs_facts(int fd, const std::string& path);
 
 private:
+  // What one st_dev (a subvolume, on btrfs) answers, so that many files in one subvolume cost
+  // one FS_INFO and one INO_LOOKUP.
+  struct DevFacts
+  {
+    FsFacts* fs = nullptr;
+    std::optional<Error> fs_error; // not btrfs, or FS_INFO failed
+    std::optional<uint64_t> subvolume_id;
+    std::string subvolume_error;
+  };
   sys::MountTable m_mounts;
   std::map<std::string, std::unique_ptr<FsFacts>> m_fs; // by fsid
+  std::map<uint64_t, DevFacts> m_dev;                   // by st_dev
 };
 
 // Fills the FIEMAP-derived facts; exposed for tests and for commands that only need these.

@@ -4,7 +4,7 @@ _vmcsum()
     local cur prev words cword
     _init_completion || return
 
-    local commands="show audit"
+    local commands="show audit set"
     local global_opts="--json --color --verbose -v --quiet -q --version --help -h"
 
     case $prev in
@@ -28,7 +28,7 @@ _vmcsum()
     local cmd="" i
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
-            show|audit) cmd=${words[i]}; break ;;
+            show|audit|set) cmd=${words[i]}; break ;;
         esac
     done
 
@@ -45,6 +45,13 @@ _vmcsum()
         show)
             if [[ $cur == -* ]]; then
                 COMPREPLY=($(compgen -W "$global_opts" -- "$cur"))
+            else
+                _filedir
+            fi
+            ;;
+        set)
+            if [[ $cur == -* ]]; then
+                COMPREPLY=($(compgen -W "$global_opts --nocow --cow --recursive -r --dry-run -n --proc" -- "$cur"))
             else
                 _filedir
             fi

@@ -1,5 +1,5 @@
 # fish completion for vmcsum(8)
-set -l commands show audit
+set -l commands show audit set
 
 complete -c vmcsum -f
 complete -c vmcsum -l json -d 'Print one JSON document on stdout'
@@ -20,3 +20,11 @@ complete -c vmcsum -n "__fish_seen_subcommand_from audit" -l pve-dir -r -d 'Prox
 complete -c vmcsum -n "__fish_seen_subcommand_from audit" -l proc -r -d 'proc filesystem to scan'
 complete -c vmcsum -n "__fish_seen_subcommand_from audit" -l kernel-log -r -d 'Kernel log to search'
 complete -c vmcsum -n "__fish_seen_subcommand_from audit" -l kernel-release -x -d 'Judge as if running this release'
+
+complete -c vmcsum -n "not __fish_seen_subcommand_from $commands" -a set -d 'Make files NOCOW or checksummed for real'
+complete -c vmcsum -n "__fish_seen_subcommand_from set" -F
+complete -c vmcsum -n "__fish_seen_subcommand_from set" -l nocow -d 'No copy-on-write, no data checksums'
+complete -c vmcsum -n "__fish_seen_subcommand_from set" -l cow -d 'Copy-on-write with data checksums'
+complete -c vmcsum -n "__fish_seen_subcommand_from set" -s r -l recursive -d 'Also convert everything inside directories'
+complete -c vmcsum -n "__fish_seen_subcommand_from set" -s n -l dry-run -d 'Print the plan and change nothing'
+complete -c vmcsum -n "__fish_seen_subcommand_from set" -l proc -r -d 'proc filesystem to scan for users of the files'

@@ -33,6 +33,7 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, Runner& runner)
 
   register_show(*app, runner);
   register_audit(*app, runner);
+  register_set(*app, runner);
   return app;
 }
 

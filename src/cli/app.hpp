@@ -26,5 +26,6 @@ int run(int argc, char** argv);
 // One per command (src/cli/cmd_<name>.cpp).
 void register_show(CLI::App& app, Runner& runner);
 void register_audit(CLI::App& app, Runner& runner);
+void register_set(CLI::App& app, Runner& runner);
 
 } // namespace vmcsum::cli

@@ -17,6 +17,8 @@ constexpr int warnings = 1;   // warnings, or facts that could not be learnt
 constexpr int critical = 2;   // critical findings (data at risk or damaged)
 constexpr int incomplete = 3; // could not complete for some path
 constexpr int usage = 64;     // EX_USAGE
+// Interrupted by a signal: 128 + its number (SIGINT 130, SIGTERM 143), as shells report it.
+constexpr int interrupted = 128;
 } // namespace exit_code
 
 struct GlobalOptions

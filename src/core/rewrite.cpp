@@ -1,0 +1,1362 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// The engine of `vmcsum set`: gathers the facts plan_set() needs, then sets the attribute in
+// place (directories, empty files) or rewrites the file (everything else). The rewrite keeps
+// the original untouched until a verified copy replaces it in one atomic renameat2(): a crash
+// at any point leaves the original, or the finished copy, plus at most one temp file that the
+// next run recognises by its name and removes.
+#include <vmcsum/btrfs/inode_item.hpp>
+#include <vmcsum/btrfs/ioctl.hpp>
+#include <vmcsum/core/file_facts.hpp>
+#include <vmcsum/core/proc_scan.hpp>
+#include <vmcsum/core/rewrite.hpp>
+#include <vmcsum/core/text.hpp>
+#include <vmcsum/error.hpp>
+#include <vmcsum/sys/fd.hpp>
+
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <memory>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+namespace vmcsum::core {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t k_chunk = 4u << 20;         // read/write unit: bounded memory
+constexpr uint64_t k_window = 64ULL << 20;   // writeback is started every this many bytes
+constexpr size_t k_max_listed_ranges = 1000; // unreadable ranges listed (all are counted)
+constexpr size_t k_max_locks = 64;           // locks listed per file
+constexpr const char* k_compression_xattr = "btrfs.compression";
+
+// Ends the work on one file: `action` is "refused" (a precondition) or "failed".
+struct Stop
+{
+  std::string action;
+  std::string code;
+  std::string message;
+};
+
+[[noreturn]] void stop_errno(int err, const std::string& code, const std::string& what)
+{
+  std::string c = err == ENOSPC || err == EDQUOT ? "no-space" : err == EROFS ? "read-only" : code;
+  throw Stop{err == EROFS ? "refused" : "failed", c, what + ": " + errno_text(err)};
+}
+
+double seconds_since(Clock::time_point t)
+{
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+std::string dir_of(const std::string& path)
+{
+  auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) {
+    return ".";
+  }
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+std::string base_of(const std::string& path)
+{
+  auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+std::string join(const std::string& dir, const std::string& name)
+{
+  return dir == "/" ? "/" + name : dir + "/" + name;
+}
+
+std::string random6()
+{
+  static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  unsigned char bytes[6];
+  if (::getrandom(bytes, sizeof bytes, 0) != static_cast<ssize_t>(sizeof bytes)) {
+    // getrandom cannot fail for 6 bytes once the pool is ready; fall back to the clock.
+    auto t = static_cast<uint64_t>(Clock::now().time_since_epoch().count());
+    for (auto& b : bytes) {
+      b = static_cast<unsigned char>(t);
+      t = t * 6364136223846793005ULL + 1442695040888963407ULL;
+      t ^= t >> 29;
+    }
+  }
+  std::string s;
+  for (unsigned char b : bytes) {
+    s += alphabet[b % (sizeof alphabet - 1)];
+  }
+  return s;
+}
+
+class Hasher
+{
+public:
+  Hasher()
+    : m_state(XXH3_createState())
+  {
+    if (!m_state) {
+      throw std::bad_alloc();
+    }
+    XXH3_128bits_reset(m_state);
+  }
+  ~Hasher() { XXH3_freeState(m_state); }
+  Hasher(const Hasher&) = delete;
+  Hasher& operator=(const Hasher&) = delete;
+
+  void update(const void* data, size_t len) { XXH3_128bits_update(m_state, data, len); }
+  // Each data range starts with its offset and length, so that equal digests mean equal
+  // range maps (holes where the source has holes) as well as equal bytes.
+  void range(uint64_t offset, uint64_t length)
+  {
+    uint8_t b[16];
+    for (int i = 0; i < 8; ++i) {
+      b[i] = static_cast<uint8_t>(offset >> (8 * i));
+      b[8 + i] = static_cast<uint8_t>(length >> (8 * i));
+    }
+    update(b, sizeof b);
+  }
+  std::string hex() const
+  {
+    XXH128_hash_t h = XXH3_128bits_digest(m_state);
+    char buf[33];
+    std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(h.high64),
+                  static_cast<unsigned long long>(h.low64));
+    return buf;
+  }
+
+private:
+  XXH3_state_t* m_state;
+};
+
+struct FreeDeleter
+{
+  void operator()(void* p) const { std::free(p); }
+};
+using Buffer = std::unique_ptr<uint8_t, FreeDeleter>;
+
+Buffer aligned_buffer(size_t size)
+{
+  void* p = nullptr;
+  if (::posix_memalign(&p, 4096, size) != 0) {
+    throw std::bad_alloc();
+  }
+  return Buffer(static_cast<uint8_t*>(p));
+}
+
+// Calls fn(start, end) for each data range of fd below `size`, as SEEK_DATA/SEEK_HOLE see them.
+template <class Fn>
+void for_each_data_range(int fd, uint64_t size, const std::string& path, Fn&& fn)
+{
+  off_t pos = 0;
+  while (static_cast<uint64_t>(pos) < size) {
+    off_t d = ::lseek(fd, pos, SEEK_DATA);
+    if (d < 0) {
+      if (errno == ENXIO) {
+        break;
+      }
+      stop_errno(errno, "io-error", "lseek(SEEK_DATA) on " + path);
+    }
+    off_t h = ::lseek(fd, d, SEEK_HOLE);
+    if (h < 0) {
+      stop_errno(errno, "io-error", "lseek(SEEK_HOLE) on " + path);
+    }
+    h = std::min<off_t>(h, static_cast<off_t>(size));
+    if (h <= d) {
+      break;
+    }
+    fn(static_cast<uint64_t>(d), static_cast<uint64_t>(h));
+    pos = h;
+  }
+}
+
+void pwrite_all(int fd, const uint8_t* buf, size_t len, uint64_t off, const std::string& path)
+{
+  while (len > 0) {
+    ssize_t n = ::pwrite(fd, buf, len, static_cast<off_t>(off));
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      stop_errno(errno, "io-error", "write to " + path);
+    }
+    buf += n;
+    len -= static_cast<size_t>(n);
+    off += static_cast<uint64_t>(n);
+  }
+}
+
+// Starts writeback of the copy every k_window bytes and waits for (and drops from the page
+// cache) the window before last, so reading and writing overlap and dirty memory stays bounded.
+class Writeback
+{
+public:
+  explicit Writeback(int fd)
+    : m_fd(fd)
+  {
+  }
+  void wrote_up_to(uint64_t end)
+  {
+    if (end < m_started + k_window) {
+      return;
+    }
+    // Errors surface at the final fdatasync, which is checked.
+    ::sync_file_range(m_fd, static_cast<off_t>(m_started), static_cast<off_t>(end - m_started),
+                      SYNC_FILE_RANGE_WRITE);
+    m_pending.emplace_back(m_started, end);
+    m_started = end;
+    while (m_pending.size() > 2) {
+      auto [a, b] = m_pending.front();
+      m_pending.pop_front();
+      ::sync_file_range(m_fd, static_cast<off_t>(a), static_cast<off_t>(b - a),
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                          SYNC_FILE_RANGE_WAIT_AFTER);
+      ::posix_fadvise(m_fd, static_cast<off_t>(a), static_cast<off_t>(b - a), POSIX_FADV_DONTNEED);
+    }
+  }
+
+private:
+  int m_fd;
+  uint64_t m_started = 0;
+  std::deque<std::pair<uint64_t, uint64_t>> m_pending;
+};
+
+// Pages of the file that are in the page cache (mincore over a read-only mapping).
+std::optional<uint64_t> resident_pages(int fd, uint64_t size)
+{
+  const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  constexpr uint64_t step = 1ULL << 30;
+  uint64_t count = 0;
+  std::vector<unsigned char> vec;
+  for (uint64_t off = 0; off < size; off += step) {
+    uint64_t len = std::min(step, size - off);
+    void* m = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(off));
+    if (m == MAP_FAILED) {
+      return std::nullopt;
+    }
+    vec.assign((len + page - 1) / page, 0);
+    int rc = ::mincore(m, len, vec.data());
+    ::munmap(m, len);
+    if (rc < 0) {
+      return std::nullopt;
+    }
+    for (unsigned char v : vec) {
+      count += v & 1;
+    }
+  }
+  return count;
+}
+
+// A write lease on the source: only granted while nobody else has the file open, and broken
+// as soon as anyone opens it (their open() then waits for us, at most lease-break-time). The
+// kernel signals a break with SIGIO, which set_cow_attribute() ignores; F_GETLEASE shows it.
+class Lease
+{
+public:
+  explicit Lease(int fd)
+    : m_fd(fd)
+  {
+    if (::fcntl(fd, F_SETLEASE, F_WRLCK) == 0) {
+      m_active = true;
+    } else {
+      m_errno = errno;
+    }
+  }
+  ~Lease()
+  {
+    if (m_active) {
+      ::fcntl(m_fd, F_SETLEASE, F_UNLCK);
+    }
+  }
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+
+  bool active() const { return m_active; }
+  int error() const { return m_errno; }
+  bool broken() const { return m_active && ::fcntl(m_fd, F_GETLEASE) != F_WRLCK; }
+
+private:
+  int m_fd;
+  bool m_active = false;
+  int m_errno = 0;
+};
+
+// Ignores SIGIO (lease breaks) while alive, restoring the previous action afterwards.
+class IgnoreSigio
+{
+public:
+  IgnoreSigio()
+  {
+    struct sigaction ign
+    {
+    };
+    ign.sa_handler = SIG_IGN;
+    ::sigemptyset(&ign.sa_mask);
+    ::sigaction(SIGIO, &ign, &m_old);
+  }
+  ~IgnoreSigio() { ::sigaction(SIGIO, &m_old, nullptr); }
+  IgnoreSigio(const IgnoreSigio&) = delete;
+  IgnoreSigio& operator=(const IgnoreSigio&) = delete;
+
+private:
+  struct sigaction m_old
+  {
+  };
+};
+
+// The temp file's name, removed on scope exit unless released.
+class TempName
+{
+public:
+  TempName(int dirfd, std::string name)
+    : m_dirfd(dirfd)
+    , m_name(std::move(name))
+  {
+  }
+  ~TempName()
+  {
+    if (m_armed) {
+      ::unlinkat(m_dirfd, m_name.c_str(), 0);
+    }
+  }
+  TempName(const TempName&) = delete;
+  TempName& operator=(const TempName&) = delete;
+  const std::string& name() const { return m_name; }
+  void arm(bool on) { m_armed = on; }
+
+private:
+  int m_dirfd;
+  std::string m_name;
+  bool m_armed = true;
+};
+
+using Xattrs = std::vector<std::pair<std::string, std::string>>;
+
+// Every extended attribute of fd (names and values), retried when they change meanwhile.
+Xattrs read_xattrs(int fd, const std::string& path)
+{
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    ssize_t n = ::flistxattr(fd, nullptr, 0);
+    if (n < 0) {
+      if (errno == ENOTSUP) {
+        return {};
+      }
+      stop_errno(errno, "xattr", "listxattr " + path);
+    }
+    std::string names(static_cast<size_t>(n), '\0');
+    n = ::flistxattr(fd, names.data(), names.size());
+    if (n < 0) {
+      if (errno == ERANGE) {
+        continue;
+      }
+      stop_errno(errno, "xattr", "listxattr " + path);
+    }
+    names.resize(static_cast<size_t>(n));
+    Xattrs out;
+    bool retry = false;
+    for (size_t pos = 0; pos < names.size() && !retry;) {
+      std::string name(names.c_str() + pos);
+      pos += name.size() + 1;
+      if (name.empty()) {
+        continue;
+      }
+      ssize_t v = ::fgetxattr(fd, name.c_str(), nullptr, 0);
+      if (v < 0) {
+        if (errno == ENODATA) {
+          continue;
+        }
+        stop_errno(errno, "xattr", "getxattr " + name + " of " + path);
+      }
+      std::string value(static_cast<size_t>(v), '\0');
+      v = ::fgetxattr(fd, name.c_str(), value.data(), value.size());
+      if (v < 0) {
+        if (errno == ERANGE) {
+          retry = true;
+          break;
+        }
+        if (errno == ENODATA) {
+          continue;
+        }
+        stop_errno(errno, "xattr", "getxattr " + name + " of " + path);
+      }
+      value.resize(static_cast<size_t>(v));
+      out.emplace_back(std::move(name), std::move(value));
+    }
+    if (!retry) {
+      return out;
+    }
+  }
+  throw Stop{"failed", "xattr", "the extended attributes of " + path + " keep changing"};
+}
+
+// Locks on the file as seen through fd: F_OFD_GETLK asks the kernel which lock would conflict
+// with a write lock on a range; splitting the range around each answer finds them all.
+std::vector<SetLock> probe_locks(int fd)
+{
+  std::vector<SetLock> found;
+  struct Span
+  {
+    uint64_t start;
+    std::optional<uint64_t> end; // exclusive; nullopt = EOF
+  };
+  std::vector<Span> todo{{0, std::nullopt}};
+  int queries = 0;
+  while (!todo.empty() && found.size() < k_max_locks && queries < 256) {
+    Span s = todo.back();
+    todo.pop_back();
+    struct flock fl
+    {
+    };
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = static_cast<off_t>(s.start);
+    fl.l_len = s.end ? static_cast<off_t>(*s.end - s.start) : 0;
+    ++queries;
+    if (::fcntl(fd, F_OFD_GETLK, &fl) < 0 || fl.l_type == F_UNLCK) {
+      continue;
+    }
+    SetLock l;
+    // The kernel reports -1 as the pid of OFD locks (they belong to an open file description).
+    l.kind = fl.l_pid == -1 ? "OFDLCK" : "POSIX";
+    if (fl.l_pid > 0) {
+      l.pid = fl.l_pid;
+    }
+    l.mode = fl.l_type == F_WRLCK ? "WRITE" : "READ";
+    l.start = static_cast<uint64_t>(fl.l_start);
+    if (fl.l_len > 0) {
+      l.end = static_cast<uint64_t>(fl.l_start + fl.l_len - 1);
+    }
+    FileLock fake;
+    fake.kind = l.kind;
+    fake.start = l.start;
+    fake.end = l.end;
+    l.qemu = is_qemu_lock(fake);
+    l.seen_by = "F_OFD_GETLK";
+    bool dup = std::any_of(found.begin(), found.end(), [&](const SetLock& o) {
+      return o.start == l.start && o.end == l.end && o.mode == l.mode && o.pid == l.pid;
+    });
+    if (dup) {
+      continue;
+    }
+    found.push_back(l);
+    if (l.start > s.start) {
+      todo.push_back({s.start, std::min(l.start, s.end.value_or(l.start))});
+    }
+    if (l.end && (!s.end || *l.end + 1 < *s.end)) {
+      todo.push_back({*l.end + 1, s.end});
+    }
+  }
+  return found;
+}
+
+SetState state_of(const FileFacts& f)
+{
+  SetState s;
+  s.nocow = f.nocow;
+  s.nodatasum = f.nodatasum;
+  s.inode_flags = f.inode_flags;
+  if (f.kind == "directory") {
+    s.state = f.nocow ? (*f.nocow ? "nocow" : "cow") : "unknown";
+  } else {
+    s.state = f.inode_flags ? cow_state_name(*f.inode_flags) : "unknown";
+  }
+  s.size = f.size;
+  s.allocated = f.allocated;
+  s.extents = f.extents;
+  s.compression = f.compression.value_or("");
+  s.inode = f.inode;
+  return s;
+}
+
+SetFacts set_facts_of(const FileFacts& f, bool in_walk)
+{
+  SetFacts s;
+  s.kind = f.kind.empty() ? "missing" : f.kind;
+  s.in_walk = in_walk;
+  if (!f.examined) {
+    s.error = f.error.value_or("cannot examine");
+  }
+  s.on_btrfs = f.on_btrfs;
+  s.fs = f.fs;
+  s.nocow = f.nocow;
+  s.inode_flags = f.inode_flags;
+  for (const char* key : {"nodatasum", "nocow", "fs"}) {
+    if (auto it = f.unknown.find(key); it != f.unknown.end()) {
+      s.inode_flags_unknown = it->second;
+      break;
+    }
+  }
+  s.attr_flags = f.attr_flags.value_or(0);
+  s.size = f.size;
+  s.allocated = f.allocated;
+  s.nlink = f.nlink;
+  s.compression = f.compression.value_or("none");
+  s.compression_source = f.compression_source.value_or("");
+  s.compressed_bytes = f.compressed_bytes.value_or(0);
+  return s;
+}
+
+std::string action_name(SetAction a)
+{
+  switch (a) {
+  case SetAction::flag_set:
+    return "flag-set";
+  case SetAction::rewrite:
+    return "rewritten";
+  case SetAction::unchanged:
+    return "unchanged";
+  case SetAction::refused:
+    return "refused";
+  case SetAction::skipped:
+    return "skipped";
+  }
+  return "refused";
+}
+
+// Everything the engine carries from one file to the next.
+class Engine
+{
+public:
+  Engine(const SetOptions& opts, const std::function<void(const SetProgress&)>& progress,
+         const std::atomic<bool>& cancel)
+    : m_opts(opts)
+    , m_progress(progress)
+    , m_cancel(cancel)
+    , m_collector(opts.mountinfo)
+  {
+  }
+
+  SetResult run();
+
+private:
+  void process(const std::string& path, bool in_walk);
+  void walk(const std::string& root);
+  void list_tree(const std::string& dir, int dirfd, int depth, std::vector<std::string>& out);
+  void clean_leftovers_of(const std::string& dir, const std::string& name);
+  void handle_leftover(int dirfd, const std::string& dir, const std::string& entry);
+  void gather_users(SetFacts& sf, const FileFacts& ff, SetEntry& e);
+  void flag_set(const FileFacts& ff);
+  void rewrite(const FileFacts& ff, SetEntry& e);
+  void check_cancel(const Lease* lease, const std::string& path) const;
+  void report(const std::string& path, const char* phase, uint64_t done, uint64_t total) const
+  {
+    if (m_progress) {
+      m_progress({path, phase, done, total});
+    }
+  }
+  // True when the inode flags of `fd` (GETFLAGS, and the inode item after a commit) show the
+  // target; fills `detail` with what was found otherwise.
+  bool flags_match(int fd, uint64_t subvol, uint64_t ino, bool is_dir, const std::string& path,
+                   std::string& detail) const;
+
+  const SetOptions& m_opts;
+  const std::function<void(const SetProgress&)>& m_progress;
+  const std::atomic<bool>& m_cancel;
+  FactCollector m_collector;
+  std::optional<ProcScan> m_procs;
+  SetResult m_result;
+};
+
+SetResult Engine::run()
+{
+  IgnoreSigio sigio;
+  for (const auto& p : m_opts.paths) {
+    process(p, false);
+  }
+  return std::move(m_result);
+}
+
+void Engine::check_cancel(const Lease* lease, const std::string& path) const
+{
+  if (m_cancel.load()) {
+    throw Stop{"failed", "interrupted",
+               "interrupted: the temp file was removed, " + path + " is untouched"};
+  }
+  if (lease && lease->broken()) {
+    throw Stop{"failed", "in-use",
+               "another process opened " + path +
+                 " during the rewrite: abandoned (temp file removed, original untouched)"};
+  }
+}
+
+void Engine::gather_users(SetFacts& sf, const FileFacts& ff, SetEntry& e)
+{
+  struct stat st
+  {
+  };
+  if (::stat(ff.canonical_path.c_str(), &st) < 0) {
+    return;
+  }
+  if (!m_procs) {
+    m_procs = scan_proc(m_opts.proc_dir);
+  }
+  const int self = static_cast<int>(::getpid());
+  for (const auto& of : m_procs->open_files) {
+    if (of.dev != st.st_dev || of.ino != st.st_ino || of.pid == self) {
+      continue;
+    }
+    bool od = of.flags && flags_have_o_direct(*of.flags);
+    bool wr = of.flags && flags_writable(*of.flags);
+    sf.users.push_back({of.pid, of.comm, of.fd, od, wr});
+    for (const auto& l : of.locks) {
+      SetLock sl;
+      sl.pid = l.pid ? l.pid : std::optional<int>(of.pid);
+      sl.kind = l.kind;
+      sl.mode = l.mode;
+      sl.start = l.start;
+      sl.end = l.end;
+      sl.qemu = is_qemu_lock(l);
+      sl.seen_by = "fdinfo";
+      sf.locks.push_back(sl);
+    }
+  }
+  // /proc cannot see everything (other PID namespaces, hidepid): ask the kernel about locks
+  // directly as well.
+  sys::Fd fd(::open(ff.canonical_path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
+  if (fd) {
+    for (const auto& l : probe_locks(fd.get())) {
+      bool known = std::any_of(sf.locks.begin(), sf.locks.end(), [&](const SetLock& o) {
+        return o.start == l.start && o.end == l.end && o.mode == l.mode && o.kind == l.kind;
+      });
+      if (!known) {
+        sf.locks.push_back(l);
+      }
+    }
+  }
+  e.users = sf.users;
+  e.locks = sf.locks;
+}
+
+void Engine::process(const std::string& path, bool in_walk)
+{
+  SetEntry e;
+  e.path = path;
+  if (m_cancel.load()) {
+    e.action = "skipped";
+    e.code = "interrupted";
+    e.reason = "interrupted before it was reached";
+    m_result.files.push_back(std::move(e));
+    m_result.interrupted = true;
+    return;
+  }
+  FileFacts ff = m_collector.collect(path, !in_walk);
+  e.kind = ff.kind.empty() ? "missing" : ff.kind;
+  e.symlink_target = ff.symlink_target;
+  e.acted_on = ff.canonical_path.empty() ? path : ff.canonical_path;
+  if (ff.examined && (ff.kind == "file" || ff.kind == "directory")) {
+    e.before = state_of(ff);
+  }
+  if (ff.symlink_target && !in_walk && ff.examined) {
+    e.notes.push_back("symlink: acting on its target " + ff.canonical_path);
+  }
+
+  SetFacts sf = set_facts_of(ff, in_walk);
+  if (ff.examined && (ff.kind == "file" || ff.kind == "directory")) {
+    std::string dir = ff.kind == "directory" ? ff.canonical_path : dir_of(ff.canonical_path);
+    struct statvfs sv
+    {
+    };
+    if (::statvfs(dir.c_str(), &sv) == 0) {
+      sf.read_only = (sv.f_flag & ST_RDONLY) != 0;
+      sf.free_bytes = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
+    }
+    if (ff.kind == "file" && !in_walk && ff.on_btrfs) {
+      clean_leftovers_of(dir, base_of(ff.canonical_path));
+    }
+    const bool maybe_rewrite = ff.kind == "file" && ff.size > 0 && ff.on_btrfs && ff.inode_flags &&
+                               !in_target_state(*ff.inode_flags, m_opts.target);
+    if (maybe_rewrite) {
+      gather_users(sf, ff, e);
+    }
+  }
+
+  SetPlan plan = plan_set(sf, m_opts.target, escape_name(e.acted_on));
+  e.steps = plan.steps;
+  e.notes.insert(e.notes.end(), plan.notes.begin(), plan.notes.end());
+  e.refusals = plan.refusals;
+  e.action = action_name(plan.action);
+  if (plan.action == SetAction::refused) {
+    e.code = plan.refusals.front().code;
+    for (const auto& r : plan.refusals) {
+      e.reason += (e.reason.empty() ? "" : "; ") + r.message;
+    }
+  } else if (plan.action == SetAction::skipped) {
+    e.code = "skipped";
+    e.reason = plan.notes.empty() ? std::string() : plan.notes.front();
+    e.notes.clear();
+  }
+  if (ff.kind == "directory" && !m_opts.recursive &&
+      (plan.action == SetAction::flag_set || plan.action == SetAction::unchanged)) {
+    e.notes.push_back("files already in the directory are unchanged; only new files inherit "
+                      "the attribute (use -r to convert them too)");
+  }
+
+  if (!m_opts.dry_run &&
+      (plan.action == SetAction::flag_set || plan.action == SetAction::rewrite)) {
+    auto t0 = Clock::now();
+    try {
+      if (plan.action == SetAction::flag_set) {
+        flag_set(ff);
+      } else {
+        rewrite(ff, e);
+      }
+      // What the file looks like now, through the same code as `show` (after a commit, so
+      // that the inode item is the new one).
+      sys::Fd dfd(::open(dir_of(e.acted_on).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (dfd) {
+        try {
+          btrfs::sync_fs(dfd.get(), e.acted_on);
+        } catch (const Error&) {
+          // The after-state then shows what it can; nothing more to do.
+        }
+      }
+      FileFacts now = m_collector.collect(e.acted_on, false);
+      if (now.examined) {
+        e.after = state_of(now);
+      }
+    } catch (const Stop& s) {
+      e.action = s.action;
+      e.code = s.code;
+      e.reason = s.message;
+      if (s.code == "interrupted") {
+        m_result.interrupted = true;
+      }
+    } catch (const Error& err) {
+      e.action = "failed";
+      e.code = "io-error";
+      e.reason = err.what();
+    }
+    e.seconds.total = seconds_since(t0);
+  }
+  const bool walk_on = m_opts.recursive && ff.kind == "directory" && ff.on_btrfs && !in_walk;
+  m_result.files.push_back(std::move(e));
+  if (walk_on) {
+    walk(ff.canonical_path);
+  }
+}
+
+void Engine::walk(const std::string& root)
+{
+  std::vector<std::string> entries;
+  sys::Fd fd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) {
+    return; // the directory's own entry already says what is wrong with it
+  }
+  // The whole list first: the rewrites below add and remove names in these directories.
+  list_tree(root, fd.get(), 0, entries);
+  for (const auto& p : entries) {
+    if (is_temp_name(base_of(p))) {
+      if (sys::Fd d{::open(dir_of(p).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)}) {
+        handle_leftover(d.get(), dir_of(p), base_of(p));
+      }
+      continue;
+    }
+    process(p, true);
+  }
+}
+
+// Pre-order (a directory before what it holds), names sorted, symlinks never followed, each
+// directory opened relative to its parent with O_NOFOLLOW.
+void Engine::list_tree(const std::string& dir, int dirfd, int depth, std::vector<std::string>& out)
+{
+  int dup = ::dup(dirfd);
+  if (dup < 0) {
+    return;
+  }
+  DIR* d = ::fdopendir(dup);
+  if (!d) {
+    ::close(dup);
+    return;
+  }
+  std::vector<std::pair<std::string, bool>> names;
+  while (dirent* ent = ::readdir(d)) {
+    if (std::strcmp(ent->d_name, ".") == 0 || std::strcmp(ent->d_name, "..") == 0) {
+      continue;
+    }
+    struct stat st
+    {
+    };
+    if (::fstatat(dirfd, ent->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+      continue;
+    }
+    names.emplace_back(ent->d_name, S_ISDIR(st.st_mode));
+  }
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  for (const auto& [name, is_dir] : names) {
+    std::string path = join(dir, name);
+    out.push_back(path);
+    if (is_dir && depth < 256) {
+      sys::Fd sub(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (sub) {
+        list_tree(path, sub.get(), depth + 1, out);
+      }
+    }
+  }
+}
+
+void Engine::clean_leftovers_of(const std::string& dir, const std::string& name)
+{
+  sys::Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dfd) {
+    return;
+  }
+  int dup = ::dup(dfd.get());
+  DIR* d = dup >= 0 ? ::fdopendir(dup) : nullptr;
+  if (!d) {
+    if (dup >= 0) {
+      ::close(dup);
+    }
+    return;
+  }
+  std::vector<std::string> found;
+  while (dirent* ent = ::readdir(d)) {
+    if (is_temp_name_for(ent->d_name, name)) {
+      found.emplace_back(ent->d_name);
+    }
+  }
+  ::closedir(d);
+  std::sort(found.begin(), found.end());
+  for (const auto& f : found) {
+    handle_leftover(dfd.get(), dir, f);
+  }
+}
+
+void Engine::handle_leftover(int dirfd, const std::string& dir, const std::string& entry)
+{
+  SetLeftover l;
+  l.path = join(dir, entry);
+  struct stat st
+  {
+  };
+  if (::fstatat(dirfd, entry.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode)) {
+    return; // gone meanwhile, or not something vmcsum made
+  }
+  sys::Fd fd(::openat(dirfd, entry.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (!fd) {
+    l.error = "cannot open it: " + errno_text(errno);
+    m_result.leftovers.push_back(l);
+    return;
+  }
+  // A running vmcsum holds an exclusive flock on its temp file until it is done with it.
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) < 0) {
+    l.error = errno == EWOULDBLOCK ? "kept: another vmcsum is working on it right now"
+                                   : "kept: flock: " + errno_text(errno);
+    m_result.leftovers.push_back(l);
+    return;
+  }
+  if (m_opts.dry_run) {
+    l.error = "dry run: not removed";
+    m_result.leftovers.push_back(l);
+    return;
+  }
+  if (::unlinkat(dirfd, entry.c_str(), 0) < 0) {
+    l.error = "unlink: " + errno_text(errno);
+  } else {
+    l.removed = true;
+    ::fsync(dirfd);
+  }
+  m_result.leftovers.push_back(l);
+}
+
+bool Engine::flags_match(int fd, uint64_t subvol, uint64_t ino, bool is_dir,
+                         const std::string& path, std::string& detail) const
+{
+  const bool want_nocow = m_opts.target == CowTarget::nocow;
+  uint32_t attr = btrfs::get_attr_flags(fd, path);
+  bool ok = ((attr & FS_NOCOW_FL) != 0) == want_nocow;
+  detail = std::string("FS_IOC_GETFLAGS ") + ((attr & FS_NOCOW_FL) ? "has" : "lacks") + " NOCOW";
+  btrfs::sync_fs(fd, path);
+  auto item = btrfs::read_inode_item(fd, subvol, ino, path);
+  if (!item) {
+    detail += ", inode item not found after a commit";
+    return false;
+  }
+  detail += ", inode flags " + cow_state_name(item->flags);
+  if (is_dir) {
+    return ok && ((item->flags & btrfs::inode_flag::nodatacow) != 0) == want_nocow;
+  }
+  return ok && in_target_state(item->flags, m_opts.target);
+}
+
+void Engine::flag_set(const FileFacts& ff)
+{
+  const std::string& path = ff.canonical_path;
+  const bool is_dir = ff.kind == "directory";
+  sys::Fd fd(::open(path.c_str(),
+                    O_RDONLY | O_NONBLOCK | O_NOFOLLOW | (is_dir ? O_DIRECTORY : 0) | O_CLOEXEC));
+  if (!fd) {
+    stop_errno(errno, "cannot-read", "open " + path);
+  }
+  struct stat st
+  {
+  };
+  if (::fstat(fd.get(), &st) < 0 || st.st_ino != ff.inode) {
+    throw Stop{"failed", "changed", path + " was replaced while vmcsum looked at it"};
+  }
+  if (!ff.subvolume_id) {
+    throw Stop{"refused", "needs-root", "subvolume of " + path + " unknown"};
+  }
+  try {
+    uint32_t old = btrfs::get_attr_flags(fd.get(), path);
+    uint32_t want =
+      m_opts.target == CowTarget::nocow ? (old | FS_NOCOW_FL) : (old & ~uint32_t(FS_NOCOW_FL));
+    // Called even when GETFLAGS already matches: on an empty file it also drops a NODATASUM
+    // inherited from `-o nodatasum` (btrfs_fileattr_set(), kernels up to 7.2).
+    btrfs::set_attr_flags(fd.get(), want, path);
+  } catch (const Error& err) {
+    if (err.sys_errno() == EROFS) {
+      throw Stop{"refused", "read-only", err.what()};
+    }
+    throw Stop{"failed", "flags-not-set", err.what()};
+  }
+  std::string detail;
+  if (!flags_match(fd.get(), *ff.subvolume_id, st.st_ino, is_dir, path, detail)) {
+    throw Stop{"failed", "flags-not-set",
+               "the kernel did not apply it (" + detail +
+                 (is_dir ? std::string(")")
+                         : std::string("): btrfs ignores the change once a file has data; was "
+                                       "it written to meanwhile?"))};
+  }
+}
+
+void Engine::rewrite(const FileFacts& ff, SetEntry& e)
+{
+  const std::string& path = ff.canonical_path;
+  const std::string dir = dir_of(path);
+  const std::string name = base_of(path);
+  const bool nocow = m_opts.target == CowTarget::nocow;
+  const uint64_t sector = ff.sector_size.value_or(4096);
+  if (!ff.subvolume_id) {
+    throw Stop{"refused", "needs-root", "subvolume of " + path + " unknown"};
+  }
+
+  sys::Fd dirfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dirfd) {
+    stop_errno(errno, "cannot-read", "open " + dir);
+  }
+  // O_NONBLOCK: an existing lease makes open() fail with EWOULDBLOCK instead of waiting.
+  // O_NOATIME keeps reading from changing atime (it needs ownership or CAP_FOWNER).
+  int sflags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+  sys::Fd src(::openat(dirfd.get(), name.c_str(), sflags | O_NOATIME));
+  if (!src && errno == EPERM) {
+    src.reset(::openat(dirfd.get(), name.c_str(), sflags));
+  }
+  if (!src) {
+    if (errno == EWOULDBLOCK) {
+      throw Stop{"refused", "in-use", path + " is leased by another process"};
+    }
+    stop_errno(errno, "cannot-read", "open " + path);
+  }
+  struct stat st
+  {
+  };
+  if (::fstat(src.get(), &st) < 0) {
+    stop_errno(errno, "cannot-read", "fstat " + path);
+  }
+  if (!S_ISREG(st.st_mode) || st.st_ino != ff.inode) {
+    throw Stop{"failed", "changed", path + " was replaced while vmcsum looked at it"};
+  }
+  if (st.st_nlink > 1) {
+    throw Stop{"refused", "hard-links",
+               path + " has " + std::to_string(st.st_nlink) + " hard links (it got one meanwhile)"};
+  }
+  const auto size = static_cast<uint64_t>(st.st_size);
+
+  Lease lease(src.get());
+  if (!lease.active()) {
+    if (lease.error() == EAGAIN || lease.error() == EBUSY) {
+      throw Stop{"refused", "in-use",
+                 path + " is open by another process (the kernel refused a write lease; /proc "
+                        "did not show which process, so it may be in another PID namespace)"};
+    }
+    e.notes.push_back("no write lease (" + errno_text(lease.error()) +
+                      "): opens during the copy are not noticed; /proc is checked again before "
+                      "the swap");
+  }
+
+  // --- the temp file ---
+  sys::Fd tmp;
+  std::unique_ptr<TempName> temp;
+  for (int attempt = 0; attempt < 5 && !tmp; ++attempt) {
+    std::string tname = temp_name_for(name, random6());
+    tmp.reset(::openat(dirfd.get(), tname.c_str(),
+                       O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (tmp) {
+      temp = std::make_unique<TempName>(dirfd.get(), tname);
+    } else if (errno != EEXIST) {
+      stop_errno(errno, "io-error", "create a temp file in " + dir);
+    }
+  }
+  if (!tmp) {
+    throw Stop{"failed", "io-error", "could not create a temp file with a new name in " + dir};
+  }
+  const std::string tpath = join(dir, temp->name());
+  if (::flock(tmp.get(), LOCK_EX | LOCK_NB) < 0) {
+    stop_errno(errno, "io-error", "flock " + tpath);
+  }
+  struct stat tst
+  {
+  };
+  if (::fstat(tmp.get(), &tst) < 0) {
+    stop_errno(errno, "io-error", "fstat " + tpath);
+  }
+
+  const Xattrs xattrs = read_xattrs(src.get(), path);
+  const uint32_t src_attr = btrfs::get_attr_flags(src.get(), path);
+  const uint32_t compr_bits = FS_COMPR_FL | FS_NOCOMP_FL;
+
+  // --- the attribute, while the temp file is empty (btrfs_fileattr_set() only changes
+  // NODATACOW/NODATASUM when i_size == 0) ---
+  try {
+    // A compression property inherited from the directory: removing it is allowed on any inode
+    // (an empty value skips validation), and must come first because btrfs refuses NOCOW
+    // together with compression (check_fsflags(): -EINVAL).
+    const auto src_prop = std::find_if(
+      xattrs.begin(), xattrs.end(), [](const auto& x) { return x.first == k_compression_xattr; });
+    if (::fremovexattr(tmp.get(), k_compression_xattr) < 0 && errno != ENODATA &&
+        errno != ENOTSUP) {
+      stop_errno(errno, "flags-not-set", "remove btrfs.compression from " + tpath);
+    }
+    uint32_t cur = btrfs::get_attr_flags(tmp.get(), tpath);
+    if (nocow) {
+      if (cur & compr_bits) {
+        cur &= ~compr_bits;
+        btrfs::set_attr_flags(tmp.get(), cur, tpath);
+      }
+      btrfs::set_attr_flags(tmp.get(), cur | FS_NOCOW_FL, tpath);
+    } else {
+      // Always called: this also drops a NODATASUM inherited from a NOCOW directory or from
+      // `-o nodatasum` (kernels up to 7.2; later ones are caught by the check below).
+      cur &= ~uint32_t(FS_NOCOW_FL);
+      btrfs::set_attr_flags(tmp.get(), cur, tpath);
+      // The source's compression setting, before any data, so the copy is compressed alike.
+      if (src_prop != xattrs.end()) {
+        if (::fsetxattr(tmp.get(), k_compression_xattr, src_prop->second.data(),
+                        src_prop->second.size(), 0) < 0) {
+          stop_errno(errno, "xattr", "set btrfs.compression on " + tpath);
+        }
+        e.xattrs_copied.push_back(k_compression_xattr);
+      }
+      cur = btrfs::get_attr_flags(tmp.get(), tpath);
+      uint32_t want = (cur & ~compr_bits) | (src_attr & compr_bits);
+      if (want != cur) {
+        btrfs::set_attr_flags(tmp.get(), want, tpath);
+      }
+    }
+  } catch (const Error& err) {
+    throw Stop{"failed", "flags-not-set", err.what()};
+  }
+  if (nocow) {
+    for (const auto& [xname, value] : xattrs) {
+      if (xname == k_compression_xattr) {
+        e.xattrs_dropped.push_back(xname);
+        e.notes.push_back("btrfs.compression=" + value +
+                          " not carried over: NOCOW files cannot be compressed");
+      }
+    }
+  }
+  std::string detail;
+  if (!flags_match(tmp.get(), *ff.subvolume_id, tst.st_ino, false, tpath, detail)) {
+    throw Stop{"failed", "flags-not-set",
+               "the kernel did not give the empty temp file the requested state (" + detail + ")"};
+  }
+
+  // --- copy ---
+  auto t_copy = Clock::now();
+  Buffer buf = aligned_buffer(k_chunk);
+  uint64_t total = 0;
+  for_each_data_range(src.get(), size, path, [&](uint64_t a, uint64_t b) {
+    total += b - a;
+    ++e.data_ranges;
+  });
+  ::posix_fadvise(src.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  Hasher src_hash;
+  Writeback wb(tmp.get());
+  bool unreadable = false;
+  for_each_data_range(src.get(), size, path, [&](uint64_t start, uint64_t end) {
+    src_hash.range(start, end - start);
+    for (uint64_t off = start; off < end;) {
+      check_cancel(&lease, path);
+      size_t want = static_cast<size_t>(std::min<uint64_t>(k_chunk, end - off));
+      ssize_t n = ::pread(src.get(), buf.get(), want, static_cast<off_t>(off));
+      if (n < 0 && errno == EINTR) {
+        continue;
+      }
+      if (n < 0 && errno == EIO) {
+        // Find the unreadable sectors of this chunk, then go on reading only to find the rest:
+        // the copy is abandoned, never finished with holes or zeros where data was.
+        unreadable = true;
+        for (uint64_t s = off; s < off + want; s += sector) {
+          size_t len = static_cast<size_t>(std::min<uint64_t>(sector, off + want - s));
+          ssize_t r = ::pread(src.get(), buf.get(), len, static_cast<off_t>(s));
+          if (r < 0 && errno == EIO) {
+            e.unreadable_bytes += len;
+            if (e.unreadable.size() < k_max_listed_ranges ||
+                (e.unreadable.back().offset + e.unreadable.back().length == s)) {
+              add_range(e.unreadable, s, len);
+            }
+          }
+        }
+        off += want;
+        report(path, "scan", off, size);
+        continue;
+      }
+      if (n < 0) {
+        stop_errno(errno, "io-error", "read " + path + " at offset " + std::to_string(off));
+      }
+      if (n == 0) {
+        throw Stop{"failed", "changed", path + " got shorter during the copy"};
+      }
+      if (!unreadable) {
+        src_hash.update(buf.get(), static_cast<size_t>(n));
+        pwrite_all(tmp.get(), buf.get(), static_cast<size_t>(n), off, tpath);
+        e.bytes_copied += static_cast<uint64_t>(n);
+        wb.wrote_up_to(off + static_cast<uint64_t>(n));
+        report(path, "copy", e.bytes_copied, total);
+      }
+      off += static_cast<uint64_t>(n);
+    }
+  });
+  if (unreadable) {
+    std::string list;
+    size_t shown = 0;
+    for (const auto& r : e.unreadable) {
+      if (shown++ == 8) {
+        list += ", ...";
+        break;
+      }
+      list +=
+        (list.empty() ? "" : ", ") + std::to_string(r.offset) + "+" + std::to_string(r.length);
+    }
+    e.bytes_copied = 0;
+    throw Stop{"refused", "unreadable",
+               human_bytes(e.unreadable_bytes) + " of " + path +
+                 " cannot be read (EIO: checksum failures or media errors) at offset+length " +
+                 list +
+                 "; nothing was changed. Run `vmcsum scrub` on it to tell false checksum "
+                 "mismatches from media errors, and `vmcsum repair` to make them readable, or "
+                 "restore those ranges from a backup"};
+  }
+  if (::ftruncate(tmp.get(), static_cast<off_t>(size)) < 0) {
+    stop_errno(errno, "io-error", "truncate " + tpath);
+  }
+  e.seconds.copy = seconds_since(t_copy);
+
+  auto t_flush = Clock::now();
+  report(path, "flush", e.bytes_copied, total);
+  if (::fdatasync(tmp.get()) < 0) {
+    stop_errno(errno, "io-error", "fdatasync " + tpath);
+  }
+  e.seconds.flush = seconds_since(t_flush);
+  check_cancel(&lease, path);
+
+  // --- verify: the copy as read back from the disk, never from the page cache ---
+  auto t_verify = Clock::now();
+  SetVerify v;
+  v.source_digest = src_hash.hex();
+  ::posix_fadvise(tmp.get(), 0, 0, POSIX_FADV_DONTNEED);
+  auto resident = resident_pages(tmp.get(), size);
+  if (resident && *resident > 0) {
+    ::fdatasync(tmp.get());
+    ::posix_fadvise(tmp.get(), 0, 0, POSIX_FADV_DONTNEED);
+    resident = resident_pages(tmp.get(), size);
+  }
+  sys::Fd direct;
+  int vfd = tmp.get();
+  if (resident && *resident == 0) {
+    v.method = "page-cache-dropped";
+  } else {
+    // Pages that will not go (or mincore unavailable): O_DIRECT reads bypass the page cache.
+    v.resident_pages = resident.value_or(0);
+    direct.reset(
+      ::openat(dirfd.get(), temp->name().c_str(), O_RDONLY | O_DIRECT | O_NOFOLLOW | O_CLOEXEC));
+    struct stat dst
+    {
+    };
+    if (!direct || ::fstat(direct.get(), &dst) < 0 || dst.st_ino != tst.st_ino) {
+      throw Stop{"failed", "verify-failed",
+                 "cannot read the copy back from disk: its pages stay cached and O_DIRECT "
+                 "failed"};
+    }
+    vfd = direct.get();
+    v.method = "o_direct";
+  }
+  ::posix_fadvise(vfd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  Hasher copy_hash;
+  uint64_t verified = 0;
+  for_each_data_range(vfd, size, tpath, [&](uint64_t start, uint64_t end) {
+    copy_hash.range(start, end - start);
+    for (uint64_t off = start; off < end;) {
+      check_cancel(&lease, path);
+      // O_DIRECT needs sector-aligned lengths: ask for whole sectors, accept the short read
+      // at the end of the file.
+      uint64_t left = end - off;
+      size_t want = static_cast<size_t>(std::min<uint64_t>(k_chunk, (left + 4095) & ~4095ULL));
+      ssize_t n = ::pread(vfd, buf.get(), want, static_cast<off_t>(off));
+      if (n < 0 && errno == EINTR) {
+        continue;
+      }
+      if (n <= 0) {
+        throw Stop{"failed", "verify-failed",
+                   "reading the copy back failed at offset " + std::to_string(off) + ": " +
+                     (n < 0 ? errno_text(errno) : std::string("end of file"))};
+      }
+      size_t got = std::min<size_t>(static_cast<size_t>(n), static_cast<size_t>(left));
+      copy_hash.update(buf.get(), got);
+      if (vfd == tmp.get()) {
+        ::posix_fadvise(vfd, static_cast<off_t>(off), static_cast<off_t>(got), POSIX_FADV_DONTNEED);
+      }
+      off += got;
+      verified += got;
+      report(path, "verify", verified, total);
+    }
+  });
+  v.copy_digest = copy_hash.hex();
+  e.seconds.verify = seconds_since(t_verify);
+  e.verify = v;
+  if (v.copy_digest != v.source_digest) {
+    throw Stop{"failed", "verify-failed",
+               "the copy read back from disk differs from " + path + " (xxh3-128 " + v.copy_digest +
+                 " != " + v.source_digest + "); the original is untouched"};
+  }
+
+  // --- owner, mode, xattrs, attributes, timestamps (after the data: writes clear setuid bits
+  // and security.capability, chown clears setuid) ---
+  if (::fchown(tmp.get(), st.st_uid, st.st_gid) < 0) {
+    stop_errno(errno, "metadata", "chown " + tpath);
+  }
+  if (::fchmod(tmp.get(), st.st_mode & 07777) < 0) {
+    stop_errno(errno, "metadata", "chmod " + tpath);
+  }
+  for (const auto& [xname, value] : xattrs) {
+    if (xname.rfind("btrfs.", 0) == 0) {
+      continue; // handled above, before the data
+    }
+    if (::fsetxattr(tmp.get(), xname.c_str(), value.data(), value.size(), 0) < 0) {
+      stop_errno(errno, "xattr", "set " + xname + " on " + tpath);
+    }
+    e.xattrs_copied.push_back(xname);
+  }
+  try {
+    uint32_t cur = btrfs::get_attr_flags(tmp.get(), tpath);
+    uint32_t want = cur | (src_attr & (FS_NOATIME_FL | FS_NODUMP_FL | FS_SYNC_FL));
+    if (want != cur) {
+      btrfs::set_attr_flags(tmp.get(), want, tpath);
+    }
+  } catch (const Error& err) {
+    throw Stop{"failed", "metadata", err.what()};
+  }
+  const struct timespec times[2] = {st.st_atim, st.st_mtim};
+  if (::futimens(tmp.get(), times) < 0) {
+    stop_errno(errno, "metadata", "set the timestamps of " + tpath);
+  }
+  if (::fsync(tmp.get()) < 0) {
+    stop_errno(errno, "io-error", "fsync " + tpath);
+  }
+  if (!flags_match(tmp.get(), *ff.subvolume_id, tst.st_ino, false, tpath, detail)) {
+    throw Stop{"failed", "flags-not-set",
+               "the copy lost the requested state while it was written (" + detail + ")"};
+  }
+  e.verify->flags_ok = true;
+
+  // --- swap ---
+  check_cancel(&lease, path);
+  struct stat now
+  {
+  };
+  if (::fstat(src.get(), &now) < 0 || now.st_size != st.st_size ||
+      now.st_mtim.tv_sec != st.st_mtim.tv_sec || now.st_mtim.tv_nsec != st.st_mtim.tv_nsec ||
+      now.st_ctim.tv_sec != st.st_ctim.tv_sec || now.st_ctim.tv_nsec != st.st_ctim.tv_nsec) {
+    throw Stop{"failed", "changed",
+               path + " changed during the rewrite (size, mtime or ctime); abandoned"};
+  }
+  if (!lease.active()) {
+    ProcScan again = scan_proc(m_opts.proc_dir);
+    for (const auto& of : again.open_files) {
+      if (of.dev == st.st_dev && of.ino == st.st_ino && of.pid != ::getpid()) {
+        throw Stop{"failed", "in-use",
+                   path + " was opened by " + of.comm + "[" + std::to_string(of.pid) +
+                     "] during the rewrite; abandoned"};
+      }
+    }
+  }
+  // RENAME_EXCHANGE rather than a plain rename: if the lease broke in between, the original
+  // can be put back, and the opener gets the inode that stays.
+  temp->arm(false);
+  bool exchanged =
+    ::renameat2(dirfd.get(), temp->name().c_str(), dirfd.get(), name.c_str(), RENAME_EXCHANGE) == 0;
+  if (!exchanged) {
+    int err = errno;
+    temp->arm(true);
+    if (err != EINVAL) {
+      stop_errno(err, "io-error", "renameat2(RENAME_EXCHANGE) " + tpath + " <-> " + path);
+    }
+    // No RENAME_EXCHANGE: an atomic rename over the original does the job, minus the undo.
+    check_cancel(&lease, path);
+    if (::renameat(dirfd.get(), temp->name().c_str(), dirfd.get(), name.c_str()) < 0) {
+      stop_errno(errno, "io-error", "rename " + tpath + " over " + path);
+    }
+    temp->arm(false);
+  } else if (lease.broken()) {
+    if (::renameat2(dirfd.get(), temp->name().c_str(), dirfd.get(), name.c_str(),
+                    RENAME_EXCHANGE) == 0) {
+      temp->arm(true);
+      throw Stop{"failed", "in-use",
+                 "another process opened " + path +
+                   " while it was being swapped; put back as "
+                   "it was"};
+    }
+    e.notes.push_back("another process opened the old inode while it was swapped out: it is "
+                      "kept as " +
+                      tpath);
+  } else {
+    // The temp name now holds the original inode: check, then remove it.
+    struct stat old
+    {
+    };
+    if (::fstatat(dirfd.get(), temp->name().c_str(), &old, AT_SYMLINK_NOFOLLOW) == 0 &&
+        old.st_ino == st.st_ino && old.st_dev == st.st_dev) {
+      if (::unlinkat(dirfd.get(), temp->name().c_str(), 0) < 0) {
+        e.notes.push_back("the old inode could not be removed: " + errno_text(errno) + " (" +
+                          tpath + ")");
+      }
+    }
+  }
+  if (::fsync(dirfd.get()) < 0) {
+    stop_errno(errno, "io-error", "fsync " + dir);
+  }
+}
+
+} // namespace
+
+SetResult set_cow_attribute(const SetOptions& opts,
+                            const std::function<void(const SetProgress&)>& progress,
+                            const std::atomic<bool>& cancel)
+{
+  Engine engine(opts, progress, cancel);
+  return engine.run();
+}
+
+} // namespace vmcsum::core

@@ -4,7 +4,7 @@ _vmcsum()
     local cur prev words cword
     _init_completion || return
 
-    local commands="show audit set"
+    local commands="show audit set probe bench"
     local global_opts="--json --color --verbose -v --quiet -q --version --help -h"
 
     case $prev in
@@ -23,12 +23,19 @@ _vmcsum()
         --kernel-release)
             return
             ;;
+        --method)
+            COMPREPLY=($(compgen -W 'auto tracefs race' -- "$cur"))
+            return
+            ;;
+        --seconds|--runs)
+            return
+            ;;
     esac
 
     local cmd="" i
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
-            show|audit|set) cmd=${words[i]}; break ;;
+            show|audit|set|probe|bench) cmd=${words[i]}; break ;;
         esac
     done
 
@@ -42,6 +49,20 @@ _vmcsum()
     fi
 
     case $cmd in
+        probe)
+            if [[ $cur == -* ]]; then
+                COMPREPLY=($(compgen -W "$global_opts --method" -- "$cur"))
+            else
+                _filedir
+            fi
+            ;;
+        bench)
+            if [[ $cur == -* ]]; then
+                COMPREPLY=($(compgen -W "$global_opts --seconds --runs" -- "$cur"))
+            else
+                _filedir
+            fi
+            ;;
         show)
             if [[ $cur == -* ]]; then
                 COMPREPLY=($(compgen -W "$global_opts" -- "$cur"))
@@ -58,7 +79,7 @@ _vmcsum()
             ;;
         audit)
             if [[ $cur == -* ]]; then
-                COMPREPLY=($(compgen -W "$global_opts --libvirt-dir --libvirt-run-dir --pve-dir --proc --kernel-log --kernel-release" -- "$cur"))
+                COMPREPLY=($(compgen -W "$global_opts --libvirt-dir --libvirt-run-dir --pve-dir --proc --kernel-log --kernel-release --probe" -- "$cur"))
             else
                 _filedir
             fi

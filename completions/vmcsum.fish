@@ -1,5 +1,5 @@
 # fish completion for vmcsum(8)
-set -l commands show audit set
+set -l commands show audit set probe bench
 
 complete -c vmcsum -f
 complete -c vmcsum -l json -d 'Print one JSON document on stdout'
@@ -20,6 +20,7 @@ complete -c vmcsum -n "__fish_seen_subcommand_from audit" -l pve-dir -r -d 'Prox
 complete -c vmcsum -n "__fish_seen_subcommand_from audit" -l proc -r -d 'proc filesystem to scan'
 complete -c vmcsum -n "__fish_seen_subcommand_from audit" -l kernel-log -r -d 'Kernel log to search'
 complete -c vmcsum -n "__fish_seen_subcommand_from audit" -l kernel-release -x -d 'Judge as if running this release'
+complete -c vmcsum -n "__fish_seen_subcommand_from audit" -l probe -d 'Measure O_DIRECT on each btrfs and use that'
 
 complete -c vmcsum -n "not __fish_seen_subcommand_from $commands" -a set -d 'Make files NOCOW or checksummed for real'
 complete -c vmcsum -n "__fish_seen_subcommand_from set" -F
@@ -28,3 +29,12 @@ complete -c vmcsum -n "__fish_seen_subcommand_from set" -l cow -d 'Copy-on-write
 complete -c vmcsum -n "__fish_seen_subcommand_from set" -s r -l recursive -d 'Also convert everything inside directories'
 complete -c vmcsum -n "__fish_seen_subcommand_from set" -s n -l dry-run -d 'Print the plan and change nothing'
 complete -c vmcsum -n "__fish_seen_subcommand_from set" -l proc -r -d 'proc filesystem to scan for users of the files'
+
+complete -c vmcsum -n "not __fish_seen_subcommand_from $commands" -a probe -d 'Measure whether O_DIRECT writes are direct or buffered'
+complete -c vmcsum -n "__fish_seen_subcommand_from probe" -F
+complete -c vmcsum -n "__fish_seen_subcommand_from probe" -l method -x -a 'auto tracefs race' -d 'How to measure'
+
+complete -c vmcsum -n "not __fish_seen_subcommand_from $commands" -a bench -d 'Measure O_DIRECT throughput and CPU, checksummed vs NOCOW'
+complete -c vmcsum -n "__fish_seen_subcommand_from bench" -F
+complete -c vmcsum -n "__fish_seen_subcommand_from bench" -l seconds -x -d 'Time budget of the whole benchmark'
+complete -c vmcsum -n "__fish_seen_subcommand_from bench" -l runs -x -d 'Runs of each case'

@@ -177,6 +177,8 @@ void register_audit(CLI::App& app, Runner& runner)
     ->capture_default_str();
   cmd->add_option("--kernel-release", opts->kernel_release,
                   "Judge as if running this kernel release (default: uname -r)");
+  cmd->add_flag("--probe", opts->probe,
+                "Measure O_DIRECT on each btrfs holding images (vmcsum probe) and use that");
   cmd->callback([opts, &runner] {
     runner = [opts](Output& out) {
       core::AuditResult r = core::audit(*opts);

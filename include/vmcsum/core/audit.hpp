@@ -27,6 +27,9 @@ struct AuditOptions
   std::string kernel_log = "/dev/kmsg";      // or a text file of kernel log lines; "" = skip
   std::optional<std::string> kernel_release; // default: uname -r
   std::string mountinfo = "/proc/self/mountinfo";
+  // Measure O_DIRECT on each btrfs holding images (core::probe_filesystem) and prefer that
+  // over the version table; kernel.source then says "probe".
+  bool probe = false;
 };
 
 struct KernelReport

@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// vmcsum bench [PATH]: O_DIRECT write throughput and CPU, checksummed against NOCOW.
+#include "app.hpp"
+
+#include <vmcsum/core/bench.hpp>
+#include <vmcsum/core/text.hpp>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+
+namespace vmcsum::cli {
+
+namespace {
+
+nlohmann::ordered_json optional_number(const std::optional<double>& v)
+{
+  return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
+}
+
+nlohmann::ordered_json side_json(const core::BenchSide& s)
+{
+  nlohmann::ordered_json j;
+  j["throughput_bytes_per_second"] = s.throughput;
+  j["cpu_seconds_per_gib"] = s.cpu_per_gib;
+  j["spread"] = {{"throughput", optional_number(s.throughput_spread)},
+                 {"cpu", optional_number(s.cpu_spread)}};
+  auto& runs = j["runs"] = nlohmann::ordered_json::array();
+  for (const auto& r : s.runs) {
+    runs.push_back({{"bytes", r.bytes},
+                    {"seconds", r.seconds},
+                    {"user_seconds", r.user_seconds},
+                    {"sys_seconds", r.sys_seconds},
+                    {"cut", r.cut}});
+  }
+  return j;
+}
+
+std::string rate(double bytes_per_second)
+{
+  return core::human_bytes(static_cast<uint64_t>(bytes_per_second)) + "/s";
+}
+
+std::string cpu_text(double seconds_per_gib)
+{
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2fs/GiB", seconds_per_gib);
+  return buf;
+}
+
+// The largest of a case's spreads as a percentage, "-" when there is none (one run).
+std::string worst_spread(const core::BenchCase& c)
+{
+  std::optional<double> worst;
+  for (const auto* v : {&c.checksummed.throughput_spread, &c.checksummed.cpu_spread,
+                        &c.nocow.throughput_spread, &c.nocow.cpu_spread}) {
+    if (*v && (!worst || **v > *worst)) {
+      worst = **v;
+    }
+  }
+  if (!worst) {
+    return "-";
+  }
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%.0f%%", *worst * 100);
+  return buf;
+}
+
+void render_text(const core::BenchResult& r, Output& out)
+{
+  Table table({"CASE", "BYTES/RUN", "CHECKSUMMED", "CPU", "NOCOW", "CPU", "THROUGHPUT", "CPU/BYTE",
+               "SPREAD"});
+  for (const auto& c : r.cases) {
+    std::string spread = worst_spread(c);
+    table.add({c.name, core::human_bytes(c.bytes), rate(c.checksummed.throughput),
+               cpu_text(c.checksummed.cpu_per_gib), rate(c.nocow.throughput),
+               cpu_text(c.nocow.cpu_per_gib),
+               c.throughput_ratio ? core::format_ratio(*c.throughput_ratio) : "-",
+               c.cpu_ratio ? core::format_ratio(*c.cpu_ratio) : "-",
+               out.paint(spread, c.stable && !*c.stable ? Style::yellow : Style::plain)});
+  }
+  std::string text = "O_DIRECT writes on " + core::escape_name(r.mount) + " (" +
+                     (r.data_profiles.empty() ? std::string("?") : r.data_profiles.front()) +
+                     "), " + std::to_string(r.runs) +
+                     " run(s) per case; THROUGHPUT and CPU/BYTE are checksummed / NOCOW.\n";
+  if (!table.empty()) {
+    text += table.render(out);
+  }
+  if (!r.meaning.empty()) {
+    text += "\n" + out.paint(r.meaning, Style::bold) + "\n";
+  }
+  for (const auto& c : r.cases) {
+    text += "  " + c.meaning + ".\n";
+  }
+  for (const auto& n : r.notes) {
+    text += "note: " + n + "\n";
+  }
+  out.print(text);
+}
+
+} // namespace
+
+void register_bench(CLI::App& app, Runner& runner)
+{
+  auto opts = std::make_shared<core::BenchOptions>();
+  CLI::App* cmd = app.add_subcommand(
+    "bench", "Measure O_DIRECT write throughput and CPU for checksummed and NOCOW files");
+  cmd->add_option("path", opts->path,
+                  "File or directory on the btrfs to measure (default: the current directory)");
+  cmd->add_option("--seconds", opts->seconds, "Time budget of the whole benchmark")
+    ->check(CLI::Range(0.01, 86400.0))
+    ->capture_default_str();
+  cmd->add_option("--runs", opts->runs, "Runs of each case, to check that results repeat")
+    ->check(CLI::Range(1, 100))
+    ->capture_default_str();
+  cmd->callback([opts, &runner] {
+    runner = [opts](Output& out) {
+      core::BenchResult r = core::bench(*opts);
+      int status = exit_code::clean;
+      if (r.stable && !*r.stable) {
+        status = exit_code::warnings;
+      }
+      if (r.interrupted) {
+        status = exit_code::interrupted + r.interrupted;
+      }
+      if (out.options().json) {
+        nlohmann::ordered_json doc;
+        doc["schema"] = "vmcsum.bench/1";
+        doc["path"] = core::escape_name(r.path);
+        doc["mount"] = core::escape_name(r.mount);
+        doc["fsid"] = r.fsid;
+        doc["data_profile"] = r.data_profiles.empty() ? nlohmann::ordered_json(nullptr)
+                                                      : nlohmann::ordered_json(r.data_profiles[0]);
+        doc["data_profiles"] = r.data_profiles;
+        doc["kernel"] = {{"release", r.kernel_release},
+                         {"version_table",
+                          {{"checksummed", core::dio_write_name(r.table_checksummed)},
+                           {"nocow", core::dio_write_name(r.table_nocow)}}}};
+        doc["seconds"] = r.seconds;
+        doc["runs"] = r.runs;
+        doc["spread_limit"] = r.spread_limit;
+        doc["file_size"] = r.file_size;
+        auto& cases = doc["cases"] = nlohmann::ordered_json::array();
+        for (const auto& c : r.cases) {
+          nlohmann::ordered_json j;
+          j["name"] = c.name;
+          j["pattern"] = c.sequential ? "sequential" : "random";
+          j["block_size"] = c.block_size;
+          j["bytes"] = c.bytes;
+          j["checksummed"] = side_json(c.checksummed);
+          j["nocow"] = side_json(c.nocow);
+          j["throughput_ratio"] = optional_number(c.throughput_ratio);
+          j["cpu_ratio"] = optional_number(c.cpu_ratio);
+          j["stable"] = c.stable ? nlohmann::ordered_json(*c.stable) : nullptr;
+          j["meaning"] = c.meaning;
+          cases.push_back(std::move(j));
+        }
+        doc["stable"] = r.stable ? nlohmann::ordered_json(*r.stable) : nullptr;
+        doc["meaning"] = r.meaning;
+        doc["notes"] = r.notes;
+        doc["interrupted"] = r.interrupted != 0;
+        doc["exit_code"] = status;
+        out.emit_json(doc);
+      } else {
+        render_text(r, out);
+      }
+      if (r.stable && !*r.stable) {
+        out.warn("consecutive runs differ by more than 15%: the results do not repeat");
+      }
+      if (r.interrupted) {
+        out.error("interrupted by signal " + std::to_string(r.interrupted));
+      }
+      return status;
+    };
+  });
+}
+
+} // namespace vmcsum::cli

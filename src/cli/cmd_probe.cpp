@@ -1,0 +1,212 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// vmcsum probe [PATH...]: what an O_DIRECT write really does on each btrfs filesystem, measured.
+#include "app.hpp"
+
+#include <vmcsum/core/probe.hpp>
+#include <vmcsum/core/text.hpp>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <map>
+
+namespace vmcsum::cli {
+
+namespace {
+
+struct ProbeCliOptions
+{
+  std::vector<std::string> paths;
+  std::string method = "auto";
+};
+
+std::string profile_text(const std::vector<std::string>& profiles)
+{
+  std::string s;
+  for (const auto& p : profiles) {
+    s += (s.empty() ? "" : "+") + p;
+  }
+  return s;
+}
+
+// null when nothing was measured, else whether every measured answer matches the table.
+nlohmann::ordered_json agreement(const core::FsProbe& fs)
+{
+  bool any = false;
+  bool same = true;
+  if (fs.checksummed != core::DioWrite::unknown) {
+    any = true;
+    same = same && fs.checksummed == fs.table_checksummed;
+  }
+  if (fs.nocow != core::DioWrite::unknown) {
+    any = true;
+    same = same && fs.nocow == fs.table_nocow;
+  }
+  return any ? nlohmann::ordered_json(same) : nlohmann::ordered_json(nullptr);
+}
+
+nlohmann::ordered_json fs_json(const core::FsProbe& fs)
+{
+  nlohmann::ordered_json j;
+  j["mount"] = core::escape_name(fs.mount);
+  j["fsid"] = fs.fsid;
+  j["paths"] = nlohmann::ordered_json::array();
+  for (const auto& p : fs.paths) {
+    j["paths"].push_back(core::escape_name(p));
+  }
+  j["scratch_dir"] = core::escape_name(fs.scratch_dir);
+  j["data_profile"] = fs.data_profiles.empty()
+                        ? nlohmann::ordered_json(nullptr)
+                        : nlohmann::ordered_json(profile_text(fs.data_profiles));
+  j["data_profiles"] = fs.data_profiles;
+  j["sector_size"] = fs.sector_size;
+  j["checksummed"] = core::dio_write_name(fs.checksummed);
+  j["nocow"] = core::dio_write_name(fs.nocow);
+  j["method"] = fs.method;
+  j["evidence"] = fs.evidence;
+  j["unknown"] = nlohmann::ordered_json::object();
+  for (const auto& [k, v] : fs.unknown) {
+    j["unknown"][k] = v;
+  }
+  j["version_table"] = {{"checksummed", core::dio_write_name(fs.table_checksummed)},
+                        {"nocow", core::dio_write_name(fs.table_nocow)}};
+  j["agrees_with_version_table"] = agreement(fs);
+  j["notes"] = fs.notes;
+  return j;
+}
+
+Style style_of(core::DioWrite w)
+{
+  switch (w) {
+  case core::DioWrite::direct:
+    return Style::yellow; // zero-copy: fast, and for checksummed files the risky case
+  case core::DioWrite::buffered_fallback:
+    return Style::plain;
+  case core::DioWrite::unknown:
+    return Style::dim;
+  }
+  return Style::plain;
+}
+
+void render_text(const core::ProbeResult& r, Output& out)
+{
+  Table table({"MOUNT", "PROFILE", "CHECKSUMMED", "NOCOW", "METHOD", "VERSION TABLE"});
+  std::string details;
+  for (const auto& fs : r.filesystems) {
+    auto agrees = agreement(fs);
+    std::string table_word = agrees.is_null() ? "-" : (agrees.get<bool>() ? "agrees" : "differs");
+    table.add({core::escape_name(fs.mount),
+               fs.data_profiles.empty() ? "?" : profile_text(fs.data_profiles),
+               out.paint(core::dio_write_name(fs.checksummed), style_of(fs.checksummed)),
+               out.paint(core::dio_write_name(fs.nocow), style_of(fs.nocow)), fs.method,
+               out.paint(table_word, table_word == "differs" ? Style::yellow : Style::plain)});
+    details += "\n" + out.paint(core::escape_name(fs.mount), Style::bold) + "\n";
+    for (const auto& e : fs.evidence) {
+      details += "  " + e + "\n";
+    }
+    for (const auto& [what, why] : fs.unknown) {
+      details += "  " + out.paint(what + " unknown", Style::yellow) + ": " + why + "\n";
+    }
+    if (agrees.is_boolean() && !agrees.get<bool>()) {
+      details += "  the version table says: checksummed " +
+                 core::dio_write_name(fs.table_checksummed) + ", nocow " +
+                 core::dio_write_name(fs.table_nocow) + "\n";
+    }
+    for (const auto& n : fs.notes) {
+      details += "  note: " + n + "\n";
+    }
+  }
+  if (!table.empty()) {
+    out.print(table.render(out));
+  }
+  out.print(details);
+  for (const auto& n : r.notes) {
+    out.print(n + "\n");
+  }
+}
+
+int status_of(const core::ProbeResult& r)
+{
+  int status = exit_code::clean;
+  for (const auto& fs : r.filesystems) {
+    if (!fs.unknown.empty()) {
+      status = std::max(status, exit_code::warnings);
+    }
+  }
+  for (const auto& p : r.problems) {
+    status = std::max(status, p.not_btrfs ? exit_code::warnings : exit_code::incomplete);
+  }
+  if (r.filesystems.empty() && r.problems.empty()) {
+    status = std::max(status, exit_code::warnings); // nothing found to probe
+  }
+  if (r.interrupted) {
+    status = exit_code::interrupted + r.interrupted;
+  }
+  return status;
+}
+
+} // namespace
+
+void register_probe(CLI::App& app, Runner& runner)
+{
+  auto opts = std::make_shared<ProbeCliOptions>();
+  CLI::App* cmd = app.add_subcommand(
+    "probe", "Measure whether O_DIRECT writes are real direct IO or fall back to buffered IO");
+  cmd->add_option("paths", opts->paths,
+                  "Files or directories whose btrfs to probe (default: every btrfs holding VM "
+                  "images)");
+  cmd->add_option("--method", opts->method, "How to measure: auto, tracefs or race")
+    ->check(CLI::IsMember({"auto", "tracefs", "race"}))
+    ->capture_default_str();
+  cmd->callback([opts, &runner] {
+    runner = [opts](Output& out) {
+      core::ProbeOptions po;
+      po.paths = opts->paths;
+      po.method = opts->method == "tracefs" ? core::ProbeMethod::tracefs
+                  : opts->method == "race"  ? core::ProbeMethod::race
+                                            : core::ProbeMethod::automatic;
+      core::ProbeResult r = core::probe(po);
+      const int status = status_of(r);
+      if (out.options().json) {
+        nlohmann::ordered_json doc;
+        doc["schema"] = "vmcsum.probe/1";
+        const auto& t = r.version_table;
+        doc["kernel"] = {{"release", r.kernel_release},
+                         {"version_table",
+                          {{"checksummed", core::dio_write_name(t.checksummed)},
+                           {"nodatasum_duplicated", core::dio_write_name(t.nodatasum_duplicated)},
+                           {"nodatasum_single", core::dio_write_name(t.nodatasum_single)},
+                           {"reason", t.reason}}}};
+        auto& fss = doc["filesystems"] = nlohmann::ordered_json::array();
+        for (const auto& fs : r.filesystems) {
+          fss.push_back(fs_json(fs));
+        }
+        auto& problems = doc["problems"] = nlohmann::ordered_json::array();
+        for (const auto& p : r.problems) {
+          problems.push_back({{"path", core::escape_name(p.path)}, {"reason", p.reason}});
+        }
+        doc["notes"] = r.notes;
+        doc["interrupted"] = r.interrupted != 0;
+        doc["exit_code"] = status;
+        out.emit_json(doc);
+      } else {
+        render_text(r, out);
+      }
+      for (const auto& p : r.problems) {
+        if (p.not_btrfs) {
+          out.warn(core::escape_name(p.path) + ": " + p.reason);
+        } else {
+          out.error(core::escape_name(p.path) + ": " + p.reason);
+        }
+      }
+      if (r.interrupted) {
+        out.error("interrupted by signal " + std::to_string(r.interrupted));
+      }
+      return status;
+    };
+  });
+}
+
+} // namespace vmcsum::cli

@@ -4,6 +4,7 @@
 #include <vmcsum/core/audit.hpp>
 #include <vmcsum/core/image_format.hpp>
 #include <vmcsum/core/kernel_log.hpp>
+#include <vmcsum/core/kernel_log_reader.hpp>
 #include <vmcsum/core/probe.hpp>
 #include <vmcsum/core/proc_scan.hpp>
 #include <vmcsum/core/walk.hpp>
@@ -162,56 +163,6 @@ struct Candidate
   std::optional<ImageFormat> format; // when the walk already looked
   bool canonical = false;            // found by walking a canonical root
 };
-
-// Reads kernel log records: /dev/kmsg (one record per read, non-blocking so the end of the
-// buffer is EAGAIN, not a wait) or a plain text file of log lines.
-std::vector<CsumLogEvent> read_kernel_log(const std::string& path, std::vector<std::string>& notes)
-{
-  std::vector<CsumLogEvent> events;
-  sys::Fd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
-  if (!fd) {
-    notes.push_back("kernel log " + path + " not read: " + errno_text(errno));
-    return events;
-  }
-  struct stat st = {};
-  ::fstat(fd.get(), &st);
-  if (S_ISCHR(st.st_mode)) {
-    char buf[8192];
-    for (;;) {
-      ssize_t n = ::read(fd.get(), buf, sizeof buf);
-      if (n < 0) {
-        if (errno == EPIPE) {
-          continue; // records overwritten while reading: go on with the next one
-        }
-        if (errno != EAGAIN) {
-          notes.push_back("kernel log " + path + ": " + errno_text(errno));
-        }
-        break;
-      }
-      if (n == 0) {
-        break;
-      }
-      std::string_view rec(buf, static_cast<size_t>(n));
-      rec = rec.substr(0, rec.find('\n'));
-      if (auto ev = parse_kernel_log_line(rec)) {
-        events.push_back(std::move(*ev));
-      }
-    }
-    return events;
-  }
-  if (!S_ISREG(st.st_mode)) {
-    notes.push_back("kernel log " + path + " is neither /dev/kmsg nor a file");
-    return events;
-  }
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (auto ev = parse_kernel_log_line(line)) {
-      events.push_back(std::move(*ev));
-    }
-  }
-  return events;
-}
 
 std::string basename_of(const std::string& p)
 {

@@ -1,0 +1,353 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// vmcsum scrub PATH...: every copy of every sector, false mismatches told from media faults.
+#include "app.hpp"
+
+#include <vmcsum/core/scrub.hpp>
+#include <vmcsum/core/text.hpp>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include <unistd.h>
+
+namespace vmcsum::cli {
+
+namespace {
+
+nlohmann::ordered_json opt_json(const std::optional<bool>& v)
+{
+  return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
+}
+
+nlohmann::ordered_json bad_json(const core::BadSector& b)
+{
+  nlohmann::ordered_json j;
+  j["offset"] = b.offset;
+  j["length"] = b.length;
+  j["logical"] = b.logical;
+  j["compressed"] = b.compressed;
+  j["class"] = core::bad_class_name(b.cls);
+  j["repairable"] = b.repairable;
+  j["expected_csum"] = b.expected_csum;
+  j["copies_identical"] = b.copies_identical;
+  auto& copies = j["copies"] = nlohmann::ordered_json::array();
+  for (const auto& c : b.copies) {
+    copies.push_back(
+      {{"mirror", c.mirror},
+       {"devid", c.devid},
+       {"device", core::escape_name(c.device)},
+       {"physical", c.physical},
+       {"csum", c.read_error ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(c.csum)},
+       {"matches", c.matches},
+       {"read_error", c.read_error}});
+  }
+  j["evidence"] = b.evidence;
+  j["kernel_eio"] = opt_json(b.kernel_eio);
+  j["repaired_by_read"] = opt_json(b.repaired_by_read);
+  return j;
+}
+
+nlohmann::ordered_json history_json(const core::HistoryEvent& h)
+{
+  const auto& e = h.event;
+  nlohmann::ordered_json j;
+  static const char* kinds[] = {"read-csum-failed", "scrub-error",   "scrub-fixed",
+                                "scrub-unfixable",  "read-repaired", "dev-stats"};
+  j["kind"] = kinds[static_cast<int>(e.kind)];
+  j["source"] = h.source;
+  j["boot"] = h.boot ? nlohmann::ordered_json(*h.boot) : nullptr;
+  j["timestamp_us"] = h.timestamp ? nlohmann::ordered_json(*h.timestamp) : nullptr;
+  j["device"] = e.device;
+  j["root"] = e.root ? nlohmann::ordered_json(*e.root) : nullptr;
+  j["ino"] = e.ino ? nlohmann::ordered_json(*e.ino) : nullptr;
+  j["offset"] = e.offset ? nlohmann::ordered_json(*e.offset) : nullptr;
+  j["logical"] = e.logical ? nlohmann::ordered_json(*e.logical) : nullptr;
+  j["mirror"] = e.mirror ? nlohmann::ordered_json(*e.mirror) : nullptr;
+  j["csum"] = e.csum ? nlohmann::ordered_json(*e.csum) : nullptr;
+  j["expected_csum"] = e.expected_csum ? nlohmann::ordered_json(*e.expected_csum) : nullptr;
+  j["path"] = h.path ? nlohmann::ordered_json(core::escape_name(*h.path)) : nullptr;
+  return j;
+}
+
+nlohmann::ordered_json file_json(const core::FileScrub& f)
+{
+  nlohmann::ordered_json j;
+  j["path"] = core::escape_name(f.path);
+  j["examined"] = f.examined;
+  j["error"] = f.error ? nlohmann::ordered_json(*f.error) : nullptr;
+  j["size"] = f.size;
+  j["checked_bytes"] = f.checked_bytes;
+  j["checked_sectors"] = f.checked_sectors;
+  j["no_csum_bytes"] = f.no_csum_bytes;
+  j["skipped_bytes"] = f.skipped_bytes;
+  j["compressed_bytes"] = f.compressed_bytes;
+  j["copies"] = f.copies;
+  j["open_for_writing"] = opt_json(f.open_for_writing);
+  j["open_o_direct"] = opt_json(f.open_o_direct);
+  j["writers"] = f.writers;
+  auto& bad = j["bad"] = nlohmann::ordered_json::array();
+  size_t counts[3] = {0, 0, 0};
+  size_t repairable = 0;
+  for (const auto& b : f.bad) {
+    bad.push_back(bad_json(b));
+    ++counts[static_cast<int>(b.cls)];
+    repairable += b.repairable ? 1 : 0;
+  }
+  j["summary"] = {{"bad_sectors", f.bad.size()},
+                  {"false_mismatch", counts[0]},
+                  {"media", counts[1]},
+                  {"undetermined", counts[2]},
+                  {"repairable", repairable}};
+  j["kernel_pass"] = {{"run", f.kernel_pass},
+                      {"eio_sectors", f.kernel_eio_sectors},
+                      {"read_repairs", f.kernel_read_repairs},
+                      {"eio_not_found_per_copy", f.kernel_only_eio}};
+  j["notes"] = f.notes;
+  return j;
+}
+
+void render_text(const core::ScrubResult& r, Output& out)
+{
+  Table table({"PATH", "CHECKED", "COPIES", "BAD", "FALSE", "MEDIA", "UNDETERMINED", "REPAIRED"});
+  std::string details;
+  for (const auto& f : r.files) {
+    if (!f.examined) {
+      continue;
+    }
+    size_t counts[3] = {0, 0, 0};
+    for (const auto& b : f.bad) {
+      ++counts[static_cast<int>(b.cls)];
+    }
+    auto n = [&](size_t v, Style s) { return v ? out.paint(std::to_string(v), s) : "0"; };
+    table.add({core::escape_name(f.path), core::human_bytes(f.checked_bytes),
+               std::to_string(f.copies), n(f.bad.size(), Style::red), n(counts[0], Style::yellow),
+               n(counts[1], Style::red), n(counts[2], Style::plain),
+               f.kernel_pass ? std::to_string(f.kernel_read_repairs) : "-"});
+    size_t shown = 0;
+    for (const auto& b : f.bad) {
+      if (out.options().verbose == 0 && shown++ >= 20) {
+        details += "  ... " + std::to_string(f.bad.size() - 20) + " more (-v or --json)\n";
+        break;
+      }
+      std::string copies;
+      for (const auto& c : b.copies) {
+        copies += " m" + std::to_string(c.mirror) + ":" +
+                  (c.read_error ? "read-error"
+                   : c.matches  ? "ok"
+                                : "bad");
+      }
+      details += "  " + core::escape_name(f.path) + " offset " + std::to_string(b.offset) +
+                 " logical " + std::to_string(b.logical) + ": " + core::bad_class_name(b.cls) +
+                 (b.repairable ? " (repairable)" : "") + copies +
+                 (b.kernel_eio == true ? " EIO" : "") + "\n";
+      if (out.options().verbose > 0) {
+        for (const auto& e : b.evidence) {
+          details += "      " + e + "\n";
+        }
+      }
+    }
+  }
+  if (!table.empty()) {
+    out.print(table.render(out));
+  }
+  if (!details.empty()) {
+    out.print("\n" + details);
+  }
+  if (!r.history.empty()) {
+    out.print("\nkernel log: " + std::to_string(r.history.size()) + " checksum event(s)\n");
+    for (const auto& h : r.history) {
+      const auto& e = h.event;
+      std::string line = "  " + e.device;
+      if (e.root) {
+        line += " root " + std::to_string(*e.root);
+      }
+      if (e.ino) {
+        line += " ino " + std::to_string(*e.ino);
+      }
+      if (e.offset) {
+        line += " off " + std::to_string(*e.offset);
+      }
+      if (e.logical) {
+        line += " logical " + std::to_string(*e.logical);
+      }
+      if (h.path) {
+        line += " " + core::escape_name(*h.path);
+      }
+      out.print(line + "\n");
+    }
+  }
+}
+
+// A one-line progress bar on stderr, redrawn at most 5 times a second.
+class ProgressBar
+{
+public:
+  explicit ProgressBar(bool on)
+    : m_on(on)
+  {
+  }
+  ~ProgressBar()
+  {
+    if (m_on && m_drawn) {
+      std::fputs("\r\033[K", stderr);
+    }
+  }
+  void update(uint64_t done, uint64_t total, const std::string& path)
+  {
+    if (!m_on) {
+      return;
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (m_drawn && now - m_last < std::chrono::milliseconds(200)) {
+      return;
+    }
+    m_last = now;
+    m_drawn = true;
+    const int pct = total ? static_cast<int>(std::min<uint64_t>(done, total) * 100 / total) : 0;
+    std::string bar(static_cast<size_t>(pct / 5), '#');
+    bar.resize(20, '.');
+    std::string name = core::escape_name(path);
+    if (name.size() > 40) {
+      name = "..." + name.substr(name.size() - 37);
+    }
+    std::fprintf(stderr, "\r\033[K[%s] %3d%% %s / %s %s", bar.c_str(), pct,
+                 core::human_bytes(done).c_str(), core::human_bytes(total).c_str(), name.c_str());
+    std::fflush(stderr);
+  }
+
+private:
+  bool m_on;
+  bool m_drawn = false;
+  std::chrono::steady_clock::time_point m_last;
+};
+
+uint64_t parse_rate(const std::string& s)
+{
+  size_t pos = 0;
+  double v = std::stod(s, &pos);
+  std::string unit = s.substr(pos);
+  double mul = 1;
+  if (unit.empty() || unit == "B") {
+    mul = 1;
+  } else if (unit == "K" || unit == "KiB" || unit == "k") {
+    mul = 1024;
+  } else if (unit == "M" || unit == "MiB") {
+    mul = 1024.0 * 1024;
+  } else if (unit == "G" || unit == "GiB") {
+    mul = 1024.0 * 1024 * 1024;
+  } else {
+    throw CLI::ValidationError("--limit-rate", "unknown unit '" + unit + "' (use K, M or G)");
+  }
+  if (v <= 0) {
+    throw CLI::ValidationError("--limit-rate", "must be positive");
+  }
+  return static_cast<uint64_t>(v * mul);
+}
+
+struct ScrubCli
+{
+  core::ScrubOptions opts;
+  std::string limit_rate;
+  bool no_kernel_pass = false;
+  bool history = false;
+  bool no_progress = false;
+};
+
+} // namespace
+
+void register_scrub(CLI::App& app, Runner& runner)
+{
+  auto cli = std::make_shared<ScrubCli>();
+  CLI::App* cmd = app.add_subcommand(
+    "scrub",
+    "Verify every copy of every sector of images; tell false mismatches from media faults");
+  cmd->add_option("paths", cli->opts.paths, "Image files or directories of images");
+  cmd->add_option("--limit-rate", cli->limit_rate,
+                  "Read at most this many bytes per second (suffix K, M, G)");
+  cmd->add_flag("--no-kernel-pass", cli->no_kernel_pass,
+                "Skip the pass that reads files through the filesystem");
+  cmd->add_flag("--history", cli->history,
+                "Only report checksum failures from the kernel log (this and earlier boots)");
+  cmd->add_flag("--no-progress", cli->no_progress, "Never draw the progress bar");
+  cmd->callback([cli, cmd, &runner] {
+    if (!cli->history && cli->opts.paths.empty()) {
+      throw CLI::RequiredError("paths (or --history)");
+    }
+    if (!cli->limit_rate.empty()) {
+      try {
+        cli->opts.limit_rate = parse_rate(cli->limit_rate);
+      } catch (const std::invalid_argument&) {
+        throw CLI::ValidationError("--limit-rate", "not a number: " + cli->limit_rate);
+      }
+    }
+    (void)cmd;
+    cli->opts.kernel_pass = !cli->no_kernel_pass;
+    runner = [cli](Output& out) {
+      core::ScrubResult r;
+      if (cli->history) {
+        r = core::scrub_history(cli->opts.paths);
+      } else {
+        ProgressBar bar(!cli->no_progress && !out.options().quiet && ::isatty(2) == 1);
+        r = core::scrub(
+          cli->opts, [&bar](uint64_t d, uint64_t t, const std::string& p) { bar.update(d, t, p); });
+      }
+      int status = exit_code::clean;
+      for (const auto& f : r.files) {
+        if (!f.examined) {
+          status = std::max(status, exit_code::incomplete);
+        } else if (!f.bad.empty() || !f.kernel_only_eio.empty()) {
+          status = std::max(status, exit_code::critical);
+        }
+      }
+      if (cli->history && !r.history.empty()) {
+        for (const auto& h : r.history) {
+          if (h.event.kind != core::CsumLogEvent::Kind::dev_stats &&
+              h.event.kind != core::CsumLogEvent::Kind::scrub_fixed &&
+              h.event.kind != core::CsumLogEvent::Kind::read_repaired) {
+            status = std::max(status, exit_code::critical);
+          }
+        }
+      }
+      if (out.options().json) {
+        nlohmann::ordered_json doc = {{"schema", "vmcsum.scrub/1"}};
+        auto& files = doc["files"] = nlohmann::ordered_json::array();
+        for (const auto& f : r.files) {
+          files.push_back(file_json(f));
+        }
+        auto& hist = doc["history"] = nlohmann::ordered_json::array();
+        for (const auto& h : r.history) {
+          hist.push_back(history_json(h));
+        }
+        doc["notes"] = r.notes;
+        doc["exit_code"] = status;
+        out.emit_json(doc);
+      } else {
+        render_text(r, out);
+      }
+      for (const auto& f : r.files) {
+        if (!f.examined) {
+          out.error(core::escape_name(f.path) + ": " + f.error.value_or("cannot scrub"));
+        }
+        for (const auto& n : f.notes) {
+          out.warn(core::escape_name(f.path) + ": " + n);
+        }
+        for (uint64_t off : f.kernel_only_eio) {
+          out.warn(core::escape_name(f.path) + ": the kernel returned EIO at offset " +
+                   std::to_string(off) + " where every copy matched");
+        }
+      }
+      for (const auto& n : r.notes) {
+        out.warn(n);
+      }
+      return status;
+    };
+  });
+}
+
+} // namespace vmcsum::cli

@@ -1,0 +1,635 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// vmcsum scrub: the per-copy pass (devices, O_DIRECT, user-space checksums), the kernel-verified
+// pass (the file through btrfs, O_DIRECT) and the classification.
+#include <vmcsum/btrfs/chunk_map.hpp>
+#include <vmcsum/btrfs/csum_tree.hpp>
+#include <vmcsum/btrfs/ioctl.hpp>
+#include <vmcsum/btrfs/subvolume.hpp>
+#include <vmcsum/btrfs/tree_search.hpp>
+#include <vmcsum/checksum.hpp>
+#include <vmcsum/core/kernel_policy.hpp>
+#include <vmcsum/core/proc_scan.hpp>
+#include <vmcsum/core/scrub.hpp>
+#include <vmcsum/error.hpp>
+#include <vmcsum/sys/fd.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <set>
+#include <thread>
+
+#include <fcntl.h>
+#include <linux/fiemap.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+namespace vmcsum::core {
+
+namespace {
+
+constexpr long k_btrfs_magic = 0x9123683e; // BTRFS_SUPER_MAGIC (linux/magic.h)
+constexpr uint8_t k_extent_item_key = 168; // BTRFS_EXTENT_ITEM_KEY
+constexpr uint64_t k_extent_tree = 2;
+constexpr uint64_t k_max_compressed = 128 * 1024; // BTRFS_MAX_COMPRESSED (on-disk extent size)
+
+struct FreeDeleter
+{
+  void operator()(void* p) const { std::free(p); }
+};
+using AlignedBuf = std::unique_ptr<uint8_t, FreeDeleter>;
+
+AlignedBuf aligned_alloc_or_throw(size_t size)
+{
+  void* raw = nullptr;
+  if (posix_memalign(&raw, 4096, size) != 0) {
+    throw Error(Errc::internal, "posix_memalign failed");
+  }
+  return AlignedBuf(static_cast<uint8_t*>(raw));
+}
+
+// Sleeps so that the bytes read so far do not exceed the rate.
+class RateLimiter
+{
+public:
+  explicit RateLimiter(uint64_t rate)
+    : m_rate(rate)
+    , m_start(std::chrono::steady_clock::now())
+  {
+  }
+  void consumed(uint64_t bytes)
+  {
+    if (m_rate == 0) {
+      return;
+    }
+    m_bytes += bytes;
+    auto due = m_start + std::chrono::microseconds(m_bytes * 1000000 / m_rate);
+    auto now = std::chrono::steady_clock::now();
+    if (due > now) {
+      std::this_thread::sleep_for(due - now);
+    }
+  }
+
+private:
+  uint64_t m_rate;
+  uint64_t m_bytes = 0;
+  std::chrono::steady_clock::time_point m_start;
+};
+
+// What one filesystem needs, read once per run.
+struct FsCtx
+{
+  btrfs::FsInfo info;
+  std::unique_ptr<btrfs::ChunkMap> chunks;
+  std::map<uint64_t, std::string> dev_paths;
+  std::map<uint64_t, sys::Fd> dev_fds;
+  std::map<uint64_t, bool> io_errors;
+  std::unique_ptr<Checksummer> sum;
+};
+
+bool full_pread(int fd, uint8_t* buf, size_t len, uint64_t off)
+{
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = ::pread(fd, buf + done, len - done, static_cast<off_t>(off + done));
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return false;
+    }
+    if (n == 0) {
+      errno = EIO;
+      return false;
+    }
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+class Scrubber
+{
+public:
+  Scrubber(const ScrubOptions& opts, const ScrubProgress& progress)
+    : m_opts(opts)
+    , m_progress(progress)
+    , m_limiter(opts.limit_rate)
+  {
+    m_buf = aligned_alloc_or_throw(m_opts.chunk);
+    m_sector_a = aligned_alloc_or_throw(64 * 1024);
+    m_sector_b = aligned_alloc_or_throw(64 * 1024);
+  }
+
+  void set_total(uint64_t total) { m_total = total; }
+  void set_context(ClassifyContext ctx) { m_base_ctx = std::move(ctx); }
+  FileScrub scrub_file(const std::string& path, const ProcScan& procs);
+
+private:
+  FsCtx& fs_for(int fd, const std::string& path);
+  int dev_fd(FsCtx& fs, uint64_t devid);
+  void verify_range(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t length,
+                    uint64_t file_offset, bool compressed);
+  void verify_piece(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t length,
+                    uint64_t file_offset, bool compressed);
+  bool read_copy_sector(FsCtx& fs, const btrfs::Copy& c, uint8_t* out, uint32_t ss);
+  void fill_copies(FsCtx& fs, BadSector& b, std::span<const uint8_t> expected);
+  uint64_t compressed_disk_length(int fd, uint64_t disk_bytenr, uint64_t& start,
+                                  const std::string& path);
+  void kernel_pass(FsCtx& fs, FileScrub& f);
+  void recheck(int fd, FsCtx& fs, FileScrub& f);
+  void tick(uint64_t bytes, const std::string& path)
+  {
+    m_done += bytes;
+    if (m_progress) {
+      m_progress(m_done, m_total, path);
+    }
+  }
+
+  const ScrubOptions& m_opts;
+  const ScrubProgress& m_progress;
+  RateLimiter m_limiter;
+  AlignedBuf m_buf, m_sector_a, m_sector_b;
+  std::map<std::string, FsCtx> m_fs; // by fsid
+  btrfs::RangeCsums m_stored;
+  ClassifyContext m_base_ctx;
+  uint64_t m_done = 0, m_total = 0;
+  int m_fd = -1; // the file being scrubbed (any fd on its filesystem serves TREE_SEARCH)
+};
+
+FsCtx& Scrubber::fs_for(int fd, const std::string& path)
+{
+  auto info = btrfs::fs_info(fd, path);
+  auto it = m_fs.find(info.fsid);
+  if (it != m_fs.end()) {
+    return it->second;
+  }
+  if (!info.csum_info_valid) {
+    throw Error(Errc::unsupported, "the kernel does not report the checksum type", path);
+  }
+  FsCtx ctx;
+  ctx.info = info;
+  ctx.chunks = std::make_unique<btrfs::ChunkMap>(btrfs::ChunkMap::read(fd, path));
+  auto devs = btrfs::dev_infos(fd, info, path);
+  ctx.dev_paths = btrfs::device_paths(devs);
+  for (const auto& d : devs) {
+    auto st = btrfs::dev_stats(fd, d.devid, path);
+    ctx.io_errors[d.devid] = st.read_errs + st.write_errs + st.flush_errs > 0;
+  }
+  ctx.sum = std::make_unique<Checksummer>(info.csum_type);
+  return m_fs.emplace(info.fsid, std::move(ctx)).first->second;
+}
+
+int Scrubber::dev_fd(FsCtx& fs, uint64_t devid)
+{
+  auto it = fs.dev_fds.find(devid);
+  if (it == fs.dev_fds.end()) {
+    auto p = fs.dev_paths.find(devid);
+    if (p == fs.dev_paths.end() || p->second.empty()) {
+      throw Error(Errc::not_found, "device " + std::to_string(devid) + " is missing");
+    }
+    // O_DIRECT: what is on the medium, not what the block device's page cache holds.
+    it = fs.dev_fds.emplace(devid, sys::open_or_throw(p->second, O_RDONLY | O_DIRECT)).first;
+  }
+  return *it->second;
+}
+
+bool Scrubber::read_copy_sector(FsCtx& fs, const btrfs::Copy& c, uint8_t* out, uint32_t ss)
+{
+  m_limiter.consumed(ss);
+  return full_pread(dev_fd(fs, c.devid), out, ss, c.physical);
+}
+
+// Re-reads every copy of one bad sector: the csum of each, and whether the copies are equal.
+void Scrubber::fill_copies(FsCtx& fs, BadSector& b, std::span<const uint8_t> expected)
+{
+  const uint32_t ss = fs.info.sectorsize;
+  uint8_t computed[Checksummer::k_max_size];
+  b.copies.clear();
+  b.copies_identical = true;
+  bool have_first = false;
+  for (const auto& c : fs.chunks->map(b.logical)) {
+    SectorCopy sc;
+    sc.mirror = c.mirror;
+    sc.devid = c.devid;
+    sc.device = fs.dev_paths[c.devid];
+    sc.physical = c.physical;
+    uint8_t* dst = have_first ? m_sector_b.get() : m_sector_a.get();
+    if (!read_copy_sector(fs, c, dst, ss)) {
+      sc.read_error = true;
+      b.copies_identical = false;
+    } else {
+      fs.sum->compute({dst, ss}, computed);
+      std::span<const uint8_t> got(computed, fs.sum->size());
+      sc.csum = to_hex(got);
+      sc.matches = std::equal(got.begin(), got.end(), expected.begin(), expected.end());
+      if (have_first && std::memcmp(m_sector_a.get(), dst, ss) != 0) {
+        b.copies_identical = false;
+      }
+      have_first = true;
+    }
+    b.copies.push_back(std::move(sc));
+  }
+}
+
+// One piece: contiguous on every copy and at most one buffer long.
+void Scrubber::verify_piece(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t length,
+                            uint64_t file_offset, bool compressed)
+{
+  const uint32_t ss = fs.info.sectorsize;
+  btrfs::read_csums(m_fd, fs.info, logical, length, m_stored, f.path);
+  const size_t nsec = m_stored.sectors();
+  size_t with_csum = 0;
+  for (size_t i = 0; i < nsec; ++i) {
+    with_csum += m_stored.has(i) ? 1 : 0;
+  }
+  f.no_csum_bytes += (nsec - with_csum) * ss;
+  if (with_csum == 0) {
+    return;
+  }
+  f.checked_sectors += with_csum;
+  f.checked_bytes += with_csum * ss;
+  const auto copies = fs.chunks->map(logical);
+  f.copies = std::max<unsigned>(f.copies, static_cast<unsigned>(copies.size()));
+  std::vector<uint8_t> bad(nsec, 0);
+  uint8_t computed[Checksummer::k_max_size];
+  for (const auto& c : copies) {
+    const int dfd = dev_fd(fs, c.devid);
+    m_limiter.consumed(length);
+    const bool ok = full_pread(dfd, m_buf.get(), length, c.physical);
+    for (size_t i = 0; i < nsec; ++i) {
+      if (!m_stored.has(i)) {
+        continue;
+      }
+      uint8_t* p = m_buf.get() + i * ss;
+      if (!ok && !full_pread(dfd, p, ss, c.physical + i * ss)) {
+        bad[i] = 1; // unreadable sector; fill_copies records the read error
+        continue;
+      }
+      fs.sum->compute({p, ss}, computed);
+      const auto exp = m_stored.csum(i);
+      if (std::memcmp(computed, exp.data(), exp.size()) != 0) {
+        bad[i] = 1;
+      }
+    }
+  }
+  for (size_t i = 0; i < nsec; ++i) {
+    if (!bad[i]) {
+      continue;
+    }
+    BadSector b;
+    b.logical = m_stored.logical + i * ss;
+    b.offset = compressed ? file_offset : file_offset + (b.logical - logical);
+    b.length = ss;
+    b.compressed = compressed;
+    const auto exp = m_stored.csum(i);
+    b.expected_csum = to_hex(exp);
+    std::vector<uint8_t> expv(exp.begin(), exp.end());
+    fill_copies(fs, b, expv);
+    f.bad.push_back(std::move(b));
+  }
+}
+
+void Scrubber::verify_range(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t length,
+                            uint64_t file_offset, bool compressed)
+{
+  const uint32_t ss = fs.info.sectorsize;
+  length = (length + ss - 1) / ss * ss;
+  uint64_t done = 0;
+  while (done < length) {
+    uint64_t piece = std::min<uint64_t>(m_opts.chunk, length - done);
+    for (const auto& c : fs.chunks->map(logical + done)) {
+      piece = std::min(piece, c.length); // RAID0/RAID10 stripe units, chunk ends
+    }
+    piece = std::max<uint64_t>(piece / ss * ss, ss);
+    verify_piece(fs, f, logical + done, piece, compressed ? file_offset : file_offset + done,
+                 compressed);
+    done += piece;
+    if (!compressed) {
+      tick(piece, f.path);
+    }
+  }
+}
+
+// The on-disk extent holding `disk_bytenr` (compressed extents: FIEMAP gives its start, not its
+// length): EXTENT_ITEM key (bytenr, 168, num_bytes) of the extent tree.
+uint64_t Scrubber::compressed_disk_length(int fd, uint64_t disk_bytenr, uint64_t& start,
+                                          const std::string& path)
+{
+  btrfs::SearchRange r;
+  r.tree_id = k_extent_tree;
+  r.min = {disk_bytenr > k_max_compressed ? disk_bytenr - k_max_compressed : 0, 0, 0};
+  r.max = {disk_bytenr, 0xff, ~0ULL};
+  uint64_t len = 0;
+  btrfs::tree_search(
+    fd, r,
+    [&](const btrfs::Key& k, std::span<const uint8_t>) {
+      if (k.type == k_extent_item_key && k.objectid <= disk_bytenr &&
+          k.objectid + k.offset > disk_bytenr) {
+        start = k.objectid;
+        len = k.offset;
+      }
+      return true;
+    },
+    path);
+  return len;
+}
+
+// Reads the file through btrfs with O_DIRECT: the kernel verifies every sector (and repairs a
+// bad copy from a good one on redundant profiles). Per sector after an EIO.
+void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
+{
+  const uint32_t ss = fs.info.sectorsize;
+  sys::Fd kfd(::open(f.path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
+  if (!kfd) {
+    f.notes.push_back("kernel-verified pass not run: open with O_DIRECT: " + errno_text(errno));
+    return;
+  }
+  f.kernel_pass = true;
+  std::vector<uint64_t> eio;
+  const uint64_t end = (f.size + ss - 1) / ss * ss;
+  for (uint64_t off = 0; off < end;) {
+    const size_t len = static_cast<size_t>(std::min<uint64_t>(m_opts.chunk, end - off));
+    m_limiter.consumed(len);
+    ssize_t n = ::pread(*kfd, m_buf.get(), len, static_cast<off_t>(off));
+    if (n >= 0 || errno != EIO) {
+      if (n < 0) {
+        f.notes.push_back("kernel-verified pass stopped at offset " + std::to_string(off) + ": " +
+                          errno_text(errno));
+        break;
+      }
+      off += len;
+      continue;
+    }
+    for (uint64_t s = off; s < off + len; s += ss) {
+      if (::pread(*kfd, m_buf.get(), ss, static_cast<off_t>(s)) < 0 && errno == EIO) {
+        eio.push_back(s);
+      }
+    }
+    off += len;
+  }
+  f.kernel_eio_sectors = eio.size();
+  std::set<uint64_t> explained;
+  for (auto& b : f.bad) {
+    if (b.compressed) {
+      continue; // the kernel reports the whole extent; attributed below
+    }
+    b.kernel_eio = std::binary_search(eio.begin(), eio.end(), b.offset);
+    explained.insert(b.offset);
+    const bool some_match =
+      std::any_of(b.copies.begin(), b.copies.end(), [](const auto& c) { return c.matches; });
+    if (some_match) {
+      const auto before = b.copies;
+      std::vector<uint8_t> exp;
+      for (size_t i = 0; i + 1 < b.expected_csum.size(); i += 2) {
+        exp.push_back(static_cast<uint8_t>(std::stoul(b.expected_csum.substr(i, 2), nullptr, 16)));
+      }
+      fill_copies(fs, b, exp);
+      bool repaired = true;
+      for (const auto& c : b.copies) {
+        repaired = repaired && c.matches;
+      }
+      b.repaired_by_read = repaired;
+      f.kernel_read_repairs += repaired ? 1 : 0;
+      b.copies = before; // report and classify what the per-copy pass saw
+    }
+  }
+  bool compressed_bad =
+    std::any_of(f.bad.begin(), f.bad.end(), [](auto& b) { return b.compressed; });
+  for (uint64_t off : eio) {
+    if (!explained.count(off) && !compressed_bad) {
+      f.kernel_only_eio.push_back(off);
+    }
+  }
+}
+
+// Files being written while scrubbed: map the bad offsets again and re-read, keep only the
+// sectors still bad at the same address.
+void Scrubber::recheck(int fd, FsCtx& fs, FileScrub& f)
+{
+  ::fsync(fd);
+  btrfs::sync_fs(fd, f.path);
+  std::map<uint64_t, uint64_t> logical_of; // file offset -> logical now
+  btrfs::for_each_extent(fd, f.path, true, [&](const btrfs::Extent& e) {
+    for (const auto& b : f.bad) {
+      if (!b.compressed && b.offset >= e.logical && b.offset < e.logical + e.length &&
+          !(e.flags & FIEMAP_EXTENT_ENCODED)) {
+        logical_of[b.offset] = e.physical + (b.offset - e.logical);
+      }
+    }
+  });
+  std::vector<BadSector> kept;
+  size_t dropped = 0;
+  for (auto& b : f.bad) {
+    if (!b.compressed) {
+      auto it = logical_of.find(b.offset);
+      if (it == logical_of.end() || it->second != b.logical) {
+        ++dropped;
+        continue;
+      }
+      btrfs::read_csums(fd, fs.info, b.logical, fs.info.sectorsize, m_stored, f.path);
+      if (!m_stored.has(0)) {
+        ++dropped;
+        continue;
+      }
+      auto exp = m_stored.csum(0);
+      b.expected_csum = to_hex(exp);
+      fill_copies(fs, b, std::vector<uint8_t>(exp.begin(), exp.end()));
+      if (std::all_of(b.copies.begin(), b.copies.end(), [](auto& c) { return c.matches; })) {
+        ++dropped;
+        continue;
+      }
+    }
+    kept.push_back(std::move(b));
+  }
+  f.bad = std::move(kept);
+  if (dropped) {
+    f.notes.push_back(std::to_string(dropped) +
+                      " mismatch(es) vanished on re-reading: rewritten while scrubbed");
+  }
+}
+
+FileScrub Scrubber::scrub_file(const std::string& path, const ProcScan& procs)
+{
+  FileScrub f;
+  f.path = path;
+  sys::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) {
+    f.error = errno_text(errno);
+    return f;
+  }
+  struct stat st = {};
+  struct statfs sfs = {};
+  if (::fstat(*fd, &st) < 0 || ::fstatfs(*fd, &sfs) < 0) {
+    f.error = errno_text(errno);
+    return f;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    f.error = "not a regular file";
+    return f;
+  }
+  if (sfs.f_type != k_btrfs_magic) {
+    f.error = "not on btrfs";
+    return f;
+  }
+  f.size = static_cast<uint64_t>(st.st_size);
+  f.inode = st.st_ino;
+  m_fd = *fd;
+  try {
+    f.subvolume_id = btrfs::subvolume_id(*fd, path);
+    ClassifyContext ctx = m_base_ctx;
+    bool writing = false, direct = false;
+    for (const auto& of : procs.open_files) {
+      if (of.dev == st.st_dev && of.ino == st.st_ino) {
+        const bool wr = of.flags && flags_writable(*of.flags);
+        direct = direct || (of.flags && flags_have_o_direct(*of.flags));
+        if (wr) {
+          writing = true;
+          f.writers.push_back(of.comm + "[" + std::to_string(of.pid) + "]");
+        }
+      }
+    }
+    f.open_for_writing = writing;
+    f.open_o_direct = direct;
+    if (direct) {
+      ctx.o_direct = true;
+    }
+
+    FsCtx& fs = fs_for(*fd, path);
+    ctx.device_io_errors = fs.io_errors;
+    // FIEMAP_FLAG_SYNC writes delalloc back; the commit puts the csums in the tree we search.
+    btrfs::sync_fs(*fd, path);
+    std::set<uint64_t> compressed_seen;
+    btrfs::for_each_extent(*fd, path, true, [&](const btrfs::Extent& e) {
+      constexpr uint32_t skip = FIEMAP_EXTENT_UNWRITTEN | FIEMAP_EXTENT_DATA_INLINE |
+                                FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_UNKNOWN |
+                                FIEMAP_EXTENT_DELALLOC | FIEMAP_EXTENT_DATA_ENCRYPTED;
+      if (e.flags & skip) {
+        f.skipped_bytes += e.length;
+        tick(e.length, path);
+        return;
+      }
+      if (e.flags & FIEMAP_EXTENT_ENCODED) {
+        // Compressed: the csums cover the on-disk bytes disk_bytenr..+disk_num_bytes.
+        uint64_t start = e.physical;
+        const uint64_t len = compressed_disk_length(*fd, e.physical, start, path);
+        if (len == 0) {
+          f.skipped_bytes += e.length;
+          f.notes.push_back("compressed extent at offset " + std::to_string(e.logical) +
+                            " not found in the extent tree");
+        } else if (compressed_seen.insert(start).second) {
+          verify_range(fs, f, start, len, e.logical, true);
+          f.compressed_bytes += len;
+        }
+        tick(e.length, path);
+        return;
+      }
+      verify_range(fs, f, e.physical, e.length, e.logical, false);
+    });
+    if (!f.bad.empty() && writing) {
+      recheck(*fd, fs, f);
+    }
+    if (m_opts.kernel_pass) {
+      kernel_pass(fs, f);
+    }
+    count_patterns(f.bad, ctx);
+    for (auto& b : f.bad) {
+      b.evidence.clear();
+      classify(b, ctx);
+      if (writing) {
+        b.evidence.emplace_back("the file was open for writing while scrubbed");
+      }
+    }
+    f.examined = true;
+  } catch (const Error& e) {
+    f.error = e.what();
+  }
+  m_fd = -1;
+  return f;
+}
+
+void collect_files(const std::string& p, std::vector<std::string>& out,
+                   std::vector<std::string>& notes)
+{
+  std::error_code ec;
+  auto st = std::filesystem::symlink_status(p, ec);
+  if (!ec && std::filesystem::is_directory(st)) {
+    std::vector<std::string> found;
+    for (auto it = std::filesystem::recursive_directory_iterator(
+           p, std::filesystem::directory_options::skip_permission_denied, ec);
+         !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+      if (it->is_regular_file(ec) && !it->is_symlink(ec)) {
+        found.push_back(it->path().string());
+      }
+    }
+    if (ec) {
+      notes.push_back(p + ": " + ec.message());
+    }
+    std::sort(found.begin(), found.end());
+    out.insert(out.end(), found.begin(), found.end());
+    return;
+  }
+  out.push_back(p);
+}
+
+} // namespace
+
+ScrubResult scrub(const ScrubOptions& opts, const ScrubProgress& progress)
+{
+  ScrubResult result;
+  std::vector<std::string> files;
+  for (const auto& p : opts.paths) {
+    collect_files(p, files, result.notes);
+  }
+  uint64_t total = 0;
+  for (const auto& p : files) {
+    struct stat st = {};
+    if (::stat(p.c_str(), &st) == 0) {
+      total += static_cast<uint64_t>(st.st_blocks) * 512;
+    }
+  }
+  ClassifyContext base;
+  std::string release;
+  if (opts.kernel_release) {
+    release = *opts.kernel_release;
+  } else {
+    struct utsname u = {};
+    ::uname(&u);
+    release = u.release;
+  }
+  if (auto v = parse_kernel_release(release)) {
+    auto pol = dio_policy_for(*v);
+    if (pol.checksummed != DioWrite::unknown) {
+      base.kernel_direct = pol.checksummed == DioWrite::direct;
+    }
+  }
+  ProcScan procs = scan_proc(opts.proc_root);
+  Scrubber s(opts, progress);
+  s.set_total(total);
+  s.set_context(base);
+  std::vector<std::string> examined;
+  for (const auto& p : files) {
+    result.files.push_back(s.scrub_file(p, procs));
+    if (result.files.back().examined) {
+      examined.push_back(p);
+    }
+  }
+  if (!examined.empty() && (!opts.kernel_log.empty() || opts.journal)) {
+    HistoryOptions ho;
+    ho.kernel_log = opts.kernel_log;
+    ho.journal = opts.journal;
+    auto h = scrub_history(examined, ho);
+    result.history = std::move(h.history);
+    result.notes.insert(result.notes.end(), h.notes.begin(), h.notes.end());
+  }
+  return result;
+}
+
+} // namespace vmcsum::core

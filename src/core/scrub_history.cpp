@@ -1,0 +1,191 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// vmcsum scrub --history: checksum failures from the kernel log, resolved to files.
+#include <vmcsum/btrfs/ioctl.hpp>
+#include <vmcsum/core/kernel_log_reader.hpp>
+#include <vmcsum/core/scrub.hpp>
+#include <vmcsum/error.hpp>
+#include <vmcsum/sys/fd.hpp>
+#include <vmcsum/sys/mount_table.hpp>
+
+#include <cstring>
+#include <filesystem>
+#include <memory>
+
+#include <fcntl.h>
+#include <linux/btrfs.h>
+#include <sys/ioctl.h>
+
+namespace vmcsum::core {
+
+namespace {
+
+struct MountedSubvol
+{
+  std::string target;
+  uint64_t root = 0;
+  std::vector<std::string> devices; // basenames, as the log's "(device X)" tag names them
+  std::shared_ptr<sys::Fd> fd;
+};
+
+std::string base(const std::string& p)
+{
+  auto s = p.find_last_of('/');
+  return s == std::string::npos ? p : p.substr(s + 1);
+}
+
+std::vector<MountedSubvol> btrfs_mounts(const std::string& mountinfo)
+{
+  std::vector<MountedSubvol> out;
+  for (const auto& m : sys::MountTable(mountinfo).of_type("btrfs")) {
+    try {
+      MountedSubvol s;
+      s.target = m.target;
+      s.fd = std::make_shared<sys::Fd>(
+        sys::open_or_throw(m.target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
+      s.root = btrfs::subvolume_id(s.fd->get(), m.target);
+      s.devices.push_back(base(m.source));
+      auto info = btrfs::fs_info(s.fd->get(), m.target);
+      for (const auto& d : btrfs::dev_infos(s.fd->get(), info, m.target)) {
+        s.devices.push_back(base(d.path));
+      }
+      out.push_back(std::move(s));
+    } catch (const Error&) {
+      // unreachable mount point: its events stay unresolved
+    }
+  }
+  return out;
+}
+
+// BTRFS_IOC_INO_PATHS: the first path of inode `ino` in the subvolume of fd, relative to it.
+std::optional<std::string> ino_path(int fd, uint64_t ino)
+{
+  constexpr size_t size = 8192;
+  auto buf = std::make_unique<uint64_t[]>(size / 8);
+  btrfs_ioctl_ino_path_args args = {};
+  args.inum = ino;
+  args.size = size;
+  args.fspath = reinterpret_cast<uintptr_t>(buf.get());
+  if (::ioctl(fd, BTRFS_IOC_INO_PATHS, &args) < 0) {
+    return std::nullopt;
+  }
+  auto* dc = reinterpret_cast<btrfs_data_container*>(buf.get());
+  if (dc->elem_cnt == 0) {
+    return std::nullopt;
+  }
+  // val[i] is the offset of the i-th name from &val[0] (fs/btrfs/backref.c inode_to_path()).
+  const char* p = reinterpret_cast<const char*>(dc->val) + dc->val[0];
+  const char* end = reinterpret_cast<const char*>(buf.get()) + size;
+  return std::string(p, strnlen(p, static_cast<size_t>(end - p)));
+}
+
+// BTRFS_IOC_LOGICAL_INO: the first (inode, root) referencing logical.
+std::optional<std::pair<uint64_t, uint64_t>> logical_ino(int fd, uint64_t logical)
+{
+  constexpr size_t size = 4096;
+  auto buf = std::make_unique<uint64_t[]>(size / 8);
+  btrfs_ioctl_logical_ino_args args = {};
+  args.logical = logical;
+  args.size = size;
+  args.inodes = reinterpret_cast<uintptr_t>(buf.get());
+  if (::ioctl(fd, BTRFS_IOC_LOGICAL_INO, &args) < 0) {
+    return std::nullopt;
+  }
+  auto* dc = reinterpret_cast<btrfs_data_container*>(buf.get());
+  if (dc->elem_cnt < 3) {
+    return std::nullopt;
+  }
+  return std::make_pair(static_cast<uint64_t>(dc->val[0]), static_cast<uint64_t>(dc->val[2]));
+}
+
+bool on_device(const MountedSubvol& m, const std::string& dev)
+{
+  return std::find(m.devices.begin(), m.devices.end(), base(dev)) != m.devices.end();
+}
+
+void resolve(HistoryEvent& h, const std::vector<MountedSubvol>& mounts)
+{
+  auto& e = h.event;
+  bool have_root = e.root && *e.root >= 0;
+  uint64_t root = have_root ? static_cast<uint64_t>(*e.root) : 0;
+  bool have_ino = e.ino.has_value();
+  uint64_t ino = e.ino.value_or(0);
+  if (!have_ino && e.logical) {
+    for (const auto& m : mounts) {
+      if (on_device(m, e.device)) {
+        if (auto r = logical_ino(m.fd->get(), *e.logical)) {
+          ino = r->first;
+          root = r->second;
+          have_ino = have_root = true;
+        }
+        break;
+      }
+    }
+  }
+  if (!have_ino || !have_root) {
+    return;
+  }
+  for (const auto& m : mounts) {
+    if (m.root == root && on_device(m, e.device)) {
+      if (auto p = ino_path(m.fd->get(), ino)) {
+        h.path = (std::filesystem::path(m.target) / *p).lexically_normal().string();
+        return;
+      }
+    }
+  }
+}
+
+std::string canonical(const std::string& p)
+{
+  std::error_code ec;
+  auto c = std::filesystem::weakly_canonical(p, ec);
+  return ec ? p : c.string();
+}
+
+} // namespace
+
+ScrubResult scrub_history(const std::vector<std::string>& paths, const HistoryOptions& opts)
+{
+  ScrubResult r;
+  std::vector<HistoryEvent> all;
+  if (!opts.kernel_log.empty()) {
+    for (auto& e : read_kernel_log(opts.kernel_log, r.notes)) {
+      all.push_back({std::move(e), "kmsg", std::nullopt, std::nullopt, std::nullopt});
+    }
+  }
+  if (opts.journal) {
+    for (auto& je : read_journal_kernel_log(r.notes)) {
+      all.push_back({std::move(je.event), "journal", std::nullopt, je.boot_id, je.realtime_us});
+    }
+  }
+  const auto mounts = btrfs_mounts(opts.mountinfo);
+  std::vector<std::string> wanted;
+  for (const auto& p : paths) {
+    wanted.push_back(canonical(p));
+  }
+  for (auto& h : all) {
+    if (h.event.kind == CsumLogEvent::Kind::dev_stats) {
+      continue;
+    }
+    resolve(h, mounts);
+    if (!wanted.empty()) {
+      if (!h.path) {
+        continue;
+      }
+      const std::string c = canonical(*h.path);
+      bool keep = false;
+      for (const auto& w : wanted) {
+        keep = keep || c == w ||
+               (c.size() > w.size() && c.compare(0, w.size(), w) == 0 && c[w.size()] == '/');
+      }
+      if (!keep) {
+        continue;
+      }
+    }
+    r.history.push_back(std::move(h));
+  }
+  return r;
+}
+
+} // namespace vmcsum::core

@@ -156,6 +156,9 @@ D=$MNT
 btrfs subvolume create "$D/vms" >/dev/null
 mkdir "$D/vms/nocow" && chattr +C "$D/vms/nocow"
 dd if=/dev/urandom of="$D/vms/nocow/dup.raw" bs=1M count=2 status=none
+# mv keeps the old flags: a checksummed image moved into the NOCOW directory stays COW.
+dd if=/dev/urandom of="$D/vms/moved.raw" bs=1M count=1 status=none
+mv "$D/vms/moved.raw" "$D/vms/nocow/moved.raw"   # same subvolume: a rename
 btrfs subvolume snapshot -r "$D/vms" "$D/vms-snap" >/dev/null
 sync
 J=$("$VMCSUM" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$D/vms/nocow/dup.raw" || true)
@@ -163,6 +166,10 @@ check_eq "NOCOW on dup: nocow-redundant-profile" warning "$(finding_sev "$J" dup
 check "6.18 on dup: NOCOW buys no zero-copy (7.0 rule)" jq -e '.images[0].findings[] | select(.code == "nocow-redundant-profile") | .message | test("no zero-copy")' <<<"$J"
 check_eq "NOCOW image in a snapshot: nocow-shared-extents" warning "$(finding_sev "$J" dup.raw nocow-shared-extents)"
 check_eq "shared bytes = fi du" "$(btrfs filesystem du --raw "$D/vms/nocow/dup.raw" | tail -1 | awk '{print $1 - $2}')" "$(jq -r '.images[0].shared_bytes' <<<"$J")"
+Jm=$("$VMCSUM" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$D/vms/nocow/moved.raw" || true)
+check_eq "COW image moved into a NOCOW directory: dir-nocow-mismatch" warning "$(finding_sev "$Jm" moved.raw dir-nocow-mismatch)"
+check "its message says the directory is NOCOW" jq -e '.images[0].findings[] | select(.code == "dir-nocow-mismatch") | .message | test("directory is NOCOW")' <<<"$Jm"
+check_eq "lsattr agrees: the moved image has no C" "" "$(lsattr "$D/vms/nocow/moved.raw" | cut -d' ' -f1 | tr -d -- '-')"
 check_eq "NOCOW image in a NOCOW directory: no mismatch finding" "" "$(finding_sev "$J" dup.raw dir-nocow-mismatch)"
 
 # --- a real checksum failure in the kernel log -------------------------------------------------------

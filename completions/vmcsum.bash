@@ -4,10 +4,13 @@ _vmcsum()
     local cur prev words cword
     _init_completion || return
 
-    local commands="show audit set probe bench"
+    local commands="show audit set probe bench scrub"
     local global_opts="--json --color --verbose -v --quiet -q --version --help -h"
 
     case $prev in
+        --limit-rate)
+            return
+            ;;
         --color)
             COMPREPLY=($(compgen -W 'auto always never' -- "$cur"))
             return
@@ -35,7 +38,7 @@ _vmcsum()
     local cmd="" i
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
-            show|audit|set|probe|bench) cmd=${words[i]}; break ;;
+            show|audit|set|probe|bench|scrub) cmd=${words[i]}; break ;;
         esac
     done
 
@@ -59,6 +62,13 @@ _vmcsum()
         bench)
             if [[ $cur == -* ]]; then
                 COMPREPLY=($(compgen -W "$global_opts --seconds --runs" -- "$cur"))
+            else
+                _filedir
+            fi
+            ;;
+        scrub)
+            if [[ $cur == -* ]]; then
+                COMPREPLY=($(compgen -W "$global_opts --limit-rate --no-kernel-pass --no-progress --history" -- "$cur"))
             else
                 _filedir
             fi

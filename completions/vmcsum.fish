@@ -1,5 +1,5 @@
 # fish completion for vmcsum(8)
-set -l commands show audit set probe bench
+set -l commands show audit set probe bench scrub
 
 complete -c vmcsum -f
 complete -c vmcsum -l json -d 'Print one JSON document on stdout'
@@ -38,3 +38,10 @@ complete -c vmcsum -n "not __fish_seen_subcommand_from $commands" -a bench -d 'M
 complete -c vmcsum -n "__fish_seen_subcommand_from bench" -F
 complete -c vmcsum -n "__fish_seen_subcommand_from bench" -l seconds -x -d 'Time budget of the whole benchmark'
 complete -c vmcsum -n "__fish_seen_subcommand_from bench" -l runs -x -d 'Runs of each case'
+
+complete -c vmcsum -n "not __fish_seen_subcommand_from $commands" -a scrub -d 'Verify every copy of every sector; false mismatches vs media'
+complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -F
+complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l limit-rate -x -d 'Read at most this many bytes per second'
+complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l no-kernel-pass -d 'Skip the read through the filesystem'
+complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l no-progress -d 'Never draw the progress bar'
+complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l history -d 'Only report checksum failures from the kernel log'

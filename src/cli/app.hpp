@@ -27,6 +27,7 @@ int run(int argc, char** argv);
 void register_show(CLI::App& app, Runner& runner);
 void register_audit(CLI::App& app, Runner& runner);
 void register_set(CLI::App& app, Runner& runner);
+void register_scrub(CLI::App& app, Runner& runner);
 void register_probe(CLI::App& app, Runner& runner);
 void register_bench(CLI::App& app, Runner& runner);
 

@@ -68,7 +68,7 @@ _vmcsum()
             ;;
         scrub)
             if [[ $cur == -* ]]; then
-                COMPREPLY=($(compgen -W "$global_opts --limit-rate --no-kernel-pass --no-progress --history" -- "$cur"))
+                COMPREPLY=($(compgen -W "$global_opts --limit-rate --no-kernel-pass --no-progress --no-history --history" -- "$cur"))
             else
                 _filedir
             fi

@@ -257,6 +257,7 @@ struct ScrubCli
   bool no_kernel_pass = false;
   bool history = false;
   bool no_progress = false;
+  bool no_history = false;
 };
 
 } // namespace
@@ -275,6 +276,7 @@ void register_scrub(CLI::App& app, Runner& runner)
   cmd->add_flag("--history", cli->history,
                 "Only report checksum failures from the kernel log (this and earlier boots)");
   cmd->add_flag("--no-progress", cli->no_progress, "Never draw the progress bar");
+  cmd->add_flag("--no-history", cli->no_history, "Do not read the kernel log");
   cmd->callback([cli, cmd, &runner] {
     if (!cli->history && cli->opts.paths.empty()) {
       throw CLI::RequiredError("paths (or --history)");
@@ -288,6 +290,10 @@ void register_scrub(CLI::App& app, Runner& runner)
     }
     (void)cmd;
     cli->opts.kernel_pass = !cli->no_kernel_pass;
+    if (cli->no_history) {
+      cli->opts.kernel_log.clear();
+      cli->opts.journal = false;
+    }
     runner = [cli](Output& out) {
       core::ScrubResult r;
       if (cli->history) {

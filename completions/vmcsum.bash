@@ -8,9 +8,6 @@ _vmcsum()
     local global_opts="--json --color --verbose -v --quiet -q --version --help -h"
 
     case $prev in
-        --limit-rate)
-            return
-            ;;
         --color)
             COMPREPLY=($(compgen -W 'auto always never' -- "$cur"))
             return
@@ -31,6 +28,9 @@ _vmcsum()
             return
             ;;
         --seconds|--runs)
+            return
+            ;;
+        --limit-rate)
             return
             ;;
     esac

@@ -10,6 +10,7 @@
 #include <vmcsum/core/walk.hpp>
 #include <vmcsum/error.hpp>
 #include <vmcsum/sys/fd.hpp>
+#include <vmcsum/sys/path.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -84,17 +85,6 @@ bool worth_sniffing(const std::string& path, uint64_t size)
   return size >= sniff_any_size || (size >= min_image_size && has_image_extension(path));
 }
 
-std::string canonical(const std::string& path)
-{
-  char* real = ::realpath(path.c_str(), nullptr);
-  if (!real) {
-    return path;
-  }
-  std::string out = real;
-  std::free(real);
-  return out;
-}
-
 std::optional<std::string> read_text(const std::string& path)
 {
   std::ifstream in(path, std::ios::binary);
@@ -164,24 +154,9 @@ struct Candidate
   bool canonical = false;            // found by walking a canonical root
 };
 
-std::string basename_of(const std::string& p)
-{
-  auto slash = p.find_last_of('/');
-  return slash == std::string::npos ? p : p.substr(slash + 1);
-}
-
-std::string parent_of(const std::string& p)
-{
-  auto slash = p.find_last_of('/');
-  if (slash == std::string::npos) {
-    return ".";
-  }
-  return slash == 0 ? "/" : p.substr(0, slash);
-}
-
 std::optional<bool> dir_nocow_of(const std::string& path)
 {
-  sys::Fd fd(::open(parent_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  sys::Fd fd(::open(sys::parent_dir(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd) {
     return std::nullopt;
   }
@@ -237,7 +212,7 @@ AuditResult audit(const AuditOptions& opts)
       if (auto target = parse_libvirt_pool_target(*xml)) {
         pool_targets.push_back(*target);
         // libvirt names the file after the pool (virStoragePoolObjSaveDef: <name>.xml).
-        std::string name = basename_of(file);
+        std::string name = sys::base_name(file);
         pool_by_name[name.substr(0, name.size() - 4)] = *target;
       }
     }
@@ -256,7 +231,7 @@ AuditResult audit(const AuditOptions& opts)
   }
   for (const auto& file : files_in(opts.pve_dir + "/qemu-server", ".conf")) {
     if (auto text = read_text(file)) {
-      std::string vmid = basename_of(file);
+      std::string vmid = sys::base_name(file);
       vmid = vmid.substr(0, vmid.size() - 5);
       for (auto& d : parse_proxmox_vm(*text, vmid, storages)) {
         configured.push_back(std::move(d));
@@ -311,7 +286,7 @@ AuditResult audit(const AuditOptions& opts)
   };
   auto walk_root = [&](const std::string& given_root, bool explicit_root) {
     // Walk from the canonical root so that every path found is canonical too.
-    const std::string root = canonical(given_root);
+    const std::string root = sys::canonical_path(given_root);
     result.searched.push_back(root);
     walk_tree(
       root,
@@ -361,7 +336,7 @@ AuditResult audit(const AuditOptions& opts)
           continue;
         }
         if (S_ISDIR(st.st_mode)) {
-          walk_root(canonical(p), true);
+          walk_root(sys::canonical_path(p), true);
           continue;
         }
       }
@@ -451,7 +426,7 @@ AuditResult audit(const AuditOptions& opts)
         rep.configured.push_back(configured[i]);
       }
     }
-    const std::string dir = parent_of(rep.facts.canonical_path);
+    const std::string dir = sys::parent_dir(rep.facts.canonical_path);
     auto dn = dir_nocow.find(dir);
     if (dn == dir_nocow.end()) {
       dn = dir_nocow.emplace(dir, dir_nocow_of(rep.facts.canonical_path)).first;
@@ -466,8 +441,8 @@ AuditResult audit(const AuditOptions& opts)
           try {
             auto info = btrfs::fs_info(fd.get(), cand.path);
             for (const auto& d : btrfs::dev_infos(fd.get(), info, cand.path)) {
-              devs.insert(basename_of(d.path));
-              devs.insert(basename_of(canonical(d.path)));
+              devs.insert(sys::base_name(d.path));
+              devs.insert(sys::base_name(sys::canonical_path(d.path)));
             }
           } catch (const Error&) {
             // Without device names log lines cannot be tied to this filesystem.
@@ -480,8 +455,8 @@ AuditResult audit(const AuditOptions& opts)
             ev.kind != CsumLogEvent::Kind::scrub_error) {
           continue;
         }
-        if (!devs.count(basename_of(ev.device)) || !ev.root || !ev.ino || !rep.facts.subvolume_id ||
-            *ev.root != static_cast<int64_t>(*rep.facts.subvolume_id) ||
+        if (!devs.count(sys::base_name(ev.device)) || !ev.root || !ev.ino ||
+            !rep.facts.subvolume_id || *ev.root != static_cast<int64_t>(*rep.facts.subvolume_id) ||
             *ev.ino != rep.facts.inode) {
           continue;
         }

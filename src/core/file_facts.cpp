@@ -6,6 +6,7 @@
 #include <vmcsum/core/file_facts.hpp>
 #include <vmcsum/error.hpp>
 #include <vmcsum/sys/fd.hpp>
+#include <vmcsum/sys/path.hpp>
 
 #include <cerrno>
 #include <climits>
@@ -119,15 +120,6 @@ std::optional<std::string> get_xattr(int fd, const char* name)
   return std::string(buf, static_cast<size_t>(n));
 }
 
-std::string parent_of(const std::string& path)
-{
-  auto slash = path.find_last_of('/');
-  if (slash == std::string::npos) {
-    return ".";
-  }
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
 void fill_compression(FileFacts& f, int fd, const sys::MountEntry* mount)
 {
   // Order of precedence in the kernel (btrfs_compress_heuristic / inode_need_compress): the
@@ -210,11 +202,8 @@ FileFacts FactCollector::collect(const std::string& path, bool follow_symlink,
   f.kind = kind_of_mode(st.st_mode);
   if (already_canonical && !S_ISLNK(lst.st_mode)) {
     f.canonical_path = path;
-  } else if (char* real = ::realpath(path.c_str(), nullptr)) {
-    f.canonical_path = real;
-    std::free(real);
   } else {
-    f.canonical_path = path;
+    f.canonical_path = sys::canonical_path(path);
   }
 
   f.dev = st.st_dev;
@@ -258,7 +247,8 @@ FileFacts FactCollector::collect(const std::string& path, bool follow_symlink,
   sys::Fd dir_fd;
   int fs_fd = fd.get();
   if (!fd) {
-    dir_fd.reset(::open(parent_of(f.canonical_path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    dir_fd.reset(
+      ::open(sys::parent_dir(f.canonical_path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     fs_fd = dir_fd.get();
   }
   if (fs_fd < 0) {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Copyright (C) 2026 The vmcsum authors
 #include <vmcsum/core/proc_scan.hpp>
+#include <vmcsum/core/text.hpp>
 #include <vmcsum/error.hpp>
 #include <vmcsum/sys/fd.hpp>
 
@@ -91,20 +92,6 @@ std::vector<std::string_view> split_ws(std::string_view line)
     }
   }
   return out;
-}
-
-// Calls fn(line) for each line of text, without the newline.
-template <typename Fn>
-void for_each_line(std::string_view text, Fn fn)
-{
-  while (!text.empty()) {
-    size_t nl = text.find('\n');
-    fn(text.substr(0, nl));
-    if (nl == std::string_view::npos) {
-      break;
-    }
-    text.remove_prefix(nl + 1);
-  }
 }
 
 std::optional<FileLock> parse_lock_line(std::string_view line)

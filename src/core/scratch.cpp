@@ -4,6 +4,7 @@
 
 #include <vmcsum/btrfs/ioctl.hpp>
 #include <vmcsum/error.hpp>
+#include <vmcsum/sys/path.hpp>
 
 #include <cerrno>
 #include <climits>
@@ -84,7 +85,7 @@ std::string scratch_dir_of(const std::string& path)
   if (::stat(path.c_str(), &st) < 0) {
     throw_errno("stat", path);
   }
-  std::string p = canonical_path(path);
+  std::string p = sys::canonical_path(path);
   if (S_ISDIR(st.st_mode)) {
     return p;
   }
@@ -104,17 +105,6 @@ uint64_t free_bytes(const std::string& dir)
     return 0;
   }
   return static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
-}
-
-std::string canonical_path(const std::string& path)
-{
-  char* real = ::realpath(path.c_str(), nullptr);
-  if (!real) {
-    return path;
-  }
-  std::string out = real;
-  std::free(real);
-  return out;
 }
 
 } // namespace vmcsum::core::detail

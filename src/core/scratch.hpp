@@ -61,7 +61,4 @@ std::string scratch_dir_of(const std::string& path);
 // statvfs(2) f_bavail * f_frsize of the filesystem of `dir`; 0 when unknown.
 uint64_t free_bytes(const std::string& dir);
 
-// realpath(3), or `path` unchanged when that fails.
-std::string canonical_path(const std::string& path);
-
 } // namespace vmcsum::core::detail

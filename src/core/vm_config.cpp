@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Copyright (C) 2026 The vmcsum authors
+#include <vmcsum/core/text.hpp>
 #include <vmcsum/core/vm_config.hpp>
 
 #include <pugixml.hpp>
@@ -39,20 +40,6 @@ std::optional<pugi::xml_node> load_root(pugi::xml_document& doc, std::string_vie
     return std::nullopt;
   }
   return root;
-}
-
-// Calls fn(line) for each line of text, without the newline.
-template <typename Fn>
-void for_each_line(std::string_view text, Fn fn)
-{
-  while (!text.empty()) {
-    size_t nl = text.find('\n');
-    fn(text.substr(0, nl));
-    if (nl == std::string_view::npos) {
-      break;
-    }
-    text.remove_prefix(nl + 1);
-  }
 }
 
 bool all_digits(std::string_view s)

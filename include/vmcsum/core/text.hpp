@@ -16,6 +16,20 @@ bool is_valid_utf8(std::string_view s);
 // character, becomes \xNN (backslash itself becomes \\). Like `ls -b`, it is reversible.
 std::string escape_name(std::string_view s);
 
+// Calls fn(line) for each line of text, without the newline.
+template <typename Fn>
+void for_each_line(std::string_view text, Fn fn)
+{
+  while (!text.empty()) {
+    size_t nl = text.find('\n');
+    fn(text.substr(0, nl));
+    if (nl == std::string_view::npos) {
+      break;
+    }
+    text.remove_prefix(nl + 1);
+  }
+}
+
 // 1536 -> "1.5KiB", 0 -> "0B": the binary units btrfs-progs prints.
 std::string human_bytes(uint64_t bytes);
 

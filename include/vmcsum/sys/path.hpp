@@ -1,0 +1,18 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+#pragma once
+
+#include <string>
+
+namespace vmcsum::sys {
+
+// realpath(3) of `path`, or `path` unchanged when it cannot be resolved (missing, no access).
+std::string canonical_path(const std::string& path);
+
+// "/a/b/c" -> "/a/b"; "/a" -> "/"; "c" -> ".".
+std::string parent_dir(const std::string& path);
+
+// "/a/b/c" -> "c".
+std::string base_name(const std::string& path);
+
+} // namespace vmcsum::sys

@@ -25,7 +25,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <memory>
 
 #include <dirent.h>
@@ -46,7 +45,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t k_chunk = 4u << 20;         // read/write unit: bounded memory
-constexpr uint64_t k_window = 64ULL << 20;   // writeback is started every this many bytes
 constexpr size_t k_max_listed_ranges = 1000; // unreadable ranges listed (all are counted)
 constexpr size_t k_max_locks = 64;           // locks listed per file
 constexpr const char* k_compression_xattr = "btrfs.compression";
@@ -206,41 +204,6 @@ void pwrite_all(int fd, const uint8_t* buf, size_t len, uint64_t off, const std:
     off += static_cast<uint64_t>(n);
   }
 }
-
-// Starts writeback of the copy every k_window bytes and waits for (and drops from the page
-// cache) the window before last, so reading and writing overlap and dirty memory stays bounded.
-class Writeback
-{
-public:
-  explicit Writeback(int fd)
-    : m_fd(fd)
-  {
-  }
-  void wrote_up_to(uint64_t end)
-  {
-    if (end < m_started + k_window) {
-      return;
-    }
-    // Errors surface at the final fdatasync, which is checked.
-    ::sync_file_range(m_fd, static_cast<off_t>(m_started), static_cast<off_t>(end - m_started),
-                      SYNC_FILE_RANGE_WRITE);
-    m_pending.emplace_back(m_started, end);
-    m_started = end;
-    while (m_pending.size() > 2) {
-      auto [a, b] = m_pending.front();
-      m_pending.pop_front();
-      ::sync_file_range(m_fd, static_cast<off_t>(a), static_cast<off_t>(b - a),
-                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                          SYNC_FILE_RANGE_WAIT_AFTER);
-      ::posix_fadvise(m_fd, static_cast<off_t>(a), static_cast<off_t>(b - a), POSIX_FADV_DONTNEED);
-    }
-  }
-
-private:
-  int m_fd;
-  uint64_t m_started = 0;
-  std::deque<std::pair<uint64_t, uint64_t>> m_pending;
-};
 
 // Pages of the file that are in the page cache (mincore over a read-only mapping).
 std::optional<uint64_t> resident_pages(int fd, uint64_t size)
@@ -534,6 +497,43 @@ std::string action_name(SetAction a)
   return "refused";
 }
 
+// Throws Stop when the user asked to stop, or when someone opened the file being rewritten.
+void check_cancel(const std::atomic<bool>& cancel, const Lease* lease, const std::string& path)
+{
+  if (cancel.load()) {
+    throw Stop{"failed", "interrupted",
+               "interrupted: the temp file was removed, " + path + " is untouched"};
+  }
+  if (lease && lease->broken()) {
+    throw Stop{"failed", "in-use",
+               "another process opened " + path +
+                 " during the rewrite: abandoned (temp file removed, original untouched)"};
+  }
+}
+
+// True when fd shows the target both through FS_IOC_GETFLAGS and in its inode item, read after
+// a commit (TREE_SEARCH sees delayed inode updates only then, kernel-facts.md §3.3); `detail`
+// says what was found. A directory's inode item has NODATACOW only.
+bool flags_match(int fd, uint64_t subvol, uint64_t ino, bool is_dir, CowTarget target,
+                 const std::string& path, std::string& detail)
+{
+  const bool want_nocow = target == CowTarget::nocow;
+  uint32_t attr = btrfs::get_attr_flags(fd, path);
+  bool ok = ((attr & FS_NOCOW_FL) != 0) == want_nocow;
+  detail = std::string("FS_IOC_GETFLAGS ") + ((attr & FS_NOCOW_FL) ? "has" : "lacks") + " NOCOW";
+  btrfs::sync_fs(fd, path);
+  auto item = btrfs::read_inode_item(fd, subvol, ino, path);
+  if (!item) {
+    detail += ", inode item not found after a commit";
+    return false;
+  }
+  detail += ", inode flags " + cow_state_name(item->flags);
+  if (is_dir) {
+    return ok && ((item->flags & btrfs::inode_flag::nodatacow) != 0) == want_nocow;
+  }
+  return ok && in_target_state(item->flags, target);
+}
+
 // Everything the engine carries from one file to the next.
 class Engine
 {
@@ -558,18 +558,6 @@ private:
   void gather_users(SetFacts& sf, const FileFacts& ff, SetEntry& e);
   void flag_set(const FileFacts& ff);
   void rewrite(const FileFacts& ff, SetEntry& e);
-  void check_cancel(const Lease* lease, const std::string& path) const;
-  void report(const std::string& path, const char* phase, uint64_t done, uint64_t total) const
-  {
-    if (m_progress) {
-      m_progress({path, phase, done, total});
-    }
-  }
-  // True when the inode flags of `fd` (GETFLAGS, and the inode item after a commit) show the
-  // target; fills `detail` with what was found otherwise.
-  bool flags_match(int fd, uint64_t subvol, uint64_t ino, bool is_dir, const std::string& path,
-                   std::string& detail) const;
-
   const SetOptions& m_opts;
   const std::function<void(const SetProgress&)>& m_progress;
   const std::atomic<bool>& m_cancel;
@@ -585,19 +573,6 @@ SetResult Engine::run()
     process(p, false);
   }
   return std::move(m_result);
-}
-
-void Engine::check_cancel(const Lease* lease, const std::string& path) const
-{
-  if (m_cancel.load()) {
-    throw Stop{"failed", "interrupted",
-               "interrupted: the temp file was removed, " + path + " is untouched"};
-  }
-  if (lease && lease->broken()) {
-    throw Stop{"failed", "in-use",
-               "another process opened " + path +
-                 " during the rewrite: abandoned (temp file removed, original untouched)"};
-  }
 }
 
 void Engine::gather_users(SetFacts& sf, const FileFacts& ff, SetEntry& e)
@@ -880,26 +855,6 @@ void Engine::handle_leftover(int dirfd, const std::string& dir, const std::strin
   m_result.leftovers.push_back(l);
 }
 
-bool Engine::flags_match(int fd, uint64_t subvol, uint64_t ino, bool is_dir,
-                         const std::string& path, std::string& detail) const
-{
-  const bool want_nocow = m_opts.target == CowTarget::nocow;
-  uint32_t attr = btrfs::get_attr_flags(fd, path);
-  bool ok = ((attr & FS_NOCOW_FL) != 0) == want_nocow;
-  detail = std::string("FS_IOC_GETFLAGS ") + ((attr & FS_NOCOW_FL) ? "has" : "lacks") + " NOCOW";
-  btrfs::sync_fs(fd, path);
-  auto item = btrfs::read_inode_item(fd, subvol, ino, path);
-  if (!item) {
-    detail += ", inode item not found after a commit";
-    return false;
-  }
-  detail += ", inode flags " + cow_state_name(item->flags);
-  if (is_dir) {
-    return ok && ((item->flags & btrfs::inode_flag::nodatacow) != 0) == want_nocow;
-  }
-  return ok && in_target_state(item->flags, m_opts.target);
-}
-
 void Engine::flag_set(const FileFacts& ff)
 {
   const std::string& path = ff.canonical_path;
@@ -932,7 +887,7 @@ void Engine::flag_set(const FileFacts& ff)
     throw Stop{"failed", "flags-not-set", err.what()};
   }
   std::string detail;
-  if (!flags_match(fd.get(), *ff.subvolume_id, st.st_ino, is_dir, path, detail)) {
+  if (!flags_match(fd.get(), *ff.subvolume_id, st.st_ino, is_dir, m_opts.target, path, detail)) {
     throw Stop{"failed", "flags-not-set",
                "the kernel did not apply it (" + detail +
                  (is_dir ? std::string(")")
@@ -941,166 +896,238 @@ void Engine::flag_set(const FileFacts& ff)
   }
 }
 
-void Engine::rewrite(const FileFacts& ff, SetEntry& e)
+// One rewrite, step by step. The members own what a failed step must undo, declared so that
+// they go in the right order: the temp file's name is removed, then the lease released, then
+// the descriptors closed.
+class Rewrite
 {
-  const std::string& path = ff.canonical_path;
-  const std::string dir = dir_of(path);
-  const std::string name = base_of(path);
-  const bool nocow = m_opts.target == CowTarget::nocow;
-  const uint64_t sector = ff.sector_size.value_or(4096);
-  if (!ff.subvolume_id) {
-    throw Stop{"refused", "needs-root", "subvolume of " + path + " unknown"};
+public:
+  Rewrite(const FileFacts& ff, SetEntry& e, const SetOptions& opts,
+          const std::function<void(const SetProgress&)>& progress, const std::atomic<bool>& cancel)
+    : m_ff(ff)
+    , m_e(e)
+    , m_progress(progress)
+    , m_cancel(cancel)
+    , m_target(opts.target)
+    , m_proc_dir(opts.proc_dir)
+    , m_path(ff.canonical_path)
+    , m_dir(dir_of(ff.canonical_path))
+    , m_name(base_of(ff.canonical_path))
+  {
   }
 
-  sys::Fd dirfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dirfd) {
-    stop_errno(errno, "cannot-read", "open " + dir);
+  void run()
+  {
+    if (!m_ff.subvolume_id) {
+      throw Stop{"refused", "needs-root", "subvolume of " + m_path + " unknown"};
+    }
+    open_source();
+    create_temp();
+    set_flags_while_empty();
+    copy_data();
+    verify_copy();
+    copy_metadata();
+    swap_in();
+  }
+
+private:
+  void open_source();
+  void create_temp();
+  void set_flags_while_empty();
+  void copy_data();
+  void verify_copy();
+  void copy_metadata();
+  void swap_in();
+
+  void check() const { check_cancel(m_cancel, m_lease.get(), m_path); }
+  void report(const char* phase, uint64_t done, uint64_t total) const
+  {
+    if (m_progress) {
+      m_progress({m_path, phase, done, total});
+    }
+  }
+  bool nocow() const { return m_target == CowTarget::nocow; }
+
+  const FileFacts& m_ff;
+  SetEntry& m_e;
+  const std::function<void(const SetProgress&)>& m_progress;
+  const std::atomic<bool>& m_cancel;
+  const CowTarget m_target;
+  const std::string m_proc_dir;
+  const std::string m_path, m_dir, m_name;
+  std::string m_tpath;
+  struct stat m_st
+  {
+  };
+  struct stat m_tst
+  {
+  };
+  uint64_t m_size = 0;  // of the source
+  uint64_t m_total = 0; // bytes in its data ranges
+  Xattrs m_xattrs;
+  uint32_t m_src_attr = 0;
+  Buffer m_buf;
+  std::string m_source_digest;
+  sys::Fd m_dirfd;
+  sys::Fd m_src;
+  std::unique_ptr<Lease> m_lease;
+  sys::Fd m_tmp;
+  std::unique_ptr<TempName> m_temp;
+};
+
+void Rewrite::open_source()
+{
+  m_dirfd.reset(::open(m_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!m_dirfd) {
+    stop_errno(errno, "cannot-read", "open " + m_dir);
   }
   // O_NONBLOCK: an existing lease makes open() fail with EWOULDBLOCK instead of waiting.
   // O_NOATIME keeps reading from changing atime (it needs ownership or CAP_FOWNER).
-  int sflags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
-  sys::Fd src(::openat(dirfd.get(), name.c_str(), sflags | O_NOATIME));
-  if (!src && errno == EPERM) {
-    src.reset(::openat(dirfd.get(), name.c_str(), sflags));
+  const int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+  m_src.reset(::openat(m_dirfd.get(), m_name.c_str(), flags | O_NOATIME));
+  if (!m_src && errno == EPERM) {
+    m_src.reset(::openat(m_dirfd.get(), m_name.c_str(), flags));
   }
-  if (!src) {
+  if (!m_src) {
     if (errno == EWOULDBLOCK) {
-      throw Stop{"refused", "in-use", path + " is leased by another process"};
+      throw Stop{"refused", "in-use", m_path + " is leased by another process"};
     }
-    stop_errno(errno, "cannot-read", "open " + path);
+    stop_errno(errno, "cannot-read", "open " + m_path);
   }
-  struct stat st
-  {
-  };
-  if (::fstat(src.get(), &st) < 0) {
-    stop_errno(errno, "cannot-read", "fstat " + path);
+  if (::fstat(m_src.get(), &m_st) < 0) {
+    stop_errno(errno, "cannot-read", "fstat " + m_path);
   }
-  if (!S_ISREG(st.st_mode) || st.st_ino != ff.inode) {
-    throw Stop{"failed", "changed", path + " was replaced while vmcsum looked at it"};
+  if (!S_ISREG(m_st.st_mode) || m_st.st_ino != m_ff.inode) {
+    throw Stop{"failed", "changed", m_path + " was replaced while vmcsum looked at it"};
   }
-  if (st.st_nlink > 1) {
+  if (m_st.st_nlink > 1) {
     throw Stop{"refused", "hard-links",
-               path + " has " + std::to_string(st.st_nlink) + " hard links (it got one meanwhile)"};
+               m_path + " has " + std::to_string(m_st.st_nlink) +
+                 " hard links (it got one meanwhile)"};
   }
-  const auto size = static_cast<uint64_t>(st.st_size);
+  m_size = static_cast<uint64_t>(m_st.st_size);
 
-  Lease lease(src.get());
-  if (!lease.active()) {
-    if (lease.error() == EAGAIN || lease.error() == EBUSY) {
+  // No other open of the file may exist from here on; the lease needs this to be the only
+  // descriptor vmcsum has on it, too (check_conflicting_open() counts every reader).
+  m_lease = std::make_unique<Lease>(m_src.get());
+  if (!m_lease->active()) {
+    if (m_lease->error() == EAGAIN || m_lease->error() == EBUSY) {
       throw Stop{"refused", "in-use",
-                 path + " is open by another process (the kernel refused a write lease; /proc "
-                        "did not show which process, so it may be in another PID namespace)"};
+                 m_path + " is open by another process (the kernel refused a write lease; /proc "
+                          "did not show which process, so it may be in another PID namespace)"};
     }
-    e.notes.push_back("no write lease (" + errno_text(lease.error()) +
-                      "): opens during the copy are not noticed; /proc is checked again before "
-                      "the swap");
+    m_e.notes.push_back("no write lease (" + errno_text(m_lease->error()) +
+                        "): opens during the copy are not noticed; /proc is checked again "
+                        "before the swap");
   }
+  m_xattrs = read_xattrs(m_src.get(), m_path);
+  m_src_attr = btrfs::get_attr_flags(m_src.get(), m_path);
+}
 
-  // --- the temp file ---
-  sys::Fd tmp;
-  std::unique_ptr<TempName> temp;
-  for (int attempt = 0; attempt < 5 && !tmp; ++attempt) {
-    std::string tname = temp_name_for(name, random6());
-    tmp.reset(::openat(dirfd.get(), tname.c_str(),
-                       O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-    if (tmp) {
-      temp = std::make_unique<TempName>(dirfd.get(), tname);
+void Rewrite::create_temp()
+{
+  for (int attempt = 0; attempt < 5 && !m_tmp; ++attempt) {
+    std::string name = temp_name_for(m_name, random6());
+    m_tmp.reset(::openat(m_dirfd.get(), name.c_str(),
+                         O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (m_tmp) {
+      m_temp = std::make_unique<TempName>(m_dirfd.get(), name);
     } else if (errno != EEXIST) {
-      stop_errno(errno, "io-error", "create a temp file in " + dir);
+      stop_errno(errno, "io-error", "create a temp file in " + m_dir);
     }
   }
-  if (!tmp) {
-    throw Stop{"failed", "io-error", "could not create a temp file with a new name in " + dir};
+  if (!m_tmp) {
+    throw Stop{"failed", "io-error", "could not create a temp file with a new name in " + m_dir};
   }
-  const std::string tpath = join(dir, temp->name());
-  if (::flock(tmp.get(), LOCK_EX | LOCK_NB) < 0) {
-    stop_errno(errno, "io-error", "flock " + tpath);
+  m_tpath = join(m_dir, m_temp->name());
+  // Tells a later run that this temp file is not a leftover while this run lives.
+  if (::flock(m_tmp.get(), LOCK_EX | LOCK_NB) < 0) {
+    stop_errno(errno, "io-error", "flock " + m_tpath);
   }
-  struct stat tst
-  {
-  };
-  if (::fstat(tmp.get(), &tst) < 0) {
-    stop_errno(errno, "io-error", "fstat " + tpath);
+  if (::fstat(m_tmp.get(), &m_tst) < 0) {
+    stop_errno(errno, "io-error", "fstat " + m_tpath);
   }
+}
 
-  const Xattrs xattrs = read_xattrs(src.get(), path);
-  const uint32_t src_attr = btrfs::get_attr_flags(src.get(), path);
+// btrfs_fileattr_set() changes NODATACOW/NODATASUM only while i_size == 0.
+void Rewrite::set_flags_while_empty()
+{
+  const int tmp = m_tmp.get();
   const uint32_t compr_bits = FS_COMPR_FL | FS_NOCOMP_FL;
-
-  // --- the attribute, while the temp file is empty (btrfs_fileattr_set() only changes
-  // NODATACOW/NODATASUM when i_size == 0) ---
+  const auto src_prop = std::find_if(m_xattrs.begin(), m_xattrs.end(),
+                                     [](const auto& x) { return x.first == k_compression_xattr; });
   try {
-    // A compression property inherited from the directory: removing it is allowed on any inode
-    // (an empty value skips validation), and must come first because btrfs refuses NOCOW
-    // together with compression (check_fsflags(): -EINVAL).
-    const auto src_prop = std::find_if(
-      xattrs.begin(), xattrs.end(), [](const auto& x) { return x.first == k_compression_xattr; });
-    if (::fremovexattr(tmp.get(), k_compression_xattr) < 0 && errno != ENODATA &&
-        errno != ENOTSUP) {
-      stop_errno(errno, "flags-not-set", "remove btrfs.compression from " + tpath);
+    // A compression property inherited from the directory goes first: btrfs refuses NOCOW
+    // together with compression (check_fsflags(): -EINVAL). Removing it is allowed on any
+    // inode (an empty value skips the validation).
+    if (::fremovexattr(tmp, k_compression_xattr) < 0 && errno != ENODATA && errno != ENOTSUP) {
+      stop_errno(errno, "flags-not-set", "remove btrfs.compression from " + m_tpath);
     }
-    uint32_t cur = btrfs::get_attr_flags(tmp.get(), tpath);
-    if (nocow) {
+    uint32_t cur = btrfs::get_attr_flags(tmp, m_tpath);
+    if (nocow()) {
       if (cur & compr_bits) {
         cur &= ~compr_bits;
-        btrfs::set_attr_flags(tmp.get(), cur, tpath);
+        btrfs::set_attr_flags(tmp, cur, m_tpath);
       }
-      btrfs::set_attr_flags(tmp.get(), cur | FS_NOCOW_FL, tpath);
+      btrfs::set_attr_flags(tmp, cur | FS_NOCOW_FL, m_tpath);
     } else {
       // Always called: this also drops a NODATASUM inherited from a NOCOW directory or from
       // `-o nodatasum` (kernels up to 7.2; later ones are caught by the check below).
       cur &= ~uint32_t(FS_NOCOW_FL);
-      btrfs::set_attr_flags(tmp.get(), cur, tpath);
+      btrfs::set_attr_flags(tmp, cur, m_tpath);
       // The source's compression setting, before any data, so the copy is compressed alike.
-      if (src_prop != xattrs.end()) {
-        if (::fsetxattr(tmp.get(), k_compression_xattr, src_prop->second.data(),
-                        src_prop->second.size(), 0) < 0) {
-          stop_errno(errno, "xattr", "set btrfs.compression on " + tpath);
+      if (src_prop != m_xattrs.end()) {
+        if (::fsetxattr(tmp, k_compression_xattr, src_prop->second.data(), src_prop->second.size(),
+                        0) < 0) {
+          stop_errno(errno, "xattr", "set btrfs.compression on " + m_tpath);
         }
-        e.xattrs_copied.push_back(k_compression_xattr);
+        m_e.xattrs_copied.push_back(k_compression_xattr);
       }
-      cur = btrfs::get_attr_flags(tmp.get(), tpath);
-      uint32_t want = (cur & ~compr_bits) | (src_attr & compr_bits);
+      cur = btrfs::get_attr_flags(tmp, m_tpath);
+      uint32_t want = (cur & ~compr_bits) | (m_src_attr & compr_bits);
       if (want != cur) {
-        btrfs::set_attr_flags(tmp.get(), want, tpath);
+        btrfs::set_attr_flags(tmp, want, m_tpath);
       }
     }
   } catch (const Error& err) {
     throw Stop{"failed", "flags-not-set", err.what()};
   }
-  if (nocow) {
-    for (const auto& [xname, value] : xattrs) {
-      if (xname == k_compression_xattr) {
-        e.xattrs_dropped.push_back(xname);
-        e.notes.push_back("btrfs.compression=" + value +
-                          " not carried over: NOCOW files cannot be compressed");
-      }
-    }
+  if (nocow() && src_prop != m_xattrs.end()) {
+    m_e.xattrs_dropped.push_back(k_compression_xattr);
+    m_e.notes.push_back("btrfs.compression=" + src_prop->second +
+                        " not carried over: NOCOW files cannot be compressed");
   }
   std::string detail;
-  if (!flags_match(tmp.get(), *ff.subvolume_id, tst.st_ino, false, tpath, detail)) {
+  if (!flags_match(tmp, *m_ff.subvolume_id, m_tst.st_ino, false, m_target, m_tpath, detail)) {
     throw Stop{"failed", "flags-not-set",
                "the kernel did not give the empty temp file the requested state (" + detail + ")"};
   }
+}
 
-  // --- copy ---
+// Only the data ranges (SEEK_DATA/SEEK_HOLE), with read/write: never a reflink
+// (copy_file_range may clone on btrfs), and holes stay holes.
+void Rewrite::copy_data()
+{
+  // Plain buffered writes, flushed once at the end, as cp + sync do: starting writeback early
+  // (sync_file_range every 64 MiB) made the copy phase 1.3-1.6x slower on the disks measured,
+  // because reads of the source then compete with writes of the copy (bench/set_convert.sh).
   auto t_copy = Clock::now();
-  Buffer buf = aligned_buffer(k_chunk);
-  uint64_t total = 0;
-  for_each_data_range(src.get(), size, path, [&](uint64_t a, uint64_t b) {
-    total += b - a;
-    ++e.data_ranges;
+  m_buf = aligned_buffer(k_chunk);
+  const int src = m_src.get();
+  const uint64_t sector = m_ff.sector_size.value_or(4096);
+  for_each_data_range(src, m_size, m_path, [&](uint64_t a, uint64_t b) {
+    m_total += b - a;
+    ++m_e.data_ranges;
   });
-  ::posix_fadvise(src.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
-  Hasher src_hash;
-  Writeback wb(tmp.get());
+  ::posix_fadvise(src, 0, 0, POSIX_FADV_SEQUENTIAL);
+  Hasher hash;
   bool unreadable = false;
-  for_each_data_range(src.get(), size, path, [&](uint64_t start, uint64_t end) {
-    src_hash.range(start, end - start);
+  for_each_data_range(src, m_size, m_path, [&](uint64_t start, uint64_t end) {
+    hash.range(start, end - start);
     for (uint64_t off = start; off < end;) {
-      check_cancel(&lease, path);
+      check();
       size_t want = static_cast<size_t>(std::min<uint64_t>(k_chunk, end - off));
-      ssize_t n = ::pread(src.get(), buf.get(), want, static_cast<off_t>(off));
+      ssize_t n = ::pread(src, m_buf.get(), want, static_cast<off_t>(off));
       if (n < 0 && errno == EINTR) {
         continue;
       }
@@ -1110,31 +1137,30 @@ void Engine::rewrite(const FileFacts& ff, SetEntry& e)
         unreadable = true;
         for (uint64_t s = off; s < off + want; s += sector) {
           size_t len = static_cast<size_t>(std::min<uint64_t>(sector, off + want - s));
-          ssize_t r = ::pread(src.get(), buf.get(), len, static_cast<off_t>(s));
+          ssize_t r = ::pread(src, m_buf.get(), len, static_cast<off_t>(s));
           if (r < 0 && errno == EIO) {
-            e.unreadable_bytes += len;
-            if (e.unreadable.size() < k_max_listed_ranges ||
-                (e.unreadable.back().offset + e.unreadable.back().length == s)) {
-              add_range(e.unreadable, s, len);
+            m_e.unreadable_bytes += len;
+            if (m_e.unreadable.size() < k_max_listed_ranges ||
+                m_e.unreadable.back().offset + m_e.unreadable.back().length == s) {
+              add_range(m_e.unreadable, s, len);
             }
           }
         }
         off += want;
-        report(path, "scan", off, size);
+        report("scan", off, m_size);
         continue;
       }
       if (n < 0) {
-        stop_errno(errno, "io-error", "read " + path + " at offset " + std::to_string(off));
+        stop_errno(errno, "io-error", "read " + m_path + " at offset " + std::to_string(off));
       }
       if (n == 0) {
-        throw Stop{"failed", "changed", path + " got shorter during the copy"};
+        throw Stop{"failed", "changed", m_path + " got shorter during the copy"};
       }
       if (!unreadable) {
-        src_hash.update(buf.get(), static_cast<size_t>(n));
-        pwrite_all(tmp.get(), buf.get(), static_cast<size_t>(n), off, tpath);
-        e.bytes_copied += static_cast<uint64_t>(n);
-        wb.wrote_up_to(off + static_cast<uint64_t>(n));
-        report(path, "copy", e.bytes_copied, total);
+        hash.update(m_buf.get(), static_cast<size_t>(n));
+        pwrite_all(m_tmp.get(), m_buf.get(), static_cast<size_t>(n), off, m_tpath);
+        m_e.bytes_copied += static_cast<uint64_t>(n);
+        report("copy", m_e.bytes_copied, m_total);
       }
       off += static_cast<uint64_t>(n);
     }
@@ -1142,7 +1168,7 @@ void Engine::rewrite(const FileFacts& ff, SetEntry& e)
   if (unreadable) {
     std::string list;
     size_t shown = 0;
-    for (const auto& r : e.unreadable) {
+    for (const auto& r : m_e.unreadable) {
       if (shown++ == 8) {
         list += ", ...";
         break;
@@ -1150,52 +1176,57 @@ void Engine::rewrite(const FileFacts& ff, SetEntry& e)
       list +=
         (list.empty() ? "" : ", ") + std::to_string(r.offset) + "+" + std::to_string(r.length);
     }
-    e.bytes_copied = 0;
+    m_e.bytes_copied = 0;
     throw Stop{"refused", "unreadable",
-               human_bytes(e.unreadable_bytes) + " of " + path +
+               human_bytes(m_e.unreadable_bytes) + " of " + m_path +
                  " cannot be read (EIO: checksum failures or media errors) at offset+length " +
                  list +
                  "; nothing was changed. Run `vmcsum scrub` on it to tell false checksum "
                  "mismatches from media errors, and `vmcsum repair` to make them readable, or "
                  "restore those ranges from a backup"};
   }
-  if (::ftruncate(tmp.get(), static_cast<off_t>(size)) < 0) {
-    stop_errno(errno, "io-error", "truncate " + tpath);
+  if (::ftruncate(m_tmp.get(), static_cast<off_t>(m_size)) < 0) {
+    stop_errno(errno, "io-error", "truncate " + m_tpath);
   }
-  e.seconds.copy = seconds_since(t_copy);
+  m_source_digest = hash.hex();
+  m_e.seconds.copy = seconds_since(t_copy);
 
   auto t_flush = Clock::now();
-  report(path, "flush", e.bytes_copied, total);
-  if (::fdatasync(tmp.get()) < 0) {
-    stop_errno(errno, "io-error", "fdatasync " + tpath);
+  report("flush", m_e.bytes_copied, m_total);
+  if (::fdatasync(m_tmp.get()) < 0) {
+    stop_errno(errno, "io-error", "fdatasync " + m_tpath);
   }
-  e.seconds.flush = seconds_since(t_flush);
-  check_cancel(&lease, path);
+  m_e.seconds.flush = seconds_since(t_flush);
+  check();
+}
 
-  // --- verify: the copy as read back from the disk, never from the page cache ---
+// The copy as read back from the disk, never from the page cache, hashed like the source.
+void Rewrite::verify_copy()
+{
   auto t_verify = Clock::now();
+  const int tmp = m_tmp.get();
   SetVerify v;
-  v.source_digest = src_hash.hex();
-  ::posix_fadvise(tmp.get(), 0, 0, POSIX_FADV_DONTNEED);
-  auto resident = resident_pages(tmp.get(), size);
+  v.source_digest = m_source_digest;
+  ::posix_fadvise(tmp, 0, 0, POSIX_FADV_DONTNEED);
+  auto resident = resident_pages(tmp, m_size);
   if (resident && *resident > 0) {
-    ::fdatasync(tmp.get());
-    ::posix_fadvise(tmp.get(), 0, 0, POSIX_FADV_DONTNEED);
-    resident = resident_pages(tmp.get(), size);
+    ::fdatasync(tmp);
+    ::posix_fadvise(tmp, 0, 0, POSIX_FADV_DONTNEED);
+    resident = resident_pages(tmp, m_size);
   }
   sys::Fd direct;
-  int vfd = tmp.get();
+  int vfd = tmp;
   if (resident && *resident == 0) {
     v.method = "page-cache-dropped";
   } else {
-    // Pages that will not go (or mincore unavailable): O_DIRECT reads bypass the page cache.
+    // Pages that will not go (or no mincore): O_DIRECT reads bypass the page cache.
     v.resident_pages = resident.value_or(0);
-    direct.reset(
-      ::openat(dirfd.get(), temp->name().c_str(), O_RDONLY | O_DIRECT | O_NOFOLLOW | O_CLOEXEC));
+    direct.reset(::openat(m_dirfd.get(), m_temp->name().c_str(),
+                          O_RDONLY | O_DIRECT | O_NOFOLLOW | O_CLOEXEC));
     struct stat dst
     {
     };
-    if (!direct || ::fstat(direct.get(), &dst) < 0 || dst.st_ino != tst.st_ino) {
+    if (!direct || ::fstat(direct.get(), &dst) < 0 || dst.st_ino != m_tst.st_ino) {
       throw Stop{"failed", "verify-failed",
                  "cannot read the copy back from disk: its pages stay cached and O_DIRECT "
                  "failed"};
@@ -1204,17 +1235,17 @@ void Engine::rewrite(const FileFacts& ff, SetEntry& e)
     v.method = "o_direct";
   }
   ::posix_fadvise(vfd, 0, 0, POSIX_FADV_SEQUENTIAL);
-  Hasher copy_hash;
+  Hasher hash;
   uint64_t verified = 0;
-  for_each_data_range(vfd, size, tpath, [&](uint64_t start, uint64_t end) {
-    copy_hash.range(start, end - start);
+  for_each_data_range(vfd, m_size, m_tpath, [&](uint64_t start, uint64_t end) {
+    hash.range(start, end - start);
     for (uint64_t off = start; off < end;) {
-      check_cancel(&lease, path);
+      check();
       // O_DIRECT needs sector-aligned lengths: ask for whole sectors, accept the short read
       // at the end of the file.
       uint64_t left = end - off;
       size_t want = static_cast<size_t>(std::min<uint64_t>(k_chunk, (left + 4095) & ~4095ULL));
-      ssize_t n = ::pread(vfd, buf.get(), want, static_cast<off_t>(off));
+      ssize_t n = ::pread(vfd, m_buf.get(), want, static_cast<off_t>(off));
       if (n < 0 && errno == EINTR) {
         continue;
       }
@@ -1224,129 +1255,136 @@ void Engine::rewrite(const FileFacts& ff, SetEntry& e)
                      (n < 0 ? errno_text(errno) : std::string("end of file"))};
       }
       size_t got = std::min<size_t>(static_cast<size_t>(n), static_cast<size_t>(left));
-      copy_hash.update(buf.get(), got);
-      if (vfd == tmp.get()) {
+      hash.update(m_buf.get(), got);
+      if (vfd == tmp) {
         ::posix_fadvise(vfd, static_cast<off_t>(off), static_cast<off_t>(got), POSIX_FADV_DONTNEED);
       }
       off += got;
       verified += got;
-      report(path, "verify", verified, total);
+      report("verify", verified, m_total);
     }
   });
-  v.copy_digest = copy_hash.hex();
-  e.seconds.verify = seconds_since(t_verify);
-  e.verify = v;
+  v.copy_digest = hash.hex();
+  m_e.seconds.verify = seconds_since(t_verify);
+  m_e.verify = v;
   if (v.copy_digest != v.source_digest) {
     throw Stop{"failed", "verify-failed",
-               "the copy read back from disk differs from " + path + " (xxh3-128 " + v.copy_digest +
-                 " != " + v.source_digest + "); the original is untouched"};
+               "the copy read back from disk differs from " + m_path + " (xxh3-128 " +
+                 v.copy_digest + " != " + v.source_digest + "); the original is untouched"};
   }
+}
 
-  // --- owner, mode, xattrs, attributes, timestamps (after the data: writes clear setuid bits
-  // and security.capability, chown clears setuid) ---
-  if (::fchown(tmp.get(), st.st_uid, st.st_gid) < 0) {
-    stop_errno(errno, "metadata", "chown " + tpath);
+// Owner, mode, xattrs, attributes, timestamps: after the data, because writes clear setuid
+// bits and security.capability, and chown clears setuid.
+void Rewrite::copy_metadata()
+{
+  const int tmp = m_tmp.get();
+  if (::fchown(tmp, m_st.st_uid, m_st.st_gid) < 0) {
+    stop_errno(errno, "metadata", "chown " + m_tpath);
   }
-  if (::fchmod(tmp.get(), st.st_mode & 07777) < 0) {
-    stop_errno(errno, "metadata", "chmod " + tpath);
+  if (::fchmod(tmp, m_st.st_mode & 07777) < 0) {
+    stop_errno(errno, "metadata", "chmod " + m_tpath);
   }
-  for (const auto& [xname, value] : xattrs) {
-    if (xname.rfind("btrfs.", 0) == 0) {
-      continue; // handled above, before the data
+  for (const auto& [name, value] : m_xattrs) {
+    if (name.rfind("btrfs.", 0) == 0) {
+      continue; // set_flags_while_empty() took care of it, before the data
     }
-    if (::fsetxattr(tmp.get(), xname.c_str(), value.data(), value.size(), 0) < 0) {
-      stop_errno(errno, "xattr", "set " + xname + " on " + tpath);
+    if (::fsetxattr(tmp, name.c_str(), value.data(), value.size(), 0) < 0) {
+      stop_errno(errno, "xattr", "set " + name + " on " + m_tpath);
     }
-    e.xattrs_copied.push_back(xname);
+    m_e.xattrs_copied.push_back(name);
   }
   try {
-    uint32_t cur = btrfs::get_attr_flags(tmp.get(), tpath);
-    uint32_t want = cur | (src_attr & (FS_NOATIME_FL | FS_NODUMP_FL | FS_SYNC_FL));
+    uint32_t cur = btrfs::get_attr_flags(tmp, m_tpath);
+    uint32_t want = cur | (m_src_attr & (FS_NOATIME_FL | FS_NODUMP_FL | FS_SYNC_FL));
     if (want != cur) {
-      btrfs::set_attr_flags(tmp.get(), want, tpath);
+      btrfs::set_attr_flags(tmp, want, m_tpath);
     }
   } catch (const Error& err) {
     throw Stop{"failed", "metadata", err.what()};
   }
-  const struct timespec times[2] = {st.st_atim, st.st_mtim};
-  if (::futimens(tmp.get(), times) < 0) {
-    stop_errno(errno, "metadata", "set the timestamps of " + tpath);
+  const struct timespec times[2] = {m_st.st_atim, m_st.st_mtim};
+  if (::futimens(tmp, times) < 0) {
+    stop_errno(errno, "metadata", "set the timestamps of " + m_tpath);
   }
-  if (::fsync(tmp.get()) < 0) {
-    stop_errno(errno, "io-error", "fsync " + tpath);
+  if (::fsync(tmp) < 0) {
+    stop_errno(errno, "io-error", "fsync " + m_tpath);
   }
-  if (!flags_match(tmp.get(), *ff.subvolume_id, tst.st_ino, false, tpath, detail)) {
+  std::string detail;
+  if (!flags_match(tmp, *m_ff.subvolume_id, m_tst.st_ino, false, m_target, m_tpath, detail)) {
     throw Stop{"failed", "flags-not-set",
                "the copy lost the requested state while it was written (" + detail + ")"};
   }
-  e.verify->flags_ok = true;
+  m_e.verify->flags_ok = true;
+}
 
-  // --- swap ---
-  check_cancel(&lease, path);
+// RENAME_EXCHANGE rather than a plain rename: if the lease broke in between, the original can
+// be put back, and whoever opened it gets the inode that stays.
+void Rewrite::swap_in()
+{
+  check();
   struct stat now
   {
   };
-  if (::fstat(src.get(), &now) < 0 || now.st_size != st.st_size ||
-      now.st_mtim.tv_sec != st.st_mtim.tv_sec || now.st_mtim.tv_nsec != st.st_mtim.tv_nsec ||
-      now.st_ctim.tv_sec != st.st_ctim.tv_sec || now.st_ctim.tv_nsec != st.st_ctim.tv_nsec) {
+  if (::fstat(m_src.get(), &now) < 0 || now.st_size != m_st.st_size ||
+      now.st_mtim.tv_sec != m_st.st_mtim.tv_sec || now.st_mtim.tv_nsec != m_st.st_mtim.tv_nsec ||
+      now.st_ctim.tv_sec != m_st.st_ctim.tv_sec || now.st_ctim.tv_nsec != m_st.st_ctim.tv_nsec) {
     throw Stop{"failed", "changed",
-               path + " changed during the rewrite (size, mtime or ctime); abandoned"};
+               m_path + " changed during the rewrite (size, mtime or ctime); abandoned"};
   }
-  if (!lease.active()) {
-    ProcScan again = scan_proc(m_opts.proc_dir);
+  if (!m_lease->active()) {
+    ProcScan again = scan_proc(m_proc_dir);
     for (const auto& of : again.open_files) {
-      if (of.dev == st.st_dev && of.ino == st.st_ino && of.pid != ::getpid()) {
+      if (of.dev == m_st.st_dev && of.ino == m_st.st_ino && of.pid != ::getpid()) {
         throw Stop{"failed", "in-use",
-                   path + " was opened by " + of.comm + "[" + std::to_string(of.pid) +
+                   m_path + " was opened by " + of.comm + "[" + std::to_string(of.pid) +
                      "] during the rewrite; abandoned"};
       }
     }
   }
-  // RENAME_EXCHANGE rather than a plain rename: if the lease broke in between, the original
-  // can be put back, and the opener gets the inode that stays.
-  temp->arm(false);
-  bool exchanged =
-    ::renameat2(dirfd.get(), temp->name().c_str(), dirfd.get(), name.c_str(), RENAME_EXCHANGE) == 0;
-  if (!exchanged) {
+  const int dirfd = m_dirfd.get();
+  const char* tname = m_temp->name().c_str();
+  m_temp->arm(false);
+  if (::renameat2(dirfd, tname, dirfd, m_name.c_str(), RENAME_EXCHANGE) < 0) {
     int err = errno;
-    temp->arm(true);
+    m_temp->arm(true);
     if (err != EINVAL) {
-      stop_errno(err, "io-error", "renameat2(RENAME_EXCHANGE) " + tpath + " <-> " + path);
+      stop_errno(err, "io-error", "renameat2(RENAME_EXCHANGE) " + m_tpath + " <-> " + m_path);
     }
-    // No RENAME_EXCHANGE: an atomic rename over the original does the job, minus the undo.
-    check_cancel(&lease, path);
-    if (::renameat(dirfd.get(), temp->name().c_str(), dirfd.get(), name.c_str()) < 0) {
-      stop_errno(errno, "io-error", "rename " + tpath + " over " + path);
+    // No RENAME_EXCHANGE here: an atomic rename over the original does it, minus the undo.
+    check();
+    if (::renameat(dirfd, tname, dirfd, m_name.c_str()) < 0) {
+      stop_errno(errno, "io-error", "rename " + m_tpath + " over " + m_path);
     }
-    temp->arm(false);
-  } else if (lease.broken()) {
-    if (::renameat2(dirfd.get(), temp->name().c_str(), dirfd.get(), name.c_str(),
-                    RENAME_EXCHANGE) == 0) {
-      temp->arm(true);
+    m_temp->arm(false);
+  } else if (m_lease->broken()) {
+    if (::renameat2(dirfd, tname, dirfd, m_name.c_str(), RENAME_EXCHANGE) == 0) {
+      m_temp->arm(true);
       throw Stop{"failed", "in-use",
-                 "another process opened " + path +
-                   " while it was being swapped; put back as "
-                   "it was"};
+                 "another process opened " + m_path + " while it was swapped; put back as it was"};
     }
-    e.notes.push_back("another process opened the old inode while it was swapped out: it is "
-                      "kept as " +
-                      tpath);
+    m_e.notes.push_back("another process opened the old inode while it was swapped out: it is "
+                        "kept as " +
+                        m_tpath);
   } else {
-    // The temp name now holds the original inode: check, then remove it.
+    // The temp name now holds the original inode: make sure, then remove it.
     struct stat old
     {
     };
-    if (::fstatat(dirfd.get(), temp->name().c_str(), &old, AT_SYMLINK_NOFOLLOW) == 0 &&
-        old.st_ino == st.st_ino && old.st_dev == st.st_dev) {
-      if (::unlinkat(dirfd.get(), temp->name().c_str(), 0) < 0) {
-        e.notes.push_back("the old inode could not be removed: " + errno_text(errno) + " (" +
-                          tpath + ")");
-      }
+    if (::fstatat(dirfd, tname, &old, AT_SYMLINK_NOFOLLOW) == 0 && old.st_ino == m_st.st_ino &&
+        old.st_dev == m_st.st_dev && ::unlinkat(dirfd, tname, 0) < 0) {
+      m_e.notes.push_back("the old inode could not be removed: " + errno_text(errno) + " (" +
+                          m_tpath + ")");
     }
   }
-  if (::fsync(dirfd.get()) < 0) {
-    stop_errno(errno, "io-error", "fsync " + dir);
+  if (::fsync(dirfd) < 0) {
+    stop_errno(errno, "io-error", "fsync " + m_dir);
   }
+}
+
+void Engine::rewrite(const FileFacts& ff, SetEntry& e)
+{
+  Rewrite(ff, e, m_opts, m_progress, m_cancel).run();
 }
 
 } // namespace

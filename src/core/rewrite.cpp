@@ -725,6 +725,9 @@ void Engine::process(const std::string& path, bool in_walk)
       e.action = s.action;
       e.code = s.code;
       e.reason = s.message;
+      if (s.action == "refused") {
+        e.refusals.push_back({s.code, s.message});
+      }
       if (s.code == "interrupted") {
         m_result.interrupted = true;
       }

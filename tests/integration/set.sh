@@ -452,6 +452,7 @@ damage_sectors "$MNT/bad.raw" $((5 * 1024 * 1024)) 1 all
 inobad=$(stat -c %i "$MNT/bad.raw")
 vset --nocow "$MNT/bad.raw"
 check_eq "unreadable: refused, exit 3" "refused unreadable 3" "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
+check_eq "unreadable: listed under refusals" unreadable "$(jf '.files[0].refusals[0].code')"
 check_eq "unreadable: the bad ranges" "1048576+8192 5242880+4096" \
   "$(jf '[.files[0].unreadable[] | "\(.offset)+\(.length)"] | join(" ")')"
 check_eq "unreadable: bytes" 12288 "$(jf '.files[0].unreadable_bytes')"
@@ -526,6 +527,16 @@ head -c 1M < <(yes "lzo data") >>"$MNT/prop.raw"
 vset --nocow "$MNT/prop.raw"
 check_eq "compression property: refused" "refused compressed 3" "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
 check "compression property: names it" jq -e '.files[0].reason | test("lzo")' "$OUT"
+
+touch "$MNT/attr.raw"
+chattr +c "$MNT/attr.raw"
+head -c 1M < <(yes "chattr +c data") >>"$MNT/attr.raw"
+vset --nocow "$MNT/attr.raw"
+check_eq "chattr +c: refused" "refused compressed 3" "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
+btrfs property set "$MNT/attr.raw" compression none
+vset --nocow "$MNT/attr.raw"
+check_eq "chattr +c, then 'compression none': rewritten" "rewritten 0 C" \
+  "$(jf '.files[0].action') $RC $(lsattr_c "$MNT/attr.raw")"
 
 mkdir "$MNT/zdir"
 head -c 1M </dev/urandom >"$MNT/zdir/plain.raw"

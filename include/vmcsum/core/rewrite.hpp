@@ -219,7 +219,8 @@ struct SetResult
 // Runs `vmcsum set`. A problem with one path never throws: it becomes that entry's refusal or
 // failure and the others go on. `cancel` is polled between chunks; once it is true, the file
 // being rewritten is abandoned (its temp file removed, the original untouched) and the paths not
-// yet done are reported as skipped (code "interrupted").
+// yet done are reported as skipped (code "interrupted"). SIGIO is ignored while it runs: the
+// kernel sends it when someone breaks the write lease held on a file being rewritten.
 SetResult set_cow_attribute(const SetOptions& opts,
                             const std::function<void(const SetProgress&)>& progress,
                             const std::atomic<bool>& cancel);

@@ -16,18 +16,13 @@ namespace vmcsum::cli {
 
 namespace {
 
-nlohmann::ordered_json optional_number(const std::optional<double>& v)
-{
-  return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
-}
-
 nlohmann::ordered_json side_json(const core::BenchSide& s)
 {
   nlohmann::ordered_json j;
   j["throughput_bytes_per_second"] = s.throughput;
   j["cpu_seconds_per_gib"] = s.cpu_per_gib;
-  j["spread"] = {{"throughput", optional_number(s.throughput_spread)},
-                 {"cpu", optional_number(s.cpu_spread)}};
+  j["spread"] = {{"throughput", json_or_null(s.throughput_spread)},
+                 {"cpu", json_or_null(s.cpu_spread)}};
   auto& runs = j["runs"] = nlohmann::ordered_json::array();
   for (const auto& r : s.runs) {
     runs.push_back({{"bytes", r.bytes},
@@ -152,8 +147,8 @@ void register_bench(CLI::App& app, Runner& runner)
           j["bytes"] = c.bytes;
           j["checksummed"] = side_json(c.checksummed);
           j["nocow"] = side_json(c.nocow);
-          j["throughput_ratio"] = optional_number(c.throughput_ratio);
-          j["cpu_ratio"] = optional_number(c.cpu_ratio);
+          j["throughput_ratio"] = json_or_null(c.throughput_ratio);
+          j["cpu_ratio"] = json_or_null(c.cpu_ratio);
           j["stable"] = c.stable ? nlohmann::ordered_json(*c.stable) : nullptr;
           j["meaning"] = c.meaning;
           cases.push_back(std::move(j));

@@ -20,11 +20,6 @@ namespace vmcsum::cli {
 
 namespace {
 
-nlohmann::ordered_json opt_json(const std::optional<bool>& v)
-{
-  return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
-}
-
 nlohmann::ordered_json bad_json(const core::BadSector& b)
 {
   nlohmann::ordered_json j;
@@ -48,8 +43,8 @@ nlohmann::ordered_json bad_json(const core::BadSector& b)
        {"read_error", c.read_error}});
   }
   j["evidence"] = b.evidence;
-  j["kernel_eio"] = opt_json(b.kernel_eio);
-  j["repaired_by_read"] = opt_json(b.repaired_by_read);
+  j["kernel_eio"] = json_or_null(b.kernel_eio);
+  j["repaired_by_read"] = json_or_null(b.repaired_by_read);
   return j;
 }
 
@@ -88,8 +83,8 @@ nlohmann::ordered_json file_json(const core::FileScrub& f)
   j["skipped_bytes"] = f.skipped_bytes;
   j["compressed_bytes"] = f.compressed_bytes;
   j["copies"] = f.copies;
-  j["open_for_writing"] = opt_json(f.open_for_writing);
-  j["open_o_direct"] = opt_json(f.open_o_direct);
+  j["open_for_writing"] = json_or_null(f.open_for_writing);
+  j["open_o_direct"] = json_or_null(f.open_o_direct);
   j["writers"] = f.writers;
   auto& bad = j["bad"] = nlohmann::ordered_json::array();
   size_t counts[3] = {0, 0, 0};

@@ -2,7 +2,9 @@
 // Copyright (C) 2026 The vmcsum authors
 #pragma once
 
-#include <nlohmann/json_fwd.hpp>
+#include <nlohmann/json.hpp>
+
+#include <optional>
 
 #include <cstdio>
 #include <string>
@@ -57,6 +59,13 @@ private:
   bool m_color_out = false;
   bool m_color_err = false;
 };
+
+// The value, or JSON null when it is unknown.
+template <class T>
+nlohmann::ordered_json json_or_null(const std::optional<T>& v)
+{
+  return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
+}
 
 // Whether to colour a stream: --color=always/never win; auto means a TTY and no NO_COLOR.
 bool use_color(const std::string& mode, int fd);

@@ -3,6 +3,7 @@
 //
 // vmcsum scrub PATH...: every copy of every sector, false mismatches told from media faults.
 #include "app.hpp"
+#include "interactive.hpp"
 
 #include <vmcsum/core/scrub.hpp>
 #include <vmcsum/core/text.hpp>
@@ -179,72 +180,6 @@ void render_text(const core::ScrubResult& r, Output& out)
   }
 }
 
-// A one-line progress bar on stderr, redrawn at most 5 times a second.
-class ProgressBar
-{
-public:
-  explicit ProgressBar(bool on)
-    : m_on(on)
-  {
-  }
-  ~ProgressBar()
-  {
-    if (m_on && m_drawn) {
-      std::fputs("\r\033[K", stderr);
-    }
-  }
-  void update(uint64_t done, uint64_t total, const std::string& path)
-  {
-    if (!m_on) {
-      return;
-    }
-    auto now = std::chrono::steady_clock::now();
-    if (m_drawn && now - m_last < std::chrono::milliseconds(200)) {
-      return;
-    }
-    m_last = now;
-    m_drawn = true;
-    const int pct = total ? static_cast<int>(std::min<uint64_t>(done, total) * 100 / total) : 0;
-    std::string bar(static_cast<size_t>(pct / 5), '#');
-    bar.resize(20, '.');
-    std::string name = core::escape_name(path);
-    if (name.size() > 40) {
-      name = "..." + name.substr(name.size() - 37);
-    }
-    std::fprintf(stderr, "\r\033[K[%s] %3d%% %s / %s %s", bar.c_str(), pct,
-                 core::human_bytes(done).c_str(), core::human_bytes(total).c_str(), name.c_str());
-    std::fflush(stderr);
-  }
-
-private:
-  bool m_on;
-  bool m_drawn = false;
-  std::chrono::steady_clock::time_point m_last;
-};
-
-uint64_t parse_rate(const std::string& s)
-{
-  size_t pos = 0;
-  double v = std::stod(s, &pos);
-  std::string unit = s.substr(pos);
-  double mul = 1;
-  if (unit.empty() || unit == "B") {
-    mul = 1;
-  } else if (unit == "K" || unit == "KiB" || unit == "k") {
-    mul = 1024;
-  } else if (unit == "M" || unit == "MiB") {
-    mul = 1024.0 * 1024;
-  } else if (unit == "G" || unit == "GiB") {
-    mul = 1024.0 * 1024 * 1024;
-  } else {
-    throw CLI::ValidationError("--limit-rate", "unknown unit '" + unit + "' (use K, M or G)");
-  }
-  if (v <= 0) {
-    throw CLI::ValidationError("--limit-rate", "must be positive");
-  }
-  return static_cast<uint64_t>(v * mul);
-}
-
 struct ScrubCli
 {
   core::ScrubOptions opts;
@@ -277,11 +212,7 @@ void register_scrub(CLI::App& app, Runner& runner)
       throw CLI::RequiredError("paths (or --history)");
     }
     if (!cli->limit_rate.empty()) {
-      try {
-        cli->opts.limit_rate = parse_rate(cli->limit_rate);
-      } catch (const std::invalid_argument&) {
-        throw CLI::ValidationError("--limit-rate", "not a number: " + cli->limit_rate);
-      }
+      cli->opts.limit_rate = parse_rate(cli->limit_rate, "--limit-rate");
     }
     (void)cmd;
     cli->opts.kernel_pass = !cli->no_kernel_pass;
@@ -294,9 +225,10 @@ void register_scrub(CLI::App& app, Runner& runner)
       if (cli->history) {
         r = core::scrub_history(cli->opts.paths);
       } else {
-        ProgressBar bar(!cli->no_progress && !out.options().quiet && ::isatty(2) == 1);
-        r = core::scrub(
-          cli->opts, [&bar](uint64_t d, uint64_t t, const std::string& p) { bar.update(d, t, p); });
+        ProgressBar bar(!cli->no_progress && progress_wanted(out.options().quiet));
+        r = core::scrub(cli->opts, [&bar](uint64_t d, uint64_t t, const std::string& p) {
+          bar.update(p, "", d, t);
+        });
       }
       int status = exit_code::clean;
       for (const auto& f : r.files) {

@@ -4,6 +4,7 @@
 // vmcsum set --nocow|--cow PATH...: make the attribute real, existing data included (a verified
 // rewrite for non-empty files), or say why not.
 #include "app.hpp"
+#include "interactive.hpp"
 
 #include <vmcsum/btrfs/inode_item.hpp>
 #include <vmcsum/core/rewrite.hpp>
@@ -33,122 +34,6 @@ struct SetCliOptions
   bool dry_run = false;
   std::string proc_dir = "/proc";
   std::vector<std::string> paths;
-};
-
-// SIGINT/SIGTERM/SIGHUP only raise this flag; the engine polls it between chunks, removes its
-// temp file and stops. SA_RESETHAND: a second signal is not caught, so it ends vmcsum at once
-// (the temp file is then removed by the next run).
-std::atomic<bool> g_cancel{false};
-volatile std::sig_atomic_t g_signal = 0;
-static_assert(std::atomic<bool>::is_always_lock_free, "the signal handler needs a lock-free flag");
-
-extern "C" void on_stop_signal(int sig)
-{
-  g_signal = sig;
-  g_cancel.store(true);
-}
-
-class StopSignals
-{
-public:
-  StopSignals()
-  {
-    g_cancel.store(false);
-    g_signal = 0;
-    struct sigaction sa
-    {
-    };
-    sa.sa_handler = on_stop_signal;
-    sa.sa_flags = SA_RESETHAND; // and no SA_RESTART: blocking waits return early
-    ::sigemptyset(&sa.sa_mask);
-    for (size_t i = 0; i < k_signals.size(); ++i) {
-      // A signal ignored when vmcsum started (nohup, a background job of a script) stays
-      // ignored, as shells and coreutils do.
-      ::sigaction(k_signals[i], nullptr, &m_old[i]);
-      m_installed[i] = m_old[i].sa_handler != SIG_IGN;
-      if (m_installed[i]) {
-        ::sigaction(k_signals[i], &sa, nullptr);
-      }
-    }
-  }
-  ~StopSignals()
-  {
-    for (size_t i = 0; i < k_signals.size(); ++i) {
-      if (m_installed[i]) {
-        ::sigaction(k_signals[i], &m_old[i], nullptr);
-      }
-    }
-  }
-  StopSignals(const StopSignals&) = delete;
-  StopSignals& operator=(const StopSignals&) = delete;
-
-private:
-  static constexpr std::array<int, 3> k_signals{SIGINT, SIGTERM, SIGHUP};
-  std::array<struct sigaction, 3> m_old{};
-  std::array<bool, 3> m_installed{};
-};
-
-// One line on stderr, redrawn at most ten times a second; only on a terminal.
-class ProgressBar
-{
-public:
-  explicit ProgressBar(bool enabled)
-    : m_enabled(enabled)
-  {
-  }
-  ~ProgressBar() { clear(); }
-  ProgressBar(const ProgressBar&) = delete;
-  ProgressBar& operator=(const ProgressBar&) = delete;
-
-  void update(const core::SetProgress& p)
-  {
-    if (!m_enabled) {
-      return;
-    }
-    auto now = Clock::now();
-    bool new_phase = p.phase != m_phase || p.path != m_path;
-    if (new_phase) {
-      m_phase = p.phase;
-      m_path = p.path;
-      m_phase_start = now;
-    } else if (now - m_last < std::chrono::milliseconds(100)) {
-      return;
-    }
-    m_last = now;
-    std::string name = core::escape_name(p.path);
-    if (name.size() > 40) {
-      name = "..." + name.substr(name.size() - 37);
-    }
-    std::string line = name + "  " + p.phase;
-    if (p.total > 0) {
-      char pct[16];
-      std::snprintf(
-        pct, sizeof pct, " %3d%% ",
-        static_cast<int>(100.0 * static_cast<double>(p.done) / static_cast<double>(p.total)));
-      line += pct + core::human_bytes(p.done) + "/" + core::human_bytes(p.total);
-      double secs = std::chrono::duration<double>(now - m_phase_start).count();
-      if (secs > 0.5) {
-        line += "  " +
-                core::human_bytes(static_cast<uint64_t>(static_cast<double>(p.done) / secs)) + "/s";
-      }
-    }
-    std::cerr << "\r\x1b[K" << line << std::flush;
-    m_shown = true;
-  }
-  void clear()
-  {
-    if (m_shown) {
-      std::cerr << "\r\x1b[K" << std::flush;
-      m_shown = false;
-    }
-  }
-
-private:
-  using Clock = std::chrono::steady_clock;
-  bool m_enabled;
-  bool m_shown = false;
-  std::string m_phase, m_path;
-  Clock::time_point m_last{}, m_phase_start{};
 };
 
 nlohmann::ordered_json opt_str(const std::string& s)
@@ -330,9 +215,10 @@ int run_set(const SetCliOptions& o, Output& out)
   core::SetResult r;
   {
     StopSignals signals;
-    ProgressBar bar(::isatty(STDERR_FILENO) == 1 && !out.options().quiet);
+    ProgressBar bar(progress_wanted(out.options().quiet));
     r = core::set_cow_attribute(
-      opts, [&](const core::SetProgress& p) { bar.update(p); }, g_cancel);
+      opts, [&](const core::SetProgress& p) { bar.update(p.path, p.phase, p.done, p.total); },
+      StopSignals::cancel());
   }
 
   int status = exit_code::clean;
@@ -344,8 +230,8 @@ int run_set(const SetCliOptions& o, Output& out)
       status = exit_code::incomplete;
     }
   }
-  if (r.interrupted && g_signal != 0) {
-    status = exit_code::interrupted + g_signal;
+  if (r.interrupted && StopSignals::signal() != 0) {
+    status = exit_code::interrupted + StopSignals::signal();
   }
 
   if (out.options().json) {
@@ -384,7 +270,8 @@ int run_set(const SetCliOptions& o, Output& out)
   }
   if (r.interrupted) {
     out.error("interrupted" +
-              (g_signal ? " by signal " + std::to_string(g_signal) : std::string()) +
+              (StopSignals::signal() ? " by signal " + std::to_string(StopSignals::signal())
+                                     : std::string()) +
               ": the file being rewritten was left as it was");
   }
   return status;

@@ -588,50 +588,14 @@ SetResult Engine::run()
 
 void Engine::gather_users(SetFacts& sf, const FileFacts& ff, SetEntry& e)
 {
-  struct stat st
-  {
-  };
-  if (::stat(ff.canonical_path.c_str(), &st) < 0) {
-    return;
-  }
   if (!m_procs) {
     m_procs = scan_proc(m_opts.proc_dir);
   }
-  const int self = static_cast<int>(::getpid());
-  for (const auto& of : m_procs->open_files) {
-    if (of.dev != st.st_dev || of.ino != st.st_ino || of.pid == self) {
-      continue;
-    }
-    bool od = of.flags && flags_have_o_direct(*of.flags);
-    bool wr = of.flags && flags_writable(*of.flags);
-    sf.users.push_back({of.pid, of.comm, of.fd, od, wr});
-    for (const auto& l : of.locks) {
-      SetLock sl;
-      sl.pid = l.pid ? l.pid : std::optional<int>(of.pid);
-      sl.kind = l.kind;
-      sl.mode = l.mode;
-      sl.start = l.start;
-      sl.end = l.end;
-      sl.qemu = is_qemu_lock(l);
-      sl.seen_by = "fdinfo";
-      sf.locks.push_back(sl);
-    }
-  }
-  // /proc cannot see everything (other PID namespaces, hidepid): ask the kernel about locks
-  // directly as well.
-  sys::Fd fd(::open(ff.canonical_path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
-  if (fd) {
-    for (const auto& l : probe_locks(fd.get())) {
-      bool known = std::any_of(sf.locks.begin(), sf.locks.end(), [&](const SetLock& o) {
-        return o.start == l.start && o.end == l.end && o.mode == l.mode && o.kind == l.kind;
-      });
-      if (!known) {
-        sf.locks.push_back(l);
-      }
-    }
-  }
-  e.users = sf.users;
-  e.locks = sf.locks;
+  FileUsers u = find_users(ff.canonical_path, *m_procs);
+  sf.users = u.users;
+  sf.locks = u.locks;
+  e.users = std::move(u.users);
+  e.locks = std::move(u.locks);
 }
 
 void Engine::process(const std::string& path, bool in_walk)
@@ -1402,6 +1366,47 @@ void Engine::rewrite(const FileFacts& ff, SetEntry& e)
 }
 
 } // namespace
+
+FileUsers find_users(const std::string& path, const ProcScan& procs)
+{
+  FileUsers out;
+  struct stat st = {};
+  if (::stat(path.c_str(), &st) < 0) {
+    return out;
+  }
+  const int self = static_cast<int>(::getpid());
+  for (const auto& of : procs.open_files) {
+    if (of.dev != st.st_dev || of.ino != st.st_ino || of.pid == self) {
+      continue;
+    }
+    bool od = of.flags && flags_have_o_direct(*of.flags);
+    bool wr = of.flags && flags_writable(*of.flags);
+    out.users.push_back({of.pid, of.comm, of.fd, od, wr});
+    for (const auto& l : of.locks) {
+      SetLock sl;
+      sl.pid = l.pid ? l.pid : std::optional<int>(of.pid);
+      sl.kind = l.kind;
+      sl.mode = l.mode;
+      sl.start = l.start;
+      sl.end = l.end;
+      sl.qemu = is_qemu_lock(l);
+      sl.seen_by = "fdinfo";
+      out.locks.push_back(sl);
+    }
+  }
+  sys::Fd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
+  if (fd) {
+    for (const auto& l : probe_locks(fd.get())) {
+      bool known = std::any_of(out.locks.begin(), out.locks.end(), [&](const SetLock& o) {
+        return o.start == l.start && o.end == l.end && o.mode == l.mode && o.kind == l.kind;
+      });
+      if (!known) {
+        out.locks.push_back(l);
+      }
+    }
+  }
+  return out;
+}
 
 SetResult set_cow_attribute(const SetOptions& opts,
                             const std::function<void(const SetProgress&)>& progress,

@@ -93,6 +93,20 @@ bool in_target_state(uint64_t inode_flags, CowTarget target)
   return target == CowTarget::nocow ? (inode_flags & both) == both : (inode_flags & both) == 0;
 }
 
+std::vector<SetRefusal> in_use_refusals(const std::vector<SetUser>& users,
+                                        const std::vector<SetLock>& locks)
+{
+  std::vector<SetRefusal> out;
+  if (!users.empty()) {
+    out.push_back(
+      {"in-use", "is open by " + users_text(users) + ": stop the VM (or whatever uses it) first"});
+  }
+  if (!locks.empty()) {
+    out.push_back({"locked", "is locked: " + locks_text(locks)});
+  }
+  return out;
+}
+
 SetPlan plan_set(const SetFacts& f, CowTarget target, const std::string& path)
 {
   SetPlan p;
@@ -200,12 +214,9 @@ SetPlan plan_set(const SetFacts& f, CowTarget target, const std::string& path)
                            " hard links: a rewrite gives this name a new inode and the other "
                            "names would keep the old one; remove the other links first");
   }
-  if (!f.users.empty()) {
-    refuse("in-use",
-           "is open by " + users_text(f.users) + ": stop the VM (or whatever uses it) first");
-  }
-  if (!f.locks.empty()) {
-    refuse("locked", "is locked: " + locks_text(f.locks));
+  for (auto& r : in_use_refusals(f.users, f.locks)) {
+    p.refusals.push_back(std::move(r));
+    p.action = SetAction::refused;
   }
   if (nocow && !has_compression_setting(f) && f.compressed_bytes > 0 &&
       !compression_turned_off(f)) {

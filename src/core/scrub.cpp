@@ -354,27 +354,37 @@ void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
   }
   f.kernel_pass = true;
   std::vector<uint64_t> eio;
-  const uint64_t end = (f.size + ss - 1) / ss * ss;
-  for (uint64_t off = 0; off < end;) {
-    const size_t len = static_cast<size_t>(std::min<uint64_t>(m_opts.chunk, end - off));
-    m_limiter.consumed(len);
-    ssize_t n = ::pread(*kfd, m_buf.get(), len, static_cast<off_t>(off));
-    if (n >= 0 || errno != EIO) {
-      if (n < 0) {
-        f.notes.push_back("kernel-verified pass stopped at offset " + std::to_string(off) + ": " +
-                          errno_text(errno));
-        break;
+  std::vector<std::pair<uint64_t, uint64_t>> spans = {{0, f.size}};
+  if (!m_opts.ranges.empty()) {
+    spans = m_opts.ranges;
+    std::sort(spans.begin(), spans.end());
+  }
+  for (const auto& [span_off, span_len] : spans) {
+    const uint64_t end =
+      std::min((span_off + span_len + ss - 1) / ss * ss, (f.size + ss - 1) / ss * ss);
+    for (uint64_t off = span_off / ss * ss; off < end;) {
+      const size_t len = static_cast<size_t>(std::min<uint64_t>(m_opts.chunk, end - off));
+      m_limiter.consumed(len);
+      ssize_t n = ::pread(*kfd, m_buf.get(), len, static_cast<off_t>(off));
+      if (n >= 0 || errno != EIO) {
+        if (n < 0) {
+          f.notes.push_back("kernel-verified pass stopped at offset " + std::to_string(off) + ": " +
+                            errno_text(errno));
+          break;
+        }
+        off += len;
+        continue;
+      }
+      for (uint64_t s = off; s < off + len; s += ss) {
+        if (::pread(*kfd, m_buf.get(), ss, static_cast<off_t>(s)) < 0 && errno == EIO) {
+          eio.push_back(s);
+        }
       }
       off += len;
-      continue;
     }
-    for (uint64_t s = off; s < off + len; s += ss) {
-      if (::pread(*kfd, m_buf.get(), ss, static_cast<off_t>(s)) < 0 && errno == EIO) {
-        eio.push_back(s);
-      }
-    }
-    off += len;
   }
+  std::sort(eio.begin(), eio.end());
+  eio.erase(std::unique(eio.begin(), eio.end()), eio.end());
   f.kernel_eio_sectors = eio.size();
   std::set<uint64_t> explained;
   for (auto& b : f.bad) {
@@ -508,6 +518,14 @@ FileScrub Scrubber::scrub_file(const std::string& path, const ProcScan& procs)
     btrfs::sync_fs(*fd, path);
     std::set<uint64_t> compressed_seen;
     btrfs::for_each_extent(*fd, path, true, [&](const btrfs::Extent& e) {
+      if (!m_opts.ranges.empty()) {
+        const bool wanted = std::any_of(m_opts.ranges.begin(), m_opts.ranges.end(), [&](auto& r) {
+          return r.first < e.logical + e.length && e.logical < r.first + r.second;
+        });
+        if (!wanted) {
+          return;
+        }
+      }
       constexpr uint32_t skip = FIEMAP_EXTENT_UNWRITTEN | FIEMAP_EXTENT_DATA_INLINE |
                                 FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_UNKNOWN |
                                 FIEMAP_EXTENT_DELALLOC | FIEMAP_EXTENT_DATA_ENCRYPTED;
@@ -531,7 +549,17 @@ FileScrub Scrubber::scrub_file(const std::string& path, const ProcScan& procs)
         tick(e.length, path);
         return;
       }
-      verify_range(fs, f, e.physical, e.length, e.logical, false);
+      if (m_opts.ranges.empty()) {
+        verify_range(fs, f, e.physical, e.length, e.logical, false);
+        return;
+      }
+      for (const auto& [off, len] : m_opts.ranges) {
+        const uint64_t a = std::max(off, e.logical);
+        const uint64_t b = std::min(off + len, e.logical + e.length);
+        if (a < b) {
+          verify_range(fs, f, e.physical + (a - e.logical), b - a, a, false);
+        }
+      }
     });
     if (!f.bad.empty() && writing) {
       recheck(*fd, fs, f);
@@ -591,7 +619,11 @@ ScrubResult scrub(const ScrubOptions& opts, const ScrubProgress& progress)
   uint64_t total = 0;
   for (const auto& p : files) {
     struct stat st = {};
-    if (::stat(p.c_str(), &st) == 0) {
+    if (!opts.ranges.empty()) {
+      for (const auto& r : opts.ranges) {
+        total += r.second;
+      }
+    } else if (::stat(p.c_str(), &st) == 0) {
       total += static_cast<uint64_t>(st.st_blocks) * 512;
     }
   }

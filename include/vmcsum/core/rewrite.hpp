@@ -8,6 +8,8 @@
 // (pure, unit-tested); set_cow_attribute() gathers the facts, plans and carries the plan out.
 #pragma once
 
+#include <vmcsum/core/proc_scan.hpp>
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -101,6 +103,21 @@ uint64_t space_margin(uint64_t data_bytes);
 std::string cow_state_name(uint64_t inode_flags);
 // Whether inode flags already are what `target` asks for.
 bool in_target_state(uint64_t inode_flags, CowTarget target);
+
+// The in-use and locked refusals (codes "in-use", "locked"), worded for any command that
+// writes an image: set, repair.
+std::vector<SetRefusal> in_use_refusals(const std::vector<SetUser>& users,
+                                        const std::vector<SetLock>& locks);
+
+struct FileUsers
+{
+  std::vector<SetUser> users;
+  std::vector<SetLock> locks;
+};
+// Who else has the file open and which locks are on it: /proc/PID/fd and fdinfo from `procs`
+// (this process left out), then F_OFD_GETLK for what /proc cannot see (other PID namespaces,
+// hidepid). Never blocks: the probe opens with O_NONBLOCK.
+FileUsers find_users(const std::string& path, const ProcScan& procs);
 
 // The decision table. Pure: everything it needs is in `facts`. `path` is only used in messages.
 SetPlan plan_set(const SetFacts& facts, CowTarget target, const std::string& path);

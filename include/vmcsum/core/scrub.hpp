@@ -90,6 +90,10 @@ struct ScrubOptions
   // The kernel log events of the scrubbed files (scrub_history); "" = not read.
   std::string kernel_log = "/dev/kmsg";
   bool journal = true;
+  // Only these file ranges (offset, length) of every file; empty: whole files. Lets repair
+  // re-verify what a saved report listed and check what it rewrote without reading whole images.
+  // A compressed extent is verified whole when any of its file range is asked for.
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
 };
 
 struct FileScrub

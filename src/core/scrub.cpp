@@ -11,6 +11,7 @@
 #include <vmcsum/checksum.hpp>
 #include <vmcsum/core/kernel_policy.hpp>
 #include <vmcsum/core/proc_scan.hpp>
+#include <vmcsum/core/rate_limiter.hpp>
 #include <vmcsum/core/scrub.hpp>
 #include <vmcsum/error.hpp>
 #include <vmcsum/sys/fd.hpp>
@@ -55,34 +56,6 @@ AlignedBuf aligned_alloc_or_throw(size_t size)
   }
   return AlignedBuf(static_cast<uint8_t*>(raw));
 }
-
-// Sleeps so that the bytes read so far do not exceed the rate.
-class RateLimiter
-{
-public:
-  explicit RateLimiter(uint64_t rate)
-    : m_rate(rate)
-    , m_start(std::chrono::steady_clock::now())
-  {
-  }
-  void consumed(uint64_t bytes)
-  {
-    if (m_rate == 0) {
-      return;
-    }
-    m_bytes += bytes;
-    auto due = m_start + std::chrono::microseconds(m_bytes * 1000000 / m_rate);
-    auto now = std::chrono::steady_clock::now();
-    if (due > now) {
-      std::this_thread::sleep_for(due - now);
-    }
-  }
-
-private:
-  uint64_t m_rate;
-  uint64_t m_bytes = 0;
-  std::chrono::steady_clock::time_point m_start;
-};
 
 // What one filesystem needs, read once per run.
 struct FsCtx

@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# vmcsum repair is crash-safe: SIGKILL at moments spread over a repair slowed down with
+# --limit-rate (while it scrubs, writes its backup, rewrites ranges, verifies), then a rerun
+# without a limit. After every kill, each sector is either old or new: every sector that reads
+# holds the bytes a ro,rescue=ignoredatacsums mount returned before any repair, only originally
+# damaged sectors may still give EIO, and once any of them reads again a complete backup is on
+# disk. After the rerun: no EIO anywhere, content identical, vmcsum scrub and btrfs scrub clean,
+# no pending backup; --undo of the backup restores those bytes exactly after the image was
+# changed. Full disks: a backup directory too small for the backup (nothing may be written to
+# the image), and the image's filesystem filled while the repair runs.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/repair_lib.sh"
+need_root
+need_loop
+need_cmd jq filefrag btrfs btrfs-map-logical dd perl cmp sha256sum timeout
+: "${VMCSUM:?VMCSUM must point at the vmcsum binary}"
+"$VMCSUM" repair --help >/dev/null 2>&1 || skip "this vmcsum has no repair command"
+
+M=1048576
+RATE=${REPAIR_KILL_RATE:-8M}
+KILLS=${REPAIR_KILLS:-6}
+SEED=${REPAIR_KILL_SEED:-$$}
+RANDOM=$SEED
+note "random seed $SEED (REPAIR_KILL_SEED=$SEED reproduces the kill times)"
+
+# invariants TAG : each sector old or new, only damaged ones unreadable, backup complete once
+# anything was written. Prints nothing; records checks.
+invariants() {
+  local tag=$1 scan eio diffs extra n_eio b ok=0
+  scan=$(sector_scan "$IMG" "$REF")
+  diffs=$(grep -c '^diff\|^size' <<<"$scan" || true)
+  check_eq "$tag: every sector that reads holds its old bytes (old or new)" 0 "$diffs"
+  ((diffs == 0)) || note "$(head -5 <<<"$scan")"
+  eio=$(awk '$1 == "eio" { print $2 }' <<<"$scan")
+  extra=$(comm -23 <(sort <<<"$eio" | sed '/^$/d') <(printf '%s\n' "${DAMAGED_OFFS[@]}" | sort))
+  check_eq "$tag: EIO only where the damage was" "" "$extra"
+  n_eio=$(sed '/^$/d' <<<"$eio" | wc -l)
+  if ((n_eio < ${#DAMAGED_OFFS[@]})); then
+    for b in "$BK"/*.vmcsum-backup "$BK"/*.vmcsum-backup.pending; do
+      [[ -f $b ]] && backup_complete "$b" && ok=1
+    done
+    check_eq "$tag: sectors were rewritten ($((${#DAMAGED_OFFS[@]} - n_eio)) of ${#DAMAGED_OFFS[@]}): a complete backup is on disk" 1 "$ok"
+  fi
+  LAST_EIO=$n_eio
+}
+
+make_btrfs -d dup -m dup
+NEXT=16
+# damage_at_all FILE : an image of NEXT 1 MiB extents, 2 sectors damaged identically on every
+# copy in every other extent. Sets IMG, DAMAGED_OFFS (file offsets) and REF (the bytes a
+# ro,rescue=ignoredatacsums mount returns).
+damage_at_all() {
+  local f=$1 i off
+  IMG=$f
+  for ((i = 0; i < NEXT; i++)); do
+    dd if=/dev/urandom of="$f" bs=1M count=1 seek="$i" conv=notrunc status=none
+    sync -f "$f"
+  done
+  DAMAGED_OFFS=()
+  for ((i = 0; i < NEXT; i += 2)); do
+    off=$((i * M + (RANDOM % 200) * 4096))
+    damage_sectors "$f" "$off" 2 all
+    DAMAGED_OFFS+=("$off" $((off + 4096)))
+  done
+  REF=$IT_TMP/$(basename "$f").ref
+  ign_read "$f" "$REF"
+}
+damage_at_all "$MNT/vm.raw"
+check_fails "fixture: the image gives EIO" reads_ok "$IMG"
+
+# How long the scrub part takes at this rate (a dry run writes nothing).
+t0=$(date +%s%N)
+vrepair -n --limit-rate "$RATE" --no-progress "$IMG"
+ts_ms=$((($(date +%s%N) - t0) / 1000000))
+check_eq "dry run under --limit-rate: would-repair, exit 2" "would-repair 2" "$(jf '.files[0].action') $RC"
+# The rewrite part: every damaged extent read, backed up, written and read back.
+tw_ms=$(((NEXT / 2) * 4 * 1000 / ${RATE%M}))
+note "dry run took ${ts_ms} ms at $RATE; rewrite estimated at ${tw_ms} ms"
+
+note "--- SIGKILL at $KILLS moments"
+killed=0
+for ((k = 0; k < KILLS; k++)); do
+  # Spread over [0.2 * scrub, scrub + rewrite]: slot k of KILLS, random within the slot.
+  lo=$((ts_ms / 5 + k * (ts_ms + tw_ms - ts_ms / 5) / KILLS))
+  hi=$((ts_ms / 5 + (k + 1) * (ts_ms + tw_ms - ts_ms / 5) / KILLS))
+  at=$((lo + RANDOM % (hi - lo + 1)))
+  "$VMCSUM" --json repair --limit-rate "$RATE" --no-progress --backup-dir "$BK" "$IMG" \
+    >"$IT_TMP/kill.$k.json" 2>"$IT_TMP/kill.$k.err" &
+  rp=$!
+  bg_track "$rp"
+  sleep "$((at / 1000)).$(printf '%03d' $((at % 1000)))"
+  kill -KILL "$rp" 2>/dev/null || true
+  rc=0
+  wait "$rp" || rc=$?
+  bg_untrack "$rp"
+  if ((rc == 137)); then
+    killed=$((killed + 1))
+  else
+    note "run $k ended by itself before the kill at ${at} ms: exit $rc"
+  fi
+  invariants "kill $k at ${at} ms"
+  note "kill $k at ${at} ms: exit $rc, $LAST_EIO of ${#DAMAGED_OFFS[@]} damaged sectors still EIO, backups: $(backups | paste -sd' ') pending: $(pending | paste -sd' ')"
+done
+check "at least one run was killed" test "$killed" -gt 0
+
+note "--- rerun without a limit"
+vrepair --no-progress "$IMG"
+check_eq "rerun: exit 0" 0 "$RC"
+check "rerun: repaired or already clean" jq -e '.files[0].action | IN("repaired", "clean")' "$OUT"
+check "rerun: the whole file reads without EIO" reads_ok "$IMG"
+check "rerun: content = ignoredatacsums read before" cmp -- "$REF" "$IMG"
+check_eq "rerun: no pending backup left" "" "$(pending)"
+rc=0
+"$VMCSUM" --json scrub --no-progress --no-history "$IMG" >"$IT_TMP/scrub.json" 2>/dev/null || rc=$?
+check_eq "rerun: vmcsum scrub finds nothing" "0 0" "$rc $(jq '[.files[].bad[]] | length' "$IT_TMP/scrub.json")"
+check_eq "rerun: btrfs scrub finds nothing uncorrectable" 0 "$(btrfs_scrub_uncorrectable "$MNT")"
+unmount_btrfs
+check_eq "rerun: btrfs check --check-data-csum is clean" "" "$(check_bad_logicals "${DEVS[0]}")"
+mount_btrfs
+
+note "--- undo"
+mapfile -t bks < <(backups)
+check "a complete backup exists" test "${#bks[@]}" -ge 1
+first=""
+for b in "${bks[@]}"; do
+  if backup_complete "$BK/$b"; then
+    first=$BK/$b
+    break
+  fi
+done
+# Change the image all over, then restore.
+for ((i = 0; i < NEXT; i++)); do
+  dd if=/dev/urandom of="$IMG" bs=4K count=3 seek=$((i * 256 + 7)) conv=notrunc status=none
+done
+sync -f "$IMG"
+vundo "$first" --force --no-progress
+check_eq "undo --force: restored, exit 0" "restored 0" "$(jf '.files[0].action') $RC"
+# The backup holds the damaged extents' ranges only: compare those.
+while read -r off len; do
+  check_eq "undo: range $off+$len = the bytes before the repair" "$(bytes_at "$REF" "$off" "$len")" \
+    "$(bytes_at "$IMG" "$off" "$len")"
+done < <(jf '.files[0].ranges[]? | "\(.offset) \(.length)"')
+check "undo: reads without EIO" reads_ok "$IMG"
+
+note "--- full disk: the backup directory"
+it_small=$IT_TMP/smallbk
+mkdir -p "$it_small"
+mount -t tmpfs -o size=256k tmpfs "$it_small"
+_IT_MOUNTS+=("$it_small")
+damage_at_all "$MNT/vm2.raw"
+set +e
+timeout -k 5 300 "$VMCSUM" --json repair --no-progress --backup-dir "$it_small" "$IMG" >"$OUT" 2>"$ERR"
+RC=$?
+set -e
+check_eq "backup dir full: exit 3" 3 "$RC"
+check "backup dir full: failed or refused" jq -e '.files[0].action | IN("failed", "refused")' "$OUT"
+check_eq "backup dir full: nothing written to the image" "${#DAMAGED_OFFS[@]} 0" \
+  "$(sector_scan "$IMG" "$REF" | grep -c '^eio') $(sector_scan "$IMG" "$REF" | grep -c '^diff' || true)"
+check_eq "backup dir full: no backup left that looks complete" "" \
+  "$(for b in "$it_small"/*; do [[ -f $b ]] && backup_complete "$b" && echo "$b"; done)"
+umount "$it_small"
+
+note "--- full disk: the image's filesystem fills while the repair runs"
+"$VMCSUM" --json repair --limit-rate "$RATE" --no-progress --backup-dir "$BK" "$IMG" \
+  >"$IT_TMP/full.json" 2>"$IT_TMP/full.err" &
+rp=$!
+bg_track "$rp"
+sleep "$((ts_ms / 2000)).$(printf '%03d' $((ts_ms / 2 % 1000)))"
+dd if=/dev/zero of="$MNT/fill" bs=1M status=none 2>/dev/null || true
+sync -f "$MNT/fill" 2>/dev/null || true
+rc=0
+wait "$rp" || rc=$?
+bg_untrack "$rp"
+note "repair on a filling filesystem: exit $rc, $(jq -c '.files[0] | {action, code, reason}' "$IT_TMP/full.json" 2>/dev/null)"
+check "filesystem full: exit 0 (done before it filled) or 3" test "$rc" -eq 0 -o "$rc" -eq 3
+invariants "filesystem full"
+rm -f -- "$MNT/fill"
+sync
+btrfs filesystem sync "$MNT" >/dev/null
+vrepair --no-progress "$IMG"
+check_eq "filesystem full, then room again: rerun exit 0" 0 "$RC"
+check "filesystem full, rerun: content = ignoredatacsums read before" cmp -- "$REF" "$IMG"
+check_eq "filesystem full, rerun: btrfs scrub finds nothing uncorrectable" 0 "$(btrfs_scrub_uncorrectable "$MNT")"
+check_eq "filesystem full, rerun: no pending backup left" "" "$(pending)"
+finish

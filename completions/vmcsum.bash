@@ -4,7 +4,7 @@ _vmcsum()
     local cur prev words cword
     _init_completion || return
 
-    local commands="show audit set probe bench scrub"
+    local commands="show audit set probe bench scrub repair"
     local global_opts="--json --color --verbose -v --quiet -q --version --help -h"
 
     case $prev in
@@ -30,7 +30,15 @@ _vmcsum()
         --seconds|--runs)
             return
             ;;
-        --limit-rate)
+        --limit-rate|--prefer-mirror)
+            return
+            ;;
+        --from|--undo)
+            _filedir
+            return
+            ;;
+        --backup-dir)
+            _filedir -d
             return
             ;;
     esac
@@ -38,7 +46,7 @@ _vmcsum()
     local cmd="" i
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
-            show|audit|set|probe|bench|scrub) cmd=${words[i]}; break ;;
+            show|audit|set|probe|bench|scrub|repair) cmd=${words[i]}; break ;;
         esac
     done
 
@@ -69,6 +77,13 @@ _vmcsum()
         scrub)
             if [[ $cur == -* ]]; then
                 COMPREPLY=($(compgen -W "$global_opts --limit-rate --no-kernel-pass --no-progress --no-history --history" -- "$cur"))
+            else
+                _filedir
+            fi
+            ;;
+        repair)
+            if [[ $cur == -* ]]; then
+                COMPREPLY=($(compgen -W "$global_opts --from --prefer-mirror --include-undetermined --then-nocow --backup-dir --undo --force --limit-rate --no-progress --dry-run -n --proc" -- "$cur"))
             else
                 _filedir
             fi

@@ -1,5 +1,5 @@
 # fish completion for vmcsum(8)
-set -l commands show audit set probe bench scrub
+set -l commands show audit set probe bench scrub repair
 
 complete -c vmcsum -f
 complete -c vmcsum -l json -d 'Print one JSON document on stdout'
@@ -46,3 +46,17 @@ complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l no-kernel-pass -d '
 complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l no-progress -d 'Never draw the progress bar'
 complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l no-history -d 'Do not read the kernel log'
 complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l history -d 'Only report checksum failures from the kernel log'
+
+complete -c vmcsum -n "not __fish_seen_subcommand_from $commands" -a repair -d 'Make false checksum mismatches readable again, with a backup'
+complete -c vmcsum -n "__fish_seen_subcommand_from repair" -F
+complete -c vmcsum -n "__fish_seen_subcommand_from repair" -l from -r -d 'Repair the bad sectors of a saved scrub JSON document'
+complete -c vmcsum -n "__fish_seen_subcommand_from repair" -l prefer-mirror -x -a '1 2 3 4' -d 'For sectors no copy matches, write back this copy'
+complete -c vmcsum -n "__fish_seen_subcommand_from repair" -l include-undetermined -d 'Also rewrite sectors the evidence cannot classify'
+complete -c vmcsum -n "__fish_seen_subcommand_from repair" -l then-nocow -d 'Afterwards convert the image to NOCOW where worthwhile'
+complete -c vmcsum -n "__fish_seen_subcommand_from repair" -l backup-dir -r -d 'Where backups go'
+complete -c vmcsum -n "__fish_seen_subcommand_from repair" -l undo -r -d 'Write the bytes saved in this backup back'
+complete -c vmcsum -n "__fish_seen_subcommand_from repair" -l force -d 'With --undo: restore even if the file changed'
+complete -c vmcsum -n "__fish_seen_subcommand_from repair" -l limit-rate -x -d 'Read and write at most this many bytes per second'
+complete -c vmcsum -n "__fish_seen_subcommand_from repair" -l no-progress -d 'Never draw the progress bar'
+complete -c vmcsum -n "__fish_seen_subcommand_from repair" -s n -l dry-run -d 'Show what would be done and write nothing'
+complete -c vmcsum -n "__fish_seen_subcommand_from repair" -l proc -r -d 'proc filesystem to scan for users of the images'

@@ -35,6 +35,7 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, Runner& runner)
   register_audit(*app, runner);
   register_set(*app, runner);
   register_scrub(*app, runner);
+  register_repair(*app, runner);
   register_probe(*app, runner);
   register_bench(*app, runner);
   return app;

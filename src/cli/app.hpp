@@ -30,5 +30,6 @@ void register_set(CLI::App& app, Runner& runner);
 void register_scrub(CLI::App& app, Runner& runner);
 void register_probe(CLI::App& app, Runner& runner);
 void register_bench(CLI::App& app, Runner& runner);
+void register_repair(CLI::App& app, Runner& runner);
 
 } // namespace vmcsum::cli

@@ -14,6 +14,7 @@
 #include <vmcsum/core/text.hpp>
 #include <vmcsum/error.hpp>
 #include <vmcsum/sys/fd.hpp>
+#include <vmcsum/sys/lease.hpp>
 
 #include <xxhash.h>
 
@@ -41,6 +42,9 @@
 namespace vmcsum::core {
 
 namespace {
+
+using sys::IgnoreSigio;
+using sys::Lease;
 
 using Clock = std::chrono::steady_clock;
 
@@ -230,63 +234,6 @@ std::optional<uint64_t> resident_pages(int fd, uint64_t size)
   }
   return count;
 }
-
-// A write lease on the source: only granted while nobody else has the file open, and broken
-// as soon as anyone opens it (their open() then waits for us, at most lease-break-time). The
-// kernel signals a break with SIGIO, which set_cow_attribute() ignores; F_GETLEASE shows it.
-class Lease
-{
-public:
-  explicit Lease(int fd)
-    : m_fd(fd)
-  {
-    if (::fcntl(fd, F_SETLEASE, F_WRLCK) == 0) {
-      m_active = true;
-    } else {
-      m_errno = errno;
-    }
-  }
-  ~Lease()
-  {
-    if (m_active) {
-      ::fcntl(m_fd, F_SETLEASE, F_UNLCK);
-    }
-  }
-  Lease(const Lease&) = delete;
-  Lease& operator=(const Lease&) = delete;
-
-  bool active() const { return m_active; }
-  int error() const { return m_errno; }
-  bool broken() const { return m_active && ::fcntl(m_fd, F_GETLEASE) != F_WRLCK; }
-
-private:
-  int m_fd;
-  bool m_active = false;
-  int m_errno = 0;
-};
-
-// Ignores SIGIO (lease breaks) while alive, restoring the previous action afterwards.
-class IgnoreSigio
-{
-public:
-  IgnoreSigio()
-  {
-    struct sigaction ign
-    {
-    };
-    ign.sa_handler = SIG_IGN;
-    ::sigemptyset(&ign.sa_mask);
-    ::sigaction(SIGIO, &ign, &m_old);
-  }
-  ~IgnoreSigio() { ::sigaction(SIGIO, &m_old, nullptr); }
-  IgnoreSigio(const IgnoreSigio&) = delete;
-  IgnoreSigio& operator=(const IgnoreSigio&) = delete;
-
-private:
-  struct sigaction m_old
-  {
-  };
-};
 
 // The temp file's name, removed on scope exit unless released.
 class TempName

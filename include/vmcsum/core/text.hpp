@@ -15,6 +15,9 @@ bool is_valid_utf8(std::string_view s);
 // control characters; every byte that is not part of valid UTF-8, and every control
 // character, becomes \xNN (backslash itself becomes \\). Like `ls -b`, it is reversible.
 std::string escape_name(std::string_view s);
+// The inverse of escape_name(): \xNN back to the byte, \\ back to a backslash. Text
+// that escape_name() cannot have produced is kept as it is.
+std::string unescape_name(std::string_view s);
 
 // Calls fn(line) for each line of text, without the newline.
 template <typename Fn>

@@ -1,0 +1,360 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// vmcsum repair PATH... | --undo BACKUP: make false checksum mismatches readable again.
+#include "app.hpp"
+#include "interactive.hpp"
+
+#include <vmcsum/core/repair.hpp>
+#include <vmcsum/core/text.hpp>
+#include <vmcsum/error.hpp>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+namespace vmcsum::cli {
+
+namespace {
+
+struct RepairCli
+{
+  std::vector<std::string> paths;
+  std::string from;
+  unsigned prefer_mirror = 0;
+  bool include_undetermined = false;
+  bool then_nocow = false;
+  std::string backup_dir = "/var/lib/vmcsum/backup";
+  std::string undo;
+  bool force = false;
+  std::string limit_rate;
+  bool no_progress = false;
+  bool dry_run = false;
+  std::string proc_dir = "/proc";
+};
+
+nlohmann::ordered_json str_or_null(const std::string& s)
+{
+  return s.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(s);
+}
+
+nlohmann::ordered_json entry_json(const core::RepairEntry& e)
+{
+  nlohmann::ordered_json j;
+  j["path"] = core::escape_name(e.path);
+  j["acted_on"] = core::escape_name(e.acted_on);
+  j["action"] = e.action;
+  j["code"] = str_or_null(e.code);
+  j["reason"] = str_or_null(e.reason);
+  j["size"] = e.size;
+  j["checked_bytes"] = e.checked_bytes;
+  j["bad_sectors"] = e.bad_sectors;
+  auto& rep = j["repaired"] = nlohmann::ordered_json::array();
+  for (const auto& r : e.repaired) {
+    rep.push_back({{"offset", r.offset},
+                   {"length", r.length},
+                   {"logical", r.logical},
+                   {"class", core::bad_class_name(r.cls)},
+                   {"how", r.how},
+                   {"mirror", json_or_null(r.mirror)},
+                   {"copies_identical", r.copies_identical}});
+  }
+  auto& sk = j["skipped"] = nlohmann::ordered_json::array();
+  for (const auto& s : e.skipped) {
+    sk.push_back({{"offset", s.offset},
+                  {"length", s.length},
+                  {"logical", s.logical},
+                  {"class", core::bad_class_name(s.cls)},
+                  {"code", s.code},
+                  {"reason", s.reason},
+                  {"evidence", s.evidence}});
+  }
+  auto& ranges = j["ranges"] = nlohmann::ordered_json::array();
+  for (const auto& r : e.ranges) {
+    auto shared = nlohmann::ordered_json::array();
+    for (const auto& s : r.shared_with) {
+      shared.push_back({{"root", s.root},
+                        {"inode", s.inode},
+                        {"offset", s.offset},
+                        {"path", s.path ? nlohmann::ordered_json(core::escape_name(*s.path))
+                                        : nlohmann::ordered_json(nullptr)}});
+    }
+    ranges.push_back({{"offset", r.offset},
+                      {"length", r.length},
+                      {"old_logical", r.old_logical},
+                      {"extent_bytenr", r.extent_bytenr},
+                      {"extent_bytes", r.extent_bytes},
+                      {"freed", json_or_null(r.freed)},
+                      {"shared_with", shared},
+                      {"resumed", r.resumed}});
+  }
+  j["rewritten_bytes"] = e.rewritten_bytes;
+  j["backup"] = e.backup ? nlohmann::ordered_json(core::escape_name(*e.backup))
+                         : nlohmann::ordered_json(nullptr);
+  j["backup_bytes"] = e.backup_bytes;
+  if (e.verify) {
+    j["verify"] = {{"method", e.verify->method},
+                   {"readable", e.verify->readable},
+                   {"matches", e.verify->matches},
+                   {"bad_after", json_or_null(e.verify->bad_after)}};
+  } else {
+    j["verify"] = nullptr;
+  }
+  if (e.nocow) {
+    j["nocow"] = {{"action", e.nocow->action},
+                  {"code", str_or_null(e.nocow->code)},
+                  {"reason", str_or_null(e.nocow->reason)}};
+  } else {
+    j["nocow"] = nullptr;
+  }
+  auto& users = j["users"] = nlohmann::ordered_json::array();
+  for (const auto& u : e.users) {
+    users.push_back({{"pid", u.pid},
+                     {"comm", core::escape_name(u.comm)},
+                     {"fd", u.fd},
+                     {"o_direct", u.o_direct},
+                     {"writable", u.writable}});
+  }
+  auto& locks = j["locks"] = nlohmann::ordered_json::array();
+  for (const auto& l : e.locks) {
+    locks.push_back({{"pid", json_or_null(l.pid)},
+                     {"kind", l.kind},
+                     {"mode", l.mode},
+                     {"start", l.start},
+                     {"end", json_or_null(l.end)},
+                     {"qemu", l.qemu}});
+  }
+  j["steps"] = e.steps;
+  j["notes"] = e.notes;
+  return j;
+}
+
+int entry_status(const core::RepairEntry& e)
+{
+  const std::string& a = e.action;
+  if (a == "refused" || a == "failed") {
+    return e.code == "verify-failed" ? exit_code::critical : exit_code::incomplete;
+  }
+  if (a == "would-repair") {
+    return exit_code::critical;
+  }
+  int s = exit_code::clean;
+  if (!e.skipped.empty() || a == "left") {
+    s = exit_code::warnings;
+  }
+  for (const auto& r : e.ranges) {
+    if (!r.shared_with.empty()) {
+      s = std::max(s, exit_code::warnings);
+    }
+  }
+  if (e.nocow && e.nocow->action != "rewritten" && e.nocow->action != "unchanged" &&
+      e.nocow->action != "flag-set") {
+    s = std::max(s, e.nocow->action == "skipped" ? exit_code::warnings : exit_code::incomplete);
+  }
+  return s;
+}
+
+Style action_style(const std::string& a)
+{
+  if (a == "repaired" || a == "restored" || a == "clean") {
+    return Style::green;
+  }
+  if (a == "refused" || a == "failed") {
+    return Style::red;
+  }
+  return Style::yellow;
+}
+
+void render_text(const core::RepairResult& r, bool dry_run, Output& out)
+{
+  Table table({"PATH", "ACTION", "BAD", "REPAIRED", "SKIPPED", "REWRITTEN", "BACKUP"});
+  std::string details;
+  for (const auto& e : r.files) {
+    table.add({core::escape_name(e.path), out.paint(e.action, action_style(e.action)),
+               std::to_string(e.bad_sectors), std::to_string(e.repaired.size()),
+               std::to_string(e.skipped.size()), core::human_bytes(e.rewritten_bytes),
+               e.backup ? core::escape_name(*e.backup) : "-"});
+    const std::string name = core::escape_name(e.path);
+    if (!e.reason.empty() && e.action != "refused" && e.action != "failed") {
+      details += "  " + name + ": " + e.reason + "\n";
+    }
+    if (dry_run || out.options().verbose > 0) {
+      for (const auto& s : e.steps) {
+        details += "  " + name + ": " + (dry_run ? "would " : "") + s + "\n";
+      }
+    }
+    size_t shown = 0;
+    for (const auto& s : e.skipped) {
+      if (out.options().verbose == 0 && shown++ >= 10) {
+        details += "  ... " + std::to_string(e.skipped.size() - 10) + " more (-v or --json)\n";
+        break;
+      }
+      details += "  " + name + " offset " + std::to_string(s.offset) + ": left (" + s.code + ", " +
+                 core::bad_class_name(s.cls) + "): " + s.reason + "\n";
+    }
+    if (out.options().verbose > 0) {
+      for (const auto& p : e.repaired) {
+        details += "  " + name + " offset " + std::to_string(p.offset) + ": " + p.how +
+                   (p.mirror ? " from copy " + std::to_string(*p.mirror) : std::string()) + "\n";
+      }
+    }
+    for (const auto& rr : e.ranges) {
+      for (const auto& s : rr.shared_with) {
+        details += "  " + name + " range " + std::to_string(rr.offset) + "+" +
+                   std::to_string(rr.length) + ": old extent kept by root " +
+                   std::to_string(s.root) + " inode " + std::to_string(s.inode) +
+                   (s.path ? " (" + core::escape_name(*s.path) + ")" : std::string()) + "\n";
+      }
+    }
+    if (e.nocow) {
+      details += "  " + name + ": --then-nocow: " + e.nocow->action +
+                 (e.nocow->reason.empty() ? std::string() : " (" + e.nocow->reason + ")") + "\n";
+    }
+  }
+  out.print(table.render(out));
+  if (!details.empty()) {
+    out.print("\n" + details);
+  }
+}
+
+std::string read_file_or_stdin(const std::string& path)
+{
+  std::ostringstream ss;
+  if (path == "-") {
+    ss << std::cin.rdbuf();
+  } else {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      throw Error(Errc::usage, "--from: cannot read " + path + ": " + errno_text(errno));
+    }
+    ss << in.rdbuf();
+  }
+  return ss.str();
+}
+
+} // namespace
+
+void register_repair(CLI::App& app, Runner& runner)
+{
+  auto cli = std::make_shared<RepairCli>();
+  CLI::App* cmd = app.add_subcommand(
+    "repair", "Make false checksum mismatches readable again, with a backup; or --undo one");
+  cmd->add_option("paths", cli->paths, "Image files to repair");
+  cmd->add_option("--from", cli->from,
+                  "Repair the bad sectors listed in a saved `vmcsum --json scrub` document "
+                  "(re-verified first; - reads stdin)");
+  cmd
+    ->add_option("--prefer-mirror", cli->prefer_mirror,
+                 "For sectors no copy matches, write back copy N (default: the lowest readable)")
+    ->check(CLI::Range(1u, 4u));
+  cmd->add_flag("--include-undetermined", cli->include_undetermined,
+                "Also rewrite sectors the evidence cannot classify");
+  cmd->add_flag("--then-nocow", cli->then_nocow,
+                "Afterwards convert the image to NOCOW (as `set --nocow`) where the profile makes "
+                "that worthwhile");
+  cmd->add_option("--backup-dir", cli->backup_dir,
+                  "Where backups go (default /var/lib/vmcsum/backup; best on another filesystem)");
+  cmd->add_option("--undo", cli->undo, "Write the bytes saved in this backup back");
+  cmd->add_flag("--force", cli->force,
+                "With --undo: restore even if the file changed since the repair");
+  cmd->add_option("--limit-rate", cli->limit_rate,
+                  "Read and write at most this many bytes per second (suffix K, M, G)");
+  cmd->add_flag("--no-progress", cli->no_progress, "Never draw the progress bar");
+  cmd->add_flag("-n,--dry-run", cli->dry_run, "Show what would be done; write nothing");
+  cmd->add_option("--proc", cli->proc_dir, "proc filesystem to scan for users of the images")
+    ->capture_default_str(); // for tests
+  cmd->callback([cli, &runner] {
+    if (cli->undo.empty() && cli->paths.empty() && cli->from.empty()) {
+      throw CLI::RequiredError("paths (or --from, or --undo BACKUP)");
+    }
+    if (!cli->undo.empty() && (!cli->paths.empty() || !cli->from.empty())) {
+      throw CLI::ValidationError("--undo", "takes the backup only: no paths and no --from");
+    }
+    if (cli->force && cli->undo.empty()) {
+      throw CLI::ValidationError("--force", "only with --undo");
+    }
+    uint64_t rate = 0;
+    if (!cli->limit_rate.empty()) {
+      rate = parse_rate(cli->limit_rate, "--limit-rate");
+    }
+    std::optional<std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>>> report;
+    if (!cli->from.empty()) {
+      try {
+        report = core::parse_scrub_report(read_file_or_stdin(cli->from));
+      } catch (const Error& e) {
+        throw CLI::ValidationError("--from", e.what());
+      }
+    }
+    runner = [cli, rate, report](Output& out) {
+      core::RepairResult r;
+      {
+        StopSignals signals;
+        ProgressBar bar(!cli->no_progress && progress_wanted(out.options().quiet));
+        auto progress = [&](const core::RepairProgress& p) {
+          bar.update(p.path, p.phase, p.done, p.total);
+        };
+        if (!cli->undo.empty()) {
+          core::UndoOptions uo;
+          uo.backup = cli->undo;
+          if (cli->prefer_mirror) {
+            uo.prefer_mirror = cli->prefer_mirror;
+          }
+          uo.force = cli->force;
+          uo.dry_run = cli->dry_run;
+          uo.limit_rate = rate;
+          uo.proc_dir = cli->proc_dir;
+          r = core::undo_repair(uo, progress, StopSignals::cancel());
+        } else {
+          core::RepairOptions ro;
+          ro.paths = cli->paths;
+          ro.from_report = report;
+          if (cli->prefer_mirror) {
+            ro.prefer_mirror = cli->prefer_mirror;
+          }
+          ro.include_undetermined = cli->include_undetermined;
+          ro.then_nocow = cli->then_nocow;
+          ro.backup_dir = cli->backup_dir;
+          ro.dry_run = cli->dry_run;
+          ro.limit_rate = rate;
+          ro.proc_dir = cli->proc_dir;
+          r = core::repair(ro, progress, StopSignals::cancel());
+        }
+      }
+      int status = exit_code::clean;
+      for (const auto& e : r.files) {
+        status = std::max(status, entry_status(e));
+      }
+      if (r.interrupted && StopSignals::signal() != 0) {
+        status = exit_code::interrupted + StopSignals::signal();
+      }
+      if (out.options().json) {
+        nlohmann::ordered_json doc = {{"schema", "vmcsum.repair/1"}};
+        doc["dry_run"] = cli->dry_run;
+        doc["undo"] = !cli->undo.empty();
+        auto& files = doc["files"] = nlohmann::ordered_json::array();
+        for (const auto& e : r.files) {
+          files.push_back(entry_json(e));
+        }
+        doc["notes"] = r.notes;
+        doc["exit_code"] = status;
+        out.emit_json(doc);
+      } else {
+        render_text(r, cli->dry_run, out);
+      }
+      for (const auto& e : r.files) {
+        if (e.action == "refused" || e.action == "failed") {
+          out.error(core::escape_name(e.path) + ": " + e.reason);
+        }
+        for (const auto& n : e.notes) {
+          out.warn(core::escape_name(e.path) + ": " + n);
+        }
+      }
+      return status;
+    };
+  });
+}
+
+} // namespace vmcsum::cli

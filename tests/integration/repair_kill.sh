@@ -37,7 +37,7 @@ invariants() {
   check_eq "$tag: EIO only where the damage was" "" "$extra"
   n_eio=$(sed '/^$/d' <<<"$eio" | wc -l)
   if ((n_eio < ${#DAMAGED_OFFS[@]})); then
-    for b in "$BK"/*.vmcsum-backup "$BK"/*.vmcsum-backup.pending; do
+    for b in "$INV_BK"/*.vmcsum-backup "$INV_BK"/*.vmcsum-backup.pending; do
       [[ -f $b ]] && backup_complete "$b" && ok=1
     done
     check_eq "$tag: sectors were rewritten ($((${#DAMAGED_OFFS[@]} - n_eio)) of ${#DAMAGED_OFFS[@]}): a complete backup is on disk" 1 "$ok"
@@ -45,6 +45,7 @@ invariants() {
   LAST_EIO=$n_eio
 }
 
+INV_BK=$BK # where invariants looks for backups
 make_btrfs -d dup -m dup
 NEXT=16
 # damage_at_all FILE : an image of NEXT 1 MiB extents, 2 sectors damaged identically on every
@@ -143,44 +144,62 @@ while read -r off len; do
 done < <(jf '.files[0].ranges[]? | "\(.offset) \(.length)"')
 check "undo: reads without EIO" reads_ok "$IMG"
 
-note "--- full disk: the backup directory"
-it_small=$IT_TMP/smallbk
-mkdir -p "$it_small"
-mount -t tmpfs -o size=256k tmpfs "$it_small"
-_IT_MOUNTS+=("$it_small")
+# slow_repair_filling DIR DELAY_MS BACKUP_DIR : starts a repair of $IMG slowed by --limit-rate,
+# fills the filesystem of DIR after DELAY_MS, waits; the status in $RC, the document in $OUT.
+slow_repair_filling() {
+  local dir=$1 delay=$2 bkdir=$3 rp
+  "$VMCSUM" --json repair --limit-rate "$RATE" --no-progress --backup-dir "$bkdir" "$IMG" \
+    >"$OUT" 2>"$ERR" &
+  rp=$!
+  bg_track "$rp"
+  sleep "$((delay / 1000)).$(printf '%03d' $((delay % 1000)))"
+  dd if=/dev/zero of="$dir/fill" bs=1M status=none 2>/dev/null || true
+  sync -f "$dir/fill" 2>/dev/null || true
+  RC=0
+  wait "$rp" || RC=$?
+  bg_untrack "$rp"
+  note "repair while $dir fills after ${delay} ms: exit $RC, $(jq -c '.files[0] | {action, code, reason}' "$OUT" 2>/dev/null)"
+}
+
+note "--- full disk: the backup directory fills while the repair runs"
+small=$IT_TMP/smallbk
+mkdir -p "$small"
+mount -t tmpfs -o size=48m tmpfs "$small"
+_IT_MOUNTS+=("$small")
 damage_at_all "$MNT/vm2.raw"
-set +e
-timeout -k 5 300 "$VMCSUM" --json repair --no-progress --backup-dir "$it_small" "$IMG" >"$OUT" 2>"$ERR"
-RC=$?
-set -e
+slow_repair_filling "$small" $((ts_ms / 2)) "$small"
 check_eq "backup dir full: exit 3" 3 "$RC"
 check "backup dir full: failed or refused" jq -e '.files[0].action | IN("failed", "refused")' "$OUT"
-check_eq "backup dir full: nothing written to the image" "${#DAMAGED_OFFS[@]} 0" \
-  "$(sector_scan "$IMG" "$REF" | grep -c '^eio') $(sector_scan "$IMG" "$REF" | grep -c '^diff' || true)"
-check_eq "backup dir full: no backup left that looks complete" "" \
-  "$(for b in "$it_small"/*; do [[ -f $b ]] && backup_complete "$b" && echo "$b"; done)"
-umount "$it_small"
+scan=$(sector_scan "$IMG" "$REF")
+check_eq "backup dir full: nothing written to the image (all damaged sectors still EIO, no other change)" \
+  "${#DAMAGED_OFFS[@]} 0" "$(grep -c '^eio' <<<"$scan") $(grep -c '^diff' <<<"$scan" || true)"
+check_eq "backup dir full: no backup and no temp file left" "" \
+  "$(find "$small" -maxdepth 1 -type f ! -name fill -printf '%f\n')"
+rm -f -- "$small/fill"
+slow_repair_filling "$small" $((ts_ms + 300)) "$small"
+check "backup dir full during the rewrite: exit 0 or 3" test "$RC" -eq 0 -o "$RC" -eq 3
+INV_BK=$small
+invariants "backup dir full during the rewrite"
+INV_BK=$BK
+umount "$small"
+vrepair --no-progress "$IMG"
+check_eq "backup dir full, then a roomy one: rerun exit 0" 0 "$RC"
+check "backup dir full, rerun: content = ignoredatacsums read before" cmp -- "$REF" "$IMG"
 
 note "--- full disk: the image's filesystem fills while the repair runs"
-"$VMCSUM" --json repair --limit-rate "$RATE" --no-progress --backup-dir "$BK" "$IMG" \
-  >"$IT_TMP/full.json" 2>"$IT_TMP/full.err" &
-rp=$!
-bg_track "$rp"
-sleep "$((ts_ms / 2000)).$(printf '%03d' $((ts_ms / 2 % 1000)))"
-dd if=/dev/zero of="$MNT/fill" bs=1M status=none 2>/dev/null || true
-sync -f "$MNT/fill" 2>/dev/null || true
-rc=0
-wait "$rp" || rc=$?
-bg_untrack "$rp"
-note "repair on a filling filesystem: exit $rc, $(jq -c '.files[0] | {action, code, reason}' "$IT_TMP/full.json" 2>/dev/null)"
-check "filesystem full: exit 0 (done before it filled) or 3" test "$rc" -eq 0 -o "$rc" -eq 3
-invariants "filesystem full"
-rm -f -- "$MNT/fill"
-sync
-btrfs filesystem sync "$MNT" >/dev/null
-vrepair --no-progress "$IMG"
-check_eq "filesystem full, then room again: rerun exit 0" 0 "$RC"
-check "filesystem full, rerun: content = ignoredatacsums read before" cmp -- "$REF" "$IMG"
-check_eq "filesystem full, rerun: btrfs scrub finds nothing uncorrectable" 0 "$(btrfs_scrub_uncorrectable "$MNT")"
-check_eq "filesystem full, rerun: no pending backup left" "" "$(pending)"
+for delay in $((ts_ms / 2)) $((ts_ms + 300)); do
+  damage_at_all "$MNT/vm-$delay.raw"
+  slow_repair_filling "$MNT" "$delay" "$BK"
+  check "filesystem full after ${delay} ms: exit 0 (done before it filled) or 3" test "$RC" -eq 0 -o "$RC" -eq 3
+  invariants "filesystem full after ${delay} ms"
+  rm -f -- "$MNT/fill"
+  sync
+  btrfs filesystem sync "$MNT" >/dev/null
+  vrepair --no-progress "$IMG"
+  check_eq "filesystem full after ${delay} ms, then room again: rerun exit 0" 0 "$RC"
+  check "filesystem full after ${delay} ms, rerun: content = ignoredatacsums read before" cmp -- "$REF" "$IMG"
+  check_eq "filesystem full after ${delay} ms, rerun: no pending backup left" "" "$(pending)"
+  rm -f -- "$IMG"
+done
+check_eq "btrfs scrub finds nothing uncorrectable at the end" 0 "$(btrfs_scrub_uncorrectable "$MNT")"
 finish

@@ -242,7 +242,7 @@ void register_repair(CLI::App& app, Runner& runner)
   auto cli = std::make_shared<RepairCli>();
   CLI::App* cmd = app.add_subcommand(
     "repair", "Make false checksum mismatches readable again, with a backup; or --undo one");
-  cmd->add_option("paths", cli->paths, "Image files to repair");
+  cmd->add_option("paths", cli->paths, "Image files, or directories of images, to repair");
   cmd->add_option("--from", cli->from,
                   "Repair the bad sectors listed in a saved `vmcsum --json scrub` document "
                   "(re-verified first; - reads stdin)");

@@ -28,6 +28,7 @@
 #include <vmcsum/core/repair.hpp>
 #include <vmcsum/core/repair_backup.hpp>
 #include <vmcsum/core/text.hpp>
+#include <vmcsum/core/walk.hpp>
 #include <vmcsum/error.hpp>
 #include <vmcsum/sys/fd.hpp>
 #include <vmcsum/sys/lease.hpp>
@@ -461,7 +462,10 @@ public:
   RepairResult run()
   {
     sys::IgnoreSigio sigio;
-    std::vector<std::string> paths = m_opts.paths;
+    std::vector<std::string> paths;
+    for (const auto& p : m_opts.paths) {
+      expand(p, paths);
+    }
     if (paths.empty() && m_opts.from_report) {
       for (const auto& [p, _] : *m_opts.from_report) {
         paths.push_back(p);
@@ -498,6 +502,36 @@ public:
   }
 
 private:
+  // A directory stands for the regular files below it (symlinks are never followed out).
+  void expand(const std::string& path, std::vector<std::string>& out)
+  {
+    struct stat st = {};
+    if (::lstat(path.c_str(), &st) < 0 || !S_ISDIR(st.st_mode)) {
+      out.push_back(path);
+      return;
+    }
+    std::vector<std::string> found;
+    walk_tree(
+      path,
+      [&](WalkEntry& w) {
+        unsigned char t = w.d_type();
+        if (t == DT_UNKNOWN) {
+          const struct stat* ls = w.lstat();
+          t = ls && S_ISREG(ls->st_mode) ? DT_REG : DT_UNKNOWN;
+        }
+        if (t == DT_REG) {
+          found.push_back(w.path());
+        }
+      },
+      [&](const std::string& p, const std::string& why) {
+        m_result.notes.push_back(escape_name(p) + ": " + why);
+      });
+    std::sort(found.begin(), found.end());
+    if (found.empty()) {
+      m_result.notes.push_back(escape_name(path) + ": no regular file below it");
+    }
+    out.insert(out.end(), found.begin(), found.end());
+  }
   void process(const std::string& path, RepairEntry& e);
   void report(const std::string& path, const char* phase, uint64_t done, uint64_t total)
   {

@@ -40,3 +40,12 @@ TEST_CASE("human_bytes uses binary units")
   CHECK(human_bytes(1536) == "1.50KiB");
   CHECK(human_bytes(10ULL << 30) == "10.00GiB");
 }
+
+TEST_CASE("unescape_name undoes escape_name, byte for byte")
+{
+  for (std::string s : {std::string("vm.img"), std::string("a\\b"), std::string("\xff\x01x\\xff"),
+                        std::string("Gr\xc3\xbc\xc3\x9f\n")}) {
+    CHECK(unescape_name(escape_name(s)) == s);
+  }
+  CHECK(unescape_name("\\x4") == "\\x4"); // not an escape escape_name makes: kept
+}

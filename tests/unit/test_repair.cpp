@@ -1,0 +1,275 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// repair's decision table, copy choice, backup format and --from parser.
+#include <vmcsum/btrfs/file_extents.hpp>
+#include <vmcsum/core/repair.hpp>
+#include <vmcsum/core/repair_backup.hpp>
+#include <vmcsum/error.hpp>
+
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <unistd.h>
+
+using namespace vmcsum;
+using namespace vmcsum::core;
+
+namespace {
+
+BadSector sector(BadClass cls, std::vector<std::pair<bool, bool>> copies /* matches, read_error */)
+{
+  BadSector b;
+  b.offset = 8192;
+  b.length = 4096;
+  b.logical = 1 << 20;
+  b.cls = cls;
+  unsigned m = 1;
+  for (auto [matches, err] : copies) {
+    SectorCopy c;
+    c.mirror = m++;
+    c.matches = matches;
+    c.read_error = err;
+    b.copies.push_back(c);
+  }
+  return b;
+}
+
+struct TempDir
+{
+  std::string path;
+  TempDir()
+  {
+    char tmpl[] = "/tmp/vmcsum-unit-XXXXXX";
+    path = ::mkdtemp(tmpl);
+  }
+  ~TempDir()
+  {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
+} // namespace
+
+TEST_CASE("repair: no copy matches, false mismatch -> rewrite from the lowest readable copy")
+{
+  auto b = sector(BadClass::false_mismatch, {{false, false}, {false, false}});
+  auto d = decide_sector(b, {});
+  CHECK(d.action == SectorAction::rewrite);
+  REQUIRE(d.mirror);
+  CHECK(*d.mirror == 1);
+  b.copies[0].read_error = true;
+  d = decide_sector(b, {});
+  CHECK(*d.mirror == 2);
+}
+
+TEST_CASE("repair: --prefer-mirror wins when that copy was readable, else the rule")
+{
+  auto b = sector(BadClass::false_mismatch, {{false, false}, {false, false}});
+  RepairChoice c;
+  c.prefer_mirror = 2;
+  CHECK(*decide_sector(b, c).mirror == 2);
+  b.copies[1].read_error = true;
+  CHECK(*decide_sector(b, c).mirror == 1);
+  c.prefer_mirror = 3; // no such copy on dup
+  b.copies[1].read_error = false;
+  CHECK(*decide_sector(b, c).mirror == 1);
+}
+
+TEST_CASE("repair: every copy unreadable is skipped as unreadable")
+{
+  auto b = sector(BadClass::false_mismatch, {{false, true}, {false, true}});
+  auto d = decide_sector(b, {});
+  CHECK(d.action == SectorAction::skip);
+  CHECK(d.code == "unreadable");
+}
+
+TEST_CASE("repair: undetermined only with --include-undetermined")
+{
+  auto b = sector(BadClass::undetermined, {{false, false}});
+  auto d = decide_sector(b, {});
+  CHECK(d.action == SectorAction::skip);
+  CHECK(d.code == "undetermined");
+  RepairChoice c;
+  c.include_undetermined = true;
+  d = decide_sector(b, c);
+  CHECK(d.action == SectorAction::rewrite);
+  CHECK(*d.mirror == 1);
+}
+
+TEST_CASE("repair: a matching copy means read first; after the read only false mismatches are "
+          "rewritten")
+{
+  RepairChoice c;
+  c.mount_point = "/srv";
+  for (auto cls : {BadClass::false_mismatch, BadClass::media, BadClass::undetermined}) {
+    auto b = sector(cls, {{true, false}, {false, false}});
+    CHECK(decide_sector(b, c).action == SectorAction::read);
+  }
+  c.after_read = true;
+  auto fm = sector(BadClass::false_mismatch, {{true, false}, {false, false}});
+  auto d = decide_sector(fm, c);
+  CHECK(d.action == SectorAction::rewrite);
+  CHECK_FALSE(d.mirror); // as btrfs reads it: the good copy
+  auto media = sector(BadClass::media, {{true, false}, {false, false}});
+  d = decide_sector(media, c);
+  CHECK(d.action == SectorAction::skip);
+  CHECK(d.code == "media");
+  CHECK(d.reason.find("btrfs scrub start -B /srv") != std::string::npos);
+}
+
+TEST_CASE("repair: media with no matching copy and compressed sectors are left")
+{
+  auto media = sector(BadClass::media, {{false, false}, {false, true}});
+  CHECK(decide_sector(media, {}).code == "media");
+  auto comp = sector(BadClass::false_mismatch, {{false, false}, {false, false}});
+  comp.compressed = true;
+  RepairChoice c;
+  c.include_undetermined = true;
+  CHECK(decide_sector(comp, c).code == "compressed");
+}
+
+TEST_CASE("repair: backup round trip, chosen copy kept, trailer verified")
+{
+  TempDir dir;
+  BackupHeader h;
+  h.path = "/srv/images/vm\xff.raw"; // not UTF-8: escaped in the header, restored on reading
+  h.fsid = "0f0e0d0c-0b0a-0908-0706-050403020100";
+  h.subvolume = 256;
+  h.inode = 257;
+  h.size = 1 << 20;
+  h.mtime_sec = 1700000000;
+  h.mtime_nsec = 123;
+  h.csum_type = "crc32c";
+  h.created = "2026-11-24T19:00:00Z";
+  h.ranges = {{0, 8192}};
+  std::vector<uint8_t> good(4096, 0xaa), m1(4096, 0x11), m2(4096, 0x22);
+  std::string final_path;
+  {
+    BackupWriter w(dir.path, h);
+    w.add(0, 0, 0, 0, {}, good.data(), 4096);
+    w.add(4096, 1 << 20, 1, BackupRecord::k_chosen, {1, 2, 3, 4}, m1.data(), 4096);
+    w.add(4096, 1 << 20, 2, 0, {1, 2, 3, 4}, m2.data(), 4096);
+    final_path = w.commit("x.vmcsum-backup");
+  }
+  BackupReader r(final_path);
+  CHECK(r.header().path == h.path);
+  CHECK(r.header().inode == 257);
+  CHECK(r.header().mtime_nsec == 123);
+  REQUIRE(r.header().ranges.size() == 1);
+  r.verify_complete();
+  BackupRecord rec;
+  REQUIRE(r.next(rec));
+  CHECK(rec.mirror == 0);
+  CHECK(rec.data == good);
+  REQUIRE(r.next(rec));
+  CHECK(rec.chosen());
+  CHECK(rec.expected_csum == std::vector<uint8_t>{1, 2, 3, 4});
+  CHECK(rec.data == m1);
+  REQUIRE(r.next(rec));
+  CHECK_FALSE(rec.chosen());
+  CHECK(rec.data == m2);
+  CHECK_FALSE(r.next(rec));
+}
+
+TEST_CASE("repair: a truncated or damaged backup is refused, and an uncommitted one vanishes")
+{
+  TempDir dir;
+  BackupHeader h;
+  h.path = "/a";
+  h.ranges = {{0, 4096}};
+  std::vector<uint8_t> data(4096, 7);
+  std::string p;
+  {
+    BackupWriter w(dir.path, h);
+    w.add(0, 0, 0, 0, {}, data.data(), 4096);
+    p = w.commit("b.vmcsum-backup");
+  }
+  {
+    BackupWriter w(dir.path, h);
+    w.add(0, 0, 0, 0, {}, data.data(), 4096);
+    // no commit: the temp file is removed
+  }
+  auto entries = std::distance(std::filesystem::directory_iterator(dir.path),
+                               std::filesystem::directory_iterator());
+  CHECK(entries == 1);
+  // Truncate: drop the trailer.
+  std::string truncated = dir.path + "/t.vmcsum-backup";
+  std::filesystem::copy_file(p, truncated);
+  std::filesystem::resize_file(truncated, std::filesystem::file_size(p) - 20);
+  CHECK_THROWS_AS(BackupReader(truncated).verify_complete(), Error);
+  // Flip one data byte.
+  std::string flipped = dir.path + "/f.vmcsum-backup";
+  std::filesystem::copy_file(p, flipped);
+  {
+    std::fstream f(flipped, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-30, std::ios::end);
+    f.put('\x55');
+  }
+  CHECK_THROWS_AS(BackupReader(flipped).verify_complete(), Error);
+  std::string junk = dir.path + "/j";
+  std::ofstream(junk) << "hello\n";
+  CHECK_THROWS_AS(BackupReader{junk}, Error);
+}
+
+TEST_CASE("repair: backup file names fit NAME_MAX and end in the suffix")
+{
+  std::string longname(300, 'a');
+  auto n = backup_file_name(longname, 257, "20261124T190000Z");
+  CHECK(n.size() <= 255);
+  CHECK(n.substr(n.size() - 14) == ".vmcsum-backup");
+  CHECK(backup_file_name("vm.raw", 257, "S") == "vm.raw.257.S.vmcsum-backup");
+}
+
+TEST_CASE("repair: --from takes only vmcsum.scrub/1 documents")
+{
+  auto m = parse_scrub_report(R"({"schema":"vmcsum.scrub/1","files":[
+    {"path":"/a/vm\\xff.raw","bad":[{"offset":4096,"length":4096},{"offset":12288,"length":4096}]},
+    {"path":"/b","bad":[]}]})");
+  REQUIRE(m.size() == 2);
+  REQUIRE(m.count("/a/vm\xff.raw") == 1);
+  CHECK(m["/a/vm\xff.raw"].size() == 2);
+  CHECK(m["/a/vm\xff.raw"][1].first == 12288);
+  CHECK(m["/b"].empty());
+  CHECK_THROWS_AS(parse_scrub_report("not json"), Error);
+  CHECK_THROWS_AS(parse_scrub_report(R"({"schema":"vmcsum.audit/1","files":[]})"), Error);
+  CHECK_THROWS_AS(parse_scrub_report(R"({"schema":"vmcsum.scrub/1","files":[{"bad":[]}]})"), Error);
+}
+
+TEST_CASE("file extent items decode as btrfs writes them")
+{
+  std::vector<uint8_t> item(53, 0);
+  auto put = [&](size_t off, uint64_t v) {
+    for (int i = 0; i < 8; ++i) {
+      item[off + i] = static_cast<uint8_t>(v >> (8 * i));
+    }
+  };
+  put(0, 7);         // generation
+  put(8, 1 << 20);   // ram_bytes
+  item[20] = 1;      // regular
+  put(21, 13631488); // disk_bytenr
+  put(29, 1 << 20);  // disk_num_bytes
+  put(37, 8192);     // offset
+  put(45, 65536);    // num_bytes
+  auto e = btrfs::decode_file_extent(40960, item);
+  CHECK(e.generation == 7);
+  CHECK(e.type == btrfs::FileExtentType::regular);
+  CHECK(e.disk_bytenr == 13631488);
+  CHECK(e.extent_offset == 8192);
+  CHECK(e.num_bytes == 65536);
+  CHECK(e.logical_of(40960 + 4096) == 13631488 + 8192 + 4096);
+  CHECK_FALSE(e.hole());
+  item[20] = 0; // inline: only the first 21 bytes count
+  auto in = btrfs::decode_file_extent(0, std::span<const uint8_t>(item.data(), 30));
+  CHECK(in.type == btrfs::FileExtentType::inline_data);
+  CHECK(in.num_bytes == 1u << 20);
+  CHECK_THROWS_AS(btrfs::decode_file_extent(0, std::span<const uint8_t>(item.data(), 10)), Error);
+  item[20] = 1;
+  CHECK_THROWS_AS(btrfs::decode_file_extent(0, std::span<const uint8_t>(item.data(), 40)), Error);
+}

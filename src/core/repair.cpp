@@ -648,6 +648,9 @@ void Repairer::process(const std::string& path, RepairEntry& e)
   }
   const std::string fsid = ff.fsid.value_or("");
   const uint64_t subvol = ff.subvolume_id.value_or(0);
+  for (const auto& t : remove_stale_backup_temps(m_opts.backup_dir)) {
+    e.notes.push_back("removed " + escape_name(t) + ", the unfinished backup of a killed run");
+  }
   std::vector<Pending> pending =
     pending_backups(m_opts.backup_dir, fsid, subvol, static_cast<uint64_t>(st0.st_ino), e.notes);
 
@@ -1130,7 +1133,7 @@ void Repairer::process(const std::string& path, RepairEntry& e)
     if (vfd) {
       btrfs::sync_fs(*vfd, canon);
       for (auto& rr : ranges) {
-        if (rr.extent_bytenr) {
+        if (rr.extent_bytenr && damaged.count(rr.extent_bytenr)) {
           rr.freed = !extent_exists(*vfd, rr.extent_bytenr, canon);
         }
       }

@@ -9,7 +9,9 @@
 
 #include <cstring>
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -123,6 +125,8 @@ BackupWriter::BackupWriter(const std::string& dir, const BackupHeader& header)
   if (m_fd < 0) {
     throw Error(Errc::io, "could not create a backup file with a new name", dir);
   }
+  // Tells a later run that this temp file is not a leftover while this run lives.
+  ::flock(m_fd, LOCK_EX | LOCK_NB);
   std::string head = std::string(k_magic_line) + encode_backup_header(header) + "\n";
   write(head.data(), head.size());
 }
@@ -325,6 +329,33 @@ void BackupReader::verify_complete()
   while (next(r)) {
   }
   rewind();
+}
+
+std::vector<std::string> remove_stale_backup_temps(const std::string& dir)
+{
+  std::vector<std::string> removed;
+  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
+  if (!d) {
+    return removed;
+  }
+  const std::string prefix = ".vmcsum-backup.tmp-";
+  while (auto* ent = ::readdir(d.get())) {
+    const std::string name = ent->d_name;
+    if (name.rfind(prefix, 0) != 0) {
+      continue;
+    }
+    const std::string p = dir + "/" + name;
+    int fd = ::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+      continue;
+    }
+    // Locked: another vmcsum is writing it right now.
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::unlink(p.c_str()) == 0) {
+      removed.push_back(p);
+    }
+    ::close(fd);
+  }
+  return removed;
 }
 
 std::string backup_file_name(const std::string& image_name, uint64_t inode,

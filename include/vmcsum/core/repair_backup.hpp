@@ -111,6 +111,10 @@ private:
   uint64_t m_chain = 0;
 };
 
+// Removes the temp files of backups that a killed run never finished (never those another
+// running vmcsum holds locked); returns their paths.
+std::vector<std::string> remove_stale_backup_temps(const std::string& dir);
+
 // "<name>.<inode>.<YYYYmmddTHHMMSSZ>.vmcsum-backup"; the pending suffix marks a repair not yet
 // verified (a rerun resumes its ranges).
 constexpr const char* k_backup_suffix = ".vmcsum-backup";

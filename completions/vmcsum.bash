@@ -12,7 +12,7 @@ _vmcsum()
             COMPREPLY=($(compgen -W 'auto always never' -- "$cur"))
             return
             ;;
-        --libvirt-dir|--libvirt-run-dir|--pve-dir|--proc)
+        --libvirt-dir|--libvirt-run-dir|--pve-dir|--proc|--journal-dir)
             _filedir -d
             return
             ;;
@@ -76,7 +76,7 @@ _vmcsum()
             ;;
         scrub)
             if [[ $cur == -* ]]; then
-                COMPREPLY=($(compgen -W "$global_opts --limit-rate --no-kernel-pass --no-progress --no-history --history" -- "$cur"))
+                COMPREPLY=($(compgen -W "$global_opts --limit-rate --no-kernel-pass --no-progress --no-history --history --kernel-log --journal-dir --libvirt-dir --libvirt-run-dir --pve-dir" -- "$cur"))
             else
                 _filedir
             fi

@@ -46,6 +46,11 @@ complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l no-kernel-pass -d '
 complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l no-progress -d 'Never draw the progress bar'
 complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l no-history -d 'Do not read the kernel log'
 complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l history -d 'Only report checksum failures from the kernel log'
+complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l kernel-log -r -d 'Kernel log of this boot (/dev/kmsg or a file)'
+complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l journal-dir -r -d 'Journal directory or file of earlier boots'
+complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l libvirt-dir -r -d 'libvirt configuration directory'
+complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l libvirt-run-dir -r -d 'libvirt runtime directory'
+complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l pve-dir -r -d 'Proxmox configuration directory'
 
 complete -c vmcsum -n "not __fish_seen_subcommand_from $commands" -a repair -d 'Make false checksum mismatches readable again, with a backup'
 complete -c vmcsum -n "__fish_seen_subcommand_from repair" -F

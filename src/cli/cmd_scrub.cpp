@@ -87,6 +87,13 @@ nlohmann::ordered_json file_json(const core::FileScrub& f)
   j["open_for_writing"] = json_or_null(f.open_for_writing);
   j["open_o_direct"] = json_or_null(f.open_o_direct);
   j["writers"] = f.writers;
+  auto& configured = j["configured"] = nlohmann::ordered_json::array();
+  for (const auto& c : f.configured) {
+    configured.push_back({{"source", c.source},
+                          {"cache", c.cache.empty() ? nlohmann::ordered_json(nullptr)
+                                                    : nlohmann::ordered_json(c.cache)},
+                          {"o_direct", c.o_direct}});
+  }
   auto& bad = j["bad"] = nlohmann::ordered_json::array();
   size_t counts[3] = {0, 0, 0};
   size_t repairable = 0;
@@ -207,6 +214,23 @@ void register_scrub(CLI::App& app, Runner& runner)
                 "Only report checksum failures from the kernel log (this and earlier boots)");
   cmd->add_flag("--no-progress", cli->no_progress, "Never draw the progress bar");
   cmd->add_flag("--no-history", cli->no_history, "Do not read the kernel log");
+  cmd
+    ->add_option("--kernel-log", cli->opts.kernel_log,
+                 "Kernel log of this boot: /dev/kmsg or a text file of log lines ('' to skip)")
+    ->capture_default_str();
+  cmd->add_option("--journal-dir", cli->opts.journal_dir,
+                  "Read earlier boots from this journal directory or file (default: the system "
+                  "journal)");
+  cmd
+    ->add_option("--libvirt-dir", cli->opts.vm_configs.libvirt_dir,
+                 "libvirt configuration directory (cache modes as evidence)")
+    ->capture_default_str();
+  cmd
+    ->add_option("--libvirt-run-dir", cli->opts.vm_configs.libvirt_run_dir,
+                 "libvirt runtime directory")
+    ->capture_default_str();
+  cmd->add_option("--pve-dir", cli->opts.vm_configs.pve_dir, "Proxmox configuration directory")
+    ->capture_default_str();
   cmd->callback([cli, cmd, &runner] {
     if (!cli->history && cli->opts.paths.empty()) {
       throw CLI::RequiredError("paths (or --history)");
@@ -223,7 +247,11 @@ void register_scrub(CLI::App& app, Runner& runner)
     runner = [cli](Output& out) {
       core::ScrubResult r;
       if (cli->history) {
-        r = core::scrub_history(cli->opts.paths);
+        core::HistoryOptions ho;
+        ho.kernel_log = cli->opts.kernel_log;
+        ho.journal = cli->opts.journal;
+        ho.journal_dir = cli->opts.journal_dir;
+        r = core::scrub_history(cli->opts.paths, ho);
       } else {
         ProgressBar bar(!cli->no_progress && progress_wanted(out.options().quiet));
         r = core::scrub(cli->opts, [&bar](uint64_t d, uint64_t t, const std::string& p) {

@@ -18,10 +18,8 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -83,35 +81,6 @@ bool skip_by_name(const char* name)
 bool worth_sniffing(const std::string& path, uint64_t size)
 {
   return size >= sniff_any_size || (size >= min_image_size && has_image_extension(path));
-}
-
-std::optional<std::string> read_text(const std::string& path)
-{
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return std::nullopt;
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::vector<std::string> files_in(const std::string& dir, const std::string& suffix)
-{
-  std::vector<std::string> out;
-  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), &::closedir);
-  if (!d) {
-    return out;
-  }
-  while (dirent* e = ::readdir(d.get())) {
-    std::string name = e->d_name;
-    if (name.size() > suffix.size() &&
-        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
-      out.push_back(dir + "/" + name);
-    }
-  }
-  std::sort(out.begin(), out.end());
-  return out;
 }
 
 // Reads the head and tail of a file without following a symlink or blocking on a FIFO.
@@ -187,76 +156,22 @@ AuditResult audit(const AuditOptions& opts)
   }
 
   // --- configurations: libvirt domains and pools, Proxmox ---
-  std::vector<ConfiguredDisk> configured;
-  std::vector<std::string> pool_targets;
-  for (const auto& dir : {opts.libvirt_dir + "/qemu", opts.libvirt_run_dir + "/qemu"}) {
-    for (const auto& file : files_in(dir, ".xml")) {
-      auto xml = read_text(file);
-      if (!xml) {
-        result.problems.push_back({file, "cannot read"});
-        continue;
-      }
-      auto disks = parse_libvirt_domain(*xml);
-      if (!disks) {
-        result.notes.push_back(file + ": not a libvirt domain");
-        continue;
-      }
-      for (auto& d : *disks) {
-        configured.push_back(std::move(d));
-      }
-    }
+  VmConfigScan configs = scan_vm_configs({opts.libvirt_dir, opts.libvirt_run_dir, opts.pve_dir});
+  std::vector<ConfiguredDisk> configured = std::move(configs.disks);
+  std::vector<std::string> pool_targets = std::move(configs.pool_targets);
+  std::vector<ProxmoxStorage> storages = std::move(configs.storages);
+  for (const auto& file : configs.unreadable) {
+    result.problems.push_back({file, "cannot read"});
   }
-  std::map<std::string, std::string> pool_by_name;
-  for (const auto& file : files_in(opts.libvirt_dir + "/storage", ".xml")) {
-    if (auto xml = read_text(file)) {
-      if (auto target = parse_libvirt_pool_target(*xml)) {
-        pool_targets.push_back(*target);
-        // libvirt names the file after the pool (virStoragePoolObjSaveDef: <name>.xml).
-        std::string name = sys::base_name(file);
-        pool_by_name[name.substr(0, name.size() - 4)] = *target;
-      }
-    }
-  }
-  // <disk type='volume'>: the image is the volume's file in its pool's target directory.
-  for (auto& c : configured) {
-    if (c.path.empty() && !c.pool.empty() && !c.volume.empty()) {
-      if (auto it = pool_by_name.find(c.pool); it != pool_by_name.end()) {
-        c.path = it->second + "/" + c.volume;
-      }
-    }
-  }
-  std::vector<ProxmoxStorage> storages;
-  if (auto cfg = read_text(opts.pve_dir + "/storage.cfg")) {
-    storages = parse_proxmox_storage_cfg(*cfg);
-  }
-  for (const auto& file : files_in(opts.pve_dir + "/qemu-server", ".conf")) {
-    if (auto text = read_text(file)) {
-      std::string vmid = sys::base_name(file);
-      vmid = vmid.substr(0, vmid.size() - 5);
-      for (auto& d : parse_proxmox_vm(*text, vmid, storages)) {
-        configured.push_back(std::move(d));
-      }
-    }
-  }
+  result.notes.insert(result.notes.end(), configs.notes.begin(), configs.notes.end());
 
   // --- processes: open files, locks, QEMU command lines ---
   ProcScan procs = scan_proc(opts.proc_dir);
   for (const auto& u : procs.unreadable) {
     result.notes.push_back("process not readable: " + u);
   }
-  for (const auto& q : procs.qemus) {
-    for (const auto& d : q.drives) {
-      if (d.file.empty()) {
-        continue;
-      }
-      ConfiguredDisk c;
-      c.source = "qemu:" + std::to_string(q.pid);
-      c.path = d.file;
-      c.cache = d.cache;
-      c.io = d.aio;
-      c.o_direct = d.o_direct();
-      configured.push_back(std::move(c));
-    }
+  for (auto& c : qemu_configured_disks(procs)) {
+    configured.push_back(std::move(c));
   }
 
   // --- what to look at ---

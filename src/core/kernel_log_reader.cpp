@@ -68,13 +68,26 @@ std::vector<CsumLogEvent> read_kernel_log(const std::string& path, std::vector<s
   return events;
 }
 
-std::vector<JournalEvent> read_journal_kernel_log(std::vector<std::string>& notes)
+std::vector<JournalEvent> read_journal_kernel_log(std::vector<std::string>& notes,
+                                                  const std::string& directory)
 {
   std::vector<JournalEvent> out;
   sd_journal* raw = nullptr;
-  int r = sd_journal_open(&raw, SD_JOURNAL_LOCAL_ONLY | SD_JOURNAL_SYSTEM);
+  int r = 0;
+  struct stat st = {};
+  if (directory.empty()) {
+    r = sd_journal_open(&raw, SD_JOURNAL_LOCAL_ONLY | SD_JOURNAL_SYSTEM);
+  } else if (::stat(directory.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+    const char* files[] = {directory.c_str(), nullptr};
+    r = sd_journal_open_files(&raw, files, 0);
+  } else {
+    // sd_journal_open_directory() opens an empty journal for a missing directory; say so.
+    r = ::stat(directory.c_str(), &st) == 0 ? sd_journal_open_directory(&raw, directory.c_str(), 0)
+                                            : -errno;
+  }
+  const std::string what = directory.empty() ? "journal" : "journal " + directory;
   if (r < 0) {
-    notes.push_back("journal not read: " + errno_text(-r));
+    notes.push_back(what + " not read: " + errno_text(-r));
     return out;
   }
   std::unique_ptr<sd_journal, decltype(&sd_journal_close)> j(raw, &sd_journal_close);

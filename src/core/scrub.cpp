@@ -103,6 +103,11 @@ public:
 
   void set_total(uint64_t total) { m_total = total; }
   void set_context(ClassifyContext ctx) { m_base_ctx = std::move(ctx); }
+  // The configured disks, by (st_dev, st_ino) of their image.
+  void set_configured(std::map<std::pair<uint64_t, uint64_t>, std::vector<ConfiguredDisk>> c)
+  {
+    m_configured = std::move(c);
+  }
   FileScrub scrub_file(const std::string& path, const ProcScan& procs);
 
 private:
@@ -133,6 +138,7 @@ private:
   std::map<std::string, FsCtx> m_fs; // by fsid
   btrfs::RangeCsums m_stored;
   ClassifyContext m_base_ctx;
+  std::map<std::pair<uint64_t, uint64_t>, std::vector<ConfiguredDisk>> m_configured;
   uint64_t m_done = 0, m_total = 0;
   int m_fd = -1; // the file being scrubbed (any fd on its filesystem serves TREE_SEARCH)
 };
@@ -361,11 +367,13 @@ void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
   f.kernel_eio_sectors = eio.size();
   std::set<uint64_t> explained;
   for (auto& b : f.bad) {
-    if (b.compressed) {
-      continue; // the kernel reports the whole extent; attributed below
-    }
-    b.kernel_eio = std::binary_search(eio.begin(), eio.end(), b.offset);
-    explained.insert(b.offset);
+    // A compressed extent is decompressed whole, so a bad on-disk sector makes the kernel fail
+    // every sector of the file range the extent covers: any EIO there is this sector's.
+    const auto first = std::lower_bound(eio.begin(), eio.end(), b.offset);
+    const auto last =
+      std::lower_bound(first, eio.end(), b.offset + std::max<uint64_t>(b.length, 1));
+    b.kernel_eio = first != last;
+    explained.insert(first, last);
     const bool some_match =
       std::any_of(b.copies.begin(), b.copies.end(), [](const auto& c) { return c.matches; });
     if (some_match) {
@@ -384,10 +392,8 @@ void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
       b.copies = before; // report and classify what the per-copy pass saw
     }
   }
-  bool compressed_bad =
-    std::any_of(f.bad.begin(), f.bad.end(), [](auto& b) { return b.compressed; });
   for (uint64_t off : eio) {
-    if (!explained.count(off) && !compressed_bad) {
+    if (!explained.count(off)) {
       f.kernel_only_eio.push_back(off);
     }
   }
@@ -484,6 +490,10 @@ FileScrub Scrubber::scrub_file(const std::string& path, const ProcScan& procs)
     if (direct) {
       ctx.o_direct = true;
     }
+    if (auto it = m_configured.find({st.st_dev, st.st_ino}); it != m_configured.end()) {
+      f.configured = it->second;
+    }
+    apply_configured(f.configured, ctx);
 
     FsCtx& fs = fs_for(*fd, path);
     ctx.device_io_errors = fs.io_errors;
@@ -516,8 +526,12 @@ FileScrub Scrubber::scrub_file(const std::string& path, const ProcScan& procs)
           f.notes.push_back("compressed extent at offset " + std::to_string(e.logical) +
                             " not found in the extent tree");
         } else if (compressed_seen.insert(start).second) {
+          const size_t before = f.bad.size();
           verify_range(fs, f, start, len, e.logical, true);
           f.compressed_bytes += len;
+          for (size_t i = before; i < f.bad.size(); ++i) {
+            f.bad[i].length = e.length; // the file range the extent covers
+          }
         }
         tick(e.length, path);
         return;
@@ -616,9 +630,22 @@ ScrubResult scrub(const ScrubOptions& opts, const ScrubProgress& progress)
     }
   }
   ProcScan procs = scan_proc(opts.proc_root);
+  // The cache mode each image is configured with: the same configurations audit reads.
+  VmConfigScan configs = scan_vm_configs(opts.vm_configs);
+  for (auto& c : qemu_configured_disks(procs)) {
+    configs.disks.push_back(std::move(c));
+  }
+  std::map<std::pair<uint64_t, uint64_t>, std::vector<ConfiguredDisk>> configured;
+  for (auto& c : configs.disks) {
+    struct stat cst = {};
+    if (!c.path.empty() && ::stat(c.path.c_str(), &cst) == 0) {
+      configured[{cst.st_dev, cst.st_ino}].push_back(std::move(c));
+    }
+  }
   Scrubber s(opts, progress);
   s.set_total(total);
   s.set_context(base);
+  s.set_configured(std::move(configured));
   std::vector<std::string> examined;
   for (const auto& p : files) {
     result.files.push_back(s.scrub_file(p, procs));
@@ -630,6 +657,7 @@ ScrubResult scrub(const ScrubOptions& opts, const ScrubProgress& progress)
     HistoryOptions ho;
     ho.kernel_log = opts.kernel_log;
     ho.journal = opts.journal;
+    ho.journal_dir = opts.journal_dir;
     auto h = scrub_history(examined, ho);
     result.history = std::move(h.history);
     result.notes.insert(result.notes.end(), h.notes.begin(), h.notes.end());

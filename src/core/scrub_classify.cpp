@@ -44,12 +44,44 @@ void count_patterns(const std::vector<BadSector>& bad, ClassifyContext& ctx)
   }
 }
 
+void apply_configured(const std::vector<ConfiguredDisk>& configured, ClassifyContext& ctx)
+{
+  ctx.configured_by.clear();
+  ctx.configured_o_direct.reset();
+  for (const auto& c : configured) {
+    ctx.configured_o_direct = ctx.configured_o_direct.value_or(false) || c.o_direct;
+    ctx.configured_by.push_back(c.source + " cache=" + (c.cache.empty() ? "default" : c.cache));
+  }
+}
+
 namespace {
+
+// A writer that may have used O_DIRECT: open with it now, or configured to.
+bool direct_writer(const ClassifyContext& ctx)
+{
+  return ctx.o_direct == true || ctx.configured_o_direct == true;
+}
+
+std::string joined(const std::vector<std::string>& v)
+{
+  std::string out;
+  for (const auto& s : v) {
+    out += (out.empty() ? "" : ", ") + s;
+  }
+  return out;
+}
 
 void add_context_evidence(BadSector& bad, const ClassifyContext& ctx, bool io_errors)
 {
   if (ctx.o_direct == true) {
-    bad.evidence.emplace_back("the image is open or configured with O_DIRECT");
+    bad.evidence.emplace_back("the image is open with O_DIRECT now");
+  }
+  if (ctx.configured_o_direct == true) {
+    bad.evidence.emplace_back("the image is configured with O_DIRECT (" +
+                              joined(ctx.configured_by) + ")");
+  } else if (ctx.configured_o_direct == false) {
+    bad.evidence.emplace_back("the image is configured without O_DIRECT (" +
+                              joined(ctx.configured_by) + ")");
   }
   if (ctx.kernel_direct == true) {
     bad.evidence.emplace_back(
@@ -135,7 +167,7 @@ void classify(BadSector& bad, const ClassifyContext& ctx)
     bad.evidence.emplace_back("the only copy fails and its device has read/write errors");
     return;
   }
-  if (ctx.o_direct == true && ctx.kernel_direct == true) {
+  if (direct_writer(ctx) && ctx.kernel_direct == true) {
     bad.cls = BadClass::false_mismatch; // Row 3b
     bad.evidence.emplace_back("the only copy fails");
     add_context_evidence(bad, ctx, false);

@@ -3,6 +3,7 @@
 //
 // vmcsum scrub --history: checksum failures from the kernel log, resolved to files.
 #include <vmcsum/btrfs/ioctl.hpp>
+#include <vmcsum/btrfs/subvolume.hpp>
 #include <vmcsum/core/kernel_log_reader.hpp>
 #include <vmcsum/core/scrub.hpp>
 #include <vmcsum/error.hpp>
@@ -134,6 +135,31 @@ void resolve(HistoryEvent& h, const std::vector<MountedSubvol>& mounts)
       }
     }
   }
+  // A subvolume not mounted by itself: its directory below a mounted ancestor subvolume.
+  for (const auto& m : mounts) {
+    if (m.root == root || !on_device(m, e.device)) {
+      continue;
+    }
+    try {
+      const std::string sub = btrfs::subvolume_path(m.fd->get(), root, m.target);
+      const std::string mine = btrfs::subvolume_path(m.fd->get(), m.root, m.target);
+      if (!mine.empty() && sub.compare(0, mine.size() + 1, mine + "/") != 0) {
+        continue;
+      }
+      const auto dir =
+        std::filesystem::path(m.target) / sub.substr(mine.empty() ? 0 : mine.size() + 1);
+      sys::Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!fd || btrfs::subvolume_id(fd.get(), dir.string()) != root) {
+        continue;
+      }
+      if (auto p = ino_path(fd.get(), ino)) {
+        h.path = (dir / *p).lexically_normal().string();
+        return;
+      }
+    } catch (const Error&) {
+      // not below this mount, or not root: try the next one
+    }
+  }
 }
 
 std::string canonical(const std::string& p)
@@ -155,7 +181,7 @@ ScrubResult scrub_history(const std::vector<std::string>& paths, const HistoryOp
     }
   }
   if (opts.journal) {
-    for (auto& je : read_journal_kernel_log(r.notes)) {
+    for (auto& je : read_journal_kernel_log(r.notes, opts.journal_dir)) {
       all.push_back({std::move(je.event), "journal", std::nullopt, je.boot_id, je.realtime_us});
     }
   }

@@ -6,7 +6,10 @@
 #include <pugixml.hpp>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <map>
+#include <sstream>
 
 namespace vmcsum::core {
 
@@ -332,6 +335,113 @@ std::vector<ConfiguredDisk> parse_proxmox_vm(std::string_view text, const std::s
     }
     out.push_back(std::move(d));
   });
+  return out;
+}
+
+namespace {
+
+std::optional<std::string> read_text(const std::string& path)
+{
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return std::nullopt;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The files of `dir` whose names end in `suffix`, sorted; none for a missing directory.
+std::vector<std::string> files_in(const std::string& dir, const std::string& suffix)
+{
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() > suffix.size() &&
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      out.push_back(dir + "/" + name);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string stem_of(const std::string& file)
+{
+  return std::filesystem::path(file).stem().string();
+}
+
+} // namespace
+
+VmConfigScan scan_vm_configs(const VmConfigDirs& dirs)
+{
+  VmConfigScan scan;
+  for (const auto& dir : {dirs.libvirt_dir + "/qemu", dirs.libvirt_run_dir + "/qemu"}) {
+    for (const auto& file : files_in(dir, ".xml")) {
+      auto xml = read_text(file);
+      if (!xml) {
+        scan.unreadable.push_back(file);
+        continue;
+      }
+      auto disks = parse_libvirt_domain(*xml);
+      if (!disks) {
+        scan.notes.push_back(file + ": not a libvirt domain");
+        continue;
+      }
+      for (auto& d : *disks) {
+        scan.disks.push_back(std::move(d));
+      }
+    }
+  }
+  std::map<std::string, std::string> pool_by_name;
+  for (const auto& file : files_in(dirs.libvirt_dir + "/storage", ".xml")) {
+    if (auto xml = read_text(file)) {
+      if (auto target = parse_libvirt_pool_target(*xml)) {
+        scan.pool_targets.push_back(*target);
+        // libvirt names the file after the pool (virStoragePoolObjSaveDef: <name>.xml).
+        pool_by_name[stem_of(file)] = *target;
+      }
+    }
+  }
+  // <disk type='volume'>: the image is the volume's file in its pool's target directory.
+  for (auto& c : scan.disks) {
+    if (c.path.empty() && !c.pool.empty() && !c.volume.empty()) {
+      if (auto it = pool_by_name.find(c.pool); it != pool_by_name.end()) {
+        c.path = it->second + "/" + c.volume;
+      }
+    }
+  }
+  if (auto cfg = read_text(dirs.pve_dir + "/storage.cfg")) {
+    scan.storages = parse_proxmox_storage_cfg(*cfg);
+  }
+  for (const auto& file : files_in(dirs.pve_dir + "/qemu-server", ".conf")) {
+    if (auto text = read_text(file)) {
+      for (auto& d : parse_proxmox_vm(*text, stem_of(file), scan.storages)) {
+        scan.disks.push_back(std::move(d));
+      }
+    }
+  }
+  return scan;
+}
+
+std::vector<ConfiguredDisk> qemu_configured_disks(const ProcScan& procs)
+{
+  std::vector<ConfiguredDisk> out;
+  for (const auto& q : procs.qemus) {
+    for (const auto& d : q.drives) {
+      if (d.file.empty()) {
+        continue;
+      }
+      ConfiguredDisk c;
+      c.source = "qemu:" + std::to_string(q.pid);
+      c.path = d.file;
+      c.cache = d.cache;
+      c.io = d.aio;
+      c.o_direct = d.o_direct();
+      out.push_back(std::move(c));
+    }
+  }
   return out;
 }
 

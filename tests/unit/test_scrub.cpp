@@ -168,3 +168,59 @@ TEST_CASE("scrub class names")
   CHECK(bad_class_name(BadClass::media) == "media");
   CHECK(bad_class_name(BadClass::undetermined) == "undetermined");
 }
+
+TEST_CASE("scrub classify: the configured cache mode is evidence and decides row 3b")
+{
+  ConfiguredDisk none;
+  none.source = "libvirt:vm1";
+  none.cache = "none";
+  none.o_direct = true;
+  ConfiguredDisk wb;
+  wb.source = "proxmox:100";
+  wb.cache = "writeback";
+  ConfiguredDisk dflt;
+  dflt.source = "libvirt:vm2";
+
+  ClassifyContext ctx;
+  apply_configured({}, ctx);
+  CHECK_FALSE(ctx.configured_o_direct.has_value());
+  apply_configured({wb, dflt}, ctx);
+  CHECK(ctx.configured_o_direct == false);
+  CHECK(ctx.configured_by ==
+        std::vector<std::string>{"proxmox:100 cache=writeback", "libvirt:vm2 cache=default"});
+  apply_configured({wb, none}, ctx);
+  CHECK(ctx.configured_o_direct == true);
+
+  // One copy, a kernel without the fallback: configured O_DIRECT alone makes it the race.
+  ctx.kernel_direct = true;
+  auto race = sector({false});
+  classify(race, ctx);
+  CHECK(race.cls == BadClass::false_mismatch);
+  CHECK(has_evidence(race, "configured with O_DIRECT (proxmox:100 cache=writeback, libvirt:vm1 "
+                           "cache=none)"));
+  CHECK_FALSE(has_evidence(race, "open with O_DIRECT now"));
+
+  // Configured without O_DIRECT: said so, and the verdict stays undetermined.
+  apply_configured({wb}, ctx);
+  auto plain = sector({false});
+  classify(plain, ctx);
+  CHECK(plain.cls == BadClass::undetermined);
+  CHECK(has_evidence(plain, "configured without O_DIRECT (proxmox:100 cache=writeback)"));
+
+  // Open with O_DIRECT now and configured so: both said.
+  apply_configured({none}, ctx);
+  ctx.o_direct = true;
+  auto both = sector({false, false}, {}, true);
+  classify(both, ctx);
+  CHECK(both.cls == BadClass::false_mismatch);
+  CHECK(has_evidence(both, "open with O_DIRECT now"));
+  CHECK(has_evidence(both, "configured with O_DIRECT (libvirt:vm1 cache=none)"));
+
+  // The kernel has the fallback: configured O_DIRECT does not decide a single copy.
+  ctx = {};
+  apply_configured({none}, ctx);
+  ctx.kernel_direct = false;
+  auto fallback = sector({false});
+  classify(fallback, ctx);
+  CHECK(fallback.cls == BadClass::undetermined);
+}

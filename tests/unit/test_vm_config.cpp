@@ -4,8 +4,11 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+
+#include <stdlib.h>
 
 using namespace vmcsum::core;
 
@@ -257,4 +260,67 @@ TEST_CASE("libvirt status files wrap the domain in <domstatus>")
   CHECK((*disks)[0].path == "/var/lib/libvirt/images/x.qcow2");
   CHECK((*disks)[0].o_direct);
   CHECK_FALSE(parse_libvirt_domain("<domstatus><pool/></domstatus>"));
+}
+
+TEST_CASE("scan_vm_configs: libvirt domains (defined and running), pool volumes, Proxmox VMs")
+{
+  namespace fs = std::filesystem;
+  std::string tmpl = (fs::temp_directory_path() / "vmcsum-unit-XXXXXX").string();
+  REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+  const fs::path root = tmpl;
+  auto put = [&](const fs::path& rel, const std::string& text) {
+    fs::create_directories((root / rel).parent_path());
+    std::ofstream(root / rel, std::ios::binary) << text;
+  };
+  put("libvirt/qemu/a.xml", "<domain><name>a</name><devices><disk type='file' device='disk'>"
+                            "<driver cache='none'/><source file='/img/a.raw'/><target dev='vda'/>"
+                            "</disk><disk type='volume' device='disk'><driver cache='writeback'/>"
+                            "<source pool='p' volume='v.qcow2'/><target dev='vdb'/></disk>"
+                            "</devices></domain>");
+  put("libvirt/qemu/broken.xml", "<domain>");
+  put("libvirt/storage/p.xml", "<pool type='dir'><name>p</name><target><path>/pool</path>"
+                               "</target></pool>");
+  put("run/qemu/a.xml", "<domstatus><domain><name>a</name><devices><disk type='file'>"
+                        "<driver cache='directsync'/><source file='/img/a.raw'/></disk>"
+                        "</devices></domain></domstatus>");
+  put("pve/storage.cfg", "btrfs: b\n\tpath /b\n");
+  put("pve/qemu-server/100.conf", "scsi0: b:100/vm-100-disk-0.raw,cache=none\n");
+  auto scan = scan_vm_configs(
+    {(root / "libvirt").string(), (root / "run").string(), (root / "pve").string()});
+  REQUIRE(scan.disks.size() == 4);
+  CHECK(scan.disks[0].path == "/img/a.raw");
+  CHECK(scan.disks[0].o_direct);
+  CHECK(scan.disks[1].path == "/pool/v.qcow2"); // the volume resolved through its pool
+  CHECK_FALSE(scan.disks[1].o_direct);
+  CHECK(scan.disks[2].cache == "directsync");
+  CHECK(scan.disks[2].o_direct);
+  CHECK(scan.disks[3].path == "/b/images/100/vm-100-disk-0/disk.raw");
+  CHECK(scan.disks[3].source == "proxmox:100");
+  CHECK(scan.pool_targets == std::vector<std::string>{"/pool"});
+  REQUIRE(scan.storages.size() == 1);
+  REQUIRE(scan.notes.size() == 1);
+  CHECK(scan.notes[0].find("broken.xml: not a libvirt domain") != std::string::npos);
+
+  auto none = scan_vm_configs({(root / "missing").string(), "", ""});
+  CHECK(none.disks.empty());
+  CHECK(none.notes.empty());
+  std::error_code ec;
+  fs::remove_all(root, ec);
+}
+
+TEST_CASE("qemu_configured_disks: drives of running QEMUs with their cache modes")
+{
+  ProcScan procs;
+  ProcScan::Qemu q;
+  q.pid = 42;
+  DriveConfig d;
+  d.file = "/img/q.raw";
+  d.cache = "none";
+  q.drives.push_back(d);
+  q.drives.push_back(DriveConfig{}); // no file: skipped
+  procs.qemus.push_back(q);
+  auto disks = qemu_configured_disks(procs);
+  REQUIRE(disks.size() == 1);
+  CHECK(disks[0].source == "qemu:42");
+  CHECK(disks[0].o_direct);
 }

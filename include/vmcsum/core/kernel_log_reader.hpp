@@ -25,7 +25,10 @@ struct JournalEvent
 };
 
 // The kernel messages (_TRANSPORT=kernel) of the systemd journal from boots other than the
-// current one (this boot is /dev/kmsg's). Problems (no journal, no permission) become notes.
-std::vector<JournalEvent> read_journal_kernel_log(std::vector<std::string>& notes);
+// current one (this boot is /dev/kmsg's): the local system journal, or the journal files of
+// `directory` (a journal directory, or one .journal file) when it is not empty. Problems (no
+// journal, no permission) become notes.
+std::vector<JournalEvent> read_journal_kernel_log(std::vector<std::string>& notes,
+                                                  const std::string& directory = {});
 
 } // namespace vmcsum::core

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <vmcsum/core/kernel_log.hpp>
+#include <vmcsum/core/vm_config.hpp>
 
 #include <cstdint>
 #include <functional>
@@ -34,7 +35,9 @@ struct SectorCopy
 
 struct BadSector
 {
-  uint64_t offset = 0; // file offset (for compressed extents: the extent's first file offset)
+  // File offset and length of the sector. For a compressed extent (compressed = true), whose
+  // on-disk sectors do not map 1:1 to file sectors: the file range the extent covers (FIEMAP).
+  uint64_t offset = 0;
   uint64_t length = 0;
   uint64_t logical = 0;
   bool compressed = false;
@@ -55,8 +58,14 @@ struct BadSector
 // fill it.
 struct ClassifyContext
 {
-  // Image open or configured with O_DIRECT now (nullopt: unknown).
+  // Image open with O_DIRECT now (/proc; nullopt: unknown).
   std::optional<bool> o_direct;
+  // What the VM configurations naming the image say (libvirt cache='none'/'directsync',
+  // Proxmox, a running QEMU's -drive): true when one opens it with O_DIRECT, false when they
+  // all open it without, nullopt when no configuration names it. `configured_by` says which
+  // ("libvirt:vm1 cache=none").
+  std::optional<bool> configured_o_direct;
+  std::vector<std::string> configured_by;
   // The running kernel writes O_DIRECT to checksummed files without the buffered fallback.
   std::optional<bool> kernel_direct;
   // devid -> the device had read/write/flush errors (GET_DEV_STATS).
@@ -76,6 +85,9 @@ constexpr size_t k_later_copy_many = 16;
 // cls, repairable and appends the evidence. Pure: no I/O.
 void classify(BadSector& bad, const ClassifyContext& ctx);
 
+// Fills configured_o_direct and configured_by of ctx from the configurations naming an image.
+void apply_configured(const std::vector<ConfiguredDisk>& configured, ClassifyContext& ctx);
+
 // Fills the per-file counters of ctx from its bad sectors.
 void count_patterns(const std::vector<BadSector>& bad, ClassifyContext& ctx);
 
@@ -90,6 +102,9 @@ struct ScrubOptions
   // The kernel log events of the scrubbed files (scrub_history); "" = not read.
   std::string kernel_log = "/dev/kmsg";
   bool journal = true;
+  std::string journal_dir; // "" = the system journal
+  // VM configurations: the cache mode each image is configured with is classification evidence.
+  VmConfigDirs vm_configs;
   // Only these file ranges (offset, length) of every file; empty: whole files. Lets repair
   // re-verify what a saved report listed and check what it rewrote without reading whole images.
   // A compressed extent is verified whole when any of its file range is asked for.
@@ -112,6 +127,8 @@ struct FileScrub
   std::optional<bool> open_for_writing;
   std::optional<bool> open_o_direct;
   std::vector<std::string> writers; // "comm[pid]"
+  // The VM configurations that name this image (same inode), with their cache modes.
+  std::vector<ConfiguredDisk> configured;
   bool kernel_pass = false;
   uint64_t kernel_eio_sectors = 0;
   uint64_t kernel_read_repairs = 0;
@@ -151,6 +168,7 @@ struct HistoryOptions
 {
   std::string kernel_log = "/dev/kmsg";
   bool journal = true;
+  std::string journal_dir; // journal directory or file; "" = the system journal
   std::string mountinfo = "/proc/self/mountinfo";
 };
 

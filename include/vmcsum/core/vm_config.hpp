@@ -5,6 +5,8 @@
 // XML (pugixml), Proxmox qemu-server configs and storage.cfg. Parsers take text and are fuzzed.
 #pragma once
 
+#include <vmcsum/core/proc_scan.hpp>
+
 #include <optional>
 #include <string>
 #include <string_view>
@@ -59,5 +61,31 @@ std::vector<ProxmoxStorage> parse_proxmox_storage_cfg(std::string_view text);
 // btrfs storages without nocow (efidisk0 and tpmstate0 are never opened with O_DIRECT).
 std::vector<ConfiguredDisk> parse_proxmox_vm(std::string_view text, const std::string& vmid,
                                              const std::vector<ProxmoxStorage>& storages);
+
+// Where audit and scrub look for VM configurations.
+struct VmConfigDirs
+{
+  std::string libvirt_dir = "/etc/libvirt";     // qemu/*.xml (domains), storage/*.xml (pools)
+  std::string libvirt_run_dir = "/run/libvirt"; // qemu/*.xml of running domains
+  std::string pve_dir = "/etc/pve";             // qemu-server/*.conf, storage.cfg
+};
+
+struct VmConfigScan
+{
+  std::vector<ConfiguredDisk> disks;
+  std::vector<std::string> pool_targets; // <target><path> of libvirt dir/fs/netfs pools
+  std::vector<ProxmoxStorage> storages;  // of the Proxmox storage.cfg
+  std::vector<std::string> unreadable;   // config files that could not be read
+  std::vector<std::string> notes;        // e.g. "FILE: not a libvirt domain"
+};
+
+// Every disk named by the libvirt domains (defined and running) and Proxmox VM configs under
+// `dirs`, libvirt volumes resolved through their pools. Missing directories are not an error.
+// Never throws.
+VmConfigScan scan_vm_configs(const VmConfigDirs& dirs);
+
+// The file-backed drives of the running QEMUs of a /proc scan, as configured disks
+// ("qemu:<pid>", cache, aio, O_DIRECT as QEMU opens them).
+std::vector<ConfiguredDisk> qemu_configured_disks(const ProcScan& procs);
 
 } // namespace vmcsum::core

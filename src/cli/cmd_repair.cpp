@@ -60,7 +60,8 @@ nlohmann::ordered_json entry_json(const core::RepairEntry& e)
                    {"class", core::bad_class_name(r.cls)},
                    {"how", r.how},
                    {"mirror", json_or_null(r.mirror)},
-                   {"copies_identical", r.copies_identical}});
+                   {"copies_identical", r.copies_identical},
+                   {"evidence", r.evidence}});
   }
   auto& sk = j["skipped"] = nlohmann::ordered_json::array();
   for (const auto& s : e.skipped) {
@@ -194,11 +195,28 @@ void render_text(const core::RepairResult& r, bool dry_run, Output& out)
       }
       details += "  " + name + " offset " + std::to_string(s.offset) + ": left (" + s.code + ", " +
                  core::bad_class_name(s.cls) + "): " + s.reason + "\n";
+      if (s.cls == core::BadClass::undetermined || out.options().verbose > 0) {
+        for (const auto& ev : s.evidence) {
+          details += "      " + ev + "\n";
+        }
+      }
     }
-    if (out.options().verbose > 0) {
-      for (const auto& p : e.repaired) {
-        details += "  " + name + " offset " + std::to_string(p.offset) + ": " + p.how +
-                   (p.mirror ? " from copy " + std::to_string(*p.mirror) : std::string()) + "\n";
+    size_t listed = 0;
+    for (const auto& p : e.repaired) {
+      // Undetermined sectors are only rewritten on request: show what the request rests on.
+      if (out.options().verbose == 0 && p.cls != core::BadClass::undetermined) {
+        continue;
+      }
+      if (out.options().verbose == 0 && listed++ >= 10) {
+        details += "  ... more (-v or --json)\n";
+        break;
+      }
+      details += "  " + name + " offset " + std::to_string(p.offset) + ": " +
+                 (dry_run ? "would be " : "") + p.how +
+                 (p.mirror ? " from copy " + std::to_string(*p.mirror) : std::string()) + " (" +
+                 core::bad_class_name(p.cls) + ")\n";
+      for (const auto& ev : p.evidence) {
+        details += "      " + ev + "\n";
       }
     }
     for (const auto& rr : e.ranges) {

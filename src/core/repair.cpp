@@ -723,7 +723,7 @@ void Repairer::process(const std::string& path, RepairEntry& e)
     if (m_opts.dry_run) {
       for (const auto* b : to_read) {
         e.repaired.push_back({b->offset, b->length, b->logical, b->cls, "read-repair", std::nullopt,
-                              b->copies_identical});
+                              b->copies_identical, b->evidence});
       }
     } else {
       sys::Fd rfd(::open(canon.c_str(), O_RDONLY | O_DIRECT | O_NOFOLLOW | O_CLOEXEC));
@@ -749,7 +749,7 @@ void Repairer::process(const std::string& path, RepairEntry& e)
         auto it = still.find(b->offset);
         if (it == still.end()) {
           e.repaired.push_back({b->offset, b->length, b->logical, b->cls, "read-repair",
-                                std::nullopt, b->copies_identical});
+                                std::nullopt, b->copies_identical, b->evidence});
           continue;
         }
         BadSector nb = *it->second;
@@ -914,7 +914,7 @@ void Repairer::process(const std::string& path, RepairEntry& e)
                     "old extents are freed, scrub the ranges per copy again");
   for (const auto& [off, r] : rewrite) {
     e.repaired.push_back({off, r.first.length, r.first.logical, r.first.cls, "rewritten", r.second,
-                          r.first.copies_identical});
+                          r.first.copies_identical, r.first.evidence});
   }
   if (m_opts.dry_run) {
     e.ranges = ranges;

@@ -64,6 +64,7 @@ struct RepairedSector
   std::string how;                // "rewritten" or "read-repair"
   std::optional<unsigned> mirror; // rewritten from this device copy; nullopt: as the fs read it
   bool copies_identical = false;
+  std::vector<std::string> evidence; // why it was classified so (scrub's evidence)
 };
 
 struct SkippedSector

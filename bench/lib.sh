@@ -1,0 +1,55 @@
+# shellcheck shell=bash
+# What the benchmarks share: requirements, a btrfs on a loop device that is cleaned up on exit,
+# cold caches, timing. Source it, then:
+#   bench_require CMD...           exit 77 (skip) unless root and every command is there
+#   bench_loop_btrfs MIB PROFILE [--direct-io]
+#                                  mkfs.btrfs -d/-m PROFILE on a new loop device, mounted at
+#                                  $BENCH_MNT ($BENCH_LOOP is the device); removed on exit
+#   bench_cold                     sync and drop the page cache
+#   bench_now                      seconds since the epoch, with nanoseconds
+#   bench_median                   the median of the numbers on stdin
+# $VMCSUM is the binary under test (default build/vmcsum), $BENCH_TMP a scratch directory.
+set -euo pipefail
+BENCH_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VMCSUM=${VMCSUM:-$BENCH_HERE/build/vmcsum}
+PATH=$PATH:/usr/sbin:/sbin
+BENCH_TMP=$(mktemp -d /tmp/vmcsum-bench.XXXXXX)
+BENCH_LOOP=""
+BENCH_MNT=""
+
+_bench_cleanup() {
+  set +e
+  [[ -n $BENCH_MNT ]] && mountpoint -q "$BENCH_MNT" && umount "$BENCH_MNT"
+  [[ -n $BENCH_LOOP ]] && losetup -d "$BENCH_LOOP"
+  rm -rf "$BENCH_TMP"
+}
+trap _bench_cleanup EXIT INT TERM
+
+bench_require() {
+  [[ $(id -u) -eq 0 ]] || { echo "bench: needs root (loop devices, drop_caches)" >&2; exit 77; }
+  local c
+  for c in "$@"; do
+    command -v "$c" >/dev/null || { echo "bench: $c not found" >&2; exit 77; }
+  done
+  [[ -x $VMCSUM ]] || { echo "bench: $VMCSUM not built (set VMCSUM)" >&2; exit 77; }
+}
+
+bench_loop_btrfs() {
+  local mib=$1 profile=$2 direct=""
+  [[ ${3-} == --direct-io ]] && direct=--direct-io=on
+  truncate -s "${mib}M" "$BENCH_TMP/fs.img"
+  BENCH_LOOP=$(losetup -f --show $direct "$BENCH_TMP/fs.img")
+  mkfs.btrfs -q -f -d "$profile" -m "$profile" "$BENCH_LOOP" >/dev/null
+  BENCH_MNT=$BENCH_TMP/mnt
+  mkdir -p "$BENCH_MNT"
+  mount "$BENCH_LOOP" "$BENCH_MNT"
+}
+
+bench_cold() {
+  sync
+  echo 3 >/proc/sys/vm/drop_caches
+}
+
+bench_now() { date +%s.%N; }
+
+bench_median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }

@@ -97,6 +97,20 @@ public:
     , m_limiter(opts.limit_rate)
   {
     m_buf = aligned_alloc_or_throw(m_opts.chunk);
+    // Sorted and merged, so each sector is verified once and each extent finds its ranges by
+    // binary search (a repair can ask for many thousands of sectors).
+    m_ranges = opts.ranges;
+    std::sort(m_ranges.begin(), m_ranges.end());
+    std::vector<std::pair<uint64_t, uint64_t>> merged;
+    for (const auto& [off, len] : m_ranges) {
+      if (!merged.empty() && off <= merged.back().first + merged.back().second) {
+        auto& last = merged.back();
+        last.second = std::max(last.first + last.second, off + len) - last.first;
+      } else if (len > 0) {
+        merged.emplace_back(off, len);
+      }
+    }
+    m_ranges = std::move(merged);
     m_sector_a = aligned_alloc_or_throw(64 * 1024);
     m_sector_b = aligned_alloc_or_throw(64 * 1024);
   }
@@ -135,7 +149,8 @@ private:
   const ScrubProgress& m_progress;
   RateLimiter m_limiter;
   AlignedBuf m_buf, m_sector_a, m_sector_b;
-  std::map<std::string, FsCtx> m_fs; // by fsid
+  std::vector<std::pair<uint64_t, uint64_t>> m_ranges; // opts.ranges, sorted and merged
+  std::map<std::string, FsCtx> m_fs;                   // by fsid
   btrfs::RangeCsums m_stored;
   ClassifyContext m_base_ctx;
   std::map<std::pair<uint64_t, uint64_t>, std::vector<ConfiguredDisk>> m_configured;
@@ -334,8 +349,8 @@ void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
   f.kernel_pass = true;
   std::vector<uint64_t> eio;
   std::vector<std::pair<uint64_t, uint64_t>> spans = {{0, f.size}};
-  if (!m_opts.ranges.empty()) {
-    spans = m_opts.ranges;
+  if (!m_ranges.empty()) {
+    spans = m_ranges;
     std::sort(spans.begin(), spans.end());
   }
   for (const auto& [span_off, span_len] : spans) {
@@ -501,13 +516,13 @@ FileScrub Scrubber::scrub_file(const std::string& path, const ProcScan& procs)
     btrfs::sync_fs(*fd, path);
     std::set<uint64_t> compressed_seen;
     btrfs::for_each_extent(*fd, path, true, [&](const btrfs::Extent& e) {
-      if (!m_opts.ranges.empty()) {
-        const bool wanted = std::any_of(m_opts.ranges.begin(), m_opts.ranges.end(), [&](auto& r) {
-          return r.first < e.logical + e.length && e.logical < r.first + r.second;
-        });
-        if (!wanted) {
-          return;
-        }
+      // The asked-for ranges that overlap this extent: [first_range, m_ranges.end()) while
+      // they start before its end.
+      auto first_range = std::partition_point(
+        m_ranges.begin(), m_ranges.end(), [&](auto& r) { return r.first + r.second <= e.logical; });
+      if (!m_opts.ranges.empty() &&
+          (first_range == m_ranges.end() || first_range->first >= e.logical + e.length)) {
+        return;
       }
       constexpr uint32_t skip = FIEMAP_EXTENT_UNWRITTEN | FIEMAP_EXTENT_DATA_INLINE |
                                 FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_UNKNOWN |
@@ -540,9 +555,9 @@ FileScrub Scrubber::scrub_file(const std::string& path, const ProcScan& procs)
         verify_range(fs, f, e.physical, e.length, e.logical, false);
         return;
       }
-      for (const auto& [off, len] : m_opts.ranges) {
-        const uint64_t a = std::max(off, e.logical);
-        const uint64_t b = std::min(off + len, e.logical + e.length);
+      for (auto r = first_range; r != m_ranges.end() && r->first < e.logical + e.length; ++r) {
+        const uint64_t a = std::max(r->first, e.logical);
+        const uint64_t b = std::min(r->first + r->second, e.logical + e.length);
         if (a < b) {
           verify_range(fs, f, e.physical + (a - e.logical), b - a, a, false);
         }

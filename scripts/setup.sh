@@ -25,6 +25,7 @@ build_deps=(
 test_deps=(
   btrfs-progs e2fsprogs util-linux jq qemu-utils user-mode-linux attr acl
   groff-base bash-completion fish zsh kmod procps psmisc xxd
+  systemd-journal-remote python3-jsonschema
 )
 
 missing=()

@@ -2,6 +2,7 @@
 // Copyright (C) 2026 The vmcsum authors
 //
 // vmcsum scrub --history: checksum failures from the kernel log, resolved to files.
+#include <vmcsum/btrfs/backref.hpp>
 #include <vmcsum/btrfs/ioctl.hpp>
 #include <vmcsum/btrfs/subvolume.hpp>
 #include <vmcsum/core/kernel_log_reader.hpp>
@@ -59,45 +60,33 @@ std::vector<MountedSubvol> btrfs_mounts(const std::string& mountinfo)
   return out;
 }
 
-// BTRFS_IOC_INO_PATHS: the first path of inode `ino` in the subvolume of fd, relative to it.
+// The first path of inode `ino` in the subvolume of fd, relative to it.
 std::optional<std::string> ino_path(int fd, uint64_t ino)
 {
-  constexpr size_t size = 8192;
-  auto buf = std::make_unique<uint64_t[]>(size / 8);
-  btrfs_ioctl_ino_path_args args = {};
-  args.inum = ino;
-  args.size = size;
-  args.fspath = reinterpret_cast<uintptr_t>(buf.get());
-  if (::ioctl(fd, BTRFS_IOC_INO_PATHS, &args) < 0) {
-    return std::nullopt;
+  try {
+    auto names = btrfs::inode_paths(fd, ino, {}, 1);
+    if (!names.empty()) {
+      return names.front();
+    }
+  } catch (const Error&) {
+    // unresolved
   }
-  auto* dc = reinterpret_cast<btrfs_data_container*>(buf.get());
-  if (dc->elem_cnt == 0) {
-    return std::nullopt;
-  }
-  // val[i] is the offset of the i-th name from &val[0] (fs/btrfs/backref.c inode_to_path()).
-  const char* p = reinterpret_cast<const char*>(dc->val) + dc->val[0];
-  const char* end = reinterpret_cast<const char*>(buf.get()) + size;
-  return std::string(p, strnlen(p, static_cast<size_t>(end - p)));
+  return std::nullopt;
 }
 
-// BTRFS_IOC_LOGICAL_INO: the first (inode, root) referencing logical.
+// The first (inode, root) referencing the extent that holds `logical` (scrub lines name the
+// start of a 64 KiB stripe, which need not be referenced itself).
 std::optional<std::pair<uint64_t, uint64_t>> logical_ino(int fd, uint64_t logical)
 {
-  constexpr size_t size = 4096;
-  auto buf = std::make_unique<uint64_t[]>(size / 8);
-  btrfs_ioctl_logical_ino_args args = {};
-  args.logical = logical;
-  args.size = size;
-  args.inodes = reinterpret_cast<uintptr_t>(buf.get());
-  if (::ioctl(fd, BTRFS_IOC_LOGICAL_INO, &args) < 0) {
-    return std::nullopt;
+  try {
+    auto refs = btrfs::extent_refs(fd, logical, {}, 1);
+    if (!refs.empty()) {
+      return std::make_pair(refs.front().inode, refs.front().root);
+    }
+  } catch (const Error&) {
+    // unresolved
   }
-  auto* dc = reinterpret_cast<btrfs_data_container*>(buf.get());
-  if (dc->elem_cnt < 3) {
-    return std::nullopt;
-  }
-  return std::make_pair(static_cast<uint64_t>(dc->val[0]), static_cast<uint64_t>(dc->val[2]));
+  return std::nullopt;
 }
 
 bool on_device(const MountedSubvol& m, const std::string& dev)

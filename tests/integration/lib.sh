@@ -146,6 +146,23 @@ check_eq() {
   return 0
 }
 
+# check_schema NAME JSON... : validates vmcsum --json documents against tests/schema/NAME.json
+# (JSON Schema, python3-jsonschema). Without python3-jsonschema it says so and checks nothing.
+check_schema() {
+  local name=$1 py dir
+  shift
+  dir=${VMCSUM_SRC:-$(dirname "${BASH_SOURCE[0]}")/../..}/tests/schema
+  for py in python3 /usr/bin/python3 ""; do
+    [[ -n $py ]] && "$py" -c 'import jsonschema' >/dev/null 2>&1 && break
+  done
+  if [[ -z $py ]]; then
+    note "SKIP schema check $name: python3-jsonschema (Debian package python3-jsonschema) is not installed"
+    return 0
+  fi
+  check "$# document(s) valid against tests/schema/$name.json" \
+    "$py" "$dir/validate.py" "$dir/$name.json" "$@"
+}
+
 # finish : runs the cleanup, prints "<test name>: N passed, N failed" as the last line and exits
 # 1 if anything failed (a cleanup failure and running no check at all count as failures), else 0.
 finish() {

@@ -6,8 +6,9 @@
 #    (dd iflag=direct), and the kernel-verified pass says so.
 # Classes: every copy overwritten identically -> false-mismatch (single: undetermined, one copy
 # only); one copy of a file never written with O_DIRECT -> media, repairable.
-# Profiles single, dup, raid1 (two devices), raid1c3; checksums crc32c, xxhash, sha256, blake2;
-# a compressed file (damaged on disk too), a file with holes and a preallocated range.
+# Profiles single, dup, raid1 (two devices), raid1c3, raid10 (four devices); checksums crc32c,
+# xxhash, sha256, blake2; a compressed file (damaged on disk too), a file with holes and a
+# preallocated range. Every document is validated against tests/schema/scrub.json.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_root
@@ -135,6 +136,7 @@ run_config() { # NAME NDEV NCOPIES mkfs-args...
       "$(jq '.files[] | select(.path | endswith("/one.raw")) | .bad[0].kernel_eio' "$d/kernel.json")"
     check_fails "$name: one.raw: dd reads offset 4096" eio_at "$MNT/one.raw" 4096
   fi
+  check_schema scrub "$d/clean.json" "$d/bad.json" "$d/kernel.json"
   note "$name: $((SECONDS - t0)) s"
 }
 
@@ -142,4 +144,5 @@ run_config single 1 1 -d single -m single --csum crc32c
 run_config dup 1 2 -d dup -m dup --csum xxhash
 run_config raid1 2 2 -d raid1 -m raid1 --csum sha256
 run_config raid1c3 3 3 -d raid1c3 -m raid1c3 --csum blake2
+run_config raid10 4 2 -d raid10 -m raid10 --csum crc32c
 finish

@@ -188,6 +188,8 @@ else
   hist "$D/jmiss.json" --kernel-log '' --journal-dir "$D/no-such-dir"
   check "journal: a missing directory is a note, not a failure" \
     jq -e '(.notes | any(test("no-such-dir"))) and (.history | length == 0)' "$D/jmiss.json"
+  check_schema scrub "$D/j.json" "$D/jmiss.json"
 fi
+check_schema scrub "$D/file.json" "$D/sub.json" "$D/a.json" "$D/kmsg.json" "$D/kmsg_all.json"
 
 finish

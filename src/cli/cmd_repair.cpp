@@ -4,6 +4,7 @@
 // vmcsum repair PATH... | --undo BACKUP: make false checksum mismatches readable again.
 #include "app.hpp"
 #include "interactive.hpp"
+#include "render.hpp"
 
 #include <vmcsum/core/repair.hpp>
 #include <vmcsum/core/text.hpp>
@@ -111,23 +112,8 @@ nlohmann::ordered_json entry_json(const core::RepairEntry& e)
   } else {
     j["nocow"] = nullptr;
   }
-  auto& users = j["users"] = nlohmann::ordered_json::array();
-  for (const auto& u : e.users) {
-    users.push_back({{"pid", u.pid},
-                     {"comm", core::escape_name(u.comm)},
-                     {"fd", u.fd},
-                     {"o_direct", u.o_direct},
-                     {"writable", u.writable}});
-  }
-  auto& locks = j["locks"] = nlohmann::ordered_json::array();
-  for (const auto& l : e.locks) {
-    locks.push_back({{"pid", json_or_null(l.pid)},
-                     {"kind", l.kind},
-                     {"mode", l.mode},
-                     {"start", l.start},
-                     {"end", json_or_null(l.end)},
-                     {"qemu", l.qemu}});
-  }
+  j["users"] = users_json(e.users);
+  j["locks"] = locks_json(e.locks);
   j["steps"] = e.steps;
   j["notes"] = e.notes;
   return j;

@@ -5,6 +5,7 @@
 // rewrite for non-empty files), or say why not.
 #include "app.hpp"
 #include "interactive.hpp"
+#include "render.hpp"
 
 #include <vmcsum/btrfs/inode_item.hpp>
 #include <vmcsum/core/rewrite.hpp>
@@ -90,24 +91,8 @@ nlohmann::ordered_json entry_json(const core::SetEntry& e)
   j["data_ranges"] = e.data_ranges;
   j["plan"] = e.steps;
   j["notes"] = e.notes;
-  auto& users = j["users"] = nlohmann::ordered_json::array();
-  for (const auto& u : e.users) {
-    users.push_back({{"pid", u.pid},
-                     {"comm", core::escape_name(u.comm)},
-                     {"fd", u.fd},
-                     {"o_direct", u.o_direct},
-                     {"writable", u.writable}});
-  }
-  auto& locks = j["locks"] = nlohmann::ordered_json::array();
-  for (const auto& l : e.locks) {
-    locks.push_back({{"pid", opt(l.pid)},
-                     {"kind", l.kind},
-                     {"mode", l.mode},
-                     {"start", l.start},
-                     {"end", opt(l.end)},
-                     {"qemu", l.qemu},
-                     {"seen_by", l.seen_by}});
-  }
+  j["users"] = users_json(e.users);
+  j["locks"] = locks_json(e.locks);
   auto& bad = j["unreadable"] = nlohmann::ordered_json::array();
   for (const auto& r : e.unreadable) {
     bad.push_back({{"offset", r.offset}, {"length", r.length}});

@@ -30,6 +30,7 @@
 #include <vmcsum/core/text.hpp>
 #include <vmcsum/core/walk.hpp>
 #include <vmcsum/error.hpp>
+#include <vmcsum/sys/aligned_buffer.hpp>
 #include <vmcsum/sys/fd.hpp>
 #include <vmcsum/sys/lease.hpp>
 #include <vmcsum/sys/path.hpp>
@@ -74,21 +75,6 @@ struct Stop
 {
   std::string c = err == ENOSPC || err == EDQUOT ? "no-space" : err == EROFS ? "read-only" : code;
   throw Stop{"failed", c, what + ": " + errno_text(err)};
-}
-
-struct FreeDeleter
-{
-  void operator()(void* p) const { std::free(p); }
-};
-using Buffer = std::unique_ptr<uint8_t, FreeDeleter>;
-
-Buffer aligned_buffer(size_t size)
-{
-  void* p = nullptr;
-  if (::posix_memalign(&p, 4096, size) != 0) {
-    throw std::bad_alloc();
-  }
-  return Buffer(static_cast<uint8_t*>(p));
 }
 
 std::vector<uint8_t> from_hex(const std::string& hex)
@@ -730,7 +716,7 @@ void Repairer::process(const std::string& path, RepairEntry& e)
       if (!rfd) {
         stop_errno(errno, "io-error", "open " + canon + " with O_DIRECT");
       }
-      Buffer sector = aligned_buffer(64 * 1024);
+      sys::AlignedBuffer sector = sys::aligned_buffer(64 * 1024);
       std::vector<std::pair<uint64_t, uint64_t>> again;
       for (const auto* b : to_read) {
         report(canon, "read", again.size(), to_read.size());
@@ -998,8 +984,8 @@ void Repairer::process(const std::string& path, RepairEntry& e)
     h.ranges.emplace_back(r.offset, r.length);
   }
   const std::string name = backup_file_name(sys::base_name(canon), h.inode, utc_stamp());
-  Buffer buf = aligned_buffer(k_chunk);
-  Buffer copy = aligned_buffer(64 * 1024);
+  sys::AlignedBuffer buf = sys::aligned_buffer(k_chunk);
+  sys::AlignedBuffer copy = sys::aligned_buffer(64 * 1024);
   std::string backup_path;
   {
     BackupWriter bw(m_opts.backup_dir, h);
@@ -1336,7 +1322,7 @@ RepairResult undo_repair(const UndoOptions& opts, const RepairProgressFn& progre
       }
       lease.release();
       fd.reset();
-      Buffer buf = aligned_buffer(k_chunk);
+      sys::AlignedBuffer buf = sys::aligned_buffer(k_chunk);
       e.verify = verify_ranges(h.path, ranges, applier.digests(), h.size, buf.get(), e.notes);
       if (!e.verify->readable || !e.verify->matches) {
         throw Stop{"failed", "verify-failed", "the restored bytes do not read back as written"};

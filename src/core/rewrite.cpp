@@ -13,6 +13,7 @@
 #include <vmcsum/core/rewrite.hpp>
 #include <vmcsum/core/text.hpp>
 #include <vmcsum/error.hpp>
+#include <vmcsum/sys/aligned_buffer.hpp>
 #include <vmcsum/sys/fd.hpp>
 #include <vmcsum/sys/lease.hpp>
 
@@ -151,21 +152,6 @@ public:
 private:
   XXH3_state_t* m_state;
 };
-
-struct FreeDeleter
-{
-  void operator()(void* p) const { std::free(p); }
-};
-using Buffer = std::unique_ptr<uint8_t, FreeDeleter>;
-
-Buffer aligned_buffer(size_t size)
-{
-  void* p = nullptr;
-  if (::posix_memalign(&p, 4096, size) != 0) {
-    throw std::bad_alloc();
-  }
-  return Buffer(static_cast<uint8_t*>(p));
-}
 
 // Calls fn(start, end) for each data range of fd below `size`, as SEEK_DATA/SEEK_HOLE see them.
 template <class Fn>
@@ -891,7 +877,7 @@ private:
   uint64_t m_total = 0; // bytes in its data ranges
   Xattrs m_xattrs;
   uint32_t m_src_attr = 0;
-  Buffer m_buf;
+  sys::AlignedBuffer m_buf;
   std::string m_source_digest;
   sys::Fd m_dirfd;
   sys::Fd m_src;
@@ -1037,7 +1023,7 @@ void Rewrite::copy_data()
   // (sync_file_range every 64 MiB) made the copy phase 1.3-1.6x slower on the disks measured,
   // because reads of the source then compete with writes of the copy (bench/set_convert.sh).
   auto t_copy = Clock::now();
-  m_buf = aligned_buffer(k_chunk);
+  m_buf = sys::aligned_buffer(k_chunk);
   const int src = m_src.get();
   const uint64_t sector = m_ff.sector_size.value_or(4096);
   for_each_data_range(src, m_size, m_path, [&](uint64_t a, uint64_t b) {

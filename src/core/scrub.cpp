@@ -14,6 +14,7 @@
 #include <vmcsum/core/rate_limiter.hpp>
 #include <vmcsum/core/scrub.hpp>
 #include <vmcsum/error.hpp>
+#include <vmcsum/sys/aligned_buffer.hpp>
 #include <vmcsum/sys/fd.hpp>
 
 #include <algorithm>
@@ -41,21 +42,6 @@ constexpr long k_btrfs_magic = 0x9123683e; // BTRFS_SUPER_MAGIC (linux/magic.h)
 constexpr uint8_t k_extent_item_key = 168; // BTRFS_EXTENT_ITEM_KEY
 constexpr uint64_t k_extent_tree = 2;
 constexpr uint64_t k_max_compressed = 128 * 1024; // BTRFS_MAX_COMPRESSED (on-disk extent size)
-
-struct FreeDeleter
-{
-  void operator()(void* p) const { std::free(p); }
-};
-using AlignedBuf = std::unique_ptr<uint8_t, FreeDeleter>;
-
-AlignedBuf aligned_alloc_or_throw(size_t size)
-{
-  void* raw = nullptr;
-  if (posix_memalign(&raw, 4096, size) != 0) {
-    throw Error(Errc::internal, "posix_memalign failed");
-  }
-  return AlignedBuf(static_cast<uint8_t*>(raw));
-}
 
 // What one filesystem needs, read once per run.
 struct FsCtx
@@ -96,7 +82,7 @@ public:
     , m_progress(progress)
     , m_limiter(opts.limit_rate)
   {
-    m_buf = aligned_alloc_or_throw(m_opts.chunk);
+    m_buf = sys::aligned_buffer(m_opts.chunk);
     // Sorted and merged, so each sector is verified once and each extent finds its ranges by
     // binary search (a repair can ask for many thousands of sectors).
     m_ranges = opts.ranges;
@@ -111,8 +97,8 @@ public:
       }
     }
     m_ranges = std::move(merged);
-    m_sector_a = aligned_alloc_or_throw(64 * 1024);
-    m_sector_b = aligned_alloc_or_throw(64 * 1024);
+    m_sector_a = sys::aligned_buffer(64 * 1024);
+    m_sector_b = sys::aligned_buffer(64 * 1024);
   }
 
   void set_total(uint64_t total) { m_total = total; }
@@ -148,7 +134,7 @@ private:
   const ScrubOptions& m_opts;
   const ScrubProgress& m_progress;
   RateLimiter m_limiter;
-  AlignedBuf m_buf, m_sector_a, m_sector_b;
+  sys::AlignedBuffer m_buf, m_sector_a, m_sector_b;
   std::vector<std::pair<uint64_t, uint64_t>> m_ranges; // opts.ranges, sorted and merged
   std::map<std::string, FsCtx> m_fs;                   // by fsid
   btrfs::RangeCsums m_stored;

@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+#include "render.hpp"
+
+#include "output.hpp"
+
+#include <vmcsum/core/text.hpp>
+
+namespace vmcsum::cli {
+
+nlohmann::ordered_json users_json(const std::vector<core::SetUser>& users)
+{
+  auto out = nlohmann::ordered_json::array();
+  for (const auto& u : users) {
+    out.push_back({{"pid", u.pid},
+                   {"comm", core::escape_name(u.comm)},
+                   {"fd", u.fd},
+                   {"o_direct", u.o_direct},
+                   {"writable", u.writable}});
+  }
+  return out;
+}
+
+nlohmann::ordered_json locks_json(const std::vector<core::SetLock>& locks)
+{
+  auto out = nlohmann::ordered_json::array();
+  for (const auto& l : locks) {
+    out.push_back({{"pid", json_or_null(l.pid)},
+                   {"kind", l.kind},
+                   {"mode", l.mode},
+                   {"start", l.start},
+                   {"end", json_or_null(l.end)},
+                   {"qemu", l.qemu},
+                   {"seen_by", l.seen_by}});
+  }
+  return out;
+}
+
+} // namespace vmcsum::cli

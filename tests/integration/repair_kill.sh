@@ -46,7 +46,8 @@ invariants() {
 }
 
 INV_BK=$BK # where invariants looks for backups
-make_btrfs -d dup -m dup
+# 512 MiB: room for three damaged images and the rewrite's margin (32 MiB + 1/64) after a fill.
+make_btrfs --size 512 -d dup -m dup
 NEXT=16
 # damage_at_all FILE : an image of NEXT 1 MiB extents, 2 sectors damaged identically on every
 # copy in every other extent. Sets IMG, DAMAGED_OFFS (file offsets) and REF (the bytes a
@@ -81,10 +82,16 @@ note "dry run took ${ts_ms} ms at $RATE; rewrite estimated at ${tw_ms} ms"
 
 note "--- SIGKILL at $KILLS moments"
 killed=0
+partial=0 # kills that left some damaged sectors rewritten and others not
 for ((k = 0; k < KILLS; k++)); do
-  # Spread over [0.2 * scrub, scrub + rewrite]: slot k of KILLS, random within the slot.
-  lo=$((ts_ms / 5 + k * (ts_ms + tw_ms - ts_ms / 5) / KILLS))
-  hi=$((ts_ms / 5 + (k + 1) * (ts_ms + tw_ms - ts_ms / 5) / KILLS))
+  # Every run scrubs first (ts_ms), then backs up, writes and verifies (about tw_ms). The first
+  # kill lands in the scrub, the others spread over the rest: slot k-1 of KILLS-1, random within.
+  if ((k == 0)); then
+    lo=$((ts_ms / 5)) hi=$((ts_ms * 9 / 10))
+  else
+    lo=$((ts_ms + (k - 1) * tw_ms / (KILLS - 1)))
+    hi=$((ts_ms + k * tw_ms / (KILLS - 1)))
+  fi
   at=$((lo + RANDOM % (hi - lo + 1)))
   "$VMCSUM" --json repair --limit-rate "$RATE" --no-progress --backup-dir "$BK" "$IMG" \
     >"$IT_TMP/kill.$k.json" 2>"$IT_TMP/kill.$k.err" &
@@ -101,9 +108,11 @@ for ((k = 0; k < KILLS; k++)); do
     note "run $k ended by itself before the kill at ${at} ms: exit $rc"
   fi
   invariants "kill $k at ${at} ms"
+  partial=$((partial + (LAST_EIO > 0 && LAST_EIO < ${#DAMAGED_OFFS[@]})))
   note "kill $k at ${at} ms: exit $rc, $LAST_EIO of ${#DAMAGED_OFFS[@]} damaged sectors still EIO, backups: $(backups | paste -sd' ') pending: $(pending | paste -sd' ')"
 done
 check "at least one run was killed" test "$killed" -gt 0
+note "$killed runs killed, $partial of them between two rewritten ranges"
 
 note "--- rerun without a limit"
 vrepair --no-progress "$IMG"
@@ -143,6 +152,7 @@ while read -r off len; do
     "$(bytes_at "$IMG" "$off" "$len")"
 done < <(jf '.files[0].ranges[]? | "\(.offset) \(.length)"')
 check "undo: reads without EIO" reads_ok "$IMG"
+rm -f -- "$IMG"
 
 # slow_repair_filling DIR DELAY_MS BACKUP_DIR : starts a repair of $IMG slowed by --limit-rate,
 # fills the filesystem of DIR after DELAY_MS, waits; the status in $RC, the document in $OUT.
@@ -185,6 +195,7 @@ umount "$small"
 vrepair --no-progress "$IMG"
 check_eq "backup dir full, then a roomy one: rerun exit 0" 0 "$RC"
 check "backup dir full, rerun: content = ignoredatacsums read before" cmp -- "$REF" "$IMG"
+rm -f -- "$IMG"
 
 note "--- full disk: the image's filesystem fills while the repair runs"
 for delay in $((ts_ms / 2)) $((ts_ms + 300)); do
@@ -201,5 +212,42 @@ for delay in $((ts_ms / 2)) $((ts_ms + 300)); do
   check_eq "filesystem full after ${delay} ms, rerun: no pending backup left" "" "$(pending)"
   rm -f -- "$IMG"
 done
+
+note "--- --limit-rate covers every read and write of the repair, the backup and rewrite included"
+# The process's own I/O counters (/proc/PID/io rchar + wchar: every read and write syscall,
+# O_DIRECT device reads included), sampled without opening the image (that would break the
+# repair's write lease). Over any window of 1 s or more, at most 1.5 x RATE moved.
+damage_at_all "$MNT/rate.raw"
+"$VMCSUM" --json repair --limit-rate "$RATE" --no-progress --backup-dir "$BK" "$IMG" \
+  >"$OUT" 2>"$ERR" &
+rp=$!
+bg_track "$rp"
+: >"$IT_TMP/io.samples"
+while [[ -r /proc/$rp/io ]]; do
+  awk -v t="$(($(date +%s%N) / 1000000))" '$1 == "rchar:" { r = $2 } $1 == "wchar:" { w = $2 }
+    END { if (r != "") printf "%s %.0f %.0f\n", t, r + w, w }' "/proc/$rp/io" >>"$IT_TMP/io.samples" 2>/dev/null || true
+  sleep 0.1
+done
+RC=0
+wait "$rp" || RC=$?
+bg_untrack "$rp"
+check_eq "rate-limited repair: exit 0" 0 "$RC"
+rate_bytes=$((${RATE%M} * M))
+read -r peak_all peak_w < <(awk '{ t[NR] = $1; a[NR] = $2; w[NR] = $3 }
+  END {
+    for (i = 1; i <= NR; i++) for (j = i + 1; j <= NR; j++) if (t[j] - t[i] >= 1000) {
+      ra = (a[j] - a[i]) * 1000 / (t[j] - t[i]); rw = (w[j] - w[i]) * 1000 / (t[j] - t[i])
+      if (ra > pa) pa = ra; if (rw > pw) pw = rw; break
+    }
+    printf "%.0f %.0f\n", pa, pw
+  }' "$IT_TMP/io.samples")
+note "peak over 1 s windows at --limit-rate $RATE: $((peak_all / 1024)) KiB/s read+written, $((peak_w / 1024)) KiB/s written"
+check "--limit-rate $RATE: writes (backup, rewrite) never exceed 1.5 x the rate over 1 s" \
+  test "$peak_w" -le $((rate_bytes * 3 / 2))
+check "--limit-rate $RATE: reads + writes never exceed 1.5 x the rate over 1 s" \
+  test "$peak_all" -le $((rate_bytes * 3 / 2))
+check "rate-limited repair: content = ignoredatacsums read before" cmp -- "$REF" "$IMG"
+rm -f -- "$IMG"
+
 check_eq "btrfs scrub finds nothing uncorrectable at the end" 0 "$(btrfs_scrub_uncorrectable "$MNT")"
 finish

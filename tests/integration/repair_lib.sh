@@ -20,6 +20,13 @@ vrepair() {
   timeout -k 5 300 "$VMCSUM" --json repair --backup-dir "$BK" "$@" >"$OUT" 2>"$ERR"
   RC=$?
   set -e
+  _vrepair_note "$@"
+}
+# Notes the outcome of the last run (action, code, reason of each file), for diagnosis.
+_vrepair_note() {
+  local s
+  s=$(jq -c '[.files[]? | {action, code, reason}]' "$OUT" 2>/dev/null) || s=$(head -c 300 "$ERR")
+  note "repair ${*##*/}: exit $RC: ${s:0:400}"
 }
 # vundo BACKUP ARGS... : vmcsum --json repair --undo BACKUP ARGS (same outputs as vrepair).
 vundo() {
@@ -27,12 +34,13 @@ vundo() {
   timeout -k 5 300 "$VMCSUM" --json repair --undo "$@" >"$OUT" 2>"$ERR"
   RC=$?
   set -e
+  _vrepair_note --undo "$@"
 }
 # jf FILTER : a field of the last document (nothing, never a failure, when it has none).
 jf() { jq -r "$@" "$OUT" 2>/dev/null || true; }
 # jfile NAME FILTER : FILTER applied to the entry of the last document whose path ends in /NAME.
 jfile() {
-  jq -r --arg n "/$1" "[.files[]? | select(.path | endswith(\$n))][0] | $2" "$OUT" 2>/dev/null || true
+  jq -c -r --arg n "/$1" "[.files[]? | select(.path | endswith(\$n))][0] | $2" "$OUT" 2>/dev/null || true
 }
 
 # Backups in $BK: complete ones, pending ones and temp files.

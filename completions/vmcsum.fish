@@ -51,6 +51,7 @@ complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l journal-dir -r -d '
 complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l libvirt-dir -r -d 'libvirt configuration directory'
 complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l libvirt-run-dir -r -d 'libvirt runtime directory'
 complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l pve-dir -r -d 'Proxmox configuration directory'
+complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l kernel-release -x -d 'Classify as if running this kernel release'
 
 complete -c vmcsum -n "not __fish_seen_subcommand_from $commands" -a repair -d 'Make false checksum mismatches readable again, with a backup'
 complete -c vmcsum -n "__fish_seen_subcommand_from repair" -F

@@ -231,6 +231,8 @@ void register_scrub(CLI::App& app, Runner& runner)
     ->capture_default_str();
   cmd->add_option("--pve-dir", cli->opts.vm_configs.pve_dir, "Proxmox configuration directory")
     ->capture_default_str();
+  cmd->add_option("--kernel-release", cli->opts.kernel_release,
+                  "Classify as if running this kernel release (default: uname -r)");
   cmd->callback([cli, cmd, &runner] {
     if (!cli->history && cli->opts.paths.empty()) {
       throw CLI::RequiredError("paths (or --history)");

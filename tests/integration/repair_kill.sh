@@ -213,6 +213,35 @@ for delay in $((ts_ms / 2)) $((ts_ms + 300)); do
   rm -f -- "$IMG"
 done
 
+note "--- SIGTERM: stops between two chunks, exit 143, a rerun finishes"
+for delay in $((ts_ms / 2)) $((ts_ms + tw_ms / 3)); do
+  damage_at_all "$MNT/term-$delay.raw"
+  "$VMCSUM" --json repair --limit-rate "$RATE" --no-progress --backup-dir "$BK" "$IMG" \
+    >"$OUT" 2>"$ERR" &
+  rp=$!
+  bg_track "$rp"
+  sleep "$((delay / 1000)).$(printf '%03d' $((delay % 1000)))"
+  sent=0
+  kill -TERM "$rp" 2>/dev/null && sent=1
+  RC=0
+  wait "$rp" || RC=$?
+  bg_untrack "$rp"
+  note "SIGTERM after ${delay} ms: exit $RC, $(jq -c '[.files[]? | {action, code}]' "$OUT" 2>/dev/null)"
+  if ((sent)); then
+    # It was still running (verifying, maybe): a signal it got is never swallowed.
+    check_eq "SIGTERM after ${delay} ms: exit 143" 143 "$RC"
+    check "SIGTERM after ${delay} ms: the document is valid JSON" jq -e . "$OUT"
+  else
+    note "the repair had finished before the signal"
+  fi
+  invariants "SIGTERM after ${delay} ms"
+  vrepair --no-progress "$IMG"
+  check_eq "SIGTERM after ${delay} ms, rerun: exit 0" 0 "$RC"
+  check "SIGTERM after ${delay} ms, rerun: content = ignoredatacsums read before" cmp -- "$REF" "$IMG"
+  check_eq "SIGTERM after ${delay} ms, rerun: no pending backup left" "" "$(pending)"
+  rm -f -- "$IMG"
+done
+
 note "--- --limit-rate covers every read and write of the repair, the backup and rewrite included"
 # The process's own I/O counters (/proc/PID/io rchar + wchar: every read and write syscall,
 # O_DIRECT device reads included), sampled without opening the image (that would break the

@@ -89,10 +89,12 @@ nlohmann::ordered_json file_json(const core::FileScrub& f)
   j["writers"] = f.writers;
   auto& configured = j["configured"] = nlohmann::ordered_json::array();
   for (const auto& c : f.configured) {
-    configured.push_back({{"source", c.source},
-                          {"cache", c.cache.empty() ? nlohmann::ordered_json(nullptr)
-                                                    : nlohmann::ordered_json(c.cache)},
-                          {"o_direct", c.o_direct}});
+    // As audit's "configured": cache and io "" when the hypervisor's default applies.
+    configured.push_back({{"source", core::escape_name(c.source)},
+                          {"cache", c.cache},
+                          {"io", c.io},
+                          {"o_direct", c.o_direct},
+                          {"target", c.target}});
   }
   auto& bad = j["bad"] = nlohmann::ordered_json::array();
   size_t counts[3] = {0, 0, 0};

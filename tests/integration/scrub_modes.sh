@@ -117,9 +117,11 @@ scrub_json "$D/cfg61.json" "${cfg[@]}" --kernel-release 6.1.0 "$MNT/direct.raw" 
 scrub_json "$D/cfg618.json" "${cfg[@]}" --kernel-release 6.18.0 "$MNT/direct.raw" "$MNT/buffered.raw" "$MNT/plain.raw"
 byname() { jq -r --arg n "$2" ".files[] | select(.path | endswith(\"/\" + \$n)) | $3" "$1"; }
 check_eq "config: direct.raw configured by vm1 with cache=none (O_DIRECT)" \
-  '[{"source":"libvirt:vm1","cache":"none","o_direct":true}]' "$(byname "$D/cfg61.json" direct.raw '.configured | tojson')"
+  '[{"source":"libvirt:vm1","cache":"none","io":"native","o_direct":true,"target":"vda"}]' \
+  "$(byname "$D/cfg61.json" direct.raw '.configured | tojson')"
 check_eq "config: buffered.raw configured by vm1 with cache=writeback" \
-  '[{"source":"libvirt:vm1","cache":"writeback","o_direct":false}]' "$(byname "$D/cfg61.json" buffered.raw '.configured | tojson')"
+  '[{"source":"libvirt:vm1","cache":"writeback","io":"","o_direct":false,"target":"vdb"}]' \
+  "$(byname "$D/cfg61.json" buffered.raw '.configured | tojson')"
 check_eq "config: plain.raw named by no configuration" '[]' "$(byname "$D/cfg61.json" plain.raw '.configured | tojson')"
 check_eq "config, 6.1 (no fallback): the only copy of a cache=none image is a false mismatch" \
   false-mismatch "$(byname "$D/cfg61.json" direct.raw '.bad[0].class')"

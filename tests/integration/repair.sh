@@ -301,6 +301,19 @@ run_redundant() { # NAME NDEV mkfs-args...
     check_eq "$name: non-UTF-8 name: repaired, exit 0" "repaired 0" "$(jf '.files[0].action') $RC"
     check "$name: non-UTF-8 name: reads without EIO" reads_ok "$u"
 
+    note "--- $name: a directory stands for the images below it"
+    mkdir -p "$MNT/dir/sub"
+    local dd1=$MNT/dir/sub/a.raw dd2=$MNT/dir/b.raw
+    dd if=/dev/urandom of="$dd1" bs=256K count=1 status=none
+    dd if=/dev/urandom of="$dd2" bs=256K count=1 status=none
+    sync
+    damage_sectors "$dd1" 8192 1 all
+    ign_read "$dd1" "$d/ref.dir"
+    vrepair "$MNT/dir"
+    check_eq "$name: directory: both files, a.raw repaired, b.raw clean, exit 0" "2 repaired clean 0" \
+      "$(jf '.files | length') $(jfile a.raw .action) $(jfile b.raw .action) $RC"
+    check "$name: directory: a.raw = ignoredatacsums read" cmp -- "$d/ref.dir" "$dd1"
+
     note "--- $name: bad input"
     echo "not on btrfs" >"$IT_TMP/plain.raw"
     mkfifo "$MNT/fifo"

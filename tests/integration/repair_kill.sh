@@ -121,6 +121,8 @@ check "rerun: repaired or already clean" jq -e '.files[0].action | IN("repaired"
 check "rerun: the whole file reads without EIO" reads_ok "$IMG"
 check "rerun: content = ignoredatacsums read before" cmp -- "$REF" "$IMG"
 check_eq "rerun: no pending backup left" "" "$(pending)"
+check_eq "rerun: no backup temp file of a killed run left" "" \
+  "$(find "$BK" -maxdepth 1 -name '.vmcsum-backup.tmp-*' -printf '%f\n')"
 rc=0
 "$VMCSUM" --json scrub --no-progress --no-history "$IMG" >"$IT_TMP/scrub.json" 2>/dev/null || rc=$?
 check_eq "rerun: vmcsum scrub finds nothing" "0 0" "$rc $(jq '[.files[].bad[]] | length' "$IT_TMP/scrub.json")"

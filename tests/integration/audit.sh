@@ -7,6 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_root
 need_loop
 need_cmd jq qemu-img chattr btrfs
+keep_json_documents # every --json document is validated at the end (tests/schema)
 : "${VMCSUM:?}" "${VMCSUM_TOOLS:?}"
 
 finding_sev() { # JSON IMAGE_BASENAME CODE
@@ -196,4 +197,5 @@ check "text output has a header" grep -q '^SEVERITY' "$IT_TMP/text.out"
 check "text output has a summary" grep -q 'image(s): 0 critical, 1 warning' "$IT_TMP/text.out"
 check "no colour codes with --color=never" bash -c "! grep -q $'\\x1b' '$IT_TMP/text.out'"
 
+check_schema --by-name "$IT_TMP"/json-docs/*
 finish

@@ -7,6 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_root
 need_loop
 need_cmd jq env
+keep_json_documents # every --json document is validated at the end (tests/schema)
 : "${VMCSUM:?}"
 
 inode_items() { btrfs inspect-internal dump-tree -t 5 "$1" | grep -cE 'item [0-9]+ key \([0-9]+ INODE_ITEM 0\) itemoff' || true; }
@@ -68,4 +69,5 @@ check_eq "no scratch file is visible" "" "$(ls -A "$MNT")"
 unmount_btrfs
 check_eq "no scratch inode is left (dump-tree)" "$inodes" "$(inode_items "${DEVS[0]}")"
 check_eq "no orphan item is left" 0 "$(orphans "${DEVS[0]}")"
+check_schema --by-name "$IT_TMP"/json-docs/*
 finish

@@ -147,9 +147,10 @@ check_eq() {
 }
 
 # check_schema NAME JSON... : validates vmcsum --json documents against tests/schema/NAME.json
-# (JSON Schema, python3-jsonschema). Without python3-jsonschema it says so and checks nothing.
+# (JSON Schema, python3-jsonschema); NAME --by-name: each against the schema its own "schema" key
+# names, empty files left out. Without python3-jsonschema it says so and checks nothing.
 check_schema() {
-  local name=$1 py dir
+  local name=$1 py dir f
   shift
   dir=${VMCSUM_SRC:-$(dirname "${BASH_SOURCE[0]}")/../..}/tests/schema
   for py in python3 /usr/bin/python3 ""; do
@@ -159,8 +160,42 @@ check_schema() {
     note "SKIP schema check $name: python3-jsonschema (Debian package python3-jsonschema) is not installed"
     return 0
   fi
+  if [[ $name == --by-name ]]; then
+    local -a docs=()
+    for f in "$@"; do
+      [[ -s $f ]] && docs+=("$f")
+    done
+    if ((${#docs[@]} == 0)); then
+      note "check_schema: no JSON document to validate"
+      return 0
+    fi
+    check "${#docs[@]} document(s) valid against the tests/schema/ file each names" \
+      "$py" "$dir/validate.py" --by-name "${docs[@]}"
+    return 0
+  fi
   check "$# document(s) valid against tests/schema/$name.json" \
     "$py" "$dir/validate.py" "$dir/$name.json" "$@"
+}
+
+# keep_json_documents : makes VMCSUM a wrapper that execs the real binary (same pid, status and
+# signals) and, when --json is among its arguments, keeps a copy of its stdout in
+# $IT_TMP/json-docs/, so that `check_schema --by-name "$IT_TMP"/json-docs/*` before finish
+# validates every document the test made. Not for runs as another user ($IT_TMP is root's).
+keep_json_documents() {
+  local real=$VMCSUM w=$IT_TMP/vmcsum-keep-json
+  mkdir -p -- "$IT_TMP/json-docs"
+  cat >"$w" <<EOF
+#!/usr/bin/env bash
+for a in "\$@"; do
+  if [[ \$a == --json ]]; then
+    exec > >(exec tee -- "$IT_TMP/json-docs/\$\$.\$RANDOM.json")
+    break
+  fi
+done
+exec $(printf %q "$real") "\$@"
+EOF
+  chmod +x -- "$w"
+  VMCSUM=$w
 }
 
 # finish : runs the cleanup, prints "<test name>: N passed, N failed" as the last line and exits

@@ -10,6 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_root
 need_loop
 need_cmd jq unshare fsfreeze findmnt env
+keep_json_documents # every --json document is validated at the end (tests/schema)
 : "${VMCSUM:?}" "${VMCSUM_TOOLS:?}"
 grep -qw tracefs /proc/filesystems || skip "this kernel has no tracefs (uml_probe covers the race method)"
 
@@ -198,4 +199,5 @@ mount_btrfs "$S_ID"
 # --- global state ----------------------------------------------------------------------------
 check_eq "no vmcsum tracefs instance is left" "" "$(our_instances)"
 check_eq "global tracing and the mount table are as they were" "$state_before" "$(tracing_state)"
+check_schema --by-name "$IT_TMP"/json-docs/*
 finish

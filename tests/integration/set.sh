@@ -26,6 +26,8 @@ vset() {
   "$VMCSUM" --json set "$@" >"$OUT" 2>"$ERR"
   RC=$?
   set -e
+  mkdir -p "$IT_TMP/json-docs" # validated at the end (tests/schema)
+  cp -- "$OUT" "$IT_TMP/json-docs/set.$RANDOM$RANDOM.json"
 }
 jf() { jq -r "$@" "$OUT"; } # jf FILTER : a field of the last document
 
@@ -562,4 +564,5 @@ vset --cow "$MNT/ncdir/x.raw"
 check_eq "file in a NOCOW directory -> cow" "rewritten 0 cow -" \
   "$(jf '.files[0].action') $RC $(oracle_state "$MNT/ncdir/x.raw") $(lsattr_c "$MNT/ncdir/x.raw")"
 
+check_schema --by-name "$IT_TMP"/json-docs/*
 finish

@@ -181,4 +181,5 @@ check "unprivileged: the reason names CAP_SYS_ADMIN" \
   jq -e '.files[0].unknown.nodatasum | test("CAP_SYS_ADMIN")' "$IT_TMP/nobody.json"
 check_eq "unprivileged: csum type still known" crc32c "$(jq -r '.files[0].csum_type' "$IT_TMP/nobody.json")"
 
+check_schema show "$out" "$IT_TMP/nobody.json"
 finish

@@ -331,7 +331,8 @@ void register_repair(CLI::App& app, Runner& runner)
       for (const auto& e : r.files) {
         status = std::max(status, entry_status(e));
       }
-      if (r.interrupted && StopSignals::signal() != 0) {
+      // A signal that arrived during the verification still ends the command as interrupted.
+      if (StopSignals::signal() != 0) {
         status = exit_code::interrupted + StopSignals::signal();
       }
       if (out.options().json) {

@@ -1110,6 +1110,11 @@ void Repairer::process(const std::string& path, RepairEntry& e)
   ::fsync(*wfd);
   lease.release();
   wfd.reset();
+  if (m_cancel.load()) {
+    throw Stop{"failed", "interrupted",
+               "interrupted after every range was written, before the verification; the backup " +
+                 escape_name(backup_path) + " stays pending: run the repair again to verify"};
+  }
 
   // 7. Verify.
   report(canon, "verify", 0, total);

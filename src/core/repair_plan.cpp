@@ -63,16 +63,13 @@ SectorDecision decide_sector(const BadSector& bad, const RepairChoice& choice)
                 "or read it with a `rescue=ignoredatacsums` mount");
   }
   if (some_copy_matches(bad)) {
-    if (!choice.after_read) {
-      d.action = SectorAction::read;
-      return d;
-    }
     if (bad.cls == BadClass::false_mismatch) {
-      // The read served a good copy and left the bad one: rewriting the range writes every
-      // copy anew from that good data.
-      d.action = SectorAction::rewrite;
+      // First a read, which lets btrfs repair the bad copy when it hits it; if the read served
+      // the good copy instead, rewriting the range writes every copy anew from that good data.
+      d.action = choice.after_read ? SectorAction::rewrite : SectorAction::read;
       return d;
     }
+    // Damage that btrfs heals by itself: left to it, and to the admin to look at the device.
     return skip(
       bad.cls == BadClass::media ? "media" : "undetermined",
       "a copy matches its checksum, so no data is lost: " + scrub_advice(choice.mount_point) +

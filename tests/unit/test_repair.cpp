@@ -103,14 +103,16 @@ TEST_CASE("repair: undetermined only with --include-undetermined")
   CHECK(*d.mirror == 1);
 }
 
-TEST_CASE("repair: a matching copy means read first; after the read only false mismatches are "
-          "rewritten")
+TEST_CASE("repair: a matching copy: false mismatches are read, then rewritten if still "
+          "bad; media and undetermined are left to btrfs")
 {
   RepairChoice c;
   c.mount_point = "/srv";
-  for (auto cls : {BadClass::false_mismatch, BadClass::media, BadClass::undetermined}) {
+  auto first = sector(BadClass::false_mismatch, {{true, false}, {false, false}});
+  CHECK(decide_sector(first, c).action == SectorAction::read);
+  for (auto cls : {BadClass::media, BadClass::undetermined}) {
     auto b = sector(cls, {{true, false}, {false, false}});
-    CHECK(decide_sector(b, c).action == SectorAction::read);
+    CHECK(decide_sector(b, c).action == SectorAction::skip); // left to btrfs, never touched
   }
   c.after_read = true;
   auto fm = sector(BadClass::false_mismatch, {{true, false}, {false, false}});

@@ -24,15 +24,26 @@ public:
     if (m_rate == 0) {
       return;
     }
-    m_bytes += bytes;
-    auto due = m_start + std::chrono::microseconds(m_bytes * 1000000 / m_rate);
     auto now = std::chrono::steady_clock::now();
+    // At most one second of unused budget carries over: time spent elsewhere (another phase,
+    // another limiter) must not turn into a burst at full speed afterwards.
+    const auto earliest = now - std::chrono::seconds(1);
+    if (m_start + spent() < earliest) {
+      m_start = earliest;
+      m_bytes = 0;
+    }
+    m_bytes += bytes;
+    auto due = m_start + spent();
     if (due > now) {
       std::this_thread::sleep_for(due - now);
     }
   }
 
 private:
+  std::chrono::microseconds spent() const
+  {
+    return std::chrono::microseconds(m_bytes * 1000000 / m_rate);
+  }
   uint64_t m_rate;
   uint64_t m_bytes = 0;
   std::chrono::steady_clock::time_point m_start;

@@ -46,10 +46,10 @@ struct RepairChoice
 // The rule (man page "REPAIR"): no copy matches -> rewrite false mismatches (undetermined ones
 // only when asked) from --prefer-mirror N if that copy was readable, else the lowest-numbered
 // readable copy: mirror 1, the copy btrfs reads first, which is also what a read without
-// checksums returns on dup. Some copy matches -> read first; a false mismatch still bad after
-// the read is rewritten from what the filesystem reads (a good copy); media and undetermined
-// ones are left to btrfs scrub. Compressed extents are never rewritten: O_DIRECT writes are
-// never compressed, so the race cannot have produced them.
+// checksums returns on dup. Some copy matches: a false mismatch is read first, and rewritten
+// from what the filesystem reads (a good copy) if still bad after the read; media and
+// undetermined ones are left to btrfs (scrub, or a read that hits the bad copy). Compressed extents
+// are never rewritten: O_DIRECT writes are never compressed, so the race cannot have produced them.
 SectorDecision decide_sector(const BadSector& bad, const RepairChoice& choice);
 
 // The lowest-numbered readable copy, or `prefer` when that copy exists and was readable.

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include <vmcsum/core/kernel_log.hpp>
+#include <vmcsum/core/kernel_log_reader.hpp>
 
 #include <doctest/doctest.h>
 
@@ -374,4 +375,16 @@ TEST_CASE("a captured 6.18 kernel log fixture")
   CHECK(read_failed == 2);
   CHECK(scrub == 3);
   CHECK(stats == 2);
+}
+
+TEST_CASE("kernel log readers: a missing text log or journal directory is a note, not an error")
+{
+  std::vector<std::string> notes;
+  CHECK(read_kernel_log("/nonexistent/vmcsum-kern.log", notes).empty());
+  REQUIRE(notes.size() == 1);
+  CHECK(notes[0].find("/nonexistent/vmcsum-kern.log") != std::string::npos);
+  notes.clear();
+  CHECK(read_journal_kernel_log(notes, "/nonexistent/vmcsum-journal").empty());
+  REQUIRE(notes.size() == 1);
+  CHECK(notes[0].find("journal /nonexistent/vmcsum-journal not read") != std::string::npos);
 }

@@ -4,7 +4,12 @@
 #   bench_require CMD...           exit 77 (skip) unless root and every command is there
 #   bench_loop_btrfs MIB PROFILE [--direct-io]
 #                                  mkfs.btrfs -d/-m PROFILE on a new loop device, mounted at
-#                                  $BENCH_MNT ($BENCH_LOOP is the device); removed on exit
+#                                  $BENCH_MNT ($BENCH_LOOP is the device); removed on exit.
+#                                  PROFILE DATA/METADATA gives each its own (single/dup), - keeps
+#                                  mkfs's defaults; --direct-io: the loop device does direct I/O
+#                                  to its backing file
+#   bench_workdir [DIR]            a new directory $BENCH_WORK in DIR (default $BENCH_MNT),
+#                                  removed with all it holds on exit
 #   bench_cold                     sync and drop the page cache
 #   bench_now                      seconds since the epoch, with nanoseconds
 #   bench_median                   the median of the numbers on stdin
@@ -16,9 +21,11 @@ PATH=$PATH:/usr/sbin:/sbin
 BENCH_TMP=$(mktemp -d /tmp/vmcsum-bench.XXXXXX)
 BENCH_LOOP=""
 BENCH_MNT=""
+BENCH_WORK=""
 
 _bench_cleanup() {
   set +e
+  [[ -n $BENCH_WORK ]] && rm -rf "$BENCH_WORK"
   [[ -n $BENCH_MNT ]] && mountpoint -q "$BENCH_MNT" && umount "$BENCH_MNT"
   [[ -n $BENCH_LOOP ]] && losetup -d "$BENCH_LOOP"
   rm -rf "$BENCH_TMP"
@@ -35,15 +42,18 @@ bench_require() {
 }
 
 bench_loop_btrfs() {
-  local mib=$1 profile=$2 direct=""
-  [[ ${3-} == --direct-io ]] && direct=--direct-io=on
+  local mib=$1 profile=$2 direct=() profiles=()
+  [[ ${3-} == --direct-io ]] && direct=(--direct-io=on)
+  [[ $profile != - ]] && profiles=(-d "${profile%/*}" -m "${profile#*/}")
   truncate -s "${mib}M" "$BENCH_TMP/fs.img"
-  BENCH_LOOP=$(losetup -f --show $direct "$BENCH_TMP/fs.img")
-  mkfs.btrfs -q -f -d "$profile" -m "$profile" "$BENCH_LOOP" >/dev/null
+  BENCH_LOOP=$(losetup -f --show "${direct[@]}" "$BENCH_TMP/fs.img")
+  mkfs.btrfs -q -f "${profiles[@]}" "$BENCH_LOOP" >/dev/null
   BENCH_MNT=$BENCH_TMP/mnt
   mkdir -p "$BENCH_MNT"
   mount "$BENCH_LOOP" "$BENCH_MNT"
 }
+
+bench_workdir() { BENCH_WORK=$(mktemp -d "${1:-$BENCH_MNT}/vmcsum-bench.XXXXXX"); }
 
 bench_cold() {
   sync

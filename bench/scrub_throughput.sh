@@ -3,53 +3,34 @@
 # from the device, in the same run, with vmcsum's peak resident memory.
 # Goal (issue 5): scrub throughput >= 0.9x dd's; resident memory <= 64 MiB.
 #   bench/scrub_throughput.sh [MIB] [PROFILE]     defaults 1024 dup; run as root
-set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 mib=${1:-1024} profile=${2:-dup}
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-vmcsum=${VMCSUM:-$here/build/vmcsum}
-PATH=$PATH:/usr/sbin:/sbin
-[[ $(id -u) -eq 0 ]] || { echo "bench: needs root (loop-mounted btrfs)" >&2; exit 77; }
-
-tmp=$(mktemp -d /tmp/vmcsum-bench.XXXXXX)
-loop=""
-cleanup() {
-  set +e
-  mountpoint -q "$tmp/mnt" && umount "$tmp/mnt"
-  [[ -n $loop ]] && losetup -d "$loop"
-  rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-
-truncate -s $((mib * 3 + 1024))M "$tmp/fs.img"
-loop=$(losetup -f --show "$tmp/fs.img")
-mkfs.btrfs -q -f -d "$profile" -m "$profile" "$loop" >/dev/null
-mkdir "$tmp/mnt"
-mount "$loop" "$tmp/mnt"
-f=$tmp/mnt/image.raw
+bench_require jq bc mkfs.btrfs losetup filefrag btrfs-map-logical /usr/bin/time
+bench_loop_btrfs $((mib * 3 + 1024)) "$profile"
+f=$BENCH_MNT/image.raw
 echo "writing $mib MiB ($profile)..."
 dd if=/dev/urandom of="$f" bs=4M count=$((mib / 4)) status=none
-sync
-echo 3 >/proc/sys/vm/drop_caches
+bench_cold
 
 # every copy of every extent: "device physical length" from FIEMAP + btrfs-map-logical
-ranges=$tmp/ranges
+ranges=$BENCH_TMP/ranges
 : >"$ranges"
 while read -r logical len; do
-  btrfs-map-logical -l "$logical" -b 4096 "$loop" 2>/dev/null |
+  btrfs-map-logical -l "$logical" -b 4096 "$BENCH_LOOP" 2>/dev/null |
     awk -v len="$len" '$1 == "mirror" { print $8, $6, len }' >>"$ranges"
 done < <(filefrag -v -b4096 "$f" | awk '/^ *[0-9]+:/ { gsub(/[.:]/, " "); print $4 * 4096, $6 * 4096 }')
 
-t0=$(date +%s.%N)
+t0=$(bench_now)
 while read -r dev phys len; do
   dd if="$dev" of=/dev/null bs=4M iflag=direct,skip_bytes,count_bytes skip="$phys" count="$len" status=none
 done <"$ranges"
-t1=$(date +%s.%N)
-/usr/bin/time -f "%M" -o "$tmp/rss" "$vmcsum" --json scrub --no-progress --no-history \
-  --no-kernel-pass "$f" >"$tmp/scrub.json" || true
-t2=$(date +%s.%N)
+t1=$(bench_now)
+/usr/bin/time -f "%M" -o "$BENCH_TMP/rss" "$VMCSUM" --json scrub --no-progress --no-history \
+  --no-kernel-pass "$f" >"$BENCH_TMP/scrub.json" || true
+t2=$(bench_now)
 bytes=$(awk '{ s += $3 } END { print s }' "$ranges")
 awk -v b="$bytes" -v dd="$(echo "$t1 - $t0" | bc)" -v sc="$(echo "$t2 - $t1" | bc)" \
-  -v rss="$(cat "$tmp/rss")" -v bad="$(jq '[.files[].bad[]] | length' "$tmp/scrub.json")" 'BEGIN {
+  -v rss="$(cat "$BENCH_TMP/rss")" -v bad="$(jq '[.files[].bad[]] | length' "$BENCH_TMP/scrub.json")" 'BEGIN {
   printf "copies read: %.0f MiB\n", b / 1048576
   printf "dd iflag=direct bs=4M: %.2f s, %.0f MiB/s\n", dd, b / 1048576 / dd
   printf "vmcsum scrub:          %.2f s, %.0f MiB/s (bad sectors: %d)\n", sc, b / 1048576 / sc, bad

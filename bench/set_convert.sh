@@ -9,42 +9,19 @@
 # Without DIR it makes a btrfs on a loop device with --direct-io=on, so that what btrfs writes
 # and reads back really goes to the disk below (not to the page cache of the backing file).
 # With DIR (a directory on btrfs) it runs there and leaves nothing behind.
-set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 size_mib=${1:-2048} runs=${2:-3} dir=${3:-}
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-vmcsum=${VMCSUM:-$here/build/vmcsum}
-PATH=$PATH:/usr/sbin:/sbin
-[[ $(id -u) -eq 0 ]] || { echo "bench: needs root (loop device, drop_caches)" >&2; exit 77; }
-for c in jq bc mkfs.btrfs losetup chattr; do
-  command -v "$c" >/dev/null || { echo "bench: $c not found" >&2; exit 77; }
-done
-[[ -x $vmcsum ]] || { echo "bench: $vmcsum not built (set VMCSUM)" >&2; exit 77; }
-
-tmp=$(mktemp -d /tmp/vmcsum-bench-set.XXXXXX)
-loop=""
-work=""
-cleanup() {
-  set +e
-  [[ -n $work ]] && rm -rf "$work"
-  mountpoint -q "$tmp/mnt" && umount "$tmp/mnt"
-  [[ -n $loop ]] && losetup -d "$loop"
-  rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
+bench_require jq bc mkfs.btrfs losetup chattr
 
 if [[ -z $dir ]]; then
-  truncate -s $((size_mib * 3 + 1024))M "$tmp/fs.img"
-  loop=$(losetup -f --show --direct-io=on "$tmp/fs.img")
-  mkfs.btrfs -q -f -d single -m dup "$loop" >/dev/null
-  mkdir "$tmp/mnt"
-  mount "$loop" "$tmp/mnt"
-  dir=$tmp/mnt
-  where="a new btrfs on $loop (direct I/O to $tmp/fs.img)"
+  bench_loop_btrfs $((size_mib * 3 + 1024)) single/dup --direct-io
+  dir=$BENCH_MNT
+  where="a new btrfs on $BENCH_LOOP (direct I/O to $BENCH_TMP/fs.img)"
 else
   where=$dir
 fi
-work=$(mktemp -d "$dir/vmcsum-bench.XXXXXX")
-img=$work/vm.raw
+bench_workdir "$dir"
+img=$BENCH_WORK/vm.raw
 
 # A VM image: mostly data, a few holes (8 MiB every 256 MiB), incompressible.
 echo "making a ${size_mib} MiB image in $where..."
@@ -56,27 +33,20 @@ done
 sync
 data=$(($(stat -c %b "$img") * 512))
 
-now() { date +%s.%N; }
-cold() {
-  sync
-  echo 3 >/proc/sys/vm/drop_caches
-}
-median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
-
 declare -A cp_copy cp_total vm_copy vm_total vm_verify
 for target in nocow cow; do
   for ((r = 0; r < runs; r++)); do
     # cp + sync into a file of the same kind (cp keeps the NOCOW of an existing empty target).
-    dest=$work/cp.raw
+    dest=$BENCH_WORK/cp.raw
     rm -f "$dest"
     touch "$dest"
     [[ $target == nocow ]] && chattr +C "$dest"
-    cold
-    t0=$(now)
+    bench_cold
+    t0=$(bench_now)
     cp --reflink=never --sparse=always "$img" "$dest"
-    t1=$(now)
+    t1=$(bench_now)
     sync
-    t2=$(now)
+    t2=$(bench_now)
     cp_copy[$target]+="$(echo "$t1 - $t0" | bc -l) "
     cp_total[$target]+="$(echo "$t2 - $t0" | bc -l) "
     rm -f "$dest"
@@ -84,18 +54,18 @@ for target in nocow cow; do
 
     # vmcsum: the image is converted to $target (and back, untimed, between runs).
     want_back=$([[ $target == nocow ]] && echo cow || echo nocow)
-    "$vmcsum" -q set --"$want_back" "$img" >/dev/null 2>&1 || true
-    cold
-    t0=$(now)
-    "$vmcsum" --json set --"$target" "$img" >"$tmp/set.json"
-    t1=$(now)
-    [[ $(jq -r '.files[0].action' "$tmp/set.json") == rewritten ]] || {
+    "$VMCSUM" -q set --"$want_back" "$img" >/dev/null 2>&1 || true
+    bench_cold
+    t0=$(bench_now)
+    "$VMCSUM" --json set --"$target" "$img" >"$BENCH_TMP/set.json"
+    t1=$(bench_now)
+    [[ $(jq -r '.files[0].action' "$BENCH_TMP/set.json") == rewritten ]] || {
       echo "bench: vmcsum did not rewrite the image:" >&2
-      jq '.files[0] | {action, code, reason}' "$tmp/set.json" >&2
+      jq '.files[0] | {action, code, reason}' "$BENCH_TMP/set.json" >&2
       exit 1
     }
-    vm_copy[$target]+="$(jq -r '.files[0].seconds | .copy + .flush' "$tmp/set.json") "
-    vm_verify[$target]+="$(jq -r '.files[0].seconds.verify' "$tmp/set.json") "
+    vm_copy[$target]+="$(jq -r '.files[0].seconds | .copy + .flush' "$BENCH_TMP/set.json") "
+    vm_verify[$target]+="$(jq -r '.files[0].seconds.verify' "$BENCH_TMP/set.json") "
     vm_total[$target]+="$(echo "$t1 - $t0" | bc -l) "
   done
 done
@@ -106,11 +76,11 @@ printf 'image: %s MiB logical, %d MiB of data; %d runs per case, cold cache\n' "
   $((data / 1048576)) "$runs"
 fail=0
 for target in nocow cow; do
-  cc=$(tr ' ' '\n' <<<"${cp_copy[$target]}" | grep . | median)
-  ct=$(tr ' ' '\n' <<<"${cp_total[$target]}" | grep . | median)
-  vc=$(tr ' ' '\n' <<<"${vm_copy[$target]}" | grep . | median)
-  vv=$(tr ' ' '\n' <<<"${vm_verify[$target]}" | grep . | median)
-  vt=$(tr ' ' '\n' <<<"${vm_total[$target]}" | grep . | median)
+  cc=$(tr ' ' '\n' <<<"${cp_copy[$target]}" | grep . | bench_median)
+  ct=$(tr ' ' '\n' <<<"${cp_total[$target]}" | grep . | bench_median)
+  vc=$(tr ' ' '\n' <<<"${vm_copy[$target]}" | grep . | bench_median)
+  vv=$(tr ' ' '\n' <<<"${vm_verify[$target]}" | grep . | bench_median)
+  vt=$(tr ' ' '\n' <<<"${vm_total[$target]}" | grep . | bench_median)
   copy_ratio=$(echo "$ct / $vc" | bc -l)
   total_ratio=$(echo "$vt / $ct" | bc -l)
   echo "--- to $target"

@@ -228,6 +228,14 @@ run_redundant() { # NAME NDEV mkfs-args...
   vundo "$bkp" --force
   check_eq "$name: p.raw: undo writes the chosen copy back" "$g1" "$(bytes_at "$p" 4096 8192)"
   check "$name: p.raw: reads without EIO" reads_ok "$p"
+  cp -- "$p" "$p.new"
+  mv -- "$p.new" "$p" # same bytes, another inode: not the file the backup was taken of
+  vundo "$bkp"
+  check_eq "$name: p.raw replaced: undo refused different-file, exit 3" "refused different-file 3" \
+    "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
+  vundo "$bkp" --force --prefer-mirror 2
+  check_eq "$name: p.raw replaced: undo --force restores" "restored 0 $g2" \
+    "$(jf '.files[0].action') $RC $(bytes_at "$p" 4096 8192)"
 
   vrepair --prefer-mirror 2 "$q"
   check_eq "$name: q.raw: --prefer-mirror 2: repaired, mirror 2" "repaired 0 [2]" \

@@ -215,6 +215,35 @@ for delay in $((ts_ms / 2)) $((ts_ms + 300)); do
   rm -f -- "$IMG"
 done
 
+note "--- SIGKILL the moment the pending backup appears (the writes start right after it)"
+damage_at_all "$MNT/pend.raw"
+"$VMCSUM" --json repair --limit-rate "$RATE" --no-progress --backup-dir "$BK" "$IMG" \
+  >"$OUT" 2>"$ERR" &
+rp=$!
+bg_track "$rp"
+while kill -0 "$rp" 2>/dev/null && ! compgen -G "$BK/pend.raw.*.vmcsum-backup.pending" >/dev/null; do
+  :
+done
+sent=0
+kill -KILL "$rp" 2>/dev/null && sent=1
+wait "$rp" 2>/dev/null || true
+bg_untrack "$rp"
+invariants "killed at the pending backup"
+note "killed at the pending backup: $LAST_EIO of ${#DAMAGED_OFFS[@]} damaged sectors still EIO, pending: $(pending | paste -sd' ')"
+if ((sent)); then
+  check "killed at the pending backup: it is there, complete" \
+    backup_complete "$BK/$(pending | grep '^pend\.raw\.' | head -n 1)"
+  vrepair --no-progress "$IMG"
+  check_eq "killed at the pending backup, rerun: repaired, exit 0" "repaired 0" "$(jf '.files[0].action') $RC"
+  check "killed at the pending backup, rerun: says it finished the interrupted repair" \
+    jq -e '.files[0].notes | any(test("interrupted"))' "$OUT"
+  check "killed at the pending backup, rerun: content = ignoredatacsums read before" cmp -- "$REF" "$IMG"
+  check_eq "killed at the pending backup, rerun: no pending backup left" "" "$(pending)"
+else
+  note "the repair had finished before the pending backup was seen"
+fi
+rm -f -- "$IMG"
+
 note "--- SIGTERM: stops between two chunks, exit 143, a rerun finishes"
 for delay in $((ts_ms / 2)) $((ts_ms + tw_ms / 3)); do
   damage_at_all "$MNT/term-$delay.raw"

@@ -27,6 +27,7 @@
 #include <vmcsum/core/rate_limiter.hpp>
 #include <vmcsum/core/repair.hpp>
 #include <vmcsum/core/repair_backup.hpp>
+#include <vmcsum/core/subvol_paths.hpp>
 #include <vmcsum/core/text.hpp>
 #include <vmcsum/core/walk.hpp>
 #include <vmcsum/error.hpp>
@@ -615,6 +616,15 @@ void Repairer::process(const std::string& path, RepairEntry& e)
       throw Stop{"refused", "read-only", "the filesystem is mounted read-only"};
     }
   }
+  // A read-only subvolume (a snapshot) shows only here: statvfs says read-write.
+  if (::access(canon.c_str(), W_OK) < 0) {
+    if (errno == EROFS) {
+      throw Stop{"refused", "read-only", "is in a read-only subvolume (a snapshot)"};
+    }
+    if (errno == EACCES || errno == EPERM) {
+      throw Stop{"refused", "needs-root", "cannot be written by this user: " + errno_text(errno)};
+    }
+  }
   {
     FileUsers u = find_users(canon, scan_proc(m_opts.proc_dir));
     e.users = u.users;
@@ -829,6 +839,7 @@ void Repairer::process(const std::string& path, RepairEntry& e)
   ranges.erase(std::remove_if(ranges.begin(), ranges.end(),
                               [](const RewriteRange& r) { return r.length == 0; }),
                ranges.end());
+  std::optional<std::vector<MountedSubvol>> mounts;
   for (uint64_t bytenr : damaged) {
     std::vector<SharedRef> refs;
     for (const auto& r : btrfs::extent_refs(*fd, bytenr, canon)) {
@@ -836,16 +847,11 @@ void Repairer::process(const std::string& path, RepairEntry& e)
         continue;
       }
       SharedRef s{r.root, r.inode, r.offset, std::nullopt};
-      if (r.root == subvol) {
-        try {
-          auto names = btrfs::inode_paths(*fd, r.inode, canon, 1);
-          if (!names.empty()) {
-            s.path = names.front();
-          }
-        } catch (const Error&) {
-          // the path stays unknown
-        }
+      if (!mounts) {
+        mounts = btrfs_mounts(m_opts.mountinfo);
       }
+      s.path = inode_path(*mounts, r.root, r.inode,
+                          [&](const MountedSubvol& m) { return m.fsid == fsid; });
       refs.push_back(s);
     }
     if (refs.empty()) {

@@ -7,6 +7,7 @@
 #include <vmcsum/btrfs/subvolume.hpp>
 #include <vmcsum/core/kernel_log_reader.hpp>
 #include <vmcsum/core/scrub.hpp>
+#include <vmcsum/core/subvol_paths.hpp>
 #include <vmcsum/error.hpp>
 #include <vmcsum/sys/fd.hpp>
 #include <vmcsum/sys/mount_table.hpp>
@@ -23,55 +24,10 @@ namespace vmcsum::core {
 
 namespace {
 
-struct MountedSubvol
-{
-  std::string target;
-  uint64_t root = 0;
-  std::vector<std::string> devices; // basenames, as the log's "(device X)" tag names them
-  std::shared_ptr<sys::Fd> fd;
-};
-
 std::string base(const std::string& p)
 {
   auto s = p.find_last_of('/');
   return s == std::string::npos ? p : p.substr(s + 1);
-}
-
-std::vector<MountedSubvol> btrfs_mounts(const std::string& mountinfo)
-{
-  std::vector<MountedSubvol> out;
-  for (const auto& m : sys::MountTable(mountinfo).of_type("btrfs")) {
-    try {
-      MountedSubvol s;
-      s.target = m.target;
-      s.fd = std::make_shared<sys::Fd>(
-        sys::open_or_throw(m.target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
-      s.root = btrfs::subvolume_id(s.fd->get(), m.target);
-      s.devices.push_back(base(m.source));
-      auto info = btrfs::fs_info(s.fd->get(), m.target);
-      for (const auto& d : btrfs::dev_infos(s.fd->get(), info, m.target)) {
-        s.devices.push_back(base(d.path));
-      }
-      out.push_back(std::move(s));
-    } catch (const Error&) {
-      // unreachable mount point: its events stay unresolved
-    }
-  }
-  return out;
-}
-
-// The first path of inode `ino` in the subvolume of fd, relative to it.
-std::optional<std::string> ino_path(int fd, uint64_t ino)
-{
-  try {
-    auto names = btrfs::inode_paths(fd, ino, {}, 1);
-    if (!names.empty()) {
-      return names.front();
-    }
-  } catch (const Error&) {
-    // unresolved
-  }
-  return std::nullopt;
 }
 
 // The first (inode, root) referencing the extent that holds `logical` (scrub lines name the
@@ -116,39 +72,8 @@ void resolve(HistoryEvent& h, const std::vector<MountedSubvol>& mounts)
   if (!have_ino || !have_root) {
     return;
   }
-  for (const auto& m : mounts) {
-    if (m.root == root && on_device(m, e.device)) {
-      if (auto p = ino_path(m.fd->get(), ino)) {
-        h.path = (std::filesystem::path(m.target) / *p).lexically_normal().string();
-        return;
-      }
-    }
-  }
-  // A subvolume not mounted by itself: its directory below a mounted ancestor subvolume.
-  for (const auto& m : mounts) {
-    if (m.root == root || !on_device(m, e.device)) {
-      continue;
-    }
-    try {
-      const std::string sub = btrfs::subvolume_path(m.fd->get(), root, m.target);
-      const std::string mine = btrfs::subvolume_path(m.fd->get(), m.root, m.target);
-      if (!mine.empty() && sub.compare(0, mine.size() + 1, mine + "/") != 0) {
-        continue;
-      }
-      const auto dir =
-        std::filesystem::path(m.target) / sub.substr(mine.empty() ? 0 : mine.size() + 1);
-      sys::Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (!fd || btrfs::subvolume_id(fd.get(), dir.string()) != root) {
-        continue;
-      }
-      if (auto p = ino_path(fd.get(), ino)) {
-        h.path = (dir / *p).lexically_normal().string();
-        return;
-      }
-    } catch (const Error&) {
-      // not below this mount, or not root: try the next one
-    }
-  }
+  h.path =
+    inode_path(mounts, root, ino, [&](const MountedSubvol& m) { return on_device(m, e.device); });
 }
 
 std::string canonical(const std::string& p)

@@ -83,7 +83,7 @@ struct SharedRef
   uint64_t root = 0;
   uint64_t inode = 0;
   uint64_t offset = 0;
-  std::optional<std::string> path; // resolved within the image's own subvolume only
+  std::optional<std::string> path; // where a mount shows it (own mount or below an ancestor)
 };
 
 // One file range rewritten because it references a damaged extent.

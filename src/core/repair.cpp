@@ -1232,6 +1232,9 @@ RepairResult undo_repair(const UndoOptions& opts, const RepairProgressFn& progre
   RepairResult result;
   RepairEntry e;
   e.backup = opts.backup;
+  // Until the backup names its image, the entry is about the backup itself.
+  e.path = opts.backup;
+  e.acted_on = opts.backup;
   sys::IgnoreSigio sigio;
   try {
     BackupReader reader(opts.backup);

@@ -480,7 +480,7 @@ public:
         } catch (const Error& err) {
           e.action = "failed";
           e.code = err.code() == Errc::permission ? "needs-root" : "io-error";
-          e.reason = err.what();
+          e.reason = err.path() == e.path || err.path() == e.acted_on ? err.detail() : err.what();
         }
       }
       m_result.files.push_back(std::move(e));
@@ -1351,7 +1351,7 @@ RepairResult undo_repair(const UndoOptions& opts, const RepairProgressFn& progre
   } catch (const Error& err) {
     e.action = err.code() == Errc::usage ? "refused" : "failed";
     e.code = err.code() == Errc::usage ? "bad-backup" : "io-error";
-    e.reason = err.what();
+    e.reason = err.path() == e.path || err.path() == e.acted_on ? err.detail() : err.what();
   }
   result.files.push_back(std::move(e));
   return result;

@@ -36,6 +36,7 @@
 #include <vmcsum/sys/lease.hpp>
 #include <vmcsum/sys/path.hpp>
 
+#include <systemd/sd-journal.h>
 #include <xxhash.h>
 
 #include <algorithm>
@@ -431,6 +432,18 @@ std::string finalize_backup(const std::string& pending_path)
   }
   fsync_dir(sys::parent_dir(fin));
   return fin;
+}
+
+// One line in the system journal for every image repair or undo wrote to: the admin's audit
+// trail, with the backup that undoes it. Best effort: no journal, no line.
+void journal_record(const std::string& what, const RepairEntry& e)
+{
+  const std::string backup = e.backup.value_or("");
+  sd_journal_send("MESSAGE=vmcsum repair: %s %s (%zu sector(s), %llu bytes rewritten; backup %s)",
+                  what.c_str(), e.acted_on.c_str(), e.repaired.size(),
+                  static_cast<unsigned long long>(e.rewritten_bytes), backup.c_str(), "PRIORITY=5",
+                  "SYSLOG_IDENTIFIER=vmcsum", "VMCSUM_ACTION=%s", what.c_str(), "VMCSUM_PATH=%s",
+                  e.acted_on.c_str(), "VMCSUM_BACKUP=%s", backup.c_str(), nullptr);
 }
 
 class Repairer
@@ -1167,6 +1180,7 @@ void Repairer::process(const std::string& path, RepairEntry& e)
     e.notes.push_back("finished the interrupted repair of " + escape_name(fin));
   }
   e.action = "repaired";
+  journal_record("repaired", e);
 }
 
 } // namespace
@@ -1342,6 +1356,7 @@ RepairResult undo_repair(const UndoOptions& opts, const RepairProgressFn& progre
         throw Stop{"failed", "verify-failed", "the restored bytes do not read back as written"};
       }
       e.action = "restored";
+      journal_record("restored", e);
     }
   } catch (const Stop& s) {
     e.action = s.action;

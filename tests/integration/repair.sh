@@ -257,6 +257,9 @@ run_redundant() { # NAME NDEV mkfs-args...
   check_eq "$name: --from, no path: every file of the document repaired" "1 repaired 3 0" \
     "$(jf '.files | length') $(jf '.files[0] | "\(.action) \(.repaired | length)"') $RC"
   check "$name: --from: content = ignoredatacsums read" cmp -- "$d/ref.from" "$fr"
+  vrepair --from - <"$d/scrub.json"
+  check_eq "$name: --from - (stdin), sectors good now: re-verified, clean, exit 0" "clean 0" \
+    "$(jf '.files[0].action') $RC"
 
   if [[ $name == dup ]]; then
     note "--- $name: snapshot sharing the damaged extent"

@@ -1185,6 +1185,24 @@ void Repairer::process(const std::string& path, RepairEntry& e)
 
 } // namespace
 
+bool nocow_worthwhile(const std::vector<std::string>& data_profiles, std::string& why_not)
+{
+  if (data_profiles.empty()) {
+    why_not = "the data profile is unknown";
+    return false;
+  }
+  const bool duplicated =
+    std::any_of(data_profiles.begin(), data_profiles.end(),
+                [](const std::string& p) { return btrfs::profile_has_duplication(p); });
+  if (duplicated) {
+    why_not = "its data profile keeps several copies: NOCOW would give up checksums and "
+              "self-healing, and kernels from 7.0 fall back to buffered writes for NODATASUM "
+              "files on such profiles anyway";
+    return false;
+  }
+  return true;
+}
+
 RepairResult repair(const RepairOptions& opts, const RepairProgressFn& progress,
                     const std::atomic<bool>& cancel)
 {
@@ -1206,17 +1224,9 @@ RepairResult repair(const RepairOptions& opts, const RepairProgressFn& progress,
     }
     FactCollector fc(opts.mountinfo);
     FileFacts ff = fc.collect(e.acted_on, false);
-    const bool duplicated =
-      std::any_of(ff.data_profiles.begin(), ff.data_profiles.end(),
-                  [](const std::string& p) { return btrfs::profile_has_duplication(p); });
-    if (duplicated || ff.data_profiles.empty()) {
-      e.nocow = NocowOutcome{
-        "skipped", "not-worthwhile",
-        ff.data_profiles.empty()
-          ? "the data profile is unknown"
-          : "its data profile keeps several copies: NOCOW would give up checksums and "
-            "self-healing, and kernels from 7.0 fall back to buffered writes for NODATASUM files "
-            "on such profiles anyway"};
+    std::string why_not;
+    if (!nocow_worthwhile(ff.data_profiles, why_not)) {
+      e.nocow = NocowOutcome{"skipped", "not-worthwhile", why_not};
       continue;
     }
     SetOptions so;

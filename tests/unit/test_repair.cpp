@@ -275,3 +275,17 @@ TEST_CASE("file extent items decode as btrfs writes them")
   item[20] = 1;
   CHECK_THROWS_AS(btrfs::decode_file_extent(0, std::span<const uint8_t>(item.data(), 40)), Error);
 }
+
+TEST_CASE("repair --then-nocow: worthwhile only for single-copy data profiles")
+{
+  std::string why;
+  CHECK(nocow_worthwhile({"single"}, why));
+  CHECK(nocow_worthwhile({"raid0"}, why));
+  for (const char* p : {"dup", "raid1", "raid1c3", "raid1c4", "raid10", "raid5", "raid6"}) {
+    CHECK_FALSE(nocow_worthwhile({p}, why));
+    CHECK(why.find("copies") != std::string::npos);
+  }
+  CHECK_FALSE(nocow_worthwhile({"single", "raid1"}, why)); // mid-conversion
+  CHECK_FALSE(nocow_worthwhile({}, why));
+  CHECK(why.find("unknown") != std::string::npos);
+}

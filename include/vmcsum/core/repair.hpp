@@ -55,6 +55,11 @@ SectorDecision decide_sector(const BadSector& bad, const RepairChoice& choice);
 // The lowest-numbered readable copy, or `prefer` when that copy exists and was readable.
 std::optional<unsigned> choose_mirror(const BadSector& bad, std::optional<unsigned> prefer);
 
+// --then-nocow's rule: NOCOW is worth it only where the data has one copy (single, raid0):
+// there checksums detect but cannot heal, and NODATASUM files keep zero-copy O_DIRECT. With
+// copies (dup, raid1*, raid10, raid5/6) it would give up self-healing for nothing on 7.0+.
+bool nocow_worthwhile(const std::vector<std::string>& data_profiles, std::string& why_not);
+
 struct RepairedSector
 {
   uint64_t offset = 0;

@@ -1187,7 +1187,8 @@ void Repairer::process(const std::string& path, RepairEntry& e)
 
 bool nocow_worthwhile(const std::vector<std::string>& data_profiles, std::string& why_not)
 {
-  if (data_profiles.empty()) {
+  if (data_profiles.empty() ||
+      std::find(data_profiles.begin(), data_profiles.end(), "unknown") != data_profiles.end()) {
     why_not = "the data profile is unknown";
     return false;
   }

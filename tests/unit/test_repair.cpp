@@ -286,6 +286,7 @@ TEST_CASE("repair --then-nocow: worthwhile only for single-copy data profiles")
     CHECK(why.find("copies") != std::string::npos);
   }
   CHECK_FALSE(nocow_worthwhile({"single", "raid1"}, why)); // mid-conversion
+  CHECK_FALSE(nocow_worthwhile({"unknown"}, why));
   CHECK_FALSE(nocow_worthwhile({}, why));
   CHECK(why.find("unknown") != std::string::npos);
 }

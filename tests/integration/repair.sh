@@ -411,4 +411,5 @@ run_single() {
 run_redundant dup 1 -d dup -m dup
 run_redundant raid1 2 -d raid1 -m raid1
 run_single
+check_schema --by-name "$DOCS"/*
 finish

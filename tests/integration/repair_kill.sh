@@ -310,4 +310,5 @@ check "rate-limited repair: content = ignoredatacsums read before" cmp -- "$REF"
 rm -f -- "$IMG"
 
 check_eq "btrfs scrub finds nothing uncorrectable at the end" 0 "$(btrfs_scrub_uncorrectable "$MNT")"
+check_schema --by-name "$DOCS"/*
 finish

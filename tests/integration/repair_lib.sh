@@ -22,9 +22,17 @@ vrepair() {
   set -e
   _vrepair_note "$@"
 }
-# Notes the outcome of the last run (action, code, reason of each file), for diagnosis.
+# Notes the outcome of the last run (action, code, reason of each file), for diagnosis, and keeps
+# the document for check_schema --by-name "$DOCS"/* at the end of the test.
+DOCS=$IT_TMP/json-docs
+mkdir -p -- "$DOCS"
+_DOC_SEQ=0
 _vrepair_note() {
   local s
+  if [[ -s $OUT ]]; then
+    _DOC_SEQ=$((_DOC_SEQ + 1))
+    cp -- "$OUT" "$DOCS/$_DOC_SEQ.json"
+  fi
   s=$(jq -c '[.files[]? | {action, code, reason}]' "$OUT" 2>/dev/null) || s=$(head -c 300 "$ERR")
   note "repair ${*##*/}: exit $RC: ${s:0:400}"
 }

@@ -78,4 +78,5 @@ check_eq "after: vmcsum scrub finds nothing" "0 0" "$rc $(jq '[.files[].bad[]] |
 check_eq "after: btrfs scrub finds nothing uncorrectable" 0 "$(btrfs_scrub_uncorrectable "$MNT")"
 unmount_btrfs
 check_eq "after: btrfs check --check-data-csum finds no bad sector" "" "$(check_bad_logicals "${DEVS[0]}")"
+check_schema --by-name "$DOCS"/*
 finish

@@ -311,6 +311,10 @@ run_redundant() { # NAME NDEV mkfs-args...
     check "$name: non-UTF-8 name: the document is valid JSON" jq -e . "$OUT"
     check_eq "$name: non-UTF-8 name: repaired, exit 0" "repaired 0" "$(jf '.files[0].action') $RC"
     check "$name: non-UTF-8 name: reads without EIO" reads_ok "$u"
+    vrepair --then-nocow "$u"
+    check_eq "$name: --then-nocow on dup: clean, NOCOW skipped as not worthwhile, exit 1" \
+      "clean skipped not-worthwhile 1" "$(jf '.files[0] | "\(.action) \(.nocow.action) \(.nocow.code)"') $RC"
+    check_fails "$name: --then-nocow on dup: no C attribute" has_nocow_attr "$u"
 
     note "--- $name: a directory stands for the images below it"
     mkdir -p "$MNT/dir/sub"

@@ -163,6 +163,13 @@ run_redundant() { # NAME NDEV mkfs-args...
   check "$name: backup in --backup-dir, complete" backup_complete "$BK/$bkname"
   check_eq "$name: no pending backup left" "" "$(pending)"
 
+  if [[ -S /run/systemd/journal/socket ]] && command -v journalctl >/dev/null; then
+    sleep 0.5 # journald writes asynchronously
+    check "$name: a journal line names the image and its backup" \
+      journal_has_repair "$(readlink -f "$f")" "$bkname"
+  else
+    note "$name: no systemd journal here: the journal line is not checked"
+  fi
   check "$name: after: the whole file reads without EIO" reads_ok "$f"
   check "$name: after: content = ignoredatacsums read before" cmp -- "$d/ref" "$f"
   check_eq "$name: after: every sector reads, as before" "" "$(sector_scan "$f" "$d/ref")"

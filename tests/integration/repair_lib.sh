@@ -209,6 +209,14 @@ is_backup_name() {
 # has_nocow_attr FILE : lsattr shows the C attribute.
 has_nocow_attr() { lsattr -d -- "$1" | awk '{ exit ($1 ~ /C/) ? 0 : 1 }'; }
 
+# journal_has_repair PATH BACKUP_NAME : the system journal has vmcsum's line for PATH with a
+# backup named BACKUP_NAME (fields VMCSUM_PATH, VMCSUM_BACKUP).
+journal_has_repair() {
+  journalctl -t vmcsum -o json --no-pager -n 50 2>/dev/null |
+    jq -e --arg p "$1" --arg b "$2" \
+      'select(.VMCSUM_PATH == $p and ((.VMCSUM_BACKUP // "") | endswith($b)))' >/dev/null
+}
+
 wait_file() { # FILE : waits up to 10 s for FILE to exist
   local i
   for ((i = 0; i < 100; i++)); do

@@ -297,7 +297,8 @@ private:
     m_check();
     const size_t idx = range_index(m_ranges, r.offset);
     m_digests.update(idx, r.data.data(), r.data.size());
-    m_limiter.consumed(r.data.size());
+    m_limiter.consumed(2 *
+                       r.data.size()); // read from the backup, written to (or read from) the image
     if (write) {
       pwrite_all(m_fd, r.data.data(), r.data.size(), r.offset, m_path);
       m_written += r.data.size();
@@ -332,8 +333,8 @@ private:
 // Reads each range back with O_DIRECT, so btrfs verifies every checksum and no page cache
 // answers for the disk; compares with the digests of what was written.
 RepairVerify verify_ranges(const std::string& path, const std::vector<RewriteRange>& ranges,
-                           const Digests& expected, uint64_t size, uint8_t* buf,
-                           std::vector<std::string>& notes)
+                           const Digests& expected, uint64_t size, uint8_t* buf, size_t chunk,
+                           RateLimiter& limiter, std::vector<std::string>& notes)
 {
   RepairVerify v;
   v.method = "o_direct";
@@ -350,8 +351,7 @@ RepairVerify verify_ranges(const std::string& path, const std::vector<RewriteRan
     const uint64_t end = std::min(ranges[i].offset + ranges[i].length, size);
     for (uint64_t off = ranges[i].offset; off < end;) {
       const uint64_t left = end - off;
-      const size_t want =
-        static_cast<size_t>(std::min<uint64_t>(k_chunk, (left + 4095) & ~4095ULL));
+      const size_t want = static_cast<size_t>(std::min<uint64_t>(chunk, (left + 4095) & ~4095ULL));
       ssize_t n = ::pread(*fd, buf, want, static_cast<off_t>(off));
       if (n < 0 && errno == EINTR) {
         continue;
@@ -363,6 +363,7 @@ RepairVerify verify_ranges(const std::string& path, const std::vector<RewriteRan
         break;
       }
       const size_t got = std::min<size_t>(static_cast<size_t>(n), static_cast<size_t>(left));
+      limiter.consumed(static_cast<uint64_t>(n));
       XXH64_update(st, buf, got);
       off += got;
     }
@@ -456,6 +457,7 @@ public:
     , m_cancel(cancel)
     , m_collector(opts.mountinfo)
     , m_limiter(opts.limit_rate)
+    , m_chunk(static_cast<size_t>(m_limiter.chunk(k_chunk)))
   {
   }
 
@@ -548,6 +550,7 @@ private:
   const std::atomic<bool>& m_cancel;
   FactCollector m_collector;
   RateLimiter m_limiter;
+  size_t m_chunk; // bytes per request: shorter under --limit-rate, so bursts stay short
   std::map<std::string, sys::Fd> m_devs;
   RepairResult m_result;
 };
@@ -575,7 +578,8 @@ FileScrub Repairer::scrub_one(const std::string& path,
   so.kernel_pass = kernel_pass;
   so.kernel_log.clear();
   so.journal = false;
-  so.limit_rate = m_opts.limit_rate;
+  so.shared_limiter = &m_limiter;
+  so.chunk = m_chunk;
   so.proc_root = m_opts.proc_dir;
   so.ranges = ranges;
   auto r =
@@ -744,6 +748,7 @@ void Repairer::process(const std::string& path, RepairEntry& e)
       for (const auto* b : to_read) {
         report(canon, "read", again.size(), to_read.size());
         ::pread(*rfd, sector.get(), b->length, static_cast<off_t>(b->offset));
+        m_limiter.consumed(b->length);
         again.emplace_back(b->offset, b->length);
       }
       rfd.reset();
@@ -1013,7 +1018,7 @@ void Repairer::process(const std::string& path, RepairEntry& e)
       const uint64_t end = r.offset + r.length;
       for (uint64_t off = r.offset; off < end;) {
         check();
-        const size_t n = static_cast<size_t>(std::min<uint64_t>(k_chunk, end - off));
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(m_chunk, end - off));
         const uint64_t n_sectors = (n + ss - 1) / ss;
         std::vector<bool> from_dev(n_sectors, false);
         if (!pread_full(*wfd, buf.get(), n, off, canon)) {
@@ -1100,6 +1105,7 @@ void Repairer::process(const std::string& path, RepairEntry& e)
           run_start = so + ss;
         }
         flush_run(off + n);
+        m_limiter.consumed(n); // the backup's writes
         off += n;
         done += n;
         report(canon, "backup", done, total);
@@ -1137,7 +1143,8 @@ void Repairer::process(const std::string& path, RepairEntry& e)
 
   // 7. Verify.
   report(canon, "verify", 0, total);
-  e.verify = verify_ranges(canon, ranges, applier.digests(), size, buf.get(), e.notes);
+  e.verify =
+    verify_ranges(canon, ranges, applier.digests(), size, buf.get(), m_chunk, m_limiter, e.notes);
   {
     sys::Fd vfd(::open(canon.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
     if (vfd) {
@@ -1362,7 +1369,8 @@ RepairResult undo_repair(const UndoOptions& opts, const RepairProgressFn& progre
       lease.release();
       fd.reset();
       sys::AlignedBuffer buf = sys::aligned_buffer(k_chunk);
-      e.verify = verify_ranges(h.path, ranges, applier.digests(), h.size, buf.get(), e.notes);
+      e.verify = verify_ranges(h.path, ranges, applier.digests(), h.size, buf.get(),
+                               static_cast<size_t>(limiter.chunk(k_chunk)), limiter, e.notes);
       if (!e.verify->readable || !e.verify->matches) {
         throw Stop{"failed", "verify-failed", "the restored bytes do not read back as written"};
       }

@@ -80,7 +80,8 @@ public:
   Scrubber(const ScrubOptions& opts, const ScrubProgress& progress)
     : m_opts(opts)
     , m_progress(progress)
-    , m_limiter(opts.limit_rate)
+    , m_own_limiter(opts.limit_rate)
+    , m_limiter(opts.shared_limiter ? *opts.shared_limiter : m_own_limiter)
   {
     m_buf = sys::aligned_buffer(m_opts.chunk);
     // Sorted and merged, so each sector is verified once and each extent finds its ranges by
@@ -133,7 +134,8 @@ private:
 
   const ScrubOptions& m_opts;
   const ScrubProgress& m_progress;
-  RateLimiter m_limiter;
+  RateLimiter m_own_limiter;
+  RateLimiter& m_limiter;
   sys::AlignedBuffer m_buf, m_sector_a, m_sector_b;
   std::vector<std::pair<uint64_t, uint64_t>> m_ranges; // opts.ranges, sorted and merged
   std::map<std::string, FsCtx> m_fs;                   // by fsid
@@ -646,7 +648,12 @@ ScrubResult scrub(const ScrubOptions& opts, const ScrubProgress& progress)
       configured[{cst.st_dev, cst.st_ino}].push_back(std::move(c));
     }
   }
-  Scrubber s(opts, progress);
+  // Under --limit-rate, shorter requests keep each burst short.
+  ScrubOptions tuned = opts;
+  if (!tuned.shared_limiter && tuned.limit_rate) {
+    tuned.chunk = RateLimiter(tuned.limit_rate).chunk(tuned.chunk);
+  }
+  Scrubber s(tuned, progress);
   s.set_total(total);
   s.set_context(base);
   s.set_configured(std::move(configured));

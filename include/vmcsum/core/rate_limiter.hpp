@@ -4,6 +4,7 @@
 // --limit-rate: scrub and repair on a live host must not starve the VMs of disk bandwidth.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <thread>
@@ -25,9 +26,9 @@ public:
       return;
     }
     auto now = std::chrono::steady_clock::now();
-    // At most one second of unused budget carries over: time spent elsewhere (another phase,
-    // another limiter) must not turn into a burst at full speed afterwards.
-    const auto earliest = now - std::chrono::seconds(1);
+    // At most a tenth of a second of unused budget carries over: time spent elsewhere (a
+    // commit, another phase) must not turn into a burst at full speed afterwards.
+    const auto earliest = now - std::chrono::milliseconds(100);
     if (m_start + spent() < earliest) {
       m_start = earliest;
       m_bytes = 0;
@@ -37,6 +38,18 @@ public:
     if (due > now) {
       std::this_thread::sleep_for(due - now);
     }
+  }
+
+  uint64_t rate() const { return m_rate; }
+  // A request size that keeps bursts short: a sixteenth of a second of the rate, between
+  // 64 KiB and `max`, in whole 64 KiB units.
+  uint64_t chunk(uint64_t max) const
+  {
+    if (m_rate == 0) {
+      return max;
+    }
+    const uint64_t c = std::max<uint64_t>(65536, m_rate / 16 / 65536 * 65536);
+    return std::min(c, max);
   }
 
 private:

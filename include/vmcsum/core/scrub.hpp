@@ -7,6 +7,7 @@
 #pragma once
 
 #include <vmcsum/core/kernel_log.hpp>
+#include <vmcsum/core/rate_limiter.hpp>
 #include <vmcsum/core/vm_config.hpp>
 
 #include <cstdint>
@@ -109,6 +110,9 @@ struct ScrubOptions
   // re-verify what a saved report listed and check what it rewrote without reading whole images.
   // A compressed extent is verified whole when any of its file range is asked for.
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  // When set, every read is counted there instead of against limit_rate: repair keeps one
+  // budget over all its phases.
+  RateLimiter* shared_limiter = nullptr;
 };
 
 struct FileScrub

@@ -179,7 +179,9 @@ void BackupWriter::add(uint64_t offset, uint64_t logical, uint32_t mirror, uint8
   const size_t clen = std::min<size_t>(csum.size(), 32);
   put(p, clen, 1);
   put(p, 0, 2);
-  std::memcpy(p, csum.data(), clen);
+  if (clen > 0) {
+    std::memcpy(p, csum.data(), clen);
+  }
   p += 32;
   const uint64_t dh = XXH64(data, length, 0);
   put(p, dh, 8);

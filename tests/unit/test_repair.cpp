@@ -104,7 +104,7 @@ TEST_CASE("repair: undetermined only with --include-undetermined")
 }
 
 TEST_CASE("repair: a matching copy: false mismatches are read, then rewritten if still "
-          "bad; media and undetermined are left to btrfs")
+          "bad, media and undetermined are left to btrfs")
 {
   RepairChoice c;
   c.mount_point = "/srv";

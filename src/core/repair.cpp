@@ -542,7 +542,7 @@ private:
     }
   }
   FileScrub scrub_one(const std::string& path,
-                      const std::vector<std::pair<uint64_t, uint64_t>>& ranges, bool kernel_pass);
+                      const std::vector<std::pair<uint64_t, uint64_t>>& ranges, const char* phase);
   int device_fd(const std::string& dev);
 
   const RepairOptions& m_opts;
@@ -571,19 +571,19 @@ int Repairer::device_fd(const std::string& dev)
 
 FileScrub Repairer::scrub_one(const std::string& path,
                               const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
-                              bool kernel_pass)
+                              const char* phase)
 {
+  // Per copy only: a read through btrfs would repair copies before we know what they held.
   ScrubOptions so;
   so.paths = {path};
-  so.kernel_pass = kernel_pass;
+  so.kernel_pass = false;
   so.kernel_log.clear();
   so.journal = false;
   so.shared_limiter = &m_limiter;
   so.chunk = m_chunk;
   so.proc_root = m_opts.proc_dir;
   so.ranges = ranges;
-  auto r =
-    scrub(so, [&](uint64_t d, uint64_t t, const std::string& p) { report(p, "scrub", d, t); });
+  auto r = scrub(so, [&](uint64_t d, uint64_t t, const std::string& p) { report(p, phase, d, t); });
   if (r.files.empty()) {
     throw Stop{"failed", "scrub-failed", "scrub found nothing to examine"};
   }
@@ -686,7 +686,7 @@ void Repairer::process(const std::string& path, RepairEntry& e)
       only.insert(only.end(), p.header.ranges.begin(), p.header.ranges.end());
     }
   }
-  FileScrub fs = scrub_one(canon, only, false);
+  FileScrub fs = scrub_one(canon, only, "scrub");
   e.checked_bytes = fs.checked_bytes;
   e.bad_sectors = fs.bad.size();
   if (m_opts.from_report && !only.empty()) {
@@ -752,7 +752,7 @@ void Repairer::process(const std::string& path, RepairEntry& e)
         again.emplace_back(b->offset, b->length);
       }
       rfd.reset();
-      FileScrub now = scrub_one(canon, again, false);
+      FileScrub now = scrub_one(canon, again, "recheck");
       std::map<uint64_t, const BadSector*> still;
       for (const auto& b : now.bad) {
         still[b.offset] = &b;
@@ -1160,7 +1160,7 @@ void Repairer::process(const std::string& path, RepairEntry& e)
   for (const auto& r : ranges) {
     written_ranges.emplace_back(r.offset, r.length);
   }
-  FileScrub after = scrub_one(canon, written_ranges, false);
+  FileScrub after = scrub_one(canon, written_ranges, "check");
   e.verify->bad_after = after.bad.size();
   e.ranges = ranges;
   for (const auto& rr : ranges) {

@@ -174,7 +174,7 @@ struct UndoOptions
 struct RepairProgress
 {
   std::string path;
-  std::string phase; // scrub, read, backup, write, verify
+  std::string phase; // scrub, read, recheck, backup, write, verify, check; undo: compare, write
   uint64_t done = 0;
   uint64_t total = 0;
 };

@@ -181,17 +181,8 @@ void for_each_data_range(int fd, uint64_t size, const std::string& path, Fn&& fn
 
 void pwrite_all(int fd, const uint8_t* buf, size_t len, uint64_t off, const std::string& path)
 {
-  while (len > 0) {
-    ssize_t n = ::pwrite(fd, buf, len, static_cast<off_t>(off));
-    if (n < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      stop_errno(errno, "io-error", "write to " + path);
-    }
-    buf += n;
-    len -= static_cast<size_t>(n);
-    off += static_cast<uint64_t>(n);
+  if (int err = sys::pwrite_full(fd, buf, len, off)) {
+    stop_errno(err, "io-error", "write to " + path);
   }
 }
 

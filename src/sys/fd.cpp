@@ -44,4 +44,22 @@ void ioctl_or_throw(int fd, unsigned long request, void* arg, const char* op,
   }
 }
 
+int pwrite_full(int fd, const void* buf, size_t len, uint64_t off)
+{
+  const auto* p = static_cast<const uint8_t*>(buf);
+  while (len > 0) {
+    ssize_t n = ::pwrite(fd, p, len, static_cast<off_t>(off));
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return errno;
+    }
+    p += n;
+    len -= static_cast<size_t>(n);
+    off += static_cast<uint64_t>(n);
+  }
+  return 0;
+}
+
 } // namespace vmcsum::sys

@@ -2,6 +2,9 @@
 // Copyright (C) 2026 The vmcsum authors
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
+
 #include <string>
 #include <utility>
 
@@ -51,5 +54,9 @@ Fd openat_or_throw(int dirfd, const std::string& name, int flags, const std::str
 // ioctl(2) that throws Error{op: strerror} naming the path.
 void ioctl_or_throw(int fd, unsigned long request, void* arg, const char* op,
                     const std::string& path);
+
+// pwrite(2) of all `len` bytes at `off`, retried after EINTR and short writes. Returns 0, or
+// the errno of the failing call (callers word the error for their own context).
+int pwrite_full(int fd, const void* buf, size_t len, uint64_t off);
 
 } // namespace vmcsum::sys

@@ -185,12 +185,14 @@ bool extent_exists(int fd, uint64_t bytenr, const std::string& path)
 // Who holds which range, for the per-range digests of what was written.
 size_t range_index(const std::vector<RewriteRange>& ranges, uint64_t off)
 {
-  for (size_t i = 0; i < ranges.size(); ++i) {
-    if (off >= ranges[i].offset && off < ranges[i].offset + ranges[i].length) {
-      return i;
-    }
+  // Ranges are sorted by offset and do not overlap: the last one starting at or before `off`.
+  auto it = std::upper_bound(ranges.begin(), ranges.end(), off,
+                             [](uint64_t o, const RewriteRange& r) { return o < r.offset; });
+  if (it == ranges.begin()) {
+    return ranges.size();
   }
-  return ranges.size();
+  --it;
+  return off < it->offset + it->length ? static_cast<size_t>(it - ranges.begin()) : ranges.size();
 }
 
 class Digests
@@ -781,13 +783,16 @@ void Repairer::process(const std::string& path, RepairEntry& e)
   }
   btrfs::sync_fs(*fd, canon);
   const auto items = btrfs::file_extents(*fd, static_cast<uint64_t>(st0.st_ino), canon);
+  // Items come in file-offset order (the b-tree's key order) and do not overlap.
   auto item_at = [&](uint64_t off) -> const btrfs::FileExtent* {
-    for (const auto& it : items) {
-      if (off >= it.file_offset && off < it.file_offset + it.num_bytes) {
-        return &it;
-      }
+    auto it = std::upper_bound(
+      items.begin(), items.end(), off,
+      [](uint64_t o, const btrfs::FileExtent& item) { return o < item.file_offset; });
+    if (it == items.begin()) {
+      return nullptr;
     }
-    return nullptr;
+    --it;
+    return off < it->file_offset + it->num_bytes ? &*it : nullptr;
   };
   std::set<uint64_t> damaged;
   for (const auto& [off, r] : rewrite) {

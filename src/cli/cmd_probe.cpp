@@ -83,6 +83,7 @@ Style style_of(core::DioWrite w)
   case core::DioWrite::direct:
     return Style::yellow; // zero-copy: fast, and for checksummed files the risky case
   case core::DioWrite::buffered_fallback:
+  case core::DioWrite::bounce:
     return Style::plain;
   case core::DioWrite::unknown:
     return Style::dim;

@@ -131,6 +131,8 @@ std::vector<Finding> assess(const RiskInputs& in)
                      "checksums"});
       break;
     }
+    case DioWrite::bounce: // TODO(issue 19): a finding of its own
+      break;
     case DioWrite::unknown:
       out.push_back({"dio-policy-unknown", Severity::warning,
                      "checksummed image " + how_direct(in) + " on " + kernel +

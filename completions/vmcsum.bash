@@ -4,8 +4,8 @@ _vmcsum()
     local cur prev words cword
     _init_completion || return
 
-    local commands="show audit set probe bench scrub repair"
-    local global_opts="--json --color --verbose -v --quiet -q --version --help -h"
+    local commands="show audit set probe bench scrub repair record"
+    local global_opts="--json --color --verbose -v --quiet -q --state-dir --version --help -h"
 
     case $prev in
         --color)
@@ -23,6 +23,10 @@ _vmcsum()
         --kernel-release)
             return
             ;;
+        --source)
+            COMPREPLY=($(compgen -W 'boot shutdown run' -- "$cur"))
+            return
+            ;;
         --method)
             COMPREPLY=($(compgen -W 'auto tracefs race' -- "$cur"))
             return
@@ -37,7 +41,7 @@ _vmcsum()
             _filedir
             return
             ;;
-        --backup-dir)
+        --backup-dir|--state-dir)
             _filedir -d
             return
             ;;
@@ -46,7 +50,7 @@ _vmcsum()
     local cmd="" i
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
-            show|audit|set|probe|bench|scrub|repair) cmd=${words[i]}; break ;;
+            show|audit|set|probe|bench|scrub|repair|record) cmd=${words[i]}; break ;;
         esac
     done
 
@@ -86,6 +90,13 @@ _vmcsum()
                 COMPREPLY=($(compgen -W "$global_opts --from --prefer-mirror --include-undetermined --then-nocow --backup-dir --undo --force --limit-rate --no-progress --dry-run -n --proc" -- "$cur"))
             else
                 _filedir
+            fi
+            ;;
+        record)
+            if [[ $cur == -* ]]; then
+                COMPREPLY=($(compgen -W "$global_opts --source --kernel-release" -- "$cur"))
+            else
+                _filedir -d
             fi
             ;;
         show)

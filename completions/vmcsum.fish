@@ -1,11 +1,12 @@
 # fish completion for vmcsum(8)
-set -l commands show audit set probe bench scrub repair
+set -l commands show audit set probe bench scrub repair record
 
 complete -c vmcsum -f
 complete -c vmcsum -l json -d 'Print one JSON document on stdout'
 complete -c vmcsum -l color -x -a 'auto always never' -d 'Colour the output'
 complete -c vmcsum -s v -l verbose -d 'Say more'
 complete -c vmcsum -s q -l quiet -d 'Print no warnings'
+complete -c vmcsum -l state-dir -r -d 'Where vmcsum keeps its records'
 complete -c vmcsum -l version -d 'Print the version'
 complete -c vmcsum -s h -l help -d 'Print help'
 
@@ -66,3 +67,8 @@ complete -c vmcsum -n "__fish_seen_subcommand_from repair" -l limit-rate -x -d '
 complete -c vmcsum -n "__fish_seen_subcommand_from repair" -l no-progress -d 'Never draw the progress bar'
 complete -c vmcsum -n "__fish_seen_subcommand_from repair" -s n -l dry-run -d 'Show what would be done and write nothing'
 complete -c vmcsum -n "__fish_seen_subcommand_from repair" -l proc -r -d 'proc filesystem to scan for users of the images'
+
+complete -c vmcsum -n "not __fish_seen_subcommand_from $commands" -a record -d 'Record the running kernel and each btrfs generation'
+complete -c vmcsum -n "__fish_seen_subcommand_from record" -F
+complete -c vmcsum -n "__fish_seen_subcommand_from record" -l source -x -a 'boot shutdown run' -d 'Why the entry is made'
+complete -c vmcsum -n "__fish_seen_subcommand_from record" -l kernel-release -x -d 'Record this release instead of uname -r'

@@ -33,7 +33,8 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 DESTDIR="$stage" cmake --install build --prefix /usr >/dev/null
 for f in usr/sbin/vmcsum usr/share/man/man8/vmcsum.8 usr/share/bash-completion/completions/vmcsum \
-         usr/share/zsh/vendor-completions/_vmcsum usr/share/fish/vendor_completions.d/vmcsum.fish; do
+         usr/share/zsh/vendor-completions/_vmcsum usr/share/fish/vendor_completions.d/vmcsum.fish \
+         usr/lib/systemd/system/vmcsum-record.service; do
   if [[ -e $stage/$f ]]; then echo "installed /$f"; else echo "MISSING /$f"; status=1; fi
 done
 if man_out=$(groff -man -ww -z "$stage/usr/share/man/man8/vmcsum.8" 2>&1) && [[ -z $man_out ]]; then

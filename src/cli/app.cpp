@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 
@@ -28,6 +29,10 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, Runner& runner)
     ->capture_default_str();
   app->add_flag("-v,--verbose", globals.verbose, "Say more (repeatable)");
   app->add_flag("-q,--quiet", globals.quiet, "Print no warnings on stderr");
+  app
+    ->add_option("--state-dir", globals.state_dir,
+                 "Where vmcsum keeps its records (default $VMCSUM_STATE_DIR, else /var/lib/vmcsum)")
+    ->type_name("DIR");
   app->footer("Exit status: 0 nothing to report, 1 warnings, 2 critical findings, 3 could not "
               "complete for some path, 64 usage error.\nSee vmcsum(8).");
 
@@ -38,6 +43,7 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, Runner& runner)
   register_repair(*app, runner);
   register_probe(*app, runner);
   register_bench(*app, runner);
+  register_record(*app, runner);
   return app;
 }
 
@@ -87,6 +93,10 @@ int run(int argc, char** argv)
       msg += "; run 'vmcsum --help'";
     }
     return report_failure(json, "usage", msg, exit_code::usage);
+  }
+  if (globals.state_dir.empty()) {
+    const char* env = std::getenv("VMCSUM_STATE_DIR");
+    globals.state_dir = env && *env ? env : "/var/lib/vmcsum";
   }
   try {
     Output out(globals);

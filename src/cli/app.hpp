@@ -31,5 +31,6 @@ void register_scrub(CLI::App& app, Runner& runner);
 void register_probe(CLI::App& app, Runner& runner);
 void register_bench(CLI::App& app, Runner& runner);
 void register_repair(CLI::App& app, Runner& runner);
+void register_record(CLI::App& app, Runner& runner);
 
 } // namespace vmcsum::cli

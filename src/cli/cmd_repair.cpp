@@ -61,8 +61,8 @@ nlohmann::ordered_json entry_json(const core::RepairEntry& e)
                    {"class", core::bad_class_name(r.cls)},
                    {"how", r.how},
                    {"mirror", json_or_null(r.mirror)},
-                   {"copies_identical", r.copies_identical},
-                   {"evidence", r.evidence}});
+                   {"copies_identical", r.copies_identical}});
+    put_evidence(rep.back(), r.evidence);
   }
   auto& sk = j["skipped"] = nlohmann::ordered_json::array();
   for (const auto& s : e.skipped) {
@@ -71,8 +71,8 @@ nlohmann::ordered_json entry_json(const core::RepairEntry& e)
                   {"logical", s.logical},
                   {"class", core::bad_class_name(s.cls)},
                   {"code", s.code},
-                  {"reason", s.reason},
-                  {"evidence", s.evidence}});
+                  {"reason", s.reason}});
+    put_evidence(sk.back(), s.evidence);
   }
   auto& ranges = j["ranges"] = nlohmann::ordered_json::array();
   for (const auto& r : e.ranges) {
@@ -183,7 +183,7 @@ void render_text(const core::RepairResult& r, bool dry_run, Output& out)
                  core::bad_class_name(s.cls) + "): " + s.reason + "\n";
       if (s.cls == core::BadClass::undetermined || out.options().verbose > 0) {
         for (const auto& ev : s.evidence) {
-          details += "      " + ev + "\n";
+          details += "      [" + ev.code + "] " + ev.text + "\n";
         }
       }
     }
@@ -202,7 +202,7 @@ void render_text(const core::RepairResult& r, bool dry_run, Output& out)
                  (p.mirror ? " from copy " + std::to_string(*p.mirror) : std::string()) + " (" +
                  core::bad_class_name(p.cls) + ")\n";
       for (const auto& ev : p.evidence) {
-        details += "      " + ev + "\n";
+        details += "      [" + ev.code + "] " + ev.text + "\n";
       }
     }
     for (const auto& rr : e.ranges) {
@@ -324,6 +324,7 @@ void register_repair(CLI::App& app, Runner& runner)
           ro.dry_run = cli->dry_run;
           ro.limit_rate = rate;
           ro.proc_dir = cli->proc_dir;
+          ro.state_dir = out.options().state_dir;
           r = core::repair(ro, progress, StopSignals::cancel());
         }
       }

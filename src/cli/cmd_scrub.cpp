@@ -4,6 +4,7 @@
 // vmcsum scrub PATH...: every copy of every sector, false mismatches told from media faults.
 #include "app.hpp"
 #include "interactive.hpp"
+#include "render.hpp"
 
 #include <vmcsum/core/scrub.hpp>
 #include <vmcsum/core/text.hpp>
@@ -20,6 +21,38 @@
 namespace vmcsum::cli {
 
 namespace {
+
+void put_written(nlohmann::ordered_json& j, const core::WriteFacts& w)
+{
+  j["generation"] = json_or_null(w.generation);
+  if (w.window_known && w.kernel) {
+    j["written_by"] = {{"kernel", *w.kernel}, {"dio_write", core::dio_write_name(w.dio_write)}};
+  } else {
+    j["written_by"] = nullptr;
+  }
+}
+
+std::string mirrors_text(const std::vector<unsigned>& g)
+{
+  std::string out;
+  for (unsigned m : g) {
+    out += (out.empty() ? "m" : "+m") + std::to_string(m);
+  }
+  return out;
+}
+
+nlohmann::ordered_json divergent_json(const core::DivergentRange& d)
+{
+  nlohmann::ordered_json j;
+  j["offset"] = d.offset;
+  j["length"] = d.length;
+  j["logical"] = d.logical;
+  j["groups"] = d.groups;
+  j["class"] = core::bad_class_name(d.cls);
+  put_written(j, d.written);
+  put_evidence(j, d.evidence);
+  return j;
+}
 
 nlohmann::ordered_json bad_json(const core::BadSector& b)
 {
@@ -43,7 +76,8 @@ nlohmann::ordered_json bad_json(const core::BadSector& b)
        {"matches", c.matches},
        {"read_error", c.read_error}});
   }
-  j["evidence"] = b.evidence;
+  put_written(j, b.written);
+  put_evidence(j, b.evidence);
   j["kernel_eio"] = json_or_null(b.kernel_eio);
   j["repaired_by_read"] = json_or_null(b.repaired_by_read);
   return j;
@@ -104,7 +138,16 @@ nlohmann::ordered_json file_json(const core::FileScrub& f)
     ++counts[static_cast<int>(b.cls)];
     repairable += b.repairable ? 1 : 0;
   }
+  auto& divergent = j["divergent"] = nlohmann::ordered_json::array();
+  uint64_t divergent_bytes = 0;
+  for (const auto& d : f.divergent) {
+    divergent.push_back(divergent_json(d));
+    divergent_bytes += d.length;
+  }
+  j["compared_bytes"] = f.compared_bytes;
   j["summary"] = {{"bad_sectors", f.bad.size()},
+                  {"divergent_ranges", f.divergent.size()},
+                  {"divergent_bytes", divergent_bytes},
                   {"false_mismatch", counts[0]},
                   {"media", counts[1]},
                   {"undetermined", counts[2]},
@@ -153,7 +196,34 @@ void render_text(const core::ScrubResult& r, Output& out)
                  (b.kernel_eio == true ? " EIO" : "") + "\n";
       if (out.options().verbose > 0) {
         for (const auto& e : b.evidence) {
-          details += "      " + e + "\n";
+          details += "      [" + e.code + "] " + e.text + "\n";
+        }
+      }
+    }
+  }
+  for (const auto& f : r.files) {
+    if (f.divergent.empty()) {
+      continue;
+    }
+    details += "  " + core::escape_name(f.path) + ": the copies differ in " +
+               std::to_string(f.divergent.size()) +
+               " range(s); this file has no checksums, so nothing tells which copy is right\n";
+    size_t shown = 0;
+    for (const auto& d : f.divergent) {
+      if (out.options().verbose == 0 && shown++ >= 20) {
+        details += "  ... " + std::to_string(f.divergent.size() - 20) + " more (-v or --json)\n";
+        break;
+      }
+      std::string groups;
+      for (const auto& g : d.groups) {
+        groups += (groups.empty() ? "" : " | ") + mirrors_text(g);
+      }
+      details += "  " + core::escape_name(f.path) + " offset " + std::to_string(d.offset) +
+                 " length " + std::to_string(d.length) + ": copies differ (" + groups + "), " +
+                 core::bad_class_name(d.cls) + "\n";
+      if (out.options().verbose > 0) {
+        for (const auto& e : d.evidence) {
+          details += "      [" + e.code + "] " + e.text + "\n";
         }
       }
     }
@@ -234,7 +304,8 @@ void register_scrub(CLI::App& app, Runner& runner)
   cmd->add_option("--pve-dir", cli->opts.vm_configs.pve_dir, "Proxmox configuration directory")
     ->capture_default_str();
   cmd->add_option("--kernel-release", cli->opts.kernel_release,
-                  "Classify as if running this kernel release (default: uname -r)");
+                  "Record this run in the kernel record as this release (default: uname -r; "
+                  "tests)");
   cmd->callback([cli, cmd, &runner] {
     if (!cli->history && cli->opts.paths.empty()) {
       throw CLI::RequiredError("paths (or --history)");
@@ -249,6 +320,7 @@ void register_scrub(CLI::App& app, Runner& runner)
       cli->opts.journal = false;
     }
     runner = [cli](Output& out) {
+      cli->opts.state_dir = out.options().state_dir;
       core::ScrubResult r;
       if (cli->history) {
         core::HistoryOptions ho;
@@ -266,7 +338,7 @@ void register_scrub(CLI::App& app, Runner& runner)
       for (const auto& f : r.files) {
         if (!f.examined) {
           status = std::max(status, exit_code::incomplete);
-        } else if (!f.bad.empty() || !f.kernel_only_eio.empty()) {
+        } else if (!f.bad.empty() || !f.divergent.empty() || !f.kernel_only_eio.empty()) {
           status = std::max(status, exit_code::critical);
         }
       }
@@ -280,7 +352,7 @@ void register_scrub(CLI::App& app, Runner& runner)
         }
       }
       if (out.options().json) {
-        nlohmann::ordered_json doc = {{"schema", "vmcsum.scrub/1"}};
+        nlohmann::ordered_json doc = {{"schema", "vmcsum.scrub/2"}};
         auto& files = doc["files"] = nlohmann::ordered_json::array();
         for (const auto& f : r.files) {
           files.push_back(file_json(f));

@@ -29,6 +29,9 @@ struct GlobalOptions
   std::string color = "auto";
   int verbose = 0;
   bool quiet = false;
+  // vmcsum's own records (kernel record of each filesystem, scrub and repair outcomes):
+  // --state-dir, else $VMCSUM_STATE_DIR, else /var/lib/vmcsum.
+  std::string state_dir;
 };
 
 enum class Style { plain, bold, dim, red, yellow, green, cyan };

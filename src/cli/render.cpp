@@ -36,4 +36,14 @@ nlohmann::ordered_json locks_json(const std::vector<core::SetLock>& locks)
   return out;
 }
 
+void put_evidence(nlohmann::ordered_json& j, const std::vector<core::Evidence>& ev)
+{
+  auto& text = j["evidence"] = nlohmann::ordered_json::array();
+  auto& codes = j["evidence_codes"] = nlohmann::ordered_json::array();
+  for (const auto& e : ev) {
+    text.push_back(e.text);
+    codes.push_back(e.code);
+  }
+}
+
 } // namespace vmcsum::cli

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <vmcsum/core/rewrite.hpp>
+#include <vmcsum/core/scrub.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -15,5 +16,8 @@ namespace vmcsum::cli {
 // The processes that have an image open, and the locks on it (set, repair).
 nlohmann::ordered_json users_json(const std::vector<core::SetUser>& users);
 nlohmann::ordered_json locks_json(const std::vector<core::SetLock>& locks);
+
+// "evidence" (the sentences) and "evidence_codes" (their stable codes) of a verdict, into j.
+void put_evidence(nlohmann::ordered_json& j, const std::vector<core::Evidence>& ev);
 
 } // namespace vmcsum::cli

@@ -576,6 +576,7 @@ FileScrub Repairer::scrub_one(const std::string& path,
   so.chunk = m_chunk;
   so.proc_root = m_opts.proc_dir;
   so.ranges = ranges;
+  so.state_dir = m_opts.state_dir;
   auto r = scrub(so, [&](uint64_t d, uint64_t t, const std::string& p) { report(p, phase, d, t); });
   if (r.files.empty()) {
     throw Stop{"failed", "scrub-failed", "scrub found nothing to examine"};

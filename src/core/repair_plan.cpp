@@ -104,9 +104,10 @@ parse_scrub_report(const std::string& text)
     throw Error(Errc::usage, std::string("--from: not JSON: ") + e.what());
   }
   if (!j.is_object() || !j.contains("schema") || !j["schema"].is_string() ||
-      j["schema"].get<std::string>().rfind("vmcsum.scrub/1", 0) != 0) {
+      (j["schema"].get<std::string>() != "vmcsum.scrub/1" &&
+       j["schema"].get<std::string>() != "vmcsum.scrub/2")) {
     throw Error(Errc::usage, "--from: not a `vmcsum scrub --json` document (schema "
-                             "vmcsum.scrub/1)");
+                             "vmcsum.scrub/1 or /2)");
   }
   try {
     for (const auto& f : j.at("files")) {

@@ -5,11 +5,13 @@
 // pass (the file through btrfs, O_DIRECT) and the classification.
 #include <vmcsum/btrfs/chunk_map.hpp>
 #include <vmcsum/btrfs/csum_tree.hpp>
+#include <vmcsum/btrfs/file_extents.hpp>
 #include <vmcsum/btrfs/ioctl.hpp>
 #include <vmcsum/btrfs/subvolume.hpp>
 #include <vmcsum/btrfs/tree_search.hpp>
 #include <vmcsum/checksum.hpp>
 #include <vmcsum/core/kernel_policy.hpp>
+#include <vmcsum/core/kernel_record.hpp>
 #include <vmcsum/core/proc_scan.hpp>
 #include <vmcsum/core/rate_limiter.hpp>
 #include <vmcsum/core/scrub.hpp>
@@ -52,6 +54,9 @@ struct FsCtx
   std::map<uint64_t, sys::Fd> dev_fds;
   std::map<uint64_t, bool> io_errors;
   std::unique_ptr<Checksummer> sum;
+  // Which kernel ran at which generation (an entry for this run added first, when the state
+  // directory allows it).
+  std::optional<KernelRecord> record;
 };
 
 bool full_pread(int fd, uint8_t* buf, size_t len, uint64_t off)
@@ -110,6 +115,7 @@ public:
     m_configured = std::move(c);
   }
   FileScrub scrub_file(const std::string& path, const ProcScan& procs);
+  const std::vector<std::string>& notes() const { return m_notes; }
 
 private:
   FsCtx& fs_for(int fd, const std::string& path);
@@ -122,6 +128,9 @@ private:
   void fill_copies(FsCtx& fs, BadSector& b, std::span<const uint8_t> expected);
   uint64_t compressed_disk_length(int fd, uint64_t disk_bytenr, uint64_t& start,
                                   const std::string& path);
+  void compare_copies(FsCtx& fs, FileScrub& f, const std::vector<btrfs::Copy>& copies,
+                      uint64_t logical, uint64_t length, uint64_t file_offset);
+  void date_findings(FsCtx& fs, FileScrub& f, int fd);
   void kernel_pass(FsCtx& fs, FileScrub& f);
   void recheck(int fd, FsCtx& fs, FileScrub& f);
   void tick(uint64_t bytes, const std::string& path)
@@ -144,6 +153,9 @@ private:
   std::map<std::pair<uint64_t, uint64_t>, std::vector<ConfiguredDisk>> m_configured;
   uint64_t m_done = 0, m_total = 0;
   int m_fd = -1; // the file being scrubbed (any fd on its filesystem serves TREE_SEARCH)
+  std::vector<sys::AlignedBuffer> m_copy_bufs; // one per further copy (divergence check)
+  std::vector<std::string> m_notes;            // per run, not per file
+  std::string m_boot_id = current_boot_id();
 };
 
 FsCtx& Scrubber::fs_for(int fd, const std::string& path)
@@ -166,6 +178,18 @@ FsCtx& Scrubber::fs_for(int fd, const std::string& path)
     ctx.io_errors[d.devid] = st.read_errs + st.write_errs + st.flush_errs > 0;
   }
   ctx.sum = std::make_unique<Checksummer>(info.csum_type);
+  if (!m_opts.state_dir.empty()) {
+    try {
+      ctx.record = record_now(fd, path, m_opts.state_dir, "run", m_opts.kernel_release);
+    } catch (const Error& e) {
+      m_notes.push_back("kernel record of " + info.fsid + " not updated: " + e.what());
+      try {
+        ctx.record = load_record(m_opts.state_dir, info.fsid);
+      } catch (const Error& e2) {
+        m_notes.push_back("kernel record of " + info.fsid + " unreadable: " + e2.what());
+      }
+    }
+  }
   return m_fs.emplace(info.fsid, std::move(ctx)).first->second;
 }
 
@@ -233,13 +257,18 @@ void Scrubber::verify_piece(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t 
     with_csum += m_stored.has(i) ? 1 : 0;
   }
   f.no_csum_bytes += (nsec - with_csum) * ss;
+  const auto copies = fs.chunks->map(logical);
+  f.copies = std::max<unsigned>(f.copies, static_cast<unsigned>(copies.size()));
   if (with_csum == 0) {
+    // NODATASUM data: nothing to verify, but the race leaves its copies silently different on
+    // duplicated profiles before 7c2830f00c3e (kernel-facts.md 1.4).
+    if (copies.size() >= 2 && !compressed) {
+      compare_copies(fs, f, copies, logical, length, file_offset);
+    }
     return;
   }
   f.checked_sectors += with_csum;
   f.checked_bytes += with_csum * ss;
-  const auto copies = fs.chunks->map(logical);
-  f.copies = std::max<unsigned>(f.copies, static_cast<unsigned>(copies.size()));
   std::vector<uint8_t> bad(nsec, 0);
   uint8_t computed[Checksummer::k_max_size];
   for (const auto& c : copies) {
@@ -276,6 +305,111 @@ void Scrubber::verify_piece(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t 
     std::vector<uint8_t> expv(exp.begin(), exp.end());
     fill_copies(fs, b, expv);
     f.bad.push_back(std::move(b));
+  }
+}
+
+// Reads every copy of a piece without checksums and reports the sectors whose copies differ,
+// merged into ranges of equal grouping.
+void Scrubber::compare_copies(FsCtx& fs, FileScrub& f, const std::vector<btrfs::Copy>& copies,
+                              uint64_t logical, uint64_t length, uint64_t file_offset)
+{
+  const uint32_t ss = fs.info.sectorsize;
+  const size_t n = copies.size();
+  while (m_copy_bufs.size() < n) {
+    m_copy_bufs.push_back(sys::aligned_buffer(m_opts.chunk));
+  }
+  std::vector<bool> unreadable(n, false);
+  for (size_t c = 0; c < n; ++c) {
+    m_limiter.consumed(length);
+    if (!full_pread(dev_fd(fs, copies[c].devid), m_copy_bufs[c].get(), length,
+                    copies[c].physical)) {
+      unreadable[c] = true;
+    }
+  }
+  f.compared_bytes += length;
+  const size_t nsec = length / ss;
+  for (size_t i = 0; i < nsec; ++i) {
+    // Group the copies by content; an unreadable copy is a group of its own.
+    std::vector<std::vector<unsigned>> groups;
+    std::vector<size_t> rep; // the copy index holding each group's content
+    for (size_t c = 0; c < n; ++c) {
+      size_t g = 0;
+      for (; g < groups.size() && !unreadable[c]; ++g) {
+        if (!unreadable[rep[g]] && std::memcmp(m_copy_bufs[c].get() + i * ss,
+                                               m_copy_bufs[rep[g]].get() + i * ss, ss) == 0) {
+          break;
+        }
+      }
+      if (unreadable[c] || g == groups.size()) {
+        groups.push_back({});
+        rep.push_back(c);
+        g = groups.size() - 1;
+      }
+      groups[g].push_back(copies[c].mirror);
+    }
+    if (groups.size() < 2) {
+      continue;
+    }
+    const uint64_t off = file_offset + i * ss;
+    auto& d = f.divergent;
+    if (!d.empty() && d.back().offset + d.back().length == off && d.back().groups == groups &&
+        d.back().logical + d.back().length == logical + i * ss) {
+      d.back().length += ss;
+      continue;
+    }
+    DivergentRange r;
+    r.offset = off;
+    r.length = ss;
+    r.logical = logical + i * ss;
+    r.groups = std::move(groups);
+    d.push_back(std::move(r));
+  }
+}
+
+// Which generation wrote the extent of each finding, and what the kernel record says of it.
+void Scrubber::date_findings(FsCtx& fs, FileScrub& f, int fd)
+{
+  if (f.bad.empty() && f.divergent.empty()) {
+    return;
+  }
+  std::vector<btrfs::FileExtent> items;
+  try {
+    items = btrfs::file_extents(fd, f.inode, f.path);
+  } catch (const Error& e) {
+    f.notes.push_back("extent generations not read: " + std::string(e.what()));
+  }
+  const bool duplicated = f.copies >= 2;
+  auto date = [&](uint64_t offset, bool nodatasum, WriteFacts& w) {
+    auto it =
+      std::upper_bound(items.begin(), items.end(), offset,
+                       [](uint64_t o, const btrfs::FileExtent& e) { return o < e.file_offset; });
+    if (it == items.begin()) {
+      return;
+    }
+    --it;
+    if (offset >= it->file_offset + std::max<uint64_t>(it->num_bytes, 1) || it->generation == 0) {
+      return;
+    }
+    w.generation = it->generation;
+    if (!fs.record) {
+      w.window = "gap:no-record";
+      return;
+    }
+    const auto win = fs.record->window_of(it->generation, m_boot_id);
+    w.window = win.id;
+    w.window_known = win.known;
+    w.kernel = win.release;
+    if (win.release) {
+      if (auto v = parse_kernel_release(*win.release)) {
+        w.dio_write = dio_write_for(dio_policy_for(*v), nodatasum, duplicated);
+      }
+    }
+  };
+  for (auto& b : f.bad) {
+    date(b.offset, false, b.written);
+  }
+  for (auto& d : f.divergent) {
+    date(d.offset, true, d.written);
   }
 }
 
@@ -560,13 +694,16 @@ FileScrub Scrubber::scrub_file(const std::string& path, const ProcScan& procs)
     if (m_opts.kernel_pass) {
       kernel_pass(fs, f);
     }
-    count_patterns(f.bad, ctx);
+    date_findings(fs, f, *fd);
+    ctx.open_for_writing = writing;
+    collect_signature_windows(f.bad, f.divergent, ctx);
     for (auto& b : f.bad) {
       b.evidence.clear();
       classify(b, ctx);
-      if (writing) {
-        b.evidence.emplace_back("the file was open for writing while scrubbed");
-      }
+    }
+    for (auto& d : f.divergent) {
+      d.evidence.clear();
+      classify(d, ctx);
     }
     f.examined = true;
   } catch (const Error& e) {
@@ -621,20 +758,6 @@ ScrubResult scrub(const ScrubOptions& opts, const ScrubProgress& progress)
     }
   }
   ClassifyContext base;
-  std::string release;
-  if (opts.kernel_release) {
-    release = *opts.kernel_release;
-  } else {
-    struct utsname u = {};
-    ::uname(&u);
-    release = u.release;
-  }
-  if (auto v = parse_kernel_release(release)) {
-    auto pol = dio_policy_for(*v);
-    if (pol.checksummed != DioWrite::unknown) {
-      base.kernel_direct = pol.checksummed == DioWrite::direct;
-    }
-  }
   ProcScan procs = scan_proc(opts.proc_root);
   // The cache mode each image is configured with: the same configurations audit reads.
   VmConfigScan configs = scan_vm_configs(opts.vm_configs);
@@ -664,6 +787,7 @@ ScrubResult scrub(const ScrubOptions& opts, const ScrubProgress& progress)
       examined.push_back(p);
     }
   }
+  result.notes.insert(result.notes.end(), s.notes().begin(), s.notes().end());
   if (!examined.empty() && (!opts.kernel_log.empty() || opts.journal)) {
     HistoryOptions ho;
     ho.kernel_log = opts.kernel_log;

@@ -67,6 +67,9 @@ _IT_FS_COUNT=0
 declare -A _IT_FS_MNT=() _IT_FS_DEVS=() _IT_FS_IMGS=() _IT_FS_OPTS=() _IT_MNT2ID=()
 
 IT_TMP=$(mktemp -d "${TMPDIR:-/tmp}/vmcsum-it.${IT_NAME//[^A-Za-z0-9_.-]/_}.XXXXXX")
+# vmcsum's records (kernel record, scrub outcomes) stay with the test, never in the host's
+# /var/lib/vmcsum: a test must not see another's, nor leave its own behind.
+export VMCSUM_STATE_DIR="$IT_TMP/state"
 
 # --- output and assertions ------------------------------------------------------------------------
 note() { printf '# %s\n' "$*" >&2; }

@@ -69,7 +69,7 @@ struct RepairedSector
   std::string how;                // "rewritten" or "read-repair"
   std::optional<unsigned> mirror; // rewritten from this device copy; nullopt: as the fs read it
   bool copies_identical = false;
-  std::vector<std::string> evidence; // why it was classified so (scrub's evidence)
+  std::vector<Evidence> evidence; // why it was classified so (scrub's evidence)
 };
 
 struct SkippedSector
@@ -80,7 +80,7 @@ struct SkippedSector
   BadClass cls = BadClass::undetermined;
   std::string code;
   std::string reason;
-  std::vector<std::string> evidence;
+  std::vector<Evidence> evidence;
 };
 
 struct SharedRef
@@ -159,6 +159,7 @@ struct RepairOptions
   uint64_t limit_rate = 0;
   std::string proc_dir = "/proc";
   std::string mountinfo = "/proc/self/mountinfo";
+  std::string state_dir; // the kernel record scrub classifies with ("" = none)
 };
 
 struct UndoOptions

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <vmcsum/core/kernel_log.hpp>
+#include <vmcsum/core/kernel_policy.hpp>
 #include <vmcsum/core/rate_limiter.hpp>
 #include <vmcsum/core/vm_config.hpp>
 
@@ -14,6 +15,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -21,6 +23,26 @@ namespace vmcsum::core {
 
 enum class BadClass { false_mismatch, media, undetermined };
 std::string bad_class_name(BadClass c); // "false-mismatch", "media", "undetermined"
+
+// One piece of evidence behind a verdict: a stable code (scripts and tests use it) and a
+// sentence for people. The codes are listed in vmcsum(8), section CLASSIFICATION.
+struct Evidence
+{
+  std::string code;
+  std::string text;
+  bool operator==(const Evidence&) const = default;
+};
+
+// When the extent holding a finding was written, and by which kernel (kernel_record.hpp).
+struct WriteFacts
+{
+  std::optional<uint64_t> generation; // EXTENT_DATA item generation; nullopt: not found
+  std::string window;                 // write window id; "" when the generation is unknown
+  bool window_known = false;          // between two records of one boot
+  std::optional<std::string> kernel;  // the release that wrote it (known windows)
+  DioWrite dio_write =
+    DioWrite::unknown; // what an O_DIRECT write did then, for this inode and profile
+};
 
 // One copy of a bad sector.
 struct SectorCopy
@@ -45,9 +67,10 @@ struct BadSector
   std::string expected_csum;
   std::vector<SectorCopy> copies;
   bool copies_identical = false; // every copy holds the same bytes
+  WriteFacts written;
   BadClass cls = BadClass::undetermined;
   bool repairable = false; // some copy matches: btrfs repairs it on read or scrub
-  std::vector<std::string> evidence;
+  std::vector<Evidence> evidence;
   // The kernel-verified pass: whether a read through the filesystem gave EIO (nullopt: not
   // run, or not attributable for compressed extents), and whether the bad copies match after it
   // (the kernel's read repair rewrote them).
@@ -55,7 +78,21 @@ struct BadSector
   std::optional<bool> repaired_by_read;
 };
 
-// What the decision table looks at, besides the sector itself. Pure data, so unit tests can
+// A range of a file without checksums (NODATASUM) whose copies differ: two reads of it can
+// return different data, and no checksum can tell which copy is right.
+struct DivergentRange
+{
+  uint64_t offset = 0; // file offset
+  uint64_t length = 0;
+  uint64_t logical = 0;
+  // Mirror numbers grouped by identical content: {{1},{2}} on raid1, {{1,3},{2}} on raid1c3.
+  std::vector<std::vector<unsigned>> groups;
+  WriteFacts written;
+  BadClass cls = BadClass::undetermined;
+  std::vector<Evidence> evidence;
+};
+
+// What the decision table looks at, besides the finding itself. Pure data, so unit tests can
 // fill it.
 struct ClassifyContext
 {
@@ -67,30 +104,39 @@ struct ClassifyContext
   // ("libvirt:vm1 cache=none").
   std::optional<bool> configured_o_direct;
   std::vector<std::string> configured_by;
-  // The running kernel writes O_DIRECT to checksummed files without the buffered fallback.
-  std::optional<bool> kernel_direct;
   // devid -> the device had read/write/flush errors (GET_DEV_STATS).
   std::map<uint64_t, bool> device_io_errors;
-  // Of the file's bad sectors: how many no copy matches, how many only later copies fail
-  // (mirror 1 matches, a later one does not), how many fail on mirror 1 alone.
-  size_t no_copy_matches = 0;
-  size_t later_copy_only = 0;
-  size_t first_copy_only = 0;
+  // Write windows of the file's findings that carry the race's signature.
+  std::set<std::string> signature_windows;
+  bool open_for_writing = false;
 };
 
-// The "many sectors" threshold for the later-copy pattern of the race (kernel submits mirror 1
-// first, and the buffer kept changing before the next copies were submitted).
-constexpr size_t k_later_copy_many = 16;
+// The race's signature on one sector: two or more copies, none matching its checksum, and not
+// all holding the same bytes (two independent wrong versions of one sector are not what media
+// does; the race leaves a copy per moment the buffer was transferred).
+bool race_signature(const BadSector& bad);
+// The same for a divergent range: three or more copies, all different.
+bool race_signature(const DivergentRange& d);
 
-// The decision table (issue 5, from the real race on 6.1; see man page "CLASSIFICATION"). Sets
-// cls, repairable and appends the evidence. Pure: no I/O.
+// The decision table (issue 19; vmcsum(8) "CLASSIFICATION"; kernel-facts.md "Evidence for and
+// against the race"):
+//  1. evidence that excludes the race (a compressed extent; an extent written while the kernel
+//     fell back or bounced for this inode and profile) -> media;
+//  2. a copy unreadable, or device errors on a failing copy's device -> media;
+//  3. a kernel that may have written it zero-copy (known, or a gap of the record) together with
+//     race evidence (the signature, another signature sector written in the same window, an
+//     O_DIRECT writer open now or configured) -> false-mismatch;
+//  4. otherwise media where a copy matches, else undetermined.
+// Sets cls, repairable and evidence. Pure: no I/O.
 void classify(BadSector& bad, const ClassifyContext& ctx);
+void classify(DivergentRange& d, const ClassifyContext& ctx);
+
+// Collects into ctx.signature_windows the windows of the findings that carry the signature.
+void collect_signature_windows(const std::vector<BadSector>& bad,
+                               const std::vector<DivergentRange>& divergent, ClassifyContext& ctx);
 
 // Fills configured_o_direct and configured_by of ctx from the configurations naming an image.
 void apply_configured(const std::vector<ConfiguredDisk>& configured, ClassifyContext& ctx);
-
-// Fills the per-file counters of ctx from its bad sectors.
-void count_patterns(const std::vector<BadSector>& bad, ClassifyContext& ctx);
 
 struct ScrubOptions
 {
@@ -99,7 +145,8 @@ struct ScrubOptions
   uint64_t limit_rate = 0;        // bytes per second read from devices (0: no limit)
   uint64_t chunk = 4 << 20;       // bytes read per request
   std::string proc_root = "/proc";
-  std::optional<std::string> kernel_release; // default: uname
+  // The release this run records in the kernel record (default: uname -r; tests).
+  std::optional<std::string> kernel_release;
   // The kernel log events of the scrubbed files (scrub_history); "" = not read.
   std::string kernel_log = "/dev/kmsg";
   bool journal = true;
@@ -113,6 +160,9 @@ struct ScrubOptions
   // When set, every read is counted there instead of against limit_rate: repair keeps one
   // budget over all its phases.
   RateLimiter* shared_limiter = nullptr;
+  // vmcsum's state directory: the kernel record of each filesystem is read from it (and an
+  // entry added for this run). "" = none: every extent's kernel is unknown.
+  std::string state_dir;
 };
 
 struct FileScrub
@@ -128,6 +178,8 @@ struct FileScrub
   uint64_t compressed_bytes = 0; // on-disk bytes of compressed extents verified
   unsigned copies = 0;           // copies per sector (profile)
   std::vector<BadSector> bad;
+  std::vector<DivergentRange> divergent; // NODATASUM data whose copies differ
+  uint64_t compared_bytes = 0;           // NODATASUM bytes whose copies were compared
   std::optional<bool> open_for_writing;
   std::optional<bool> open_o_direct;
   std::vector<std::string> writers; // "comm[pid]"

@@ -1,0 +1,29 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// Small files vmcsum keeps for itself (its state directory): written whole to a temp file,
+// fsync'ed, renamed over the old one and the directory fsync'ed, so a crash leaves the old
+// version or the new one, never a torn file. Read back with a size limit.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace vmcsum::sys {
+
+// Creates `dir` and its missing parents with mode 0700; refuses (Error{permission}) a directory
+// that is not owned by us or that others can write, since root trusts what it reads there.
+void ensure_private_dir(const std::string& dir);
+
+// Replaces dir/name with `content` atomically and durably (mode 0600). The temp file is
+// dir/.name.tmp-XXXXXX (O_EXCL); it is removed on failure. Throws vmcsum::Error.
+void replace_file_durably(const std::string& dir, const std::string& name,
+                          std::string_view content);
+
+// The whole file, or nullopt when it does not exist. A file larger than max_bytes, or one that
+// is not a regular file, is an Error (never a partial read, never a blocking open).
+std::optional<std::string> read_small_file(const std::string& path, size_t max_bytes);
+
+} // namespace vmcsum::sys

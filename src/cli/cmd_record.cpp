@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// vmcsum record [PATH...]: note which kernel is running at which generation of each btrfs, so
+// scrub can later tell which kernel wrote an extent (vmcsum-record.service runs it at boot and
+// shutdown).
+#include "app.hpp"
+
+#include <vmcsum/core/kernel_record.hpp>
+#include <vmcsum/core/text.hpp>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+namespace vmcsum::cli {
+
+namespace {
+struct RecordCli
+{
+  std::vector<std::string> paths;
+  std::string source = "run";
+  std::string mountinfo = "/proc/self/mountinfo";
+  std::optional<std::string> release;
+};
+} // namespace
+
+void register_record(CLI::App& app, Runner& runner)
+{
+  auto cli = std::make_shared<RecordCli>();
+  CLI::App* cmd = app.add_subcommand(
+    "record", "Record the running kernel and each btrfs's generation, to date later writes");
+  cmd->add_option("paths", cli->paths, "Filesystems to record (default: every mounted btrfs)");
+  cmd
+    ->add_option("--source", cli->source,
+                 "Why the entry is made: boot, shutdown or run (the unit passes boot/shutdown)")
+    ->check(CLI::IsMember({"boot", "shutdown", "run"}))
+    ->capture_default_str();
+  cmd->add_option("--kernel-release", cli->release,
+                  "Record this release instead of uname -r (tests)");
+  cmd->callback([cli, &runner] {
+    runner = [cli](Output& out) {
+      const auto r = core::record_filesystems(cli->paths, out.options().state_dir, cli->source,
+                                              cli->release, cli->mountinfo);
+      int status = exit_code::clean;
+      for (const auto& fs : r.filesystems) {
+        if (fs.error) {
+          status = exit_code::incomplete;
+        }
+      }
+      if (out.options().json) {
+        nlohmann::ordered_json doc = {{"schema", "vmcsum.record/1"},
+                                      {"release", r.release},
+                                      {"boot_id", r.boot_id},
+                                      {"state_dir", out.options().state_dir}};
+        auto& list = doc["filesystems"] = nlohmann::ordered_json::array();
+        for (const auto& fs : r.filesystems) {
+          list.push_back({{"fsid", fs.fsid.empty() ? nullptr : nlohmann::ordered_json(fs.fsid)},
+                          {"mount_point", core::escape_name(fs.mount_point)},
+                          {"generation", fs.generation ? nlohmann::ordered_json(*fs.generation)
+                                                       : nlohmann::ordered_json(nullptr)},
+                          {"entries", fs.entries},
+                          {"error", fs.error ? nlohmann::ordered_json(*fs.error)
+                                             : nlohmann::ordered_json(nullptr)}});
+        }
+        doc["exit_code"] = status;
+        out.emit_json(doc);
+      } else {
+        Table t({"MOUNT", "FSID", "GENERATION", "ENTRIES"});
+        for (const auto& fs : r.filesystems) {
+          if (!fs.error) {
+            t.add({core::escape_name(fs.mount_point), fs.fsid, std::to_string(*fs.generation),
+                   std::to_string(fs.entries)});
+          }
+        }
+        if (!t.empty()) {
+          out.print(t.render(out));
+        }
+      }
+      for (const auto& fs : r.filesystems) {
+        if (fs.error) {
+          out.error(core::escape_name(fs.mount_point) + ": " + *fs.error);
+        }
+      }
+      return status;
+    };
+  });
+}
+
+} // namespace vmcsum::cli

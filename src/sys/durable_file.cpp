@@ -1,0 +1,143 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+#include <vmcsum/error.hpp>
+#include <vmcsum/sys/durable_file.hpp>
+#include <vmcsum/sys/fd.hpp>
+
+#include <cerrno>
+#include <cstdlib>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace vmcsum::sys {
+
+namespace {
+void check_private(const std::string& dir)
+{
+  struct stat st = {};
+  if (::lstat(dir.c_str(), &st) < 0) {
+    throw Error(Errc::io, "stat", dir, errno);
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    throw Error(Errc::permission, "not a directory", dir);
+  }
+  if (st.st_uid != ::geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+    throw Error(Errc::permission,
+                "refusing a state directory that is not ours alone (owner or mode)", dir);
+  }
+}
+} // namespace
+
+void ensure_private_dir(const std::string& dir)
+{
+  if (dir.empty()) {
+    throw Error(Errc::usage, "empty state directory");
+  }
+  struct stat st = {};
+  if (::lstat(dir.c_str(), &st) == 0) {
+    check_private(dir);
+    return;
+  }
+  if (errno != ENOENT) {
+    throw Error(Errc::io, "stat", dir, errno);
+  }
+  const auto slash = dir.find_last_of('/');
+  if (slash != std::string::npos && slash > 0) {
+    const std::string parent = dir.substr(0, slash);
+    struct stat pst = {};
+    if (::lstat(parent.c_str(), &pst) < 0) {
+      ensure_private_dir(parent);
+    }
+  }
+  if (::mkdir(dir.c_str(), 0700) < 0 && errno != EEXIST) {
+    throw Error(errno == EACCES || errno == EPERM || errno == EROFS ? Errc::permission : Errc::io,
+                "mkdir", dir, errno);
+  }
+  check_private(dir);
+}
+
+void replace_file_durably(const std::string& dir, const std::string& name, std::string_view content)
+{
+  ensure_private_dir(dir);
+  const std::string final_path = dir + "/" + name;
+  std::string tmpl = dir + "/." + name + ".tmp-XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  Fd fd(::mkostemp(buf.data(), O_CLOEXEC));
+  if (!fd) {
+    throw Error(Errc::io, "create a temp file", tmpl, errno);
+  }
+  const std::string tmp(buf.data());
+  auto fail = [&](const char* what) {
+    const int e = errno;
+    ::unlink(tmp.c_str());
+    throw Error(e == ENOSPC ? Errc::io : Errc::io, what, tmp, e);
+  };
+  if (::fchmod(*fd, 0600) < 0) {
+    fail("fchmod");
+  }
+  if (pwrite_full(*fd, content.data(), content.size(), 0) < 0) {
+    fail("write");
+  }
+  if (::fsync(*fd) < 0) {
+    fail("fsync");
+  }
+  if (::rename(tmp.c_str(), final_path.c_str()) < 0) {
+    fail("rename");
+  }
+  Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dfd) {
+    ::fsync(*dfd);
+  }
+}
+
+std::optional<std::string> read_small_file(const std::string& path, size_t max_bytes)
+{
+  Fd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ENOENT) {
+      return std::nullopt;
+    }
+    throw Error(errno == EACCES ? Errc::permission : Errc::io, "open", path, errno);
+  }
+  struct stat st = {};
+  if (::fstat(*fd, &st) < 0) {
+    throw Error(Errc::io, "fstat", path, errno);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    throw Error(Errc::unsupported, "not a regular file", path);
+  }
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    throw Error(Errc::unsupported,
+                "larger than " + std::to_string(max_bytes) + " bytes, the most vmcsum reads here",
+                path);
+  }
+  std::string out;
+  out.resize(max_bytes + 1);
+  size_t got = 0;
+  while (got < out.size()) {
+    ssize_t n = ::read(*fd, out.data() + got, out.size() - got);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      throw Error(Errc::io, "read", path, errno);
+    }
+    if (n == 0) {
+      break;
+    }
+    got += static_cast<size_t>(n);
+  }
+  if (got > max_bytes) {
+    throw Error(Errc::unsupported,
+                "larger than " + std::to_string(max_bytes) + " bytes, the most vmcsum reads here",
+                path);
+  }
+  out.resize(got);
+  return out;
+}
+
+} // namespace vmcsum::sys

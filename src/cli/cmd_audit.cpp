@@ -30,9 +30,12 @@ Style style_of(core::Severity s)
 
 nlohmann::ordered_json policy_json(const core::KernelReport& k)
 {
+  // One key per cell of the table: inode kind (checksummed or NODATASUM) x data profile
+  // (single/raid0, or one with copies).
   return {{"checksummed", core::dio_write_name(k.policy.checksummed)},
-          {"nodatasum_duplicated", core::dio_write_name(k.policy.nodatasum_duplicated)},
+          {"checksummed_duplicated", core::dio_write_name(k.policy.checksummed_duplicated)},
           {"nodatasum_single", core::dio_write_name(k.policy.nodatasum_single)},
+          {"nodatasum_duplicated", core::dio_write_name(k.policy.nodatasum_duplicated)},
           {"reason", k.policy.reason}};
 }
 
@@ -141,8 +144,14 @@ void render_text(const core::AuditResult& r, Output& out)
   std::string summary =
     "\n" + std::to_string(r.images.size()) + " image(s): " + std::to_string(counts[2]) +
     " critical, " + std::to_string(counts[1]) + " warning, " + std::to_string(counts[0]) + " ok.";
+  const auto& pol = r.kernel.policy;
   summary += " Linux " + r.kernel.release + ": O_DIRECT to checksummed files is " +
-             core::dio_write_name(r.kernel.policy.checksummed) + " (" + r.kernel.source + ").\n";
+             core::dio_write_name(pol.checksummed);
+  if (pol.checksummed_duplicated != pol.checksummed) {
+    summary += " on single/raid0, " + core::dio_write_name(pol.checksummed_duplicated) +
+               " on profiles with copies";
+  }
+  summary += " (" + r.kernel.source + ").\n";
   if (r.images.empty()) {
     summary += "Searched: ";
     for (const auto& s : r.searched) {

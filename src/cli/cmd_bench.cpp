@@ -130,6 +130,7 @@ void register_bench(CLI::App& app, Runner& runner)
         doc["data_profile"] = r.data_profiles.empty() ? nlohmann::ordered_json(nullptr)
                                                       : nlohmann::ordered_json(r.data_profiles[0]);
         doc["data_profiles"] = r.data_profiles;
+        // The table's cells for this filesystem's data profile.
         doc["kernel"] = {{"release", r.kernel_release},
                          {"version_table",
                           {{"checksummed", core::dio_write_name(r.table_checksummed)},

@@ -31,7 +31,9 @@ std::string profile_text(const std::vector<std::string>& profiles)
   return s;
 }
 
-// null when nothing was measured, else whether every measured answer matches the table.
+// null when nothing was measured, else whether every measured answer matches the table's cell
+// for the filesystem's profile. A bounce answer combined from a DIRECT trace and the table
+// (method "...+version-table") agrees: DIRECT is what a bounced write is expected to show.
 nlohmann::ordered_json agreement(const core::FsProbe& fs)
 {
   bool any = false;
@@ -83,7 +85,7 @@ Style style_of(core::DioWrite w)
   case core::DioWrite::direct:
     return Style::yellow; // zero-copy: fast, and for checksummed files the risky case
   case core::DioWrite::buffered_fallback:
-  case core::DioWrite::bounce:
+  case core::DioWrite::bounce: // a copy first: safe
     return Style::plain;
   case core::DioWrite::unknown:
     return Style::dim;
@@ -111,9 +113,11 @@ void render_text(const core::ProbeResult& r, Output& out)
       details += "  " + out.paint(what + " unknown", Style::yellow) + ": " + why + "\n";
     }
     if (agrees.is_boolean() && !agrees.get<bool>()) {
-      details += "  the version table says: checksummed " +
-                 core::dio_write_name(fs.table_checksummed) + ", nocow " +
-                 core::dio_write_name(fs.table_nocow) + "\n";
+      details +=
+        "  the version table says, for " +
+        (fs.data_profiles.empty() ? std::string("this profile") : profile_text(fs.data_profiles)) +
+        ": checksummed " + core::dio_write_name(fs.table_checksummed) + ", nocow " +
+        core::dio_write_name(fs.table_nocow) + "\n";
     }
     for (const auto& n : fs.notes) {
       details += "  note: " + n + "\n";
@@ -123,6 +127,15 @@ void render_text(const core::ProbeResult& r, Output& out)
     out.print(table.render(out));
   }
   out.print(details);
+  if (!r.filesystems.empty()) {
+    const auto& t = r.version_table;
+    out.print("\nversion table for Linux " + r.kernel_release + ": checksummed files " +
+              core::dio_write_name(t.checksummed) + " on single/raid0, " +
+              core::dio_write_name(t.checksummed_duplicated) +
+              " on profiles with copies; NODATASUM files " +
+              core::dio_write_name(t.nodatasum_single) + " on single/raid0, " +
+              core::dio_write_name(t.nodatasum_duplicated) + " on profiles with copies\n");
+  }
   for (const auto& n : r.notes) {
     out.print(n + "\n");
   }
@@ -174,12 +187,14 @@ void register_probe(CLI::App& app, Runner& runner)
         nlohmann::ordered_json doc;
         doc["schema"] = "vmcsum.probe/1";
         const auto& t = r.version_table;
-        doc["kernel"] = {{"release", r.kernel_release},
-                         {"version_table",
-                          {{"checksummed", core::dio_write_name(t.checksummed)},
-                           {"nodatasum_duplicated", core::dio_write_name(t.nodatasum_duplicated)},
-                           {"nodatasum_single", core::dio_write_name(t.nodatasum_single)},
-                           {"reason", t.reason}}}};
+        doc["kernel"] = {
+          {"release", r.kernel_release},
+          {"version_table",
+           {{"checksummed", core::dio_write_name(t.checksummed)},
+            {"checksummed_duplicated", core::dio_write_name(t.checksummed_duplicated)},
+            {"nodatasum_single", core::dio_write_name(t.nodatasum_single)},
+            {"nodatasum_duplicated", core::dio_write_name(t.nodatasum_duplicated)},
+            {"reason", t.reason}}}};
         auto& fss = doc["filesystems"] = nlohmann::ordered_json::array();
         for (const auto& fs : r.filesystems) {
           fss.push_back(fs_json(fs));

@@ -274,6 +274,29 @@ std::string release_of(const std::optional<std::string>& given)
 
 } // namespace
 
+std::vector<std::string> table_notes(DioWrite checksummed, DioWrite nocow)
+{
+  std::vector<std::string> notes;
+  // kernel-facts.md §1.1 (buffered fallback) and §1.4 (bounce buffers, e9b7b9d9e78e, 7.3).
+  if (checksummed == DioWrite::buffered_fallback) {
+    notes.push_back("this kernel turns O_DIRECT writes to checksummed files into buffered writes "
+                    "with synchronous writeback (version table): the checksummed figures include "
+                    "that copy and the page-cache round trip");
+  } else if (checksummed == DioWrite::bounce) {
+    notes.push_back("this kernel copies O_DIRECT writes to checksummed files into bounce buffers "
+                    "(version table): the checksummed figures include one memcpy into bounce "
+                    "pages, no page-cache round trip");
+  }
+  if (nocow == DioWrite::buffered_fallback) {
+    notes.push_back("on this data profile the kernel falls back to buffered writes for NOCOW "
+                    "files too (version table), so NOCOW saves only the checksumming");
+  } else if (nocow == DioWrite::bounce) {
+    notes.push_back("on this data profile the kernel copies O_DIRECT writes to NOCOW files into "
+                    "bounce buffers too (version table), so NOCOW saves only the checksumming");
+  }
+  return notes;
+}
+
 BenchResult bench(const BenchOptions& opts)
 {
   if (!(opts.seconds > 0) || opts.seconds > 86400) {
@@ -315,9 +338,11 @@ BenchResult bench(const BenchOptions& opts)
   }
   r.kernel_release = release_of(opts.kernel_release);
   if (auto v = parse_kernel_release(r.kernel_release)) {
+    // The cells for this filesystem's profile: on 6.12.75/76 a checksummed file falls back on
+    // dup but not on single (kernel_policy.hpp).
     DioPolicy policy = dio_policy_for(*v);
-    r.table_checksummed = policy.checksummed;
-    r.table_nocow = table_nocow_answer(policy, r.data_profiles);
+    r.table_checksummed = table_answer(policy, false, r.data_profiles);
+    r.table_nocow = table_answer(policy, true, r.data_profiles);
   }
 
   constexpr uint64_t mib = 1 << 20;
@@ -436,14 +461,8 @@ BenchResult bench(const BenchOptions& opts)
     r.notes.push_back("one run per case: whether the results repeat was not checked");
   }
   r.meaning = bench_meaning(r.cases);
-  if (r.table_checksummed == DioWrite::buffered_fallback) {
-    r.notes.push_back("this kernel turns O_DIRECT writes to checksummed files into buffered "
-                      "writes with synchronous writeback (version table): the checksummed figures "
-                      "include that copy");
-  }
-  if (r.table_nocow == DioWrite::buffered_fallback) {
-    r.notes.push_back("on this data profile the kernel falls back to buffered writes for NOCOW "
-                      "files too (version table), so NOCOW saves only the checksumming");
+  for (const auto& n : table_notes(r.table_checksummed, r.table_nocow)) {
+    r.notes.push_back(n);
   }
   r.notes.push_back("CPU is what vmcsum's own thread spent; work btrfs hands to kernel threads "
                     "(asynchronous checksumming, I/O completion) is not counted");

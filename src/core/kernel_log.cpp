@@ -99,6 +99,32 @@ public:
     return true;
   }
 
+  // An error code as printk prints it: "%d" ("-2") or "%pe" ("-ENOENT"; errname() names are
+  // "-E" and upper-case letters or digits). Kept as printed.
+  bool error_code(std::string& out)
+  {
+    Cursor probe = *this;
+    int number = 0;
+    if (probe.i32(number)) {
+      out.assign(m_s.substr(0, m_s.size() - probe.m_s.size()));
+      *this = probe;
+      return true;
+    }
+    if (!m_s.starts_with("-E")) {
+      return false;
+    }
+    size_t i = 2;
+    while (i < m_s.size() && ((m_s[i] >= 'A' && m_s[i] <= 'Z') || is_digit(m_s[i]))) {
+      ++i;
+    }
+    if (i == 2) {
+      return false;
+    }
+    out.assign(m_s.substr(0, i));
+    m_s.remove_prefix(i);
+    return true;
+  }
+
   // CSUM_FMT "0x%*phN": lower-case hex, two digits per byte, 4 to 32 bytes (crc32c..blake2b).
   bool csum(std::string& out)
   {
@@ -250,13 +276,17 @@ bool parse_fixup_tail(Cursor c, CsumLogEvent& e)
   return true;
 }
 
-constexpr std::array<std::string_view, 4> k_scrub_errors = {
-  "checksum error", "i/o error", "checksum/header error", "header error"};
+// scrub_print_common_warning()'s errstr: ≤6.3 "checksum error", "i/o error",
+// "checksum/header error"; 6.4+ "header error", and "generation error" in the newer scrub.
+constexpr std::array<std::string_view, 5> k_scrub_errors = {
+  "checksum error", "i/o error", "checksum/header error", "header error", "generation error"};
 
 // "<err> at logical L on dev D, physical P" followed by one of
-//   "[,] root R[,] inode I[,] offset O[,] length N[,] links K (path: PATH)"  (comma-less 6.18+)
-//   "[,] root R[,] inode I[,] offset O: path resolving failed with ret=N"
+//   "[,] root R[,] inode I[,] offset O[,] length N[,] links K (path: PATH)"
+//   "[,] root R[,] inode I[,] offset O: path resolving failed with ret=N|-ESYMBOL"
 //   ": metadata leaf|node (level N) in tree T"
+// (fs/btrfs/scrub.c scrub_print_warning_inode(); the "scrub: " prefix came with 6.16 and the
+// comma-less form after it; %pe for the error code may come with 7.3, d34a3a8ba61e.)
 bool parse_scrub_error(Cursor c, CsumLogEvent& e)
 {
   std::string_view err;
@@ -305,8 +335,12 @@ bool parse_scrub_error(Cursor c, CsumLogEvent& e)
   e.ino = ino;
   e.offset = off;
   if (c.lit(": path resolving failed with ret=")) {
-    int ret = 0;
-    return c.i32(ret) && c.done();
+    std::string ret;
+    if (!c.error_code(ret) || !c.done()) {
+      return false;
+    }
+    e.path_error = std::move(ret);
+    return true;
   }
   uint64_t length = 0, links = 0;
   if (!c.lit(sep) || !c.lit("length ") || !c.u64(length) || !c.lit(sep) || !c.lit("links ") ||
@@ -332,7 +366,7 @@ bool parse_body(Cursor c, CsumLogEvent& e)
   if (c.rest().starts_with("read error corrected: ")) {
     return parse_read_repaired(c, e);
   }
-  // "btrfs: add prefix for the scrub error message" (6.17/6.18) put "scrub: " in front.
+  // The scrub messages got a "scrub: " prefix in 6.16 (kernel-facts.md "Re-checked 2026-12-02").
   c.lit("scrub: ");
   if (c.lit("fixed up error at logical ")) {
     e.kind = Kind::scrub_fixed;

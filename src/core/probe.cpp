@@ -181,7 +181,8 @@ Verdict judge_trace(const std::vector<OrderedExtentEvent>& events, const std::st
                            " ordered extent(s) with flags " +
                            join(std::vector<std::string>(kinds.begin(), kinds.end()), ", ");
   if (direct == events.size()) {
-    return {DioWrite::direct, seen + ": every one DIRECT, so the writes were real direct IO"};
+    return {DioWrite::direct, seen + ": every one DIRECT, so the writes went to the device as "
+                                     "direct IO"};
   }
   if (direct == 0) {
     return {DioWrite::buffered_fallback,
@@ -211,7 +212,42 @@ Verdict judge_race(const RaceObservation& obs)
   return {DioWrite::buffered_fallback,
           head + "; all " + human_bytes(obs.bytes_read) +
             " read back with valid checksums, so the kernel copied the data before checksumming "
-            "it (buffered fallback)"};
+            "it (buffered fallback, or bounce buffers on 7.3+)"};
+}
+
+Verdict combine_with_table(const Verdict& measured, DioWrite table, bool traced,
+                           const std::string& release)
+{
+  Verdict v = measured;
+  const std::string who = "Linux " + (release.empty() ? std::string("?") : release);
+  const std::string bounces = "the version table says " + who +
+                              " copies these writes into bounce buffers (e9b7b9d9e78e, 7.3)";
+  if (traced) {
+    if (measured.write == DioWrite::direct && table == DioWrite::bounce) {
+      v.write = DioWrite::bounce;
+      v.table_decided = true;
+      v.evidence += "; a write copied into bounce buffers is most likely traced as DIRECT too "
+                    "(kernel-facts.md 1.4, unverified), so the tracepoint cannot tell bounce from "
+                    "zero-copy, and " +
+                    bounces + ": bounce, from the trace and the table together";
+    } else if (measured.write == DioWrite::direct && table == DioWrite::direct) {
+      v.evidence += " (bounce buffers might look the same, but the version table says " + who +
+                    " has none for these writes)";
+    } else if (measured.write == DioWrite::buffered_fallback && table == DioWrite::bounce) {
+      v.evidence += "; but " + bounces +
+                    ": either this kernel lacks them, or bounced writes are not traced as DIRECT "
+                    "(unverified); both are safe copies";
+    }
+    return v;
+  }
+  if (measured.write == DioWrite::buffered_fallback && table == DioWrite::bounce) {
+    v.write = DioWrite::bounce;
+    v.table_decided = true;
+    v.evidence += "; the race cannot tell bounce buffers from the buffered fallback (both copy "
+                  "the data before checksumming it), and " +
+                  bounces + ": bounce, from the race and the table together";
+  }
+  return v;
 }
 
 std::string probe_method_name(ProbeMethod m)
@@ -227,29 +263,44 @@ std::string probe_method_name(ProbeMethod m)
   return "auto";
 }
 
-DioWrite table_nocow_answer(const DioPolicy& policy, const std::vector<std::string>& profiles)
+namespace {
+bool any_duplication(const std::vector<std::string>& profiles)
+{
+  return std::any_of(profiles.begin(), profiles.end(),
+                     [](const std::string& p) { return btrfs::profile_has_duplication(p); });
+}
+} // namespace
+
+DioWrite table_answer(const DioPolicy& policy, bool nodatasum,
+                      const std::vector<std::string>& profiles)
 {
   if (profiles.empty()) {
-    return DioWrite::unknown;
+    const DioWrite single = dio_write_for(policy, nodatasum, false);
+    return single == dio_write_for(policy, nodatasum, true) ? single : DioWrite::unknown;
   }
-  bool dup = std::any_of(profiles.begin(), profiles.end(),
-                         [](const std::string& p) { return btrfs::profile_has_duplication(p); });
-  return dup ? policy.nodatasum_duplicated : policy.nodatasum_single;
+  return dio_write_for(policy, nodatasum, any_duplication(profiles));
+}
+
+DioWrite table_nocow_answer(const DioPolicy& policy, const std::vector<std::string>& profiles)
+{
+  return table_answer(policy, true, profiles);
 }
 
 bool apply_probe(DioPolicy& policy, const FsProbe& fs)
 {
   std::vector<std::string> said;
-  if (fs.checksummed != DioWrite::unknown) {
-    policy.checksummed = fs.checksummed;
-    said.push_back("O_DIRECT to checksummed files is " + dio_write_name(fs.checksummed));
+  if (fs.data_profiles.empty()) {
+    return false; // which cells the answers belong to is unknown
   }
-  if (fs.nocow != DioWrite::unknown && !fs.data_profiles.empty()) {
-    bool dup = std::any_of(fs.data_profiles.begin(), fs.data_profiles.end(),
-                           [](const std::string& p) { return btrfs::profile_has_duplication(p); });
+  const bool dup = any_duplication(fs.data_profiles);
+  const std::string on = " on " + join(fs.data_profiles, "+");
+  if (fs.checksummed != DioWrite::unknown) {
+    (dup ? policy.checksummed_duplicated : policy.checksummed) = fs.checksummed;
+    said.push_back("O_DIRECT to checksummed files" + on + " is " + dio_write_name(fs.checksummed));
+  }
+  if (fs.nocow != DioWrite::unknown) {
     (dup ? policy.nodatasum_duplicated : policy.nodatasum_single) = fs.nocow;
-    said.push_back("to NOCOW files on " + join(fs.data_profiles, "+") + " " +
-                   dio_write_name(fs.nocow));
+    said.push_back("to NOCOW files" + on + " " + dio_write_name(fs.nocow));
   }
   if (said.empty()) {
     return false;
@@ -551,7 +602,8 @@ void record(FsProbe& fs, const std::string& what, const Verdict& v, DioWrite FsP
   }
 }
 
-void trace_method(FsProbe& fs, const FsContext& ctx, const std::string& tracefs, const Stop& stop)
+// Returns whether the version table had to tell bounce from what the trace showed.
+bool trace_method(FsProbe& fs, const FsContext& ctx, const std::string& tracefs, const Stop& stop)
 {
   // The instance first: an interruption at any later point must find it to remove it.
   TraceInstance inst(tracefs);
@@ -612,8 +664,11 @@ void trace_method(FsProbe& fs, const FsContext& ctx, const std::string& tracefs,
   if (!nocow.nocow() || (nocow_nds && !*nocow_nds)) {
     vn = {DioWrite::unknown, "the NOCOW scratch file did not become NOCOW and NODATASUM"};
   }
+  vc = combine_with_table(vc, fs.table_checksummed, true, fs.kernel_release);
+  vn = combine_with_table(vn, fs.table_nocow, true, fs.kernel_release);
   record(fs, "checksummed", vc, &FsProbe::checksummed);
   record(fs, "nocow", vn, &FsProbe::nocow);
+  return vc.table_decided || vn.table_decided;
 }
 
 RaceObservation run_race(const detail::ScratchFile& f, uint64_t total, uint64_t wsize,
@@ -695,13 +750,14 @@ RaceObservation run_race(const detail::ScratchFile& f, uint64_t total, uint64_t 
   return obs;
 }
 
-void race_method(FsProbe& fs, const FsContext& ctx, const ProbeOptions& opts, const Stop& stop)
+// Returns whether the version table had to tell bounce from what the race showed.
+bool race_method(FsProbe& fs, const FsContext& ctx, const ProbeOptions& opts, const Stop& stop)
 {
   const uint64_t need = opts.race_bytes * 4;
   if (detail::free_bytes(ctx.dir) < need) {
     fs.unknown["checksummed"] = "not enough free space in " + ctx.dir + " for the race method (" +
                                 human_bytes(need) + " wanted)";
-    return;
+    return false;
   }
   auto f = detail::ScratchFile::create(ctx.dir, false);
   stop.check();
@@ -717,7 +773,9 @@ void race_method(FsProbe& fs, const FsContext& ctx, const ProbeOptions& opts, co
                        "the kernel log shows 'csum failed' for its inode " +
                        std::to_string(f.ino()) + " and the device's corruption counter went up");
   }
+  v = combine_with_table(v, fs.table_checksummed, false, fs.kernel_release);
   record(fs, "checksummed", v, &FsProbe::checksummed);
+  return v.table_decided;
 }
 
 void run_methods(FsProbe& fs, const FsContext& ctx, const ProbeOptions& opts, const Stop& stop)
@@ -728,8 +786,7 @@ void run_methods(FsProbe& fs, const FsContext& ctx, const ProbeOptions& opts, co
     if (!root.empty()) {
       try {
         remove_stale_instances(root, fs.notes);
-        trace_method(fs, ctx, root, stop);
-        fs.method = "tracefs";
+        fs.method = trace_method(fs, ctx, root, stop) ? "tracefs+version-table" : "tracefs";
         return;
       } catch (const Error& e) {
         trace_why = e.what();
@@ -746,7 +803,9 @@ void run_methods(FsProbe& fs, const FsContext& ctx, const ProbeOptions& opts, co
   }
   fs.method = "race";
   try {
-    race_method(fs, ctx, opts, stop);
+    if (race_method(fs, ctx, opts, stop)) {
+      fs.method = "race+version-table";
+    }
   } catch (const Error& e) {
     fs.unknown["checksummed"] = std::string("race method: ") + e.what();
   }
@@ -830,9 +889,10 @@ FsProbe probe_filesystem(const std::string& path, const ProbeOptions& opts)
   if (fs.mount.empty()) {
     fs.mount = ctx.dir;
   }
-  DioPolicy table = table_policy(running_release(opts.kernel_release));
-  fs.table_checksummed = table.checksummed;
-  fs.table_nocow = table_nocow_answer(table, fs.data_profiles);
+  fs.kernel_release = running_release(opts.kernel_release);
+  DioPolicy table = table_policy(fs.kernel_release);
+  fs.table_checksummed = table_answer(table, false, fs.data_profiles);
+  fs.table_nocow = table_answer(table, true, fs.data_profiles);
 
   // Declared before everything that needs cleaning up, so it is destroyed (and a held-back
   // signal delivered) only after the instance and the scratch files are gone.

@@ -14,22 +14,30 @@ namespace {
 DioPolicy policy(DioWrite checksummed, DioWrite dup)
 {
   DioPolicy p;
-  p.checksummed = checksummed;
+  p.checksummed = p.checksummed_duplicated = checksummed;
   p.nodatasum_duplicated = dup;
   p.nodatasum_single = DioWrite::direct;
   return p;
 }
 
-const DioPolicy old_kernel = policy(DioWrite::direct, DioWrite::direct);              // 6.1
-const DioPolicy fixed_kernel = policy(DioWrite::buffered_fallback, DioWrite::direct); // 6.15
-const DioPolicy new_kernel =
-  policy(DioWrite::buffered_fallback, DioWrite::buffered_fallback); // 7.0
+// The version table's row for a release (also used by static initializers: no REQUIRE here,
+// a release that does not parse gives an empty policy and fails the checks that use it).
+DioPolicy table(const char* release)
+{
+  auto v = parse_kernel_release(release);
+  return v ? dio_policy_for(*v) : DioPolicy{};
+}
 
-RiskInputs base(const DioPolicy& p, const char* profile = "single")
+const DioPolicy old_kernel = table("6.1.0");    // no fallback at all
+const DioPolicy fixed_kernel = table("6.15.0"); // checksummed files fall back
+const DioPolicy new_kernel = table("7.0.0");    // and every file on a profile with copies
+const DioPolicy bounce_kernel = table("7.3.0"); // bounce buffers instead of both fallbacks
+
+RiskInputs base(const DioPolicy& p, const char* profile = "single", const char* release = "test")
 {
   RiskInputs in;
   in.policy = p;
-  in.kernel_release = "test";
+  in.kernel_release = release;
   in.data_profiles = {profile};
   in.nodatasum = false;
   return in;
@@ -212,4 +220,159 @@ TEST_CASE("a measured policy says so")
   std::optional<Finding> f = find(assess(in), "dio-buffered-fallback");
   REQUIRE(f);
   CHECK(f->message.find("(measured)") != std::string::npos);
+}
+
+// The rows issue 19 names, with the image's inode kind and data profile: the cell decides, not
+// the single-profile answer.
+TEST_CASE("checksummed image with O_DIRECT: the finding follows the kernel and the profile")
+{
+  struct Row
+  {
+    const char* release;
+    const char* profile;
+    const char* code; // the O_DIRECT finding
+  };
+  const Row rows[] = {
+    {"6.1.0", "single", "false-mismatch-risk"},
+    {"6.1.0", "dup", "false-mismatch-risk"},
+    {"6.6.129", "raid1", "false-mismatch-risk"},
+    {"6.6.130", "raid1", "dio-buffered-fallback"},
+    {"6.12.74", "single", "false-mismatch-risk"},
+    {"6.12.74", "dup", "false-mismatch-risk"},
+    // 7c2830f00c3e reached 6.12.75 before 968f19c5b1b7 reached 6.12.77.
+    {"6.12.75", "single", "false-mismatch-risk"},
+    {"6.12.75", "dup", "dio-buffered-fallback"},
+    {"6.12.76", "single", "false-mismatch-risk"},
+    {"6.12.76", "raid1", "dio-buffered-fallback"},
+    {"6.12.76", "raid10", "dio-buffered-fallback"},
+    {"6.12.76", "raid0", "false-mismatch-risk"},
+    {"6.12.77", "single", "dio-buffered-fallback"},
+    {"6.12.77", "dup", "dio-buffered-fallback"},
+    {"6.14.11", "dup", "false-mismatch-risk"},
+    {"6.18.15", "single", "dio-buffered-fallback"},
+    {"6.18.16", "dup", "dio-buffered-fallback"},
+    {"6.19.5", "raid1", "dio-buffered-fallback"},
+    {"6.19.6", "single", "dio-buffered-fallback"},
+    {"7.0", "dup", "dio-buffered-fallback"},
+    {"7.2", "single", "dio-buffered-fallback"},
+    {"7.3", "single", "dio-bounce"},
+    {"7.3", "dup", "dio-bounce"},
+    {"7.3", "raid1c3", "dio-bounce"},
+  };
+  const char* all[] = {"false-mismatch-risk", "dio-buffered-fallback", "dio-bounce",
+                       "dio-policy-unknown"};
+  for (const auto& row : rows) {
+    CAPTURE(row.release);
+    CAPTURE(row.profile);
+    auto in = base(table(row.release), row.profile, row.release);
+    in.o_direct_configured = true;
+    auto fs = assess(in);
+    for (const char* code : all) {
+      CAPTURE(code);
+      CHECK(find(fs, code).has_value() == (std::string(code) == row.code));
+    }
+  }
+}
+
+TEST_CASE("6.12.75/76 on dup: buffered fallback by the profile rule; NOCOW would not help")
+{
+  auto in = base(table("6.12.76"), "dup", "6.12.76");
+  in.o_direct_open = true;
+  auto f = find(assess(in), "dio-buffered-fallback");
+  REQUIRE(f);
+  CHECK(f->severity == Severity::warning);
+  CHECK(f->message.find("for every file on a profile with copies (dup)") != std::string::npos);
+  CHECK(f->message.find("NOCOW would not help on dup") != std::string::npos);
+  CHECK(f->action.find("set --nocow") == std::string::npos);
+
+  // The same kernel on single is still zero-copy: the critical finding, and the upgrade named
+  // for single is 6.12.77.
+  auto single = base(table("6.12.76"), "single", "6.12.76");
+  single.o_direct_open = true;
+  f = find(assess(single), "false-mismatch-risk");
+  REQUIRE(f);
+  CHECK(f->action.find("6.12.77+") != std::string::npos);
+  auto dup_old = base(table("6.12.74"), "dup", "6.12.74");
+  dup_old.o_direct_open = true;
+  f = find(assess(dup_old), "false-mismatch-risk");
+  REQUIRE(f);
+  CHECK(f->action.find("6.12.75+") != std::string::npos);
+}
+
+TEST_CASE("7.3 bounce buffers: an info finding, and what NOCOW changes per profile")
+{
+  auto in = base(bounce_kernel, "single", "7.3.0");
+  in.o_direct_configured = true;
+  auto fs = assess(in);
+  auto f = find(fs, "dio-bounce");
+  REQUIRE(f);
+  CHECK(f->severity == Severity::info);
+  CHECK(worst(fs) == Severity::info);
+  CHECK(f->message.find("bounce buffers") != std::string::npos);
+  CHECK(f->message.find("no page cache") != std::string::npos);
+  CHECK(f->message.find("(version table)") != std::string::npos);
+  // On single NOCOW is still zero-copy.
+  CHECK(f->message.find("NOCOW would give zero-copy back on single") != std::string::npos);
+  CHECK(f->action.find("set --nocow") != std::string::npos);
+
+  auto dup = base(bounce_kernel, "dup", "7.3.0");
+  dup.o_direct_configured = true;
+  f = find(assess(dup), "dio-bounce");
+  REQUIRE(f);
+  CHECK(f->message.find("NOCOW would buy nothing on dup") != std::string::npos);
+  CHECK(f->action.find("set --nocow") == std::string::npos);
+
+  // A NOCOW image on dup under 7.3: its writes are bounced too, so NOCOW buys nothing.
+  auto nocow = base(bounce_kernel, "raid1", "7.3.0");
+  nocow.nocow = true;
+  nocow.nodatasum = true;
+  nocow.o_direct_open = true;
+  f = find(assess(nocow), "nocow-redundant-profile");
+  REQUIRE(f);
+  CHECK(f->message.find("bounce buffers anyway, so NOCOW buys no zero-copy") != std::string::npos);
+  CHECK(f->message.find("may silently differ") == std::string::npos);
+
+  // And on single it is the zero-copy fast path.
+  auto fast = base(bounce_kernel, "single", "7.3.0");
+  fast.nocow = true;
+  fast.nodatasum = true;
+  fast.o_direct_open = true;
+  CHECK(find(assess(fast), "nocow-direct-fast-path"));
+}
+
+TEST_CASE("NOCOW on dup: copies may differ only where the kernel writes them zero-copy")
+{
+  for (const char* release : {"6.1.0", "6.12.74", "6.18.15", "6.19.5"}) {
+    CAPTURE(release);
+    auto in = base(table(release), "dup", release);
+    in.nocow = true;
+    in.nodatasum = true;
+    auto f = find(assess(in), "nocow-redundant-profile");
+    REQUIRE(f);
+    CHECK(f->message.find("may silently differ") != std::string::npos);
+  }
+  for (const char* release : {"6.12.75", "6.18.16", "6.19.6", "7.0"}) {
+    CAPTURE(release);
+    auto in = base(table(release), "dup", release);
+    in.nocow = true;
+    in.nodatasum = true;
+    auto f = find(assess(in), "nocow-redundant-profile");
+    REQUIRE(f);
+    CHECK(f->message.find("falls back to buffered IO for it anyway") != std::string::npos);
+  }
+}
+
+TEST_CASE("an unknown data profile: the cell only when both profiles agree")
+{
+  auto in = base(table("6.12.76"));
+  in.data_profiles.clear();
+  in.o_direct_open = true;
+  auto f = find(assess(in), "dio-policy-unknown");
+  REQUIRE(f);
+  CHECK(f->message.find("depends on the data profile") != std::string::npos);
+
+  auto same = base(table("6.18.44"));
+  same.data_profiles.clear();
+  same.o_direct_open = true;
+  CHECK(find(assess(same), "dio-buffered-fallback"));
 }

@@ -113,3 +113,24 @@ TEST_CASE("the one-sentence meaning over all cases")
   CHECK(format_ratio(0.476) == "0.48x");
   CHECK(format_ratio(1.0) == "1.0x");
 }
+
+TEST_CASE("what the version table says the figures include")
+{
+  CHECK(table_notes(DioWrite::direct, DioWrite::direct).empty());
+  CHECK(table_notes(DioWrite::unknown, DioWrite::unknown).empty());
+
+  auto fallback = table_notes(DioWrite::buffered_fallback, DioWrite::buffered_fallback);
+  REQUIRE(fallback.size() == 2);
+  CHECK(fallback[0].find("buffered writes with synchronous writeback") != std::string::npos);
+  CHECK(fallback[0].find("page-cache round trip") != std::string::npos);
+  CHECK(fallback[1].find("NOCOW saves only the checksumming") != std::string::npos);
+
+  // 7.3 bounce buffers: one memcpy, no page cache; NOCOW zero-copy on single, bounced on dup.
+  auto single = table_notes(DioWrite::bounce, DioWrite::direct);
+  REQUIRE(single.size() == 1);
+  CHECK(single[0].find("one memcpy into bounce pages, no page-cache round trip") !=
+        std::string::npos);
+  auto dup = table_notes(DioWrite::bounce, DioWrite::bounce);
+  REQUIRE(dup.size() == 2);
+  CHECK(dup[1].find("bounce buffers too") != std::string::npos);
+}

@@ -249,6 +249,129 @@ TEST_CASE("each documented format")
   }
 }
 
+// The same scrub events as each kernel line prints them (fs/btrfs/scrub.c): ≤6.3 (old scrub,
+// 6.1), 6.4-6.15 (new scrub: physical on fixup lines, no prefix), 6.16+ ("scrub: " prefix,
+// kernel-facts.md "Re-checked 2026-12-02"; the comma-less path line as verified on 6.18.44),
+// and error codes printed with %pe (7.3, d34a3a8ba61e "btrfs: use %pe for error code output").
+TEST_CASE("scrub lines of 6.1, 6.15, 6.16 and a %pe error code")
+{
+  SUBCASE("6.1: no prefix, commas, no physical on fixup lines")
+  {
+    auto w = parse("BTRFS warning (device sdb): checksum error at logical 298844160 on dev "
+                   "/dev/sdb, physical 307232768, root 5, inode 257, offset 40960, length 4096, "
+                   "links 1 (path: images/win.raw)");
+    CHECK(w.kind == Kind::scrub_error);
+    CHECK(w.physical == 307232768u);
+    CHECK(w.ino == 257u);
+    CHECK(w.offset == 40960u);
+    CHECK(w.path == "images/win.raw");
+    CHECK_FALSE(w.path_error);
+    auto r = parse("BTRFS warning (device sdb): checksum error at logical 298844160 on dev "
+                   "/dev/sdb, physical 307232768, root 5, inode 257, offset 40960: path resolving "
+                   "failed with ret=-2");
+    CHECK(r.ino == 257u);
+    CHECK(r.path_error == "-2");
+    CHECK_FALSE(r.path);
+    auto f = parse("BTRFS error (device sdb): fixed up error at logical 298844160 on dev /dev/sdb");
+    CHECK(f.kind == Kind::scrub_fixed);
+    CHECK_FALSE(f.physical);
+  }
+  SUBCASE("6.15: no prefix, physical on fixup lines")
+  {
+    auto w = parse("BTRFS warning (device sdb): checksum error at logical 298844160 on dev "
+                   "/dev/sdb, physical 307232768, root 5, inode 257, offset 40960, length 4096, "
+                   "links 1 (path: images/win.raw)");
+    CHECK(w.path == "images/win.raw");
+    auto u = parse("BTRFS error (device sdb): unable to fixup (regular) error at logical "
+                   "298844160 on dev /dev/sdb physical 307232768");
+    CHECK(u.kind == Kind::scrub_unfixable);
+    CHECK(u.logical == 298844160u);
+    CHECK(u.dev == "/dev/sdb");
+    CHECK(u.physical == 307232768u);
+    auto r = parse("BTRFS warning (device sdb): checksum error at logical 298844160 on dev "
+                   "/dev/sdb, physical 307232768, root 5, inode 257, offset 40960: path resolving "
+                   "failed with ret=-2");
+    CHECK(r.path_error == "-2");
+  }
+  SUBCASE("6.16+: the scrub: prefix on every line")
+  {
+    auto w = parse("BTRFS warning (device sdb): scrub: checksum error at logical 298844160 on dev "
+                   "/dev/sdb, physical 307232768 root 5 inode 257 offset 40960 length 4096 links "
+                   "1 (path: images/win.raw)");
+    CHECK(w.kind == Kind::scrub_error);
+    CHECK(w.error_kind == "checksum error");
+    CHECK(w.logical == 298844160u);
+    CHECK(w.physical == 307232768u);
+    CHECK(w.root == 5);
+    CHECK(w.ino == 257u);
+    CHECK(w.offset == 40960u);
+    CHECK(w.path == "images/win.raw");
+    // The prefix with the older comma style, as the prefix patch first printed it.
+    auto c = parse("BTRFS warning (device sdb): scrub: checksum error at logical 298844160 on dev "
+                   "/dev/sdb, physical 307232768, root 5, inode 257, offset 40960, length 4096, "
+                   "links 1 (path: images/win.raw)");
+    CHECK(c.path == "images/win.raw");
+    auto f = parse("BTRFS error (device sdb): scrub: fixed up error at logical 298844160 on dev "
+                   "/dev/sdb physical 307232768");
+    CHECK(f.kind == Kind::scrub_fixed);
+    CHECK(f.physical == 307232768u);
+    auto m = parse("BTRFS error (device sdb): scrub: fixed up error at logical 298844160 on "
+                   "mirror 2");
+    CHECK(m.mirror == 2u);
+    auto u = parse("BTRFS error (device sdb): scrub: unable to fixup (regular) error at logical "
+                   "298844160 on dev /dev/sdb physical 307232768");
+    CHECK(u.kind == Kind::scrub_unfixable);
+    CHECK(u.physical == 307232768u);
+    auto um = parse("BTRFS error (device sdb): scrub: unable to fixup (regular) error at logical "
+                    "298844160 on mirror 1");
+    CHECK(um.mirror == 1u);
+    auto r = parse("BTRFS warning (device sdb): scrub: checksum error at logical 298844160 on dev "
+                   "/dev/sdb, physical 307232768 root 5 inode 257 offset 40960: path resolving "
+                   "failed with ret=-2");
+    CHECK(r.ino == 257u);
+    CHECK(r.path_error == "-2");
+    auto g = parse("BTRFS warning (device sdb): scrub: generation error at logical 30490624 on "
+                   "dev /dev/sdb, physical 38879232: metadata leaf (level 0) in tree 7");
+    CHECK(g.error_kind == "generation error");
+    CHECK(g.root == 7);
+    CHECK_FALSE(g.ino);
+  }
+  SUBCASE("%pe: the error code as a symbol, kept as printed")
+  {
+    auto r = parse("BTRFS warning (device sdb): scrub: checksum error at logical 298844160 on dev "
+                   "/dev/sdb, physical 307232768 root 5 inode 257 offset 40960: path resolving "
+                   "failed with ret=-ENOENT");
+    CHECK(r.kind == Kind::scrub_error);
+    CHECK(r.root == 5);
+    CHECK(r.ino == 257u);
+    CHECK(r.offset == 40960u);
+    CHECK(r.path_error == "-ENOENT");
+    CHECK_FALSE(r.path);
+    auto u = parse("[ 812.000001] BTRFS warning (device nvme0n1p3): scrub: i/o error at logical "
+                   "1104150528 on dev /dev/nvme0n1p3, physical 1104150528 root 256 inode 300 "
+                   "offset 0: path resolving failed with ret=-EUCLEAN");
+    CHECK(u.error_kind == "i/o error");
+    CHECK(u.path_error == "-EUCLEAN");
+    auto o = parse("BTRFS warning (device sdb): scrub: checksum error at logical 1 on dev "
+                   "/dev/sdb, physical 1 root 5 inode 257 offset 0: path resolving failed with "
+                   "ret=-EOPNOTSUPP");
+    CHECK(o.path_error == "-EOPNOTSUPP");
+    // Without CONFIG_SYMBOLIC_ERRNAME %pe prints the number.
+    auto n = parse("BTRFS warning (device sdb): scrub: checksum error at logical 1 on dev "
+                   "/dev/sdb, physical 1 root 5 inode 257 offset 0: path resolving failed with "
+                   "ret=-117");
+    CHECK(n.path_error == "-117");
+    for (const char* bad : {"ret=-E", "ret=-enoent", "ret=ENOENT", "ret=-ENOENT)",
+                            "ret=", "ret=-ENO ENT", "ret=-2x", "ret=99999999999"}) {
+      CAPTURE(bad);
+      CHECK_FALSE(parse_kernel_log_line(
+        std::string("BTRFS warning (device sdb): scrub: checksum error at logical 1 on dev "
+                    "/dev/sdb, physical 1 root 5 inode 257 offset 0: path resolving failed with ") +
+        bad));
+    }
+  }
+}
+
 TEST_CASE("dmesg and /dev/kmsg prefixes")
 {
   const std::string msg = "BTRFS warning (device loop1): csum failed root 5 ino 257 off 8192 csum "

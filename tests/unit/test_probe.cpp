@@ -182,10 +182,91 @@ TEST_CASE("version table answer for NOCOW follows the profile")
   CHECK(table_nocow_answer(p, {}) == DioWrite::unknown);
 }
 
-TEST_CASE("apply_probe puts measurements over the table")
+TEST_CASE("version table answer for checksummed files follows the profile too")
+{
+  // 6.12.75/76: the profile rule came before 968f19c5b1b7.
+  DioPolicy p = dio_policy_for(KernelVersion{6, 12, 76});
+  CHECK(table_answer(p, false, {"single"}) == DioWrite::direct);
+  CHECK(table_answer(p, false, {"raid0"}) == DioWrite::direct);
+  CHECK(table_answer(p, false, {"dup"}) == DioWrite::buffered_fallback);
+  CHECK(table_answer(p, false, {"raid1c3"}) == DioWrite::buffered_fallback);
+  CHECK(table_answer(p, true, {"raid10"}) == DioWrite::buffered_fallback);
+  CHECK(table_answer(p, true, {"single"}) == DioWrite::direct);
+  // No profile known: the answer only where both profiles agree.
+  CHECK(table_answer(p, false, {}) == DioWrite::unknown);
+  CHECK(table_answer(dio_policy_for(KernelVersion{6, 18, 44}), false, {}) ==
+        DioWrite::buffered_fallback);
+  CHECK(table_answer(dio_policy_for(KernelVersion{7, 3, 0}), false, {}) == DioWrite::bounce);
+  CHECK(table_answer(dio_policy_for(KernelVersion{7, 3, 0}), true, {"dup"}) == DioWrite::bounce);
+  CHECK(table_answer(dio_policy_for(KernelVersion{7, 3, 0}), true, {"single"}) == DioWrite::direct);
+}
+
+TEST_CASE("a traced DIRECT where the table says bounce is bounce, from both together")
+{
+  const Verdict direct{DioWrite::direct, "4 writes gave 4 ordered extent(s) with flags "
+                                         "REGULAR|DIRECT: every one DIRECT"};
+  Verdict v = combine_with_table(direct, DioWrite::bounce, true, "7.3.1");
+  CHECK(v.write == DioWrite::bounce);
+  CHECK(v.table_decided);
+  CHECK(v.evidence.find(direct.evidence) == 0); // what was traced stays in the sentence
+  CHECK(v.evidence.find("cannot tell bounce from zero-copy") != std::string::npos);
+  CHECK(v.evidence.find("Linux 7.3.1 copies these writes into bounce buffers") !=
+        std::string::npos);
+
+  // Where the table says direct, DIRECT stays direct, and the sentence says why it is not bounce.
+  v = combine_with_table(direct, DioWrite::direct, true, "6.18.44");
+  CHECK(v.write == DioWrite::direct);
+  CHECK_FALSE(v.table_decided);
+  CHECK(v.evidence.find("the version table says Linux 6.18.44 has none") != std::string::npos);
+
+  // A trace without DIRECT where the table says bounce: the measurement stands (and differs).
+  const Verdict copied{DioWrite::buffered_fallback, "none DIRECT"};
+  v = combine_with_table(copied, DioWrite::bounce, true, "7.3");
+  CHECK(v.write == DioWrite::buffered_fallback);
+  CHECK_FALSE(v.table_decided);
+  CHECK(v.evidence.find("either this kernel lacks them") != std::string::npos);
+
+  // Unknown stays unknown; a fallback the table expects stays as it is.
+  const Verdict none{DioWrite::unknown, "no event"};
+  CHECK(combine_with_table(none, DioWrite::bounce, true, "7.3").write == DioWrite::unknown);
+  v = combine_with_table(copied, DioWrite::buffered_fallback, true, "7.0");
+  CHECK(v.write == DioWrite::buffered_fallback);
+  CHECK(v.evidence == copied.evidence);
+}
+
+TEST_CASE("a race that finds a copy where the table says bounce is bounce")
+{
+  RaceObservation o;
+  o.writes = 8;
+  o.write_size = 1 << 20;
+  o.raced_writes = 8;
+  o.bytes_read = 8 << 20;
+  Verdict raced = judge_race(o);
+  REQUIRE(raced.write == DioWrite::buffered_fallback);
+  CHECK(raced.evidence.find("bounce buffers on 7.3+") != std::string::npos);
+  Verdict v = combine_with_table(raced, DioWrite::bounce, false, "7.3");
+  CHECK(v.write == DioWrite::bounce);
+  CHECK(v.table_decided);
+  CHECK(v.evidence.find("the race cannot tell bounce buffers from the buffered fallback") !=
+        std::string::npos);
+  // An EIO is proof of zero-copy whatever the table says.
+  o.eio_offset = 0;
+  o.bytes_read = 0;
+  v = combine_with_table(judge_race(o), DioWrite::bounce, false, "7.3");
+  CHECK(v.write == DioWrite::direct);
+  CHECK_FALSE(v.table_decided);
+  // Before 7.3 a copy is the buffered fallback.
+  o.eio_offset.reset();
+  o.bytes_read = 8 << 20;
+  CHECK(combine_with_table(judge_race(o), DioWrite::buffered_fallback, false, "7.0").write ==
+        DioWrite::buffered_fallback);
+}
+
+TEST_CASE("apply_probe puts measurements over the table, in the cells of the profile")
 {
   DioPolicy p;
   p.checksummed = DioWrite::direct;
+  p.checksummed_duplicated = DioWrite::direct;
   p.nodatasum_single = DioWrite::direct;
   p.nodatasum_duplicated = DioWrite::direct;
   p.reason = "table";
@@ -202,24 +283,41 @@ TEST_CASE("apply_probe puts measurements over the table")
   dup.checksummed = DioWrite::buffered_fallback;
   dup.nocow = DioWrite::buffered_fallback;
   CHECK(apply_probe(p, dup));
-  CHECK(p.checksummed == DioWrite::buffered_fallback);
+  CHECK(p.checksummed_duplicated == DioWrite::buffered_fallback);
   CHECK(p.nodatasum_duplicated == DioWrite::buffered_fallback);
-  CHECK(p.nodatasum_single == DioWrite::direct); // not measured: still the table's
+  CHECK(p.checksummed == DioWrite::direct);      // single: not measured, still the table's
+  CHECK(p.nodatasum_single == DioWrite::direct); // likewise
   CHECK(p.reason.find("measured by vmcsum probe (tracefs) on /mnt") == 0);
+  CHECK(p.reason.find("checksummed files on dup is buffered-fallback") != std::string::npos);
   CHECK(p.reason.find("otherwise the version table: table") != std::string::npos);
 
-  // A NOCOW answer without a known profile cannot be placed.
+  FsProbe single;
+  single.method = "tracefs+version-table";
+  single.mount = "/srv";
+  single.data_profiles = {"single"};
+  single.checksummed = DioWrite::bounce;
+  single.nocow = DioWrite::direct;
+  CHECK(apply_probe(p, single));
+  CHECK(p.checksummed == DioWrite::bounce);
+  CHECK(p.checksummed_duplicated == DioWrite::buffered_fallback); // from the dup probe
+  CHECK(p.reason.find("(tracefs+version-table) on /srv") != std::string::npos);
+
+  // Answers without a known profile cannot be placed.
   DioPolicy q;
   FsProbe unplaced;
   unplaced.nocow = DioWrite::direct;
+  unplaced.checksummed = DioWrite::direct;
   CHECK_FALSE(apply_probe(q, unplaced));
+  CHECK(q.checksummed == DioWrite::unknown);
 
   FsProbe race;
   race.method = "race";
+  race.data_profiles = {"raid0"};
   race.checksummed = DioWrite::direct;
   race.unknown["nocow"] = "no checksums";
   CHECK(apply_probe(q, race));
   CHECK(q.checksummed == DioWrite::direct);
+  CHECK(q.checksummed_duplicated == DioWrite::unknown);
   CHECK(probe_summary(race).find("nocow unknown: no checksums") != std::string::npos);
 }
 

@@ -68,7 +68,8 @@ struct BenchResult
   std::string fsid;
   std::vector<std::string> data_profiles;
   std::string kernel_release;
-  DioWrite table_checksummed = DioWrite::unknown; // version table, for the notes
+  // The version table's cells for this filesystem's data profile, for the notes.
+  DioWrite table_checksummed = DioWrite::unknown;
   DioWrite table_nocow = DioWrite::unknown;
   double seconds = 0;
   unsigned runs = 0;
@@ -97,6 +98,11 @@ void summarize(BenchSide& side);
 
 // Fills a case's ratios, stability and meaning from its two summarized sides.
 void finish_case(BenchCase& c, double spread_limit);
+
+// What the figures include by the version table's cells for checksummed and NOCOW files on
+// this profile: a page-cache round trip (buffered fallback) or one memcpy into bounce pages
+// (7.3's bounce buffers). One sentence each; none for direct or unknown.
+std::vector<std::string> table_notes(DioWrite checksummed, DioWrite nocow);
 
 // One sentence over all cases ("On this filesystem checksummed images pay 1.4x to 2.1x the CPU
 // per byte ..."); "" when no ratio is known.

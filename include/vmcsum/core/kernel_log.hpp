@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Copyright (C) 2026 The vmcsum authors
 //
-// btrfs data-checksum messages of the kernel log, in every format from 5.15 to 6.18
-// (kernel-facts.md §2). The parser takes one line of text and is fuzzed.
+// btrfs data-checksum messages of the kernel log, in every format from 5.15 to 7.3
+// (kernel-facts.md §2 and "Re-checked 2026-12-02"): scrub lines without and (6.16+) with the
+// "scrub: " prefix, and error codes printed as numbers or (%pe, 7.3's d34a3a8ba61e) as symbols.
+// The parser takes one line of text and is fuzzed.
 #pragma once
 
 #include <cstdint>
@@ -37,7 +39,11 @@ struct CsumLogEvent
   std::optional<std::string> expected_csum;
   std::optional<unsigned> mirror;
   std::optional<std::string> path; // "(path: ...)" of scrub lines
-  std::string error_kind;          // scrub: "checksum error", "i/o error", "header error", ...
+  // "...: path resolving failed with ret=E" of scrub lines, as printed: "-2" (%d) or, where the
+  // kernel prints error codes with %pe (7.3, d34a3a8ba61e), the symbol "-ENOENT"; the kernel
+  // prints a number for %pe too when built without CONFIG_SYMBOLIC_ERRNAME.
+  std::optional<std::string> path_error;
+  std::string error_kind; // scrub: "checksum error", "i/o error", "header error", ...
   // dev_stats counters
   uint64_t wr = 0, rd = 0, flush = 0, corrupt = 0, gen = 0;
 };

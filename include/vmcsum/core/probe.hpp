@@ -12,6 +12,11 @@
 //    mismatch) means zero-copy writes; none, although the buffer changed during the writes,
 //    means the kernel copied the data first. NOCOW files have no checksums, so this method
 //    cannot tell anything about them.
+// Neither method tells 7.3's bounce buffers (e9b7b9d9e78e) apart from everything else: a
+// bounced write probably still makes DIRECT ordered extents (kernel-facts.md §1.4, unverified),
+// and it copies the data like the buffered fallback does, so the race finds nothing either.
+// Where the version table says bounce for a cell, the two answers are combined
+// (combine_with_table) and the method says so ("tracefs+version-table", "race+version-table").
 #pragma once
 
 #include <vmcsum/core/kernel_policy.hpp>
@@ -48,6 +53,7 @@ struct Verdict
 {
   DioWrite write = DioWrite::unknown;
   std::string evidence;
+  bool table_decided = false; // the version table settled what the measurement could not
 };
 
 // The verdict from the ordered extents traced for one scratch inode after `writes` O_DIRECT
@@ -67,8 +73,18 @@ struct RaceObservation
 };
 
 // direct when a read failed with EIO; buffered-fallback when everything read back although at
-// least half of the writes raced with changes of their buffer; unknown otherwise.
+// least half of the writes raced with changes of their buffer (the kernel copied the data: a
+// buffered fallback, or bounce buffers); unknown otherwise.
 Verdict judge_race(const RaceObservation& obs);
+
+// A measured verdict read together with the version table's answer for the same cell. The
+// tracepoint shows DIRECT for zero-copy and (probably) for bounced writes; the race sees a copy
+// both for the buffered fallback and for bounce buffers. So where the table says bounce, a
+// traced DIRECT (`traced`) or a raced copy (!`traced`) becomes bounce, with table_decided set
+// and a sentence saying why; any other measurement is returned as it is (a traced answer that
+// the table says cannot be bounce gets a sentence saying so).
+Verdict combine_with_table(const Verdict& measured, DioWrite table, bool traced,
+                           const std::string& release);
 
 enum class ProbeMethod { automatic, tracefs, race };
 std::string probe_method_name(ProbeMethod m); // "auto", "tracefs", "race"
@@ -82,13 +98,16 @@ struct FsProbe
   std::string fsid;
   std::vector<std::string> data_profiles; // current data profiles, largest first
   uint32_t sector_size = 0;
-  DioWrite checksummed = DioWrite::unknown;       // O_DIRECT write to a file with data checksums
-  DioWrite nocow = DioWrite::unknown;             // ... to a NOCOW (NODATASUM) file, this profile
-  std::string method = "none";                    // "tracefs", "race" or "none"
-  std::vector<std::string> evidence;              // what was observed, one sentence each
-  std::map<std::string, std::string> unknown;     // "checksummed"/"nocow" -> why not measured
-  DioWrite table_checksummed = DioWrite::unknown; // the version table's answers, to compare
+  DioWrite checksummed = DioWrite::unknown; // O_DIRECT write to a file with data checksums
+  DioWrite nocow = DioWrite::unknown;       // ... to a NOCOW (NODATASUM) file, this profile
+  std::string method = "none"; // "tracefs", "race", "tracefs+version-table", "race+version-table"
+                               // (the table told bounce from what was measured) or "none"
+  std::vector<std::string> evidence;          // what was observed, one sentence each
+  std::map<std::string, std::string> unknown; // "checksummed"/"nocow" -> why not measured
+  // The version table's cells for this filesystem's data profile, to compare and combine.
+  DioWrite table_checksummed = DioWrite::unknown;
   DioWrite table_nocow = DioWrite::unknown;
+  std::string kernel_release; // the release the table was read for
   std::vector<std::string> notes;
   int interrupted = 0; // the signal that stopped the probe, 0 if none
 };
@@ -130,11 +149,16 @@ ProbeResult probe(const ProbeOptions& opts);
 // the directory). Throws Error when `path` is missing or not on btrfs.
 FsProbe probe_filesystem(const std::string& path, const ProbeOptions& opts);
 
-// The version table's answers for a filesystem with these data profiles.
+// The version table's cell for a checksummed (nodatasum false) or NODATASUM file on a
+// filesystem with these data profiles (any profile with copies counts). With no profile known,
+// the cell only when single and duplicated profiles give the same answer, else unknown.
+DioWrite table_answer(const DioPolicy& policy, bool nodatasum,
+                      const std::vector<std::string>& profiles);
 DioWrite table_nocow_answer(const DioPolicy& policy, const std::vector<std::string>& profiles);
 
-// Puts what `fs` measured into `policy` (the profile decides which NODATASUM entry a NOCOW
-// answer sets) and says so in its reason. Returns false when nothing was measured.
+// Puts what `fs` measured into `policy` (the profile decides which cell, single or duplicated,
+// each answer sets; without a known profile nothing can be placed) and says so in its reason.
+// Returns false when nothing was placed.
 bool apply_probe(DioPolicy& policy, const FsProbe& fs);
 
 // One line for notes and logs: "probe (tracefs) of /mnt: checksummed buffered-fallback, ...".

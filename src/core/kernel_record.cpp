@@ -167,6 +167,8 @@ std::string current_release()
 
 KernelRecord load_record(const std::string& state_dir, const std::string& fsid)
 {
+  // Root acts on what it reads here: only from a directory nobody else can write.
+  sys::ensure_private_dir(state_dir);
   auto text = sys::read_small_file(state_dir + "/generations/" + fsid, k_max_record);
   if (!text) {
     return empty_record(fsid);
@@ -182,6 +184,7 @@ KernelRecord record_now(int fd, const std::string& path, const std::string& stat
   if (info.generation == 0) {
     throw Error(Errc::unsupported, "the kernel does not report the filesystem generation", path);
   }
+  sys::ensure_private_dir(state_dir);
   KernelRecord r = empty_record(info.fsid);
   try {
     r = load_record(state_dir, info.fsid);

@@ -38,12 +38,16 @@ nlohmann::ordered_json locks_json(const std::vector<core::SetLock>& locks)
 
 void put_evidence(nlohmann::ordered_json& j, const std::vector<core::Evidence>& ev)
 {
-  auto& text = j["evidence"] = nlohmann::ordered_json::array();
-  auto& codes = j["evidence_codes"] = nlohmann::ordered_json::array();
+  // Built apart and assigned whole: j is an ordered map (a vector), so a reference to one key's
+  // value does not survive the insertion of the next key.
+  auto text = nlohmann::ordered_json::array();
+  auto codes = nlohmann::ordered_json::array();
   for (const auto& e : ev) {
     text.push_back(e.text);
     codes.push_back(e.code);
   }
+  j["evidence"] = std::move(text);
+  j["evidence_codes"] = std::move(codes);
 }
 
 } // namespace vmcsum::cli

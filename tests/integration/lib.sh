@@ -561,7 +561,10 @@ sector_copy() {
 # damage_sectors FILE OFFSET COUNT MODE : overwrites COUNT sectors of FILE, starting with the one
 # holding OFFSET, on the device(s) below btrfs, bypassing btrfs.
 #   MODE one:N  overwrite mirror N only (looks like media corruption; btrfs can repair from the rest)
-#   MODE all    overwrite every copy with the SAME random bytes (what the O_DIRECT race leaves)
+#   MODE all    overwrite every copy with the SAME random bytes (no checksum can match; not the
+#               race's signature: fstests btrfs/268 damages raid1 so)
+#   MODE differ overwrite every copy with DIFFERENT random bytes (the race's signature: two wrong
+#               versions of one sector)
 # Syncs, unmounts, writes with dd at each copy's device offset (btrfs-map-logical), remounts and
 # drops caches. Sets LAST_GARBAGE (the bytes written, sector i at i*4096) and DAMAGED (logicals).
 damage_sectors() {
@@ -571,9 +574,9 @@ damage_sectors() {
     return 1
   }
   case $mode in
-    all) ;;
+    all | differ) ;;
     one:[1-9]*) want=${mode#one:} ;;
-    *) note "damage_sectors: MODE must be one:N or all, not '$mode'"; return 1 ;;
+    *) note "damage_sectors: MODE must be one:N, all or differ, not '$mode'"; return 1 ;;
   esac
   need_cmd filefrag btrfs-map-logical dd
   mnt=$(findmnt -n -o TARGET -T "$file") || return 1
@@ -590,6 +593,7 @@ damage_sectors() {
   _IT_DAMAGE_SEQ=$((${_IT_DAMAGE_SEQ:-0} + 1))
   local garbage=$IT_TMP/garbage.$_IT_DAMAGE_SEQ
   head -c $((count * IT_SECTOR)) /dev/urandom >"$garbage"
+  [[ $mode != differ ]] || head -c $((count * IT_SECTOR * 4)) /dev/urandom >"$garbage.more"
 
   unmount_btrfs "$id" || return 1
   local rc=0 mirror dev phys copies written
@@ -597,7 +601,11 @@ damage_sectors() {
     copies=$(copies_of "${logicals[i]}" "${devs[0]}") || { rc=1; break; }
     written=0
     while read -r mirror dev phys; do
-      if [[ -z $want || $mirror == "$want" ]]; then
+      if [[ $mode == differ && $mirror -gt 1 ]]; then
+        dd if="$garbage.more" of="$dev" bs="$IT_SECTOR" count=1 skip=$((i * 4 + mirror - 2)) \
+          seek="$phys" oflag=seek_bytes,direct conv=notrunc,fsync status=none || { rc=1; break; }
+        written=$((written + 1))
+      elif [[ -z $want || $mirror == "$want" ]]; then
         dd if="$garbage" of="$dev" bs="$IT_SECTOR" count=1 skip="$i" seek="$phys" \
           oflag=seek_bytes,direct conv=notrunc,fsync status=none || { rc=1; break; }
         written=$((written + 1))

@@ -5,7 +5,9 @@
 #  * the progress bar: on stderr only when it is a terminal (script(1) gives it one), never on
 #    stdout, not with -q, not when stderr is not a terminal (--json piped, as scripts run it);
 #  * the cache mode a libvirt domain XML gives an image (a config dir of our own) is evidence,
-#    and decides a single-copy sector on a kernel without the buffered fallback (--kernel-release);
+#    and decides a single-copy sector written by a kernel without the buffered fallback (a kernel
+#    record made as 6.1.0 before the files were written); written under 6.18.0 (the fallback)
+#    the same damage is media;
 #  * compressed extents (mount -o compress-force=zstd): a bad on-disk sector is reported with the
 #    file range of its extent, and kernel_eio agrees with the kernel's own EIO (dd iflag=direct)
 #    over exactly that range.
@@ -79,7 +81,7 @@ on_tty "$D/np.ts" "$D/np.out" scrub --no-progress --no-history --no-kernel-pass 
 check_fails "progress: not with --no-progress" bar_drawn "$D/np.ts"
 on_tty "$D/json.ts" "$D/json.out" --json scrub --no-history --no-kernel-pass --limit-rate 8M "$MNT/big.raw"
 check "progress: --json stdout on a terminal is still one clean document" \
-  jq -e '.schema == "vmcsum.scrub/1"' "$D/json.out"
+  jq -e '.schema == "vmcsum.scrub/2"' "$D/json.out"
 check "progress: --json stdout has no escape sequences" no_escapes "$D/json.out"
 "$VMCSUM" --json scrub --no-history --no-kernel-pass --limit-rate 8M "$MNT/big.raw" 2>"$D/pipe.err" |
   cat >"$D/pipe.out"
@@ -88,6 +90,11 @@ check "progress: --json piped: valid JSON" jq -e '.files[0].checked_bytes == 167
 check_schema scrub "$D/fast.json" "$D/slow.json" "$D/slow2.json" "$D/json.out" "$D/pipe.out"
 
 # --- the configured cache mode as evidence (libvirt XML) ------------------------------------------
+# Two kernel records, made before the files are written: which kernel wrote them is what counts.
+S61=$IT_TMP/state61
+S618=$IT_TMP/state618
+"$VMCSUM" --state-dir "$S61" record --kernel-release 6.1.0 "$MNT" >/dev/null
+"$VMCSUM" --state-dir "$S618" record --kernel-release 6.18.0 "$MNT" >/dev/null
 dd if=/dev/urandom of="$MNT/direct.raw" bs=64K count=1 status=none
 dd if=/dev/urandom of="$MNT/buffered.raw" bs=64K count=1 status=none
 dd if=/dev/urandom of="$MNT/plain.raw" bs=64K count=1 status=none
@@ -113,8 +120,8 @@ for f in direct buffered plain; do
   damage_sectors "$MNT/$f.raw" 4096 1 all
 done
 cfg=(--libvirt-dir "$D/libvirt" --libvirt-run-dir "$D/run" --pve-dir "$D/empty" --no-kernel-pass)
-scrub_json "$D/cfg61.json" "${cfg[@]}" --kernel-release 6.1.0 "$MNT/direct.raw" "$MNT/buffered.raw" "$MNT/plain.raw"
-scrub_json "$D/cfg618.json" "${cfg[@]}" --kernel-release 6.18.0 "$MNT/direct.raw" "$MNT/buffered.raw" "$MNT/plain.raw"
+scrub_json "$D/cfg61.json" --state-dir "$S61" "${cfg[@]}" --kernel-release 6.1.0 "$MNT/direct.raw" "$MNT/buffered.raw" "$MNT/plain.raw"
+scrub_json "$D/cfg618.json" --state-dir "$S618" "${cfg[@]}" --kernel-release 6.18.0 "$MNT/direct.raw" "$MNT/buffered.raw" "$MNT/plain.raw"
 byname() { jq -r --arg n "$2" ".files[] | select(.path | endswith(\"/\" + \$n)) | $3" "$1"; }
 check_eq "config: direct.raw configured by vm1 with cache=none (O_DIRECT)" \
   '[{"source":"libvirt:vm1","cache":"none","io":"native","o_direct":true,"target":"vda"}]' \
@@ -133,14 +140,17 @@ check "config: the evidence says configured without O_DIRECT" \
   jq -e '.files[] | select(.path | endswith("/buffered.raw")) | .bad[0].evidence | any(test("configured without O_DIRECT \\(libvirt:vm1 cache=writeback\\)"))' "$D/cfg61.json"
 check_eq "config, 6.1: unconfigured stays undetermined, no configuration evidence" "undetermined false" \
   "$(byname "$D/cfg61.json" plain.raw '"\(.bad[0].class) \(.bad[0].evidence | any(test("configured")))"')"
-check_eq "config, 6.18 (buffered fallback): cache=none alone does not decide" undetermined \
-  "$(byname "$D/cfg618.json" direct.raw '.bad[0].class')"
+check_eq "config, 6.1: written-without-fallback, o-direct-configured" "true true" \
+  "$(byname "$D/cfg61.json" direct.raw '.bad[0].evidence_codes | "\(index("written-without-fallback") != null) \(index("o-direct-configured") != null)"')"
+check_eq "config, written under 6.18 (buffered fallback): cache=none does not make it the race: media" \
+  "media true" \
+  "$(byname "$D/cfg618.json" direct.raw '"\(.bad[0].class) \(.bad[0].evidence_codes | index("written-with-fallback") != null)"')"
 check "config, 6.18: still said in the evidence" \
   jq -e '.files[] | select(.path | endswith("/direct.raw")) | .bad[0].evidence | any(test("configured with O_DIRECT"))' "$D/cfg618.json"
 # the running libvirt status file (<domstatus>) counts too
 mv "$D/libvirt/qemu/vm1.xml" "$D/vm1.xml"
 { echo "<domstatus state='running' pid='1'>"; cat "$D/vm1.xml"; echo "</domstatus>"; } >"$D/run/qemu/vm1.xml"
-scrub_json "$D/cfgrun.json" "${cfg[@]}" --kernel-release 6.1.0 "$MNT/direct.raw"
+scrub_json "$D/cfgrun.json" --state-dir "$S61" "${cfg[@]}" --kernel-release 6.1.0 "$MNT/direct.raw"
 check_eq "config: a running domain's status file is read as well" false-mismatch \
   "$(byname "$D/cfgrun.json" direct.raw '.bad[0].class')"
 check_schema scrub "$D/cfg61.json" "$D/cfg618.json" "$D/cfgrun.json"
@@ -172,8 +182,9 @@ else
     "$(jq -r '.files[0].bad | "\(length) \(.[0].logical) \(.[0].compressed)"' "$D/comp.json")"
   check_eq "compressed: offset and length are the extent's file range (filefrag)" "$coff $clen" \
     "$(jq -r '.files[0].bad[0] | "\(.offset) \(.length)"' "$D/comp.json")"
-  check_eq "compressed: every copy bad, identical: false-mismatch" "false-mismatch false" \
-    "$(jq -r '.files[0].bad[0] | "\(.class) \(.copies | any(.matches))"' "$D/comp.json")"
+  check_eq "compressed: every copy bad, identical: media (O_DIRECT never writes compressed)" \
+    "media false true" \
+    "$(jq -r '.files[0].bad[0] | "\(.class) \(.copies | any(.matches)) \(.evidence_codes | index("compressed-extent") != null)"' "$D/comp.json")"
   check_eq "compressed: kernel_eio set" true "$(jq '.files[0].bad[0].kernel_eio' "$D/comp.json")"
   check_eq "compressed: every EIO attributed to the extent" '[]' \
     "$(jq -c '.files[0].kernel_pass.eio_not_found_per_copy' "$D/comp.json")"

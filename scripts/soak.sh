@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Runs the integration tests several times in a row while other work loads the machine the way a
+# shared host does: CPU burners, and a neighbour that keeps making, damaging, reading (so the
+# kernel logs checksum failures and ratelimits its log) and tearing down btrfs filesystems on loop
+# devices of its own. A test that passes only on a quiet machine fails here.
+#   scripts/soak.sh [RUNS] [CTEST-REGEX]     default: 5 runs of every integration test
+# Needs root and a build in build/ (scripts/setup.sh). Prints "N passed, N failed" (runs).
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+runs=${1:-5}
+regex=${2:-}
+[[ $(id -u) -eq 0 ]] || { echo "soak: needs root (loop devices)" >&2; exit 77; }
+[[ -x $here/build/vmcsum ]] || { echo "soak: no build/vmcsum; run scripts/setup.sh" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/vmcsum-soak.XXXXXX)
+pids=()
+loops=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  umount "$work/mnt" 2>/dev/null || true
+  for p in "${loops[@]}"; do losetup -d "$p" 2>/dev/null || true; done
+  rm -rf -- "$work"
+}
+trap cleanup EXIT INT TERM
+
+# CPU: one busy loop per core, at low priority so the tests still make progress.
+for ((i = 0; i < $(nproc); i++)); do
+  nice -n 10 sh -c 'while :; do :; done' &
+  pids+=($!)
+done
+
+# The neighbour: its own loop device, a btrfs on it, a damaged file read through the kernel (csum
+# failures in the log, corruption counters), then unmounted; over and over.
+truncate -s 256M "$work/neighbour.img"
+dev=$(losetup -f --show "$work/neighbour.img")
+loops+=("$dev")
+mkdir -p "$work/mnt"
+(
+  while :; do
+    mkfs.btrfs -q -f -d single -m single "$dev" >/dev/null 2>&1 || break
+    mount "$dev" "$work/mnt" || break
+    dd if=/dev/urandom of="$work/mnt/f" bs=1M count=4 status=none
+    sync
+    logical=$(filefrag -v -b4096 "$work/mnt/f" | awk '/^ *0:/ { gsub(/[.:]/, " "); print $4 * 4096; exit }')
+    umount "$work/mnt"
+    if [[ -n $logical ]]; then
+      phys=$(btrfs-map-logical -l "$logical" -b 4096 "$dev" 2>/dev/null | awk '/mirror 1/ {print $6; exit}')
+      [[ -n $phys ]] && dd if=/dev/urandom of="$dev" bs=4096 count=8 seek=$((phys / 4096)) \
+        oflag=direct conv=notrunc status=none
+    fi
+    mount "$dev" "$work/mnt" || break
+    cat "$work/mnt/f" >/dev/null 2>&1 || true
+    umount "$work/mnt"
+  done
+) >/dev/null 2>&1 &
+pids+=($!)
+
+passed=0 failed=0
+for ((r = 1; r <= runs; r++)); do
+  echo "=== soak run $r of $runs ($(date -u +%H:%M:%S))"
+  args=(--test-dir "$here/build" --output-on-failure -L integration)
+  [[ -n $regex ]] && args+=(-R "$regex")
+  if ctest "${args[@]}" >"$work/run$r.log" 2>&1; then
+    passed=$((passed + 1))
+    tail -n 3 "$work/run$r.log" | head -n 1
+  else
+    failed=$((failed + 1))
+    grep -aE '^(FAIL|not ok)|\*\*\*Failed|Timeout' "$work/run$r.log" | head -n 40
+    cp -- "$work/run$r.log" "/tmp/vmcsum-soak-run$r.log"
+    echo "(log kept in /tmp/vmcsum-soak-run$r.log)"
+  fi
+done
+echo "soak: $passed passed, $failed failed"
+((failed == 0))

@@ -6,6 +6,8 @@
 #include "interactive.hpp"
 #include "render.hpp"
 
+#include <vmcsum/sys/durable_file.hpp>
+
 #include <vmcsum/core/repair.hpp>
 #include <vmcsum/core/text.hpp>
 #include <vmcsum/error.hpp>
@@ -224,19 +226,23 @@ void render_text(const core::RepairResult& r, bool dry_run, Output& out)
   }
 }
 
+// A scrub document: a regular file or standard input, at most 256 MiB (a document listing
+// every sector of a large image as bad stays well below), never a FIFO or device by name.
 std::string read_file_or_stdin(const std::string& path)
 {
-  std::ostringstream ss;
-  if (path == "-") {
-    ss << std::cin.rdbuf();
-  } else {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-      throw Error(Errc::usage, "--from: cannot read " + path + ": " + errno_text(errno));
+  constexpr size_t k_max = size_t{256} << 20;
+  try {
+    if (path == "-") {
+      return sys::read_fd_limited(0, k_max, "standard input");
     }
-    ss << in.rdbuf();
+    auto text = sys::read_small_file(path, k_max, true);
+    if (!text) {
+      throw Error(Errc::usage, "no such file", path, ENOENT);
+    }
+    return *text;
+  } catch (const Error& e) {
+    throw Error(Errc::usage, e.what());
   }
-  return ss.str();
 }
 
 } // namespace

@@ -589,7 +589,8 @@ FileScrub Scrubber::scrub_file(const std::string& path, const ProcScan& procs)
 {
   FileScrub f;
   f.path = path;
-  sys::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  // O_NONBLOCK: a FIFO swapped in for an image must not hang the scrub (it is refused below).
+  sys::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
   if (!fd) {
     f.error = errno_text(errno);
     return f;

@@ -3,6 +3,9 @@
 #include <vmcsum/core/text.hpp>
 #include <vmcsum/core/vm_config.hpp>
 
+#include <vmcsum/error.hpp>
+#include <vmcsum/sys/durable_file.hpp>
+
 #include <pugixml.hpp>
 
 #include <algorithm>
@@ -340,15 +343,15 @@ std::vector<ConfiguredDisk> parse_proxmox_vm(std::string_view text, const std::s
 
 namespace {
 
+// A configuration file: symlinks followed (libvirt's autostart links), but never a FIFO or a
+// device (a blocking open, or /dev/zero's endless bytes), and never more than 16 MiB.
 std::optional<std::string> read_text(const std::string& path)
 {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  try {
+    return sys::read_small_file(path, 16 << 20, true);
+  } catch (const Error&) {
     return std::nullopt;
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 // The files of `dir` whose names end in `suffix`, sorted; none for a missing directory.

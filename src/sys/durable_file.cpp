@@ -94,9 +94,11 @@ void replace_file_durably(const std::string& dir, const std::string& name, std::
   }
 }
 
-std::optional<std::string> read_small_file(const std::string& path, size_t max_bytes)
+std::optional<std::string> read_small_file(const std::string& path, size_t max_bytes,
+                                           bool follow_symlinks)
 {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
+  Fd fd(
+    ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | (follow_symlinks ? 0 : O_NOFOLLOW)));
   if (!fd) {
     if (errno == ENOENT) {
       return std::nullopt;
@@ -115,28 +117,33 @@ std::optional<std::string> read_small_file(const std::string& path, size_t max_b
                 "larger than " + std::to_string(max_bytes) + " bytes, the most vmcsum reads here",
                 path);
   }
+  return read_fd_limited(*fd, max_bytes, path);
+}
+
+std::string read_fd_limited(int fd, size_t max_bytes, const std::string& what)
+{
   std::string out;
-  out.resize(max_bytes + 1);
   size_t got = 0;
-  while (got < out.size()) {
-    ssize_t n = ::read(*fd, out.data() + got, out.size() - got);
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
     if (n < 0 && errno == EINTR) {
       continue;
     }
     if (n < 0) {
-      throw Error(Errc::io, "read", path, errno);
+      throw Error(Errc::io, "read", what, errno);
     }
     if (n == 0) {
       break;
     }
     got += static_cast<size_t>(n);
+    if (got > max_bytes) {
+      throw Error(Errc::unsupported,
+                  "larger than " + std::to_string(max_bytes) + " bytes, the most vmcsum reads here",
+                  what);
+    }
+    out.append(buf, static_cast<size_t>(n));
   }
-  if (got > max_bytes) {
-    throw Error(Errc::unsupported,
-                "larger than " + std::to_string(max_bytes) + " bytes, the most vmcsum reads here",
-                path);
-  }
-  out.resize(got);
   return out;
 }
 

@@ -23,7 +23,13 @@ void replace_file_durably(const std::string& dir, const std::string& name,
                           std::string_view content);
 
 // The whole file, or nullopt when it does not exist. A file larger than max_bytes, or one that
-// is not a regular file, is an Error (never a partial read, never a blocking open).
-std::optional<std::string> read_small_file(const std::string& path, size_t max_bytes);
+// is not a regular file (a FIFO, a device, a symlink unless follow_symlinks), is an Error: never
+// a partial read, never a blocking open, never unbounded memory.
+std::optional<std::string> read_small_file(const std::string& path, size_t max_bytes,
+                                           bool follow_symlinks = false);
+
+// At most max_bytes from an open descriptor (a pipe: standard input), until end of file; more is
+// an Error naming `what`.
+std::string read_fd_limited(int fd, size_t max_bytes, const std::string& what);
 
 } // namespace vmcsum::sys

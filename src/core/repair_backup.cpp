@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include <dirent.h>
@@ -333,6 +334,19 @@ void BackupReader::verify_complete()
   rewind();
 }
 
+bool is_backup_temp_name(std::string_view name)
+{
+  // Exactly what BackupWriter makes: the prefix and 8 hex digits. A backup's name always ends in
+  // ".vmcsum-backup" or ".vmcsum-backup.pending", so no image name can make one look like this
+  // (an image called ".vmcsum-backup.tmp-x" has the backup ".vmcsum-backup.tmp-x.<ino>...").
+  constexpr std::string_view prefix = ".vmcsum-backup.tmp-";
+  if (name.size() != prefix.size() + 8 || name.substr(0, prefix.size()) != prefix) {
+    return false;
+  }
+  return std::all_of(name.begin() + static_cast<ptrdiff_t>(prefix.size()), name.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
 std::vector<std::string> remove_stale_backup_temps(const std::string& dir)
 {
   std::vector<std::string> removed;
@@ -340,10 +354,9 @@ std::vector<std::string> remove_stale_backup_temps(const std::string& dir)
   if (!d) {
     return removed;
   }
-  const std::string prefix = ".vmcsum-backup.tmp-";
   while (auto* ent = ::readdir(d.get())) {
     const std::string name = ent->d_name;
-    if (name.rfind(prefix, 0) != 0) {
+    if (!is_backup_temp_name(name)) {
       continue;
     }
     const std::string p = dir + "/" + name;

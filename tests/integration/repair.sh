@@ -346,6 +346,17 @@ run_redundant() { # NAME NDEV mkfs-args...
       "clean skipped not-worthwhile 1" "$(jf '.files[0] | "\(.action) \(.nocow.action) \(.nocow.code)"') $RC"
     check_fails "$name: --then-nocow on dup: no C attribute" has_nocow_attr "$u"
 
+    note "--- $name: an image named like a backup temp file keeps its backup (issue 12, item 3)"
+    local tn=$MNT/.vmcsum-backup.tmp-x
+    fresh_record
+    dd if=/dev/urandom of="$tn" bs=256K count=1 status=none
+    sync
+    damage_sectors "$tn" 4096 1 differ
+    vrepair "$tn"
+    check_eq "$name: .vmcsum-backup.tmp-x: repaired, exit 0" "repaired 0" "$(jf '.files[0].action') $RC"
+    check "$name: .vmcsum-backup.tmp-x: the backup the document names exists, complete" \
+      backup_complete "$(jf '.files[0].backup')"
+
     note "--- $name: a directory stands for the images below it"
     mkdir -p "$MNT/dir/sub"
     local dd1=$MNT/dir/sub/a.raw dd2=$MNT/dir/b.raw

@@ -290,3 +290,17 @@ TEST_CASE("repair --then-nocow: worthwhile only for single-copy data profiles")
   CHECK_FALSE(nocow_worthwhile({}, why));
   CHECK(why.find("unknown") != std::string::npos);
 }
+
+TEST_CASE("backup temp names: only what the writer makes, never a backup of an image so named")
+{
+  CHECK(is_backup_temp_name(".vmcsum-backup.tmp-0123abcd"));
+  CHECK_FALSE(is_backup_temp_name(".vmcsum-backup.tmp-0123abc"));
+  CHECK_FALSE(is_backup_temp_name(".vmcsum-backup.tmp-0123abcde"));
+  CHECK_FALSE(is_backup_temp_name(".vmcsum-backup.tmp-0123ABCD"));
+  CHECK_FALSE(is_backup_temp_name(".vmcsum-backup.tmp-"));
+  // The backup of an image called ".vmcsum-backup.tmp-x" (issue 12, item 3).
+  CHECK_FALSE(
+    is_backup_temp_name(backup_file_name(".vmcsum-backup.tmp-x", 257, "20261203T080000Z")));
+  CHECK_FALSE(
+    is_backup_temp_name(backup_file_name(".vmcsum-backup.tmp-0123abcd", 257, "20261203T080000Z")));
+}

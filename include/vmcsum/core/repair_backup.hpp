@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -110,6 +111,10 @@ private:
   uint64_t m_count = 0;
   uint64_t m_chain = 0;
 };
+
+// The name of a backup being written (".vmcsum-backup.tmp-" and 8 hex digits), which no
+// committed backup's name can be.
+bool is_backup_temp_name(std::string_view name);
 
 // Removes the temp files of backups that a killed run never finished (never those another
 // running vmcsum holds locked); returns their paths.

@@ -27,6 +27,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 
 #include <dirent.h>
@@ -186,28 +187,48 @@ void pwrite_all(int fd, const uint8_t* buf, size_t len, uint64_t off, const std:
   }
 }
 
-// Pages of the file that are in the page cache (mincore over a read-only mapping).
-std::optional<uint64_t> resident_pages(int fd, uint64_t size)
+// Pages of the file that are in the page cache (mincore over a read-only mapping), counted over
+// its data ranges only (SEEK_DATA/SEEK_HOLE): the copy was written range by range and never read,
+// so its holes hold no pages, and a 16 TiB sparse image must not cost a walk over 16 TiB of page
+// tables. `check` runs between steps (cancellation, the lease).
+std::optional<uint64_t> resident_pages(int fd, uint64_t size, const std::function<void()>& check)
 {
   const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   constexpr uint64_t step = 1ULL << 30;
   uint64_t count = 0;
   std::vector<unsigned char> vec;
-  for (uint64_t off = 0; off < size; off += step) {
-    uint64_t len = std::min(step, size - off);
-    void* m = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(off));
-    if (m == MAP_FAILED) {
+  for (uint64_t pos = 0; pos < size;) {
+    const off_t data = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) {
+        break; // no data after pos
+      }
       return std::nullopt;
     }
-    vec.assign((len + page - 1) / page, 0);
-    int rc = ::mincore(m, len, vec.data());
-    ::munmap(m, len);
-    if (rc < 0) {
+    off_t hole = ::lseek(fd, data, SEEK_HOLE);
+    if (hole < 0) {
       return std::nullopt;
     }
-    for (unsigned char v : vec) {
-      count += v & 1;
+    const uint64_t start = static_cast<uint64_t>(data) / page * page;
+    const uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(hole), size);
+    for (uint64_t off = start; off < end; off += step) {
+      check();
+      const uint64_t len = std::min(step, end - off);
+      void* m = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(off));
+      if (m == MAP_FAILED) {
+        return std::nullopt;
+      }
+      vec.assign((len + page - 1) / page, 0);
+      int rc = ::mincore(m, len, vec.data());
+      ::munmap(m, len);
+      if (rc < 0) {
+        return std::nullopt;
+      }
+      for (unsigned char v : vec) {
+        count += v & 1;
+      }
     }
+    pos = std::max<uint64_t>(end, static_cast<uint64_t>(data) + 1);
   }
   return count;
 }
@@ -1110,11 +1131,12 @@ void Rewrite::verify_copy()
   SetVerify v;
   v.source_digest = m_source_digest;
   ::posix_fadvise(tmp, 0, 0, POSIX_FADV_DONTNEED);
-  auto resident = resident_pages(tmp, m_size);
+  const auto step_check = [this] { check(); };
+  auto resident = resident_pages(tmp, m_size, step_check);
   if (resident && *resident > 0) {
     ::fdatasync(tmp);
     ::posix_fadvise(tmp, 0, 0, POSIX_FADV_DONTNEED);
-    resident = resident_pages(tmp, m_size);
+    resident = resident_pages(tmp, m_size, step_check);
   }
   sys::Fd direct;
   int vfd = tmp;

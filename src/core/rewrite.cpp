@@ -569,15 +569,24 @@ void Engine::process(const std::string& path, bool in_walk)
   SetFacts sf = set_facts_of(ff, in_walk);
   if (ff.examined && (ff.kind == "file" || ff.kind == "directory")) {
     std::string dir = ff.kind == "directory" ? ff.canonical_path : dir_of(ff.canonical_path);
+    // Leftovers first: the space a killed run's temp file holds is free for this one. btrfs
+    // returns freed extents to the free space at the next commit, hence the syncfs.
+    if (ff.kind == "file" && !in_walk && ff.on_btrfs) {
+      const size_t before = m_result.leftovers.size();
+      clean_leftovers_of(dir, base_of(ff.canonical_path));
+      if (m_result.leftovers.size() != before) {
+        sys::Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (dfd) {
+          ::syncfs(dfd.get());
+        }
+      }
+    }
     struct statvfs sv
     {
     };
     if (::statvfs(dir.c_str(), &sv) == 0) {
       sf.read_only = (sv.f_flag & ST_RDONLY) != 0;
       sf.free_bytes = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
-    }
-    if (ff.kind == "file" && !in_walk && ff.on_btrfs) {
-      clean_leftovers_of(dir, base_of(ff.canonical_path));
     }
     const bool maybe_rewrite = ff.kind == "file" && ff.size > 0 && ff.on_btrfs && ff.inode_flags &&
                                !in_target_state(*ff.inode_flags, m_opts.target);

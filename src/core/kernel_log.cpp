@@ -501,4 +501,92 @@ std::optional<CsumLogEvent> parse_kernel_log_line(std::string_view line)
   return e;
 }
 
+namespace {
+
+bool is_uuid(std::string_view u)
+{
+  if (u.size() != 36) {
+    return false;
+  }
+  for (size_t i = 0; i < u.size(); ++i) {
+    const char c = u[i];
+    const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? c != '-' : !(is_digit(c) || (c >= 'a' && c <= 'f'))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool plain_name(std::string_view n)
+{
+  if (n.empty()) {
+    return false;
+  }
+  for (char ch : n) {
+    if (ch == ' ' || ch == '(' || ch == ')' || ch == '/' || static_cast<unsigned char>(ch) < 0x20) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string_view message_of(std::string_view line)
+{
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r' || line.back() == ' ')) {
+    line.remove_suffix(1);
+  }
+  if (!line.empty() && is_digit(line[0])) {
+    return strip_kmsg(line).value_or(std::string_view{});
+  }
+  if (line.starts_with("[")) {
+    return strip_dmesg(line).value_or(std::string_view{});
+  }
+  return line;
+}
+
+} // namespace
+
+std::optional<DeviceFsid> parse_device_fsid_line(std::string_view line)
+{
+  const std::string_view msg = message_of(line);
+  Cursor c(msg);
+  std::string_view fsid, rest;
+  // fs/btrfs/volumes.c device_list_add(): "BTRFS: device fsid %pU devid %llu transid %llu %s
+  // scanned by %s (%d)" (6.8+ print "%s (%d:%d)" for the path).
+  if (c.lit("BTRFS: device fsid ")) {
+    if (!c.until(" devid ", fsid) || !is_uuid(fsid)) {
+      return std::nullopt;
+    }
+    rest = c.rest();
+    const size_t dev = rest.find(" /dev/");
+    const size_t scanned = rest.find(" scanned by ");
+    if (dev == std::string_view::npos || scanned == std::string_view::npos || scanned < dev) {
+      return std::nullopt;
+    }
+    std::string_view path = rest.substr(dev + 6, scanned - dev - 6);
+    if (const size_t sp = path.find(' '); sp != std::string_view::npos) {
+      path = path.substr(0, sp); // "(7:17)" follows on 6.8+
+    }
+    if (!plain_name(path)) {
+      return std::nullopt;
+    }
+    return DeviceFsid{std::string(path), std::string(fsid)};
+  }
+  // fs/btrfs/disk-io.c open_ctree() (6.8+): "first mount of filesystem %pU".
+  std::string_view level, tag;
+  if (!c.lit("BTRFS ") || !c.until(" (device ", level) || !c.until("): ", tag) ||
+      !c.lit("first mount of filesystem ")) {
+    return std::nullopt;
+  }
+  fsid = c.rest();
+  if (const size_t st = tag.find(" state "); st != std::string_view::npos) {
+    tag = tag.substr(0, st);
+  }
+  if (!is_uuid(fsid) || !plain_name(tag)) {
+    return std::nullopt;
+  }
+  return DeviceFsid{std::string(tag), std::string(fsid)};
+}
+
 } // namespace vmcsum::core

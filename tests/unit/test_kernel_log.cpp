@@ -511,3 +511,40 @@ TEST_CASE("kernel log readers: a missing text log or journal directory is a note
   REQUIRE(notes.size() == 1);
   CHECK(notes[0].find("journal /nonexistent/vmcsum-journal not read") != std::string::npos);
 }
+
+TEST_CASE("device to filesystem lines: scans and first mounts bind a device name to an fsid")
+{
+  const std::string fsid = "c12d28f5-abbd-4469-99f9-c9ab02495738";
+  // 6.18 (dmesg form, with major:minor), 6.1 (kmsg record, without), and the bare message.
+  auto a = parse_device_fsid_line("[ 2180.506760] BTRFS: device fsid " + fsid +
+                                  " devid 2 transid 8 /dev/loop3 (7:3) scanned by btrfs (19492)");
+  REQUIRE(a);
+  CHECK(a->device == "loop3");
+  CHECK(a->fsid == fsid);
+  auto b = parse_device_fsid_line("6,1234,5678,-;BTRFS: device fsid " + fsid +
+                                  " devid 1 transid 6 /dev/loop0 scanned by mkfs.btrfs (1234)");
+  REQUIRE(b);
+  CHECK(b->device == "loop0");
+  auto c = parse_device_fsid_line("BTRFS info (device loop2): first mount of filesystem " + fsid);
+  REQUIRE(c);
+  CHECK(c->device == "loop2");
+  CHECK(c->fsid == fsid);
+  auto d = parse_device_fsid_line("BTRFS info (device nvme0n1p3 state M): first mount of "
+                                  "filesystem " +
+                                  fsid);
+  REQUIRE(d);
+  CHECK(d->device == "nvme0n1p3");
+
+  // Not such lines, or malformed ones.
+  CHECK_FALSE(parse_device_fsid_line(""));
+  CHECK_FALSE(parse_device_fsid_line("BTRFS: device label data devid 1 transid 6 /dev/loop0 "
+                                     "scanned by mount (1)")); // no fsid printed
+  CHECK_FALSE(parse_device_fsid_line("BTRFS: device fsid not-a-uuid devid 1 transid 6 /dev/loop0 "
+                                     "scanned by x (1)"));
+  CHECK_FALSE(parse_device_fsid_line("BTRFS: device fsid " + fsid + " devid 1 transid 6 loop0"));
+  CHECK_FALSE(parse_device_fsid_line("BTRFS info (device loop2): first mount of filesystem " +
+                                     fsid.substr(1)));
+  CHECK_FALSE(parse_device_fsid_line("BTRFS info (device loop2): using crc32c checksum"));
+  CHECK_FALSE(parse_device_fsid_line("BTRFS: device fsid " + fsid +
+                                     " devid 1 transid 6 /dev/mapper/x y scanned by z (1)"));
+}

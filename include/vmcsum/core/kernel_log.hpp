@@ -54,4 +54,18 @@ struct CsumLogEvent
 // message. nullopt for anything that is not one of the messages above.
 std::optional<CsumLogEvent> parse_kernel_log_line(std::string_view line);
 
+// Which filesystem a kernel device name stands for from a line on: the kernel names a btrfs in
+// its messages by a device ("(device loop17)"), and loop devices are reused by one filesystem
+// after another, so an event is only attributable to a filesystem through the lines that bound
+// the name to it before it. Recognised (same line forms as above):
+//   "BTRFS: device fsid <uuid> devid N transid T /dev/<name> [(M:m) ]scanned by ..." (scan,
+//   mkfs; every kernel this tool knows), and
+//   "BTRFS info (device <name>[ state ...]): first mount of filesystem <uuid>" (6.8 and later).
+struct DeviceFsid
+{
+  std::string device; // "loop17", as the "(device X)" tag names it
+  std::string fsid;   // canonical lower-case UUID text
+};
+std::optional<DeviceFsid> parse_device_fsid_line(std::string_view line);
+
 } // namespace vmcsum::core

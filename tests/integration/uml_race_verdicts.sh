@@ -33,18 +33,20 @@ export VMCSUM_STATE_DIR=$IT_TMP/state # the issue 19 record, empty: this host ne
 mkdir -p "$VMCSUM_STATE_DIR" "$IT_TMP/empty"
 reproduced=0
 
-# race_case NAME PROFILE IMG... : one race image, checked on the host.
-race_case() {
+# race_image NAME PROFILE IMG... : makes a race image in a guest, adopts it on the host and
+# reads the oracle files into $IT_TMP/NAME: check (btrfs check's "L M"), both (sectors bad on
+# both copies), signature (those whose copies differ), nocow.diff. Sets N_BAD. Returns 1 when the
+# guest failed.
+race_image() {
   local name=$1 profile=$2 d=$IT_TMP/$1
   shift 2
   mkdir -p "$d"
   if ! uml_make_race_image "$1" 256 "$profile" ${2:+"$2"} >"$d/make.log" 2>&1; then
     _it_indent <"$d/make.log"
-    check_eq "$name: race image made" 0 1
-    return 0
+    return 1
   fi
   adopt_btrfs "$@"
-  local csum=$MNT/csum_file nocow=$MNT/nocow_file size nsize
+  local csum=$MNT/csum_file nocow=$MNT/nocow_file size nsize m
   size=$(stat -c %s -- "$csum")
   nsize=$(stat -c %s -- "$nocow")
   file_extents "$csum" >"$d/csum.extents"
@@ -53,22 +55,13 @@ race_case() {
   btrfs check --check-data-csum "${DEVS[0]}" >"$d/check.full" 2>&1 || true
   # "mirror 2 bytenr 72302592 csum 0x... expected csum 0x..." per failing copy
   awk '$1 == "mirror" && $3 == "bytenr" { print $4, $2 }' "$d/check.full" | sort -u >"$d/check"
-  local m
   for m in 1 2; do
     mirror_image "$d/csum.extents" "${DEVS[0]}" "$m" "$size" "$d/csum.m$m"
     mirror_image "$d/nocow.extents" "${DEVS[0]}" "$m" "$nsize" "$d/nocow.m$m"
   done
   mount_btrfs
-  drop_caches
-  local n
-  n=$(awk '{print $1}' "$d/check" | sort -u | wc -l)
-  if ((n == 0)); then
-    note "$name: bug not reproduced (btrfs check finds no bad sector); nothing to classify"
-    return 0
-  fi
-  reproduced=$((reproduced + 1))
-  note "$name: btrfs check: $n bad sectors; mirror 1 alone: $(awk '{c[$1] = c[$1] " " $2} END {for (l in c) if (c[l] == " 1") n++; print n + 0}' "$d/check"), mirror 2 alone: $(awk '{c[$1] = c[$1] " " $2} END {for (l in c) if (c[l] == " 2") n++; print n + 0}' "$d/check")"
-
+  N_BAD=$(awk '{print $1}' "$d/check" | sort -u | wc -l)
+  note "$name: btrfs check: $N_BAD bad sectors; mirror 1 alone: $(awk '{c[$1] = c[$1] " " $2} END {for (l in c) if (c[l] == " 1") n++; print n + 0}' "$d/check"), mirror 2 alone: $(awk '{c[$1] = c[$1] " " $2} END {for (l in c) if (c[l] == " 2") n++; print n + 0}' "$d/check")"
   # Sectors bad on both copies, and among them those whose copies differ (the signature).
   awk '{c[$1]++} END {for (l in c) if (c[l] == 2) print l}' "$d/check" | sort -n >"$d/both"
   perl -e '
@@ -87,9 +80,36 @@ race_case() {
         print $log + $i, "\n" if $a ne $c;
       }
     }' "$d/csum.extents" "$d/both" "$d/csum.m1" "$d/csum.m2" | sort -n >"$d/signature"
+  note "$name: bad on both copies: $(wc -l <"$d/both"), of which the copies differ (signature): $(wc -l <"$d/signature")"
   # nocow_file: the sectors (file offsets) whose two copies differ.
   cmp -l -- "$d/nocow.m1" "$d/nocow.m2" 2>/dev/null | awk '{print int(($1 - 1) / 4096) * 4096}' | sort -n -u >"$d/nocow.diff" || true
+}
 
+# race_case NAME PROFILE IMG... : a race image, checked on the host. The race does not always
+# leave its signature (a sector whose copies differ, none matching): on raid1 a run may leave only
+# sectors where mirror 1 alone fails and sectors bad on both copies with the SAME bytes, which
+# nothing tells from media damage (issue 19 decision table, row 4). "Every sector false-mismatch"
+# is only defined when the file carries the signature, so the guest runs again (at most three
+# images) until the device reads show one.
+race_case() {
+  local name=$1 profile=$2 d=$IT_TMP/$1 try
+  shift 2
+  for ((try = 1; try <= 3; try++)); do
+    if ! race_image "$name" "$profile" "$@"; then
+      check_eq "$name: race image made" 0 1
+      return 0
+    fi
+    if ((N_BAD == 0)); then
+      note "$name: bug not reproduced (btrfs check finds no bad sector); nothing to classify"
+      return 0
+    fi
+    [[ -s $d/signature ]] && break
+    note "$name: attempt $try left no signature sector; the contract cannot call it false-mismatch"
+    ((try == 3)) || release_btrfs "$FS_ID"
+  done
+  reproduced=$((reproduced + 1))
+  local csum=$MNT/csum_file nocow=$MNT/nocow_file n=$N_BAD
+  drop_caches
   local rc=0
   "$VMCSUM" --json scrub --no-progress --no-history --no-kernel-pass --libvirt-dir "$IT_TMP/empty" \
     --libvirt-run-dir "$IT_TMP/empty" --pve-dir "$IT_TMP/empty" "$csum" "$nocow" >"$d/scrub.json" 2>"$d/scrub.err" || rc=$?
@@ -98,8 +118,14 @@ race_case() {
     "$d/scrub.json" | sort -u >"$d/ours"
   check "$name: failing copies = btrfs check ($(wc -l <"$d/check") copies of $n sectors)" \
     diff -u "$d/check" "$d/ours"
-  check_eq "$name: every bad sector false-mismatch" '["false-mismatch"]' \
-    "$(jq -c '[.files[].bad[].class] | unique' "$d/scrub.json")"
+  if [[ -s $d/signature ]]; then
+    check_eq "$name: every bad sector false-mismatch" '["false-mismatch"]' \
+      "$(jq -c '[.files[].bad[].class] | unique' "$d/scrub.json")"
+  else
+    # Three race images without the signature: the contract's row 4 (nothing else to go by).
+    check_eq "$name: no signature in three images: media where a copy matches, else undetermined" '[]' \
+      "$(jq -c '[.files[].bad[] | select(.class != (if any(.copies[]; .matches) then "media" else "undetermined" end)) | .logical]' "$d/scrub.json" 2>/dev/null || echo '?')"
+  fi
   check_eq "$name: every bad sector: write-kernel-unknown (no record of the writes)" '[true]' \
     "$(jq -c '[.files[].bad[] | (.evidence_codes // []) | index("write-kernel-unknown") != null] | unique' "$d/scrub.json")"
   jq -r '.files[].bad[] | select((.evidence_codes // []) | index("race-signature")) | .logical' \

@@ -127,6 +127,8 @@ apply_damage() {
       done
     done <"$D/probed"
   fi
+  # The top-level subvolume's tree: each EXTENT_DATA item's generation (the write's transid).
+  btrfs inspect-internal dump-tree -t 5 "${DEVS[0]}" >"$D/tree5" 2>/dev/null || true
   btrfs check --check-data-csum "${DEVS[0]}" >"$D/check.full" 2>&1 || true
   # "mirror 2 bytenr 30408704 csum 0x... expected csum 0x..." (btrfs-progs check_extent_csums())
   awk '$1 == "mirror" && $3 == "bytenr" { print $4, $2 }' "$D/check.full" | sort -u >"$D/check"
@@ -196,8 +198,27 @@ common_checks() {
     check_eq "$name: no record before the writes: written_by null, write-kernel-unknown" "[true]" \
       "$(jq -c '[.files[].bad[] | select((.evidence_codes // []) | index("compressed-extent") | not) | .written_by == null and ((.evidence_codes // []) | index("write-kernel-unknown") != null)] | unique' "$D/scrub.json" 2>/dev/null || echo '?')"
   fi
-  check "$name: every bad sector has a generation" \
-    jq -e '[.files[].bad[] | .generation | type == "number"] | all' "$D/scrub.json"
+  # generation = the transid in the EXTENT_DATA item holding the offset (dump-tree, top-level
+  # subvolume only: the snapshot has a tree of its own). dump-tree prints per item
+  #   item 8 key (257 EXTENT_DATA 65536) itemoff 15763 itemsize 53
+  #           generation 7 type 1 (regular)
+  #           extent data disk byte 88145920 nr 65536
+  #           extent data offset 0 nr 65536 ram 65536
+  local path off gen want
+  : >"$D/gen.want"
+  : >"$D/gen.ours"
+  while read -r path off gen; do
+    [[ ${path#"$MNT"/} == */* ]] && continue
+    want=$(awk -v ino="$(stat -c %i -- "$path")" -v o="$off" '
+      $1 == "item" && $4 == "(" ino && $5 == "EXTENT_DATA" { k = $6; sub(/\)$/, "", k); hit = 1; next }
+      hit && $1 == "generation" { g = $2; next }
+      hit && $1 == "extent" && $2 == "data" && $3 == "offset" { if (k <= o && o < k + $6) { print g; exit } hit = 0; next }
+      $1 == "item" { hit = 0 }' "$D/tree5")
+    echo "$path $off ${want:-none}" >>"$D/gen.want"
+    echo "$path $off $gen" >>"$D/gen.ours"
+  done < <(jq -r '.files[] | .path as $p | .bad[] | "\($p) \(.offset) \(.generation)"' "$D/scrub.json" 2>/dev/null)
+  check "$name: every bad sector's generation = its EXTENT_DATA item's (dump-tree, $(wc -l <"$D/gen.want"))" \
+    diff -u "$D/gen.want" "$D/gen.ours"
 }
 
 # one_good NAME FILE : every bad sector of FILE keeps a good copy: media, copy-matches.

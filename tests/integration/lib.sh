@@ -653,6 +653,29 @@ mirror_image() {
   rm -f -- "$IT_TMP/.mirror.part"
 }
 
+# differing_sectors EXTENTS LOGICALS IMG1 IMG2 : prints each logical address listed in the file
+# LOGICALS (one per line) whose sector differs between IMG1 and IMG2, two mirror_image copies of
+# the file whose extents EXTENTS lists. With LOGICALS = the sectors btrfs check finds bad on every
+# copy, these are the O_DIRECT race's signature: two different wrong versions of one sector.
+differing_sectors() {
+  perl -e '
+    use strict; use warnings;
+    my ($ext, $list, $m1, $m2) = @ARGV;
+    my %want; open(my $b, "<", $list) or die "$list: $!\n"; while (<$b>) { chomp; $want{$_} = 1 }
+    open(my $e, "<", $ext) or die "$ext: $!\n";
+    open(my $h1, "<:raw", $m1) or die "$m1: $!\n"; open(my $h2, "<:raw", $m2) or die "$m2: $!\n";
+    while (<$e>) {
+      my ($off, $log, $len) = split;
+      for (my $i = 0; $i < $len; $i += 4096) {
+        next unless $want{$log + $i};
+        my ($a, $c) = ("", "");
+        sysseek($h1, $off + $i, 0); sysread($h1, $a, 4096);
+        sysseek($h2, $off + $i, 0); sysread($h2, $c, 4096);
+        print $log + $i, "\n" if $a ne $c;
+      }
+    }' "$@" | sort -n
+}
+
 # damage_sectors FILE OFFSET COUNT MODE : overwrites COUNT sectors of FILE, starting with the one
 # holding OFFSET, on the device(s) below btrfs, bypassing btrfs.
 #   MODE one:N  overwrite mirror N only (looks like media corruption; btrfs can repair from the rest)

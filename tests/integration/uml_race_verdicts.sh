@@ -64,22 +64,7 @@ race_image() {
   note "$name: btrfs check: $N_BAD bad sectors; mirror 1 alone: $(awk '{c[$1] = c[$1] " " $2} END {for (l in c) if (c[l] == " 1") n++; print n + 0}' "$d/check"), mirror 2 alone: $(awk '{c[$1] = c[$1] " " $2} END {for (l in c) if (c[l] == " 2") n++; print n + 0}' "$d/check")"
   # Sectors bad on both copies, and among them those whose copies differ (the signature).
   awk '{c[$1]++} END {for (l in c) if (c[l] == 2) print l}' "$d/check" | sort -n >"$d/both"
-  perl -e '
-    use strict; use warnings;
-    my ($ext, $both, $m1, $m2) = @ARGV;
-    my %both; open(my $b, "<", $both) or die; while (<$b>) { chomp; $both{$_} = 1 }
-    open(my $e, "<", $ext) or die;
-    open(my $h1, "<:raw", $m1) or die; open(my $h2, "<:raw", $m2) or die;
-    while (<$e>) {
-      my ($off, $log, $len) = split;
-      for (my $i = 0; $i < $len; $i += 4096) {
-        next unless $both{$log + $i};
-        my ($a, $c);
-        sysseek($h1, $off + $i, 0); sysread($h1, $a, 4096);
-        sysseek($h2, $off + $i, 0); sysread($h2, $c, 4096);
-        print $log + $i, "\n" if $a ne $c;
-      }
-    }' "$d/csum.extents" "$d/both" "$d/csum.m1" "$d/csum.m2" | sort -n >"$d/signature"
+  differing_sectors "$d/csum.extents" "$d/both" "$d/csum.m1" "$d/csum.m2" >"$d/signature"
   note "$name: bad on both copies: $(wc -l <"$d/both"), of which the copies differ (signature): $(wc -l <"$d/signature")"
   # nocow_file: the sectors (file offsets) whose two copies differ.
   cmp -l -- "$d/nocow.m1" "$d/nocow.m2" 2>/dev/null | awk '{print int(($1 - 1) / 4096) * 4096}' | sort -n -u >"$d/nocow.diff" || true

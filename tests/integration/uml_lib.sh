@@ -59,10 +59,10 @@
 #         copies the buffer on its own schedule, so any copy may be the bad one: measured (issue
 #         19, eight trials) sectors where mirror 1 alone fails in every trial, now and then one
 #         where mirror 2 alone fails, the rest bad on both copies. Those two copies often hold the
-#         SAME wrong bytes: in one of six raid1 images made by the tests (2026-12-03, busy host)
+#         SAME wrong bytes: in one of eight raid1 images made by the tests (2026-12-03, busy host)
 #         no sector had two different bad copies (484 mirror-1-alone, 512 identical), so a test
-#         that needs the race's signature must look for it (uml_race_verdicts.sh). On dup, 6 of
-#         6 images had it, and 0 to 415 sectors where mirror 2 alone fails. UML_RACE_DELAY_MS
+#         that needs the race's signature must look for it (uml_race_verdicts.sh). On dup, 8 of
+#         8 images had it, and 0 to 415 sectors where mirror 2 alone fails. UML_RACE_DELAY_MS
 #         was not tried on raid1.
 #
 #   Example, in a test that needs real false mismatches:

@@ -462,6 +462,63 @@ make_btrfs() {
   FS_ID=$id
 }
 
+# adopt_btrfs [--mount-opts OPTS] IMG... : attaches images of a btrfs made elsewhere (a
+# user-mode-linux guest's, in mkfs order) with `losetup -f --show` and mounts them (with OPTS) as
+# make_btrfs would have: the cleanup unmounts and detaches them, and mount_btrfs/unmount_btrfs/
+# damage_sectors work on them. Sets MNT, DEVS, IMGS and FS_ID. The images are not removed by the
+# cleanup unless they lie in $IT_TMP.
+adopt_btrfs() {
+  local mopts=""
+  if [[ ${1-} == --mount-opts ]]; then
+    mopts=$2
+    shift 2
+  fi
+  (($# > 0)) || {
+    note "adopt_btrfs: usage: adopt_btrfs [--mount-opts OPTS] IMG..."
+    return 1
+  }
+  local id img dev
+  _IT_FS_COUNT=$((_IT_FS_COUNT + 1))
+  id=fs$_IT_FS_COUNT
+  mkdir -p -- "$IT_TMP/$id/mnt"
+  local -a devs=() imgs=()
+  for img in "$@"; do
+    img=$(readlink -f -- "$img")
+    _IT_IMAGES+=("$img")
+    imgs+=("$img")
+    dev=$(_it_losetup "$img") || return 1
+    _IT_LOOPS+=("$dev")
+    devs+=("$dev")
+  done
+  _IT_FS_MNT[$id]=$IT_TMP/$id/mnt
+  _IT_MNT2ID[$IT_TMP/$id/mnt]=$id
+  _IT_FS_DEVS[$id]="${devs[*]}"
+  _IT_FS_IMGS[$id]="${imgs[*]}"
+  _IT_FS_OPTS[$id]=$mopts
+  _IT_MOUNTS+=("$IT_TMP/$id/mnt")
+  mount_btrfs "$id" || return 1
+  MNT=$IT_TMP/$id/mnt
+  DEVS=("${devs[@]}")
+  IMGS=("${imgs[@]}")
+  FS_ID=$id
+}
+
+# release_btrfs [MNT|FS_ID] : unmounts a filesystem and detaches its loop devices (made by
+# make_btrfs or adopt_btrfs), so that something else (a user-mode-linux guest) may use its images
+# without a second page cache in between. adopt_btrfs attaches them again.
+release_btrfs() {
+  local id dev
+  id=$(_it_fs_id "${1:-}") || return 1
+  unmount_btrfs "$id" || return 1
+  local -a devs
+  read -r -a devs <<<"${_IT_FS_DEVS[$id]}"
+  for dev in "${devs[@]}"; do
+    btrfs device scan --forget -- "$dev" >/dev/null 2>&1 || true
+    losetup -d "$dev" || return 1
+  done
+  _IT_FS_DEVS[$id]=""
+}
+
 # --- damage fixture -------------------------------------------------------------------------------
 # file_logical FILE OFFSET : prints the btrfs logical address of the sector holding byte OFFSET of
 # FILE. Uses FIEMAP through e2fsprogs' filefrag (on btrfs, FIEMAP "physical" is the btrfs logical
@@ -556,6 +613,70 @@ sector_copy() {
     note "sector_copy: $outfile is not $IT_SECTOR bytes"
     return 1
   }
+}
+
+# file_extents FILE : prints "FILE_OFFSET LOGICAL LENGTH" (bytes) for each extent of FILE, from
+# FIEMAP (filefrag -v); fails when an extent has no 1:1 logical address (compressed, inline,
+# delalloc, preallocated). Syncs FILE first. For mirror_image, while the filesystem is mounted.
+file_extents() {
+  local file=$1 out
+  sync -- "$file"
+  out=$(filefrag -v -b"$IT_SECTOR" -- "$file") || return 1
+  awk -v sector="$IT_SECTOR" -v file="$file" '
+    /^ *[0-9]+: *[0-9]+\.\. *[0-9]+: *[0-9]+\.\. *[0-9]+: *[0-9]+:/ {
+      line = $0
+      gsub(/\.\./, " ", line); gsub(/:/, " ", line)
+      n = split(line, f, " ")
+      flags = (n >= 7 && f[n] !~ /^[0-9]+$/) ? f[n] : ""
+      if (flags ~ /(encoded|inline|data_inline|unknown_loc|delalloc|unwritten|not_aligned)/) {
+        printf "file_extents: %s has an extent flagged %s\n", file, flags > "/dev/stderr"
+        bad = 1; exit
+      }
+      printf "%.0f %.0f %.0f\n", f[2] * sector, f[4] * sector, (f[3] - f[2] + 1) * sector
+    }
+    END { exit bad }' <<<"$out"
+}
+
+# mirror_image EXTENTS DEV MIRROR SIZE OUT : writes to OUT the file of SIZE bytes whose extents
+# EXTENTS lists (file_extents output) as copy MIRROR holds it on disk (holes read as zeros),
+# read with btrfs-map-logical -c MIRROR. Run it with the filesystem unmounted (or synced).
+mirror_image() {
+  local extents=$1 dev=$2 mirror=$3 size=$4 out=$5 off logical len
+  _it_flush_fs_of "$dev"
+  rm -f -- "$out"
+  truncate -s "$size" -- "$out"
+  while read -r off logical len; do
+    btrfs-map-logical -l "$logical" -b "$len" -c "$mirror" -o "$IT_TMP/.mirror.part" "$dev" >/dev/null || return 1
+    [[ $(stat -c %s -- "$IT_TMP/.mirror.part") -eq $len ]] || {
+      note "mirror_image: btrfs-map-logical gave $(stat -c %s -- "$IT_TMP/.mirror.part") of $len bytes at logical $logical"
+      return 1
+    }
+    dd if="$IT_TMP/.mirror.part" of="$out" bs=64K seek="$off" oflag=seek_bytes conv=notrunc status=none || return 1
+  done <"$extents"
+  rm -f -- "$IT_TMP/.mirror.part"
+}
+
+# differing_sectors EXTENTS LOGICALS IMG1 IMG2 : prints each logical address listed in the file
+# LOGICALS (one per line) whose sector differs between IMG1 and IMG2, two mirror_image copies of
+# the file whose extents EXTENTS lists. With LOGICALS = the sectors btrfs check finds bad on every
+# copy, these are the O_DIRECT race's signature: two different wrong versions of one sector.
+differing_sectors() {
+  perl -e '
+    use strict; use warnings;
+    my ($ext, $list, $m1, $m2) = @ARGV;
+    my %want; open(my $b, "<", $list) or die "$list: $!\n"; while (<$b>) { chomp; $want{$_} = 1 }
+    open(my $e, "<", $ext) or die "$ext: $!\n";
+    open(my $h1, "<:raw", $m1) or die "$m1: $!\n"; open(my $h2, "<:raw", $m2) or die "$m2: $!\n";
+    while (<$e>) {
+      my ($off, $log, $len) = split;
+      for (my $i = 0; $i < $len; $i += 4096) {
+        next unless $want{$log + $i};
+        my ($a, $c) = ("", "");
+        sysseek($h1, $off + $i, 0); sysread($h1, $a, 4096);
+        sysseek($h2, $off + $i, 0); sysread($h2, $c, 4096);
+        print $log + $i, "\n" if $a ne $c;
+      }
+    }' "$@" | sort -n
 }
 
 # damage_sectors FILE OFFSET COUNT MODE : overwrites COUNT sectors of FILE, starting with the one

@@ -31,10 +31,11 @@
 #       stderr); 2 on a usage error. linux.uml runs under timeout(1) with a private HOME (~/.uml)
 #       and TMPDIR (its memory file), both removed afterwards, also on INT/TERM.
 #
-#   uml_make_race_image IMG SIZE_MIB PROFILE
+#   uml_make_race_image IMG SIZE_MIB PROFILE [IMG2]
 #       The fixture for tests that need REAL false checksum mismatches. Replaces IMG with a sparse
 #       file of SIZE_MIB MiB (256 is plenty), runs mkfs.btrfs -d PROFILE -m PROFILE on it
-#       (PROFILE: single or dup), then boots a guest that mounts it and runs
+#       (PROFILE: single or dup on IMG alone; raid1 over IMG and IMG2, which is replaced the same
+#       way: ubda and ubdb in the guest), then boots a guest that mounts it and runs
 #         dio_race --size N --block B               /csum_file    checksummed
 #         dio_race --size N --block B --nocow-first /nocow_file   NOCOW, hence NODATASUM
 #       (N = UML_RACE_MIB MiB, B = UML_RACE_BLOCK bytes), syncs and unmounts. Prints dio_race's
@@ -53,7 +54,16 @@
 #         `btrfs check --check-data-csum IMG` (exit 1; one "mirror M bytenr L csum ..." line on
 #         stderr per bad copy) and skip when it lists nothing;
 #       - UML_RACE_DELAY_MS=N makes it deterministic instead: every block of csum_file ends up
-#         bad on every copy (2048 of 2048 in each run tried).
+#         bad on every copy (2048 of 2048 in each run tried);
+#       - raid1 over two devices: btrfs sends the copies out in stripe order but each ubd device
+#         copies the buffer on its own schedule, so any copy may be the bad one: measured (issue
+#         19, eight trials) sectors where mirror 1 alone fails in every trial, now and then one
+#         where mirror 2 alone fails, the rest bad on both copies. Those two copies often hold the
+#         SAME wrong bytes: in one of eight raid1 images made by the tests (2026-12-03, busy host)
+#         no sector had two different bad copies (484 mirror-1-alone, 512 identical), so a test
+#         that needs the race's signature must look for it (uml_race_verdicts.sh). On dup, 8 of
+#         8 images had it, and 0 to 415 sectors where mirror 2 alone fails. UML_RACE_DELAY_MS
+#         was not tried on raid1.
 #
 #   Example, in a test that needs real false mismatches:
 #       reason=$(uml_available) || { echo "SKIP: $reason"; exit 77; }
@@ -372,6 +382,8 @@ _uml_race_payload() {
   cat <<'EOF'
 #!/bin/sh
 dev=/dev/ubda
+dev2=""
+[ "$RACE_DEVICES" = 2 ] && dev2=/dev/ubdb
 if [ "$RACE_DELAY_MS" != 0 ]; then
   # dm-delay holds every write bio after btrfs has checksummed it, so the modifying thread
   # always runs before the data reaches the ubd driver. Debian ships the modules here.
@@ -382,10 +394,17 @@ if [ "$RACE_DELAY_MS" != 0 ]; then
     --table "0 $sectors delay /dev/ubda 0 0 /dev/ubda 0 $RACE_DELAY_MS" || exit 1
   # No udev in the guest, so no /dev/mapper link; devtmpfs has the dm-N node.
   dev=/dev/dm-$(dmsetup info -c --noheadings -o minor race_delay) || exit 1
+  if [ -n "$dev2" ]; then
+    sectors=$(blockdev --getsz /dev/ubdb) || exit 1
+    dmsetup create --noudevsync race_delay2 \
+      --table "0 $sectors delay /dev/ubdb 0 0 /dev/ubdb 0 $RACE_DELAY_MS" || exit 1
+    dev2=/dev/dm-$(dmsetup info -c --noheadings -o minor race_delay2) || exit 1
+  fi
 fi
 mnt=$UML_RESULT/mnt
 mkdir -p "$mnt" || exit 1
-mount -t btrfs "$dev" "$mnt" || exit 1
+# No udev scans the second device in the guest: name it.
+mount -t btrfs ${dev2:+-o "device=$dev2"} "$dev" "$mnt" || exit 1
 rc=0
 "$RACE_TOOL" --size "$RACE_BYTES" --block "$RACE_BLOCK" "$mnt/csum_file" || rc=1
 "$RACE_TOOL" --size "$RACE_BYTES" --block "$RACE_BLOCK" --nocow-first "$mnt/nocow_file" || rc=1
@@ -395,18 +414,21 @@ umount "$mnt" || rc=1
 rmdir "$mnt"
 if [ "$RACE_DELAY_MS" != 0 ]; then
   dmsetup remove --noudevsync race_delay || rc=1
+  if [ -n "$dev2" ]; then
+    dmsetup remove --noudevsync race_delay2 || rc=1
+  fi
 fi
 exit $rc
 EOF
 }
 
-# uml_make_race_image IMG SIZE_MIB PROFILE
+# uml_make_race_image IMG SIZE_MIB PROFILE [IMG2]
 uml_make_race_image() (
-  if (($# != 3)); then
-    echo "usage: uml_make_race_image IMG SIZE_MIB PROFILE" >&2
+  if (($# != 3 && $# != 4)); then
+    echo "usage: uml_make_race_image IMG SIZE_MIB PROFILE [IMG2]" >&2
     exit 2
   fi
-  local img=$1 size_mib=$2 profile=$3 tool mib block delay dir rc
+  local img=$1 size_mib=$2 profile=$3 img2=${4-} tool mib block delay dir rc
   tool=${UML_DIO_RACE:-${VMCSUM_TOOLS:+$VMCSUM_TOOLS/dio_race}}
   mib=${UML_RACE_MIB:-8}
   block=${UML_RACE_BLOCK:-1048576}
@@ -417,9 +439,20 @@ uml_make_race_image() (
   fi
   tool=$(readlink -f -- "$tool")
   case $profile in
-    single | dup) ;;
+    single | dup)
+      if [[ -n $img2 ]]; then
+        echo "uml_make_race_image: PROFILE $profile takes one image" >&2
+        exit 2
+      fi
+      ;;
+    raid1)
+      if [[ -z $img2 ]]; then
+        echo "uml_make_race_image: PROFILE raid1 needs IMG2 (two devices)" >&2
+        exit 2
+      fi
+      ;;
     *)
-      echo "uml_make_race_image: PROFILE must be single or dup (one device), not '$profile'" >&2
+      echo "uml_make_race_image: PROFILE must be single, dup or raid1, not '$profile'" >&2
       exit 2
       ;;
   esac
@@ -433,9 +466,12 @@ uml_make_race_image() (
     exit 2
   fi
 
-  rm -f -- "$img" && truncate -s "${size_mib}M" -- "$img" || exit 1
-  if ! mkfs.btrfs -q -f -d "$profile" -m "$profile" -- "$img" >/dev/null; then
-    echo "uml_make_race_image: mkfs.btrfs -d $profile -m $profile $img failed" >&2
+  local -a imgs=("$img")
+  [[ -z $img2 ]] || imgs+=("$img2")
+  rm -f -- "${imgs[@]}" && truncate -s "${size_mib}M" -- "${imgs[@]}" || exit 1
+  # mkfs.btrfs takes regular files as devices, two of them for raid1.
+  if ! mkfs.btrfs -q -f -d "$profile" -m "$profile" -- "${imgs[@]}" >/dev/null; then
+    echo "uml_make_race_image: mkfs.btrfs -d $profile -m $profile ${imgs[*]} failed" >&2
     exit 1
   fi
 
@@ -447,8 +483,8 @@ uml_make_race_image() (
   # In the foreground: on Ctrl-C the whole process group gets SIGINT, and uml_run, which waits
   # for linux.uml in the background, stops the guest at once; a background job here would
   # ignore SIGINT (bash does that to asynchronous commands of non-interactive shells).
-  uml_run "$img" -- "$dir/race.sh" "RACE_TOOL=$tool" "RACE_BYTES=$((mib << 20))" \
-    "RACE_BLOCK=$block" "RACE_DELAY_MS=$delay"
+  uml_run "${imgs[@]}" -- "$dir/race.sh" "RACE_TOOL=$tool" "RACE_BYTES=$((mib << 20))" \
+    "RACE_BLOCK=$block" "RACE_DELAY_MS=$delay" "RACE_DEVICES=${#imgs[@]}"
   rc=$?
   if ((rc != 0)); then
     echo "uml_make_race_image: guest payload failed (status $rc)" >&2

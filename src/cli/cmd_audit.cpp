@@ -76,6 +76,9 @@ nlohmann::ordered_json image_json(const core::ImageReport& r)
   }
   j["logged_csum_errors"] = r.logged_csum_errors;
   j["logged_offsets"] = r.logged_offsets;
+  j["logged_own_reads"] = r.logged_own_reads;
+  j["repaired_at_us"] = json_or_null(r.repaired_at_us);
+  j["scrubbed_clean_at_us"] = json_or_null(r.scrubbed_clean_at_us);
   auto& findings = j["findings"] = nlohmann::ordered_json::array();
   for (const auto& f : r.findings) {
     findings.push_back({{"code", f.code},
@@ -181,6 +184,7 @@ void register_audit(CLI::App& app, Runner& runner)
                 "Measure O_DIRECT on each btrfs holding images (vmcsum probe) and use that");
   cmd->callback([opts, &runner] {
     runner = [opts](Output& out) {
+      opts->state_dir = out.options().state_dir;
       core::AuditResult r = core::audit(*opts);
       int status = exit_code::clean;
       for (const auto& img : r.images) {

@@ -97,8 +97,8 @@ std::string yes_no(const std::optional<bool>& v)
 
 void render_text(const core::AuditResult& r, Output& out)
 {
-  Table table(
-    {"SEVERITY", "PATH", "FORMAT", "NOCOW", "DATASUM", "PROFILE", "SIZE", "USERS", "FINDINGS"});
+  Table table({"SEVERITY", "PATH", "FORMAT", "NOCOW", "DATASUM", "PROFILE", "SIZE", "CACHE",
+               "USERS", "FINDINGS"});
   std::string details;
   size_t counts[3] = {0, 0, 0};
   for (const auto& img : r.images) {
@@ -109,6 +109,14 @@ void render_text(const core::AuditResult& r, Output& out)
     for (const auto& o : img.open_by) {
       users += (users.empty() ? "" : " ") + core::escape_name(o.comm) + "[" +
                std::to_string(o.pid) + "]" + (o.o_direct ? "+direct" : "");
+    }
+    // The cache modes the configurations naming it give ("default": the hypervisor's).
+    std::string cache;
+    for (const auto& c : img.configured) {
+      const std::string m = c.cache.empty() ? "default" : c.cache;
+      if (("," + cache + ",").find("," + m + ",") == std::string::npos) {
+        cache += (cache.empty() ? "" : ",") + m;
+      }
     }
     std::string codes;
     for (const auto& f : img.findings) {
@@ -124,7 +132,8 @@ void render_text(const core::AuditResult& r, Output& out)
     table.add({out.paint(clean ? "ok" : core::severity_name(sev), style_of(sev)),
                core::escape_name(img.facts.path), img.format, yes_no(img.facts.nocow),
                yes_no(datasum), profile, core::human_bytes(img.facts.size),
-               users.empty() ? "-" : users, codes.empty() ? "-" : codes});
+               cache.empty() ? "-" : cache, users.empty() ? "-" : users,
+               codes.empty() ? "-" : codes});
     for (const auto& f : img.findings) {
       if (f.severity == core::Severity::info && out.options().verbose == 0) {
         continue;

@@ -38,12 +38,16 @@ nlohmann::ordered_json locks_json(const std::vector<core::SetLock>& locks)
 
 void put_evidence(nlohmann::ordered_json& j, const std::vector<core::Evidence>& ev)
 {
-  auto& text = j["evidence"] = nlohmann::ordered_json::array();
-  auto& codes = j["evidence_codes"] = nlohmann::ordered_json::array();
+  // Filled apart and assigned after: ordered_json keeps its members in a vector, so a reference
+  // to one member dangles once another is inserted.
+  auto text = nlohmann::ordered_json::array();
+  auto codes = nlohmann::ordered_json::array();
   for (const auto& e : ev) {
     text.push_back(e.text);
     codes.push_back(e.code);
   }
+  j["evidence"] = std::move(text);
+  j["evidence_codes"] = std::move(codes);
 }
 
 } // namespace vmcsum::cli

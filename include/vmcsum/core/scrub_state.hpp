@@ -68,7 +68,7 @@ struct ScrubState
   std::vector<ReadWindow> windows; // oldest first; the newest k_max_windows are kept
 };
 
-inline constexpr size_t k_max_windows = 512;
+inline constexpr size_t k_max_windows = 4096; // ~300 bytes each
 inline constexpr size_t k_max_state_bytes = 64ull << 20;
 
 // "vmcsum.scrub-state/1" JSON. parse throws Error{internal} on anything malformed (wrong

@@ -80,7 +80,7 @@ _vmcsum()
             ;;
         scrub)
             if [[ $cur == -* ]]; then
-                COMPREPLY=($(compgen -W "$global_opts --limit-rate --no-kernel-pass --no-progress --no-history --history --kernel-log --journal-dir --libvirt-dir --libvirt-run-dir --pve-dir --kernel-release" -- "$cur"))
+                COMPREPLY=($(compgen -W "$global_opts --limit-rate --no-kernel-pass --reconfirm --no-progress --no-history --history --kernel-log --journal-dir --libvirt-dir --libvirt-run-dir --pve-dir --kernel-release" -- "$cur"))
             else
                 _filedir
             fi

@@ -79,6 +79,9 @@ nlohmann::ordered_json image_json(const core::ImageReport& r)
   }
   j["logged_csum_errors"] = r.logged_csum_errors;
   j["logged_offsets"] = r.logged_offsets;
+  j["logged_own_reads"] = r.logged_own_reads;
+  j["repaired_at_us"] = json_or_null(r.repaired_at_us);
+  j["scrubbed_clean_at_us"] = json_or_null(r.scrubbed_clean_at_us);
   auto& findings = j["findings"] = nlohmann::ordered_json::array();
   for (const auto& f : r.findings) {
     findings.push_back({{"code", f.code},
@@ -97,8 +100,8 @@ std::string yes_no(const std::optional<bool>& v)
 
 void render_text(const core::AuditResult& r, Output& out)
 {
-  Table table(
-    {"SEVERITY", "PATH", "FORMAT", "NOCOW", "DATASUM", "PROFILE", "SIZE", "USERS", "FINDINGS"});
+  Table table({"SEVERITY", "PATH", "FORMAT", "NOCOW", "DATASUM", "PROFILE", "SIZE", "CACHE",
+               "USERS", "FINDINGS"});
   std::string details;
   size_t counts[3] = {0, 0, 0};
   for (const auto& img : r.images) {
@@ -109,6 +112,14 @@ void render_text(const core::AuditResult& r, Output& out)
     for (const auto& o : img.open_by) {
       users += (users.empty() ? "" : " ") + core::escape_name(o.comm) + "[" +
                std::to_string(o.pid) + "]" + (o.o_direct ? "+direct" : "");
+    }
+    // The cache modes the configurations naming it give ("default": the hypervisor's).
+    std::string cache;
+    for (const auto& c : img.configured) {
+      const std::string m = c.cache.empty() ? "default" : c.cache;
+      if (("," + cache + ",").find("," + m + ",") == std::string::npos) {
+        cache += (cache.empty() ? "" : ",") + m;
+      }
     }
     std::string codes;
     for (const auto& f : img.findings) {
@@ -124,7 +135,8 @@ void render_text(const core::AuditResult& r, Output& out)
     table.add({out.paint(clean ? "ok" : core::severity_name(sev), style_of(sev)),
                core::escape_name(img.facts.path), img.format, yes_no(img.facts.nocow),
                yes_no(datasum), profile, core::human_bytes(img.facts.size),
-               users.empty() ? "-" : users, codes.empty() ? "-" : codes});
+               cache.empty() ? "-" : cache, users.empty() ? "-" : users,
+               codes.empty() ? "-" : codes});
     for (const auto& f : img.findings) {
       if (f.severity == core::Severity::info && out.options().verbose == 0) {
         continue;
@@ -190,6 +202,7 @@ void register_audit(CLI::App& app, Runner& runner)
                 "Measure O_DIRECT on each btrfs holding images (vmcsum probe) and use that");
   cmd->callback([opts, &runner] {
     runner = [opts](Output& out) {
+      opts->state_dir = out.options().state_dir;
       core::AuditResult r = core::audit(*opts);
       int status = exit_code::clean;
       for (const auto& img : r.images) {

@@ -79,6 +79,7 @@ nlohmann::ordered_json bad_json(const core::BadSector& b)
   put_written(j, b.written);
   put_evidence(j, b.evidence);
   j["kernel_eio"] = json_or_null(b.kernel_eio);
+  j["kernel_confirmed_at_us"] = json_or_null(b.kernel_confirmed_at_us);
   j["repaired_by_read"] = json_or_null(b.repaired_by_read);
   return j;
 }
@@ -93,6 +94,10 @@ nlohmann::ordered_json history_json(const core::HistoryEvent& h)
   j["source"] = h.source;
   j["boot"] = h.boot ? nlohmann::ordered_json(*h.boot) : nullptr;
   j["timestamp_us"] = h.timestamp ? nlohmann::ordered_json(*h.timestamp) : nullptr;
+  j["count"] = h.count;
+  j["first_timestamp_us"] = h.timestamp ? nlohmann::ordered_json(*h.timestamp) : nullptr;
+  j["last_timestamp_us"] = h.last_timestamp ? nlohmann::ordered_json(*h.last_timestamp) : nullptr;
+  j["caused_by_vmcsum"] = h.caused_by_vmcsum;
   j["device"] = e.device;
   j["root"] = e.root ? nlohmann::ordered_json(*e.root) : nullptr;
   j["ino"] = e.ino ? nlohmann::ordered_json(*e.ino) : nullptr;
@@ -155,6 +160,7 @@ nlohmann::ordered_json file_json(const core::FileScrub& f)
   j["kernel_pass"] = {{"run", f.kernel_pass},
                       {"eio_sectors", f.kernel_eio_sectors},
                       {"read_repairs", f.kernel_read_repairs},
+                      {"confirmed_before", f.kernel_confirmed_before},
                       {"eio_not_found_per_copy", f.kernel_only_eio}};
   j["notes"] = f.notes;
   return j;
@@ -193,7 +199,12 @@ void render_text(const core::ScrubResult& r, Output& out)
       details += "  " + core::escape_name(f.path) + " offset " + std::to_string(b.offset) +
                  " logical " + std::to_string(b.logical) + ": " + core::bad_class_name(b.cls) +
                  (b.repairable ? " (repairable)" : "") + copies +
-                 (b.kernel_eio == true ? " EIO" : "") + "\n";
+                 (b.kernel_eio == true ? " EIO" : "") +
+                 (b.kernel_confirmed_at_us
+                    ? " (confirmed by the kernel " + core::utc_time_us(*b.kernel_confirmed_at_us) +
+                        ", not read through btrfs again)"
+                    : "") +
+                 "\n";
       if (out.options().verbose > 0) {
         for (const auto& e : b.evidence) {
           details += "      [" + e.code + "] " + e.text + "\n";
@@ -254,6 +265,12 @@ void render_text(const core::ScrubResult& r, Output& out)
       if (h.path) {
         line += " " + core::escape_name(*h.path);
       }
+      if (h.count > 1) {
+        line += " (" + std::to_string(h.count) + " times)";
+      }
+      if (h.caused_by_vmcsum) {
+        line += " [caused by vmcsum's own read]";
+      }
       out.print(line + "\n");
     }
   }
@@ -268,6 +285,14 @@ struct ScrubCli
   bool no_progress = false;
   bool no_history = false;
 };
+
+// An event that is an alarm: a failure nobody explains (not a repair, not vmcsum's own read).
+bool history_alarm(const core::HistoryEvent& h)
+{
+  return !h.caused_by_vmcsum && h.event.kind != core::CsumLogEvent::Kind::dev_stats &&
+         h.event.kind != core::CsumLogEvent::Kind::scrub_fixed &&
+         h.event.kind != core::CsumLogEvent::Kind::read_repaired;
+}
 
 } // namespace
 
@@ -285,6 +310,9 @@ void register_scrub(CLI::App& app, Runner& runner)
   cmd->add_flag("--history", cli->history,
                 "Only report checksum failures from the kernel log (this and earlier boots)");
   cmd->add_flag("--no-progress", cli->no_progress, "Never draw the progress bar");
+  cmd->add_flag("--reconfirm", cli->opts.reconfirm,
+                "Read bad sectors without a good copy through btrfs again even when an earlier "
+                "scrub confirmed them (adds corruption errors to the device stats)");
   cmd->add_flag("--no-history", cli->no_history, "Do not read the kernel log");
   cmd
     ->add_option("--kernel-log", cli->opts.kernel_log,
@@ -327,6 +355,7 @@ void register_scrub(CLI::App& app, Runner& runner)
         ho.kernel_log = cli->opts.kernel_log;
         ho.journal = cli->opts.journal;
         ho.journal_dir = cli->opts.journal_dir;
+        ho.state_dir = cli->opts.state_dir;
         r = core::scrub_history(cli->opts.paths, ho);
       } else {
         ProgressBar bar(!cli->no_progress && progress_wanted(out.options().quiet));
@@ -344,9 +373,7 @@ void register_scrub(CLI::App& app, Runner& runner)
       }
       if (cli->history && !r.history.empty()) {
         for (const auto& h : r.history) {
-          if (h.event.kind != core::CsumLogEvent::Kind::dev_stats &&
-              h.event.kind != core::CsumLogEvent::Kind::scrub_fixed &&
-              h.event.kind != core::CsumLogEvent::Kind::read_repaired) {
+          if (history_alarm(h)) {
             status = std::max(status, exit_code::critical);
           }
         }

@@ -95,7 +95,20 @@ std::vector<Finding> assess(const RiskInputs& in)
   const DioWrite csum_write = cell(in.policy, false, in.data_profiles);
   const DioWrite nds_write = cell(in.policy, true, in.data_profiles);
 
-  if (in.logged_csum_errors > 0) {
+  // History that a verified repair or a clean scrub made after its last event has healed is
+  // no alarm (issue 19, "No self-inflicted alarms"): say so, as a warning (the disk may still
+  // be failing: `btrfs device stats` keeps the counts).
+  const bool healed = in.logged_csum_errors > 0 && in.healed_at_us && in.last_logged_us &&
+                      *in.healed_at_us > *in.last_logged_us;
+  if (healed) {
+    out.push_back({"csum-errors-healed", Severity::warning,
+                   "the kernel log has " + std::to_string(in.logged_csum_errors) +
+                     " checksum failure(s) for this image, all before it was " +
+                     (in.healed_by == "repair" ? "repaired (verified)" : "scrubbed clean") +
+                     " at " + utc_time_us(*in.healed_at_us),
+                   "nothing to do for the image; if the failures were media damage, watch the "
+                   "disk ('btrfs device stats')"});
+  } else if (in.logged_csum_errors > 0) {
     out.push_back({"csum-errors-logged", Severity::critical,
                    "the kernel log has " + std::to_string(in.logged_csum_errors) +
                      " checksum failure(s) for this image",

@@ -5,8 +5,10 @@
 #include <vmcsum/core/image_format.hpp>
 #include <vmcsum/core/kernel_log.hpp>
 #include <vmcsum/core/kernel_log_reader.hpp>
+#include <vmcsum/core/kernel_record.hpp>
 #include <vmcsum/core/probe.hpp>
 #include <vmcsum/core/proc_scan.hpp>
+#include <vmcsum/core/scrub_state.hpp>
 #include <vmcsum/core/walk.hpp>
 #include <vmcsum/error.hpp>
 #include <vmcsum/sys/fd.hpp>
@@ -257,6 +259,34 @@ AuditResult audit(const AuditOptions& opts)
       }
       walk_root(p, true);
     }
+    // Every disk a domain, a Proxmox VM or a running QEMU names under the paths asked for is
+    // audited, whatever its name and size: the walk passes over small files without an image
+    // extension (a fresh qcow2 named guest.data, OpenStack's "disk"), and those are exactly the
+    // configured ones an admin needs to see (issue 19, "Audit must not miss the most exposed
+    // image").
+    std::vector<std::string> asked;
+    for (const auto& p : opts.paths) {
+      asked.push_back(sys::canonical_path(p));
+    }
+    auto under_asked = [&](const std::string& path) {
+      const std::string c = sys::canonical_path(path);
+      return std::any_of(asked.begin(), asked.end(), [&](const std::string& a) {
+        return c == a || (a == "/" && c.size() > 1) ||
+               (c.size() > a.size() && c.compare(0, a.size(), a) == 0 && c[a.size()] == '/');
+      });
+    };
+    for (const auto& c : configured) {
+      if (!c.path.empty() && ::access(c.path.c_str(), F_OK) == 0 && under_asked(c.path)) {
+        add_candidate(c.path, c.source, false);
+      }
+    }
+    for (const auto& f : procs.open_files) {
+      bool is_qemu = std::any_of(procs.qemus.begin(), procs.qemus.end(),
+                                 [&](const ProcScan::Qemu& q) { return q.pid == f.pid; });
+      if (is_qemu && f.flags && flags_writable(*f.flags) && under_asked(f.target)) {
+        add_candidate(f.target, "open:" + std::to_string(f.pid), false);
+      }
+    }
   } else {
     std::vector<std::string> roots = {"/var/lib/libvirt/images", "/var/lib/vz/images"};
     for (const auto& t : pool_targets) {
@@ -295,10 +325,30 @@ AuditResult audit(const AuditOptions& opts)
   }
 
   // --- kernel log ---
-  std::vector<CsumLogEvent> log_events;
+  std::vector<TimedLogEvent> log_events;
+  const std::string boot_id = current_boot_id();
+  const uint64_t printk_epoch = printk_epoch_offset_us();
   if (!opts.kernel_log.empty()) {
-    log_events = read_kernel_log(opts.kernel_log, result.notes);
+    log_events = read_kernel_log_timed(opts.kernel_log, result.notes);
   }
+  // What scrub and repair remember: outcomes per image and vmcsum's own read windows.
+  std::map<std::string, ScrubState> states; // by fsid
+  auto state_of = [&](const std::string& fsid) -> const ScrubState* {
+    if (opts.state_dir.empty()) {
+      return nullptr;
+    }
+    auto it = states.find(fsid);
+    if (it == states.end()) {
+      ScrubState s;
+      try {
+        s = load_scrub_state(opts.state_dir, fsid);
+      } catch (const Error& e) {
+        result.notes.push_back(std::string("scrub state not used: ") + e.what());
+      }
+      it = states.emplace(fsid, std::move(s)).first;
+    }
+    return &it->second;
+  };
 
   // --- examine ---
   FactCollector collector(opts.mountinfo);
@@ -314,6 +364,7 @@ AuditResult audit(const AuditOptions& opts)
   std::map<std::string, std::set<std::string>> fs_devices; // fsid -> device basenames
   for (const auto& cand : candidates) {
     ImageReport rep;
+    std::optional<uint64_t> in_last_logged;
     rep.facts = collector.collect(cand.path, true, cand.canonical);
     rep.found_via = cand.found_via;
     if (!rep.facts.examined) {
@@ -365,7 +416,10 @@ AuditResult audit(const AuditOptions& opts)
         }
       }
       std::set<uint64_t> offsets;
-      for (const auto& ev : log_events) {
+      const ScrubState* state = state_of(*rep.facts.fsid);
+      bool all_timed = true;
+      for (const auto& te : log_events) {
+        const auto& ev = te.event;
         if (ev.kind != CsumLogEvent::Kind::read_csum_failed &&
             ev.kind != CsumLogEvent::Kind::scrub_error) {
           continue;
@@ -375,12 +429,54 @@ AuditResult audit(const AuditOptions& opts)
             *ev.ino != rep.facts.inode) {
           continue;
         }
+        std::optional<uint64_t> when;
+        if (te.since_boot_us) {
+          when = kmsg_time_to_epoch_us(*te.since_boot_us, printk_epoch);
+        }
+        if (state && ev.kind == CsumLogEvent::Kind::read_csum_failed) {
+          EventWhen w;
+          w.device = sys::base_name(ev.device);
+          w.root = ev.root;
+          w.ino = ev.ino;
+          w.offset = ev.offset;
+          w.boot_id = boot_id;
+          w.mono_us = te.since_boot_us;
+          w.real_us = when;
+          if (std::any_of(state->windows.begin(), state->windows.end(),
+                          [&](const ReadWindow& rw) { return event_in_window(w, rw); })) {
+            ++rep.logged_own_reads; // vmcsum's own kernel pass: no alarm
+            continue;
+          }
+        }
         ++rep.logged_csum_errors;
+        if (when) {
+          in_last_logged = std::max(in_last_logged.value_or(0), *when);
+        } else {
+          all_timed = false;
+        }
         if (ev.offset && offsets.size() < 64) {
           offsets.insert(*ev.offset);
         }
       }
+      if (!all_timed) {
+        in_last_logged.reset(); // an event of unknown time may be later than any repair
+      }
       rep.logged_offsets.assign(offsets.begin(), offsets.end());
+      if (state && rep.facts.subvolume_id) {
+        for (const auto& o : state->outcomes) {
+          if (o.subvolume == *rep.facts.subvolume_id && o.inode == rep.facts.inode) {
+            // A later scrub that found it bad again outweighs the repair.
+            const bool bad_since = o.scrubbed_at_us && !o.clean && o.repaired_at_us &&
+                                   *o.scrubbed_at_us > *o.repaired_at_us;
+            if (!bad_since) {
+              rep.repaired_at_us = o.repaired_at_us;
+            }
+            if (o.clean) {
+              rep.scrubbed_clean_at_us = o.scrubbed_at_us;
+            }
+          }
+        }
+      }
     }
 
     if (opts.probe && rep.facts.on_btrfs && rep.facts.fsid &&
@@ -411,6 +507,15 @@ AuditResult audit(const AuditOptions& opts)
     }
     in.dir_nocow = rep.dir_nocow;
     in.logged_csum_errors = rep.logged_csum_errors;
+    in.last_logged_us = in_last_logged;
+    if (rep.repaired_at_us &&
+        (!rep.scrubbed_clean_at_us || *rep.repaired_at_us >= *rep.scrubbed_clean_at_us)) {
+      in.healed_at_us = rep.repaired_at_us;
+      in.healed_by = "repair";
+    } else if (rep.scrubbed_clean_at_us) {
+      in.healed_at_us = rep.scrubbed_clean_at_us;
+      in.healed_by = "scrub";
+    }
     in.policy = result.kernel.policy;
     in.kernel_release = result.kernel.release;
     in.policy_source = result.kernel.source;

@@ -8,21 +8,119 @@
 #include <systemd/sd-journal.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <fstream>
 #include <memory>
 #include <string_view>
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 namespace vmcsum::core {
 
-// /dev/kmsg gives one record per read, non-blocking so the end of the buffer is EAGAIN, not a
-// wait.
+std::optional<uint64_t> kernel_log_line_time_us(std::string_view line)
+{
+  auto digits = [](std::string_view s, uint64_t& v) {
+    if (s.empty() || s.size() > 19) {
+      return false;
+    }
+    v = 0;
+    for (char c : s) {
+      if (c < '0' || c > '9') {
+        return false;
+      }
+      v = v * 10 + static_cast<uint64_t>(c - '0');
+    }
+    return true;
+  };
+  // dmesg: "[  12.345678] ..." (seconds with six decimals)
+  size_t i = 0;
+  while (i < line.size() && line[i] == ' ') {
+    ++i;
+  }
+  if (i < line.size() && line[i] == '[') {
+    const auto close = line.find(']', i);
+    if (close == std::string_view::npos) {
+      return std::nullopt;
+    }
+    std::string_view t = line.substr(i + 1, close - i - 1);
+    while (!t.empty() && t.front() == ' ') {
+      t.remove_prefix(1);
+    }
+    const auto dot = t.find('.');
+    uint64_t sec = 0, frac = 0;
+    if (dot == std::string_view::npos || !digits(t.substr(0, dot), sec) ||
+        t.size() - dot - 1 != 6 || !digits(t.substr(dot + 1), frac)) {
+      return std::nullopt;
+    }
+    return sec * 1000000 + frac;
+  }
+  // /dev/kmsg: "prio,seq,usec,flags[,more];message" (Documentation/ABI/testing/dev-kmsg)
+  const auto semi = line.find(';');
+  if (semi == std::string_view::npos) {
+    return std::nullopt;
+  }
+  std::string_view head = line.substr(0, semi);
+  uint64_t fields[3] = {0, 0, 0};
+  for (int f = 0; f < 3; ++f) {
+    const auto comma = head.find(',');
+    if (comma == std::string_view::npos || !digits(head.substr(0, comma), fields[f])) {
+      return std::nullopt;
+    }
+    head.remove_prefix(comma + 1);
+  }
+  return fields[2];
+}
+
+uint64_t kmsg_time_to_epoch_us(uint64_t since_boot_us, uint64_t boot_epoch_us)
+{
+  const uint64_t sum = since_boot_us + boot_epoch_us;
+  return sum < since_boot_us ? UINT64_MAX : sum;
+}
+
+namespace {
+uint64_t clock_us(clockid_t id)
+{
+  struct timespec ts = {};
+  ::clock_gettime(id, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000 + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+}
+} // namespace
+
+uint64_t monotonic_now_us()
+{
+  return clock_us(CLOCK_MONOTONIC);
+}
+
+uint64_t realtime_now_us()
+{
+  return clock_us(CLOCK_REALTIME);
+}
+
+uint64_t printk_epoch_offset_us()
+{
+  const uint64_t real = realtime_now_us();
+  const uint64_t mono = monotonic_now_us();
+  return real > mono ? real - mono : 0;
+}
+
 std::vector<CsumLogEvent> read_kernel_log(const std::string& path, std::vector<std::string>& notes)
 {
-  std::vector<CsumLogEvent> events;
+  std::vector<CsumLogEvent> out;
+  for (auto& t : read_kernel_log_timed(path, notes)) {
+    out.push_back(std::move(t.event));
+  }
+  return out;
+}
+
+// /dev/kmsg gives one record per read, non-blocking so the end of the buffer is EAGAIN, not a
+// wait.
+std::vector<TimedLogEvent> read_kernel_log_timed(const std::string& path,
+                                                 std::vector<std::string>& notes)
+{
+  std::vector<TimedLogEvent> events;
   sys::Fd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
   if (!fd) {
     notes.push_back("kernel log " + path + " not read: " + errno_text(errno));
@@ -49,7 +147,7 @@ std::vector<CsumLogEvent> read_kernel_log(const std::string& path, std::vector<s
       std::string_view rec(buf, static_cast<size_t>(n));
       rec = rec.substr(0, rec.find('\n'));
       if (auto ev = parse_kernel_log_line(rec)) {
-        events.push_back(std::move(*ev));
+        events.push_back({std::move(*ev), kernel_log_line_time_us(rec)});
       }
     }
     return events;
@@ -62,7 +160,7 @@ std::vector<CsumLogEvent> read_kernel_log(const std::string& path, std::vector<s
   std::string line;
   while (std::getline(in, line)) {
     if (auto ev = parse_kernel_log_line(line)) {
-      events.push_back(std::move(*ev));
+      events.push_back({std::move(*ev), kernel_log_line_time_us(line)});
     }
   }
   return events;

@@ -10,6 +10,7 @@
 #include <vmcsum/btrfs/subvolume.hpp>
 #include <vmcsum/btrfs/tree_search.hpp>
 #include <vmcsum/checksum.hpp>
+#include <vmcsum/core/kernel_log_reader.hpp>
 #include <vmcsum/core/kernel_policy.hpp>
 #include <vmcsum/core/kernel_record.hpp>
 #include <vmcsum/core/proc_scan.hpp>
@@ -22,6 +23,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -57,6 +59,9 @@ struct FsCtx
   // Which kernel ran at which generation (an entry for this run added first, when the state
   // directory allows it).
   std::optional<KernelRecord> record;
+  // What earlier runs confirmed through the kernel (scrub_state.hpp); empty without a state
+  // directory.
+  ScrubState state;
 };
 
 bool full_pread(int fd, uint8_t* buf, size_t len, uint64_t off)
@@ -116,6 +121,7 @@ public:
   }
   FileScrub scrub_file(const std::string& path, const ProcScan& procs);
   const std::vector<std::string>& notes() const { return m_notes; }
+  std::vector<ReadWindow>& windows() { return m_windows; }
 
 private:
   FsCtx& fs_for(int fd, const std::string& path);
@@ -132,6 +138,7 @@ private:
                       uint64_t logical, uint64_t length, uint64_t file_offset);
   void date_findings(FsCtx& fs, FileScrub& f, int fd);
   void kernel_pass(FsCtx& fs, FileScrub& f);
+  void remember(FsCtx& fs, const FileScrub& f);
   void recheck(int fd, FsCtx& fs, FileScrub& f);
   void tick(uint64_t bytes, const std::string& path)
   {
@@ -156,6 +163,8 @@ private:
   std::vector<sys::AlignedBuffer> m_copy_bufs; // one per further copy (divergence check)
   std::vector<std::string> m_notes;            // per run, not per file
   std::string m_boot_id = current_boot_id();
+  std::vector<ReadWindow> m_windows;       // this run's kernel passes
+  std::optional<ReadWindow> m_last_window; // the current file's, for remember()
 };
 
 FsCtx& Scrubber::fs_for(int fd, const std::string& path)
@@ -189,7 +198,15 @@ FsCtx& Scrubber::fs_for(int fd, const std::string& path)
         m_notes.push_back("kernel record of " + info.fsid + " unreadable: " + e2.what());
       }
     }
+    try {
+      ctx.state = load_scrub_state(m_opts.state_dir, info.fsid);
+    } catch (const Error& e) {
+      m_notes.push_back(std::string("scrub state not used (every bad sector is read through "
+                                    "btrfs again): ") +
+                        e.what());
+    }
   }
+  ctx.state.fsid = info.fsid;
   return m_fs.emplace(info.fsid, std::move(ctx)).first->second;
 }
 
@@ -460,6 +477,11 @@ uint64_t Scrubber::compressed_disk_length(int fd, uint64_t disk_bytenr, uint64_t
 
 // Reads the file through btrfs with O_DIRECT: the kernel verifies every sector (and repairs a
 // bad copy from a good one on redundant profiles). Per sector after an EIO.
+// The per-copy pass has run first and decided what is bad; this pass confirms it. A bad sector
+// without a good copy that an earlier pass already confirmed, and whose copies still hold the
+// same bytes, is not read again (unless --reconfirm): each such read makes the kernel fail every
+// mirror, adding corruption_errs to `btrfs device stats` and csum-failed lines to the log, which
+// is what monitoring alerts on. Sectors with a good copy are always read: the kernel repairs them.
 void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
 {
   const uint32_t ss = fs.info.sectorsize;
@@ -475,9 +497,68 @@ void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
     spans = m_ranges;
     std::sort(spans.begin(), spans.end());
   }
+  // Which bad sectors an earlier pass confirmed.
+  auto sector_range = [&](const BadSector& b) {
+    const uint64_t a = b.offset / ss * ss;
+    const uint64_t e = (b.offset + std::max<uint64_t>(b.length, 1) + ss - 1) / ss * ss;
+    return std::make_pair(a, e - a);
+  };
+  std::vector<const KernelConfirmation*> confirmed(f.bad.size(), nullptr);
+  std::vector<std::pair<uint64_t, uint64_t>> skip, needed;
+  for (size_t i = 0; i < f.bad.size(); ++i) {
+    const auto& b = f.bad[i];
+    std::vector<std::string> csums;
+    bool some_match = false;
+    for (const auto& c : b.copies) {
+      csums.push_back(c.read_error ? "" : c.csum);
+      some_match = some_match || c.matches;
+    }
+    if (!m_opts.reconfirm) {
+      for (const auto& c : fs.state.confirmations) {
+        if (c.subvolume == f.subvolume_id && c.inode == f.inode &&
+            confirmation_holds(c, b.logical, b.expected_csum, csums, some_match)) {
+          confirmed[i] = &c;
+          break;
+        }
+      }
+    }
+    (confirmed[i] ? skip : needed).push_back(sector_range(b));
+  }
+  // A compressed extent is read whole: its range is skipped only when none of its bad sectors
+  // is new.
+  std::erase_if(skip, [&](const auto& r) {
+    return std::any_of(needed.begin(), needed.end(), [&](const auto& n) {
+      return n.first < r.first + r.second && r.first < n.first + n.second;
+    });
+  });
+  spans = subtract_ranges(spans, skip);
+
+  ReadWindow win;
+  win.boot_id = m_boot_id;
+  win.pid = ::getpid();
+  win.fsid = fs.info.fsid;
+  for (const auto& [id, p] : fs.dev_paths) {
+    (void)id;
+    win.devices.push_back(p.substr(p.find_last_of('/') + 1));
+    char real[PATH_MAX];
+    if (::realpath(p.c_str(), real)) {
+      const std::string r = real;
+      const std::string b = r.substr(r.find_last_of('/') + 1);
+      if (b != win.devices.back()) {
+        win.devices.push_back(b);
+      }
+    }
+  }
+  win.subvolume = f.subvolume_id;
+  win.inode = f.inode;
+  win.mono_start_us = monotonic_now_us();
+  win.real_start_us = realtime_now_us();
   for (const auto& [span_off, span_len] : spans) {
     const uint64_t end =
       std::min((span_off + span_len + ss - 1) / ss * ss, (f.size + ss - 1) / ss * ss);
+    if (span_off / ss * ss < end) {
+      win.ranges.emplace_back(span_off / ss * ss, end - span_off / ss * ss);
+    }
     for (uint64_t off = span_off / ss * ss; off < end;) {
       const size_t len = static_cast<size_t>(std::min<uint64_t>(m_opts.chunk, end - off));
       m_limiter.consumed(len);
@@ -502,11 +583,21 @@ void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
       off += len;
     }
   }
+  win.mono_end_us = monotonic_now_us();
+  win.real_end_us = realtime_now_us();
+  m_last_window = win;
   std::sort(eio.begin(), eio.end());
   eio.erase(std::unique(eio.begin(), eio.end()), eio.end());
   f.kernel_eio_sectors = eio.size();
   std::set<uint64_t> explained;
-  for (auto& b : f.bad) {
+  for (size_t i = 0; i < f.bad.size(); ++i) {
+    auto& b = f.bad[i];
+    if (confirmed[i] && std::find(skip.begin(), skip.end(), sector_range(b)) != skip.end()) {
+      b.kernel_eio = confirmed[i]->kernel_eio;
+      b.kernel_confirmed_at_us = confirmed[i]->confirmed_at_us;
+      ++f.kernel_confirmed_before;
+      continue;
+    }
     // A compressed extent is decompressed whole, so a bad on-disk sector makes the kernel fail
     // every sector of the file range the extent covers: any EIO there is this sector's.
     const auto first = std::lower_bound(eio.begin(), eio.end(), b.offset);
@@ -519,8 +610,8 @@ void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
     if (some_match) {
       const auto before = b.copies;
       std::vector<uint8_t> exp;
-      for (size_t i = 0; i + 1 < b.expected_csum.size(); i += 2) {
-        exp.push_back(static_cast<uint8_t>(std::stoul(b.expected_csum.substr(i, 2), nullptr, 16)));
+      for (size_t k = 0; k + 1 < b.expected_csum.size(); k += 2) {
+        exp.push_back(static_cast<uint8_t>(std::stoul(b.expected_csum.substr(k, 2), nullptr, 16)));
       }
       fill_copies(fs, b, exp);
       bool repaired = true;
@@ -536,6 +627,68 @@ void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
     if (!explained.count(off)) {
       f.kernel_only_eio.push_back(off);
     }
+  }
+}
+
+// Saves what this file's scrub taught: the kernel's confirmations of sectors without a good
+// copy, the outcome of a whole-file scrub, and the read window of the kernel pass.
+void Scrubber::remember(FsCtx& fs, const FileScrub& f)
+{
+  ScrubState u;
+  u.fsid = fs.info.fsid;
+  const uint64_t now = realtime_now_us();
+  if (f.kernel_pass) {
+    for (const auto& b : f.bad) {
+      const bool some_match =
+        std::any_of(b.copies.begin(), b.copies.end(), [](const auto& c) { return c.matches; });
+      if (some_match || b.kernel_eio != true) {
+        continue;
+      }
+      KernelConfirmation c;
+      c.subvolume = f.subvolume_id;
+      c.inode = f.inode;
+      c.offset = b.offset;
+      c.length = b.length;
+      c.logical = b.logical;
+      c.expected_csum = b.expected_csum;
+      for (const auto& x : b.copies) {
+        c.copy_csums.push_back(x.read_error ? "" : x.csum);
+      }
+      c.kernel_eio = *b.kernel_eio;
+      c.confirmed_at_us = b.kernel_confirmed_at_us.value_or(now);
+      u.confirmations.push_back(std::move(c));
+    }
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> replaced;
+  if (m_ranges.empty()) {
+    // A whole-file scrub knows every bad sector: confirmations of sectors no longer bad go.
+    if (f.kernel_pass) {
+      replaced.emplace_back(f.subvolume_id, f.inode);
+    }
+    ImageOutcome o;
+    o.subvolume = f.subvolume_id;
+    o.inode = f.inode;
+    o.path = f.path;
+    o.scrubbed_at_us = now;
+    o.clean = f.bad.empty() && f.divergent.empty() && f.kernel_only_eio.empty();
+    u.outcomes.push_back(std::move(o));
+  }
+  if (m_last_window) {
+    u.windows.push_back(*m_last_window);
+  }
+  // The in-memory copy serves later files of this run.
+  std::erase_if(fs.state.confirmations, [&](const KernelConfirmation& c) {
+    return c.subvolume == f.subvolume_id && c.inode == f.inode;
+  });
+  fs.state.confirmations.insert(fs.state.confirmations.end(), u.confirmations.begin(),
+                                u.confirmations.end());
+  if (m_opts.state_dir.empty()) {
+    return;
+  }
+  try {
+    merge_scrub_state(m_opts.state_dir, u, replaced);
+  } catch (const Error& e) {
+    m_notes.push_back("scrub state of " + fs.info.fsid + " not saved: " + e.what());
   }
 }
 
@@ -589,6 +742,7 @@ FileScrub Scrubber::scrub_file(const std::string& path, const ProcScan& procs)
 {
   FileScrub f;
   f.path = path;
+  m_last_window.reset();
   // O_NONBLOCK: a FIFO swapped in for an image must not hang the scrub (it is refused below).
   sys::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
   if (!fd) {
@@ -707,6 +861,11 @@ FileScrub Scrubber::scrub_file(const std::string& path, const ProcScan& procs)
       classify(d, ctx);
     }
     f.examined = true;
+    remember(fs, f);
+    if (m_last_window) {
+      m_windows.push_back(std::move(*m_last_window));
+      m_last_window.reset();
+    }
   } catch (const Error& e) {
     f.error = e.what();
   }
@@ -789,11 +948,14 @@ ScrubResult scrub(const ScrubOptions& opts, const ScrubProgress& progress)
     }
   }
   result.notes.insert(result.notes.end(), s.notes().begin(), s.notes().end());
+  result.windows = std::move(s.windows());
   if (!examined.empty() && (!opts.kernel_log.empty() || opts.journal)) {
     HistoryOptions ho;
     ho.kernel_log = opts.kernel_log;
     ho.journal = opts.journal;
     ho.journal_dir = opts.journal_dir;
+    ho.state_dir = opts.state_dir;
+    ho.extra_windows = &result.windows;
     auto h = scrub_history(examined, ho);
     result.history = std::move(h.history);
     result.notes.insert(result.notes.end(), h.notes.begin(), h.notes.end());

@@ -6,12 +6,14 @@
 #include <vmcsum/btrfs/ioctl.hpp>
 #include <vmcsum/btrfs/subvolume.hpp>
 #include <vmcsum/core/kernel_log_reader.hpp>
+#include <vmcsum/core/kernel_record.hpp>
 #include <vmcsum/core/scrub.hpp>
 #include <vmcsum/core/subvol_paths.hpp>
 #include <vmcsum/error.hpp>
 #include <vmcsum/sys/fd.hpp>
 #include <vmcsum/sys/mount_table.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -85,19 +87,102 @@ std::string canonical(const std::string& p)
 
 } // namespace
 
+std::vector<HistoryEvent> merge_history(std::vector<HistoryEvent> events)
+{
+  std::vector<HistoryEvent> out;
+  auto same = [](const HistoryEvent& a, const HistoryEvent& b) {
+    const auto &x = a.event, &y = b.event;
+    return x.kind == y.kind && x.device == y.device && x.root == y.root && x.ino == y.ino &&
+           x.offset == y.offset && x.logical == y.logical && x.mirror == y.mirror &&
+           x.csum == y.csum && x.expected_csum == y.expected_csum &&
+           a.caused_by_vmcsum == b.caused_by_vmcsum;
+  };
+  for (auto& e : events) {
+    auto it =
+      std::find_if(out.begin(), out.end(), [&](const HistoryEvent& o) { return same(o, e); });
+    if (it == out.end()) {
+      if (!e.last_timestamp) {
+        e.last_timestamp = e.timestamp;
+      }
+      out.push_back(std::move(e));
+      continue;
+    }
+    it->count += e.count;
+    const auto last = e.last_timestamp ? e.last_timestamp : e.timestamp;
+    if (e.timestamp && (!it->timestamp || *e.timestamp < *it->timestamp)) {
+      it->timestamp = e.timestamp;
+      it->since_boot_us = e.since_boot_us;
+      it->boot = e.boot;
+      it->source = e.source;
+    }
+    if (last && (!it->last_timestamp || *last > *it->last_timestamp)) {
+      it->last_timestamp = last;
+    }
+    if (!it->path && e.path) {
+      it->path = e.path;
+    }
+  }
+  return out;
+}
+
+void mark_own_reads(std::vector<HistoryEvent>& events, const std::vector<ReadWindow>& windows)
+{
+  for (auto& h : events) {
+    const auto& e = h.event;
+    // Only reads through btrfs fail this way: scrub lines come from `btrfs scrub`, not vmcsum.
+    if (e.kind != CsumLogEvent::Kind::read_csum_failed &&
+        e.kind != CsumLogEvent::Kind::read_repaired) {
+      continue;
+    }
+    EventWhen w;
+    w.device = base(e.device);
+    w.root = e.root;
+    w.ino = e.ino;
+    w.offset = e.offset;
+    w.boot_id = h.boot;
+    w.mono_us = h.since_boot_us;
+    w.real_us = h.timestamp;
+    h.caused_by_vmcsum = std::any_of(windows.begin(), windows.end(),
+                                     [&](const ReadWindow& rw) { return event_in_window(w, rw); });
+  }
+}
+
 ScrubResult scrub_history(const std::vector<std::string>& paths, const HistoryOptions& opts)
 {
   ScrubResult r;
   std::vector<HistoryEvent> all;
   if (!opts.kernel_log.empty()) {
-    for (auto& e : read_kernel_log(opts.kernel_log, r.notes)) {
-      all.push_back({std::move(e), "kmsg", std::nullopt, std::nullopt, std::nullopt});
+    // printk times are since boot; kernel_log_reader.hpp says why CLOCK_MONOTONIC's epoch.
+    const uint64_t epoch = printk_epoch_offset_us();
+    const std::string boot = current_boot_id();
+    for (auto& e : read_kernel_log_timed(opts.kernel_log, r.notes)) {
+      HistoryEvent h;
+      h.event = std::move(e.event);
+      h.source = "kmsg";
+      h.boot = boot;
+      h.since_boot_us = e.since_boot_us;
+      if (e.since_boot_us) {
+        h.timestamp = kmsg_time_to_epoch_us(*e.since_boot_us, epoch);
+      }
+      all.push_back(std::move(h));
     }
   }
   if (opts.journal) {
     for (auto& je : read_journal_kernel_log(r.notes, opts.journal_dir)) {
-      all.push_back({std::move(je.event), "journal", std::nullopt, je.boot_id, je.realtime_us});
+      HistoryEvent h;
+      h.event = std::move(je.event);
+      h.source = "journal";
+      h.boot = je.boot_id;
+      h.timestamp = je.realtime_us;
+      all.push_back(std::move(h));
     }
+  }
+  std::vector<ReadWindow> windows;
+  for (auto& s : load_all_scrub_states(opts.state_dir, r.notes)) {
+    windows.insert(windows.end(), s.windows.begin(), s.windows.end());
+  }
+  if (opts.extra_windows) {
+    windows.insert(windows.end(), opts.extra_windows->begin(), opts.extra_windows->end());
   }
   const auto mounts = btrfs_mounts(opts.mountinfo);
   std::vector<std::string> wanted;
@@ -125,6 +210,8 @@ ScrubResult scrub_history(const std::vector<std::string>& paths, const HistoryOp
     }
     r.history.push_back(std::move(h));
   }
+  mark_own_reads(r.history, windows);
+  r.history = merge_history(std::move(r.history));
   return r;
 }
 

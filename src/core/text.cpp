@@ -2,6 +2,8 @@
 // Copyright (C) 2026 The vmcsum authors
 #include <vmcsum/core/text.hpp>
 
+#include <ctime>
+
 #include <cstdio>
 
 namespace vmcsum::core {
@@ -125,6 +127,16 @@ std::string human_bytes(uint64_t bytes)
   } else {
     std::snprintf(buf, sizeof buf, "%.2f%s", v, units[u]);
   }
+  return buf;
+}
+
+std::string utc_time_us(uint64_t us)
+{
+  const time_t t = static_cast<time_t>(us / 1000000);
+  struct tm tm = {};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
 }
 

@@ -30,6 +30,9 @@ struct AuditOptions
   // Measure O_DIRECT on each btrfs holding images (core::probe_filesystem) and prefer that
   // over the version table; kernel.source then says "probe".
   bool probe = false;
+  // vmcsum's state directory: scrub outcomes, verified repairs and the read windows of its own
+  // kernel passes (scrub_state.hpp). "" = none.
+  std::string state_dir;
 };
 
 struct KernelReport
@@ -68,6 +71,10 @@ struct ImageReport
   std::optional<bool> dir_nocow;        // the NOCOW attribute of the directory holding it
   uint64_t logged_csum_errors = 0;      // kernel log lines naming this image's inode
   std::vector<uint64_t> logged_offsets; // distinct file offsets from those lines (first 64)
+  uint64_t logged_own_reads = 0;        // further lines caused by vmcsum's own reads
+  // The last verified repair, and the last whole-file scrub if it was clean (epoch µs).
+  std::optional<uint64_t> repaired_at_us;
+  std::optional<uint64_t> scrubbed_clean_at_us;
   std::vector<Finding> findings;
 };
 
@@ -100,6 +107,11 @@ struct RiskInputs
   bool writer_open = false;         // some process has it open for writing
   std::optional<bool> dir_nocow;
   uint64_t logged_csum_errors = 0;
+  // When the last of those events happened (epoch µs; nullopt when some line has no time).
+  std::optional<uint64_t> last_logged_us;
+  // The image was repaired (verified) or scrubbed clean at this time (epoch µs), and how.
+  std::optional<uint64_t> healed_at_us;
+  std::string healed_by; // "repair", "scrub"
   DioPolicy policy;
   std::string kernel_release;
   std::string policy_source = "version-table";

@@ -9,6 +9,7 @@
 #include <vmcsum/core/kernel_log.hpp>
 #include <vmcsum/core/kernel_policy.hpp>
 #include <vmcsum/core/rate_limiter.hpp>
+#include <vmcsum/core/scrub_state.hpp>
 #include <vmcsum/core/vm_config.hpp>
 
 #include <cstdint>
@@ -76,6 +77,10 @@ struct BadSector
   // (the kernel's read repair rewrote them).
   std::optional<bool> kernel_eio;
   std::optional<bool> repaired_by_read;
+  // Set when this run did not read the sector through btrfs because an earlier kernel pass
+  // confirmed it (same per-copy facts, no good copy; scrub_state.hpp): kernel_eio is then that
+  // pass's answer, given at this time (microseconds since the epoch).
+  std::optional<uint64_t> kernel_confirmed_at_us;
 };
 
 // A range of a file without checksums (NODATASUM) whose copies differ: two reads of it can
@@ -163,6 +168,9 @@ struct ScrubOptions
   // vmcsum's state directory: the kernel record of each filesystem is read from it (and an
   // entry added for this run). "" = none: every extent's kernel is unknown.
   std::string state_dir;
+  // Read every bad sector through btrfs again, even those an earlier kernel pass confirmed
+  // (each such read adds corruption errors to the device stats and lines to the kernel log).
+  bool reconfirm = false;
 };
 
 struct FileScrub
@@ -188,6 +196,8 @@ struct FileScrub
   bool kernel_pass = false;
   uint64_t kernel_eio_sectors = 0;
   uint64_t kernel_read_repairs = 0;
+  // Bad sectors not read through btrfs this time: an earlier kernel pass confirmed them.
+  uint64_t kernel_confirmed_before = 0;
   // File offsets where the kernel returned EIO but the per-copy pass found every copy good.
   std::vector<uint64_t> kernel_only_eio;
   std::vector<std::string> notes;
@@ -198,15 +208,30 @@ struct FileScrub
 struct HistoryEvent
 {
   CsumLogEvent event;
-  std::string source;                // "kmsg", "journal"
-  std::optional<std::string> path;   // resolved file path
-  std::optional<std::string> boot;   // journal boot id
-  std::optional<uint64_t> timestamp; // microseconds since the epoch (journal) or boot (kmsg)
+  std::string source;                    // "kmsg", "journal"
+  std::optional<std::string> path;       // resolved file path
+  std::optional<std::string> boot;       // boot id (32 hex digits)
+  std::optional<uint64_t> timestamp;     // microseconds since the epoch (the first occurrence)
+  std::optional<uint64_t> since_boot_us; // kmsg: printk time of the first occurrence
+  // A read of vmcsum's own kernel pass caused it (a recorded read window matches).
+  bool caused_by_vmcsum = false;
+  // Repeats of the same event merged into this one (scrub_history).
+  uint64_t count = 1;
+  std::optional<uint64_t> last_timestamp;
 };
+
+// Merges events that say the same thing (kind, device, root, inode, offset, logical, mirror,
+// csum, expected csum, and whether vmcsum caused them) into one with a count and the first and
+// last time; order of first occurrence is kept.
+std::vector<HistoryEvent> merge_history(std::vector<HistoryEvent> events);
+// Marks the events a read window explains (caused_by_vmcsum).
+void mark_own_reads(std::vector<HistoryEvent>& events, const std::vector<ReadWindow>& windows);
 
 struct ScrubResult
 {
   std::vector<FileScrub> files;
+  // Read windows of this run's kernel passes (also saved in the state directory).
+  std::vector<ReadWindow> windows;
   std::vector<HistoryEvent> history;
   std::vector<std::string> notes;
 };
@@ -226,6 +251,9 @@ struct HistoryOptions
   bool journal = true;
   std::string journal_dir; // journal directory or file; "" = the system journal
   std::string mountinfo = "/proc/self/mountinfo";
+  // Where vmcsum's read windows are kept ("" = none) and windows of this run not saved there.
+  std::string state_dir;
+  const std::vector<ReadWindow>* extra_windows = nullptr;
 };
 
 // Only the kernel log: every btrfs checksum event (dev-stats lines left out), root+inode (or

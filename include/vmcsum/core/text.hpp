@@ -36,4 +36,7 @@ void for_each_line(std::string_view text, Fn fn)
 // 1536 -> "1.5KiB", 0 -> "0B": the binary units btrfs-progs prints.
 std::string human_bytes(uint64_t bytes);
 
+// "2026-12-03T08:15:02Z" for microseconds since the epoch.
+std::string utc_time_us(uint64_t us);
+
 } // namespace vmcsum::core

@@ -240,7 +240,7 @@ common_checks() {
       while ((getline line < inos) > 0) { split(line, f, " "); ino[f[1]] = f[2] }
       while ((getline line < tree) > 0) {
         n = split(line, f, " ")
-        if (f[1] == "item" && f[5] == "EXTENT_DATA") { i = f[4]; sub(/^\(/, "", i); k = f[6]; sub(/\)$/, "", k); hit = 1; continue }
+        if (f[1] == "item" && f[5] == "EXTENT_DATA") { i = f[4]; sub(/^\(/, "", i); k = f[6]; sub(/\)$/, "", k); k += 0; hit = 1; continue }
         if (hit && f[1] == "generation") { g = f[2]; continue }
         if (hit && f[1] == "extent" && f[2] == "data" && f[3] == "offset") { c = ++ne[i]; ek[i, c] = k; el[i, c] = f[6]; eg[i, c] = g; hit = 0; continue }
         if (f[1] == "item") hit = 0

@@ -87,7 +87,7 @@ _vmcsum()
             ;;
         repair)
             if [[ $cur == -* ]]; then
-                COMPREPLY=($(compgen -W "$global_opts --from --prefer-mirror --include-undetermined --then-nocow --backup-dir --undo --force --limit-rate --no-progress --dry-run -n --proc" -- "$cur"))
+                COMPREPLY=($(compgen -W "$global_opts --from --prefer-mirror --include-undetermined --then-nocow --backup-dir --undo --force --limit-rate --no-progress --dry-run -n --proc --libvirt-dir --libvirt-run-dir --pve-dir" -- "$cur"))
             else
                 _filedir
             fi

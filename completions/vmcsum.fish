@@ -73,3 +73,6 @@ complete -c vmcsum -n "not __fish_seen_subcommand_from $commands" -a record -d '
 complete -c vmcsum -n "__fish_seen_subcommand_from record" -F
 complete -c vmcsum -n "__fish_seen_subcommand_from record" -l source -x -a 'boot shutdown run' -d 'Why the entry is made'
 complete -c vmcsum -n "__fish_seen_subcommand_from record" -l kernel-release -x -d 'Record this release instead of uname -r'
+complete -c vmcsum -n "__fish_seen_subcommand_from repair" -l libvirt-dir -r -d 'libvirt configuration directory'
+complete -c vmcsum -n "__fish_seen_subcommand_from repair" -l libvirt-run-dir -r -d 'libvirt runtime directory'
+complete -c vmcsum -n "__fish_seen_subcommand_from repair" -l pve-dir -r -d 'Proxmox configuration directory'

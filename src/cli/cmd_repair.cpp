@@ -37,6 +37,7 @@ struct RepairCli
   bool no_progress = false;
   bool dry_run = false;
   std::string proc_dir = "/proc";
+  core::VmConfigDirs vm_configs;
 };
 
 nlohmann::ordered_json str_or_null(const std::string& s)
@@ -274,6 +275,16 @@ void register_repair(CLI::App& app, Runner& runner)
                   "Read and write at most this many bytes per second (suffix K, M, G)");
   cmd->add_flag("--no-progress", cli->no_progress, "Never draw the progress bar");
   cmd->add_flag("-n,--dry-run", cli->dry_run, "Show what would be done; write nothing");
+  cmd
+    ->add_option("--libvirt-dir", cli->vm_configs.libvirt_dir,
+                 "libvirt configuration directory (cache modes as evidence)")
+    ->capture_default_str();
+  cmd
+    ->add_option("--libvirt-run-dir", cli->vm_configs.libvirt_run_dir,
+                 "libvirt runtime directory")
+    ->capture_default_str();
+  cmd->add_option("--pve-dir", cli->vm_configs.pve_dir, "Proxmox configuration directory")
+    ->capture_default_str();
   cmd->add_option("--proc", cli->proc_dir, "proc filesystem to scan for users of the images")
     ->capture_default_str(); // for tests
   cmd->callback([cli, &runner] {
@@ -330,6 +341,7 @@ void register_repair(CLI::App& app, Runner& runner)
           ro.dry_run = cli->dry_run;
           ro.limit_rate = rate;
           ro.proc_dir = cli->proc_dir;
+          ro.vm_configs = cli->vm_configs;
           ro.state_dir = out.options().state_dir;
           r = core::repair(ro, progress, StopSignals::cancel());
         }

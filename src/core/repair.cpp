@@ -579,6 +579,7 @@ FileScrub Repairer::scrub_one(const std::string& path,
   so.proc_root = m_opts.proc_dir;
   so.ranges = ranges;
   so.state_dir = m_opts.state_dir;
+  so.vm_configs = m_opts.vm_configs;
   auto r = scrub(so, [&](uint64_t d, uint64_t t, const std::string& p) { report(p, phase, d, t); });
   if (r.files.empty()) {
     throw Stop{"failed", "scrub-failed", "scrub found nothing to examine"};

@@ -111,6 +111,23 @@ race_case() {
     check_eq "$name: no signature in three images: media where a copy matches, else undetermined" '[]' \
       "$(jq -c '[.files[].bad[] | select(.class != (if any(.copies[]; .matches) then "media" else "undetermined" end)) | .logical]' "$d/scrub.json" 2>/dev/null || echo '?')"
   fi
+  # Where the race really happens, a VM writes the image with cache=none: a libvirt domain that
+  # says so is race evidence on its own, so every sector is false-mismatch, signature or not.
+  mkdir -p "$d/libvirt/qemu"
+  cat >"$d/libvirt/qemu/guest.xml" <<XML
+<domain type='kvm'><name>guest</name><devices>
+  <disk type='file' device='disk'><driver name='qemu' type='raw' cache='none' io='native'/>
+    <source file='$csum'/><target dev='vda' bus='virtio'/></disk>
+</devices></domain>
+XML
+  rc=0
+  "$VMCSUM" --json scrub --no-progress --no-history --no-kernel-pass --libvirt-dir "$d/libvirt" \
+    --libvirt-run-dir "$IT_TMP/empty" --pve-dir "$IT_TMP/empty" "$csum" >"$d/scrub.conf.json" 2>/dev/null || rc=$?
+  check_eq "$name: configured cache=none: every bad sector false-mismatch, o-direct-configured" \
+    '["false-mismatch true"]' \
+    "$(jq -c '[.files[].bad[] | "\(.class) \(.evidence_codes | index("o-direct-configured") != null)"] | unique' "$d/scrub.conf.json")"
+  check_eq "$name: configured cache=none: as many bad sectors" "$(jq '[.files[0].bad[]] | length' "$d/scrub.json")" \
+    "$(jq '[.files[0].bad[]] | length' "$d/scrub.conf.json")"
   check_eq "$name: every bad sector: write-kernel-unknown (no record of the writes)" '[true]' \
     "$(jq -c '[.files[].bad[] | (.evidence_codes // []) | index("write-kernel-unknown") != null] | unique' "$d/scrub.json")"
   jq -r '.files[].bad[] | select((.evidence_codes // []) | index("race-signature")) | .logical' \

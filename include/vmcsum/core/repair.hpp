@@ -160,6 +160,7 @@ struct RepairOptions
   std::string proc_dir = "/proc";
   std::string mountinfo = "/proc/self/mountinfo";
   std::string state_dir; // the kernel record scrub classifies with ("" = none)
+  VmConfigDirs vm_configs; // the cache modes scrub takes as evidence, as scrub and audit read them
 };
 
 struct UndoOptions

@@ -424,8 +424,11 @@ AuditResult audit(const AuditOptions& opts)
             ev.kind != CsumLogEvent::Kind::scrub_error) {
           continue;
         }
-        if (!devs.count(sys::base_name(ev.device)) || !ev.root || !ev.ino ||
-            !rep.facts.subvolume_id || *ev.root != static_cast<int64_t>(*rep.facts.subvolume_id) ||
+        // The device name, and the filesystem the log bound it to when it was logged: a loop
+        // device reused by another filesystem since must not lend it the old one's events.
+        if ((ev.fsid && *ev.fsid != *rep.facts.fsid) || !devs.count(sys::base_name(ev.device)) ||
+            !ev.root || !ev.ino || !rep.facts.subvolume_id ||
+            *ev.root != static_cast<int64_t>(*rep.facts.subvolume_id) ||
             *ev.ino != rep.facts.inode) {
           continue;
         }

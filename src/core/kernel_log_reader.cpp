@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string_view>
 
@@ -106,6 +107,28 @@ uint64_t printk_epoch_offset_us()
   return real > mono ? real - mono : 0;
 }
 
+namespace {
+// Device name -> the filesystem it stands for now, as the log itself has said (loop devices are
+// reused by one test or image after another: a name alone does not tell the filesystem).
+using DeviceFsids = std::map<std::string, std::string>;
+
+// One line: a binding (remembered) or an event (attributed to the filesystem of its device).
+std::optional<CsumLogEvent> attributed(std::string_view line, DeviceFsids& fsids)
+{
+  if (auto b = parse_device_fsid_line(line)) {
+    fsids[b->device] = b->fsid;
+    return std::nullopt;
+  }
+  auto ev = parse_kernel_log_line(line);
+  if (ev) {
+    if (auto it = fsids.find(ev->device); it != fsids.end()) {
+      ev->fsid = it->second;
+    }
+  }
+  return ev;
+}
+} // namespace
+
 std::vector<CsumLogEvent> read_kernel_log(const std::string& path, std::vector<std::string>& notes)
 {
   std::vector<CsumLogEvent> out;
@@ -121,6 +144,7 @@ std::vector<TimedLogEvent> read_kernel_log_timed(const std::string& path,
                                                  std::vector<std::string>& notes)
 {
   std::vector<TimedLogEvent> events;
+  DeviceFsids fsids;
   sys::Fd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
   if (!fd) {
     notes.push_back("kernel log " + path + " not read: " + errno_text(errno));
@@ -146,7 +170,7 @@ std::vector<TimedLogEvent> read_kernel_log_timed(const std::string& path,
       }
       std::string_view rec(buf, static_cast<size_t>(n));
       rec = rec.substr(0, rec.find('\n'));
-      if (auto ev = parse_kernel_log_line(rec)) {
+      if (auto ev = attributed(rec, fsids)) {
         events.push_back({std::move(*ev), kernel_log_line_time_us(rec)});
       }
     }
@@ -159,7 +183,7 @@ std::vector<TimedLogEvent> read_kernel_log_timed(const std::string& path,
   std::ifstream in(path);
   std::string line;
   while (std::getline(in, line)) {
-    if (auto ev = parse_kernel_log_line(line)) {
+    if (auto ev = attributed(line, fsids)) {
       events.push_back({std::move(*ev), kernel_log_line_time_us(line)});
     }
   }
@@ -192,6 +216,8 @@ std::vector<JournalEvent> read_journal_kernel_log(std::vector<std::string>& note
   sd_id128_t this_boot = {};
   const bool have_boot = sd_id128_get_boot(&this_boot) >= 0;
   sd_journal_add_match(j.get(), "_TRANSPORT=kernel", 0);
+  DeviceFsids fsids;
+  sd_id128_t fsids_boot = SD_ID128_NULL;
   SD_JOURNAL_FOREACH(j.get())
   {
     const void* data = nullptr;
@@ -204,13 +230,17 @@ std::vector<JournalEvent> read_journal_kernel_log(std::vector<std::string>& note
     if (msg.find("BTRFS") == std::string_view::npos) {
       continue;
     }
-    auto ev = parse_kernel_log_line(msg);
-    if (!ev) {
-      continue;
-    }
     uint64_t usec = 0;
     sd_id128_t boot = {};
     sd_journal_get_monotonic_usec(j.get(), nullptr, &boot);
+    if (!sd_id128_equal(boot, fsids_boot)) {
+      fsids.clear(); // device names are per boot
+      fsids_boot = boot;
+    }
+    auto ev = attributed(msg, fsids);
+    if (!ev) {
+      continue;
+    }
     if (have_boot && sd_id128_equal(boot, this_boot)) {
       continue; // this boot comes from /dev/kmsg
     }

@@ -47,9 +47,15 @@ std::optional<std::pair<uint64_t, uint64_t>> logical_ino(int fd, uint64_t logica
   return std::nullopt;
 }
 
-bool on_device(const MountedSubvol& m, const std::string& dev)
+// Whether mount m is the filesystem the event was logged for: its device name, and, where the
+// log said which filesystem that name stood for then, that filesystem (a loop device named in an
+// old event may belong to another filesystem now).
+bool on_device(const MountedSubvol& m, const CsumLogEvent& e)
 {
-  return std::find(m.devices.begin(), m.devices.end(), base(dev)) != m.devices.end();
+  if (e.fsid && *e.fsid != m.fsid) {
+    return false;
+  }
+  return std::find(m.devices.begin(), m.devices.end(), base(e.device)) != m.devices.end();
 }
 
 void resolve(HistoryEvent& h, const std::vector<MountedSubvol>& mounts)
@@ -61,7 +67,7 @@ void resolve(HistoryEvent& h, const std::vector<MountedSubvol>& mounts)
   uint64_t ino = e.ino.value_or(0);
   if (!have_ino && e.logical) {
     for (const auto& m : mounts) {
-      if (on_device(m, e.device)) {
+      if (on_device(m, e)) {
         if (auto r = logical_ino(m.fd->get(), *e.logical)) {
           ino = r->first;
           root = r->second;
@@ -74,8 +80,7 @@ void resolve(HistoryEvent& h, const std::vector<MountedSubvol>& mounts)
   if (!have_ino || !have_root) {
     return;
   }
-  h.path =
-    inode_path(mounts, root, ino, [&](const MountedSubvol& m) { return on_device(m, e.device); });
+  h.path = inode_path(mounts, root, ino, [&](const MountedSubvol& m) { return on_device(m, e); });
 }
 
 std::string canonical(const std::string& p)

@@ -211,4 +211,27 @@ else
 fi
 check_schema scrub "$D/file.json" "$D/sub.json" "$D/a.json" "$D/kmsg.json" "$D/kmsg_all.json"
 
+# --- a reused device name: events of the filesystem that had it before are not this one's -------
+# The log binds the name to a filesystem (device scan, first mount); an event only belongs to the
+# filesystem its device stood for when it was logged. Our fsid is btrfs's own (filesystem show).
+FSID=$(btrfs filesystem show "$MNT" | awk '/uuid:/ {print $NF; exit}')
+OTHER=0c0ffee0-0000-4000-8000-000000000001
+cat >"$D/reuse.log" <<EOF
+[ 2000.000001] BTRFS: device fsid $OTHER devid 1 transid 6 /dev/$DEV (7:99) scanned by mkfs.btrfs (1)
+[ 2000.000002] BTRFS info (device $DEV): first mount of filesystem $OTHER
+[ 2000.000003] BTRFS warning (device $DEV): csum failed root 5 ino $INO_A off 12288 csum 0x01020304 expected csum 0x05060708 mirror 1
+[ 2001.000001] BTRFS: device fsid $FSID devid 1 transid 6 /dev/$DEV (7:99) scanned by mkfs.btrfs (2)
+[ 2001.000002] BTRFS info (device $DEV): first mount of filesystem $FSID
+[ 2001.000003] BTRFS warning (device $DEV): csum failed root 5 ino $INO_A off 16384 csum 0x01020304 expected csum 0x05060708 mirror 1
+EOF
+hist "$D/reuse.json" --kernel-log "$D/reuse.log" --journal-dir "$D/nojournal" "$MNT/a.raw"
+check_eq "reused device: only the event logged after our filesystem took the name is a.raw's" \
+  "16384" "$(jq -r '[.history[] | select(.path != null) | .offset] | join(" ")' "$D/reuse.json")"
+rc=0
+"$VMCSUM" --json audit --kernel-log "$D/reuse.log" --libvirt-dir "$D/nojournal" --libvirt-run-dir "$D/nojournal" \
+  --pve-dir "$D/nojournal" "$MNT/a.raw" >"$D/reuse.audit.json" 2>/dev/null || rc=$?
+check_eq "reused device: audit counts only our filesystem's event" "[16384]" \
+  "$(jq -c '.images[0].logged_offsets' "$D/reuse.audit.json")"
+check_schema scrub "$D/reuse.json"
+
 finish

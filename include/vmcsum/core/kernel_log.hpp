@@ -46,6 +46,10 @@ struct CsumLogEvent
   std::string error_kind; // scrub: "checksum error", "i/o error", "header error", ...
   // dev_stats counters
   uint64_t wr = 0, rd = 0, flush = 0, corrupt = 0, gen = 0;
+  // The filesystem `device` stood for when the line was logged, from the device-scan and
+  // first-mount lines before it (parse_device_fsid_line; filled by the log readers). nullopt
+  // when the log does not say.
+  std::optional<std::string> fsid;
 };
 
 // Parses one line of the kernel log. Accepts the raw /dev/kmsg record form

@@ -279,9 +279,7 @@ void register_repair(CLI::App& app, Runner& runner)
     ->add_option("--libvirt-dir", cli->vm_configs.libvirt_dir,
                  "libvirt configuration directory (cache modes as evidence)")
     ->capture_default_str();
-  cmd
-    ->add_option("--libvirt-run-dir", cli->vm_configs.libvirt_run_dir,
-                 "libvirt runtime directory")
+  cmd->add_option("--libvirt-run-dir", cli->vm_configs.libvirt_run_dir, "libvirt runtime directory")
     ->capture_default_str();
   cmd->add_option("--pve-dir", cli->vm_configs.pve_dir, "Proxmox configuration directory")
     ->capture_default_str();

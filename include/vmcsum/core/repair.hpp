@@ -159,7 +159,7 @@ struct RepairOptions
   uint64_t limit_rate = 0;
   std::string proc_dir = "/proc";
   std::string mountinfo = "/proc/self/mountinfo";
-  std::string state_dir; // the kernel record scrub classifies with ("" = none)
+  std::string state_dir;   // the kernel record scrub classifies with ("" = none)
   VmConfigDirs vm_configs; // the cache modes scrub takes as evidence, as scrub and audit read them
 };
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Copyright (C) 2026 The vmcsum authors
 #include <vmcsum/core/scrub_state.hpp>
+#include <vmcsum/core/text.hpp>
 #include <vmcsum/error.hpp>
 #include <vmcsum/sys/durable_file.hpp>
 #include <vmcsum/sys/fd.hpp>
@@ -223,7 +224,8 @@ std::string dump_scrub_state(const ScrubState& s)
   for (const auto& o : s.outcomes) {
     os.push_back({{"subvolume", o.subvolume},
                   {"inode", o.inode},
-                  {"path", o.path},
+                  // Names need not be UTF-8; JSON text must be (\xNN escapes, as --json).
+                  {"path", escape_name(o.path)},
                   {"scrubbed_at_us", opt(o.scrubbed_at_us)},
                   {"clean", o.clean},
                   {"repaired_at_us", opt(o.repaired_at_us)}});
@@ -246,7 +248,7 @@ std::string dump_scrub_state(const ScrubState& s)
                   {"inode", w.inode},
                   {"ranges", ranges}});
   }
-  return j.dump(1) + "\n";
+  return j.dump(1, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
 ScrubState load_scrub_state(const std::string& state_dir, const std::string& fsid)

@@ -339,3 +339,22 @@ TEST_CASE("audit: checksum history healed by a later repair or clean scrub is no
   in.last_logged_us.reset(); // an event of unknown time
   CHECK(has(assess(in), "csum-errors-logged"));
 }
+
+TEST_CASE("scrub state: a name that is not UTF-8 keeps the state file valid JSON")
+{
+  ScrubState s;
+  s.fsid = "c12d28f5-abbd-4469-99f9-c9ab02495738";
+  ImageOutcome o;
+  o.subvolume = 5;
+  o.inode = 257;
+  o.path = std::string("/images/bad\xff.raw");
+  o.scrubbed_at_us = 1;
+  o.clean = true;
+  s.outcomes.push_back(o);
+  std::string text;
+  REQUIRE_NOTHROW(text = dump_scrub_state(s));
+  CHECK(text.find("bad\\\\xff.raw") != std::string::npos);
+  auto back = parse_scrub_state(text);
+  REQUIRE(back.outcomes.size() == 1);
+  CHECK(back.outcomes[0].inode == 257);
+}

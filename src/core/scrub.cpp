@@ -35,7 +35,6 @@
 #include <linux/fiemap.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 namespace vmcsum::core {

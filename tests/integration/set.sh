@@ -295,7 +295,13 @@ vset --nocow "$MNT/other.raw"
 check_eq "leftover: removed and reported, exit 1" "true 1" "$(jf '.leftovers[0].removed') $RC"
 check_eq "leftover: gone" 0 "$(temps_of "$MNT/other.raw")"
 head -c 100 /dev/urandom >"$left"
-flock -x "$left" sleep 60 &
+# The holder is the sleep itself (exec), not flock(1) with a child: killing flock would leave the
+# child sleeping with the file open, and the filesystem busy when a later section unmounts it.
+(
+  exec 9<"$left"
+  flock -x 9
+  exec sleep 60
+) &
 fp=$!
 bg_track "$fp"
 for ((i = 0; i < 100; i++)); do

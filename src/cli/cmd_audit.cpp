@@ -4,9 +4,9 @@
 // vmcsum audit [PATH...]: every VM image, what is at risk and why.
 #include "app.hpp"
 
-#include <vmcsum/core/audit.hpp>
-#include <vmcsum/core/json.hpp>
-#include <vmcsum/core/text.hpp>
+#include <vmcsum/audit/audit.hpp>
+#include <vmcsum/report/json.hpp>
+#include <vmcsum/report/text.hpp>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>

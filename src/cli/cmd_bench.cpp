@@ -4,8 +4,8 @@
 // vmcsum bench [PATH]: O_DIRECT write throughput and CPU, checksummed against NOCOW.
 #include "app.hpp"
 
-#include <vmcsum/core/bench.hpp>
-#include <vmcsum/core/text.hpp>
+#include <vmcsum/measure/bench.hpp>
+#include <vmcsum/report/text.hpp>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>

@@ -4,8 +4,8 @@
 // vmcsum probe [PATH...]: what an O_DIRECT write really does on each btrfs filesystem, measured.
 #include "app.hpp"
 
-#include <vmcsum/core/probe.hpp>
-#include <vmcsum/core/text.hpp>
+#include <vmcsum/measure/probe.hpp>
+#include <vmcsum/report/text.hpp>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>

@@ -6,8 +6,8 @@
 // shutdown).
 #include "app.hpp"
 
-#include <vmcsum/core/kernel_record.hpp>
-#include <vmcsum/core/text.hpp>
+#include <vmcsum/host/kernel_record.hpp>
+#include <vmcsum/report/text.hpp>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>

@@ -8,9 +8,9 @@
 
 #include <vmcsum/sys/durable_file.hpp>
 
-#include <vmcsum/core/repair.hpp>
-#include <vmcsum/core/text.hpp>
 #include <vmcsum/error.hpp>
+#include <vmcsum/repair/repair.hpp>
+#include <vmcsum/report/text.hpp>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>

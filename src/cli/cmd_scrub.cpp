@@ -6,8 +6,8 @@
 #include "interactive.hpp"
 #include "render.hpp"
 
-#include <vmcsum/core/scrub.hpp>
-#include <vmcsum/core/text.hpp>
+#include <vmcsum/report/text.hpp>
+#include <vmcsum/scrub/scrub.hpp>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>

@@ -8,8 +8,8 @@
 #include "render.hpp"
 
 #include <vmcsum/btrfs/inode_item.hpp>
-#include <vmcsum/core/rewrite.hpp>
-#include <vmcsum/core/text.hpp>
+#include <vmcsum/report/text.hpp>
+#include <vmcsum/set/rewrite.hpp>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>

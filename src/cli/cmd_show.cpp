@@ -5,9 +5,9 @@
 // checksums, profile, extents, sharing).
 #include "app.hpp"
 
-#include <vmcsum/core/file_facts.hpp>
-#include <vmcsum/core/json.hpp>
-#include <vmcsum/core/text.hpp>
+#include <vmcsum/image/file_facts.hpp>
+#include <vmcsum/report/json.hpp>
+#include <vmcsum/report/text.hpp>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>

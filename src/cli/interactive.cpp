@@ -2,7 +2,7 @@
 // Copyright (C) 2026 The vmcsum authors
 #include "interactive.hpp"
 
-#include <vmcsum/core/text.hpp>
+#include <vmcsum/report/text.hpp>
 
 #include <CLI/CLI.hpp>
 

@@ -4,7 +4,7 @@
 
 #include "output.hpp"
 
-#include <vmcsum/core/text.hpp>
+#include <vmcsum/report/text.hpp>
 
 namespace vmcsum::cli {
 

@@ -4,8 +4,8 @@
 // JSON shapes that several commands print the same way.
 #pragma once
 
-#include <vmcsum/core/rewrite.hpp>
-#include <vmcsum/core/scrub.hpp>
+#include <vmcsum/scrub/scrub.hpp>
+#include <vmcsum/set/rewrite.hpp>
 
 #include <nlohmann/json.hpp>
 

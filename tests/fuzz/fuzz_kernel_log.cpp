@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // libFuzzer target: kernel log lines (every line of the input, and the input as one line) and
 // kernel release strings.
-#include <vmcsum/core/kernel_log.hpp>
-#include <vmcsum/core/kernel_policy.hpp>
+#include <vmcsum/host/kernel_log.hpp>
+#include <vmcsum/host/kernel_policy.hpp>
 
 #include <cstddef>
 #include <cstdint>

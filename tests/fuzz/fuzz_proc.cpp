@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // libFuzzer target: /proc/PID/fdinfo, /proc/locks and QEMU command lines.
-#include <vmcsum/core/proc_scan.hpp>
+#include <vmcsum/host/proc_scan.hpp>
 
 #include <cstddef>
 #include <cstdint>

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // libFuzzer target: what `vmcsum repair` reads from files it did not necessarily write: a saved
 // scrub report (--from) and a backup (--undo, pending backups found in --backup-dir).
-#include <vmcsum/core/repair.hpp>
-#include <vmcsum/core/repair_backup.hpp>
 #include <vmcsum/error.hpp>
+#include <vmcsum/repair/repair.hpp>
+#include <vmcsum/repair/repair_backup.hpp>
 
 #include <cstddef>
 #include <cstdint>

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // libFuzzer target: libvirt domain and pool XML, Proxmox storage.cfg and VM configs.
-#include <vmcsum/core/vm_config.hpp>
+#include <vmcsum/host/vm_config.hpp>
 
 #include <cstddef>
 #include <cstdint>

@@ -62,8 +62,7 @@ int main(int argc, char** argv)
     if (locks) {
       /* QEMU: RAW_LOCK_PERM_BASE 100 + BLK_PERM_CONSISTENT_READ (bit 0), + BLK_PERM_WRITE (bit
        * 1) when writing; RAW_LOCK_SHARED_BASE 200 + each permission it does not share (write). */
-      if (lock_byte(fd, 100) < 0 || (write && lock_byte(fd, 101) < 0) ||
-          lock_byte(fd, 201) < 0) {
+      if (lock_byte(fd, 100) < 0 || (write && lock_byte(fd, 101) < 0) || lock_byte(fd, 201) < 0) {
         fprintf(stderr, "hold_open: %s: F_OFD_SETLK: %s\n", argv[i], strerror(errno));
         return 1;
       }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // The audit's decision table, row by row.
-#include <vmcsum/core/audit.hpp>
+#include <vmcsum/audit/audit.hpp>
 
 #include <doctest/doctest.h>
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include <vmcsum/core/bench.hpp>
+#include <vmcsum/measure/bench.hpp>
 
 #include <doctest/doctest.h>
 

@@ -3,7 +3,7 @@
 #include <vmcsum/btrfs/ioctl.hpp>
 #include <vmcsum/btrfs/profile.hpp>
 #include <vmcsum/btrfs/tree_search.hpp>
-#include <vmcsum/core/file_facts.hpp>
+#include <vmcsum/image/file_facts.hpp>
 
 #include <doctest/doctest.h>
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include <vmcsum/core/image_format.hpp>
+#include <vmcsum/image/image_format.hpp>
 
 #include <doctest/doctest.h>
 

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include <vmcsum/core/kernel_log.hpp>
-#include <vmcsum/core/kernel_log_reader.hpp>
+#include <vmcsum/host/kernel_log.hpp>
+#include <vmcsum/host/kernel_log_reader.hpp>
 
 #include <doctest/doctest.h>
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include <vmcsum/core/kernel_policy.hpp>
+#include <vmcsum/host/kernel_policy.hpp>
 
 #include <doctest/doctest.h>
 

@@ -2,8 +2,8 @@
 // Copyright (C) 2026 The vmcsum authors
 //
 // The kernel record: its text form, what it keeps, and the write window of a generation.
-#include <vmcsum/core/kernel_record.hpp>
 #include <vmcsum/error.hpp>
+#include <vmcsum/host/kernel_record.hpp>
 
 #include <doctest/doctest.h>
 

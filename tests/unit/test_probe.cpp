@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include <vmcsum/core/probe.hpp>
+#include <vmcsum/measure/probe.hpp>
 #include <vmcsum/sys/signals.hpp>
 
 #include <doctest/doctest.h>

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include <vmcsum/core/proc_scan.hpp>
 #include <vmcsum/error.hpp>
+#include <vmcsum/host/proc_scan.hpp>
 #include <vmcsum/sys/fd.hpp>
 
 #include <doctest/doctest.h>

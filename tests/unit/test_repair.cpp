@@ -3,9 +3,9 @@
 //
 // repair's decision table, copy choice, backup format and --from parser.
 #include <vmcsum/btrfs/file_extents.hpp>
-#include <vmcsum/core/repair.hpp>
-#include <vmcsum/core/repair_backup.hpp>
 #include <vmcsum/error.hpp>
+#include <vmcsum/repair/repair.hpp>
+#include <vmcsum/repair/repair_backup.hpp>
 
 #include <doctest/doctest.h>
 

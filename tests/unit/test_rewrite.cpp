@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // The decision table of `vmcsum set`, its temp-file names and byte-range lists.
 #include <vmcsum/btrfs/inode_item.hpp>
-#include <vmcsum/core/rewrite.hpp>
+#include <vmcsum/set/rewrite.hpp>
 
 #include <doctest/doctest.h>
 

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Copyright (C) 2026 The vmcsum authors
 //
-// The scrub decision table, one case per row (src/core/scrub_classify.cpp; issue 19). Cases are
+// The scrub decision table, one case per row (src/scrub/scrub_classify.cpp; issue 19). Cases are
 // asserted by evidence code, never by the English sentences.
-#include <vmcsum/core/scrub.hpp>
+#include <vmcsum/scrub/scrub.hpp>
 
 #include <doctest/doctest.h>
 

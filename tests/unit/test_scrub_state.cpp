@@ -2,11 +2,11 @@
 // What scrub remembers (issue 19, "No self-inflicted alarms"): the state file, which confirmed
 // sectors are skipped, which log events vmcsum's own reads caused, merged history, kmsg times,
 // and audit's healed history.
-#include <vmcsum/core/audit.hpp>
-#include <vmcsum/core/kernel_log_reader.hpp>
-#include <vmcsum/core/scrub.hpp>
-#include <vmcsum/core/scrub_state.hpp>
+#include <vmcsum/audit/audit.hpp>
 #include <vmcsum/error.hpp>
+#include <vmcsum/host/kernel_log_reader.hpp>
+#include <vmcsum/scrub/scrub.hpp>
+#include <vmcsum/scrub/scrub_state.hpp>
 
 #include <doctest/doctest.h>
 

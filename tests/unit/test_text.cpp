@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include <vmcsum/core/text.hpp>
+#include <vmcsum/report/text.hpp>
 
 #include <doctest/doctest.h>
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include <vmcsum/core/vm_config.hpp>
+#include <vmcsum/host/vm_config.hpp>
 
 #include <doctest/doctest.h>
 

@@ -1,0 +1,537 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+#include <vmcsum/audit/audit.hpp>
+#include <vmcsum/btrfs/ioctl.hpp>
+#include <vmcsum/error.hpp>
+#include <vmcsum/host/kernel_log.hpp>
+#include <vmcsum/host/kernel_log_reader.hpp>
+#include <vmcsum/host/kernel_record.hpp>
+#include <vmcsum/host/proc_scan.hpp>
+#include <vmcsum/image/image_format.hpp>
+#include <vmcsum/measure/probe.hpp>
+#include <vmcsum/scrub/scrub_state.hpp>
+#include <vmcsum/sys/fd.hpp>
+#include <vmcsum/sys/path.hpp>
+#include <vmcsum/sys/walk.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <set>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <pwd.h>
+#include <sys/ioctl.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+namespace vmcsum::core {
+
+namespace {
+
+// Which files of a walked tree are worth opening to look for an image header: anything of a
+// megabyte or more, and smaller files only when their name says image (a fresh VDI made by
+// qemu-img is 1.5 KiB, a dynamic VHD 25 KiB). This keeps an audit of a tree full of small
+// files close to the cost of find(1). Files named on the command line are always examined.
+constexpr uint64_t sniff_any_size = 1024 * 1024;
+constexpr uint64_t min_image_size = 512;
+
+bool has_image_extension(const std::string& path)
+{
+  static const char* exts[] = {".qcow2", ".qcow", ".qed", ".vmdk", ".vdi",
+                               ".vhd",   ".vhdx", ".img", ".raw",  ".disk"};
+  auto dot = path.find_last_of("./");
+  if (dot == std::string::npos || path[dot] != '.') {
+    return false;
+  }
+  std::string ext = path.substr(dot);
+  for (auto& c : ext) {
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return std::any_of(std::begin(exts), std::end(exts), [&](const char* e) { return ext == e; });
+}
+
+// Names that say "not a disk image" are passed over without even a stat, which is what keeps
+// a walk of a large tree close to find(1). A raw image named like this is still audited when
+// named on the command line.
+bool skip_by_name(const char* name)
+{
+  static const char* exts[] = {
+    "txt",  "log",  "xml", "json", "yaml",  "yml", "conf", "cfg",     "ini",     "md",   "rst",
+    "html", "htm",  "css", "js",   "py",    "pyc", "sh",   "c",       "h",       "cc",   "cpp",
+    "hpp",  "go",   "rs",  "java", "class", "jar", "pl",   "rb",      "php",     "sql",  "csv",
+    "tsv",  "pdf",  "png", "jpg",  "jpeg",  "gif", "svg",  "ico",     "mp3",     "mp4",  "mkv",
+    "avi",  "zip",  "gz",  "xz",   "bz2",   "zst", "tar",  "deb",     "rpm",     "so",   "o",
+    "a",    "lock", "pid", "sock", "xsl",   "po",  "mo",   "desktop", "service", "timer"};
+  const char* dot = std::strrchr(name, '.');
+  if (!dot || dot == name) {
+    return false;
+  }
+  std::string ext = dot + 1;
+  for (auto& c : ext) {
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return std::any_of(std::begin(exts), std::end(exts), [&](const char* e) { return ext == e; });
+}
+
+bool worth_sniffing(const std::string& path, uint64_t size)
+{
+  return size >= sniff_any_size || (size >= min_image_size && has_image_extension(path));
+}
+
+// Reads the head and tail of a file without following a symlink or blocking on a FIFO.
+ImageFormat sniff(const std::string& path, uint64_t size)
+{
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+  if (fd < 0 && errno == EPERM) {
+    // O_NOATIME is only for the owner or CAP_FOWNER.
+    fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+  }
+  sys::Fd owned(fd);
+  std::string name = path.substr(path.find_last_of('/') + 1);
+  if (!owned) {
+    return detect_image_format({}, {}, name);
+  }
+  uint8_t head[image_head_bytes];
+  uint8_t tail[image_tail_bytes];
+  ssize_t h = ::pread(owned.get(), head, sizeof head, 0);
+  std::span<const uint8_t> head_span(head, h > 0 ? size_t(h) : 0);
+  ImageFormat by_head = detect_image_format(head_span, {}, name);
+  // Only raw-looking or unknown heads need the tail: a fixed VHD is a raw disk (MBR and all)
+  // with its footer in the last 512 bytes. Every other format says so in its first bytes.
+  if (by_head != ImageFormat::raw && by_head != ImageFormat::unknown) {
+    return by_head;
+  }
+  ssize_t t = 0;
+  if (size >= image_tail_bytes) {
+    t = ::pread(owned.get(), tail, sizeof tail, static_cast<off_t>(size - image_tail_bytes));
+  }
+  return detect_image_format(head_span, std::span<const uint8_t>(tail, t > 0 ? size_t(t) : 0),
+                             name);
+}
+
+struct Candidate
+{
+  std::string path;
+  std::vector<std::string> found_via;
+  bool explicit_path = false;
+  std::optional<ImageFormat> format; // when the walk already looked
+  bool canonical = false;            // found by walking a canonical root
+};
+
+std::optional<bool> dir_nocow_of(const std::string& path)
+{
+  sys::Fd fd(::open(sys::parent_dir(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) {
+    return std::nullopt;
+  }
+  int flags = 0;
+  if (::ioctl(fd.get(), FS_IOC_GETFLAGS, &flags) < 0) {
+    return std::nullopt;
+  }
+  return (flags & FS_NOCOW_FL) != 0;
+}
+
+} // namespace
+
+AuditResult audit(const AuditOptions& opts)
+{
+  AuditResult result;
+
+  if (opts.kernel_release) {
+    result.kernel.release = *opts.kernel_release;
+  } else {
+    struct utsname u = {};
+    ::uname(&u);
+    result.kernel.release = u.release;
+  }
+  if (auto v = parse_kernel_release(result.kernel.release)) {
+    result.kernel.policy = dio_policy_for(*v);
+  } else {
+    result.kernel.policy.reason = "kernel release not understood";
+  }
+
+  // --- configurations: libvirt domains and pools, Proxmox ---
+  VmConfigScan configs = scan_vm_configs({opts.libvirt_dir, opts.libvirt_run_dir, opts.pve_dir});
+  std::vector<ConfiguredDisk> configured = std::move(configs.disks);
+  std::vector<std::string> pool_targets = std::move(configs.pool_targets);
+  std::vector<ProxmoxStorage> storages = std::move(configs.storages);
+  for (const auto& file : configs.unreadable) {
+    result.problems.push_back({file, "cannot read"});
+  }
+  result.notes.insert(result.notes.end(), configs.notes.begin(), configs.notes.end());
+
+  // --- processes: open files, locks, QEMU command lines ---
+  ProcScan procs = scan_proc(opts.proc_dir);
+  for (const auto& u : procs.unreadable) {
+    result.notes.push_back("process not readable: " + u);
+  }
+  for (auto& c : qemu_configured_disks(procs)) {
+    configured.push_back(std::move(c));
+  }
+
+  // --- what to look at ---
+  std::vector<Candidate> candidates;
+  std::map<std::pair<dev_t, ino_t>, size_t> by_inode;
+  // `known` is the walk's lstat of a regular file (the same as its stat), saving a syscall.
+  auto add_candidate = [&](const std::string& path, const std::string& via, bool explicit_path,
+                           std::optional<ImageFormat> format = std::nullopt,
+                           const struct stat* known = nullptr, bool canonical_path = false) {
+    struct stat st = {};
+    if (known) {
+      st = *known;
+    } else if (::stat(path.c_str(), &st) < 0) {
+      result.problems.push_back({path, via + ": " + errno_text(errno)});
+      return;
+    }
+    auto key = std::make_pair(st.st_dev, st.st_ino);
+    if (auto it = by_inode.find(key); it != by_inode.end()) {
+      auto& c = candidates[it->second];
+      if (std::find(c.found_via.begin(), c.found_via.end(), via) == c.found_via.end()) {
+        c.found_via.push_back(via);
+      }
+      return;
+    }
+    by_inode[key] = candidates.size();
+    candidates.push_back({path, {via}, explicit_path, format, canonical_path});
+  };
+  auto walk_root = [&](const std::string& given_root, bool explicit_root) {
+    // Walk from the canonical root so that every path found is canonical too.
+    const std::string root = sys::canonical_path(given_root);
+    result.searched.push_back(root);
+    walk_tree(
+      root,
+      [&](WalkEntry& e) {
+        const bool named = explicit_root && e.path() == root;
+        if (e.d_type() != DT_REG) {
+          if (named) {
+            const struct stat* st = e.lstat();
+            result.problems.push_back({e.path(), "not a regular file (" +
+                                                   (st ? kind_of_mode(st->st_mode) : "?") +
+                                                   "): not examined"});
+          }
+          return;
+        }
+        if (!named && skip_by_name(e.name())) {
+          return;
+        }
+        const struct stat* st = e.lstat();
+        if (!st) {
+          result.problems.push_back({e.path(), errno_text(errno)});
+          return;
+        }
+        const auto size = static_cast<uint64_t>(st->st_size);
+        if (named) {
+          add_candidate(e.path(), "walk:" + root, true);
+        } else if (worth_sniffing(e.path(), size)) {
+          if (auto fmt = sniff(e.path(), size); fmt != ImageFormat::unknown) {
+            add_candidate(e.path(), "walk:" + root, false, fmt, st, true);
+          }
+        }
+      },
+      [&](const std::string& path, const std::string& why) {
+        // The usual places are often absent; only say so for what was asked for.
+        if (explicit_root || path != root) {
+          result.problems.push_back({path, why});
+        }
+      });
+  };
+
+  if (!opts.paths.empty()) {
+    for (const auto& p : opts.paths) {
+      // Symlinks named on the command line are followed (like find -H), never those below.
+      struct stat lst = {}, st = {};
+      if (::lstat(p.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode) && ::stat(p.c_str(), &st) == 0) {
+        if (S_ISREG(st.st_mode)) {
+          add_candidate(p, "argument", true);
+          continue;
+        }
+        if (S_ISDIR(st.st_mode)) {
+          walk_root(sys::canonical_path(p), true);
+          continue;
+        }
+      }
+      walk_root(p, true);
+    }
+    // Every disk a domain, a Proxmox VM or a running QEMU names under the paths asked for is
+    // audited, whatever its name and size: the walk passes over small files without an image
+    // extension (a fresh qcow2 named guest.data, OpenStack's "disk"), and those are exactly the
+    // configured ones an admin needs to see (issue 19, "Audit must not miss the most exposed
+    // image").
+    std::vector<std::string> asked;
+    for (const auto& p : opts.paths) {
+      asked.push_back(sys::canonical_path(p));
+    }
+    auto under_asked = [&](const std::string& path) {
+      const std::string c = sys::canonical_path(path);
+      return std::any_of(asked.begin(), asked.end(), [&](const std::string& a) {
+        return c == a || (a == "/" && c.size() > 1) ||
+               (c.size() > a.size() && c.compare(0, a.size(), a) == 0 && c[a.size()] == '/');
+      });
+    };
+    for (const auto& c : configured) {
+      if (!c.path.empty() && ::access(c.path.c_str(), F_OK) == 0 && under_asked(c.path)) {
+        add_candidate(c.path, c.source, false);
+      }
+    }
+    for (const auto& f : procs.open_files) {
+      bool is_qemu = std::any_of(procs.qemus.begin(), procs.qemus.end(),
+                                 [&](const ProcScan::Qemu& q) { return q.pid == f.pid; });
+      if (is_qemu && f.flags && flags_writable(*f.flags) && under_asked(f.target)) {
+        add_candidate(f.target, "open:" + std::to_string(f.pid), false);
+      }
+    }
+  } else {
+    std::vector<std::string> roots = {"/var/lib/libvirt/images", "/var/lib/vz/images"};
+    for (const auto& t : pool_targets) {
+      roots.push_back(t);
+    }
+    for (const auto& s : storages) {
+      roots.push_back(s.path + "/images");
+    }
+    setpwent();
+    while (passwd* pw = getpwent()) {
+      if (pw->pw_dir && std::string(pw->pw_dir) != "/" && pw->pw_dir[0] == '/') {
+        roots.push_back(std::string(pw->pw_dir) + "/.local/share/libvirt/images");
+        roots.push_back(std::string(pw->pw_dir) + "/.local/share/gnome-boxes/images");
+      }
+    }
+    endpwent();
+    std::set<std::string> done;
+    for (const auto& r : roots) {
+      if (done.insert(r).second && ::access(r.c_str(), F_OK) == 0) {
+        walk_root(r, false);
+      }
+    }
+    for (const auto& c : configured) {
+      if (!c.path.empty()) {
+        add_candidate(c.path, c.source, false);
+      }
+    }
+    for (const auto& f : procs.open_files) {
+      // Files a QEMU process has open are its images (and maybe firmware): look at them too.
+      bool is_qemu = std::any_of(procs.qemus.begin(), procs.qemus.end(),
+                                 [&](const ProcScan::Qemu& q) { return q.pid == f.pid; });
+      if (is_qemu && f.flags && flags_writable(*f.flags)) {
+        add_candidate(f.target, "open:" + std::to_string(f.pid), false);
+      }
+    }
+  }
+
+  // --- kernel log ---
+  std::vector<TimedLogEvent> log_events;
+  const std::string boot_id = current_boot_id();
+  const uint64_t printk_epoch = printk_epoch_offset_us();
+  if (!opts.kernel_log.empty()) {
+    log_events = read_kernel_log_timed(opts.kernel_log, result.notes);
+  }
+  // What scrub and repair remember: outcomes per image and vmcsum's own read windows.
+  std::map<std::string, ScrubState> states; // by fsid
+  auto state_of = [&](const std::string& fsid) -> const ScrubState* {
+    if (opts.state_dir.empty()) {
+      return nullptr;
+    }
+    auto it = states.find(fsid);
+    if (it == states.end()) {
+      ScrubState s;
+      try {
+        s = load_scrub_state(opts.state_dir, fsid);
+      } catch (const Error& e) {
+        result.notes.push_back(std::string("scrub state not used: ") + e.what());
+      }
+      it = states.emplace(fsid, std::move(s)).first;
+    }
+    return &it->second;
+  };
+
+  // --- examine ---
+  FactCollector collector(opts.mountinfo);
+  std::set<std::string> probed; // fsids measured for --probe
+  std::map<std::pair<dev_t, ino_t>, std::vector<size_t>> configured_by_inode;
+  for (size_t i = 0; i < configured.size(); ++i) {
+    struct stat cst = {};
+    if (!configured[i].path.empty() && ::stat(configured[i].path.c_str(), &cst) == 0) {
+      configured_by_inode[{cst.st_dev, cst.st_ino}].push_back(i);
+    }
+  }
+  std::map<std::string, std::optional<bool>> dir_nocow;    // parent directory -> its NOCOW
+  std::map<std::string, std::set<std::string>> fs_devices; // fsid -> device basenames
+  for (const auto& cand : candidates) {
+    ImageReport rep;
+    std::optional<uint64_t> in_last_logged;
+    rep.facts = collector.collect(cand.path, true, cand.canonical);
+    rep.found_via = cand.found_via;
+    if (!rep.facts.examined) {
+      result.problems.push_back({cand.path, rep.facts.error.value_or("cannot examine")});
+      continue;
+    }
+    rep.format =
+      format_name(cand.format ? *cand.format : sniff(rep.facts.canonical_path, rep.facts.size));
+
+    for (const auto& of : procs.open_files) {
+      if (of.dev == rep.facts.dev && of.ino == rep.facts.inode) {
+        bool od = of.flags && flags_have_o_direct(*of.flags);
+        bool wr = of.flags && flags_writable(*of.flags);
+        rep.open_by.push_back({of.pid, of.comm, of.fd, od, wr});
+        for (const auto& l : of.locks) {
+          rep.locks.push_back({l.pid ? l.pid : std::optional<int>(of.pid), l.kind, l.mode,
+                               is_qemu_lock(l), is_qemu_write_lock(l)});
+        }
+      }
+    }
+    if (auto it = configured_by_inode.find(
+          {static_cast<dev_t>(rep.facts.dev), static_cast<ino_t>(rep.facts.inode)});
+        it != configured_by_inode.end()) {
+      for (size_t i : it->second) {
+        rep.configured.push_back(configured[i]);
+      }
+    }
+    const std::string dir = sys::parent_dir(rep.facts.canonical_path);
+    auto dn = dir_nocow.find(dir);
+    if (dn == dir_nocow.end()) {
+      dn = dir_nocow.emplace(dir, dir_nocow_of(rep.facts.canonical_path)).first;
+    }
+    rep.dir_nocow = dn->second;
+
+    if (rep.facts.on_btrfs && rep.facts.fsid && !log_events.empty()) {
+      auto& devs = fs_devices[*rep.facts.fsid];
+      if (devs.empty()) {
+        sys::Fd fd(::open(rep.facts.canonical_path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+        if (fd) {
+          try {
+            auto info = btrfs::fs_info(fd.get(), cand.path);
+            for (const auto& d : btrfs::dev_infos(fd.get(), info, cand.path)) {
+              devs.insert(sys::base_name(d.path));
+              devs.insert(sys::base_name(sys::canonical_path(d.path)));
+            }
+          } catch (const Error&) {
+            // Without device names log lines cannot be tied to this filesystem.
+          }
+        }
+      }
+      std::set<uint64_t> offsets;
+      const ScrubState* state = state_of(*rep.facts.fsid);
+      bool all_timed = true;
+      for (const auto& te : log_events) {
+        const auto& ev = te.event;
+        if (ev.kind != CsumLogEvent::Kind::read_csum_failed &&
+            ev.kind != CsumLogEvent::Kind::scrub_error) {
+          continue;
+        }
+        // The device name, and the filesystem the log bound it to when it was logged: a loop
+        // device reused by another filesystem since must not lend it the old one's events.
+        if ((ev.fsid && *ev.fsid != *rep.facts.fsid) || !devs.count(sys::base_name(ev.device)) ||
+            !ev.root || !ev.ino || !rep.facts.subvolume_id ||
+            *ev.root != static_cast<int64_t>(*rep.facts.subvolume_id) ||
+            *ev.ino != rep.facts.inode) {
+          continue;
+        }
+        std::optional<uint64_t> when;
+        if (te.since_boot_us) {
+          when = kmsg_time_to_epoch_us(*te.since_boot_us, printk_epoch);
+        }
+        if (state && ev.kind == CsumLogEvent::Kind::read_csum_failed) {
+          EventWhen w;
+          w.device = sys::base_name(ev.device);
+          w.root = ev.root;
+          w.ino = ev.ino;
+          w.offset = ev.offset;
+          w.boot_id = boot_id;
+          w.mono_us = te.since_boot_us;
+          w.real_us = when;
+          if (std::any_of(state->windows.begin(), state->windows.end(),
+                          [&](const ReadWindow& rw) { return event_in_window(w, rw); })) {
+            ++rep.logged_own_reads; // vmcsum's own kernel pass: no alarm
+            continue;
+          }
+        }
+        ++rep.logged_csum_errors;
+        if (when) {
+          in_last_logged = std::max(in_last_logged.value_or(0), *when);
+        } else {
+          all_timed = false;
+        }
+        if (ev.offset && offsets.size() < 64) {
+          offsets.insert(*ev.offset);
+        }
+      }
+      if (!all_timed) {
+        in_last_logged.reset(); // an event of unknown time may be later than any repair
+      }
+      rep.logged_offsets.assign(offsets.begin(), offsets.end());
+      if (state && rep.facts.subvolume_id) {
+        for (const auto& o : state->outcomes) {
+          if (o.subvolume == *rep.facts.subvolume_id && o.inode == rep.facts.inode) {
+            // A later scrub that found it bad again outweighs the repair.
+            const bool bad_since = o.scrubbed_at_us && !o.clean && o.repaired_at_us &&
+                                   *o.scrubbed_at_us > *o.repaired_at_us;
+            if (!bad_since) {
+              rep.repaired_at_us = o.repaired_at_us;
+            }
+            if (o.clean) {
+              rep.scrubbed_clean_at_us = o.scrubbed_at_us;
+            }
+          }
+        }
+      }
+    }
+
+    if (opts.probe && rep.facts.on_btrfs && rep.facts.fsid &&
+        probed.insert(*rep.facts.fsid).second) {
+      ProbeOptions po;
+      po.mountinfo = opts.mountinfo;
+      try {
+        FsProbe m = probe_filesystem(rep.facts.canonical_path, po);
+        if (apply_probe(result.kernel.policy, m)) {
+          result.kernel.source = "probe";
+        }
+        result.notes.push_back(probe_summary(m));
+      } catch (const Error& e) {
+        result.notes.push_back("probe of " + rep.facts.mount_point + ": " + e.what());
+      }
+    }
+    RiskInputs in;
+    in.nocow = rep.facts.nocow.value_or(false);
+    in.nodatasum = rep.facts.nodatasum;
+    in.data_profiles = rep.facts.data_profiles;
+    in.shared_bytes = rep.facts.shared_bytes.value_or(0);
+    for (const auto& c : rep.configured) {
+      in.o_direct_configured = in.o_direct_configured || c.o_direct;
+    }
+    for (const auto& o : rep.open_by) {
+      in.o_direct_open = in.o_direct_open || o.o_direct;
+      in.writer_open = in.writer_open || o.writable;
+    }
+    in.dir_nocow = rep.dir_nocow;
+    in.logged_csum_errors = rep.logged_csum_errors;
+    in.last_logged_us = in_last_logged;
+    if (rep.repaired_at_us &&
+        (!rep.scrubbed_clean_at_us || *rep.repaired_at_us >= *rep.scrubbed_clean_at_us)) {
+      in.healed_at_us = rep.repaired_at_us;
+      in.healed_by = "repair";
+    } else if (rep.scrubbed_clean_at_us) {
+      in.healed_at_us = rep.scrubbed_clean_at_us;
+      in.healed_by = "scrub";
+    }
+    in.policy = result.kernel.policy;
+    in.kernel_release = result.kernel.release;
+    in.policy_source = result.kernel.source;
+    if (rep.facts.on_btrfs) {
+      rep.findings = assess(in);
+    } else {
+      rep.findings.push_back({"not-btrfs", Severity::info,
+                              "not on btrfs (" + rep.facts.fs + "): btrfs checksums do not apply",
+                              "nothing to do"});
+    }
+    result.images.push_back(std::move(rep));
+  }
+  return result;
+}
+
+} // namespace vmcsum::core

@@ -1,0 +1,384 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+#include <vmcsum/btrfs/inode_item.hpp>
+#include <vmcsum/btrfs/profile.hpp>
+#include <vmcsum/btrfs/subvolume.hpp>
+#include <vmcsum/error.hpp>
+#include <vmcsum/image/file_facts.hpp>
+#include <vmcsum/sys/fd.hpp>
+#include <vmcsum/sys/path.hpp>
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+
+#include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+namespace vmcsum::core {
+
+std::string kind_of_mode(uint32_t mode)
+{
+  switch (mode & S_IFMT) {
+  case S_IFREG:
+    return "file";
+  case S_IFDIR:
+    return "directory";
+  case S_IFLNK:
+    return "symlink";
+  case S_IFIFO:
+    return "fifo";
+  case S_IFSOCK:
+    return "socket";
+  case S_IFCHR:
+    return "char-device";
+  case S_IFBLK:
+    return "block-device";
+  default:
+    return "unknown";
+  }
+}
+
+void ExtentCounter::add(const btrfs::Extent& e)
+{
+  // filefrag(8) counts an extent only where the physical layout breaks, so two FIEMAP
+  // records that continue each other on disk are one extent; do the same so the numbers agree.
+  bool contiguous = !m_first && e.physical == m_expected_physical &&
+                    !(e.flags & (FIEMAP_EXTENT_DATA_INLINE | FIEMAP_EXTENT_ENCODED));
+  if (!contiguous) {
+    ++m_sum.extents;
+  }
+  m_first = false;
+  m_expected_physical = e.physical + e.length;
+  m_sum.mapped_bytes += e.length;
+  if (e.flags & FIEMAP_EXTENT_SHARED) {
+    m_sum.shared_bytes += e.length;
+  }
+  if (e.flags & FIEMAP_EXTENT_ENCODED) {
+    m_sum.compressed_bytes += e.length;
+  }
+  if (e.flags & FIEMAP_EXTENT_UNWRITTEN) {
+    m_sum.unwritten_bytes += e.length;
+  }
+  if (e.flags & FIEMAP_EXTENT_DATA_INLINE) {
+    m_sum.inline_bytes += e.length;
+  }
+}
+
+FactCollector::FactCollector(const std::string& mountinfo)
+  : m_mounts(mountinfo)
+{
+}
+
+FsFacts& FactCollector::fs_facts(int fd, const std::string& path)
+{
+  struct statfs sfs = {};
+  if (::fstatfs(fd, &sfs) < 0) {
+    throw_errno("statfs", path);
+  }
+  if (sfs.f_type != BTRFS_SUPER_MAGIC) {
+    throw Error(Errc::not_btrfs, "not on a btrfs filesystem", path);
+  }
+  btrfs::FsInfo info = btrfs::fs_info(fd, path);
+  auto& slot = m_fs[info.fsid];
+  if (!slot) {
+    slot = std::make_unique<FsFacts>();
+    slot->info = info;
+    try {
+      slot->data_profiles = btrfs::data_profiles(btrfs::space_info(fd, path));
+    } catch (const Error& e) {
+      slot->data_profiles_unknown = e.detail();
+    }
+  }
+  return *slot;
+}
+
+namespace {
+
+// "needs CAP_SYS_ADMIN" is what a sysadmin can act on; the raw errno follows.
+std::string privilege_reason(const Error& e, const char* cap)
+{
+  if (e.code() == Errc::permission) {
+    return std::string("needs ") + cap + " (" + e.detail() + ")";
+  }
+  return e.detail();
+}
+
+std::optional<std::string> get_xattr(int fd, const char* name)
+{
+  char buf[256];
+  ssize_t n = ::fgetxattr(fd, name, buf, sizeof buf);
+  if (n < 0) {
+    return std::nullopt;
+  }
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+void fill_compression(FileFacts& f, int fd, const sys::MountEntry* mount)
+{
+  // Order of precedence in the kernel (btrfs_compress_heuristic / inode_need_compress): the
+  // property or attribute on the inode first, then the mount option.
+  if (auto prop = get_xattr(fd, "btrfs.compression"); prop && !prop->empty()) {
+    f.compression = (*prop == "no") ? "none" : *prop;
+    f.compression_source = "property";
+    return;
+  }
+  if (f.attr_flags && (*f.attr_flags & FS_NOCOMP_FL)) {
+    f.compression = "none";
+    f.compression_source = "attribute";
+    return;
+  }
+  if (f.attr_flags && (*f.attr_flags & FS_COMPR_FL)) {
+    // Without a property the algorithm is the mount's, or zlib by default.
+    std::string alg = "zlib";
+    if (mount) {
+      for (const char* opt : {"compress-force", "compress"}) {
+        if (auto v = mount->option(opt); v && !v->empty()) {
+          alg = v->substr(0, v->find(':'));
+        }
+      }
+    }
+    f.compression = alg;
+    f.compression_source = "attribute";
+    return;
+  }
+  if (mount) {
+    for (const char* opt : {"compress-force", "compress"}) {
+      if (auto v = mount->option(opt)) {
+        std::string alg = v->empty() ? "zlib" : v->substr(0, v->find(':'));
+        if (alg == "no") {
+          alg = "none";
+        }
+        f.compression = alg;
+        f.compression_source = "mount";
+        return;
+      }
+    }
+  }
+  f.compression = "none";
+}
+
+} // namespace
+
+FileFacts FactCollector::collect(const std::string& path, bool follow_symlink,
+                                 bool already_canonical)
+{
+  FileFacts f;
+  f.path = path;
+
+  struct stat lst = {};
+  if (::lstat(path.c_str(), &lst) < 0) {
+    int err = errno;
+    f.error = errno_text(err);
+    f.kind = "missing";
+    return f;
+  }
+  struct stat st = lst;
+  if (S_ISLNK(lst.st_mode)) {
+    char target[PATH_MAX];
+    ssize_t n = ::readlink(path.c_str(), target, sizeof target - 1);
+    if (n >= 0) {
+      f.symlink_target = std::string(target, static_cast<size_t>(n));
+    }
+    if (!follow_symlink) {
+      f.kind = "symlink";
+      f.examined = true;
+      f.notes.push_back("symlink, not followed");
+      return f;
+    }
+    if (::stat(path.c_str(), &st) < 0) {
+      f.kind = "symlink";
+      f.error = "dangling symlink: " + errno_text(errno);
+      return f;
+    }
+    f.notes.push_back("symlink followed to its target");
+  }
+  f.kind = kind_of_mode(st.st_mode);
+  if (already_canonical && !S_ISLNK(lst.st_mode)) {
+    f.canonical_path = path;
+  } else {
+    f.canonical_path = sys::canonical_path(path);
+  }
+
+  f.dev = st.st_dev;
+  f.inode = st.st_ino;
+  f.nlink = st.st_nlink;
+  f.uid = st.st_uid;
+  f.gid = st.st_gid;
+  f.mode = st.st_mode;
+  f.size = static_cast<uint64_t>(st.st_size);
+  f.allocated = static_cast<uint64_t>(st.st_blocks) * 512;
+
+  std::optional<sys::MountEntry> mount = m_mounts.find(f.canonical_path);
+  if (mount) {
+    f.fs = mount->fstype;
+    f.mount_point = mount->target;
+    f.mount_options = mount->options;
+  }
+  f.examined = true;
+
+  if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+    // Opening a FIFO or a device could block or have side effects: look, don't touch.
+    f.notes.push_back("not a regular file or directory: only stat facts are shown");
+    return f;
+  }
+
+  // O_NONBLOCK: the target may have been swapped for a FIFO since stat; never block on it.
+  int flags = O_RDONLY | O_NONBLOCK | O_NOFOLLOW | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0);
+  sys::Fd fd(::open(f.canonical_path.c_str(), flags | O_CLOEXEC));
+  std::string file_unknown_reason;
+  if (!fd) {
+    file_unknown_reason = "cannot open: " + errno_text(errno);
+  } else {
+    struct stat fst = {};
+    if (::fstat(fd.get(), &fst) < 0 || fst.st_ino != st.st_ino || fst.st_dev != st.st_dev) {
+      f.error = "the file changed while it was examined";
+      f.examined = false;
+      return f;
+    }
+  }
+  // Without access to the file itself, its directory still answers the filesystem questions.
+  sys::Fd dir_fd;
+  int fs_fd = fd.get();
+  if (!fd) {
+    dir_fd.reset(
+      ::open(sys::parent_dir(f.canonical_path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    fs_fd = dir_fd.get();
+  }
+  if (fs_fd < 0) {
+    f.error = file_unknown_reason;
+    f.examined = false;
+    return f;
+  }
+
+  auto [dev_it, first_time] = m_dev.try_emplace(st.st_dev);
+  DevFacts& devf = dev_it->second;
+  if (first_time) {
+    try {
+      devf.fs = &fs_facts(fs_fd, path);
+      devf.subvolume_id = btrfs::subvolume_id(fs_fd, path);
+    } catch (const Error& e) {
+      if (!devf.fs) {
+        devf.fs_error = e;
+      } else {
+        devf.subvolume_error = e.detail();
+      }
+    }
+  }
+  if (devf.fs_error) {
+    if (devf.fs_error->code() == Errc::not_btrfs) {
+      f.notes.push_back("not on btrfs" + (f.fs.empty() ? std::string() : " (" + f.fs + ")") +
+                        ": btrfs facts do not apply");
+    } else {
+      f.unknown["fs"] = devf.fs_error->detail();
+    }
+    return f;
+  }
+  FsFacts* fsf = devf.fs;
+  f.on_btrfs = true;
+  f.fsid = fsf->info.fsid;
+  if (fsf->info.csum_info_valid) {
+    f.csum_type = btrfs::csum_type_name(fsf->info.csum_type);
+  } else {
+    f.unknown["csum_type"] = "kernel does not report it (BTRFS_IOC_FS_INFO without CSUM_INFO)";
+  }
+  f.sector_size = fsf->info.sectorsize;
+  if (fsf->data_profiles_unknown) {
+    f.unknown["data_profile"] = *fsf->data_profiles_unknown;
+  } else {
+    f.data_profiles = fsf->data_profiles;
+  }
+
+  f.subvolume_id = devf.subvolume_id;
+  if (!f.subvolume_id) {
+    f.unknown["subvolume_id"] = devf.subvolume_error;
+  }
+  if (f.subvolume_id) {
+    auto cached = fsf->subvolume_paths.find(*f.subvolume_id);
+    if (cached == fsf->subvolume_paths.end()) {
+      std::pair<std::optional<std::string>, std::string> answer;
+      try {
+        answer.first = btrfs::subvolume_path(fs_fd, *f.subvolume_id, path);
+      } catch (const Error& e) {
+        answer.second = privilege_reason(e, "CAP_SYS_ADMIN");
+      }
+      cached = fsf->subvolume_paths.emplace(*f.subvolume_id, std::move(answer)).first;
+    }
+    if (cached->second.first) {
+      f.subvolume_path = cached->second.first;
+    } else {
+      f.unknown["subvolume_path"] = cached->second.second;
+    }
+  }
+
+  if (fd) {
+    try {
+      f.attr_flags = btrfs::get_attr_flags(fd.get(), path);
+      f.nocow = (*f.attr_flags & FS_NOCOW_FL) != 0;
+    } catch (const Error& e) {
+      f.unknown["nocow"] = e.detail();
+    }
+  } else {
+    f.unknown["nocow"] = file_unknown_reason;
+  }
+
+  // NODATASUM lives only in the inode item; GETFLAGS never shows it (kernel-facts.md §3.1).
+  if (f.subvolume_id) {
+    try {
+      if (!fsf->synced) {
+        btrfs::sync_fs(fs_fd, path);
+        fsf->synced = true;
+      }
+      auto item = btrfs::read_inode_item(fs_fd, *f.subvolume_id, f.inode, path);
+      if (item) {
+        f.inode_flags = item->flags;
+        f.nodatasum = (item->flags & btrfs::inode_flag::nodatasum) != 0;
+      } else {
+        f.unknown["nodatasum"] = "inode item not found in subvolume tree";
+      }
+    } catch (const Error& e) {
+      f.unknown["nodatasum"] = privilege_reason(e, "CAP_SYS_ADMIN");
+    }
+  } else {
+    f.unknown["nodatasum"] = "subvolume unknown";
+  }
+
+  if (fd) {
+    fill_compression(f, fd.get(), mount ? &*mount : nullptr);
+  } else {
+    f.unknown["compression"] = file_unknown_reason;
+  }
+
+  if (S_ISREG(st.st_mode)) {
+    if (fd) {
+      try {
+        ExtentCounter counter;
+        btrfs::for_each_extent(fd.get(), path, true,
+                               [&](const btrfs::Extent& e) { counter.add(e); });
+        const auto& s = counter.summary();
+        f.extents = s.extents;
+        f.shared_bytes = s.shared_bytes;
+        f.compressed_bytes = s.compressed_bytes;
+        f.unwritten_bytes = s.unwritten_bytes;
+        f.inline_bytes = s.inline_bytes;
+      } catch (const Error& e) {
+        for (const char* k : {"extents", "shared_bytes", "compressed_bytes"}) {
+          f.unknown[k] = e.detail();
+        }
+      }
+    } else {
+      for (const char* k : {"extents", "shared_bytes", "compressed_bytes"}) {
+        f.unknown[k] = file_unknown_reason;
+      }
+    }
+  }
+  return f;
+}
+
+} // namespace vmcsum::core

@@ -1,0 +1,391 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+#include <vmcsum/error.hpp>
+#include <vmcsum/repair/repair_backup.hpp>
+#include <vmcsum/report/text.hpp>
+
+#include <nlohmann/json.hpp>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace vmcsum::core {
+
+namespace {
+
+constexpr const char* k_magic_line = "vmcsum-repair-backup 1\n";
+constexpr char k_record_magic[4] = {'V', 'M', 'C', 'R'};
+constexpr char k_trailer_magic[4] = {'V', 'M', 'C', 'E'};
+constexpr size_t k_record_header = 4 + 8 + 8 + 4 + 4 + 1 + 1 + 2 + 32 + 8;
+constexpr uint32_t k_max_record = 64u << 20;
+constexpr size_t k_max_header_line = 64u << 20;
+
+void put(uint8_t*& p, uint64_t v, int bytes)
+{
+  for (int i = 0; i < bytes; ++i) {
+    *p++ = static_cast<uint8_t>(v >> (8 * i));
+  }
+}
+
+uint64_t get(const uint8_t*& p, int bytes)
+{
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) {
+    v |= static_cast<uint64_t>(*p++) << (8 * i);
+  }
+  return v;
+}
+
+uint64_t chain(uint64_t acc, uint64_t h)
+{
+  uint8_t b[16];
+  uint8_t* p = b;
+  put(p, acc, 8);
+  put(p, h, 8);
+  return XXH64(b, sizeof b, 0);
+}
+
+[[noreturn]] void bad_backup(const std::string& path, const std::string& why)
+{
+  throw Error(Errc::usage, "not a complete vmcsum repair backup: " + why, path);
+}
+
+} // namespace
+
+std::string encode_backup_header(const BackupHeader& h)
+{
+  nlohmann::ordered_json j;
+  j["path"] = escape_name(h.path);
+  j["fsid"] = h.fsid;
+  j["subvolume"] = h.subvolume;
+  j["inode"] = h.inode;
+  j["size"] = h.size;
+  j["mtime"] = {h.mtime_sec, h.mtime_nsec};
+  j["sectorsize"] = h.sectorsize;
+  j["csum_type"] = h.csum_type;
+  j["created"] = h.created;
+  auto& r = j["ranges"] = nlohmann::ordered_json::array();
+  for (const auto& [off, len] : h.ranges) {
+    r.push_back({off, len});
+  }
+  return j.dump();
+}
+
+BackupHeader decode_backup_header(const std::string& line)
+{
+  BackupHeader h;
+  try {
+    auto j = nlohmann::json::parse(line);
+    h.path = unescape_name(j.at("path").get<std::string>());
+    h.fsid = j.at("fsid").get<std::string>();
+    h.subvolume = j.at("subvolume").get<uint64_t>();
+    h.inode = j.at("inode").get<uint64_t>();
+    h.size = j.at("size").get<uint64_t>();
+    h.mtime_sec = j.at("mtime").at(0).get<int64_t>();
+    h.mtime_nsec = j.at("mtime").at(1).get<int64_t>();
+    h.sectorsize = j.at("sectorsize").get<uint32_t>();
+    h.csum_type = j.at("csum_type").get<std::string>();
+    h.created = j.at("created").get<std::string>();
+    for (const auto& r : j.at("ranges")) {
+      h.ranges.emplace_back(r.at(0).get<uint64_t>(), r.at(1).get<uint64_t>());
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(Errc::usage, std::string("backup header: ") + e.what());
+  }
+  if (h.sectorsize == 0 || h.sectorsize > (1u << 16)) {
+    throw Error(Errc::usage, "backup header: bad sectorsize");
+  }
+  return h;
+}
+
+BackupWriter::BackupWriter(const std::string& dir, const BackupHeader& header)
+  : m_dir(dir)
+{
+  // A name no other run uses; a dot first, so listings of backups leave it out.
+  for (int attempt = 0; attempt < 8 && m_fd < 0; ++attempt) {
+    uint32_t r = 0;
+    if (::getrandom(&r, sizeof r, 0) != static_cast<ssize_t>(sizeof r)) {
+      r = static_cast<uint32_t>(::getpid()) * 2654435761u + static_cast<uint32_t>(attempt);
+    }
+    char suffix[16];
+    std::snprintf(suffix, sizeof suffix, "%08x", r);
+    m_tmp = dir + "/.vmcsum-backup.tmp-" + suffix;
+    m_fd = ::open(m_tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (m_fd < 0 && errno != EEXIST) {
+      throw_errno("create a backup file in", dir);
+    }
+  }
+  if (m_fd < 0) {
+    throw Error(Errc::io, "could not create a backup file with a new name", dir);
+  }
+  // Tells a later run that this temp file is not a leftover while this run lives.
+  ::flock(m_fd, LOCK_EX | LOCK_NB);
+  std::string head = std::string(k_magic_line) + encode_backup_header(header) + "\n";
+  write(head.data(), head.size());
+}
+
+BackupWriter::~BackupWriter()
+{
+  if (m_fd >= 0) {
+    ::close(m_fd);
+  }
+  if (!m_committed) {
+    ::unlink(m_tmp.c_str());
+  }
+}
+
+void BackupWriter::write(const void* p, size_t n)
+{
+  const auto* b = static_cast<const uint8_t*>(p);
+  while (n > 0) {
+    ssize_t w = ::write(m_fd, b, n);
+    if (w < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      throw_errno("write the backup", m_tmp);
+    }
+    b += w;
+    n -= static_cast<size_t>(w);
+    m_bytes += static_cast<uint64_t>(w);
+  }
+}
+
+void BackupWriter::add(const BackupRecord& r)
+{
+  add(r.offset, r.logical, r.mirror, r.flags, r.expected_csum, r.data.data(),
+      static_cast<uint32_t>(r.data.size()));
+}
+
+void BackupWriter::add(uint64_t offset, uint64_t logical, uint32_t mirror, uint8_t flags,
+                       const std::vector<uint8_t>& csum, const uint8_t* data, uint32_t length)
+{
+  uint8_t h[k_record_header] = {};
+  uint8_t* p = h;
+  std::memcpy(p, k_record_magic, 4);
+  p += 4;
+  put(p, offset, 8);
+  put(p, logical, 8);
+  put(p, length, 4);
+  put(p, mirror, 4);
+  put(p, flags, 1);
+  const size_t clen = std::min<size_t>(csum.size(), 32);
+  put(p, clen, 1);
+  put(p, 0, 2);
+  if (clen > 0) {
+    std::memcpy(p, csum.data(), clen);
+  }
+  p += 32;
+  const uint64_t dh = XXH64(data, length, 0);
+  put(p, dh, 8);
+  write(h, sizeof h);
+  write(data, length);
+  m_chain = chain(m_chain, dh);
+  ++m_count;
+}
+
+std::string BackupWriter::commit(const std::string& final_name)
+{
+  uint8_t t[20];
+  uint8_t* p = t;
+  std::memcpy(p, k_trailer_magic, 4);
+  p += 4;
+  put(p, m_count, 8);
+  put(p, m_chain, 8);
+  write(t, sizeof t);
+  if (::fsync(m_fd) < 0) {
+    throw_errno("fsync the backup", m_tmp);
+  }
+  ::close(m_fd);
+  m_fd = -1;
+  const std::string dest = m_dir + "/" + final_name;
+  if (::rename(m_tmp.c_str(), dest.c_str()) < 0) {
+    throw_errno("rename the backup to", dest);
+  }
+  m_committed = true;
+  int dfd = ::open(m_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0 || ::fsync(dfd) < 0) {
+    int err = errno;
+    if (dfd >= 0) {
+      ::close(dfd);
+    }
+    throw_errno(err, "fsync the backup directory", m_dir);
+  }
+  ::close(dfd);
+  return dest;
+}
+
+BackupReader::BackupReader(const std::string& path)
+  : m_path(path)
+{
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) {
+    throw_errno("open the backup", path);
+  }
+  struct stat st = {};
+  if (::fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error(Errc::usage, "not a regular file", path);
+  }
+  m_file = ::fdopen(fd, "rb");
+  if (!m_file) {
+    ::close(fd);
+    throw_errno("open the backup", path);
+  }
+  char magic[32] = {};
+  const size_t mlen = std::strlen(k_magic_line);
+  if (std::fread(magic, 1, mlen, m_file) != mlen || std::memcmp(magic, k_magic_line, mlen) != 0) {
+    bad_backup(path, "wrong magic line");
+  }
+  std::string line;
+  int c = 0;
+  while ((c = std::fgetc(m_file)) != EOF && c != '\n') {
+    line += static_cast<char>(c);
+    if (line.size() > k_max_header_line) {
+      bad_backup(path, "header too long");
+    }
+  }
+  if (c != '\n') {
+    bad_backup(path, "truncated header");
+  }
+  m_header = decode_backup_header(line);
+  m_records_start = std::ftell(m_file);
+}
+
+BackupReader::~BackupReader()
+{
+  if (m_file) {
+    std::fclose(m_file);
+  }
+}
+
+void BackupReader::rewind()
+{
+  std::fseek(m_file, m_records_start, SEEK_SET);
+  m_count = 0;
+  m_chain = 0;
+}
+
+bool BackupReader::next(BackupRecord& r)
+{
+  uint8_t h[k_record_header];
+  if (std::fread(h, 1, 4, m_file) != 4) {
+    bad_backup(m_path, "no trailer");
+  }
+  if (std::memcmp(h, k_trailer_magic, 4) == 0) {
+    uint8_t t[16];
+    if (std::fread(t, 1, sizeof t, m_file) != sizeof t) {
+      bad_backup(m_path, "truncated trailer");
+    }
+    const uint8_t* p = t;
+    uint64_t count = get(p, 8);
+    uint64_t ch = get(p, 8);
+    if (count != m_count || ch != m_chain) {
+      bad_backup(m_path, "trailer does not match the records");
+    }
+    return false;
+  }
+  if (std::memcmp(h, k_record_magic, 4) != 0) {
+    bad_backup(m_path, "bad record magic");
+  }
+  if (std::fread(h + 4, 1, k_record_header - 4, m_file) != k_record_header - 4) {
+    bad_backup(m_path, "truncated record");
+  }
+  const uint8_t* p = h + 4;
+  r.offset = get(p, 8);
+  r.logical = get(p, 8);
+  const auto length = static_cast<uint32_t>(get(p, 4));
+  r.mirror = static_cast<uint32_t>(get(p, 4));
+  r.flags = static_cast<uint8_t>(get(p, 1));
+  const auto clen = static_cast<size_t>(get(p, 1));
+  p += 2;
+  r.expected_csum.assign(p, p + std::min<size_t>(clen, 32));
+  p += 32;
+  const uint64_t dh = get(p, 8);
+  if (length > k_max_record) {
+    bad_backup(m_path, "record too long");
+  }
+  r.data.resize(length);
+  if (std::fread(r.data.data(), 1, length, m_file) != length) {
+    bad_backup(m_path, "truncated record data");
+  }
+  if (XXH64(r.data.data(), length, 0) != dh) {
+    bad_backup(m_path, "record at offset " + std::to_string(r.offset) + " is damaged");
+  }
+  m_chain = chain(m_chain, dh);
+  ++m_count;
+  return true;
+}
+
+void BackupReader::verify_complete()
+{
+  rewind();
+  BackupRecord r;
+  while (next(r)) {
+  }
+  rewind();
+}
+
+bool is_backup_temp_name(std::string_view name)
+{
+  // Exactly what BackupWriter makes: the prefix and 8 hex digits. A backup's name always ends in
+  // ".vmcsum-backup" or ".vmcsum-backup.pending", so no image name can make one look like this
+  // (an image called ".vmcsum-backup.tmp-x" has the backup ".vmcsum-backup.tmp-x.<ino>...").
+  constexpr std::string_view prefix = ".vmcsum-backup.tmp-";
+  if (name.size() != prefix.size() + 8 || name.substr(0, prefix.size()) != prefix) {
+    return false;
+  }
+  return std::all_of(name.begin() + static_cast<ptrdiff_t>(prefix.size()), name.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+std::vector<std::string> remove_stale_backup_temps(const std::string& dir)
+{
+  std::vector<std::string> removed;
+  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
+  if (!d) {
+    return removed;
+  }
+  while (auto* ent = ::readdir(d.get())) {
+    const std::string name = ent->d_name;
+    if (!is_backup_temp_name(name)) {
+      continue;
+    }
+    const std::string p = dir + "/" + name;
+    int fd = ::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+      continue;
+    }
+    // Locked: another vmcsum is writing it right now.
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::unlink(p.c_str()) == 0) {
+      removed.push_back(p);
+    }
+    ::close(fd);
+  }
+  return removed;
+}
+
+std::string backup_file_name(const std::string& image_name, uint64_t inode,
+                             const std::string& utc_stamp)
+{
+  // Room for the rest within NAME_MAX (255).
+  std::string name = image_name;
+  if (name.size() > 160) {
+    size_t cut = 160;
+    while (cut > 0 && (static_cast<unsigned char>(name[cut]) & 0xc0) == 0x80) {
+      --cut;
+    }
+    name.resize(cut);
+  }
+  return name + "." + std::to_string(inode) + "." + utc_stamp + k_backup_suffix;
+}
+
+} // namespace vmcsum::core

@@ -1,0 +1,965 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// vmcsum scrub: the per-copy pass (devices, O_DIRECT, user-space checksums), the kernel-verified
+// pass (the file through btrfs, O_DIRECT) and the classification.
+#include <vmcsum/btrfs/chunk_map.hpp>
+#include <vmcsum/btrfs/csum_tree.hpp>
+#include <vmcsum/btrfs/file_extents.hpp>
+#include <vmcsum/btrfs/ioctl.hpp>
+#include <vmcsum/btrfs/subvolume.hpp>
+#include <vmcsum/btrfs/tree_search.hpp>
+#include <vmcsum/checksum.hpp>
+#include <vmcsum/error.hpp>
+#include <vmcsum/host/kernel_log_reader.hpp>
+#include <vmcsum/host/kernel_policy.hpp>
+#include <vmcsum/host/kernel_record.hpp>
+#include <vmcsum/host/proc_scan.hpp>
+#include <vmcsum/host/rate_limiter.hpp>
+#include <vmcsum/scrub/scrub.hpp>
+#include <vmcsum/sys/aligned_buffer.hpp>
+#include <vmcsum/sys/fd.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <set>
+#include <thread>
+
+#include <fcntl.h>
+#include <linux/fiemap.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+namespace vmcsum::core {
+
+namespace {
+
+constexpr long k_btrfs_magic = 0x9123683e; // BTRFS_SUPER_MAGIC (linux/magic.h)
+constexpr uint8_t k_extent_item_key = 168; // BTRFS_EXTENT_ITEM_KEY
+constexpr uint64_t k_extent_tree = 2;
+constexpr uint64_t k_max_compressed = 128 * 1024; // BTRFS_MAX_COMPRESSED (on-disk extent size)
+
+// What one filesystem needs, read once per run.
+struct FsCtx
+{
+  btrfs::FsInfo info;
+  std::unique_ptr<btrfs::ChunkMap> chunks;
+  std::map<uint64_t, std::string> dev_paths;
+  std::map<uint64_t, sys::Fd> dev_fds;
+  std::map<uint64_t, bool> io_errors;
+  std::unique_ptr<Checksummer> sum;
+  // Which kernel ran at which generation (an entry for this run added first, when the state
+  // directory allows it).
+  std::optional<KernelRecord> record;
+  // What earlier runs confirmed through the kernel (scrub_state.hpp); empty without a state
+  // directory.
+  ScrubState state;
+};
+
+bool full_pread(int fd, uint8_t* buf, size_t len, uint64_t off)
+{
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = ::pread(fd, buf + done, len - done, static_cast<off_t>(off + done));
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return false;
+    }
+    if (n == 0) {
+      errno = EIO;
+      return false;
+    }
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+class Scrubber
+{
+public:
+  Scrubber(const ScrubOptions& opts, const ScrubProgress& progress)
+    : m_opts(opts)
+    , m_progress(progress)
+    , m_own_limiter(opts.limit_rate)
+    , m_limiter(opts.shared_limiter ? *opts.shared_limiter : m_own_limiter)
+  {
+    m_buf = sys::aligned_buffer(m_opts.chunk);
+    // Sorted and merged, so each sector is verified once and each extent finds its ranges by
+    // binary search (a repair can ask for many thousands of sectors).
+    m_ranges = opts.ranges;
+    std::sort(m_ranges.begin(), m_ranges.end());
+    std::vector<std::pair<uint64_t, uint64_t>> merged;
+    for (const auto& [off, len] : m_ranges) {
+      if (!merged.empty() && off <= merged.back().first + merged.back().second) {
+        auto& last = merged.back();
+        last.second = std::max(last.first + last.second, off + len) - last.first;
+      } else if (len > 0) {
+        merged.emplace_back(off, len);
+      }
+    }
+    m_ranges = std::move(merged);
+    m_sector_a = sys::aligned_buffer(64 * 1024);
+    m_sector_b = sys::aligned_buffer(64 * 1024);
+  }
+
+  void set_total(uint64_t total) { m_total = total; }
+  void set_context(ClassifyContext ctx) { m_base_ctx = std::move(ctx); }
+  // The configured disks, by (st_dev, st_ino) of their image.
+  void set_configured(std::map<std::pair<uint64_t, uint64_t>, std::vector<ConfiguredDisk>> c)
+  {
+    m_configured = std::move(c);
+  }
+  FileScrub scrub_file(const std::string& path, const ProcScan& procs);
+  const std::vector<std::string>& notes() const { return m_notes; }
+  std::vector<ReadWindow>& windows() { return m_windows; }
+
+private:
+  FsCtx& fs_for(int fd, const std::string& path);
+  int dev_fd(FsCtx& fs, uint64_t devid);
+  void verify_range(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t length,
+                    uint64_t file_offset, bool compressed);
+  void verify_piece(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t length,
+                    uint64_t file_offset, bool compressed);
+  bool read_copy_sector(FsCtx& fs, const btrfs::Copy& c, uint8_t* out, uint32_t ss);
+  void fill_copies(FsCtx& fs, BadSector& b, std::span<const uint8_t> expected);
+  uint64_t compressed_disk_length(int fd, uint64_t disk_bytenr, uint64_t& start,
+                                  const std::string& path);
+  void compare_copies(FsCtx& fs, FileScrub& f, const std::vector<btrfs::Copy>& copies,
+                      uint64_t logical, uint64_t length, uint64_t file_offset);
+  void date_findings(FsCtx& fs, FileScrub& f, int fd);
+  void kernel_pass(FsCtx& fs, FileScrub& f);
+  void remember(FsCtx& fs, const FileScrub& f);
+  void recheck(int fd, FsCtx& fs, FileScrub& f);
+  void tick(uint64_t bytes, const std::string& path)
+  {
+    m_done += bytes;
+    if (m_progress) {
+      m_progress(m_done, m_total, path);
+    }
+  }
+
+  const ScrubOptions& m_opts;
+  const ScrubProgress& m_progress;
+  RateLimiter m_own_limiter;
+  RateLimiter& m_limiter;
+  sys::AlignedBuffer m_buf, m_sector_a, m_sector_b;
+  std::vector<std::pair<uint64_t, uint64_t>> m_ranges; // opts.ranges, sorted and merged
+  std::map<std::string, FsCtx> m_fs;                   // by fsid
+  btrfs::RangeCsums m_stored;
+  ClassifyContext m_base_ctx;
+  std::map<std::pair<uint64_t, uint64_t>, std::vector<ConfiguredDisk>> m_configured;
+  uint64_t m_done = 0, m_total = 0;
+  int m_fd = -1; // the file being scrubbed (any fd on its filesystem serves TREE_SEARCH)
+  std::vector<sys::AlignedBuffer> m_copy_bufs; // one per further copy (divergence check)
+  std::vector<std::string> m_notes;            // per run, not per file
+  std::string m_boot_id = current_boot_id();
+  std::vector<ReadWindow> m_windows;       // this run's kernel passes
+  std::optional<ReadWindow> m_last_window; // the current file's, for remember()
+};
+
+FsCtx& Scrubber::fs_for(int fd, const std::string& path)
+{
+  auto info = btrfs::fs_info(fd, path);
+  auto it = m_fs.find(info.fsid);
+  if (it != m_fs.end()) {
+    return it->second;
+  }
+  if (!info.csum_info_valid) {
+    throw Error(Errc::unsupported, "the kernel does not report the checksum type", path);
+  }
+  FsCtx ctx;
+  ctx.info = info;
+  ctx.chunks = std::make_unique<btrfs::ChunkMap>(btrfs::ChunkMap::read(fd, path));
+  auto devs = btrfs::dev_infos(fd, info, path);
+  ctx.dev_paths = btrfs::device_paths(devs);
+  for (const auto& d : devs) {
+    auto st = btrfs::dev_stats(fd, d.devid, path);
+    ctx.io_errors[d.devid] = st.read_errs + st.write_errs + st.flush_errs > 0;
+  }
+  ctx.sum = std::make_unique<Checksummer>(info.csum_type);
+  if (!m_opts.state_dir.empty()) {
+    try {
+      ctx.record = record_now(fd, path, m_opts.state_dir, "run", m_opts.kernel_release);
+    } catch (const Error& e) {
+      m_notes.push_back("kernel record of " + info.fsid + " not updated: " + e.what());
+      try {
+        ctx.record = load_record(m_opts.state_dir, info.fsid);
+      } catch (const Error& e2) {
+        m_notes.push_back("kernel record of " + info.fsid + " unreadable: " + e2.what());
+      }
+    }
+    try {
+      ctx.state = load_scrub_state(m_opts.state_dir, info.fsid);
+    } catch (const Error& e) {
+      m_notes.push_back(std::string("scrub state not used (every bad sector is read through "
+                                    "btrfs again): ") +
+                        e.what());
+    }
+  }
+  ctx.state.fsid = info.fsid;
+  return m_fs.emplace(info.fsid, std::move(ctx)).first->second;
+}
+
+int Scrubber::dev_fd(FsCtx& fs, uint64_t devid)
+{
+  auto it = fs.dev_fds.find(devid);
+  if (it == fs.dev_fds.end()) {
+    auto p = fs.dev_paths.find(devid);
+    if (p == fs.dev_paths.end() || p->second.empty()) {
+      throw Error(Errc::not_found, "device " + std::to_string(devid) + " is missing");
+    }
+    // O_DIRECT: what is on the medium, not what the block device's page cache holds.
+    it = fs.dev_fds.emplace(devid, sys::open_or_throw(p->second, O_RDONLY | O_DIRECT)).first;
+  }
+  return *it->second;
+}
+
+bool Scrubber::read_copy_sector(FsCtx& fs, const btrfs::Copy& c, uint8_t* out, uint32_t ss)
+{
+  m_limiter.consumed(ss);
+  return full_pread(dev_fd(fs, c.devid), out, ss, c.physical);
+}
+
+// Re-reads every copy of one bad sector: the csum of each, and whether the copies are equal.
+void Scrubber::fill_copies(FsCtx& fs, BadSector& b, std::span<const uint8_t> expected)
+{
+  const uint32_t ss = fs.info.sectorsize;
+  uint8_t computed[Checksummer::k_max_size];
+  b.copies.clear();
+  b.copies_identical = true;
+  bool have_first = false;
+  for (const auto& c : fs.chunks->map(b.logical)) {
+    SectorCopy sc;
+    sc.mirror = c.mirror;
+    sc.devid = c.devid;
+    sc.device = fs.dev_paths[c.devid];
+    sc.physical = c.physical;
+    uint8_t* dst = have_first ? m_sector_b.get() : m_sector_a.get();
+    if (!read_copy_sector(fs, c, dst, ss)) {
+      sc.read_error = true;
+      b.copies_identical = false;
+    } else {
+      fs.sum->compute({dst, ss}, computed);
+      std::span<const uint8_t> got(computed, fs.sum->size());
+      sc.csum = to_hex(got);
+      sc.matches = std::equal(got.begin(), got.end(), expected.begin(), expected.end());
+      if (have_first && std::memcmp(m_sector_a.get(), dst, ss) != 0) {
+        b.copies_identical = false;
+      }
+      have_first = true;
+    }
+    b.copies.push_back(std::move(sc));
+  }
+}
+
+// One piece: contiguous on every copy and at most one buffer long.
+void Scrubber::verify_piece(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t length,
+                            uint64_t file_offset, bool compressed)
+{
+  const uint32_t ss = fs.info.sectorsize;
+  btrfs::read_csums(m_fd, fs.info, logical, length, m_stored, f.path);
+  const size_t nsec = m_stored.sectors();
+  size_t with_csum = 0;
+  for (size_t i = 0; i < nsec; ++i) {
+    with_csum += m_stored.has(i) ? 1 : 0;
+  }
+  f.no_csum_bytes += (nsec - with_csum) * ss;
+  const auto copies = fs.chunks->map(logical);
+  f.copies = std::max<unsigned>(f.copies, static_cast<unsigned>(copies.size()));
+  if (with_csum == 0) {
+    // NODATASUM data: nothing to verify, but the race leaves its copies silently different on
+    // duplicated profiles before 7c2830f00c3e (kernel-facts.md 1.4).
+    if (copies.size() >= 2 && !compressed) {
+      compare_copies(fs, f, copies, logical, length, file_offset);
+    }
+    return;
+  }
+  f.checked_sectors += with_csum;
+  f.checked_bytes += with_csum * ss;
+  std::vector<uint8_t> bad(nsec, 0);
+  uint8_t computed[Checksummer::k_max_size];
+  for (const auto& c : copies) {
+    const int dfd = dev_fd(fs, c.devid);
+    m_limiter.consumed(length);
+    const bool ok = full_pread(dfd, m_buf.get(), length, c.physical);
+    for (size_t i = 0; i < nsec; ++i) {
+      if (!m_stored.has(i)) {
+        continue;
+      }
+      uint8_t* p = m_buf.get() + i * ss;
+      if (!ok && !full_pread(dfd, p, ss, c.physical + i * ss)) {
+        bad[i] = 1; // unreadable sector; fill_copies records the read error
+        continue;
+      }
+      fs.sum->compute({p, ss}, computed);
+      const auto exp = m_stored.csum(i);
+      if (std::memcmp(computed, exp.data(), exp.size()) != 0) {
+        bad[i] = 1;
+      }
+    }
+  }
+  for (size_t i = 0; i < nsec; ++i) {
+    if (!bad[i]) {
+      continue;
+    }
+    BadSector b;
+    b.logical = m_stored.logical + i * ss;
+    b.offset = compressed ? file_offset : file_offset + (b.logical - logical);
+    b.length = ss;
+    b.compressed = compressed;
+    const auto exp = m_stored.csum(i);
+    b.expected_csum = to_hex(exp);
+    std::vector<uint8_t> expv(exp.begin(), exp.end());
+    fill_copies(fs, b, expv);
+    f.bad.push_back(std::move(b));
+  }
+}
+
+// Reads every copy of a piece without checksums and reports the sectors whose copies differ,
+// merged into ranges of equal grouping.
+void Scrubber::compare_copies(FsCtx& fs, FileScrub& f, const std::vector<btrfs::Copy>& copies,
+                              uint64_t logical, uint64_t length, uint64_t file_offset)
+{
+  const uint32_t ss = fs.info.sectorsize;
+  const size_t n = copies.size();
+  while (m_copy_bufs.size() < n) {
+    m_copy_bufs.push_back(sys::aligned_buffer(m_opts.chunk));
+  }
+  std::vector<bool> unreadable(n, false);
+  for (size_t c = 0; c < n; ++c) {
+    m_limiter.consumed(length);
+    if (!full_pread(dev_fd(fs, copies[c].devid), m_copy_bufs[c].get(), length,
+                    copies[c].physical)) {
+      unreadable[c] = true;
+    }
+  }
+  f.compared_bytes += length;
+  const size_t nsec = length / ss;
+  for (size_t i = 0; i < nsec; ++i) {
+    // Group the copies by content; an unreadable copy is a group of its own.
+    std::vector<std::vector<unsigned>> groups;
+    std::vector<size_t> rep; // the copy index holding each group's content
+    for (size_t c = 0; c < n; ++c) {
+      size_t g = 0;
+      for (; g < groups.size() && !unreadable[c]; ++g) {
+        if (!unreadable[rep[g]] && std::memcmp(m_copy_bufs[c].get() + i * ss,
+                                               m_copy_bufs[rep[g]].get() + i * ss, ss) == 0) {
+          break;
+        }
+      }
+      if (unreadable[c] || g == groups.size()) {
+        groups.push_back({});
+        rep.push_back(c);
+        g = groups.size() - 1;
+      }
+      groups[g].push_back(copies[c].mirror);
+    }
+    if (groups.size() < 2) {
+      continue;
+    }
+    const uint64_t off = file_offset + i * ss;
+    auto& d = f.divergent;
+    if (!d.empty() && d.back().offset + d.back().length == off && d.back().groups == groups &&
+        d.back().logical + d.back().length == logical + i * ss) {
+      d.back().length += ss;
+      continue;
+    }
+    DivergentRange r;
+    r.offset = off;
+    r.length = ss;
+    r.logical = logical + i * ss;
+    r.groups = std::move(groups);
+    d.push_back(std::move(r));
+  }
+}
+
+// Which generation wrote the extent of each finding, and what the kernel record says of it.
+void Scrubber::date_findings(FsCtx& fs, FileScrub& f, int fd)
+{
+  if (f.bad.empty() && f.divergent.empty()) {
+    return;
+  }
+  std::vector<btrfs::FileExtent> items;
+  try {
+    items = btrfs::file_extents(fd, f.inode, f.path);
+  } catch (const Error& e) {
+    f.notes.push_back("extent generations not read: " + std::string(e.what()));
+  }
+  const bool duplicated = f.copies >= 2;
+  auto date = [&](uint64_t offset, bool nodatasum, WriteFacts& w) {
+    auto it =
+      std::upper_bound(items.begin(), items.end(), offset,
+                       [](uint64_t o, const btrfs::FileExtent& e) { return o < e.file_offset; });
+    if (it == items.begin()) {
+      return;
+    }
+    --it;
+    if (offset >= it->file_offset + std::max<uint64_t>(it->num_bytes, 1) || it->generation == 0) {
+      return;
+    }
+    w.generation = it->generation;
+    if (!fs.record) {
+      w.window = "gap:no-record";
+      return;
+    }
+    const auto win = fs.record->window_of(it->generation, m_boot_id);
+    w.window = win.id;
+    w.window_known = win.known;
+    w.kernel = win.release;
+    if (win.release) {
+      if (auto v = parse_kernel_release(*win.release)) {
+        w.dio_write = dio_write_for(dio_policy_for(*v), nodatasum, duplicated);
+      }
+    }
+  };
+  for (auto& b : f.bad) {
+    date(b.offset, false, b.written);
+  }
+  for (auto& d : f.divergent) {
+    date(d.offset, true, d.written);
+  }
+}
+
+void Scrubber::verify_range(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t length,
+                            uint64_t file_offset, bool compressed)
+{
+  const uint32_t ss = fs.info.sectorsize;
+  length = (length + ss - 1) / ss * ss;
+  uint64_t done = 0;
+  while (done < length) {
+    uint64_t piece = std::min<uint64_t>(m_opts.chunk, length - done);
+    for (const auto& c : fs.chunks->map(logical + done)) {
+      piece = std::min(piece, c.length); // RAID0/RAID10 stripe units, chunk ends
+    }
+    piece = std::max<uint64_t>(piece / ss * ss, ss);
+    verify_piece(fs, f, logical + done, piece, compressed ? file_offset : file_offset + done,
+                 compressed);
+    done += piece;
+    if (!compressed) {
+      tick(piece, f.path);
+    }
+  }
+}
+
+// The on-disk extent holding `disk_bytenr` (compressed extents: FIEMAP gives its start, not its
+// length): EXTENT_ITEM key (bytenr, 168, num_bytes) of the extent tree.
+uint64_t Scrubber::compressed_disk_length(int fd, uint64_t disk_bytenr, uint64_t& start,
+                                          const std::string& path)
+{
+  btrfs::SearchRange r;
+  r.tree_id = k_extent_tree;
+  r.min = {disk_bytenr > k_max_compressed ? disk_bytenr - k_max_compressed : 0, 0, 0};
+  r.max = {disk_bytenr, 0xff, ~0ULL};
+  uint64_t len = 0;
+  btrfs::tree_search(
+    fd, r,
+    [&](const btrfs::Key& k, std::span<const uint8_t>) {
+      if (k.type == k_extent_item_key && k.objectid <= disk_bytenr &&
+          k.objectid + k.offset > disk_bytenr) {
+        start = k.objectid;
+        len = k.offset;
+      }
+      return true;
+    },
+    path);
+  return len;
+}
+
+// Reads the file through btrfs with O_DIRECT: the kernel verifies every sector (and repairs a
+// bad copy from a good one on redundant profiles). Per sector after an EIO.
+// The per-copy pass has run first and decided what is bad; this pass confirms it. A bad sector
+// without a good copy that an earlier pass already confirmed, and whose copies still hold the
+// same bytes, is not read again (unless --reconfirm): each such read makes the kernel fail every
+// mirror, adding corruption_errs to `btrfs device stats` and csum-failed lines to the log, which
+// is what monitoring alerts on. Sectors with a good copy are always read: the kernel repairs them.
+void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
+{
+  const uint32_t ss = fs.info.sectorsize;
+  sys::Fd kfd(::open(f.path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
+  if (!kfd) {
+    f.notes.push_back("kernel-verified pass not run: open with O_DIRECT: " + errno_text(errno));
+    return;
+  }
+  f.kernel_pass = true;
+  std::vector<uint64_t> eio;
+  std::vector<std::pair<uint64_t, uint64_t>> spans = {{0, f.size}};
+  if (!m_ranges.empty()) {
+    spans = m_ranges;
+    std::sort(spans.begin(), spans.end());
+  }
+  // Which bad sectors an earlier pass confirmed.
+  auto sector_range = [&](const BadSector& b) {
+    const uint64_t a = b.offset / ss * ss;
+    const uint64_t e = (b.offset + std::max<uint64_t>(b.length, 1) + ss - 1) / ss * ss;
+    return std::make_pair(a, e - a);
+  };
+  std::vector<const KernelConfirmation*> confirmed(f.bad.size(), nullptr);
+  std::vector<std::pair<uint64_t, uint64_t>> skip, needed;
+  for (size_t i = 0; i < f.bad.size(); ++i) {
+    const auto& b = f.bad[i];
+    std::vector<std::string> csums;
+    bool some_match = false;
+    for (const auto& c : b.copies) {
+      csums.push_back(c.read_error ? "" : c.csum);
+      some_match = some_match || c.matches;
+    }
+    if (!m_opts.reconfirm) {
+      for (const auto& c : fs.state.confirmations) {
+        if (c.subvolume == f.subvolume_id && c.inode == f.inode &&
+            confirmation_holds(c, b.logical, b.expected_csum, csums, some_match)) {
+          confirmed[i] = &c;
+          break;
+        }
+      }
+    }
+    (confirmed[i] ? skip : needed).push_back(sector_range(b));
+  }
+  // A compressed extent is read whole: its range is skipped only when none of its bad sectors
+  // is new.
+  std::erase_if(skip, [&](const auto& r) {
+    return std::any_of(needed.begin(), needed.end(), [&](const auto& n) {
+      return n.first < r.first + r.second && r.first < n.first + n.second;
+    });
+  });
+  spans = subtract_ranges(spans, skip);
+
+  ReadWindow win;
+  win.boot_id = m_boot_id;
+  win.pid = ::getpid();
+  win.fsid = fs.info.fsid;
+  for (const auto& [id, p] : fs.dev_paths) {
+    (void)id;
+    win.devices.push_back(p.substr(p.find_last_of('/') + 1));
+    char real[PATH_MAX];
+    if (::realpath(p.c_str(), real)) {
+      const std::string r = real;
+      const std::string b = r.substr(r.find_last_of('/') + 1);
+      if (b != win.devices.back()) {
+        win.devices.push_back(b);
+      }
+    }
+  }
+  win.subvolume = f.subvolume_id;
+  win.inode = f.inode;
+  win.mono_start_us = monotonic_now_us();
+  win.real_start_us = realtime_now_us();
+  for (const auto& [span_off, span_len] : spans) {
+    const uint64_t end =
+      std::min((span_off + span_len + ss - 1) / ss * ss, (f.size + ss - 1) / ss * ss);
+    if (span_off / ss * ss < end) {
+      win.ranges.emplace_back(span_off / ss * ss, end - span_off / ss * ss);
+    }
+    for (uint64_t off = span_off / ss * ss; off < end;) {
+      const size_t len = static_cast<size_t>(std::min<uint64_t>(m_opts.chunk, end - off));
+      m_limiter.consumed(len);
+      ssize_t n = ::pread(*kfd, m_buf.get(), len, static_cast<off_t>(off));
+      if (n < 0 && errno != EIO) {
+        f.notes.push_back("kernel-verified pass stopped at offset " + std::to_string(off) + ": " +
+                          errno_text(errno));
+        break;
+      }
+      // A read that falls back to buffered I/O (compressed extents) does not fail with EIO: it
+      // stops short at the first page it cannot read. Only end of file excuses a short read.
+      const uint64_t got = n < 0 ? 0 : static_cast<uint64_t>(n);
+      if (n >= 0 && (got == len || off + got >= f.size)) {
+        off += len;
+        continue;
+      }
+      for (uint64_t s = off + got / ss * ss; s < off + len; s += ss) {
+        if (::pread(*kfd, m_buf.get(), ss, static_cast<off_t>(s)) < 0 && errno == EIO) {
+          eio.push_back(s);
+        }
+      }
+      off += len;
+    }
+  }
+  win.mono_end_us = monotonic_now_us();
+  win.real_end_us = realtime_now_us();
+  m_last_window = win;
+  std::sort(eio.begin(), eio.end());
+  eio.erase(std::unique(eio.begin(), eio.end()), eio.end());
+  f.kernel_eio_sectors = eio.size();
+  std::set<uint64_t> explained;
+  for (size_t i = 0; i < f.bad.size(); ++i) {
+    auto& b = f.bad[i];
+    if (confirmed[i] && std::find(skip.begin(), skip.end(), sector_range(b)) != skip.end()) {
+      b.kernel_eio = confirmed[i]->kernel_eio;
+      b.kernel_confirmed_at_us = confirmed[i]->confirmed_at_us;
+      ++f.kernel_confirmed_before;
+      continue;
+    }
+    // A compressed extent is decompressed whole, so a bad on-disk sector makes the kernel fail
+    // every sector of the file range the extent covers: any EIO there is this sector's.
+    const auto first = std::lower_bound(eio.begin(), eio.end(), b.offset);
+    const auto last =
+      std::lower_bound(first, eio.end(), b.offset + std::max<uint64_t>(b.length, 1));
+    b.kernel_eio = first != last;
+    explained.insert(first, last);
+    const bool some_match =
+      std::any_of(b.copies.begin(), b.copies.end(), [](const auto& c) { return c.matches; });
+    if (some_match) {
+      const auto before = b.copies;
+      std::vector<uint8_t> exp;
+      for (size_t k = 0; k + 1 < b.expected_csum.size(); k += 2) {
+        exp.push_back(static_cast<uint8_t>(std::stoul(b.expected_csum.substr(k, 2), nullptr, 16)));
+      }
+      fill_copies(fs, b, exp);
+      bool repaired = true;
+      for (const auto& c : b.copies) {
+        repaired = repaired && c.matches;
+      }
+      b.repaired_by_read = repaired;
+      f.kernel_read_repairs += repaired ? 1 : 0;
+      b.copies = before; // report and classify what the per-copy pass saw
+    }
+  }
+  for (uint64_t off : eio) {
+    if (!explained.count(off)) {
+      f.kernel_only_eio.push_back(off);
+    }
+  }
+}
+
+// Saves what this file's scrub taught: the kernel's confirmations of sectors without a good
+// copy, the outcome of a whole-file scrub, and the read window of the kernel pass.
+void Scrubber::remember(FsCtx& fs, const FileScrub& f)
+{
+  ScrubState u;
+  u.fsid = fs.info.fsid;
+  const uint64_t now = realtime_now_us();
+  if (f.kernel_pass) {
+    for (const auto& b : f.bad) {
+      const bool some_match =
+        std::any_of(b.copies.begin(), b.copies.end(), [](const auto& c) { return c.matches; });
+      if (some_match || b.kernel_eio != true) {
+        continue;
+      }
+      KernelConfirmation c;
+      c.subvolume = f.subvolume_id;
+      c.inode = f.inode;
+      c.offset = b.offset;
+      c.length = b.length;
+      c.logical = b.logical;
+      c.expected_csum = b.expected_csum;
+      for (const auto& x : b.copies) {
+        c.copy_csums.push_back(x.read_error ? "" : x.csum);
+      }
+      c.kernel_eio = *b.kernel_eio;
+      c.confirmed_at_us = b.kernel_confirmed_at_us.value_or(now);
+      u.confirmations.push_back(std::move(c));
+    }
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> replaced;
+  if (m_ranges.empty()) {
+    // A whole-file scrub knows every bad sector: confirmations of sectors no longer bad go.
+    if (f.kernel_pass) {
+      replaced.emplace_back(f.subvolume_id, f.inode);
+    }
+    ImageOutcome o;
+    o.subvolume = f.subvolume_id;
+    o.inode = f.inode;
+    o.path = f.path;
+    o.scrubbed_at_us = now;
+    o.clean = f.bad.empty() && f.divergent.empty() && f.kernel_only_eio.empty();
+    u.outcomes.push_back(std::move(o));
+  }
+  if (m_last_window) {
+    u.windows.push_back(*m_last_window);
+  }
+  // The in-memory copy serves later files of this run.
+  std::erase_if(fs.state.confirmations, [&](const KernelConfirmation& c) {
+    return c.subvolume == f.subvolume_id && c.inode == f.inode;
+  });
+  fs.state.confirmations.insert(fs.state.confirmations.end(), u.confirmations.begin(),
+                                u.confirmations.end());
+  if (m_opts.state_dir.empty()) {
+    return;
+  }
+  try {
+    merge_scrub_state(m_opts.state_dir, u, replaced);
+  } catch (const Error& e) {
+    m_notes.push_back("scrub state of " + fs.info.fsid + " not saved: " + e.what());
+  }
+}
+
+// Files being written while scrubbed: map the bad offsets again and re-read, keep only the
+// sectors still bad at the same address.
+void Scrubber::recheck(int fd, FsCtx& fs, FileScrub& f)
+{
+  ::fsync(fd);
+  btrfs::sync_fs(fd, f.path);
+  std::map<uint64_t, uint64_t> logical_of; // file offset -> logical now
+  btrfs::for_each_extent(fd, f.path, true, [&](const btrfs::Extent& e) {
+    for (const auto& b : f.bad) {
+      if (!b.compressed && b.offset >= e.logical && b.offset < e.logical + e.length &&
+          !(e.flags & FIEMAP_EXTENT_ENCODED)) {
+        logical_of[b.offset] = e.physical + (b.offset - e.logical);
+      }
+    }
+  });
+  std::vector<BadSector> kept;
+  size_t dropped = 0;
+  for (auto& b : f.bad) {
+    if (!b.compressed) {
+      auto it = logical_of.find(b.offset);
+      if (it == logical_of.end() || it->second != b.logical) {
+        ++dropped;
+        continue;
+      }
+      btrfs::read_csums(fd, fs.info, b.logical, fs.info.sectorsize, m_stored, f.path);
+      if (!m_stored.has(0)) {
+        ++dropped;
+        continue;
+      }
+      auto exp = m_stored.csum(0);
+      b.expected_csum = to_hex(exp);
+      fill_copies(fs, b, std::vector<uint8_t>(exp.begin(), exp.end()));
+      if (std::all_of(b.copies.begin(), b.copies.end(), [](auto& c) { return c.matches; })) {
+        ++dropped;
+        continue;
+      }
+    }
+    kept.push_back(std::move(b));
+  }
+  f.bad = std::move(kept);
+  if (dropped) {
+    f.notes.push_back(std::to_string(dropped) +
+                      " mismatch(es) vanished on re-reading: rewritten while scrubbed");
+  }
+}
+
+FileScrub Scrubber::scrub_file(const std::string& path, const ProcScan& procs)
+{
+  FileScrub f;
+  f.path = path;
+  m_last_window.reset();
+  // O_NONBLOCK: a FIFO swapped in for an image must not hang the scrub (it is refused below).
+  sys::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  if (!fd) {
+    f.error = errno_text(errno);
+    return f;
+  }
+  struct stat st = {};
+  struct statfs sfs = {};
+  if (::fstat(*fd, &st) < 0 || ::fstatfs(*fd, &sfs) < 0) {
+    f.error = errno_text(errno);
+    return f;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    f.error = "not a regular file";
+    return f;
+  }
+  if (sfs.f_type != k_btrfs_magic) {
+    f.error = "not on btrfs";
+    return f;
+  }
+  f.size = static_cast<uint64_t>(st.st_size);
+  f.inode = st.st_ino;
+  m_fd = *fd;
+  try {
+    f.subvolume_id = btrfs::subvolume_id(*fd, path);
+    ClassifyContext ctx = m_base_ctx;
+    bool writing = false, direct = false;
+    for (const auto& of : procs.open_files) {
+      if (of.dev == st.st_dev && of.ino == st.st_ino) {
+        const bool wr = of.flags && flags_writable(*of.flags);
+        direct = direct || (of.flags && flags_have_o_direct(*of.flags));
+        if (wr) {
+          writing = true;
+          f.writers.push_back(of.comm + "[" + std::to_string(of.pid) + "]");
+        }
+      }
+    }
+    f.open_for_writing = writing;
+    f.open_o_direct = direct;
+    if (direct) {
+      ctx.o_direct = true;
+    }
+    if (auto it = m_configured.find({st.st_dev, st.st_ino}); it != m_configured.end()) {
+      f.configured = it->second;
+    }
+    apply_configured(f.configured, ctx);
+
+    FsCtx& fs = fs_for(*fd, path);
+    ctx.device_io_errors = fs.io_errors;
+    // FIEMAP_FLAG_SYNC writes delalloc back; the commit puts the csums in the tree we search.
+    btrfs::sync_fs(*fd, path);
+    std::set<uint64_t> compressed_seen;
+    btrfs::for_each_extent(*fd, path, true, [&](const btrfs::Extent& e) {
+      // The asked-for ranges that overlap this extent: [first_range, m_ranges.end()) while
+      // they start before its end.
+      auto first_range = std::partition_point(
+        m_ranges.begin(), m_ranges.end(), [&](auto& r) { return r.first + r.second <= e.logical; });
+      if (!m_opts.ranges.empty() &&
+          (first_range == m_ranges.end() || first_range->first >= e.logical + e.length)) {
+        return;
+      }
+      constexpr uint32_t skip = FIEMAP_EXTENT_UNWRITTEN | FIEMAP_EXTENT_DATA_INLINE |
+                                FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_UNKNOWN |
+                                FIEMAP_EXTENT_DELALLOC | FIEMAP_EXTENT_DATA_ENCRYPTED;
+      if (e.flags & skip) {
+        f.skipped_bytes += e.length;
+        tick(e.length, path);
+        return;
+      }
+      if (e.flags & FIEMAP_EXTENT_ENCODED) {
+        // Compressed: the csums cover the on-disk bytes disk_bytenr..+disk_num_bytes.
+        uint64_t start = e.physical;
+        const uint64_t len = compressed_disk_length(*fd, e.physical, start, path);
+        if (len == 0) {
+          f.skipped_bytes += e.length;
+          f.notes.push_back("compressed extent at offset " + std::to_string(e.logical) +
+                            " not found in the extent tree");
+        } else if (compressed_seen.insert(start).second) {
+          const size_t before = f.bad.size();
+          verify_range(fs, f, start, len, e.logical, true);
+          f.compressed_bytes += len;
+          for (size_t i = before; i < f.bad.size(); ++i) {
+            f.bad[i].length = e.length; // the file range the extent covers
+          }
+        }
+        tick(e.length, path);
+        return;
+      }
+      if (m_opts.ranges.empty()) {
+        verify_range(fs, f, e.physical, e.length, e.logical, false);
+        return;
+      }
+      for (auto r = first_range; r != m_ranges.end() && r->first < e.logical + e.length; ++r) {
+        const uint64_t a = std::max(r->first, e.logical);
+        const uint64_t b = std::min(r->first + r->second, e.logical + e.length);
+        if (a < b) {
+          verify_range(fs, f, e.physical + (a - e.logical), b - a, a, false);
+        }
+      }
+    });
+    if (!f.bad.empty() && writing) {
+      recheck(*fd, fs, f);
+    }
+    if (m_opts.kernel_pass) {
+      kernel_pass(fs, f);
+    }
+    date_findings(fs, f, *fd);
+    ctx.open_for_writing = writing;
+    collect_signature_windows(f.bad, f.divergent, ctx);
+    for (auto& b : f.bad) {
+      b.evidence.clear();
+      classify(b, ctx);
+    }
+    for (auto& d : f.divergent) {
+      d.evidence.clear();
+      classify(d, ctx);
+    }
+    f.examined = true;
+    remember(fs, f);
+    if (m_last_window) {
+      m_windows.push_back(std::move(*m_last_window));
+      m_last_window.reset();
+    }
+  } catch (const Error& e) {
+    f.error = e.what();
+  }
+  m_fd = -1;
+  return f;
+}
+
+void collect_files(const std::string& p, std::vector<std::string>& out,
+                   std::vector<std::string>& notes)
+{
+  std::error_code ec;
+  auto st = std::filesystem::symlink_status(p, ec);
+  if (!ec && std::filesystem::is_directory(st)) {
+    std::vector<std::string> found;
+    for (auto it = std::filesystem::recursive_directory_iterator(
+           p, std::filesystem::directory_options::skip_permission_denied, ec);
+         !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+      if (it->is_regular_file(ec) && !it->is_symlink(ec)) {
+        found.push_back(it->path().string());
+      }
+    }
+    if (ec) {
+      notes.push_back(p + ": " + ec.message());
+    }
+    std::sort(found.begin(), found.end());
+    out.insert(out.end(), found.begin(), found.end());
+    return;
+  }
+  out.push_back(p);
+}
+
+} // namespace
+
+ScrubResult scrub(const ScrubOptions& opts, const ScrubProgress& progress)
+{
+  ScrubResult result;
+  std::vector<std::string> files;
+  for (const auto& p : opts.paths) {
+    collect_files(p, files, result.notes);
+  }
+  uint64_t total = 0;
+  for (const auto& p : files) {
+    struct stat st = {};
+    if (!opts.ranges.empty()) {
+      for (const auto& r : opts.ranges) {
+        total += r.second;
+      }
+    } else if (::stat(p.c_str(), &st) == 0) {
+      total += static_cast<uint64_t>(st.st_blocks) * 512;
+    }
+  }
+  ClassifyContext base;
+  ProcScan procs = scan_proc(opts.proc_root);
+  // The cache mode each image is configured with: the same configurations audit reads.
+  VmConfigScan configs = scan_vm_configs(opts.vm_configs);
+  for (auto& c : qemu_configured_disks(procs)) {
+    configs.disks.push_back(std::move(c));
+  }
+  std::map<std::pair<uint64_t, uint64_t>, std::vector<ConfiguredDisk>> configured;
+  for (auto& c : configs.disks) {
+    struct stat cst = {};
+    if (!c.path.empty() && ::stat(c.path.c_str(), &cst) == 0) {
+      configured[{cst.st_dev, cst.st_ino}].push_back(std::move(c));
+    }
+  }
+  // Under --limit-rate, shorter requests keep each burst short.
+  ScrubOptions tuned = opts;
+  if (!tuned.shared_limiter && tuned.limit_rate) {
+    tuned.chunk = RateLimiter(tuned.limit_rate).chunk(tuned.chunk);
+  }
+  Scrubber s(tuned, progress);
+  s.set_total(total);
+  s.set_context(base);
+  s.set_configured(std::move(configured));
+  std::vector<std::string> examined;
+  for (const auto& p : files) {
+    result.files.push_back(s.scrub_file(p, procs));
+    if (result.files.back().examined) {
+      examined.push_back(p);
+    }
+  }
+  result.notes.insert(result.notes.end(), s.notes().begin(), s.notes().end());
+  result.windows = std::move(s.windows());
+  if (!examined.empty() && (!opts.kernel_log.empty() || opts.journal)) {
+    HistoryOptions ho;
+    ho.kernel_log = opts.kernel_log;
+    ho.journal = opts.journal;
+    ho.journal_dir = opts.journal_dir;
+    ho.state_dir = opts.state_dir;
+    ho.extra_windows = &result.windows;
+    auto h = scrub_history(examined, ho);
+    result.history = std::move(h.history);
+    result.notes.insert(result.notes.end(), h.notes.begin(), h.notes.end());
+  }
+  return result;
+}
+
+} // namespace vmcsum::core

@@ -44,6 +44,12 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, Runner& runner)
   register_probe(*app, runner);
   register_bench(*app, runner);
   register_record(*app, runner);
+  // Each command's help points at its own page (man vmcsum-scrub, or man vmcsum scrub).
+  for (CLI::App* sub : app->get_subcommands({})) {
+    sub->footer("Exit status: 0 nothing to report, 1 warnings, 2 critical findings, 3 could not "
+                "complete for some path, 64 usage error.\nSee vmcsum-" +
+                sub->get_name() + "(8).");
+  }
   return app;
 }
 

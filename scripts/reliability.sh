@@ -2,7 +2,7 @@
 # Regenerates tests/RELIABILITY.md, the reliability figures of a test run, from its logs:
 #  * every "# figures: NAME key=value ..." line a test prints (bad_input.sh: bad-input; set.sh
 #    and repair_kill.sh: set-sigkill and repair-sigkill, the SIGKILL trials);
-#  * every libFuzzer campaign's executions (stat::number_executed_units, printed with
+#  * every libFuzzer campaign's executions (stat::number_of_executed_units, printed with
 #    -print_final_stats=1) and crashes (inputs it wrote as artifacts).
 #
 #   scripts/reliability.sh [-o FILE] [LOG...]   write FILE (default tests/RELIABILITY.md)
@@ -94,7 +94,7 @@ collect() {
         printf "figure\t%s\t%s\t%s\n", name, (test == "" ? logname : test), rest
         next
       }
-      /stat::number_executed_units:/ { execs = $NF; next }
+      /stat::number_(of_)?executed_units:/ { execs = $NF; next }
       /Done [0-9]+ runs in [0-9]+ second/ { secs = $(NF-1) }
       /Test unit written to|ERROR: libFuzzer: deadly signal|==[0-9]+==ERROR: / { crashes++ }
       END { flush_fuzz() }

@@ -240,7 +240,7 @@ fp_neighbours() {
   [[ -n $1 ]] || return 0
   dir=$(dirname -- "$1")
   [[ $dir == /proc || $dir == /dev ]] && return 0
-  ls -A1 -- "$dir" 2>&1 | LC_ALL=C sort
+  find "$dir" -mindepth 1 -maxdepth 1 -printf '%f\n' 2>&1 | LC_ALL=C sort
 }
 fingerprint() { # LEVEL
   local w

@@ -17,6 +17,7 @@
 # it prints "# KNOWN: ..." and is left out of the asserted set instead of failing.
 # Last line before the summary: "# figures: bad-input rows=N commands=M cases=K failed=F known=J",
 # read by scripts/reliability.sh.
+# shellcheck disable=SC2317 # (the row_* functions are called by name, from ROWS)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_root

@@ -87,6 +87,12 @@ if ((!quick)); then
   fi
 fi
 
+step "reliability figures (tests/RELIABILITY.md)"
+# This run's figures go to build/ for a maintainer to look at or commit; CI only checks that the
+# committed file is well formed and complete, never that a number stayed the same.
+scripts/reliability.sh -o build/RELIABILITY.md || true
+scripts/reliability.sh --check || status=1
+
 step "result"
 if ((status)); then echo "FAILED"; else echo "all test stages passed"; fi
 exit "$status"

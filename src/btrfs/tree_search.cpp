@@ -44,6 +44,33 @@ bool key_less_equal(const Key& a, const Key& b)
 }
 } // namespace
 
+bool decode_search_buffer(std::span<const uint8_t> buf, uint32_t nr_items, const ItemVisitor& visit,
+                          Key& last, const std::string& path)
+{
+  size_t pos = 0;
+  for (uint32_t i = 0; i < nr_items; ++i) {
+    btrfs_ioctl_search_header hdr;
+    // Compared as remaining sizes, never as pos + len, so a huge len cannot wrap around.
+    if (buf.size() - pos < sizeof hdr) {
+      throw Error(Errc::internal, "BTRFS_IOC_TREE_SEARCH_V2: item header overruns the buffer",
+                  path);
+    }
+    std::memcpy(&hdr, buf.data() + pos, sizeof hdr);
+    pos += sizeof hdr;
+    if (buf.size() - pos < hdr.len) {
+      throw Error(Errc::internal, "BTRFS_IOC_TREE_SEARCH_V2: item overruns the buffer", path);
+    }
+    last = {hdr.objectid, static_cast<uint8_t>(hdr.type), hdr.offset};
+    // The kernel walks whole keys in order, so items with a type outside [min,max] can
+    // appear between objectids; the caller filters on what it needs.
+    if (!visit(last, buf.subspan(pos, hdr.len))) {
+      return false;
+    }
+    pos += hdr.len;
+  }
+  return true;
+}
+
 void tree_search(int fd, const SearchRange& range, const ItemVisitor& visit,
                  const std::string& path)
 {
@@ -74,22 +101,9 @@ void tree_search(int fd, const SearchRange& range, const ItemVisitor& visit,
       return;
     }
     const auto* buf = reinterpret_cast<const uint8_t*>(args->buf);
-    size_t pos = 0;
     Key last;
-    for (uint32_t i = 0; i < sk.nr_items; ++i) {
-      btrfs_ioctl_search_header hdr;
-      std::memcpy(&hdr, buf + pos, sizeof hdr);
-      pos += sizeof hdr;
-      if (pos + hdr.len > buf_size) {
-        throw Error(Errc::internal, "BTRFS_IOC_TREE_SEARCH_V2: item overruns the buffer", path);
-      }
-      last = {hdr.objectid, static_cast<uint8_t>(hdr.type), hdr.offset};
-      // The kernel walks whole keys in order, so items with a type outside [min,max] can
-      // appear between objectids; the caller filters on what it needs.
-      if (!visit(last, std::span<const uint8_t>(buf + pos, hdr.len))) {
-        return;
-      }
-      pos += hdr.len;
+    if (!decode_search_buffer({buf, buf_size}, sk.nr_items, visit, last, path)) {
+      return;
     }
     cursor = last;
     if (!next_key(cursor) || !key_less_equal(cursor, range.max)) {

@@ -32,6 +32,15 @@ using ItemVisitor = std::function<bool(const Key& key, std::span<const uint8_t> 
 void tree_search(int fd, const SearchRange& range, const ItemVisitor& visit,
                  const std::string& path);
 
+// Decodes the result buffer of one BTRFS_IOC_TREE_SEARCH_V2 call: `nr_items` times a
+// struct btrfs_ioctl_search_header (transid, objectid, offset, type, len) followed by `len` bytes
+// of item. Calls visit per item and leaves the last item's key in `last`. Returns false when the
+// visitor stopped the walk. Throws Error{internal} when a header or an item would overrun
+// `buf` (the kernel never returns that; the check keeps a wrong nr_items from reading past the
+// buffer).
+bool decode_search_buffer(std::span<const uint8_t> buf, uint32_t nr_items, const ItemVisitor& visit,
+                          Key& last, const std::string& path = {});
+
 // The key right after `k` in b-tree order; false when k is the largest key.
 bool next_key(Key& k);
 

@@ -67,7 +67,10 @@ fi
 
 if ((!quick)); then
   step "Debian package: build, lintian, hardening-check, install, run, purge"
-  scripts/package-test.sh || status=1
+  scripts/package-test.sh --keep "$stage/debs" || status=1
+
+  step "Ansible example (contrib/ansible) run locally against the package"
+  scripts/ansible-test.sh "$stage/debs" || status=1
 
   step "AddressSanitizer + UndefinedBehaviorSanitizer build and tests"
   cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DVMCSUM_SANITIZE=ON -DVMCSUM_WERROR=ON >/dev/null

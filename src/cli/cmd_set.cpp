@@ -213,6 +213,8 @@ int run_set(const SetCliOptions& o, Output& out)
   for (const auto& e : r.files) {
     if (is_failure(e)) {
       status = exit_code::incomplete;
+    } else if (e.code == "too-deep" && status == exit_code::clean) {
+      status = exit_code::warnings; // a -r walk did not reach everything
     }
   }
   if (r.interrupted && StopSignals::signal() != 0) {

@@ -35,6 +35,158 @@ bool compression_turned_off(const SetFacts& f)
          f.compression == "none";
 }
 
+void refuse(SetPlan& p, Refusal r)
+{
+  p.refusals.push_back(std::move(r));
+  p.action = SetAction::refused;
+}
+
+void refuse(SetPlan& p, const char* code, const std::string& message)
+{
+  refuse(p, Refusal{code, message});
+}
+
+// Directories: the flag in place; files created in it inherit it.
+void plan_directory(const SetFacts& f, CowTarget target, const std::string& path, SetPlan& p)
+{
+  const bool nocow = target == CowTarget::nocow;
+  if (!f.nocow) {
+    refuse(p, "cannot-read", "cannot read its attributes: " + f.inode_flags_unknown);
+    return;
+  }
+  if (*f.nocow == nocow) {
+    p.action = SetAction::unchanged;
+    return;
+  }
+  if (f.read_only) {
+    refuse(p, refuse_read_only());
+  }
+  if (nocow && has_compression_setting(f)) {
+    refuse(p, "compressed",
+           "has compression " + f.compression + " set by " + f.compression_source +
+             ", which btrfs does not allow together with NOCOW; remove it first: "
+             "btrfs property set " +
+             path + " compression ''");
+  }
+  if (!p.refusals.empty()) {
+    return;
+  }
+  p.action = SetAction::flag_set;
+  p.steps.push_back(std::string(nocow ? "set" : "clear") +
+                    " FS_NOCOW_FL on the directory (FS_IOC_SETFLAGS): files created in it "
+                    "from now on inherit " +
+                    target_name(target));
+  p.steps.push_back("read it back (FS_IOC_GETFLAGS, and NODATACOW in the inode item after a "
+                    "commit)");
+}
+
+// Regular files up to the empty-file case; true when a non-empty file goes on to plan_rewrite().
+bool plan_file(const SetFacts& f, CowTarget target, const std::string& path, SetPlan& p)
+{
+  const bool nocow = target == CowTarget::nocow;
+  if (!f.inode_flags) {
+    refuse(p, "needs-root",
+           "cannot read the NODATASUM inode flag, so the result could not be "
+           "verified: " +
+             f.inode_flags_unknown);
+    return false;
+  }
+  if (in_target_state(*f.inode_flags, target)) {
+    p.action = SetAction::unchanged;
+    return false;
+  }
+  if (f.read_only) {
+    refuse(p, refuse_read_only());
+  }
+  if (f.attr_flags & (FS_IMMUTABLE_FL | FS_APPEND_FL)) {
+    refuse(p, refuse_immutable(f.attr_flags, path));
+  }
+  if (nocow && has_compression_setting(f)) {
+    refuse(p, "compressed",
+           "has compression " + f.compression + " set by " + f.compression_source +
+             ", and NOCOW files cannot be compressed; turn compression off for it "
+             "first (btrfs property set " +
+             path +
+             " compression none), then run this again: the copy is written "
+             "uncompressed");
+  }
+
+  if (f.size == 0) {
+    if (!p.refusals.empty()) {
+      return false;
+    }
+    p.action = SetAction::flag_set;
+    p.steps.push_back(std::string(nocow ? "set" : "clear") +
+                      " FS_NOCOW_FL while the file is empty (FS_IOC_SETFLAGS)");
+    p.steps.push_back("read back NOCOW (FS_IOC_GETFLAGS) and NODATACOW/NODATASUM (inode item, "
+                      "after a commit): anything but " +
+                      std::string(nocow ? "nocow" : "cow") + " is an error");
+    return false;
+  }
+  return true;
+}
+
+// A non-empty file: the refusals only a rewrite has, then its steps.
+void plan_rewrite(const SetFacts& f, CowTarget target, const std::string& path, SetPlan& p)
+{
+  const bool nocow = target == CowTarget::nocow;
+  if (f.nlink > 1) {
+    refuse(p, refuse_hard_links(f.nlink));
+  }
+  for (auto& r : in_use_refusals(f.users, f.locks)) {
+    refuse(p, std::move(r));
+  }
+  if (nocow && !has_compression_setting(f) && f.compressed_bytes > 0 &&
+      !compression_turned_off(f)) {
+    refuse(p, "compressed",
+           human_bytes(f.compressed_bytes) + " of it are stored compressed" +
+             (f.compression_source == "mount" ? " (mount option compress=" + f.compression + ")"
+                                              : std::string()) +
+             ", and NOCOW files cannot be compressed: the copy would take up to " +
+             human_bytes(f.allocated) +
+             " uncompressed. To accept that, turn compression off for this file (btrfs property "
+             "set " +
+             path + " compression none) and run this again");
+  }
+  p.needed_bytes = f.allocated + space_margin(f.allocated);
+  if (f.free_bytes && *f.free_bytes < p.needed_bytes) {
+    refuse(p,
+           refuse_no_space(p.needed_bytes, f.allocated, space_margin(f.allocated), *f.free_bytes));
+  }
+  if (!p.refusals.empty()) {
+    return;
+  }
+
+  p.action = SetAction::rewrite;
+  if (!f.free_bytes) {
+    p.notes.push_back("free space unknown: not checked before copying");
+  }
+  if (nocow && f.compressed_bytes > 0) {
+    p.notes.push_back(human_bytes(f.compressed_bytes) +
+                      " of compressed extents will be stored uncompressed");
+  }
+  if (nocow && f.compression_source == "mount" && f.compression != "none") {
+    p.notes.push_back("the filesystem is mounted with compress=" + f.compression +
+                      "; NOCOW files are never compressed");
+  }
+  p.steps.push_back("create a temp file " + temp_name_for("NAME", "XXXXXX") +
+                    " in the same directory (O_TMPFILE, locked and marked as vmcsum's before it "
+                    "is linked under that new name, mode 0600)");
+  p.steps.push_back("take a write lease on the file: refused if anyone has it open, broken "
+                    "(and the rewrite abandoned) if anyone opens it meanwhile");
+  p.steps.push_back(std::string(nocow ? "set" : "clear") +
+                    " FS_NOCOW_FL on the temp file while it is empty; verify with "
+                    "FS_IOC_GETFLAGS and the inode item (NODATACOW/NODATASUM) after a commit");
+  p.steps.push_back("copy the data ranges (SEEK_DATA/SEEK_HOLE, up to " + human_bytes(f.allocated) +
+                    "; no reflink, holes stay holes), hashing the source (xxh3-128)");
+  p.steps.push_back("fdatasync the copy, drop it from the page cache, read it back from disk "
+                    "and compare hashes; re-read the flags");
+  p.steps.push_back("copy owner, mode, every xattr (ACLs, security.*), attributes and "
+                    "timestamps; fsync");
+  p.steps.push_back("atomically exchange it with " + path +
+                    " (renameat2 RENAME_EXCHANGE), remove the old inode, fsync the directory");
+}
+
 } // namespace
 
 uint64_t space_margin(uint64_t data_bytes)
@@ -67,18 +219,8 @@ bool in_target_state(uint64_t inode_flags, CowTarget target)
 SetPlan plan_set(const SetFacts& f, CowTarget target, const std::string& path)
 {
   SetPlan p;
-  auto refuse = [&](const char* code, const std::string& message) {
-    p.refusals.push_back({code, message});
-    p.action = SetAction::refused;
-  };
-  auto add = [&](Refusal r) {
-    p.refusals.push_back(std::move(r));
-    p.action = SetAction::refused;
-  };
-  const bool nocow = target == CowTarget::nocow;
-
   if (f.error || f.kind == "missing") {
-    refuse("not-found", f.error.value_or("does not exist"));
+    refuse(p, "not-found", f.error.value_or("does not exist"));
     return p;
   }
   if (f.kind != "file" && f.kind != "directory") {
@@ -88,139 +230,21 @@ SetPlan plan_set(const SetFacts& f, CowTarget target, const std::string& path)
       p.notes.push_back(f.kind + ": not acted on inside a -r walk");
       return p;
     }
-    add(refuse_not_regular(f.kind));
+    refuse(p, refuse_not_regular(f.kind));
     return p;
   }
   if (!f.on_btrfs) {
-    refuse("not-btrfs", "not on btrfs" + (f.fs.empty() ? std::string() : " (" + f.fs + ")") +
-                          ": NOCOW and data checksums are btrfs features");
+    refuse(p, "not-btrfs",
+           "not on btrfs" + (f.fs.empty() ? std::string() : " (" + f.fs + ")") +
+             ": NOCOW and data checksums are btrfs features");
     return p;
   }
 
   if (f.kind == "directory") {
-    if (!f.nocow) {
-      refuse("cannot-read", "cannot read its attributes: " + f.inode_flags_unknown);
-      return p;
-    }
-    if (*f.nocow == nocow) {
-      p.action = SetAction::unchanged;
-      return p;
-    }
-    if (f.read_only) {
-      add(refuse_read_only());
-    }
-    if (nocow && has_compression_setting(f)) {
-      refuse("compressed", "has compression " + f.compression + " set by " + f.compression_source +
-                             ", which btrfs does not allow together with NOCOW; remove it first: "
-                             "btrfs property set " +
-                             path + " compression ''");
-    }
-    if (!p.refusals.empty()) {
-      return p;
-    }
-    p.action = SetAction::flag_set;
-    p.steps.push_back(std::string(nocow ? "set" : "clear") +
-                      " FS_NOCOW_FL on the directory (FS_IOC_SETFLAGS): files created in it "
-                      "from now on inherit " +
-                      target_name(target));
-    p.steps.push_back("read it back (FS_IOC_GETFLAGS, and NODATACOW in the inode item after a "
-                      "commit)");
-    return p;
+    plan_directory(f, target, path, p);
+  } else if (plan_file(f, target, path, p)) {
+    plan_rewrite(f, target, path, p);
   }
-
-  // Regular files.
-  if (!f.inode_flags) {
-    refuse("needs-root", "cannot read the NODATASUM inode flag, so the result could not be "
-                         "verified: " +
-                           f.inode_flags_unknown);
-    return p;
-  }
-  if (in_target_state(*f.inode_flags, target)) {
-    p.action = SetAction::unchanged;
-    return p;
-  }
-  if (f.read_only) {
-    add(refuse_read_only());
-  }
-  if (f.attr_flags & (FS_IMMUTABLE_FL | FS_APPEND_FL)) {
-    add(refuse_immutable(f.attr_flags, path));
-  }
-  if (nocow && has_compression_setting(f)) {
-    refuse("compressed", "has compression " + f.compression + " set by " + f.compression_source +
-                           ", and NOCOW files cannot be compressed; turn compression off for it "
-                           "first (btrfs property set " +
-                           path +
-                           " compression none), then run this again: the copy is written "
-                           "uncompressed");
-  }
-
-  if (f.size == 0) {
-    if (!p.refusals.empty()) {
-      return p;
-    }
-    p.action = SetAction::flag_set;
-    p.steps.push_back(std::string(nocow ? "set" : "clear") +
-                      " FS_NOCOW_FL while the file is empty (FS_IOC_SETFLAGS)");
-    p.steps.push_back("read back NOCOW (FS_IOC_GETFLAGS) and NODATACOW/NODATASUM (inode item, "
-                      "after a commit): anything but " +
-                      std::string(nocow ? "nocow" : "cow") + " is an error");
-    return p;
-  }
-
-  if (f.nlink > 1) {
-    add(refuse_hard_links(f.nlink));
-  }
-  for (auto& r : in_use_refusals(f.users, f.locks)) {
-    add(std::move(r));
-  }
-  if (nocow && !has_compression_setting(f) && f.compressed_bytes > 0 &&
-      !compression_turned_off(f)) {
-    refuse("compressed",
-           human_bytes(f.compressed_bytes) + " of it are stored compressed" +
-             (f.compression_source == "mount" ? " (mount option compress=" + f.compression + ")"
-                                              : std::string()) +
-             ", and NOCOW files cannot be compressed: the copy would take up to " +
-             human_bytes(f.allocated) +
-             " uncompressed. To accept that, turn compression off for this file (btrfs property "
-             "set " +
-             path + " compression none) and run this again");
-  }
-  p.needed_bytes = f.allocated + space_margin(f.allocated);
-  if (f.free_bytes && *f.free_bytes < p.needed_bytes) {
-    add(refuse_no_space(p.needed_bytes, f.allocated, space_margin(f.allocated), *f.free_bytes));
-  }
-  if (!p.refusals.empty()) {
-    return p;
-  }
-
-  p.action = SetAction::rewrite;
-  if (!f.free_bytes) {
-    p.notes.push_back("free space unknown: not checked before copying");
-  }
-  if (nocow && f.compressed_bytes > 0) {
-    p.notes.push_back(human_bytes(f.compressed_bytes) +
-                      " of compressed extents will be stored uncompressed");
-  }
-  if (nocow && f.compression_source == "mount" && f.compression != "none") {
-    p.notes.push_back("the filesystem is mounted with compress=" + f.compression +
-                      "; NOCOW files are never compressed");
-  }
-  p.steps.push_back("create a temp file " + temp_name_for("NAME", "XXXXXX") +
-                    " in the same directory (O_TMPFILE, locked and marked as vmcsum's before it "
-                    "is linked under that new name, mode 0600)");
-  p.steps.push_back("take a write lease on the file: refused if anyone has it open, broken "
-                    "(and the rewrite abandoned) if anyone opens it meanwhile");
-  p.steps.push_back(std::string(nocow ? "set" : "clear") +
-                    " FS_NOCOW_FL on the temp file while it is empty; verify with "
-                    "FS_IOC_GETFLAGS and the inode item (NODATACOW/NODATASUM) after a commit");
-  p.steps.push_back("copy the data ranges (SEEK_DATA/SEEK_HOLE, up to " + human_bytes(f.allocated) +
-                    "; no reflink, holes stay holes), hashing the source (xxh3-128)");
-  p.steps.push_back("fdatasync the copy, drop it from the page cache, read it back from disk "
-                    "and compare hashes; re-read the flags");
-  p.steps.push_back("copy owner, mode, every xattr (ACLs, security.*), attributes and "
-                    "timestamps; fsync");
-  p.steps.push_back("atomically exchange it with " + path +
-                    " (renameat2 RENAME_EXCHANGE), remove the old inode, fsync the directory");
   return p;
 }
 

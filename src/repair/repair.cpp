@@ -508,9 +508,9 @@ private:
       return;
     }
     std::vector<std::string> found;
-    walk_tree(
+    sys::walk_tree(
       path,
-      [&](WalkEntry& w) {
+      [&](sys::WalkEntry& w) {
         unsigned char t = w.d_type();
         if (t == DT_UNKNOWN) {
           const struct stat* ls = w.lstat();

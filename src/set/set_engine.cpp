@@ -12,8 +12,10 @@
 #include <vmcsum/host/proc_scan.hpp>
 #include <vmcsum/report/text.hpp>
 #include <vmcsum/sys/fd.hpp>
+#include <vmcsum/sys/io.hpp>
 #include <vmcsum/sys/lease.hpp>
 #include <vmcsum/sys/temp_file.hpp>
+#include <vmcsum/sys/walk.hpp>
 
 #include <cerrno>
 #include <cstring>
@@ -42,6 +44,14 @@ struct OpenTarget
   SetTarget t;
 };
 
+// One entry of a -r walk: where it is below the walk's root directory, and its display path.
+struct WalkItem
+{
+  std::string path;       // for display and for the facts (which are checked against the fd)
+  std::string parent_rel; // its directory, relative to the root ("" = the root itself)
+  std::string name;
+};
+
 // Everything the engine carries from one file to the next.
 class Engine
 {
@@ -58,14 +68,16 @@ public:
   SetResult run();
 
 private:
-  void process(const std::string& path, bool in_walk);
+  void process(const std::string& path, bool in_walk, const sys::Fd* walk_dir = nullptr);
   void describe(const FileFacts& ff, bool in_walk, SetEntry& e);
-  void open_target(const FileFacts& ff, OpenTarget& o);
-  void gather(const FileFacts& ff, bool in_walk, OpenTarget& o, SetFacts& sf, SetEntry& e);
+  void open_target(const FileFacts& ff, const sys::Fd* walk_dir, OpenTarget& o);
+  void gather(const FileFacts& ff, bool in_walk, const sys::Fd* walk_dir, OpenTarget& o,
+              SetFacts& sf, SetEntry& e);
   void record_plan(const SetPlan& plan, const FileFacts& ff, SetEntry& e);
   void carry_out(SetAction action, const FileFacts& ff, OpenTarget& o, SetEntry& e);
   void walk(const std::string& root);
-  void list_tree(const std::string& dir, int dirfd, int depth, std::vector<std::string>& out);
+  void list_tree(const std::string& dir, const std::string& rel, int dirfd, int depth,
+                 std::vector<WalkItem>& out);
   void clean_leftovers_of(int dirfd, const std::string& dir, const std::string& name);
   void handle_leftover(int dirfd, const std::string& dir, const std::string& entry);
   void flag_set(const FileFacts& ff, OpenTarget& o);
@@ -87,7 +99,8 @@ SetResult Engine::run()
   return std::move(m_result);
 }
 
-void Engine::process(const std::string& path, bool in_walk)
+// walk_dir: the entry's directory, opened below the -r walk's root (null for a named path).
+void Engine::process(const std::string& path, bool in_walk, const sys::Fd* walk_dir)
 {
   SetEntry e;
   e.path = path;
@@ -104,7 +117,7 @@ void Engine::process(const std::string& path, bool in_walk)
   SetFacts sf = set_facts_of(ff, in_walk);
   OpenTarget target;
   if (ff.examined && (ff.kind == "file" || ff.kind == "directory")) {
-    gather(ff, in_walk, target, sf, e);
+    gather(ff, in_walk, walk_dir, target, sf, e);
   }
   SetPlan plan = plan_set(sf, m_opts.target, escape_name(e.acted_on));
   record_plan(plan, ff, e);
@@ -136,7 +149,7 @@ void Engine::describe(const FileFacts& ff, bool in_walk, SetEntry& e)
 // Opens the directory, then the entry relative to it (never blocking: O_NONBLOCK), and checks
 // it is the inode the facts describe. A failure is kept in open_errno: the plan still says what
 // it would do, the action then stops with it.
-void Engine::open_target(const FileFacts& ff, OpenTarget& o)
+void Engine::open_target(const FileFacts& ff, const sys::Fd* walk_dir, OpenTarget& o)
 {
   const bool is_dir = ff.kind == "directory";
   std::string dir = dir_of(ff.canonical_path);
@@ -145,7 +158,18 @@ void Engine::open_target(const FileFacts& ff, OpenTarget& o)
     dir = name = "/";
   }
   o.t = SetTarget{-1, name, dir, ff.canonical_path, &ff};
-  o.dirfd.reset(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (walk_dir) {
+    // Inside a -r walk: the directory opened below the root, never the path string again.
+    if (!*walk_dir) {
+      o.open_errno = ELOOP; // its directory was swapped for a symlink (or left the tree)
+      return;
+    }
+    name = base_of(ff.path);
+    o.t.name = name;
+    o.dirfd.reset(::fcntl(walk_dir->get(), F_DUPFD_CLOEXEC, 3));
+  } else {
+    o.dirfd.reset(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  }
   if (!o.dirfd) {
     o.open_errno = errno;
     return;
@@ -169,9 +193,10 @@ void Engine::open_target(const FileFacts& ff, OpenTarget& o)
   }
 }
 
-void Engine::gather(const FileFacts& ff, bool in_walk, OpenTarget& o, SetFacts& sf, SetEntry& e)
+void Engine::gather(const FileFacts& ff, bool in_walk, const sys::Fd* walk_dir, OpenTarget& o,
+                    SetFacts& sf, SetEntry& e)
 {
-  open_target(ff, o);
+  open_target(ff, walk_dir, o);
   // Leftovers first: the space a killed run's temp file holds is free for this one. btrfs
   // returns freed extents to the free space at the next commit, hence the syncfs.
   if (o.dirfd && ff.kind == "file" && !in_walk && ff.on_btrfs) {
@@ -182,11 +207,8 @@ void Engine::gather(const FileFacts& ff, bool in_walk, OpenTarget& o, SetFacts& 
     }
   }
   const int probe = o.fd ? o.fd.get() : o.dirfd.get();
-  struct statvfs sv
-  {
-  };
-  if (probe >= 0 && ::fstatvfs(probe, &sv) == 0) {
-    sf.free_bytes = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
+  if (probe >= 0) {
+    sf.free_bytes = sys::free_bytes(probe);
   }
   // A read-only snapshot shows only through the file itself (statvfs says read-write): the
   // plan must refuse what the real run would (issue 12).
@@ -275,25 +297,30 @@ void Engine::carry_out(SetAction action, const FileFacts& ff, OpenTarget& o, Set
 
 void Engine::walk(const std::string& root)
 {
-  std::vector<std::string> entries;
-  sys::Fd fd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!fd) {
+  sys::Fd rootfd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!rootfd) {
     return; // the directory's own entry already says what is wrong with it
   }
   // The whole list first: the rewrites below add and remove names in these directories.
-  list_tree(root, fd.get(), 0, entries);
-  for (const auto& p : entries) {
-    if (is_temp_name(base_of(p))) {
-      if (sys::Fd d{::open(dir_of(p).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)}) {
-        handle_leftover(d.get(), dir_of(p), base_of(p));
+  std::vector<WalkItem> items;
+  list_tree(root, "", rootfd.get(), 0, items);
+  for (const auto& item : items) {
+    // Each entry's directory is opened again below the root only (openat2 RESOLVE_BENEATH,
+    // no symlinks): a directory swapped for a symlink since the listing is refused.
+    sys::Fd dir(item.parent_rel.empty()
+                  ? ::fcntl(rootfd.get(), F_DUPFD_CLOEXEC, 3)
+                  : sys::openat_beneath(rootfd.get(), item.parent_rel, O_RDONLY | O_DIRECTORY));
+    if (is_temp_name(item.name)) {
+      if (dir) {
+        handle_leftover(dir.get(), dir_of(item.path), item.name);
       }
       continue;
     }
-    process(p, true);
-    if (!m_too_deep.empty() && m_too_deep.front() == p) {
+    process(item.path, true, &dir);
+    if (!m_too_deep.empty() && m_too_deep.front() == item.path) {
       // Said, not silent: its contents were not converted.
       SetEntry e;
-      e.path = p;
+      e.path = item.path;
       e.kind = "directory";
       e.action = Outcome::skipped;
       e.code = "too-deep";
@@ -306,8 +333,9 @@ void Engine::walk(const std::string& root)
 }
 
 // Pre-order (a directory before what it holds), names sorted, symlinks never followed, each
-// directory opened relative to its parent with O_NOFOLLOW.
-void Engine::list_tree(const std::string& dir, int dirfd, int depth, std::vector<std::string>& out)
+// directory opened relative to its parent without following symlinks.
+void Engine::list_tree(const std::string& dir, const std::string& rel, int dirfd, int depth,
+                       std::vector<WalkItem>& out)
 {
   sys::Fd own(::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   DIR* d = own ? ::fdopendir(own.get()) : nullptr;
@@ -332,13 +360,13 @@ void Engine::list_tree(const std::string& dir, int dirfd, int depth, std::vector
   std::sort(names.begin(), names.end());
   for (const auto& [name, is_dir] : names) {
     std::string path = join(dir, name);
-    out.push_back(path);
+    out.push_back({path, rel, name});
     if (is_dir && depth >= k_max_depth) {
       m_too_deep.push_back(path);
     } else if (is_dir) {
-      sys::Fd sub(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      sys::Fd sub(sys::openat_beneath(dirfd, name, O_RDONLY | O_DIRECTORY));
       if (sub) {
-        list_tree(path, sub.get(), depth + 1, out);
+        list_tree(path, rel.empty() ? name : rel + "/" + name, sub.get(), depth + 1, out);
       }
     }
   }

@@ -7,9 +7,8 @@
 #include <vmcsum/image/file_facts.hpp>
 #include <vmcsum/set/rewrite.hpp>
 #include <vmcsum/sys/fd.hpp>
+#include <vmcsum/sys/io.hpp>
 #include <vmcsum/write/guard.hpp>
-
-#include <xxhash.h>
 
 #include <algorithm>
 #include <atomic>
@@ -38,45 +37,8 @@ std::string dir_of(const std::string& path);
 std::string base_of(const std::string& path);
 std::string join(const std::string& dir, const std::string& name);
 
-class Hasher
-{
-public:
-  Hasher()
-    : m_state(XXH3_createState())
-  {
-    if (!m_state) {
-      throw std::bad_alloc();
-    }
-    XXH3_128bits_reset(m_state);
-  }
-  ~Hasher() { XXH3_freeState(m_state); }
-  Hasher(const Hasher&) = delete;
-  Hasher& operator=(const Hasher&) = delete;
-
-  void update(const void* data, size_t len) { XXH3_128bits_update(m_state, data, len); }
-  // Each data range starts with its offset and length, so that equal digests mean equal
-  // range maps (holes where the source has holes) as well as equal bytes.
-  void range(uint64_t offset, uint64_t length)
-  {
-    uint8_t b[16];
-    for (int i = 0; i < 8; ++i) {
-      b[i] = static_cast<uint8_t>(offset >> (8 * i));
-      b[8 + i] = static_cast<uint8_t>(length >> (8 * i));
-    }
-    update(b, sizeof b);
-  }
-  std::string hex() const
-  {
-    XXH128_hash_t h = XXH3_128bits_digest(m_state);
-    char buf[33];
-    std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(h.high64),
-                  static_cast<unsigned long long>(h.low64));
-    return buf;
-  }
-
-private:
-  XXH3_state_t* m_state;
-};
+// The one xxh3-128 hasher (sys/io.hpp): the source digest and the read-back digest.
+using sys::Hasher;
 
 // Calls fn(start, end) for each data range of fd below `size`, as SEEK_DATA/SEEK_HOLE see them.
 template <class Fn>

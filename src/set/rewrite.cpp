@@ -13,13 +13,14 @@
 #include <vmcsum/error.hpp>
 #include <vmcsum/host/proc_scan.hpp>
 #include <vmcsum/report/text.hpp>
-#include <vmcsum/sys/aligned_buffer.hpp>
 #include <vmcsum/sys/fd.hpp>
+#include <vmcsum/sys/io.hpp>
 #include <vmcsum/sys/lease.hpp>
 #include <vmcsum/sys/temp_file.hpp>
 
 #include <cerrno>
 #include <memory>
+#include <span>
 
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -86,8 +87,6 @@ private:
   void set_flags_while_empty();
   void set_temp_flags(bool carry_compression);
   void copy_data();
-  bool copy_range(uint64_t start, uint64_t end, Hasher& hash, bool unreadable);
-  void find_unreadable(uint64_t off, size_t want);
   [[noreturn]] void refuse_unreadable();
   void flush_copy();
   void verify_copy();
@@ -127,7 +126,6 @@ private:
   uint64_t m_total = 0; // bytes in its data ranges
   Xattrs m_xattrs;
   uint32_t m_src_attr = 0;
-  sys::AlignedBuffer m_buf;
   std::string m_source_digest;
   std::unique_ptr<Lease> m_lease;
   std::unique_ptr<sys::TempFile> m_temp;
@@ -251,87 +249,54 @@ void Rewrite::set_temp_flags(bool carry_compression)
 }
 
 // Only the data ranges (SEEK_DATA/SEEK_HOLE), with read/write: never a reflink
-// (copy_file_range may clone on btrfs), and holes stay holes.
+// (copy_file_range may clone on btrfs), and holes stay holes. The one chunked reader
+// (sys::ChunkReader) retries a chunk that fails with EIO sector by sector: if any sector stays
+// unreadable the copy is abandoned, never finished with holes or zeros where data was.
 void Rewrite::copy_data()
 {
   // Plain buffered writes, flushed once at the end, as cp + sync do: starting writeback early
   // (sync_file_range every 64 MiB) made the copy phase 1.3-1.6x slower on the disks measured,
   // because reads of the source then compete with writes of the copy (bench/set_convert.sh).
   auto t_copy = Clock::now();
-  m_buf = sys::aligned_buffer(k_chunk);
   const int src = m_src.get();
-  for_each_data_range(src, m_size, m_path, [&](uint64_t a, uint64_t b) {
-    m_total += b - a;
-    ++m_e.data_ranges;
-  });
   ::posix_fadvise(src, 0, 0, POSIX_FADV_SEQUENTIAL);
   Hasher hash;
-  bool unreadable = false;
-  for_each_data_range(src, m_size, m_path, [&](uint64_t start, uint64_t end) {
-    hash.range(start, end - start);
-    unreadable = copy_range(start, end, hash, unreadable);
-  });
-  if (unreadable) {
+  sys::ReadOutcome got;
+  try {
+    const auto ranges = sys::data_ranges(src, m_size, m_path);
+    for (const auto& r : ranges) {
+      m_total += r.length;
+    }
+    m_e.data_ranges = ranges.size();
+    sys::ChunkReader reader({k_chunk, m_ff.sector_size.value_or(4096), false, k_max_listed_ranges});
+    got = reader.read_ranges(
+      src, ranges, m_path,
+      [&](uint64_t off, std::span<const uint8_t> bytes) {
+        hash.update(bytes.data(), bytes.size());
+        pwrite_all(m_temp->fd(), bytes.data(), bytes.size(), off, m_tpath);
+        m_e.bytes_copied += bytes.size();
+        report("copy", m_e.bytes_copied, m_total);
+      },
+      sys::Cancel{nullptr, [this] { check(); }},
+      [&](const sys::ByteRange& r) { hash.range(r.offset, r.length); });
+  } catch (const Error& err) {
+    throw stop_from_error(err, "io-error");
+  }
+  if (got.unreadable_bytes > 0) {
+    m_e.unreadable_bytes = got.unreadable_bytes;
+    for (const auto& r : got.unreadable) {
+      m_e.unreadable.push_back({r.offset, r.length});
+    }
     refuse_unreadable();
+  }
+  if (got.short_at) {
+    stop_failed("changed", m_path + " got shorter during the copy");
   }
   if (::ftruncate(m_temp->fd(), static_cast<off_t>(m_size)) < 0) {
     stop_on_errno(errno, "io-error", "truncate " + m_tpath);
   }
   m_source_digest = hash.hex();
   m_e.seconds.copy = seconds_since(t_copy);
-}
-
-// Copies [start, end) chunk by chunk; returns whether the source has unreadable sectors (then
-// it only goes on reading, to find them all: the copy is abandoned, never finished with holes
-// or zeros where data was).
-bool Rewrite::copy_range(uint64_t start, uint64_t end, Hasher& hash, bool unreadable)
-{
-  for (uint64_t off = start; off < end;) {
-    check();
-    size_t want = static_cast<size_t>(std::min<uint64_t>(k_chunk, end - off));
-    ssize_t n = ::pread(m_src.get(), m_buf.get(), want, static_cast<off_t>(off));
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n < 0 && errno == EIO) {
-      unreadable = true;
-      find_unreadable(off, want);
-      off += want;
-      report("scan", off, m_size);
-      continue;
-    }
-    if (n < 0) {
-      stop_on_errno(errno, "io-error", "read " + m_path + " at offset " + std::to_string(off));
-    }
-    if (n == 0) {
-      stop_failed("changed", m_path + " got shorter during the copy");
-    }
-    if (!unreadable) {
-      hash.update(m_buf.get(), static_cast<size_t>(n));
-      pwrite_all(m_temp->fd(), m_buf.get(), static_cast<size_t>(n), off, m_tpath);
-      m_e.bytes_copied += static_cast<uint64_t>(n);
-      report("copy", m_e.bytes_copied, m_total);
-    }
-    off += static_cast<uint64_t>(n);
-  }
-  return unreadable;
-}
-
-// The unreadable sectors of the chunk at `off`, read one by one.
-void Rewrite::find_unreadable(uint64_t off, size_t want)
-{
-  const uint64_t sector = m_ff.sector_size.value_or(4096);
-  for (uint64_t s = off; s < off + want; s += sector) {
-    size_t len = static_cast<size_t>(std::min<uint64_t>(sector, off + want - s));
-    ssize_t r = ::pread(m_src.get(), m_buf.get(), len, static_cast<off_t>(s));
-    if (r < 0 && errno == EIO) {
-      m_e.unreadable_bytes += len;
-      if (m_e.unreadable.size() < k_max_listed_ranges ||
-          m_e.unreadable.back().offset + m_e.unreadable.back().length == s) {
-        add_range(m_e.unreadable, s, len);
-      }
-    }
-  }
 }
 
 void Rewrite::refuse_unreadable()
@@ -423,33 +388,31 @@ std::string Rewrite::hash_read_back(int vfd)
   ::posix_fadvise(vfd, 0, 0, POSIX_FADV_SEQUENTIAL);
   Hasher hash;
   uint64_t verified = 0;
-  for_each_data_range(vfd, m_size, m_tpath, [&](uint64_t start, uint64_t end) {
-    hash.range(start, end - start);
-    for (uint64_t off = start; off < end;) {
-      check();
-      // O_DIRECT needs sector-aligned lengths: ask for whole sectors, accept the short read
-      // at the end of the file.
-      uint64_t left = end - off;
-      size_t want = static_cast<size_t>(std::min<uint64_t>(k_chunk, (left + 4095) & ~4095ULL));
-      ssize_t n = ::pread(vfd, m_buf.get(), want, static_cast<off_t>(off));
-      if (n < 0 && errno == EINTR) {
-        continue;
-      }
-      if (n <= 0) {
-        stop_failed("verify-failed", "reading the copy back failed at offset " +
-                                       std::to_string(off) + ": " +
-                                       (n < 0 ? errno_text(errno) : std::string("end of file")));
-      }
-      size_t got = std::min<size_t>(static_cast<size_t>(n), static_cast<size_t>(left));
-      hash.update(m_buf.get(), got);
-      if (buffered) {
-        ::posix_fadvise(vfd, static_cast<off_t>(off), static_cast<off_t>(got), POSIX_FADV_DONTNEED);
-      }
-      off += got;
-      verified += got;
-      report("verify", verified, m_total);
-    }
-  });
+  sys::ReadOutcome got;
+  try {
+    sys::ChunkReader reader({k_chunk, 4096, !buffered, 1});
+    got = reader.read_data(
+      vfd, m_size, m_tpath,
+      [&](uint64_t off, std::span<const uint8_t> bytes) {
+        hash.update(bytes.data(), bytes.size());
+        if (buffered) { // what was read must not answer a later read from the cache either
+          ::posix_fadvise(vfd, static_cast<off_t>(off), static_cast<off_t>(bytes.size()),
+                          POSIX_FADV_DONTNEED);
+        }
+        verified += bytes.size();
+        report("verify", verified, m_total);
+      },
+      sys::Cancel{nullptr, [this] { check(); }},
+      [&](const sys::ByteRange& r) { hash.range(r.offset, r.length); });
+  } catch (const Error& err) {
+    stop_failed("verify-failed", std::string("reading the copy back failed: ") + err.what());
+  }
+  if (got.unreadable_bytes > 0 || got.short_at) {
+    const uint64_t at =
+      got.unreadable.empty() ? got.short_at.value_or(0) : got.unreadable[0].offset;
+    stop_failed("verify-failed", "reading the copy back failed at offset " + std::to_string(at) +
+                                   ": " + (got.short_at ? "end of file" : errno_text(EIO)));
+  }
   return hash.hex();
 }
 

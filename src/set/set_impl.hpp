@@ -40,32 +40,6 @@ std::string join(const std::string& dir, const std::string& name);
 // The one xxh3-128 hasher (sys/io.hpp): the source digest and the read-back digest.
 using sys::Hasher;
 
-// Calls fn(start, end) for each data range of fd below `size`, as SEEK_DATA/SEEK_HOLE see them.
-template <class Fn>
-void for_each_data_range(int fd, uint64_t size, const std::string& path, Fn&& fn)
-{
-  off_t pos = 0;
-  while (static_cast<uint64_t>(pos) < size) {
-    off_t d = ::lseek(fd, pos, SEEK_DATA);
-    if (d < 0) {
-      if (errno == ENXIO) {
-        break;
-      }
-      stop_on_errno(errno, "io-error", "lseek(SEEK_DATA) on " + path);
-    }
-    off_t h = ::lseek(fd, d, SEEK_HOLE);
-    if (h < 0) {
-      stop_on_errno(errno, "io-error", "lseek(SEEK_HOLE) on " + path);
-    }
-    h = std::min<off_t>(h, static_cast<off_t>(size));
-    if (h <= d) {
-      break;
-    }
-    fn(static_cast<uint64_t>(d), static_cast<uint64_t>(h));
-    pos = h;
-  }
-}
-
 // pwrite of all of buf; a failure stops the file (WriteStop).
 void pwrite_all(int fd, const uint8_t* buf, size_t len, uint64_t off, const std::string& path);
 

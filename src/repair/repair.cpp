@@ -508,9 +508,9 @@ private:
       return;
     }
     std::vector<std::string> found;
-    walk_tree(
+    sys::walk_tree(
       path,
-      [&](WalkEntry& w) {
+      [&](sys::WalkEntry& w) {
         unsigned char t = w.d_type();
         if (t == DT_UNKNOWN) {
           const struct stat* ls = w.lstat();
@@ -1262,7 +1262,7 @@ RepairResult repair(const RepairOptions& opts, const RepairProgressFn& progress,
       cancel);
     if (!sr.files.empty()) {
       const auto& se = sr.files.front();
-      e.nocow = NocowOutcome{se.action, se.code, se.reason};
+      e.nocow = NocowOutcome{std::string(outcome_name(se.action)), se.code, se.reason};
     }
   }
   return result;

@@ -16,38 +16,9 @@ namespace vmcsum::core {
 
 namespace {
 
-constexpr const char* k_temp_marker = ".vmcsum-tmp.";
-constexpr size_t k_random_len = 6;
-
 std::string target_name(CowTarget t)
 {
   return t == CowTarget::nocow ? "NOCOW" : "COW with checksums";
-}
-
-std::string users_text(const std::vector<SetUser>& users)
-{
-  std::string s;
-  for (const auto& u : users) {
-    std::string how = u.writable ? "write" : "read";
-    if (u.o_direct) {
-      how += ", O_DIRECT";
-    }
-    s += (s.empty() ? "" : ", ") + u.comm + "[" + std::to_string(u.pid) + "] (" + how + ")";
-  }
-  return s;
-}
-
-std::string locks_text(const std::vector<SetLock>& locks)
-{
-  std::string s;
-  for (const auto& l : locks) {
-    std::string range = "bytes " + std::to_string(l.start) + "-" +
-                        (l.end ? std::to_string(*l.end) : std::string("EOF"));
-    std::string who = l.pid ? " by pid " + std::to_string(*l.pid) : std::string();
-    s += (s.empty() ? "" : ", ") + l.kind + " " + l.mode + " lock on " + range + who +
-         (l.qemu ? " (QEMU's image lock)" : "");
-  }
-  return s;
 }
 
 bool has_compression_setting(const SetFacts& f)
@@ -62,6 +33,158 @@ bool compression_turned_off(const SetFacts& f)
 {
   return (f.compression_source == "property" || f.compression_source == "attribute") &&
          f.compression == "none";
+}
+
+void refuse(SetPlan& p, Refusal r)
+{
+  p.refusals.push_back(std::move(r));
+  p.action = SetAction::refused;
+}
+
+void refuse(SetPlan& p, const char* code, const std::string& message)
+{
+  refuse(p, Refusal{code, message});
+}
+
+// Directories: the flag in place; files created in it inherit it.
+void plan_directory(const SetFacts& f, CowTarget target, const std::string& path, SetPlan& p)
+{
+  const bool nocow = target == CowTarget::nocow;
+  if (!f.nocow) {
+    refuse(p, "cannot-read", "cannot read its attributes: " + f.inode_flags_unknown);
+    return;
+  }
+  if (*f.nocow == nocow) {
+    p.action = SetAction::unchanged;
+    return;
+  }
+  if (f.read_only) {
+    refuse(p, refuse_read_only());
+  }
+  if (nocow && has_compression_setting(f)) {
+    refuse(p, "compressed",
+           "has compression " + f.compression + " set by " + f.compression_source +
+             ", which btrfs does not allow together with NOCOW; remove it first: "
+             "btrfs property set " +
+             path + " compression ''");
+  }
+  if (!p.refusals.empty()) {
+    return;
+  }
+  p.action = SetAction::flag_set;
+  p.steps.push_back(std::string(nocow ? "set" : "clear") +
+                    " FS_NOCOW_FL on the directory (FS_IOC_SETFLAGS): files created in it "
+                    "from now on inherit " +
+                    target_name(target));
+  p.steps.push_back("read it back (FS_IOC_GETFLAGS, and NODATACOW in the inode item after a "
+                    "commit)");
+}
+
+// Regular files up to the empty-file case; true when a non-empty file goes on to plan_rewrite().
+bool plan_file(const SetFacts& f, CowTarget target, const std::string& path, SetPlan& p)
+{
+  const bool nocow = target == CowTarget::nocow;
+  if (!f.inode_flags) {
+    refuse(p, "needs-root",
+           "cannot read the NODATASUM inode flag, so the result could not be "
+           "verified: " +
+             f.inode_flags_unknown);
+    return false;
+  }
+  if (in_target_state(*f.inode_flags, target)) {
+    p.action = SetAction::unchanged;
+    return false;
+  }
+  if (f.read_only) {
+    refuse(p, refuse_read_only());
+  }
+  if (f.attr_flags & (FS_IMMUTABLE_FL | FS_APPEND_FL)) {
+    refuse(p, refuse_immutable(f.attr_flags, path));
+  }
+  if (nocow && has_compression_setting(f)) {
+    refuse(p, "compressed",
+           "has compression " + f.compression + " set by " + f.compression_source +
+             ", and NOCOW files cannot be compressed; turn compression off for it "
+             "first (btrfs property set " +
+             path +
+             " compression none), then run this again: the copy is written "
+             "uncompressed");
+  }
+
+  if (f.size == 0) {
+    if (!p.refusals.empty()) {
+      return false;
+    }
+    p.action = SetAction::flag_set;
+    p.steps.push_back(std::string(nocow ? "set" : "clear") +
+                      " FS_NOCOW_FL while the file is empty (FS_IOC_SETFLAGS)");
+    p.steps.push_back("read back NOCOW (FS_IOC_GETFLAGS) and NODATACOW/NODATASUM (inode item, "
+                      "after a commit): anything but " +
+                      std::string(nocow ? "nocow" : "cow") + " is an error");
+    return false;
+  }
+  return true;
+}
+
+// A non-empty file: the refusals only a rewrite has, then its steps.
+void plan_rewrite(const SetFacts& f, CowTarget target, const std::string& path, SetPlan& p)
+{
+  const bool nocow = target == CowTarget::nocow;
+  if (f.nlink > 1) {
+    refuse(p, refuse_hard_links(f.nlink));
+  }
+  for (auto& r : in_use_refusals(f.users, f.locks)) {
+    refuse(p, std::move(r));
+  }
+  if (nocow && !has_compression_setting(f) && f.compressed_bytes > 0 &&
+      !compression_turned_off(f)) {
+    refuse(p, "compressed",
+           human_bytes(f.compressed_bytes) + " of it are stored compressed" +
+             (f.compression_source == "mount" ? " (mount option compress=" + f.compression + ")"
+                                              : std::string()) +
+             ", and NOCOW files cannot be compressed: the copy would take up to " +
+             human_bytes(f.allocated) +
+             " uncompressed. To accept that, turn compression off for this file (btrfs property "
+             "set " +
+             path + " compression none) and run this again");
+  }
+  p.needed_bytes = f.allocated + space_margin(f.allocated);
+  if (f.free_bytes && *f.free_bytes < p.needed_bytes) {
+    refuse(p,
+           refuse_no_space(p.needed_bytes, f.allocated, space_margin(f.allocated), *f.free_bytes));
+  }
+  if (!p.refusals.empty()) {
+    return;
+  }
+
+  p.action = SetAction::rewrite;
+  if (!f.free_bytes) {
+    p.notes.push_back("free space unknown: not checked before copying");
+  }
+  if (nocow && f.compressed_bytes > 0) {
+    p.notes.push_back(human_bytes(f.compressed_bytes) +
+                      " of compressed extents will be stored uncompressed");
+  }
+  if (nocow && f.compression_source == "mount" && f.compression != "none") {
+    p.notes.push_back("the filesystem is mounted with compress=" + f.compression +
+                      "; NOCOW files are never compressed");
+  }
+  p.steps.push_back("create a temp file " + temp_name_for("NAME", "XXXXXX") +
+                    " in the same directory (O_TMPFILE, locked and marked as vmcsum's before it "
+                    "is linked under that new name, mode 0600)");
+  p.steps.push_back("take a write lease on the file: refused if anyone has it open, broken "
+                    "(and the rewrite abandoned) if anyone opens it meanwhile");
+  p.steps.push_back(std::string(nocow ? "set" : "clear") +
+                    " FS_NOCOW_FL on the temp file while it is empty; verify with "
+                    "FS_IOC_GETFLAGS and the inode item (NODATACOW/NODATASUM) after a commit");
+  p.steps.push_back("copy the data ranges (SEEK_DATA/SEEK_HOLE, up to " + human_bytes(f.allocated) +
+                    "; no reflink, holes stay holes), hashing the source (xxh3-128)");
+  p.steps.push_back("fdatasync the copy, drop it from the page cache, read it back from disk "
+                    "and compare hashes; re-read the flags");
+  p.steps.push_back("copy owner, mode, every xattr (ACLs, security.*), attributes and "
+                    "timestamps; fsync");
+  p.steps.push_back("atomically exchange it with " + path +
+                    " (renameat2 RENAME_EXCHANGE), remove the old inode, fsync the directory");
 }
 
 } // namespace
@@ -93,31 +216,11 @@ bool in_target_state(uint64_t inode_flags, CowTarget target)
   return target == CowTarget::nocow ? (inode_flags & both) == both : (inode_flags & both) == 0;
 }
 
-std::vector<SetRefusal> in_use_refusals(const std::vector<SetUser>& users,
-                                        const std::vector<SetLock>& locks)
-{
-  std::vector<SetRefusal> out;
-  if (!users.empty()) {
-    out.push_back(
-      {"in-use", "is open by " + users_text(users) + ": stop the VM (or whatever uses it) first"});
-  }
-  if (!locks.empty()) {
-    out.push_back({"locked", "is locked: " + locks_text(locks)});
-  }
-  return out;
-}
-
 SetPlan plan_set(const SetFacts& f, CowTarget target, const std::string& path)
 {
   SetPlan p;
-  auto refuse = [&](const char* code, const std::string& message) {
-    p.refusals.push_back({code, message});
-    p.action = SetAction::refused;
-  };
-  const bool nocow = target == CowTarget::nocow;
-
   if (f.error || f.kind == "missing") {
-    refuse("not-found", f.error.value_or("does not exist"));
+    refuse(p, "not-found", f.error.value_or("does not exist"));
     return p;
   }
   if (f.kind != "file" && f.kind != "directory") {
@@ -127,182 +230,22 @@ SetPlan plan_set(const SetFacts& f, CowTarget target, const std::string& path)
       p.notes.push_back(f.kind + ": not acted on inside a -r walk");
       return p;
     }
-    refuse("not-regular",
-           "is a " + f.kind + ": only regular files and directories have this attribute");
+    refuse(p, refuse_not_regular(f.kind));
     return p;
   }
   if (!f.on_btrfs) {
-    refuse("not-btrfs", "not on btrfs" + (f.fs.empty() ? std::string() : " (" + f.fs + ")") +
-                          ": NOCOW and data checksums are btrfs features");
+    refuse(p, "not-btrfs",
+           "not on btrfs" + (f.fs.empty() ? std::string() : " (" + f.fs + ")") +
+             ": NOCOW and data checksums are btrfs features");
     return p;
   }
 
   if (f.kind == "directory") {
-    if (!f.nocow) {
-      refuse("cannot-read", "cannot read its attributes: " + f.inode_flags_unknown);
-      return p;
-    }
-    if (*f.nocow == nocow) {
-      p.action = SetAction::unchanged;
-      return p;
-    }
-    if (f.read_only) {
-      refuse("read-only", "the filesystem or subvolume is read-only");
-    }
-    if (nocow && has_compression_setting(f)) {
-      refuse("compressed", "has compression " + f.compression + " set by " + f.compression_source +
-                             ", which btrfs does not allow together with NOCOW; remove it first: "
-                             "btrfs property set " +
-                             path + " compression ''");
-    }
-    if (!p.refusals.empty()) {
-      return p;
-    }
-    p.action = SetAction::flag_set;
-    p.steps.push_back(std::string(nocow ? "set" : "clear") +
-                      " FS_NOCOW_FL on the directory (FS_IOC_SETFLAGS): files created in it "
-                      "from now on inherit " +
-                      target_name(target));
-    p.steps.push_back("read it back (FS_IOC_GETFLAGS, and NODATACOW in the inode item after a "
-                      "commit)");
-    return p;
+    plan_directory(f, target, path, p);
+  } else if (plan_file(f, target, path, p)) {
+    plan_rewrite(f, target, path, p);
   }
-
-  // Regular files.
-  if (!f.inode_flags) {
-    refuse("needs-root", "cannot read the NODATASUM inode flag, so the result could not be "
-                         "verified: " +
-                           f.inode_flags_unknown);
-    return p;
-  }
-  if (in_target_state(*f.inode_flags, target)) {
-    p.action = SetAction::unchanged;
-    return p;
-  }
-  if (f.read_only) {
-    refuse("read-only", "the filesystem or subvolume is read-only");
-  }
-  if (f.attr_flags & (FS_IMMUTABLE_FL | FS_APPEND_FL)) {
-    refuse("immutable", std::string("is ") +
-                          ((f.attr_flags & FS_IMMUTABLE_FL) ? "immutable" : "append-only") +
-                          ": it cannot be replaced; clear that first (chattr -i -a " + path + ")");
-  }
-  if (nocow && has_compression_setting(f)) {
-    refuse("compressed", "has compression " + f.compression + " set by " + f.compression_source +
-                           ", and NOCOW files cannot be compressed; turn compression off for it "
-                           "first (btrfs property set " +
-                           path +
-                           " compression none), then run this again: the copy is written "
-                           "uncompressed");
-  }
-
-  if (f.size == 0) {
-    if (!p.refusals.empty()) {
-      return p;
-    }
-    p.action = SetAction::flag_set;
-    p.steps.push_back(std::string(nocow ? "set" : "clear") +
-                      " FS_NOCOW_FL while the file is empty (FS_IOC_SETFLAGS)");
-    p.steps.push_back("read back NOCOW (FS_IOC_GETFLAGS) and NODATACOW/NODATASUM (inode item, "
-                      "after a commit): anything but " +
-                      std::string(nocow ? "nocow" : "cow") + " is an error");
-    return p;
-  }
-
-  if (f.nlink > 1) {
-    refuse("hard-links", "has " + std::to_string(f.nlink) +
-                           " hard links: a rewrite gives this name a new inode and the other "
-                           "names would keep the old one; remove the other links first");
-  }
-  for (auto& r : in_use_refusals(f.users, f.locks)) {
-    p.refusals.push_back(std::move(r));
-    p.action = SetAction::refused;
-  }
-  if (nocow && !has_compression_setting(f) && f.compressed_bytes > 0 &&
-      !compression_turned_off(f)) {
-    refuse("compressed",
-           human_bytes(f.compressed_bytes) + " of it are stored compressed" +
-             (f.compression_source == "mount" ? " (mount option compress=" + f.compression + ")"
-                                              : std::string()) +
-             ", and NOCOW files cannot be compressed: the copy would take up to " +
-             human_bytes(f.allocated) +
-             " uncompressed. To accept that, turn compression off for this file (btrfs property "
-             "set " +
-             path + " compression none) and run this again");
-  }
-  p.needed_bytes = f.allocated + space_margin(f.allocated);
-  if (f.free_bytes && *f.free_bytes < p.needed_bytes) {
-    refuse("no-space", "needs " + human_bytes(p.needed_bytes) + " free (" +
-                         human_bytes(f.allocated) + " of data + " +
-                         human_bytes(space_margin(f.allocated)) +
-                         " margin) for the copy, the filesystem has " + human_bytes(*f.free_bytes));
-  }
-  if (!p.refusals.empty()) {
-    return p;
-  }
-
-  p.action = SetAction::rewrite;
-  if (!f.free_bytes) {
-    p.notes.push_back("free space unknown: not checked before copying");
-  }
-  if (nocow && f.compressed_bytes > 0) {
-    p.notes.push_back(human_bytes(f.compressed_bytes) +
-                      " of compressed extents will be stored uncompressed");
-  }
-  if (nocow && f.compression_source == "mount" && f.compression != "none") {
-    p.notes.push_back("the filesystem is mounted with compress=" + f.compression +
-                      "; NOCOW files are never compressed");
-  }
-  p.steps.push_back("create a temp file " + temp_name_for("NAME", "XXXXXX") +
-                    " in the same directory (O_EXCL, mode 0600) and lock it");
-  p.steps.push_back("take a write lease on the file: refused if anyone has it open, broken "
-                    "(and the rewrite abandoned) if anyone opens it meanwhile");
-  p.steps.push_back(std::string(nocow ? "set" : "clear") +
-                    " FS_NOCOW_FL on the temp file while it is empty; verify with "
-                    "FS_IOC_GETFLAGS and the inode item (NODATACOW/NODATASUM) after a commit");
-  p.steps.push_back("copy the data ranges (SEEK_DATA/SEEK_HOLE, up to " + human_bytes(f.allocated) +
-                    "; no reflink, holes stay holes), hashing the source (xxh3-128)");
-  p.steps.push_back("fdatasync the copy, drop it from the page cache, read it back from disk "
-                    "and compare hashes; re-read the flags");
-  p.steps.push_back("copy owner, mode, every xattr (ACLs, security.*), attributes and "
-                    "timestamps; fsync");
-  p.steps.push_back("atomically exchange it with " + path +
-                    " (renameat2 RENAME_EXCHANGE), remove the old inode, fsync the directory");
   return p;
-}
-
-std::string temp_name_for(const std::string& name, const std::string& random6)
-{
-  const size_t overhead = 1 + std::char_traits<char>::length(k_temp_marker) + random6.size();
-  size_t keep = name.size();
-  if (keep + overhead > NAME_MAX) {
-    keep = NAME_MAX - overhead;
-    // Do not cut a UTF-8 sequence in half: back off over continuation bytes.
-    while (keep > 0 && (static_cast<unsigned char>(name[keep]) & 0xC0) == 0x80) {
-      --keep;
-    }
-  }
-  return "." + name.substr(0, keep) + k_temp_marker + random6;
-}
-
-bool is_temp_name(const std::string& entry)
-{
-  const size_t marker = std::char_traits<char>::length(k_temp_marker);
-  if (entry.size() < 1 + 1 + marker + k_random_len || entry[0] != '.') {
-    return false;
-  }
-  const size_t at = entry.size() - k_random_len - marker;
-  if (entry.compare(at, marker, k_temp_marker) != 0) {
-    return false;
-  }
-  return std::all_of(entry.end() - k_random_len, entry.end(),
-                     [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; });
-}
-
-bool is_temp_name_for(const std::string& entry, const std::string& name)
-{
-  return is_temp_name(entry) &&
-         entry == temp_name_for(name, entry.substr(entry.size() - k_random_len));
 }
 
 void add_range(std::vector<ByteRange>& ranges, uint64_t offset, uint64_t length)

@@ -1,0 +1,428 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// The engine of `vmcsum set`: for each path it gathers the facts plan_set() needs, plans, and
+// carries the plan out: the attribute set in place (directories, empty files) or the verified
+// rewrite (rewrite.cpp). The file is opened once, relative to its directory, checked against
+// what was examined; the plan and the action both use that descriptor.
+#include "set_impl.hpp"
+
+#include <vmcsum/btrfs/ioctl.hpp>
+#include <vmcsum/error.hpp>
+#include <vmcsum/host/proc_scan.hpp>
+#include <vmcsum/report/text.hpp>
+#include <vmcsum/sys/fd.hpp>
+#include <vmcsum/sys/io.hpp>
+#include <vmcsum/sys/lease.hpp>
+#include <vmcsum/sys/temp_file.hpp>
+#include <vmcsum/sys/walk.hpp>
+
+#include <cerrno>
+#include <cstring>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+namespace vmcsum::core {
+
+namespace {
+
+using namespace set_impl;
+
+constexpr int k_max_depth = 256; // -r: deeper directories are reported, not walked
+
+// The file or directory one path names, opened once (see SetTarget).
+struct OpenTarget
+{
+  sys::Fd dirfd;
+  sys::Fd fd;
+  int open_errno = 0; // why fd could not be opened (acting on it then stops with this)
+  SetTarget t;
+};
+
+// One entry of a -r walk: where it is below the walk's root directory, and its display path.
+struct WalkItem
+{
+  std::string path;       // for display and for the facts (which are checked against the fd)
+  std::string parent_rel; // its directory, relative to the root ("" = the root itself)
+  std::string name;
+};
+
+// Everything the engine carries from one file to the next.
+class Engine
+{
+public:
+  Engine(const SetOptions& opts, const std::function<void(const SetProgress&)>& progress,
+         const std::atomic<bool>& cancel)
+    : m_opts(opts)
+    , m_progress(progress)
+    , m_cancel(cancel)
+    , m_collector(opts.mountinfo)
+  {
+  }
+
+  SetResult run();
+
+private:
+  void process(const std::string& path, bool in_walk, const sys::Fd* walk_dir = nullptr);
+  void describe(const FileFacts& ff, bool in_walk, SetEntry& e);
+  void open_target(const FileFacts& ff, const sys::Fd* walk_dir, OpenTarget& o);
+  void gather(const FileFacts& ff, bool in_walk, const sys::Fd* walk_dir, OpenTarget& o,
+              SetFacts& sf, SetEntry& e);
+  void record_plan(const SetPlan& plan, const FileFacts& ff, SetEntry& e);
+  void carry_out(SetAction action, const FileFacts& ff, OpenTarget& o, SetEntry& e);
+  void walk(const std::string& root);
+  void list_tree(const std::string& dir, const std::string& rel, int dirfd, int depth,
+                 std::vector<WalkItem>& out);
+  void clean_leftovers_of(int dirfd, const std::string& dir, const std::string& name);
+  void handle_leftover(int dirfd, const std::string& dir, const std::string& entry);
+  void flag_set(const FileFacts& ff, OpenTarget& o);
+  const SetOptions& m_opts;
+  const std::function<void(const SetProgress&)>& m_progress;
+  const std::atomic<bool>& m_cancel;
+  FactCollector m_collector;
+  std::optional<ProcScan> m_procs;
+  SetResult m_result;
+  std::vector<std::string> m_too_deep; // directories below the -r depth limit
+};
+
+SetResult Engine::run()
+{
+  sys::IgnoreSigio sigio;
+  for (const auto& p : m_opts.paths) {
+    process(p, false);
+  }
+  return std::move(m_result);
+}
+
+// walk_dir: the entry's directory, opened below the -r walk's root (null for a named path).
+void Engine::process(const std::string& path, bool in_walk, const sys::Fd* walk_dir)
+{
+  SetEntry e;
+  e.path = path;
+  if (m_cancel.load()) {
+    e.action = Outcome::skipped;
+    e.code = "interrupted";
+    e.reason = "interrupted before it was reached";
+    m_result.files.push_back(std::move(e));
+    m_result.interrupted = true;
+    return;
+  }
+  FileFacts ff = m_collector.collect(path, !in_walk);
+  describe(ff, in_walk, e);
+  SetFacts sf = set_facts_of(ff, in_walk);
+  OpenTarget target;
+  if (ff.examined && (ff.kind == "file" || ff.kind == "directory")) {
+    gather(ff, in_walk, walk_dir, target, sf, e);
+  }
+  SetPlan plan = plan_set(sf, m_opts.target, escape_name(e.acted_on));
+  record_plan(plan, ff, e);
+  if (!m_opts.dry_run &&
+      (plan.action == SetAction::flag_set || plan.action == SetAction::rewrite)) {
+    carry_out(plan.action, ff, target, e);
+  }
+  const bool walk_on = m_opts.recursive && ff.kind == "directory" && ff.on_btrfs && !in_walk;
+  m_result.files.push_back(std::move(e));
+  target = OpenTarget{}; // closed before the walk: the walk acts on what is inside
+  if (walk_on) {
+    walk(ff.canonical_path);
+  }
+}
+
+void Engine::describe(const FileFacts& ff, bool in_walk, SetEntry& e)
+{
+  e.kind = ff.kind.empty() ? "missing" : ff.kind;
+  e.symlink_target = ff.symlink_target;
+  e.acted_on = ff.canonical_path.empty() ? e.path : ff.canonical_path;
+  if (ff.examined && (ff.kind == "file" || ff.kind == "directory")) {
+    e.before = state_of(ff);
+  }
+  if (ff.symlink_target && !in_walk && ff.examined) {
+    e.notes.push_back("symlink: acting on its target " + ff.canonical_path);
+  }
+}
+
+// Opens the directory, then the entry relative to it (never blocking: O_NONBLOCK), and checks
+// it is the inode the facts describe. A failure is kept in open_errno: the plan still says what
+// it would do, the action then stops with it.
+void Engine::open_target(const FileFacts& ff, const sys::Fd* walk_dir, OpenTarget& o)
+{
+  const bool is_dir = ff.kind == "directory";
+  std::string dir = dir_of(ff.canonical_path);
+  std::string name = base_of(ff.canonical_path);
+  if (name.empty()) { // "/": its own directory
+    dir = name = "/";
+  }
+  o.t = SetTarget{-1, name, dir, ff.canonical_path, &ff};
+  if (walk_dir) {
+    // Inside a -r walk: the directory opened below the root, never the path string again.
+    if (!*walk_dir) {
+      o.open_errno = ELOOP; // its directory was swapped for a symlink (or left the tree)
+      return;
+    }
+    name = base_of(ff.path);
+    o.t.name = name;
+    o.dirfd.reset(::fcntl(walk_dir->get(), F_DUPFD_CLOEXEC, 3));
+  } else {
+    o.dirfd.reset(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  }
+  if (!o.dirfd) {
+    o.open_errno = errno;
+    return;
+  }
+  o.t.dirfd = o.dirfd.get();
+  // O_NOATIME keeps reading from changing atime (it needs ownership or CAP_FOWNER).
+  const int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | (is_dir ? O_DIRECTORY : 0);
+  o.fd.reset(::openat(o.dirfd.get(), name.c_str(), flags | O_NOATIME));
+  if (!o.fd && errno == EPERM) {
+    o.fd.reset(::openat(o.dirfd.get(), name.c_str(), flags));
+  }
+  struct stat st
+  {
+  };
+  if (!o.fd || ::fstat(o.fd.get(), &st) < 0) {
+    o.open_errno = errno;
+    o.fd.reset();
+  } else if (st.st_ino != ff.inode || (ff.dev != 0 && st.st_dev != ff.dev)) {
+    o.open_errno = ESTALE; // replaced between the examination and the open
+    o.fd.reset();
+  }
+}
+
+void Engine::gather(const FileFacts& ff, bool in_walk, const sys::Fd* walk_dir, OpenTarget& o,
+                    SetFacts& sf, SetEntry& e)
+{
+  open_target(ff, walk_dir, o);
+  // Leftovers first: the space a killed run's temp file holds is free for this one. btrfs
+  // returns freed extents to the free space at the next commit, hence the syncfs.
+  if (o.dirfd && ff.kind == "file" && !in_walk && ff.on_btrfs) {
+    const size_t before = m_result.leftovers.size();
+    clean_leftovers_of(o.dirfd.get(), o.t.dir, o.t.name);
+    if (m_result.leftovers.size() != before) {
+      ::syncfs(o.dirfd.get());
+    }
+  }
+  const int probe = o.fd ? o.fd.get() : o.dirfd.get();
+  if (probe >= 0) {
+    sf.free_bytes = sys::free_bytes(probe);
+  }
+  // A read-only snapshot shows only through the file itself (statvfs says read-write): the
+  // plan must refuse what the real run would (issue 12).
+  sf.read_only = probe >= 0 && read_only_refusal(probe).has_value();
+  const bool maybe_rewrite = ff.kind == "file" && ff.size > 0 && ff.on_btrfs && ff.inode_flags &&
+                             !in_target_state(*ff.inode_flags, m_opts.target);
+  if (maybe_rewrite && o.fd) {
+    if (!m_procs) {
+      m_procs = scan_proc(m_opts.proc_dir);
+    }
+    ImageUsers u = find_users(o.fd.get(), *m_procs);
+    sf.users = u.users;
+    sf.locks = u.locks;
+    e.users = std::move(u.users);
+    e.locks = std::move(u.locks);
+  }
+}
+
+void Engine::record_plan(const SetPlan& plan, const FileFacts& ff, SetEntry& e)
+{
+  e.steps = plan.steps;
+  e.notes.insert(e.notes.end(), plan.notes.begin(), plan.notes.end());
+  e.refusals = plan.refusals;
+  e.action = outcome_of(plan.action);
+  if (plan.action == SetAction::refused) {
+    e.code = plan.refusals.front().code;
+    for (const auto& r : plan.refusals) {
+      e.reason += (e.reason.empty() ? "" : "; ") + r.message;
+    }
+  } else if (plan.action == SetAction::skipped) {
+    e.code = "skipped";
+    e.reason = plan.notes.empty() ? std::string() : plan.notes.front();
+    e.notes.clear();
+  }
+  if (ff.kind == "directory" && !m_opts.recursive &&
+      (plan.action == SetAction::flag_set || plan.action == SetAction::unchanged)) {
+    e.notes.push_back("files already in the directory are unchanged; only new files inherit "
+                      "the attribute (use -r to convert them too)");
+  }
+}
+
+void Engine::carry_out(SetAction action, const FileFacts& ff, OpenTarget& o, SetEntry& e)
+{
+  auto t0 = Clock::now();
+  try {
+    if (!o.fd) {
+      if (o.open_errno == ESTALE) {
+        stop_failed("changed", e.acted_on + " was replaced while vmcsum looked at it");
+      }
+      if (o.open_errno == EWOULDBLOCK) {
+        stop_refused("in-use", e.acted_on + " is leased by another process");
+      }
+      stop_on_errno(o.open_errno, "cannot-read", "open " + e.acted_on);
+    }
+    if (action == SetAction::flag_set) {
+      flag_set(ff, o);
+    } else {
+      rewrite_file(o.t, std::move(o.fd), e, m_opts, m_progress, m_cancel);
+    }
+    // What the file looks like now, through the same code as `show` (after a commit, so
+    // that the inode item is the new one).
+    try {
+      btrfs::sync_fs(o.dirfd.get(), e.acted_on);
+    } catch (const Error&) {
+      // The after-state then shows what it can; nothing more to do.
+    }
+    FileFacts now = m_collector.collect(e.acted_on, false);
+    if (now.examined) {
+      e.after = state_of(now);
+    }
+  } catch (const WriteStop& s) {
+    e.action = s.outcome;
+    e.code = s.code;
+    e.reason = s.message;
+    if (s.outcome == Outcome::refused) {
+      e.refusals.push_back({s.code, s.message});
+    }
+    m_result.interrupted = m_result.interrupted || s.code == refusal_code::interrupted;
+  } catch (const Error& err) {
+    e.action = Outcome::failed;
+    e.code = "io-error";
+    e.reason = err.what();
+  }
+  e.seconds.total = seconds_since(t0);
+}
+
+void Engine::walk(const std::string& root)
+{
+  sys::Fd rootfd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!rootfd) {
+    return; // the directory's own entry already says what is wrong with it
+  }
+  // The whole list first: the rewrites below add and remove names in these directories.
+  std::vector<WalkItem> items;
+  list_tree(root, "", rootfd.get(), 0, items);
+  for (const auto& item : items) {
+    // Each entry's directory is opened again below the root only (openat2 RESOLVE_BENEATH,
+    // no symlinks): a directory swapped for a symlink since the listing is refused.
+    sys::Fd dir(item.parent_rel.empty()
+                  ? ::fcntl(rootfd.get(), F_DUPFD_CLOEXEC, 3)
+                  : sys::openat_beneath(rootfd.get(), item.parent_rel, O_RDONLY | O_DIRECTORY));
+    if (is_temp_name(item.name)) {
+      if (dir) {
+        handle_leftover(dir.get(), dir_of(item.path), item.name);
+      }
+      continue;
+    }
+    process(item.path, true, &dir);
+    if (!m_too_deep.empty() && m_too_deep.front() == item.path) {
+      // Said, not silent: its contents were not converted.
+      SetEntry e;
+      e.path = item.path;
+      e.kind = "directory";
+      e.action = Outcome::skipped;
+      e.code = "too-deep";
+      e.reason = "more than " + std::to_string(k_max_depth) +
+                 " directory levels below the starting point: what it holds was not walked";
+      m_result.files.push_back(std::move(e));
+      m_too_deep.erase(m_too_deep.begin());
+    }
+  }
+}
+
+// Pre-order (a directory before what it holds), names sorted, symlinks never followed, each
+// directory opened relative to its parent without following symlinks.
+void Engine::list_tree(const std::string& dir, const std::string& rel, int dirfd, int depth,
+                       std::vector<WalkItem>& out)
+{
+  sys::Fd own(::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  DIR* d = own ? ::fdopendir(own.get()) : nullptr;
+  if (!d) {
+    return;
+  }
+  own.release(); // closedir closes it
+  std::vector<std::pair<std::string, bool>> names;
+  while (dirent* ent = ::readdir(d)) {
+    if (std::strcmp(ent->d_name, ".") == 0 || std::strcmp(ent->d_name, "..") == 0) {
+      continue;
+    }
+    struct stat st
+    {
+    };
+    if (::fstatat(dirfd, ent->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+      continue;
+    }
+    names.emplace_back(ent->d_name, S_ISDIR(st.st_mode));
+  }
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  for (const auto& [name, is_dir] : names) {
+    std::string path = join(dir, name);
+    out.push_back({path, rel, name});
+    if (is_dir && depth >= k_max_depth) {
+      m_too_deep.push_back(path);
+    } else if (is_dir) {
+      sys::Fd sub(sys::openat_beneath(dirfd, name, O_RDONLY | O_DIRECTORY));
+      if (sub) {
+        list_tree(path, rel.empty() ? name : rel + "/" + name, sub.get(), depth + 1, out);
+      }
+    }
+  }
+}
+
+void Engine::clean_leftovers_of(int dirfd, const std::string& dir, const std::string& name)
+{
+  auto match = [&](const std::string& entry) { return is_temp_name_for(entry, name); };
+  for (auto& t : sys::remove_stale_temps(dirfd, match, m_opts.dry_run)) {
+    m_result.leftovers.push_back({join(dir, t.name), t.removed, std::move(t.why)});
+  }
+}
+
+void Engine::handle_leftover(int dirfd, const std::string& dir, const std::string& entry)
+{
+  if (auto t = sys::remove_stale_temp(dirfd, entry, m_opts.dry_run)) {
+    m_result.leftovers.push_back({join(dir, entry), t->removed, std::move(t->why)});
+  }
+}
+
+// Directories and empty files: the flag in place, through the descriptor that was examined.
+void Engine::flag_set(const FileFacts& ff, OpenTarget& o)
+{
+  const std::string& path = ff.canonical_path;
+  const bool is_dir = ff.kind == "directory";
+  if (!ff.subvolume_id) {
+    stop_refused("needs-root", "subvolume of " + path + " unknown");
+  }
+  try {
+    uint32_t old = btrfs::get_attr_flags(o.fd.get(), path);
+    uint32_t want =
+      m_opts.target == CowTarget::nocow ? (old | FS_NOCOW_FL) : (old & ~uint32_t(FS_NOCOW_FL));
+    // Called even when GETFLAGS already matches: on an empty file it also drops a NODATASUM
+    // inherited from `-o nodatasum` (btrfs_fileattr_set(), kernels up to 7.2).
+    btrfs::set_attr_flags(o.fd.get(), want, path);
+  } catch (const Error& err) {
+    throw stop_from_error(err, "flags-not-set");
+  }
+  std::string detail;
+  if (!flags_match(o.fd.get(), *ff.subvolume_id, ff.inode, is_dir, m_opts.target, path, detail)) {
+    stop_failed("flags-not-set",
+                "the kernel did not apply it (" + detail +
+                  (is_dir ? std::string(")")
+                          : std::string("): btrfs ignores the change once a file has data; was "
+                                        "it written to meanwhile?")));
+  }
+}
+
+} // namespace
+
+SetResult set_cow_attribute(const SetOptions& opts,
+                            const std::function<void(const SetProgress&)>& progress,
+                            const std::atomic<bool>& cancel)
+{
+  Engine engine(opts, progress, cancel);
+  return engine.run();
+}
+
+} // namespace vmcsum::core

@@ -80,7 +80,7 @@ _vmcsum()
             ;;
         scrub)
             if [[ $cur == -* ]]; then
-                COMPREPLY=($(compgen -W "$global_opts --limit-rate --no-kernel-pass --reconfirm --no-progress --no-history --history --kernel-log --journal-dir --libvirt-dir --libvirt-run-dir --pve-dir --kernel-release" -- "$cur"))
+                COMPREPLY=($(compgen -W "$global_opts --limit-rate --no-kernel-pass --reconfirm --no-progress --no-history --history --kernel-log --journal-dir --libvirt-dir --libvirt-run-dir --pve-dir --kernel-release --prometheus" -- "$cur"))
             else
                 _filedir
             fi
@@ -115,7 +115,7 @@ _vmcsum()
             ;;
         audit)
             if [[ $cur == -* ]]; then
-                COMPREPLY=($(compgen -W "$global_opts --libvirt-dir --libvirt-run-dir --pve-dir --proc --kernel-log --kernel-release --probe" -- "$cur"))
+                COMPREPLY=($(compgen -W "$global_opts --libvirt-dir --libvirt-run-dir --pve-dir --proc --kernel-log --kernel-release --probe --prometheus" -- "$cur"))
             else
                 _filedir
             fi

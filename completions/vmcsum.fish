@@ -21,6 +21,7 @@ complete -c vmcsum -n "__fish_seen_subcommand_from audit" -l pve-dir -r -d 'Prox
 complete -c vmcsum -n "__fish_seen_subcommand_from audit" -l proc -r -d 'proc filesystem to scan'
 complete -c vmcsum -n "__fish_seen_subcommand_from audit" -l kernel-log -r -d 'Kernel log to search'
 complete -c vmcsum -n "__fish_seen_subcommand_from audit" -l kernel-release -x -d 'Judge as if running this release'
+complete -c vmcsum -n "__fish_seen_subcommand_from audit" -l prometheus -r -F -d 'Also write node_exporter textfile metrics'
 complete -c vmcsum -n "__fish_seen_subcommand_from audit" -l probe -d 'Measure O_DIRECT on each btrfs and use that'
 
 complete -c vmcsum -n "not __fish_seen_subcommand_from $commands" -a set -d 'Make files NOCOW or checksummed for real'
@@ -54,6 +55,7 @@ complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l libvirt-dir -r -d '
 complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l libvirt-run-dir -r -d 'libvirt runtime directory'
 complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l pve-dir -r -d 'Proxmox configuration directory'
 complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l kernel-release -x -d 'Classify as if running this kernel release'
+complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l prometheus -r -F -d 'Also write node_exporter textfile metrics'
 
 complete -c vmcsum -n "not __fish_seen_subcommand_from $commands" -a repair -d 'Make false checksum mismatches readable again, with a backup'
 complete -c vmcsum -n "__fish_seen_subcommand_from repair" -F

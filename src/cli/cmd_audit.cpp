@@ -3,6 +3,7 @@
 //
 // vmcsum audit [PATH...]: every VM image, what is at risk and why.
 #include "app.hpp"
+#include "metrics.hpp"
 
 #include <vmcsum/audit/audit.hpp>
 #include <vmcsum/report/json.hpp>
@@ -200,8 +201,14 @@ void register_audit(CLI::App& app, Runner& runner)
                   "Judge as if running this kernel release (default: uname -r)");
   cmd->add_flag("--probe", opts->probe,
                 "Measure O_DIRECT on each btrfs holding images (vmcsum probe) and use that");
-  cmd->callback([opts, &runner] {
-    runner = [opts](Output& out) {
+  auto prometheus = std::make_shared<std::string>();
+  cmd
+    ->add_option("--prometheus", *prometheus,
+                 "Also write node_exporter textfile metrics to this file (atomically)")
+    ->type_name("FILE");
+  cmd->callback([opts, prometheus, &runner] {
+    runner = [opts, prometheus](Output& out) {
+      const double started = epoch_seconds_now();
       opts->state_dir = out.options().state_dir;
       core::AuditResult r = core::audit(*opts);
       int status = exit_code::clean;
@@ -216,6 +223,9 @@ void register_audit(CLI::App& app, Runner& runner)
       if (!r.problems.empty()) {
         status = std::max(status, exit_code::incomplete);
       }
+      status = export_metrics(out, *prometheus, status,
+                              [&](const RunFacts& run) { return audit_metrics(r, run); },
+                              {"audit", started});
       if (out.options().json) {
         nlohmann::ordered_json doc;
         doc["schema"] = "vmcsum.audit/1";

@@ -4,6 +4,7 @@
 // vmcsum scrub PATH...: every copy of every sector, false mismatches told from media faults.
 #include "app.hpp"
 #include "interactive.hpp"
+#include "metrics.hpp"
 #include "render.hpp"
 
 #include <vmcsum/report/text.hpp>
@@ -284,6 +285,7 @@ struct ScrubCli
   bool history = false;
   bool no_progress = false;
   bool no_history = false;
+  std::string prometheus;
 };
 
 // An event that is an alarm: a failure nobody explains (not a repair, not vmcsum's own read).
@@ -334,6 +336,10 @@ void register_scrub(CLI::App& app, Runner& runner)
   cmd->add_option("--kernel-release", cli->opts.kernel_release,
                   "Record this run in the kernel record as this release (default: uname -r; "
                   "tests)");
+  cmd
+    ->add_option("--prometheus", cli->prometheus,
+                 "Also write node_exporter textfile metrics to this file (atomically)")
+    ->type_name("FILE");
   cmd->callback([cli, cmd, &runner] {
     if (!cli->history && cli->opts.paths.empty()) {
       throw CLI::RequiredError("paths (or --history)");
@@ -348,6 +354,7 @@ void register_scrub(CLI::App& app, Runner& runner)
       cli->opts.journal = false;
     }
     runner = [cli](Output& out) {
+      const double started = epoch_seconds_now();
       cli->opts.state_dir = out.options().state_dir;
       core::ScrubResult r;
       if (cli->history) {
@@ -378,6 +385,9 @@ void register_scrub(CLI::App& app, Runner& runner)
           }
         }
       }
+      status = export_metrics(out, cli->prometheus, status,
+                              [&](const RunFacts& run) { return scrub_metrics(r, run); },
+                              {"scrub", started});
       if (out.options().json) {
         nlohmann::ordered_json doc = {{"schema", "vmcsum.scrub/2"}};
         auto& files = doc["files"] = nlohmann::ordered_json::array();

@@ -59,9 +59,9 @@ void ensure_private_dir(const std::string& dir)
   check_private(dir);
 }
 
-void replace_file_durably(const std::string& dir, const std::string& name, std::string_view content)
+void replace_file_atomically(const std::string& dir, const std::string& name,
+                             std::string_view content, unsigned mode)
 {
-  ensure_private_dir(dir);
   const std::string final_path = dir + "/" + name;
   std::string tmpl = dir + "/." + name + ".tmp-XXXXXX";
   std::vector<char> buf(tmpl.begin(), tmpl.end());
@@ -74,9 +74,9 @@ void replace_file_durably(const std::string& dir, const std::string& name, std::
   auto fail = [&](const char* what) {
     const int e = errno;
     ::unlink(tmp.c_str());
-    throw Error(e == ENOSPC ? Errc::io : Errc::io, what, tmp, e);
+    throw Error(Errc::io, what, tmp, e);
   };
-  if (::fchmod(*fd, 0600) < 0) {
+  if (::fchmod(*fd, mode) < 0) {
     fail("fchmod");
   }
   if (pwrite_full(*fd, content.data(), content.size(), 0) < 0) {
@@ -92,6 +92,12 @@ void replace_file_durably(const std::string& dir, const std::string& name, std::
   if (dfd) {
     ::fsync(*dfd);
   }
+}
+
+void replace_file_durably(const std::string& dir, const std::string& name, std::string_view content)
+{
+  ensure_private_dir(dir);
+  replace_file_atomically(dir, name, content, 0600);
 }
 
 std::optional<std::string> read_small_file(const std::string& path, size_t max_bytes,

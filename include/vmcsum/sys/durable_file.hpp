@@ -22,6 +22,11 @@ void ensure_private_dir(const std::string& dir);
 void replace_file_durably(const std::string& dir, const std::string& name,
                           std::string_view content);
 
+// The same for a file others read (metrics for node_exporter: mode 0644) in a directory that
+// need not be private: temp file in `dir`, fsync, rename over dir/name, directory fsync.
+void replace_file_atomically(const std::string& dir, const std::string& name,
+                             std::string_view content, unsigned mode);
+
 // The whole file, or nullopt when it does not exist. A file larger than max_bytes, or one that
 // is not a regular file (a FIFO, a device, a symlink unless follow_symlinks), is an Error: never
 // a partial read, never a blocking open, never unbounded memory.

@@ -391,8 +391,11 @@ AuditResult audit(const AuditOptions& opts)
       result.problems.push_back({cand.path, rep.facts.error.value_or("cannot examine")});
       continue;
     }
+    // A file vmcsum could not open has no known format: a guess from its name is not a fact.
     rep.format =
-      format_name(cand.format ? *cand.format : sniff(rep.facts.canonical_path, rep.facts.size));
+      rep.facts.open_error
+        ? format_name(ImageFormat::unknown)
+        : format_name(cand.format ? *cand.format : sniff(rep.facts.canonical_path, rep.facts.size));
 
     for (const auto& of : procs.open_files) {
       if (of.dev == rep.facts.dev && of.ino == rep.facts.inode) {
@@ -548,6 +551,13 @@ AuditResult audit(const AuditOptions& opts)
       rep.findings.push_back({"not-btrfs", Severity::info,
                               "not on btrfs (" + rep.facts.fs + "): btrfs checksums do not apply",
                               "nothing to do"});
+    }
+    if (rep.facts.open_error) {
+      // Never "ok" for what could not be looked at (issue 12, "Also weak").
+      rep.findings.push_back({"not-readable", Severity::warning,
+                              "vmcsum could not open the image (" + *rep.facts.open_error +
+                                "): its format, flags and checksums were not examined",
+                              "run vmcsum audit as root"});
     }
     result.images.push_back(std::move(rep));
   }

@@ -3,6 +3,7 @@
 #include <vmcsum/audit/audit.hpp>
 #include <vmcsum/btrfs/ioctl.hpp>
 #include <vmcsum/error.hpp>
+#include <vmcsum/host/host_context.hpp>
 #include <vmcsum/host/kernel_log.hpp>
 #include <vmcsum/host/kernel_log_reader.hpp>
 #include <vmcsum/host/kernel_record.hpp>
@@ -166,34 +167,26 @@ AuditResult audit(const AuditOptions& opts)
 {
   AuditResult result;
 
-  if (opts.kernel_release) {
-    result.kernel.release = *opts.kernel_release;
-  } else {
-    result.kernel.release = sys::kernel_release();
-  }
-  if (auto v = parse_kernel_release(result.kernel.release)) {
-    result.kernel.policy = dio_policy_for(*v);
-  } else {
-    result.kernel.policy.reason = "kernel release not understood";
-  }
-
-  // --- configurations: libvirt domains and pools, Proxmox ---
-  VmConfigScan configs = scan_vm_configs({opts.libvirt_dir, opts.libvirt_run_dir, opts.pve_dir});
-  std::vector<ConfiguredDisk> configured = std::move(configs.disks);
-  std::vector<std::string> pool_targets = std::move(configs.pool_targets);
-  std::vector<ProxmoxStorage> storages = std::move(configs.storages);
-  for (const auto& file : configs.unreadable) {
+  // --- the host, gathered once: the kernel, the VM configurations (libvirt domains and pools,
+  // Proxmox) and the processes (open files, locks, QEMU command lines, whose drives are appended
+  // to the configured disks) ---
+  HostContextOptions ho;
+  ho.proc_root = opts.proc_dir;
+  ho.vm_configs = {opts.libvirt_dir, opts.libvirt_run_dir, opts.pve_dir};
+  ho.kernel_release = opts.kernel_release;
+  HostContext host = gather_host_context(ho);
+  result.kernel.release = host.kernel_release;
+  result.kernel.policy = host.policy;
+  std::vector<ConfiguredDisk> configured = std::move(host.configs.disks);
+  std::vector<std::string> pool_targets = std::move(host.configs.pool_targets);
+  std::vector<ProxmoxStorage> storages = std::move(host.configs.storages);
+  for (const auto& file : host.configs.unreadable) {
     result.problems.push_back({file, "cannot read"});
   }
-  result.notes.insert(result.notes.end(), configs.notes.begin(), configs.notes.end());
-
-  // --- processes: open files, locks, QEMU command lines ---
-  ProcScan procs = scan_proc(opts.proc_dir);
+  result.notes.insert(result.notes.end(), host.configs.notes.begin(), host.configs.notes.end());
+  const ProcScan& procs = host.procs;
   for (const auto& u : procs.unreadable) {
     result.notes.push_back("process not readable: " + u);
-  }
-  for (auto& c : qemu_configured_disks(procs)) {
-    configured.push_back(std::move(c));
   }
 
   // --- what to look at ---
@@ -391,8 +384,11 @@ AuditResult audit(const AuditOptions& opts)
       result.problems.push_back({cand.path, rep.facts.error.value_or("cannot examine")});
       continue;
     }
+    // A file vmcsum could not open has no known format: a guess from its name is not a fact.
     rep.format =
-      format_name(cand.format ? *cand.format : sniff(rep.facts.canonical_path, rep.facts.size));
+      rep.facts.open_error
+        ? format_name(ImageFormat::unknown)
+        : format_name(cand.format ? *cand.format : sniff(rep.facts.canonical_path, rep.facts.size));
 
     for (const auto& of : procs.open_files) {
       if (of.dev == rep.facts.dev && of.ino == rep.facts.inode) {
@@ -548,6 +544,13 @@ AuditResult audit(const AuditOptions& opts)
       rep.findings.push_back({"not-btrfs", Severity::info,
                               "not on btrfs (" + rep.facts.fs + "): btrfs checksums do not apply",
                               "nothing to do"});
+    }
+    if (rep.facts.open_error) {
+      // Never "ok" for what could not be looked at (issue 12, "Also weak").
+      rep.findings.push_back({"not-readable", Severity::warning,
+                              "vmcsum could not open the image (" + *rep.facts.open_error +
+                                "): its format, flags and checksums were not examined",
+                              "run vmcsum audit as root"});
     }
     result.images.push_back(std::move(rep));
   }

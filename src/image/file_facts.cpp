@@ -234,7 +234,8 @@ FileFacts FactCollector::collect(const std::string& path, bool follow_symlink,
   sys::Fd fd(::open(f.canonical_path.c_str(), flags | O_CLOEXEC));
   std::string file_unknown_reason;
   if (!fd) {
-    file_unknown_reason = "cannot open: " + errno_text(errno);
+    f.open_error = errno_text(errno);
+    file_unknown_reason = "cannot open: " + *f.open_error;
   } else {
     struct stat fst = {};
     if (::fstat(fd.get(), &fst) < 0 || fst.st_ino != st.st_ino || fst.st_dev != st.st_dev) {

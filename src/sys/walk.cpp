@@ -4,6 +4,7 @@
 #include <vmcsum/sys/path.hpp>
 #include <vmcsum/sys/walk.hpp>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -26,9 +27,10 @@ struct DirCloser
   void operator()(DIR* d) const { ::closedir(d); }
 };
 
+// "dir/" + "f" is "dir/f", as std::filesystem (scrub's old lister) spelled it.
 std::string join(const std::string& dir, const char* name)
 {
-  return dir == "/" ? "/" + std::string(name) : dir + "/" + name;
+  return !dir.empty() && dir.back() == '/' ? dir + name : dir + "/" + name;
 }
 
 unsigned char dtype_of(mode_t mode)
@@ -119,7 +121,7 @@ int openat_by_components(int dirfd, const std::string& relpath, int flags)
 int openat_beneath(int dirfd, const std::string& relpath, int flags)
 {
   // Remembered per process: a kernel without openat2 does not grow one.
-  static bool have_openat2 = true;
+  static std::atomic<bool> have_openat2{true};
   if (have_openat2) {
     int fd = sys_openat2(dirfd, relpath.c_str(), flags | O_NOFOLLOW);
     if (fd >= 0 || errno != ENOSYS) {

@@ -226,5 +226,18 @@ check "text output has a header" grep -q '^SEVERITY' "$IT_TMP/text.out"
 check "text output has a summary" grep -q 'image(s): 0 critical, 1 warning' "$IT_TMP/text.out"
 check "no colour codes with --color=never" bash -c "! grep -q $'\\x1b' '$IT_TMP/text.out'"
 
+# --- not root: a file vmcsum cannot open is never "ok" or "raw" (issue 12) -------------------------
+mkdir "$S/private"
+dd if=/dev/zero of="$S/private/secret.raw" bs=1M count=1 status=none
+chmod 0600 "$S/private/secret.raw"
+chmod a+x "$IT_TMP" "$(dirname "$S")" "$S"
+NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all)
+check_fails "oracle: uid 65534 cannot read the file (head)" "${NOBODY[@]}" head -c1 "$S/private/secret.raw"
+set +e
+J=$("${NOBODY[@]}" "$VMCSUM" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$S/private/secret.raw")
+set -e
+check_eq "unreadable file: format unknown, not guessed from its name" unknown "$(jq -r '.images[0].format' <<<"$J")"
+check_eq "unreadable file: not-readable warning, so never ok" warning "$(finding_sev "$J" secret.raw not-readable)"
+
 check_schema --by-name "$IT_TMP"/json-docs/*
 finish

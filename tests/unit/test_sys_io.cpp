@@ -80,6 +80,13 @@ TEST_CASE("walk_tree lists files below the root and never follows a symlink")
   CHECK(s.problems.empty());
 }
 
+TEST_CASE("walk_tree names entries below a root given with a trailing slash without doubling it")
+{
+  Scratch t;
+  write_file(t / "img", "x");
+  CHECK(walk(t.path() + "/").files == std::vector<std::string>{t / "img"});
+}
+
 TEST_CASE("walk_tree reports directories past the depth limit instead of skipping them silently")
 {
   Scratch t;

@@ -39,6 +39,9 @@ struct FileFacts
   std::string kind;      // file, directory, symlink, fifo, socket, char-device, block-device
   bool examined = false; // false: nothing could be looked at, see `error`
   std::optional<std::string> error;
+  // Why the file itself could not be opened (no read permission, as non-root): the facts then
+  // come from its directory only, and its content (format, flags) is unknown.
+  std::optional<std::string> open_error;
 
   std::string fs; // filesystem type from the mount table ("btrfs", "ext4", ...)
   std::string mount_point;

@@ -21,7 +21,7 @@ ROUNDS=${RACES_ROUNDS:-15}
 # `set` still opens parent directories by path (src/set/rewrite.cpp, Engine::process), so a
 # swapped directory makes it open the outside one (no listing or read, but an open). h-set moves
 # it onto sys::walk_tree/FileRef; until then its touches are reported, not failed. Set to 1 then.
-SET_USES_WALKER=${SET_USES_WALKER:-0}
+SET_USES_WALKER=${SET_USES_WALKER:-1}
 
 make_btrfs --size 512
 T=$MNT/tree    # what vmcsum is asked to walk; its directories belong to the attacker

@@ -18,9 +18,8 @@ need_cmd jq lsattr sha256sum stat setpriv mkfifo timeout
 SWAP=$VMCSUM_TOOLS/swap_on_open
 [[ -x $SWAP ]] || skip "test tool not built: $SWAP"
 ROUNDS=${RACES_ROUNDS:-15}
-# `set` still opens parent directories by path (src/set/rewrite.cpp, Engine::process), so a
-# swapped directory makes it open the outside one (no listing or read, but an open). h-set moves
-# it onto sys::walk_tree/FileRef; until then its touches are reported, not failed. Set to 1 then.
+# set opens every -r entry below the walk's root descriptor (openat2 RESOLVE_BENEATH), so it is
+# held to the same rule as scrub and repair; SET_USES_WALKER=0 only reports its touches.
 SET_USES_WALKER=${SET_USES_WALKER:-1}
 
 make_btrfs --size 512

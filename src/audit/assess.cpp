@@ -2,7 +2,7 @@
 // Copyright (C) 2026 The vmcsum authors
 //
 // The audit's decision table: facts about one image in, findings out. Kernel behaviour comes
-// from kernel-facts.md §1 (968f19c5b1b7, the duplicated-profile rule 7c2830f00c3e and 7.3's
+// from docs/kernel-facts.md §1 (968f19c5b1b7, the duplicated-profile rule 7c2830f00c3e and 7.3's
 // bounce buffers, e9b7b9d9e78e), one cell per inode kind and data profile.
 #include <vmcsum/audit/audit.hpp>
 #include <vmcsum/btrfs/profile.hpp>

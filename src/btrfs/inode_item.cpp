@@ -29,7 +29,7 @@ uint16_t le16(const uint8_t* p)
 
 std::optional<InodeItem> parse_inode_item(std::span<const uint8_t> data)
 {
-  // Offsets of struct btrfs_inode_item (kernel-facts.md §3.3).
+  // Offsets of struct btrfs_inode_item (docs/kernel-facts.md §3.3).
   constexpr size_t on_disk_size = 160;
   if (data.size() < on_disk_size) {
     return std::nullopt;

@@ -366,7 +366,8 @@ bool parse_body(Cursor c, CsumLogEvent& e)
   if (c.rest().starts_with("read error corrected: ")) {
     return parse_read_repaired(c, e);
   }
-  // The scrub messages got a "scrub: " prefix in 6.16 (kernel-facts.md "Re-checked 2026-12-02").
+  // The scrub messages got a "scrub: " prefix in 6.16 (docs/kernel-facts.md "Re-checked
+  // 2026-12-02").
   c.lit("scrub: ");
   if (c.lit("fixed up error at logical ")) {
     e.kind = Kind::scrub_fixed;

@@ -74,8 +74,8 @@ DioPolicy dio_policy_for(const KernelVersion& v)
   const bool is_6_19 = series == KernelVersion{6, 19, 0};
 
   // e9b7b9d9e78e "btrfs: use IOMAP_DIO_BOUNCE flag instead of falling back to buffered IO"
-  // (mainline 7.3, kernel-facts.md "Re-checked 2026-12-02"): both fallbacks below become a copy
-  // into private bounce pages; NODATASUM files on SINGLE/RAID0 stay zero-copy.
+  // (mainline 7.3, docs/kernel-facts.md "Re-checked 2026-12-02"): both fallbacks below become a
+  // copy into private bounce pages; NODATASUM files on SINGLE/RAID0 stay zero-copy.
   if (v >= KernelVersion{7, 3, 0}) {
     p.checksummed = p.checksummed_duplicated = p.nodatasum_duplicated = DioWrite::bounce;
     p.nodatasum_single = DioWrite::direct;

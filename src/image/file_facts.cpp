@@ -329,7 +329,7 @@ FileFacts FactCollector::collect(const std::string& path, bool follow_symlink,
     f.unknown["nocow"] = file_unknown_reason;
   }
 
-  // NODATASUM lives only in the inode item; GETFLAGS never shows it (kernel-facts.md §3.1).
+  // NODATASUM lives only in the inode item; GETFLAGS never shows it (docs/kernel-facts.md §3.1).
   if (f.subvolume_id) {
     try {
       if (!fsf->synced) {

@@ -273,7 +273,7 @@ std::string release_of(const std::optional<std::string>& given)
 std::vector<std::string> table_notes(DioWrite checksummed, DioWrite nocow)
 {
   std::vector<std::string> notes;
-  // kernel-facts.md §1.1 (buffered fallback) and §1.4 (bounce buffers, e9b7b9d9e78e, 7.3).
+  // docs/kernel-facts.md §1.1 (buffered fallback) and §1.4 (bounce buffers, e9b7b9d9e78e, 7.3).
   if (checksummed == DioWrite::buffered_fallback) {
     notes.push_back("this kernel turns O_DIRECT writes to checksummed files into buffered writes "
                     "with synchronous writeback (version table): the checksummed figures include "

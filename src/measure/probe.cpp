@@ -226,10 +226,11 @@ Verdict combine_with_table(const Verdict& measured, DioWrite table, bool traced,
     if (measured.write == DioWrite::direct && table == DioWrite::bounce) {
       v.write = DioWrite::bounce;
       v.table_decided = true;
-      v.evidence += "; a write copied into bounce buffers is most likely traced as DIRECT too "
-                    "(kernel-facts.md 1.4, unverified), so the tracepoint cannot tell bounce from "
-                    "zero-copy, and " +
-                    bounces + ": bounce, from the trace and the table together";
+      v.evidence +=
+        "; a write copied into bounce buffers is most likely traced as DIRECT too "
+        "(docs/kernel-facts.md 1.4, unverified), so the tracepoint cannot tell bounce from "
+        "zero-copy, and " +
+        bounces + ": bounce, from the trace and the table together";
     } else if (measured.write == DioWrite::direct && table == DioWrite::direct) {
       v.evidence += " (bounce buffers might look the same, but the version table says " + who +
                     " has none for these writes)";
@@ -575,7 +576,7 @@ void write_all(int fd, const unsigned char* buf, uint64_t size, uint64_t offset,
 }
 
 // NODATASUM of a scratch inode from its inode item, after a commit so that the item is in the
-// tree (kernel-facts.md §3.3). Needs CAP_SYS_ADMIN; nullopt when it cannot be learnt.
+// tree (docs/kernel-facts.md §3.3). Needs CAP_SYS_ADMIN; nullopt when it cannot be learnt.
 std::optional<bool> scratch_nodatasum(const detail::ScratchFile& f, const FsContext& ctx)
 {
   if (::geteuid() != 0 || ctx.subvol == 0) {
@@ -680,7 +681,7 @@ RaceObservation run_race(const detail::ScratchFile& f, uint64_t total, uint64_t 
   std::atomic<uint64_t> changes{0};
   // Increments one byte of every 64-byte line, over and over. On a one-CPU kernel without
   // preemption (user-mode-linux) it must yield now and then, or the writer starves
-  // (reproducing-the-bug.md).
+  // (docs/reproducing-the-bug.md).
   auto modify = [&] {
     volatile unsigned char* p = buf.data();
     unsigned since_yield = 0;

@@ -293,7 +293,7 @@ void Scrubber::verify_piece(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t 
   f.copies = std::max<unsigned>(f.copies, static_cast<unsigned>(copies.size()));
   if (with_csum == 0) {
     // NODATASUM data: nothing to verify, but the race leaves its copies silently different on
-    // duplicated profiles before 7c2830f00c3e (kernel-facts.md 1.4).
+    // duplicated profiles before 7c2830f00c3e (docs/kernel-facts.md 1.4).
     if (copies.size() >= 2 && !compressed) {
       compare_copies(fs, f, copies, logical, length, file_offset);
     }

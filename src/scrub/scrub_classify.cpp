@@ -4,7 +4,7 @@
 // The scrub decision table (issue 19). It replaces the rule set of issue 5, which came from one
 // sample of the real race and called media damage a false mismatch whenever only a later copy
 // failed: which mirror fails is no evidence either way, since each device transfers the buffer
-// on its own schedule (kernel-facts.md "Evidence for and against the race": on a two-device
+// on its own schedule (docs/kernel-facts.md "Evidence for and against the race": on a two-device
 // raid1 the real race left mirror-1-only failures in 8 of 8 trials). Evidence that excludes the
 // race wins; a kernel that may have written zero-copy is necessary, never sufficient; the race
 // itself must show (its signature, or an O_DIRECT writer); otherwise the verdict stays with the

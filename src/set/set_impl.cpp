@@ -219,7 +219,7 @@ SetFacts set_facts_of(const FileFacts& f, bool in_walk)
 }
 
 // True when fd shows the target both through FS_IOC_GETFLAGS and in its inode item, read after
-// a commit (TREE_SEARCH sees delayed inode updates only then, kernel-facts.md §3.3); `detail`
+// a commit (TREE_SEARCH sees delayed inode updates only then, docs/kernel-facts.md §3.3); `detail`
 // says what was found. A directory's inode item has NODATACOW only.
 bool flags_match(int fd, uint64_t subvol, uint64_t ino, bool is_dir, CowTarget target,
                  const std::string& path, std::string& detail)

@@ -26,7 +26,7 @@
 # on filesystems written before any `vmcsum record` (their extents lie in a gap: the write kernel
 # is unknown), once with `vmcsum record` run right after mount, before the files were written:
 # then this host's kernel (6.18.x, which falls back to buffered writes for checksummed files, and
-# since 6.18.16 for any file on a duplicated profile: kernel-facts.md, "Re-checked 2026-12-02")
+# since 6.18.16 for any file on a duplicated profile: docs/kernel-facts.md, "Re-checked 2026-12-02")
 # wrote them, every sector carries "written-with-fallback" and is "media".
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

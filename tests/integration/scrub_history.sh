@@ -3,7 +3,7 @@
 #  * btrfs inspect-internal inode-resolve (root+inode lines, BTRFS_IOC_INO_PATHS) and
 #    logical-resolve (logical-only lines, BTRFS_IOC_LOGICAL_INO), on a loop btrfs with a file in
 #    the top-level subvolume, one in a second subvolume (not mounted by itself) and a deleted one;
-#  * a text log of lines in the 5.15, 6.1, 6.6 and 6.18 formats (kernel-facts.md §2),
+#  * a text log of lines in the 5.15, 6.1, 6.6 and 6.18 formats (docs/kernel-facts.md §2),
 #  * real lines: a damaged sector read (the kernel's own EIO) and `btrfs scrub`, from /dev/kmsg,
 #    checked against dmesg,
 #  * earlier boots from a journal built by systemd-journal-remote from the export format
@@ -153,7 +153,7 @@ if grep -q "checksum error at logical [0-9]* on dev /dev/$DEV, physical [0-9]*,\
 else
   note "btrfs scrub printed no path line (ratelimited); not checked"
 fi
-# Logical-only scrub lines name the 64 KiB stripe start (kernel-facts.md §2.2): each must resolve
+# Logical-only scrub lines name the 64 KiB stripe start (docs/kernel-facts.md §2.2): each must resolve
 # to what logical-resolve says of that address.
 hist "$D/kmsg_all.json" --journal-dir "$D/nojournal"
 jq -r --arg dev "$DEV" '.history[] | select(.device == $dev and .ino == null and .logical != null) | "\(.logical) \(.path)"' \

@@ -621,7 +621,7 @@ check_eq "file in a NOCOW directory -> cow" "rewritten 0 cow -" \
 # ==================================================================================================
 note "--- the filesystem turns read-only mid-copy (its disk stops taking writes)"
 # `mount -o remount,ro` is refused (EBUSY) while a file is open for writing, and device-mapper
-# is not on every test machine (kernel-facts.md §3i). So the loop device's backing file lives on
+# is not on every test machine (docs/kernel-facts.md §3i). So the loop device's backing file lives on
 # a small tmpfs that is filled mid-copy: the "disk" then fails every new write, btrfs aborts the
 # transaction and forces itself read-only, as it does on a failing disk.
 rot=$IT_TMP/zz-rotmpfs # sorts after fsN/: the cleanup unmounts the btrfs on it first

@@ -94,7 +94,7 @@
 #                  /dev/ubda in the guest, so every write waits after being checksummed and the
 #                  modifying thread always wins (modules from /usr/lib/uml/modules)
 #
-# Facts behind these choices: /work/shared/notes/reproducing-the-bug.md.
+# Facts behind these choices: docs/reproducing-the-bug.md.
 
 _uml_lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 

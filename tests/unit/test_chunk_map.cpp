@@ -135,7 +135,7 @@ TEST_CASE("single: one copy at stripe offset + chunk offset, contiguous to the c
 
 TEST_CASE("dup: two copies on the same device, mirror N = stripe N-1")
 {
-  // Offsets seen on a real 256 MiB dup filesystem (kernel-facts.md §3.5).
+  // Offsets seen on a real 256 MiB dup filesystem (docs/kernel-facts.md §3.5).
   auto c = make_chunk(84082688 - 4096, 64 * MiB, data | BTRFS_BLOCK_GROUP_DUP, 1,
                       {{1, 146145280 - 4096}, {1, 213254144 - 4096}});
   check_copies(btrfs::map_logical(c, 84082688),

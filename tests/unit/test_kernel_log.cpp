@@ -19,7 +19,7 @@ CsumLogEvent parse(std::string_view line)
 }
 } // namespace
 
-// Lines verified on 6.18.44 (kernel-facts.md §2.3).
+// Lines verified on 6.18.44 (docs/kernel-facts.md §2.3).
 TEST_CASE("6.18 read-path csum failure")
 {
   auto e = parse("BTRFS warning (device loop1): csum failed root 5 ino 257 off 8192 csum "
@@ -251,7 +251,7 @@ TEST_CASE("each documented format")
 
 // The same scrub events as each kernel line prints them (fs/btrfs/scrub.c): ≤6.3 (old scrub,
 // 6.1), 6.4-6.15 (new scrub: physical on fixup lines, no prefix), 6.16+ ("scrub: " prefix,
-// kernel-facts.md "Re-checked 2026-12-02"; the comma-less path line as verified on 6.18.44),
+// docs/kernel-facts.md "Re-checked 2026-12-02"; the comma-less path line as verified on 6.18.44),
 // and error codes printed with %pe (7.3, d34a3a8ba61e "btrfs: use %pe for error code output").
 TEST_CASE("scrub lines of 6.1, 6.15, 6.16 and a %pe error code")
 {

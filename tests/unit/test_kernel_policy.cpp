@@ -51,7 +51,7 @@ TEST_CASE("versions order by major, minor, patch")
   CHECK(KernelVersion{7, 0, 0} > KernelVersion{6, 19, 99});
 }
 
-// Every cell of the table, release by release (kernel-facts.md §1.2, §1.4 and "Re-checked
+// Every cell of the table, release by release (docs/kernel-facts.md §1.2, §1.4 and "Re-checked
 // 2026-12-02"): 968f19c5b1b7 (checksummed inodes fall back: 6.15, 6.12.77, 6.6.130),
 // 7c2830f00c3e (every inode on a duplicated profile falls back: 7.0, 6.12.75, 6.18.16, 6.19.6,
 // never 6.6.y), e9b7b9d9e78e (both fallbacks become bounce buffers: 7.3).

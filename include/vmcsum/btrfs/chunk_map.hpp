@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Copyright (C) 2026 The vmcsum authors
 //
-// btrfs logical address -> every device copy, from the chunk tree (kernel-facts.md §3.5).
+// btrfs logical address -> every device copy, from the chunk tree (docs/kernel-facts.md §3.5).
 #pragma once
 
 #include <vmcsum/btrfs/ioctl.hpp>

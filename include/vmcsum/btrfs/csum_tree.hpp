@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Copyright (C) 2026 The vmcsum authors
 //
-// Stored data checksums from the csum tree (tree 7; kernel-facts.md §6).
+// Stored data checksums from the csum tree (tree 7; docs/kernel-facts.md §6).
 #pragma once
 
 #include <vmcsum/btrfs/ioctl.hpp>

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Copyright (C) 2026 The vmcsum authors
 //
-// A file's EXTENT_DATA items (kernel-facts.md §6): unlike FIEMAP they name the on-disk extent
+// A file's EXTENT_DATA items (docs/kernel-facts.md §6): unlike FIEMAP they name the on-disk extent
 // each file range points into (disk_bytenr), so the pieces of one extent that a file still
 // references after partial overwrites can be found together.
 #pragma once

@@ -64,7 +64,7 @@ struct SpaceInfo
 std::vector<SpaceInfo> space_info(int fd, const std::string& path);
 
 // BTRFS_IOC_SYNC: commits the running transaction, so that TREE_SEARCH sees delayed inode
-// updates (kernel-facts.md §3.3). No privilege needed.
+// updates (docs/kernel-facts.md §3.3). No privilege needed.
 void sync_fs(int fd, const std::string& path);
 
 // FS_IOC_GETFLAGS / FS_IOC_SETFLAGS (the chattr attributes; FS_NOCOW_FL is 'C').

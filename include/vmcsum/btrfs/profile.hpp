@@ -19,7 +19,7 @@ std::string profile_name(uint64_t block_group_flags);
 unsigned profile_copies(const std::string& profile);
 
 // True for the profiles where the 7.0 rule sends O_DIRECT writes to the page cache even for
-// NODATASUM files: DUP, RAID1*, RAID10, RAID5/6 (kernel-facts.md §1.4).
+// NODATASUM files: DUP, RAID1*, RAID10, RAID5/6 (docs/kernel-facts.md §1.4).
 bool profile_has_duplication(const std::string& profile);
 
 // The distinct data profiles allocated on the filesystem (more than one during a

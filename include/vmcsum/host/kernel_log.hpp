@@ -2,7 +2,7 @@
 // Copyright (C) 2026 The vmcsum authors
 //
 // btrfs data-checksum messages of the kernel log, in every format from 5.15 to 7.3
-// (kernel-facts.md §2 and "Re-checked 2026-12-02"): scrub lines without and (6.16+) with the
+// (docs/kernel-facts.md §2 and "Re-checked 2026-12-02"): scrub lines without and (6.16+) with the
 // "scrub: " prefix, and error codes printed as numbers or (%pe, 7.3's d34a3a8ba61e) as symbols.
 // The parser takes one line of text and is fuzzed.
 #pragma once

@@ -2,7 +2,7 @@
 // Copyright (C) 2026 The vmcsum authors
 //
 // What an O_DIRECT write to btrfs does on a given kernel, from the version table in
-// ../shared/notes/kernel-facts.md §1.2/§1.4 and its "Re-checked 2026-12-02" section. A measured
+// docs/kernel-facts.md §1.2/§1.4 and its "Re-checked 2026-12-02" section. A measured
 // answer (vmcsum probe) beats this one.
 #pragma once
 

@@ -3,19 +3,19 @@
 //
 // vmcsum probe: what an O_DIRECT write really does on this kernel and filesystem, measured in
 // unnamed scratch files instead of read from the version table (kernel_policy.hpp). Two
-// methods, both from ../shared/notes/kernel-facts.md:
+// methods, both from docs/kernel-facts.md:
 //  - tracefs (§1.5): the btrfs:btrfs_ordered_extent_add tracepoint has DIRECT in its flags for
 //    a real direct write. Recorded in a private tracefs instance, filtered on the scratch
 //    inodes, removed afterwards; the global trace settings are never touched.
-//  - race (§5, reproducing-the-bug.md): write a checksummed scratch file with O_DIRECT from a
+//  - race (§5, docs/reproducing-the-bug.md): write a checksummed scratch file with O_DIRECT from a
 //    buffer another thread keeps changing, read it back with O_DIRECT. EIO (a false checksum
 //    mismatch) means zero-copy writes; none, although the buffer changed during the writes,
 //    means the kernel copied the data first. NOCOW files have no checksums, so this method
 //    cannot tell anything about them.
 // Neither method tells 7.3's bounce buffers (e9b7b9d9e78e) apart from everything else: a
-// bounced write probably still makes DIRECT ordered extents (kernel-facts.md §1.4, unverified),
-// and it copies the data like the buffered fallback does, so the race finds nothing either.
-// Where the version table says bounce for a cell, the two answers are combined
+// bounced write probably still makes DIRECT ordered extents (docs/kernel-facts.md §1.4,
+// unverified), and it copies the data like the buffered fallback does, so the race finds nothing
+// either. Where the version table says bounce for a cell, the two answers are combined
 // (combine_with_table) and the method says so ("tracefs+version-table", "race+version-table").
 #pragma once
 
@@ -117,7 +117,7 @@ struct ProbeOptions
   std::vector<std::string> paths; // empty: every mounted btrfs holding VM images (as audit finds)
   ProbeMethod method = ProbeMethod::automatic;
   uint64_t race_bytes = 8 << 20;      // written by the race method
-  uint64_t race_write_size = 1 << 20; // per O_DIRECT write (reproducing-the-bug.md: 1 MiB
+  uint64_t race_write_size = 1 << 20; // per O_DIRECT write (docs/reproducing-the-bug.md: 1 MiB
                                       // writes race reliably even on a busy one-CPU guest)
   std::string mountinfo = "/proc/self/mountinfo";
   std::optional<std::string> kernel_release; // default: uname -r (only for the table answers)

@@ -127,7 +127,7 @@ bool race_signature(const BadSector& bad);
 // The same for a divergent range: three or more copies, all different.
 bool race_signature(const DivergentRange& d);
 
-// The decision table (issue 19; vmcsum(8) "CLASSIFICATION"; kernel-facts.md "Evidence for and
+// The decision table (issue 19; vmcsum(8) "CLASSIFICATION"; docs/kernel-facts.md "Evidence for and
 // against the race"):
 //  1. evidence that excludes the race (a compressed extent; an extent written while the kernel
 //     fell back or bounced for this inode and profile) -> media;

@@ -3,7 +3,7 @@
 //
 // vmcsum set --nocow|--cow: make the NOCOW/NODATASUM state of files real, existing data included.
 // btrfs only lets FS_NOCOW_FL change while a file is empty (and ignores the request silently
-// otherwise, kernel-facts.md §3.1), so a non-empty file is rewritten: a verified copy in a new
+// otherwise, docs/kernel-facts.md §3.1), so a non-empty file is rewritten: a verified copy in a new
 // inode that had the flag set while empty, swapped in atomically. plan_set() is the decision table
 // (pure, unit-tested); set_cow_attribute() gathers the facts, plans and carries the plan out.
 #pragma once

@@ -50,7 +50,7 @@ nlohmann::ordered_json entry_json(const core::RepairEntry& e)
   nlohmann::ordered_json j;
   j["path"] = core::escape_name(e.path);
   j["acted_on"] = core::escape_name(e.acted_on);
-  j["action"] = e.action;
+  j["action"] = core::repair_action_name(e.action);
   j["code"] = str_or_null(e.code);
   j["reason"] = str_or_null(e.reason);
   j["size"] = e.size;
@@ -124,38 +124,31 @@ nlohmann::ordered_json entry_json(const core::RepairEntry& e)
 
 int entry_status(const core::RepairEntry& e)
 {
-  const std::string& a = e.action;
-  if (a == "refused" || a == "failed") {
-    return e.code == "verify-failed" ? exit_code::critical : exit_code::incomplete;
-  }
-  if (a == "would-repair") {
+  switch (core::repair_severity(e)) {
+  case core::RepairSeverity::clean:
+    return exit_code::clean;
+  case core::RepairSeverity::warnings:
+    return exit_code::warnings;
+  case core::RepairSeverity::critical:
     return exit_code::critical;
+  case core::RepairSeverity::incomplete:
+    return exit_code::incomplete;
   }
-  int s = exit_code::clean;
-  if (!e.skipped.empty() || a == "left") {
-    s = exit_code::warnings;
-  }
-  for (const auto& r : e.ranges) {
-    if (!r.shared_with.empty()) {
-      s = std::max(s, exit_code::warnings);
-    }
-  }
-  if (e.nocow && e.nocow->action != "rewritten" && e.nocow->action != "unchanged" &&
-      e.nocow->action != "flag-set") {
-    s = std::max(s, e.nocow->action == "skipped" ? exit_code::warnings : exit_code::incomplete);
-  }
-  return s;
+  return exit_code::incomplete;
 }
 
-Style action_style(const std::string& a)
+bool stopped(core::RepairAction a)
 {
-  if (a == "repaired" || a == "restored" || a == "clean") {
+  return a == core::RepairAction::refused || a == core::RepairAction::failed;
+}
+
+Style action_style(core::RepairAction a)
+{
+  using A = core::RepairAction;
+  if (a == A::repaired || a == A::restored || a == A::clean) {
     return Style::green;
   }
-  if (a == "refused" || a == "failed") {
-    return Style::red;
-  }
-  return Style::yellow;
+  return stopped(a) ? Style::red : Style::yellow;
 }
 
 void render_text(const core::RepairResult& r, bool dry_run, Output& out)
@@ -163,12 +156,13 @@ void render_text(const core::RepairResult& r, bool dry_run, Output& out)
   Table table({"PATH", "ACTION", "BAD", "REPAIRED", "SKIPPED", "REWRITTEN", "BACKUP"});
   std::string details;
   for (const auto& e : r.files) {
-    table.add({core::escape_name(e.path), out.paint(e.action, action_style(e.action)),
+    table.add({core::escape_name(e.path),
+               out.paint(core::repair_action_name(e.action), action_style(e.action)),
                std::to_string(e.bad_sectors), std::to_string(e.repaired.size()),
                std::to_string(e.skipped.size()), core::human_bytes(e.rewritten_bytes),
                e.backup ? core::escape_name(*e.backup) : "-"});
     const std::string name = core::escape_name(e.path);
-    if (!e.reason.empty() && e.action != "refused" && e.action != "failed") {
+    if (!e.reason.empty() && !stopped(e.action)) {
       details += "  " + name + ": " + e.reason + "\n";
     }
     if (dry_run || out.options().verbose > 0) {
@@ -325,6 +319,7 @@ void register_repair(CLI::App& app, Runner& runner)
           uo.dry_run = cli->dry_run;
           uo.limit_rate = rate;
           uo.proc_dir = cli->proc_dir;
+          uo.state_dir = out.options().state_dir;
           r = core::undo_repair(uo, progress, StopSignals::cancel());
         } else {
           core::RepairOptions ro;
@@ -367,7 +362,7 @@ void register_repair(CLI::App& app, Runner& runner)
         render_text(r, cli->dry_run, out);
       }
       for (const auto& e : r.files) {
-        if (e.action == "refused" || e.action == "failed") {
+        if (stopped(e.action)) {
           out.error(core::escape_name(e.path) + ": " + e.reason);
         }
         for (const auto& n : e.notes) {

@@ -5,6 +5,7 @@
 #include <vmcsum/report/text.hpp>
 
 #include <nlohmann/json.hpp>
+#include <openssl/evp.h>
 #include <xxhash.h>
 
 #include <algorithm>
@@ -58,7 +59,45 @@ uint64_t chain(uint64_t acc, uint64_t h)
   throw Error(Errc::usage, "not a complete vmcsum repair backup: " + why, path);
 }
 
+// Incremental SHA-256 (OpenSSL EVP): the digest that binds a backup to its repair.
+class Sha256
+{
+public:
+  Sha256()
+    : m_ctx(EVP_MD_CTX_new())
+  {
+    if (!m_ctx || EVP_DigestInit_ex(m_ctx, EVP_sha256(), nullptr) != 1) {
+      EVP_MD_CTX_free(m_ctx);
+      throw Error(Errc::io, "SHA-256 is not available from libcrypto");
+    }
+  }
+  ~Sha256() { EVP_MD_CTX_free(m_ctx); }
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void update(const void* p, size_t n) { EVP_DigestUpdate(m_ctx, p, n); }
+  std::string hex()
+  {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(m_ctx, md, &len);
+    static const char* digits = "0123456789abcdef";
+    std::string out;
+    for (unsigned int i = 0; i < len; ++i) {
+      out += digits[md[i] >> 4];
+      out += digits[md[i] & 15];
+    }
+    return out;
+  }
+
+private:
+  EVP_MD_CTX* m_ctx;
+};
+
 } // namespace
+
+struct BackupWriter::Sha : Sha256
+{
+};
 
 std::string encode_backup_header(const BackupHeader& h)
 {
@@ -107,7 +146,8 @@ BackupHeader decode_backup_header(const std::string& line)
 }
 
 BackupWriter::BackupWriter(const std::string& dir, const BackupHeader& header)
-  : m_dir(dir)
+  : m_sha(std::make_unique<Sha>())
+  , m_dir(dir)
 {
   // A name no other run uses; a dot first, so listings of backups leave it out.
   for (int attempt = 0; attempt < 8 && m_fd < 0; ++attempt) {
@@ -153,6 +193,7 @@ void BackupWriter::write(const void* p, size_t n)
       }
       throw_errno("write the backup", m_tmp);
     }
+    m_sha->update(b, static_cast<size_t>(w));
     b += w;
     n -= static_cast<size_t>(w);
     m_bytes += static_cast<uint64_t>(w);
@@ -192,7 +233,8 @@ void BackupWriter::add(uint64_t offset, uint64_t logical, uint32_t mirror, uint8
   ++m_count;
 }
 
-std::string BackupWriter::commit(const std::string& final_name)
+std::string BackupWriter::commit(const std::string& final_name,
+                                 const std::function<void(const std::string&)>& before_rename)
 {
   uint8_t t[20];
   uint8_t* p = t;
@@ -201,11 +243,15 @@ std::string BackupWriter::commit(const std::string& final_name)
   put(p, m_count, 8);
   put(p, m_chain, 8);
   write(t, sizeof t);
+  m_sha256 = m_sha->hex();
   if (::fsync(m_fd) < 0) {
     throw_errno("fsync the backup", m_tmp);
   }
   ::close(m_fd);
   m_fd = -1;
+  if (before_rename) {
+    before_rename(m_sha256);
+  }
   const std::string dest = m_dir + "/" + final_name;
   if (::rename(m_tmp.c_str(), dest.c_str()) < 0) {
     throw_errno("rename the backup to", dest);
@@ -258,6 +304,53 @@ BackupReader::BackupReader(const std::string& path)
   }
   m_header = decode_backup_header(line);
   m_records_start = std::ftell(m_file);
+  m_sorted_ranges = m_header.ranges;
+  std::sort(m_sorted_ranges.begin(), m_sorted_ranges.end());
+}
+
+std::string BackupReader::sha256()
+{
+  Sha256 sha;
+  std::vector<uint8_t> buf(1u << 20);
+  const int fd = ::fileno(m_file);
+  for (off_t off = 0;;) {
+    const ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      throw_errno("read the backup", m_path);
+    }
+    if (n == 0) {
+      break;
+    }
+    sha.update(buf.data(), static_cast<size_t>(n));
+    off += n;
+  }
+  return sha.hex();
+}
+
+bool BackupReader::record_inside(uint64_t offset, uint64_t length) const
+{
+  // A device copy of a file's last sector is a whole sector though the range ends at the file's
+  // size: a range reaches up to its end rounded up to the sector size.
+  auto it = std::upper_bound(m_sorted_ranges.begin(), m_sorted_ranges.end(),
+                             std::pair<uint64_t, uint64_t>{offset, ~0ULL});
+  if (it == m_sorted_ranges.begin()) {
+    return false;
+  }
+  --it;
+  const uint64_t ss = m_header.sectorsize;
+  const uint64_t reach = it->second > ~0ULL - ss ? it->second : (it->second + ss - 1) / ss * ss;
+  const uint64_t into = offset - it->first;
+  return into < it->second && length <= reach - into;
+}
+
+bool BackupReader::owned_by_us() const
+{
+  struct stat st = {};
+  return ::fstat(::fileno(m_file), &st) == 0 && st.st_uid == ::geteuid() &&
+         (st.st_mode & (S_IWGRP | S_IWOTH)) == 0;
 }
 
 BackupReader::~BackupReader()
@@ -319,6 +412,12 @@ bool BackupReader::next(BackupRecord& r)
   }
   if (XXH64(r.data.data(), length, 0) != dh) {
     bad_backup(m_path, "record at offset " + std::to_string(r.offset) + " is damaged");
+  }
+  // Undo writes records at their offsets: one outside every range the header names is refused
+  // whatever the options (issue 12 #2), so a backup can never write where its repair did not.
+  if (!record_inside(r.offset, length)) {
+    bad_backup(m_path, "the record at offset " + std::to_string(r.offset) + " (" +
+                         std::to_string(length) + " bytes) lies outside the header's ranges");
   }
   m_chain = chain(m_chain, dh);
   ++m_count;

@@ -20,6 +20,23 @@
 
 namespace vmcsum::core {
 
+// What became of one file (JSON "action": repair_action_name()).
+enum class RepairAction {
+  repaired,      // rewritten (or read-repaired) and verified
+  clean,         // nothing to do
+  left,          // bad sectors remain, none of which repair may touch (see skipped)
+  refused,       // nothing was changed
+  failed,        // stopped midway or the verification failed (see code)
+  would_repair,  // --dry-run
+  restored,      // --undo
+  would_restore, // --undo --dry-run
+};
+const char* repair_action_name(RepairAction a);
+
+// The code of a failed verification: the data may be at risk (a critical finding, not merely an
+// incomplete run).
+constexpr const char* k_code_verify_failed = "verify-failed";
+
 // What repair does with one bad sector (decide_sector(); pure, unit-tested).
 enum class SectorAction {
   rewrite, // rewrite its extent's file range; the bytes come from `mirror` on the device
@@ -117,15 +134,14 @@ struct NocowOutcome
   std::string action; // the `set` action (rewritten, refused, failed...) or "skipped"
   std::string code;
   std::string reason;
+  bool converted = false; // the image is NOCOW now (or already was)
 };
 
 struct RepairEntry
 {
   std::string path;
   std::string acted_on;
-  // repaired, clean, left, refused, failed, would-repair (dry run); restored, would-restore
-  // (undo)
-  std::string action;
+  RepairAction action = RepairAction::failed;
   std::string code;
   std::string reason;
   uint64_t size = 0;
@@ -159,7 +175,9 @@ struct RepairOptions
   uint64_t limit_rate = 0;
   std::string proc_dir = "/proc";
   std::string mountinfo = "/proc/self/mountinfo";
-  std::string state_dir;   // the kernel record scrub classifies with ("" = none)
+  // The kernel record scrub classifies with, and where the backups are recorded for --undo
+  // (backup_binding.hpp). Required for a repair that writes.
+  std::string state_dir;
   VmConfigDirs vm_configs; // the cache modes scrub takes as evidence, as scrub and audit read them
 };
 
@@ -171,6 +189,7 @@ struct UndoOptions
   bool dry_run = false;
   uint64_t limit_rate = 0;
   std::string proc_dir = "/proc";
+  std::string state_dir; // where repairs recorded their backups (backup_binding.hpp)
 };
 
 struct RepairProgress
@@ -189,6 +208,13 @@ struct RepairResult
 };
 
 using RepairProgressFn = std::function<void(const RepairProgress&)>;
+
+// How one entry weighs in the exit status (the CLI maps it to exit codes): a failed
+// verification and a dry run that would repair are critical findings, any other refusal or
+// failure leaves the run incomplete, skipped sectors, shared extents and a --then-nocow that did
+// not convert are warnings.
+enum class RepairSeverity { clean, warnings, critical, incomplete };
+RepairSeverity repair_severity(const RepairEntry& e);
 
 // Runs `vmcsum repair`. Problems with one file are that entry's refusal or failure. `cancel`
 // is polled between chunks: what was written stays (each sector old or new, the backup on disk

@@ -78,7 +78,7 @@ nlohmann::ordered_json entry_json(const core::SetEntry& e)
                           : nlohmann::ordered_json(nullptr);
   j["acted_on"] = core::escape_name(e.acted_on);
   j["kind"] = e.kind;
-  j["action"] = e.action;
+  j["action"] = std::string(core::outcome_name(e.action));
   j["code"] = opt_str(e.code);
   j["reason"] = opt_str(e.reason);
   auto& refusals = j["refusals"] = nlohmann::ordered_json::array();
@@ -118,8 +118,7 @@ nlohmann::ordered_json entry_json(const core::SetEntry& e)
 
 bool is_failure(const core::SetEntry& e)
 {
-  return e.action == "refused" || e.action == "failed" ||
-         (e.action == "skipped" && e.code == "interrupted");
+  return core::is_stop(e.action) || (e.action == core::Outcome::skipped && e.code == "interrupted");
 }
 
 std::string state_text(const std::optional<core::SetState>& s)
@@ -135,18 +134,19 @@ void render_text(const core::SetResult& r, const SetCliOptions& o, const Output&
                        want + " would:\n";
     for (const auto& e : r.files) {
       std::string name = core::escape_name(e.path);
-      if (e.action == "refused") {
+      if (e.action == core::Outcome::refused) {
         text +=
           name + ": " + out.paint("refuse", Style::red) + " (" + e.code + "): " + e.reason + "\n";
         continue;
       }
-      if (e.action == "unchanged") {
+      if (e.action == core::Outcome::unchanged) {
         text += name + ": leave it unchanged (already " + state_text(e.before) + ")\n";
-      } else if (e.action == "skipped") {
+      } else if (e.action == core::Outcome::skipped) {
         text += name + ": skip it (" + e.reason + ")\n";
       } else {
-        text += name + ": " + (e.action == "rewritten" ? "rewrite it" : "set the attribute") +
-                " (" + state_text(e.before) + " -> " + want + ")\n";
+        text += name + ": " +
+                (e.action == core::Outcome::rewritten ? "rewrite it" : "set the attribute") + " (" +
+                state_text(e.before) + " -> " + want + ")\n";
         int n = 0;
         for (const auto& s : e.steps) {
           text += "  " + std::to_string(++n) + ". " + s + "\n";
@@ -165,17 +165,17 @@ void render_text(const core::SetResult& r, const SetCliOptions& o, const Output&
   Table table({"PATH", "ACTION", "BEFORE", "AFTER", "COPIED", "TIME"});
   std::string notes;
   for (const auto& e : r.files) {
-    Style st = is_failure(e)             ? Style::red
-               : e.action == "unchanged" ? Style::plain
-               : e.action == "skipped"   ? Style::dim
-                                         : Style::green;
+    Style st = is_failure(e)                          ? Style::red
+               : e.action == core::Outcome::unchanged ? Style::plain
+               : e.action == core::Outcome::skipped   ? Style::dim
+                                                      : Style::green;
     char secs[32] = "-";
     if (e.seconds.total > 0) {
       std::snprintf(secs, sizeof secs, "%.1fs", e.seconds.total);
     }
-    table.add({core::escape_name(e.path), out.paint(e.action, st), state_text(e.before),
-               state_text(e.after), e.bytes_copied ? core::human_bytes(e.bytes_copied) : "-",
-               secs});
+    table.add({core::escape_name(e.path), out.paint(std::string(core::outcome_name(e.action)), st),
+               state_text(e.before), state_text(e.after),
+               e.bytes_copied ? core::human_bytes(e.bytes_copied) : "-", secs});
     for (const auto& n : e.notes) {
       notes += "note: " + core::escape_name(e.path) + ": " + n + "\n";
     }
@@ -250,7 +250,8 @@ int run_set(const SetCliOptions& o, Output& out)
   }
   for (const auto& e : r.files) {
     if (is_failure(e) && !(o.dry_run && !out.options().json)) {
-      out.error(core::escape_name(e.path) + ": " + e.action + " (" + e.code + "): " + e.reason);
+      out.error(core::escape_name(e.path) + ": " + std::string(core::outcome_name(e.action)) +
+                " (" + e.code + "): " + e.reason);
     }
   }
   if (r.interrupted) {

@@ -158,7 +158,7 @@ std::vector<Pending> pending_backups(const std::string& dir, const std::string& 
   return out;
 }
 
-std::string joined_messages(const std::vector<SetRefusal>& refusals)
+std::string joined_messages(const std::vector<Refusal>& refusals)
 {
   std::string why;
   for (const auto& r : refusals) {
@@ -223,7 +223,7 @@ public:
       // O_DIRECT: the bytes on the medium, not what the block device's page cache holds.
       sys::Fd fd(::open(dev.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
       if (!fd) {
-        stop_errno(errno, "io-error", "open the device " + dev);
+        stop_on_errno(errno, "io-error", "open the device " + dev);
       }
       it = devs.emplace(dev, std::move(fd)).first;
     }
@@ -373,30 +373,24 @@ void ImageRepair::check_writable()
 {
   const uint32_t attr = m_ff.attr_flags.value_or(0);
   if (attr & (FS_IMMUTABLE_FL | FS_APPEND_FL)) {
-    throw Stop{RepairAction::refused, "immutable",
-               std::string("is ") + ((attr & FS_IMMUTABLE_FL) ? "immutable" : "append-only") +
-                 ": clear that first (chattr -i -a " + escape_name(m_canon) + ")"};
+    const Refusal r = refuse_immutable(attr, m_canon);
+    throw Stop{RepairAction::refused, r.code, r.message};
   }
-  struct statvfs sv = {};
-  if (::fstatvfs(*m_fd, &sv) == 0 && (sv.f_flag & ST_RDONLY)) {
-    throw Stop{RepairAction::refused, "read-only", "the filesystem is mounted read-only"};
+  // A read-only mount, or a read-only subvolume (a snapshot), which statvfs calls read-write.
+  if (auto r = read_only_refusal(*m_fd)) {
+    throw Stop{RepairAction::refused, r->code, r->message};
   }
-  // A read-only subvolume (a snapshot) shows only here: statvfs says read-write.
   const std::string self = "/proc/self/fd/" + std::to_string(*m_fd);
-  if (::access(self.c_str(), W_OK) < 0) {
-    if (errno == EROFS) {
-      throw Stop{RepairAction::refused, "read-only", "is in a read-only subvolume (a snapshot)"};
-    }
-    if (errno == EACCES || errno == EPERM) {
-      throw Stop{RepairAction::refused, "needs-root",
-                 "cannot be written by this user: " + errno_text(errno)};
-    }
+  if (::access(self.c_str(), W_OK) < 0 && (errno == EACCES || errno == EPERM)) {
+    throw Stop{RepairAction::refused, "needs-root",
+               "cannot be written by this user: " + errno_text(errno)};
   }
 }
 
 void ImageRepair::check_users()
 {
-  FileUsers u = find_users(m_canon, scan_proc(m_opts.proc_dir));
+  // Through the examined descriptor (its OFD locks are asked through it too).
+  ImageUsers u = find_users(*m_fd, scan_proc(m_opts.proc_dir));
   m_e.users = u.users;
   m_e.locks = u.locks;
   auto refusals = in_use_refusals(u.users, u.locks);
@@ -615,7 +609,7 @@ void ImageRepair::prepare_backup_dir()
   }
   sys::Fd bd(::open(m_opts.backup_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!bd) {
-    stop_errno(errno, "backup-dir", "open the backup directory " + m_opts.backup_dir);
+    stop_on_errno(errno, "backup-dir", "open the backup directory " + m_opts.backup_dir);
   }
   const uint64_t backup_free = free_bytes(*bd).value_or(~0ULL);
   if (backup_free < m_plan.backup_estimate + k_backup_margin) {
@@ -645,7 +639,7 @@ void ImageRepair::open_for_writing()
   m_fd.reset();
   struct stat st1 = {};
   if (::fstat(*m_wfd, &st1) < 0) {
-    stop_errno(errno, "io-error", "fstat " + m_canon);
+    stop_on_errno(errno, "io-error", "fstat " + m_canon);
   }
   if (st1.st_size != m_st0.st_size || st1.st_mtim.tv_sec != m_st0.st_mtim.tv_sec ||
       st1.st_mtim.tv_nsec != m_st0.st_mtim.tv_nsec) {
@@ -838,7 +832,7 @@ void ImageRepair::write()
   applier.run(reader, true, unused);
   m_written = std::make_unique<Digests>(applier.take_digests());
   if (::fdatasync(*m_wfd) < 0) {
-    stop_errno(errno, "io-error", "fdatasync " + m_canon);
+    stop_on_errno(errno, "io-error", "fdatasync " + m_canon);
   }
   // The data is what it was (the bad sectors now readable): keep the timestamps.
   const struct timespec times[2] = {m_st0.st_atim, m_st0.st_mtim};
@@ -962,7 +956,7 @@ RepairEntry repair_one(RepairRun& run, const std::string& p, RepairResult& resul
   try {
     ImageRepair(run, p, e).run();
   } catch (const Stop& s) {
-    e.action = s.action;
+    e.action = s.outcome;
     e.code = s.code;
     e.reason = s.message;
     result.interrupted = result.interrupted || s.code == "interrupted";
@@ -1008,35 +1002,12 @@ NocowOutcome then_nocow(const RepairOptions& opts, const RepairEntry& e,
     return {"failed", "io-error", "set reported nothing"};
   }
   const auto& se = sr.files.front();
-  const bool converted =
-    se.action == "rewritten" || se.action == "unchanged" || se.action == "flag-set";
-  return {se.action, se.code, se.reason, converted};
+  const bool converted = se.action == Outcome::rewritten || se.action == Outcome::unchanged ||
+                         se.action == Outcome::flag_set;
+  return {std::string(outcome_name(se.action)), se.code, se.reason, converted};
 }
 
 } // namespace
-
-const char* repair_action_name(RepairAction a)
-{
-  switch (a) {
-  case RepairAction::repaired:
-    return "repaired";
-  case RepairAction::clean:
-    return "clean";
-  case RepairAction::left:
-    return "left";
-  case RepairAction::refused:
-    return "refused";
-  case RepairAction::failed:
-    return "failed";
-  case RepairAction::would_repair:
-    return "would-repair";
-  case RepairAction::restored:
-    return "restored";
-  case RepairAction::would_restore:
-    return "would-restore";
-  }
-  return "failed";
-}
 
 RepairSeverity repair_severity(const RepairEntry& e)
 {

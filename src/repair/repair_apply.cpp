@@ -55,14 +55,6 @@ void fsync_dir(const std::string& dir)
 
 } // namespace
 
-void stop_errno(int err, const std::string& code, const std::string& what)
-{
-  const std::string c = err == ENOSPC || err == EDQUOT ? "no-space"
-                        : err == EROFS                 ? "read-only"
-                                                       : code;
-  throw Stop{RepairAction::failed, c, what + ": " + errno_text(err)};
-}
-
 std::string utc_stamp()
 {
   return utc_format("%Y%m%dT%H%M%SZ");
@@ -85,7 +77,7 @@ std::vector<uint8_t> from_hex(const std::string& hex)
 void pwrite_all(int fd, const uint8_t* buf, size_t len, uint64_t off, const std::string& path)
 {
   if (int err = sys::pwrite_full(fd, buf, len, off)) {
-    stop_errno(err, "io-error", "write to " + path + " at offset " + std::to_string(off));
+    stop_on_errno(err, "io-error", "write to " + path + " at offset " + std::to_string(off));
   }
 }
 
@@ -101,7 +93,7 @@ bool pread_full(int fd, uint8_t* buf, size_t len, uint64_t off, const std::strin
       return false;
     }
     if (n < 0) {
-      stop_errno(errno, "io-error", "read " + path + " at offset " + std::to_string(off + done));
+      stop_on_errno(errno, "io-error", "read " + path + " at offset " + std::to_string(off + done));
     }
     if (n == 0) {
       throw Stop{RepairAction::failed, "changed", path + " got shorter during the repair"};
@@ -116,7 +108,7 @@ sys::Fd reopen(int fd, int flags, const struct stat& want, const std::string& di
   const std::string self = "/proc/self/fd/" + std::to_string(fd);
   sys::Fd f(::open(self.c_str(), flags | O_CLOEXEC));
   if (!f) {
-    stop_errno(errno, "io-error", "reopen " + display);
+    stop_on_errno(errno, "io-error", "reopen " + display);
   }
   struct stat st = {};
   if (::fstat(*f, &st) < 0 || st.st_dev != want.st_dev || st.st_ino != want.st_ino ||
@@ -140,7 +132,7 @@ sys::Fd open_regular(const std::string& path, struct stat& st)
                "open " + escape_name(path) + ": " + errno_text(err)};
   }
   if (::fstat(*fd, &st) < 0) {
-    stop_errno(errno, "io-error", "fstat " + path);
+    stop_on_errno(errno, "io-error", "fstat " + path);
   }
   if (!S_ISREG(st.st_mode)) {
     throw Stop{RepairAction::refused, "not-regular",

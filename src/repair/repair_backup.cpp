@@ -3,6 +3,7 @@
 #include <vmcsum/error.hpp>
 #include <vmcsum/repair/repair_backup.hpp>
 #include <vmcsum/report/text.hpp>
+#include <vmcsum/sys/fd.hpp>
 
 #include <nlohmann/json.hpp>
 #include <openssl/evp.h>
@@ -149,49 +150,30 @@ BackupWriter::BackupWriter(const std::string& dir, const BackupHeader& header)
   : m_sha(std::make_unique<Sha>())
   , m_dir(dir)
 {
-  // A name no other run uses; a dot first, so listings of backups leave it out.
-  for (int attempt = 0; attempt < 8 && m_fd < 0; ++attempt) {
-    uint32_t r = 0;
-    if (::getrandom(&r, sizeof r, 0) != static_cast<ssize_t>(sizeof r)) {
-      r = static_cast<uint32_t>(::getpid()) * 2654435761u + static_cast<uint32_t>(attempt);
-    }
-    char suffix[16];
-    std::snprintf(suffix, sizeof suffix, "%08x", r);
-    m_tmp = dir + "/.vmcsum-backup.tmp-" + suffix;
-    m_fd = ::open(m_tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (m_fd < 0 && errno != EEXIST) {
-      throw_errno("create a backup file in", dir);
-    }
+  sys::Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dfd) {
+    throw_errno("open the backup directory", dir);
   }
-  if (m_fd < 0) {
-    throw Error(Errc::io, "could not create a backup file with a new name", dir);
-  }
-  // Tells a later run that this temp file is not a leftover while this run lives.
-  ::flock(m_fd, LOCK_EX | LOCK_NB);
+  // sys::TempFile: a temp name no image is plausibly called, flock'ed while this run lives and
+  // marked as vmcsum's own (an xattr), so the stale clean-up of a later run never removes an
+  // image merely named like one (issue 12 #3); the backup's final name is given at commit().
+  m_tmp = std::make_unique<sys::TempFile>(*dfd, "vmcsum-backup", dir, 0600);
   std::string head = std::string(k_magic_line) + encode_backup_header(header) + "\n";
   write(head.data(), head.size());
 }
 
-BackupWriter::~BackupWriter()
-{
-  if (m_fd >= 0) {
-    ::close(m_fd);
-  }
-  if (!m_committed) {
-    ::unlink(m_tmp.c_str());
-  }
-}
+BackupWriter::~BackupWriter() = default;
 
 void BackupWriter::write(const void* p, size_t n)
 {
   const auto* b = static_cast<const uint8_t*>(p);
   while (n > 0) {
-    ssize_t w = ::write(m_fd, b, n);
+    ssize_t w = ::write(m_tmp->fd(), b, n);
     if (w < 0) {
       if (errno == EINTR) {
         continue;
       }
-      throw_errno("write the backup", m_tmp);
+      throw_errno("write the backup", m_tmp->display_path());
     }
     m_sha->update(b, static_cast<size_t>(w));
     b += w;
@@ -244,29 +226,14 @@ std::string BackupWriter::commit(const std::string& final_name,
   put(p, m_chain, 8);
   write(t, sizeof t);
   m_sha256 = m_sha->hex();
-  if (::fsync(m_fd) < 0) {
-    throw_errno("fsync the backup", m_tmp);
+  if (::fsync(m_tmp->fd()) < 0) {
+    throw_errno("fsync the backup", m_tmp->display_path());
   }
-  ::close(m_fd);
-  m_fd = -1;
   if (before_rename) {
     before_rename(m_sha256);
   }
-  const std::string dest = m_dir + "/" + final_name;
-  if (::rename(m_tmp.c_str(), dest.c_str()) < 0) {
-    throw_errno("rename the backup to", dest);
-  }
-  m_committed = true;
-  int dfd = ::open(m_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0 || ::fsync(dfd) < 0) {
-    int err = errno;
-    if (dfd >= 0) {
-      ::close(dfd);
-    }
-    throw_errno(err, "fsync the backup directory", m_dir);
-  }
-  ::close(dfd);
-  return dest;
+  m_tmp->commit(final_name); // fsync, renameat, marker dropped, directory fsync
+  return m_dir + "/" + final_name;
 }
 
 BackupReader::BackupReader(const std::string& path)
@@ -433,41 +400,18 @@ void BackupReader::verify_complete()
   rewind();
 }
 
-bool is_backup_temp_name(std::string_view name)
-{
-  // Exactly what BackupWriter makes: the prefix and 8 hex digits. A backup's name always ends in
-  // ".vmcsum-backup" or ".vmcsum-backup.pending", so no image name can make one look like this
-  // (an image called ".vmcsum-backup.tmp-x" has the backup ".vmcsum-backup.tmp-x.<ino>...").
-  constexpr std::string_view prefix = ".vmcsum-backup.tmp-";
-  if (name.size() != prefix.size() + 8 || name.substr(0, prefix.size()) != prefix) {
-    return false;
-  }
-  return std::all_of(name.begin() + static_cast<ptrdiff_t>(prefix.size()), name.end(),
-                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
-
 std::vector<std::string> remove_stale_backup_temps(const std::string& dir)
 {
   std::vector<std::string> removed;
-  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
-  if (!d) {
+  sys::Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dfd) {
     return removed;
   }
-  while (auto* ent = ::readdir(d.get())) {
-    const std::string name = ent->d_name;
-    if (!is_backup_temp_name(name)) {
-      continue;
+  // Only temps vmcsum marked as its own, no longer locked by a running vmcsum (sys/temp_file).
+  for (const auto& t : sys::remove_stale_temps(*dfd, sys::is_temp_name, false)) {
+    if (t.removed) {
+      removed.push_back(dir + "/" + t.name);
     }
-    const std::string p = dir + "/" + name;
-    int fd = ::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) {
-      continue;
-    }
-    // Locked: another vmcsum is writing it right now.
-    if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::unlink(p.c_str()) == 0) {
-      removed.push_back(p);
-    }
-    ::close(fd);
   }
   return removed;
 }

@@ -10,6 +10,7 @@
 #include <vmcsum/repair/repair.hpp>
 #include <vmcsum/repair/repair_backup.hpp>
 #include <vmcsum/sys/fd.hpp>
+#include <vmcsum/write/guard.hpp>
 
 #include <xxhash.h>
 
@@ -26,17 +27,10 @@ namespace vmcsum::core::repair_detail {
 
 constexpr size_t k_chunk = 4u << 20;
 
-// Ends the work on one file: its action (refused: nothing changed; failed: stopped midway),
-// code and message.
-struct Stop
-{
-  RepairAction action = RepairAction::failed;
-  std::string code;
-  std::string message;
-};
-
-// An errno as a failure: ENOSPC/EDQUOT are "no-space", EROFS "read-only", else `code`.
-[[noreturn]] void stop_errno(int err, const std::string& code, const std::string& what);
+// Ends the work on one file: the one stop type of image-writing commands (write/guard.hpp:
+// refused, nothing changed; failed, stopped midway), its errno rule included (stop_on_errno:
+// EROFS refused "read-only", ENOSPC/EDQUOT failed "no-space").
+using Stop = WriteStop;
 
 std::string utc_stamp(); // 20261124T190000Z
 std::string utc_iso();   // 2026-11-24T19:00:00Z

@@ -151,7 +151,7 @@ void Undo::open_target()
 
 void Undo::check_users()
 {
-  FileUsers u = find_users(m_header.path, scan_proc(m_opts.proc_dir));
+  ImageUsers u = find_users(*m_fd, scan_proc(m_opts.proc_dir));
   m_e.users = u.users;
   m_e.locks = u.locks;
   auto refusals = in_use_refusals(u.users, u.locks);
@@ -208,7 +208,7 @@ void Undo::write()
   std::string unused;
   applier.run(*m_reader, true, unused);
   if (::fdatasync(*m_fd) < 0) {
-    stop_errno(errno, "io-error", "fdatasync " + m_header.path);
+    stop_on_errno(errno, "io-error", "fdatasync " + m_header.path);
   }
   m_lease->release();
   m_e.verify = verify_ranges(*m_fd, m_st, m_header.path, m_ranges, applier.digests(), m_header.size,
@@ -234,7 +234,7 @@ RepairResult undo_repair(const UndoOptions& opts, const RepairProgressFn& progre
   try {
     Undo(opts, progress, cancel, e).run();
   } catch (const Stop& s) {
-    e.action = s.action;
+    e.action = s.outcome;
     e.code = s.code;
     e.reason = s.message;
     result.interrupted = s.code == "interrupted";

@@ -55,20 +55,6 @@ constexpr size_t k_max_listed_ranges = 1000; // unreadable ranges listed (all ar
 constexpr size_t k_max_locks = 64;           // locks listed per file
 constexpr const char* k_compression_xattr = "btrfs.compression";
 
-// Ends the work on one file: `action` is "refused" (a precondition) or "failed".
-struct Stop
-{
-  std::string action;
-  std::string code;
-  std::string message;
-};
-
-[[noreturn]] void stop_errno(int err, const std::string& code, const std::string& what)
-{
-  std::string c = err == ENOSPC || err == EDQUOT ? "no-space" : err == EROFS ? "read-only" : code;
-  throw Stop{err == EROFS ? "refused" : "failed", c, what + ": " + errno_text(err)};
-}
-
 double seconds_since(Clock::time_point t)
 {
   return std::chrono::duration<double>(Clock::now() - t).count();
@@ -92,26 +78,6 @@ std::string base_of(const std::string& path)
 std::string join(const std::string& dir, const std::string& name)
 {
   return dir == "/" ? "/" + name : dir + "/" + name;
-}
-
-std::string random6()
-{
-  static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-  unsigned char bytes[6];
-  if (::getrandom(bytes, sizeof bytes, 0) != static_cast<ssize_t>(sizeof bytes)) {
-    // getrandom cannot fail for 6 bytes once the pool is ready; fall back to the clock.
-    auto t = static_cast<uint64_t>(Clock::now().time_since_epoch().count());
-    for (auto& b : bytes) {
-      b = static_cast<unsigned char>(t);
-      t = t * 6364136223846793005ULL + 1442695040888963407ULL;
-      t ^= t >> 29;
-    }
-  }
-  std::string s;
-  for (unsigned char b : bytes) {
-    s += alphabet[b % (sizeof alphabet - 1)];
-  }
-  return s;
 }
 
 class Hasher
@@ -165,11 +131,11 @@ void for_each_data_range(int fd, uint64_t size, const std::string& path, Fn&& fn
       if (errno == ENXIO) {
         break;
       }
-      stop_errno(errno, "io-error", "lseek(SEEK_DATA) on " + path);
+      stop_on_errno(errno, "io-error", "lseek(SEEK_DATA) on " + path);
     }
     off_t h = ::lseek(fd, d, SEEK_HOLE);
     if (h < 0) {
-      stop_errno(errno, "io-error", "lseek(SEEK_HOLE) on " + path);
+      stop_on_errno(errno, "io-error", "lseek(SEEK_HOLE) on " + path);
     }
     h = std::min<off_t>(h, static_cast<off_t>(size));
     if (h <= d) {
@@ -183,7 +149,7 @@ void for_each_data_range(int fd, uint64_t size, const std::string& path, Fn&& fn
 void pwrite_all(int fd, const uint8_t* buf, size_t len, uint64_t off, const std::string& path)
 {
   if (int err = sys::pwrite_full(fd, buf, len, off)) {
-    stop_errno(err, "io-error", "write to " + path);
+    stop_on_errno(err, "io-error", "write to " + path);
   }
 }
 
@@ -233,32 +199,6 @@ std::optional<uint64_t> resident_pages(int fd, uint64_t size, const std::functio
   return count;
 }
 
-// The temp file's name, removed on scope exit unless released.
-class TempName
-{
-public:
-  TempName(int dirfd, std::string name)
-    : m_dirfd(dirfd)
-    , m_name(std::move(name))
-  {
-  }
-  ~TempName()
-  {
-    if (m_armed) {
-      ::unlinkat(m_dirfd, m_name.c_str(), 0);
-    }
-  }
-  TempName(const TempName&) = delete;
-  TempName& operator=(const TempName&) = delete;
-  const std::string& name() const { return m_name; }
-  void arm(bool on) { m_armed = on; }
-
-private:
-  int m_dirfd;
-  std::string m_name;
-  bool m_armed = true;
-};
-
 using Xattrs = std::vector<std::pair<std::string, std::string>>;
 
 // Every extended attribute of fd (names and values), retried when they change meanwhile.
@@ -270,7 +210,7 @@ Xattrs read_xattrs(int fd, const std::string& path)
       if (errno == ENOTSUP) {
         return {};
       }
-      stop_errno(errno, "xattr", "listxattr " + path);
+      stop_on_errno(errno, "xattr", "listxattr " + path);
     }
     std::string names(static_cast<size_t>(n), '\0');
     n = ::flistxattr(fd, names.data(), names.size());
@@ -278,7 +218,7 @@ Xattrs read_xattrs(int fd, const std::string& path)
       if (errno == ERANGE) {
         continue;
       }
-      stop_errno(errno, "xattr", "listxattr " + path);
+      stop_on_errno(errno, "xattr", "listxattr " + path);
     }
     names.resize(static_cast<size_t>(n));
     Xattrs out;
@@ -286,15 +226,15 @@ Xattrs read_xattrs(int fd, const std::string& path)
     for (size_t pos = 0; pos < names.size() && !retry;) {
       std::string name(names.c_str() + pos);
       pos += name.size() + 1;
-      if (name.empty()) {
-        continue;
+      if (name.empty() || sys::is_temp_marker_xattr(name)) {
+        continue; // a marker is about one temp file; never carried to another
       }
       ssize_t v = ::fgetxattr(fd, name.c_str(), nullptr, 0);
       if (v < 0) {
         if (errno == ENODATA) {
           continue;
         }
-        stop_errno(errno, "xattr", "getxattr " + name + " of " + path);
+        stop_on_errno(errno, "xattr", "getxattr " + name + " of " + path);
       }
       std::string value(static_cast<size_t>(v), '\0');
       v = ::fgetxattr(fd, name.c_str(), value.data(), value.size());
@@ -306,7 +246,7 @@ Xattrs read_xattrs(int fd, const std::string& path)
         if (errno == ENODATA) {
           continue;
         }
-        stop_errno(errno, "xattr", "getxattr " + name + " of " + path);
+        stop_on_errno(errno, "xattr", "getxattr " + name + " of " + path);
       }
       value.resize(static_cast<size_t>(v));
       out.emplace_back(std::move(name), std::move(value));
@@ -315,67 +255,24 @@ Xattrs read_xattrs(int fd, const std::string& path)
       return out;
     }
   }
-  throw Stop{"failed", "xattr", "the extended attributes of " + path + " keep changing"};
+  stop_failed("xattr", "the extended attributes of " + path + " keep changing");
 }
 
-// Locks on the file as seen through fd: F_OFD_GETLK asks the kernel which lock would conflict
-// with a write lock on a range; splitting the range around each answer finds them all.
-std::vector<SetLock> probe_locks(int fd)
+Outcome outcome_of(SetAction a)
 {
-  std::vector<SetLock> found;
-  struct Span
-  {
-    uint64_t start;
-    std::optional<uint64_t> end; // exclusive; nullopt = EOF
-  };
-  std::vector<Span> todo{{0, std::nullopt}};
-  int queries = 0;
-  while (!todo.empty() && found.size() < k_max_locks && queries < 256) {
-    Span s = todo.back();
-    todo.pop_back();
-    struct flock fl
-    {
-    };
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    fl.l_start = static_cast<off_t>(s.start);
-    fl.l_len = s.end ? static_cast<off_t>(*s.end - s.start) : 0;
-    ++queries;
-    if (::fcntl(fd, F_OFD_GETLK, &fl) < 0 || fl.l_type == F_UNLCK) {
-      continue;
-    }
-    SetLock l;
-    // The kernel reports -1 as the pid of OFD locks (they belong to an open file description).
-    l.kind = fl.l_pid == -1 ? "OFDLCK" : "POSIX";
-    if (fl.l_pid > 0) {
-      l.pid = fl.l_pid;
-    }
-    l.mode = fl.l_type == F_WRLCK ? "WRITE" : "READ";
-    l.start = static_cast<uint64_t>(fl.l_start);
-    if (fl.l_len > 0) {
-      l.end = static_cast<uint64_t>(fl.l_start + fl.l_len - 1);
-    }
-    FileLock fake;
-    fake.kind = l.kind;
-    fake.start = l.start;
-    fake.end = l.end;
-    l.qemu = is_qemu_lock(fake);
-    l.seen_by = "F_OFD_GETLK";
-    bool dup = std::any_of(found.begin(), found.end(), [&](const SetLock& o) {
-      return o.start == l.start && o.end == l.end && o.mode == l.mode && o.pid == l.pid;
-    });
-    if (dup) {
-      continue;
-    }
-    found.push_back(l);
-    if (l.start > s.start) {
-      todo.push_back({s.start, std::min(l.start, s.end.value_or(l.start))});
-    }
-    if (l.end && (!s.end || *l.end + 1 < *s.end)) {
-      todo.push_back({*l.end + 1, s.end});
-    }
+  switch (a) {
+  case SetAction::flag_set:
+    return Outcome::flag_set;
+  case SetAction::rewrite:
+    return Outcome::rewritten;
+  case SetAction::unchanged:
+    return Outcome::unchanged;
+  case SetAction::refused:
+    return Outcome::refused;
+  case SetAction::skipped:
+    return Outcome::skipped;
   }
-  return found;
+  return Outcome::refused;
 }
 
 SetState state_of(const FileFacts& f)
@@ -423,37 +320,6 @@ SetFacts set_facts_of(const FileFacts& f, bool in_walk)
   s.compression_source = f.compression_source.value_or("");
   s.compressed_bytes = f.compressed_bytes.value_or(0);
   return s;
-}
-
-std::string action_name(SetAction a)
-{
-  switch (a) {
-  case SetAction::flag_set:
-    return "flag-set";
-  case SetAction::rewrite:
-    return "rewritten";
-  case SetAction::unchanged:
-    return "unchanged";
-  case SetAction::refused:
-    return "refused";
-  case SetAction::skipped:
-    return "skipped";
-  }
-  return "refused";
-}
-
-// Throws Stop when the user asked to stop, or when someone opened the file being rewritten.
-void check_cancel(const std::atomic<bool>& cancel, const Lease* lease, const std::string& path)
-{
-  if (cancel.load()) {
-    throw Stop{"failed", "interrupted",
-               "interrupted: the temp file was removed, " + path + " is untouched"};
-  }
-  if (lease && lease->broken()) {
-    throw Stop{"failed", "in-use",
-               "another process opened " + path +
-                 " during the rewrite: abandoned (temp file removed, original untouched)"};
-  }
 }
 
 // True when fd shows the target both through FS_IOC_GETFLAGS and in its inode item, read after
@@ -548,7 +414,7 @@ void Engine::process(const std::string& path, bool in_walk)
   SetEntry e;
   e.path = path;
   if (m_cancel.load()) {
-    e.action = "skipped";
+    e.action = Outcome::skipped;
     e.code = "interrupted";
     e.reason = "interrupted before it was reached";
     m_result.files.push_back(std::move(e));
@@ -599,7 +465,7 @@ void Engine::process(const std::string& path, bool in_walk)
   e.steps = plan.steps;
   e.notes.insert(e.notes.end(), plan.notes.begin(), plan.notes.end());
   e.refusals = plan.refusals;
-  e.action = action_name(plan.action);
+  e.action = outcome_of(plan.action);
   if (plan.action == SetAction::refused) {
     e.code = plan.refusals.front().code;
     for (const auto& r : plan.refusals) {
@@ -639,18 +505,18 @@ void Engine::process(const std::string& path, bool in_walk)
       if (now.examined) {
         e.after = state_of(now);
       }
-    } catch (const Stop& s) {
-      e.action = s.action;
+    } catch (const WriteStop& s) {
+      e.action = s.outcome;
       e.code = s.code;
       e.reason = s.message;
-      if (s.action == "refused") {
+      if (s.outcome == Outcome::refused) {
         e.refusals.push_back({s.code, s.message});
       }
       if (s.code == "interrupted") {
         m_result.interrupted = true;
       }
     } catch (const Error& err) {
-      e.action = "failed";
+      e.action = Outcome::failed;
       e.code = "io-error";
       e.reason = err.what();
     }
@@ -729,62 +595,17 @@ void Engine::clean_leftovers_of(const std::string& dir, const std::string& name)
   if (!dfd) {
     return;
   }
-  int dup = ::dup(dfd.get());
-  DIR* d = dup >= 0 ? ::fdopendir(dup) : nullptr;
-  if (!d) {
-    if (dup >= 0) {
-      ::close(dup);
-    }
-    return;
-  }
-  std::vector<std::string> found;
-  while (dirent* ent = ::readdir(d)) {
-    if (is_temp_name_for(ent->d_name, name)) {
-      found.emplace_back(ent->d_name);
-    }
-  }
-  ::closedir(d);
-  std::sort(found.begin(), found.end());
-  for (const auto& f : found) {
-    handle_leftover(dfd.get(), dir, f);
+  auto match = [&](const std::string& entry) { return is_temp_name_for(entry, name); };
+  for (auto& t : sys::remove_stale_temps(dfd.get(), match, m_opts.dry_run)) {
+    m_result.leftovers.push_back({join(dir, t.name), t.removed, std::move(t.why)});
   }
 }
 
 void Engine::handle_leftover(int dirfd, const std::string& dir, const std::string& entry)
 {
-  SetLeftover l;
-  l.path = join(dir, entry);
-  struct stat st
-  {
-  };
-  if (::fstatat(dirfd, entry.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode)) {
-    return; // gone meanwhile, or not something vmcsum made
+  if (auto t = sys::remove_stale_temp(dirfd, entry, m_opts.dry_run)) {
+    m_result.leftovers.push_back({join(dir, entry), t->removed, std::move(t->why)});
   }
-  sys::Fd fd(::openat(dirfd, entry.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-  if (!fd) {
-    l.error = "cannot open it: " + errno_text(errno);
-    m_result.leftovers.push_back(l);
-    return;
-  }
-  // A running vmcsum holds an exclusive flock on its temp file until it is done with it.
-  if (::flock(fd.get(), LOCK_EX | LOCK_NB) < 0) {
-    l.error = errno == EWOULDBLOCK ? "kept: another vmcsum is working on it right now"
-                                   : "kept: flock: " + errno_text(errno);
-    m_result.leftovers.push_back(l);
-    return;
-  }
-  if (m_opts.dry_run) {
-    l.error = "dry run: not removed";
-    m_result.leftovers.push_back(l);
-    return;
-  }
-  if (::unlinkat(dirfd, entry.c_str(), 0) < 0) {
-    l.error = "unlink: " + errno_text(errno);
-  } else {
-    l.removed = true;
-    ::fsync(dirfd);
-  }
-  m_result.leftovers.push_back(l);
 }
 
 void Engine::flag_set(const FileFacts& ff)
@@ -794,16 +615,16 @@ void Engine::flag_set(const FileFacts& ff)
   sys::Fd fd(::open(path.c_str(),
                     O_RDONLY | O_NONBLOCK | O_NOFOLLOW | (is_dir ? O_DIRECTORY : 0) | O_CLOEXEC));
   if (!fd) {
-    stop_errno(errno, "cannot-read", "open " + path);
+    stop_on_errno(errno, "cannot-read", "open " + path);
   }
   struct stat st
   {
   };
   if (::fstat(fd.get(), &st) < 0 || st.st_ino != ff.inode) {
-    throw Stop{"failed", "changed", path + " was replaced while vmcsum looked at it"};
+    stop_failed("changed", path + " was replaced while vmcsum looked at it");
   }
   if (!ff.subvolume_id) {
-    throw Stop{"refused", "needs-root", "subvolume of " + path + " unknown"};
+    stop_refused("needs-root", "subvolume of " + path + " unknown");
   }
   try {
     uint32_t old = btrfs::get_attr_flags(fd.get(), path);
@@ -814,17 +635,17 @@ void Engine::flag_set(const FileFacts& ff)
     btrfs::set_attr_flags(fd.get(), want, path);
   } catch (const Error& err) {
     if (err.sys_errno() == EROFS) {
-      throw Stop{"refused", "read-only", err.what()};
+      stop_refused("read-only", err.what());
     }
-    throw Stop{"failed", "flags-not-set", err.what()};
+    stop_failed("flags-not-set", err.what());
   }
   std::string detail;
   if (!flags_match(fd.get(), *ff.subvolume_id, st.st_ino, is_dir, m_opts.target, path, detail)) {
-    throw Stop{"failed", "flags-not-set",
-               "the kernel did not apply it (" + detail +
-                 (is_dir ? std::string(")")
-                         : std::string("): btrfs ignores the change once a file has data; was "
-                                       "it written to meanwhile?"))};
+    stop_failed("flags-not-set",
+                "the kernel did not apply it (" + detail +
+                  (is_dir ? std::string(")")
+                          : std::string("): btrfs ignores the change once a file has data; was "
+                                        "it written to meanwhile?")));
   }
 }
 
@@ -839,7 +660,10 @@ public:
     : m_ff(ff)
     , m_e(e)
     , m_progress(progress)
-    , m_cancel(cancel)
+    , m_check(cancel,
+              "interrupted: the temp file was removed, " + ff.canonical_path + " is untouched",
+              "another process opened " + ff.canonical_path +
+                " during the rewrite: abandoned (temp file removed, original untouched)")
     , m_target(opts.target)
     , m_proc_dir(opts.proc_dir)
     , m_path(ff.canonical_path)
@@ -851,7 +675,7 @@ public:
   void run()
   {
     if (!m_ff.subvolume_id) {
-      throw Stop{"refused", "needs-root", "subvolume of " + m_path + " unknown"};
+      stop_refused("needs-root", "subvolume of " + m_path + " unknown");
     }
     open_source();
     create_temp();
@@ -871,7 +695,7 @@ private:
   void copy_metadata();
   void swap_in();
 
-  void check() const { check_cancel(m_cancel, m_lease.get(), m_path); }
+  void check() const { m_check(); }
   void report(const char* phase, uint64_t done, uint64_t total) const
   {
     if (m_progress) {
@@ -883,7 +707,7 @@ private:
   const FileFacts& m_ff;
   SetEntry& m_e;
   const std::function<void(const SetProgress&)>& m_progress;
-  const std::atomic<bool>& m_cancel;
+  CancelCheck m_check;
   const CowTarget m_target;
   const std::string m_proc_dir;
   const std::string m_path, m_dir, m_name;
@@ -903,15 +727,14 @@ private:
   sys::Fd m_dirfd;
   sys::Fd m_src;
   std::unique_ptr<Lease> m_lease;
-  sys::Fd m_tmp;
-  std::unique_ptr<TempName> m_temp;
+  std::unique_ptr<sys::TempFile> m_temp;
 };
 
 void Rewrite::open_source()
 {
   m_dirfd.reset(::open(m_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!m_dirfd) {
-    stop_errno(errno, "cannot-read", "open " + m_dir);
+    stop_on_errno(errno, "cannot-read", "open " + m_dir);
   }
   // O_NONBLOCK: an existing lease makes open() fail with EWOULDBLOCK instead of waiting.
   // O_NOATIME keeps reading from changing atime (it needs ownership or CAP_FOWNER).
@@ -922,31 +745,31 @@ void Rewrite::open_source()
   }
   if (!m_src) {
     if (errno == EWOULDBLOCK) {
-      throw Stop{"refused", "in-use", m_path + " is leased by another process"};
+      stop_refused("in-use", m_path + " is leased by another process");
     }
-    stop_errno(errno, "cannot-read", "open " + m_path);
+    stop_on_errno(errno, "cannot-read", "open " + m_path);
   }
   if (::fstat(m_src.get(), &m_st) < 0) {
-    stop_errno(errno, "cannot-read", "fstat " + m_path);
+    stop_on_errno(errno, "cannot-read", "fstat " + m_path);
   }
   if (!S_ISREG(m_st.st_mode) || m_st.st_ino != m_ff.inode) {
-    throw Stop{"failed", "changed", m_path + " was replaced while vmcsum looked at it"};
+    stop_failed("changed", m_path + " was replaced while vmcsum looked at it");
   }
   if (m_st.st_nlink > 1) {
-    throw Stop{"refused", "hard-links",
-               m_path + " has " + std::to_string(m_st.st_nlink) +
-                 " hard links (it got one meanwhile)"};
+    stop_refused("hard-links", m_path + " has " + std::to_string(m_st.st_nlink) +
+                                 " hard links (it got one meanwhile)");
   }
   m_size = static_cast<uint64_t>(m_st.st_size);
 
   // No other open of the file may exist from here on; the lease needs this to be the only
   // descriptor vmcsum has on it, too (check_conflicting_open() counts every reader).
   m_lease = std::make_unique<Lease>(m_src.get());
+  m_check.watch(m_lease.get());
   if (!m_lease->active()) {
     if (m_lease->error() == EAGAIN || m_lease->error() == EBUSY) {
-      throw Stop{"refused", "in-use",
-                 m_path + " is open by another process (the kernel refused a write lease; /proc "
-                          "did not show which process, so it may be in another PID namespace)"};
+      stop_refused("in-use",
+                   m_path + " is open by another process (the kernel refused a write lease; /proc "
+                            "did not show which process, so it may be in another PID namespace)");
     }
     m_e.notes.push_back("no write lease (" + errno_text(m_lease->error()) +
                         "): opens during the copy are not noticed; /proc is checked again "
@@ -956,35 +779,25 @@ void Rewrite::open_source()
   m_src_attr = btrfs::get_attr_flags(m_src.get(), m_path);
 }
 
+// The temp file is created anonymous, locked and marked before its name exists (TempFile), so
+// a later run can prove a leftover is ours before it removes it.
 void Rewrite::create_temp()
 {
-  for (int attempt = 0; attempt < 5 && !m_tmp; ++attempt) {
-    std::string name = temp_name_for(m_name, random6());
-    m_tmp.reset(::openat(m_dirfd.get(), name.c_str(),
-                         O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-    if (m_tmp) {
-      m_temp = std::make_unique<TempName>(m_dirfd.get(), name);
-    } else if (errno != EEXIST) {
-      stop_errno(errno, "io-error", "create a temp file in " + m_dir);
-    }
+  try {
+    m_temp = std::make_unique<sys::TempFile>(m_dirfd.get(), m_name, m_dir);
+  } catch (const Error& err) {
+    throw stop_from_error(err, "io-error");
   }
-  if (!m_tmp) {
-    throw Stop{"failed", "io-error", "could not create a temp file with a new name in " + m_dir};
-  }
-  m_tpath = join(m_dir, m_temp->name());
-  // Tells a later run that this temp file is not a leftover while this run lives.
-  if (::flock(m_tmp.get(), LOCK_EX | LOCK_NB) < 0) {
-    stop_errno(errno, "io-error", "flock " + m_tpath);
-  }
-  if (::fstat(m_tmp.get(), &m_tst) < 0) {
-    stop_errno(errno, "io-error", "fstat " + m_tpath);
+  m_tpath = m_temp->display_path();
+  if (::fstat(m_temp->fd(), &m_tst) < 0) {
+    stop_on_errno(errno, "io-error", "fstat " + m_tpath);
   }
 }
 
 // btrfs_fileattr_set() changes NODATACOW/NODATASUM only while i_size == 0.
 void Rewrite::set_flags_while_empty()
 {
-  const int tmp = m_tmp.get();
+  const int tmp = m_temp->fd();
   const uint32_t compr_bits = FS_COMPR_FL | FS_NOCOMP_FL;
   const auto src_prop = std::find_if(m_xattrs.begin(), m_xattrs.end(),
                                      [](const auto& x) { return x.first == k_compression_xattr; });
@@ -993,7 +806,7 @@ void Rewrite::set_flags_while_empty()
     // together with compression (check_fsflags(): -EINVAL). Removing it is allowed on any
     // inode (an empty value skips the validation).
     if (::fremovexattr(tmp, k_compression_xattr) < 0 && errno != ENODATA && errno != ENOTSUP) {
-      stop_errno(errno, "flags-not-set", "remove btrfs.compression from " + m_tpath);
+      stop_on_errno(errno, "flags-not-set", "remove btrfs.compression from " + m_tpath);
     }
     uint32_t cur = btrfs::get_attr_flags(tmp, m_tpath);
     if (nocow()) {
@@ -1011,7 +824,7 @@ void Rewrite::set_flags_while_empty()
       if (src_prop != m_xattrs.end()) {
         if (::fsetxattr(tmp, k_compression_xattr, src_prop->second.data(), src_prop->second.size(),
                         0) < 0) {
-          stop_errno(errno, "xattr", "set btrfs.compression on " + m_tpath);
+          stop_on_errno(errno, "xattr", "set btrfs.compression on " + m_tpath);
         }
         m_e.xattrs_copied.push_back(k_compression_xattr);
       }
@@ -1022,7 +835,7 @@ void Rewrite::set_flags_while_empty()
       }
     }
   } catch (const Error& err) {
-    throw Stop{"failed", "flags-not-set", err.what()};
+    stop_failed("flags-not-set", err.what());
   }
   if (nocow() && src_prop != m_xattrs.end()) {
     m_e.xattrs_dropped.push_back(k_compression_xattr);
@@ -1031,8 +844,8 @@ void Rewrite::set_flags_while_empty()
   }
   std::string detail;
   if (!flags_match(tmp, *m_ff.subvolume_id, m_tst.st_ino, false, m_target, m_tpath, detail)) {
-    throw Stop{"failed", "flags-not-set",
-               "the kernel did not give the empty temp file the requested state (" + detail + ")"};
+    stop_failed("flags-not-set",
+                "the kernel did not give the empty temp file the requested state (" + detail + ")");
   }
 }
 
@@ -1083,14 +896,14 @@ void Rewrite::copy_data()
         continue;
       }
       if (n < 0) {
-        stop_errno(errno, "io-error", "read " + m_path + " at offset " + std::to_string(off));
+        stop_on_errno(errno, "io-error", "read " + m_path + " at offset " + std::to_string(off));
       }
       if (n == 0) {
-        throw Stop{"failed", "changed", m_path + " got shorter during the copy"};
+        stop_failed("changed", m_path + " got shorter during the copy");
       }
       if (!unreadable) {
         hash.update(m_buf.get(), static_cast<size_t>(n));
-        pwrite_all(m_tmp.get(), m_buf.get(), static_cast<size_t>(n), off, m_tpath);
+        pwrite_all(m_temp->fd(), m_buf.get(), static_cast<size_t>(n), off, m_tpath);
         m_e.bytes_copied += static_cast<uint64_t>(n);
         report("copy", m_e.bytes_copied, m_total);
       }
@@ -1109,24 +922,24 @@ void Rewrite::copy_data()
         (list.empty() ? "" : ", ") + std::to_string(r.offset) + "+" + std::to_string(r.length);
     }
     m_e.bytes_copied = 0;
-    throw Stop{"refused", "unreadable",
-               human_bytes(m_e.unreadable_bytes) + " of " + m_path +
-                 " cannot be read (EIO: checksum failures or media errors) at offset+length " +
-                 list +
-                 "; nothing was changed. Run `vmcsum scrub` on it to tell false checksum "
-                 "mismatches from media errors, and `vmcsum repair` to make them readable, or "
-                 "restore those ranges from a backup"};
+    stop_refused("unreadable",
+                 human_bytes(m_e.unreadable_bytes) + " of " + m_path +
+                   " cannot be read (EIO: checksum failures or media errors) at offset+length " +
+                   list +
+                   "; nothing was changed. Run `vmcsum scrub` on it to tell false checksum "
+                   "mismatches from media errors, and `vmcsum repair` to make them readable, or "
+                   "restore those ranges from a backup");
   }
-  if (::ftruncate(m_tmp.get(), static_cast<off_t>(m_size)) < 0) {
-    stop_errno(errno, "io-error", "truncate " + m_tpath);
+  if (::ftruncate(m_temp->fd(), static_cast<off_t>(m_size)) < 0) {
+    stop_on_errno(errno, "io-error", "truncate " + m_tpath);
   }
   m_source_digest = hash.hex();
   m_e.seconds.copy = seconds_since(t_copy);
 
   auto t_flush = Clock::now();
   report("flush", m_e.bytes_copied, m_total);
-  if (::fdatasync(m_tmp.get()) < 0) {
-    stop_errno(errno, "io-error", "fdatasync " + m_tpath);
+  if (::fdatasync(m_temp->fd()) < 0) {
+    stop_on_errno(errno, "io-error", "fdatasync " + m_tpath);
   }
   m_e.seconds.flush = seconds_since(t_flush);
   check();
@@ -1136,7 +949,7 @@ void Rewrite::copy_data()
 void Rewrite::verify_copy()
 {
   auto t_verify = Clock::now();
-  const int tmp = m_tmp.get();
+  const int tmp = m_temp->fd();
   SetVerify v;
   v.source_digest = m_source_digest;
   ::posix_fadvise(tmp, 0, 0, POSIX_FADV_DONTNEED);
@@ -1160,9 +973,9 @@ void Rewrite::verify_copy()
     {
     };
     if (!direct || ::fstat(direct.get(), &dst) < 0 || dst.st_ino != m_tst.st_ino) {
-      throw Stop{"failed", "verify-failed",
-                 "cannot read the copy back from disk: its pages stay cached and O_DIRECT "
-                 "failed"};
+      stop_failed("verify-failed",
+                  "cannot read the copy back from disk: its pages stay cached and O_DIRECT "
+                  "failed");
     }
     vfd = direct.get();
     v.method = "o_direct";
@@ -1183,9 +996,9 @@ void Rewrite::verify_copy()
         continue;
       }
       if (n <= 0) {
-        throw Stop{"failed", "verify-failed",
-                   "reading the copy back failed at offset " + std::to_string(off) + ": " +
-                     (n < 0 ? errno_text(errno) : std::string("end of file"))};
+        stop_failed("verify-failed", "reading the copy back failed at offset " +
+                                       std::to_string(off) + ": " +
+                                       (n < 0 ? errno_text(errno) : std::string("end of file")));
       }
       size_t got = std::min<size_t>(static_cast<size_t>(n), static_cast<size_t>(left));
       hash.update(m_buf.get(), got);
@@ -1201,9 +1014,9 @@ void Rewrite::verify_copy()
   m_e.seconds.verify = seconds_since(t_verify);
   m_e.verify = v;
   if (v.copy_digest != v.source_digest) {
-    throw Stop{"failed", "verify-failed",
-               "the copy read back from disk differs from " + m_path + " (xxh3-128 " +
-                 v.copy_digest + " != " + v.source_digest + "); the original is untouched"};
+    stop_failed("verify-failed", "the copy read back from disk differs from " + m_path +
+                                   " (xxh3-128 " + v.copy_digest + " != " + v.source_digest +
+                                   "); the original is untouched");
   }
 }
 
@@ -1211,19 +1024,19 @@ void Rewrite::verify_copy()
 // bits and security.capability, and chown clears setuid.
 void Rewrite::copy_metadata()
 {
-  const int tmp = m_tmp.get();
+  const int tmp = m_temp->fd();
   if (::fchown(tmp, m_st.st_uid, m_st.st_gid) < 0) {
-    stop_errno(errno, "metadata", "chown " + m_tpath);
+    stop_on_errno(errno, "metadata", "chown " + m_tpath);
   }
   if (::fchmod(tmp, m_st.st_mode & 07777) < 0) {
-    stop_errno(errno, "metadata", "chmod " + m_tpath);
+    stop_on_errno(errno, "metadata", "chmod " + m_tpath);
   }
   for (const auto& [name, value] : m_xattrs) {
     if (name.rfind("btrfs.", 0) == 0) {
       continue; // set_flags_while_empty() took care of it, before the data
     }
     if (::fsetxattr(tmp, name.c_str(), value.data(), value.size(), 0) < 0) {
-      stop_errno(errno, "xattr", "set " + name + " on " + m_tpath);
+      stop_on_errno(errno, "xattr", "set " + name + " on " + m_tpath);
     }
     m_e.xattrs_copied.push_back(name);
   }
@@ -1234,19 +1047,19 @@ void Rewrite::copy_metadata()
       btrfs::set_attr_flags(tmp, want, m_tpath);
     }
   } catch (const Error& err) {
-    throw Stop{"failed", "metadata", err.what()};
+    stop_failed("metadata", err.what());
   }
   const struct timespec times[2] = {m_st.st_atim, m_st.st_mtim};
   if (::futimens(tmp, times) < 0) {
-    stop_errno(errno, "metadata", "set the timestamps of " + m_tpath);
+    stop_on_errno(errno, "metadata", "set the timestamps of " + m_tpath);
   }
   if (::fsync(tmp) < 0) {
-    stop_errno(errno, "io-error", "fsync " + m_tpath);
+    stop_on_errno(errno, "io-error", "fsync " + m_tpath);
   }
   std::string detail;
   if (!flags_match(tmp, *m_ff.subvolume_id, m_tst.st_ino, false, m_target, m_tpath, detail)) {
-    throw Stop{"failed", "flags-not-set",
-               "the copy lost the requested state while it was written (" + detail + ")"};
+    stop_failed("flags-not-set",
+                "the copy lost the requested state while it was written (" + detail + ")");
   }
   m_e.verify->flags_ok = true;
 }
@@ -1262,40 +1075,45 @@ void Rewrite::swap_in()
   if (::fstat(m_src.get(), &now) < 0 || now.st_size != m_st.st_size ||
       now.st_mtim.tv_sec != m_st.st_mtim.tv_sec || now.st_mtim.tv_nsec != m_st.st_mtim.tv_nsec ||
       now.st_ctim.tv_sec != m_st.st_ctim.tv_sec || now.st_ctim.tv_nsec != m_st.st_ctim.tv_nsec) {
-    throw Stop{"failed", "changed",
-               m_path + " changed during the rewrite (size, mtime or ctime); abandoned"};
+    stop_failed("changed",
+                m_path + " changed during the rewrite (size, mtime or ctime); abandoned");
   }
   if (!m_lease->active()) {
     ProcScan again = scan_proc(m_proc_dir);
     for (const auto& of : again.open_files) {
       if (of.dev == m_st.st_dev && of.ino == m_st.st_ino && of.pid != ::getpid()) {
-        throw Stop{"failed", "in-use",
-                   m_path + " was opened by " + of.comm + "[" + std::to_string(of.pid) +
-                     "] during the rewrite; abandoned"};
+        stop_failed("in-use", m_path + " was opened by " + of.comm + "[" + std::to_string(of.pid) +
+                                "] during the rewrite; abandoned");
       }
     }
   }
   const int dirfd = m_dirfd.get();
   const char* tname = m_temp->name().c_str();
+  // The original goes under the temp name: marked first, so that a kill before it is unlinked
+  // leaves a leftover the next run can prove is ours (sys::remove_stale_temp()).
+  sys::mark_temp(m_src.get(), m_temp->name());
   m_temp->arm(false);
   if (::renameat2(dirfd, tname, dirfd, m_name.c_str(), RENAME_EXCHANGE) < 0) {
     int err = errno;
     m_temp->arm(true);
+    sys::unmark_temp(m_src.get());
     if (err != EINVAL) {
-      stop_errno(err, "io-error", "renameat2(RENAME_EXCHANGE) " + m_tpath + " <-> " + m_path);
+      stop_on_errno(err, "io-error", "renameat2(RENAME_EXCHANGE) " + m_tpath + " <-> " + m_path);
     }
     // No RENAME_EXCHANGE here: an atomic rename over the original does it, minus the undo.
     check();
     if (::renameat(dirfd, tname, dirfd, m_name.c_str()) < 0) {
-      stop_errno(errno, "io-error", "rename " + m_tpath + " over " + m_path);
+      stop_on_errno(errno, "io-error", "rename " + m_tpath + " over " + m_path);
     }
     m_temp->arm(false);
   } else if (m_lease->broken()) {
     if (::renameat2(dirfd, tname, dirfd, m_name.c_str(), RENAME_EXCHANGE) == 0) {
       m_temp->arm(true);
-      throw Stop{"failed", "in-use",
-                 "another process opened " + m_path + " while it was swapped; put back as it was"};
+      sys::unmark_temp(m_src.get());
+      stop_failed("in-use",
+                  "another process opened " + m_path + " while it was swapped; put back as it was");
     }
+    // Marked: a later run removes the name once nobody holds a flock on it.
     m_e.notes.push_back("another process opened the old inode while it was swapped out: it is "
                         "kept as " +
                         m_tpath);
@@ -1310,8 +1128,10 @@ void Rewrite::swap_in()
                           m_tpath + ")");
     }
   }
+  // The new inode is the file now: its marker names the temp name, drop it.
+  m_temp->drop_marker();
   if (::fsync(dirfd) < 0) {
-    stop_errno(errno, "io-error", "fsync " + m_dir);
+    stop_on_errno(errno, "io-error", "fsync " + m_dir);
   }
 }
 
@@ -1321,47 +1141,6 @@ void Engine::rewrite(const FileFacts& ff, SetEntry& e)
 }
 
 } // namespace
-
-FileUsers find_users(const std::string& path, const ProcScan& procs)
-{
-  FileUsers out;
-  struct stat st = {};
-  if (::stat(path.c_str(), &st) < 0) {
-    return out;
-  }
-  const int self = static_cast<int>(::getpid());
-  for (const auto& of : procs.open_files) {
-    if (of.dev != st.st_dev || of.ino != st.st_ino || of.pid == self) {
-      continue;
-    }
-    bool od = of.flags && flags_have_o_direct(*of.flags);
-    bool wr = of.flags && flags_writable(*of.flags);
-    out.users.push_back({of.pid, of.comm, of.fd, od, wr});
-    for (const auto& l : of.locks) {
-      SetLock sl;
-      sl.pid = l.pid ? l.pid : std::optional<int>(of.pid);
-      sl.kind = l.kind;
-      sl.mode = l.mode;
-      sl.start = l.start;
-      sl.end = l.end;
-      sl.qemu = is_qemu_lock(l);
-      sl.seen_by = "fdinfo";
-      out.locks.push_back(sl);
-    }
-  }
-  sys::Fd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
-  if (fd) {
-    for (const auto& l : probe_locks(fd.get())) {
-      bool known = std::any_of(out.locks.begin(), out.locks.end(), [&](const SetLock& o) {
-        return o.start == l.start && o.end == l.end && o.mode == l.mode && o.kind == l.kind;
-      });
-      if (!known) {
-        out.locks.push_back(l);
-      }
-    }
-  }
-  return out;
-}
 
 SetResult set_cow_attribute(const SetOptions& opts,
                             const std::function<void(const SetProgress&)>& progress,

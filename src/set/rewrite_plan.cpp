@@ -16,38 +16,9 @@ namespace vmcsum::core {
 
 namespace {
 
-constexpr const char* k_temp_marker = ".vmcsum-tmp.";
-constexpr size_t k_random_len = 6;
-
 std::string target_name(CowTarget t)
 {
   return t == CowTarget::nocow ? "NOCOW" : "COW with checksums";
-}
-
-std::string users_text(const std::vector<SetUser>& users)
-{
-  std::string s;
-  for (const auto& u : users) {
-    std::string how = u.writable ? "write" : "read";
-    if (u.o_direct) {
-      how += ", O_DIRECT";
-    }
-    s += (s.empty() ? "" : ", ") + u.comm + "[" + std::to_string(u.pid) + "] (" + how + ")";
-  }
-  return s;
-}
-
-std::string locks_text(const std::vector<SetLock>& locks)
-{
-  std::string s;
-  for (const auto& l : locks) {
-    std::string range = "bytes " + std::to_string(l.start) + "-" +
-                        (l.end ? std::to_string(*l.end) : std::string("EOF"));
-    std::string who = l.pid ? " by pid " + std::to_string(*l.pid) : std::string();
-    s += (s.empty() ? "" : ", ") + l.kind + " " + l.mode + " lock on " + range + who +
-         (l.qemu ? " (QEMU's image lock)" : "");
-  }
-  return s;
 }
 
 bool has_compression_setting(const SetFacts& f)
@@ -93,25 +64,15 @@ bool in_target_state(uint64_t inode_flags, CowTarget target)
   return target == CowTarget::nocow ? (inode_flags & both) == both : (inode_flags & both) == 0;
 }
 
-std::vector<SetRefusal> in_use_refusals(const std::vector<SetUser>& users,
-                                        const std::vector<SetLock>& locks)
-{
-  std::vector<SetRefusal> out;
-  if (!users.empty()) {
-    out.push_back(
-      {"in-use", "is open by " + users_text(users) + ": stop the VM (or whatever uses it) first"});
-  }
-  if (!locks.empty()) {
-    out.push_back({"locked", "is locked: " + locks_text(locks)});
-  }
-  return out;
-}
-
 SetPlan plan_set(const SetFacts& f, CowTarget target, const std::string& path)
 {
   SetPlan p;
   auto refuse = [&](const char* code, const std::string& message) {
     p.refusals.push_back({code, message});
+    p.action = SetAction::refused;
+  };
+  auto add = [&](Refusal r) {
+    p.refusals.push_back(std::move(r));
     p.action = SetAction::refused;
   };
   const bool nocow = target == CowTarget::nocow;
@@ -127,8 +88,7 @@ SetPlan plan_set(const SetFacts& f, CowTarget target, const std::string& path)
       p.notes.push_back(f.kind + ": not acted on inside a -r walk");
       return p;
     }
-    refuse("not-regular",
-           "is a " + f.kind + ": only regular files and directories have this attribute");
+    add(refuse_not_regular(f.kind));
     return p;
   }
   if (!f.on_btrfs) {
@@ -147,7 +107,7 @@ SetPlan plan_set(const SetFacts& f, CowTarget target, const std::string& path)
       return p;
     }
     if (f.read_only) {
-      refuse("read-only", "the filesystem or subvolume is read-only");
+      add(refuse_read_only());
     }
     if (nocow && has_compression_setting(f)) {
       refuse("compressed", "has compression " + f.compression + " set by " + f.compression_source +
@@ -180,12 +140,10 @@ SetPlan plan_set(const SetFacts& f, CowTarget target, const std::string& path)
     return p;
   }
   if (f.read_only) {
-    refuse("read-only", "the filesystem or subvolume is read-only");
+    add(refuse_read_only());
   }
   if (f.attr_flags & (FS_IMMUTABLE_FL | FS_APPEND_FL)) {
-    refuse("immutable", std::string("is ") +
-                          ((f.attr_flags & FS_IMMUTABLE_FL) ? "immutable" : "append-only") +
-                          ": it cannot be replaced; clear that first (chattr -i -a " + path + ")");
+    add(refuse_immutable(f.attr_flags, path));
   }
   if (nocow && has_compression_setting(f)) {
     refuse("compressed", "has compression " + f.compression + " set by " + f.compression_source +
@@ -210,13 +168,10 @@ SetPlan plan_set(const SetFacts& f, CowTarget target, const std::string& path)
   }
 
   if (f.nlink > 1) {
-    refuse("hard-links", "has " + std::to_string(f.nlink) +
-                           " hard links: a rewrite gives this name a new inode and the other "
-                           "names would keep the old one; remove the other links first");
+    add(refuse_hard_links(f.nlink));
   }
   for (auto& r : in_use_refusals(f.users, f.locks)) {
-    p.refusals.push_back(std::move(r));
-    p.action = SetAction::refused;
+    add(std::move(r));
   }
   if (nocow && !has_compression_setting(f) && f.compressed_bytes > 0 &&
       !compression_turned_off(f)) {
@@ -232,10 +187,7 @@ SetPlan plan_set(const SetFacts& f, CowTarget target, const std::string& path)
   }
   p.needed_bytes = f.allocated + space_margin(f.allocated);
   if (f.free_bytes && *f.free_bytes < p.needed_bytes) {
-    refuse("no-space", "needs " + human_bytes(p.needed_bytes) + " free (" +
-                         human_bytes(f.allocated) + " of data + " +
-                         human_bytes(space_margin(f.allocated)) +
-                         " margin) for the copy, the filesystem has " + human_bytes(*f.free_bytes));
+    add(refuse_no_space(p.needed_bytes, f.allocated, space_margin(f.allocated), *f.free_bytes));
   }
   if (!p.refusals.empty()) {
     return p;
@@ -254,7 +206,8 @@ SetPlan plan_set(const SetFacts& f, CowTarget target, const std::string& path)
                       "; NOCOW files are never compressed");
   }
   p.steps.push_back("create a temp file " + temp_name_for("NAME", "XXXXXX") +
-                    " in the same directory (O_EXCL, mode 0600) and lock it");
+                    " in the same directory (O_TMPFILE, locked and marked as vmcsum's before it "
+                    "is linked under that new name, mode 0600)");
   p.steps.push_back("take a write lease on the file: refused if anyone has it open, broken "
                     "(and the rewrite abandoned) if anyone opens it meanwhile");
   p.steps.push_back(std::string(nocow ? "set" : "clear") +
@@ -269,40 +222,6 @@ SetPlan plan_set(const SetFacts& f, CowTarget target, const std::string& path)
   p.steps.push_back("atomically exchange it with " + path +
                     " (renameat2 RENAME_EXCHANGE), remove the old inode, fsync the directory");
   return p;
-}
-
-std::string temp_name_for(const std::string& name, const std::string& random6)
-{
-  const size_t overhead = 1 + std::char_traits<char>::length(k_temp_marker) + random6.size();
-  size_t keep = name.size();
-  if (keep + overhead > NAME_MAX) {
-    keep = NAME_MAX - overhead;
-    // Do not cut a UTF-8 sequence in half: back off over continuation bytes.
-    while (keep > 0 && (static_cast<unsigned char>(name[keep]) & 0xC0) == 0x80) {
-      --keep;
-    }
-  }
-  return "." + name.substr(0, keep) + k_temp_marker + random6;
-}
-
-bool is_temp_name(const std::string& entry)
-{
-  const size_t marker = std::char_traits<char>::length(k_temp_marker);
-  if (entry.size() < 1 + 1 + marker + k_random_len || entry[0] != '.') {
-    return false;
-  }
-  const size_t at = entry.size() - k_random_len - marker;
-  if (entry.compare(at, marker, k_temp_marker) != 0) {
-    return false;
-  }
-  return std::all_of(entry.end() - k_random_len, entry.end(),
-                     [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; });
-}
-
-bool is_temp_name_for(const std::string& entry, const std::string& name)
-{
-  return is_temp_name(entry) &&
-         entry == temp_name_for(name, entry.substr(entry.size() - k_random_len));
 }
 
 void add_range(std::vector<ByteRange>& ranges, uint64_t offset, uint64_t length)

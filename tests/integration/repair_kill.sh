@@ -140,7 +140,7 @@ check "rerun: the whole file reads without EIO" reads_ok "$IMG"
 check "rerun: content = the original, mirror 1 where damaged" cmp -- "$REF" "$IMG"
 check_eq "rerun: no pending backup left" "" "$(pending)"
 check_eq "rerun: no backup temp file of a killed run left" "" \
-  "$(find "$BK" -maxdepth 1 -name '.vmcsum-backup.tmp-*' -printf '%f\n')"
+  "$(find "$BK" -maxdepth 1 -name '*.vmcsum-tmp.*' -printf '%f\n')"
 rc=0
 "$VMCSUM" --json scrub --no-progress --no-history "$IMG" >"$IT_TMP/scrub.json" 2>/dev/null || rc=$?
 check_eq "rerun: vmcsum scrub finds nothing" "0 0" "$rc $(jq '[.files[].bad[]] | length' "$IT_TMP/scrub.json")"

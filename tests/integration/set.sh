@@ -290,7 +290,20 @@ mount -o remount,rw "$MNT"
 
 note "--- leftovers of interrupted runs; -r walks"
 left=$MNT/.other.raw.vmcsum-tmp.AbC123
+# An image that is only named like a temp file is never removed (issue 12 #3): a leftover must
+# carry the marker vmcsum sets before the name exists (trusted.*: root only, unforgeable).
 head -c 100000 /dev/urandom >"$left"
+shal=$(sha256sum <"$left")
+vset --nocow "$MNT/other.raw"
+check_eq "named like a temp file, not marked: kept, reported, exit 1" "false 1 $shal" \
+  "$(jf '.leftovers[0].removed') $RC $(sha256sum <"$left")"
+check "not marked: says why" jq -e '.leftovers[0].error | test("not marked")' "$OUT"
+setfattr -n user.vmcsum.temp -v "${left##*/}" "$left"
+vset --nocow "$MNT/other.raw"
+check_eq "a user.* marker does not convince root: kept" "false $shal" \
+  "$(jf '.leftovers[0].removed') $(sha256sum <"$left")"
+# What a killed vmcsum leaves: the trusted marker naming the file's own name.
+setfattr -n trusted.vmcsum.temp -v "${left##*/}" "$left"
 vset --nocow "$MNT/other.raw"
 check_eq "leftover: removed and reported, exit 1" "true 1" "$(jf '.leftovers[0].removed') $RC"
 check_eq "leftover: gone" 0 "$(temps_of "$MNT/other.raw")"
@@ -324,6 +337,7 @@ dd if=/dev/urandom of="$MNT/outside.raw" bs=64K count=1 status=none
 ln -s ../outside.raw "$MNT/tree/link.raw"
 mkfifo "$MNT/tree/sub/fifo"
 head -c 1000 /dev/urandom >"$MNT/tree/sub/.b.raw.vmcsum-tmp.ZZZ999"
+setfattr -n trusted.vmcsum.temp -v .b.raw.vmcsum-tmp.ZZZ999 "$MNT/tree/sub/.b.raw.vmcsum-tmp.ZZZ999"
 vset --nocow -r "$MNT/tree"
 check_eq "-r: exit 1 (a leftover was removed), nothing refused" "1 0" \
   "$RC $(jf '[.files[] | select(.action == "refused" or .action == "failed")] | length')"

@@ -9,6 +9,7 @@
 
 #include <vmcsum/scrub/scrub.hpp>
 #include <vmcsum/set/rewrite.hpp>
+#include <vmcsum/write/guard.hpp>
 
 #include <atomic>
 #include <cstdint>
@@ -20,18 +21,14 @@
 
 namespace vmcsum::core {
 
-// What became of one file (JSON "action": repair_action_name()).
-enum class RepairAction {
-  repaired,      // rewritten (or read-repaired) and verified
-  clean,         // nothing to do
-  left,          // bad sectors remain, none of which repair may touch (see skipped)
-  refused,       // nothing was changed
-  failed,        // stopped midway or the verification failed (see code)
-  would_repair,  // --dry-run
-  restored,      // --undo
-  would_restore, // --undo --dry-run
-};
-const char* repair_action_name(RepairAction a);
+// What became of one file: the one outcome enum of every image-writing command
+// (write/guard.hpp), whose name table gives the JSON "action" (repaired, clean, left, refused,
+// failed, would-repair; restored, would-restore for --undo).
+using RepairAction = Outcome;
+inline std::string repair_action_name(RepairAction a)
+{
+  return std::string(outcome_name(a));
+}
 
 // The code of a failed verification: the data may be at risk (a critical finding, not merely an
 // incomplete run).

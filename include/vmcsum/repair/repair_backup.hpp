@@ -20,6 +20,8 @@
 // before its first write to the image; undo restores only a backup whose digest has a record.
 #pragma once
 
+#include <vmcsum/sys/temp_file.hpp>
+
 #include <cstdint>
 #include <cstdio>
 #include <functional>
@@ -91,12 +93,10 @@ private:
   std::unique_ptr<Sha> m_sha;
   std::string m_sha256;
   std::string m_dir;
-  std::string m_tmp;
-  int m_fd = -1;
+  std::unique_ptr<sys::TempFile> m_tmp; // unlinked by its destructor unless committed
   uint64_t m_count = 0;
   uint64_t m_bytes = 0;
   uint64_t m_chain = 0;
-  bool m_committed = false;
 };
 
 // Reads a backup written by BackupWriter, record by record (bounded memory). The constructor
@@ -134,12 +134,9 @@ private:
   uint64_t m_chain = 0;
 };
 
-// The name of a backup being written (".vmcsum-backup.tmp-" and 8 hex digits), which no
-// committed backup's name can be.
-bool is_backup_temp_name(std::string_view name);
-
-// Removes the temp files of backups that a killed run never finished (never those another
-// running vmcsum holds locked); returns their paths.
+// Removes the temp files of backups that a killed run never finished: only temps vmcsum marked
+// as its own and no running vmcsum holds locked (sys::remove_stale_temps; never an image merely
+// named like one); returns their paths.
 std::vector<std::string> remove_stale_backup_temps(const std::string& dir);
 
 // "<name>.<inode>.<YYYYmmddTHHMMSSZ>.vmcsum-backup"; the pending suffix marks a repair not yet

@@ -9,6 +9,8 @@
 #pragma once
 
 #include <vmcsum/host/proc_scan.hpp>
+#include <vmcsum/sys/temp_file.hpp>
+#include <vmcsum/write/guard.hpp>
 
 #include <atomic>
 #include <cstdint>
@@ -32,27 +34,12 @@ enum class SetAction {
   skipped,   // inside a -r walk: symlinks, FIFOs, devices... are not acted on
 };
 
-// A process that has the file open (from /proc/PID/fd and fdinfo).
-struct SetUser
-{
-  int pid = 0;
-  std::string comm;
-  int fd = 0;
-  bool o_direct = false;
-  bool writable = false;
-};
-
-// A lock on the file, seen in fdinfo "lock:" lines or by probing with F_OFD_GETLK.
-struct SetLock
-{
-  std::optional<int> pid; // nullopt for OFD locks (they belong to an open file, not a process)
-  std::string kind;       // OFDLCK, POSIX, FLOCK, LEASE
-  std::string mode;       // READ or WRITE
-  uint64_t start = 0;
-  std::optional<uint64_t> end; // inclusive; nullopt = to the end of the file
-  bool qemu = false;           // on QEMU's lock bytes (100+, 200+)
-  std::string seen_by;         // "fdinfo" or "F_OFD_GETLK"
-};
+// The image-write safety types live in write/guard.hpp (shared with repair); these names are
+// kept for the code that still uses them.
+using SetUser = ImageUser;
+using SetLock = ImageLock;
+using SetRefusal = Refusal;
+using FileUsers = ImageUsers;
 
 // The inputs of the decision table, gathered by set_cow_attribute() (or written by unit tests).
 struct SetFacts
@@ -78,13 +65,6 @@ struct SetFacts
   std::optional<uint64_t> free_bytes; // statvfs f_bavail * f_frsize (btrfs divides by the profile)
 };
 
-struct SetRefusal
-{
-  std::string code; // stable: not-found, not-btrfs, not-regular, read-only, needs-root, immutable,
-                    // hard-links, in-use, locked, compressed, no-space
-  std::string message;
-};
-
 struct SetPlan
 {
   SetAction action = SetAction::refused;
@@ -104,31 +84,14 @@ std::string cow_state_name(uint64_t inode_flags);
 // Whether inode flags already are what `target` asks for.
 bool in_target_state(uint64_t inode_flags, CowTarget target);
 
-// The in-use and locked refusals (codes "in-use", "locked"), worded for any command that
-// writes an image: set, repair.
-std::vector<SetRefusal> in_use_refusals(const std::vector<SetUser>& users,
-                                        const std::vector<SetLock>& locks);
-
-struct FileUsers
-{
-  std::vector<SetUser> users;
-  std::vector<SetLock> locks;
-};
-// Who else has the file open and which locks are on it: /proc/PID/fd and fdinfo from `procs`
-// (this process left out), then F_OFD_GETLK for what /proc cannot see (other PID namespaces,
-// hidepid). Never blocks: the probe opens with O_NONBLOCK.
-FileUsers find_users(const std::string& path, const ProcScan& procs);
-
 // The decision table. Pure: everything it needs is in `facts`. `path` is only used in messages.
 SetPlan plan_set(const SetFacts& facts, CowTarget target, const std::string& path);
 
-// Temp files are ".<name>.vmcsum-tmp.<6 random letters/digits>" beside the file, with <name>
-// shortened (at a UTF-8 boundary) so that the whole fits NAME_MAX.
-std::string temp_name_for(const std::string& name, const std::string& random6);
-// A leftover of any interrupted run.
-bool is_temp_name(const std::string& entry);
-// A leftover of an interrupted run on the file called `name`.
-bool is_temp_name_for(const std::string& entry, const std::string& name);
+// Temp files are sys::TempFile's (".<name>.vmcsum-tmp.<6 random letters/digits>" beside the
+// file, marked and locked); the names are sys::temp_name_for() and friends.
+using sys::is_temp_name;
+using sys::is_temp_name_for;
+using sys::temp_name_for;
 
 struct ByteRange
 {
@@ -178,9 +141,9 @@ struct SetEntry
   std::optional<std::string> symlink_target; // when `path` is a symlink (acted on its target)
   std::string acted_on;                      // the real path that was changed
   std::string kind;
-  // flag-set, rewritten, unchanged, refused, skipped or failed. With --dry-run: what would be
-  // done (flag-set, rewritten, unchanged, refused or skipped).
-  std::string action;
+  // flag_set, rewritten, unchanged, refused, skipped or failed. With --dry-run: what would be
+  // done (flag_set, rewritten, unchanged, refused or skipped). JSON: outcome_name().
+  Outcome action = Outcome::refused;
   std::string code; // refused/failed/skipped: the stable reason code; "" otherwise
   std::string reason;
   std::vector<SetRefusal> refusals;

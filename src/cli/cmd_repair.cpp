@@ -240,6 +240,82 @@ std::string read_file_or_stdin(const std::string& path)
   }
 }
 
+using Report = std::optional<std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>>>;
+
+core::RepairResult run_engine(const RepairCli& cli, uint64_t rate, const Report& report,
+                              Output& out)
+{
+  StopSignals signals;
+  ProgressBar bar(!cli.no_progress && progress_wanted(out.options().quiet));
+  auto progress = [&](const core::RepairProgress& p) {
+    bar.update(p.path, p.phase, p.done, p.total);
+  };
+  if (!cli.undo.empty()) {
+    core::UndoOptions uo;
+    uo.backup = cli.undo;
+    if (cli.prefer_mirror) {
+      uo.prefer_mirror = cli.prefer_mirror;
+    }
+    uo.force = cli.force;
+    uo.dry_run = cli.dry_run;
+    uo.limit_rate = rate;
+    uo.proc_dir = cli.proc_dir;
+    uo.state_dir = out.options().state_dir;
+    return core::undo_repair(uo, progress, StopSignals::cancel());
+  }
+  core::RepairOptions ro;
+  ro.paths = cli.paths;
+  ro.from_report = report;
+  if (cli.prefer_mirror) {
+    ro.prefer_mirror = cli.prefer_mirror;
+  }
+  ro.include_undetermined = cli.include_undetermined;
+  ro.then_nocow = cli.then_nocow;
+  ro.backup_dir = cli.backup_dir;
+  ro.dry_run = cli.dry_run;
+  ro.limit_rate = rate;
+  ro.proc_dir = cli.proc_dir;
+  ro.vm_configs = cli.vm_configs;
+  ro.state_dir = out.options().state_dir;
+  return core::repair(ro, progress, StopSignals::cancel());
+}
+
+int run_repair(const RepairCli& cli, uint64_t rate, const Report& report, Output& out)
+{
+  const core::RepairResult r = run_engine(cli, rate, report, out);
+  int status = exit_code::clean;
+  for (const auto& e : r.files) {
+    status = std::max(status, entry_status(e));
+  }
+  // A signal that arrived during the verification still ends the command as interrupted.
+  if (StopSignals::signal() != 0) {
+    status = exit_code::interrupted + StopSignals::signal();
+  }
+  if (out.options().json) {
+    nlohmann::ordered_json doc = {{"schema", "vmcsum.repair/1"}};
+    doc["dry_run"] = cli.dry_run;
+    doc["undo"] = !cli.undo.empty();
+    auto& files = doc["files"] = nlohmann::ordered_json::array();
+    for (const auto& e : r.files) {
+      files.push_back(entry_json(e));
+    }
+    doc["notes"] = r.notes;
+    doc["exit_code"] = status;
+    out.emit_json(doc);
+  } else {
+    render_text(r, cli.dry_run, out);
+  }
+  for (const auto& e : r.files) {
+    if (stopped(e.action)) {
+      out.error(core::escape_name(e.path) + ": " + e.reason);
+    }
+    for (const auto& n : e.notes) {
+      out.warn(core::escape_name(e.path) + ": " + n);
+    }
+  }
+  return status;
+}
+
 } // namespace
 
 void register_repair(CLI::App& app, Runner& runner)
@@ -293,7 +369,7 @@ void register_repair(CLI::App& app, Runner& runner)
     if (!cli->limit_rate.empty()) {
       rate = parse_rate(cli->limit_rate, "--limit-rate");
     }
-    std::optional<std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>>> report;
+    Report report;
     if (!cli->from.empty()) {
       try {
         report = core::parse_scrub_report(read_file_or_stdin(cli->from));
@@ -301,76 +377,7 @@ void register_repair(CLI::App& app, Runner& runner)
         throw CLI::ValidationError("--from", e.what());
       }
     }
-    runner = [cli, rate, report](Output& out) {
-      core::RepairResult r;
-      {
-        StopSignals signals;
-        ProgressBar bar(!cli->no_progress && progress_wanted(out.options().quiet));
-        auto progress = [&](const core::RepairProgress& p) {
-          bar.update(p.path, p.phase, p.done, p.total);
-        };
-        if (!cli->undo.empty()) {
-          core::UndoOptions uo;
-          uo.backup = cli->undo;
-          if (cli->prefer_mirror) {
-            uo.prefer_mirror = cli->prefer_mirror;
-          }
-          uo.force = cli->force;
-          uo.dry_run = cli->dry_run;
-          uo.limit_rate = rate;
-          uo.proc_dir = cli->proc_dir;
-          uo.state_dir = out.options().state_dir;
-          r = core::undo_repair(uo, progress, StopSignals::cancel());
-        } else {
-          core::RepairOptions ro;
-          ro.paths = cli->paths;
-          ro.from_report = report;
-          if (cli->prefer_mirror) {
-            ro.prefer_mirror = cli->prefer_mirror;
-          }
-          ro.include_undetermined = cli->include_undetermined;
-          ro.then_nocow = cli->then_nocow;
-          ro.backup_dir = cli->backup_dir;
-          ro.dry_run = cli->dry_run;
-          ro.limit_rate = rate;
-          ro.proc_dir = cli->proc_dir;
-          ro.vm_configs = cli->vm_configs;
-          ro.state_dir = out.options().state_dir;
-          r = core::repair(ro, progress, StopSignals::cancel());
-        }
-      }
-      int status = exit_code::clean;
-      for (const auto& e : r.files) {
-        status = std::max(status, entry_status(e));
-      }
-      // A signal that arrived during the verification still ends the command as interrupted.
-      if (StopSignals::signal() != 0) {
-        status = exit_code::interrupted + StopSignals::signal();
-      }
-      if (out.options().json) {
-        nlohmann::ordered_json doc = {{"schema", "vmcsum.repair/1"}};
-        doc["dry_run"] = cli->dry_run;
-        doc["undo"] = !cli->undo.empty();
-        auto& files = doc["files"] = nlohmann::ordered_json::array();
-        for (const auto& e : r.files) {
-          files.push_back(entry_json(e));
-        }
-        doc["notes"] = r.notes;
-        doc["exit_code"] = status;
-        out.emit_json(doc);
-      } else {
-        render_text(r, cli->dry_run, out);
-      }
-      for (const auto& e : r.files) {
-        if (stopped(e.action)) {
-          out.error(core::escape_name(e.path) + ": " + e.reason);
-        }
-        for (const auto& n : e.notes) {
-          out.warn(core::escape_name(e.path) + ": " + n);
-        }
-      }
-      return status;
-    };
+    runner = [cli, rate, report](Output& out) { return run_repair(*cli, rate, report, out); };
   });
 }
 

@@ -11,6 +11,7 @@
 #include <vmcsum/measure/probe.hpp>
 #include <vmcsum/scrub/scrub_state.hpp>
 #include <vmcsum/sys/fd.hpp>
+#include <vmcsum/sys/io.hpp>
 #include <vmcsum/sys/path.hpp>
 #include <vmcsum/sys/walk.hpp>
 
@@ -28,7 +29,6 @@
 #include <linux/fs.h>
 #include <pwd.h>
 #include <sys/ioctl.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 namespace vmcsum::core {
@@ -85,16 +85,9 @@ bool worth_sniffing(const std::string& path, uint64_t size)
   return size >= sniff_any_size || (size >= min_image_size && has_image_extension(path));
 }
 
-// Reads the head and tail of a file without following a symlink or blocking on a FIFO.
-ImageFormat sniff(const std::string& path, uint64_t size)
+// The head and tail of an open file, and its name, say its format.
+ImageFormat sniff_fd(const sys::Fd& owned, uint64_t size, const std::string& name)
 {
-  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
-  if (fd < 0 && errno == EPERM) {
-    // O_NOATIME is only for the owner or CAP_FOWNER.
-    fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
-  }
-  sys::Fd owned(fd);
-  std::string name = path.substr(path.find_last_of('/') + 1);
   if (!owned) {
     return detect_image_format({}, {}, name);
   }
@@ -114,6 +107,35 @@ ImageFormat sniff(const std::string& path, uint64_t size)
   }
   return detect_image_format(head_span, std::span<const uint8_t>(tail, t > 0 ? size_t(t) : 0),
                              name);
+}
+
+// Reads the head and tail of a file without following a symlink or blocking on a FIFO.
+ImageFormat sniff(const std::string& path, uint64_t size)
+{
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+  if (fd < 0 && errno == EPERM) {
+    // O_NOATIME is only for the owner or CAP_FOWNER.
+    fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+  }
+  return sniff_fd(sys::Fd(fd), size, sys::base_name(path));
+}
+
+// The same for an entry of a walk: opened relative to its directory, and only if it is still
+// the regular file the walk examined (a FIFO or symlink swapped in is not read).
+ImageFormat sniff(sys::WalkEntry& e, uint64_t size)
+{
+  sys::Fd fd;
+  try {
+    fd = e.open_regular(O_RDONLY | O_NOATIME);
+  } catch (const Error& err) {
+    if (err.sys_errno() == EPERM) {
+      try {
+        fd = e.open_regular(O_RDONLY); // O_NOATIME is only for the owner or CAP_FOWNER
+      } catch (const Error&) {
+      }
+    }
+  }
+  return sniff_fd(fd, size, e.name());
 }
 
 struct Candidate
@@ -147,9 +169,7 @@ AuditResult audit(const AuditOptions& opts)
   if (opts.kernel_release) {
     result.kernel.release = *opts.kernel_release;
   } else {
-    struct utsname u = {};
-    ::uname(&u);
-    result.kernel.release = u.release;
+    result.kernel.release = sys::kernel_release();
   }
   if (auto v = parse_kernel_release(result.kernel.release)) {
     result.kernel.policy = dio_policy_for(*v);
@@ -205,9 +225,9 @@ AuditResult audit(const AuditOptions& opts)
     // Walk from the canonical root so that every path found is canonical too.
     const std::string root = sys::canonical_path(given_root);
     result.searched.push_back(root);
-    walk_tree(
+    sys::walk_tree(
       root,
-      [&](WalkEntry& e) {
+      [&](sys::WalkEntry& e) {
         const bool named = explicit_root && e.path() == root;
         if (e.d_type() != DT_REG) {
           if (named) {
@@ -230,7 +250,7 @@ AuditResult audit(const AuditOptions& opts)
         if (named) {
           add_candidate(e.path(), "walk:" + root, true);
         } else if (worth_sniffing(e.path(), size)) {
-          if (auto fmt = sniff(e.path(), size); fmt != ImageFormat::unknown) {
+          if (auto fmt = sniff(e, size); fmt != ImageFormat::unknown) {
             add_candidate(e.path(), "walk:" + root, false, fmt, st, true);
           }
         }

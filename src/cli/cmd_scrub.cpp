@@ -358,10 +358,16 @@ void register_scrub(CLI::App& app, Runner& runner)
         ho.state_dir = cli->opts.state_dir;
         r = core::scrub_history(cli->opts.paths, ho);
       } else {
+        // The same stop handling as set and repair: a signal stops the scrub between reads and
+        // the report says interrupted (exit 128 + the signal).
+        StopSignals signals;
         ProgressBar bar(!cli->no_progress && progress_wanted(out.options().quiet));
-        r = core::scrub(cli->opts, [&bar](uint64_t d, uint64_t t, const std::string& p) {
-          bar.update(p, "", d, t);
-        });
+        sys::Cancel cancel;
+        cancel.flag = &StopSignals::cancel();
+        r = core::scrub(
+          cli->opts,
+          [&bar](uint64_t d, uint64_t t, const std::string& p) { bar.update(p, "", d, t); },
+          cancel);
       }
       int status = exit_code::clean;
       for (const auto& f : r.files) {
@@ -370,6 +376,9 @@ void register_scrub(CLI::App& app, Runner& runner)
         } else if (!f.bad.empty() || !f.divergent.empty() || !f.kernel_only_eio.empty()) {
           status = std::max(status, exit_code::critical);
         }
+      }
+      if (r.interrupted && StopSignals::signal() != 0) {
+        status = exit_code::interrupted + StopSignals::signal();
       }
       if (cli->history && !r.history.empty()) {
         for (const auto& h : r.history) {
@@ -389,6 +398,7 @@ void register_scrub(CLI::App& app, Runner& runner)
           hist.push_back(history_json(h));
         }
         doc["notes"] = r.notes;
+        doc["interrupted"] = r.interrupted;
         doc["exit_code"] = status;
         out.emit_json(doc);
       } else {
@@ -408,6 +418,12 @@ void register_scrub(CLI::App& app, Runner& runner)
       }
       for (const auto& n : r.notes) {
         out.warn(n);
+      }
+      if (r.interrupted) {
+        out.error("interrupted" +
+                  (StopSignals::signal() ? " by signal " + std::to_string(StopSignals::signal())
+                                         : std::string()) +
+                  ": the files after the one being scrubbed were not scrubbed");
       }
       return status;
     };

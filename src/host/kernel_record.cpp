@@ -4,13 +4,12 @@
 #include <vmcsum/error.hpp>
 #include <vmcsum/host/kernel_record.hpp>
 #include <vmcsum/sys/durable_file.hpp>
+#include <vmcsum/sys/io.hpp>
 
 #include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstdlib>
-
-#include <sys/utsname.h>
 
 namespace vmcsum::core {
 
@@ -160,9 +159,7 @@ std::string current_boot_id()
 
 std::string current_release()
 {
-  struct utsname u = {};
-  ::uname(&u);
-  return u.release;
+  return sys::kernel_release();
 }
 
 KernelRecord load_record(const std::string& state_dir, const std::string& fsid)

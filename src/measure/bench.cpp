@@ -8,6 +8,7 @@
 #include <vmcsum/measure/bench.hpp>
 #include <vmcsum/measure/probe.hpp>
 #include <vmcsum/report/text.hpp>
+#include <vmcsum/sys/io.hpp>
 #include <vmcsum/sys/mount_table.hpp>
 #include <vmcsum/sys/signals.hpp>
 
@@ -22,7 +23,6 @@
 #include <linux/magic.h>
 #include <sys/resource.h>
 #include <sys/statfs.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 namespace vmcsum::core {
@@ -202,7 +202,7 @@ struct RunSpec
 
 // One measured run: writes, then fsync, all inside the timed and CPU-accounted span.
 BenchRun run_once(int fd, const std::string& display, const RunSpec& spec,
-                  const detail::AlignedBuffer& data, const sys::DeferSignals& signals)
+                  const sys::AlignedBuffer& data, const sys::DeferSignals& signals)
 {
   std::mt19937_64 rng(spec.seed);
   const uint64_t blocks = spec.file_size / spec.block;
@@ -248,7 +248,7 @@ BenchRun run_once(int fd, const std::string& display, const RunSpec& spec,
 // Writes the file sequentially so that every measured write is an overwrite, as in a VM image
 // that has been in use: NOCOW then writes in place, checksummed files copy on write.
 uint64_t prefill(int fd, const std::string& display, uint64_t max_size, double budget,
-                 const detail::AlignedBuffer& data, const sys::DeferSignals& signals)
+                 const sys::AlignedBuffer& data, const sys::DeferSignals& signals)
 {
   RunSpec spec;
   spec.sequential = true;
@@ -265,11 +265,7 @@ std::string release_of(const std::optional<std::string>& given)
   if (given) {
     return *given;
   }
-  struct utsname u
-  {
-  };
-  ::uname(&u);
-  return u.release;
+  return sys::kernel_release();
 }
 
 } // namespace
@@ -373,7 +369,7 @@ BenchResult bench(const BenchOptions& opts)
       throw Error(Errc::unsupported, "could not make one checksummed and one NOCOW scratch file",
                   r.scratch_dir);
     }
-    detail::AlignedBuffer data(mib);
+    sys::AlignedBuffer data(mib);
     std::mt19937_64 fill(0x766d6373756dULL);
     for (size_t i = 0; i + 8 <= data.size(); i += 8) {
       uint64_t v = fill();

@@ -9,6 +9,7 @@
 #include <vmcsum/error.hpp>
 #include <vmcsum/measure/probe.hpp>
 #include <vmcsum/report/text.hpp>
+#include <vmcsum/sys/io.hpp>
 #include <vmcsum/sys/mount_table.hpp>
 #include <vmcsum/sys/signals.hpp>
 
@@ -34,7 +35,6 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 namespace vmcsum::core {
@@ -615,7 +615,7 @@ bool trace_method(FsProbe& fs, const FsContext& ctx, const std::string& tracefs,
   bool filtered = inst.filter("ino == " + std::to_string(csum.ino()) +
                               " || ino == " + std::to_string(nocow.ino()));
   inst.enable(true);
-  detail::AlignedBuffer buf(k_trace_write);
+  sys::AlignedBuffer buf(k_trace_write);
   std::memset(buf.data(), 0xa5, buf.size());
   for (const auto* f : {&csum, &nocow}) {
     for (unsigned i = 0; i < k_trace_writes; ++i) {
@@ -674,7 +674,7 @@ bool trace_method(FsProbe& fs, const FsContext& ctx, const std::string& tracefs,
 RaceObservation run_race(const detail::ScratchFile& f, uint64_t total, uint64_t wsize,
                          const Stop& stop)
 {
-  detail::AlignedBuffer buf(wsize);
+  sys::AlignedBuffer buf(wsize);
   std::memset(buf.data(), 0x5a, buf.size());
   std::atomic<bool> done{false};
   std::atomic<uint64_t> changes{0};
@@ -832,11 +832,7 @@ std::string running_release(const std::optional<std::string>& given)
   if (given) {
     return *given;
   }
-  struct utsname u
-  {
-  };
-  ::uname(&u);
-  return u.release;
+  return sys::kernel_release();
 }
 
 // Opens the directory for scratch files of `path` and checks that it is on btrfs.

@@ -4,6 +4,7 @@
 
 #include <vmcsum/btrfs/ioctl.hpp>
 #include <vmcsum/error.hpp>
+#include <vmcsum/sys/io.hpp>
 #include <vmcsum/sys/path.hpp>
 
 #include <cerrno>
@@ -13,7 +14,6 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 namespace vmcsum::core::detail {
@@ -58,25 +58,6 @@ ScratchFile ScratchFile::create(const std::string& dir, bool nocow)
   return f;
 }
 
-void AlignedBuffer::Free::operator()(unsigned char* p) const
-{
-  std::free(p);
-}
-
-AlignedBuffer::AlignedBuffer(size_t size)
-  : m_size(size)
-{
-  void* mem = nullptr;
-  long page = ::sysconf(_SC_PAGESIZE);
-  size_t align = page > 0 ? static_cast<size_t>(page) : 4096;
-  size_t alloc = (size + align - 1) / align * align;
-  int err = ::posix_memalign(&mem, align, alloc);
-  if (err != 0) {
-    throw_errno(err, "posix_memalign");
-  }
-  m_data.reset(static_cast<unsigned char*>(mem));
-}
-
 std::string scratch_dir_of(const std::string& path)
 {
   struct stat st
@@ -98,13 +79,8 @@ std::string scratch_dir_of(const std::string& path)
 
 uint64_t free_bytes(const std::string& dir)
 {
-  struct statvfs sv
-  {
-  };
-  if (::statvfs(dir.c_str(), &sv) < 0) {
-    return 0;
-  }
-  return static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
+  sys::Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  return fd ? sys::free_bytes(fd.get()).value_or(0) : 0;
 }
 
 } // namespace vmcsum::core::detail

@@ -4,6 +4,7 @@
 // Scratch files for probe and bench (internal to the core library).
 #pragma once
 
+#include <vmcsum/sys/aligned_buffer.hpp>
 #include <vmcsum/sys/fd.hpp>
 
 #include <cstddef>
@@ -36,29 +37,11 @@ private:
   std::string m_display;
 };
 
-// A page-aligned buffer for O_DIRECT.
-class AlignedBuffer
-{
-public:
-  explicit AlignedBuffer(size_t size);
-  unsigned char* data() { return m_data.get(); }
-  const unsigned char* data() const { return m_data.get(); }
-  size_t size() const { return m_size; }
-
-private:
-  struct Free
-  {
-    void operator()(unsigned char* p) const;
-  };
-  std::unique_ptr<unsigned char, Free> m_data;
-  size_t m_size;
-};
-
 // The directory for scratch files: `path` itself if it is a directory, else its parent.
 // Throws Error when `path` does not exist.
 std::string scratch_dir_of(const std::string& path);
 
-// statvfs(2) f_bavail * f_frsize of the filesystem of `dir`; 0 when unknown.
+// Free bytes of the filesystem of `dir` (sys::free_bytes); 0 when unknown.
 uint64_t free_bytes(const std::string& dir);
 
 } // namespace vmcsum::core::detail

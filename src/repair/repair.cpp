@@ -43,6 +43,7 @@
 #include <vmcsum/scrub/scrub_state.hpp>
 #include <vmcsum/sys/aligned_buffer.hpp>
 #include <vmcsum/sys/durable_file.hpp>
+#include <vmcsum/sys/io.hpp>
 #include <vmcsum/sys/lease.hpp>
 #include <vmcsum/sys/path.hpp>
 #include <vmcsum/sys/walk.hpp>
@@ -70,31 +71,6 @@ constexpr long k_btrfs_magic = 0x9123683e;
 constexpr uint8_t k_extent_item_key = 168;
 constexpr uint64_t k_extent_tree = 2;
 constexpr uint64_t k_backup_margin = 1u << 20;
-
-std::optional<uint64_t> free_bytes(int fd)
-{
-  struct statvfs sv = {};
-  if (::fstatvfs(fd, &sv) < 0) {
-    return std::nullopt; // unknown: let the writes tell
-  }
-  return static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
-}
-
-// A sector from a device (O_DIRECT); false when it cannot be read.
-bool read_device(int fd, uint8_t* buf, size_t len, uint64_t off)
-{
-  for (size_t got = 0; got < len;) {
-    const ssize_t n = ::pread(fd, buf + got, len - got, static_cast<off_t>(off + got));
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      return false;
-    }
-    got += static_cast<size_t>(n);
-  }
-  return true;
-}
 
 bool extent_exists(int fd, uint64_t bytenr, const std::string& path)
 {
@@ -536,7 +512,7 @@ void ImageRepair::plan()
   }
   in.size = static_cast<uint64_t>(m_st0.st_size);
   in.sectorsize = m_ss;
-  in.free_bytes = free_bytes(*m_fd);
+  in.free_bytes = sys::free_bytes(*m_fd);
   m_plan = plan_repair(in);
   if (m_plan.refusal) {
     throw Stop{m_plan.refusal->action, m_plan.refusal->code,
@@ -611,7 +587,7 @@ void ImageRepair::prepare_backup_dir()
   if (!bd) {
     stop_on_errno(errno, "backup-dir", "open the backup directory " + m_opts.backup_dir);
   }
-  const uint64_t backup_free = free_bytes(*bd).value_or(~0ULL);
+  const uint64_t backup_free = sys::free_bytes(*bd).value_or(~0ULL);
   if (backup_free < m_plan.backup_estimate + k_backup_margin) {
     throw Stop{RepairAction::refused, "no-space",
                "the backup needs " + human_bytes(m_plan.backup_estimate + k_backup_margin) +
@@ -787,7 +763,8 @@ void ImageRepair::back_up_copies(BackupWriter& bw, const SectorToRewrite& s, uin
       continue;
     }
     const int dfd = m_run.device_fd(c.device);
-    const bool ok = read_device(dfd, copy.get(), m_ss, c.physical);
+    const bool ok =
+      sys::pread_full(dfd, copy.get(), m_ss, c.physical) == static_cast<ssize_t>(m_ss);
     m_run.limiter.consumed(m_ss);
     if (!ok) {
       if (c.mirror == chosen) {
@@ -919,9 +896,9 @@ void expand(const std::string& path, std::vector<std::string>& out, RepairResult
     return;
   }
   std::vector<std::string> found;
-  walk_tree(
+  sys::walk_tree(
     path,
-    [&](WalkEntry& w) {
+    [&](sys::WalkEntry& w) {
       unsigned char t = w.d_type();
       if (t == DT_UNKNOWN) {
         const struct stat* ls = w.lstat();

@@ -19,6 +19,8 @@
 #include <vmcsum/scrub/scrub.hpp>
 #include <vmcsum/sys/aligned_buffer.hpp>
 #include <vmcsum/sys/fd.hpp>
+#include <vmcsum/sys/io.hpp>
+#include <vmcsum/sys/walk.hpp>
 
 #include <algorithm>
 #include <cerrno>
@@ -26,11 +28,11 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <memory>
 #include <set>
 #include <thread>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/fiemap.h>
 #include <sys/stat.h>
@@ -63,39 +65,46 @@ struct FsCtx
   ScrubState state;
 };
 
+// All `len` bytes or false (a device read past its end counts as EIO).
 bool full_pread(int fd, uint8_t* buf, size_t len, uint64_t off)
 {
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = ::pread(fd, buf + done, len - done, static_cast<off_t>(off + done));
-    if (n < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return false;
-    }
-    if (n == 0) {
-      errno = EIO;
-      return false;
-    }
-    done += static_cast<size_t>(n);
+  const ssize_t n = sys::pread_full(fd, buf, len, off);
+  if (n >= 0 && static_cast<size_t>(n) < len) {
+    errno = EIO;
   }
-  return true;
+  return n >= 0 && static_cast<size_t>(n) == len;
 }
+
+// Thrown from the chunk loops when the Cancel token asks to stop; caught per file.
+struct Interrupted
+{
+};
 
 class Scrubber
 {
 public:
-  Scrubber(const ScrubOptions& opts, const ScrubProgress& progress)
+  // Keeps references to all four: the owner (scrub(), ScrubSession::Impl) outlives it.
+  Scrubber(const ScrubOptions& opts, const HostContext& host, const ScrubProgress& progress,
+           const sys::Cancel& cancel)
     : m_opts(opts)
+    , m_host(host)
     , m_progress(progress)
+    , m_cancel(cancel)
     , m_own_limiter(opts.limit_rate)
     , m_limiter(opts.shared_limiter ? *opts.shared_limiter : m_own_limiter)
   {
     m_buf = sys::aligned_buffer(m_opts.chunk);
-    // Sorted and merged, so each sector is verified once and each extent finds its ranges by
-    // binary search (a repair can ask for many thousands of sectors).
-    m_ranges = opts.ranges;
+    set_ranges(opts.ranges);
+    m_sector_a = sys::aligned_buffer(64 * 1024);
+    m_sector_b = sys::aligned_buffer(64 * 1024);
+  }
+
+  // Sorted and merged, so each sector is verified once and each extent finds its ranges by
+  // binary search (a repair can ask for many thousands of sectors). Empty: whole files.
+  void set_ranges(const std::vector<std::pair<uint64_t, uint64_t>>& ranges)
+  {
+    m_whole = ranges.empty();
+    m_ranges = ranges;
     std::sort(m_ranges.begin(), m_ranges.end());
     std::vector<std::pair<uint64_t, uint64_t>> merged;
     for (const auto& [off, len] : m_ranges) {
@@ -107,22 +116,27 @@ public:
       }
     }
     m_ranges = std::move(merged);
-    m_sector_a = sys::aligned_buffer(64 * 1024);
-    m_sector_b = sys::aligned_buffer(64 * 1024);
   }
-
   void set_total(uint64_t total) { m_total = total; }
-  void set_context(ClassifyContext ctx) { m_base_ctx = std::move(ctx); }
-  // The configured disks, by (st_dev, st_ino) of their image.
-  void set_configured(std::map<std::pair<uint64_t, uint64_t>, std::vector<ConfiguredDisk>> c)
-  {
-    m_configured = std::move(c);
-  }
-  FileScrub scrub_file(const std::string& path, const ProcScan& procs);
+  FileScrub scrub_file(const sys::FileRef& ref);
+  FileScrub scrub_open(int fd, const struct stat& st, const std::string& path);
   const std::vector<std::string>& notes() const { return m_notes; }
   std::vector<ReadWindow>& windows() { return m_windows; }
+  const std::vector<ReadWindow>& windows() const { return m_windows; }
+  bool interrupted() const { return m_interrupted; }
 
 private:
+  // Between pieces: the caller's check (may throw its own stop), then the stop flag.
+  void check_cancel()
+  {
+    if (m_cancel.check) {
+      m_cancel.check();
+    }
+    if (m_cancel.requested()) {
+      m_interrupted = true;
+      throw Interrupted{};
+    }
+  }
   FsCtx& fs_for(int fd, const std::string& path);
   int dev_fd(FsCtx& fs, uint64_t devid);
   void verify_range(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t length,
@@ -148,15 +162,17 @@ private:
   }
 
   const ScrubOptions& m_opts;
+  const HostContext& m_host;
   const ScrubProgress& m_progress;
+  const sys::Cancel& m_cancel;
+  bool m_interrupted = false;
+  bool m_whole = true; // no ranges asked for: whole files
   RateLimiter m_own_limiter;
   RateLimiter& m_limiter;
   sys::AlignedBuffer m_buf, m_sector_a, m_sector_b;
   std::vector<std::pair<uint64_t, uint64_t>> m_ranges; // opts.ranges, sorted and merged
   std::map<std::string, FsCtx> m_fs;                   // by fsid
   btrfs::RangeCsums m_stored;
-  ClassifyContext m_base_ctx;
-  std::map<std::pair<uint64_t, uint64_t>, std::vector<ConfiguredDisk>> m_configured;
   uint64_t m_done = 0, m_total = 0;
   int m_fd = -1; // the file being scrubbed (any fd on its filesystem serves TREE_SEARCH)
   std::vector<sys::AlignedBuffer> m_copy_bufs; // one per further copy (divergence check)
@@ -436,6 +452,7 @@ void Scrubber::verify_range(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t 
   length = (length + ss - 1) / ss * ss;
   uint64_t done = 0;
   while (done < length) {
+    check_cancel();
     uint64_t piece = std::min<uint64_t>(m_opts.chunk, length - done);
     for (const auto& c : fs.chunks->map(logical + done)) {
       piece = std::min(piece, c.length); // RAID0/RAID10 stripe units, chunk ends
@@ -484,11 +501,19 @@ uint64_t Scrubber::compressed_disk_length(int fd, uint64_t disk_bytenr, uint64_t
 void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
 {
   const uint32_t ss = fs.info.sectorsize;
-  sys::Fd kfd(::open(f.path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
-  if (!kfd) {
-    f.notes.push_back("kernel-verified pass not run: open with O_DIRECT: " + errno_text(errno));
+  // The descriptor already open switched to O_DIRECT: opening the path again could open
+  // another file (issue 12). The flags are put back on every way out.
+  const int kfd = m_fd;
+  const int old_flags = ::fcntl(kfd, F_GETFL);
+  if (old_flags < 0 || ::fcntl(kfd, F_SETFL, old_flags | O_DIRECT) < 0) {
+    f.notes.push_back("kernel-verified pass not run: O_DIRECT: " + errno_text(errno));
     return;
   }
+  struct RestoreFlags
+  {
+    int fd, flags;
+    ~RestoreFlags() { ::fcntl(fd, F_SETFL, flags); }
+  } restore{kfd, old_flags};
   f.kernel_pass = true;
   std::vector<uint64_t> eio;
   std::vector<std::pair<uint64_t, uint64_t>> spans = {{0, f.size}};
@@ -559,9 +584,10 @@ void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
       win.ranges.emplace_back(span_off / ss * ss, end - span_off / ss * ss);
     }
     for (uint64_t off = span_off / ss * ss; off < end;) {
+      check_cancel();
       const size_t len = static_cast<size_t>(std::min<uint64_t>(m_opts.chunk, end - off));
       m_limiter.consumed(len);
-      ssize_t n = ::pread(*kfd, m_buf.get(), len, static_cast<off_t>(off));
+      ssize_t n = ::pread(kfd, m_buf.get(), len, static_cast<off_t>(off));
       if (n < 0 && errno != EIO) {
         f.notes.push_back("kernel-verified pass stopped at offset " + std::to_string(off) + ": " +
                           errno_text(errno));
@@ -575,7 +601,7 @@ void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
         continue;
       }
       for (uint64_t s = off + got / ss * ss; s < off + len; s += ss) {
-        if (::pread(*kfd, m_buf.get(), ss, static_cast<off_t>(s)) < 0 && errno == EIO) {
+        if (::pread(kfd, m_buf.get(), ss, static_cast<off_t>(s)) < 0 && errno == EIO) {
           eio.push_back(s);
         }
       }
@@ -737,20 +763,31 @@ void Scrubber::recheck(int fd, FsCtx& fs, FileScrub& f)
   }
 }
 
-FileScrub Scrubber::scrub_file(const std::string& path, const ProcScan& procs)
+// Opens the file the walk listed (FileRef::open: below the walked directory, no symlink, the
+// same regular file, O_NONBLOCK so a FIFO swapped in cannot hang the scrub) and scrubs it.
+FileScrub Scrubber::scrub_file(const sys::FileRef& ref)
+{
+  struct stat st = {};
+  sys::Fd fd;
+  try {
+    fd = ref.open(O_RDONLY, &st);
+  } catch (const Error& e) {
+    FileScrub f;
+    f.path = ref.path;
+    f.error = e.detail();
+    return f;
+  }
+  return scrub_open(fd.get(), st, ref.path);
+}
+
+// Everything after the open works on `fd` alone; `path` is for display.
+FileScrub Scrubber::scrub_open(int fd, const struct stat& st, const std::string& path)
 {
   FileScrub f;
   f.path = path;
   m_last_window.reset();
-  // O_NONBLOCK: a FIFO swapped in for an image must not hang the scrub (it is refused below).
-  sys::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
-  if (!fd) {
-    f.error = errno_text(errno);
-    return f;
-  }
-  struct stat st = {};
   struct statfs sfs = {};
-  if (::fstat(*fd, &st) < 0 || ::fstatfs(*fd, &sfs) < 0) {
+  if (::fstatfs(fd, &sfs) < 0) {
     f.error = errno_text(errno);
     return f;
   }
@@ -764,12 +801,12 @@ FileScrub Scrubber::scrub_file(const std::string& path, const ProcScan& procs)
   }
   f.size = static_cast<uint64_t>(st.st_size);
   f.inode = st.st_ino;
-  m_fd = *fd;
+  m_fd = fd;
   try {
-    f.subvolume_id = btrfs::subvolume_id(*fd, path);
-    ClassifyContext ctx = m_base_ctx;
+    f.subvolume_id = btrfs::subvolume_id(fd, path);
+    ClassifyContext ctx;
     bool writing = false, direct = false;
-    for (const auto& of : procs.open_files) {
+    for (const auto& of : m_host.procs.open_files) {
       if (of.dev == st.st_dev && of.ino == st.st_ino) {
         const bool wr = of.flags && flags_writable(*of.flags);
         direct = direct || (of.flags && flags_have_o_direct(*of.flags));
@@ -784,22 +821,20 @@ FileScrub Scrubber::scrub_file(const std::string& path, const ProcScan& procs)
     if (direct) {
       ctx.o_direct = true;
     }
-    if (auto it = m_configured.find({st.st_dev, st.st_ino}); it != m_configured.end()) {
-      f.configured = it->second;
-    }
+    f.configured = m_host.configured(st.st_dev, st.st_ino);
     apply_configured(f.configured, ctx);
 
-    FsCtx& fs = fs_for(*fd, path);
+    FsCtx& fs = fs_for(fd, path);
     ctx.device_io_errors = fs.io_errors;
     // FIEMAP_FLAG_SYNC writes delalloc back; the commit puts the csums in the tree we search.
-    btrfs::sync_fs(*fd, path);
+    btrfs::sync_fs(fd, path);
     std::set<uint64_t> compressed_seen;
-    btrfs::for_each_extent(*fd, path, true, [&](const btrfs::Extent& e) {
+    btrfs::for_each_extent(fd, path, true, [&](const btrfs::Extent& e) {
       // The asked-for ranges that overlap this extent: [first_range, m_ranges.end()) while
       // they start before its end.
       auto first_range = std::partition_point(
         m_ranges.begin(), m_ranges.end(), [&](auto& r) { return r.first + r.second <= e.logical; });
-      if (!m_opts.ranges.empty() &&
+      if (!m_whole &&
           (first_range == m_ranges.end() || first_range->first >= e.logical + e.length)) {
         return;
       }
@@ -814,7 +849,7 @@ FileScrub Scrubber::scrub_file(const std::string& path, const ProcScan& procs)
       if (e.flags & FIEMAP_EXTENT_ENCODED) {
         // Compressed: the csums cover the on-disk bytes disk_bytenr..+disk_num_bytes.
         uint64_t start = e.physical;
-        const uint64_t len = compressed_disk_length(*fd, e.physical, start, path);
+        const uint64_t len = compressed_disk_length(fd, e.physical, start, path);
         if (len == 0) {
           f.skipped_bytes += e.length;
           f.notes.push_back("compressed extent at offset " + std::to_string(e.logical) +
@@ -830,7 +865,7 @@ FileScrub Scrubber::scrub_file(const std::string& path, const ProcScan& procs)
         tick(e.length, path);
         return;
       }
-      if (m_opts.ranges.empty()) {
+      if (m_whole) {
         verify_range(fs, f, e.physical, e.length, e.logical, false);
         return;
       }
@@ -843,12 +878,12 @@ FileScrub Scrubber::scrub_file(const std::string& path, const ProcScan& procs)
       }
     });
     if (!f.bad.empty() && writing) {
-      recheck(*fd, fs, f);
+      recheck(fd, fs, f);
     }
     if (m_opts.kernel_pass) {
       kernel_pass(fs, f);
     }
-    date_findings(fs, f, *fd);
+    date_findings(fs, f, fd);
     ctx.open_for_writing = writing;
     collect_signature_windows(f.bad, f.divergent, ctx);
     for (auto& b : f.bad) {
@@ -867,99 +902,191 @@ FileScrub Scrubber::scrub_file(const std::string& path, const ProcScan& procs)
     }
   } catch (const Error& e) {
     f.error = e.what();
+  } catch (const Interrupted&) {
+    // Half a file proves nothing: no findings, nothing remembered.
+    f = FileScrub{};
+    f.path = path;
+    f.error = "interrupted before its scrub finished";
   }
   m_fd = -1;
   return f;
 }
 
-void collect_files(const std::string& p, std::vector<std::string>& out,
-                   std::vector<std::string>& notes)
+// One argument's files, or why it has none.
+struct Listed
 {
-  std::error_code ec;
-  auto st = std::filesystem::symlink_status(p, ec);
-  if (!ec && std::filesystem::is_directory(st)) {
-    std::vector<std::string> found;
-    for (auto it = std::filesystem::recursive_directory_iterator(
-           p, std::filesystem::directory_options::skip_permission_denied, ec);
-         !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-      if (it->is_regular_file(ec) && !it->is_symlink(ec)) {
-        found.push_back(it->path().string());
+  std::optional<sys::FileRef> ref;
+  FileScrub failed; // when !ref
+};
+
+// The files to scrub below `p`: regular files only when `p` is a directory (symlinks are never
+// followed), `p` itself otherwise (scrub_file then refuses what is not a regular file, with a
+// reason). Sorted by path within each argument.
+void collect_files(const std::string& p, std::vector<Listed>& out, std::vector<std::string>& notes)
+{
+  std::vector<Listed> found;
+  auto failed = [&](const std::string& path, const std::string& why) {
+    Listed l;
+    l.failed.path = path;
+    l.failed.error = why;
+    found.push_back(std::move(l));
+  };
+  sys::walk_tree(
+    p,
+    [&](sys::WalkEntry& e) {
+      if (e.depth() > 0 && e.d_type() != DT_REG) {
+        return;
       }
-    }
-    if (ec) {
-      notes.push_back(p + ": " + ec.message());
-    }
-    std::sort(found.begin(), found.end());
-    out.insert(out.end(), found.begin(), found.end());
-    return;
-  }
-  out.push_back(p);
+      try {
+        found.push_back({e.ref(), {}});
+      } catch (const Error& err) {
+        failed(e.path(), err.detail());
+      }
+    },
+    [&](const std::string& path, const std::string& why) {
+      if (path == p) {
+        failed(p, why);
+      } else {
+        notes.push_back(path + ": " + why);
+      }
+    });
+  auto path_of = [](const Listed& l) -> const std::string& {
+    return l.ref ? l.ref->path : l.failed.path;
+  };
+  std::sort(found.begin(), found.end(),
+            [&](const Listed& a, const Listed& b) { return path_of(a) < path_of(b); });
+  out.insert(out.end(), std::make_move_iterator(found.begin()),
+             std::make_move_iterator(found.end()));
 }
 
-} // namespace
-
-ScrubResult scrub(const ScrubOptions& opts, const ScrubProgress& progress)
+// Under --limit-rate, shorter requests keep each burst short.
+ScrubOptions tuned_options(const ScrubOptions& opts)
 {
-  ScrubResult result;
-  std::vector<std::string> files;
-  for (const auto& p : opts.paths) {
-    collect_files(p, files, result.notes);
-  }
-  uint64_t total = 0;
-  for (const auto& p : files) {
-    struct stat st = {};
-    if (!opts.ranges.empty()) {
-      for (const auto& r : opts.ranges) {
-        total += r.second;
-      }
-    } else if (::stat(p.c_str(), &st) == 0) {
-      total += static_cast<uint64_t>(st.st_blocks) * 512;
-    }
-  }
-  ClassifyContext base;
-  ProcScan procs = scan_proc(opts.proc_root);
-  // The cache mode each image is configured with: the same configurations audit reads.
-  VmConfigScan configs = scan_vm_configs(opts.vm_configs);
-  for (auto& c : qemu_configured_disks(procs)) {
-    configs.disks.push_back(std::move(c));
-  }
-  std::map<std::pair<uint64_t, uint64_t>, std::vector<ConfiguredDisk>> configured;
-  for (auto& c : configs.disks) {
-    struct stat cst = {};
-    if (!c.path.empty() && ::stat(c.path.c_str(), &cst) == 0) {
-      configured[{cst.st_dev, cst.st_ino}].push_back(std::move(c));
-    }
-  }
-  // Under --limit-rate, shorter requests keep each burst short.
   ScrubOptions tuned = opts;
   if (!tuned.shared_limiter && tuned.limit_rate) {
     tuned.chunk = RateLimiter(tuned.limit_rate).chunk(tuned.chunk);
   }
-  Scrubber s(tuned, progress);
-  s.set_total(total);
-  s.set_context(base);
-  s.set_configured(std::move(configured));
-  std::vector<std::string> examined;
-  for (const auto& p : files) {
-    result.files.push_back(s.scrub_file(p, procs));
-    if (result.files.back().examined) {
-      examined.push_back(p);
+  return tuned;
+}
+
+} // namespace
+
+ScrubResult scrub(const ScrubOptions& opts, const ScrubProgress& progress,
+                  const sys::Cancel& cancel)
+{
+  ScrubResult result;
+  std::vector<Listed> files;
+  for (const auto& p : opts.paths) {
+    collect_files(p, files, result.notes);
+  }
+  uint64_t total = 0;
+  for (const auto& l : files) {
+    if (!l.ref) {
+      continue;
+    }
+    if (!opts.ranges.empty()) {
+      for (const auto& r : opts.ranges) {
+        total += r.second;
+      }
+    } else {
+      total += static_cast<uint64_t>(l.ref->blocks) * 512;
     }
   }
+  // The cache mode each image is configured with: the same configurations audit reads.
+  HostContextOptions ho;
+  ho.proc_root = opts.proc_root;
+  ho.vm_configs = opts.vm_configs;
+  ho.kernel_release = opts.kernel_release;
+  const HostContext host = gather_host_context(ho);
+  const ScrubOptions tuned = tuned_options(opts);
+  Scrubber s(tuned, host, progress, cancel);
+  s.set_total(total);
+  std::vector<std::string> examined;
+  for (auto& l : files) {
+    result.files.push_back(l.ref ? s.scrub_file(*l.ref) : std::move(l.failed));
+    if (result.files.back().examined) {
+      examined.push_back(result.files.back().path);
+    }
+    if (s.interrupted()) {
+      break;
+    }
+  }
+  result.interrupted = s.interrupted();
   result.notes.insert(result.notes.end(), s.notes().begin(), s.notes().end());
   result.windows = std::move(s.windows());
-  if (!examined.empty() && (!opts.kernel_log.empty() || opts.journal)) {
-    HistoryOptions ho;
-    ho.kernel_log = opts.kernel_log;
-    ho.journal = opts.journal;
-    ho.journal_dir = opts.journal_dir;
-    ho.state_dir = opts.state_dir;
-    ho.extra_windows = &result.windows;
-    auto h = scrub_history(examined, ho);
+  if (!result.interrupted && !examined.empty() && (!opts.kernel_log.empty() || opts.journal)) {
+    HistoryOptions hist;
+    hist.kernel_log = opts.kernel_log;
+    hist.journal = opts.journal;
+    hist.journal_dir = opts.journal_dir;
+    hist.state_dir = opts.state_dir;
+    hist.extra_windows = &result.windows;
+    auto h = scrub_history(examined, hist);
     result.history = std::move(h.history);
     result.notes.insert(result.notes.end(), h.notes.begin(), h.notes.end());
   }
   return result;
+}
+
+// Owns what the Scrubber refers to.
+struct ScrubSession::Impl
+{
+  Impl(const ScrubOptions& o, const HostContext& h, ScrubProgress p, sys::Cancel c)
+    : opts(tuned_options(o))
+    , host(h)
+    , progress(std::move(p))
+    , cancel(std::move(c))
+    , scrubber(opts, host, progress, cancel)
+  {
+  }
+  const ScrubOptions opts;
+  const HostContext& host;
+  const ScrubProgress progress;
+  const sys::Cancel cancel;
+  Scrubber scrubber;
+};
+
+ScrubSession::ScrubSession(const ScrubOptions& opts, const HostContext& host,
+                           ScrubProgress progress, sys::Cancel cancel)
+  : m_impl(std::make_unique<Impl>(opts, host, std::move(progress), std::move(cancel)))
+{
+}
+
+ScrubSession::~ScrubSession() = default;
+
+FileScrub ScrubSession::scrub_file(const sys::Fd& fd, const std::string& display,
+                                   const std::vector<std::pair<uint64_t, uint64_t>>& ranges)
+{
+  Scrubber& s = m_impl->scrubber;
+  s.set_ranges(ranges.empty() ? m_impl->opts.ranges : ranges);
+  struct stat st = {};
+  if (::fstat(fd.get(), &st) < 0) {
+    FileScrub f;
+    f.path = display;
+    f.error = errno_text(errno);
+    return f;
+  }
+  return s.scrub_open(fd.get(), st, display);
+}
+
+void ScrubSession::set_total(uint64_t total)
+{
+  m_impl->scrubber.set_total(total);
+}
+
+bool ScrubSession::interrupted() const
+{
+  return m_impl->scrubber.interrupted();
+}
+
+const std::vector<std::string>& ScrubSession::notes() const
+{
+  return m_impl->scrubber.notes();
+}
+
+const std::vector<ReadWindow>& ScrubSession::windows() const
+{
+  return m_impl->scrubber.windows();
 }
 
 } // namespace vmcsum::core

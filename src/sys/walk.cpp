@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Copyright (C) 2026 The vmcsum authors
 #include <vmcsum/error.hpp>
+#include <vmcsum/sys/path.hpp>
 #include <vmcsum/sys/walk.hpp>
 
 #include <cerrno>
@@ -12,11 +13,14 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
-namespace vmcsum::core {
+namespace vmcsum::sys {
 
 namespace {
+
 struct DirCloser
 {
   void operator()(DIR* d) const { ::closedir(d); }
@@ -31,93 +35,380 @@ unsigned char dtype_of(mode_t mode)
 {
   return static_cast<unsigned char>(IFTODT(mode));
 }
+
+const char* kind_of(mode_t mode)
+{
+  switch (mode & S_IFMT) {
+  case S_IFREG:
+    return "a regular file";
+  case S_IFDIR:
+    return "a directory";
+  case S_IFLNK:
+    return "a symlink";
+  case S_IFIFO:
+    return "a FIFO";
+  case S_IFSOCK:
+    return "a socket";
+  case S_IFCHR:
+    return "a character device";
+  case S_IFBLK:
+    return "a block device";
+  default:
+    return "of unknown type";
+  }
+}
+
+// openat2 is not wrapped by glibc 2.36; the syscall number is in every kernel header since 5.6.
+int sys_openat2(int dirfd, const char* path, int flags)
+{
+#ifdef SYS_openat2
+  struct open_how how = {};
+  how.flags = static_cast<uint64_t>(flags) | O_CLOEXEC;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  return static_cast<int>(::syscall(SYS_openat2, dirfd, path, &how, sizeof how));
+#else
+  (void)dirfd;
+  (void)path;
+  (void)flags;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+// Without openat2: one component at a time, each O_NOFOLLOW relative to the last, refusing
+// "..", absolute paths and symlinks (ELOOP), which is what RESOLVE_BENEATH|NO_SYMLINKS gives.
+int openat_by_components(int dirfd, const std::string& relpath, int flags)
+{
+  if (relpath.empty() || relpath.front() == '/') {
+    errno = EXDEV;
+    return -1;
+  }
+  std::vector<std::string> parts;
+  for (size_t pos = 0; pos <= relpath.size();) {
+    size_t slash = relpath.find('/', pos);
+    if (slash == std::string::npos) {
+      slash = relpath.size();
+    }
+    std::string part = relpath.substr(pos, slash - pos);
+    if (part == "..") {
+      errno = EXDEV;
+      return -1;
+    }
+    if (!part.empty() && part != ".") {
+      parts.push_back(std::move(part));
+    }
+    pos = slash + 1;
+  }
+  if (parts.empty()) {
+    return ::openat(dirfd, ".", flags | O_CLOEXEC);
+  }
+  Fd cur;
+  int at = dirfd;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    cur.reset(::openat(at, parts[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!cur) {
+      return -1;
+    }
+    at = cur.get();
+  }
+  return ::openat(at, parts.back().c_str(), flags | O_NOFOLLOW | O_CLOEXEC);
+}
+
 } // namespace
+
+int openat_beneath(int dirfd, const std::string& relpath, int flags)
+{
+  // Remembered per process: a kernel without openat2 does not grow one.
+  static bool have_openat2 = true;
+  if (have_openat2) {
+    int fd = sys_openat2(dirfd, relpath.c_str(), flags | O_NOFOLLOW);
+    if (fd >= 0 || errno != ENOSYS) {
+      return fd;
+    }
+    have_openat2 = false;
+  }
+  return openat_by_components(dirfd, relpath, flags);
+}
 
 const struct stat* WalkEntry::lstat()
 {
   if (!m_done) {
     m_done = true;
-    m_ok = ::fstatat(m_dirfd, m_name, &m_st, AT_SYMLINK_NOFOLLOW) == 0;
+    m_ok = ::fstatat(m_dirfd, m_name.c_str(), &m_st, AT_SYMLINK_NOFOLLOW) == 0;
+    m_errno = m_ok ? 0 : errno;
+  }
+  if (!m_ok) {
+    errno = m_errno;
   }
   return m_ok ? &m_st : nullptr;
 }
 
-void walk_tree(const std::string& root, const std::function<void(WalkEntry&)>& visit,
-               const std::function<void(const std::string&, const std::string&)>& problem)
+Fd WalkEntry::open_regular(int flags, struct stat* st_out)
 {
+  const struct stat* seen = lstat();
+  if (!seen) {
+    throw_errno("stat", m_path);
+  }
+  // Not even opened: opening a device can have side effects (a tape rewinds).
+  if (!S_ISREG(seen->st_mode)) {
+    throw Error(
+      Errc::unsupported,
+      std::string("not a regular file (it is ") + kind_of(seen->st_mode) + "): not opened", m_path);
+  }
+  Fd fd(openat_beneath(m_dirfd, m_name, flags | O_NOFOLLOW | O_NONBLOCK));
+  if (!fd) {
+    if (errno == ELOOP) {
+      throw Error(Errc::unsupported, "replaced by a symlink since it was listed: not followed",
+                  m_path, ELOOP);
+    }
+    throw_errno("open", m_path);
+  }
   struct stat st = {};
-  if (::lstat(root.c_str(), &st) < 0) {
-    problem(root, errno_text(errno));
-    return;
+  if (::fstat(fd.get(), &st) < 0) {
+    throw_errno("fstat", m_path);
   }
-  if (!S_ISDIR(st.st_mode)) {
-    WalkEntry e(AT_FDCWD, root.c_str(), root, dtype_of(st.st_mode));
-    visit(e);
-    return;
+  if (!S_ISREG(st.st_mode)) {
+    throw Error(Errc::unsupported,
+                std::string("replaced by ") + kind_of(st.st_mode) + " since it was listed: refused",
+                m_path);
   }
-  std::set<std::pair<dev_t, ino_t>> seen;
-  // Depth-first with an explicit stack of open directories, so deep trees cannot overflow
-  // the call stack; each entry owns its fd until the directory is read through.
+  if (st.st_dev != seen->st_dev || st.st_ino != seen->st_ino) {
+    throw Error(Errc::unsupported, "replaced by another file since it was listed: refused", m_path);
+  }
+  if (st_out) {
+    *st_out = st;
+  }
+  return fd;
+}
+
+FileRef WalkEntry::ref()
+{
+  const struct stat* st = lstat();
+  if (!st) {
+    throw_errno("stat", m_path);
+  }
+  return {m_root, m_relpath, m_path, st->st_dev, st->st_ino, st->st_size, st->st_blocks};
+}
+
+Fd FileRef::open(int flags, struct stat* st_out) const
+{
+  Fd fd(openat_beneath(root ? root->get() : AT_FDCWD, relpath, flags | O_NOFOLLOW | O_NONBLOCK));
+  if (!fd) {
+    if (errno == ELOOP) {
+      throw Error(Errc::unsupported,
+                  "a symlink (or replaced by one since it was listed): not followed", path, ELOOP);
+    }
+    if (errno == EXDEV) {
+      throw Error(Errc::unsupported, "no longer below the walked directory: refused", path, EXDEV);
+    }
+    throw_errno("open", path);
+  }
+  struct stat st = {};
+  if (::fstat(fd.get(), &st) < 0) {
+    throw_errno("fstat", path);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    throw Error(Errc::unsupported,
+                std::string("not a regular file (it is ") + kind_of(st.st_mode) + "): refused",
+                path);
+  }
+  if (st.st_dev != dev || st.st_ino != ino) {
+    throw Error(Errc::unsupported, "replaced by another file since it was listed: refused", path);
+  }
+  if (st_out) {
+    *st_out = st;
+  }
+  return fd;
+}
+
+namespace {
+
+// The walk's state: a stack of open directories (depth-first without recursion, so a deep
+// tree cannot overflow the call stack) and the directories already entered.
+class Walker
+{
+public:
+  Walker(const WalkVisit& visit, const WalkProblem& problem, const WalkOptions& opts)
+    : m_visit(visit)
+    , m_problem(problem)
+    , m_opts(opts)
+  {
+  }
+  void run(const std::string& root);
+
+private:
   struct Frame
   {
     std::string path;
+    std::string relpath; // below the root; "" for the root
+    unsigned depth;
     std::unique_ptr<DIR, DirCloser> dir;
   };
-  std::vector<Frame> stack;
-  auto enter = [&](int parent_fd, const char* name, const std::string& path) {
-    int fd = ::openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
-      problem(path, errno_text(errno));
-      return;
+  void enter(Fd fd, const std::string& path, const std::string& relpath, unsigned depth);
+  void step();
+
+  const WalkVisit& m_visit;
+  const WalkProblem& m_problem;
+  const WalkOptions& m_opts;
+  std::shared_ptr<const Fd> m_root; // kept open for FileRef::open after the walk
+  std::set<std::pair<dev_t, ino_t>> m_seen;
+  std::vector<Frame> m_stack;
+};
+
+void Walker::run(const std::string& root)
+{
+  // The root path is resolved once, here. Not following a symlink at the root itself keeps
+  // today's rule: callers that follow a named symlink (find -H) resolve it before calling.
+  Fd rfd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (rfd) {
+    // The root stays open twice: for the walk (as a DIR) and for FileRefs after it.
+    m_root = std::make_shared<const Fd>(::fcntl(rfd.get(), F_DUPFD_CLOEXEC, 0));
+    enter(std::move(rfd), root, "", 0);
+    while (!m_stack.empty()) {
+      step();
     }
-    struct stat dst = {};
-    if (::fstat(fd, &dst) < 0 || !seen.insert({dst.st_dev, dst.st_ino}).second) {
-      ::close(fd);
-      return;
-    }
-    DIR* d = ::fdopendir(fd);
-    if (!d) {
-      problem(path, errno_text(errno));
-      ::close(fd);
-      return;
-    }
-    stack.push_back({path, std::unique_ptr<DIR, DirCloser>(d)});
-  };
-  enter(AT_FDCWD, root.c_str(), root);
-  while (!stack.empty()) {
-    Frame& top = stack.back();
-    errno = 0;
-    dirent* ent = ::readdir(top.dir.get());
-    if (!ent) {
-      if (errno != 0) {
-        problem(top.path, errno_text(errno));
-      }
-      stack.pop_back();
-      continue;
-    }
-    if (std::strcmp(ent->d_name, ".") == 0 || std::strcmp(ent->d_name, "..") == 0) {
-      continue;
-    }
-    std::string path = join(top.path, ent->d_name);
-    int dfd = ::dirfd(top.dir.get());
-    unsigned char type = ent->d_type;
-    if (type == DT_UNKNOWN) {
-      struct stat est = {};
-      if (::fstatat(dfd, ent->d_name, &est, AT_SYMLINK_NOFOLLOW) < 0) {
-        problem(path, errno_text(errno));
-        continue;
-      }
-      type = dtype_of(est.st_mode);
-    }
-    if (type == DT_DIR) {
-      // `top` may be invalidated by push_back; copy what enter() needs first.
-      std::string name = ent->d_name;
-      enter(dfd, name.c_str(), path);
-    } else {
-      WalkEntry e(dfd, ent->d_name, std::move(path), type);
-      visit(e);
-    }
+    return;
   }
+  if (errno != ENOTDIR && errno != ELOOP) {
+    m_problem(root, errno_text(errno));
+    return;
+  }
+  // Not a directory: visited itself, relative to its parent's fd so that open_regular still
+  // works by (dirfd, name).
+  const std::string parent = parent_dir(root);
+  std::string name = base_name(root);
+  auto pfd = std::make_shared<const Fd>(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!*pfd) {
+    m_problem(root, errno_text(errno));
+    return;
+  }
+  struct stat st = {};
+  if (::fstatat(pfd->get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) {
+    m_problem(root, errno_text(errno));
+    return;
+  }
+  WalkEntry e(pfd->get(), name, root, dtype_of(st.st_mode), 0, pfd, name);
+  m_visit(e);
 }
 
-} // namespace vmcsum::core
+void Walker::enter(Fd fd, const std::string& path, const std::string& relpath, unsigned depth)
+{
+  struct stat st = {};
+  if (::fstat(fd.get(), &st) < 0 || !m_seen.insert({st.st_dev, st.st_ino}).second) {
+    return;
+  }
+  DIR* d = ::fdopendir(fd.get());
+  if (!d) {
+    m_problem(path, errno_text(errno));
+    return;
+  }
+  fd.release(); // owned by the DIR now
+  m_stack.push_back({path, relpath, depth, std::unique_ptr<DIR, DirCloser>(d)});
+}
+
+void Walker::step()
+{
+  Frame& top = m_stack.back();
+  errno = 0;
+  dirent* ent = ::readdir(top.dir.get());
+  if (!ent) {
+    if (errno != 0) {
+      m_problem(top.path, errno_text(errno));
+    }
+    m_stack.pop_back();
+    return;
+  }
+  if (std::strcmp(ent->d_name, ".") == 0 || std::strcmp(ent->d_name, "..") == 0) {
+    return;
+  }
+  std::string path = join(top.path, ent->d_name);
+  std::string rel =
+    top.relpath.empty() ? std::string(ent->d_name) : top.relpath + "/" + ent->d_name;
+  const int dfd = ::dirfd(top.dir.get());
+  const unsigned depth = top.depth + 1;
+  unsigned char type = ent->d_type;
+  if (type == DT_UNKNOWN) {
+    struct stat est = {};
+    if (::fstatat(dfd, ent->d_name, &est, AT_SYMLINK_NOFOLLOW) < 0) {
+      m_problem(path, errno_text(errno));
+      return;
+    }
+    type = dtype_of(est.st_mode);
+  }
+  if (type != DT_DIR) {
+    WalkEntry e(dfd, ent->d_name, std::move(path), type, depth, m_root, std::move(rel));
+    m_visit(e);
+    return;
+  }
+  if (depth > m_opts.max_depth) {
+    m_problem(path, "deeper than " + std::to_string(m_opts.max_depth) + " levels: not walked");
+    return;
+  }
+  // A directory swapped for a symlink since readdir fails here with ELOOP: reported, and
+  // nothing outside the tree is listed.
+  Fd sub(openat_beneath(dfd, ent->d_name, O_RDONLY | O_DIRECTORY));
+  if (!sub) {
+    m_problem(path, errno == ELOOP ? "replaced by a symlink since it was listed: not followed"
+                                   : errno_text(errno));
+    return;
+  }
+  // `top` may be invalidated by push_back inside enter(): nothing of it is used after.
+  enter(std::move(sub), path, rel, depth);
+}
+
+} // namespace
+
+void walk_tree(const std::string& root, const WalkVisit& visit, const WalkProblem& problem,
+               const WalkOptions& opts)
+{
+  Walker(visit, problem, opts).run(root);
+}
+
+Fd open_regular_at(const std::string& path, int flags, struct stat* st_out)
+{
+  Fd opath(::open(path.c_str(), O_PATH | O_CLOEXEC));
+  if (!opath) {
+    throw_errno("open", path);
+  }
+  struct stat st = {};
+  if (::fstat(opath.get(), &st) < 0) {
+    throw_errno("fstat", path);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    throw Error(Errc::unsupported,
+                std::string("not a regular file (it is ") + kind_of(st.st_mode) + "): not opened",
+                path);
+  }
+  // Reopening the O_PATH descriptor through /proc names that inode, not the path again.
+  const std::string self = "/proc/self/fd/" + std::to_string(opath.get());
+  Fd fd(::open(self.c_str(), flags | O_NONBLOCK | O_CLOEXEC));
+  if (!fd && errno == ENOENT) {
+    // No /proc: the path once more, checked against the inode examined.
+    fd.reset(::open(path.c_str(), flags | O_NONBLOCK | O_CLOEXEC));
+  }
+  if (!fd) {
+    throw_errno("open", path);
+  }
+  struct stat fst = {};
+  if (::fstat(fd.get(), &fst) < 0) {
+    throw_errno("fstat", path);
+  }
+  if (!S_ISREG(fst.st_mode) || fst.st_dev != st.st_dev || fst.st_ino != st.st_ino) {
+    throw Error(Errc::unsupported, "replaced by another file while it was opened: refused", path);
+  }
+  if (st_out) {
+    *st_out = fst;
+  }
+  return fd;
+}
+
+Fd open_dir_beneath(int rootfd, const std::string& relpath)
+{
+  Fd fd(openat_beneath(rootfd, relpath, O_RDONLY | O_DIRECTORY));
+  if (!fd) {
+    throw_errno("open", relpath);
+  }
+  return fd;
+}
+
+} // namespace vmcsum::sys

@@ -6,15 +6,19 @@
 // bad sector classified as a false mismatch (the O_DIRECT race), media damage or undetermined.
 #pragma once
 
+#include <vmcsum/host/host_context.hpp>
 #include <vmcsum/host/kernel_log.hpp>
 #include <vmcsum/host/kernel_policy.hpp>
 #include <vmcsum/host/rate_limiter.hpp>
 #include <vmcsum/host/vm_config.hpp>
 #include <vmcsum/scrub/scrub_state.hpp>
+#include <vmcsum/sys/fd.hpp>
+#include <vmcsum/sys/io.hpp>
 
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -234,14 +238,52 @@ struct ScrubResult
   std::vector<ReadWindow> windows;
   std::vector<HistoryEvent> history;
   std::vector<std::string> notes;
+  // Stopped by the Cancel token (SIGINT/SIGTERM in the CLI): the file being scrubbed then is
+  // reported unexamined, later files are not listed, and nothing of it is saved.
+  bool interrupted = false;
 };
 
 // Progress: bytes done and total over every file, and the file being scrubbed.
 using ScrubProgress = std::function<void(uint64_t done, uint64_t total, const std::string& path)>;
 
 // Scrubs every file. Per-file problems are data (FileScrub::error); throws only when nothing can
-// run at all. Needs root (TREE_SEARCH, raw device reads).
-ScrubResult scrub(const ScrubOptions& opts, const ScrubProgress& progress = {});
+// run at all. Needs root (TREE_SEARCH, raw device reads). Files are listed by sys::walk_tree and
+// opened through sys::FileRef: nothing outside the given trees is read, and an entry swapped
+// for a FIFO, symlink or other file since the listing is refused with a reason. `cancel` is
+// polled between pieces (at most opts.chunk bytes): a requested stop ends the run early with
+// ScrubResult::interrupted.
+ScrubResult scrub(const ScrubOptions& opts, const ScrubProgress& progress = {},
+                  const sys::Cancel& cancel = {});
+
+// Scrubs files one at a time, for callers that already hold them open (repair re-verifies what
+// it rewrote without rerunning whole scrubs). The filesystem contexts (chunk map, devices,
+// kernel record, scrub state) are read once per filesystem and kept for later files. The kernel
+// log history is not read (scrub() does that over all the files).
+class ScrubSession
+{
+public:
+  ScrubSession(const ScrubOptions& opts, const HostContext& host, ScrubProgress progress = {},
+               sys::Cancel cancel = {});
+  ~ScrubSession();
+  ScrubSession(const ScrubSession&) = delete;
+  ScrubSession& operator=(const ScrubSession&) = delete;
+
+  // `fd`: a regular file on btrfs, open for reading (it is switched to O_DIRECT for the kernel
+  // pass and back). `display` names it in the result. `ranges`: (offset, length) of the file
+  // to verify; empty: opts.ranges (empty there too: the whole file).
+  FileScrub scrub_file(const sys::Fd& fd, const std::string& display,
+                       const std::vector<std::pair<uint64_t, uint64_t>>& ranges = {});
+  // Counted against the progress total (bytes).
+  void set_total(uint64_t total);
+  bool interrupted() const;
+  // Run notes (kernel record, scrub state) and the read windows of the kernel passes so far.
+  const std::vector<std::string>& notes() const;
+  const std::vector<ReadWindow>& windows() const;
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> m_impl;
+};
 
 // Where the kernel log comes from: /dev/kmsg (or a text file) for this boot, and the systemd
 // journal for earlier boots.

@@ -1,52 +1,132 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Copyright (C) 2026 The vmcsum authors
+//
+// The one way vmcsum walks a directory tree and opens what it finds there: by directory file
+// descriptors, never by re-resolving a path string. A tree that someone else can write to may
+// have a directory swapped for a symlink to /etc, or an image for a FIFO, between our listing
+// and our open (issue 12); everything here opens relative to the parent's fd, refuses symlinks
+// and checks that what it opened is the regular file the walk examined.
 #pragma once
 
+#include <vmcsum/sys/fd.hpp>
+
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 
 #include <sys/stat.h>
 
-namespace vmcsum::core {
+namespace vmcsum::sys {
+
+// openat(2) of one name (or a relative path) below `dirfd` that never leaves it and never
+// follows a symlink: openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS) (Linux
+// 5.6+); where openat2 is missing (ENOSYS), openat(O_NOFOLLOW) component by component. O_CLOEXEC
+// is added. Returns -1 with errno set (ELOOP: a symlink on the way; EXDEV: it would leave dirfd).
+int openat_beneath(int dirfd, const std::string& relpath, int flags);
+
+// A file found by a walk, to be opened later (after the walk has closed its directories): the
+// walk's root directory fd, the path below it, and the inode the walk examined. open() resolves
+// `relpath` below the root only (openat_beneath: no symlink, no "..") and keeps the result only
+// if it is that same regular file, so a tree changed since the walk can refuse, never redirect.
+struct FileRef
+{
+  std::shared_ptr<const Fd> root; // the walk's root directory (or the named file's parent)
+  std::string relpath;            // below root
+  std::string path;               // for display only
+  dev_t dev = 0;
+  ino_t ino = 0;
+  off_t size = 0;
+  blkcnt_t blocks = 0;
+
+  // O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC are added to `flags`. Throws Error naming `path`
+  // (Errc::unsupported: not a regular file, or not the file the walk examined). `st` receives
+  // the fstat of the opened file.
+  Fd open(int flags, struct stat* st = nullptr) const;
+};
 
 // An entry met by walk_tree. Its lstat is fetched only when asked for: a walk that can decide
 // from the name and the directory entry's type costs no more than find(1).
 class WalkEntry
 {
 public:
-  WalkEntry(int dirfd, const char* name, std::string path, unsigned char d_type)
+  WalkEntry(int dirfd, std::string name, std::string path, unsigned char d_type, unsigned depth,
+            std::shared_ptr<const Fd> root = {}, std::string relpath = {})
     : m_dirfd(dirfd)
-    , m_name(name)
+    , m_name(std::move(name))
     , m_path(std::move(path))
     , m_d_type(d_type)
+    , m_depth(depth)
+    , m_root(std::move(root))
+    , m_relpath(std::move(relpath))
   {
   }
+  // The open directory holding the entry; valid during the visit only.
+  int dirfd() const { return m_dirfd; }
+  const char* name() const { return m_name.c_str(); }
+  // For display only: nothing in vmcsum opens this string again.
   const std::string& path() const { return m_path; }
-  const char* name() const { return m_name; }
   // DT_REG, DT_LNK, ... from readdir; DT_UNKNOWN when the filesystem does not say.
   unsigned char d_type() const { return m_d_type; }
-  // lstat of the entry (cached); nullptr when it failed, with errno set.
+  // 0 for the root, 1 for its entries, ...
+  unsigned depth() const { return m_depth; }
+  // fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW), cached; nullptr when it failed, with errno set.
   const struct stat* lstat();
+  // Opens the entry relative to dirfd with O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC added to `flags`,
+  // and keeps it only if fstat says it is a regular file with the st_dev/st_ino of lstat():
+  // an entry swapped for a FIFO, a symlink, a directory or another file since the walk looked
+  // at it is refused, never read (O_NONBLOCK: opening a FIFO cannot hang). Throws Error
+  // (Errc::unsupported for a refused entry, else from errno) naming path(). `st`, when given,
+  // receives the fstat of the opened file.
+  Fd open_regular(int flags, struct stat* st = nullptr);
+  // The entry as a FileRef to open after the walk (its lstat is taken now). Throws Error when
+  // the entry cannot be stat'ed.
+  FileRef ref();
 
 private:
   int m_dirfd;
-  const char* m_name;
+  std::string m_name;
   std::string m_path;
   unsigned char m_d_type;
+  unsigned m_depth;
+  std::shared_ptr<const Fd> m_root;
+  std::string m_relpath;
   bool m_done = false;
   bool m_ok = false;
+  int m_errno = 0;
   struct stat m_st
   {
   };
 };
 
+struct WalkOptions
+{
+  // Directories deeper than this are reported to `problem` ("deeper than N levels") and not
+  // entered: a tree made deep on purpose cannot exhaust file descriptors.
+  unsigned max_depth = 128;
+};
+
+using WalkVisit = std::function<void(WalkEntry& entry)>;
+using WalkProblem = std::function<void(const std::string& path, const std::string& why)>;
+
 // Walks the tree under `root` (root itself included) without following symlinks anywhere below
 // it and without visiting a directory twice (bind mounts). `visit` gets every entry that is not
-// a directory; `problem` gets "path, reason" for entries that could not be read. Directories
-// are opened O_NOFOLLOW|O_DIRECTORY relative to their parent, so a symlink swapped in mid-walk
-// is refused rather than followed.
-void walk_tree(const std::string& root, const std::function<void(WalkEntry& entry)>& visit,
-               const std::function<void(const std::string& path, const std::string& why)>& problem);
+// a directory; `problem` gets "path, reason" for entries that could not be read. The root path
+// is resolved once; a root that is not a directory is visited itself (relative to its parent
+// directory's fd). Every directory below is opened relative to its parent's fd with
+// openat_beneath, so a symlink swapped in mid-walk is refused rather than followed.
+void walk_tree(const std::string& root, const WalkVisit& visit, const WalkProblem& problem,
+               const WalkOptions& opts = {});
 
-} // namespace vmcsum::core
+// Opens a path the user named on the command line: a symlink there is followed, once (like
+// find -H), and the result is refused unless it is a regular file. The file is first opened
+// O_PATH (no side effect on a FIFO or device) and checked, then reopened through that
+// descriptor, so the path is resolved exactly once. O_NONBLOCK|O_CLOEXEC are added. Throws
+// Error naming `path` (Errc::unsupported: not a regular file). `st` receives its fstat.
+Fd open_regular_at(const std::string& path, int flags, struct stat* st = nullptr);
+
+// A directory below `rootfd`, by a relative path that may not leave it or cross a symlink
+// (openat_beneath). Throws Error naming `relpath`.
+Fd open_dir_beneath(int rootfd, const std::string& relpath);
+
+} // namespace vmcsum::sys

@@ -1,0 +1,284 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// The I/O layer of sys/: the walker's refusals (symlinks, swapped entries, FIFOs, depth), the
+// chunk reader (holes, ranges, cancellation) and the read-back digest.
+#include <vmcsum/error.hpp>
+#include <vmcsum/sys/io.hpp>
+#include <vmcsum/sys/walk.hpp>
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+using namespace vmcsum;
+
+namespace {
+
+class Scratch
+{
+public:
+  Scratch()
+  {
+    std::string tmpl = std::filesystem::temp_directory_path().string() + "/vmcsum-io-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+    m_path = tmpl;
+  }
+  ~Scratch() { std::filesystem::remove_all(m_path); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  const std::string& path() const { return m_path; }
+  std::string operator/(const std::string& name) const { return m_path + "/" + name; }
+
+private:
+  std::string m_path;
+};
+
+void write_file(const std::string& path, const std::string& data)
+{
+  std::ofstream(path, std::ios::binary) << data;
+}
+
+struct Seen
+{
+  std::vector<std::string> files;
+  std::vector<std::string> problems;
+};
+
+Seen walk(const std::string& root, sys::WalkOptions opts = {})
+{
+  Seen s;
+  sys::walk_tree(
+    root, [&](sys::WalkEntry& e) { s.files.push_back(e.path()); },
+    [&](const std::string& p, const std::string& why) { s.problems.push_back(p + ": " + why); },
+    opts);
+  std::sort(s.files.begin(), s.files.end());
+  return s;
+}
+
+} // namespace
+
+TEST_CASE("walk_tree lists files below the root and never follows a symlink")
+{
+  Scratch t, outside;
+  write_file(outside / "secret", "outside");
+  std::filesystem::create_directories(t / "a/b");
+  write_file(t / "a/b/img", "x");
+  write_file(t / "top", "y");
+  std::filesystem::create_directory_symlink(outside.path(), t / "a/link");
+  Seen s = walk(t.path());
+  // The symlink is an entry (visited, not entered): nothing below `outside` appears.
+  CHECK(s.files == std::vector<std::string>{t / "a/b/img", t / "a/link", t / "top"});
+  CHECK(s.problems.empty());
+}
+
+TEST_CASE("walk_tree reports directories past the depth limit instead of skipping them silently")
+{
+  Scratch t;
+  std::filesystem::create_directories(t / "1/2/3");
+  write_file(t / "1/2/3/deep", "x");
+  write_file(t / "1/shallow", "x");
+  Seen s = walk(t.path(), sys::WalkOptions{2});
+  CHECK(s.files == std::vector<std::string>{t / "1/shallow"});
+  REQUIRE(s.problems.size() == 1);
+  CHECK(s.problems[0].find(t / "1/2/3") == 0);
+  CHECK(s.problems[0].find("deeper than 2 levels") != std::string::npos);
+}
+
+TEST_CASE("walk_tree visits a root that is a file, and reports a missing root")
+{
+  Scratch t;
+  write_file(t / "img", "x");
+  CHECK(walk(t / "img").files == std::vector<std::string>{t / "img"});
+  Seen missing = walk(t / "nope");
+  CHECK(missing.files.empty());
+  CHECK(missing.problems.size() == 1);
+}
+
+TEST_CASE("open_regular opens the file the walk listed and refuses anything swapped in")
+{
+  Scratch t;
+  write_file(t / "img", "data");
+  write_file(t / "other", "other");
+  REQUIRE(::mkfifo((t / "fifo").c_str(), 0600) == 0);
+  std::map<std::string, std::string> result;
+  sys::walk_tree(
+    t.path(),
+    [&](sys::WalkEntry& e) {
+      const std::string name = e.name();
+      if (name == "img") {
+        struct stat st = {};
+        sys::Fd fd = e.open_regular(O_RDONLY, &st);
+        char buf[8] = {};
+        CHECK(::read(fd.get(), buf, sizeof buf) == 4);
+        result[name] = buf;
+        return;
+      }
+      if (name == "other") {
+        e.lstat(); // the walk looked at it; then it is replaced by a symlink
+        std::filesystem::remove(t / "other");
+        std::filesystem::create_symlink(t / "img", t / "other");
+      }
+      try {
+        e.open_regular(O_RDONLY);
+        result[name] = "opened";
+      } catch (const Error& err) {
+        CHECK(err.code() == Errc::unsupported);
+        result[name] = err.detail();
+      }
+    },
+    [](const std::string&, const std::string&) {});
+  CHECK(result["img"] == "data");
+  // A FIFO is refused before any open (an open for reading could block).
+  CHECK(result["fifo"].find("FIFO") != std::string::npos);
+  CHECK(result["other"].find("symlink") != std::string::npos);
+}
+
+TEST_CASE("open_regular refuses a file replaced by another file between lstat and open")
+{
+  Scratch t;
+  write_file(t / "img", "old");
+  sys::walk_tree(
+    t.path(),
+    [&](sys::WalkEntry& e) {
+      REQUIRE(e.lstat());
+      write_file(t / "new", "new");
+      REQUIRE(::rename((t / "new").c_str(), (t / "img").c_str()) == 0);
+      CHECK_THROWS_AS(e.open_regular(O_RDONLY), Error);
+    },
+    [](const std::string&, const std::string&) {});
+}
+
+TEST_CASE("open_regular_at follows a named symlink once and refuses what is not a file")
+{
+  Scratch t;
+  write_file(t / "img", "abc");
+  std::filesystem::create_symlink(t / "img", t / "link");
+  REQUIRE(::mkfifo((t / "fifo").c_str(), 0600) == 0);
+  struct stat st = {};
+  sys::Fd fd = sys::open_regular_at(t / "link", O_RDONLY, &st);
+  CHECK(st.st_size == 3);
+  CHECK_THROWS_AS(sys::open_regular_at(t / "fifo", O_RDONLY), Error);
+  CHECK_THROWS_AS(sys::open_regular_at(t.path(), O_RDONLY), Error);
+}
+
+TEST_CASE("open_dir_beneath stays below its root")
+{
+  Scratch t, outside;
+  std::filesystem::create_directories(t / "a/b");
+  std::filesystem::create_directory_symlink(outside.path(), t / "a/out");
+  sys::Fd root(::open(t.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  REQUIRE(root);
+  CHECK(sys::open_dir_beneath(root.get(), "a/b"));
+  CHECK_THROWS_AS(sys::open_dir_beneath(root.get(), "a/out"), Error);
+  CHECK_THROWS_AS(sys::open_dir_beneath(root.get(), "../"), Error);
+  CHECK_THROWS_AS(sys::open_dir_beneath(root.get(), "/etc"), Error);
+}
+
+TEST_CASE("pread_full reads everything and stops at end of file")
+{
+  Scratch t;
+  write_file(t / "f", std::string(10000, 'z'));
+  sys::Fd fd(::open((t / "f").c_str(), O_RDONLY | O_CLOEXEC));
+  std::vector<char> buf(20000);
+  CHECK(sys::pread_full(fd.get(), buf.data(), buf.size(), 0) == 10000);
+  CHECK(sys::pread_full(fd.get(), buf.data(), 100, 9950) == 50);
+  CHECK(sys::pread_full(fd.get(), buf.data(), 100, 20000) == 0);
+}
+
+TEST_CASE("ChunkReader reads data ranges only, in chunks, and stops when cancelled")
+{
+  Scratch t;
+  const std::string p = t / "sparse";
+  {
+    sys::Fd fd(::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    REQUIRE(fd);
+    std::string a(8192, 'a');
+    REQUIRE(sys::pwrite_full(fd.get(), a.data(), a.size(), 0) == 0);
+    REQUIRE(sys::pwrite_full(fd.get(), a.data(), a.size(), 1 << 20) == 0);
+    REQUIRE(::ftruncate(fd.get(), 4 << 20) == 0);
+    ::fsync(fd.get());
+  }
+  sys::Fd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+  auto ranges = sys::data_ranges(fd.get(), 4 << 20, p);
+  // tmpfs and most local filesystems report the holes; every one reports at least the data.
+  uint64_t data = 0;
+  for (const auto& r : ranges) {
+    data += r.length;
+  }
+  CHECK(data >= 16384);
+  sys::ChunkReader::Options o;
+  o.chunk = 4096;
+  sys::ChunkReader reader(o);
+  uint64_t calls = 0, bytes = 0, starts = 0;
+  auto out = reader.read_ranges(
+    fd.get(), ranges, p,
+    [&](uint64_t, std::span<const uint8_t> b) {
+      ++calls;
+      bytes += b.size();
+      CHECK(b.size() <= 4096);
+    },
+    {}, [&](const sys::ByteRange&) { ++starts; });
+  CHECK(bytes == data);
+  CHECK(out.bytes_read == data);
+  CHECK(starts == ranges.size());
+  CHECK(out.unreadable.empty());
+  CHECK_FALSE(out.cancelled);
+
+  std::atomic<bool> stop{false};
+  sys::Cancel cancel;
+  cancel.flag = &stop;
+  uint64_t before_stop = 0;
+  auto cut = reader.read_ranges(
+    fd.get(), {{0, 8192}, {1 << 20, 8192}}, p,
+    [&](uint64_t, std::span<const uint8_t>) {
+      ++before_stop;
+      stop = true;
+    },
+    cancel);
+  CHECK(cut.cancelled);
+  CHECK(before_stop == 1);
+}
+
+TEST_CASE("ChunkReader says where a file ended early")
+{
+  Scratch t;
+  write_file(t / "f", std::string(5000, 'q'));
+  sys::Fd fd(::open((t / "f").c_str(), O_RDONLY | O_CLOEXEC));
+  sys::ChunkReader reader;
+  auto out = reader.read_ranges(fd.get(), {{0, 8192}}, "f", [](uint64_t, auto) {});
+  REQUIRE(out.short_at);
+  CHECK(*out.short_at == 5000);
+  CHECK(out.bytes_read == 5000);
+}
+
+TEST_CASE("Hasher is xxh3-128 and range() makes the range map part of the digest")
+{
+  sys::Hasher h;
+  // XXH3_128bits of the empty input (xxHash reference: 99aa06d3014798d86001c324468d497f).
+  CHECK(h.hex() == "99aa06d3014798d86001c324468d497f");
+  sys::Hasher a, b;
+  a.range(0, 3);
+  a.update("abc", 3);
+  b.range(4096, 3);
+  b.update("abc", 3);
+  CHECK(a.hex() != b.hex());
+  CHECK(a.hex().size() == 32);
+}
+
+TEST_CASE("free_bytes and kernel_release answer for this machine")
+{
+  sys::Fd fd(::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  CHECK(sys::free_bytes(fd.get()).has_value());
+  CHECK_FALSE(sys::free_bytes(-1).has_value());
+  CHECK_FALSE(sys::kernel_release().empty());
+  CHECK(&sys::kernel_release() == &sys::kernel_release());
+}

@@ -50,7 +50,7 @@ nlohmann::ordered_json entry_json(const core::RepairEntry& e)
   nlohmann::ordered_json j;
   j["path"] = core::escape_name(e.path);
   j["acted_on"] = core::escape_name(e.acted_on);
-  j["action"] = e.action;
+  j["action"] = core::repair_action_name(e.action);
   j["code"] = str_or_null(e.code);
   j["reason"] = str_or_null(e.reason);
   j["size"] = e.size;
@@ -124,38 +124,31 @@ nlohmann::ordered_json entry_json(const core::RepairEntry& e)
 
 int entry_status(const core::RepairEntry& e)
 {
-  const std::string& a = e.action;
-  if (a == "refused" || a == "failed") {
-    return e.code == "verify-failed" ? exit_code::critical : exit_code::incomplete;
-  }
-  if (a == "would-repair") {
+  switch (core::repair_severity(e)) {
+  case core::RepairSeverity::clean:
+    return exit_code::clean;
+  case core::RepairSeverity::warnings:
+    return exit_code::warnings;
+  case core::RepairSeverity::critical:
     return exit_code::critical;
+  case core::RepairSeverity::incomplete:
+    return exit_code::incomplete;
   }
-  int s = exit_code::clean;
-  if (!e.skipped.empty() || a == "left") {
-    s = exit_code::warnings;
-  }
-  for (const auto& r : e.ranges) {
-    if (!r.shared_with.empty()) {
-      s = std::max(s, exit_code::warnings);
-    }
-  }
-  if (e.nocow && e.nocow->action != "rewritten" && e.nocow->action != "unchanged" &&
-      e.nocow->action != "flag-set") {
-    s = std::max(s, e.nocow->action == "skipped" ? exit_code::warnings : exit_code::incomplete);
-  }
-  return s;
+  return exit_code::incomplete;
 }
 
-Style action_style(const std::string& a)
+bool stopped(core::RepairAction a)
 {
-  if (a == "repaired" || a == "restored" || a == "clean") {
+  return a == core::RepairAction::refused || a == core::RepairAction::failed;
+}
+
+Style action_style(core::RepairAction a)
+{
+  using A = core::RepairAction;
+  if (a == A::repaired || a == A::restored || a == A::clean) {
     return Style::green;
   }
-  if (a == "refused" || a == "failed") {
-    return Style::red;
-  }
-  return Style::yellow;
+  return stopped(a) ? Style::red : Style::yellow;
 }
 
 void render_text(const core::RepairResult& r, bool dry_run, Output& out)
@@ -163,12 +156,13 @@ void render_text(const core::RepairResult& r, bool dry_run, Output& out)
   Table table({"PATH", "ACTION", "BAD", "REPAIRED", "SKIPPED", "REWRITTEN", "BACKUP"});
   std::string details;
   for (const auto& e : r.files) {
-    table.add({core::escape_name(e.path), out.paint(e.action, action_style(e.action)),
+    table.add({core::escape_name(e.path),
+               out.paint(core::repair_action_name(e.action), action_style(e.action)),
                std::to_string(e.bad_sectors), std::to_string(e.repaired.size()),
                std::to_string(e.skipped.size()), core::human_bytes(e.rewritten_bytes),
                e.backup ? core::escape_name(*e.backup) : "-"});
     const std::string name = core::escape_name(e.path);
-    if (!e.reason.empty() && e.action != "refused" && e.action != "failed") {
+    if (!e.reason.empty() && !stopped(e.action)) {
       details += "  " + name + ": " + e.reason + "\n";
     }
     if (dry_run || out.options().verbose > 0) {
@@ -246,6 +240,82 @@ std::string read_file_or_stdin(const std::string& path)
   }
 }
 
+using Report = std::optional<std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>>>;
+
+core::RepairResult run_engine(const RepairCli& cli, uint64_t rate, const Report& report,
+                              Output& out)
+{
+  StopSignals signals;
+  ProgressBar bar(!cli.no_progress && progress_wanted(out.options().quiet));
+  auto progress = [&](const core::RepairProgress& p) {
+    bar.update(p.path, p.phase, p.done, p.total);
+  };
+  if (!cli.undo.empty()) {
+    core::UndoOptions uo;
+    uo.backup = cli.undo;
+    if (cli.prefer_mirror) {
+      uo.prefer_mirror = cli.prefer_mirror;
+    }
+    uo.force = cli.force;
+    uo.dry_run = cli.dry_run;
+    uo.limit_rate = rate;
+    uo.proc_dir = cli.proc_dir;
+    uo.state_dir = out.options().state_dir;
+    return core::undo_repair(uo, progress, StopSignals::cancel());
+  }
+  core::RepairOptions ro;
+  ro.paths = cli.paths;
+  ro.from_report = report;
+  if (cli.prefer_mirror) {
+    ro.prefer_mirror = cli.prefer_mirror;
+  }
+  ro.include_undetermined = cli.include_undetermined;
+  ro.then_nocow = cli.then_nocow;
+  ro.backup_dir = cli.backup_dir;
+  ro.dry_run = cli.dry_run;
+  ro.limit_rate = rate;
+  ro.proc_dir = cli.proc_dir;
+  ro.vm_configs = cli.vm_configs;
+  ro.state_dir = out.options().state_dir;
+  return core::repair(ro, progress, StopSignals::cancel());
+}
+
+int run_repair(const RepairCli& cli, uint64_t rate, const Report& report, Output& out)
+{
+  const core::RepairResult r = run_engine(cli, rate, report, out);
+  int status = exit_code::clean;
+  for (const auto& e : r.files) {
+    status = std::max(status, entry_status(e));
+  }
+  // A signal that arrived during the verification still ends the command as interrupted.
+  if (StopSignals::signal() != 0) {
+    status = exit_code::interrupted + StopSignals::signal();
+  }
+  if (out.options().json) {
+    nlohmann::ordered_json doc = {{"schema", "vmcsum.repair/1"}};
+    doc["dry_run"] = cli.dry_run;
+    doc["undo"] = !cli.undo.empty();
+    auto& files = doc["files"] = nlohmann::ordered_json::array();
+    for (const auto& e : r.files) {
+      files.push_back(entry_json(e));
+    }
+    doc["notes"] = r.notes;
+    doc["exit_code"] = status;
+    out.emit_json(doc);
+  } else {
+    render_text(r, cli.dry_run, out);
+  }
+  for (const auto& e : r.files) {
+    if (stopped(e.action)) {
+      out.error(core::escape_name(e.path) + ": " + e.reason);
+    }
+    for (const auto& n : e.notes) {
+      out.warn(core::escape_name(e.path) + ": " + n);
+    }
+  }
+  return status;
+}
+
 } // namespace
 
 void register_repair(CLI::App& app, Runner& runner)
@@ -299,7 +369,7 @@ void register_repair(CLI::App& app, Runner& runner)
     if (!cli->limit_rate.empty()) {
       rate = parse_rate(cli->limit_rate, "--limit-rate");
     }
-    std::optional<std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>>> report;
+    Report report;
     if (!cli->from.empty()) {
       try {
         report = core::parse_scrub_report(read_file_or_stdin(cli->from));
@@ -307,75 +377,7 @@ void register_repair(CLI::App& app, Runner& runner)
         throw CLI::ValidationError("--from", e.what());
       }
     }
-    runner = [cli, rate, report](Output& out) {
-      core::RepairResult r;
-      {
-        StopSignals signals;
-        ProgressBar bar(!cli->no_progress && progress_wanted(out.options().quiet));
-        auto progress = [&](const core::RepairProgress& p) {
-          bar.update(p.path, p.phase, p.done, p.total);
-        };
-        if (!cli->undo.empty()) {
-          core::UndoOptions uo;
-          uo.backup = cli->undo;
-          if (cli->prefer_mirror) {
-            uo.prefer_mirror = cli->prefer_mirror;
-          }
-          uo.force = cli->force;
-          uo.dry_run = cli->dry_run;
-          uo.limit_rate = rate;
-          uo.proc_dir = cli->proc_dir;
-          r = core::undo_repair(uo, progress, StopSignals::cancel());
-        } else {
-          core::RepairOptions ro;
-          ro.paths = cli->paths;
-          ro.from_report = report;
-          if (cli->prefer_mirror) {
-            ro.prefer_mirror = cli->prefer_mirror;
-          }
-          ro.include_undetermined = cli->include_undetermined;
-          ro.then_nocow = cli->then_nocow;
-          ro.backup_dir = cli->backup_dir;
-          ro.dry_run = cli->dry_run;
-          ro.limit_rate = rate;
-          ro.proc_dir = cli->proc_dir;
-          ro.vm_configs = cli->vm_configs;
-          ro.state_dir = out.options().state_dir;
-          r = core::repair(ro, progress, StopSignals::cancel());
-        }
-      }
-      int status = exit_code::clean;
-      for (const auto& e : r.files) {
-        status = std::max(status, entry_status(e));
-      }
-      // A signal that arrived during the verification still ends the command as interrupted.
-      if (StopSignals::signal() != 0) {
-        status = exit_code::interrupted + StopSignals::signal();
-      }
-      if (out.options().json) {
-        nlohmann::ordered_json doc = {{"schema", "vmcsum.repair/1"}};
-        doc["dry_run"] = cli->dry_run;
-        doc["undo"] = !cli->undo.empty();
-        auto& files = doc["files"] = nlohmann::ordered_json::array();
-        for (const auto& e : r.files) {
-          files.push_back(entry_json(e));
-        }
-        doc["notes"] = r.notes;
-        doc["exit_code"] = status;
-        out.emit_json(doc);
-      } else {
-        render_text(r, cli->dry_run, out);
-      }
-      for (const auto& e : r.files) {
-        if (e.action == "refused" || e.action == "failed") {
-          out.error(core::escape_name(e.path) + ": " + e.reason);
-        }
-        for (const auto& n : e.notes) {
-          out.warn(core::escape_name(e.path) + ": " + n);
-        }
-      }
-      return status;
-    };
+    runner = [cli, rate, report](Output& out) { return run_repair(*cli, rate, report, out); };
   });
 }
 

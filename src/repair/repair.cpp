@@ -1,20 +1,28 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Copyright (C) 2026 The vmcsum authors
 //
-// The engine of `vmcsum repair`. Order of work for one image, and why:
-//  1. refusals (not btrfs, in use, locked, read-only...) exactly as `set` words them;
-//  2. scrub it per copy (no kernel pass: reads through btrfs would repair copies before we
-//     know what they held), classify;
-//  3. sectors some copy matches: one read through btrfs (read repair), then look again;
-//  4. the damaged extents' file ranges (EXTENT_DATA items), their other references;
-//  5. space for the rewrite and the backup, then the backup: every byte it will write over,
-//     every copy of each bad sector, fsync'ed and renamed into place (".pending");
-//  6. the backup's chosen bytes written back at the same offsets (buffered pwrite: btrfs COWs
-//     them into new extents with fresh checksums), fdatasync, mtime kept;
-//  7. read back with O_DIRECT (btrfs verifies every checksum), commit, check the old extents
-//     are gone, scrub the ranges per copy again; only then the backup loses ".pending".
+// The engine of `vmcsum repair`. Order of work for one image (ImageRepair, one method per
+// phase), and why:
+//  1. examine: refusals (not btrfs, in use, locked, read-only...) exactly as `set` words them;
+//     the image is opened once (read-only, non-blocking, no final symlink) and fstat'ed; every
+//     later descriptor is reopened from it and checked to be the same inode;
+//  2. find_bad: scrub it per copy (no kernel pass: reads through btrfs would repair copies
+//     before we know what they held), classify;
+//  3. read_repair: sectors some copy matches get one read through btrfs, then a second look;
+//  4. plan: the damaged extents' file ranges (EXTENT_DATA items), their other references, space
+//     (plan_repair(), pure);
+//  5. back_up: every byte it will write over, every copy of each bad sector, fsync'ed and renamed
+//     into place (".pending"), and bound to this repair in the state directory
+//     (backup_binding.hpp) before the first write;
+//  6. write: the backup's chosen bytes written back at the same offsets (buffered pwrite: btrfs
+//     COWs them into new extents with fresh checksums), fdatasync, mtime kept;
+//  7. verify: read back with O_DIRECT (btrfs verifies every checksum) through the same inode,
+//     commit, check the old extents are gone, scrub the ranges per copy again; only then the
+//     backup loses ".pending".
 // A SIGKILL anywhere leaves every sector old or new (a page is copied whole or not at all) and
 // the backup complete; the rerun finds the pending backup and rewrites its ranges again.
+#include "repair_internal.hpp"
+
 #include <vmcsum/btrfs/backref.hpp>
 #include <vmcsum/btrfs/file_extents.hpp>
 #include <vmcsum/btrfs/inode_item.hpp>
@@ -25,29 +33,25 @@
 #include <vmcsum/error.hpp>
 #include <vmcsum/host/kernel_log_reader.hpp>
 #include <vmcsum/host/proc_scan.hpp>
-#include <vmcsum/host/rate_limiter.hpp>
 #include <vmcsum/host/subvol_paths.hpp>
 #include <vmcsum/image/file_facts.hpp>
+#include <vmcsum/repair/backup_binding.hpp>
 #include <vmcsum/repair/repair.hpp>
 #include <vmcsum/repair/repair_backup.hpp>
+#include <vmcsum/repair/repair_plan.hpp>
 #include <vmcsum/report/text.hpp>
 #include <vmcsum/scrub/scrub_state.hpp>
 #include <vmcsum/sys/aligned_buffer.hpp>
-#include <vmcsum/sys/fd.hpp>
+#include <vmcsum/sys/durable_file.hpp>
+#include <vmcsum/sys/io.hpp>
 #include <vmcsum/sys/lease.hpp>
 #include <vmcsum/sys/path.hpp>
 #include <vmcsum/sys/walk.hpp>
 
-#include <systemd/sd-journal.h>
-#include <xxhash.h>
-
 #include <algorithm>
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <memory>
-#include <set>
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -59,113 +63,14 @@
 
 namespace vmcsum::core {
 
+using namespace repair_detail;
+
 namespace {
 
-constexpr size_t k_chunk = 4u << 20;
 constexpr long k_btrfs_magic = 0x9123683e;
 constexpr uint8_t k_extent_item_key = 168;
 constexpr uint64_t k_extent_tree = 2;
 constexpr uint64_t k_backup_margin = 1u << 20;
-
-// Ends the work on one file.
-struct Stop
-{
-  std::string action; // refused or failed
-  std::string code;
-  std::string message;
-};
-
-[[noreturn]] void stop_errno(int err, const std::string& code, const std::string& what)
-{
-  std::string c = err == ENOSPC || err == EDQUOT ? "no-space" : err == EROFS ? "read-only" : code;
-  throw Stop{"failed", c, what + ": " + errno_text(err)};
-}
-
-std::vector<uint8_t> from_hex(const std::string& hex)
-{
-  std::vector<uint8_t> out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out.push_back(static_cast<uint8_t>(std::stoul(hex.substr(i, 2), nullptr, 16)));
-  }
-  return out;
-}
-
-std::string utc_stamp()
-{
-  std::time_t t = std::time(nullptr);
-  std::tm tm = {};
-  ::gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
-}
-
-std::string utc_iso()
-{
-  std::time_t t = std::time(nullptr);
-  std::tm tm = {};
-  ::gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-void pwrite_all(int fd, const uint8_t* buf, size_t len, uint64_t off, const std::string& path)
-{
-  if (int err = sys::pwrite_full(fd, buf, len, off)) {
-    stop_errno(err, "io-error", "write to " + path + " at offset " + std::to_string(off));
-  }
-}
-
-// pread that reports EIO instead of throwing; other errors stop.
-bool pread_full(int fd, uint8_t* buf, size_t len, uint64_t off, const std::string& path)
-{
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = ::pread(fd, buf + done, len - done, static_cast<off_t>(off + done));
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n < 0 && errno == EIO) {
-      return false;
-    }
-    if (n < 0) {
-      stop_errno(errno, "io-error", "read " + path + " at offset " + std::to_string(off + done));
-    }
-    if (n == 0) {
-      throw Stop{"failed", "changed", path + " got shorter during the repair"};
-    }
-    done += static_cast<size_t>(n);
-  }
-  return true;
-}
-
-void mkdir_p(const std::string& dir)
-{
-  if (dir.empty()) {
-    return;
-  }
-  struct stat st = {};
-  if (::stat(dir.c_str(), &st) == 0) {
-    if (!S_ISDIR(st.st_mode)) {
-      throw Stop{"refused", "backup-dir", dir + " is not a directory"};
-    }
-    return;
-  }
-  mkdir_p(sys::parent_dir(dir));
-  if (::mkdir(dir.c_str(), 0700) < 0 && errno != EEXIST) {
-    stop_errno(errno, "backup-dir", "create the backup directory " + dir);
-  }
-}
-
-uint64_t free_bytes(const std::string& dir)
-{
-  struct statvfs sv = {};
-  if (::statvfs(dir.c_str(), &sv) < 0) {
-    return ~0ULL; // unknown: let the writes tell
-  }
-  return static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
-}
 
 bool extent_exists(int fd, uint64_t bytenr, const std::string& path)
 {
@@ -184,194 +89,6 @@ bool extent_exists(int fd, uint64_t bytenr, const std::string& path)
   return found;
 }
 
-// Who holds which range, for the per-range digests of what was written.
-size_t range_index(const std::vector<RewriteRange>& ranges, uint64_t off)
-{
-  // Ranges are sorted by offset and do not overlap: the last one starting at or before `off`.
-  auto it = std::upper_bound(ranges.begin(), ranges.end(), off,
-                             [](uint64_t o, const RewriteRange& r) { return o < r.offset; });
-  if (it == ranges.begin()) {
-    return ranges.size();
-  }
-  --it;
-  return off < it->offset + it->length ? static_cast<size_t>(it - ranges.begin()) : ranges.size();
-}
-
-class Digests
-{
-public:
-  explicit Digests(size_t n)
-  {
-    for (size_t i = 0; i < n; ++i) {
-      m_states.emplace_back(XXH64_createState(), XXH64_freeState);
-      XXH64_reset(m_states.back().get(), 0);
-    }
-  }
-  void update(size_t i, const uint8_t* p, size_t n)
-  {
-    if (i < m_states.size()) {
-      XXH64_update(m_states[i].get(), p, n);
-    }
-  }
-  uint64_t digest(size_t i) const { return XXH64_digest(m_states[i].get()); }
-  size_t size() const { return m_states.size(); }
-
-private:
-  std::vector<std::unique_ptr<XXH64_state_t, XXH_errorcode (*)(XXH64_state_t*)>> m_states;
-};
-
-// Writes the bytes of a backup back at their offsets: records read through the filesystem as
-// they are, and for each bad sector the copy flagged as chosen (or `prefer`, when the backup has
-// that copy). Feeds what it writes to `digests` (per range). Returns the bytes written.
-class BackupApplier
-{
-public:
-  BackupApplier(int fd, const std::string& path, const std::vector<RewriteRange>& ranges,
-                std::optional<unsigned> prefer, RateLimiter& limiter,
-                const std::function<void(uint64_t)>& tick, const std::function<void()>& check)
-    : m_fd(fd)
-    , m_path(path)
-    , m_ranges(ranges)
-    , m_prefer(prefer)
-    , m_limiter(limiter)
-    , m_tick(tick)
-    , m_check(check)
-    , m_digests(ranges.size())
-  {
-  }
-
-  // `write` false: only compare with what the file holds now; returns false at the first
-  // difference (or EIO), which it describes in `difference`.
-  bool run(BackupReader& reader, bool write, std::string& difference)
-  {
-    BackupRecord r;
-    std::vector<BackupRecord> group;
-    auto flush = [&]() -> bool {
-      if (group.empty()) {
-        return true;
-      }
-      const BackupRecord* pick = nullptr;
-      for (const auto& g : group) {
-        if (m_prefer && g.mirror == *m_prefer) {
-          pick = &g;
-        }
-      }
-      for (const auto& g : group) {
-        if (!pick && g.chosen()) {
-          pick = &g;
-        }
-      }
-      if (!pick) {
-        pick = &group.front();
-      }
-      bool ok = handle(*pick, write, difference);
-      group.clear();
-      return ok;
-    };
-    while (reader.next(r)) {
-      if (r.mirror == 0) {
-        if (!flush() || !handle(r, write, difference)) {
-          return false;
-        }
-        continue;
-      }
-      if (!group.empty() && group.front().offset != r.offset && !flush()) {
-        return false;
-      }
-      group.push_back(r);
-    }
-    return flush();
-  }
-
-  const Digests& digests() const { return m_digests; }
-  uint64_t written() const { return m_written; }
-
-private:
-  bool handle(const BackupRecord& r, bool write, std::string& difference)
-  {
-    m_check();
-    const size_t idx = range_index(m_ranges, r.offset);
-    m_digests.update(idx, r.data.data(), r.data.size());
-    m_limiter.consumed(2 *
-                       r.data.size()); // read from the backup, written to (or read from) the image
-    if (write) {
-      pwrite_all(m_fd, r.data.data(), r.data.size(), r.offset, m_path);
-      m_written += r.data.size();
-    } else {
-      m_cmp.resize(r.data.size());
-      if (!pread_full(m_fd, m_cmp.data(), m_cmp.size(), r.offset, m_path)) {
-        difference = "offset " + std::to_string(r.offset) + " reads as EIO";
-        return false;
-      }
-      if (std::memcmp(m_cmp.data(), r.data.data(), r.data.size()) != 0) {
-        difference = "the " + std::to_string(r.data.size()) + " bytes at offset " +
-                     std::to_string(r.offset) + " are not what the repair wrote";
-        return false;
-      }
-    }
-    m_tick(r.data.size());
-    return true;
-  }
-
-  int m_fd;
-  const std::string& m_path;
-  const std::vector<RewriteRange>& m_ranges;
-  std::optional<unsigned> m_prefer;
-  RateLimiter& m_limiter;
-  const std::function<void(uint64_t)>& m_tick;
-  const std::function<void()>& m_check;
-  Digests m_digests;
-  std::vector<uint8_t> m_cmp;
-  uint64_t m_written = 0;
-};
-
-// Reads each range back with O_DIRECT, so btrfs verifies every checksum and no page cache
-// answers for the disk; compares with the digests of what was written.
-RepairVerify verify_ranges(const std::string& path, const std::vector<RewriteRange>& ranges,
-                           const Digests& expected, uint64_t size, uint8_t* buf, size_t chunk,
-                           RateLimiter& limiter, std::vector<std::string>& notes)
-{
-  RepairVerify v;
-  v.method = "o_direct";
-  sys::Fd fd(::open(path.c_str(), O_RDONLY | O_DIRECT | O_NOFOLLOW | O_CLOEXEC));
-  if (!fd) {
-    throw Stop{"failed", "verify-failed",
-               "cannot open " + path + " with O_DIRECT to read it back: " + errno_text(errno)};
-  }
-  v.readable = true;
-  v.matches = true;
-  for (size_t i = 0; i < ranges.size(); ++i) {
-    XXH64_state_t* st = XXH64_createState();
-    XXH64_reset(st, 0);
-    const uint64_t end = std::min(ranges[i].offset + ranges[i].length, size);
-    for (uint64_t off = ranges[i].offset; off < end;) {
-      const uint64_t left = end - off;
-      const size_t want = static_cast<size_t>(std::min<uint64_t>(chunk, (left + 4095) & ~4095ULL));
-      ssize_t n = ::pread(*fd, buf, want, static_cast<off_t>(off));
-      if (n < 0 && errno == EINTR) {
-        continue;
-      }
-      if (n <= 0) {
-        v.readable = false;
-        notes.push_back("reading back offset " + std::to_string(off) +
-                        " failed: " + (n < 0 ? errno_text(errno) : std::string("end of file")));
-        break;
-      }
-      const size_t got = std::min<size_t>(static_cast<size_t>(n), static_cast<size_t>(left));
-      limiter.consumed(static_cast<uint64_t>(n));
-      XXH64_update(st, buf, got);
-      off += got;
-    }
-    if (v.readable && XXH64_digest(st) != expected.digest(i)) {
-      v.matches = false;
-      notes.push_back("the bytes read back at offset " + std::to_string(ranges[i].offset) +
-                      " differ from the bytes written");
-    }
-    XXH64_freeState(st);
-  }
-  return v;
-}
-
 // Backups of one file (fsid, subvolume, inode) that were left pending by an interrupted run.
 struct Pending
 {
@@ -379,8 +96,10 @@ struct Pending
   BackupHeader header;
 };
 
-std::vector<Pending> pending_backups(const std::string& dir, const std::string& fsid,
-                                     uint64_t subvol, uint64_t ino, std::vector<std::string>& notes)
+// Only backups this host recorded count: a pending file nobody recorded is ignored (noted).
+std::vector<Pending> pending_backups(const std::string& dir, const std::string& state_dir,
+                                     const std::string& fsid, uint64_t subvol, uint64_t ino,
+                                     std::vector<std::string>& notes)
 {
   std::vector<Pending> out;
   std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
@@ -398,10 +117,15 @@ std::vector<Pending> pending_backups(const std::string& dir, const std::string& 
     try {
       BackupReader r(p);
       const auto& h = r.header();
-      if (h.fsid == fsid && h.subvolume == subvol && h.inode == ino) {
-        r.verify_complete();
-        out.push_back({p, h});
+      if (h.fsid != fsid || h.subvolume != subvol || h.inode != ino) {
+        continue;
       }
+      r.verify_complete();
+      if (auto why = binding_mismatch(h, find_backup_binding(state_dir, r.sha256()))) {
+        notes.push_back("ignored " + escape_name(p) + ": " + *why);
+        continue;
+      }
+      out.push_back({p, h});
     } catch (const Error& e) {
       notes.push_back("ignored " + escape_name(p) + ": " + e.what());
     }
@@ -410,458 +134,418 @@ std::vector<Pending> pending_backups(const std::string& dir, const std::string& 
   return out;
 }
 
-void fsync_dir(const std::string& dir)
+std::string joined_messages(const std::vector<Refusal>& refusals)
 {
-  sys::Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (d) {
-    ::fsync(*d);
+  std::string why;
+  for (const auto& r : refusals) {
+    why += (why.empty() ? "" : "; ") + r.message;
   }
+  return why;
 }
 
-// Drops the pending suffix: the repair this backup belongs to is verified.
-std::string finalize_backup(const std::string& pending_path)
-{
-  const std::string fin =
-    pending_path.substr(0, pending_path.size() - std::strlen(k_pending_suffix));
-  if (::rename(pending_path.c_str(), fin.c_str()) < 0) {
-    return pending_path;
-  }
-  fsync_dir(sys::parent_dir(fin));
-  return fin;
-}
-
-// One line in the system journal for every image repair or undo wrote to: the admin's audit
-// trail, with the backup that undoes it. Best effort: no journal, no line.
-void journal_record(const std::string& what, const RepairEntry& e)
-{
-  const std::string backup = e.backup.value_or("");
-  sd_journal_send("MESSAGE=vmcsum repair: %s %s (%zu sector(s), %llu bytes rewritten; backup %s)",
-                  what.c_str(), e.acted_on.c_str(), e.repaired.size(),
-                  static_cast<unsigned long long>(e.rewritten_bytes), backup.c_str(), "PRIORITY=5",
-                  "SYSLOG_IDENTIFIER=vmcsum", "VMCSUM_ACTION=%s", what.c_str(), "VMCSUM_PATH=%s",
-                  e.acted_on.c_str(), "VMCSUM_BACKUP=%s", backup.c_str(), nullptr);
-}
-
-class Repairer
+// What one run shares between its images: options, the rate limiter, open devices.
+class RepairRun
 {
 public:
-  Repairer(const RepairOptions& opts, const RepairProgressFn& progress,
-           const std::atomic<bool>& cancel)
-    : m_opts(opts)
-    , m_progress(progress)
-    , m_cancel(cancel)
-    , m_collector(opts.mountinfo)
-    , m_limiter(opts.limit_rate)
-    , m_chunk(static_cast<size_t>(m_limiter.chunk(k_chunk)))
+  RepairRun(const RepairOptions& o, const RepairProgressFn& p, const std::atomic<bool>& c)
+    : opts(o)
+    , progress(p)
+    , cancel(c)
+    , collector(o.mountinfo)
+    , limiter(o.limit_rate)
+    , chunk(static_cast<size_t>(limiter.chunk(k_chunk)))
   {
   }
 
-  RepairResult run()
+  void report(const std::string& path, const char* phase, uint64_t done, uint64_t total) const
   {
-    sys::IgnoreSigio sigio;
-    std::vector<std::string> paths;
-    for (const auto& p : m_opts.paths) {
-      expand(p, paths);
+    if (progress) {
+      progress({path, phase, done, total});
     }
-    if (paths.empty() && m_opts.from_report) {
-      for (const auto& [p, _] : *m_opts.from_report) {
-        paths.push_back(p);
+  }
+
+  FileScrub scrub_one(const std::string& path,
+                      const std::vector<std::pair<uint64_t, uint64_t>>& ranges, const char* phase)
+  {
+    // Per copy only: a read through btrfs would repair copies before we know what they held.
+    ScrubOptions so;
+    so.paths = {path};
+    so.kernel_pass = false;
+    so.kernel_log.clear();
+    so.journal = false;
+    so.shared_limiter = &limiter;
+    so.chunk = chunk;
+    so.proc_root = opts.proc_dir;
+    so.ranges = ranges;
+    so.state_dir = opts.state_dir;
+    so.vm_configs = opts.vm_configs;
+    auto r =
+      scrub(so, [&](uint64_t d, uint64_t t, const std::string& p) { report(p, phase, d, t); });
+    if (r.files.empty()) {
+      throw Stop{RepairAction::failed, "scrub-failed", "scrub found nothing to examine"};
+    }
+    FileScrub f = std::move(r.files.front());
+    if (!f.examined) {
+      throw Stop{RepairAction::failed, "scrub-failed",
+                 "scrub: " + f.error.value_or("cannot examine")};
+    }
+    return f;
+  }
+
+  int device_fd(const std::string& dev)
+  {
+    auto it = devs.find(dev);
+    if (it == devs.end()) {
+      // O_DIRECT: the bytes on the medium, not what the block device's page cache holds.
+      sys::Fd fd(::open(dev.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
+      if (!fd) {
+        stop_on_errno(errno, "io-error", "open the device " + dev);
       }
+      it = devs.emplace(dev, std::move(fd)).first;
     }
-    for (const auto& p : paths) {
-      RepairEntry e;
-      e.path = p;
-      e.acted_on = p;
-      if (m_cancel.load()) {
-        e.action = "failed";
-        e.code = "interrupted";
-        e.reason = "interrupted before it was reached";
-        m_result.interrupted = true;
-      } else {
-        try {
-          process(p, e);
-        } catch (const Stop& s) {
-          e.action = s.action;
-          e.code = s.code;
-          e.reason = s.message;
-          if (s.code == "interrupted") {
-            m_result.interrupted = true;
-          }
-        } catch (const Error& err) {
-          e.action = "failed";
-          e.code = err.code() == Errc::permission ? "needs-root" : "io-error";
-          e.reason = err.path() == e.path || err.path() == e.acted_on ? err.detail() : err.what();
-        }
-      }
-      m_result.files.push_back(std::move(e));
+    return *it->second;
+  }
+
+  const RepairOptions& opts;
+  const RepairProgressFn& progress;
+  const std::atomic<bool>& cancel;
+  FactCollector collector;
+  RateLimiter limiter;
+  size_t chunk; // bytes per request: shorter under --limit-rate, so bursts stay short
+  std::map<std::string, sys::Fd> devs;
+};
+
+// The repair of one image, one method per phase. Members that undo something are declared in
+// the order they are taken, so they are released in reverse: the lease before the descriptor.
+class ImageRepair
+{
+public:
+  ImageRepair(RepairRun& run, const std::string& path, RepairEntry& e)
+    : m_run(run)
+    , m_opts(run.opts)
+    , m_path(path)
+    , m_e(e)
+  {
+  }
+
+  void run()
+  {
+    if (!examine() || !find_bad()) {
+      return;
     }
-    return std::move(m_result);
+    read_repair();
+    if (m_rewrite.empty() && m_pending.empty()) {
+      m_e.action = m_e.repaired.empty()
+                     ? RepairAction::left
+                     : (m_opts.dry_run ? RepairAction::would_repair : RepairAction::repaired);
+      return;
+    }
+    plan();
+    if (m_opts.dry_run) {
+      m_e.ranges = m_plan.ranges;
+      m_e.backup_bytes = m_plan.backup_estimate;
+      m_e.action = RepairAction::would_repair;
+      return;
+    }
+    back_up();
+    write();
+    verify();
   }
 
 private:
-  // A directory stands for the regular files below it (symlinks are never followed out).
-  void expand(const std::string& path, std::vector<std::string>& out)
+  bool examine();
+  void check_writable();
+  void check_users();
+  bool find_bad();
+  void decide(const BadSector& b, const RepairChoice& choice,
+              std::vector<const BadSector*>* to_read);
+  void read_repair();
+  void plan();
+  void find_shared();
+  void prepare_backup_dir();
+  void open_for_writing();
+  BackupHeader backup_header() const;
+  void back_up();
+  void back_up_range(BackupWriter& bw, const RewriteRange& r, uint64_t& done);
+  void back_up_copies(BackupWriter& bw, const SectorToRewrite& s, uint64_t so, uint8_t* dest,
+                      size_t dest_len);
+  void write();
+  void verify();
+  void finish_verified();
+  void check_stop() const;
+  void skip(const BadSector& b, const SectorDecision& d)
   {
-    struct stat st = {};
-    if (::lstat(path.c_str(), &st) < 0 || !S_ISDIR(st.st_mode)) {
-      out.push_back(path);
-      return;
-    }
-    std::vector<std::string> found;
-    sys::walk_tree(
-      path,
-      [&](sys::WalkEntry& w) {
-        unsigned char t = w.d_type();
-        if (t == DT_UNKNOWN) {
-          const struct stat* ls = w.lstat();
-          t = ls && S_ISREG(ls->st_mode) ? DT_REG : DT_UNKNOWN;
-        }
-        if (t == DT_REG) {
-          found.push_back(w.path());
-        }
-      },
-      [&](const std::string& p, const std::string& why) {
-        m_result.notes.push_back(escape_name(p) + ": " + why);
-      });
-    std::sort(found.begin(), found.end());
-    if (found.empty()) {
-      m_result.notes.push_back(escape_name(path) + ": no regular file below it");
-    }
-    out.insert(out.end(), found.begin(), found.end());
+    m_e.skipped.push_back({b.offset, b.length, b.logical, b.cls, d.code, d.reason, b.evidence});
   }
-  void process(const std::string& path, RepairEntry& e);
-  void report(const std::string& path, const char* phase, uint64_t done, uint64_t total)
-  {
-    if (m_progress) {
-      m_progress({path, phase, done, total});
-    }
-  }
-  FileScrub scrub_one(const std::string& path,
-                      const std::vector<std::pair<uint64_t, uint64_t>>& ranges, const char* phase);
-  int device_fd(const std::string& dev);
 
+  RepairRun& m_run;
   const RepairOptions& m_opts;
-  const RepairProgressFn& m_progress;
-  const std::atomic<bool>& m_cancel;
-  FactCollector m_collector;
-  RateLimiter m_limiter;
-  size_t m_chunk; // bytes per request: shorter under --limit-rate, so bursts stay short
-  std::map<std::string, sys::Fd> m_devs;
-  RepairResult m_result;
+  const std::string m_path;
+  RepairEntry& m_e;
+  std::string m_canon;
+  FileFacts m_ff;
+  std::string m_fsid;
+  uint64_t m_subvol = 0;
+  uint32_t m_ss = 4096;
+  struct stat m_st0 = {};
+  sys::Fd m_fd; // the image, as examined (read-only)
+  std::vector<Pending> m_pending;
+  std::vector<std::pair<uint64_t, uint64_t>> m_only; // --from: the ranges to look at
+  FileScrub m_scrub;
+  RepairChoice m_choice;
+  std::vector<const BadSector*> m_to_read;
+  std::map<uint64_t, SectorToRewrite> m_rewrite;
+  RepairPlan m_plan;
+  sys::Fd m_wfd;                     // reopened read-write from m_fd: the same inode
+  std::optional<sys::Lease> m_lease; // released before m_wfd closes
+  std::string m_backup_path;         // the pending backup
+  std::unique_ptr<Digests> m_written;
+  std::unique_ptr<Checksummer> m_sum; // the filesystem's csum, to check device copies again
 };
 
-int Repairer::device_fd(const std::string& dev)
-{
-  auto it = m_devs.find(dev);
-  if (it == m_devs.end()) {
-    // O_DIRECT: the bytes on the medium, not what the block device's page cache holds.
-    sys::Fd fd(::open(dev.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
-    if (!fd) {
-      stop_errno(errno, "io-error", "open the device " + dev);
-    }
-    it = m_devs.emplace(dev, std::move(fd)).first;
-  }
-  return *it->second;
-}
-
-FileScrub Repairer::scrub_one(const std::string& path,
-                              const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
-                              const char* phase)
-{
-  // Per copy only: a read through btrfs would repair copies before we know what they held.
-  ScrubOptions so;
-  so.paths = {path};
-  so.kernel_pass = false;
-  so.kernel_log.clear();
-  so.journal = false;
-  so.shared_limiter = &m_limiter;
-  so.chunk = m_chunk;
-  so.proc_root = m_opts.proc_dir;
-  so.ranges = ranges;
-  so.state_dir = m_opts.state_dir;
-  so.vm_configs = m_opts.vm_configs;
-  auto r = scrub(so, [&](uint64_t d, uint64_t t, const std::string& p) { report(p, phase, d, t); });
-  if (r.files.empty()) {
-    throw Stop{"failed", "scrub-failed", "scrub found nothing to examine"};
-  }
-  FileScrub f = std::move(r.files.front());
-  if (!f.examined) {
-    throw Stop{"failed", "scrub-failed", "scrub: " + f.error.value_or("cannot examine")};
-  }
-  return f;
-}
-
-void Repairer::process(const std::string& path, RepairEntry& e)
+bool ImageRepair::examine()
 {
   struct stat lst = {};
-  if (::lstat(path.c_str(), &lst) < 0) {
-    throw Stop{"refused", errno == ENOENT ? "not-found" : "cannot-examine", errno_text(errno)};
+  if (::lstat(m_path.c_str(), &lst) < 0) {
+    throw Stop{RepairAction::refused, errno == ENOENT ? "not-found" : "cannot-examine",
+               errno_text(errno)};
   }
-  FileFacts ff = m_collector.collect(path, true);
-  e.acted_on = ff.canonical_path.empty() ? path : ff.canonical_path;
-  const std::string& canon = e.acted_on;
-  if (!ff.examined) {
-    throw Stop{"refused", "cannot-examine", ff.error.value_or("cannot examine")};
+  m_ff = m_run.collector.collect(m_path, true);
+  m_e.acted_on = m_ff.canonical_path.empty() ? m_path : m_ff.canonical_path;
+  m_canon = m_e.acted_on;
+  if (!m_ff.examined) {
+    throw Stop{RepairAction::refused, "cannot-examine", m_ff.error.value_or("cannot examine")};
   }
-  if (ff.kind != "file") {
-    throw Stop{"refused", "not-regular",
-               "is a " + ff.kind + ", not a regular file: only image files are repaired"};
+  if (m_ff.kind != "file") {
+    throw Stop{RepairAction::refused, "not-regular",
+               "is a " + m_ff.kind + ", not a regular file: only image files are repaired"};
   }
-  if (!ff.on_btrfs) {
-    throw Stop{"refused", "not-btrfs",
-               "is on " + (ff.fs.empty() ? "an unknown filesystem" : ff.fs) + ", not btrfs"};
+  if (!m_ff.on_btrfs) {
+    throw Stop{RepairAction::refused, "not-btrfs",
+               "is on " + (m_ff.fs.empty() ? "an unknown filesystem" : m_ff.fs) + ", not btrfs"};
   }
-  e.size = ff.size;
-  if (ff.inode_flags && (*ff.inode_flags & btrfs::inode_flag::nodatasum)) {
-    e.action = "clean";
-    e.notes.push_back("NODATASUM: it has no data checksums, so no checksum can mismatch");
-    return;
+  m_fd = open_regular(m_canon, m_st0);
+  struct statfs sf = {};
+  if (static_cast<uint64_t>(m_st0.st_ino) != m_ff.inode || ::fstatfs(*m_fd, &sf) < 0 ||
+      sf.f_type != k_btrfs_magic) {
+    throw Stop{RepairAction::failed, "changed",
+               escape_name(m_canon) + " was replaced while it was examined; run the repair again"};
   }
-  const uint32_t attr = ff.attr_flags.value_or(0);
-  if (attr & (FS_IMMUTABLE_FL | FS_APPEND_FL)) {
-    throw Stop{"refused", "immutable",
-               std::string("is ") + ((attr & FS_IMMUTABLE_FL) ? "immutable" : "append-only") +
-                 ": clear that first (chattr -i -a " + escape_name(canon) + ")"};
+  m_e.size = static_cast<uint64_t>(m_st0.st_size);
+  if (m_ff.inode_flags && (*m_ff.inode_flags & btrfs::inode_flag::nodatasum)) {
+    m_e.action = RepairAction::clean;
+    m_e.notes.push_back("NODATASUM: it has no data checksums, so no checksum can mismatch");
+    return false;
   }
-  const std::string dir = sys::parent_dir(canon);
-  {
-    struct statvfs sv = {};
-    if (::statvfs(dir.c_str(), &sv) == 0 && (sv.f_flag & ST_RDONLY)) {
-      throw Stop{"refused", "read-only", "the filesystem is mounted read-only"};
-    }
-  }
-  // A read-only subvolume (a snapshot) shows only here: statvfs says read-write.
-  if (::access(canon.c_str(), W_OK) < 0) {
-    if (errno == EROFS) {
-      throw Stop{"refused", "read-only", "is in a read-only subvolume (a snapshot)"};
-    }
-    if (errno == EACCES || errno == EPERM) {
-      throw Stop{"refused", "needs-root", "cannot be written by this user: " + errno_text(errno)};
-    }
-  }
-  {
-    FileUsers u = find_users(canon, scan_proc(m_opts.proc_dir));
-    e.users = u.users;
-    e.locks = u.locks;
-    auto refusals = in_use_refusals(u.users, u.locks);
-    if (!refusals.empty()) {
-      std::string why;
-      for (const auto& r : refusals) {
-        why += (why.empty() ? "" : "; ") + r.message;
-      }
-      throw Stop{"refused", refusals.front().code, why};
-    }
-  }
-  struct stat st0 = {};
-  if (::stat(canon.c_str(), &st0) < 0) {
-    stop_errno(errno, "cannot-examine", "stat " + canon);
-  }
-  const std::string fsid = ff.fsid.value_or("");
-  const uint64_t subvol = ff.subvolume_id.value_or(0);
-  for (const auto& t : remove_stale_backup_temps(m_opts.backup_dir)) {
-    e.notes.push_back("removed " + escape_name(t) + ", the unfinished backup of a killed run");
-  }
-  std::vector<Pending> pending =
-    pending_backups(m_opts.backup_dir, fsid, subvol, static_cast<uint64_t>(st0.st_ino), e.notes);
+  check_writable();
+  check_users();
+  m_fsid = m_ff.fsid.value_or("");
+  m_subvol = m_ff.subvolume_id.value_or(0);
+  m_ss = m_ff.sector_size.value_or(4096);
+  return true;
+}
 
-  // 2. What is bad, per copy.
-  std::vector<std::pair<uint64_t, uint64_t>> only;
+void ImageRepair::check_writable()
+{
+  const uint32_t attr = m_ff.attr_flags.value_or(0);
+  if (attr & (FS_IMMUTABLE_FL | FS_APPEND_FL)) {
+    const Refusal r = refuse_immutable(attr, m_canon);
+    throw Stop{RepairAction::refused, r.code, r.message};
+  }
+  // A read-only mount, or a read-only subvolume (a snapshot), which statvfs calls read-write.
+  if (auto r = read_only_refusal(*m_fd)) {
+    throw Stop{RepairAction::refused, r->code, r->message};
+  }
+  const std::string self = "/proc/self/fd/" + std::to_string(*m_fd);
+  if (::access(self.c_str(), W_OK) < 0 && (errno == EACCES || errno == EPERM)) {
+    throw Stop{RepairAction::refused, "needs-root",
+               "cannot be written by this user: " + errno_text(errno)};
+  }
+}
+
+void ImageRepair::check_users()
+{
+  // Through the examined descriptor (its OFD locks are asked through it too).
+  ImageUsers u = find_users(*m_fd, scan_proc(m_opts.proc_dir));
+  m_e.users = u.users;
+  m_e.locks = u.locks;
+  auto refusals = in_use_refusals(u.users, u.locks);
+  if (!refusals.empty()) {
+    throw Stop{RepairAction::refused, refusals.front().code, joined_messages(refusals)};
+  }
+}
+
+// 2. What is bad, per copy. False when there is nothing to do.
+bool ImageRepair::find_bad()
+{
+  for (const auto& t : remove_stale_backup_temps(m_opts.backup_dir)) {
+    m_e.notes.push_back("removed " + escape_name(t) + ", the unfinished backup of a killed run");
+  }
+  m_pending = pending_backups(m_opts.backup_dir, m_opts.state_dir, m_fsid, m_subvol,
+                              static_cast<uint64_t>(m_st0.st_ino), m_e.notes);
   if (m_opts.from_report) {
-    auto it = m_opts.from_report->find(path);
+    auto it = m_opts.from_report->find(m_path);
     if (it == m_opts.from_report->end()) {
-      it = m_opts.from_report->find(canon);
+      it = m_opts.from_report->find(m_canon);
     }
-    if ((it == m_opts.from_report->end() || it->second.empty()) && pending.empty()) {
-      e.action = "clean";
-      e.notes.push_back("the scrub report lists no bad sector for it");
-      return;
+    if ((it == m_opts.from_report->end() || it->second.empty()) && m_pending.empty()) {
+      m_e.action = RepairAction::clean;
+      m_e.notes.push_back("the scrub report lists no bad sector for it");
+      return false;
     }
     if (it != m_opts.from_report->end()) {
-      only = it->second;
+      m_only = it->second;
     }
-    for (const auto& p : pending) {
-      only.insert(only.end(), p.header.ranges.begin(), p.header.ranges.end());
+    for (const auto& p : m_pending) {
+      m_only.insert(m_only.end(), p.header.ranges.begin(), p.header.ranges.end());
     }
   }
-  FileScrub fs = scrub_one(canon, only, "scrub");
-  e.checked_bytes = fs.checked_bytes;
-  e.bad_sectors = fs.bad.size();
-  if (m_opts.from_report && !only.empty()) {
-    e.steps.push_back("re-verified the " + std::to_string(only.size()) +
-                      " range(s) of the scrub report: " + std::to_string(fs.bad.size()) +
-                      " bad sector(s) now");
+  m_scrub = m_run.scrub_one(m_canon, m_only, "scrub");
+  m_e.checked_bytes = m_scrub.checked_bytes;
+  m_e.bad_sectors = m_scrub.bad.size();
+  if (m_opts.from_report && !m_only.empty()) {
+    m_e.steps.push_back("re-verified the " + std::to_string(m_only.size()) +
+                        " range(s) of the scrub report: " + std::to_string(m_scrub.bad.size()) +
+                        " bad sector(s) now");
   }
-  if (fs.bad.empty() && pending.empty()) {
-    e.action = "clean";
-    return;
+  if (m_scrub.bad.empty() && m_pending.empty()) {
+    m_e.action = RepairAction::clean;
+    return false;
   }
-
-  RepairChoice choice;
-  choice.prefer_mirror = m_opts.prefer_mirror;
-  choice.include_undetermined = m_opts.include_undetermined;
-  choice.mount_point = ff.mount_point;
-  std::vector<const BadSector*> to_read;
-  // Sectors to rewrite: file offset -> (sector, copy to write back; nullopt: as btrfs reads it)
-  std::map<uint64_t, std::pair<BadSector, std::optional<unsigned>>> rewrite;
-  auto skip = [&](const BadSector& b, const SectorDecision& d) {
-    e.skipped.push_back({b.offset, b.length, b.logical, b.cls, d.code, d.reason, b.evidence});
-  };
-  for (const auto& b : fs.bad) {
-    SectorDecision d = decide_sector(b, choice);
-    if (d.action == SectorAction::read) {
-      to_read.push_back(&b);
-    } else if (d.action == SectorAction::rewrite) {
-      rewrite[b.offset] = {b, d.mirror};
-    } else {
-      skip(b, d);
-    }
+  m_choice.prefer_mirror = m_opts.prefer_mirror;
+  m_choice.include_undetermined = m_opts.include_undetermined;
+  m_choice.mount_point = m_ff.mount_point;
+  for (const auto& b : m_scrub.bad) {
+    decide(b, m_choice, &m_to_read);
   }
   if (m_opts.prefer_mirror) {
-    for (const auto& [off, r] : rewrite) {
-      if (r.second && *r.second != *m_opts.prefer_mirror) {
-        e.notes.push_back("copy " + std::to_string(*m_opts.prefer_mirror) + " of offset " +
-                          std::to_string(off) + " was not readable: wrote copy " +
-                          std::to_string(*r.second) + " instead");
+    for (const auto& [off, r] : m_rewrite) {
+      if (r.mirror && *r.mirror != *m_opts.prefer_mirror) {
+        m_e.notes.push_back("copy " + std::to_string(*m_opts.prefer_mirror) + " of offset " +
+                            std::to_string(off) + " was not readable: wrote copy " +
+                            std::to_string(*r.mirror) + " instead");
       }
     }
   }
+  return true;
+}
 
-  // 3. A copy still matches: a read through btrfs lets it repair the others.
-  if (!to_read.empty()) {
-    e.steps.push_back("read " + std::to_string(to_read.size()) +
-                      " sector(s) that a copy still matches through btrfs (read repair)");
-    if (m_opts.dry_run) {
-      for (const auto* b : to_read) {
-        e.repaired.push_back({b->offset, b->length, b->logical, b->cls, "read-repair", std::nullopt,
-                              b->copies_identical, b->evidence});
-      }
-    } else {
-      sys::Fd rfd(::open(canon.c_str(), O_RDONLY | O_DIRECT | O_NOFOLLOW | O_CLOEXEC));
-      if (!rfd) {
-        stop_errno(errno, "io-error", "open " + canon + " with O_DIRECT");
-      }
-      sys::AlignedBuffer sector = sys::aligned_buffer(64 * 1024);
-      std::vector<std::pair<uint64_t, uint64_t>> again;
-      for (const auto* b : to_read) {
-        report(canon, "read", again.size(), to_read.size());
-        ::pread(*rfd, sector.get(), b->length, static_cast<off_t>(b->offset));
-        m_limiter.consumed(b->length);
-        again.emplace_back(b->offset, b->length);
-      }
-      rfd.reset();
-      FileScrub now = scrub_one(canon, again, "recheck");
-      std::map<uint64_t, const BadSector*> still;
-      for (const auto& b : now.bad) {
-        still[b.offset] = &b;
-      }
-      RepairChoice after = choice;
-      after.after_read = true;
-      for (const auto* b : to_read) {
-        auto it = still.find(b->offset);
-        if (it == still.end()) {
-          e.repaired.push_back({b->offset, b->length, b->logical, b->cls, "read-repair",
-                                std::nullopt, b->copies_identical, b->evidence});
-          continue;
-        }
-        BadSector nb = *it->second;
-        nb.cls = b->cls; // the classification of the whole file's pattern, not of a lone sector
-        nb.evidence = b->evidence;
-        SectorDecision d = decide_sector(nb, after);
-        if (d.action == SectorAction::rewrite) {
-          rewrite[nb.offset] = {nb, std::nullopt};
-        } else {
-          skip(nb, d);
-        }
-      }
-    }
+void ImageRepair::decide(const BadSector& b, const RepairChoice& choice,
+                         std::vector<const BadSector*>* to_read)
+{
+  SectorDecision d = decide_sector(b, choice);
+  if (d.action == SectorAction::read && to_read) {
+    to_read->push_back(&b);
+  } else if (d.action == SectorAction::rewrite) {
+    m_rewrite[b.offset] = {b, d.mirror};
+  } else {
+    skip(b, d);
   }
-  if (rewrite.empty() && pending.empty()) {
-    e.action = e.repaired.empty() ? "left" : (m_opts.dry_run ? "would-repair" : "repaired");
+}
+
+// 3. A copy still matches: a read through btrfs lets it repair the others.
+void ImageRepair::read_repair()
+{
+  if (m_to_read.empty()) {
     return;
   }
-
-  // 4. The damaged extents and every file range that references them.
-  sys::Fd fd(::open(canon.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-  if (!fd) {
-    stop_errno(errno, "io-error", "open " + canon);
-  }
-  btrfs::sync_fs(*fd, canon);
-  const auto items = btrfs::file_extents(*fd, static_cast<uint64_t>(st0.st_ino), canon);
-  // Items come in file-offset order (the b-tree's key order) and do not overlap.
-  auto item_at = [&](uint64_t off) -> const btrfs::FileExtent* {
-    auto it = std::upper_bound(
-      items.begin(), items.end(), off,
-      [](uint64_t o, const btrfs::FileExtent& item) { return o < item.file_offset; });
-    if (it == items.begin()) {
-      return nullptr;
-    }
-    --it;
-    return off < it->file_offset + it->num_bytes ? &*it : nullptr;
+  m_e.steps.push_back("read " + std::to_string(m_to_read.size()) +
+                      " sector(s) that a copy still matches through btrfs (read repair)");
+  auto healed = [&](const BadSector* b) {
+    m_e.repaired.push_back({b->offset, b->length, b->logical, b->cls, "read-repair", std::nullopt,
+                            b->copies_identical, b->evidence});
   };
-  std::set<uint64_t> damaged;
-  for (const auto& [off, r] : rewrite) {
-    const auto* it = item_at(off);
-    if (!it || it->type != btrfs::FileExtentType::regular || it->compression != 0 || it->hole()) {
-      throw Stop{"failed", "changed",
-                 "offset " + std::to_string(off) + " is no longer in the extent the scrub read: " +
-                   canon + " changed meanwhile; run the repair again"};
-    }
-    damaged.insert(it->disk_bytenr);
+  if (m_opts.dry_run) {
+    std::for_each(m_to_read.begin(), m_to_read.end(), healed);
+    return;
   }
-  const uint64_t size = static_cast<uint64_t>(st0.st_size);
-  std::vector<RewriteRange> ranges;
-  for (const auto& it : items) {
-    if (it.type != btrfs::FileExtentType::regular || !damaged.count(it.disk_bytenr) ||
-        it.file_offset >= size) {
+  {
+    sys::Fd rfd = reopen(*m_fd, O_RDONLY | O_DIRECT, m_st0, m_canon);
+    sys::AlignedBuffer sector = sys::aligned_buffer(64 * 1024);
+    for (size_t i = 0; i < m_to_read.size(); ++i) {
+      const BadSector* b = m_to_read[i];
+      m_run.report(m_canon, "read", i, m_to_read.size());
+      // Its result does not matter: the second look below is the judge.
+      [[maybe_unused]] ssize_t n =
+        ::pread(*rfd, sector.get(), b->length, static_cast<off_t>(b->offset));
+      m_run.limiter.consumed(b->length);
+    }
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> again;
+  for (const auto* b : m_to_read) {
+    again.emplace_back(b->offset, b->length);
+  }
+  FileScrub now = m_run.scrub_one(m_canon, again, "recheck");
+  std::map<uint64_t, const BadSector*> still;
+  for (const auto& b : now.bad) {
+    still[b.offset] = &b;
+  }
+  RepairChoice after = m_choice;
+  after.after_read = true;
+  for (const auto* b : m_to_read) {
+    auto it = still.find(b->offset);
+    if (it == still.end()) {
+      healed(b);
       continue;
     }
-    RewriteRange rr;
-    rr.offset = it.file_offset;
-    rr.length = std::min(it.num_bytes, size - it.file_offset);
-    rr.old_logical = it.logical_of(it.file_offset);
-    rr.extent_bytenr = it.disk_bytenr;
-    rr.extent_bytes = it.disk_num_bytes;
-    ranges.push_back(rr);
-  }
-  for (const auto& p : pending) {
-    for (const auto& [off, len] : p.header.ranges) {
-      const bool covered = std::any_of(ranges.begin(), ranges.end(), [&](const RewriteRange& r) {
-        return r.offset <= off && off + len <= r.offset + r.length;
-      });
-      if (covered || off >= size) {
-        continue;
-      }
-      RewriteRange rr;
-      rr.offset = off;
-      rr.length = std::min(len, size - off);
-      rr.resumed = true;
-      if (const auto* it = item_at(off); it && !it->hole()) {
-        rr.old_logical = it->logical_of(off);
-        rr.extent_bytenr = it->disk_bytenr;
-        rr.extent_bytes = it->disk_num_bytes;
-      }
-      ranges.push_back(rr);
+    BadSector nb = *it->second;
+    nb.cls = b->cls; // the classification of the whole file's pattern, not of a lone sector
+    nb.evidence = b->evidence;
+    SectorDecision d = decide_sector(nb, after);
+    if (d.action == SectorAction::rewrite) {
+      m_rewrite[nb.offset] = {nb, std::nullopt};
+    } else {
+      skip(nb, d);
     }
   }
-  std::sort(ranges.begin(), ranges.end(),
-            [](const RewriteRange& a, const RewriteRange& b) { return a.offset < b.offset; });
-  // Overlaps (a resumed range inside two items) would write bytes twice: trim them.
-  for (size_t i = 1; i < ranges.size(); ++i) {
-    const uint64_t prev_end = ranges[i - 1].offset + ranges[i - 1].length;
-    if (ranges[i].offset < prev_end) {
-      const uint64_t end = ranges[i].offset + ranges[i].length;
-      ranges[i].offset = prev_end;
-      ranges[i].length = end > prev_end ? end - prev_end : 0;
-    }
+}
+
+// 4. The damaged extents and every file range that references them; space.
+void ImageRepair::plan()
+{
+  btrfs::sync_fs(*m_fd, m_canon);
+  RepairPlanInput in;
+  in.rewrite = m_rewrite;
+  in.extents = btrfs::file_extents(*m_fd, static_cast<uint64_t>(m_st0.st_ino), m_canon);
+  for (const auto& p : m_pending) {
+    in.resumed.insert(in.resumed.end(), p.header.ranges.begin(), p.header.ranges.end());
   }
-  ranges.erase(std::remove_if(ranges.begin(), ranges.end(),
-                              [](const RewriteRange& r) { return r.length == 0; }),
-               ranges.end());
+  in.size = static_cast<uint64_t>(m_st0.st_size);
+  in.sectorsize = m_ss;
+  in.free_bytes = sys::free_bytes(*m_fd);
+  m_plan = plan_repair(in);
+  if (m_plan.refusal) {
+    throw Stop{m_plan.refusal->action, m_plan.refusal->code,
+               m_plan.refusal->code == "changed" ? m_canon + ": " + m_plan.refusal->message
+                                                 : m_plan.refusal->message};
+  }
+  find_shared();
+  m_e.rewritten_bytes = m_plan.rewrite_bytes;
+  m_e.steps.push_back("back up " + human_bytes(m_plan.backup_estimate) +
+                      " (every byte rewritten, every copy of each bad sector) to " +
+                      escape_name(m_opts.backup_dir) + ", fsync'ed, before the first write");
+  m_e.steps.push_back("rewrite " + std::to_string(m_plan.ranges.size()) + " file range(s), " +
+                      human_bytes(m_plan.rewrite_bytes) + ", that reference " +
+                      std::to_string(m_plan.damaged.size()) +
+                      " damaged extent(s): good sectors as btrfs reads them, " +
+                      std::to_string(m_plan.device_sectors) +
+                      " bad sector(s) from the chosen device copy");
+  m_e.steps.push_back("fdatasync, read the ranges back with O_DIRECT and compare, commit, check "
+                      "the old extents are freed, scrub the ranges per copy again");
+  for (const auto& [off, r] : m_rewrite) {
+    m_e.repaired.push_back({off, r.sector.length, r.sector.logical, r.sector.cls, "rewritten",
+                            r.mirror, r.sector.copies_identical, r.sector.evidence});
+  }
+}
+
+// Other references to a damaged extent (snapshots, reflinks) keep it, and its bad sectors.
+void ImageRepair::find_shared()
+{
   std::optional<std::vector<MountedSubvol>> mounts;
-  for (uint64_t bytenr : damaged) {
+  for (uint64_t bytenr : m_plan.damaged) {
     std::vector<SharedRef> refs;
-    for (const auto& r : btrfs::extent_refs(*fd, bytenr, canon)) {
-      if (r.root == subvol && r.inode == static_cast<uint64_t>(st0.st_ino)) {
+    for (const auto& r : btrfs::extent_refs(*m_fd, bytenr, m_canon)) {
+      if (r.root == m_subvol && r.inode == static_cast<uint64_t>(m_st0.st_ino)) {
         continue;
       }
       SharedRef s{r.root, r.inode, r.offset, std::nullopt};
@@ -869,338 +553,459 @@ void Repairer::process(const std::string& path, RepairEntry& e)
         mounts = btrfs_mounts(m_opts.mountinfo);
       }
       s.path = inode_path(*mounts, r.root, r.inode,
-                          [&](const MountedSubvol& m) { return m.fsid == fsid; });
+                          [&](const MountedSubvol& m) { return m.fsid == m_fsid; });
       refs.push_back(s);
     }
     if (refs.empty()) {
       continue;
     }
-    for (auto& rr : ranges) {
+    for (auto& rr : m_plan.ranges) {
       if (rr.extent_bytenr == bytenr) {
         rr.shared_with = refs;
       }
     }
-    e.notes.push_back("the damaged extent at logical " + std::to_string(bytenr) +
-                      " is also referenced by " + std::to_string(refs.size()) +
-                      " other file range(s) (snapshots or reflinks): they keep the old extent, "
-                      "and its bad sectors, until they are rewritten or deleted");
+    m_e.notes.push_back("the damaged extent at logical " + std::to_string(bytenr) +
+                        " is also referenced by " + std::to_string(refs.size()) +
+                        " other file range(s) (snapshots or reflinks): they keep the old extent, "
+                        "and its bad sectors, until they are rewritten or deleted");
   }
-  fd.reset();
+}
 
-  // 5. Space, then the plan.
-  uint64_t total = 0;
-  for (const auto& r : ranges) {
-    total += r.length;
+// Backups are read back as root by --undo: their directory is root's alone (issue 12 #2).
+void ImageRepair::prepare_backup_dir()
+{
+  if (m_opts.state_dir.empty()) {
+    throw Stop{RepairAction::refused, "no-state-dir",
+               "no state directory to record the backup in: --undo could not restore it"};
   }
-  uint64_t device_sectors = 0;
-  unsigned copies = 1;
-  for (const auto& [off, r] : rewrite) {
-    if (r.second) {
-      ++device_sectors;
-      copies = std::max<unsigned>(copies, static_cast<unsigned>(r.first.copies.size()));
-    }
+  try {
+    sys::ensure_private_dir(m_opts.backup_dir);
+  } catch (const Error& err) {
+    throw Stop{RepairAction::refused, "backup-dir", err.what()};
   }
-  const uint32_t ss = ff.sector_size.value_or(4096);
-  const uint64_t backup_estimate = 4096 + total + device_sectors * copies * ss +
-                                   (ranges.size() + device_sectors * (copies + 2)) * 80;
-  e.rewritten_bytes = total;
-  const uint64_t need = total + space_margin(total);
-  const uint64_t have = free_bytes(dir);
-  if (have < need) {
-    throw Stop{"refused", "no-space",
-               "needs " + human_bytes(need) + " free on its filesystem to rewrite " +
-                 human_bytes(total) + " (copy-on-write), has " + human_bytes(have) +
-                 "; nothing was changed"};
+  sys::Fd bd(::open(m_opts.backup_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!bd) {
+    stop_on_errno(errno, "backup-dir", "open the backup directory " + m_opts.backup_dir);
   }
-  e.steps.push_back("back up " + human_bytes(backup_estimate) +
-                    " (every byte rewritten, every "
-                    "copy of each bad sector) to " +
-                    escape_name(m_opts.backup_dir) + ", fsync'ed, before the first write");
-  e.steps.push_back("rewrite " + std::to_string(ranges.size()) + " file range(s), " +
-                    human_bytes(total) + ", that reference " + std::to_string(damaged.size()) +
-                    " damaged extent(s): good sectors as btrfs reads them, " +
-                    std::to_string(device_sectors) + " bad sector(s) from the chosen device copy");
-  e.steps.push_back("fdatasync, read the ranges back with O_DIRECT and compare, commit, check the "
-                    "old extents are freed, scrub the ranges per copy again");
-  for (const auto& [off, r] : rewrite) {
-    e.repaired.push_back({off, r.first.length, r.first.logical, r.first.cls, "rewritten", r.second,
-                          r.first.copies_identical, r.first.evidence});
+  const uint64_t backup_free = sys::free_bytes(*bd).value_or(~0ULL);
+  if (backup_free < m_plan.backup_estimate + k_backup_margin) {
+    throw Stop{RepairAction::refused, "no-space",
+               "the backup needs " + human_bytes(m_plan.backup_estimate + k_backup_margin) +
+                 " in " + escape_name(m_opts.backup_dir) + ", which has " +
+                 human_bytes(backup_free) + "; use --backup-dir elsewhere. Nothing was changed"};
   }
-  if (m_opts.dry_run) {
-    e.ranges = ranges;
-    e.backup_bytes = backup_estimate;
-    e.action = "would-repair";
-    return;
-  }
-  mkdir_p(m_opts.backup_dir);
-  const uint64_t backup_free = free_bytes(m_opts.backup_dir);
-  if (backup_free < backup_estimate + k_backup_margin) {
-    throw Stop{"refused", "no-space",
-               "the backup needs " + human_bytes(backup_estimate + k_backup_margin) + " in " +
-                 escape_name(m_opts.backup_dir) + ", which has " + human_bytes(backup_free) +
-                 "; use --backup-dir elsewhere. Nothing was changed"};
-  }
-  {
-    struct statfs bsf = {};
-    sys::Fd bd(::open(m_opts.backup_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (bd && ::fstatfs(*bd, &bsf) == 0 && bsf.f_type == k_btrfs_magic) {
-      try {
-        if (btrfs::fs_info(*bd, m_opts.backup_dir).fsid == fsid) {
-          e.notes.push_back("the backup is on the image's own filesystem; --backup-dir on "
+  struct statfs bsf = {};
+  if (::fstatfs(*bd, &bsf) == 0 && bsf.f_type == k_btrfs_magic) {
+    try {
+      if (btrfs::fs_info(*bd, m_opts.backup_dir).fsid == m_fsid) {
+        m_e.notes.push_back("the backup is on the image's own filesystem; --backup-dir on "
                             "another filesystem keeps it safe from that filesystem's faults");
-        }
-      } catch (const Error&) {
-        // unknown: say nothing
       }
+    } catch (const Error&) {
+      // unknown: say nothing
     }
   }
+}
 
-  // 6. The backup, then the writes, under a write lease.
-  sys::Fd wfd(::open(canon.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
-  if (!wfd) {
-    stop_errno(errno, "io-error", "open " + canon + " for writing");
-  }
+// The image reopened read-write from the descriptor examined, unchanged since the scrub, under a
+// write lease (which needs every other descriptor of it closed: the read-only one goes).
+void ImageRepair::open_for_writing()
+{
+  m_wfd = reopen(*m_fd, O_RDWR, m_st0, m_canon);
+  m_fd.reset();
   struct stat st1 = {};
-  if (::fstat(*wfd, &st1) < 0) {
-    stop_errno(errno, "io-error", "fstat " + canon);
+  if (::fstat(*m_wfd, &st1) < 0) {
+    stop_on_errno(errno, "io-error", "fstat " + m_canon);
   }
-  if (st1.st_ino != st0.st_ino || st1.st_size != st0.st_size ||
-      st1.st_mtim.tv_sec != st0.st_mtim.tv_sec || st1.st_mtim.tv_nsec != st0.st_mtim.tv_nsec) {
-    throw Stop{"failed", "changed", canon + " changed since it was scrubbed; run the repair again"};
+  if (st1.st_size != m_st0.st_size || st1.st_mtim.tv_sec != m_st0.st_mtim.tv_sec ||
+      st1.st_mtim.tv_nsec != m_st0.st_mtim.tv_nsec) {
+    throw Stop{RepairAction::failed, "changed",
+               m_canon + " changed since it was scrubbed; run the repair again"};
   }
-  sys::Lease lease(*wfd);
-  if (!lease.active() && lease.error() == EAGAIN) {
-    throw Stop{"refused", "in-use", "another process has it open (the write lease was refused)"};
+  m_lease.emplace(*m_wfd);
+  if (!m_lease->active() && m_lease->error() == EAGAIN) {
+    throw Stop{RepairAction::refused, "in-use",
+               "another process has it open (the write lease was refused)"};
   }
-  if (!lease.active()) {
-    e.notes.push_back("no write lease (" + errno_text(lease.error()) +
-                      "): a process opening the image meanwhile would not be noticed");
+  if (!m_lease->active()) {
+    m_e.notes.push_back("no write lease (" + errno_text(m_lease->error()) +
+                        "): a process opening the image meanwhile would not be noticed");
   }
-  const std::function<void()> check = [&] {
-    if (m_cancel.load()) {
-      throw Stop{
-        "failed", "interrupted",
-        "interrupted: every sector holds its old or its new bytes; the backup " +
-          (e.backup ? escape_name(*e.backup) + k_pending_suffix : std::string("was not written")) +
-          " is complete; run the repair again to finish"};
-    }
-    if (lease.broken()) {
-      throw Stop{"failed", "in-use",
-                 "another process opened the image during the repair: stopped (every sector "
-                 "holds its old or new bytes; run the repair again once it is closed)"};
-    }
-  };
+}
 
-  btrfs::FsInfo info = btrfs::fs_info(*wfd, canon);
-  Checksummer sum(info.csum_type);
+void ImageRepair::check_stop() const
+{
+  if (m_run.cancel.load()) {
+    throw Stop{RepairAction::failed, "interrupted",
+               "interrupted: every sector holds its old or its new bytes; the backup " +
+                 (m_backup_path.empty() ? std::string("was not written")
+                                        : escape_name(m_backup_path) + " is complete") +
+                 "; run the repair again to finish"};
+  }
+  if (m_lease && m_lease->broken()) {
+    throw Stop{RepairAction::failed, "in-use",
+               "another process opened the image during the repair: stopped (every sector "
+               "holds its old or new bytes; run the repair again once it is closed)"};
+  }
+}
+
+BackupHeader ImageRepair::backup_header() const
+{
   BackupHeader h;
-  h.path = canon;
-  h.fsid = fsid;
-  h.subvolume = subvol;
-  h.inode = static_cast<uint64_t>(st0.st_ino);
-  h.size = size;
-  h.mtime_sec = st0.st_mtim.tv_sec;
-  h.mtime_nsec = st0.st_mtim.tv_nsec;
-  h.sectorsize = ss;
-  h.csum_type = btrfs::csum_type_name(info.csum_type);
+  h.path = m_canon;
+  h.fsid = m_fsid;
+  h.subvolume = m_subvol;
+  h.inode = static_cast<uint64_t>(m_st0.st_ino);
+  h.size = static_cast<uint64_t>(m_st0.st_size);
+  h.mtime_sec = m_st0.st_mtim.tv_sec;
+  h.mtime_nsec = m_st0.st_mtim.tv_nsec;
+  h.sectorsize = m_ss;
   h.created = utc_iso();
-  for (const auto& r : ranges) {
+  for (const auto& r : m_plan.ranges) {
     h.ranges.emplace_back(r.offset, r.length);
   }
-  const std::string name = backup_file_name(sys::base_name(canon), h.inode, utc_stamp());
+  return h;
+}
+
+// 5. The backup, committed as pending and recorded in the state directory before any write.
+void ImageRepair::back_up()
+{
+  prepare_backup_dir();
+  open_for_writing();
+  BackupHeader h = backup_header();
+  const uint16_t csum_type = btrfs::fs_info(*m_wfd, m_canon).csum_type;
+  h.csum_type = btrfs::csum_type_name(csum_type);
+  m_sum = std::make_unique<Checksummer>(csum_type);
+  const std::string name = backup_file_name(sys::base_name(m_canon), h.inode, utc_stamp());
+  BackupWriter bw(m_opts.backup_dir, h);
+  uint64_t done = 0;
+  for (const auto& r : m_plan.ranges) {
+    back_up_range(bw, r, done);
+  }
+  // Recorded before it appears under its name: a kill in between leaves a temp file (removed as
+  // stale by the next run) and a record nothing matches, never an unrecorded pending backup.
+  m_backup_path = bw.commit(name + k_pending_suffix, [&](const std::string& sha) {
+    try {
+      record_backup_binding(m_opts.state_dir,
+                            binding_of(h, sha, static_cast<uint64_t>(m_st0.st_dev)));
+    } catch (const Error& err) {
+      throw Stop{RepairAction::refused, "backup-dir",
+                 std::string("cannot record the backup in the state directory: ") + err.what() +
+                   "; nothing was changed"};
+    }
+  });
+  m_e.backup_bytes = bw.bytes();
+  m_e.backup = m_backup_path.substr(0, m_backup_path.size() - std::strlen(k_pending_suffix));
+}
+
+// One range: the bytes as btrfs reads them, except each bad sector to rewrite from a device
+// copy, for which every copy is saved (the chosen one flagged) and the chosen one is what the
+// write phase puts there.
+void ImageRepair::back_up_range(BackupWriter& bw, const RewriteRange& r, uint64_t& done)
+{
   sys::AlignedBuffer buf = sys::aligned_buffer(k_chunk);
-  sys::AlignedBuffer copy = sys::aligned_buffer(64 * 1024);
-  std::string backup_path;
-  {
-    BackupWriter bw(m_opts.backup_dir, h);
-    uint64_t done = 0;
-    for (const auto& r : ranges) {
-      const uint64_t end = r.offset + r.length;
-      for (uint64_t off = r.offset; off < end;) {
-        check();
-        const size_t n = static_cast<size_t>(std::min<uint64_t>(m_chunk, end - off));
-        const uint64_t n_sectors = (n + ss - 1) / ss;
-        std::vector<bool> from_dev(n_sectors, false);
-        if (!pread_full(*wfd, buf.get(), n, off, canon)) {
-          for (uint64_t s = 0; s < n_sectors; ++s) {
-            const uint64_t so = off + s * ss;
-            const size_t len = static_cast<size_t>(std::min<uint64_t>(ss, off + n - so));
-            if (!pread_full(*wfd, buf.get() + s * ss, len, so, canon)) {
-              auto it = rewrite.find(so);
-              if (it == rewrite.end() || !it->second.second) {
-                throw Stop{"failed", "io-error",
-                           "offset " + std::to_string(so) +
-                             " reads as EIO but the scrub did not list it as a bad sector no "
-                             "copy matches; nothing was written. Run `vmcsum scrub` on it"};
-              }
-            }
-          }
+  const uint64_t end = r.offset + r.length;
+  for (uint64_t off = r.offset; off < end;) {
+    check_stop();
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(m_run.chunk, end - off));
+    const uint64_t n_sectors = (n + m_ss - 1) / m_ss;
+    if (!pread_full(*m_wfd, buf.get(), n, off, m_canon)) {
+      for (uint64_t s = 0; s < n_sectors; ++s) {
+        const uint64_t so = off + s * m_ss;
+        const size_t len = static_cast<size_t>(std::min<uint64_t>(m_ss, off + n - so));
+        auto it = m_rewrite.find(so);
+        if (!pread_full(*m_wfd, buf.get() + s * m_ss, len, so, m_canon) &&
+            (it == m_rewrite.end() || !it->second.mirror)) {
+          throw Stop{RepairAction::failed, "io-error",
+                     "offset " + std::to_string(so) +
+                       " reads as EIO but the scrub did not list it as a bad sector no copy "
+                       "matches; nothing was written. Run `vmcsum scrub` on it"};
         }
-        m_limiter.consumed(n);
-        // Every copy of each bad sector that is rewritten from a device copy.
-        uint64_t run_start = off;
-        auto flush_run = [&](uint64_t until) {
-          if (until > run_start) {
-            bw.add(run_start, 0, 0, 0, {}, buf.get() + (run_start - off),
-                   static_cast<uint32_t>(until - run_start));
-          }
-        };
-        for (uint64_t s = 0; s < n_sectors; ++s) {
-          const uint64_t so = off + s * ss;
-          auto it = rewrite.find(so);
-          if (it == rewrite.end() || !it->second.second) {
-            continue;
-          }
-          flush_run(so);
-          const BadSector& b = it->second.first;
-          const unsigned chosen = *it->second.second;
-          const auto expected = from_hex(b.expected_csum);
-          bool wrote_chosen = false;
-          for (const auto& c : b.copies) {
-            if (c.read_error) {
-              continue;
-            }
-            const int dfd = device_fd(c.device);
-            bool ok = true;
-            size_t got = 0;
-            while (got < ss) {
-              ssize_t rn =
-                ::pread(dfd, copy.get() + got, ss - got, static_cast<off_t>(c.physical + got));
-              if (rn < 0 && errno == EINTR) {
-                continue;
-              }
-              if (rn <= 0) {
-                ok = false;
-                break;
-              }
-              got += static_cast<size_t>(rn);
-            }
-            m_limiter.consumed(ss);
-            if (!ok) {
-              if (c.mirror == chosen) {
-                throw Stop{"failed", "io-error",
-                           "copy " + std::to_string(c.mirror) + " of offset " + std::to_string(so) +
-                             " on " + c.device + " cannot be read any more; nothing was written"};
-              }
-              continue;
-            }
-            if (to_hex(sum.compute({copy.get(), ss})) != c.csum) {
-              throw Stop{"failed", "changed",
-                         "copy " + std::to_string(c.mirror) + " of offset " + std::to_string(so) +
-                           " changed since the scrub; nothing was written. Run the repair again"};
-            }
-            const bool is_chosen = c.mirror == chosen;
-            bw.add(so, b.logical, c.mirror, is_chosen ? BackupRecord::k_chosen : 0, expected,
-                   copy.get(), ss);
-            if (is_chosen) {
-              const size_t len = static_cast<size_t>(std::min<uint64_t>(ss, off + n - so));
-              std::memcpy(buf.get() + s * ss, copy.get(), len);
-              wrote_chosen = true;
-            }
-          }
-          if (!wrote_chosen) {
-            throw Stop{"failed", "io-error",
-                       "no copy of offset " + std::to_string(so) + " to write"};
-          }
-          run_start = so + ss;
-        }
-        flush_run(off + n);
-        m_limiter.consumed(n); // the backup's writes
-        off += n;
-        done += n;
-        report(canon, "backup", done, total);
       }
     }
-    backup_path = bw.commit(name + k_pending_suffix);
-    e.backup_bytes = bw.bytes();
+    m_run.limiter.consumed(n);
+    uint64_t run_start = off;
+    for (uint64_t s = 0; s < n_sectors; ++s) {
+      const uint64_t so = off + s * m_ss;
+      auto it = m_rewrite.find(so);
+      if (it == m_rewrite.end() || !it->second.mirror) {
+        continue;
+      }
+      if (so > run_start) {
+        bw.add(run_start, 0, 0, 0, {}, buf.get() + (run_start - off),
+               static_cast<uint32_t>(so - run_start));
+      }
+      back_up_copies(bw, it->second, so, buf.get() + s * m_ss,
+                     static_cast<size_t>(std::min<uint64_t>(m_ss, off + n - so)));
+      run_start = so + m_ss;
+    }
+    if (off + n > run_start) {
+      bw.add(run_start, 0, 0, 0, {}, buf.get() + (run_start - off),
+             static_cast<uint32_t>(off + n - run_start));
+    }
+    m_run.limiter.consumed(n); // the backup's writes
+    off += n;
+    done += n;
+    m_run.report(m_canon, "backup", done, m_plan.rewrite_bytes);
   }
-  e.backup = backup_path.substr(0, backup_path.size() - std::strlen(k_pending_suffix));
+}
 
-  BackupReader reader(backup_path);
+void ImageRepair::back_up_copies(BackupWriter& bw, const SectorToRewrite& s, uint64_t so,
+                                 uint8_t* dest, size_t dest_len)
+{
+  sys::AlignedBuffer copy = sys::aligned_buffer(64 * 1024);
+  const BadSector& b = s.sector;
+  const unsigned chosen = *s.mirror;
+  const auto expected = from_hex(b.expected_csum);
+  bool wrote_chosen = false;
+  for (const auto& c : b.copies) {
+    if (c.read_error) {
+      continue;
+    }
+    const int dfd = m_run.device_fd(c.device);
+    const bool ok =
+      sys::pread_full(dfd, copy.get(), m_ss, c.physical) == static_cast<ssize_t>(m_ss);
+    m_run.limiter.consumed(m_ss);
+    if (!ok) {
+      if (c.mirror == chosen) {
+        throw Stop{RepairAction::failed, "io-error",
+                   "copy " + std::to_string(c.mirror) + " of offset " + std::to_string(so) +
+                     " on " + c.device + " cannot be read any more; nothing was written"};
+      }
+      continue;
+    }
+    if (to_hex(m_sum->compute({copy.get(), m_ss})) != c.csum) {
+      throw Stop{RepairAction::failed, "changed",
+                 "copy " + std::to_string(c.mirror) + " of offset " + std::to_string(so) +
+                   " changed since the scrub; nothing was written. Run the repair again"};
+    }
+    const bool is_chosen = c.mirror == chosen;
+    bw.add(so, b.logical, c.mirror, is_chosen ? BackupRecord::k_chosen : 0, expected, copy.get(),
+           m_ss);
+    if (is_chosen) {
+      std::memcpy(dest, copy.get(), dest_len);
+      wrote_chosen = true;
+    }
+  }
+  if (!wrote_chosen) {
+    throw Stop{RepairAction::failed, "io-error",
+               "no copy of offset " + std::to_string(so) + " to write"};
+  }
+}
+
+// 6. The backup's bytes (the chosen copy of each bad sector) written back at their offsets.
+void ImageRepair::write()
+{
+  BackupReader reader(m_backup_path);
   uint64_t written = 0;
-  const std::function<void(uint64_t)> tick = [&](uint64_t n) {
-    written += n;
-    report(canon, "write", written, total);
-  };
-  // The backup's own selection: the chosen copy (--prefer-mirror was applied when choosing).
-  BackupApplier applier(*wfd, canon, ranges, std::nullopt, m_limiter, tick, check);
+  BackupApplier applier(
+    *m_wfd, m_canon, m_plan.ranges, std::nullopt, m_run.limiter,
+    [&](uint64_t n) {
+      written += n;
+      m_run.report(m_canon, "write", written, m_plan.rewrite_bytes);
+    },
+    [&] { check_stop(); });
   std::string unused;
   applier.run(reader, true, unused);
-  if (::fdatasync(*wfd) < 0) {
-    stop_errno(errno, "io-error", "fdatasync " + canon);
+  m_written = std::make_unique<Digests>(applier.take_digests());
+  if (::fdatasync(*m_wfd) < 0) {
+    stop_on_errno(errno, "io-error", "fdatasync " + m_canon);
   }
   // The data is what it was (the bad sectors now readable): keep the timestamps.
-  const struct timespec times[2] = {st0.st_atim, st0.st_mtim};
-  ::futimens(*wfd, times);
-  ::fsync(*wfd);
-  lease.release();
-  wfd.reset();
-  if (m_cancel.load()) {
-    throw Stop{"failed", "interrupted",
+  const struct timespec times[2] = {m_st0.st_atim, m_st0.st_mtim};
+  ::futimens(*m_wfd, times);
+  ::fsync(*m_wfd);
+  m_lease->release();
+  if (m_run.cancel.load()) {
+    throw Stop{RepairAction::failed, "interrupted",
                "interrupted after every range was written, before the verification; the backup " +
-                 escape_name(backup_path) + " stays pending: run the repair again to verify"};
+                 escape_name(m_backup_path) + " stays pending: run the repair again to verify"};
   }
+}
 
-  // 7. Verify.
-  report(canon, "verify", 0, total);
-  e.verify =
-    verify_ranges(canon, ranges, applier.digests(), size, buf.get(), m_chunk, m_limiter, e.notes);
-  {
-    sys::Fd vfd(::open(canon.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-    if (vfd) {
-      btrfs::sync_fs(*vfd, canon);
-      for (auto& rr : ranges) {
-        if (rr.extent_bytenr && damaged.count(rr.extent_bytenr)) {
-          rr.freed = !extent_exists(*vfd, rr.extent_bytenr, canon);
-        }
-      }
+// 7. Read back through the same inode, commit, old extents freed, a per-copy scrub of the ranges.
+void ImageRepair::verify()
+{
+  m_run.report(m_canon, "verify", 0, m_plan.rewrite_bytes);
+  m_e.verify = verify_ranges(*m_wfd, m_st0, m_canon, m_plan.ranges, *m_written,
+                             static_cast<uint64_t>(m_st0.st_size), m_run.limiter, m_e.notes);
+  btrfs::sync_fs(*m_wfd, m_canon);
+  for (auto& rr : m_plan.ranges) {
+    if (rr.extent_bytenr && m_plan.damaged.count(rr.extent_bytenr)) {
+      rr.freed = !extent_exists(*m_wfd, rr.extent_bytenr, m_canon);
     }
   }
+  // Closed before the per-copy scrub, which looks at who has the image open.
+  m_lease.reset();
+  m_wfd.reset();
   std::vector<std::pair<uint64_t, uint64_t>> written_ranges;
-  for (const auto& r : ranges) {
+  for (const auto& r : m_plan.ranges) {
     written_ranges.emplace_back(r.offset, r.length);
   }
-  FileScrub after = scrub_one(canon, written_ranges, "check");
-  e.verify->bad_after = after.bad.size();
-  e.ranges = ranges;
-  for (const auto& rr : ranges) {
+  FileScrub after = m_run.scrub_one(m_canon, written_ranges, "check");
+  m_e.verify->bad_after = after.bad.size();
+  m_e.ranges = m_plan.ranges;
+  for (const auto& rr : m_plan.ranges) {
     if (rr.freed == false && rr.shared_with.empty()) {
-      e.notes.push_back("the old extent at logical " + std::to_string(rr.extent_bytenr) +
-                        " is still allocated after the commit");
+      m_e.notes.push_back("the old extent at logical " + std::to_string(rr.extent_bytenr) +
+                          " is still allocated after the commit");
     }
   }
-  if (!e.verify->readable || !e.verify->matches || after.bad.size() > 0) {
-    e.action = "failed";
-    e.code = "verify-failed";
-    e.reason = !e.verify->readable ? "the rewritten ranges do not read back without errors"
-               : !e.verify->matches
-                 ? "the rewritten ranges read back differently from what was written"
-                 : std::to_string(after.bad.size()) +
-                     " sector(s) of the rewritten ranges still fail their checksum on some copy";
-    e.reason += "; the backup " + escape_name(backup_path) + " keeps every byte";
-    e.backup = backup_path;
+  if (!m_e.verify->readable || !m_e.verify->matches || !after.bad.empty()) {
+    m_e.action = RepairAction::failed;
+    m_e.code = k_code_verify_failed;
+    m_e.reason = !m_e.verify->readable ? "the rewritten ranges do not read back without errors"
+                 : !m_e.verify->matches
+                   ? "the rewritten ranges read back differently from what was written"
+                   : std::to_string(after.bad.size()) +
+                       " sector(s) of the rewritten ranges still fail their checksum on some copy";
+    m_e.reason += "; the backup " + escape_name(m_backup_path) + " keeps every byte";
+    m_e.backup = m_backup_path;
     return;
   }
-  e.backup = finalize_backup(backup_path);
-  for (const auto& p : pending) {
+  finish_verified();
+}
+
+void ImageRepair::finish_verified()
+{
+  m_e.backup = finalize_backup(m_backup_path);
+  for (const auto& p : m_pending) {
     const std::string fin = finalize_backup(p.path);
-    e.notes.push_back("finished the interrupted repair of " + escape_name(fin));
+    m_e.notes.push_back("finished the interrupted repair of " + escape_name(fin));
   }
   // Verified: audit weighs the kernel log's older checksum events of this image against it.
-  if (!m_opts.state_dir.empty() && !fsid.empty()) {
+  if (!m_fsid.empty()) {
     try {
-      record_repair(m_opts.state_dir, fsid, subvol, static_cast<uint64_t>(st0.st_ino), canon,
-                    realtime_now_us());
+      record_repair(m_opts.state_dir, m_fsid, m_subvol, static_cast<uint64_t>(m_st0.st_ino),
+                    m_canon, realtime_now_us());
     } catch (const Error& err) {
-      e.notes.push_back(std::string("the repair was not recorded in the state directory: ") +
-                        err.what());
+      m_e.notes.push_back(std::string("the repair was not recorded in the state directory: ") +
+                          err.what());
     }
   }
-  e.action = "repaired";
-  journal_record("repaired", e);
+  m_e.action = RepairAction::repaired;
+  journal_record("repaired", m_e);
+}
+
+// A directory stands for the regular files below it (symlinks are never followed out).
+void expand(const std::string& path, std::vector<std::string>& out, RepairResult& result)
+{
+  struct stat st = {};
+  if (::lstat(path.c_str(), &st) < 0 || !S_ISDIR(st.st_mode)) {
+    out.push_back(path);
+    return;
+  }
+  std::vector<std::string> found;
+  sys::walk_tree(
+    path,
+    [&](sys::WalkEntry& w) {
+      unsigned char t = w.d_type();
+      if (t == DT_UNKNOWN) {
+        const struct stat* ls = w.lstat();
+        t = ls && S_ISREG(ls->st_mode) ? DT_REG : DT_UNKNOWN;
+      }
+      if (t == DT_REG) {
+        found.push_back(w.path());
+      }
+    },
+    [&](const std::string& p, const std::string& why) {
+      result.notes.push_back(escape_name(p) + ": " + why);
+    });
+  std::sort(found.begin(), found.end());
+  if (found.empty()) {
+    result.notes.push_back(escape_name(path) + ": no regular file below it");
+  }
+  out.insert(out.end(), found.begin(), found.end());
+}
+
+// One image: its entry, whatever happens (refusals and failures end up in it).
+RepairEntry repair_one(RepairRun& run, const std::string& p, RepairResult& result)
+{
+  RepairEntry e;
+  e.path = p;
+  e.acted_on = p;
+  if (run.cancel.load()) {
+    e.code = "interrupted";
+    e.reason = "interrupted before it was reached";
+    result.interrupted = true;
+    return e;
+  }
+  try {
+    ImageRepair(run, p, e).run();
+  } catch (const Stop& s) {
+    e.action = s.outcome;
+    e.code = s.code;
+    e.reason = s.message;
+    result.interrupted = result.interrupted || s.code == "interrupted";
+  } catch (const Error& err) {
+    e.action = RepairAction::failed;
+    e.code = err.code() == Errc::permission ? "needs-root" : "io-error";
+    e.reason = err.path() == e.path || err.path() == e.acted_on ? err.detail() : err.what();
+  }
+  return e;
+}
+
+// --then-nocow for one repaired image.
+NocowOutcome then_nocow(const RepairOptions& opts, const RepairEntry& e,
+                        const RepairProgressFn& progress, const std::atomic<bool>& cancel)
+{
+  if (e.action != RepairAction::repaired && e.action != RepairAction::clean) {
+    return {"skipped", "not-repaired", "the repair did not finish"};
+  }
+  if (!e.skipped.empty()) {
+    return {"skipped", "not-repaired",
+            "bad sectors remain (see skipped): converting now would fail to read them"};
+  }
+  FactCollector fc(opts.mountinfo);
+  FileFacts ff = fc.collect(e.acted_on, false);
+  std::string why_not;
+  if (!nocow_worthwhile(ff.data_profiles, why_not)) {
+    return {"skipped", "not-worthwhile", why_not};
+  }
+  SetOptions so;
+  so.paths = {e.acted_on};
+  so.target = CowTarget::nocow;
+  so.proc_dir = opts.proc_dir;
+  so.mountinfo = opts.mountinfo;
+  SetResult sr = set_cow_attribute(
+    so,
+    [&](const SetProgress& p) {
+      if (progress) {
+        progress({p.path, "nocow " + p.phase, p.done, p.total});
+      }
+    },
+    cancel);
+  if (sr.files.empty()) {
+    return {"failed", "io-error", "set reported nothing"};
+  }
+  const auto& se = sr.files.front();
+  const bool converted = se.action == Outcome::rewritten || se.action == Outcome::unchanged ||
+                         se.action == Outcome::flag_set;
+  return {std::string(outcome_name(se.action)), se.code, se.reason, converted};
 }
 
 } // namespace
+
+RepairSeverity repair_severity(const RepairEntry& e)
+{
+  if (e.action == RepairAction::refused || e.action == RepairAction::failed) {
+    return e.code == k_code_verify_failed ? RepairSeverity::critical : RepairSeverity::incomplete;
+  }
+  if (e.action == RepairAction::would_repair) {
+    return RepairSeverity::critical;
+  }
+  RepairSeverity s = RepairSeverity::clean;
+  const bool shared = std::any_of(e.ranges.begin(), e.ranges.end(),
+                                  [](const RewriteRange& r) { return !r.shared_with.empty(); });
+  if (!e.skipped.empty() || e.action == RepairAction::left || shared) {
+    s = RepairSeverity::warnings;
+  }
+  if (e.nocow && !e.nocow->converted) {
+    s = std::max(s, e.nocow->action == "skipped" ? RepairSeverity::warnings
+                                                 : RepairSeverity::incomplete);
+  }
+  return s;
+}
 
 bool nocow_worthwhile(const std::vector<std::string>& data_profiles, std::string& why_not)
 {
@@ -1224,180 +1029,26 @@ bool nocow_worthwhile(const std::vector<std::string>& data_profiles, std::string
 RepairResult repair(const RepairOptions& opts, const RepairProgressFn& progress,
                     const std::atomic<bool>& cancel)
 {
-  Repairer r(opts, progress, cancel);
-  RepairResult result = r.run();
-  if (!opts.then_nocow || opts.dry_run) {
-    return result;
-  }
-  for (auto& e : result.files) {
-    if (e.action != "repaired" && e.action != "clean") {
-      e.nocow = NocowOutcome{"skipped", "not-repaired", "the repair did not finish"};
-      continue;
-    }
-    if (!e.skipped.empty()) {
-      e.nocow = NocowOutcome{"skipped", "not-repaired",
-                             "bad sectors remain (see skipped): converting now would fail to "
-                             "read them"};
-      continue;
-    }
-    FactCollector fc(opts.mountinfo);
-    FileFacts ff = fc.collect(e.acted_on, false);
-    std::string why_not;
-    if (!nocow_worthwhile(ff.data_profiles, why_not)) {
-      e.nocow = NocowOutcome{"skipped", "not-worthwhile", why_not};
-      continue;
-    }
-    SetOptions so;
-    so.paths = {e.acted_on};
-    so.target = CowTarget::nocow;
-    so.proc_dir = opts.proc_dir;
-    so.mountinfo = opts.mountinfo;
-    SetResult sr = set_cow_attribute(
-      so,
-      [&](const SetProgress& p) {
-        if (progress) {
-          progress({p.path, "nocow " + p.phase, p.done, p.total});
-        }
-      },
-      cancel);
-    if (!sr.files.empty()) {
-      const auto& se = sr.files.front();
-      e.nocow = NocowOutcome{std::string(outcome_name(se.action)), se.code, se.reason};
-    }
-  }
-  return result;
-}
-
-RepairResult undo_repair(const UndoOptions& opts, const RepairProgressFn& progress,
-                         const std::atomic<bool>& cancel)
-{
-  RepairResult result;
-  RepairEntry e;
-  e.backup = opts.backup;
-  // Until the backup names its image, the entry is about the backup itself.
-  e.path = opts.backup;
-  e.acted_on = opts.backup;
   sys::IgnoreSigio sigio;
-  try {
-    BackupReader reader(opts.backup);
-    reader.verify_complete();
-    const BackupHeader& h = reader.header();
-    e.path = h.path;
-    e.acted_on = h.path;
-    e.size = h.size;
-    std::vector<RewriteRange> ranges;
-    for (const auto& [off, len] : h.ranges) {
-      RewriteRange r;
-      r.offset = off;
-      r.length = len;
-      ranges.push_back(r);
-      e.rewritten_bytes += len;
-    }
-    e.ranges = ranges;
-    sys::Fd fd(::open(h.path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
-    if (!fd) {
-      throw Stop{"refused", errno == ENOENT ? "not-found" : "cannot-examine",
-                 "open " + escape_name(h.path) + ": " + errno_text(errno)};
-    }
-    struct stat st = {};
-    if (::fstat(*fd, &st) < 0) {
-      stop_errno(errno, "io-error", "fstat " + h.path);
-    }
-    btrfs::FsInfo info = btrfs::fs_info(*fd, h.path);
-    const uint64_t subvol = btrfs::subvolume_id(*fd, h.path);
-    if ((info.fsid != h.fsid || subvol != h.subvolume ||
-         static_cast<uint64_t>(st.st_ino) != h.inode) &&
-        !opts.force) {
-      throw Stop{
-        "refused", "different-file",
-        escape_name(h.path) +
-          " is not the file the backup was taken of (another "
-          "filesystem, subvolume or inode: replaced since, e.g. by `set`); --force restores "
-          "the bytes anyway"};
-    }
-    {
-      FileUsers u = find_users(h.path, scan_proc(opts.proc_dir));
-      e.users = u.users;
-      e.locks = u.locks;
-      auto refusals = in_use_refusals(u.users, u.locks);
-      if (!refusals.empty()) {
-        throw Stop{"refused", refusals.front().code, refusals.front().message};
-      }
-    }
-    RateLimiter limiter(opts.limit_rate);
-    sys::Lease lease(*fd);
-    if (!lease.active() && lease.error() == EAGAIN) {
-      throw Stop{"refused", "in-use", "another process has it open (the write lease was refused)"};
-    }
-    const std::function<void()> check = [&] {
-      if (cancel.load()) {
-        throw Stop{"failed", "interrupted", "interrupted: run the undo again to finish"};
-      }
-      if (lease.broken()) {
-        throw Stop{"failed", "in-use", "another process opened the image during the undo"};
-      }
-    };
-    uint64_t done = 0;
-    const std::function<void(uint64_t)> tick = [&](uint64_t n) {
-      done += n;
-      if (progress) {
-        progress({h.path, "compare", done, e.rewritten_bytes});
-      }
-    };
-    // What the repair wrote must still be there, or the undo would destroy newer data.
-    {
-      BackupApplier cmp(*fd, h.path, ranges, std::nullopt, limiter, tick, check);
-      std::string difference;
-      if (!cmp.run(reader, false, difference)) {
-        if (!opts.force) {
-          throw Stop{"refused", "changed",
-                     escape_name(h.path) + " changed since the repair (" + difference +
-                       "): restoring would overwrite newer data; --force restores anyway"};
-        }
-        e.notes.push_back("changed since the repair (" + difference +
-                          "); restored anyway (--force)");
-      }
-    }
-    e.steps.push_back("write the " + human_bytes(e.rewritten_bytes) + " saved in the backup back");
-    if (opts.dry_run) {
-      e.action = "would-restore";
-    } else {
-      reader.verify_complete(); // rewinds
-      done = 0;
-      const std::function<void(uint64_t)> wtick = [&](uint64_t n) {
-        done += n;
-        if (progress) {
-          progress({h.path, "write", done, e.rewritten_bytes});
-        }
-      };
-      BackupApplier applier(*fd, h.path, ranges, opts.prefer_mirror, limiter, wtick, check);
-      std::string unused;
-      applier.run(reader, true, unused);
-      if (::fdatasync(*fd) < 0) {
-        stop_errno(errno, "io-error", "fdatasync " + h.path);
-      }
-      lease.release();
-      fd.reset();
-      sys::AlignedBuffer buf = sys::aligned_buffer(k_chunk);
-      e.verify = verify_ranges(h.path, ranges, applier.digests(), h.size, buf.get(),
-                               static_cast<size_t>(limiter.chunk(k_chunk)), limiter, e.notes);
-      if (!e.verify->readable || !e.verify->matches) {
-        throw Stop{"failed", "verify-failed", "the restored bytes do not read back as written"};
-      }
-      e.action = "restored";
-      journal_record("restored", e);
-    }
-  } catch (const Stop& s) {
-    e.action = s.action;
-    e.code = s.code;
-    e.reason = s.message;
-    result.interrupted = s.code == "interrupted";
-  } catch (const Error& err) {
-    e.action = err.code() == Errc::usage ? "refused" : "failed";
-    e.code = err.code() == Errc::usage ? "bad-backup" : "io-error";
-    e.reason = err.path() == e.path || err.path() == e.acted_on ? err.detail() : err.what();
+  RepairRun run(opts, progress, cancel);
+  RepairResult result;
+  std::vector<std::string> paths;
+  for (const auto& p : opts.paths) {
+    expand(p, paths, result);
   }
-  result.files.push_back(std::move(e));
+  if (paths.empty() && opts.from_report) {
+    for (const auto& [p, _] : *opts.from_report) {
+      paths.push_back(p);
+    }
+  }
+  for (const auto& p : paths) {
+    result.files.push_back(repair_one(run, p, result));
+  }
+  if (opts.then_nocow && !opts.dry_run) {
+    for (auto& e : result.files) {
+      e.nocow = then_nocow(opts, e, progress, cancel);
+    }
+  }
   return result;
 }
 

@@ -3,8 +3,10 @@
 #include <vmcsum/error.hpp>
 #include <vmcsum/repair/repair_backup.hpp>
 #include <vmcsum/report/text.hpp>
+#include <vmcsum/sys/fd.hpp>
 
 #include <nlohmann/json.hpp>
+#include <openssl/evp.h>
 #include <xxhash.h>
 
 #include <algorithm>
@@ -58,7 +60,45 @@ uint64_t chain(uint64_t acc, uint64_t h)
   throw Error(Errc::usage, "not a complete vmcsum repair backup: " + why, path);
 }
 
+// Incremental SHA-256 (OpenSSL EVP): the digest that binds a backup to its repair.
+class Sha256
+{
+public:
+  Sha256()
+    : m_ctx(EVP_MD_CTX_new())
+  {
+    if (!m_ctx || EVP_DigestInit_ex(m_ctx, EVP_sha256(), nullptr) != 1) {
+      EVP_MD_CTX_free(m_ctx);
+      throw Error(Errc::io, "SHA-256 is not available from libcrypto");
+    }
+  }
+  ~Sha256() { EVP_MD_CTX_free(m_ctx); }
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void update(const void* p, size_t n) { EVP_DigestUpdate(m_ctx, p, n); }
+  std::string hex()
+  {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(m_ctx, md, &len);
+    static const char* digits = "0123456789abcdef";
+    std::string out;
+    for (unsigned int i = 0; i < len; ++i) {
+      out += digits[md[i] >> 4];
+      out += digits[md[i] & 15];
+    }
+    return out;
+  }
+
+private:
+  EVP_MD_CTX* m_ctx;
+};
+
 } // namespace
+
+struct BackupWriter::Sha : Sha256
+{
+};
 
 std::string encode_backup_header(const BackupHeader& h)
 {
@@ -107,52 +147,35 @@ BackupHeader decode_backup_header(const std::string& line)
 }
 
 BackupWriter::BackupWriter(const std::string& dir, const BackupHeader& header)
-  : m_dir(dir)
+  : m_sha(std::make_unique<Sha>())
+  , m_dir(dir)
 {
-  // A name no other run uses; a dot first, so listings of backups leave it out.
-  for (int attempt = 0; attempt < 8 && m_fd < 0; ++attempt) {
-    uint32_t r = 0;
-    if (::getrandom(&r, sizeof r, 0) != static_cast<ssize_t>(sizeof r)) {
-      r = static_cast<uint32_t>(::getpid()) * 2654435761u + static_cast<uint32_t>(attempt);
-    }
-    char suffix[16];
-    std::snprintf(suffix, sizeof suffix, "%08x", r);
-    m_tmp = dir + "/.vmcsum-backup.tmp-" + suffix;
-    m_fd = ::open(m_tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (m_fd < 0 && errno != EEXIST) {
-      throw_errno("create a backup file in", dir);
-    }
+  sys::Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dfd) {
+    throw_errno("open the backup directory", dir);
   }
-  if (m_fd < 0) {
-    throw Error(Errc::io, "could not create a backup file with a new name", dir);
-  }
-  // Tells a later run that this temp file is not a leftover while this run lives.
-  ::flock(m_fd, LOCK_EX | LOCK_NB);
+  // sys::TempFile: a temp name no image is plausibly called, flock'ed while this run lives and
+  // marked as vmcsum's own (an xattr), so the stale clean-up of a later run never removes an
+  // image merely named like one (issue 12 #3); the backup's final name is given at commit().
+  m_tmp = std::make_unique<sys::TempFile>(*dfd, "vmcsum-backup", dir, 0600);
   std::string head = std::string(k_magic_line) + encode_backup_header(header) + "\n";
   write(head.data(), head.size());
 }
 
-BackupWriter::~BackupWriter()
-{
-  if (m_fd >= 0) {
-    ::close(m_fd);
-  }
-  if (!m_committed) {
-    ::unlink(m_tmp.c_str());
-  }
-}
+BackupWriter::~BackupWriter() = default;
 
 void BackupWriter::write(const void* p, size_t n)
 {
   const auto* b = static_cast<const uint8_t*>(p);
   while (n > 0) {
-    ssize_t w = ::write(m_fd, b, n);
+    ssize_t w = ::write(m_tmp->fd(), b, n);
     if (w < 0) {
       if (errno == EINTR) {
         continue;
       }
-      throw_errno("write the backup", m_tmp);
+      throw_errno("write the backup", m_tmp->display_path());
     }
+    m_sha->update(b, static_cast<size_t>(w));
     b += w;
     n -= static_cast<size_t>(w);
     m_bytes += static_cast<uint64_t>(w);
@@ -192,7 +215,8 @@ void BackupWriter::add(uint64_t offset, uint64_t logical, uint32_t mirror, uint8
   ++m_count;
 }
 
-std::string BackupWriter::commit(const std::string& final_name)
+std::string BackupWriter::commit(const std::string& final_name,
+                                 const std::function<void(const std::string&)>& before_rename)
 {
   uint8_t t[20];
   uint8_t* p = t;
@@ -201,26 +225,15 @@ std::string BackupWriter::commit(const std::string& final_name)
   put(p, m_count, 8);
   put(p, m_chain, 8);
   write(t, sizeof t);
-  if (::fsync(m_fd) < 0) {
-    throw_errno("fsync the backup", m_tmp);
+  m_sha256 = m_sha->hex();
+  if (::fsync(m_tmp->fd()) < 0) {
+    throw_errno("fsync the backup", m_tmp->display_path());
   }
-  ::close(m_fd);
-  m_fd = -1;
-  const std::string dest = m_dir + "/" + final_name;
-  if (::rename(m_tmp.c_str(), dest.c_str()) < 0) {
-    throw_errno("rename the backup to", dest);
+  if (before_rename) {
+    before_rename(m_sha256);
   }
-  m_committed = true;
-  int dfd = ::open(m_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0 || ::fsync(dfd) < 0) {
-    int err = errno;
-    if (dfd >= 0) {
-      ::close(dfd);
-    }
-    throw_errno(err, "fsync the backup directory", m_dir);
-  }
-  ::close(dfd);
-  return dest;
+  m_tmp->commit(final_name); // fsync, renameat, marker dropped, directory fsync
+  return m_dir + "/" + final_name;
 }
 
 BackupReader::BackupReader(const std::string& path)
@@ -258,6 +271,53 @@ BackupReader::BackupReader(const std::string& path)
   }
   m_header = decode_backup_header(line);
   m_records_start = std::ftell(m_file);
+  m_sorted_ranges = m_header.ranges;
+  std::sort(m_sorted_ranges.begin(), m_sorted_ranges.end());
+}
+
+std::string BackupReader::sha256()
+{
+  Sha256 sha;
+  std::vector<uint8_t> buf(1u << 20);
+  const int fd = ::fileno(m_file);
+  for (off_t off = 0;;) {
+    const ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      throw_errno("read the backup", m_path);
+    }
+    if (n == 0) {
+      break;
+    }
+    sha.update(buf.data(), static_cast<size_t>(n));
+    off += n;
+  }
+  return sha.hex();
+}
+
+bool BackupReader::record_inside(uint64_t offset, uint64_t length) const
+{
+  // A device copy of a file's last sector is a whole sector though the range ends at the file's
+  // size: a range reaches up to its end rounded up to the sector size.
+  auto it = std::upper_bound(m_sorted_ranges.begin(), m_sorted_ranges.end(),
+                             std::pair<uint64_t, uint64_t>{offset, ~0ULL});
+  if (it == m_sorted_ranges.begin()) {
+    return false;
+  }
+  --it;
+  const uint64_t ss = m_header.sectorsize;
+  const uint64_t reach = it->second > ~0ULL - ss ? it->second : (it->second + ss - 1) / ss * ss;
+  const uint64_t into = offset - it->first;
+  return into < it->second && length <= reach - into;
+}
+
+bool BackupReader::owned_by_us() const
+{
+  struct stat st = {};
+  return ::fstat(::fileno(m_file), &st) == 0 && st.st_uid == ::geteuid() &&
+         (st.st_mode & (S_IWGRP | S_IWOTH)) == 0;
 }
 
 BackupReader::~BackupReader()
@@ -320,6 +380,12 @@ bool BackupReader::next(BackupRecord& r)
   if (XXH64(r.data.data(), length, 0) != dh) {
     bad_backup(m_path, "record at offset " + std::to_string(r.offset) + " is damaged");
   }
+  // Undo writes records at their offsets: one outside every range the header names is refused
+  // whatever the options (issue 12 #2), so a backup can never write where its repair did not.
+  if (!record_inside(r.offset, length)) {
+    bad_backup(m_path, "the record at offset " + std::to_string(r.offset) + " (" +
+                         std::to_string(length) + " bytes) lies outside the header's ranges");
+  }
   m_chain = chain(m_chain, dh);
   ++m_count;
   return true;
@@ -334,41 +400,18 @@ void BackupReader::verify_complete()
   rewind();
 }
 
-bool is_backup_temp_name(std::string_view name)
-{
-  // Exactly what BackupWriter makes: the prefix and 8 hex digits. A backup's name always ends in
-  // ".vmcsum-backup" or ".vmcsum-backup.pending", so no image name can make one look like this
-  // (an image called ".vmcsum-backup.tmp-x" has the backup ".vmcsum-backup.tmp-x.<ino>...").
-  constexpr std::string_view prefix = ".vmcsum-backup.tmp-";
-  if (name.size() != prefix.size() + 8 || name.substr(0, prefix.size()) != prefix) {
-    return false;
-  }
-  return std::all_of(name.begin() + static_cast<ptrdiff_t>(prefix.size()), name.end(),
-                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
-
 std::vector<std::string> remove_stale_backup_temps(const std::string& dir)
 {
   std::vector<std::string> removed;
-  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
-  if (!d) {
+  sys::Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dfd) {
     return removed;
   }
-  while (auto* ent = ::readdir(d.get())) {
-    const std::string name = ent->d_name;
-    if (!is_backup_temp_name(name)) {
-      continue;
+  // Only temps vmcsum marked as its own, no longer locked by a running vmcsum (sys/temp_file).
+  for (const auto& t : sys::remove_stale_temps(*dfd, sys::is_temp_name, false)) {
+    if (t.removed) {
+      removed.push_back(dir + "/" + t.name);
     }
-    const std::string p = dir + "/" + name;
-    int fd = ::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) {
-      continue;
-    }
-    // Locked: another vmcsum is writing it right now.
-    if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::unlink(p.c_str()) == 0) {
-      removed.push_back(p);
-    }
-    ::close(fd);
   }
   return removed;
 }

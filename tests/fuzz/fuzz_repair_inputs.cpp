@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // libFuzzer target: what `vmcsum repair` reads from files it did not necessarily write: a saved
-// scrub report (--from) and a backup (--undo, pending backups found in --backup-dir).
+// scrub report (--from), a backup (--undo, pending backups found in --backup-dir: header,
+// records, trailer, the ranges check, the SHA-256 that binds it) and the binding record undo
+// reads from the state directory.
 #include <vmcsum/error.hpp>
+#include <vmcsum/repair/backup_binding.hpp>
 #include <vmcsum/repair/repair.hpp>
 #include <vmcsum/repair/repair_backup.hpp>
 
@@ -25,7 +28,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
   } catch (const Error&) {
   }
   try {
-    (void)decode_backup_header(text);
+    const BackupHeader h = decode_backup_header(text);
+    // Whatever a header says, a binding made from it vouches for it and for nothing else.
+    const BackupBinding b = decode_backup_binding(encode_backup_binding(binding_of(h, "x", 0)));
+    if (binding_mismatch(h, b)) {
+      __builtin_trap();
+    }
+  } catch (const Error&) {
+  }
+  try {
+    (void)binding_mismatch(BackupHeader{}, decode_backup_binding(text));
   } catch (const Error&) {
   }
   // The whole input as a backup file: the magic line is prepended half the time so that the
@@ -39,10 +51,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
   ::pwrite(fd, file.data(), file.size(), 0);
   try {
     BackupReader r("/proc/self/fd/" + std::to_string(fd));
+    if (r.sha256().size() != 64) {
+      __builtin_trap();
+    }
     BackupRecord rec;
     int n = 0;
     while (r.next(rec) && ++n < 1000) {
       if (rec.expected_csum.size() > 32) {
+        __builtin_trap();
+      }
+      // next() refuses a record outside the header's ranges: undo never writes elsewhere.
+      const auto& rs = r.header().ranges;
+      const uint64_t ss = r.header().sectorsize;
+      bool inside = false;
+      for (const auto& [off, len] : rs) {
+        const uint64_t reach = len > ~0ULL - ss ? len : (len + ss - 1) / ss * ss;
+        inside = inside || (rec.offset >= off && rec.offset - off < len &&
+                            rec.data.size() <= reach - (rec.offset - off));
+      }
+      if (!inside) {
         __builtin_trap();
       }
     }

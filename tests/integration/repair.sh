@@ -73,6 +73,87 @@ patch_ref() {
   dd if="$4" of="$1" bs=4096 seek=$(($2 / 4096)) count="$3" conv=notrunc status=none
 }
 
+# set_header BACKUP PERL-SUBSTITUTION : edits the JSON header line of a backup in place (the
+# header is not covered by the records' hashes: what a forger would change).
+set_header() {
+  perl -0777 -i -pe "$2" -- "$1"
+}
+
+# Undo restores only what this host backed up (issue 12 #2). Each case fails on a vmcsum that
+# trusted any backup it was handed; the oracle is the image's SHA-256 before and after.
+undo_trust() { # NAME DIR
+  local name=$1 d=$2 u=$MNT/u.raw v=$MNT/v.raw ubk forged vsha usha t0
+  note "--- $name: undo restores only what this host backed up"
+  fresh_record
+  dd if=/dev/urandom of="$u" bs=256K count=1 status=none
+  dd if=/dev/urandom of="$v" bs=256K count=1 status=none
+  sync
+  damage_sectors "$u" 4096 1 differ
+  # A genuine vmcsum backup, but recorded in another state directory (another host): nothing
+  # here vouches for it.
+  VMCSUM_STATE_DIR=$IT_TMP/other-host vrepair "$u"
+  check_eq "$name: trust: repair recorded elsewhere: repaired" "repaired 0" "$(jf '.files[0].action') $RC"
+  ubk=$(jf '.files[0].backup')
+  usha=$(sha_of "$u")
+  vundo "$ubk" --force --prefer-mirror 2
+  check_eq "$name: trust: a backup no repair here recorded: refused backup-not-ours, exit 3 (--force)" \
+    "refused backup-not-ours 3" "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
+  check_eq "$name: trust: unrecorded backup: image untouched" "$usha" "$(sha_of "$u")"
+
+  # The issue's forgery: a backup aimed at an image never repaired (v.raw), records intact.
+  forged=$d/forged.vmcsum-backup
+  cp -- "$ubk" "$forged"
+  set_header "$forged" "s/\"path\":\"[^\"]*\"/\"path\":\"$(printf %s "$v" | sed 's/[\/&]/\\&/g')\"/; s/\"inode\":[0-9]+/\"inode\":$(stat -c %i "$v")/"
+  check "$name: trust: the forged header names v.raw" grep -aq "\"path\":\"$v\"" "$forged"
+  vsha=$(sha_of "$v")
+  vundo "$forged" --force --prefer-mirror 2
+  check_eq "$name: trust: forged backup: refused backup-not-ours, exit 3" "refused backup-not-ours 3" \
+    "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
+  check_eq "$name: trust: forged backup: v.raw untouched (sha256)" "$vsha" "$(sha_of "$v")"
+
+  # Records outside the header's ranges: refused whatever the options, before anything else.
+  cp -- "$ubk" "$forged"
+  set_header "$forged" 's/"ranges":\[\[[0-9]+,[0-9]+\]/"ranges":[[262144,4096]/'
+  vundo "$forged" --force
+  check_eq "$name: trust: records outside the header's ranges (--force): refused bad-backup, exit 3" \
+    "refused bad-backup 3" "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
+  check "$name: trust: the reason says outside the ranges" jq -e '.files[0].reason | test("outside")' "$OUT"
+  check_eq "$name: trust: records outside: image untouched" "$usha" "$(sha_of "$u")"
+
+  # A recorded backup whose image was replaced by a FIFO: never opened for writing, no hang.
+  fresh_record
+  damage_sectors "$u" 8192 1 differ
+  vrepair "$u"
+  check_eq "$name: trust: u.raw repaired again, recorded here" "repaired 0" "$(jf '.files[0].action') $RC"
+  ubk=$(jf '.files[0].backup')
+  mv -- "$u" "$u.away"
+  mkfifo -- "$u"
+  t0=$SECONDS
+  vundo "$ubk" --force
+  check_eq "$name: trust: header naming a FIFO: refused not-regular, exit 3" "refused not-regular 3" \
+    "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
+  check "$name: trust: FIFO: no hang" test $((SECONDS - t0)) -lt 60
+  rm -f -- "$u"
+  mv -- "$u.away" "$u"
+
+  # Backups only go to a directory nobody else can write.
+  local open_bk=$IT_TMP/open-backup
+  mkdir -p -- "$open_bk"
+  chmod 1777 -- "$open_bk"
+  fresh_record
+  damage_sectors "$u" 12288 1 differ
+  usha=$(sha_of "$u")
+  set +e
+  timeout -k 5 300 "$VMCSUM" --json repair --backup-dir "$open_bk" "$u" >"$OUT" 2>"$ERR"
+  RC=$?
+  set -e
+  check_eq "$name: trust: a world-writable backup dir: refused backup-dir, exit 3" "refused backup-dir 3" \
+    "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
+  check_eq "$name: trust: world-writable backup dir: nothing in it" 0 "$(find "$open_bk" -type f | wc -l)"
+  check_eq "$name: trust: world-writable backup dir: image untouched" "$usha" "$(sha_of "$u")"
+  rm -f -- "$u" "$v"
+}
+
 # --- redundant profiles ---------------------------------------------------------------------------
 run_redundant() { # NAME NDEV mkfs-args...
   local name=$1 ndev=$2
@@ -247,9 +328,17 @@ run_redundant() { # NAME NDEV mkfs-args...
   check_eq "$name: p.raw: the good sectors kept" "$(bytes_at "$d/ref.p" 16384 245760)" "$(bytes_at "$p" 16384 245760)"
   local bkp
   bkp=$(jf '.files[0].backup')
+  # The bytes written are the bytes compared (issue 12 #2): copy 2 is not what the file holds, so
+  # without --force it is refused like any other difference, and nothing is written.
+  local psha
+  psha=$(sha_of "$p")
   vundo "$bkp" --prefer-mirror 2
-  check_eq "$name: p.raw: undo --prefer-mirror 2: restored" "restored 0" "$(jf '.files[0].action') $RC"
-  check_eq "$name: p.raw: undo --prefer-mirror 2 writes copy 2" "$g2" "$(bytes_at "$p" 4096 8192)"
+  check_eq "$name: p.raw: undo --prefer-mirror 2, copy 2 not in the file: refused changed, exit 3" \
+    "refused changed 3" "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
+  check_eq "$name: p.raw: undo --prefer-mirror 2 refused: file untouched" "$psha" "$(sha_of "$p")"
+  vundo "$bkp" --force --prefer-mirror 2
+  check_eq "$name: p.raw: undo --force --prefer-mirror 2: restored" "restored 0" "$(jf '.files[0].action') $RC"
+  check_eq "$name: p.raw: undo --force --prefer-mirror 2 writes copy 2" "$g2" "$(bytes_at "$p" 4096 8192)"
   vundo "$bkp" --force
   check_eq "$name: p.raw: undo writes the chosen copy back" "$g1" "$(bytes_at "$p" 4096 8192)"
   check "$name: p.raw: reads without EIO" reads_ok "$p"
@@ -268,6 +357,10 @@ run_redundant() { # NAME NDEV mkfs-args...
   check_eq "$name: q.raw: content = copy 2" "$h2" "$(bytes_at "$q" 4096 8192)"
   check_fails "$name: q.raw: not copy 1" test "$h1" == "$(bytes_at "$q" 4096 8192)"
   check "$name: q.raw: reads without EIO" reads_ok "$q"
+
+  if [[ $name == dup ]]; then
+    undo_trust "$name" "$d"
+  fi
 
   note "--- $name: --from a saved scrub document"
   local fr=$MNT/from.raw

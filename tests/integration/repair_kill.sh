@@ -7,7 +7,8 @@
 # disk. After the rerun: no EIO anywhere, content identical, vmcsum scrub and btrfs scrub clean,
 # no pending backup; --undo of the backup restores those bytes exactly after the image was
 # changed. Full disks: a backup directory too small for the backup (nothing may be written to
-# the image), and the image's filesystem filled while the repair runs.
+# the image), and the image's filesystem filled while the repair runs; a read-only remount while
+# it runs. Prints a `# figures: repair-sigkill ...` line (tests/RELIABILITY.md).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/repair_lib.sh"
@@ -19,7 +20,7 @@ need_cmd jq filefrag btrfs btrfs-map-logical dd perl cmp sha256sum timeout
 
 M=1048576
 RATE=${REPAIR_KILL_RATE:-8M}
-KILLS=${REPAIR_KILLS:-6}
+KILLS=${REPAIR_KILLS:-50} # issue 12: 50 random moments (REPAIR_KILLS=6 for a quick run)
 SEED=${REPAIR_KILL_SEED:-$$}
 RANDOM=$SEED
 note "random seed $SEED (REPAIR_KILL_SEED=$SEED reproduces the kill times)"
@@ -88,7 +89,10 @@ note "dry run took ${ts_ms} ms at $RATE; rewrite estimated at ${tw_ms} ms"
 
 note "--- SIGKILL at $KILLS moments"
 killed=0
-partial=0 # kills that left some damaged sectors rewritten and others not
+partial=0  # kills that left some damaged sectors rewritten and others not
+n_orig=0   # ... that left every damaged sector as it was (nothing written yet)
+n_rep=0    # ... that left every damaged sector repaired (the complete result)
+n_bad=0    # ... after which an invariant failed (a sector neither old nor new, no backup)
 for ((k = 0; k < KILLS; k++)); do
   # Every run scrubs first (ts_ms), then backs up, writes and verifies (about tw_ms). The first
   # kill lands in the scrub, the others spread over the rest: slot k-1 of KILLS-1, random within.
@@ -113,12 +117,20 @@ for ((k = 0; k < KILLS; k++)); do
   else
     note "run $k ended by itself before the kill at ${at} ms: exit $rc"
   fi
+  fails_before=$IT_FAIL
   invariants "kill $k at ${at} ms"
   partial=$((partial + (LAST_EIO > 0 && LAST_EIO < ${#DAMAGED_OFFS[@]})))
+  n_orig=$((n_orig + (LAST_EIO == ${#DAMAGED_OFFS[@]})))
+  n_rep=$((n_rep + (LAST_EIO == 0)))
+  n_bad=$((n_bad + (IT_FAIL > fails_before)))
   note "kill $k at ${at} ms: exit $rc, $LAST_EIO of ${#DAMAGED_OFFS[@]} damaged sectors still EIO, backups: $(backups | paste -sd' ') pending: $(pending | paste -sd' ')"
 done
 check "at least one run was killed" test "$killed" -gt 0
 note "$killed runs killed, $partial of them between two rewritten ranges"
+# Each sector of the image is old or new after every kill: "partial" counts kills between two
+# rewritten ranges (some damaged sectors already readable), which is the crash-safe state too.
+echo "# figures: repair-sigkill trials=$KILLS killed=$killed original=$n_orig repaired=$n_rep partial=$partial bad=$n_bad"
+check_eq "no kill broke an invariant" 0 "$n_bad"
 
 note "--- rerun without a limit"
 vrepair --no-progress "$IMG"
@@ -128,7 +140,7 @@ check "rerun: the whole file reads without EIO" reads_ok "$IMG"
 check "rerun: content = the original, mirror 1 where damaged" cmp -- "$REF" "$IMG"
 check_eq "rerun: no pending backup left" "" "$(pending)"
 check_eq "rerun: no backup temp file of a killed run left" "" \
-  "$(find "$BK" -maxdepth 1 -name '.vmcsum-backup.tmp-*' -printf '%f\n')"
+  "$(find "$BK" -maxdepth 1 -name '*.vmcsum-tmp.*' -printf '%f\n')"
 rc=0
 "$VMCSUM" --json scrub --no-progress --no-history "$IMG" >"$IT_TMP/scrub.json" 2>/dev/null || rc=$?
 check_eq "rerun: vmcsum scrub finds nothing" "0 0" "$rc $(jq '[.files[].bad[]] | length' "$IT_TMP/scrub.json")"
@@ -182,7 +194,7 @@ slow_repair_filling() {
 note "--- full disk: the backup directory fills while the repair runs"
 small=$IT_TMP/smallbk
 mkdir -p "$small"
-mount -t tmpfs -o size=48m tmpfs "$small"
+mount -t tmpfs -o size=48m,mode=0700 tmpfs "$small" # a backup dir: ours alone
 _IT_MOUNTS+=("$small")
 damage_at_all "$MNT/vm2.raw"
 slow_repair_filling "$small" $((ts_ms / 2)) "$small"
@@ -218,6 +230,35 @@ for delay in $((ts_ms / 2)) $((ts_ms + 300)); do
   check_eq "filesystem full after ${delay} ms, then room again: rerun exit 0" 0 "$RC"
   check "filesystem full after ${delay} ms, rerun: content = the original, mirror 1 where damaged" cmp -- "$REF" "$IMG"
   check_eq "filesystem full after ${delay} ms, rerun: no pending backup left" "" "$(pending)"
+  rm -f -- "$IMG"
+done
+
+note "--- read-only remount while the repair runs"
+# The filesystem goes read-only under the repair (an admin's remount, or btrfs after an error):
+# the run stops (exit 3, or 0 when it was done first), each sector old or new, and once the
+# filesystem is writable again one rerun converges.
+for delay in $((ts_ms / 2)) $((ts_ms + tw_ms / 3)); do
+  damage_at_all "$MNT/ro-$delay.raw"
+  "$VMCSUM" --json repair --limit-rate "$RATE" --no-progress --backup-dir "$BK" "$IMG" \
+    >"$OUT" 2>"$ERR" &
+  rp=$!
+  bg_track "$rp"
+  sleep "$((delay / 1000)).$(printf '%03d' $((delay % 1000)))"
+  remounted=0
+  # The repair's write lease does not stop a remount; an open file for writing does (EBUSY).
+  mount -o remount,ro "$MNT" 2>/dev/null && remounted=1
+  RC=0
+  wait "$rp" || RC=$?
+  bg_untrack "$rp"
+  note "read-only remount after ${delay} ms (done: $remounted): exit $RC, $(jq -c '.files[0] | {action, code}' "$OUT" 2>/dev/null)"
+  check "read-only after ${delay} ms: exit 0 or 3" test "$RC" -eq 0 -o "$RC" -eq 3
+  check "read-only after ${delay} ms: the document is valid JSON" jq -e . "$OUT"
+  invariants "read-only remount after ${delay} ms"
+  mount -o remount,rw "$MNT"
+  vrepair --no-progress "$IMG"
+  check_eq "read-only after ${delay} ms, writable again: rerun exit 0" 0 "$RC"
+  check "read-only after ${delay} ms, rerun: content = the original, mirror 1 where damaged" cmp -- "$REF" "$IMG"
+  check_eq "read-only after ${delay} ms, rerun: no pending backup left" "" "$(pending)"
   rm -f -- "$IMG"
 done
 

@@ -9,6 +9,7 @@
 
 #include <vmcsum/scrub/scrub.hpp>
 #include <vmcsum/set/rewrite.hpp>
+#include <vmcsum/write/guard.hpp>
 
 #include <atomic>
 #include <cstdint>
@@ -19,6 +20,19 @@
 #include <vector>
 
 namespace vmcsum::core {
+
+// What became of one file: the one outcome enum of every image-writing command
+// (write/guard.hpp), whose name table gives the JSON "action" (repaired, clean, left, refused,
+// failed, would-repair; restored, would-restore for --undo).
+using RepairAction = Outcome;
+inline std::string repair_action_name(RepairAction a)
+{
+  return std::string(outcome_name(a));
+}
+
+// The code of a failed verification: the data may be at risk (a critical finding, not merely an
+// incomplete run).
+constexpr const char* k_code_verify_failed = "verify-failed";
 
 // What repair does with one bad sector (decide_sector(); pure, unit-tested).
 enum class SectorAction {
@@ -117,15 +131,14 @@ struct NocowOutcome
   std::string action; // the `set` action (rewritten, refused, failed...) or "skipped"
   std::string code;
   std::string reason;
+  bool converted = false; // the image is NOCOW now (or already was)
 };
 
 struct RepairEntry
 {
   std::string path;
   std::string acted_on;
-  // repaired, clean, left, refused, failed, would-repair (dry run); restored, would-restore
-  // (undo)
-  std::string action;
+  RepairAction action = RepairAction::failed;
   std::string code;
   std::string reason;
   uint64_t size = 0;
@@ -159,7 +172,9 @@ struct RepairOptions
   uint64_t limit_rate = 0;
   std::string proc_dir = "/proc";
   std::string mountinfo = "/proc/self/mountinfo";
-  std::string state_dir;   // the kernel record scrub classifies with ("" = none)
+  // The kernel record scrub classifies with, and where the backups are recorded for --undo
+  // (backup_binding.hpp). Required for a repair that writes.
+  std::string state_dir;
   VmConfigDirs vm_configs; // the cache modes scrub takes as evidence, as scrub and audit read them
 };
 
@@ -171,6 +186,7 @@ struct UndoOptions
   bool dry_run = false;
   uint64_t limit_rate = 0;
   std::string proc_dir = "/proc";
+  std::string state_dir; // where repairs recorded their backups (backup_binding.hpp)
 };
 
 struct RepairProgress
@@ -189,6 +205,13 @@ struct RepairResult
 };
 
 using RepairProgressFn = std::function<void(const RepairProgress&)>;
+
+// How one entry weighs in the exit status (the CLI maps it to exit codes): a failed
+// verification and a dry run that would repair are critical findings, any other refusal or
+// failure leaves the run incomplete, skipped sectors, shared extents and a --then-nocow that did
+// not convert are warnings.
+enum class RepairSeverity { clean, warnings, critical, incomplete };
+RepairSeverity repair_severity(const RepairEntry& e);
 
 // Runs `vmcsum repair`. Problems with one file are that entry's refusal or failure. `cancel`
 // is polled between chunks: what was written stays (each sector old or new, the backup on disk

@@ -12,11 +12,19 @@
 //     the repair writes back), u8 csum length, u16 0, 32 bytes expected csum (bad sectors),
 //     u64 XXH64 of the data, then the data
 //   the trailer: "VMCE", u64 record count, u64 XXH64 over every record's XXH64
-// A file without its trailer is incomplete and is never used.
+// A file without its trailer is incomplete and is never used. Every record must lie inside one of
+// the header's ranges (the reader refuses the file otherwise: undo never writes elsewhere).
+//
+// Binding (issue 12 #2): the writer hashes the whole file (SHA-256) as it writes it, and repair
+// records that digest with the target's identity in the state directory (backup_binding.hpp)
+// before its first write to the image; undo restores only a backup whose digest has a record.
 #pragma once
+
+#include <vmcsum/sys/temp_file.hpp>
 
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -71,18 +79,24 @@ public:
   void add(uint64_t offset, uint64_t logical, uint32_t mirror, uint8_t flags,
            const std::vector<uint8_t>& csum, const uint8_t* data, uint32_t length);
   uint64_t bytes() const { return m_bytes; }
-  // Returns the path it now has.
-  std::string commit(const std::string& final_name);
+  // Writes the trailer, fsyncs, calls `before_rename` with the file's SHA-256 (lower-case hex:
+  // repair records the binding there, so a backup never appears under its name unrecorded),
+  // then renames it into place. Returns the path it now has.
+  std::string commit(const std::string& final_name,
+                     const std::function<void(const std::string& sha256)>& before_rename = {});
+  // Lower-case hex SHA-256 of every byte of the file; valid after commit().
+  const std::string& sha256() const { return m_sha256; }
 
 private:
   void write(const void* p, size_t n);
+  struct Sha;
+  std::unique_ptr<Sha> m_sha;
+  std::string m_sha256;
   std::string m_dir;
-  std::string m_tmp;
-  int m_fd = -1;
+  std::unique_ptr<sys::TempFile> m_tmp; // unlinked by its destructor unless committed
   uint64_t m_count = 0;
   uint64_t m_bytes = 0;
   uint64_t m_chain = 0;
-  bool m_committed = false;
 };
 
 // Reads a backup written by BackupWriter, record by record (bounded memory). The constructor
@@ -101,9 +115,17 @@ public:
   bool next(BackupRecord& r);
   // Reads every record once to check the file is complete, then rewinds.
   void verify_complete();
+  // Lower-case hex SHA-256 of the whole file, read through the descriptor the reader holds (so
+  // the bytes hashed are the bytes later read, given the file's owner is us: owned_by_us()).
+  std::string sha256();
+  // The file is ours (effective uid) and nobody else can write it: no other user can change it
+  // between the hash and the reads.
+  bool owned_by_us() const;
 
 private:
   void rewind();
+  bool record_inside(uint64_t offset, uint64_t length) const;
+  std::vector<std::pair<uint64_t, uint64_t>> m_sorted_ranges;
   std::string m_path;
   std::FILE* m_file = nullptr;
   BackupHeader m_header;
@@ -112,12 +134,9 @@ private:
   uint64_t m_chain = 0;
 };
 
-// The name of a backup being written (".vmcsum-backup.tmp-" and 8 hex digits), which no
-// committed backup's name can be.
-bool is_backup_temp_name(std::string_view name);
-
-// Removes the temp files of backups that a killed run never finished (never those another
-// running vmcsum holds locked); returns their paths.
+// Removes the temp files of backups that a killed run never finished: only temps vmcsum marked
+// as its own and no running vmcsum holds locked (sys::remove_stale_temps; never an image merely
+// named like one); returns their paths.
 std::vector<std::string> remove_stale_backup_temps(const std::string& dir);
 
 // "<name>.<inode>.<YYYYmmddTHHMMSSZ>.vmcsum-backup"; the pending suffix marks a repair not yet

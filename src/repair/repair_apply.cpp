@@ -1,0 +1,313 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// The pieces repair and undo share (repair_internal.hpp).
+#include "repair_internal.hpp"
+
+#include <vmcsum/error.hpp>
+#include <vmcsum/report/text.hpp>
+#include <vmcsum/sys/aligned_buffer.hpp>
+#include <vmcsum/sys/path.hpp>
+
+#include <systemd/sd-journal.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace vmcsum::core::repair_detail {
+
+namespace {
+
+std::string utc_format(const char* fmt)
+{
+  std::time_t t = std::time(nullptr);
+  std::tm tm = {};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, fmt, &tm);
+  return buf;
+}
+
+// Which range holds `off` (ranges are sorted and do not overlap); ranges.size() for none.
+size_t range_index(const std::vector<RewriteRange>& ranges, uint64_t off)
+{
+  auto it = std::upper_bound(ranges.begin(), ranges.end(), off,
+                             [](uint64_t o, const RewriteRange& r) { return o < r.offset; });
+  if (it == ranges.begin()) {
+    return ranges.size();
+  }
+  --it;
+  return off < it->offset + it->length ? static_cast<size_t>(it - ranges.begin()) : ranges.size();
+}
+
+void fsync_dir(const std::string& dir)
+{
+  sys::Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (d) {
+    ::fsync(*d);
+  }
+}
+
+} // namespace
+
+std::string utc_stamp()
+{
+  return utc_format("%Y%m%dT%H%M%SZ");
+}
+
+std::string utc_iso()
+{
+  return utc_format("%Y-%m-%dT%H:%M:%SZ");
+}
+
+std::vector<uint8_t> from_hex(const std::string& hex)
+{
+  std::vector<uint8_t> out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out.push_back(static_cast<uint8_t>(std::stoul(hex.substr(i, 2), nullptr, 16)));
+  }
+  return out;
+}
+
+void pwrite_all(int fd, const uint8_t* buf, size_t len, uint64_t off, const std::string& path)
+{
+  if (int err = sys::pwrite_full(fd, buf, len, off)) {
+    stop_on_errno(err, "io-error", "write to " + path + " at offset " + std::to_string(off));
+  }
+}
+
+bool pread_full(int fd, uint8_t* buf, size_t len, uint64_t off, const std::string& path)
+{
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = ::pread(fd, buf + done, len - done, static_cast<off_t>(off + done));
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0 && errno == EIO) {
+      return false;
+    }
+    if (n < 0) {
+      stop_on_errno(errno, "io-error", "read " + path + " at offset " + std::to_string(off + done));
+    }
+    if (n == 0) {
+      throw Stop{RepairAction::failed, "changed", path + " got shorter during the repair"};
+    }
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+sys::Fd reopen(int fd, int flags, const struct stat& want, const std::string& display)
+{
+  const std::string self = "/proc/self/fd/" + std::to_string(fd);
+  sys::Fd f(::open(self.c_str(), flags | O_CLOEXEC));
+  if (!f) {
+    stop_on_errno(errno, "io-error", "reopen " + display);
+  }
+  struct stat st = {};
+  if (::fstat(*f, &st) < 0 || st.st_dev != want.st_dev || st.st_ino != want.st_ino ||
+      !S_ISREG(st.st_mode)) {
+    throw Stop{RepairAction::failed, "changed", display + " is not the file examined any more"};
+  }
+  return f;
+}
+
+sys::Fd open_regular(const std::string& path, struct stat& st)
+{
+  // O_NONBLOCK: a FIFO put in the image's place never blocks the open; O_NOFOLLOW: a symlink put
+  // there is not followed.
+  sys::Fd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) {
+    const int err = errno;
+    throw Stop{RepairAction::refused,
+               err == ENOENT  ? "not-found"
+               : err == ELOOP ? "not-regular"
+                              : "cannot-examine",
+               "open " + escape_name(path) + ": " + errno_text(err)};
+  }
+  if (::fstat(*fd, &st) < 0) {
+    stop_on_errno(errno, "io-error", "fstat " + path);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    throw Stop{RepairAction::refused, "not-regular",
+               escape_name(path) + " is not a regular file: only image files are written"};
+  }
+  return fd;
+}
+
+Digests::Digests(size_t n)
+{
+  for (size_t i = 0; i < n; ++i) {
+    m_states.emplace_back(XXH64_createState(), XXH64_freeState);
+    XXH64_reset(m_states.back().get(), 0);
+  }
+}
+
+void Digests::update(size_t i, const uint8_t* p, size_t n)
+{
+  if (i < m_states.size()) {
+    XXH64_update(m_states[i].get(), p, n);
+  }
+}
+
+const BackupRecord& pick_record(const std::vector<BackupRecord>& group,
+                                std::optional<unsigned> prefer)
+{
+  if (prefer) {
+    for (const auto& g : group) {
+      if (g.mirror == *prefer) {
+        return g;
+      }
+    }
+  }
+  for (const auto& g : group) {
+    if (g.chosen()) {
+      return g;
+    }
+  }
+  return group.front();
+}
+
+BackupApplier::BackupApplier(int fd, const std::string& path,
+                             const std::vector<RewriteRange>& ranges,
+                             std::optional<unsigned> prefer, RateLimiter& limiter,
+                             std::function<void(uint64_t)> tick, std::function<void()> check)
+  : m_fd(fd)
+  , m_path(path)
+  , m_ranges(ranges)
+  , m_prefer(prefer)
+  , m_limiter(limiter)
+  , m_tick(std::move(tick))
+  , m_check(std::move(check))
+  , m_digests(ranges.size())
+{
+}
+
+bool BackupApplier::run(BackupReader& reader, bool write, std::string& difference)
+{
+  BackupRecord r;
+  std::vector<BackupRecord> group;
+  auto flush = [&]() -> bool {
+    if (group.empty()) {
+      return true;
+    }
+    const bool ok = handle(pick_record(group, m_prefer), write, difference);
+    group.clear();
+    return ok;
+  };
+  while (reader.next(r)) {
+    if (r.mirror == 0) {
+      if (!flush() || !handle(r, write, difference)) {
+        return false;
+      }
+      continue;
+    }
+    if (!group.empty() && group.front().offset != r.offset && !flush()) {
+      return false;
+    }
+    group.push_back(r);
+  }
+  return flush();
+}
+
+bool BackupApplier::handle(const BackupRecord& r, bool write, std::string& difference)
+{
+  m_check();
+  const size_t idx = range_index(m_ranges, r.offset);
+  // A device copy of the last sector is a whole sector: never write past the range (the size).
+  size_t len = r.data.size();
+  if (idx < m_ranges.size()) {
+    len = static_cast<size_t>(
+      std::min<uint64_t>(len, m_ranges[idx].offset + m_ranges[idx].length - r.offset));
+  }
+  m_digests.update(idx, r.data.data(), len);
+  m_limiter.consumed(2 * len); // read from the backup, written to (or read from) the image
+  if (write) {
+    pwrite_all(m_fd, r.data.data(), len, r.offset, m_path);
+  } else {
+    m_cmp.resize(len);
+    if (!pread_full(m_fd, m_cmp.data(), len, r.offset, m_path)) {
+      difference = "offset " + std::to_string(r.offset) + " reads as EIO";
+      return false;
+    }
+    if (std::memcmp(m_cmp.data(), r.data.data(), len) != 0) {
+      difference = "the " + std::to_string(len) + " bytes at offset " + std::to_string(r.offset) +
+                   (r.mirror != 0 && !r.chosen()
+                      ? " are not copy " + std::to_string(r.mirror) + ", which would be written"
+                      : " are not what the repair wrote");
+      return false;
+    }
+  }
+  m_tick(len);
+  return true;
+}
+
+RepairVerify verify_ranges(int fd, const struct stat& st, const std::string& path,
+                           const std::vector<RewriteRange>& ranges, const Digests& expected,
+                           uint64_t size, RateLimiter& limiter, std::vector<std::string>& notes)
+{
+  RepairVerify v;
+  v.method = "o_direct";
+  sys::Fd dfd = reopen(fd, O_RDONLY | O_DIRECT, st, path);
+  const size_t chunk = static_cast<size_t>(limiter.chunk(k_chunk));
+  sys::AlignedBuffer buf = sys::aligned_buffer(chunk);
+  v.readable = true;
+  v.matches = true;
+  for (size_t i = 0; i < ranges.size() && v.readable; ++i) {
+    Digests got(1);
+    const uint64_t end = std::min(ranges[i].offset + ranges[i].length, size);
+    for (uint64_t off = ranges[i].offset; off < end;) {
+      const uint64_t left = end - off;
+      const size_t want = static_cast<size_t>(std::min<uint64_t>(chunk, (left + 4095) & ~4095ULL));
+      ssize_t n = ::pread(*dfd, buf.get(), want, static_cast<off_t>(off));
+      if (n < 0 && errno == EINTR) {
+        continue;
+      }
+      if (n <= 0) {
+        v.readable = false;
+        notes.push_back("reading back offset " + std::to_string(off) +
+                        " failed: " + (n < 0 ? errno_text(errno) : std::string("end of file")));
+        break;
+      }
+      const size_t used = std::min<size_t>(static_cast<size_t>(n), static_cast<size_t>(left));
+      limiter.consumed(static_cast<uint64_t>(n));
+      got.update(0, buf.get(), used);
+      off += used;
+    }
+    if (v.readable && got.digest(0) != expected.digest(i)) {
+      v.matches = false;
+      notes.push_back("the bytes read back at offset " + std::to_string(ranges[i].offset) +
+                      " differ from the bytes written");
+    }
+  }
+  return v;
+}
+
+std::string finalize_backup(const std::string& pending_path)
+{
+  const std::string fin =
+    pending_path.substr(0, pending_path.size() - std::strlen(k_pending_suffix));
+  if (::rename(pending_path.c_str(), fin.c_str()) < 0) {
+    return pending_path;
+  }
+  fsync_dir(sys::parent_dir(fin));
+  return fin;
+}
+
+void journal_record(const char* what, const RepairEntry& e)
+{
+  const std::string backup = e.backup.value_or("");
+  sd_journal_send("MESSAGE=vmcsum repair: %s %s (%zu sector(s), %llu bytes rewritten; backup %s)",
+                  what, e.acted_on.c_str(), e.repaired.size(),
+                  static_cast<unsigned long long>(e.rewritten_bytes), backup.c_str(), "PRIORITY=5",
+                  "SYSLOG_IDENTIFIER=vmcsum", "VMCSUM_ACTION=%s", what, "VMCSUM_PATH=%s",
+                  e.acted_on.c_str(), "VMCSUM_BACKUP=%s", backup.c_str(), nullptr);
+}
+
+} // namespace vmcsum::core::repair_detail

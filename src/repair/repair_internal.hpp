@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// What repair and undo share inside src/repair/: the stop type that ends the work on one file,
+// descriptor helpers, the applier that writes (or compares) a backup's bytes, and the O_DIRECT
+// read-back. Not a public header.
+#pragma once
+
+#include <vmcsum/host/rate_limiter.hpp>
+#include <vmcsum/repair/repair.hpp>
+#include <vmcsum/repair/repair_backup.hpp>
+#include <vmcsum/sys/fd.hpp>
+#include <vmcsum/write/guard.hpp>
+
+#include <xxhash.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <sys/stat.h>
+
+namespace vmcsum::core::repair_detail {
+
+constexpr size_t k_chunk = 4u << 20;
+
+// Ends the work on one file: the one stop type of image-writing commands (write/guard.hpp:
+// refused, nothing changed; failed, stopped midway), its errno rule included (stop_on_errno:
+// EROFS refused "read-only", ENOSPC/EDQUOT failed "no-space").
+using Stop = WriteStop;
+
+std::string utc_stamp(); // 20261124T190000Z
+std::string utc_iso();   // 2026-11-24T19:00:00Z
+std::vector<uint8_t> from_hex(const std::string& hex);
+
+void pwrite_all(int fd, const uint8_t* buf, size_t len, uint64_t off, const std::string& path);
+// pread of exactly `len` bytes; false on EIO, a Stop for other errors or a short file.
+bool pread_full(int fd, uint8_t* buf, size_t len, uint64_t off, const std::string& path);
+
+// Opens the file behind the open descriptor `fd` anew with `flags` (through /proc/self/fd), and
+// checks it is the same inode as `want`: the path is never resolved again, so what is written
+// or read back is the inode that was examined.
+sys::Fd reopen(int fd, int flags, const struct stat& want, const std::string& display);
+
+// The image named `path`, opened read-only without blocking and without following a final
+// symlink, and refused unless it is a regular file (a FIFO, device or socket is never read or
+// opened for writing). `st` receives its fstat.
+sys::Fd open_regular(const std::string& path, struct stat& st);
+
+// XXH64 of what was written, per rewritten range.
+class Digests
+{
+public:
+  explicit Digests(size_t n);
+  void update(size_t i, const uint8_t* p, size_t n);
+  uint64_t digest(size_t i) const { return XXH64_digest(m_states[i].get()); }
+
+private:
+  std::vector<std::unique_ptr<XXH64_state_t, XXH_errorcode (*)(XXH64_state_t*)>> m_states;
+};
+
+// The record of a group (all records at one offset: the device copies of one bad sector) whose
+// bytes go to the file: copy `prefer` when the backup has it, else the one flagged as chosen
+// (what the repair wrote), else the first. Compare and write both use it, so the bytes written
+// are the bytes compared (issue 12 #2).
+const BackupRecord& pick_record(const std::vector<BackupRecord>& group,
+                                std::optional<unsigned> prefer);
+
+// Writes the bytes of a backup back at their offsets (or compares them with the file): records
+// read through the filesystem as they are, one record per bad sector (pick_record). Feeds what
+// it writes to the per-range digests.
+class BackupApplier
+{
+public:
+  BackupApplier(int fd, const std::string& path, const std::vector<RewriteRange>& ranges,
+                std::optional<unsigned> prefer, RateLimiter& limiter,
+                std::function<void(uint64_t)> tick, std::function<void()> check);
+  // `write` false: only compare with what the file holds now; returns false at the first
+  // difference (or EIO), which it describes in `difference`.
+  bool run(BackupReader& reader, bool write, std::string& difference);
+  const Digests& digests() const { return m_digests; }
+  Digests take_digests() { return std::move(m_digests); }
+
+private:
+  bool handle(const BackupRecord& r, bool write, std::string& difference);
+  int m_fd;
+  const std::string& m_path;
+  const std::vector<RewriteRange>& m_ranges;
+  std::optional<unsigned> m_prefer;
+  RateLimiter& m_limiter;
+  std::function<void(uint64_t)> m_tick;
+  std::function<void()> m_check;
+  Digests m_digests;
+  std::vector<uint8_t> m_cmp;
+};
+
+// Reads each range back with O_DIRECT through a descriptor reopened from `fd` (same inode), so
+// btrfs verifies every checksum and no page cache answers for the disk; compares with the
+// digests of what was written.
+RepairVerify verify_ranges(int fd, const struct stat& st, const std::string& path,
+                           const std::vector<RewriteRange>& ranges, const Digests& expected,
+                           uint64_t size, RateLimiter& limiter, std::vector<std::string>& notes);
+
+// Drops the pending suffix of a backup whose repair is verified; returns its path now.
+std::string finalize_backup(const std::string& pending_path);
+
+// One line in the system journal for every image repair or undo wrote to. Best effort.
+void journal_record(const char* what, const RepairEntry& e);
+
+} // namespace vmcsum::core::repair_detail

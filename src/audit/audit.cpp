@@ -161,103 +161,145 @@ std::optional<bool> dir_nocow_of(const std::string& path)
   return (flags & FS_NOCOW_FL) != 0;
 }
 
-} // namespace
-
-AuditResult audit(const AuditOptions& opts)
+// Whether `f` is a file a QEMU process has open for writing: its images (and maybe firmware).
+bool qemu_writes(const ProcScan& procs, const OpenFile& f)
 {
-  AuditResult result;
+  bool is_qemu = std::any_of(procs.qemus.begin(), procs.qemus.end(),
+                             [&](const ProcScan::Qemu& q) { return q.pid == f.pid; });
+  return is_qemu && f.flags && flags_writable(*f.flags);
+}
 
+// Whether `path` is one of the canonical paths `asked` or lies below one of them.
+bool under_any(const std::vector<std::string>& asked, const std::string& path)
+{
+  const std::string c = sys::canonical_path(path);
+  return std::any_of(asked.begin(), asked.end(), [&](const std::string& a) {
+    return c == a || (a == "/" && c.size() > 1) ||
+           (c.size() > a.size() && c.compare(0, a.size(), a) == 0 && c[a.size()] == '/');
+  });
+}
+
+// One audit, one method per phase in the order run() calls them: the host, the candidates
+// (from the paths asked for or from the default roots), the kernel log, then each candidate
+// examined (its users, its logged errors, its probe, its findings).
+class Auditor
+{
+public:
+  explicit Auditor(const AuditOptions& opts)
+    : opts_(opts)
+  {
+  }
+
+  AuditResult run()
+  {
+    gather_host();
+    if (!opts_.paths.empty()) {
+      candidates_from_paths();
+    } else {
+      candidates_from_default_roots();
+    }
+    read_kernel_log();
+    examine_all();
+    return std::move(result_);
+  }
+
+private:
   // --- the host, gathered once: the kernel, the VM configurations (libvirt domains and pools,
   // Proxmox) and the processes (open files, locks, QEMU command lines, whose drives are appended
   // to the configured disks) ---
-  HostContextOptions ho;
-  ho.proc_root = opts.proc_dir;
-  ho.vm_configs = {opts.libvirt_dir, opts.libvirt_run_dir, opts.pve_dir};
-  ho.kernel_release = opts.kernel_release;
-  HostContext host = gather_host_context(ho);
-  result.kernel.release = host.kernel_release;
-  result.kernel.policy = host.policy;
-  std::vector<ConfiguredDisk> configured = std::move(host.configs.disks);
-  std::vector<std::string> pool_targets = std::move(host.configs.pool_targets);
-  std::vector<ProxmoxStorage> storages = std::move(host.configs.storages);
-  for (const auto& file : host.configs.unreadable) {
-    result.problems.push_back({file, "cannot read"});
-  }
-  result.notes.insert(result.notes.end(), host.configs.notes.begin(), host.configs.notes.end());
-  const ProcScan& procs = host.procs;
-  for (const auto& u : procs.unreadable) {
-    result.notes.push_back("process not readable: " + u);
+  void gather_host()
+  {
+    HostContextOptions ho;
+    ho.proc_root = opts_.proc_dir;
+    ho.vm_configs = {opts_.libvirt_dir, opts_.libvirt_run_dir, opts_.pve_dir};
+    ho.kernel_release = opts_.kernel_release;
+    host_ = gather_host_context(ho);
+    result_.kernel.release = host_.kernel_release;
+    result_.kernel.policy = host_.policy;
+    configured_ = std::move(host_.configs.disks);
+    for (const auto& file : host_.configs.unreadable) {
+      result_.problems.push_back({file, "cannot read"});
+    }
+    result_.notes.insert(result_.notes.end(), host_.configs.notes.begin(),
+                         host_.configs.notes.end());
+    for (const auto& u : host_.procs.unreadable) {
+      result_.notes.push_back("process not readable: " + u);
+    }
   }
 
   // --- what to look at ---
-  std::vector<Candidate> candidates;
-  std::map<std::pair<dev_t, ino_t>, size_t> by_inode;
   // `known` is the walk's lstat of a regular file (the same as its stat), saving a syscall.
-  auto add_candidate = [&](const std::string& path, const std::string& via, bool explicit_path,
-                           std::optional<ImageFormat> format = std::nullopt,
-                           const struct stat* known = nullptr, bool canonical_path = false) {
+  void add_candidate(const std::string& path, const std::string& via, bool explicit_path,
+                     std::optional<ImageFormat> format = std::nullopt,
+                     const struct stat* known = nullptr, bool canonical_path = false)
+  {
     struct stat st = {};
     if (known) {
       st = *known;
     } else if (::stat(path.c_str(), &st) < 0) {
-      result.problems.push_back({path, via + ": " + errno_text(errno)});
+      result_.problems.push_back({path, via + ": " + errno_text(errno)});
       return;
     }
     auto key = std::make_pair(st.st_dev, st.st_ino);
-    if (auto it = by_inode.find(key); it != by_inode.end()) {
-      auto& c = candidates[it->second];
+    if (auto it = by_inode_.find(key); it != by_inode_.end()) {
+      auto& c = candidates_[it->second];
       if (std::find(c.found_via.begin(), c.found_via.end(), via) == c.found_via.end()) {
         c.found_via.push_back(via);
       }
       return;
     }
-    by_inode[key] = candidates.size();
-    candidates.push_back({path, {via}, explicit_path, format, canonical_path});
-  };
-  auto walk_root = [&](const std::string& given_root, bool explicit_root) {
+    by_inode_[key] = candidates_.size();
+    candidates_.push_back({path, {via}, explicit_path, format, canonical_path});
+  }
+
+  void walk_root(const std::string& given_root, bool explicit_root)
+  {
     // Walk from the canonical root so that every path found is canonical too.
     const std::string root = sys::canonical_path(given_root);
-    result.searched.push_back(root);
+    result_.searched.push_back(root);
     sys::walk_tree(
-      root,
-      [&](sys::WalkEntry& e) {
-        const bool named = explicit_root && e.path() == root;
-        if (e.d_type() != DT_REG) {
-          if (named) {
-            const struct stat* st = e.lstat();
-            result.problems.push_back({e.path(), "not a regular file (" +
-                                                   (st ? kind_of_mode(st->st_mode) : "?") +
-                                                   "): not examined"});
-          }
-          return;
-        }
-        if (!named && skip_by_name(e.name())) {
-          return;
-        }
-        const struct stat* st = e.lstat();
-        if (!st) {
-          result.problems.push_back({e.path(), errno_text(errno)});
-          return;
-        }
-        const auto size = static_cast<uint64_t>(st->st_size);
-        if (named) {
-          add_candidate(e.path(), "walk:" + root, true);
-        } else if (worth_sniffing(e.path(), size)) {
-          if (auto fmt = sniff(e, size); fmt != ImageFormat::unknown) {
-            add_candidate(e.path(), "walk:" + root, false, fmt, st, true);
-          }
-        }
-      },
+      root, [&](sys::WalkEntry& e) { walk_entry(e, root, explicit_root); },
       [&](const std::string& path, const std::string& why) {
         // The usual places are often absent; only say so for what was asked for.
         if (explicit_root || path != root) {
-          result.problems.push_back({path, why});
+          result_.problems.push_back({path, why});
         }
       });
-  };
+  }
 
-  if (!opts.paths.empty()) {
-    for (const auto& p : opts.paths) {
+  void walk_entry(sys::WalkEntry& e, const std::string& root, bool explicit_root)
+  {
+    const bool named = explicit_root && e.path() == root;
+    if (e.d_type() != DT_REG) {
+      if (named) {
+        const struct stat* st = e.lstat();
+        result_.problems.push_back(
+          {e.path(),
+           "not a regular file (" + (st ? kind_of_mode(st->st_mode) : "?") + "): not examined"});
+      }
+      return;
+    }
+    if (!named && skip_by_name(e.name())) {
+      return;
+    }
+    const struct stat* st = e.lstat();
+    if (!st) {
+      result_.problems.push_back({e.path(), errno_text(errno)});
+      return;
+    }
+    const auto size = static_cast<uint64_t>(st->st_size);
+    if (named) {
+      add_candidate(e.path(), "walk:" + root, true);
+    } else if (worth_sniffing(e.path(), size)) {
+      if (auto fmt = sniff(e, size); fmt != ImageFormat::unknown) {
+        add_candidate(e.path(), "walk:" + root, false, fmt, st, true);
+      }
+    }
+  }
+
+  void candidates_from_paths()
+  {
+    for (const auto& p : opts_.paths) {
       // Symlinks named on the command line are followed (like find -H), never those below.
       struct stat lst = {}, st = {};
       if (::lstat(p.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode) && ::stat(p.c_str(), &st) == 0) {
@@ -278,34 +320,28 @@ AuditResult audit(const AuditOptions& opts)
     // configured ones an admin needs to see (issue 19, "Audit must not miss the most exposed
     // image").
     std::vector<std::string> asked;
-    for (const auto& p : opts.paths) {
+    for (const auto& p : opts_.paths) {
       asked.push_back(sys::canonical_path(p));
     }
-    auto under_asked = [&](const std::string& path) {
-      const std::string c = sys::canonical_path(path);
-      return std::any_of(asked.begin(), asked.end(), [&](const std::string& a) {
-        return c == a || (a == "/" && c.size() > 1) ||
-               (c.size() > a.size() && c.compare(0, a.size(), a) == 0 && c[a.size()] == '/');
-      });
-    };
-    for (const auto& c : configured) {
-      if (!c.path.empty() && ::access(c.path.c_str(), F_OK) == 0 && under_asked(c.path)) {
+    for (const auto& c : configured_) {
+      if (!c.path.empty() && ::access(c.path.c_str(), F_OK) == 0 && under_any(asked, c.path)) {
         add_candidate(c.path, c.source, false);
       }
     }
-    for (const auto& f : procs.open_files) {
-      bool is_qemu = std::any_of(procs.qemus.begin(), procs.qemus.end(),
-                                 [&](const ProcScan::Qemu& q) { return q.pid == f.pid; });
-      if (is_qemu && f.flags && flags_writable(*f.flags) && under_asked(f.target)) {
+    for (const auto& f : host_.procs.open_files) {
+      if (qemu_writes(host_.procs, f) && under_any(asked, f.target)) {
         add_candidate(f.target, "open:" + std::to_string(f.pid), false);
       }
     }
-  } else {
+  }
+
+  void candidates_from_default_roots()
+  {
     std::vector<std::string> roots = {"/var/lib/libvirt/images", "/var/lib/vz/images"};
-    for (const auto& t : pool_targets) {
+    for (const auto& t : host_.configs.pool_targets) {
       roots.push_back(t);
     }
-    for (const auto& s : storages) {
+    for (const auto& s : host_.configs.storages) {
       roots.push_back(s.path + "/images");
     }
     setpwent();
@@ -322,75 +358,92 @@ AuditResult audit(const AuditOptions& opts)
         walk_root(r, false);
       }
     }
-    for (const auto& c : configured) {
+    for (const auto& c : configured_) {
       if (!c.path.empty()) {
         add_candidate(c.path, c.source, false);
       }
     }
-    for (const auto& f : procs.open_files) {
+    for (const auto& f : host_.procs.open_files) {
       // Files a QEMU process has open are its images (and maybe firmware): look at them too.
-      bool is_qemu = std::any_of(procs.qemus.begin(), procs.qemus.end(),
-                                 [&](const ProcScan::Qemu& q) { return q.pid == f.pid; });
-      if (is_qemu && f.flags && flags_writable(*f.flags)) {
+      if (qemu_writes(host_.procs, f)) {
         add_candidate(f.target, "open:" + std::to_string(f.pid), false);
       }
     }
   }
 
   // --- kernel log ---
-  std::vector<TimedLogEvent> log_events;
-  const std::string boot_id = current_boot_id();
-  const uint64_t printk_epoch = printk_epoch_offset_us();
-  if (!opts.kernel_log.empty()) {
-    log_events = read_kernel_log_timed(opts.kernel_log, result.notes);
+  void read_kernel_log()
+  {
+    boot_id_ = current_boot_id();
+    printk_epoch_ = printk_epoch_offset_us();
+    if (!opts_.kernel_log.empty()) {
+      log_events_ = read_kernel_log_timed(opts_.kernel_log, result_.notes);
+    }
   }
+
   // What scrub and repair remember: outcomes per image and vmcsum's own read windows.
-  std::map<std::string, ScrubState> states; // by fsid
-  auto state_of = [&](const std::string& fsid) -> const ScrubState* {
-    if (opts.state_dir.empty()) {
+  const ScrubState* state_of(const std::string& fsid)
+  {
+    if (opts_.state_dir.empty()) {
       return nullptr;
     }
-    auto it = states.find(fsid);
-    if (it == states.end()) {
+    auto it = states_.find(fsid);
+    if (it == states_.end()) {
       ScrubState s;
       try {
-        s = load_scrub_state(opts.state_dir, fsid);
+        s = load_scrub_state(opts_.state_dir, fsid);
       } catch (const Error& e) {
-        result.notes.push_back(std::string("scrub state not used: ") + e.what());
+        result_.notes.push_back(std::string("scrub state not used: ") + e.what());
       }
-      it = states.emplace(fsid, std::move(s)).first;
+      it = states_.emplace(fsid, std::move(s)).first;
     }
     return &it->second;
-  };
+  }
 
   // --- examine ---
-  FactCollector collector(opts.mountinfo);
-  std::set<std::string> probed; // fsids measured for --probe
-  std::map<std::pair<dev_t, ino_t>, std::vector<size_t>> configured_by_inode;
-  for (size_t i = 0; i < configured.size(); ++i) {
-    struct stat cst = {};
-    if (!configured[i].path.empty() && ::stat(configured[i].path.c_str(), &cst) == 0) {
-      configured_by_inode[{cst.st_dev, cst.st_ino}].push_back(i);
+  void examine_all()
+  {
+    FactCollector collector(opts_.mountinfo);
+    for (size_t i = 0; i < configured_.size(); ++i) {
+      struct stat cst = {};
+      if (!configured_[i].path.empty() && ::stat(configured_[i].path.c_str(), &cst) == 0) {
+        configured_by_inode_[{cst.st_dev, cst.st_ino}].push_back(i);
+      }
+    }
+    for (const auto& cand : candidates_) {
+      examine(collector, cand);
     }
   }
-  std::map<std::string, std::optional<bool>> dir_nocow;    // parent directory -> its NOCOW
-  std::map<std::string, std::set<std::string>> fs_devices; // fsid -> device basenames
-  for (const auto& cand : candidates) {
+
+  void examine(FactCollector& collector, const Candidate& cand)
+  {
     ImageReport rep;
-    std::optional<uint64_t> in_last_logged;
+    std::optional<uint64_t> last_logged;
     rep.facts = collector.collect(cand.path, true, cand.canonical);
     rep.found_via = cand.found_via;
     if (!rep.facts.examined) {
-      result.problems.push_back({cand.path, rep.facts.error.value_or("cannot examine")});
-      continue;
+      result_.problems.push_back({cand.path, rep.facts.error.value_or("cannot examine")});
+      return;
     }
     // A file vmcsum could not open has no known format: a guess from its name is not a fact.
     rep.format =
       rep.facts.open_error
         ? format_name(ImageFormat::unknown)
         : format_name(cand.format ? *cand.format : sniff(rep.facts.canonical_path, rep.facts.size));
+    note_users(rep);
+    if (rep.facts.on_btrfs && rep.facts.fsid && !log_events_.empty()) {
+      last_logged = match_kernel_log(rep, cand);
+      note_scrub_state(rep);
+    }
+    probe_once(rep);
+    add_findings(rep, last_logged);
+    result_.images.push_back(std::move(rep));
+  }
 
-    for (const auto& of : procs.open_files) {
+  // Who has the image open or locked, which configurations name it, and its directory's NOCOW.
+  void note_users(ImageReport& rep)
+  {
+    for (const auto& of : host_.procs.open_files) {
       if (of.dev == rep.facts.dev && of.ino == rep.facts.inode) {
         bool od = of.flags && flags_have_o_direct(*of.flags);
         bool wr = of.flags && flags_writable(*of.flags);
@@ -401,117 +454,177 @@ AuditResult audit(const AuditOptions& opts)
         }
       }
     }
-    if (auto it = configured_by_inode.find(
+    if (auto it = configured_by_inode_.find(
           {static_cast<dev_t>(rep.facts.dev), static_cast<ino_t>(rep.facts.inode)});
-        it != configured_by_inode.end()) {
+        it != configured_by_inode_.end()) {
       for (size_t i : it->second) {
-        rep.configured.push_back(configured[i]);
+        rep.configured.push_back(configured_[i]);
       }
     }
     const std::string dir = sys::parent_dir(rep.facts.canonical_path);
-    auto dn = dir_nocow.find(dir);
-    if (dn == dir_nocow.end()) {
-      dn = dir_nocow.emplace(dir, dir_nocow_of(rep.facts.canonical_path)).first;
+    auto dn = dir_nocow_.find(dir);
+    if (dn == dir_nocow_.end()) {
+      dn = dir_nocow_.emplace(dir, dir_nocow_of(rep.facts.canonical_path)).first;
     }
     rep.dir_nocow = dn->second;
+  }
 
-    if (rep.facts.on_btrfs && rep.facts.fsid && !log_events.empty()) {
-      auto& devs = fs_devices[*rep.facts.fsid];
-      if (devs.empty()) {
-        sys::Fd fd(::open(rep.facts.canonical_path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
-        if (fd) {
-          try {
-            auto info = btrfs::fs_info(fd.get(), cand.path);
-            for (const auto& d : btrfs::dev_infos(fd.get(), info, cand.path)) {
-              devs.insert(sys::base_name(d.path));
-              devs.insert(sys::base_name(sys::canonical_path(d.path)));
-            }
-          } catch (const Error&) {
-            // Without device names log lines cannot be tied to this filesystem.
+  // The basenames of the devices of the filesystem with `fsid`, looked up once per filesystem.
+  const std::set<std::string>& devices_of(const ImageReport& rep, const Candidate& cand)
+  {
+    auto& devs = fs_devices_[*rep.facts.fsid];
+    if (devs.empty()) {
+      sys::Fd fd(::open(rep.facts.canonical_path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+      if (fd) {
+        try {
+          auto info = btrfs::fs_info(fd.get(), cand.path);
+          for (const auto& d : btrfs::dev_infos(fd.get(), info, cand.path)) {
+            devs.insert(sys::base_name(d.path));
+            devs.insert(sys::base_name(sys::canonical_path(d.path)));
           }
-        }
-      }
-      std::set<uint64_t> offsets;
-      const ScrubState* state = state_of(*rep.facts.fsid);
-      bool all_timed = true;
-      for (const auto& te : log_events) {
-        const auto& ev = te.event;
-        if (ev.kind != CsumLogEvent::Kind::read_csum_failed &&
-            ev.kind != CsumLogEvent::Kind::scrub_error) {
-          continue;
-        }
-        // The device name, and the filesystem the log bound it to when it was logged: a loop
-        // device reused by another filesystem since must not lend it the old one's events.
-        if ((ev.fsid && *ev.fsid != *rep.facts.fsid) || !devs.count(sys::base_name(ev.device)) ||
-            !ev.root || !ev.ino || !rep.facts.subvolume_id ||
-            *ev.root != static_cast<int64_t>(*rep.facts.subvolume_id) ||
-            *ev.ino != rep.facts.inode) {
-          continue;
-        }
-        std::optional<uint64_t> when;
-        if (te.since_boot_us) {
-          when = kmsg_time_to_epoch_us(*te.since_boot_us, printk_epoch);
-        }
-        if (state && ev.kind == CsumLogEvent::Kind::read_csum_failed) {
-          EventWhen w;
-          w.device = sys::base_name(ev.device);
-          w.root = ev.root;
-          w.ino = ev.ino;
-          w.offset = ev.offset;
-          w.boot_id = boot_id;
-          w.mono_us = te.since_boot_us;
-          w.real_us = when;
-          if (std::any_of(state->windows.begin(), state->windows.end(),
-                          [&](const ReadWindow& rw) { return event_in_window(w, rw); })) {
-            ++rep.logged_own_reads; // vmcsum's own kernel pass: no alarm
-            continue;
-          }
-        }
-        ++rep.logged_csum_errors;
-        if (when) {
-          in_last_logged = std::max(in_last_logged.value_or(0), *when);
-        } else {
-          all_timed = false;
-        }
-        if (ev.offset && offsets.size() < 64) {
-          offsets.insert(*ev.offset);
-        }
-      }
-      if (!all_timed) {
-        in_last_logged.reset(); // an event of unknown time may be later than any repair
-      }
-      rep.logged_offsets.assign(offsets.begin(), offsets.end());
-      if (state && rep.facts.subvolume_id) {
-        for (const auto& o : state->outcomes) {
-          if (o.subvolume == *rep.facts.subvolume_id && o.inode == rep.facts.inode) {
-            // A later scrub that found it bad again outweighs the repair.
-            const bool bad_since = o.scrubbed_at_us && !o.clean && o.repaired_at_us &&
-                                   *o.scrubbed_at_us > *o.repaired_at_us;
-            if (!bad_since) {
-              rep.repaired_at_us = o.repaired_at_us;
-            }
-            if (o.clean) {
-              rep.scrubbed_clean_at_us = o.scrubbed_at_us;
-            }
-          }
+        } catch (const Error&) {
+          // Without device names log lines cannot be tied to this filesystem.
         }
       }
     }
+    return devs;
+  }
 
-    if (opts.probe && rep.facts.on_btrfs && rep.facts.fsid &&
-        probed.insert(*rep.facts.fsid).second) {
-      ProbeOptions po;
-      po.mountinfo = opts.mountinfo;
-      try {
-        FsProbe m = probe_filesystem(rep.facts.canonical_path, po);
-        if (apply_probe(result.kernel.policy, m)) {
-          result.kernel.source = "probe";
-        }
-        result.notes.push_back(probe_summary(m));
-      } catch (const Error& e) {
-        result.notes.push_back("probe of " + rep.facts.mount_point + ": " + e.what());
+  // Counts the logged checksum errors of this image (and vmcsum's own reads among them); returns
+  // the time of the last one, or nothing when any of them has no known time.
+  std::optional<uint64_t> match_kernel_log(ImageReport& rep, const Candidate& cand)
+  {
+    const std::set<std::string>& devs = devices_of(rep, cand);
+    const ScrubState* state = state_of(*rep.facts.fsid);
+    std::optional<uint64_t> last_logged;
+    std::set<uint64_t> offsets;
+    bool all_timed = true;
+    for (const auto& te : log_events_) {
+      const auto& ev = te.event;
+      if (!is_error_of(ev, rep, devs)) {
+        continue;
+      }
+      std::optional<uint64_t> when;
+      if (te.since_boot_us) {
+        when = kmsg_time_to_epoch_us(*te.since_boot_us, printk_epoch_);
+      }
+      if (state && ev.kind == CsumLogEvent::Kind::read_csum_failed &&
+          in_own_window(*state, te, when)) {
+        ++rep.logged_own_reads; // vmcsum's own kernel pass: no alarm
+        continue;
+      }
+      ++rep.logged_csum_errors;
+      if (when) {
+        last_logged = std::max(last_logged.value_or(0), *when);
+      } else {
+        all_timed = false;
+      }
+      if (ev.offset && offsets.size() < 64) {
+        offsets.insert(*ev.offset);
       }
     }
+    if (!all_timed) {
+      last_logged.reset(); // an event of unknown time may be later than any repair
+    }
+    rep.logged_offsets.assign(offsets.begin(), offsets.end());
+    return last_logged;
+  }
+
+  // Whether `ev` is a checksum error logged for this image's inode on this filesystem.
+  static bool is_error_of(const CsumLogEvent& ev, const ImageReport& rep,
+                          const std::set<std::string>& devs)
+  {
+    if (ev.kind != CsumLogEvent::Kind::read_csum_failed &&
+        ev.kind != CsumLogEvent::Kind::scrub_error) {
+      return false;
+    }
+    // The device name, and the filesystem the log bound it to when it was logged: a loop
+    // device reused by another filesystem since must not lend it the old one's events.
+    return !((ev.fsid && *ev.fsid != *rep.facts.fsid) || !devs.count(sys::base_name(ev.device)) ||
+             !ev.root || !ev.ino || !rep.facts.subvolume_id ||
+             *ev.root != static_cast<int64_t>(*rep.facts.subvolume_id) ||
+             *ev.ino != rep.facts.inode);
+  }
+
+  // Whether a read_csum_failed event falls in one of vmcsum's own recorded read windows.
+  bool in_own_window(const ScrubState& state, const TimedLogEvent& te,
+                     std::optional<uint64_t> when) const
+  {
+    const auto& ev = te.event;
+    EventWhen w;
+    w.device = sys::base_name(ev.device);
+    w.root = ev.root;
+    w.ino = ev.ino;
+    w.offset = ev.offset;
+    w.boot_id = boot_id_;
+    w.mono_us = te.since_boot_us;
+    w.real_us = when;
+    return std::any_of(state.windows.begin(), state.windows.end(),
+                       [&](const ReadWindow& rw) { return event_in_window(w, rw); });
+  }
+
+  // When scrub last found the image clean, and when repair last healed it.
+  void note_scrub_state(ImageReport& rep)
+  {
+    const ScrubState* state = state_of(*rep.facts.fsid);
+    if (!state || !rep.facts.subvolume_id) {
+      return;
+    }
+    for (const auto& o : state->outcomes) {
+      if (o.subvolume == *rep.facts.subvolume_id && o.inode == rep.facts.inode) {
+        // A later scrub that found it bad again outweighs the repair.
+        const bool bad_since =
+          o.scrubbed_at_us && !o.clean && o.repaired_at_us && *o.scrubbed_at_us > *o.repaired_at_us;
+        if (!bad_since) {
+          rep.repaired_at_us = o.repaired_at_us;
+        }
+        if (o.clean) {
+          rep.scrubbed_clean_at_us = o.scrubbed_at_us;
+        }
+      }
+    }
+  }
+
+  // --probe measures each btrfs filesystem once, the first time one of its images is examined.
+  void probe_once(const ImageReport& rep)
+  {
+    if (!opts_.probe || !rep.facts.on_btrfs || !rep.facts.fsid ||
+        !probed_.insert(*rep.facts.fsid).second) {
+      return;
+    }
+    ProbeOptions po;
+    po.mountinfo = opts_.mountinfo;
+    try {
+      FsProbe m = probe_filesystem(rep.facts.canonical_path, po);
+      if (apply_probe(result_.kernel.policy, m)) {
+        result_.kernel.source = "probe";
+      }
+      result_.notes.push_back(probe_summary(m));
+    } catch (const Error& e) {
+      result_.notes.push_back("probe of " + rep.facts.mount_point + ": " + e.what());
+    }
+  }
+
+  void add_findings(ImageReport& rep, std::optional<uint64_t> last_logged) const
+  {
+    if (rep.facts.on_btrfs) {
+      rep.findings = assess(risk_inputs(rep, last_logged));
+    } else {
+      rep.findings.push_back({"not-btrfs", Severity::info,
+                              "not on btrfs (" + rep.facts.fs + "): btrfs checksums do not apply",
+                              "nothing to do"});
+    }
+    if (rep.facts.open_error) {
+      // Never "ok" for what could not be looked at (issue 12, "Also weak").
+      rep.findings.push_back({"not-readable", Severity::warning,
+                              "vmcsum could not open the image (" + *rep.facts.open_error +
+                                "): its format, flags and checksums were not examined",
+                              "run vmcsum audit as root"});
+    }
+  }
+
+  RiskInputs risk_inputs(const ImageReport& rep, std::optional<uint64_t> last_logged) const
+  {
     RiskInputs in;
     in.nocow = rep.facts.nocow.value_or(false);
     in.nodatasum = rep.facts.nodatasum;
@@ -526,7 +639,7 @@ AuditResult audit(const AuditOptions& opts)
     }
     in.dir_nocow = rep.dir_nocow;
     in.logged_csum_errors = rep.logged_csum_errors;
-    in.last_logged_us = in_last_logged;
+    in.last_logged_us = last_logged;
     if (rep.repaired_at_us &&
         (!rep.scrubbed_clean_at_us || *rep.repaired_at_us >= *rep.scrubbed_clean_at_us)) {
       in.healed_at_us = rep.repaired_at_us;
@@ -535,26 +648,33 @@ AuditResult audit(const AuditOptions& opts)
       in.healed_at_us = rep.scrubbed_clean_at_us;
       in.healed_by = "scrub";
     }
-    in.policy = result.kernel.policy;
-    in.kernel_release = result.kernel.release;
-    in.policy_source = result.kernel.source;
-    if (rep.facts.on_btrfs) {
-      rep.findings = assess(in);
-    } else {
-      rep.findings.push_back({"not-btrfs", Severity::info,
-                              "not on btrfs (" + rep.facts.fs + "): btrfs checksums do not apply",
-                              "nothing to do"});
-    }
-    if (rep.facts.open_error) {
-      // Never "ok" for what could not be looked at (issue 12, "Also weak").
-      rep.findings.push_back({"not-readable", Severity::warning,
-                              "vmcsum could not open the image (" + *rep.facts.open_error +
-                                "): its format, flags and checksums were not examined",
-                              "run vmcsum audit as root"});
-    }
-    result.images.push_back(std::move(rep));
+    in.policy = result_.kernel.policy;
+    in.kernel_release = result_.kernel.release;
+    in.policy_source = result_.kernel.source;
+    return in;
   }
-  return result;
+
+  const AuditOptions& opts_;
+  AuditResult result_;
+  HostContext host_;
+  std::vector<ConfiguredDisk> configured_; // moved out of host_.configs.disks
+  std::vector<Candidate> candidates_;
+  std::map<std::pair<dev_t, ino_t>, size_t> by_inode_; // candidates_ index by inode
+  std::vector<TimedLogEvent> log_events_;
+  std::string boot_id_;
+  uint64_t printk_epoch_ = 0;
+  std::map<std::string, ScrubState> states_; // by fsid
+  std::set<std::string> probed_;             // fsids measured for --probe
+  std::map<std::pair<dev_t, ino_t>, std::vector<size_t>> configured_by_inode_;
+  std::map<std::string, std::optional<bool>> dir_nocow_;    // parent directory -> its NOCOW
+  std::map<std::string, std::set<std::string>> fs_devices_; // fsid -> device basenames
+};
+
+} // namespace
+
+AuditResult audit(const AuditOptions& opts)
+{
+  return Auditor(opts).run();
 }
 
 } // namespace vmcsum::core

@@ -167,6 +167,94 @@ nlohmann::ordered_json file_json(const core::FileScrub& f)
   return j;
 }
 
+// Each bad sector of `f` (the first 20 unless -v), with its copies and, with -v, the evidence.
+void bad_details(const core::FileScrub& f, const Output& out, std::string& details)
+{
+  size_t shown = 0;
+  for (const auto& b : f.bad) {
+    if (out.options().verbose == 0 && shown++ >= 20) {
+      details += "  ... " + std::to_string(f.bad.size() - 20) + " more (-v or --json)\n";
+      break;
+    }
+    std::string copies;
+    for (const auto& c : b.copies) {
+      copies += " m" + std::to_string(c.mirror) + ":" +
+                (c.read_error ? "read-error"
+                 : c.matches  ? "ok"
+                              : "bad");
+    }
+    details += "  " + core::escape_name(f.path) + " offset " + std::to_string(b.offset) +
+               " logical " + std::to_string(b.logical) + ": " + core::bad_class_name(b.cls) +
+               (b.repairable ? " (repairable)" : "") + copies +
+               (b.kernel_eio == true ? " EIO" : "") +
+               (b.kernel_confirmed_at_us
+                  ? " (confirmed by the kernel " + core::utc_time_us(*b.kernel_confirmed_at_us) +
+                      ", not read through btrfs again)"
+                  : "") +
+               "\n";
+    if (out.options().verbose > 0) {
+      for (const auto& e : b.evidence) {
+        details += "      [" + e.code + "] " + e.text + "\n";
+      }
+    }
+  }
+}
+
+// The ranges of a file without checksums whose copies differ (the first 20 unless -v).
+void divergent_details(const core::FileScrub& f, const Output& out, std::string& details)
+{
+  details += "  " + core::escape_name(f.path) + ": the copies differ in " +
+             std::to_string(f.divergent.size()) +
+             " range(s); this file has no checksums, so nothing tells which copy is right\n";
+  size_t shown = 0;
+  for (const auto& d : f.divergent) {
+    if (out.options().verbose == 0 && shown++ >= 20) {
+      details += "  ... " + std::to_string(f.divergent.size() - 20) + " more (-v or --json)\n";
+      break;
+    }
+    std::string groups;
+    for (const auto& g : d.groups) {
+      groups += (groups.empty() ? "" : " | ") + mirrors_text(g);
+    }
+    details += "  " + core::escape_name(f.path) + " offset " + std::to_string(d.offset) +
+               " length " + std::to_string(d.length) + ": copies differ (" + groups + "), " +
+               core::bad_class_name(d.cls) + "\n";
+    if (out.options().verbose > 0) {
+      for (const auto& e : d.evidence) {
+        details += "      [" + e.code + "] " + e.text + "\n";
+      }
+    }
+  }
+}
+
+std::string history_line(const core::HistoryEvent& h)
+{
+  const auto& e = h.event;
+  std::string line = "  " + e.device;
+  if (e.root) {
+    line += " root " + std::to_string(*e.root);
+  }
+  if (e.ino) {
+    line += " ino " + std::to_string(*e.ino);
+  }
+  if (e.offset) {
+    line += " off " + std::to_string(*e.offset);
+  }
+  if (e.logical) {
+    line += " logical " + std::to_string(*e.logical);
+  }
+  if (h.path) {
+    line += " " + core::escape_name(*h.path);
+  }
+  if (h.count > 1) {
+    line += " (" + std::to_string(h.count) + " times)";
+  }
+  if (h.caused_by_vmcsum) {
+    line += " [caused by vmcsum's own read]";
+  }
+  return line;
+}
+
 void render_text(const core::ScrubResult& r, Output& out)
 {
   Table table({"PATH", "CHECKED", "COPIES", "BAD", "FALSE", "MEDIA", "UNDETERMINED", "REPAIRED"});
@@ -184,60 +272,11 @@ void render_text(const core::ScrubResult& r, Output& out)
                std::to_string(f.copies), n(f.bad.size(), Style::red), n(counts[0], Style::yellow),
                n(counts[1], Style::red), n(counts[2], Style::plain),
                f.kernel_pass ? std::to_string(f.kernel_read_repairs) : "-"});
-    size_t shown = 0;
-    for (const auto& b : f.bad) {
-      if (out.options().verbose == 0 && shown++ >= 20) {
-        details += "  ... " + std::to_string(f.bad.size() - 20) + " more (-v or --json)\n";
-        break;
-      }
-      std::string copies;
-      for (const auto& c : b.copies) {
-        copies += " m" + std::to_string(c.mirror) + ":" +
-                  (c.read_error ? "read-error"
-                   : c.matches  ? "ok"
-                                : "bad");
-      }
-      details += "  " + core::escape_name(f.path) + " offset " + std::to_string(b.offset) +
-                 " logical " + std::to_string(b.logical) + ": " + core::bad_class_name(b.cls) +
-                 (b.repairable ? " (repairable)" : "") + copies +
-                 (b.kernel_eio == true ? " EIO" : "") +
-                 (b.kernel_confirmed_at_us
-                    ? " (confirmed by the kernel " + core::utc_time_us(*b.kernel_confirmed_at_us) +
-                        ", not read through btrfs again)"
-                    : "") +
-                 "\n";
-      if (out.options().verbose > 0) {
-        for (const auto& e : b.evidence) {
-          details += "      [" + e.code + "] " + e.text + "\n";
-        }
-      }
-    }
+    bad_details(f, out, details);
   }
   for (const auto& f : r.files) {
-    if (f.divergent.empty()) {
-      continue;
-    }
-    details += "  " + core::escape_name(f.path) + ": the copies differ in " +
-               std::to_string(f.divergent.size()) +
-               " range(s); this file has no checksums, so nothing tells which copy is right\n";
-    size_t shown = 0;
-    for (const auto& d : f.divergent) {
-      if (out.options().verbose == 0 && shown++ >= 20) {
-        details += "  ... " + std::to_string(f.divergent.size() - 20) + " more (-v or --json)\n";
-        break;
-      }
-      std::string groups;
-      for (const auto& g : d.groups) {
-        groups += (groups.empty() ? "" : " | ") + mirrors_text(g);
-      }
-      details += "  " + core::escape_name(f.path) + " offset " + std::to_string(d.offset) +
-                 " length " + std::to_string(d.length) + ": copies differ (" + groups + "), " +
-                 core::bad_class_name(d.cls) + "\n";
-      if (out.options().verbose > 0) {
-        for (const auto& e : d.evidence) {
-          details += "      [" + e.code + "] " + e.text + "\n";
-        }
-      }
+    if (!f.divergent.empty()) {
+      divergent_details(f, out, details);
     }
   }
   if (!table.empty()) {
@@ -249,30 +288,7 @@ void render_text(const core::ScrubResult& r, Output& out)
   if (!r.history.empty()) {
     out.print("\nkernel log: " + std::to_string(r.history.size()) + " checksum event(s)\n");
     for (const auto& h : r.history) {
-      const auto& e = h.event;
-      std::string line = "  " + e.device;
-      if (e.root) {
-        line += " root " + std::to_string(*e.root);
-      }
-      if (e.ino) {
-        line += " ino " + std::to_string(*e.ino);
-      }
-      if (e.offset) {
-        line += " off " + std::to_string(*e.offset);
-      }
-      if (e.logical) {
-        line += " logical " + std::to_string(*e.logical);
-      }
-      if (h.path) {
-        line += " " + core::escape_name(*h.path);
-      }
-      if (h.count > 1) {
-        line += " (" + std::to_string(h.count) + " times)";
-      }
-      if (h.caused_by_vmcsum) {
-        line += " [caused by vmcsum's own read]";
-      }
-      out.print(line + "\n");
+      out.print(history_line(h) + "\n");
     }
   }
 }
@@ -294,6 +310,114 @@ bool history_alarm(const core::HistoryEvent& h)
   return !h.caused_by_vmcsum && h.event.kind != core::CsumLogEvent::Kind::dev_stats &&
          h.event.kind != core::CsumLogEvent::Kind::scrub_fixed &&
          h.event.kind != core::CsumLogEvent::Kind::read_repaired;
+}
+
+// The engine: the kernel log alone for --history, else a scrub of the paths.
+core::ScrubResult run_engine(ScrubCli& cli, const Output& out)
+{
+  cli.opts.state_dir = out.options().state_dir;
+  if (cli.history) {
+    core::HistoryOptions ho;
+    ho.kernel_log = cli.opts.kernel_log;
+    ho.journal = cli.opts.journal;
+    ho.journal_dir = cli.opts.journal_dir;
+    ho.state_dir = cli.opts.state_dir;
+    return core::scrub_history(cli.opts.paths, ho);
+  }
+  // The same stop handling as set and repair: a signal stops the scrub between reads and
+  // the report says interrupted (exit 128 + the signal).
+  StopSignals signals;
+  ProgressBar bar(!cli.no_progress && progress_wanted(out.options().quiet));
+  sys::Cancel cancel;
+  cancel.flag = &StopSignals::cancel();
+  return core::scrub(
+    cli.opts, [&bar](uint64_t d, uint64_t t, const std::string& p) { bar.update(p, "", d, t); },
+    cancel);
+}
+
+// Before --prometheus: critical for any mismatch, EIO or unexplained logged failure, incomplete
+// for a file not scrubbed, 128 + the signal when interrupted.
+int exit_status(const ScrubCli& cli, const core::ScrubResult& r)
+{
+  int status = exit_code::clean;
+  for (const auto& f : r.files) {
+    if (!f.examined) {
+      status = std::max(status, exit_code::incomplete);
+    } else if (!f.bad.empty() || !f.divergent.empty() || !f.kernel_only_eio.empty()) {
+      status = std::max(status, exit_code::critical);
+    }
+  }
+  if (r.interrupted && StopSignals::signal() != 0) {
+    status = exit_code::interrupted + StopSignals::signal();
+  }
+  if (cli.history && !r.history.empty()) {
+    for (const auto& h : r.history) {
+      if (history_alarm(h)) {
+        status = std::max(status, exit_code::critical);
+      }
+    }
+  }
+  return status;
+}
+
+nlohmann::ordered_json scrub_document(const core::ScrubResult& r, int status)
+{
+  nlohmann::ordered_json doc = {{"schema", "vmcsum.scrub/2"}};
+  auto& files = doc["files"] = nlohmann::ordered_json::array();
+  for (const auto& f : r.files) {
+    files.push_back(file_json(f));
+  }
+  auto& hist = doc["history"] = nlohmann::ordered_json::array();
+  for (const auto& h : r.history) {
+    hist.push_back(history_json(h));
+  }
+  doc["notes"] = r.notes;
+  doc["interrupted"] = r.interrupted;
+  doc["exit_code"] = status;
+  return doc;
+}
+
+// What went wrong or deserves a word, on stderr after the report.
+void report_problems(const core::ScrubResult& r, Output& out)
+{
+  for (const auto& f : r.files) {
+    if (!f.examined) {
+      out.error(core::escape_name(f.path) + ": " + f.error.value_or("cannot scrub"));
+    }
+    for (const auto& n : f.notes) {
+      out.warn(core::escape_name(f.path) + ": " + n);
+    }
+    for (uint64_t off : f.kernel_only_eio) {
+      out.warn(core::escape_name(f.path) + ": the kernel returned EIO at offset " +
+               std::to_string(off) + " where every copy matched");
+    }
+  }
+  for (const auto& n : r.notes) {
+    out.warn(n);
+  }
+  if (r.interrupted) {
+    out.error("interrupted" +
+              (StopSignals::signal() ? " by signal " + std::to_string(StopSignals::signal())
+                                     : std::string()) +
+              ": the files after the one being scrubbed were not scrubbed");
+  }
+}
+
+int run_scrub(ScrubCli& cli, Output& out)
+{
+  const double started = epoch_seconds_now();
+  const core::ScrubResult r = run_engine(cli, out);
+  int status = exit_status(cli, r);
+  status =
+    export_metrics(out, cli.prometheus, status,
+                   [&](const RunFacts& run) { return scrub_metrics(r, run); }, {"scrub", started});
+  if (out.options().json) {
+    out.emit_json(scrub_document(r, status));
+  } else {
+    render_text(r, out);
+  }
+  report_problems(r, out);
+  return status;
 }
 
 } // namespace
@@ -353,90 +477,7 @@ void register_scrub(CLI::App& app, Runner& runner)
       cli->opts.kernel_log.clear();
       cli->opts.journal = false;
     }
-    runner = [cli](Output& out) {
-      const double started = epoch_seconds_now();
-      cli->opts.state_dir = out.options().state_dir;
-      core::ScrubResult r;
-      if (cli->history) {
-        core::HistoryOptions ho;
-        ho.kernel_log = cli->opts.kernel_log;
-        ho.journal = cli->opts.journal;
-        ho.journal_dir = cli->opts.journal_dir;
-        ho.state_dir = cli->opts.state_dir;
-        r = core::scrub_history(cli->opts.paths, ho);
-      } else {
-        // The same stop handling as set and repair: a signal stops the scrub between reads and
-        // the report says interrupted (exit 128 + the signal).
-        StopSignals signals;
-        ProgressBar bar(!cli->no_progress && progress_wanted(out.options().quiet));
-        sys::Cancel cancel;
-        cancel.flag = &StopSignals::cancel();
-        r = core::scrub(
-          cli->opts,
-          [&bar](uint64_t d, uint64_t t, const std::string& p) { bar.update(p, "", d, t); },
-          cancel);
-      }
-      int status = exit_code::clean;
-      for (const auto& f : r.files) {
-        if (!f.examined) {
-          status = std::max(status, exit_code::incomplete);
-        } else if (!f.bad.empty() || !f.divergent.empty() || !f.kernel_only_eio.empty()) {
-          status = std::max(status, exit_code::critical);
-        }
-      }
-      if (r.interrupted && StopSignals::signal() != 0) {
-        status = exit_code::interrupted + StopSignals::signal();
-      }
-      if (cli->history && !r.history.empty()) {
-        for (const auto& h : r.history) {
-          if (history_alarm(h)) {
-            status = std::max(status, exit_code::critical);
-          }
-        }
-      }
-      status = export_metrics(out, cli->prometheus, status,
-                              [&](const RunFacts& run) { return scrub_metrics(r, run); },
-                              {"scrub", started});
-      if (out.options().json) {
-        nlohmann::ordered_json doc = {{"schema", "vmcsum.scrub/2"}};
-        auto& files = doc["files"] = nlohmann::ordered_json::array();
-        for (const auto& f : r.files) {
-          files.push_back(file_json(f));
-        }
-        auto& hist = doc["history"] = nlohmann::ordered_json::array();
-        for (const auto& h : r.history) {
-          hist.push_back(history_json(h));
-        }
-        doc["notes"] = r.notes;
-        doc["interrupted"] = r.interrupted;
-        doc["exit_code"] = status;
-        out.emit_json(doc);
-      } else {
-        render_text(r, out);
-      }
-      for (const auto& f : r.files) {
-        if (!f.examined) {
-          out.error(core::escape_name(f.path) + ": " + f.error.value_or("cannot scrub"));
-        }
-        for (const auto& n : f.notes) {
-          out.warn(core::escape_name(f.path) + ": " + n);
-        }
-        for (uint64_t off : f.kernel_only_eio) {
-          out.warn(core::escape_name(f.path) + ": the kernel returned EIO at offset " +
-                   std::to_string(off) + " where every copy matched");
-        }
-      }
-      for (const auto& n : r.notes) {
-        out.warn(n);
-      }
-      if (r.interrupted) {
-        out.error("interrupted" +
-                  (StopSignals::signal() ? " by signal " + std::to_string(StopSignals::signal())
-                                         : std::string()) +
-                  ": the files after the one being scrubbed were not scrubbed");
-      }
-      return status;
-    };
+    runner = [cli](Output& out) { return run_scrub(*cli, out); };
   });
 }
 

@@ -164,22 +164,18 @@ void fill_compression(FileFacts& f, int fd, const sys::MountEntry* mount)
   f.compression = "none";
 }
 
-} // namespace
-
-FileFacts FactCollector::collect(const std::string& path, bool follow_symlink,
-                                 bool already_canonical)
+// Fills `st` (and `lst`) for `path`, following a symlink when asked; false when `f` is already
+// complete (missing, dangling, or a symlink not followed).
+bool stat_path(FileFacts& f, const std::string& path, bool follow_symlink, struct stat& lst,
+               struct stat& st)
 {
-  FileFacts f;
-  f.path = path;
-
-  struct stat lst = {};
   if (::lstat(path.c_str(), &lst) < 0) {
     int err = errno;
     f.error = errno_text(err);
     f.kind = "missing";
-    return f;
+    return false;
   }
-  struct stat st = lst;
+  st = lst;
   if (S_ISLNK(lst.st_mode)) {
     char target[PATH_MAX];
     ssize_t n = ::readlink(path.c_str(), target, sizeof target - 1);
@@ -190,22 +186,20 @@ FileFacts FactCollector::collect(const std::string& path, bool follow_symlink,
       f.kind = "symlink";
       f.examined = true;
       f.notes.push_back("symlink, not followed");
-      return f;
+      return false;
     }
     if (::stat(path.c_str(), &st) < 0) {
       f.kind = "symlink";
       f.error = "dangling symlink: " + errno_text(errno);
-      return f;
+      return false;
     }
     f.notes.push_back("symlink followed to its target");
   }
-  f.kind = kind_of_mode(st.st_mode);
-  if (already_canonical && !S_ISLNK(lst.st_mode)) {
-    f.canonical_path = path;
-  } else {
-    f.canonical_path = sys::canonical_path(path);
-  }
+  return true;
+}
 
+void fill_stat(FileFacts& f, const struct stat& st)
+{
   f.dev = st.st_dev;
   f.inode = st.st_ino;
   f.nlink = st.st_nlink;
@@ -214,13 +208,161 @@ FileFacts FactCollector::collect(const std::string& path, bool follow_symlink,
   f.mode = st.st_mode;
   f.size = static_cast<uint64_t>(st.st_size);
   f.allocated = static_cast<uint64_t>(st.st_blocks) * 512;
+}
 
-  std::optional<sys::MountEntry> mount = m_mounts.find(f.canonical_path);
+void fill_mount(FileFacts& f, const std::optional<sys::MountEntry>& mount)
+{
   if (mount) {
     f.fs = mount->fstype;
     f.mount_point = mount->target;
     f.mount_options = mount->options;
   }
+}
+
+// Opens the file that was stat'ed as `st`; on failure `why` says why its own facts are unknown.
+// False when the path now names another file.
+bool open_examined(FileFacts& f, const struct stat& st, sys::Fd& fd, std::string& why)
+{
+  // O_NONBLOCK: the target may have been swapped for a FIFO since stat; never block on it.
+  int flags = O_RDONLY | O_NONBLOCK | O_NOFOLLOW | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0);
+  fd.reset(::open(f.canonical_path.c_str(), flags | O_CLOEXEC));
+  if (!fd) {
+    f.open_error = errno_text(errno);
+    why = "cannot open: " + *f.open_error;
+    return true;
+  }
+  struct stat fst = {};
+  if (::fstat(fd.get(), &fst) < 0 || fst.st_ino != st.st_ino || fst.st_dev != st.st_dev) {
+    f.error = "the file changed while it was examined";
+    f.examined = false;
+    return false;
+  }
+  return true;
+}
+
+// The filesystem-wide facts: fsid, checksum type, sector size, data profiles.
+void fill_fs(FileFacts& f, const FsFacts& fsf)
+{
+  f.on_btrfs = true;
+  f.fsid = fsf.info.fsid;
+  if (fsf.info.csum_info_valid) {
+    f.csum_type = btrfs::csum_type_name(fsf.info.csum_type);
+  } else {
+    f.unknown["csum_type"] = "kernel does not report it (BTRFS_IOC_FS_INFO without CSUM_INFO)";
+  }
+  f.sector_size = fsf.info.sectorsize;
+  if (fsf.data_profiles_unknown) {
+    f.unknown["data_profile"] = *fsf.data_profiles_unknown;
+  } else {
+    f.data_profiles = fsf.data_profiles;
+  }
+}
+
+// The subvolume's path, looked up once per subvolume (INO_LOOKUP needs CAP_SYS_ADMIN).
+void fill_subvolume_path(FileFacts& f, FsFacts& fsf, int fs_fd, const std::string& path)
+{
+  auto cached = fsf.subvolume_paths.find(*f.subvolume_id);
+  if (cached == fsf.subvolume_paths.end()) {
+    std::pair<std::optional<std::string>, std::string> answer;
+    try {
+      answer.first = btrfs::subvolume_path(fs_fd, *f.subvolume_id, path);
+    } catch (const Error& e) {
+      answer.second = privilege_reason(e, "CAP_SYS_ADMIN");
+    }
+    cached = fsf.subvolume_paths.emplace(*f.subvolume_id, std::move(answer)).first;
+  }
+  if (cached->second.first) {
+    f.subvolume_path = cached->second.first;
+  } else {
+    f.unknown["subvolume_path"] = cached->second.second;
+  }
+}
+
+void fill_nocow(FileFacts& f, const sys::Fd& fd, const std::string& path, const std::string& why)
+{
+  if (!fd) {
+    f.unknown["nocow"] = why;
+    return;
+  }
+  try {
+    f.attr_flags = btrfs::get_attr_flags(fd.get(), path);
+    f.nocow = (*f.attr_flags & FS_NOCOW_FL) != 0;
+  } catch (const Error& e) {
+    f.unknown["nocow"] = e.detail();
+  }
+}
+
+// NODATASUM lives only in the inode item; GETFLAGS never shows it (docs/kernel-facts.md §3.1).
+void fill_nodatasum(FileFacts& f, FsFacts& fsf, int fs_fd, const std::string& path)
+{
+  if (!f.subvolume_id) {
+    f.unknown["nodatasum"] = "subvolume unknown";
+    return;
+  }
+  try {
+    if (!fsf.synced) {
+      btrfs::sync_fs(fs_fd, path);
+      fsf.synced = true;
+    }
+    auto item = btrfs::read_inode_item(fs_fd, *f.subvolume_id, f.inode, path);
+    if (item) {
+      f.inode_flags = item->flags;
+      f.nodatasum = (item->flags & btrfs::inode_flag::nodatasum) != 0;
+    } else {
+      f.unknown["nodatasum"] = "inode item not found in subvolume tree";
+    }
+  } catch (const Error& e) {
+    f.unknown["nodatasum"] = privilege_reason(e, "CAP_SYS_ADMIN");
+  }
+}
+
+void fill_extents(FileFacts& f, const sys::Fd& fd, const std::string& path, const std::string& why)
+{
+  if (!fd) {
+    for (const char* k : {"extents", "shared_bytes", "compressed_bytes"}) {
+      f.unknown[k] = why;
+    }
+    return;
+  }
+  try {
+    ExtentCounter counter;
+    btrfs::for_each_extent(fd.get(), path, true, [&](const btrfs::Extent& e) { counter.add(e); });
+    const auto& s = counter.summary();
+    f.extents = s.extents;
+    f.shared_bytes = s.shared_bytes;
+    f.compressed_bytes = s.compressed_bytes;
+    f.unwritten_bytes = s.unwritten_bytes;
+    f.inline_bytes = s.inline_bytes;
+  } catch (const Error& e) {
+    for (const char* k : {"extents", "shared_bytes", "compressed_bytes"}) {
+      f.unknown[k] = e.detail();
+    }
+  }
+}
+
+} // namespace
+
+FileFacts FactCollector::collect(const std::string& path, bool follow_symlink,
+                                 bool already_canonical)
+{
+  FileFacts f;
+  f.path = path;
+
+  struct stat lst = {};
+  struct stat st = {};
+  if (!stat_path(f, path, follow_symlink, lst, st)) {
+    return f;
+  }
+  f.kind = kind_of_mode(st.st_mode);
+  if (already_canonical && !S_ISLNK(lst.st_mode)) {
+    f.canonical_path = path;
+  } else {
+    f.canonical_path = sys::canonical_path(path);
+  }
+  fill_stat(f, st);
+
+  std::optional<sys::MountEntry> mount = m_mounts.find(f.canonical_path);
+  fill_mount(f, mount);
   f.examined = true;
 
   if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
@@ -229,20 +371,10 @@ FileFacts FactCollector::collect(const std::string& path, bool follow_symlink,
     return f;
   }
 
-  // O_NONBLOCK: the target may have been swapped for a FIFO since stat; never block on it.
-  int flags = O_RDONLY | O_NONBLOCK | O_NOFOLLOW | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0);
-  sys::Fd fd(::open(f.canonical_path.c_str(), flags | O_CLOEXEC));
+  sys::Fd fd;
   std::string file_unknown_reason;
-  if (!fd) {
-    f.open_error = errno_text(errno);
-    file_unknown_reason = "cannot open: " + *f.open_error;
-  } else {
-    struct stat fst = {};
-    if (::fstat(fd.get(), &fst) < 0 || fst.st_ino != st.st_ino || fst.st_dev != st.st_dev) {
-      f.error = "the file changed while it was examined";
-      f.examined = false;
-      return f;
-    }
+  if (!open_examined(f, st, fd, file_unknown_reason)) {
+    return f;
   }
   // Without access to the file itself, its directory still answers the filesystem questions.
   sys::Fd dir_fd;
@@ -258,7 +390,41 @@ FileFacts FactCollector::collect(const std::string& path, bool follow_symlink,
     return f;
   }
 
-  auto [dev_it, first_time] = m_dev.try_emplace(st.st_dev);
+  const DevFacts& devf = dev_facts(st.st_dev, fs_fd, path);
+  if (devf.fs_error) {
+    if (devf.fs_error->code() == Errc::not_btrfs) {
+      f.notes.push_back("not on btrfs" + (f.fs.empty() ? std::string() : " (" + f.fs + ")") +
+                        ": btrfs facts do not apply");
+    } else {
+      f.unknown["fs"] = devf.fs_error->detail();
+    }
+    return f;
+  }
+  FsFacts& fsf = *devf.fs;
+  fill_fs(f, fsf);
+  f.subvolume_id = devf.subvolume_id;
+  if (!f.subvolume_id) {
+    f.unknown["subvolume_id"] = devf.subvolume_error;
+  } else {
+    fill_subvolume_path(f, fsf, fs_fd, path);
+  }
+  fill_nocow(f, fd, path, file_unknown_reason);
+  fill_nodatasum(f, fsf, fs_fd, path);
+  if (fd) {
+    fill_compression(f, fd.get(), mount ? &*mount : nullptr);
+  } else {
+    f.unknown["compression"] = file_unknown_reason;
+  }
+  if (S_ISREG(st.st_mode)) {
+    fill_extents(f, fd, path, file_unknown_reason);
+  }
+  return f;
+}
+
+const FactCollector::DevFacts& FactCollector::dev_facts(uint64_t dev, int fs_fd,
+                                                        const std::string& path)
+{
+  auto [dev_it, first_time] = m_dev.try_emplace(dev);
   DevFacts& devf = dev_it->second;
   if (first_time) {
     try {
@@ -272,114 +438,7 @@ FileFacts FactCollector::collect(const std::string& path, bool follow_symlink,
       }
     }
   }
-  if (devf.fs_error) {
-    if (devf.fs_error->code() == Errc::not_btrfs) {
-      f.notes.push_back("not on btrfs" + (f.fs.empty() ? std::string() : " (" + f.fs + ")") +
-                        ": btrfs facts do not apply");
-    } else {
-      f.unknown["fs"] = devf.fs_error->detail();
-    }
-    return f;
-  }
-  FsFacts* fsf = devf.fs;
-  f.on_btrfs = true;
-  f.fsid = fsf->info.fsid;
-  if (fsf->info.csum_info_valid) {
-    f.csum_type = btrfs::csum_type_name(fsf->info.csum_type);
-  } else {
-    f.unknown["csum_type"] = "kernel does not report it (BTRFS_IOC_FS_INFO without CSUM_INFO)";
-  }
-  f.sector_size = fsf->info.sectorsize;
-  if (fsf->data_profiles_unknown) {
-    f.unknown["data_profile"] = *fsf->data_profiles_unknown;
-  } else {
-    f.data_profiles = fsf->data_profiles;
-  }
-
-  f.subvolume_id = devf.subvolume_id;
-  if (!f.subvolume_id) {
-    f.unknown["subvolume_id"] = devf.subvolume_error;
-  }
-  if (f.subvolume_id) {
-    auto cached = fsf->subvolume_paths.find(*f.subvolume_id);
-    if (cached == fsf->subvolume_paths.end()) {
-      std::pair<std::optional<std::string>, std::string> answer;
-      try {
-        answer.first = btrfs::subvolume_path(fs_fd, *f.subvolume_id, path);
-      } catch (const Error& e) {
-        answer.second = privilege_reason(e, "CAP_SYS_ADMIN");
-      }
-      cached = fsf->subvolume_paths.emplace(*f.subvolume_id, std::move(answer)).first;
-    }
-    if (cached->second.first) {
-      f.subvolume_path = cached->second.first;
-    } else {
-      f.unknown["subvolume_path"] = cached->second.second;
-    }
-  }
-
-  if (fd) {
-    try {
-      f.attr_flags = btrfs::get_attr_flags(fd.get(), path);
-      f.nocow = (*f.attr_flags & FS_NOCOW_FL) != 0;
-    } catch (const Error& e) {
-      f.unknown["nocow"] = e.detail();
-    }
-  } else {
-    f.unknown["nocow"] = file_unknown_reason;
-  }
-
-  // NODATASUM lives only in the inode item; GETFLAGS never shows it (docs/kernel-facts.md §3.1).
-  if (f.subvolume_id) {
-    try {
-      if (!fsf->synced) {
-        btrfs::sync_fs(fs_fd, path);
-        fsf->synced = true;
-      }
-      auto item = btrfs::read_inode_item(fs_fd, *f.subvolume_id, f.inode, path);
-      if (item) {
-        f.inode_flags = item->flags;
-        f.nodatasum = (item->flags & btrfs::inode_flag::nodatasum) != 0;
-      } else {
-        f.unknown["nodatasum"] = "inode item not found in subvolume tree";
-      }
-    } catch (const Error& e) {
-      f.unknown["nodatasum"] = privilege_reason(e, "CAP_SYS_ADMIN");
-    }
-  } else {
-    f.unknown["nodatasum"] = "subvolume unknown";
-  }
-
-  if (fd) {
-    fill_compression(f, fd.get(), mount ? &*mount : nullptr);
-  } else {
-    f.unknown["compression"] = file_unknown_reason;
-  }
-
-  if (S_ISREG(st.st_mode)) {
-    if (fd) {
-      try {
-        ExtentCounter counter;
-        btrfs::for_each_extent(fd.get(), path, true,
-                               [&](const btrfs::Extent& e) { counter.add(e); });
-        const auto& s = counter.summary();
-        f.extents = s.extents;
-        f.shared_bytes = s.shared_bytes;
-        f.compressed_bytes = s.compressed_bytes;
-        f.unwritten_bytes = s.unwritten_bytes;
-        f.inline_bytes = s.inline_bytes;
-      } catch (const Error& e) {
-        for (const char* k : {"extents", "shared_bytes", "compressed_bytes"}) {
-          f.unknown[k] = e.detail();
-        }
-      }
-    } else {
-      for (const char* k : {"extents", "shared_bytes", "compressed_bytes"}) {
-        f.unknown[k] = file_unknown_reason;
-      }
-    }
-  }
-  return f;
+  return devf;
 }
 
 } // namespace vmcsum::core

@@ -293,7 +293,9 @@ std::vector<std::string> table_notes(DioWrite checksummed, DioWrite nocow)
   return notes;
 }
 
-BenchResult bench(const BenchOptions& opts)
+namespace {
+
+void check_options(const BenchOptions& opts)
 {
   if (!(opts.seconds > 0) || opts.seconds > 86400) {
     throw Error(Errc::usage, "--seconds must be more than 0 and at most 86400");
@@ -301,12 +303,12 @@ BenchResult bench(const BenchOptions& opts)
   if (opts.runs < 1 || opts.runs > 100) {
     throw Error(Errc::usage, "--runs must be between 1 and 100");
   }
-  BenchResult r;
-  r.path = opts.path;
-  r.seconds = opts.seconds;
-  r.runs = opts.runs;
-  r.spread_limit = opts.spread_limit;
-  r.scratch_dir = detail::scratch_dir_of(opts.path);
+}
+
+// The filesystem of the scratch directory: its fsid, data profiles, mount and what the version
+// table expects of it. Throws when it is not btrfs.
+btrfs::FsInfo describe_filesystem(const BenchOptions& opts, BenchResult& r)
+{
   sys::Fd dfd = sys::open_or_throw(r.scratch_dir, O_RDONLY | O_DIRECTORY);
   struct statfs sfs
   {
@@ -340,26 +342,84 @@ BenchResult bench(const BenchOptions& opts)
     r.table_checksummed = table_answer(policy, false, r.data_profiles);
     r.table_nocow = table_answer(policy, true, r.data_profiles);
   }
+  return info;
+}
 
-  constexpr uint64_t mib = 1 << 20;
-  uint64_t size = std::min(opts.max_file_size, detail::free_bytes(r.scratch_dir) / 8) / mib * mib;
-  if (size < 8 * mib) {
-    throw Error(Errc::unsupported,
-                "not enough free space for two scratch files (64 MiB free wanted)", r.scratch_dir);
+struct CaseSpec
+{
+  const char* name;
+  bool sequential;
+  uint32_t block;
+};
+const CaseSpec k_cases[] = {
+  {"seq-1m", true, 1u << 20}, {"rand-64k", false, 64u << 10}, {"rand-4k", false, 4u << 10}};
+
+// What every case shares: the two prefilled scratch files, the data written, the signals.
+struct Bench
+{
+  const detail::ScratchFile& csum;
+  const detail::ScratchFile& nocow;
+  const sys::AlignedBuffer& data;
+  const sys::DeferSignals& signals;
+  uint64_t file_size;
+  double run_budget; // seconds per run
+  unsigned runs;
+  double spread_limit;
+};
+
+// One case: a calibration run, then `runs` measured runs of each kind, alternating.
+BenchCase measure_case(const Bench& b, const CaseSpec& s, std::vector<std::string>& notes)
+{
+  BenchCase c;
+  c.name = s.name;
+  c.sequential = s.sequential;
+  c.block_size = s.block;
+  RunSpec spec;
+  spec.sequential = s.sequential;
+  spec.block = s.block;
+  spec.file_size = b.file_size;
+  spec.budget = b.run_budget;
+  spec.limit = std::max(b.run_budget * 3, b.run_budget + 2);
+  spec.seed = 0x9e3779b97f4a7c15ULL ^ s.block;
+  // Calibration, not measured: a time-bounded run on the checksummed file sets the bytes
+  // every measured run of both kinds writes, and warms up what a first run would pay
+  // alone (the pattern's first copy-on-write of the prefilled extents, cold metadata).
+  spec.bytes = run_once(b.csum.fd(), b.csum.display(), spec, b.data, b.signals).bytes;
+  for (unsigned rep = 0; rep < b.runs; ++rep) {
+    // Alternate which kind goes first, so that a drift of the machine hits both alike.
+    const bool csum_first = rep % 2 == 0;
+    for (int k = 0; k < 2; ++k) {
+      const bool is_csum = (k == 0) == csum_first;
+      const auto& f = is_csum ? b.csum : b.nocow;
+      (is_csum ? c.checksummed : c.nocow)
+        .runs.push_back(run_once(f.fd(), f.display(), spec, b.data, b.signals));
+    }
   }
+  c.bytes = spec.bytes;
+  summarize(c.checksummed);
+  summarize(c.nocow);
+  finish_case(c, b.spread_limit);
+  for (const auto* side : {&c.checksummed, &c.nocow}) {
+    for (const auto& run : side->runs) {
+      if (run.cut) {
+        notes.push_back(c.name + ": a run was stopped by the time limit after " +
+                        human_bytes(run.bytes) + "; its figures are per byte all the same");
+        break;
+      }
+    }
+  }
+  return c;
+}
 
-  struct CaseSpec
-  {
-    const char* name;
-    bool sequential;
-    uint32_t block;
-  };
-  const CaseSpec specs[] = {
-    {"seq-1m", true, 1u << 20}, {"rand-64k", false, 64u << 10}, {"rand-4k", false, 4u << 10}};
+// Makes the two scratch files, fills them, and measures every case the sector size allows.
+void measure_cases(const BenchOptions& opts, const btrfs::FsInfo& info, uint64_t size,
+                   BenchResult& r)
+{
+  constexpr uint64_t mib = 1 << 20;
   // 5% of the budget fills each file; the rest is shared equally by each case's calibration
   // run and its measured runs.
   const double prefill_budget = opts.seconds * 0.05;
-  const double run_budget = opts.seconds * 0.9 / (std::size(specs) * (1.0 + 2.0 * opts.runs));
+  const double run_budget = opts.seconds * 0.9 / (std::size(k_cases) * (1.0 + 2.0 * opts.runs));
 
   sys::DeferSignals signals;
   try {
@@ -377,59 +437,26 @@ BenchResult bench(const BenchOptions& opts)
     }
     r.file_size = prefill(csum.fd(), csum.display(), size, prefill_budget, data, signals);
     prefill(nocow.fd(), nocow.display(), r.file_size, prefill_budget * 4 + 1, data, signals);
-
-    for (const auto& s : specs) {
-      BenchCase c;
-      c.name = s.name;
-      c.sequential = s.sequential;
-      c.block_size = s.block;
+    const Bench b{csum,        nocow,      data,      signals,
+                  r.file_size, run_budget, opts.runs, opts.spread_limit};
+    for (const auto& s : k_cases) {
       if (info.sectorsize > s.block) {
         r.notes.push_back(std::string(s.name) + " skipped: smaller than the sector size (" +
                           std::to_string(info.sectorsize) + ")");
         continue;
       }
-      RunSpec spec;
-      spec.sequential = s.sequential;
-      spec.block = s.block;
-      spec.file_size = r.file_size;
-      spec.budget = run_budget;
-      spec.limit = std::max(run_budget * 3, run_budget + 2);
-      spec.seed = 0x9e3779b97f4a7c15ULL ^ s.block;
-      // Calibration, not measured: a time-bounded run on the checksummed file sets the bytes
-      // every measured run of both kinds writes, and warms up what a first run would pay
-      // alone (the pattern's first copy-on-write of the prefilled extents, cold metadata).
-      spec.bytes = run_once(csum.fd(), csum.display(), spec, data, signals).bytes;
-      for (unsigned rep = 0; rep < opts.runs; ++rep) {
-        // Alternate which kind goes first, so that a drift of the machine hits both alike.
-        const bool csum_first = rep % 2 == 0;
-        for (int k = 0; k < 2; ++k) {
-          const bool is_csum = (k == 0) == csum_first;
-          const auto& f = is_csum ? csum : nocow;
-          (is_csum ? c.checksummed : c.nocow)
-            .runs.push_back(run_once(f.fd(), f.display(), spec, data, signals));
-        }
-      }
-      c.bytes = spec.bytes;
-      summarize(c.checksummed);
-      summarize(c.nocow);
-      finish_case(c, opts.spread_limit);
-      for (const auto* side : {&c.checksummed, &c.nocow}) {
-        for (const auto& run : side->runs) {
-          if (run.cut) {
-            r.notes.push_back(c.name + ": a run was stopped by the time limit after " +
-                              human_bytes(run.bytes) + "; its figures are per byte all the same");
-            break;
-          }
-        }
-      }
-      r.cases.push_back(std::move(c));
+      r.cases.push_back(measure_case(b, s, r.notes));
     }
   } catch (const Interrupted& i) {
     r.interrupted = i.signal;
     r.notes.push_back("interrupted by signal " + std::to_string(i.signal) +
                       "; the scratch files are gone");
   }
+}
 
+// Whether the runs of each case repeat, and the notes that say how far to trust the ratios.
+void judge_stability(const BenchOptions& opts, BenchResult& r)
+{
   std::vector<std::string> unstable;
   bool any = false;
   for (const auto& c : r.cases) {
@@ -456,6 +483,29 @@ BenchResult bench(const BenchOptions& opts)
   } else if (!any && opts.runs < 2) {
     r.notes.push_back("one run per case: whether the results repeat was not checked");
   }
+}
+
+} // namespace
+
+BenchResult bench(const BenchOptions& opts)
+{
+  check_options(opts);
+  BenchResult r;
+  r.path = opts.path;
+  r.seconds = opts.seconds;
+  r.runs = opts.runs;
+  r.spread_limit = opts.spread_limit;
+  r.scratch_dir = detail::scratch_dir_of(opts.path);
+  const btrfs::FsInfo info = describe_filesystem(opts, r);
+
+  constexpr uint64_t mib = 1 << 20;
+  uint64_t size = std::min(opts.max_file_size, detail::free_bytes(r.scratch_dir) / 8) / mib * mib;
+  if (size < 8 * mib) {
+    throw Error(Errc::unsupported,
+                "not enough free space for two scratch files (64 MiB free wanted)", r.scratch_dir);
+  }
+  measure_cases(opts, info, size, r);
+  judge_stability(opts, r);
   r.meaning = bench_meaning(r.cases);
   for (const auto& n : table_notes(r.table_checksummed, r.table_nocow)) {
     r.notes.push_back(n);

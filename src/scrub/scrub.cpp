@@ -150,7 +150,24 @@ private:
   void compare_copies(FsCtx& fs, FileScrub& f, const std::vector<btrfs::Copy>& copies,
                       uint64_t logical, uint64_t length, uint64_t file_offset);
   void date_findings(FsCtx& fs, FileScrub& f, int fd);
+  static bool scrubbable(int fd, const struct stat& st, FileScrub& f);
+  bool note_users(const struct stat& st, FileScrub& f, ClassifyContext& ctx);
+  void verify_extents(int fd, FsCtx& fs, FileScrub& f, const std::string& path);
+  void verify_compressed(int fd, FsCtx& fs, FileScrub& f, const btrfs::Extent& e,
+                         const std::string& path, std::set<uint64_t>& compressed_seen);
+  static void classify_all(FileScrub& f, ClassifyContext& ctx);
   void kernel_pass(FsCtx& fs, FileScrub& f);
+  static std::pair<uint64_t, uint64_t> sector_range(const BadSector& b, uint32_t ss);
+  std::vector<const KernelConfirmation*>
+  confirmed_before(const FsCtx& fs, const FileScrub& f,
+                   std::vector<std::pair<uint64_t, uint64_t>>& skip) const;
+  ReadWindow start_window(const FsCtx& fs, const FileScrub& f) const;
+  void kernel_read_span(int kfd, FileScrub& f, uint64_t span_off, uint64_t span_len, uint32_t ss,
+                        ReadWindow& win, std::vector<uint64_t>& eio);
+  void match_kernel_eio(FsCtx& fs, FileScrub& f, const std::vector<uint64_t>& eio,
+                        const std::vector<const KernelConfirmation*>& confirmed,
+                        const std::vector<std::pair<uint64_t, uint64_t>>& skip);
+  bool read_repaired(FsCtx& fs, BadSector& b);
   void remember(FsCtx& fs, const FileScrub& f);
   void recheck(int fd, FsCtx& fs, FileScrub& f);
   void tick(uint64_t bytes, const std::string& path)
@@ -515,20 +532,46 @@ void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
     ~RestoreFlags() { ::fcntl(fd, F_SETFL, flags); }
   } restore{kfd, old_flags};
   f.kernel_pass = true;
-  std::vector<uint64_t> eio;
   std::vector<std::pair<uint64_t, uint64_t>> spans = {{0, f.size}};
   if (!m_ranges.empty()) {
     spans = m_ranges;
     std::sort(spans.begin(), spans.end());
   }
-  // Which bad sectors an earlier pass confirmed.
-  auto sector_range = [&](const BadSector& b) {
-    const uint64_t a = b.offset / ss * ss;
-    const uint64_t e = (b.offset + std::max<uint64_t>(b.length, 1) + ss - 1) / ss * ss;
-    return std::make_pair(a, e - a);
-  };
+  std::vector<std::pair<uint64_t, uint64_t>> skip;
+  const auto confirmed = confirmed_before(fs, f, skip);
+  spans = subtract_ranges(spans, skip);
+
+  ReadWindow win = start_window(fs, f);
+  std::vector<uint64_t> eio;
+  for (const auto& [span_off, span_len] : spans) {
+    kernel_read_span(kfd, f, span_off, span_len, ss, win, eio);
+  }
+  win.mono_end_us = monotonic_now_us();
+  win.real_end_us = realtime_now_us();
+  m_last_window = win;
+  std::sort(eio.begin(), eio.end());
+  eio.erase(std::unique(eio.begin(), eio.end()), eio.end());
+  f.kernel_eio_sectors = eio.size();
+  match_kernel_eio(fs, f, eio, confirmed, skip);
+}
+
+// The sector-aligned file range a bad sector (or compressed extent) covers.
+std::pair<uint64_t, uint64_t> Scrubber::sector_range(const BadSector& b, uint32_t ss)
+{
+  const uint64_t a = b.offset / ss * ss;
+  const uint64_t e = (b.offset + std::max<uint64_t>(b.length, 1) + ss - 1) / ss * ss;
+  return std::make_pair(a, e - a);
+}
+
+// Which bad sectors an earlier pass confirmed (per f.bad, or null), and in `skip` the ranges the
+// kernel pass need not read again.
+std::vector<const KernelConfirmation*>
+Scrubber::confirmed_before(const FsCtx& fs, const FileScrub& f,
+                           std::vector<std::pair<uint64_t, uint64_t>>& skip) const
+{
+  const uint32_t ss = fs.info.sectorsize;
   std::vector<const KernelConfirmation*> confirmed(f.bad.size(), nullptr);
-  std::vector<std::pair<uint64_t, uint64_t>> skip, needed;
+  std::vector<std::pair<uint64_t, uint64_t>> needed;
   for (size_t i = 0; i < f.bad.size(); ++i) {
     const auto& b = f.bad[i];
     std::vector<std::string> csums;
@@ -546,7 +589,7 @@ void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
         }
       }
     }
-    (confirmed[i] ? skip : needed).push_back(sector_range(b));
+    (confirmed[i] ? skip : needed).push_back(sector_range(b, ss));
   }
   // A compressed extent is read whole: its range is skipped only when none of its bad sectors
   // is new.
@@ -555,8 +598,13 @@ void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
       return n.first < r.first + r.second && r.first < n.first + n.second;
     });
   });
-  spans = subtract_ranges(spans, skip);
+  return confirmed;
+}
 
+// The read window of this file's kernel pass, so that audit can tell vmcsum's own csum-failed
+// log lines from others: the filesystem's device names (as given and as resolved) and the start.
+ReadWindow Scrubber::start_window(const FsCtx& fs, const FileScrub& f) const
+{
   ReadWindow win;
   win.boot_id = m_boot_id;
   win.pid = ::getpid();
@@ -577,47 +625,56 @@ void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
   win.inode = f.inode;
   win.mono_start_us = monotonic_now_us();
   win.real_start_us = realtime_now_us();
-  for (const auto& [span_off, span_len] : spans) {
-    const uint64_t end =
-      std::min((span_off + span_len + ss - 1) / ss * ss, (f.size + ss - 1) / ss * ss);
-    if (span_off / ss * ss < end) {
-      win.ranges.emplace_back(span_off / ss * ss, end - span_off / ss * ss);
-    }
-    for (uint64_t off = span_off / ss * ss; off < end;) {
-      check_cancel();
-      const size_t len = static_cast<size_t>(std::min<uint64_t>(m_opts.chunk, end - off));
-      m_limiter.consumed(len);
-      ssize_t n = ::pread(kfd, m_buf.get(), len, static_cast<off_t>(off));
-      if (n < 0 && errno != EIO) {
-        f.notes.push_back("kernel-verified pass stopped at offset " + std::to_string(off) + ": " +
-                          errno_text(errno));
-        break;
-      }
-      // A read that falls back to buffered I/O (compressed extents) does not fail with EIO: it
-      // stops short at the first page it cannot read. Only end of file excuses a short read.
-      const uint64_t got = n < 0 ? 0 : static_cast<uint64_t>(n);
-      if (n >= 0 && (got == len || off + got >= f.size)) {
-        off += len;
-        continue;
-      }
-      for (uint64_t s = off + got / ss * ss; s < off + len; s += ss) {
-        if (::pread(kfd, m_buf.get(), ss, static_cast<off_t>(s)) < 0 && errno == EIO) {
-          eio.push_back(s);
-        }
-      }
-      off += len;
-    }
+  return win;
+}
+
+// Reads one span through `kfd` (O_DIRECT) chunk by chunk, then sector by sector where a chunk
+// failed; appends the sectors that failed with EIO to `eio` and the span to `win`.
+void Scrubber::kernel_read_span(int kfd, FileScrub& f, uint64_t span_off, uint64_t span_len,
+                                uint32_t ss, ReadWindow& win, std::vector<uint64_t>& eio)
+{
+  const uint64_t end =
+    std::min((span_off + span_len + ss - 1) / ss * ss, (f.size + ss - 1) / ss * ss);
+  if (span_off / ss * ss < end) {
+    win.ranges.emplace_back(span_off / ss * ss, end - span_off / ss * ss);
   }
-  win.mono_end_us = monotonic_now_us();
-  win.real_end_us = realtime_now_us();
-  m_last_window = win;
-  std::sort(eio.begin(), eio.end());
-  eio.erase(std::unique(eio.begin(), eio.end()), eio.end());
-  f.kernel_eio_sectors = eio.size();
+  for (uint64_t off = span_off / ss * ss; off < end;) {
+    check_cancel();
+    const size_t len = static_cast<size_t>(std::min<uint64_t>(m_opts.chunk, end - off));
+    m_limiter.consumed(len);
+    ssize_t n = ::pread(kfd, m_buf.get(), len, static_cast<off_t>(off));
+    if (n < 0 && errno != EIO) {
+      f.notes.push_back("kernel-verified pass stopped at offset " + std::to_string(off) + ": " +
+                        errno_text(errno));
+      return;
+    }
+    // A read that falls back to buffered I/O (compressed extents) does not fail with EIO: it
+    // stops short at the first page it cannot read. Only end of file excuses a short read.
+    const uint64_t got = n < 0 ? 0 : static_cast<uint64_t>(n);
+    if (n >= 0 && (got == len || off + got >= f.size)) {
+      off += len;
+      continue;
+    }
+    for (uint64_t s = off + got / ss * ss; s < off + len; s += ss) {
+      if (::pread(kfd, m_buf.get(), ss, static_cast<off_t>(s)) < 0 && errno == EIO) {
+        eio.push_back(s);
+      }
+    }
+    off += len;
+  }
+}
+
+// Ties the kernel's EIOs (sorted) to the bad sectors found per copy; the rest are the kernel's
+// alone.
+void Scrubber::match_kernel_eio(FsCtx& fs, FileScrub& f, const std::vector<uint64_t>& eio,
+                                const std::vector<const KernelConfirmation*>& confirmed,
+                                const std::vector<std::pair<uint64_t, uint64_t>>& skip)
+{
+  const uint32_t ss = fs.info.sectorsize;
   std::set<uint64_t> explained;
   for (size_t i = 0; i < f.bad.size(); ++i) {
     auto& b = f.bad[i];
-    if (confirmed[i] && std::find(skip.begin(), skip.end(), sector_range(b)) != skip.end()) {
+    if (confirmed[i] && std::find(skip.begin(), skip.end(), sector_range(b, ss)) != skip.end()) {
       b.kernel_eio = confirmed[i]->kernel_eio;
       b.kernel_confirmed_at_us = confirmed[i]->confirmed_at_us;
       ++f.kernel_confirmed_before;
@@ -633,19 +690,8 @@ void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
     const bool some_match =
       std::any_of(b.copies.begin(), b.copies.end(), [](const auto& c) { return c.matches; });
     if (some_match) {
-      const auto before = b.copies;
-      std::vector<uint8_t> exp;
-      for (size_t k = 0; k + 1 < b.expected_csum.size(); k += 2) {
-        exp.push_back(static_cast<uint8_t>(std::stoul(b.expected_csum.substr(k, 2), nullptr, 16)));
-      }
-      fill_copies(fs, b, exp);
-      bool repaired = true;
-      for (const auto& c : b.copies) {
-        repaired = repaired && c.matches;
-      }
-      b.repaired_by_read = repaired;
-      f.kernel_read_repairs += repaired ? 1 : 0;
-      b.copies = before; // report and classify what the per-copy pass saw
+      b.repaired_by_read = read_repaired(fs, b);
+      f.kernel_read_repairs += *b.repaired_by_read ? 1 : 0;
     }
   }
   for (uint64_t off : eio) {
@@ -653,6 +699,24 @@ void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
       f.kernel_only_eio.push_back(off);
     }
   }
+}
+
+// Whether every copy of `b` now matches: the kernel's read repaired the bad ones from a good
+// one. `b.copies` keeps what the per-copy pass saw, which is what is reported and classified.
+bool Scrubber::read_repaired(FsCtx& fs, BadSector& b)
+{
+  const auto before = b.copies;
+  std::vector<uint8_t> exp;
+  for (size_t k = 0; k + 1 < b.expected_csum.size(); k += 2) {
+    exp.push_back(static_cast<uint8_t>(std::stoul(b.expected_csum.substr(k, 2), nullptr, 16)));
+  }
+  fill_copies(fs, b, exp);
+  bool repaired = true;
+  for (const auto& c : b.copies) {
+    repaired = repaired && c.matches;
+  }
+  b.copies = before;
+  return repaired;
 }
 
 // Saves what this file's scrub taught: the kernel's confirmations of sectors without a good
@@ -786,17 +850,7 @@ FileScrub Scrubber::scrub_open(int fd, const struct stat& st, const std::string&
   FileScrub f;
   f.path = path;
   m_last_window.reset();
-  struct statfs sfs = {};
-  if (::fstatfs(fd, &sfs) < 0) {
-    f.error = errno_text(errno);
-    return f;
-  }
-  if (!S_ISREG(st.st_mode)) {
-    f.error = "not a regular file";
-    return f;
-  }
-  if (sfs.f_type != k_btrfs_magic) {
-    f.error = "not on btrfs";
+  if (!scrubbable(fd, st, f)) {
     return f;
   }
   f.size = static_cast<uint64_t>(st.st_size);
@@ -805,78 +859,12 @@ FileScrub Scrubber::scrub_open(int fd, const struct stat& st, const std::string&
   try {
     f.subvolume_id = btrfs::subvolume_id(fd, path);
     ClassifyContext ctx;
-    bool writing = false, direct = false;
-    for (const auto& of : m_host.procs.open_files) {
-      if (of.dev == st.st_dev && of.ino == st.st_ino) {
-        const bool wr = of.flags && flags_writable(*of.flags);
-        direct = direct || (of.flags && flags_have_o_direct(*of.flags));
-        if (wr) {
-          writing = true;
-          f.writers.push_back(of.comm + "[" + std::to_string(of.pid) + "]");
-        }
-      }
-    }
-    f.open_for_writing = writing;
-    f.open_o_direct = direct;
-    if (direct) {
-      ctx.o_direct = true;
-    }
-    f.configured = m_host.configured(st.st_dev, st.st_ino);
-    apply_configured(f.configured, ctx);
-
+    const bool writing = note_users(st, f, ctx);
     FsCtx& fs = fs_for(fd, path);
     ctx.device_io_errors = fs.io_errors;
     // FIEMAP_FLAG_SYNC writes delalloc back; the commit puts the csums in the tree we search.
     btrfs::sync_fs(fd, path);
-    std::set<uint64_t> compressed_seen;
-    btrfs::for_each_extent(fd, path, true, [&](const btrfs::Extent& e) {
-      // The asked-for ranges that overlap this extent: [first_range, m_ranges.end()) while
-      // they start before its end.
-      auto first_range = std::partition_point(
-        m_ranges.begin(), m_ranges.end(), [&](auto& r) { return r.first + r.second <= e.logical; });
-      if (!m_whole &&
-          (first_range == m_ranges.end() || first_range->first >= e.logical + e.length)) {
-        return;
-      }
-      constexpr uint32_t skip = FIEMAP_EXTENT_UNWRITTEN | FIEMAP_EXTENT_DATA_INLINE |
-                                FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_UNKNOWN |
-                                FIEMAP_EXTENT_DELALLOC | FIEMAP_EXTENT_DATA_ENCRYPTED;
-      if (e.flags & skip) {
-        f.skipped_bytes += e.length;
-        tick(e.length, path);
-        return;
-      }
-      if (e.flags & FIEMAP_EXTENT_ENCODED) {
-        // Compressed: the csums cover the on-disk bytes disk_bytenr..+disk_num_bytes.
-        uint64_t start = e.physical;
-        const uint64_t len = compressed_disk_length(fd, e.physical, start, path);
-        if (len == 0) {
-          f.skipped_bytes += e.length;
-          f.notes.push_back("compressed extent at offset " + std::to_string(e.logical) +
-                            " not found in the extent tree");
-        } else if (compressed_seen.insert(start).second) {
-          const size_t before = f.bad.size();
-          verify_range(fs, f, start, len, e.logical, true);
-          f.compressed_bytes += len;
-          for (size_t i = before; i < f.bad.size(); ++i) {
-            f.bad[i].length = e.length; // the file range the extent covers
-          }
-        }
-        tick(e.length, path);
-        return;
-      }
-      if (m_whole) {
-        verify_range(fs, f, e.physical, e.length, e.logical, false);
-        return;
-      }
-      for (auto r = first_range; r != m_ranges.end() && r->first < e.logical + e.length; ++r) {
-        const uint64_t a = std::max(r->first, e.logical);
-        const uint64_t b = std::min(r->first + r->second, e.logical + e.length);
-        if (a < b) {
-          verify_range(fs, f, e.physical + (a - e.logical), b - a, a, false);
-        }
-      }
-    });
+    verify_extents(fd, fs, f, path);
     if (!f.bad.empty() && writing) {
       recheck(fd, fs, f);
     }
@@ -885,15 +873,7 @@ FileScrub Scrubber::scrub_open(int fd, const struct stat& st, const std::string&
     }
     date_findings(fs, f, fd);
     ctx.open_for_writing = writing;
-    collect_signature_windows(f.bad, f.divergent, ctx);
-    for (auto& b : f.bad) {
-      b.evidence.clear();
-      classify(b, ctx);
-    }
-    for (auto& d : f.divergent) {
-      d.evidence.clear();
-      classify(d, ctx);
-    }
+    classify_all(f, ctx);
     f.examined = true;
     remember(fs, f);
     if (m_last_window) {
@@ -910,6 +890,123 @@ FileScrub Scrubber::scrub_open(int fd, const struct stat& st, const std::string&
   }
   m_fd = -1;
   return f;
+}
+
+// A regular file on btrfs, or `f.error` says why not.
+bool Scrubber::scrubbable(int fd, const struct stat& st, FileScrub& f)
+{
+  struct statfs sfs = {};
+  if (::fstatfs(fd, &sfs) < 0) {
+    f.error = errno_text(errno);
+    return false;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    f.error = "not a regular file";
+    return false;
+  }
+  if (sfs.f_type != k_btrfs_magic) {
+    f.error = "not on btrfs";
+    return false;
+  }
+  return true;
+}
+
+// Who writes the file now (with or without O_DIRECT) and which VM configurations name it: what
+// classification weighs as the likely cause of a mismatch. True when a process writes it.
+bool Scrubber::note_users(const struct stat& st, FileScrub& f, ClassifyContext& ctx)
+{
+  bool writing = false, direct = false;
+  for (const auto& of : m_host.procs.open_files) {
+    if (of.dev == st.st_dev && of.ino == st.st_ino) {
+      const bool wr = of.flags && flags_writable(*of.flags);
+      direct = direct || (of.flags && flags_have_o_direct(*of.flags));
+      if (wr) {
+        writing = true;
+        f.writers.push_back(of.comm + "[" + std::to_string(of.pid) + "]");
+      }
+    }
+  }
+  f.open_for_writing = writing;
+  f.open_o_direct = direct;
+  if (direct) {
+    ctx.o_direct = true;
+  }
+  f.configured = m_host.configured(st.st_dev, st.st_ino);
+  apply_configured(f.configured, ctx);
+  return writing;
+}
+
+// The per-copy pass over every extent (or the parts of it in the asked-for ranges).
+void Scrubber::verify_extents(int fd, FsCtx& fs, FileScrub& f, const std::string& path)
+{
+  std::set<uint64_t> compressed_seen;
+  btrfs::for_each_extent(fd, path, true, [&](const btrfs::Extent& e) {
+    // The asked-for ranges that overlap this extent: [first_range, m_ranges.end()) while
+    // they start before its end.
+    auto first_range = std::partition_point(
+      m_ranges.begin(), m_ranges.end(), [&](auto& r) { return r.first + r.second <= e.logical; });
+    if (!m_whole && (first_range == m_ranges.end() || first_range->first >= e.logical + e.length)) {
+      return;
+    }
+    constexpr uint32_t skip = FIEMAP_EXTENT_UNWRITTEN | FIEMAP_EXTENT_DATA_INLINE |
+                              FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_UNKNOWN |
+                              FIEMAP_EXTENT_DELALLOC | FIEMAP_EXTENT_DATA_ENCRYPTED;
+    if (e.flags & skip) {
+      f.skipped_bytes += e.length;
+      tick(e.length, path);
+      return;
+    }
+    if (e.flags & FIEMAP_EXTENT_ENCODED) {
+      verify_compressed(fd, fs, f, e, path, compressed_seen);
+      return;
+    }
+    if (m_whole) {
+      verify_range(fs, f, e.physical, e.length, e.logical, false);
+      return;
+    }
+    for (auto r = first_range; r != m_ranges.end() && r->first < e.logical + e.length; ++r) {
+      const uint64_t a = std::max(r->first, e.logical);
+      const uint64_t b = std::min(r->first + r->second, e.logical + e.length);
+      if (a < b) {
+        verify_range(fs, f, e.physical + (a - e.logical), b - a, a, false);
+      }
+    }
+  });
+}
+
+// Compressed: the csums cover the on-disk bytes disk_bytenr..+disk_num_bytes, verified once
+// however many file extents share them.
+void Scrubber::verify_compressed(int fd, FsCtx& fs, FileScrub& f, const btrfs::Extent& e,
+                                 const std::string& path, std::set<uint64_t>& compressed_seen)
+{
+  uint64_t start = e.physical;
+  const uint64_t len = compressed_disk_length(fd, e.physical, start, path);
+  if (len == 0) {
+    f.skipped_bytes += e.length;
+    f.notes.push_back("compressed extent at offset " + std::to_string(e.logical) +
+                      " not found in the extent tree");
+  } else if (compressed_seen.insert(start).second) {
+    const size_t before = f.bad.size();
+    verify_range(fs, f, start, len, e.logical, true);
+    f.compressed_bytes += len;
+    for (size_t i = before; i < f.bad.size(); ++i) {
+      f.bad[i].length = e.length; // the file range the extent covers
+    }
+  }
+  tick(e.length, path);
+}
+
+void Scrubber::classify_all(FileScrub& f, ClassifyContext& ctx)
+{
+  collect_signature_windows(f.bad, f.divergent, ctx);
+  for (auto& b : f.bad) {
+    b.evidence.clear();
+    classify(b, ctx);
+  }
+  for (auto& d : f.divergent) {
+    d.evidence.clear();
+    classify(d, ctx);
+  }
 }
 
 // One argument's files, or why it has none.

@@ -109,6 +109,9 @@ private:
     std::optional<uint64_t> subvolume_id;
     std::string subvolume_error;
   };
+  // The facts of st_dev `dev`, asked of `fs_fd` the first time that st_dev is seen.
+  const DevFacts& dev_facts(uint64_t dev, int fs_fd, const std::string& path);
+
   sys::MountTable m_mounts;
   std::map<std::string, std::unique_ptr<FsFacts>> m_fs; // by fsid
   std::map<uint64_t, DevFacts> m_dev;                   // by st_dev

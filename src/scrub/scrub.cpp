@@ -532,10 +532,20 @@ void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
     ~RestoreFlags() { ::fcntl(fd, F_SETFL, flags); }
   } restore{kfd, old_flags};
   f.kernel_pass = true;
-  std::vector<std::pair<uint64_t, uint64_t>> spans = {{0, f.size}};
+  std::vector<std::pair<uint64_t, uint64_t>> spans;
   if (!m_ranges.empty()) {
     spans = m_ranges;
     std::sort(spans.begin(), spans.end());
+  } else {
+    // Holes have no checksums, so the kernel cannot fail them: only the data ranges are read
+    // (a 16 TiB sparse image would otherwise take hours of reading zeros; issue 12).
+    try {
+      for (const auto& r : sys::data_ranges(kfd, f.size, f.path)) {
+        spans.emplace_back(r.offset, r.length);
+      }
+    } catch (const Error&) {
+      spans = {{0, f.size}};
+    }
   }
   std::vector<std::pair<uint64_t, uint64_t>> skip;
   const auto confirmed = confirmed_before(fs, f, skip);

@@ -208,7 +208,6 @@ done
 
 # Cases that fail because of a bug outside this test's territory: "row/command" -> why.
 declare -A KNOWN=(
-  [sparse_16t/scrub]="scrub's kernel pass preads every byte of the file, holes included (16 TiB: 30 min), instead of the data extents only"
 )
 
 # --- fingerprints ---------------------------------------------------------------------------------

@@ -384,6 +384,49 @@ FileFacts FactCollector::collect(const std::string& path, bool follow_symlink,
       ::open(sys::parent_dir(f.canonical_path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     fs_fd = dir_fd.get();
   }
+  return fill_from_fd(f, st, mount, fd, fs_fd, file_unknown_reason, path);
+}
+
+FileFacts FactCollector::collect_fd(int fd, const std::string& display_path)
+{
+  FileFacts f;
+  f.path = display_path;
+  struct stat st = {};
+  if (::fstat(fd, &st) < 0) {
+    f.error = "cannot examine: " + errno_text(errno);
+    return f;
+  }
+  f.kind = kind_of_mode(st.st_mode);
+  // The kernel's name of what is open: for the mount table and messages, never opened by name.
+  const std::string self = "/proc/self/fd/" + std::to_string(fd);
+  char target[PATH_MAX];
+  const ssize_t n = ::readlink(self.c_str(), target, sizeof target - 1);
+  f.canonical_path = n > 0 ? std::string(target, static_cast<size_t>(n)) : display_path;
+  fill_stat(f, st);
+  std::optional<sys::MountEntry> mount = m_mounts.find(f.canonical_path);
+  fill_mount(f, mount);
+  f.examined = true;
+  if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+    f.notes.push_back("not a regular file or directory: only stat facts are shown");
+    return f;
+  }
+  // Reopened through the descriptor itself (a magic link to this very inode, not a name).
+  sys::Fd own(::open(self.c_str(),
+                     O_RDONLY | O_NONBLOCK | O_CLOEXEC | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0)));
+  std::string why;
+  if (!own) {
+    f.open_error = errno_text(errno);
+    why = "cannot open: " + *f.open_error;
+  }
+  return fill_from_fd(f, st, mount, own, own ? own.get() : -1, why, display_path);
+}
+
+FileFacts& FactCollector::fill_from_fd(FileFacts& f, const struct stat& st,
+                                       const std::optional<sys::MountEntry>& mount,
+                                       const sys::Fd& fd, int fs_fd, const std::string& why,
+                                       const std::string& path)
+{
+  const std::string& file_unknown_reason = why;
   if (fs_fd < 0) {
     f.error = file_unknown_reason;
     f.examined = false;

@@ -14,6 +14,7 @@
 #include <vmcsum/sys/fd.hpp>
 #include <vmcsum/sys/io.hpp>
 #include <vmcsum/sys/lease.hpp>
+#include <vmcsum/sys/path.hpp>
 #include <vmcsum/sys/temp_file.hpp>
 #include <vmcsum/sys/walk.hpp>
 
@@ -69,6 +70,7 @@ public:
 
 private:
   void process(const std::string& path, bool in_walk, const sys::Fd* walk_dir = nullptr);
+  FileFacts facts_of(const std::string& path, bool in_walk, const sys::Fd* walk_dir);
   void describe(const FileFacts& ff, bool in_walk, SetEntry& e);
   void open_target(const FileFacts& ff, const sys::Fd* walk_dir, OpenTarget& o);
   void gather(const FileFacts& ff, bool in_walk, const sys::Fd* walk_dir, OpenTarget& o,
@@ -99,6 +101,29 @@ SetResult Engine::run()
   return std::move(m_result);
 }
 
+// Inside a walk the entry is examined through its directory's descriptor, never by name: a
+// directory swapped for a symlink since the listing cannot send the examination out of the tree
+// (issue 12). A named path is examined by name, its symlink followed once.
+FileFacts Engine::facts_of(const std::string& path, bool in_walk, const sys::Fd* walk_dir)
+{
+  if (!in_walk || !walk_dir) {
+    return m_collector.collect(path, !in_walk);
+  }
+  FileFacts ff;
+  ff.path = path;
+  if (!*walk_dir) {
+    ff.error = "its directory was replaced during the walk (not followed)";
+    return ff;
+  }
+  sys::Fd entry(
+    ::openat(walk_dir->get(), sys::base_name(path).c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  if (!entry) {
+    ff.error = "cannot examine: " + errno_text(errno);
+    return ff;
+  }
+  return m_collector.collect_fd(entry.get(), path);
+}
+
 // walk_dir: the entry's directory, opened below the -r walk's root (null for a named path).
 void Engine::process(const std::string& path, bool in_walk, const sys::Fd* walk_dir)
 {
@@ -112,7 +137,7 @@ void Engine::process(const std::string& path, bool in_walk, const sys::Fd* walk_
     m_result.interrupted = true;
     return;
   }
-  FileFacts ff = m_collector.collect(path, !in_walk);
+  FileFacts ff = facts_of(path, in_walk, walk_dir);
   describe(ff, in_walk, e);
   SetFacts sf = set_facts_of(ff, in_walk);
   OpenTarget target;

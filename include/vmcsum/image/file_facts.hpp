@@ -8,6 +8,7 @@
 
 #include <vmcsum/btrfs/ioctl.hpp>
 #include <vmcsum/error.hpp>
+#include <vmcsum/sys/fd.hpp>
 #include <vmcsum/sys/mount_table.hpp>
 
 #include <cstdint>
@@ -16,6 +17,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <sys/stat.h>
 
 namespace vmcsum::core {
 
@@ -96,10 +99,21 @@ public:
   FileFacts collect(const std::string& path, bool follow_symlink = true,
                     bool already_canonical = false);
 
+  // The same for the file open as `fd` (O_PATH is enough), reached as `display_path`: nothing
+  // is resolved by name, so a directory swapped for a symlink cannot redirect the examination
+  // out of a walked tree (issue 12). A symlink opened with O_PATH|O_NOFOLLOW is the link.
+  FileFacts collect_fd(int fd, const std::string& display_path);
+
   // The cached facts of the filesystem that `fd` is on; throws Error when it is not btrfs.
   FsFacts& fs_facts(int fd, const std::string& path);
 
 private:
+  // Everything asked of the open file (or, when it could not be opened, its filesystem through
+  // `fs_fd`): filesystem, subvolume, NOCOW, NODATASUM, compression, extents.
+  FileFacts& fill_from_fd(FileFacts& f, const struct stat& st,
+                          const std::optional<sys::MountEntry>& mount, const sys::Fd& fd, int fs_fd,
+                          const std::string& why, const std::string& path);
+
   // What one st_dev (a subvolume, on btrfs) answers, so that many files in one subvolume cost
   // one FS_INFO and one INO_LOOKUP.
   struct DevFacts

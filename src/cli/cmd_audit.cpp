@@ -175,6 +175,71 @@ void render_text(const core::AuditResult& r, Output& out)
   out.print(summary);
 }
 
+int exit_status(const core::AuditResult& r)
+{
+  int status = exit_code::clean;
+  for (const auto& img : r.images) {
+    auto sev = core::worst(img.findings);
+    if (sev == core::Severity::critical) {
+      status = std::max(status, exit_code::critical);
+    } else if (sev == core::Severity::warning) {
+      status = std::max(status, exit_code::warnings);
+    }
+  }
+  if (!r.problems.empty()) {
+    status = std::max(status, exit_code::incomplete);
+  }
+  return status;
+}
+
+nlohmann::ordered_json audit_document(const core::AuditResult& r, int status)
+{
+  nlohmann::ordered_json doc;
+  doc["schema"] = "vmcsum.audit/1";
+  doc["kernel"] = {{"release", r.kernel.release},
+                   {"dio_policy", policy_json(r.kernel)},
+                   {"source", r.kernel.source}};
+  auto& images = doc["images"] = nlohmann::ordered_json::array();
+  for (const auto& img : r.images) {
+    images.push_back(image_json(img));
+  }
+  auto& problems = doc["problems"] = nlohmann::ordered_json::array();
+  for (const auto& p : r.problems) {
+    problems.push_back({{"path", core::escape_name(p.path)}, {"reason", p.reason}});
+  }
+  doc["searched"] = nlohmann::ordered_json::array();
+  for (const auto& s : r.searched) {
+    doc["searched"].push_back(core::escape_name(s));
+  }
+  doc["notes"] = r.notes;
+  doc["exit_code"] = status;
+  return doc;
+}
+
+// The command once parsed: engine, exit status, metrics, the document or the table, stderr.
+int run_audit(core::AuditOptions& opts, const std::string& prometheus, Output& out)
+{
+  const double started = epoch_seconds_now();
+  opts.state_dir = out.options().state_dir;
+  core::AuditResult r = core::audit(opts);
+  int status = exit_status(r);
+  status =
+    export_metrics(out, prometheus, status,
+                   [&](const RunFacts& run) { return audit_metrics(r, run); }, {"audit", started});
+  if (out.options().json) {
+    out.emit_json(audit_document(r, status));
+  } else {
+    render_text(r, out);
+  }
+  for (const auto& p : r.problems) {
+    out.error(core::escape_name(p.path) + ": " + p.reason);
+  }
+  for (const auto& n : r.notes) {
+    out.info(n);
+  }
+  return status;
+}
+
 } // namespace
 
 void register_audit(CLI::App& app, Runner& runner)
@@ -207,57 +272,7 @@ void register_audit(CLI::App& app, Runner& runner)
                  "Also write node_exporter textfile metrics to this file (atomically)")
     ->type_name("FILE");
   cmd->callback([opts, prometheus, &runner] {
-    runner = [opts, prometheus](Output& out) {
-      const double started = epoch_seconds_now();
-      opts->state_dir = out.options().state_dir;
-      core::AuditResult r = core::audit(*opts);
-      int status = exit_code::clean;
-      for (const auto& img : r.images) {
-        auto sev = core::worst(img.findings);
-        if (sev == core::Severity::critical) {
-          status = std::max(status, exit_code::critical);
-        } else if (sev == core::Severity::warning) {
-          status = std::max(status, exit_code::warnings);
-        }
-      }
-      if (!r.problems.empty()) {
-        status = std::max(status, exit_code::incomplete);
-      }
-      status = export_metrics(out, *prometheus, status,
-                              [&](const RunFacts& run) { return audit_metrics(r, run); },
-                              {"audit", started});
-      if (out.options().json) {
-        nlohmann::ordered_json doc;
-        doc["schema"] = "vmcsum.audit/1";
-        doc["kernel"] = {{"release", r.kernel.release},
-                         {"dio_policy", policy_json(r.kernel)},
-                         {"source", r.kernel.source}};
-        auto& images = doc["images"] = nlohmann::ordered_json::array();
-        for (const auto& img : r.images) {
-          images.push_back(image_json(img));
-        }
-        auto& problems = doc["problems"] = nlohmann::ordered_json::array();
-        for (const auto& p : r.problems) {
-          problems.push_back({{"path", core::escape_name(p.path)}, {"reason", p.reason}});
-        }
-        doc["searched"] = nlohmann::ordered_json::array();
-        for (const auto& s : r.searched) {
-          doc["searched"].push_back(core::escape_name(s));
-        }
-        doc["notes"] = r.notes;
-        doc["exit_code"] = status;
-        out.emit_json(doc);
-      } else {
-        render_text(r, out);
-      }
-      for (const auto& p : r.problems) {
-        out.error(core::escape_name(p.path) + ": " + p.reason);
-      }
-      for (const auto& n : r.notes) {
-        out.info(n);
-      }
-      return status;
-    };
+    runner = [opts, prometheus](Output& out) { return run_audit(*opts, *prometheus, out); };
   });
 }
 

@@ -26,7 +26,7 @@ test_deps=(
   btrfs-progs e2fsprogs util-linux jq qemu-utils user-mode-linux attr acl
   groff-base bash-completion fish zsh kmod procps psmisc xxd
   systemd-journal-remote python3-jsonschema
-  debhelper lintian devscripts man-db mandoc ansible-core prometheus
+  debhelper lintian devscripts man-db mandoc ansible-core python3-apt prometheus
 )
 
 missing=()

@@ -643,8 +643,14 @@ if wait_temp "$src" "$vp" && kill -STOP "$vp" 2>/dev/null; then
   stopped=1
   dd if=/dev/zero of="$rot/fill" bs=1M status=none 2>/dev/null || true
   # A commit now must write new metadata blocks (the temp file's inode and name), which the
-  # full disk refuses: btrfs aborts the transaction and turns read-only under vmcsum.
-  timeout 30 sync -f "$MNT" 2>/dev/null || true
+  # full disk refuses: btrfs aborts the transaction and turns read-only under vmcsum. A slow
+  # vmcsum (sanitizers) may have nothing dirty yet: a new inode of our own makes the commit
+  # needed whatever vmcsum had written, so the abort does not depend on timing.
+  for try in 1 2 3; do
+    : >"$MNT/.force-commit.$try" 2>/dev/null || true
+    timeout 30 sync -f "$MNT" 2>/dev/null || true
+    findmnt -n -o OPTIONS "$MNT" | tr , '\n' | grep -qx ro && break
+  done
   kill -CONT "$vp"
 fi
 set +e

@@ -29,52 +29,58 @@ void put(nlohmann::ordered_json& j, nlohmann::ordered_json& unknown, const char*
 
 } // namespace
 
-void to_json(nlohmann::ordered_json& j, const FileFacts& f)
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+Json name_or_null(const std::string& s)
 {
-  j = nlohmann::ordered_json::object();
+  return s.empty() ? Json(nullptr) : Json(escape_name(s));
+}
+
+// Where the file is and what it is: always known once it could be stat'ed.
+void put_identity(Json& j, const FileFacts& f)
+{
   // File names are bytes; JSON strings are Unicode. Escape what is not valid UTF-8 so the
   // document stays valid and the name can still be recovered (\xNN, as ls -b does).
   j["path"] = escape_name(f.path);
   j["path_is_utf8"] = is_valid_utf8(f.path);
-  j["canonical_path"] = f.canonical_path.empty()
-                          ? nlohmann::ordered_json(nullptr)
-                          : nlohmann::ordered_json(escape_name(f.canonical_path));
-  j["symlink_target"] = f.symlink_target ? nlohmann::ordered_json(escape_name(*f.symlink_target))
-                                         : nlohmann::ordered_json(nullptr);
+  j["canonical_path"] = name_or_null(f.canonical_path);
+  j["symlink_target"] = f.symlink_target ? Json(escape_name(*f.symlink_target)) : Json(nullptr);
   j["kind"] = f.kind;
   j["examined"] = f.examined;
-  j["error"] = f.error ? nlohmann::ordered_json(*f.error) : nlohmann::ordered_json(nullptr);
-  j["fs"] = f.fs.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(f.fs);
-  j["mount_point"] = f.mount_point.empty() ? nlohmann::ordered_json(nullptr)
-                                           : nlohmann::ordered_json(escape_name(f.mount_point));
-  j["mount_options"] = f.mount_options.empty() ? nlohmann::ordered_json(nullptr)
-                                               : nlohmann::ordered_json(f.mount_options);
+  j["error"] = f.error ? Json(*f.error) : Json(nullptr);
+  j["fs"] = f.fs.empty() ? Json(nullptr) : Json(f.fs);
+  j["mount_point"] = name_or_null(f.mount_point);
+  j["mount_options"] = f.mount_options.empty() ? Json(nullptr) : Json(f.mount_options);
   j["on_btrfs"] = f.on_btrfs;
+}
 
-  nlohmann::ordered_json unknown = nlohmann::ordered_json::object();
-  const bool regular = f.kind == "file";
-  std::string why_not;
+// Why the btrfs facts are all unknown, or "" when each fact says for itself.
+std::string why_not_of(const FileFacts& f)
+{
   if (!f.examined) {
-    why_not = f.error.value_or("not examined");
-  } else if (!f.on_btrfs && (f.kind == "file" || f.kind == "directory")) {
-    why_not = f.unknown.count("fs") ? f.unknown.at("fs") : "not on btrfs";
-  } else if (!f.on_btrfs) {
-    why_not = "not a regular file or directory";
+    return f.error.value_or("not examined");
   }
+  if (!f.on_btrfs && (f.kind == "file" || f.kind == "directory")) {
+    return f.unknown.count("fs") ? f.unknown.at("fs") : "not on btrfs";
+  }
+  if (!f.on_btrfs) {
+    return "not a regular file or directory";
+  }
+  return "";
+}
 
+void put_btrfs(Json& j, Json& unknown, const FileFacts& f, const std::string& why_not)
+{
   put(j, unknown, "fsid", f.fsid, f.unknown, why_not);
   put(j, unknown, "subvolume_id", f.subvolume_id, f.unknown, why_not);
   put(j, unknown, "subvolume_path", f.subvolume_path, f.unknown, why_not);
   put(j, unknown, "nocow", f.nocow, f.unknown, why_not);
   put(j, unknown, "nodatasum", f.nodatasum, f.unknown, why_not);
-  if (f.inode_flags) {
-    j["inode_flags"] = btrfs::inode_flag_names(*f.inode_flags);
-  } else {
-    j["inode_flags"] = nullptr;
-  }
+  j["inode_flags"] = f.inode_flags ? Json(btrfs::inode_flag_names(*f.inode_flags)) : Json(nullptr);
   put(j, unknown, "compression", f.compression, f.unknown, why_not);
-  j["compression_source"] = f.compression_source ? nlohmann::ordered_json(*f.compression_source)
-                                                 : nlohmann::ordered_json(nullptr);
+  j["compression_source"] = f.compression_source ? Json(*f.compression_source) : Json(nullptr);
   put(j, unknown, "csum_type", f.csum_type, f.unknown, why_not);
   put(j, unknown, "sector_size", f.sector_size, f.unknown, why_not);
   if (!f.data_profiles.empty()) {
@@ -86,6 +92,10 @@ void to_json(nlohmann::ordered_json& j, const FileFacts& f)
     auto it = f.unknown.find("data_profile");
     unknown["data_profile"] = it != f.unknown.end() ? it->second : why_not;
   }
+}
+
+void put_stat(Json& j, Json& unknown, const FileFacts& f, const std::string& why_not)
+{
   if (f.examined) {
     j["size"] = f.size;
     j["allocated"] = f.allocated;
@@ -94,25 +104,41 @@ void to_json(nlohmann::ordered_json& j, const FileFacts& f)
     j["uid"] = f.uid;
     j["gid"] = f.gid;
     j["mode"] = f.mode & 07777;
-  } else {
-    for (const char* k : {"size", "allocated", "inode", "nlink", "uid", "gid", "mode"}) {
-      j[k] = nullptr;
-      unknown[k] = why_not;
-    }
+    return;
   }
-  if (regular || !why_not.empty()) {
+  for (const char* k : {"size", "allocated", "inode", "nlink", "uid", "gid", "mode"}) {
+    j[k] = nullptr;
+    unknown[k] = why_not;
+  }
+}
+
+void put_extents(Json& j, Json& unknown, const FileFacts& f, const std::string& why_not)
+{
+  if (f.kind == "file" || !why_not.empty()) {
     put(j, unknown, "extents", f.extents, f.unknown, why_not);
     put(j, unknown, "shared_bytes", f.shared_bytes, f.unknown, why_not);
     put(j, unknown, "compressed_bytes", f.compressed_bytes, f.unknown, why_not);
     put(j, unknown, "unwritten_bytes", f.unwritten_bytes, f.unknown, why_not);
-  } else {
-    // Extents belong to regular files: for a directory these are not unknown, just absent.
-    for (const char* k : {"extents", "shared_bytes", "compressed_bytes", "unwritten_bytes"}) {
-      j[k] = nullptr;
-    }
+    return;
   }
+  // Extents belong to regular files: for a directory these are not unknown, just absent.
+  for (const char* k : {"extents", "shared_bytes", "compressed_bytes", "unwritten_bytes"}) {
+    j[k] = nullptr;
+  }
+}
+
+} // namespace
+
+void to_json(nlohmann::ordered_json& j, const FileFacts& f)
+{
+  j = Json::object();
+  put_identity(j, f);
+  Json unknown = Json::object();
+  const std::string why_not = why_not_of(f);
+  put_btrfs(j, unknown, f, why_not);
+  put_stat(j, unknown, f, why_not);
+  put_extents(j, unknown, f, why_not);
   j["notes"] = f.notes;
   j["unknown"] = unknown;
 }
-
 } // namespace vmcsum::core

@@ -491,9 +491,13 @@ private:
       return;
     }
     // A file vmcsum could not open has no known format: a guess from its name is not a fact.
-    rep.format = format_name(!img.readable ? ImageFormat::unknown
-                                           : cand.format.value_or(sniff_fd(
-                                               img.fd, rep.facts.size, sys::base_name(cand.path))));
+    // (Not value_or: its argument would be evaluated, reading the head of every image again.)
+    ImageFormat format = ImageFormat::unknown;
+    if (img.readable) {
+      format =
+        cand.format ? *cand.format : sniff_fd(img.fd, rep.facts.size, sys::base_name(cand.path));
+    }
+    rep.format = format_name(format);
     note_users(rep, cand, dir);
     if (rep.facts.on_btrfs && rep.facts.fsid) {
       record_once(rep, img);

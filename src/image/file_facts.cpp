@@ -410,9 +410,14 @@ FileFacts FactCollector::collect_fd(int fd, const std::string& display_path, int
     f.notes.push_back("not a regular file or directory: only stat facts are shown");
     return f;
   }
-  // Reopened through the descriptor itself (a magic link to this very inode, not a name).
-  sys::Fd own(::open(self.c_str(),
-                     O_RDONLY | O_NONBLOCK | O_CLOEXEC | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0)));
+  // Reopened through the descriptor itself (a magic link to this very inode, not a name),
+  // unless it is already open for reading: the ioctls below need a real descriptor, O_PATH
+  // will not do. (A dup keeps `fd` the caller's.)
+  const int fl = ::fcntl(fd, F_GETFL);
+  sys::Fd own(fl >= 0 && !(fl & O_PATH) && (fl & O_ACCMODE) != O_WRONLY
+                ? ::fcntl(fd, F_DUPFD_CLOEXEC, 0)
+                : ::open(self.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC |
+                                         (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0)));
   std::string why;
   if (!own) {
     f.open_error = errno_text(errno);

@@ -154,7 +154,7 @@ void register_show(CLI::App& app, Runner& runner)
       std::vector<core::FileFacts> files;
       int status = exit_code::clean;
       for (const auto& p : opts->paths) {
-        files.push_back(collector.collect(p));
+        files.push_back(collector.collect_named(p));
         status = std::max(status, status_of(files.back()));
       }
       if (out.options().json) {

@@ -387,7 +387,7 @@ FileFacts FactCollector::collect(const std::string& path, bool follow_symlink,
   return fill_from_fd(f, st, mount, fd, fs_fd, file_unknown_reason, path);
 }
 
-FileFacts FactCollector::collect_fd(int fd, const std::string& display_path)
+FileFacts FactCollector::collect_fd(int fd, const std::string& display_path, int dir_fd)
 {
   FileFacts f;
   f.path = display_path;
@@ -410,15 +410,70 @@ FileFacts FactCollector::collect_fd(int fd, const std::string& display_path)
     f.notes.push_back("not a regular file or directory: only stat facts are shown");
     return f;
   }
-  // Reopened through the descriptor itself (a magic link to this very inode, not a name).
-  sys::Fd own(::open(self.c_str(),
-                     O_RDONLY | O_NONBLOCK | O_CLOEXEC | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0)));
+  // Reopened through the descriptor itself (a magic link to this very inode, not a name),
+  // unless it is already open for reading: the ioctls below need a real descriptor, O_PATH
+  // will not do. (A dup keeps `fd` the caller's.)
+  const int fl = ::fcntl(fd, F_GETFL);
+  sys::Fd own(fl >= 0 && !(fl & O_PATH) && (fl & O_ACCMODE) != O_WRONLY
+                ? ::fcntl(fd, F_DUPFD_CLOEXEC, 0)
+                : ::open(self.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC |
+                                         (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0)));
   std::string why;
   if (!own) {
     f.open_error = errno_text(errno);
     why = "cannot open: " + *f.open_error;
   }
-  return fill_from_fd(f, st, mount, own, own ? own.get() : -1, why, display_path);
+  // A directory of another st_dev would answer for another subvolume: not used.
+  struct stat dst = {};
+  if (!own && dir_fd >= 0 && (::fstat(dir_fd, &dst) < 0 || dst.st_dev != st.st_dev)) {
+    dir_fd = -1;
+  }
+  return fill_from_fd(f, st, mount, own, own ? own.get() : dir_fd, why, display_path);
+}
+
+FileFacts FactCollector::collect_named(const std::string& path)
+{
+  FileFacts f;
+  f.path = path;
+  sys::Fd fd(::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  struct stat lst = {};
+  if (!fd || ::fstat(fd.get(), &lst) < 0) {
+    f.error = errno_text(errno);
+    f.kind = "missing";
+    return f;
+  }
+  std::optional<std::string> target;
+  if (S_ISLNK(lst.st_mode)) {
+    char buf[PATH_MAX];
+    const ssize_t n = ::readlinkat(fd.get(), "", buf, sizeof buf - 1);
+    if (n >= 0) {
+      target = std::string(buf, static_cast<size_t>(n));
+    }
+    // Followed once, like find -H; the link's own descriptor only told us its target.
+    fd.reset(::open(path.c_str(), O_PATH | O_CLOEXEC));
+    if (!fd) {
+      f.kind = "symlink";
+      f.symlink_target = target;
+      f.error = "dangling symlink: " + errno_text(errno);
+      return f;
+    }
+  }
+  // The directory answers the filesystem questions when the file cannot be read (not root);
+  // collect_fd uses it only if it is on the file's st_dev.
+  const std::string self = "/proc/self/fd/" + std::to_string(fd.get());
+  char name[PATH_MAX];
+  const ssize_t n = ::readlink(self.c_str(), name, sizeof name - 1);
+  sys::Fd dir;
+  if (n > 0) {
+    dir.reset(::open(sys::parent_dir(std::string(name, static_cast<size_t>(n))).c_str(),
+                     O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC));
+  }
+  FileFacts out = collect_fd(fd.get(), path, dir.get());
+  if (target) {
+    out.symlink_target = target;
+    out.notes.insert(out.notes.begin(), "symlink followed to its target");
+  }
+  return out;
 }
 
 FileFacts& FactCollector::fill_from_fd(FileFacts& f, const struct stat& st,

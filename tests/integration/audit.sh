@@ -38,8 +38,34 @@ touch "$S/images/fast.raw" && chattr +C "$S/images/fast.raw"
 dd if=/dev/urandom of="$S/images/fast.raw" bs=1M count=2 conv=notrunc status=none
 sync
 
+sync -f "$S"
+gen_before=$(btrfs inspect-internal dump-super "${DEVS[0]}" | awk '$1 == "generation" {print $2}')
 J=$("$VMCSUM" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$S/images" || true)
 check "audit JSON is valid and versioned" jq -e '.schema == "vmcsum.audit/1"' <<<"$J"
+# --- the kernel record gains an entry whenever audit runs (issue 19) -----------------------------
+# Oracle: the superblock generation btrfs itself reports (dump-super). audit commits (BTRFS_IOC_SYNC)
+# and records the generation after that commit; it writes nothing after it (reads are O_NOATIME),
+# so the superblock on disk still carries that generation.
+gen_after=$(btrfs inspect-internal dump-super "${DEVS[0]}" | awk '$1 == "generation" {print $2}')
+fsid=$(btrfs filesystem show "$S" | awk '/uuid:/ {print $NF; exit}')
+rec=$VMCSUM_STATE_DIR/generations/$fsid
+check "audit: the filesystem's kernel record exists" test -f "$rec"
+boot=$(tr -d -- '-\n' </proc/sys/kernel/random/boot_id)
+last=$(tail -n1 "$rec" 2>/dev/null || true)
+check_eq "audit: the record's last entry is this run on this boot and kernel" "$boot run $(uname -r)" \
+  "$(awk '{print $2, $4, $5}' <<<"$last")"
+check_eq "audit: recorded generation = the superblock's (dump-super)" "$gen_after" "${last%% *}"
+check "audit: recorded generation is not older than before the run" test "${last%% *}" -ge "$gen_before"
+# A state directory others can write is refused: nothing recorded, a note, the audit unchanged.
+mkdir -m 0777 "$IT_TMP/open-state"
+set +e
+J2=$(VMCSUM_STATE_DIR=$IT_TMP/open-state "$VMCSUM" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$S/images")
+rc2=$?
+set -e
+check_eq "audit with a shared state dir: same exit code" "$(jq .exit_code <<<"$J")" "$rc2"
+check "audit with a shared state dir: says the record was not updated" \
+  jq -e '[.notes[] | select(test("kernel record of .* not updated"))] | length == 1' <<<"$J2"
+check "audit with a shared state dir: nothing written there" test ! -e "$IT_TMP/open-state/generations"
 for pair in guest.qcow2:qcow2 guest.vmdk:vmdk guest.vdi:vdi guest.vhd:vhd guest.vhdx:vhdx \
             guest.qed:qed disk.raw:raw mbrdisk:raw fast.raw:raw; do
   n=${pair%%:*} fmt=${pair#*:}

@@ -7,7 +7,8 @@
 # `scrub DIR`, `set --nocow -r DIR --dry-run`, `set --nocow -r DIR` and `repair DIR --dry-run`,
 # many times. Oracles that do not ask vmcsum: inotify on the outside directory counts every
 # open, read or listing there (none allowed), sha256sum, lsattr and stat of the outside files
-# (unchanged), and `timeout` (a FIFO must never block a run).
+# (unchanged), and `timeout` (a FIFO must never block a run). `audit DIR` and `show FILE FIFO` run
+# in the same rounds.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_root
@@ -118,6 +119,11 @@ for ((r = 0; r < ROUNDS; r++)); do
   run_raced repair "$VMCSUM" --json repair --dry-run "$T"
   run_raced set-dry "$VMCSUM" --json set --nocow -r --dry-run "$T"
   run_raced set "$VMCSUM" --json set --nocow -r "$T"
+  # audit walks the tree and examines what it found below the walk's root descriptor; show is
+  # named the raced file and FIFO (a path on the command line is resolved once, opened O_PATH).
+  run_raced audit "$VMCSUM" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/none" \
+    --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$T"
+  run_raced show "$VMCSUM" --json show "$T/files/victim.raw" "$T/files/victimfifo"
 done
 kill -TERM "$COUNTER"
 wait "$COUNTER" || true
@@ -132,6 +138,10 @@ check_eq "scrub never opened, read or listed anything outside the tree (inotify)
   "${TOUCHES[scrub]:-0}"
 check_eq "repair --dry-run never opened, read or listed anything outside the tree (inotify)" 0 \
   "${TOUCHES[repair]:-0}"
+check_eq "audit never opened, read or listed anything outside the tree (inotify)" 0 \
+  "${TOUCHES[audit]:-0}"
+check_eq "show never opened, read or listed anything outside the tree (inotify)" 0 \
+  "${TOUCHES[show]:-0}"
 if ((SET_USES_WALKER)); then
   check_eq "set never opened, read or listed anything outside the tree (inotify)" 0 \
     "${TOUCHES[set]:-0}"
@@ -145,6 +155,10 @@ check_eq "the outside files are still checksummed (no C attribute)" "" \
 # vmcsum's own words, last: the swapped entries were refused with a reason, never scrubbed.
 check "scrub never reports the outside file" \
   bash -c "! grep -q secret.raw '$IT_TMP/scrub.json'"
+check "audit never reports the outside file" \
+  bash -c "! grep -q secret.raw '$IT_TMP/audit.json'"
+check "audit examined the tree (its images are listed)" \
+  jq -e '[.images[].path | select(endswith("/other.raw"))] | length == 1' "$IT_TMP/audit.json"
 # --- scrub stops on SIGINT/SIGTERM like set and repair ------------------------------------------
 # A rate limit makes the scrub of 2 MiB take seconds; the signal arrives mid-file. Independent
 # oracle: the exit status the shell sees (128 + signal) and that the process is gone at once.

@@ -102,7 +102,14 @@ public:
   // The same for the file open as `fd` (O_PATH is enough), reached as `display_path`: nothing
   // is resolved by name, so a directory swapped for a symlink cannot redirect the examination
   // out of a walked tree (issue 12). A symlink opened with O_PATH|O_NOFOLLOW is the link.
-  FileFacts collect_fd(int fd, const std::string& display_path);
+  // `dir_fd`, when given, is the file's directory (same subvolume): when the file itself cannot
+  // be opened for reading (not root), the filesystem questions are asked of it instead.
+  FileFacts collect_fd(int fd, const std::string& display_path, int dir_fd = -1);
+
+  // A path named on the command line (show): a symlink there is followed once, and its target
+  // reported; what it names is opened once (O_PATH: nothing is read, a FIFO cannot block) and
+  // every fact comes from that descriptor (collect_fd), never from the path again (issue 12).
+  FileFacts collect_named(const std::string& path);
 
   // The cached facts of the filesystem that `fd` is on; throws Error when it is not btrfs.
   FsFacts& fs_facts(int fd, const std::string& path);

@@ -132,7 +132,8 @@ std::vector<Copy> map_logical(const Chunk& c, uint64_t logical)
   }
   if (profile == BTRFS_BLOCK_GROUP_RAID5 || profile == BTRFS_BLOCK_GROUP_RAID6) {
     // Data is spread over rotating data stripes with parity; the "other copies" are
-    // reconstructions, not bytes that can be read and checksummed on their own.
+    // reconstructions, not bytes that can be read and checksummed on their own. map_raid56()
+    // (raid56.hpp) maps these chunks for a caller that knows it.
     throw Error(Errc::unsupported,
                 "RAID5/6 chunks are not supported (logical " + std::to_string(logical) + ")");
   }

@@ -94,7 +94,7 @@ for m in "${modes[@]}"; do
   # shellcheck disable=SC2086 # the values are a space-separated list
   bench_stats "vmcsum scrub ($m)" s ${secs[$m]}
   med=$(printf '%s\n' ${secs[$m]} | bench_median)
-  echo "  median $(echo "$bytes / 1048576 / $med" | bc) MiB/s; ratio scrub/dd throughput: $(echo "scale=2; $dd_m / $med" | bc)"
+  echo "  median $(echo "$bytes / 1048576 / $med" | bc) MiB/s; ratio scrub/dd throughput: $(echo "$dd_m / $med" | bc -l | xargs printf "%.2f")"
 done
 goal=0.95
 [[ $ndev -gt 1 ]] && goal=0.9

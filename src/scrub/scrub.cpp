@@ -157,6 +157,8 @@ private:
                          const std::string& path, std::set<uint64_t>& compressed_seen);
   static void classify_all(FileScrub& f, ClassifyContext& ctx);
   void kernel_pass(FsCtx& fs, FileScrub& f);
+  std::vector<std::pair<uint64_t, uint64_t>> kernel_spans(int kfd, const FileScrub& f,
+                                                          uint32_t ss) const;
   static std::pair<uint64_t, uint64_t> sector_range(const BadSector& b, uint32_t ss);
   std::vector<const KernelConfirmation*>
   confirmed_before(const FsCtx& fs, const FileScrub& f,
@@ -508,8 +510,9 @@ uint64_t Scrubber::compressed_disk_length(int fd, uint64_t disk_bytenr, uint64_t
   return len;
 }
 
-// Reads the file through btrfs with O_DIRECT: the kernel verifies every sector (and repairs a
-// bad copy from a good one on redundant profiles). Per sector after an EIO.
+// Reads the file (full mode) or its findings (findings mode) through btrfs with O_DIRECT: the
+// kernel verifies every sector read (and repairs a bad copy from a good one on redundant
+// profiles). Per sector after an EIO.
 // The per-copy pass has run first and decided what is bad; this pass confirms it. A bad sector
 // without a good copy that an earlier pass already confirmed, and whose copies still hold the
 // same bytes, is not read again (unless --reconfirm): each such read makes the kernel fail every
@@ -518,6 +521,14 @@ uint64_t Scrubber::compressed_disk_length(int fd, uint64_t disk_bytenr, uint64_t
 void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
 {
   const uint32_t ss = fs.info.sectorsize;
+  const KernelPassMode mode = m_opts.kernel_pass_mode;
+  if (mode == KernelPassMode::findings && f.bad.empty()) {
+    // Nothing to confirm: every checksummed sector verified on every copy against the csum
+    // tree the kernel reads too. Not a read, so no read window either.
+    f.kernel_pass = true;
+    f.kernel_pass_mode = mode;
+    return;
+  }
   // The descriptor already open switched to O_DIRECT: opening the path again could open
   // another file (issue 12). The flags are put back on every way out.
   const int kfd = m_fd;
@@ -532,21 +543,8 @@ void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
     ~RestoreFlags() { ::fcntl(fd, F_SETFL, flags); }
   } restore{kfd, old_flags};
   f.kernel_pass = true;
-  std::vector<std::pair<uint64_t, uint64_t>> spans;
-  if (!m_ranges.empty()) {
-    spans = m_ranges;
-    std::sort(spans.begin(), spans.end());
-  } else {
-    // Holes have no checksums, so the kernel cannot fail them: only the data ranges are read
-    // (a 16 TiB sparse image would otherwise take hours of reading zeros; issue 12).
-    try {
-      for (const auto& r : sys::data_ranges(kfd, f.size, f.path)) {
-        spans.emplace_back(r.offset, r.length);
-      }
-    } catch (const Error&) {
-      spans = {{0, f.size}};
-    }
-  }
+  f.kernel_pass_mode = mode;
+  auto spans = kernel_spans(kfd, f, ss);
   std::vector<std::pair<uint64_t, uint64_t>> skip;
   const auto confirmed = confirmed_before(fs, f, skip);
   spans = subtract_ranges(spans, skip);
@@ -563,6 +561,42 @@ void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
   eio.erase(std::unique(eio.begin(), eio.end()), eio.end());
   f.kernel_eio_sectors = eio.size();
   match_kernel_eio(fs, f, eio, confirmed, skip);
+}
+
+// What the kernel pass reads, sorted and merged: the findings' sector ranges (findings mode),
+// else the asked-for ranges or the file's data ranges.
+std::vector<std::pair<uint64_t, uint64_t>> Scrubber::kernel_spans(int kfd, const FileScrub& f,
+                                                                  uint32_t ss) const
+{
+  std::vector<std::pair<uint64_t, uint64_t>> spans;
+  if (m_opts.kernel_pass_mode == KernelPassMode::findings) {
+    for (const auto& b : f.bad) {
+      spans.push_back(sector_range(b, ss));
+    }
+  } else if (!m_ranges.empty()) {
+    spans = m_ranges;
+  } else {
+    // Holes have no checksums, so the kernel cannot fail them: only the data ranges are read
+    // (a 16 TiB sparse image would otherwise take hours of reading zeros; issue 12).
+    try {
+      for (const auto& r : sys::data_ranges(kfd, f.size, f.path)) {
+        spans.emplace_back(r.offset, r.length);
+      }
+    } catch (const Error&) {
+      spans = {{0, f.size}};
+    }
+  }
+  std::sort(spans.begin(), spans.end());
+  std::vector<std::pair<uint64_t, uint64_t>> merged;
+  for (const auto& [off, len] : spans) {
+    if (!merged.empty() && off <= merged.back().first + merged.back().second) {
+      auto& last = merged.back();
+      last.second = std::max(last.first + last.second, off + len) - last.first;
+    } else {
+      merged.emplace_back(off, len);
+    }
+  }
+  return merged;
 }
 
 // The sector-aligned file range a bad sector (or compressed extent) covers.
@@ -878,7 +912,7 @@ FileScrub Scrubber::scrub_open(int fd, const struct stat& st, const std::string&
     if (!f.bad.empty() && writing) {
       recheck(fd, fs, f);
     }
-    if (m_opts.kernel_pass) {
+    if (m_opts.kernel_pass && m_opts.kernel_pass_mode != KernelPassMode::none) {
       kernel_pass(fs, f);
     }
     date_findings(fs, f, fd);
@@ -1077,6 +1111,29 @@ ScrubOptions tuned_options(const ScrubOptions& opts)
 }
 
 } // namespace
+
+std::string kernel_pass_mode_name(KernelPassMode m)
+{
+  switch (m) {
+  case KernelPassMode::findings:
+    return "findings";
+  case KernelPassMode::full:
+    return "full";
+  case KernelPassMode::none:
+    return "none";
+  }
+  return "none";
+}
+
+std::optional<KernelPassMode> parse_kernel_pass_mode(const std::string& name)
+{
+  for (auto m : {KernelPassMode::findings, KernelPassMode::full, KernelPassMode::none}) {
+    if (kernel_pass_mode_name(m) == name) {
+      return m;
+    }
+  }
+  return std::nullopt;
+}
 
 ScrubResult scrub(const ScrubOptions& opts, const ScrubProgress& progress,
                   const sys::Cancel& cancel)

@@ -3,6 +3,8 @@
 //
 // vmcsum scrub: the per-copy pass (devices, O_DIRECT, user-space checksums), the kernel-verified
 // pass (the file through btrfs, O_DIRECT) and the classification.
+#include "copy_reader.hpp"
+
 #include <vmcsum/btrfs/chunk_map.hpp>
 #include <vmcsum/btrfs/csum_tree.hpp>
 #include <vmcsum/btrfs/file_extents.hpp>
@@ -28,6 +30,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <set>
 #include <thread>
@@ -79,6 +82,38 @@ bool full_pread(int fd, uint8_t* buf, size_t len, uint64_t off)
 struct Interrupted
 {
 };
+
+// One piece whose copies are being read: contiguous on every copy, at most one buffer long.
+struct Piece
+{
+  uint64_t logical = 0;
+  uint64_t file_offset = 0;
+  bool compressed = false;
+  uint64_t bad_length = 0; // length reported for a bad sector (compressed: the extent's)
+  btrfs::RangeCsums csums;
+  std::vector<btrfs::Copy> copies;
+  std::vector<CopyRead> reads; // one per copy, in the order of `copies`
+};
+
+// The per-copy pass's pieces in flight, oldest first, and their reader. In this order so the
+// reader's threads are joined before the pieces they write into go.
+struct InFlight
+{
+  InFlight(size_t buffers, size_t buffer_size, uint16_t csum_type)
+    : reader(buffers, buffer_size, csum_type)
+  {
+  }
+  std::deque<Piece> pieces;
+  CopyReader reader;
+};
+
+// Read buffers shared by all devices: 32 MiB in flight (4 MiB requests: 8), never fewer than
+// the four copies of a raid1c4 piece; a bound on memory whatever the image and device count.
+constexpr size_t k_inflight_bytes = 32u << 20;
+size_t inflight_buffers(size_t chunk)
+{
+  return std::clamp<size_t>(k_inflight_bytes / std::max<size_t>(chunk, 1), 4, 16);
+}
 
 class Scrubber
 {
@@ -139,10 +174,12 @@ private:
   }
   FsCtx& fs_for(int fd, const std::string& path);
   int dev_fd(FsCtx& fs, uint64_t devid);
+  // bad_length: what a bad sector's length is reported as (0: the sector size).
   void verify_range(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t length,
-                    uint64_t file_offset, bool compressed);
+                    uint64_t file_offset, bool compressed, uint64_t bad_length = 0);
   void verify_piece(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t length,
-                    uint64_t file_offset, bool compressed);
+                    uint64_t file_offset, bool compressed, uint64_t bad_length);
+  void finish_oldest(FsCtx& fs, FileScrub& f);
   bool read_copy_sector(FsCtx& fs, const btrfs::Copy& c, uint8_t* out, uint32_t ss);
   void fill_copies(FsCtx& fs, BadSector& b, std::span<const uint8_t> expected);
   uint64_t compressed_disk_length(int fd, uint64_t disk_bytenr, uint64_t& start,
@@ -195,6 +232,7 @@ private:
   uint64_t m_done = 0, m_total = 0;
   int m_fd = -1; // the file being scrubbed (any fd on its filesystem serves TREE_SEARCH)
   std::vector<sys::AlignedBuffer> m_copy_bufs; // one per further copy (divergence check)
+  std::unique_ptr<InFlight> m_inflight;        // during verify_extents
   std::vector<std::string> m_notes;            // per run, not per file
   std::string m_boot_id = current_boot_id();
   std::vector<ReadWindow> m_windows;       // this run's kernel passes
@@ -296,67 +334,87 @@ void Scrubber::fill_copies(FsCtx& fs, BadSector& b, std::span<const uint8_t> exp
   }
 }
 
-// One piece: contiguous on every copy and at most one buffer long.
+// One piece: contiguous on every copy and at most one buffer long. Its copies are queued on
+// their devices' readers (CopyReader verifies them there); finish_oldest() collects the result.
+// The rate limit is charged here, on the one thread that submits, so it stays exact.
 void Scrubber::verify_piece(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t length,
-                            uint64_t file_offset, bool compressed)
+                            uint64_t file_offset, bool compressed, uint64_t bad_length)
 {
   const uint32_t ss = fs.info.sectorsize;
-  btrfs::read_csums(m_fd, fs.info, logical, length, m_stored, f.path);
-  const size_t nsec = m_stored.sectors();
+  Piece p;
+  btrfs::read_csums(m_fd, fs.info, logical, length, p.csums, f.path);
+  const size_t nsec = p.csums.sectors();
   size_t with_csum = 0;
   for (size_t i = 0; i < nsec; ++i) {
-    with_csum += m_stored.has(i) ? 1 : 0;
+    with_csum += p.csums.has(i) ? 1 : 0;
   }
   f.no_csum_bytes += (nsec - with_csum) * ss;
-  const auto copies = fs.chunks->map(logical);
-  f.copies = std::max<unsigned>(f.copies, static_cast<unsigned>(copies.size()));
+  p.copies = fs.chunks->map(logical);
+  f.copies = std::max<unsigned>(f.copies, static_cast<unsigned>(p.copies.size()));
   if (with_csum == 0) {
     // NODATASUM data: nothing to verify, but the race leaves its copies silently different on
     // duplicated profiles before 7c2830f00c3e (docs/kernel-facts.md 1.4).
-    if (copies.size() >= 2 && !compressed) {
-      compare_copies(fs, f, copies, logical, length, file_offset);
+    if (p.copies.size() >= 2 && !compressed) {
+      compare_copies(fs, f, p.copies, logical, length, file_offset);
     }
     return;
   }
   f.checked_sectors += with_csum;
   f.checked_bytes += with_csum * ss;
-  std::vector<uint8_t> bad(nsec, 0);
-  uint8_t computed[Checksummer::k_max_size];
-  for (const auto& c : copies) {
-    const int dfd = dev_fd(fs, c.devid);
+  auto& q = *m_inflight;
+  if (p.copies.size() > q.reader.buffers()) {
+    throw Error(Errc::unsupported, std::to_string(p.copies.size()) + " copies of a sector", f.path);
+  }
+  while (q.reader.free_buffers() < p.copies.size()) {
+    finish_oldest(fs, f);
+  }
+  p.logical = logical;
+  p.file_offset = file_offset;
+  p.compressed = compressed;
+  p.bad_length = bad_length;
+  Piece& in = q.pieces.emplace_back(std::move(p));
+  in.reads.resize(in.copies.size());
+  for (size_t c = 0; c < in.copies.size(); ++c) {
     m_limiter.consumed(length);
-    const bool ok = full_pread(dfd, m_buf.get(), length, c.physical);
-    for (size_t i = 0; i < nsec; ++i) {
-      if (!m_stored.has(i)) {
-        continue;
-      }
-      uint8_t* p = m_buf.get() + i * ss;
-      if (!ok && !full_pread(dfd, p, ss, c.physical + i * ss)) {
-        bad[i] = 1; // unreadable sector; fill_copies records the read error
-        continue;
-      }
-      fs.sum->compute({p, ss}, computed);
-      const auto exp = m_stored.csum(i);
-      if (std::memcmp(computed, exp.data(), exp.size()) != 0) {
-        bad[i] = 1;
-      }
+    auto& r = in.reads[c];
+    r.devid = in.copies[c].devid;
+    r.fd = dev_fd(fs, r.devid);
+    r.physical = in.copies[c].physical;
+    r.length = length;
+    r.csums = &in.csums;
+    q.reader.submit(r);
+  }
+}
+
+// Waits for the oldest piece's copies and records its bad sectors, with every copy's bytes
+// (fill_copies). Pieces finish in the order they were queued, so findings stay in file order.
+void Scrubber::finish_oldest(FsCtx& fs, FileScrub& f)
+{
+  auto& q = *m_inflight;
+  Piece& p = q.pieces.front();
+  const uint32_t ss = fs.info.sectorsize;
+  std::vector<uint8_t> bad(p.csums.sectors(), 0);
+  for (auto& r : p.reads) {
+    q.reader.wait(r);
+    for (size_t i = 0; i < r.bad.size() && i < bad.size(); ++i) {
+      bad[i] |= r.bad[i];
     }
   }
-  for (size_t i = 0; i < nsec; ++i) {
+  for (size_t i = 0; i < bad.size(); ++i) {
     if (!bad[i]) {
       continue;
     }
     BadSector b;
-    b.logical = m_stored.logical + i * ss;
-    b.offset = compressed ? file_offset : file_offset + (b.logical - logical);
-    b.length = ss;
-    b.compressed = compressed;
-    const auto exp = m_stored.csum(i);
+    b.logical = p.csums.logical + i * ss;
+    b.offset = p.compressed ? p.file_offset : p.file_offset + (b.logical - p.logical);
+    b.length = p.compressed && p.bad_length ? p.bad_length : ss;
+    b.compressed = p.compressed;
+    const auto exp = p.csums.csum(i);
     b.expected_csum = to_hex(exp);
-    std::vector<uint8_t> expv(exp.begin(), exp.end());
-    fill_copies(fs, b, expv);
+    fill_copies(fs, b, std::vector<uint8_t>(exp.begin(), exp.end()));
     f.bad.push_back(std::move(b));
   }
+  q.pieces.pop_front();
 }
 
 // Reads every copy of a piece without checksums and reports the sectors whose copies differ,
@@ -465,7 +523,7 @@ void Scrubber::date_findings(FsCtx& fs, FileScrub& f, int fd)
 }
 
 void Scrubber::verify_range(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t length,
-                            uint64_t file_offset, bool compressed)
+                            uint64_t file_offset, bool compressed, uint64_t bad_length)
 {
   const uint32_t ss = fs.info.sectorsize;
   length = (length + ss - 1) / ss * ss;
@@ -478,7 +536,7 @@ void Scrubber::verify_range(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t 
     }
     piece = std::max<uint64_t>(piece / ss * ss, ss);
     verify_piece(fs, f, logical + done, piece, compressed ? file_offset : file_offset + done,
-                 compressed);
+                 compressed, bad_length);
     done += piece;
     if (!compressed) {
       tick(piece, f.path);
@@ -983,6 +1041,14 @@ bool Scrubber::note_users(const struct stat& st, FileScrub& f, ClassifyContext& 
 // The per-copy pass over every extent (or the parts of it in the asked-for ranges).
 void Scrubber::verify_extents(int fd, FsCtx& fs, FileScrub& f, const std::string& path)
 {
+  m_inflight =
+    std::make_unique<InFlight>(inflight_buffers(m_opts.chunk), m_opts.chunk, fs.info.csum_type);
+  // On every way out (an error, a stop): the threads joined, nothing of this file left queued.
+  struct Release
+  {
+    std::unique_ptr<InFlight>& q;
+    ~Release() { q.reset(); }
+  } release{m_inflight};
   std::set<uint64_t> compressed_seen;
   btrfs::for_each_extent(fd, path, true, [&](const btrfs::Extent& e) {
     // The asked-for ranges that overlap this extent: [first_range, m_ranges.end()) while
@@ -1016,6 +1082,10 @@ void Scrubber::verify_extents(int fd, FsCtx& fs, FileScrub& f, const std::string
       }
     }
   });
+  while (!m_inflight->pieces.empty()) {
+    check_cancel();
+    finish_oldest(fs, f);
+  }
 }
 
 // Compressed: the csums cover the on-disk bytes disk_bytenr..+disk_num_bytes, verified once
@@ -1030,12 +1100,9 @@ void Scrubber::verify_compressed(int fd, FsCtx& fs, FileScrub& f, const btrfs::E
     f.notes.push_back("compressed extent at offset " + std::to_string(e.logical) +
                       " not found in the extent tree");
   } else if (compressed_seen.insert(start).second) {
-    const size_t before = f.bad.size();
-    verify_range(fs, f, start, len, e.logical, true);
+    // A bad sector is reported over the file range the extent covers.
+    verify_range(fs, f, start, len, e.logical, true, e.length);
     f.compressed_bytes += len;
-    for (size_t i = before; i < f.bad.size(); ++i) {
-      f.bad[i].length = e.length; // the file range the extent covers
-    }
   }
   tick(e.length, path);
 }

@@ -83,11 +83,21 @@ struct Interrupted
 {
 };
 
-// One piece whose copies are being read: contiguous on every copy, at most one buffer long.
+// A run of file data at a logical address: where its sectors' findings are reported.
+struct Segment
+{
+  uint64_t logical = 0;
+  uint64_t length = 0;
+  uint64_t file_offset = 0;
+};
+
+// One piece whose copies are being read: contiguous on every copy, at most one buffer long. Its
+// segments (sorted by logical address) may come from several file extents that lie next to
+// each other on disk.
 struct Piece
 {
   uint64_t logical = 0;
-  uint64_t file_offset = 0;
+  std::vector<Segment> segs; // compressed: one, whose file_offset every finding gets
   bool compressed = false;
   uint64_t bad_length = 0; // length reported for a bad sector (compressed: the extent's)
   btrfs::RangeCsums csums;
@@ -110,6 +120,10 @@ struct InFlight
 // Read buffers shared by all devices: 32 MiB in flight (4 MiB requests: 8), never fewer than
 // the four copies of a raid1c4 piece; a bound on memory whatever the image and device count.
 constexpr size_t k_inflight_bytes = 32u << 20;
+// File extents gathered before they are sorted by disk address and read: a fragmented image's
+// extents (100k+ of 4 KiB) then become long sequential reads instead of random ones. 24 bytes
+// each: 1.5 MiB.
+constexpr size_t k_window_segments = 65536;
 size_t inflight_buffers(size_t chunk)
 {
   return std::clamp<size_t>(k_inflight_bytes / std::max<size_t>(chunk, 1), 4, 16);
@@ -178,7 +192,10 @@ private:
   void verify_range(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t length,
                     uint64_t file_offset, bool compressed, uint64_t bad_length = 0);
   void verify_piece(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t length,
-                    uint64_t file_offset, bool compressed, uint64_t bad_length);
+                    std::vector<Segment> segs, bool compressed, uint64_t bad_length);
+  void queue_segment(FsCtx& fs, FileScrub& f, const Segment& s);
+  void flush_window(FsCtx& fs, FileScrub& f);
+  void verify_run(FsCtx& fs, FileScrub& f, const std::vector<Segment>& run);
   void finish_oldest(FsCtx& fs, FileScrub& f);
   bool read_copy_sector(FsCtx& fs, const btrfs::Copy& c, uint8_t* out, uint32_t ss);
   void fill_copies(FsCtx& fs, BadSector& b, std::span<const uint8_t> expected);
@@ -233,6 +250,7 @@ private:
   int m_fd = -1; // the file being scrubbed (any fd on its filesystem serves TREE_SEARCH)
   std::vector<sys::AlignedBuffer> m_copy_bufs; // one per further copy (divergence check)
   std::unique_ptr<InFlight> m_inflight;        // during verify_extents
+  std::vector<Segment> m_window;               // extents not yet read, in file order
   std::vector<std::string> m_notes;            // per run, not per file
   std::string m_boot_id = current_boot_id();
   std::vector<ReadWindow> m_windows;       // this run's kernel passes
@@ -338,7 +356,7 @@ void Scrubber::fill_copies(FsCtx& fs, BadSector& b, std::span<const uint8_t> exp
 // their devices' readers (CopyReader verifies them there); finish_oldest() collects the result.
 // The rate limit is charged here, on the one thread that submits, so it stays exact.
 void Scrubber::verify_piece(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t length,
-                            uint64_t file_offset, bool compressed, uint64_t bad_length)
+                            std::vector<Segment> segs, bool compressed, uint64_t bad_length)
 {
   const uint32_t ss = fs.info.sectorsize;
   Piece p;
@@ -355,7 +373,13 @@ void Scrubber::verify_piece(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t 
     // NODATASUM data: nothing to verify, but the race leaves its copies silently different on
     // duplicated profiles before 7c2830f00c3e (docs/kernel-facts.md 1.4).
     if (p.copies.size() >= 2 && !compressed) {
-      compare_copies(fs, f, p.copies, logical, length, file_offset);
+      for (const auto& sg : segs) {
+        auto copies = p.copies;
+        for (auto& c : copies) {
+          c.physical += sg.logical - logical;
+        }
+        compare_copies(fs, f, copies, sg.logical, sg.length, sg.file_offset);
+      }
     }
     return;
   }
@@ -369,7 +393,7 @@ void Scrubber::verify_piece(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t 
     finish_oldest(fs, f);
   }
   p.logical = logical;
-  p.file_offset = file_offset;
+  p.segs = std::move(segs);
   p.compressed = compressed;
   p.bad_length = bad_length;
   Piece& in = q.pieces.emplace_back(std::move(p));
@@ -406,7 +430,14 @@ void Scrubber::finish_oldest(FsCtx& fs, FileScrub& f)
     }
     BadSector b;
     b.logical = p.csums.logical + i * ss;
-    b.offset = p.compressed ? p.file_offset : p.file_offset + (b.logical - p.logical);
+    // The segment holding the sector (sorted by logical address, together covering the piece).
+    auto sg = std::partition_point(p.segs.begin(), p.segs.end(), [&](const Segment& x) {
+      return x.logical + x.length <= b.logical;
+    });
+    if (sg == p.segs.end()) {
+      --sg;
+    }
+    b.offset = p.compressed ? sg->file_offset : sg->file_offset + (b.logical - sg->logical);
     b.length = p.compressed && p.bad_length ? p.bad_length : ss;
     b.compressed = p.compressed;
     const auto exp = p.csums.csum(i);
@@ -522,6 +553,69 @@ void Scrubber::date_findings(FsCtx& fs, FileScrub& f, int fd)
   }
 }
 
+// Gathers a file extent (or the asked-for part of one) for reading in disk order.
+void Scrubber::queue_segment(FsCtx& fs, FileScrub& f, const Segment& s)
+{
+  const uint32_t ss = fs.info.sectorsize;
+  m_window.push_back({s.logical, (s.length + ss - 1) / ss * ss, s.file_offset});
+  if (m_window.size() >= k_window_segments) {
+    flush_window(fs, f);
+  }
+}
+
+// Reads the gathered segments sorted by logical address, neighbours on disk merged into runs:
+// COW places a guest's rewritten blocks next to each other, so a fragmented image is mostly
+// sequential in this order (performance-facts.md: ~20x faster than per-extent file order).
+// Findings are put back in file order at the end of the file (verify_extents).
+void Scrubber::flush_window(FsCtx& fs, FileScrub& f)
+{
+  std::sort(m_window.begin(), m_window.end(),
+            [](const Segment& a, const Segment& b) { return a.logical < b.logical; });
+  std::vector<Segment> run;
+  for (const auto& sg : m_window) {
+    if (!run.empty() && run.back().logical + run.back().length != sg.logical) {
+      verify_run(fs, f, run);
+      run.clear();
+    }
+    run.push_back(sg);
+  }
+  if (!run.empty()) {
+    verify_run(fs, f, run);
+  }
+  m_window.clear();
+}
+
+// A run of segments contiguous in logical address, read in pieces of at most one buffer that
+// never cross a stripe unit or chunk end; each piece carries the segments it covers.
+void Scrubber::verify_run(FsCtx& fs, FileScrub& f, const std::vector<Segment>& run)
+{
+  const uint32_t ss = fs.info.sectorsize;
+  const uint64_t start = run.front().logical;
+  const uint64_t length = run.back().logical + run.back().length - start;
+  size_t first = 0; // the first segment not wholly before the current piece
+  for (uint64_t done = 0; done < length;) {
+    check_cancel();
+    uint64_t piece = std::min<uint64_t>(m_opts.chunk, length - done);
+    for (const auto& c : fs.chunks->map(start + done)) {
+      piece = std::min(piece, c.length); // RAID0/RAID10 stripe units, chunk ends
+    }
+    piece = std::max<uint64_t>(piece / ss * ss, ss);
+    const uint64_t a = start + done, e = a + piece;
+    std::vector<Segment> segs;
+    while (first < run.size() && run[first].logical + run[first].length <= a) {
+      ++first;
+    }
+    for (size_t i = first; i < run.size() && run[i].logical < e; ++i) {
+      const uint64_t sa = std::max(a, run[i].logical);
+      const uint64_t se = std::min(e, run[i].logical + run[i].length);
+      segs.push_back({sa, se - sa, run[i].file_offset + (sa - run[i].logical)});
+    }
+    verify_piece(fs, f, a, piece, std::move(segs), false, 0);
+    done += piece;
+    tick(piece, f.path);
+  }
+}
+
 void Scrubber::verify_range(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t length,
                             uint64_t file_offset, bool compressed, uint64_t bad_length)
 {
@@ -535,8 +629,8 @@ void Scrubber::verify_range(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t 
       piece = std::min(piece, c.length); // RAID0/RAID10 stripe units, chunk ends
     }
     piece = std::max<uint64_t>(piece / ss * ss, ss);
-    verify_piece(fs, f, logical + done, piece, compressed ? file_offset : file_offset + done,
-                 compressed, bad_length);
+    const Segment sg{logical + done, piece, compressed ? file_offset : file_offset + done};
+    verify_piece(fs, f, logical + done, piece, {sg}, compressed, bad_length);
     done += piece;
     if (!compressed) {
       tick(piece, f.path);
@@ -1047,8 +1141,13 @@ void Scrubber::verify_extents(int fd, FsCtx& fs, FileScrub& f, const std::string
   struct Release
   {
     std::unique_ptr<InFlight>& q;
-    ~Release() { q.reset(); }
-  } release{m_inflight};
+    std::vector<Segment>& window;
+    ~Release()
+    {
+      q.reset();
+      window.clear();
+    }
+  } release{m_inflight, m_window};
   std::set<uint64_t> compressed_seen;
   btrfs::for_each_extent(fd, path, true, [&](const btrfs::Extent& e) {
     // The asked-for ranges that overlap this extent: [first_range, m_ranges.end()) while
@@ -1071,21 +1170,28 @@ void Scrubber::verify_extents(int fd, FsCtx& fs, FileScrub& f, const std::string
       return;
     }
     if (m_whole) {
-      verify_range(fs, f, e.physical, e.length, e.logical, false);
+      queue_segment(fs, f, {e.physical, e.length, e.logical});
       return;
     }
     for (auto r = first_range; r != m_ranges.end() && r->first < e.logical + e.length; ++r) {
       const uint64_t a = std::max(r->first, e.logical);
       const uint64_t b = std::min(r->first + r->second, e.logical + e.length);
       if (a < b) {
-        verify_range(fs, f, e.physical + (a - e.logical), b - a, a, false);
+        queue_segment(fs, f, {e.physical + (a - e.logical), b - a, a});
       }
     }
   });
+  flush_window(fs, f);
   while (!m_inflight->pieces.empty()) {
     check_cancel();
     finish_oldest(fs, f);
   }
+  // Read in disk order, reported in file order.
+  std::stable_sort(f.bad.begin(), f.bad.end(),
+                   [](const BadSector& a, const BadSector& b) { return a.offset < b.offset; });
+  std::stable_sort(
+    f.divergent.begin(), f.divergent.end(),
+    [](const DivergentRange& a, const DivergentRange& b) { return a.offset < b.offset; });
 }
 
 // Compressed: the csums cover the on-disk bytes disk_bytenr..+disk_num_bytes, verified once

@@ -59,6 +59,7 @@ for ((r = 0; r < runs; r++)); do
   timed scrub-frag scrub "$frag"
 done
 echo "image: $mib MiB, single data, $runs cold runs each"
+# shellcheck disable=SC2086 # $1 is a space-separated list
 med() { printf '%s\n' $1 | bench_median; }
 for l in dd-twin dd-frag scrub-twin scrub-frag; do
   # shellcheck disable=SC2086 # a space-separated list

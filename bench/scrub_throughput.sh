@@ -93,6 +93,7 @@ echo "  median $(echo "$bytes / 1048576 / $dd_m" | bc) MiB/s"
 for m in "${modes[@]}"; do
   # shellcheck disable=SC2086 # the values are a space-separated list
   bench_stats "vmcsum scrub ($m)" s ${secs[$m]}
+  # shellcheck disable=SC2086 # the values are a space-separated list
   med=$(printf '%s\n' ${secs[$m]} | bench_median)
   echo "  median $(echo "$bytes / 1048576 / $med" | bc) MiB/s; ratio scrub/dd throughput: $(echo "$dd_m / $med" | bc -l | xargs printf "%.2f")"
 done
@@ -107,9 +108,10 @@ if [[ $csum == sha256 || $csum == blake2 ]] && command -v openssl >/dev/null; th
     awk -v a="$alg" '$1 == a { sub(/k$/, "", $2); print $2 }' | tail -1)
   if [[ -n $kbs ]]; then
     hash_mib=$(echo "$kbs * 1000 / 1048576" | bc)
+    # shellcheck disable=SC2086 # the values are a space-separated list
     med=$(printf '%s\n' ${secs[default]} | bench_median)
     echo "hashing limit of both cores ($alg, openssl speed -multi 2): $hash_mib MiB/s"
-    echo "ratio scrub (default) / hashing limit: $(echo "scale=2; $bytes / 1048576 / $med / $hash_mib" | bc) (goal >= 0.9)"
+    echo "ratio scrub (default) / hashing limit: $(echo "$bytes / 1048576 / $med / $hash_mib" | bc -l | xargs printf "%.2f") (goal >= 0.9)"
   fi
 fi
 echo "vmcsum peak resident memory: $(printf '%s\n' "${rss[@]}" | sort -g | tail -1 | awk '{ printf "%.1f", $1 / 1024 }') MiB (goal <= 64)"

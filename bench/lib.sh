@@ -13,6 +13,11 @@
 #   bench_cold                     sync and drop the page cache
 #   bench_now                      seconds since the epoch, with nanoseconds
 #   bench_median                   the median of the numbers on stdin
+#   bench_loop_btrfs_devs N MIB PROFILE [--direct-io]
+#                                  like bench_loop_btrfs over N loop devices of MIB each
+#                                  ($BENCH_LOOPS lists them, $BENCH_LOOP is the first)
+#   bench_stats LABEL UNIT V...    one line: LABEL min/median/max of the values (n runs), and a
+#                                  second line when the runs differ by more than 15%
 # $VMCSUM is the binary under test (default build/vmcsum), $BENCH_TMP a scratch directory.
 set -euo pipefail
 BENCH_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,12 +27,15 @@ BENCH_TMP=$(mktemp -d /tmp/vmcsum-bench.XXXXXX)
 BENCH_LOOP=""
 BENCH_MNT=""
 BENCH_WORK=""
+BENCH_LOOPS=()
 
 _bench_cleanup() {
   set +e
   [[ -n $BENCH_WORK ]] && rm -rf "$BENCH_WORK"
   [[ -n $BENCH_MNT ]] && mountpoint -q "$BENCH_MNT" && umount "$BENCH_MNT"
   [[ -n $BENCH_LOOP ]] && losetup -d "$BENCH_LOOP"
+  local l
+  for l in "${BENCH_LOOPS[@]:1}"; do losetup -d "$l"; done
   rm -rf "$BENCH_TMP"
 }
 trap _bench_cleanup EXIT INT TERM
@@ -63,3 +71,28 @@ bench_cold() {
 bench_now() { date +%s.%N; }
 
 bench_median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+
+bench_loop_btrfs_devs() {
+  local n=$1 mib=$2 profile=$3 direct=() i
+  [[ ${4-} == --direct-io ]] && direct=(--direct-io=on)
+  for ((i = 0; i < n; i++)); do
+    truncate -s "${mib}M" "$BENCH_TMP/fs$i.img"
+    BENCH_LOOPS+=("$(losetup -f --show "${direct[@]}" "$BENCH_TMP/fs$i.img")")
+    BENCH_LOOP=${BENCH_LOOPS[0]}
+  done
+  mkfs.btrfs -q -f -d "${profile%/*}" -m "${profile#*/}" "${BENCH_LOOPS[@]}" >/dev/null
+  BENCH_MNT=$BENCH_TMP/mnt
+  mkdir -p "$BENCH_MNT"
+  mount "$BENCH_LOOP" "$BENCH_MNT"
+}
+
+bench_stats() {
+  local label=$1 unit=$2
+  shift 2
+  printf '%s\n' "$@" | sort -g | awk -v l="$label" -v u="$unit" '{ a[NR] = $1 } END {
+    med = a[int((NR + 1) / 2)]
+    printf "%s: min %.2f / median %.2f / max %.2f %s (%d runs)\n", l, a[1], med, a[NR], u, NR
+    if (a[1] > 0 && a[NR] / a[1] > 1.15)
+      printf "  note: %s runs differ by %.0f%% (> 15%%): noisy machine, read the median\n", l, (a[NR] / a[1] - 1) * 100
+  }'
+}

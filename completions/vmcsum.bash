@@ -80,7 +80,7 @@ _vmcsum()
             ;;
         scrub)
             if [[ $cur == -* ]]; then
-                COMPREPLY=($(compgen -W "$global_opts --limit-rate --no-kernel-pass --reconfirm --no-progress --no-history --history --kernel-log --journal-dir --libvirt-dir --libvirt-run-dir --pve-dir --kernel-release --prometheus" -- "$cur"))
+                COMPREPLY=($(compgen -W "$global_opts --limit-rate --kernel-pass --no-kernel-pass --reconfirm --no-progress --no-history --history --kernel-log --journal-dir --libvirt-dir --libvirt-run-dir --pve-dir --kernel-release --prometheus" -- "$cur"))
             else
                 _filedir
             fi

@@ -44,6 +44,7 @@ complete -c vmcsum -n "__fish_seen_subcommand_from bench" -l runs -x -d 'Runs of
 complete -c vmcsum -n "not __fish_seen_subcommand_from $commands" -a scrub -d 'Verify every copy of every sector; false mismatches vs media'
 complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -F
 complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l limit-rate -x -d 'Read at most this many bytes per second'
+complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l kernel-pass -x -a 'findings full none' -d 'What to read through the filesystem'
 complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l no-kernel-pass -d 'Skip the read through the filesystem'
 complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l reconfirm -d 'Read confirmed bad sectors through btrfs again'
 complete -c vmcsum -n "__fish_seen_subcommand_from scrub" -l no-progress -d 'Never draw the progress bar'

@@ -159,6 +159,7 @@ nlohmann::ordered_json file_json(const core::FileScrub& f)
                   {"undetermined", counts[2]},
                   {"repairable", repairable}};
   j["kernel_pass"] = {{"run", f.kernel_pass},
+                      {"mode", core::kernel_pass_mode_name(f.kernel_pass_mode)},
                       {"eio_sectors", f.kernel_eio_sectors},
                       {"read_repairs", f.kernel_read_repairs},
                       {"confirmed_before", f.kernel_confirmed_before},
@@ -298,6 +299,7 @@ struct ScrubCli
   core::ScrubOptions opts;
   std::string limit_rate;
   bool no_kernel_pass = false;
+  std::string kernel_pass = "findings";
   bool history = false;
   bool no_progress = false;
   bool no_history = false;
@@ -431,8 +433,12 @@ void register_scrub(CLI::App& app, Runner& runner)
   cmd->add_option("paths", cli->opts.paths, "Image files or directories of images");
   cmd->add_option("--limit-rate", cli->limit_rate,
                   "Read at most this many bytes per second (suffix K, M, G)");
-  cmd->add_flag("--no-kernel-pass", cli->no_kernel_pass,
-                "Skip the pass that reads files through the filesystem");
+  cmd
+    ->add_option("--kernel-pass", cli->kernel_pass,
+                 "Read through the filesystem: the findings, the full files, or none")
+    ->check(CLI::IsMember({"findings", "full", "none"}))
+    ->capture_default_str();
+  cmd->add_flag("--no-kernel-pass", cli->no_kernel_pass, "Same as --kernel-pass=none");
   cmd->add_flag("--history", cli->history,
                 "Only report checksum failures from the kernel log (this and earlier boots)");
   cmd->add_flag("--no-progress", cli->no_progress, "Never draw the progress bar");
@@ -472,7 +478,9 @@ void register_scrub(CLI::App& app, Runner& runner)
       cli->opts.limit_rate = parse_rate(cli->limit_rate, "--limit-rate");
     }
     (void)cmd;
-    cli->opts.kernel_pass = !cli->no_kernel_pass;
+    cli->opts.kernel_pass_mode = cli->no_kernel_pass
+                                   ? core::KernelPassMode::none
+                                   : core::parse_kernel_pass_mode(cli->kernel_pass).value();
     if (cli->no_history) {
       cli->opts.kernel_log.clear();
       cli->opts.journal = false;

@@ -3,7 +3,8 @@
 #  * the bad-sector list (logical addresses) = what btrfs check --check-data-csum reports on the
 #    unmounted filesystem,
 #  * the sectors of no matching copy are exactly where a read through the filesystem gives EIO
-#    (dd iflag=direct), and the kernel-verified pass says so.
+#    (dd iflag=direct), and the kernel-verified pass says so (findings mode, the default, and a
+#    full pass, which also finds no EIO the per-copy pass missed).
 # Classes (issue 19: deliberate damage is never the race): every copy overwritten with the same
 # bytes -> undetermined (no signature, no O_DIRECT writer; fstests btrfs/268 damages raid1 so);
 # one copy of a file -> media, repairable; a compressed extent -> media (compressed-extent).
@@ -129,18 +130,27 @@ run_config() { # NAME NDEV NCOPIES mkfs-args...
   check "$name: all.raw: EIO at 8192" eio_at "$MNT/all.raw" 8192
   check "$name: all.raw: EIO at 12288" eio_at "$MNT/all.raw" 12288
   check_fails "$name: all.raw: no EIO at 0" eio_at "$MNT/all.raw" 0
+  # The default kernel pass reads the findings only; then a full one reads every data range
+  # (what remains to read after the findings run: it repaired one.raw and confirmed the rest).
   scrub_json "$d/kernel.json" "$MNT"
   check_eq "$name: kernel pass: exit 2" 2 "$(cat "$d/kernel.json.rc")"
+  check_eq "$name: kernel pass: findings mode, run on every file" '["findings"]' \
+    "$(jq -c '[.files[].kernel_pass | select(.run) | .mode] | unique' "$d/kernel.json")"
   check_eq "$name: kernel pass: EIO exactly where no copy matches" "[true]" \
     "$(jq -c '[.files[].bad[] | select(.compressed | not) | select(all(.copies[]; .matches | not)) | .kernel_eio] | unique' "$d/kernel.json")"
-  check_eq "$name: kernel pass: no EIO the per-copy pass missed" "[]" \
-    "$(jq -c '[.files[].kernel_pass.eio_not_found_per_copy[]]' "$d/kernel.json")"
+  scrub_json "$d/kernel_full.json" --kernel-pass=full "$MNT"
+  check_eq "$name: full kernel pass: exit 2, mode full" "2 [\"full\"]" \
+    "$(cat "$d/kernel_full.json.rc") $(jq -c '[.files[].kernel_pass.mode] | unique' "$d/kernel_full.json")"
+  check_eq "$name: full kernel pass: EIO exactly where no copy matches" "[true]" \
+    "$(jq -c '[.files[].bad[] | select(.compressed | not) | select(all(.copies[]; .matches | not)) | .kernel_eio] | unique' "$d/kernel_full.json")"
+  check_eq "$name: full kernel pass: no EIO the per-copy pass missed" "[]" \
+    "$(jq -c '[.files[].kernel_pass.eio_not_found_per_copy[]]' "$d/kernel_full.json")"
   if ((ncopies > 1)); then
     check_eq "$name: one.raw: no EIO (a good copy serves the read)" false \
       "$(jq '.files[] | select(.path | endswith("/one.raw")) | .bad[0].kernel_eio' "$d/kernel.json")"
     check_fails "$name: one.raw: dd reads offset 4096" eio_at "$MNT/one.raw" 4096
   fi
-  check_schema scrub "$d/clean.json" "$d/bad.json" "$d/kernel.json"
+  check_schema scrub "$d/clean.json" "$d/bad.json" "$d/kernel.json" "$d/kernel_full.json"
   note "$name: $((SECONDS - t0)) s"
 }
 

@@ -147,12 +147,26 @@ void collect_signature_windows(const std::vector<BadSector>& bad,
 // Fills configured_o_direct and configured_by of ctx from the configurations naming an image.
 void apply_configured(const std::vector<ConfiguredDisk>& configured, ClassifyContext& ctx);
 
+// What the kernel-verified pass reads through btrfs after the per-copy pass:
+//  findings: only the sectors the per-copy pass found bad (a compressed extent: its whole file
+//            range), so the kernel's own EIO confirms each finding without a second read of
+//            every good sector (already verified against the same csum tree);
+//  full:     every data range of the file, which also catches a sector all of whose copies
+//            verify but which the kernel fails (FileScrub::kernel_only_eio; none seen so far);
+//  none:     no read through btrfs.
+enum class KernelPassMode { findings, full, none };
+std::string kernel_pass_mode_name(KernelPassMode m); // "findings", "full", "none"
+// nullopt for any other name.
+std::optional<KernelPassMode> parse_kernel_pass_mode(const std::string& name);
+
 struct ScrubOptions
 {
   std::vector<std::string> paths; // files or directories (walked one level deep and below)
-  bool kernel_pass = true;        // read through the filesystem after the per-copy pass
-  uint64_t limit_rate = 0;        // bytes per second read from devices (0: no limit)
-  uint64_t chunk = 4 << 20;       // bytes read per request
+  // false: no kernel pass whatever kernel_pass_mode says (what repair sets).
+  bool kernel_pass = true;
+  KernelPassMode kernel_pass_mode = KernelPassMode::findings;
+  uint64_t limit_rate = 0;  // bytes per second read from devices (0: no limit)
+  uint64_t chunk = 4 << 20; // bytes read per request
   std::string proc_root = "/proc";
   // The release this run records in the kernel record (default: uname -r; tests).
   std::optional<std::string> kernel_release;
@@ -198,11 +212,13 @@ struct FileScrub
   // The VM configurations that name this image (same inode), with their cache modes.
   std::vector<ConfiguredDisk> configured;
   bool kernel_pass = false;
+  KernelPassMode kernel_pass_mode = KernelPassMode::none; // what it read (none: not run)
   uint64_t kernel_eio_sectors = 0;
   uint64_t kernel_read_repairs = 0;
   // Bad sectors not read through btrfs this time: an earlier kernel pass confirmed them.
   uint64_t kernel_confirmed_before = 0;
-  // File offsets where the kernel returned EIO but the per-copy pass found every copy good.
+  // File offsets where the kernel returned EIO but the per-copy pass found every copy good
+  // (only a full kernel pass reads such sectors).
   std::vector<uint64_t> kernel_only_eio;
   std::vector<std::string> notes;
   uint64_t subvolume_id = 0;

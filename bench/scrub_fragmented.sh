@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Benchmark: vmcsum scrub of a heavily fragmented image (what a COW image becomes after a guest's
+# random writes) against its contiguous twin (`cp --reflink=never` of it: same bytes, few
+# extents), in the same run. Fixture: MIB of random data, then random 4 KiB pwrites (WRITES of
+# them, an fsync every 5,000, so each lands in its own extent), as in
+# /work/shared/notes/performance-facts.md. `dd iflag=direct bs=4M` of each file (file order) is
+# printed beside it: reading a fragmented file in file order is random I/O.
+# Goal (issue 16): the fragmented image scrubs at least 0.8x as fast as its twin; peak
+# resident memory <= 64 MiB.
+#   bench/scrub_fragmented.sh [MIB] [WRITES] [RUNS]     defaults 1024 131072 3; root; not a test
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+mib=${1:-1024} writes=${2:-131072} runs=${3:-3}
+bench_require jq bc mkfs.btrfs losetup filefrag python3 /usr/bin/time
+bench_loop_btrfs $((mib * 3 + 1024)) single/dup --direct-io
+frag=$BENCH_MNT/frag.raw twin=$BENCH_MNT/twin.raw
+echo "writing $mib MiB, then $writes random 4 KiB writes..."
+dd if=/dev/urandom of="$frag" bs=4M count=$((mib / 4)) status=none
+sync
+python3 - "$frag" "$mib" "$writes" <<'EOF'
+import os, random, sys
+path, mib, writes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+blocks = mib * 256
+rng = random.Random(16)
+fd = os.open(path, os.O_WRONLY)
+for i in range(writes):
+    os.pwrite(fd, os.urandom(4096), rng.randrange(blocks) * 4096)
+    if i % 5000 == 4999:
+        os.fsync(fd)
+os.fsync(fd)
+os.close(fd)
+EOF
+cp --reflink=never "$frag" "$twin"
+sync
+extents() { filefrag "$1" | awk '{ print $2 }'; }
+echo "extents: fragmented $(extents "$frag"), twin $(extents "$twin")"
+
+declare -A secs=()
+rss=()
+timed() { # LABEL COMMAND...
+  local label=$1 t0 t1
+  shift
+  bench_cold
+  t0=$(bench_now)
+  "$@"
+  t1=$(bench_now)
+  secs[$label]+="$(echo "$t1 - $t0" | bc -l) "
+}
+scrub() {
+  /usr/bin/time -f "%M" -o "$BENCH_TMP/rss" "$VMCSUM" --json scrub --no-progress --no-history \
+    "$1" >"$BENCH_TMP/scrub.json" || true
+  [[ $(jq '.files[0].examined' "$BENCH_TMP/scrub.json") == true ]] ||
+    { echo "bench: scrub of $1 failed" >&2; jq . "$BENCH_TMP/scrub.json" >&2; exit 1; }
+  rss+=("$(cat "$BENCH_TMP/rss")")
+}
+for ((r = 0; r < runs; r++)); do
+  timed dd-twin dd if="$twin" of=/dev/null bs=4M iflag=direct status=none
+  timed dd-frag dd if="$frag" of=/dev/null bs=4M iflag=direct status=none
+  timed scrub-twin scrub "$twin"
+  timed scrub-frag scrub "$frag"
+done
+echo "image: $mib MiB, single data, $runs cold runs each"
+# shellcheck disable=SC2086 # $1 is a space-separated list
+med() { printf '%s\n' $1 | bench_median; }
+for l in dd-twin dd-frag scrub-twin scrub-frag; do
+  # shellcheck disable=SC2086 # a space-separated list
+  bench_stats "$l" s ${secs[$l]}
+done
+echo "ratio dd fragmented/twin throughput: $(echo "$(med "${secs[dd-twin]}") / $(med "${secs[dd-frag]}")" | bc -l | xargs printf "%.2f")"
+echo "ratio scrub fragmented/twin throughput: $(echo "$(med "${secs[scrub-twin]}") / $(med "${secs[scrub-frag]}")" | bc -l | xargs printf "%.2f") (goal >= 0.8)"
+echo "ratio scrub/dd of the twin: $(echo "$(med "${secs[dd-twin]}") / $(med "${secs[scrub-twin]}")" | bc -l | xargs printf "%.2f")"
+echo "vmcsum peak resident memory: $(printf '%s\n' "${rss[@]}" | sort -g | tail -1 | awk '{ printf "%.1f", $1 / 1024 }') MiB (goal <= 64)"

@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// The per-copy pass's reads, overlapped: each device has its own queue served by two threads
+// that read a copy with O_DIRECT and verify its sectors against the stored csums, so one device
+// reads while the other is read too (raid1, raid10), a device has a request in flight while the
+// last one is hashed, and both cores hash. Memory is a fixed pool of buffers shared by every
+// device, whatever the file's size and the number of devices.
+#pragma once
+
+#include <vmcsum/btrfs/csum_tree.hpp>
+#include <vmcsum/checksum.hpp>
+#include <vmcsum/sys/aligned_buffer.hpp>
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace vmcsum::core {
+
+// One copy of one piece: read `length` bytes at `physical` of device `fd`, then compare each
+// sector that has a csum in `csums` (shared by the piece's copies, read-only meanwhile).
+struct CopyRead
+{
+  uint64_t devid = 0;
+  int fd = -1;
+  uint64_t physical = 0;
+  size_t length = 0;
+  const btrfs::RangeCsums* csums = nullptr;
+  // Result, valid once CopyReader::wait() returned it: 1 for each sector that failed its csum
+  // or could not be read (after a per-sector retry).
+  std::vector<uint8_t> bad;
+  bool done = false;
+  uint8_t* buf = nullptr; // a pool buffer while queued or read
+};
+
+class CopyReader
+{
+public:
+  // `buffers` buffers of `buffer_size` bytes (at least one piece's copies must fit);
+  // `csum_type` as Checksummer takes it (one Checksummer per thread: it is not thread-safe).
+  CopyReader(size_t buffers, size_t buffer_size, uint16_t csum_type);
+  // Stops the threads after the read each is doing (queued reads are dropped) and joins them.
+  ~CopyReader();
+  CopyReader(const CopyReader&) = delete;
+  CopyReader& operator=(const CopyReader&) = delete;
+
+  size_t free_buffers() const;
+  size_t buffers() const { return m_pool_size; }
+  // Queues `r` on its device (threads started on first use). Needs a free buffer: callers
+  // wait() for earlier reads first when free_buffers() is 0.
+  void submit(CopyRead& r);
+  // Blocks until `r` is done and gives its buffer back to the pool.
+  void wait(CopyRead& r);
+
+private:
+  struct Device
+  {
+    std::deque<CopyRead*> queue;
+    std::vector<std::thread> threads;
+  };
+  void serve(Device& d);
+  void verify(CopyRead& r, Checksummer& sum);
+
+  size_t m_buffer_size;
+  size_t m_pool_size;
+  uint16_t m_csum_type;
+  std::vector<sys::AlignedBuffer> m_pool;
+  std::vector<uint8_t*> m_free;
+  mutable std::mutex m_mutex;
+  std::condition_variable m_work; // a read queued, or stop
+  std::condition_variable m_done; // a read done
+  bool m_stop = false;
+  std::map<uint64_t, std::unique_ptr<Device>> m_devices; // by devid
+};
+
+} // namespace vmcsum::core

@@ -94,7 +94,14 @@ run_case() { # NAME MKFS-ARGS...
   check "$name: --reconfirm reads them through btrfs again ($c2 -> $c3)" test "$c3" -gt "$c2"
   check_eq "$name: --reconfirm: confirmed now, not from the record" '[null,true]' \
     "$(jq -c '[.files[0].bad[] | .kernel_eio, .kernel_confirmed_at_us] | unique' "$d/3.json")"
-  check_schema scrub "$d/1.json" "$d/2.json" "$d/3.json"
+  # The default scrub (findings-only kernel pass) of the same known damage: nothing new either.
+  local c4
+  vscrub "$d/4.json" "$f"
+  c4=$(corrupt_errs "$MNT")
+  check_eq "$name: a default scrub after them adds no corruption errors" "$c3" "$c4"
+  check_eq "$name: default scrub: same 3 bad, all confirmed before, exit 2" "3 3 2" \
+    "$(jq '.files[0].bad | length' "$d/4.json") $(jq '.files[0].kernel_pass.confirmed_before' "$d/4.json") $RC"
+  check_schema scrub "$d/1.json" "$d/2.json" "$d/3.json" "$d/4.json"
 
   # --- the kernel log: vmcsum's own reads marked, repeats merged --------------------------------
   local win dev ino root mono ts_in ts_out line

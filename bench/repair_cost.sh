@@ -109,7 +109,7 @@ rep_m=$(printf '%s\n' "${rep_s[@]}" | bench_median)
 ratio_m=$(printf '%s\n' "${ratio[@]}" | bench_median)
 rss_max=$(printf '%s\n' "${rss[@]}" | sort -g | tail -1)
 ((${#rep_s[@]})) || { echo "no run counted" >&2; exit 1; }
-echo "image: $mib MiB, dup, $damaged damaged extents per run, ${#rep_s[@]} of $runs runs counted, cold cache"
+echo "image: $mib MiB, dup, $damaged sectors damaged per run (each in its own 16 MiB extent), ${#rep_s[@]} of $runs runs counted, cold cache"
 echo "cp --reflink=never --sparse=always + sync (s): $(printf '%s\n' "${cp_s[@]}" | stats)"
 echo "vmcsum scrub (s):                             $(printf '%s\n' "${scrub_s[@]}" | stats)"
 echo "vmcsum repair (s):                            $(printf '%s\n' "${rep_s[@]}" | stats)"

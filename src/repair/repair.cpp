@@ -4,10 +4,13 @@
 // The engine of `vmcsum repair`. Order of work for one image (ImageRepair, one method per
 // phase), and why:
 //  1. examine: refusals (not btrfs, in use, locked, read-only...) exactly as `set` words them;
-//     the image is opened once (read-only, non-blocking, no final symlink) and fstat'ed; every
-//     later descriptor is reopened from it and checked to be the same inode;
-//  2. find_bad: scrub it per copy (no kernel pass: reads through btrfs would repair copies
-//     before we know what they held), classify;
+//     the image is opened once (below the walk's root for a directory argument, issue 12;
+//     read-only, non-blocking) and examined through that descriptor; every later descriptor is
+//     reopened from it and checked to be the same inode, and nothing opens its path again;
+//  2. find_bad: scrub that descriptor per copy (no kernel pass: reads through btrfs would
+//     repair copies before we know what they held), classify. One ScrubSession serves the
+//     whole run, and only this scrub reads the whole image: the later ones read only the
+//     sectors reread and the ranges rewritten (issue 16);
 //  3. read_repair: sectors some copy matches get one read through btrfs, then a second look;
 //  4. plan: the damaged extents' file ranges (EXTENT_DATA items), their other references, space
 //     (plan_repair(), pure);
@@ -31,6 +34,7 @@
 #include <vmcsum/btrfs/tree_search.hpp>
 #include <vmcsum/checksum.hpp>
 #include <vmcsum/error.hpp>
+#include <vmcsum/host/host_context.hpp>
 #include <vmcsum/host/kernel_log_reader.hpp>
 #include <vmcsum/host/proc_scan.hpp>
 #include <vmcsum/host/subvol_paths.hpp>
@@ -40,6 +44,7 @@
 #include <vmcsum/repair/repair_backup.hpp>
 #include <vmcsum/repair/repair_plan.hpp>
 #include <vmcsum/report/text.hpp>
+#include <vmcsum/scrub/scrub.hpp>
 #include <vmcsum/scrub/scrub_state.hpp>
 #include <vmcsum/sys/aligned_buffer.hpp>
 #include <vmcsum/sys/durable_file.hpp>
@@ -134,16 +139,41 @@ std::vector<Pending> pending_backups(const std::string& dir, const std::string& 
   return out;
 }
 
-std::string joined_messages(const std::vector<Refusal>& refusals)
+// The per-copy scrub repair runs (no kernel pass: a read through btrfs would repair copies
+// before we know what they held), on the run's rate limit.
+ScrubOptions repair_scrub_options(const RepairOptions& o, RateLimiter& limiter, size_t chunk)
 {
-  std::string why;
-  for (const auto& r : refusals) {
-    why += (why.empty() ? "" : "; ") + r.message;
-  }
-  return why;
+  ScrubOptions so;
+  so.kernel_pass = false;
+  so.kernel_log.clear();
+  so.journal = false;
+  so.shared_limiter = &limiter;
+  so.chunk = chunk;
+  so.proc_root = o.proc_dir;
+  so.state_dir = o.state_dir;
+  so.vm_configs = o.vm_configs;
+  return so;
 }
 
-// What one run shares between its images: options, the rate limiter, open devices.
+HostContext repair_host_context(const RepairOptions& o)
+{
+  HostContextOptions ho;
+  ho.proc_root = o.proc_dir;
+  ho.vm_configs = o.vm_configs;
+  return gather_host_context(ho);
+}
+
+// One image to repair: a file a directory argument's walk found (opened below the walk's root
+// descriptor and checked to be the inode the walk saw, never by its path string), or a path
+// named on the command line or in --from (resolved once, a symlink there followed once).
+struct Target
+{
+  std::string path;
+  std::optional<sys::FileRef> ref;
+};
+
+// What one run shares between its images: options, the rate limiter, open devices, the host
+// context and one scrub session (filesystem contexts read once, not per scrub: issue 16).
 class RepairRun
 {
 public:
@@ -154,6 +184,14 @@ public:
     , collector(o.mountinfo)
     , limiter(o.limit_rate)
     , chunk(static_cast<size_t>(limiter.chunk(k_chunk)))
+    , host(repair_host_context(o))
+    , session(
+        repair_scrub_options(o, limiter, chunk), host,
+        [this](uint64_t d, uint64_t t, const std::string& path) {
+          m_seen = d;
+          report(path, m_phase, d - m_base, t - m_base);
+        },
+        sys::Cancel{&c, {}})
   {
   }
 
@@ -164,28 +202,22 @@ public:
     }
   }
 
-  FileScrub scrub_one(const std::string& path,
-                      const std::vector<std::pair<uint64_t, uint64_t>>& ranges, const char* phase)
+  // A per-copy scrub of `fd` (the image as examined), of `ranges` only when given (what was
+  // reread or rewritten: issue 16), else of the whole file (`whole` bytes allocated).
+  FileScrub scrub_fd(const sys::Fd& fd, const std::string& display,
+                     const std::vector<std::pair<uint64_t, uint64_t>>& ranges, uint64_t whole,
+                     const char* phase)
   {
-    // Per copy only: a read through btrfs would repair copies before we know what they held.
-    ScrubOptions so;
-    so.paths = {path};
-    so.kernel_pass = false;
-    so.kernel_log.clear();
-    so.journal = false;
-    so.shared_limiter = &limiter;
-    so.chunk = chunk;
-    so.proc_root = opts.proc_dir;
-    so.ranges = ranges;
-    so.state_dir = opts.state_dir;
-    so.vm_configs = opts.vm_configs;
-    auto r =
-      scrub(so, [&](uint64_t d, uint64_t t, const std::string& p) { report(p, phase, d, t); });
-    if (r.files.empty()) {
-      throw Stop{RepairAction::failed, "scrub-failed", "scrub found nothing to examine"};
+    uint64_t total = ranges.empty() ? whole : 0;
+    for (const auto& r : ranges) {
+      total += r.second;
     }
-    FileScrub f = std::move(r.files.front());
-    if (!f.examined) {
+    // The session counts bytes over the run; progress is shown per phase.
+    m_phase = phase;
+    m_base = m_seen;
+    session.set_total(m_base + total);
+    FileScrub f = session.scrub_file(fd, display, ranges);
+    if (!f.examined && !session.interrupted()) {
       throw Stop{RepairAction::failed, "scrub-failed",
                  "scrub: " + f.error.value_or("cannot examine")};
     }
@@ -212,6 +244,16 @@ public:
   FactCollector collector;
   RateLimiter limiter;
   size_t chunk; // bytes per request: shorter under --limit-rate, so bursts stay short
+
+private:
+  // Declared before the session, whose progress callback uses them.
+  const char* m_phase = "scrub";
+  uint64_t m_seen = 0; // the session's bytes done so far
+  uint64_t m_base = 0; // ... when the current phase began
+
+public:
+  const HostContext host;
+  ScrubSession session;
   std::map<std::string, sys::Fd> devs;
 };
 
@@ -220,10 +262,11 @@ public:
 class ImageRepair
 {
 public:
-  ImageRepair(RepairRun& run, const std::string& path, RepairEntry& e)
+  ImageRepair(RepairRun& run, const Target& target, RepairEntry& e)
     : m_run(run)
     , m_opts(run.opts)
-    , m_path(path)
+    , m_target(target)
+    , m_path(target.path)
     , m_e(e)
   {
   }
@@ -254,6 +297,8 @@ public:
 
 private:
   bool examine();
+  sys::Fd open_examined() const;
+  FileScrub scrub(const std::vector<std::pair<uint64_t, uint64_t>>& ranges, const char* phase);
   void check_writable();
   void check_users();
   bool find_bad();
@@ -280,6 +325,7 @@ private:
 
   RepairRun& m_run;
   const RepairOptions& m_opts;
+  const Target& m_target;
   const std::string m_path;
   RepairEntry& m_e;
   std::string m_canon;
@@ -303,14 +349,38 @@ private:
   std::unique_ptr<Checksummer> m_sum; // the filesystem's csum, to check device copies again
 };
 
+// The image as an O_PATH descriptor (no side effect on a FIFO or device): below the walk's
+// root and the very inode the walk listed, or the named path resolved this once (issue 12).
+sys::Fd ImageRepair::open_examined() const
+{
+  sys::Fd fd;
+  if (m_target.ref) {
+    const sys::FileRef& r = *m_target.ref;
+    fd.reset(sys::openat_beneath(r.root->get(), r.relpath, O_PATH | O_NOFOLLOW));
+  } else {
+    fd.reset(::open(m_path.c_str(), O_PATH | O_CLOEXEC)); // a named symlink: followed, once
+  }
+  if (!fd) {
+    const int err = errno;
+    throw Stop{RepairAction::refused,
+               err == ENOENT                  ? "not-found"
+               : err == ELOOP || err == EXDEV ? "changed"
+                                              : "cannot-examine",
+               errno_text(err)};
+  }
+  struct stat st = {};
+  if (m_target.ref &&
+      (::fstat(*fd, &st) < 0 || st.st_dev != m_target.ref->dev || st.st_ino != m_target.ref->ino)) {
+    throw Stop{RepairAction::refused, "changed",
+               "was replaced since its directory was listed: not examined"};
+  }
+  return fd;
+}
+
 bool ImageRepair::examine()
 {
-  struct stat lst = {};
-  if (::lstat(m_path.c_str(), &lst) < 0) {
-    throw Stop{RepairAction::refused, errno == ENOENT ? "not-found" : "cannot-examine",
-               errno_text(errno)};
-  }
-  m_ff = m_run.collector.collect(m_path, true);
+  const sys::Fd pfd = open_examined();
+  m_ff = m_run.collector.collect_fd(*pfd, m_path);
   m_e.acted_on = m_ff.canonical_path.empty() ? m_path : m_ff.canonical_path;
   m_canon = m_e.acted_on;
   if (!m_ff.examined) {
@@ -324,10 +394,16 @@ bool ImageRepair::examine()
     throw Stop{RepairAction::refused, "not-btrfs",
                "is on " + (m_ff.fs.empty() ? "an unknown filesystem" : m_ff.fs) + ", not btrfs"};
   }
-  m_fd = open_regular(m_canon, m_st0);
+  // Read-only, non-blocking, through the examined descriptor: the inode the facts describe. Every
+  // later descriptor is reopened from this one (reopen: same dev/ino) and every scrub reads it.
+  struct stat pst = {};
+  if (::fstat(*pfd, &pst) < 0) {
+    stop_on_errno(errno, "io-error", "fstat " + m_canon);
+  }
+  m_fd = reopen(*pfd, O_RDONLY | O_NONBLOCK, pst, m_canon);
   struct statfs sf = {};
-  if (static_cast<uint64_t>(m_st0.st_ino) != m_ff.inode || ::fstatfs(*m_fd, &sf) < 0 ||
-      sf.f_type != k_btrfs_magic) {
+  if (::fstat(*m_fd, &m_st0) < 0 || static_cast<uint64_t>(m_st0.st_ino) != m_ff.inode ||
+      ::fstatfs(*m_fd, &sf) < 0 || sf.f_type != k_btrfs_magic) {
     throw Stop{RepairAction::failed, "changed",
                escape_name(m_canon) + " was replaced while it was examined; run the repair again"};
   }
@@ -343,6 +419,18 @@ bool ImageRepair::examine()
   m_subvol = m_ff.subvolume_id.value_or(0);
   m_ss = m_ff.sector_size.value_or(4096);
   return true;
+}
+
+// The per-copy scrub of the image's open descriptor (the read-only one until the writes, then the
+// read-write one): never of a path. A stop asked for meanwhile ends the repair here.
+FileScrub ImageRepair::scrub(const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
+                             const char* phase)
+{
+  const sys::Fd& fd = m_fd ? m_fd : m_wfd;
+  FileScrub f =
+    m_run.scrub_fd(fd, m_canon, ranges, static_cast<uint64_t>(m_st0.st_blocks) * 512, phase);
+  check_stop();
+  return f;
 }
 
 void ImageRepair::check_writable()
@@ -365,14 +453,9 @@ void ImageRepair::check_writable()
 
 void ImageRepair::check_users()
 {
-  // Through the examined descriptor (its OFD locks are asked through it too).
-  ImageUsers u = find_users(*m_fd, scan_proc(m_opts.proc_dir));
-  m_e.users = u.users;
-  m_e.locks = u.locks;
-  auto refusals = in_use_refusals(u.users, u.locks);
-  if (!refusals.empty()) {
-    throw Stop{RepairAction::refused, refusals.front().code, joined_messages(refusals)};
-  }
+  // Through the examined descriptor (its OFD locks are asked through it too), with a /proc scan
+  // of now: the run's host context may be minutes old by the time this image is reached.
+  refuse_if_in_use(*m_fd, scan_proc(m_opts.proc_dir), m_e.users, m_e.locks);
 }
 
 // 2. What is bad, per copy. False when there is nothing to do.
@@ -400,7 +483,7 @@ bool ImageRepair::find_bad()
       m_only.insert(m_only.end(), p.header.ranges.begin(), p.header.ranges.end());
     }
   }
-  m_scrub = m_run.scrub_one(m_canon, m_only, "scrub");
+  m_scrub = scrub(m_only, "scrub");
   m_e.checked_bytes = m_scrub.checked_bytes;
   m_e.bad_sectors = m_scrub.bad.size();
   if (m_opts.from_report && !m_only.empty()) {
@@ -475,7 +558,7 @@ void ImageRepair::read_repair()
   for (const auto* b : m_to_read) {
     again.emplace_back(b->offset, b->length);
   }
-  FileScrub now = m_run.scrub_one(m_canon, again, "recheck");
+  FileScrub now = scrub(again, "recheck");
   std::map<uint64_t, const BadSector*> still;
   for (const auto& b : now.bad) {
     still[b.offset] = &b;
@@ -835,14 +918,15 @@ void ImageRepair::verify()
       rr.freed = !extent_exists(*m_wfd, rr.extent_bytenr, m_canon);
     }
   }
-  // Closed before the per-copy scrub, which looks at who has the image open.
-  m_lease.reset();
-  m_wfd.reset();
+  // Only the rewritten ranges, every copy (issue 16: the rest was verified by the first scrub),
+  // through the descriptor written: the same inode, whatever is at its path now.
   std::vector<std::pair<uint64_t, uint64_t>> written_ranges;
   for (const auto& r : m_plan.ranges) {
     written_ranges.emplace_back(r.offset, r.length);
   }
-  FileScrub after = m_run.scrub_one(m_canon, written_ranges, "check");
+  m_lease.reset();
+  FileScrub after = scrub(written_ranges, "check");
+  m_wfd.reset();
   m_e.verify->bad_after = after.bad.size();
   m_e.ranges = m_plan.ranges;
   for (const auto& rr : m_plan.ranges) {
@@ -887,15 +971,16 @@ void ImageRepair::finish_verified()
   journal_record("repaired", m_e);
 }
 
-// A directory stands for the regular files below it (symlinks are never followed out).
-void expand(const std::string& path, std::vector<std::string>& out, RepairResult& result)
+// A directory stands for the regular files below it, each kept as a FileRef (opened later below
+// the walk's root, never by its path; symlinks are never followed out).
+void expand(const std::string& path, std::vector<Target>& out, RepairResult& result)
 {
   struct stat st = {};
   if (::lstat(path.c_str(), &st) < 0 || !S_ISDIR(st.st_mode)) {
-    out.push_back(path);
+    out.push_back({path, std::nullopt});
     return;
   }
-  std::vector<std::string> found;
+  std::vector<Target> found;
   sys::walk_tree(
     path,
     [&](sys::WalkEntry& w) {
@@ -904,26 +989,33 @@ void expand(const std::string& path, std::vector<std::string>& out, RepairResult
         const struct stat* ls = w.lstat();
         t = ls && S_ISREG(ls->st_mode) ? DT_REG : DT_UNKNOWN;
       }
-      if (t == DT_REG) {
-        found.push_back(w.path());
+      if (t != DT_REG) {
+        return;
+      }
+      try {
+        found.push_back({w.path(), w.ref()});
+      } catch (const Error& err) {
+        result.notes.push_back(escape_name(w.path()) + ": " + err.detail());
       }
     },
     [&](const std::string& p, const std::string& why) {
       result.notes.push_back(escape_name(p) + ": " + why);
     });
-  std::sort(found.begin(), found.end());
+  std::sort(found.begin(), found.end(),
+            [](const Target& a, const Target& b) { return a.path < b.path; });
   if (found.empty()) {
     result.notes.push_back(escape_name(path) + ": no regular file below it");
   }
-  out.insert(out.end(), found.begin(), found.end());
+  out.insert(out.end(), std::make_move_iterator(found.begin()),
+             std::make_move_iterator(found.end()));
 }
 
 // One image: its entry, whatever happens (refusals and failures end up in it).
-RepairEntry repair_one(RepairRun& run, const std::string& p, RepairResult& result)
+RepairEntry repair_one(RepairRun& run, const Target& t, RepairResult& result)
 {
   RepairEntry e;
-  e.path = p;
-  e.acted_on = p;
+  e.path = t.path;
+  e.acted_on = t.path;
   if (run.cancel.load()) {
     e.code = "interrupted";
     e.reason = "interrupted before it was reached";
@@ -931,7 +1023,7 @@ RepairEntry repair_one(RepairRun& run, const std::string& p, RepairResult& resul
     return e;
   }
   try {
-    ImageRepair(run, p, e).run();
+    ImageRepair(run, t, e).run();
   } catch (const Stop& s) {
     e.action = s.outcome;
     e.code = s.code;
@@ -1032,17 +1124,17 @@ RepairResult repair(const RepairOptions& opts, const RepairProgressFn& progress,
   sys::IgnoreSigio sigio;
   RepairRun run(opts, progress, cancel);
   RepairResult result;
-  std::vector<std::string> paths;
+  std::vector<Target> targets;
   for (const auto& p : opts.paths) {
-    expand(p, paths, result);
+    expand(p, targets, result);
   }
-  if (paths.empty() && opts.from_report) {
+  if (targets.empty() && opts.from_report) {
     for (const auto& [p, _] : *opts.from_report) {
-      paths.push_back(p);
+      targets.push_back({p, std::nullopt});
     }
   }
-  for (const auto& p : paths) {
-    result.files.push_back(repair_one(run, p, result));
+  for (const auto& t : targets) {
+    result.files.push_back(repair_one(run, t, result));
   }
   if (opts.then_nocow && !opts.dry_run) {
     for (auto& e : result.files) {

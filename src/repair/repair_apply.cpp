@@ -144,15 +144,14 @@ sys::Fd open_regular(const std::string& path, struct stat& st)
 Digests::Digests(size_t n)
 {
   for (size_t i = 0; i < n; ++i) {
-    m_states.emplace_back(XXH64_createState(), XXH64_freeState);
-    XXH64_reset(m_states.back().get(), 0);
+    m_states.push_back(std::make_unique<sys::Hasher>());
   }
 }
 
 void Digests::update(size_t i, const uint8_t* p, size_t n)
 {
   if (i < m_states.size()) {
-    XXH64_update(m_states[i].get(), p, n);
+    m_states[i]->update(p, n);
   }
 }
 
@@ -255,32 +254,22 @@ RepairVerify verify_ranges(int fd, const struct stat& st, const std::string& pat
   RepairVerify v;
   v.method = "o_direct";
   sys::Fd dfd = reopen(fd, O_RDONLY | O_DIRECT, st, path);
-  const size_t chunk = static_cast<size_t>(limiter.chunk(k_chunk));
-  sys::AlignedBuffer buf = sys::aligned_buffer(chunk);
   v.readable = true;
   v.matches = true;
+  // One range at a time, so that --limit-rate is charged as the reads go (no cancel: a stop
+  // half-way through the check must not read as a failed verification).
   for (size_t i = 0; i < ranges.size() && v.readable; ++i) {
-    Digests got(1);
-    const uint64_t end = std::min(ranges[i].offset + ranges[i].length, size);
-    for (uint64_t off = ranges[i].offset; off < end;) {
-      const uint64_t left = end - off;
-      const size_t want = static_cast<size_t>(std::min<uint64_t>(chunk, (left + 4095) & ~4095ULL));
-      ssize_t n = ::pread(*dfd, buf.get(), want, static_cast<off_t>(off));
-      if (n < 0 && errno == EINTR) {
-        continue;
-      }
-      if (n <= 0) {
-        v.readable = false;
-        notes.push_back("reading back offset " + std::to_string(off) +
-                        " failed: " + (n < 0 ? errno_text(errno) : std::string("end of file")));
-        break;
-      }
-      const size_t used = std::min<size_t>(static_cast<size_t>(n), static_cast<size_t>(left));
-      limiter.consumed(static_cast<uint64_t>(n));
-      got.update(0, buf.get(), used);
-      off += used;
+    const sys::Readback rb = sys::readback_hash(*dfd, {{ranges[i].offset, ranges[i].length}}, size);
+    limiter.consumed(
+      std::min(ranges[i].length, size > ranges[i].offset ? size - ranges[i].offset : 0));
+    if (!rb.readable || rb.range_digests.empty()) {
+      v.readable = false;
+      const uint64_t at = rb.failed_at.value_or(ranges[i].offset);
+      notes.push_back("reading back offset " + std::to_string(at) +
+                      " failed: " + (rb.error ? errno_text(rb.error) : std::string("end of file")));
+      break;
     }
-    if (v.readable && got.digest(0) != expected.digest(i)) {
+    if (rb.range_digests.front() != expected.digest(i)) {
       v.matches = false;
       notes.push_back("the bytes read back at offset " + std::to_string(ranges[i].offset) +
                       " differ from the bytes written");

@@ -10,9 +10,8 @@
 #include <vmcsum/repair/repair.hpp>
 #include <vmcsum/repair/repair_backup.hpp>
 #include <vmcsum/sys/fd.hpp>
+#include <vmcsum/sys/io.hpp>
 #include <vmcsum/write/guard.hpp>
-
-#include <xxhash.h>
 
 #include <cstdint>
 #include <functional>
@@ -50,16 +49,17 @@ sys::Fd reopen(int fd, int flags, const struct stat& want, const std::string& di
 // opened for writing). `st` receives its fstat.
 sys::Fd open_regular(const std::string& path, struct stat& st);
 
-// XXH64 of what was written, per rewritten range.
+// The digest (sys::Hasher) of what was written, per rewritten range: what readback_hash gives
+// for each range read back (Readback::range_digests), so the two compare as strings.
 class Digests
 {
 public:
   explicit Digests(size_t n);
   void update(size_t i, const uint8_t* p, size_t n);
-  uint64_t digest(size_t i) const { return XXH64_digest(m_states[i].get()); }
+  std::string digest(size_t i) const { return m_states[i]->hex(); }
 
 private:
-  std::vector<std::unique_ptr<XXH64_state_t, XXH_errorcode (*)(XXH64_state_t*)>> m_states;
+  std::vector<std::unique_ptr<sys::Hasher>> m_states;
 };
 
 // The record of a group (all records at one offset: the device copies of one bad sector) whose
@@ -97,9 +97,10 @@ private:
   std::vector<uint8_t> m_cmp;
 };
 
-// Reads each range back with O_DIRECT through a descriptor reopened from `fd` (same inode), so
-// btrfs verifies every checksum and no page cache answers for the disk; compares with the
-// digests of what was written.
+// Reads each range back with O_DIRECT (sys::readback_hash) through a descriptor reopened from
+// `fd` (same inode), so btrfs verifies every checksum and no page cache answers for the disk;
+// compares with the digests of what was written. Each range is counted against `limiter` as it
+// is read.
 RepairVerify verify_ranges(int fd, const struct stat& st, const std::string& path,
                            const std::vector<RewriteRange>& ranges, const Digests& expected,
                            uint64_t size, RateLimiter& limiter, std::vector<std::string>& notes);

@@ -151,13 +151,7 @@ void Undo::open_target()
 
 void Undo::check_users()
 {
-  ImageUsers u = find_users(*m_fd, scan_proc(m_opts.proc_dir));
-  m_e.users = u.users;
-  m_e.locks = u.locks;
-  auto refusals = in_use_refusals(u.users, u.locks);
-  if (!refusals.empty()) {
-    throw Stop{RepairAction::refused, refusals.front().code, refusals.front().message};
-  }
+  refuse_if_in_use(*m_fd, scan_proc(m_opts.proc_dir), m_e.users, m_e.locks);
 }
 
 void Undo::take_lease()

@@ -213,6 +213,23 @@ std::vector<Refusal> in_use_refusals(const std::vector<ImageUser>& users,
   return out;
 }
 
+void refuse_if_in_use(int fd, const ProcScan& procs, std::vector<ImageUser>& users,
+                      std::vector<ImageLock>& locks)
+{
+  ImageUsers u = find_users(fd, procs);
+  users = std::move(u.users);
+  locks = std::move(u.locks);
+  const auto refusals = in_use_refusals(users, locks);
+  if (refusals.empty()) {
+    return;
+  }
+  std::string why;
+  for (const auto& r : refusals) {
+    why += (why.empty() ? "" : "; ") + r.message;
+  }
+  throw WriteStop{Outcome::refused, refusals.front().code, why};
+}
+
 Refusal refuse_read_only()
 {
   return {refusal_code::read_only, "the filesystem or subvolume is read-only"};

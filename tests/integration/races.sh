@@ -4,9 +4,9 @@
 # directory outside the tree, and an image with a FIFO, with renameat2(RENAME_EXCHANGE) each
 # time the directory is listed or a file in it opened (tests/tools/swap_on_open: inotify, so the
 # swap lands between vmcsum's readdir and its open on every run, not by luck), while root runs
-# `scrub DIR`, `set --nocow -r DIR --dry-run`, `set --nocow -r DIR` and `repair DIR --dry-run`,
-# many times. Oracles that do not ask vmcsum: inotify on the outside directory counts every
-# open, read or listing there (none allowed), sha256sum, lsattr and stat of the outside files
+# `scrub DIR`, `set --nocow -r DIR --dry-run`, `set --nocow -r DIR`, `repair DIR --dry-run` and
+# `repair DIR`, many times. Oracles that do not ask vmcsum: inotify on the outside directory counts
+# every open, read or listing there (none allowed), sha256sum, lsattr and stat of the outside files
 # (unchanged), and `timeout` (a FIFO must never block a run). `audit DIR` and `show FILE FIFO` run
 # in the same rounds.
 set -euo pipefail
@@ -117,6 +117,10 @@ run_raced() { # NAME CMD...
 for ((r = 0; r < ROUNDS; r++)); do
   run_raced scrub "$VMCSUM" --json scrub --no-history --no-progress "$T"
   run_raced repair "$VMCSUM" --json repair --dry-run "$T"
+  # A real run too: it opens each image below the walk's root, examines and scrubs that
+  # descriptor, and would write through it (issue 12).
+  run_raced repair-write "$VMCSUM" --json --state-dir "$IT_TMP/state" repair --no-progress \
+    --backup-dir "$IT_TMP/backup" "$T"
   run_raced set-dry "$VMCSUM" --json set --nocow -r --dry-run "$T"
   run_raced set "$VMCSUM" --json set --nocow -r "$T"
   # audit walks the tree and examines what it found below the walk's root descriptor; show is
@@ -142,6 +146,8 @@ check_eq "audit never opened, read or listed anything outside the tree (inotify)
   "${TOUCHES[audit]:-0}"
 check_eq "show never opened, read or listed anything outside the tree (inotify)" 0 \
   "${TOUCHES[show]:-0}"
+check_eq "repair never opened, read or listed anything outside the tree (inotify)" 0 \
+  "${TOUCHES[repair-write]:-0}"
 if ((SET_USES_WALKER)); then
   check_eq "set never opened, read or listed anything outside the tree (inotify)" 0 \
     "${TOUCHES[set]:-0}"

@@ -2,6 +2,8 @@
 // Copyright (C) 2026 The vmcsum authors
 //
 // repair's decision table, copy choice, backup format and --from parser.
+#include "repair/repair_internal.hpp"
+
 #include <vmcsum/btrfs/file_extents.hpp>
 #include <vmcsum/error.hpp>
 #include <vmcsum/repair/repair.hpp>
@@ -16,6 +18,8 @@
 #include <fstream>
 #include <string>
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -332,4 +336,71 @@ TEST_CASE("backup temps: an unfinished one of a dead run goes, an image named li
   REQUIRE(removed.size() == 1);
   CHECK(removed[0] == dir.path + "/" + leftover);
   CHECK(std::filesystem::exists(image));
+}
+
+TEST_CASE(
+  "repair: what is written and read back is the inode examined, not what its path names now")
+{
+  TempDir d;
+  const std::string img = d.path + "/vm.raw";
+  const std::string other = d.path + "/other.raw";
+  std::ofstream(img) << std::string(16384, 'a');
+  std::ofstream(other) << std::string(16384, 'b');
+  struct stat st = {};
+  sys::Fd examined = repair_detail::open_regular(img, st);
+  // Someone renames another file over the image's name after it was examined.
+  REQUIRE(::rename(other.c_str(), img.c_str()) == 0);
+  sys::Fd rw = repair_detail::reopen(*examined, O_RDWR, st, img);
+  struct stat now = {};
+  REQUIRE(::fstat(*rw, &now) == 0);
+  CHECK(now.st_ino == st.st_ino);
+  char c = 0;
+  REQUIRE(::pread(*rw, &c, 1, 0) == 1);
+  CHECK(c == 'a');
+  // A descriptor of another inode is refused, never written.
+  struct stat path_now = {};
+  REQUIRE(::stat(img.c_str(), &path_now) == 0);
+  CHECK(path_now.st_ino != st.st_ino);
+  CHECK_THROWS_AS(repair_detail::reopen(*examined, O_RDWR, path_now, img), WriteStop);
+}
+
+TEST_CASE("repair: the O_DIRECT read-back compares with the digests of what was written")
+{
+  TempDir d;
+  const std::string img = d.path + "/vm.raw";
+  std::string bytes(3 * 65536 + 1000, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    bytes[i] = static_cast<char>(i * 7 + i / 4096);
+  }
+  std::ofstream(img, std::ios::binary) << bytes;
+  std::vector<RewriteRange> ranges(2);
+  ranges[0].offset = 4096;
+  ranges[0].length = 8192;
+  ranges[1].offset = 2 * 65536;
+  ranges[1].length = bytes.size() - 2 * 65536; // the file's tail, not a whole sector
+  repair_detail::Digests written(ranges.size());
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    written.update(i, reinterpret_cast<const uint8_t*>(bytes.data()) + ranges[i].offset,
+                   ranges[i].length);
+  }
+  struct stat st = {};
+  sys::Fd fd = repair_detail::open_regular(img, st);
+  RateLimiter unlimited(0);
+  std::vector<std::string> notes;
+  RepairVerify v =
+    repair_detail::verify_ranges(*fd, st, img, ranges, written, bytes.size(), unlimited, notes);
+  CHECK(v.method == "o_direct");
+  CHECK(v.readable);
+  CHECK(v.matches);
+  CHECK(notes.empty());
+  // One byte of the second range differs from what was written.
+  {
+    sys::Fd w(::open(img.c_str(), O_WRONLY | O_CLOEXEC));
+    REQUIRE(::pwrite(*w, "?", 1, 2 * 65536 + 10) == 1);
+  }
+  v = repair_detail::verify_ranges(*fd, st, img, ranges, written, bytes.size(), unlimited, notes);
+  CHECK(v.readable);
+  CHECK_FALSE(v.matches);
+  REQUIRE(notes.size() == 1);
+  CHECK(notes[0].find("offset 131072") != std::string::npos);
 }

@@ -10,8 +10,11 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace vmcsum::core;
@@ -136,4 +139,56 @@ TEST_CASE("write guard: an OFD lock held through another descriptor is found thr
   CHECK(found.locks[0].qemu);
   CHECK(found.locks[0].seen_by == "F_OFD_GETLK");
   CHECK_FALSE(read_only_refusal(ours.get()));
+}
+
+TEST_CASE("write guard: repair and undo refuse an image in use with every reason, users listed")
+{
+  char path[] = "/tmp/vmcsum-unit-guard.XXXXXX";
+  Fd holder(::mkstemp(path));
+  REQUIRE(holder);
+  Fd ours(::open(path, O_RDONLY | O_CLOEXEC));
+  struct stat st = {};
+  REQUIRE(::fstat(ours.get(), &st) == 0);
+  std::vector<ImageUser> users;
+  std::vector<ImageLock> locks;
+  SUBCASE("nobody: no stop, nothing listed")
+  {
+    CHECK_NOTHROW(refuse_if_in_use(ours.get(), ProcScan{}, users, locks));
+    CHECK(users.empty());
+    CHECK(locks.empty());
+  }
+  SUBCASE("open by a VM that also holds QEMU's lock byte: one stop saying both")
+  {
+    struct flock fl
+    {
+    };
+    fl.l_type = F_RDLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = 100;
+    fl.l_len = 1;
+    REQUIRE(::fcntl(holder.get(), F_OFD_SETLK, &fl) == 0);
+    ProcScan procs;
+    OpenFile of;
+    of.pid = 1; // never this process: find_users leaves its own descriptors out
+    of.comm = "qemu-system-x86";
+    of.fd = 7;
+    of.dev = st.st_dev;
+    of.ino = st.st_ino;
+    of.flags = O_RDWR | O_DIRECT;
+    procs.open_files.push_back(of);
+    try {
+      refuse_if_in_use(ours.get(), procs, users, locks);
+      FAIL("no stop");
+    } catch (const WriteStop& s) {
+      CHECK(s.outcome == Outcome::refused);
+      CHECK(s.code == refusal_code::in_use);
+      CHECK(s.message.find("qemu-system-x86[1]") != std::string::npos);
+      CHECK(s.message.find("; is locked: OFDLCK READ lock on bytes 100-100") != std::string::npos);
+    }
+    REQUIRE(users.size() == 1);
+    CHECK(users[0].o_direct);
+    CHECK(users[0].writable);
+    CHECK(locks.size() == 1);
+  }
+  ::unlink(path);
 }

@@ -120,6 +120,13 @@ ImageUsers find_users(const std::string& path, const ProcScan& procs);
 std::vector<Refusal> in_use_refusals(const std::vector<ImageUser>& users,
                                      const std::vector<ImageLock>& locks);
 Refusal refuse_read_only(); // read-only mount or read-only subvolume (a snapshot)
+
+// The in-use check of repair and undo, one call for both: find_users(fd, procs) copied into
+// `users` and `locks` (the report lists them whatever the verdict), then, when anyone uses the
+// image, WriteStop{refused, the first refusal's code, every refusal's message joined by "; "}:
+// an image both open and locked says both, so one fix does not reveal the other.
+void refuse_if_in_use(int fd, const ProcScan& procs, std::vector<ImageUser>& users,
+                      std::vector<ImageLock>& locks);
 Refusal refuse_not_regular(const std::string& kind);
 Refusal refuse_immutable(uint32_t attr_flags, const std::string& path); // FS_IMMUTABLE/APPEND
 Refusal refuse_hard_links(uint64_t nlink);

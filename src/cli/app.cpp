@@ -3,6 +3,7 @@
 #include "app.hpp"
 
 #include <vmcsum/error.hpp>
+#include <vmcsum/sys/signals.hpp>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -106,6 +107,9 @@ int run(int argc, char** argv)
   }
   try {
     Output out(globals);
+    // One interruption contract for every command (sys/signals.hpp): from here on the first
+    // SIGINT/SIGTERM/SIGHUP only asks the command to stop at its next safe point.
+    sys::StopSignals stop_signals;
     return runner ? runner(out) : exit_code::usage;
   } catch (const Error& e) {
     return report_failure(globals.json, "error", e.what(), exit_code::incomplete);

@@ -212,7 +212,7 @@ nlohmann::ordered_json audit_document(const core::AuditResult& r, int status)
     doc["searched"].push_back(core::escape_name(s));
   }
   doc["notes"] = r.notes;
-  doc["exit_code"] = status;
+  document_tail(doc, status);
   return doc;
 }
 
@@ -222,7 +222,8 @@ int run_audit(core::AuditOptions& opts, const std::string& prometheus, Output& o
   const double started = epoch_seconds_now();
   opts.state_dir = out.options().state_dir;
   core::AuditResult r = core::audit(opts);
-  int status = exit_status(r);
+  // audit does not poll: a stop signal makes it report as interrupted once it is done.
+  int status = interrupted_status(exit_status(r));
   status =
     export_metrics(out, prometheus, status,
                    [&](const RunFacts& run) { return audit_metrics(r, run); }, {"audit", started});
@@ -237,6 +238,7 @@ int run_audit(core::AuditOptions& opts, const std::string& prometheus, Output& o
   for (const auto& n : r.notes) {
     out.info(n);
   }
+  report_interrupted(out);
   return status;
 }
 

@@ -245,7 +245,6 @@ using Report = std::optional<std::map<std::string, std::vector<std::pair<uint64_
 core::RepairResult run_engine(const RepairCli& cli, uint64_t rate, const Report& report,
                               Output& out)
 {
-  StopSignals signals;
   ProgressBar bar(!cli.no_progress && progress_wanted(out.options().quiet));
   auto progress = [&](const core::RepairProgress& p) {
     bar.update(p.path, p.phase, p.done, p.total);
@@ -261,7 +260,7 @@ core::RepairResult run_engine(const RepairCli& cli, uint64_t rate, const Report&
     uo.limit_rate = rate;
     uo.proc_dir = cli.proc_dir;
     uo.state_dir = out.options().state_dir;
-    return core::undo_repair(uo, progress, StopSignals::cancel());
+    return core::undo_repair(uo, progress, sys::stop_flag());
   }
   core::RepairOptions ro;
   ro.paths = cli.paths;
@@ -277,7 +276,7 @@ core::RepairResult run_engine(const RepairCli& cli, uint64_t rate, const Report&
   ro.proc_dir = cli.proc_dir;
   ro.vm_configs = cli.vm_configs;
   ro.state_dir = out.options().state_dir;
-  return core::repair(ro, progress, StopSignals::cancel());
+  return core::repair(ro, progress, sys::stop_flag());
 }
 
 int run_repair(const RepairCli& cli, uint64_t rate, const Report& report, Output& out)
@@ -288,8 +287,8 @@ int run_repair(const RepairCli& cli, uint64_t rate, const Report& report, Output
     status = std::max(status, entry_status(e));
   }
   // A signal that arrived during the verification still ends the command as interrupted.
-  if (StopSignals::signal() != 0) {
-    status = exit_code::interrupted + StopSignals::signal();
+  if (sys::stop_signal() != 0) {
+    status = exit_code::interrupted + sys::stop_signal();
   }
   if (out.options().json) {
     nlohmann::ordered_json doc = {{"schema", "vmcsum.repair/1"}};

@@ -326,10 +326,9 @@ core::ScrubResult run_engine(ScrubCli& cli, const Output& out)
   }
   // The same stop handling as set and repair: a signal stops the scrub between reads and
   // the report says interrupted (exit 128 + the signal).
-  StopSignals signals;
   ProgressBar bar(!cli.no_progress && progress_wanted(out.options().quiet));
   sys::Cancel cancel;
-  cancel.flag = &StopSignals::cancel();
+  cancel.flag = &sys::stop_flag();
   return core::scrub(
     cli.opts, [&bar](uint64_t d, uint64_t t, const std::string& p) { bar.update(p, "", d, t); },
     cancel);
@@ -347,8 +346,8 @@ int exit_status(const ScrubCli& cli, const core::ScrubResult& r)
       status = std::max(status, exit_code::critical);
     }
   }
-  if (r.interrupted && StopSignals::signal() != 0) {
-    status = exit_code::interrupted + StopSignals::signal();
+  if (r.interrupted && sys::stop_signal() != 0) {
+    status = exit_code::interrupted + sys::stop_signal();
   }
   if (cli.history && !r.history.empty()) {
     for (const auto& h : r.history) {
@@ -396,10 +395,10 @@ void report_problems(const core::ScrubResult& r, Output& out)
     out.warn(n);
   }
   if (r.interrupted) {
-    out.error("interrupted" +
-              (StopSignals::signal() ? " by signal " + std::to_string(StopSignals::signal())
-                                     : std::string()) +
-              ": the files after the one being scrubbed were not scrubbed");
+    out.error(
+      "interrupted" +
+      (sys::stop_signal() ? " by signal " + std::to_string(sys::stop_signal()) : std::string()) +
+      ": the files after the one being scrubbed were not scrubbed");
   }
 }
 

@@ -2,6 +2,8 @@
 // Copyright (C) 2026 The vmcsum authors
 #include "output.hpp"
 
+#include <vmcsum/sys/signals.hpp>
+
 #include <nlohmann/json.hpp>
 
 #include <cstdlib>
@@ -128,6 +130,25 @@ void Output::print(const std::string& text) const
 {
   std::cout << text;
   std::cout.flush();
+}
+
+int interrupted_status(int status)
+{
+  const int sig = sys::stop_signal();
+  return sig != 0 ? exit_code::interrupted + sig : status;
+}
+
+void document_tail(nlohmann::ordered_json& doc, int status)
+{
+  doc["interrupted"] = sys::stop_requested();
+  doc["exit_code"] = status;
+}
+
+void report_interrupted(const Output& out)
+{
+  if (int sig = sys::stop_signal()) {
+    out.error("interrupted by signal " + std::to_string(sig));
+  }
 }
 
 std::string Table::render(const Output& out) const

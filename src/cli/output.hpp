@@ -63,6 +63,17 @@ private:
   bool m_color_err = false;
 };
 
+// The one interruption contract (sys/signals.hpp): once a stop signal arrived, the exit status
+// is 128 + that signal whatever the command found.
+int interrupted_status(int status);
+
+// The tail of the documents of show, audit and record: "interrupted" (a stop signal arrived;
+// the document then holds what was done before it) and "exit_code".
+void document_tail(nlohmann::ordered_json& doc, int status);
+
+// "vmcsum: error: interrupted by signal N" on stderr when a stop signal arrived.
+void report_interrupted(const Output& out);
+
 // The value, or JSON null when it is unknown.
 template <class T>
 nlohmann::ordered_json json_or_null(const std::optional<T>& v)

@@ -27,6 +27,7 @@ struct RepairCli
 {
   std::vector<std::string> paths;
   std::string from;
+  std::map<std::string, core::ReportIdentity> from_identity; // what --from says each file was
   unsigned prefer_mirror = 0;
   bool include_undetermined = false;
   bool then_nocow = false;
@@ -50,6 +51,7 @@ nlohmann::ordered_json entry_json(const core::RepairEntry& e)
   nlohmann::ordered_json j;
   j["path"] = core::escape_name(e.path);
   j["acted_on"] = core::escape_name(e.acted_on);
+  put_identity(j, e.acted_on, e.fsid, e.subvolume_id, e.inode);
   j["action"] = core::repair_action_name(e.action);
   j["code"] = str_or_null(e.code);
   j["reason"] = str_or_null(e.reason);
@@ -265,6 +267,7 @@ core::RepairResult run_engine(const RepairCli& cli, uint64_t rate, const Report&
   core::RepairOptions ro;
   ro.paths = cli.paths;
   ro.from_report = report;
+  ro.from_identity = cli.from_identity;
   if (cli.prefer_mirror) {
     ro.prefer_mirror = cli.prefer_mirror;
   }
@@ -371,7 +374,7 @@ void register_repair(CLI::App& app, Runner& runner)
     Report report;
     if (!cli->from.empty()) {
       try {
-        report = core::parse_scrub_report(read_file_or_stdin(cli->from));
+        report = core::parse_scrub_report(read_file_or_stdin(cli->from), &cli->from_identity);
       } catch (const Error& e) {
         throw CLI::ValidationError("--from", e.what());
       }

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <map>
 
 #include <unistd.h>
 
@@ -111,10 +112,23 @@ nlohmann::ordered_json history_json(const core::HistoryEvent& h)
   return j;
 }
 
+// The worst of a file's results, in audit's words: critical for a mismatch, diverging copies
+// or an EIO the copies do not explain (what makes exit status 2), warning when it could not be
+// scrubbed, info otherwise.
+const char* file_severity(const core::FileScrub& f)
+{
+  if (!f.bad.empty() || !f.divergent.empty() || !f.kernel_only_eio.empty()) {
+    return "critical";
+  }
+  return f.examined ? "info" : "warning";
+}
+
 nlohmann::ordered_json file_json(const core::FileScrub& f)
 {
   nlohmann::ordered_json j;
   j["path"] = core::escape_name(f.path);
+  put_identity(j, f.canonical_path, f.fsid, f.subvolume_id, f.inode);
+  j["severity"] = file_severity(f);
   j["examined"] = f.examined;
   j["error"] = f.error ? nlohmann::ordered_json(*f.error) : nullptr;
   j["size"] = f.size;
@@ -363,9 +377,20 @@ nlohmann::ordered_json scrub_document(const core::ScrubResult& r, int status)
 {
   nlohmann::ordered_json doc = {{"schema", "vmcsum.scrub/2"}};
   auto& files = doc["files"] = nlohmann::ordered_json::array();
+  std::map<std::string, size_t> by_severity{{"critical", 0}, {"warning", 0}, {"info", 0}};
+  size_t bad = 0, examined = 0;
   for (const auto& f : r.files) {
     files.push_back(file_json(f));
+    ++by_severity[file_severity(f)];
+    bad += f.bad.size();
+    examined += f.examined ? 1 : 0;
   }
+  doc["summary"] = {{"files", r.files.size()},
+                    {"examined", examined},
+                    {"critical", by_severity["critical"]},
+                    {"warning", by_severity["warning"]},
+                    {"info", by_severity["info"]},
+                    {"bad_sectors", bad}};
   auto& hist = doc["history"] = nlohmann::ordered_json::array();
   for (const auto& h : r.history) {
     hist.push_back(history_json(h));

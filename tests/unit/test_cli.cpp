@@ -62,6 +62,24 @@ TEST_CASE("usage errors exit 64")
   CHECK(run_args({"frobnicate"}) == exit_code::usage);
   CHECK(run_args({"show"}) == exit_code::usage);
   CHECK(run_args({"--color=sometimes", "show", "/"}) == exit_code::usage);
+  CHECK(run_args({"--json=loud", "show", "/"}) == exit_code::usage);
+}
+
+TEST_CASE("every document starts with schema, then who wrote it, where and when")
+{
+  const nlohmann::ordered_json doc = with_document_head({{"schema", "vmcsum.x/1"}, {"a", 1}});
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : doc.items()) {
+    keys.push_back(k);
+  }
+  CHECK(keys ==
+        std::vector<std::string>{"schema", "vmcsum_version", "hostname", "generated_at", "a"});
+  const std::string when = doc["generated_at"].get<std::string>();
+  CHECK(when.size() == 20);
+  CHECK(when[10] == 'T');
+  CHECK(when.back() == 'Z');
+  CHECK(dump_document(doc, true).find('\n') == std::string::npos);
+  CHECK(dump_document(doc, false).find("\n  \"vmcsum_version\"") != std::string::npos);
 }
 
 TEST_CASE("help and version exit 0")

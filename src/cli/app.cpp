@@ -106,6 +106,9 @@ int run(int argc, char** argv)
       throw CLI::ValidationError("--json", "is pretty or short, not '" + globals.json_style + "'");
     }
     globals.json = !globals.json_style.empty();
+    if (globals.quiet && globals.verbose > 0) {
+      throw CLI::ValidationError("-q/--quiet and -v/--verbose contradict each other");
+    }
   } catch (const CLI::Success& e) {
     return app->exit(e); // --help, --version
   } catch (const CLI::ParseError& e) {

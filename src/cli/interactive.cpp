@@ -82,12 +82,13 @@ uint64_t parse_rate(const std::string& text, const std::string& option)
     mul = 1;
   } else if (unit == "K" || unit == "KiB" || unit == "k") {
     mul = 1024;
-  } else if (unit == "M" || unit == "MiB") {
+  } else if (unit == "M" || unit == "MiB" || unit == "m") { // 100m = 100 MiB, as dd and pv read it
     mul = 1024.0 * 1024;
-  } else if (unit == "G" || unit == "GiB") {
+  } else if (unit == "G" || unit == "GiB" || unit == "g") {
     mul = 1024.0 * 1024 * 1024;
   } else {
-    throw CLI::ValidationError(option, "unknown unit '" + unit + "' (use K, M or G)");
+    throw CLI::ValidationError(option,
+                               "unknown unit '" + unit + "' (use k, m or g: powers of 1024)");
   }
   if (!(v > 0)) {
     throw CLI::ValidationError(option, "must be positive");

@@ -1,11 +1,19 @@
 # bash completion for vmcsum(8)                                  -*- shell-script -*-
 _vmcsum()
 {
-    local cur prev words cword
-    _init_completion || return
+    local cur prev words cword split
+    # -s: "--opt=value" is split, so --json=<TAB> and --color=<TAB> complete their values.
+    _init_completion -s || return
 
     local commands="show audit set probe bench scrub repair record"
-    local global_opts="--json --color --verbose -v --quiet -q --state-dir --version --help -h"
+    local global_opts="--json --json= --color --verbose -v --quiet -q --state-dir --version --help -h"
+
+    if [[ $prev == --json ]]; then
+        if $split; then
+            COMPREPLY=($(compgen -W 'pretty short' -- "$cur"))
+            return
+        fi
+    fi
 
     case $prev in
         --color)

@@ -3,6 +3,7 @@
 #include "app.hpp"
 
 #include <vmcsum/error.hpp>
+#include <vmcsum/sys/signals.hpp>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -23,7 +24,10 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, Runner& runner)
   app->require_subcommand(1, 1);
   // Global options are accepted before or after the subcommand.
   app->fallthrough();
-  app->add_flag("--json", globals.json, "Print one JSON document on stdout");
+  app
+    ->add_flag("--json{pretty}", globals.json_style,
+               "Print one JSON document on stdout: pretty (the default) or short (one line)")
+    ->type_name("STYLE");
   app->add_option("--color", globals.color, "Colour the output: auto, always or never")
     ->check(CLI::IsMember({"auto", "always", "never"}))
     ->capture_default_str();
@@ -54,26 +58,32 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, Runner& runner)
 }
 
 namespace {
-bool wants_json(int argc, char** argv)
+// Before parsing succeeded: whether (and how) an error must be a JSON document too. "" when
+// not, else the style.
+std::string wants_json(int argc, char** argv)
 {
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--json") == 0) {
-      return true;
+      return "pretty";
+    }
+    if (std::strncmp(argv[i], "--json=", 7) == 0) {
+      return argv[i] + 7;
     }
     if (std::strcmp(argv[i], "--") == 0) {
       break;
     }
   }
-  return false;
+  return "";
 }
 
-int report_failure(bool json, const char* kind, const std::string& message, int status)
+int report_failure(const std::string& json_style, const char* kind, const std::string& message,
+                   int status)
 {
-  if (json) {
+  if (!json_style.empty()) {
     nlohmann::ordered_json doc = {{"schema", "vmcsum.error/1"},
                                   {"error", {{"kind", kind}, {"message", message}}},
                                   {"exit_code", status}};
-    std::cout << doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+    std::cout << dump_document(with_document_head(doc), json_style == "short") << '\n';
   }
   std::cerr << "vmcsum: " << (status == exit_code::usage ? "usage error" : "error") << ": "
             << message << '\n';
@@ -86,11 +96,19 @@ int run(int argc, char** argv)
   GlobalOptions globals;
   Runner runner;
   std::unique_ptr<CLI::App> app;
-  const bool json = wants_json(argc, argv);
+  const std::string json = wants_json(argc, argv);
   try {
     app = build_app(globals, runner);
     // Not CLI11_PARSE: its exit codes (100-127) are not ours.
     app->parse(argc, argv);
+    if (!globals.json_style.empty() && globals.json_style != "pretty" &&
+        globals.json_style != "short") {
+      throw CLI::ValidationError("--json", "is pretty or short, not '" + globals.json_style + "'");
+    }
+    globals.json = !globals.json_style.empty();
+    if (globals.quiet && globals.verbose > 0) {
+      throw CLI::ValidationError("-q/--quiet and -v/--verbose contradict each other");
+    }
   } catch (const CLI::Success& e) {
     return app->exit(e); // --help, --version
   } catch (const CLI::ParseError& e) {
@@ -106,11 +124,14 @@ int run(int argc, char** argv)
   }
   try {
     Output out(globals);
+    // One interruption contract for every command (sys/signals.hpp): from here on the first
+    // SIGINT/SIGTERM/SIGHUP only asks the command to stop at its next safe point.
+    sys::StopSignals stop_signals;
     return runner ? runner(out) : exit_code::usage;
   } catch (const Error& e) {
-    return report_failure(globals.json, "error", e.what(), exit_code::incomplete);
+    return report_failure(globals.json_style, "error", e.what(), exit_code::incomplete);
   } catch (const std::exception& e) {
-    return report_failure(globals.json, "internal", e.what(), exit_code::incomplete);
+    return report_failure(globals.json_style, "internal", e.what(), exit_code::incomplete);
   }
 }
 

@@ -46,6 +46,11 @@ nlohmann::ordered_json image_json(const core::ImageReport& r)
   nlohmann::ordered_json j;
   j["path"] = facts["path"];
   j["path_is_utf8"] = facts["path_is_utf8"];
+  // Identity: what lets a later command find this very file from anywhere.
+  for (const char* k : {"canonical_path", "fsid", "inode"}) {
+    j[k] = facts.contains(k) ? facts[k] : nlohmann::ordered_json(nullptr);
+  }
+  j["severity"] = core::severity_name(core::worst(r.findings)); // the worst of its findings
   j["format"] = r.format;
   for (const char* k : {"size", "allocated", "nocow", "nodatasum", "compression", "data_profile",
                         "shared_bytes", "extents", "csum_type", "subvolume_id", "subvolume_path",
@@ -200,9 +205,17 @@ nlohmann::ordered_json audit_document(const core::AuditResult& r, int status)
                    {"dio_policy", policy_json(r.kernel)},
                    {"source", r.kernel.source}};
   auto& images = doc["images"] = nlohmann::ordered_json::array();
+  size_t counts[3] = {0, 0, 0}; // by Severity: info, warning, critical
   for (const auto& img : r.images) {
     images.push_back(image_json(img));
+    ++counts[static_cast<int>(core::worst(img.findings))];
   }
+  // The counts the text's last line gives ("N image(s): C critical, W warning, I ok").
+  doc["summary"] = {{"images", r.images.size()},
+                    {"critical", counts[2]},
+                    {"warning", counts[1]},
+                    {"info", counts[0]},
+                    {"problems", r.problems.size()}};
   auto& problems = doc["problems"] = nlohmann::ordered_json::array();
   for (const auto& p : r.problems) {
     problems.push_back({{"path", core::escape_name(p.path)}, {"reason", p.reason}});
@@ -212,7 +225,7 @@ nlohmann::ordered_json audit_document(const core::AuditResult& r, int status)
     doc["searched"].push_back(core::escape_name(s));
   }
   doc["notes"] = r.notes;
-  doc["exit_code"] = status;
+  document_tail(doc, status);
   return doc;
 }
 
@@ -222,7 +235,8 @@ int run_audit(core::AuditOptions& opts, const std::string& prometheus, Output& o
   const double started = epoch_seconds_now();
   opts.state_dir = out.options().state_dir;
   core::AuditResult r = core::audit(opts);
-  int status = exit_status(r);
+  // audit does not poll: a stop signal makes it report as interrupted once it is done.
+  int status = interrupted_status(exit_status(r));
   status =
     export_metrics(out, prometheus, status,
                    [&](const RunFacts& run) { return audit_metrics(r, run); }, {"audit", started});
@@ -237,6 +251,7 @@ int run_audit(core::AuditOptions& opts, const std::string& prometheus, Output& o
   for (const auto& n : r.notes) {
     out.info(n);
   }
+  report_interrupted(out);
   return status;
 }
 

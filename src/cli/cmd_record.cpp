@@ -47,6 +47,7 @@ void register_record(CLI::App& app, Runner& runner)
           status = exit_code::incomplete;
         }
       }
+      status = interrupted_status(status);
       if (out.options().json) {
         nlohmann::ordered_json doc = {{"schema", "vmcsum.record/1"},
                                       {"release", r.release},
@@ -62,7 +63,7 @@ void register_record(CLI::App& app, Runner& runner)
                           {"error", fs.error ? nlohmann::ordered_json(*fs.error)
                                              : nlohmann::ordered_json(nullptr)}});
         }
-        doc["exit_code"] = status;
+        document_tail(doc, status);
         out.emit_json(doc);
       } else {
         Table t({"MOUNT", "FSID", "GENERATION", "ENTRIES"});
@@ -81,6 +82,7 @@ void register_record(CLI::App& app, Runner& runner)
           out.error(core::escape_name(fs.mount_point) + ": " + *fs.error);
         }
       }
+      report_interrupted(out);
       return status;
     };
   });

@@ -27,6 +27,7 @@ struct RepairCli
 {
   std::vector<std::string> paths;
   std::string from;
+  std::map<std::string, core::ReportIdentity> from_identity; // what --from says each file was
   unsigned prefer_mirror = 0;
   bool include_undetermined = false;
   bool then_nocow = false;
@@ -50,6 +51,7 @@ nlohmann::ordered_json entry_json(const core::RepairEntry& e)
   nlohmann::ordered_json j;
   j["path"] = core::escape_name(e.path);
   j["acted_on"] = core::escape_name(e.acted_on);
+  put_identity(j, e.acted_on, e.fsid, e.subvolume_id, e.inode);
   j["action"] = core::repair_action_name(e.action);
   j["code"] = str_or_null(e.code);
   j["reason"] = str_or_null(e.reason);
@@ -245,7 +247,6 @@ using Report = std::optional<std::map<std::string, std::vector<std::pair<uint64_
 core::RepairResult run_engine(const RepairCli& cli, uint64_t rate, const Report& report,
                               Output& out)
 {
-  StopSignals signals;
   ProgressBar bar(!cli.no_progress && progress_wanted(out.options().quiet));
   auto progress = [&](const core::RepairProgress& p) {
     bar.update(p.path, p.phase, p.done, p.total);
@@ -261,11 +262,12 @@ core::RepairResult run_engine(const RepairCli& cli, uint64_t rate, const Report&
     uo.limit_rate = rate;
     uo.proc_dir = cli.proc_dir;
     uo.state_dir = out.options().state_dir;
-    return core::undo_repair(uo, progress, StopSignals::cancel());
+    return core::undo_repair(uo, progress, sys::stop_flag());
   }
   core::RepairOptions ro;
   ro.paths = cli.paths;
   ro.from_report = report;
+  ro.from_identity = cli.from_identity;
   if (cli.prefer_mirror) {
     ro.prefer_mirror = cli.prefer_mirror;
   }
@@ -277,7 +279,7 @@ core::RepairResult run_engine(const RepairCli& cli, uint64_t rate, const Report&
   ro.proc_dir = cli.proc_dir;
   ro.vm_configs = cli.vm_configs;
   ro.state_dir = out.options().state_dir;
-  return core::repair(ro, progress, StopSignals::cancel());
+  return core::repair(ro, progress, sys::stop_flag());
 }
 
 int run_repair(const RepairCli& cli, uint64_t rate, const Report& report, Output& out)
@@ -288,8 +290,8 @@ int run_repair(const RepairCli& cli, uint64_t rate, const Report& report, Output
     status = std::max(status, entry_status(e));
   }
   // A signal that arrived during the verification still ends the command as interrupted.
-  if (StopSignals::signal() != 0) {
-    status = exit_code::interrupted + StopSignals::signal();
+  if (sys::stop_signal() != 0) {
+    status = exit_code::interrupted + sys::stop_signal();
   }
   if (out.options().json) {
     nlohmann::ordered_json doc = {{"schema", "vmcsum.repair/1"}};
@@ -372,7 +374,7 @@ void register_repair(CLI::App& app, Runner& runner)
     Report report;
     if (!cli->from.empty()) {
       try {
-        report = core::parse_scrub_report(read_file_or_stdin(cli->from));
+        report = core::parse_scrub_report(read_file_or_stdin(cli->from), &cli->from_identity);
       } catch (const Error& e) {
         throw CLI::ValidationError("--from", e.what());
       }

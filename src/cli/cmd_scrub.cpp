@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <map>
 
 #include <unistd.h>
 
@@ -111,10 +112,23 @@ nlohmann::ordered_json history_json(const core::HistoryEvent& h)
   return j;
 }
 
+// The worst of a file's results, in audit's words: critical for a mismatch, diverging copies
+// or an EIO the copies do not explain (what makes exit status 2), warning when it could not be
+// scrubbed, info otherwise.
+const char* file_severity(const core::FileScrub& f)
+{
+  if (!f.bad.empty() || !f.divergent.empty() || !f.kernel_only_eio.empty()) {
+    return "critical";
+  }
+  return f.examined ? "info" : "warning";
+}
+
 nlohmann::ordered_json file_json(const core::FileScrub& f)
 {
   nlohmann::ordered_json j;
   j["path"] = core::escape_name(f.path);
+  put_identity(j, f.canonical_path, f.fsid, f.subvolume_id, f.inode);
+  j["severity"] = file_severity(f);
   j["examined"] = f.examined;
   j["error"] = f.error ? nlohmann::ordered_json(*f.error) : nullptr;
   j["size"] = f.size;
@@ -328,10 +342,9 @@ core::ScrubResult run_engine(ScrubCli& cli, const Output& out)
   }
   // The same stop handling as set and repair: a signal stops the scrub between reads and
   // the report says interrupted (exit 128 + the signal).
-  StopSignals signals;
   ProgressBar bar(!cli.no_progress && progress_wanted(out.options().quiet));
   sys::Cancel cancel;
-  cancel.flag = &StopSignals::cancel();
+  cancel.flag = &sys::stop_flag();
   return core::scrub(
     cli.opts, [&bar](uint64_t d, uint64_t t, const std::string& p) { bar.update(p, "", d, t); },
     cancel);
@@ -349,8 +362,8 @@ int exit_status(const ScrubCli& cli, const core::ScrubResult& r)
       status = std::max(status, exit_code::critical);
     }
   }
-  if (r.interrupted && StopSignals::signal() != 0) {
-    status = exit_code::interrupted + StopSignals::signal();
+  if (r.interrupted && sys::stop_signal() != 0) {
+    status = exit_code::interrupted + sys::stop_signal();
   }
   if (cli.history && !r.history.empty()) {
     for (const auto& h : r.history) {
@@ -366,9 +379,20 @@ nlohmann::ordered_json scrub_document(const core::ScrubResult& r, int status)
 {
   nlohmann::ordered_json doc = {{"schema", "vmcsum.scrub/2"}};
   auto& files = doc["files"] = nlohmann::ordered_json::array();
+  std::map<std::string, size_t> by_severity{{"critical", 0}, {"warning", 0}, {"info", 0}};
+  size_t bad = 0, examined = 0;
   for (const auto& f : r.files) {
     files.push_back(file_json(f));
+    ++by_severity[file_severity(f)];
+    bad += f.bad.size();
+    examined += f.examined ? 1 : 0;
   }
+  doc["summary"] = {{"files", r.files.size()},
+                    {"examined", examined},
+                    {"critical", by_severity["critical"]},
+                    {"warning", by_severity["warning"]},
+                    {"info", by_severity["info"]},
+                    {"bad_sectors", bad}};
   auto& hist = doc["history"] = nlohmann::ordered_json::array();
   for (const auto& h : r.history) {
     hist.push_back(history_json(h));
@@ -398,10 +422,10 @@ void report_problems(const core::ScrubResult& r, Output& out)
     out.warn(n);
   }
   if (r.interrupted) {
-    out.error("interrupted" +
-              (StopSignals::signal() ? " by signal " + std::to_string(StopSignals::signal())
-                                     : std::string()) +
-              ": the files after the one being scrubbed were not scrubbed");
+    out.error(
+      "interrupted" +
+      (sys::stop_signal() ? " by signal " + std::to_string(sys::stop_signal()) : std::string()) +
+      ": the files after the one being scrubbed were not scrubbed");
   }
 }
 

@@ -199,11 +199,10 @@ int run_set(const SetCliOptions& o, Output& out)
 
   core::SetResult r;
   {
-    StopSignals signals;
     ProgressBar bar(progress_wanted(out.options().quiet));
     r = core::set_cow_attribute(
       opts, [&](const core::SetProgress& p) { bar.update(p.path, p.phase, p.done, p.total); },
-      StopSignals::cancel());
+      sys::stop_flag());
   }
 
   int status = exit_code::clean;
@@ -217,8 +216,8 @@ int run_set(const SetCliOptions& o, Output& out)
       status = exit_code::warnings; // a -r walk did not reach everything
     }
   }
-  if (r.interrupted && StopSignals::signal() != 0) {
-    status = exit_code::interrupted + StopSignals::signal();
+  if (r.interrupted && sys::stop_signal() != 0) {
+    status = exit_code::interrupted + sys::stop_signal();
   }
 
   if (out.options().json) {
@@ -257,10 +256,10 @@ int run_set(const SetCliOptions& o, Output& out)
     }
   }
   if (r.interrupted) {
-    out.error("interrupted" +
-              (StopSignals::signal() ? " by signal " + std::to_string(StopSignals::signal())
-                                     : std::string()) +
-              ": the file being rewritten was left as it was");
+    out.error(
+      "interrupted" +
+      (sys::stop_signal() ? " by signal " + std::to_string(sys::stop_signal()) : std::string()) +
+      ": the file being rewritten was left as it was");
   }
   return status;
 }

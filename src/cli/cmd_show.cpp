@@ -8,6 +8,7 @@
 #include <vmcsum/image/file_facts.hpp>
 #include <vmcsum/report/json.hpp>
 #include <vmcsum/report/text.hpp>
+#include <vmcsum/sys/signals.hpp>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -154,17 +155,22 @@ void register_show(CLI::App& app, Runner& runner)
       std::vector<core::FileFacts> files;
       int status = exit_code::clean;
       for (const auto& p : opts->paths) {
+        if (sys::stop_requested()) {
+          break; // the safe point: between two files
+        }
         files.push_back(collector.collect_named(p));
         status = std::max(status, status_of(files.back()));
       }
+      status = interrupted_status(status);
       if (out.options().json) {
         nlohmann::ordered_json doc = {{"schema", "vmcsum.show/1"}, {"files", files}};
-        doc["exit_code"] = status;
+        document_tail(doc, status);
         out.emit_json(doc);
       } else {
         render_text(files, out);
       }
       report_diagnostics(files, out);
+      report_interrupted(out);
       return status;
     };
   });

@@ -13,18 +13,6 @@
 
 namespace vmcsum::cli {
 
-namespace {
-std::atomic<bool> g_cancel{false};
-volatile std::sig_atomic_t g_signal = 0;
-static_assert(std::atomic<bool>::is_always_lock_free, "the signal handler needs a lock-free flag");
-
-extern "C" void on_stop_signal(int sig)
-{
-  g_signal = sig;
-  g_cancel.store(true);
-}
-} // namespace
-
 ProgressBar::ProgressBar(bool enabled)
   : m_enabled(enabled)
 {
@@ -79,44 +67,6 @@ bool progress_wanted(bool quiet)
   return !quiet && ::isatty(STDERR_FILENO) == 1;
 }
 
-StopSignals::StopSignals()
-{
-  g_cancel.store(false);
-  g_signal = 0;
-  struct sigaction sa
-  {
-  };
-  sa.sa_handler = on_stop_signal;
-  sa.sa_flags = SA_RESETHAND; // and no SA_RESTART: blocking waits return early
-  ::sigemptyset(&sa.sa_mask);
-  for (size_t i = 0; i < k_signals.size(); ++i) {
-    ::sigaction(k_signals[i], nullptr, &m_old[i]);
-    m_installed[i] = m_old[i].sa_handler != SIG_IGN;
-    if (m_installed[i]) {
-      ::sigaction(k_signals[i], &sa, nullptr);
-    }
-  }
-}
-
-StopSignals::~StopSignals()
-{
-  for (size_t i = 0; i < k_signals.size(); ++i) {
-    if (m_installed[i]) {
-      ::sigaction(k_signals[i], &m_old[i], nullptr);
-    }
-  }
-}
-
-const std::atomic<bool>& StopSignals::cancel()
-{
-  return g_cancel;
-}
-
-int StopSignals::signal()
-{
-  return g_signal;
-}
-
 uint64_t parse_rate(const std::string& text, const std::string& option)
 {
   size_t pos = 0;
@@ -132,12 +82,13 @@ uint64_t parse_rate(const std::string& text, const std::string& option)
     mul = 1;
   } else if (unit == "K" || unit == "KiB" || unit == "k") {
     mul = 1024;
-  } else if (unit == "M" || unit == "MiB") {
+  } else if (unit == "M" || unit == "MiB" || unit == "m") { // 100m = 100 MiB, as dd and pv read it
     mul = 1024.0 * 1024;
-  } else if (unit == "G" || unit == "GiB") {
+  } else if (unit == "G" || unit == "GiB" || unit == "g") {
     mul = 1024.0 * 1024 * 1024;
   } else {
-    throw CLI::ValidationError(option, "unknown unit '" + unit + "' (use K, M or G)");
+    throw CLI::ValidationError(option,
+                               "unknown unit '" + unit + "' (use k, m or g: powers of 1024)");
   }
   if (!(v > 0)) {
     throw CLI::ValidationError(option, "must be positive");

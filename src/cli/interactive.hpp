@@ -1,14 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Copyright (C) 2026 The vmcsum authors
 //
-// What long-running commands share: a progress line on stderr, the signals that stop them
-// cleanly, and byte-rate arguments.
+// What long-running commands share: a progress line on stderr and byte-rate arguments. The
+// signals that stop them are sys::StopSignals, installed once per run by run() (app.cpp).
 #pragma once
 
-#include <array>
-#include <atomic>
+#include <vmcsum/sys/signals.hpp>
+
 #include <chrono>
-#include <csignal>
 #include <cstdint>
 #include <string>
 
@@ -37,26 +36,6 @@ private:
 
 // Whether stderr is a terminal and the user did not ask for quiet.
 bool progress_wanted(bool quiet);
-
-// SIGINT/SIGTERM/SIGHUP only raise cancel(); the engine polls it between chunks and stops at
-// a safe point. SA_RESETHAND: a second signal is not caught, so it ends vmcsum at once. A signal
-// ignored when vmcsum started (nohup, a background job of a script) stays ignored.
-class StopSignals
-{
-public:
-  StopSignals();
-  ~StopSignals();
-  StopSignals(const StopSignals&) = delete;
-  StopSignals& operator=(const StopSignals&) = delete;
-
-  static const std::atomic<bool>& cancel();
-  static int signal(); // the signal that arrived, 0 if none
-
-private:
-  static constexpr std::array<int, 3> k_signals{SIGINT, SIGTERM, SIGHUP};
-  std::array<struct sigaction, 3> m_old{};
-  std::array<bool, 3> m_installed{};
-};
 
 // "100", "64K", "1.5M", "2GiB": bytes per second. Throws CLI::ValidationError naming `option`.
 uint64_t parse_rate(const std::string& text, const std::string& option);

@@ -2,9 +2,13 @@
 // Copyright (C) 2026 The vmcsum authors
 #include "output.hpp"
 
+#include <vmcsum/report/text.hpp>
+#include <vmcsum/sys/signals.hpp>
+
 #include <nlohmann/json.hpp>
 
 #include <cstdlib>
+#include <ctime>
 #include <iostream>
 
 #include <unistd.h>
@@ -120,14 +124,72 @@ void Output::info(const std::string& message) const
 
 void Output::emit_json(const nlohmann::ordered_json& doc) const
 {
-  std::cout << doc.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << '\n';
+  std::cout << dump_document(with_document_head(doc), m_opts.json_style == "short") << '\n';
   std::cout.flush();
+}
+
+nlohmann::ordered_json with_document_head(const nlohmann::ordered_json& doc)
+{
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) {
+    host[0] = '\0';
+  }
+  char when[32] = {};
+  const std::time_t now = std::time(nullptr);
+  struct tm utc = {};
+  ::gmtime_r(&now, &utc);
+  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  nlohmann::ordered_json head = {{"schema", doc.value("schema", "")},
+                                 {"vmcsum_version", VMCSUM_VERSION},
+                                 {"hostname", core::escape_name(host)},
+                                 {"generated_at", when}};
+  for (const auto& [key, value] : doc.items()) {
+    if (!head.contains(key)) {
+      head[key] = value;
+    }
+  }
+  return head;
+}
+
+std::string dump_document(const nlohmann::ordered_json& doc, bool short_form)
+{
+  return doc.dump(short_form ? -1 : 2, ' ', false,
+                  nlohmann::ordered_json::error_handler_t::replace);
 }
 
 void Output::print(const std::string& text) const
 {
   std::cout << text;
   std::cout.flush();
+}
+
+int interrupted_status(int status)
+{
+  const int sig = sys::stop_signal();
+  return sig != 0 ? exit_code::interrupted + sig : status;
+}
+
+void document_tail(nlohmann::ordered_json& doc, int status)
+{
+  doc["interrupted"] = sys::stop_requested();
+  doc["exit_code"] = status;
+}
+
+void report_interrupted(const Output& out)
+{
+  if (int sig = sys::stop_signal()) {
+    out.error("interrupted by signal " + std::to_string(sig));
+  }
+}
+
+void put_identity(nlohmann::ordered_json& j, const std::string& canonical_path,
+                  const std::string& fsid, uint64_t subvolume_id, uint64_t inode)
+{
+  using J = nlohmann::ordered_json;
+  j["canonical_path"] = canonical_path.empty() ? J(nullptr) : J(core::escape_name(canonical_path));
+  j["fsid"] = fsid.empty() ? J(nullptr) : J(fsid);
+  j["subvolume_id"] = subvolume_id ? J(subvolume_id) : J(nullptr);
+  j["inode"] = inode ? J(inode) : J(nullptr);
 }
 
 std::string Table::render(const Output& out) const

@@ -26,6 +26,8 @@ constexpr int interrupted = 128;
 struct GlobalOptions
 {
   bool json = false;
+  // --json[=pretty|short]: "short" prints the document on one line (systemd's spelling).
+  std::string json_style;
   std::string color = "auto";
   int verbose = 0;
   bool quiet = false;
@@ -62,6 +64,29 @@ private:
   bool m_color_out = false;
   bool m_color_err = false;
 };
+
+// The one interruption contract (sys/signals.hpp): once a stop signal arrived, the exit status
+// is 128 + that signal whatever the command found.
+int interrupted_status(int status);
+
+// The head every document starts with, whatever the command (also vmcsum.error/1): "schema"
+// first, then "vmcsum_version", "hostname" and "generated_at" (RFC 3339, UTC), then the rest.
+nlohmann::ordered_json with_document_head(const nlohmann::ordered_json& doc);
+
+// One document as text: two-space indentation, or one line for --json=short.
+std::string dump_document(const nlohmann::ordered_json& doc, bool short_form);
+
+// The tail of the documents of show, audit and record: "interrupted" (a stop signal arrived;
+// the document then holds what was done before it) and "exit_code".
+void document_tail(nlohmann::ordered_json& doc, int status);
+
+// "vmcsum: error: interrupted by signal N" on stderr when a stop signal arrived.
+void report_interrupted(const Output& out);
+
+// The identity keys of a file entry (canonical_path, fsid, subvolume_id, inode): what lets a
+// later command find the same file from anywhere. Empty/0 (never opened) become null.
+void put_identity(nlohmann::ordered_json& j, const std::string& canonical_path,
+                  const std::string& fsid, uint64_t subvolume_id, uint64_t inode);
 
 // The value, or JSON null when it is unknown.
 template <class T>

@@ -301,6 +301,7 @@ private:
   FileScrub scrub(const std::vector<std::pair<uint64_t, uint64_t>>& ranges, const char* phase);
   void check_writable();
   void check_users();
+  void check_report_identity(const std::string& key) const;
   bool find_bad();
   void decide(const BadSector& b, const RepairChoice& choice,
               std::vector<const BadSector*>* to_read);
@@ -383,6 +384,9 @@ bool ImageRepair::examine()
   m_ff = m_run.collector.collect_fd(*pfd, m_path);
   m_e.acted_on = m_ff.canonical_path.empty() ? m_path : m_ff.canonical_path;
   m_canon = m_e.acted_on;
+  m_e.fsid = m_ff.fsid.value_or("");
+  m_e.subvolume_id = m_ff.subvolume_id.value_or(0);
+  m_e.inode = m_ff.inode;
   if (!m_ff.examined) {
     throw Stop{RepairAction::refused, "cannot-examine", m_ff.error.value_or("cannot examine")};
   }
@@ -458,6 +462,28 @@ void ImageRepair::check_users()
   refuse_if_in_use(*m_fd, scan_proc(m_opts.proc_dir), m_e.users, m_e.locks);
 }
 
+// --from: the document names a file by path, but the sectors it lists belong to the file it
+// scrubbed; a file replaced since (a copy renamed over it, another filesystem mounted there)
+// is refused rather than "repaired" with another file's offsets.
+void ImageRepair::check_report_identity(const std::string& key) const
+{
+  const auto id = m_opts.from_identity.find(key);
+  if (id == m_opts.from_identity.end()) {
+    return; // an older document without identity
+  }
+  const ReportIdentity& was = id->second;
+  const auto ino = static_cast<uint64_t>(m_st0.st_ino);
+  if (was.fsid == m_fsid && (was.subvolume_id == 0 || was.subvolume_id == m_subvol) &&
+      was.inode == ino) {
+    return;
+  }
+  throw Stop{RepairAction::refused, "identity-changed",
+             "not the file the scrub document describes (it was inode " +
+               std::to_string(was.inode) + " of subvolume " + std::to_string(was.subvolume_id) +
+               " on " + was.fsid + "; this is inode " + std::to_string(ino) + " of subvolume " +
+               std::to_string(m_subvol) + " on " + m_fsid + "): scrub it again"};
+}
+
 // 2. What is bad, per copy. False when there is nothing to do.
 bool ImageRepair::find_bad()
 {
@@ -470,6 +496,9 @@ bool ImageRepair::find_bad()
     auto it = m_opts.from_report->find(m_path);
     if (it == m_opts.from_report->end()) {
       it = m_opts.from_report->find(m_canon);
+    }
+    if (it != m_opts.from_report->end()) {
+      check_report_identity(it->first);
     }
     if ((it == m_opts.from_report->end() || it->second.empty()) && m_pending.empty()) {
       m_e.action = RepairAction::clean;

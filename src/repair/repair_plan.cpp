@@ -94,7 +94,7 @@ SectorDecision decide_sector(const BadSector& bad, const RepairChoice& choice)
 }
 
 std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>>
-parse_scrub_report(const std::string& text)
+parse_scrub_report(const std::string& text, std::map<std::string, ReportIdentity>* identities)
 {
   std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>> out;
   nlohmann::json j;
@@ -111,7 +111,18 @@ parse_scrub_report(const std::string& text)
   }
   try {
     for (const auto& f : j.at("files")) {
-      auto& list = out[unescape_name(f.at("path").get<std::string>())];
+      const auto canon = f.find("canonical_path");
+      const std::string key =
+        unescape_name(canon != f.end() && canon->is_string() ? canon->get<std::string>()
+                                                             : f.at("path").get<std::string>());
+      auto& list = out[key];
+      if (identities && f.contains("fsid") && f["fsid"].is_string() && f.contains("inode") &&
+          f["inode"].is_number_unsigned()) {
+        const auto& sv = f.contains("subvolume_id") ? f["subvolume_id"] : nlohmann::json();
+        (*identities)[key] = {f["fsid"].get<std::string>(),
+                              sv.is_number_unsigned() ? sv.get<uint64_t>() : 0,
+                              f["inode"].get<uint64_t>()};
+      }
       for (const auto& b : f.value("bad", nlohmann::json::array())) {
         list.emplace_back(b.at("offset").get<uint64_t>(), b.at("length").get<uint64_t>());
       }

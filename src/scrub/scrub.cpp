@@ -22,6 +22,7 @@
 #include <vmcsum/sys/aligned_buffer.hpp>
 #include <vmcsum/sys/fd.hpp>
 #include <vmcsum/sys/io.hpp>
+#include <vmcsum/sys/path.hpp>
 #include <vmcsum/sys/walk.hpp>
 
 #include <algorithm>
@@ -1099,12 +1100,14 @@ FileScrub Scrubber::scrub_open(int fd, const struct stat& st, const std::string&
   }
   f.size = static_cast<uint64_t>(st.st_size);
   f.inode = st.st_ino;
+  f.canonical_path = sys::path_of_fd(fd, path);
   m_fd = fd;
   try {
     f.subvolume_id = btrfs::subvolume_id(fd, path);
     ClassifyContext ctx;
     const bool writing = note_users(st, f, ctx);
     FsCtx& fs = fs_for(fd, path);
+    f.fsid = fs.info.fsid;
     ctx.device_io_errors = fs.io_errors;
     // FIEMAP_FLAG_SYNC writes delalloc back; the commit puts the csums in the tree we search.
     btrfs::sync_fs(fd, path);

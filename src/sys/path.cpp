@@ -2,8 +2,11 @@
 // Copyright (C) 2026 The vmcsum authors
 #include <vmcsum/sys/path.hpp>
 
+#include <climits>
 #include <cstdlib>
 #include <memory>
+
+#include <unistd.h>
 
 namespace vmcsum::sys {
 
@@ -11,6 +14,18 @@ std::string canonical_path(const std::string& path)
 {
   std::unique_ptr<char, decltype(&std::free)> real(::realpath(path.c_str(), nullptr), &std::free);
   return real ? std::string(real.get()) : path;
+}
+
+std::string path_of_fd(int fd, const std::string& fallback)
+{
+  const std::string self = "/proc/self/fd/" + std::to_string(fd);
+  char target[PATH_MAX];
+  const ssize_t n = ::readlink(self.c_str(), target, sizeof target - 1);
+  // " (deleted)" and anon inodes are not paths anyone could find again.
+  if (n <= 0 || target[0] != '/') {
+    return fallback;
+  }
+  return std::string(target, static_cast<size_t>(n));
 }
 
 std::string parent_dir(const std::string& path)

@@ -52,11 +52,24 @@ rc=0
 "$VMCSUM" bench --seconds 0 "$MNT" >/dev/null 2>&1 || rc=$?
 check_eq "--seconds 0 is a usage error" 64 "$rc"
 
-# SIGINT in the middle: ends at once with 130.
-env --default-signal=INT "$VMCSUM" bench --seconds 60 "$MNT" >/dev/null 2>&1 &
+# SIGINT in the middle (once a scratch file is open, so vmcsum's handler is surely installed):
+# the partial result as a valid document, status 130, within seconds.
+has_open_below() { # PID DIR: whether PID has a file below DIR open
+  local l
+  for l in /proc/"$1"/fd/*; do
+    [[ $(readlink "$l" 2>/dev/null) == "$2"/* ]] && return 0
+  done
+  return 1
+}
+env --default-signal=INT "$VMCSUM" --json bench --seconds 60 "$MNT" >"$IT_TMP/int.json" 2>"$IT_TMP/int.err" &
 pid=$!
 bg_track "$pid"
-sleep 1.5
+seen=0
+for _ in $(seq 600); do
+  has_open_below "$pid" "$MNT" && { seen=1; break; }
+  sleep 0.05
+done
+check_eq "bench was caught with a scratch file open" 1 "$seen"
 start=$SECONDS
 kill -INT "$pid"
 rc=0
@@ -64,6 +77,9 @@ wait "$pid" || rc=$?
 bg_untrack "$pid"
 check_eq "SIGINT ends bench with status 130" 130 "$rc"
 check "... within 5 seconds" test $((SECONDS - start)) -le 5
+check "... with a valid document saying interrupted" \
+  jq -e '.schema == "vmcsum.bench/1" and .interrupted == true and .exit_code == 130' "$IT_TMP/int.json"
+check "... and says so on stderr" grep -q 'interrupted by signal 2' "$IT_TMP/int.err"
 
 check_eq "no scratch file is visible" "" "$(ls -A "$MNT")"
 unmount_btrfs

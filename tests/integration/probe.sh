@@ -164,7 +164,7 @@ interrupt_while_frozen() { # METHOD WAIT_FOR_INSTANCE
   local method=$1 wait_instance=$2 pid rc=0 seen=0 i
   fsfreeze --freeze "$S"
   # Started from a script, a background job would ignore SIGINT; give it the default action.
-  env --default-signal=INT "$VMCSUM" probe --method "$method" "$S" >"$IT_TMP/int.out" 2>&1 &
+  env --default-signal=INT "$VMCSUM" --json probe --method "$method" "$S" >"$IT_TMP/int.json" 2>"$IT_TMP/int.err" &
   pid=$!
   bg_track "$pid"
   for i in $(seq 100); do
@@ -183,6 +183,8 @@ interrupt_while_frozen() { # METHOD WAIT_FOR_INSTANCE
   bg_untrack "$pid"
   check_eq "$method: vmcsum was caught in the act" 1 "$seen"
   check_eq "$method: SIGINT ends vmcsum with status 130" 130 "$rc"
+  check "$method: ... with a valid document saying interrupted" \
+    jq -e '.schema == "vmcsum.probe/1" and .interrupted == true and .exit_code == 130' "$IT_TMP/int.json"
 }
 unmount_btrfs "$S_ID"
 s_inodes=$(inode_items "$S_DEV")

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "cli/app.hpp"
+#include "cli/interactive.hpp"
 
 #include <CLI/CLI.hpp>
 #include <doctest/doctest.h>
@@ -62,6 +63,34 @@ TEST_CASE("usage errors exit 64")
   CHECK(run_args({"frobnicate"}) == exit_code::usage);
   CHECK(run_args({"show"}) == exit_code::usage);
   CHECK(run_args({"--color=sometimes", "show", "/"}) == exit_code::usage);
+  CHECK(run_args({"--json=loud", "show", "/"}) == exit_code::usage);
+  CHECK(run_args({"-q", "-v", "show", "/"}) == exit_code::usage);
+}
+
+TEST_CASE("rates: lowercase suffixes are powers of 1024 too")
+{
+  CHECK(parse_rate("100m", "--limit-rate") == 100ull << 20);
+  CHECK(parse_rate("100M", "--limit-rate") == 100ull << 20);
+  CHECK(parse_rate("2g", "--limit-rate") == 2ull << 30);
+  CHECK(parse_rate("64k", "--limit-rate") == 64ull << 10);
+  CHECK_THROWS(parse_rate("5x", "--limit-rate"));
+}
+
+TEST_CASE("every document starts with schema, then who wrote it, where and when")
+{
+  const nlohmann::ordered_json doc = with_document_head({{"schema", "vmcsum.x/1"}, {"a", 1}});
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : doc.items()) {
+    keys.push_back(k);
+  }
+  CHECK(keys ==
+        std::vector<std::string>{"schema", "vmcsum_version", "hostname", "generated_at", "a"});
+  const std::string when = doc["generated_at"].get<std::string>();
+  CHECK(when.size() == 20);
+  CHECK(when[10] == 'T');
+  CHECK(when.back() == 'Z');
+  CHECK(dump_document(doc, true).find('\n') == std::string::npos);
+  CHECK(dump_document(doc, false).find("\n  \"vmcsum_version\"") != std::string::npos);
 }
 
 TEST_CASE("help and version exit 0")

@@ -138,6 +138,10 @@ struct RepairEntry
 {
   std::string path;
   std::string acted_on;
+  // The identity of the file examined (empty/0 until it was opened).
+  std::string fsid;
+  uint64_t subvolume_id = 0;
+  uint64_t inode = 0;
   RepairAction action = RepairAction::failed;
   std::string code;
   std::string reason;
@@ -158,12 +162,23 @@ struct RepairEntry
   std::vector<std::string> notes;
 };
 
+// What a scrub document says a file was: repair --from refuses a file that is no longer it
+// (code identity-changed), e.g. replaced by a copy since the scrub.
+struct ReportIdentity
+{
+  std::string fsid;
+  uint64_t subvolume_id = 0;
+  uint64_t inode = 0;
+};
+
 struct RepairOptions
 {
   std::vector<std::string> paths;
   // --from: the bad sectors of a saved scrub report, per path (file offset, length); only
   // these are re-verified and repaired.
   std::optional<std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>>> from_report;
+  // --from: the identity each of those files had when scrubbed (same keys).
+  std::map<std::string, ReportIdentity> from_identity;
   std::optional<unsigned> prefer_mirror;
   bool include_undetermined = false;
   bool then_nocow = false;
@@ -224,8 +239,11 @@ RepairResult undo_repair(const UndoOptions& opts, const RepairProgressFn& progre
                          const std::atomic<bool>& cancel);
 
 // --from: the files and bad sectors of a `vmcsum scrub --json` document (schema
-// vmcsum.scrub/1). Throws Error{usage} for anything else.
+// vmcsum.scrub/1 or /2), keyed by each file's canonical path when the document has it (so the
+// document works from any directory), else by its path as given; `identities` (optional) gets
+// what each file was. Throws Error{usage} for anything else.
 std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>>
-parse_scrub_report(const std::string& json_text);
+parse_scrub_report(const std::string& json_text,
+                   std::map<std::string, ReportIdentity>* identities = nullptr);
 
 } // namespace vmcsum::core

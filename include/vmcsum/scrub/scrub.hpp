@@ -223,6 +223,10 @@ struct FileScrub
   std::vector<std::string> notes;
   uint64_t subvolume_id = 0;
   uint64_t inode = 0;
+  // Identity, so that a later command finds the same file from anywhere (repair --from):
+  // the kernel's absolute path of the descriptor scrubbed, and the filesystem's UUID.
+  std::string canonical_path;
+  std::string fsid;
 };
 
 struct HistoryEvent

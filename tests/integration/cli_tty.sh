@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2016 # jq programs are single-quoted on purpose
+# The CLI as a person and a script meet it: one interruption contract for every command (the
+# first SIGINT/SIGTERM stops at a safe point and leaves a valid document with interrupted: true
+# and status 128 + the signal; a second one ends vmcsum at once).
+# The signal is sent only once vmcsum has the image open (read from /proc/PID/fd), so its
+# handler is surely installed and the work surely under way: nothing here depends on timing.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need_root
+need_loop
+need_cmd jq env
+keep_json_documents # every --json document is validated at the end (tests/schema)
+: "${VMCSUM:?}"
+
+has_open() { # PID PATH: whether PID has PATH open
+  local l
+  for l in /proc/"$1"/fd/*; do
+    [[ $(readlink "$l" 2>/dev/null) == "$2" ]] && return 0
+  done
+  return 1
+}
+
+# Starts vmcsum ARGS... in the background (stdout $IT_TMP/out.json, stderr out.err), waits
+# until it has FILE open, sends it the signals given in SIGS (space-separated), sets RC.
+interrupt_when_open() { # FILE "SIGS" ARGS...
+  local file=$1 sigs=$2 pid seen=0 s
+  shift 2
+  env --default-signal=INT "$VMCSUM" "$@" >"$IT_TMP/out.json" 2>"$IT_TMP/out.err" &
+  pid=$!
+  bg_track "$pid"
+  for _ in $(seq 1200); do
+    has_open "$pid" "$file" && { seen=1; break; }
+    [[ -d /proc/$pid ]] || break # it ended early: the check below says so
+    sleep 0.05
+  done
+  check_eq "vmcsum $*: caught with $(basename -- "$file") open" 1 "$seen"
+  for s in $sigs; do
+    kill -"$s" "$pid" 2>/dev/null || true
+  done
+  RC=0
+  wait "$pid" || RC=$?
+  bg_untrack "$pid"
+}
+
+make_btrfs --size 512 -d single -m dup
+IMG=$MNT/disk.raw
+dd if=/dev/urandom of="$IMG" bs=1M count=96 status=none
+sync
+
+# --- scrub: SIGINT, then SIGTERM, stop between two reads ------------------------------------------
+for sig in INT:130 TERM:143; do
+  interrupt_when_open "$IMG" "${sig%%:*}" --json scrub --limit-rate 1M "$MNT"
+  check_eq "scrub: SIG${sig%%:*} ends it with ${sig#*:}" "${sig#*:}" "$RC"
+  check "scrub: SIG${sig%%:*}: a valid document saying interrupted" \
+    jq -e --argjson rc "${sig#*:}" '(.schema | startswith("vmcsum.scrub/")) and .interrupted == true and .exit_code == $rc' \
+    "$IT_TMP/out.json"
+  check "scrub: SIG${sig%%:*}: the image is reported as not examined (it was not finished)" \
+    jq -e '[.files[] | select(.examined == false)] | length == 1' "$IT_TMP/out.json"
+  check "scrub: SIG${sig%%:*}: stderr says interrupted" grep -q 'interrupted' "$IT_TMP/out.err"
+done
+
+# --- a second signal ends vmcsum at once, by that signal ---------------------------------------
+# Two signals of one kind merge while pending, so the second is SIGTERM; SIGSTOP before and
+# SIGCONT after make both arrive together. Which one the handler sees first is the kernel's
+# choice (it stacks both frames), so the status is 130 or 143; either way vmcsum dies at once
+# by the second one: no document at all (a handled stop always writes one).
+interrupt_when_open "$IMG" "STOP INT TERM CONT" --json scrub --limit-rate 1M "$MNT"
+check "scrub: SIGINT and SIGTERM together: ended by a signal (130 or 143, got $RC)" \
+  test "$RC" = 130 -o "$RC" = 143
+check_eq "scrub: SIGINT and SIGTERM together: killed before writing anything" "" "$(cat "$IT_TMP/out.json")"
+
+# --- identity: a scrub document made in one directory, with a relative path, works from / ------
+mkdir "$MNT/A"
+SMALL=$MNT/A/small.raw
+dd if=/dev/urandom of="$SMALL" bs=1M count=1 status=none
+sync
+damage_sectors "$SMALL" 8192 1 all
+rc=0
+(cd "$MNT/A" && "$VMCSUM" --json scrub --no-progress small.raw >"$IT_TMP/s.json" 2>/dev/null) || rc=$?
+check_eq "scrub of the damaged file: critical (2)" 2 "$rc"
+check "scrub document: path as typed, canonical_path absolute" \
+  jq -e --arg p "$SMALL" '.files[0].path == "small.raw" and .files[0].canonical_path == $p' "$IT_TMP/s.json"
+check_eq "scrub document: inode is stat's" "$(stat -c %i "$SMALL")" "$(jq .files[0].inode "$IT_TMP/s.json")"
+check_eq "scrub document: subvolume id is btrfs's" "$(btrfs inspect-internal rootid "$SMALL")" \
+  "$(jq .files[0].subvolume_id "$IT_TMP/s.json")"
+check_eq "scrub document: fsid is the superblock's" \
+  "$(btrfs inspect-internal dump-super "${DEVS[0]}" | awk '$1 == "fsid" { print $2 }')" \
+  "$(jq -r .files[0].fsid "$IT_TMP/s.json")"
+rc=0
+(cd / && "$VMCSUM" --json repair --dry-run --from "$IT_TMP/s.json" >"$IT_TMP/r.json" 2>"$IT_TMP/r.err") || rc=$?
+check "repair --from run from /: the file found by its canonical path" \
+  jq -e --arg p "$SMALL" '.files | length == 1 and .[0].acted_on == $p and .[0].action != "failed" and .[0].action != "refused"' "$IT_TMP/r.json"
+check_eq "repair --from run from /: the damaged sector re-verified bad" 1 "$(jq .files[0].bad_sectors "$IT_TMP/r.json")"
+# Another file renamed over it: same path, another inode. Its offsets are not the scrubbed file's.
+dd if=/dev/urandom of="$MNT/A/copy" bs=1M count=1 status=none
+mv -f "$MNT/A/copy" "$SMALL"
+rc=0
+(cd / && "$VMCSUM" --json repair --dry-run --from "$IT_TMP/s.json" >"$IT_TMP/r.json" 2>"$IT_TMP/r.err") || rc=$?
+check_eq "repair --from, file replaced since the scrub: exit 3" 3 "$rc"
+check "repair --from, file replaced: refused with code identity-changed" \
+  jq -e '.files[0].action == "refused" and .files[0].code == "identity-changed"' "$IT_TMP/r.json"
+
+# --- every document: who wrote it, where, when; --json=short; audit/scrub summary and severity --
+J=$("$VMCSUM" --json=short show "$SMALL")
+check_eq "--json=short: the document is one line" 1 "$(printf '%s\n' "$J" | wc -l)"
+check "every document: schema first, then vmcsum_version, hostname (uname -n), generated_at (now, UTC)" \
+  jq -e --arg h "$(uname -n)" '(keys_unsorted[0:4] == ["schema", "vmcsum_version", "hostname", "generated_at"])
+    and .vmcsum_version != "" and .hostname == $h
+    and ((.generated_at | fromdateiso8601) - now | fabs) < 600' <<<"$J"
+rc=0
+"$VMCSUM" --json=loud show "$SMALL" >"$IT_TMP/loud.json" 2>/dev/null || rc=$?
+check_eq "--json=loud: usage error (64)" 64 "$rc"
+check "scrub summary: one critical file, the damaged one, one bad sector" \
+  jq -e '.summary.files == 1 and .summary.critical == 1 and .summary.bad_sectors == 1
+    and .files[0].severity == "critical"' "$IT_TMP/s.json"
+rc=0
+"$VMCSUM" --json audit --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" \
+  --kernel-log '' "$SMALL" >"$IT_TMP/a.json" 2>/dev/null || rc=$?
+check "audit summary: the counts add up to the images, each image has its worst severity" \
+  jq -e '.summary.images == (.images | length) and .summary.images >= 1
+    and .summary.critical + .summary.warning + .summary.info == .summary.images
+    and all(.images[]; .severity == "info" or .severity == "warning" or .severity == "critical")
+    and .images[0].inode != null and (.images[0].canonical_path | startswith("/"))' "$IT_TMP/a.json"
+
+check_schema --by-name "$IT_TMP"/json-docs/*
+finish

@@ -4,13 +4,15 @@
 # kernel logs checksum failures and ratelimits its log) and tearing down btrfs filesystems on loop
 # devices of its own. A test that passes only on a quiet machine fails here.
 #   scripts/soak.sh [RUNS] [CTEST-REGEX]     default: 5 runs of every integration test
-# Needs root and a build in build/ (scripts/setup.sh). Prints "N passed, N failed" (runs).
+# Needs root and a build in build/ (scripts/setup.sh; SOAK_BUILD=DIR for another build directory,
+# so two soaks can run side by side). Prints "N passed, N failed" (runs).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 runs=${1:-5}
 regex=${2:-}
+build=${SOAK_BUILD:-$here/build}
 [[ $(id -u) -eq 0 ]] || { echo "soak: needs root (loop devices)" >&2; exit 77; }
-[[ -x $here/build/vmcsum ]] || { echo "soak: no build/vmcsum; run scripts/setup.sh" >&2; exit 1; }
+[[ -x $build/vmcsum ]] || { echo "soak: no $build/vmcsum; run scripts/setup.sh" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/vmcsum-soak.XXXXXX)
 pids=()
@@ -60,7 +62,7 @@ pids+=($!)
 passed=0 failed=0
 for ((r = 1; r <= runs; r++)); do
   echo "=== soak run $r of $runs ($(date -u +%H:%M:%S))"
-  args=(--test-dir "$here/build" --output-on-failure -L integration)
+  args=(--test-dir "$build" --output-on-failure -L integration)
   [[ -n $regex ]] && args+=(-R "$regex")
   if ctest "${args[@]}" >"$work/run$r.log" 2>&1; then
     passed=$((passed + 1))
@@ -68,8 +70,8 @@ for ((r = 1; r <= runs; r++)); do
   else
     failed=$((failed + 1))
     grep -aE '^(FAIL|not ok)|\*\*\*Failed|Timeout' "$work/run$r.log" | head -n 40
-    cp -- "$work/run$r.log" "/tmp/vmcsum-soak-run$r.log"
-    echo "(log kept in /tmp/vmcsum-soak-run$r.log)"
+    cp -- "$work/run$r.log" "/tmp/$(basename -- "$work")-run$r.log"
+    echo "(log kept in /tmp/$(basename -- "$work")-run$r.log)"
   fi
 done
 echo "soak: $passed passed, $failed failed"

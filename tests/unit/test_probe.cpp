@@ -168,6 +168,14 @@ TEST_CASE("judge_race decisions")
   CHECK(judge_race(o).write == DioWrite::unknown); // too few of 8 raced
   o.raced_writes = 4;
   CHECK(judge_race(o).write == DioWrite::buffered_fallback);
+
+  // Written over three times (a busy machine): what counts is half of one pass having raced.
+  o.per_pass = 8;
+  o.writes = 24;
+  o.raced_writes = 3;
+  CHECK(judge_race(o).write == DioWrite::unknown);
+  o.raced_writes = 4;
+  CHECK(judge_race(o).write == DioWrite::buffered_fallback);
 }
 
 TEST_CASE("version table answer for NOCOW follows the profile")

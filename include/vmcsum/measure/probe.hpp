@@ -65,7 +65,8 @@ Verdict judge_trace(const std::vector<OrderedExtentEvent>& events, const std::st
 // What the race method observed on a checksummed scratch file.
 struct RaceObservation
 {
-  uint64_t writes = 0;                // O_DIRECT writes issued
+  uint64_t writes = 0;                // O_DIRECT writes issued (over every pass)
+  uint64_t per_pass = 0;              // writes of one pass over the file (0: writes)
   uint64_t write_size = 0;            // bytes each
   uint64_t raced_writes = 0;          // writes during which the buffer changed
   uint64_t bytes_read = 0;            // read back with O_DIRECT before the first EIO (or all of it)
@@ -73,8 +74,8 @@ struct RaceObservation
 };
 
 // direct when a read failed with EIO; buffered-fallback when everything read back although at
-// least half of the writes raced with changes of their buffer (the kernel copied the data: a
-// buffered fallback, or bounce buffers); unknown otherwise.
+// least half a pass's worth of writes raced with changes of their buffer (the kernel copied the
+// data: a buffered fallback, or bounce buffers); unknown otherwise.
 Verdict judge_race(const RaceObservation& obs);
 
 // A measured verdict read together with the version table's answer for the same cell. The

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# vmcsum repair when btrfs turns itself read-only in the middle of the image writes (issue 12):
+# an admin's `mount -o remount,ro` is refused (EBUSY) while repair holds the image open for
+# writing, so the failure is made the way a dying disk makes it: the loop device's backing file
+# lives on a small tmpfs that is filled once the backup is complete (the writes come right after
+# it); btrfs then aborts the transaction and forces itself read-only under the repair.
+# Oracles that do not ask vmcsum: findmnt (ro), the kernel's reads sector by sector against the
+# original bytes (each sector old or new, EIO only where the damage was), a complete backup on
+# disk, and after a remount one rerun that converges (content = the original, no EIO, btrfs scrub
+# clean).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/repair_lib.sh"
+need_root
+need_loop
+need_cmd jq btrfs btrfs-map-logical dd perl cmp findmnt timeout
+: "${VMCSUM:?VMCSUM must point at the vmcsum binary}"
+
+M=1048576
+NEXT=16
+
+# The disk: a 512 MiB sparse file on a 200 MiB tmpfs (room for the filesystem and the image,
+# not for a fill).
+rot=$IT_TMP/zz-rotmpfs # sorts after fsN/: the cleanup unmounts the btrfs on it first
+mkdir -p "$rot"
+mount -t tmpfs -o size=200M tmpfs "$rot"
+truncate -s 512M "$rot/dev.img"
+mkfs.btrfs -q -f -d dup -m dup "$rot/dev.img" >/dev/null
+adopt_btrfs "$rot/dev.img"
+
+# The image: NEXT 1 MiB extents, 2 sectors of every other one damaged with different bytes on
+# each copy (the race's signature), written in a gap of the kernel record (a state directory of
+# its own: this host's kernel falls back, and a record that dates the file excludes the race).
+export VMCSUM_STATE_DIR=$IT_TMP/record
+IMG=$MNT/vm.raw
+for ((i = 0; i < NEXT; i++)); do
+  dd if=/dev/urandom of="$IMG" bs=1M count=1 seek="$i" conv=notrunc status=none
+  sync -f "$IMG"
+done
+REF=$IT_TMP/vm.ref
+cp -- "$IMG" "$REF"
+DAMAGED_OFFS=()
+for ((i = 0; i < NEXT; i += 2)); do
+  off=$((i * M + (RANDOM % 200) * 4096))
+  damage_sectors "$IMG" "$off" 2 differ
+  dd if="$LAST_GARBAGE" of="$REF" bs=4096 seek=$((off / 4096)) count=2 conv=notrunc status=none
+  DAMAGED_OFFS+=("$off" $((off + 4096)))
+done
+check_fails "fixture: the image gives EIO" reads_ok "$IMG"
+
+# The repair, slowed so its write phase is long enough to stop it in; stopped (SIGSTOP) the
+# moment its pending backup is complete, the disk filled, a commit forced, then let go.
+"$VMCSUM" --json repair --limit-rate 4M --no-progress --backup-dir "$BK" "$IMG" >"$OUT" 2>"$ERR" &
+rp=$!
+bg_track "$rp"
+stopped=0
+for ((t = 0; t < 1200; t++)); do
+  for b in "$BK"/*.vmcsum-backup.pending; do
+    if [[ -f $b ]] && backup_complete "$b"; then
+      kill -STOP "$rp" 2>/dev/null && stopped=1
+      break 2
+    fi
+  done
+  kill -0 "$rp" 2>/dev/null || break
+  sleep 0.05
+done
+if ((stopped)); then
+  dd if=/dev/zero of="$rot/fill" bs=1M status=none 2>/dev/null || true
+  # A commit must now write new metadata blocks, which the full disk refuses. A file of our own
+  # makes a commit needed whatever the repair had written by now, so this does not depend on
+  # timing.
+  for try in 1 2 3; do
+    : >"$MNT/.force-commit.$try" 2>/dev/null || true
+    timeout 30 sync -f "$MNT" 2>/dev/null || true
+    findmnt -n -o OPTIONS "$MNT" | tr , '\n' | grep -qx ro && break
+  done
+  kill -CONT "$rp"
+fi
+RC=0
+wait "$rp" || RC=$?
+bg_untrack "$rp"
+_vrepair_note "(read-only mid-write)"
+check_eq "stopped between the complete backup and the end of the writes" 1 "$stopped"
+check_eq "btrfs forced itself read-only (findmnt)" ro \
+  "$(findmnt -n -o OPTIONS "$MNT" | tr , '\n' | grep -x ro || true)"
+check_eq "repair stopped: exit 3" 3 "$RC"
+check "the document is valid JSON and says why" \
+  jq -e '.files[0] | (.action | IN("refused", "failed", "partial")) and (.code | type == "string")' "$OUT"
+check_schema --by-name "$DOCS"/*.json
+
+# Writable again: each sector old or new, EIO only where the damage was, a complete backup.
+rm -f -- "$rot/fill"
+unmount_btrfs "$FS_ID"
+mount_btrfs "$FS_ID"
+scan=$(sector_scan "$IMG" "$REF")
+check_eq "after the abort: every sector that reads holds its old bytes (old or new)" 0 \
+  "$(grep -c '^diff\|^size' <<<"$scan" || true)"
+extra=$(comm -23 <(awk '$1 == "eio" { print $2 }' <<<"$scan" | sort) \
+  <(printf '%s\n' "${DAMAGED_OFFS[@]}" | sort))
+check_eq "after the abort: EIO only where the damage was" "" "$extra"
+complete=0
+for b in "$BK"/*.vmcsum-backup "$BK"/*.vmcsum-backup.pending; do
+  [[ -f $b ]] && backup_complete "$b" && complete=1
+done
+check_eq "after the abort: a complete backup is on disk" 1 "$complete"
+
+# One rerun converges.
+vrepair --no-progress "$IMG"
+check_eq "rerun: exit 0" 0 "$RC"
+check "rerun: content = the original, mirror 1's bytes where damaged" cmp -- "$REF" "$IMG"
+check "rerun: the whole image reads (no EIO)" reads_ok "$IMG"
+check_eq "rerun: no pending backup left" "" "$(pending)"
+check_eq "rerun: btrfs scrub finds nothing uncorrectable" 0 "$(btrfs_scrub_uncorrectable "$MNT")"
+check_schema --by-name "$DOCS"/*.json
+release_btrfs "$FS_ID"
+umount "$rot"
+finish

@@ -66,14 +66,19 @@ for ((t = 0; t < 1200; t++)); do
 done
 if ((stopped)); then
   dd if=/dev/zero of="$rot/fill" bs=1M status=none 2>/dev/null || true
-  # A commit must now write new metadata blocks, which the full disk refuses. A file of our own
-  # makes a commit needed whatever the repair had written by now, so this does not depend on
-  # timing.
-  for try in 1 2 3; do
-    : >"$MNT/.force-commit.$try" 2>/dev/null || true
+  # A commit must now write metadata blocks the full disk has no room for. btrfs reuses blocks
+  # freed by earlier commits (their tmpfs pages exist), so small files of our own (inline data:
+  # metadata) are added until a commit needs new ones; this does not depend on what the repair
+  # had written by now.
+  for ((try = 1; try <= 40; try++)); do
+    for ((i = 0; i < 100; i++)); do
+      printf '%02000d' "$i" >"$MNT/.force-commit.$try.$i" 2>/dev/null || break
+    done
     timeout 30 sync -f "$MNT" 2>/dev/null || true
     findmnt -n -o OPTIONS "$MNT" | tr , '\n' | grep -qx ro && break
   done
+  note "read-only after $try round(s) of metadata"
+  rm -f "$MNT"/.force-commit.* 2>/dev/null || true
   kill -CONT "$rp"
 fi
 RC=0

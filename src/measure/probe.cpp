@@ -672,6 +672,30 @@ bool trace_method(FsProbe& fs, const FsContext& ctx, const std::string& tracefs,
   return vc.table_decided || vn.table_decided;
 }
 
+// Reads one pass of the race file back with O_DIRECT, which bypasses the page cache and verifies
+// every data checksum against the disk; the first EIO ends it (one is proof enough; reading on
+// would only log more failures).
+void read_back(const detail::ScratchFile& f, sys::AlignedBuffer& buf, RaceObservation& obs,
+               const Stop& stop)
+{
+  const uint64_t wsize = obs.write_size;
+  for (uint64_t off = 0; off < obs.per_pass * wsize; off += wsize) {
+    ssize_t n = ::pread(f.fd(), buf.data(), wsize, static_cast<off_t>(off));
+    if (n < 0 && errno == EIO) {
+      obs.eio_offset = off;
+      return;
+    }
+    if (n < 0) {
+      throw_errno("O_DIRECT read", f.display());
+    }
+    if (n == 0) {
+      return;
+    }
+    obs.bytes_read += static_cast<uint64_t>(n);
+    stop.check();
+  }
+}
+
 RaceObservation run_race(const detail::ScratchFile& f, uint64_t total, uint64_t wsize,
                          const Stop& stop)
 {
@@ -741,22 +765,7 @@ RaceObservation run_race(const detail::ScratchFile& f, uint64_t total, uint64_t 
     throw_errno("fsync", f.display());
   }
   stop.check();
-  // O_DIRECT reads bypass the page cache and verify every data checksum against the disk.
-  for (uint64_t off = 0; off < obs.per_pass * wsize; off += wsize) {
-    ssize_t n = ::pread(f.fd(), buf.data(), wsize, static_cast<off_t>(off));
-    if (n < 0 && errno == EIO) {
-      obs.eio_offset = off; // one is proof enough; reading on would only log more failures
-      break;
-    }
-    if (n < 0) {
-      throw_errno("O_DIRECT read", f.display());
-    }
-    if (n == 0) {
-      break;
-    }
-    obs.bytes_read += static_cast<uint64_t>(n);
-    stop.check();
-  }
+  read_back(f, buf, obs, stop);
   return obs;
 }
 

@@ -169,7 +169,7 @@ vscrub() {
   shift 2
   VMCSUM_STATE_DIR=$IT_TMP/state "$VMCSUM" --json scrub --no-progress --no-history "$@" "$f" \
     >"$out" 2>"$out.err" || true
-  cp -- "$out" "$DOCS/scrub-$(basename "$out")"
+  cp -- "$out" "$DOCS/scrub-$(basename "$(dirname "$out")")-$(basename "$out")"
 }
 # The copies vmcsum lists for the bad sector at LOGICAL, as "kind:matches" words (kind: device,
 # or the rebuild).
@@ -186,6 +186,7 @@ stale_parity() { # DOC
 mirror_at() { # LOGICAL M
   map_sector "$1" | awk -v m="$2" '$1 == m { print $2, $3 }'
 }
+read_all() { cat -- "$1" >/dev/null; }
 # btrfs scrub's own verdict on the whole filesystem.
 btrfs_scrub_clean() {
   btrfs scrub start -B "$MNT" >"$IT_TMP/btrfs-scrub.out" 2>&1 || return 1
@@ -336,8 +337,36 @@ run_config() { # NAME PROFILE NDEV CSUM
   check_eq "$name: vmcsum after btrfs scrub: clean, every full stripe checked" "0 0 true" \
     "$(jq -r '.files[0] | "\(.bad | length) \(.parity | length) \(.parity_checked_stripes >= 8)"' "$d/v4.json")"
   check_eq "$name: vmcsum after btrfs scrub: exit 0" 0 "$(jq .exit_code "$d/v4.json")"
+  degraded_check "$name" "$d" "$ndev"
   repair_false_mismatch "$name" "$d"
   release_btrfs
+}
+
+# degraded_check NAME DIR NDEV : the last device gone, mounted degraded (read-only: no write may
+# leave it behind); vmcsum says which sectors it could not verify (those whose data unit the
+# probe found on that device) and checks no full stripe with a unit there. Then all devices again.
+degraded_check() {
+  local name=$1 d=$2 ndev=$3 missing
+  local -a imgs=("${IMGS[@]:0:ndev-1}") all=("${IMGS[@]}")
+  missing=${DEVS[ndev - 1]}
+  unmount_btrfs
+  btrfs device scan --forget "$missing" >/dev/null 2>&1 || true
+  release_btrfs
+  adopt_btrfs --mount-opts degraded,ro "${imgs[@]}"
+  drop_caches
+  check "$name: degraded: the kernel reads the whole file" read_all "$MNT/f"
+  vscrub "$d/v7.json" "$MNT/f"
+  local on_missing
+  on_missing=$(jq -s --arg m "$missing" '[.[] | select(.device == $m)] | length * 4096' "$d/clean.json")
+  check_eq "$name: degraded: examined, nothing bad, the sectors on device $ndev skipped, the rest checked" \
+    "true 0 $on_missing $((SIZE - on_missing))" \
+    "$(jq -r '.files[0] | "\(.examined) \(.bad | length) \(.skipped_bytes) \(.checked_bytes)"' "$d/v7.json")"
+  check "$name: degraded: a note names the missing device" \
+    jq -e --arg n "device $ndev is missing (degraded)" '.files[0].notes | any(startswith($n))' "$d/v7.json"
+  check_eq "$name: degraded: no full stripe checked (each has a unit on the missing device)" 0 \
+    "$(jq '.files[0].parity_checked_stripes' "$d/v7.json")"
+  release_btrfs
+  adopt_btrfs "${all[@]}"
 }
 
 # repair_false_mismatch NAME DIR : different bytes on the data unit, P and Q of one sector (the
@@ -364,7 +393,7 @@ repair_false_mismatch() {
   cp -- "$d/repair.json" "$DOCS/repair-$name.json"
   check_eq "$name: repair: exit 0, repaired" "0 repaired" "$rc $(jq -r '.files[0].action' "$d/repair.json")"
   drop_caches
-  check "$name: after repair: the kernel reads the whole file" cat "$MNT/f" >/dev/null
+  check "$name: after repair: the kernel reads the whole file" read_all "$MNT/f"
   check "$name: after repair: the sector holds the device copy's bytes (mirror 1)" \
     cmp <(dd if="$MNT/f" bs=4096 count=1 skip=$((s_r / 4096)) status=none) <(head -c 4096 "$d/garbage1")
   check "$name: after repair: btrfs scrub finds nothing" btrfs_scrub_clean

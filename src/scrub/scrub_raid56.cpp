@@ -145,11 +145,12 @@ std::vector<RebuiltCopy> rebuilt_copies(const btrfs::Chunk& chunk, uint64_t logi
   // Two lost data units of one row: the kernel's RAID6 retries (mirror 3 and up) take another
   // unit as failed too. The one whose choice gives a matching sector is reported, else the
   // first that could be computed.
-  if (s.ndata < 2 || !s.ok[ip] || !s.ok[iq]) {
+  if (s.ndata < 2) {
     return out;
   }
+  // A read error (nothing computed) when P or Q cannot be read.
   RebuiltCopy best = make_copy("from-p-q", next_mirror, *pl.full.q, pl.unit_offset, dev_paths);
-  for (size_t other = 0; other < s.ndata && !best.copy.matches; ++other) {
+  for (size_t other = 0; other < s.ndata && s.ok[ip] && s.ok[iq] && !best.copy.matches; ++other) {
     auto d = other == a ? std::nullopt : s.data_without(a, other);
     if (!d) {
       continue;

@@ -154,7 +154,7 @@ TEST_CASE("scrub raid56: RAID5: a damaged data sector is rebuilt from P")
   CHECK(kinds(a.rebuilt(a.logical(1, 1, 12288), expected)) == "from-p:bad");
 }
 
-TEST_CASE("scrub raid56: RAID6: P, Q and P+Q rebuilds; two lost units of a row")
+TEST_CASE("scrub raid56: RAID6: P, Q and P+Q rebuilds, two lost units of a row")
 {
   Array a(BTRFS_BLOCK_GROUP_RAID6, 4);
   uint8_t* d0 = a.at(2, 0) + 4096;

@@ -209,6 +209,7 @@ private:
   void fill_copies(FsCtx& fs, BadSector& b, std::span<const uint8_t> expected);
   void add_rebuilt_copies(FsCtx& fs, BadSector& b, std::span<const uint8_t> expected);
   DeviceRead device_reader(FsCtx& fs);
+  bool note_raid56_piece(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t devid, uint64_t bytes);
   void check_parity(FsCtx& fs, FileScrub& f);
   uint64_t compressed_disk_length(int fd, uint64_t disk_bytenr, uint64_t& start,
                                   const std::string& path);
@@ -398,6 +399,29 @@ DeviceRead Scrubber::device_reader(FsCtx& fs)
   };
 }
 
+// RAID5/6: remembers the piece's full stripe for check_parity(). False when the piece's data
+// unit is on a missing device (a degraded mount): its `bytes` are then counted as skipped, not
+// verified, and a note says so (the kernel reads them rebuilt from parity).
+bool Scrubber::note_raid56_piece(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t devid,
+                                 uint64_t bytes)
+{
+  const auto full = full_stripe_of(*fs.chunks, logical);
+  if (!full) {
+    return true;
+  }
+  if (fs.dev_paths[devid].empty()) {
+    const std::string note = "device " + std::to_string(devid) +
+                             " is missing (degraded): sectors stored on it were not verified";
+    if (std::find(f.notes.begin(), f.notes.end(), note) == f.notes.end()) {
+      f.notes.push_back(note);
+    }
+    f.skipped_bytes += bytes;
+    return false;
+  }
+  m_full_stripes.insert(*full);
+  return true;
+}
+
 // RAID5/6: P (and Q) of every full stripe the file's pieces lay in, once the bad sectors are
 // known (they explain a mismatch in their row).
 void Scrubber::check_parity(FsCtx& fs, FileScrub& f)
@@ -443,20 +467,8 @@ void Scrubber::verify_piece(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t 
     owned += ours[i];
   }
   p.copies = device_copies(*fs.chunks, logical);
-  if (auto full = full_stripe_of(*fs.chunks, logical)) {
-    const std::string dev = fs.dev_paths[p.copies.front().devid];
-    if (dev.empty()) {
-      // Degraded: the data unit's device is missing. Its sectors are what the kernel now
-      // rebuilds from parity on every read; they are not verified here.
-      const std::string note = "device " + std::to_string(p.copies.front().devid) +
-                               " is missing (degraded): sectors stored on it were not verified";
-      if (std::find(f.notes.begin(), f.notes.end(), note) == f.notes.end()) {
-        f.notes.push_back(note);
-      }
-      f.skipped_bytes += owned * ss;
-      return;
-    }
-    m_full_stripes.insert(*full);
+  if (!note_raid56_piece(fs, f, logical, p.copies.front().devid, owned * ss)) {
+    return;
   }
   f.no_csum_bytes += (owned - with_csum) * ss;
   f.copies = std::max<unsigned>(f.copies, static_cast<unsigned>(p.copies.size()));

@@ -46,16 +46,26 @@ sync
 ranges=$BENCH_TMP/ranges
 : >"$ranges"
 if ((nparity > 0)); then
-  # "device physical length" of each device's stripe of every RAID5/6 data chunk (chunk tree:
-  # length / data units per device; mkfs numbers devices in command-line order).
+  # "device physical length": on each device, the rows (full stripes) of the RAID5/6 data chunks
+  # that the image's extents touch, data units and parity (chunk tree: chunk logical, length,
+  # data units, and each stripe's devid and offset; mkfs numbers devices in command-line order).
   umount "$BENCH_MNT"
   btrfs inspect-internal dump-tree -t chunk "$BENCH_LOOP" | awk -v np="$nparity" '
-    /CHUNK_ITEM/ { chunk = 1; next }
-    chunk && / length / { len = $2; raid = ($0 ~ /type DATA\|RAID[56]/) }
-    chunk && /num_stripes/ { n = $2 }
-    chunk && raid && /^[ \t]*stripe [0-9]+ devid/ { print $4, $6, len / (n - np) }' |
-    while read -r devid phys len; do echo "${BENCH_LOOPS[devid - 1]} $phys $len"; done >"$ranges"
+    /CHUNK_ITEM/ { c = $0; sub(/.*CHUNK_ITEM /, "", c); sub(/[)].*/, "", c); next }
+    $1 == "length" { len = $2; raid = ($0 ~ /type DATA[|]RAID[56]/) }
+    $1 == "num_stripes" { n = $2 }
+    raid && $1 == "stripe" && $3 == "devid" { print c, len, n - np, $4, $6 }' >"$BENCH_TMP/stripes"
   mount "$BENCH_LOOP" "$BENCH_MNT"
+  filefrag -v -b4096 "$f" | awk '/^ *[0-9]+:/ { gsub(/[.:]/, " "); print $4 * 4096, $6 * 4096 }' |
+    awk 'NR == FNR { c[NR] = $1; cl[NR] = $2; nd[NR] = $3; dev[NR] = $4; off[NR] = $5; k = NR; next }
+      { for (i = 1; i <= k; i++) if ($1 >= c[i] && $1 < c[i] + cl[i]) {
+          w = nd[i] * 65536; r0 = int(($1 - c[i]) / w); r1 = int(($1 + $2 - 1 - c[i]) / w)
+          print dev[i], off[i] + r0 * 65536, off[i] + (r1 + 1) * 65536 } }' "$BENCH_TMP/stripes" - |
+    sort -k1,1n -k2,2n | awk '
+      $1 == d && $2 <= e { if ($3 > e) e = $3; next }
+      { if (d != "") print d, s, e - s; d = $1; s = $2; e = $3 }
+      END { if (d != "") print d, s, e - s }' |
+    while read -r devid phys len; do echo "${BENCH_LOOPS[devid - 1]} $phys $len"; done >"$ranges"
 else
   while read -r logical len; do
     btrfs-map-logical -l "$logical" -b 4096 "$BENCH_LOOP" 2>/dev/null |

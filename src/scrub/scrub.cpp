@@ -430,10 +430,21 @@ void Scrubber::check_parity(FsCtx& fs, FileScrub& f)
   for (const auto& b : f.bad) {
     bad.insert(b.logical);
   }
-  for (uint64_t full : m_full_stripes) {
+  // Runs of consecutive full stripes of one chunk, one request per device each (at most 16
+  // rows: 1 MiB per device).
+  constexpr uint64_t k_max_rows = 16;
+  for (auto it = m_full_stripes.begin(); it != m_full_stripes.end();) {
     check_cancel();
-    check_full_stripe(*fs.chunks->find(full), full, fs.info.sectorsize, device_reader(fs),
-                      fs.dev_paths, bad, f);
+    const btrfs::Chunk& c = *fs.chunks->find(*it);
+    const uint64_t row_bytes = (c.num_stripes - btrfs::parity_stripes(c)) * c.stripe_len;
+    const uint64_t first = *it;
+    uint64_t rows = 1;
+    for (++it; it != m_full_stripes.end() && rows < k_max_rows && *it == first + rows * row_bytes &&
+               fs.chunks->find(*it) == &c;
+         ++it) {
+      ++rows;
+    }
+    check_full_stripes(c, first, rows, fs.info.sectorsize, device_reader(fs), fs.dev_paths, bad, f);
   }
   m_full_stripes.clear();
 }

@@ -8,6 +8,7 @@
 #include <vmcsum/btrfs/raid56.hpp>
 #include <vmcsum/sys/aligned_buffer.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 
@@ -168,33 +169,30 @@ std::vector<RebuiltCopy> rebuilt_copies(const btrfs::Chunk& chunk, uint64_t logi
   return out;
 }
 
-void check_full_stripe(const btrfs::Chunk& chunk, uint64_t full_logical, uint32_t ss,
-                       const DeviceRead& read, const std::map<uint64_t, std::string>& dev_paths,
-                       const std::set<uint64_t>& bad_logicals, FileScrub& f)
+namespace {
+
+std::vector<btrfs::StripeUnit> members_of(const btrfs::FullStripe& full)
+{
+  std::vector<btrfs::StripeUnit> m(full.data.begin(), full.data.end());
+  m.push_back(full.p);
+  if (full.q) {
+    m.push_back(*full.q);
+  }
+  return m;
+}
+
+// P (and Q) of one full stripe against its members' bytes (`bytes[i]`: member i, stripe_len).
+void check_row(const btrfs::FullStripe& full, const std::vector<const uint8_t*>& bytes, uint32_t ss,
+               const std::map<uint64_t, std::string>& dev_paths,
+               const std::set<uint64_t>& bad_logicals, FileScrub& f)
 {
   namespace r56 = btrfs::raid56;
-  const auto full = btrfs::map_raid56(chunk, full_logical).full;
   const uint64_t len = full.stripe_len;
-  std::vector<btrfs::StripeUnit> members(full.data.begin(), full.data.end());
-  members.push_back(full.p);
-  if (full.q) {
-    members.push_back(*full.q);
-  }
-  std::vector<sys::AlignedBuffer> units;
-  for (const auto& m : members) {
-    units.push_back(sys::aligned_buffer(len));
-    if (!read(m.devid, m.physical, units.back().get(), len)) {
-      f.notes.push_back("full stripe at logical " + std::to_string(full_logical) +
-                        ": its unit on device " + std::to_string(m.devid) +
-                        " could not be read (missing or I/O error): its parity was not checked");
-      return;
-    }
-  }
-  ++f.parity_checked_stripes;
   const size_t n = full.data.size();
+  ++f.parity_checked_stripes;
   Units data;
   for (size_t j = 0; j < n; ++j) {
-    data.emplace_back(units[j].get(), len);
+    data.emplace_back(bytes[j], len);
   }
   sys::AlignedBuffer want_p = sys::aligned_buffer(len), want_q = sys::aligned_buffer(len);
   if (full.q) {
@@ -212,14 +210,14 @@ void check_full_stripe(const btrfs::Chunk& chunk, uint64_t full_logical, uint32_
       m.first_offset = m.sectors++ == 0 ? off : m.first_offset;
       bool explained = false;
       for (size_t j = 0; j < n && !explained; ++j) {
-        explained = bad_logicals.count(full_logical + j * len + off) != 0;
+        explained = bad_logicals.count(full.logical + j * len + off) != 0;
       }
       m.stale_sectors += explained ? 0 : 1;
     }
     if (m.sectors == 0) {
       return;
     }
-    m.logical = full_logical;
+    m.logical = full.logical;
     m.parity = kind;
     m.devid = unit.devid;
     auto p = dev_paths.find(unit.devid);
@@ -227,9 +225,74 @@ void check_full_stripe(const btrfs::Chunk& chunk, uint64_t full_logical, uint32_
     m.physical = unit.physical;
     f.parity.push_back(std::move(m));
   };
-  compare("p", full.p, want_p.get(), units[n].get());
+  compare("p", full.p, want_p.get(), bytes[n]);
   if (full.q) {
-    compare("q", *full.q, want_q.get(), units[n + 1].get());
+    compare("q", *full.q, want_q.get(), bytes[n + 1]);
+  }
+}
+
+} // namespace
+
+void check_full_stripe(const btrfs::Chunk& chunk, uint64_t full_logical, uint32_t ss,
+                       const DeviceRead& read, const std::map<uint64_t, std::string>& dev_paths,
+                       const std::set<uint64_t>& bad_logicals, FileScrub& f)
+{
+  const auto full = btrfs::map_raid56(chunk, full_logical).full;
+  const uint64_t len = full.stripe_len;
+  std::vector<sys::AlignedBuffer> units;
+  std::vector<const uint8_t*> bytes;
+  for (const auto& m : members_of(full)) {
+    units.push_back(sys::aligned_buffer(len));
+    bytes.push_back(units.back().get());
+    if (!read(m.devid, m.physical, units.back().get(), len)) {
+      // One note per device, not per full stripe: a degraded image has one on every row.
+      const std::string note = "device " + std::to_string(m.devid) +
+                               " could not be read (missing or I/O error): the parity of full "
+                               "stripes with a unit on it was not checked";
+      if (std::find(f.notes.begin(), f.notes.end(), note) == f.notes.end()) {
+        f.notes.push_back(note);
+      }
+      return;
+    }
+  }
+  check_row(full, bytes, ss, dev_paths, bad_logicals, f);
+}
+
+void check_full_stripes(const btrfs::Chunk& chunk, uint64_t first_logical, uint64_t rows,
+                        uint32_t ss, const DeviceRead& read,
+                        const std::map<uint64_t, std::string>& dev_paths,
+                        const std::set<uint64_t>& bad_logicals, FileScrub& f)
+{
+  const auto first = btrfs::map_raid56(chunk, first_logical).full;
+  const uint64_t len = first.stripe_len;
+  // Row r of the chunk lies at stripe offset + r * stripe_len on every device: consecutive rows
+  // are one contiguous read per device.
+  std::vector<sys::AlignedBuffer> dev(chunk.stripes.size());
+  bool ok = true;
+  for (size_t s = 0; s < chunk.stripes.size() && ok; ++s) {
+    dev[s] = sys::aligned_buffer(rows * len);
+    ok = read(chunk.stripes[s].devid, chunk.stripes[s].offset + first.row * len, dev[s].get(),
+              rows * len);
+  }
+  const uint64_t row_bytes = first.data.size() * len;
+  for (uint64_t t = 0; t < rows; ++t) {
+    const uint64_t logical = first_logical + t * row_bytes;
+    if (!ok) {
+      // Row by row, so only the rows with a unit that cannot be read go unchecked.
+      check_full_stripe(chunk, logical, ss, read, dev_paths, bad_logicals, f);
+      continue;
+    }
+    const auto full = btrfs::map_raid56(chunk, logical).full;
+    std::vector<const uint8_t*> bytes;
+    for (const auto& m : members_of(full)) {
+      // RAID5/6 puts one stripe of a chunk on each device: the devid names the buffer.
+      size_t s = 0;
+      while (chunk.stripes[s].devid != m.devid) {
+        ++s;
+      }
+      bytes.push_back(dev[s].get() + (m.physical - chunk.stripes[s].offset - first.row * len));
+    }
+    check_row(full, bytes, ss, dev_paths, bad_logicals, f);
   }
 }
 

@@ -55,5 +55,11 @@ std::vector<RebuiltCopy> rebuilt_copies(const btrfs::Chunk& chunk, uint64_t logi
 void check_full_stripe(const btrfs::Chunk& chunk, uint64_t full_logical, uint32_t ss,
                        const DeviceRead& read, const std::map<uint64_t, std::string>& dev_paths,
                        const std::set<uint64_t>& bad_logicals, FileScrub& f);
+// The same for `rows` consecutive full stripes of one chunk from `first_logical` on, read with one
+// request per device (falls back to one full stripe at a time when a read fails).
+void check_full_stripes(const btrfs::Chunk& chunk, uint64_t first_logical, uint64_t rows,
+                        uint32_t ss, const DeviceRead& read,
+                        const std::map<uint64_t, std::string>& dev_paths,
+                        const std::set<uint64_t>& bad_logicals, FileScrub& f);
 
 } // namespace vmcsum::core

@@ -220,3 +220,26 @@ TEST_CASE("scrub raid56: parity check of a full stripe")
     CHECK(f.notes.size() == 1);
   }
 }
+
+TEST_CASE("scrub raid56: consecutive full stripes read together")
+{
+  Array a(BTRFS_BLOCK_GROUP_RAID5, 3);
+  a.at(2, 2)[4096] ^= 1; // P of row 2
+  core::FileScrub f;
+  core::check_full_stripes(a.chunk, a.logical(0, 0, 0), 4, k_ss, a.reader(), {}, {}, f);
+  CHECK(f.parity_checked_stripes == 4);
+  REQUIRE(f.parity.size() == 1);
+  CHECK(f.parity[0].logical == a.logical(2, 0, 0));
+  CHECK(f.parity[0].devid == a.devid(2, 2));
+  CHECK(f.parity[0].physical == 2 * k_unit);
+  CHECK(f.parity[0].first_offset == 4096);
+
+  SUBCASE("a device missing: row by row, none checked, one note")
+  {
+    core::FileScrub g;
+    a.missing.insert(1);
+    core::check_full_stripes(a.chunk, a.logical(0, 0, 0), 4, k_ss, a.reader(), {}, {}, g);
+    CHECK(g.parity_checked_stripes == 0);
+    CHECK(g.notes.size() == 1);
+  }
+}

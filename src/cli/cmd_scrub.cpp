@@ -13,6 +13,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -76,7 +77,9 @@ nlohmann::ordered_json bad_json(const core::BadSector& b)
        {"physical", c.physical},
        {"csum", c.read_error ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(c.csum)},
        {"matches", c.matches},
-       {"read_error", c.read_error}});
+       {"read_error", c.read_error},
+       {"rebuilt",
+        c.rebuilt.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(c.rebuilt)}});
   }
   put_written(j, b.written);
   put_evidence(j, b.evidence);
@@ -120,7 +123,22 @@ const char* file_severity(const core::FileScrub& f)
   if (!f.bad.empty() || !f.divergent.empty() || !f.kernel_only_eio.empty()) {
     return "critical";
   }
-  return f.examined ? "info" : "warning";
+  // Stale RAID5/6 parity loses data only if a device goes too: btrfs scrub rewrites it.
+  const bool stale = std::any_of(f.parity.begin(), f.parity.end(),
+                                 [](const core::ParityMismatch& m) { return m.stale_sectors > 0; });
+  return f.examined && !stale ? "info" : "warning";
+}
+
+nlohmann::ordered_json parity_json(const core::ParityMismatch& m)
+{
+  return {{"logical", m.logical},
+          {"parity", m.parity},
+          {"devid", m.devid},
+          {"device", core::escape_name(m.device)},
+          {"physical", m.physical},
+          {"sectors", m.sectors},
+          {"first_offset", m.first_offset},
+          {"stale_sectors", m.stale_sectors}};
 }
 
 nlohmann::ordered_json file_json(const core::FileScrub& f)
@@ -165,6 +183,11 @@ nlohmann::ordered_json file_json(const core::FileScrub& f)
     divergent_bytes += d.length;
   }
   j["compared_bytes"] = f.compared_bytes;
+  j["parity_checked_stripes"] = f.parity_checked_stripes;
+  auto& parity = j["parity"] = nlohmann::ordered_json::array();
+  for (const auto& m : f.parity) {
+    parity.push_back(parity_json(m));
+  }
   j["summary"] = {{"bad_sectors", f.bad.size()},
                   {"divergent_ranges", f.divergent.size()},
                   {"divergent_bytes", divergent_bytes},
@@ -193,7 +216,8 @@ void bad_details(const core::FileScrub& f, const Output& out, std::string& detai
     }
     std::string copies;
     for (const auto& c : b.copies) {
-      copies += " m" + std::to_string(c.mirror) + ":" +
+      copies += " m" + std::to_string(c.mirror) + (c.rebuilt.empty() ? "" : "(" + c.rebuilt + ")") +
+                ":" +
                 (c.read_error ? "read-error"
                  : c.matches  ? "ok"
                               : "bad");
@@ -292,6 +316,13 @@ void render_text(const core::ScrubResult& r, Output& out)
   for (const auto& f : r.files) {
     if (!f.divergent.empty()) {
       divergent_details(f, out, details);
+    }
+    for (const auto& m : f.parity) {
+      details += "  " + core::escape_name(f.path) + ": full stripe at logical " +
+                 std::to_string(m.logical) + ": " + (m.parity == "p" ? "P" : "Q") + " on " +
+                 core::escape_name(m.device) + " does not match its data in " +
+                 std::to_string(m.sectors) + " sector(s), " + std::to_string(m.stale_sectors) +
+                 " not explained by a bad data sector (stale parity: btrfs scrub rewrites it)\n";
     }
   }
   if (!table.empty()) {

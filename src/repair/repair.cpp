@@ -871,7 +871,8 @@ void ImageRepair::back_up_copies(BackupWriter& bw, const SectorToRewrite& s, uin
   const auto expected = from_hex(b.expected_csum);
   bool wrote_chosen = false;
   for (const auto& c : b.copies) {
-    if (c.read_error) {
+    // RAID5/6 rebuilds are computed, not stored: c.physical is their parity unit's.
+    if (c.read_error || !c.rebuilt.empty()) {
       continue;
     }
     const int dfd = m_run.device_fd(c.device);

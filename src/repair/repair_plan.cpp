@@ -34,7 +34,8 @@ std::optional<unsigned> choose_mirror(const BadSector& bad, std::optional<unsign
 {
   std::optional<unsigned> lowest;
   for (const auto& c : bad.copies) {
-    if (c.read_error) {
+    // A RAID5/6 rebuild is bytes on no device: repair backs up and writes device copies only.
+    if (c.read_error || !c.rebuilt.empty()) {
       continue;
     }
     if (prefer && c.mirror == *prefer) {

@@ -4,11 +4,13 @@
 // vmcsum scrub: the per-copy pass (devices, O_DIRECT, user-space checksums), the kernel-verified
 // pass (the file through btrfs, O_DIRECT) and the classification.
 #include "copy_reader.hpp"
+#include "scrub_raid56.hpp"
 
 #include <vmcsum/btrfs/chunk_map.hpp>
 #include <vmcsum/btrfs/csum_tree.hpp>
 #include <vmcsum/btrfs/file_extents.hpp>
 #include <vmcsum/btrfs/ioctl.hpp>
+#include <vmcsum/btrfs/raid56.hpp>
 #include <vmcsum/btrfs/subvolume.hpp>
 #include <vmcsum/btrfs/tree_search.hpp>
 #include <vmcsum/checksum.hpp>
@@ -205,6 +207,10 @@ private:
   void finish_oldest(FsCtx& fs, FileScrub& f);
   bool read_copy_sector(FsCtx& fs, const btrfs::Copy& c, uint8_t* out, uint32_t ss);
   void fill_copies(FsCtx& fs, BadSector& b, std::span<const uint8_t> expected);
+  void add_rebuilt_copies(FsCtx& fs, BadSector& b, std::span<const uint8_t> expected);
+  DeviceRead device_reader(FsCtx& fs);
+  bool note_raid56_piece(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t devid, uint64_t bytes);
+  void check_parity(FsCtx& fs, FileScrub& f);
   uint64_t compressed_disk_length(int fd, uint64_t disk_bytenr, uint64_t& start,
                                   const std::string& path);
   void compare_copies(FsCtx& fs, FileScrub& f, const std::vector<btrfs::Copy>& copies,
@@ -257,6 +263,7 @@ private:
   std::vector<sys::AlignedBuffer> m_copy_bufs; // one per further copy (divergence check)
   std::unique_ptr<InFlight> m_inflight;        // during verify_extents
   std::vector<Segment> m_window;               // extents not yet read, in file order
+  std::set<uint64_t> m_full_stripes;           // RAID5/6 full stripes the file's pieces lie in
   std::vector<std::string> m_notes;            // per run, not per file
   std::string m_boot_id = current_boot_id();
   std::vector<ReadWindow> m_windows;       // this run's kernel passes
@@ -334,7 +341,7 @@ void Scrubber::fill_copies(FsCtx& fs, BadSector& b, std::span<const uint8_t> exp
   b.copies.clear();
   b.copies_identical = true;
   bool have_first = false;
-  for (const auto& c : fs.chunks->map(b.logical)) {
+  for (const auto& c : device_copies(*fs.chunks, b.logical)) {
     SectorCopy sc;
     sc.mirror = c.mirror;
     sc.devid = c.devid;
@@ -356,6 +363,90 @@ void Scrubber::fill_copies(FsCtx& fs, BadSector& b, std::span<const uint8_t> exp
     }
     b.copies.push_back(std::move(sc));
   }
+  add_rebuilt_copies(fs, b, expected);
+}
+
+// RAID5/6: the sector's rebuilds from the rest of its full stripe, as further copies (the
+// kernel's read retries compute the same). m_sector_a holds the device copy's bytes.
+void Scrubber::add_rebuilt_copies(FsCtx& fs, BadSector& b, std::span<const uint8_t> expected)
+{
+  const btrfs::Chunk* chunk = fs.chunks->find(b.logical);
+  if (!chunk || !btrfs::is_raid56(*chunk)) {
+    return;
+  }
+  const uint32_t ss = fs.info.sectorsize;
+  const bool have_first = !b.copies.empty() && !b.copies.front().read_error;
+  for (auto& r : rebuilt_copies(*chunk, b.logical, ss, device_reader(fs), *fs.sum, expected,
+                                fs.dev_paths, static_cast<unsigned>(b.copies.size() + 1))) {
+    if (r.copy.read_error || !have_first ||
+        std::memcmp(m_sector_a.get(), r.bytes.data(), ss) != 0) {
+      b.copies_identical = false;
+    }
+    b.copies.push_back(std::move(r.copy));
+  }
+}
+
+// Reads for the RAID5/6 code, charged to the rate limit; false for a missing device.
+DeviceRead Scrubber::device_reader(FsCtx& fs)
+{
+  return [this, &fs](uint64_t devid, uint64_t physical, uint8_t* out, size_t len) {
+    auto p = fs.dev_paths.find(devid);
+    if (p == fs.dev_paths.end() || p->second.empty()) {
+      return false;
+    }
+    m_limiter.consumed(len);
+    return full_pread(dev_fd(fs, devid), out, len, physical);
+  };
+}
+
+// RAID5/6: remembers the piece's full stripe for check_parity(). False when the piece's data
+// unit is on a missing device (a degraded mount): its `bytes` are then counted as skipped, not
+// verified, and a note says so (the kernel reads them rebuilt from parity).
+bool Scrubber::note_raid56_piece(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t devid,
+                                 uint64_t bytes)
+{
+  const auto full = full_stripe_of(*fs.chunks, logical);
+  if (!full) {
+    return true;
+  }
+  if (fs.dev_paths[devid].empty()) {
+    const std::string note = "device " + std::to_string(devid) +
+                             " is missing (degraded): sectors stored on it were not verified";
+    if (std::find(f.notes.begin(), f.notes.end(), note) == f.notes.end()) {
+      f.notes.push_back(note);
+    }
+    f.skipped_bytes += bytes;
+    return false;
+  }
+  m_full_stripes.insert(*full);
+  return true;
+}
+
+// RAID5/6: P (and Q) of every full stripe the file's pieces lay in, once the bad sectors are
+// known (they explain a mismatch in their row).
+void Scrubber::check_parity(FsCtx& fs, FileScrub& f)
+{
+  std::set<uint64_t> bad;
+  for (const auto& b : f.bad) {
+    bad.insert(b.logical);
+  }
+  // Runs of consecutive full stripes of one chunk, one request per device each (at most 16
+  // rows: 1 MiB per device).
+  constexpr uint64_t k_max_rows = 16;
+  for (auto it = m_full_stripes.begin(); it != m_full_stripes.end();) {
+    check_cancel();
+    const btrfs::Chunk& c = *fs.chunks->find(*it);
+    const uint64_t row_bytes = (c.num_stripes - btrfs::parity_stripes(c)) * c.stripe_len;
+    const uint64_t first = *it;
+    uint64_t rows = 1;
+    for (++it; it != m_full_stripes.end() && rows < k_max_rows && *it == first + rows * row_bytes &&
+               fs.chunks->find(*it) == &c;
+         ++it) {
+      ++rows;
+    }
+    check_full_stripes(c, first, rows, fs.info.sectorsize, device_reader(fs), fs.dev_paths, bad, f);
+  }
+  m_full_stripes.clear();
 }
 
 // One piece: contiguous on every copy and at most one buffer long. Its copies are queued on
@@ -386,8 +477,11 @@ void Scrubber::verify_piece(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t 
     with_csum += p.csums.has(i) ? 1 : 0;
     owned += ours[i];
   }
+  p.copies = device_copies(*fs.chunks, logical);
+  if (!note_raid56_piece(fs, f, logical, p.copies.front().devid, owned * ss)) {
+    return;
+  }
   f.no_csum_bytes += (owned - with_csum) * ss;
-  p.copies = fs.chunks->map(logical);
   f.copies = std::max<unsigned>(f.copies, static_cast<unsigned>(p.copies.size()));
   if (with_csum == 0) {
     // NODATASUM data: nothing to verify, but the race leaves its copies silently different on
@@ -588,8 +682,8 @@ void Scrubber::queue_segment(FsCtx& fs, FileScrub& f, const Segment& s)
 // with them in one request.
 bool same_stretch(const FsCtx& fs, uint64_t a, uint64_t b)
 {
-  const auto ca = fs.chunks->map(a);
-  const auto cb = fs.chunks->map(b);
+  const auto ca = device_copies(*fs.chunks, a);
+  const auto cb = device_copies(*fs.chunks, b);
   if (ca.empty() || ca.size() != cb.size()) {
     return false;
   }
@@ -639,7 +733,7 @@ void Scrubber::verify_run(FsCtx& fs, FileScrub& f, const std::vector<Segment>& r
   for (uint64_t done = 0; done < length;) {
     check_cancel();
     uint64_t piece = std::min<uint64_t>(m_opts.chunk, length - done);
-    for (const auto& c : fs.chunks->map(start + done)) {
+    for (const auto& c : device_copies(*fs.chunks, start + done)) {
       piece = std::min(piece, c.length); // RAID0/RAID10 stripe units, chunk ends
     }
     piece = std::max<uint64_t>(piece / ss * ss, ss);
@@ -674,7 +768,7 @@ void Scrubber::verify_range(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t 
   while (done < length) {
     check_cancel();
     uint64_t piece = std::min<uint64_t>(m_opts.chunk, length - done);
-    for (const auto& c : fs.chunks->map(logical + done)) {
+    for (const auto& c : device_copies(*fs.chunks, logical + done)) {
       piece = std::min(piece, c.length); // RAID0/RAID10 stripe units, chunk ends
     }
     piece = std::max<uint64_t>(piece / ss * ss, ss);
@@ -1199,6 +1293,7 @@ void Scrubber::verify_extents(int fd, FsCtx& fs, FileScrub& f, const std::string
       window.clear();
     }
   } release{m_inflight, m_window};
+  m_full_stripes.clear();
   std::set<uint64_t> compressed_seen;
   btrfs::for_each_extent(fd, path, true, [&](const btrfs::Extent& e) {
     // The asked-for ranges that overlap this extent: [first_range, m_ranges.end()) while
@@ -1237,6 +1332,7 @@ void Scrubber::verify_extents(int fd, FsCtx& fs, FileScrub& f, const std::string
     check_cancel();
     finish_oldest(fs, f);
   }
+  check_parity(fs, f);
   // Read in disk order, reported in file order.
   std::stable_sort(f.bad.begin(), f.bad.end(),
                    [](const BadSector& a, const BadSector& b) { return a.offset < b.offset; });

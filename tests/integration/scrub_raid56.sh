@@ -160,6 +160,39 @@ where() { # PROBE_OUT FILTER
   jq -r "select($2) | .logical" "$1" | sort -n | tr '\n' ' '
 }
 
+# vmcsum scrub (issue 17 phase 2) on the same damage, against the same oracles.
+DOCS=$IT_TMP/json-docs
+mkdir -p "$DOCS"
+# vscrub OUT FILE [ARGS] : vmcsum --json scrub of FILE (a copy kept for check_schema).
+vscrub() {
+  local out=$1 f=$2
+  shift 2
+  VMCSUM_STATE_DIR=$IT_TMP/state "$VMCSUM" --json scrub --no-progress --no-history "$@" "$f" \
+    >"$out" 2>"$out.err" || true
+  cp -- "$out" "$DOCS/scrub-$(basename "$(dirname "$out")")-$(basename "$out")"
+}
+# The copies vmcsum lists for the bad sector at LOGICAL, as "kind:matches" words (kind: device,
+# or the rebuild).
+copies_at() { # DOC LOGICAL
+  jq -r --argjson l "$2" '.files[0].bad[] | select(.logical == $l)
+    | [.copies[] | "\(.rebuilt // "device"):\(.matches)"] | join(" ")' "$1"
+}
+# "device physical" of the stale parity sectors vmcsum lists, sorted.
+stale_parity() { # DOC
+  jq -r '.files[0].parity[] | select(.stale_sectors > 0) | "\(.device) \(.physical + .first_offset)"' \
+    "$1" | sort | tr '\n' ' '
+}
+# "device physical" of mirror M of LOGICAL (btrfs-map-logical; 2 = P, 3 = Q).
+mirror_at() { # LOGICAL M
+  map_sector "$1" | awk -v m="$2" '$1 == m { print $2, $3 }'
+}
+read_all() { cat -- "$1" >/dev/null; }
+# btrfs scrub's own verdict on the whole filesystem.
+btrfs_scrub_clean() {
+  btrfs scrub start -B "$MNT" >"$IT_TMP/btrfs-scrub.out" 2>&1 || return 1
+  grep -q 'no errors found' "$IT_TMP/btrfs-scrub.out"
+}
+
 run_config() { # NAME PROFILE NDEV CSUM
   local name=$1 profile=$2 ndev=$3 csum=$4 np=1 d
   [[ $profile == raid6 ]] && np=2
@@ -249,7 +282,33 @@ run_config() { # NAME PROFILE NDEV CSUM
       "false false true false false true " \
       "$(jq -j --arg two "${two[*]}" 'select(.logical as $l | $two | split(" ") | map(tonumber) | index($l)) | "\(.from_p_match) \(.from_q_match) \(.from_pq_match) "' "$d/damaged.json")"
   fi
+  # vmcsum scrub, per-copy pass only (a read through btrfs would repair what it reads).
+  vscrub "$d/v1.json" "$MNT/f" --no-kernel-pass
+  check_eq "$name: vmcsum: exactly the damaged data sectors are bad" "$want_bad" \
+    "$(jq -r '.files[0].bad[].logical' "$d/v1.json" | sort -n | tr '\n' ' ')"
+  local want_copies="device:false from-p:true"
+  ((np == 2)) && want_copies+=" from-q:true from-p-q:true"
+  check_eq "$name: vmcsum: damaged data sector: device copy bad, every rebuild matches" \
+    "$want_copies" "$(copies_at "$d/v1.json" "$bad_data")"
+  check_eq "$name: vmcsum: damaged data sector: media, repairable" "media true" \
+    "$(jq -r --argjson l "$bad_data" '.files[0].bad[] | select(.logical == $l) | "\(.class) \(.repairable)"' "$d/v1.json")"
+  if ((np == 2)); then
+    check_eq "$name: vmcsum: two damaged units of a row: only the P+Q rebuild matches" \
+      "device:false from-p:false from-q:false from-p-q:true device:false from-p:false from-q:false from-p-q:true" \
+      "$(copies_at "$d/v1.json" "${two[0]}") $(copies_at "$d/v1.json" "${two[1]}")"
+  fi
+  check_eq "$name: vmcsum: parity mismatches explained by bad data: $np per damaged row" \
+    $((np * (np == 2 ? 2 : 1))) "$(jq '[.files[0].parity[] | select(.stale_sectors == 0)] | length' "$d/v1.json")"
+  check_eq "$name: vmcsum: every parity mismatch is one sector" "[1]" \
+    "$(jq -c '[.files[0].parity[].sectors] | unique' "$d/v1.json")"
   unmount_btrfs
+  local want_stale
+  want_stale=$({
+    mirror_at "$bad_p" 2
+    if [[ -n $bad_q ]]; then mirror_at "$bad_q" 3; fi
+  } | sort | tr '\n' ' ')
+  check_eq "$name: vmcsum: stale parity = the damaged P$( ((np == 2)) && echo "/Q") (btrfs-map-logical)" \
+    "$want_stale" "$(stale_parity "$d/v1.json")"
   # btrfs-progs 6.2 exits 0 here and is no oracle for RAID5/6 data: in two runs on RAID5 it
   # listed the damaged data sector once (12 KiB into a full stripe) and not at all the next
   # time (8 KiB into another); on RAID6 it listed none. Whatever it lists must be damaged data,
@@ -262,11 +321,90 @@ run_config() { # NAME PROFILE NDEV CSUM
   # repairs them on disk), as the probe's rebuilds said it could.
   drop_caches
   check "$name: kernel read returns the pattern" cmp "$MNT/f" <(write_pattern /dev/stdout)
+  # That read rewrote the bad data units (the device copy now holds the pattern); vmcsum agrees,
+  # and still lists the damaged P/Q: btrfs reads do not check parity.
+  local dev phys
+  read -r dev phys < <(mirror_at "$bad_data" 1)
+  dev_sector "$dev" "$phys" "$IT_TMP/.sector"
+  check "$name: after the kernel read: the data unit holds the pattern again" \
+    cmp "$IT_TMP/.sector" <(pattern "$s_data")
+  vscrub "$d/v3.json" "$MNT/f"
+  check_eq "$name: vmcsum after the kernel read: no bad sector, the same stale parity" \
+    "0 $want_stale" "$(jq '.files[0].bad | length' "$d/v3.json") $(stale_parity "$d/v3.json")"
+  check "$name: btrfs scrub corrects the parity" btrfs scrub start -B "$MNT"
+  check "$name: a second btrfs scrub finds nothing" btrfs_scrub_clean
+  vscrub "$d/v4.json" "$MNT/f"
+  check_eq "$name: vmcsum after btrfs scrub: clean, every full stripe checked" "0 0 true" \
+    "$(jq -r '.files[0] | "\(.bad | length) \(.parity | length) \(.parity_checked_stripes >= 8)"' "$d/v4.json")"
+  check_eq "$name: vmcsum after btrfs scrub: exit 0" 0 "$(jq .exit_code "$d/v4.json")"
+  degraded_check "$name" "$d" "$ndev"
+  repair_false_mismatch "$name" "$d"
   release_btrfs
+}
+
+# degraded_check NAME DIR NDEV : the last device gone, mounted degraded (read-only: no write may
+# leave it behind); vmcsum says which sectors it could not verify (those whose data unit the
+# probe found on that device) and checks no full stripe with a unit there. Then all devices again.
+degraded_check() {
+  local name=$1 d=$2 ndev=$3 missing
+  local -a imgs=("${IMGS[@]:0:ndev-1}") all=("${IMGS[@]}")
+  missing=${DEVS[ndev - 1]}
+  unmount_btrfs
+  btrfs device scan --forget "$missing" >/dev/null 2>&1 || true
+  release_btrfs
+  adopt_btrfs --mount-opts degraded,ro "${imgs[@]}"
+  drop_caches
+  check "$name: degraded: the kernel reads the whole file" read_all "$MNT/f"
+  vscrub "$d/v7.json" "$MNT/f"
+  local on_missing
+  on_missing=$(jq -s --arg m "$missing" '[.[] | select(.device == $m)] | length * 4096' "$d/clean.json")
+  check_eq "$name: degraded: examined, nothing bad, the sectors on device $ndev skipped, the rest checked" \
+    "true 0 $on_missing $((SIZE - on_missing))" \
+    "$(jq -r '.files[0] | "\(.examined) \(.bad | length) \(.skipped_bytes) \(.checked_bytes)"' "$d/v7.json")"
+  check "$name: degraded: a note names the missing device" \
+    jq -e --arg n "device $ndev is missing (degraded)" '.files[0].notes | any(startswith($n))' "$d/v7.json"
+  check_eq "$name: degraded: no full stripe checked (each has a unit on the missing device)" 0 \
+    "$(jq '.files[0].parity_checked_stripes' "$d/v7.json")"
+  release_btrfs
+  adopt_btrfs "${all[@]}"
+}
+
+# repair_false_mismatch NAME DIR : different bytes on the data unit, P and Q of one sector (the
+# race's signature: no copy, rebuilt or not, matches); vmcsum calls it a false mismatch and
+# repair rewrites the device copy through the filesystem: kernel reads and btrfs scrub are clean.
+repair_false_mismatch() {
+  local name=$1 d=$2 s_r bad_r
+  s_r=$(pick "$d/clean.json" 6 0 4096)
+  damage_sectors "$MNT/f" "$s_r" 1 differ
+  bad_r=${DAMAGED[0]}
+  cp -- "$LAST_GARBAGE" "$d/garbage1"
+  drop_caches
+  check_fails "$name: race damage: the kernel read fails (EIO)" \
+    dd if="$MNT/f" of=/dev/null bs=4096 count=1 skip=$((s_r / 4096)) iflag=direct status=none
+  vscrub "$d/v5.json" "$MNT/f" --no-kernel-pass
+  check_eq "$name: race damage: one bad sector, no copy matches, copies differ" \
+    "$bad_r false false" \
+    "$(jq -r '.files[0].bad[] | "\(.logical) \(any(.copies[]; .matches)) \(.copies_identical)"' "$d/v5.json")"
+  check_eq "$name: race damage: classified false-mismatch" false-mismatch \
+    "$(jq -r '.files[0].bad[0].class' "$d/v5.json")"
+  local rc=0
+  VMCSUM_STATE_DIR=$IT_TMP/state "$VMCSUM" --json repair --backup-dir "$d/bk" "$MNT/f" \
+    >"$d/repair.json" 2>"$d/repair.err" || rc=$?
+  cp -- "$d/repair.json" "$DOCS/repair-$name.json"
+  check_eq "$name: repair: exit 0, repaired" "0 repaired" "$rc $(jq -r '.files[0].action' "$d/repair.json")"
+  drop_caches
+  check "$name: after repair: the kernel reads the whole file" read_all "$MNT/f"
+  check "$name: after repair: the sector holds the device copy's bytes (mirror 1)" \
+    cmp <(dd if="$MNT/f" bs=4096 count=1 skip=$((s_r / 4096)) status=none) <(head -c 4096 "$d/garbage1")
+  check "$name: after repair: btrfs scrub finds nothing" btrfs_scrub_clean
+  vscrub "$d/v6.json" "$MNT/f"
+  check_eq "$name: after repair: vmcsum finds nothing" "0 0" \
+    "$(jq -r '.files[0] | "\(.bad | length) \(.parity | length)"' "$d/v6.json")"
 }
 
 run_config r5-crc32c raid5 3 crc32c
 run_config r6-xxhash raid6 4 xxhash
 run_config r5-sha256 raid5 3 sha256
 run_config r6-blake2 raid6 4 blake2
+check_schema --by-name "$DOCS"/*
 finish

@@ -59,6 +59,29 @@ struct SectorCopy
   std::string csum; // hex of what we computed over the bytes on the device
   bool matches = false;
   bool read_error = false; // the device read failed (csum empty)
+  // RAID5/6: "" for the data unit's own bytes on its device; "from-p", "from-q" or "from-p-q"
+  // for the sector computed from the other members of its full stripe (the other data units
+  // and P, Q, or P and Q with one other data unit also taken as lost), as the kernel rebuilds
+  // it when the device copy fails its csum. devid, device and physical are then those of the
+  // parity unit used (Q for from-p-q); the bytes are on no device.
+  std::string rebuilt;
+};
+
+// RAID5/6: a parity unit (P or Q) of a full stripe the file touches that does not hold the
+// parity of its full stripe's data units as they are on the devices.
+struct ParityMismatch
+{
+  uint64_t logical = 0; // the full stripe's first data byte (logical address)
+  std::string parity;   // "p" or "q"
+  uint64_t devid = 0;
+  std::string device;
+  uint64_t physical = 0;     // the parity unit's first byte on the device
+  uint64_t sectors = 0;      // sectors of the unit whose parity does not match the data
+  uint64_t first_offset = 0; // byte offset in the unit of the first of them
+  // Of those, the sectors whose row holds no data sector this scrub found bad: parity that is
+  // stale (an interrupted write, the write hole, damage to the parity unit), not explained by
+  // damaged data. btrfs scrub rewrites it; vmcsum never writes parity.
+  uint64_t stale_sectors = 0;
 };
 
 struct BadSector
@@ -205,7 +228,11 @@ struct FileScrub
   unsigned copies = 0;           // copies per sector (profile)
   std::vector<BadSector> bad;
   std::vector<DivergentRange> divergent; // NODATASUM data whose copies differ
-  uint64_t compared_bytes = 0;           // NODATASUM bytes whose copies were compared
+  // RAID5/6: the full stripes the file's verified data lies in, and their parity units that do
+  // not match their data (empty on the other profiles).
+  uint64_t parity_checked_stripes = 0;
+  std::vector<ParityMismatch> parity;
+  uint64_t compared_bytes = 0; // NODATASUM bytes whose copies were compared
   std::optional<bool> open_for_writing;
   std::optional<bool> open_o_direct;
   std::vector<std::string> writers; // "comm[pid]"

@@ -29,7 +29,16 @@ tracing_state() {
     events/btrfs/btrfs_ordered_extent_add/enable events/btrfs/btrfs_ordered_extent_add/filter'
   findmnt -rn -t tracefs -o TARGET || true
 }
-our_instances() { tracefs_do 'ls instances' | grep '^vmcsum-probe-' || true; }
+# Instances vmcsum-probe-PID-N whose vmcsum is gone: left behind. A live PID's instance belongs to
+# a vmcsum still running beside this test (another probe on a shared host), not to one of ours.
+our_instances() {
+  local name pid
+  for name in $(tracefs_do 'ls instances' | grep '^vmcsum-probe-' || true); do
+    pid=${name#vmcsum-probe-}
+    pid=${pid%%-*}
+    kill -0 "$pid" 2>/dev/null || printf '%s\n' "$name"
+  done
+}
 # Inode items in the default subvolume's tree, read offline (the filesystem must be unmounted).
 inode_items() { btrfs inspect-internal dump-tree -t 5 "$1" | grep -cE 'item [0-9]+ key \([0-9]+ INODE_ITEM 0\) itemoff' || true; }
 orphans() { btrfs inspect-internal dump-tree -t 1 "$1" | grep -c 'ORPHAN' || true; }

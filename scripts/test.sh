@@ -41,14 +41,10 @@ for f in usr/sbin/vmcsum usr/share/man/man8/vmcsum.8 usr/share/man/man8/vmcsum-s
   if [[ -e $stage/$f ]]; then echo "installed /$f"; else echo "MISSING /$f"; status=1; fi
 done
 # Every page: groff -ww and mandoc -T lint (style level included) say nothing.
-man_out=""
-for page in "$stage"/usr/share/man/man8/vmcsum*.8; do
-  man_out+=$(groff -man -ww -z "$page" 2>&1; mandoc -T lint "$page" 2>&1)
-done
-if [[ -z $man_out && -f $stage/usr/share/man/man8/vmcsum-scrub.8 ]]; then
-  echo "man pages: groff -ww and mandoc -T lint report nothing"
+if [[ -f $stage/usr/share/man/man8/vmcsum-scrub.8 ]]; then
+  scripts/lint-man.sh "$stage"/usr/share/man/man8/vmcsum*.8 || status=1
 else
-  echo "man page warnings:"; echo "$man_out"; status=1
+  echo "MISSING man pages"; status=1
 fi
 
 if command -v systemd-analyze >/dev/null; then

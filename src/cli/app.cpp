@@ -37,6 +37,12 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, Runner& runner)
     ->add_option("--state-dir", globals.state_dir,
                  "Where vmcsum keeps its records (default $VMCSUM_STATE_DIR, else /var/lib/vmcsum)")
     ->type_name("DIR");
+  app
+    ->add_option("-o,--output", globals.columns,
+                 "Table columns to print, in this order (e.g. path,size; the headings name them)")
+    ->type_name("COLUMNS");
+  app->add_flag("--no-headings", globals.no_headings, "Print tables without their heading row");
+  app->add_flag("--bytes", globals.raw_bytes, "Print sizes in tables as byte counts");
   app->footer("Exit status: 0 nothing to report, 1 warnings, 2 critical findings, 3 could not "
               "complete for some path, 64 usage error.\nSee vmcsum(8).");
 
@@ -128,6 +134,8 @@ int run(int argc, char** argv)
     // SIGINT/SIGTERM/SIGHUP only asks the command to stop at its next safe point.
     sys::StopSignals stop_signals;
     return runner ? runner(out) : exit_code::usage;
+  } catch (const UsageError& e) {
+    return report_failure(globals.json_style, "usage", e.what(), exit_code::usage);
   } catch (const Error& e) {
     return report_failure(globals.json_style, "error", e.what(), exit_code::incomplete);
   } catch (const std::exception& e) {

@@ -153,15 +153,18 @@ Style action_style(core::RepairAction a)
   return stopped(a) ? Style::red : Style::yellow;
 }
 
+const std::vector<std::string> columns = {"PATH",    "ACTION",    "BAD",   "REPAIRED",
+                                          "SKIPPED", "REWRITTEN", "BACKUP"};
+
 void render_text(const core::RepairResult& r, bool dry_run, Output& out)
 {
-  Table table({"PATH", "ACTION", "BAD", "REPAIRED", "SKIPPED", "REWRITTEN", "BACKUP"});
+  Table table(columns);
   std::string details;
   for (const auto& e : r.files) {
-    table.add({core::escape_name(e.path),
+    table.add({table_path("", e.path),
                out.paint(core::repair_action_name(e.action), action_style(e.action)),
                std::to_string(e.bad_sectors), std::to_string(e.repaired.size()),
-               std::to_string(e.skipped.size()), core::human_bytes(e.rewritten_bytes),
+               std::to_string(e.skipped.size()), out.size(e.rewritten_bytes),
                e.backup ? core::escape_name(*e.backup) : "-"});
     const std::string name = core::escape_name(e.path);
     if (!e.reason.empty() && !stopped(e.action)) {
@@ -379,7 +382,10 @@ void register_repair(CLI::App& app, Runner& runner)
         throw CLI::ValidationError("--from", e.what());
       }
     }
-    runner = [cli, rate, report](Output& out) { return run_repair(*cli, rate, report, out); };
+    runner = [cli, rate, report](Output& out) {
+      check_columns(out, {columns});
+      return run_repair(*cli, rate, report, out);
+    };
   });
 }
 

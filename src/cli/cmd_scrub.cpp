@@ -270,9 +270,12 @@ std::string history_line(const core::HistoryEvent& h)
   return line;
 }
 
+const std::vector<std::string> columns = {"PATH",  "CHECKED", "COPIES",       "BAD",
+                                          "FALSE", "MEDIA",   "UNDETERMINED", "REPAIRED"};
+
 void render_text(const core::ScrubResult& r, Output& out)
 {
-  Table table({"PATH", "CHECKED", "COPIES", "BAD", "FALSE", "MEDIA", "UNDETERMINED", "REPAIRED"});
+  Table table(columns);
   std::string details;
   for (const auto& f : r.files) {
     if (!f.examined) {
@@ -283,7 +286,7 @@ void render_text(const core::ScrubResult& r, Output& out)
       ++counts[static_cast<int>(b.cls)];
     }
     auto n = [&](size_t v, Style s) { return v ? out.paint(std::to_string(v), s) : "0"; };
-    table.add({core::escape_name(f.path), core::human_bytes(f.checked_bytes),
+    table.add({table_path(f.canonical_path, f.path), out.size(f.checked_bytes),
                std::to_string(f.copies), n(f.bad.size(), Style::red), n(counts[0], Style::yellow),
                n(counts[1], Style::red), n(counts[2], Style::plain),
                f.kernel_pass ? std::to_string(f.kernel_read_repairs) : "-"});
@@ -509,7 +512,10 @@ void register_scrub(CLI::App& app, Runner& runner)
       cli->opts.kernel_log.clear();
       cli->opts.journal = false;
     }
-    runner = [cli](Output& out) { return run_scrub(*cli, out); };
+    runner = [cli](Output& out) {
+      check_columns(out, {columns});
+      return run_scrub(*cli, out);
+    };
   });
 }
 

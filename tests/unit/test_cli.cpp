@@ -2,6 +2,8 @@
 #include "cli/app.hpp"
 #include "cli/interactive.hpp"
 
+#include <vmcsum/report/text.hpp>
+
 #include <CLI/CLI.hpp>
 #include <doctest/doctest.h>
 
@@ -156,4 +158,62 @@ TEST_CASE("every subcommand and long option is in the completions")
     std::string bare = w.rfind("--", 0) == 0 ? w.substr(2) : w;
     CHECK(fish.find(bare) != std::string::npos);
   }
+}
+
+TEST_CASE("tables: a long path loses its middle, never a row past the width")
+{
+  Table t({"PATH", "NOCOW", "SIZE"});
+  t.add({"/var/lib/libvirt/images/a-very-long-directory-name/guest-disk.qcow2", "yes", "10GiB"});
+  t.add({"short.raw", "no", "1MiB"});
+  auto same = [](const std::string& s) { return s; };
+  TableLayout wide;
+  const std::string full = t.render(wide, same);
+  CHECK(full.find("a-very-long-directory-name/guest-disk.qcow2") != std::string::npos);
+  TableLayout narrow;
+  narrow.width = 40;
+  const std::string fitted = t.render(narrow, same);
+  size_t lines = 0;
+  vmcsum::core::for_each_line(fitted, [&](std::string_view l) {
+    ++lines;
+    CHECK(display_width(l) <= 40);
+  });
+  CHECK(lines == 3);
+  // Both ends kept: where it is and what it is.
+  CHECK(fitted.find("/var/lib/") != std::string::npos);
+  CHECK(fitted.find("disk.qcow2") != std::string::npos);
+  CHECK(fitted.find("\u2026") != std::string::npos);
+}
+
+TEST_CASE("tables: what does not fit once paths are short is left out, and said")
+{
+  Table t({"SEVERITY", "PATH", "FORMAT", "USERS", "FINDINGS"});
+  t.add({"warning", "/srv/images/one-long-name-for-an-image.raw", "raw", "qemu-system-x86[123]",
+         "nocow-on-checksummed-profile,o-direct-writer"});
+  TableLayout l;
+  l.width = 60;
+  const std::string text = t.render(l, [](const std::string& s) { return s; });
+  vmcsum::core::for_each_line(text,
+                              [&](std::string_view line) { CHECK(display_width(line) <= 60); });
+  CHECK(text.find("FINDINGS)") != std::string::npos);
+  CHECK(text.find("not shown") != std::string::npos);
+}
+
+TEST_CASE("tables: -o picks and orders columns, --no-headings drops the heading row")
+{
+  Table t({"PATH", "NOCOW", "SIZE"});
+  t.add({"a.raw", "yes", "1"});
+  TableLayout l;
+  l.columns = parse_columns("size,Path", t.header());
+  l.headings = false;
+  CHECK(t.render(l, [](const std::string& s) { return s; }) == "1  a.raw\n");
+  CHECK_THROWS_AS(parse_columns("size,colour", t.header()), UsageError);
+  CHECK(run_args({"-o", "nonsense", "show", "/"}) == exit_code::usage);
+}
+
+TEST_CASE("ellipsize_middle counts code points")
+{
+  CHECK(ellipsize_middle("abcdefghij", 5) == "ab\u2026ij");
+  CHECK(ellipsize_middle("abc", 5) == "abc");
+  CHECK(display_width(ellipsize_middle("\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9", 5)) ==
+        5);
 }

@@ -217,3 +217,23 @@ TEST_CASE("ellipsize_middle counts code points")
   CHECK(display_width(ellipsize_middle("\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9", 5)) ==
         5);
 }
+
+TEST_CASE("progress line: fits the width, path cut in the middle, rate and ETA when room")
+{
+  const std::string path = "/var/lib/libvirt/images/a-long-directory/guest-disk-image.qcow2";
+  const uint64_t gib = 1ULL << 30;
+  const std::string wide = progress_line(path, "kernel pass", gib, 4 * gib, 100.0 * (1 << 20), 200);
+  CHECK(wide.find(path) == 0);
+  CHECK(wide.find("kernel pass") != std::string::npos);
+  CHECK(wide.find(" 25% ") != std::string::npos);
+  CHECK(wide.find("100.00MiB/s") != std::string::npos);
+  CHECK(wide.find("ETA 0:31") != std::string::npos);
+  for (size_t w : {20u, 40u, 60u, 80u}) {
+    CAPTURE(w);
+    const std::string line = progress_line(path, "checksums", gib, 4 * gib, 1e8, w);
+    CHECK(display_width(line) < w);
+  }
+  const std::string sixty = progress_line(path, "checksums", gib, 4 * gib, 1e8, 60);
+  CHECK(sixty.find("\u2026") != std::string::npos);
+  CHECK(sixty.find(" 25% ") != std::string::npos);
+}

@@ -109,11 +109,12 @@ void register_bench(CLI::App& app, Runner& runner)
     "bench", "Measure O_DIRECT write throughput and CPU for checksummed and NOCOW files");
   cmd->add_option("path", opts->path,
                   "File or directory on the btrfs to measure (default: the current directory)");
-  cmd->add_option("--seconds", opts->seconds, "Time budget of the whole benchmark")
-    ->check(CLI::Range(0.01, 86400.0))
+  cmd->add_option("--seconds", opts->seconds, "Time budget of the whole benchmark, 0.01 to 86400")
+    ->check(CLI::Range(0.01, 86400.0).description(""))
     ->capture_default_str();
-  cmd->add_option("--runs", opts->runs, "Runs of each case, to check that results repeat")
-    ->check(CLI::Range(1, 100))
+  cmd
+    ->add_option("--runs", opts->runs, "Runs of each case, to check that results repeat (1 to 100)")
+    ->check(CLI::Range(1, 100).description(""))
     ->capture_default_str();
   cmd->callback([opts, &runner] {
     runner = [opts](Output& out) {

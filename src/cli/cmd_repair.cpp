@@ -333,9 +333,10 @@ void register_repair(CLI::App& app, Runner& runner)
                   "Repair the bad sectors listed in a saved `vmcsum --json scrub` document "
                   "(re-verified first; - reads stdin)");
   cmd
-    ->add_option("--prefer-mirror", cli->prefer_mirror,
-                 "For sectors no copy matches, write back copy N (default: the lowest readable)")
-    ->check(CLI::Range(1u, 4u));
+    ->add_option(
+      "--prefer-mirror", cli->prefer_mirror,
+      "For sectors no copy matches, write back copy N, 1 to 4 (default: the lowest readable)")
+    ->check(CLI::Range(1u, 4u).description(""));
   cmd->add_flag("--include-undetermined", cli->include_undetermined,
                 "Also rewrite sectors the evidence cannot classify");
   cmd->add_flag("--then-nocow", cli->then_nocow,
@@ -346,8 +347,9 @@ void register_repair(CLI::App& app, Runner& runner)
   cmd->add_option("--undo", cli->undo, "Write the bytes saved in this backup back");
   cmd->add_flag("--force", cli->force,
                 "With --undo: restore even if the file changed since the repair");
-  cmd->add_option("--limit-rate", cli->limit_rate,
-                  "Read and write at most this many bytes per second (suffix K, M, G)");
+  cmd->add_option(
+    "--limit-rate", cli->limit_rate,
+    "Read and write at most this many bytes per second (suffix k, m or g: powers of 1024)");
   cmd->add_flag("--no-progress", cli->no_progress, "Never draw the progress bar");
   cmd->add_flag("-n,--dry-run", cli->dry_run, "Show what would be done; write nothing");
   cmd

@@ -237,3 +237,22 @@ TEST_CASE("progress line: fits the width, path cut in the middle, rate and ETA w
   CHECK(sixty.find("\u2026") != std::string::npos);
   CHECK(sixty.find(" 25% ") != std::string::npos);
 }
+
+TEST_CASE("every command's help lists the global options, with placeholders that say what they are")
+{
+  GlobalOptions g;
+  Runner r;
+  auto app = build_app(g, r);
+  for (const CLI::App* sub : app->get_subcommands({})) {
+    const std::string help = sub->help();
+    CAPTURE(sub->get_name());
+    CHECK(help.find("Global options") != std::string::npos);
+    CHECK(help.find("--state-dir DIR") != std::string::npos);
+    for (const char* cli11 : {" TEXT", "UINT", "FLOAT", " INT"}) {
+      CAPTURE(cli11);
+      CHECK(help.find(cli11) == std::string::npos);
+    }
+  }
+  CHECK(run_args({"shwo", "/"}) == exit_code::usage);
+  CHECK(run_args({"--color", "never", "show"}) == exit_code::usage); // value skipped, no command
+}

@@ -184,7 +184,7 @@ std::string unknown_command(const CLI::App& app, int argc, char** argv)
       }
       const bool separate = arg.find('=') == std::string::npos &&
                             (arg.rfind("--", 0) == 0 || arg.size() == 2); // not -ofoo
-      if (o && o->get_type_size() != 0 && separate) {
+      if (o && o->get_type_size() != 0 && o->get_expected_min() > 0 && separate) {
         ++i;
       }
       continue;

@@ -155,7 +155,7 @@ bool elastic(const std::string& heading)
 }
 
 // Narrowest an elastic column is shortened to: a path cut shorter says nothing.
-constexpr size_t min_elastic = 16;
+constexpr size_t min_elastic = 24;
 } // namespace
 
 std::vector<std::string> parse_columns(const std::string& spec,
@@ -419,7 +419,8 @@ std::string Table::render(const TableLayout& layout,
     for (const auto& n : left_out) {
       names += (names.empty() ? "" : ",") + n;
     }
-    text += "(not shown to fit " + std::to_string(layout.width) + " columns: " + names + ")\n";
+    // Itself a row that must not wrap: cut in the middle like a path if need be.
+    text += ellipsize_middle("(not shown: " + names + ")", layout.width) + "\n";
   }
   return text;
 }

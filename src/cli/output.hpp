@@ -148,7 +148,7 @@ struct TableLayout
 
 // A plain text table with left-aligned columns sized to their widest cell; ANSI escapes in
 // cells do not count towards width. To fit a width, the PATH/MOUNT/BACKUP columns are cut in
-// its middle first (down to 16 columns), then the rightmost other columns are left out and
+// its middle first (down to 24 columns), then the rightmost other columns are left out and
 // a last line names them: a row never wraps.
 class Table
 {

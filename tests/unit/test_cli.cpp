@@ -194,7 +194,7 @@ TEST_CASE("tables: what does not fit once paths are short is left out, and said"
   const std::string text = t.render(l, [](const std::string& s) { return s; });
   vmcsum::core::for_each_line(text,
                               [&](std::string_view line) { CHECK(display_width(line) <= 60); });
-  CHECK(text.find("FINDINGS)") != std::string::npos);
+  CHECK(text.find("FINDINGS)") != std::string::npos); // named, in a line that fits too
   CHECK(text.find("not shown") != std::string::npos);
 }
 
@@ -255,4 +255,7 @@ TEST_CASE("every command's help lists the global options, with placeholders that
   }
   CHECK(run_args({"shwo", "/"}) == exit_code::usage);
   CHECK(run_args({"--color", "never", "show"}) == exit_code::usage); // value skipped, no command
+  // --json takes no separate value: the word after it is the command (a missing file: 3).
+  CHECK(run_args({"--json=short", "show", "/nonexistent/x"}) == exit_code::incomplete);
+  CHECK(run_args({"--json", "show", "/nonexistent/x"}) == exit_code::incomplete);
 }

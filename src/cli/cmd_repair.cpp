@@ -305,7 +305,7 @@ int run_repair(const RepairCli& cli, uint64_t rate, const Report& report, Output
       files.push_back(entry_json(e));
     }
     doc["notes"] = r.notes;
-    doc["exit_code"] = status;
+    document_tail(doc, status); // interrupted, exit_code: as every other document
     out.emit_json(doc);
   } else {
     render_text(r, cli.dry_run, out);

@@ -84,8 +84,10 @@ std::string progress_line(const std::string& path, const std::string& phase, uin
     }
   }
   const std::string name = core::escape_name(path);
-  // The last column stays empty: a line that fills it wraps on some terminals.
-  const size_t room = width == 0 ? SIZE_MAX : width - 1;
+  // Three columns stay empty: a line that fills the last one wraps on some terminals, and
+  // Ctrl-C makes the terminal echo "^C" after the line: were that to wrap, the clear (\r and
+  // erase line) would erase the wrong line and leave the progress on screen.
+  const size_t room = width == 0 ? SIZE_MAX : (width > 3 ? width - 3 : 1);
   constexpr size_t min_name = 12;
   while (true) {
     std::string right;

@@ -231,7 +231,7 @@ TEST_CASE("progress line: fits the width, path cut in the middle, rate and ETA w
   for (size_t w : {20u, 40u, 60u, 80u}) {
     CAPTURE(w);
     const std::string line = progress_line(path, "checksums", gib, 4 * gib, 1e8, w);
-    CHECK(display_width(line) < w);
+    CHECK(display_width(line) + 2 < w); // room for the "^C" a terminal echoes
   }
   const std::string sixty = progress_line(path, "checksums", gib, 4 * gib, 1e8, 60);
   CHECK(sixty.find("\u2026") != std::string::npos);

@@ -6,7 +6,7 @@ _vmcsum()
     _init_completion -s || return
 
     local commands="show audit set probe bench scrub repair record"
-    local global_opts="--json --json= --color --verbose -v --quiet -q --state-dir --version --help -h"
+    local global_opts="--json --json= --color --verbose -v --quiet -q --output -o --no-headings --bytes --state-dir --version --help -h"
 
     if [[ $prev == --json ]]; then
         if $split; then
@@ -37,6 +37,9 @@ _vmcsum()
             ;;
         --method)
             COMPREPLY=($(compgen -W 'auto tracefs race' -- "$cur"))
+            return
+            ;;
+        --output|-o)
             return
             ;;
         --seconds|--runs)

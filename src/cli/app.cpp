@@ -3,16 +3,75 @@
 #include "app.hpp"
 
 #include <vmcsum/error.hpp>
+#include <vmcsum/report/text.hpp>
 #include <vmcsum/sys/signals.hpp>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
 
 namespace vmcsum::cli {
+
+namespace {
+// Placeholders that say what a value is (CLI11 says TEXT, UINT, FLOAT): by the option's name,
+// so a new option gets one without thinking about it; positionals are paths.
+void name_placeholders(CLI::App& app)
+{
+  static const std::vector<std::pair<std::string, std::string>> by_name = {
+    {"limit-rate", "RATE"}, {"kernel-log", "FILE"},
+    {"from", "FILE"},       {"undo", "FILE"},
+    {"journal-dir", "DIR"}, {"backup-dir", "DIR"},
+    {"libvirt-dir", "DIR"}, {"libvirt-run-dir", "DIR"},
+    {"pve-dir", "DIR"},     {"proc", "DIR"},
+    {"state-dir", "DIR"},   {"kernel-release", "RELEASE"},
+    {"prefer-mirror", "N"}, {"runs", "N"},
+    {"seconds", "SECONDS"}, {"kernel-pass", "MODE"},
+    {"method", "METHOD"},   {"source", "WHEN"},
+    {"color", "WHEN"},      {"output", "COLUMNS"}};
+  for (CLI::Option* o : app.get_options()) {
+    if (o->get_type_size() == 0) {
+      continue; // a flag
+    }
+    if (o->get_lnames().empty() && o->get_snames().empty()) {
+      o->type_name("PATH");
+      continue;
+    }
+    for (const auto& [name, placeholder] : by_name) {
+      if (!o->get_lnames().empty() && o->get_lnames().front() == name) {
+        o->type_name(placeholder);
+      }
+    }
+  }
+}
+
+// The global options as a help section for every command's --help.
+std::string global_options_help(const CLI::App& app)
+{
+  std::string text = "Global options (before or after the command):\n";
+  for (const CLI::Option* o : app.get_options()) {
+    const std::string lname = o->get_lnames().empty() ? "" : o->get_lnames().front();
+    if (lname.empty() || lname == "help" || lname == "version") {
+      continue; // --help and --version are the command's own or the program's
+    }
+    std::string name = o->get_snames().empty() ? "" : "-" + o->get_snames().front() + ",";
+    name += "--" + lname;
+    if (lname == "json") {
+      name += "[=STYLE]"; // an optional value: CLI11 would print --json{pretty}
+    } else if (o->get_type_size() != 0) {
+      name += " " + o->get_type_name();
+    }
+    // The columns CLI11 uses for the command's own options: names from 2, help from 30.
+    name = name.size() < 28 ? name + std::string(28 - name.size(), ' ')
+                            : name + "\n" + std::string(30, ' ');
+    text += "  " + name + o->get_description() + "\n";
+  }
+  return text;
+}
+} // namespace
 
 std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, Runner& runner)
 {
@@ -37,6 +96,12 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, Runner& runner)
     ->add_option("--state-dir", globals.state_dir,
                  "Where vmcsum keeps its records (default $VMCSUM_STATE_DIR, else /var/lib/vmcsum)")
     ->type_name("DIR");
+  app
+    ->add_option("-o,--output", globals.columns,
+                 "Table columns to print, in this order (e.g. path,size; the headings name them)")
+    ->type_name("COLUMNS");
+  app->add_flag("--no-headings", globals.no_headings, "Print tables without their heading row");
+  app->add_flag("--bytes", globals.raw_bytes, "Print sizes in tables as byte counts");
   app->footer("Exit status: 0 nothing to report, 1 warnings, 2 critical findings, 3 could not "
               "complete for some path, 64 usage error.\nSee vmcsum(8).");
 
@@ -48,9 +113,14 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, Runner& runner)
   register_probe(*app, runner);
   register_bench(*app, runner);
   register_record(*app, runner);
-  // Each command's help points at its own page (man vmcsum-scrub, or man vmcsum scrub).
+  name_placeholders(*app);
+  // Each command's help lists the global options too (they are accepted after the command)
+  // and points at its own page (man vmcsum-scrub, or man vmcsum scrub).
+  const std::string globals_help = global_options_help(*app);
   for (CLI::App* sub : app->get_subcommands({})) {
-    sub->footer("Exit status: 0 nothing to report, 1 warnings, 2 critical findings, 3 could not "
+    name_placeholders(*sub);
+    sub->footer(globals_help +
+                "\nExit status: 0 nothing to report, 1 warnings, 2 critical findings, 3 could not "
                 "complete for some path, 64 usage error.\nSee vmcsum-" +
                 sub->get_name() + "(8).");
   }
@@ -72,6 +142,68 @@ std::string wants_json(int argc, char** argv)
     if (std::strcmp(argv[i], "--") == 0) {
       break;
     }
+  }
+  return "";
+}
+
+// Levenshtein distance, for "did you mean".
+size_t edit_distance(const std::string& a, const std::string& b)
+{
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) {
+    row[j] = j;
+  }
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// The first word that is not an option (nor an option's value) when it names no command:
+// "unknown command 'shwo'; did you mean 'show'?" rather than CLI11's "A subcommand is
+// required". Empty when the command is known or absent.
+std::string unknown_command(const CLI::App& app, int argc, char** argv)
+{
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--") {
+      return "";
+    }
+    if (arg.rfind("-", 0) == 0) {
+      // A global option taking a separate value: skip the value too.
+      const CLI::Option* o = nullptr;
+      try {
+        o = app.get_option(arg.rfind("--", 0) == 0 ? arg : arg.substr(0, 2));
+      } catch (const CLI::OptionNotFound&) {
+      }
+      const bool separate = arg.find('=') == std::string::npos &&
+                            (arg.rfind("--", 0) == 0 || arg.size() == 2); // not -ofoo
+      if (o && o->get_type_size() != 0 && o->get_expected_min() > 0 && separate) {
+        ++i;
+      }
+      continue;
+    }
+    std::string best;
+    size_t best_d = 3; // more than two edits away is no typo
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      if (sub->get_name() == arg) {
+        return "";
+      }
+      const size_t d = edit_distance(arg, sub->get_name());
+      if (d < best_d || (d <= 2 && sub->get_name().rfind(arg, 0) == 0)) {
+        best_d = d;
+        best = sub->get_name();
+      }
+    }
+    return "unknown command '" + core::escape_name(arg) + "'" +
+           (best.empty() ? "; run 'vmcsum --help' for the commands"
+                         : "; did you mean '" + best + "'?");
   }
   return "";
 }
@@ -99,6 +231,9 @@ int run(int argc, char** argv)
   const std::string json = wants_json(argc, argv);
   try {
     app = build_app(globals, runner);
+    if (const std::string unknown = unknown_command(*app, argc, argv); !unknown.empty()) {
+      return report_failure(json, "usage", unknown, exit_code::usage);
+    }
     // Not CLI11_PARSE: its exit codes (100-127) are not ours.
     app->parse(argc, argv);
     if (!globals.json_style.empty() && globals.json_style != "pretty" &&
@@ -128,6 +263,8 @@ int run(int argc, char** argv)
     // SIGINT/SIGTERM/SIGHUP only asks the command to stop at its next safe point.
     sys::StopSignals stop_signals;
     return runner ? runner(out) : exit_code::usage;
+  } catch (const UsageError& e) {
+    return report_failure(globals.json_style, "usage", e.what(), exit_code::usage);
   } catch (const Error& e) {
     return report_failure(globals.json_style, "error", e.what(), exit_code::incomplete);
   } catch (const std::exception& e) {

@@ -104,10 +104,12 @@ std::string yes_no(const std::optional<bool>& v)
   return v ? (*v ? "yes" : "no") : "?";
 }
 
+const std::vector<std::string> columns = {"SEVERITY", "PATH", "FORMAT", "NOCOW", "DATASUM",
+                                          "PROFILE",  "SIZE", "CACHE",  "USERS", "FINDINGS"};
+
 void render_text(const core::AuditResult& r, Output& out)
 {
-  Table table({"SEVERITY", "PATH", "FORMAT", "NOCOW", "DATASUM", "PROFILE", "SIZE", "CACHE",
-               "USERS", "FINDINGS"});
+  Table table(columns);
   std::string details;
   size_t counts[3] = {0, 0, 0};
   for (const auto& img : r.images) {
@@ -140,9 +142,8 @@ void render_text(const core::AuditResult& r, Output& out)
                                                                 : "mixed";
     table.add({out.paint(clean ? "ok" : core::severity_name(sev), style_of(sev)),
                core::escape_name(img.facts.path), img.format, yes_no(img.facts.nocow),
-               yes_no(datasum), profile, core::human_bytes(img.facts.size),
-               cache.empty() ? "-" : cache, users.empty() ? "-" : users,
-               codes.empty() ? "-" : codes});
+               yes_no(datasum), profile, out.size(img.facts.size), cache.empty() ? "-" : cache,
+               users.empty() ? "-" : users, codes.empty() ? "-" : codes});
     for (const auto& f : img.findings) {
       if (f.severity == core::Severity::info && out.options().verbose == 0) {
         continue;
@@ -287,7 +288,10 @@ void register_audit(CLI::App& app, Runner& runner)
                  "Also write node_exporter textfile metrics to this file (atomically)")
     ->type_name("FILE");
   cmd->callback([opts, prometheus, &runner] {
-    runner = [opts, prometheus](Output& out) { return run_audit(*opts, *prometheus, out); };
+    runner = [opts, prometheus](Output& out) {
+      check_columns(out, {columns});
+      return run_audit(*opts, *prometheus, out);
+    };
   });
 }
 

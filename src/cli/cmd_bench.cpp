@@ -34,6 +34,11 @@ nlohmann::ordered_json side_json(const core::BenchSide& s)
   return j;
 }
 
+// One name per column (-o picks them): checksummed vs NOCOW rate and CPU, then their ratios.
+const std::vector<std::string> columns = {"CASE",       "SIZE",       "CSUM-RATE",
+                                          "CSUM-CPU",   "NOCOW-RATE", "NOCOW-CPU",
+                                          "RATE-RATIO", "CPU-RATIO",  "SPREAD"};
+
 std::string rate(double bytes_per_second)
 {
   return core::human_bytes(static_cast<uint64_t>(bytes_per_second)) + "/s";
@@ -66,11 +71,10 @@ std::string worst_spread(const core::BenchCase& c)
 
 void render_text(const core::BenchResult& r, Output& out)
 {
-  Table table({"CASE", "BYTES/RUN", "CHECKSUMMED", "CPU", "NOCOW", "CPU", "THROUGHPUT", "CPU/BYTE",
-               "SPREAD"});
+  Table table(columns);
   for (const auto& c : r.cases) {
     std::string spread = worst_spread(c);
-    table.add({c.name, core::human_bytes(c.bytes), rate(c.checksummed.throughput),
+    table.add({c.name, out.size(c.bytes), rate(c.checksummed.throughput),
                cpu_text(c.checksummed.cpu_per_gib), rate(c.nocow.throughput),
                cpu_text(c.nocow.cpu_per_gib),
                c.throughput_ratio ? core::format_ratio(*c.throughput_ratio) : "-",
@@ -105,14 +109,16 @@ void register_bench(CLI::App& app, Runner& runner)
     "bench", "Measure O_DIRECT write throughput and CPU for checksummed and NOCOW files");
   cmd->add_option("path", opts->path,
                   "File or directory on the btrfs to measure (default: the current directory)");
-  cmd->add_option("--seconds", opts->seconds, "Time budget of the whole benchmark")
-    ->check(CLI::Range(0.01, 86400.0))
+  cmd->add_option("--seconds", opts->seconds, "Time budget of the whole benchmark, 0.01 to 86400")
+    ->check(CLI::Range(0.01, 86400.0).description(""))
     ->capture_default_str();
-  cmd->add_option("--runs", opts->runs, "Runs of each case, to check that results repeat")
-    ->check(CLI::Range(1, 100))
+  cmd
+    ->add_option("--runs", opts->runs, "Runs of each case, to check that results repeat (1 to 100)")
+    ->check(CLI::Range(1, 100).description(""))
     ->capture_default_str();
   cmd->callback([opts, &runner] {
     runner = [opts](Output& out) {
+      check_columns(out, {columns});
       core::BenchResult r = core::bench(*opts);
       int status = exit_code::clean;
       if (r.stable && !*r.stable) {

@@ -93,9 +93,12 @@ Style style_of(core::DioWrite w)
   return Style::plain;
 }
 
+const std::vector<std::string> columns = {"MOUNT", "PROFILE", "CHECKSUMMED",
+                                          "NOCOW", "METHOD",  "VERSION-TABLE"};
+
 void render_text(const core::ProbeResult& r, Output& out)
 {
-  Table table({"MOUNT", "PROFILE", "CHECKSUMMED", "NOCOW", "METHOD", "VERSION TABLE"});
+  Table table(columns);
   std::string details;
   for (const auto& fs : r.filesystems) {
     auto agrees = agreement(fs);
@@ -176,6 +179,7 @@ void register_probe(CLI::App& app, Runner& runner)
     ->capture_default_str();
   cmd->callback([opts, &runner] {
     runner = [opts](Output& out) {
+      check_columns(out, {columns});
       core::ProbeOptions po;
       po.paths = opts->paths;
       po.method = opts->method == "tracefs" ? core::ProbeMethod::tracefs

@@ -15,6 +15,8 @@
 namespace vmcsum::cli {
 
 namespace {
+const std::vector<std::string> columns = {"MOUNT", "FSID", "GENERATION", "ENTRIES"};
+
 struct RecordCli
 {
   std::vector<std::string> paths;
@@ -39,6 +41,7 @@ void register_record(CLI::App& app, Runner& runner)
                   "Record this release instead of uname -r (tests)");
   cmd->callback([cli, &runner] {
     runner = [cli](Output& out) {
+      check_columns(out, {columns});
       const auto r = core::record_filesystems(cli->paths, out.options().state_dir, cli->source,
                                               cli->release, cli->mountinfo);
       int status = exit_code::clean;
@@ -66,7 +69,7 @@ void register_record(CLI::App& app, Runner& runner)
         document_tail(doc, status);
         out.emit_json(doc);
       } else {
-        Table t({"MOUNT", "FSID", "GENERATION", "ENTRIES"});
+        Table t(columns);
         for (const auto& fs : r.filesystems) {
           if (!fs.error) {
             t.add({core::escape_name(fs.mount_point), fs.fsid, std::to_string(*fs.generation),

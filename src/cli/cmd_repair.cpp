@@ -153,15 +153,18 @@ Style action_style(core::RepairAction a)
   return stopped(a) ? Style::red : Style::yellow;
 }
 
+const std::vector<std::string> columns = {"PATH",    "ACTION",    "BAD",   "REPAIRED",
+                                          "SKIPPED", "REWRITTEN", "BACKUP"};
+
 void render_text(const core::RepairResult& r, bool dry_run, Output& out)
 {
-  Table table({"PATH", "ACTION", "BAD", "REPAIRED", "SKIPPED", "REWRITTEN", "BACKUP"});
+  Table table(columns);
   std::string details;
   for (const auto& e : r.files) {
-    table.add({core::escape_name(e.path),
+    table.add({table_path("", e.path),
                out.paint(core::repair_action_name(e.action), action_style(e.action)),
                std::to_string(e.bad_sectors), std::to_string(e.repaired.size()),
-               std::to_string(e.skipped.size()), core::human_bytes(e.rewritten_bytes),
+               std::to_string(e.skipped.size()), out.size(e.rewritten_bytes),
                e.backup ? core::escape_name(*e.backup) : "-"});
     const std::string name = core::escape_name(e.path);
     if (!e.reason.empty() && !stopped(e.action)) {
@@ -302,7 +305,7 @@ int run_repair(const RepairCli& cli, uint64_t rate, const Report& report, Output
       files.push_back(entry_json(e));
     }
     doc["notes"] = r.notes;
-    doc["exit_code"] = status;
+    document_tail(doc, status); // interrupted, exit_code: as every other document
     out.emit_json(doc);
   } else {
     render_text(r, cli.dry_run, out);
@@ -330,9 +333,10 @@ void register_repair(CLI::App& app, Runner& runner)
                   "Repair the bad sectors listed in a saved `vmcsum --json scrub` document "
                   "(re-verified first; - reads stdin)");
   cmd
-    ->add_option("--prefer-mirror", cli->prefer_mirror,
-                 "For sectors no copy matches, write back copy N (default: the lowest readable)")
-    ->check(CLI::Range(1u, 4u));
+    ->add_option(
+      "--prefer-mirror", cli->prefer_mirror,
+      "For sectors no copy matches, write back copy N, 1 to 4 (default: the lowest readable)")
+    ->check(CLI::Range(1u, 4u).description(""));
   cmd->add_flag("--include-undetermined", cli->include_undetermined,
                 "Also rewrite sectors the evidence cannot classify");
   cmd->add_flag("--then-nocow", cli->then_nocow,
@@ -343,8 +347,9 @@ void register_repair(CLI::App& app, Runner& runner)
   cmd->add_option("--undo", cli->undo, "Write the bytes saved in this backup back");
   cmd->add_flag("--force", cli->force,
                 "With --undo: restore even if the file changed since the repair");
-  cmd->add_option("--limit-rate", cli->limit_rate,
-                  "Read and write at most this many bytes per second (suffix K, M, G)");
+  cmd->add_option(
+    "--limit-rate", cli->limit_rate,
+    "Read and write at most this many bytes per second (suffix k, m or g: powers of 1024)");
   cmd->add_flag("--no-progress", cli->no_progress, "Never draw the progress bar");
   cmd->add_flag("-n,--dry-run", cli->dry_run, "Show what would be done; write nothing");
   cmd
@@ -379,7 +384,10 @@ void register_repair(CLI::App& app, Runner& runner)
         throw CLI::ValidationError("--from", e.what());
       }
     }
-    runner = [cli, rate, report](Output& out) { return run_repair(*cli, rate, report, out); };
+    runner = [cli, rate, report](Output& out) {
+      check_columns(out, {columns});
+      return run_repair(*cli, rate, report, out);
+    };
   });
 }
 

@@ -14,8 +14,10 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <map>
 
@@ -294,9 +296,31 @@ std::string history_line(const core::HistoryEvent& h)
   return line;
 }
 
+const std::vector<std::string> columns = {"PATH",  "CHECKED", "COPIES",       "BAD",
+                                          "FALSE", "MEDIA",   "UNDETERMINED", "REPAIRED"};
+
+// A NODATASUM file has no checksums, so CHECKED is 0: say so, and what was done instead.
+void nodatasum_details(const core::FileScrub& f, const Output& out, std::string& details)
+{
+  if (f.checked_bytes != 0 || f.no_csum_bytes == 0) {
+    return;
+  }
+  std::string text =
+    "  " + table_path(f.canonical_path, f.path) + ": NODATASUM, no checksums to verify";
+  if (f.compared_bytes > 0) {
+    text += "; " + std::to_string(f.copies) + " copies compared instead (" +
+            out.size(f.compared_bytes) + ", " +
+            (f.divergent.empty() ? std::string("none") : std::to_string(f.divergent.size())) +
+            " differ)";
+  } else if (f.copies < 2) {
+    text += "; one copy, nothing to compare";
+  }
+  details += text + "\n";
+}
+
 void render_text(const core::ScrubResult& r, Output& out)
 {
-  Table table({"PATH", "CHECKED", "COPIES", "BAD", "FALSE", "MEDIA", "UNDETERMINED", "REPAIRED"});
+  Table table(columns);
   std::string details;
   for (const auto& f : r.files) {
     if (!f.examined) {
@@ -307,11 +331,12 @@ void render_text(const core::ScrubResult& r, Output& out)
       ++counts[static_cast<int>(b.cls)];
     }
     auto n = [&](size_t v, Style s) { return v ? out.paint(std::to_string(v), s) : "0"; };
-    table.add({core::escape_name(f.path), core::human_bytes(f.checked_bytes),
+    table.add({table_path(f.canonical_path, f.path), out.size(f.checked_bytes),
                std::to_string(f.copies), n(f.bad.size(), Style::red), n(counts[0], Style::yellow),
                n(counts[1], Style::red), n(counts[2], Style::plain),
                f.kernel_pass ? std::to_string(f.kernel_read_repairs) : "-"});
     bad_details(f, out, details);
+    nodatasum_details(f, out, details);
   }
   for (const auto& f : r.files) {
     if (!f.divergent.empty()) {
@@ -434,12 +459,30 @@ nlohmann::ordered_json scrub_document(const core::ScrubResult& r, int status)
   return doc;
 }
 
+// Why a file was not scrubbed, without the path the message may already start with (it is
+// printed once, before it), and as "needs root (CAP_SYS_ADMIN) for ..." when the kernel
+// refused a btrfs ioctl with EPERM: the checksum and chunk trees are root's to read.
+std::string error_text(const core::FileScrub& f)
+{
+  std::string msg = f.error.value_or("cannot scrub");
+  while (msg.rfind(f.path + ": ", 0) == 0) {
+    msg.erase(0, f.path.size() + 2);
+  }
+  const size_t ioc = msg.find("BTRFS_IOC_");
+  if (ioc != std::string::npos && msg.find(std::strerror(EPERM)) != std::string::npos) {
+    const std::string name = msg.substr(ioc, msg.find_first_of(": ", ioc) - ioc);
+    return "needs root (CAP_SYS_ADMIN) for " + name +
+           " (reading the checksum and chunk trees); run it as root";
+  }
+  return core::escape_name(msg);
+}
+
 // What went wrong or deserves a word, on stderr after the report.
 void report_problems(const core::ScrubResult& r, Output& out)
 {
   for (const auto& f : r.files) {
     if (!f.examined) {
-      out.error(core::escape_name(f.path) + ": " + f.error.value_or("cannot scrub"));
+      out.error(core::escape_name(f.path) + ": " + error_text(f));
     }
     for (const auto& n : f.notes) {
       out.warn(core::escape_name(f.path) + ": " + n);
@@ -487,7 +530,7 @@ void register_scrub(CLI::App& app, Runner& runner)
     "Verify every copy of every sector of images; tell false mismatches from media faults");
   cmd->add_option("paths", cli->opts.paths, "Image files or directories of images");
   cmd->add_option("--limit-rate", cli->limit_rate,
-                  "Read at most this many bytes per second (suffix K, M, G)");
+                  "Read at most this many bytes per second (suffix k, m or g: powers of 1024)");
   cmd
     ->add_option("--kernel-pass", cli->kernel_pass,
                  "Read through the filesystem: the findings, the full files, or none")
@@ -540,7 +583,10 @@ void register_scrub(CLI::App& app, Runner& runner)
       cli->opts.kernel_log.clear();
       cli->opts.journal = false;
     }
-    runner = [cli](Output& out) { return run_scrub(*cli, out); };
+    runner = [cli](Output& out) {
+      check_columns(out, {columns});
+      return run_scrub(*cli, out);
+    };
   });
 }
 

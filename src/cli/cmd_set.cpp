@@ -126,6 +126,8 @@ std::string state_text(const std::optional<core::SetState>& s)
   return s ? s->state : "-";
 }
 
+const std::vector<std::string> columns = {"PATH", "ACTION", "BEFORE", "AFTER", "COPIED", "TIME"};
+
 void render_text(const core::SetResult& r, const SetCliOptions& o, const Output& out)
 {
   const std::string want = o.nocow ? "nocow" : "cow";
@@ -162,7 +164,7 @@ void render_text(const core::SetResult& r, const SetCliOptions& o, const Output&
     out.print(text);
     return;
   }
-  Table table({"PATH", "ACTION", "BEFORE", "AFTER", "COPIED", "TIME"});
+  Table table(columns);
   std::string notes;
   for (const auto& e : r.files) {
     Style st = is_failure(e)                          ? Style::red
@@ -173,9 +175,9 @@ void render_text(const core::SetResult& r, const SetCliOptions& o, const Output&
     if (e.seconds.total > 0) {
       std::snprintf(secs, sizeof secs, "%.1fs", e.seconds.total);
     }
-    table.add({core::escape_name(e.path), out.paint(std::string(core::outcome_name(e.action)), st),
+    table.add({table_path("", e.path), out.paint(std::string(core::outcome_name(e.action)), st),
                state_text(e.before), state_text(e.after),
-               e.bytes_copied ? core::human_bytes(e.bytes_copied) : "-", secs});
+               e.bytes_copied ? out.size(e.bytes_copied) : "-", secs});
     for (const auto& n : e.notes) {
       notes += "note: " + core::escape_name(e.path) + ": " + n + "\n";
     }
@@ -287,7 +289,10 @@ void register_set(CLI::App& app, Runner& runner)
     if (opts->nocow == opts->cow) {
       throw CLI::RequiredError("exactly one of --nocow and --cow");
     }
-    runner = [opts](Output& out) { return run_set(*opts, out); };
+    runner = [opts](Output& out) {
+      check_columns(out, {columns});
+      return run_set(*opts, out);
+    };
   });
 }
 

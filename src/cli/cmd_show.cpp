@@ -44,7 +44,7 @@ std::string num(const std::optional<uint64_t>& v, const Output& out)
 
 std::string bytes(const std::optional<uint64_t>& v, const Output& out)
 {
-  return v ? core::human_bytes(*v) : out.paint("?", Style::dim);
+  return v ? out.size(*v) : out.paint("?", Style::dim);
 }
 
 int status_of(const core::FileFacts& f)
@@ -58,19 +58,23 @@ int status_of(const core::FileFacts& f)
   return exit_code::clean;
 }
 
+// DATASUM (yes: checksummed), as audit says it: one name for the same fact in every table.
+const std::vector<std::string> columns = {"PATH",    "NOCOW",   "DATASUM", "COMPRESS",
+                                          "CSUM",    "PROFILE", "SIZE",    "ALLOC",
+                                          "EXTENTS", "SHARED",  "SUBVOL"};
+
 void render_text(const std::vector<core::FileFacts>& files, Output& out)
 {
-  Table table({"PATH", "NOCOW", "NODATASUM", "COMPRESS", "CSUM", "PROFILE", "SIZE", "ALLOC",
-               "EXTENTS", "SHARED", "SUBVOL"});
+  Table table(columns);
   std::string details;
   for (const auto& f : files) {
-    std::string name = core::escape_name(f.path);
+    std::string name = table_path(f.canonical_path, f.path);
     if (!f.examined) {
       continue;
     }
     if (!f.on_btrfs) {
-      table.add({name, "-", "-", "-", "-", f.fs.empty() ? "-" : f.fs, core::human_bytes(f.size),
-                 core::human_bytes(f.allocated), "-", "-", "-"});
+      table.add({name, "-", "-", "-", "-", f.fs.empty() ? "-" : f.fs, out.size(f.size),
+                 out.size(f.allocated), "-", "-", "-"});
       continue;
     }
     std::string profile = f.data_profiles.empty()       ? out.paint("?", Style::dim)
@@ -80,11 +84,14 @@ void render_text(const std::vector<core::FileFacts>& files, Output& out)
                            ? "/" + core::escape_name(*f.subvolume_path)
                            : (f.subvolume_id ? "id " + std::to_string(*f.subvolume_id) : "?");
     const bool regular = f.kind == "file";
-    table.add({name, yes_no(f.nocow, out, false), yes_no(f.nodatasum, out, false),
-               f.compression.value_or("?"), f.csum_type.value_or("?"), profile,
-               core::human_bytes(f.size), core::human_bytes(f.allocated),
-               regular ? num(f.extents, out) : "-", regular ? bytes(f.shared_bytes, out) : "-",
-               subvol});
+    std::optional<bool> datasum;
+    if (f.nodatasum) {
+      datasum = !*f.nodatasum;
+    }
+    table.add({name, yes_no(f.nocow, out, false), yes_no(datasum, out, false),
+               f.compression.value_or("?"), f.csum_type.value_or("?"), profile, out.size(f.size),
+               out.size(f.allocated), regular ? num(f.extents, out) : "-",
+               regular ? bytes(f.shared_bytes, out) : "-", subvol});
     if (out.options().verbose > 0) {
       details += out.paint(name, Style::bold) + "\n";
       details += "  kind: " + f.kind + ", inode " + std::to_string(f.inode) + ", links " +
@@ -151,6 +158,7 @@ void register_show(CLI::App& app, Runner& runner)
   cmd->add_option("paths", opts->paths, "Files or directories to show")->required();
   cmd->callback([opts, &runner] {
     runner = [opts](Output& out) {
+      check_columns(out, {columns});
       core::FactCollector collector;
       std::vector<core::FileFacts> files;
       int status = exit_code::clean;

@@ -2,20 +2,126 @@
 // Copyright (C) 2026 The vmcsum authors
 #include "interactive.hpp"
 
+#include "output.hpp"
+
 #include <vmcsum/report/text.hpp>
 
 #include <CLI/CLI.hpp>
 
+#include <climits>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
+#include <vector>
 
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 namespace vmcsum::cli {
 
+namespace {
+// Set by SIGWINCH: the next update asks the terminal its width again.
+volatile std::sig_atomic_t g_resized = 1;
+
+extern "C" void on_winch(int)
+{
+  g_resized = 1;
+}
+
+// Width of the terminal on stderr (where the line goes): COLUMNS when it is a positive number,
+// else TIOCGWINSZ; 80 when neither answers.
+size_t stderr_width()
+{
+  if (const char* env = std::getenv("COLUMNS")) {
+    char* end = nullptr;
+    const unsigned long n = std::strtoul(env, &end, 10);
+    if (end != env && *end == '\0' && n > 0 && n < 100000) {
+      return n;
+    }
+  }
+  struct winsize ws = {};
+  if (::ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) {
+    return ws.ws_col;
+  }
+  return 80;
+}
+
+std::string eta_text(double seconds)
+{
+  const auto s = static_cast<uint64_t>(seconds + 0.5);
+  char buf[32];
+  if (s >= 3600) {
+    std::snprintf(buf, sizeof buf, "ETA %lluh%02llum", static_cast<unsigned long long>(s / 3600),
+                  static_cast<unsigned long long>(s / 60 % 60));
+  } else {
+    std::snprintf(buf, sizeof buf, "ETA %llu:%02llu", static_cast<unsigned long long>(s / 60),
+                  static_cast<unsigned long long>(s % 60));
+  }
+  return buf;
+}
+} // namespace
+
+std::string progress_line(const std::string& path, const std::string& phase, uint64_t done,
+                          uint64_t total, double rate, size_t width)
+{
+  std::vector<std::string> tail; // most important first: what is left out last
+  if (!phase.empty()) {
+    tail.push_back(phase);
+  }
+  if (total > 0) {
+    char pct[16];
+    std::snprintf(pct, sizeof pct, "%3d%%",
+                  static_cast<int>(100.0 * static_cast<double>(std::min(done, total)) /
+                                   static_cast<double>(total)));
+    tail.push_back(std::string(pct) + " " + core::human_bytes(done) + "/" +
+                   core::human_bytes(total));
+    if (rate > 0) {
+      tail.push_back(core::human_bytes(static_cast<uint64_t>(rate)) + "/s");
+      if (done < total) {
+        tail.push_back(eta_text(static_cast<double>(total - done) / rate));
+      }
+    }
+  }
+  const std::string name = core::escape_name(path);
+  // Three columns stay empty: a line that fills the last one wraps on some terminals, and
+  // Ctrl-C makes the terminal echo "^C" after the line: were that to wrap, the clear (\r and
+  // erase line) would erase the wrong line and leave the progress on screen.
+  const size_t room = width == 0 ? SIZE_MAX : (width > 3 ? width - 3 : 1);
+  constexpr size_t min_name = 12;
+  while (true) {
+    std::string right;
+    for (const auto& t : tail) {
+      right += "  " + t;
+    }
+    const size_t rw = display_width(right);
+    if (rw + std::min(display_width(name), min_name) <= room || tail.size() <= 1) {
+      std::string line = (rw < room ? ellipsize_middle(name, room - rw) : std::string()) + right;
+      return display_width(line) > room ? ellipsize_middle(line, room) : line;
+    }
+    tail.pop_back();
+  }
+}
+
 ProgressBar::ProgressBar(bool enabled)
   : m_enabled(enabled)
 {
+  if (m_enabled) {
+    struct sigaction sa = {};
+    sa.sa_handler = on_winch;
+    sa.sa_flags = SA_RESTART; // a resize must not fail a read with EINTR
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGWINCH, &sa, &m_old_winch);
+    g_resized = 1;
+  }
+}
+
+ProgressBar::~ProgressBar()
+{
+  clear();
+  if (m_enabled) {
+    ::sigaction(SIGWINCH, &m_old_winch, nullptr);
+  }
 }
 
 void ProgressBar::update(const std::string& path, const std::string& phase, uint64_t done,
@@ -25,32 +131,25 @@ void ProgressBar::update(const std::string& path, const std::string& phase, uint
     return;
   }
   auto now = Clock::now();
+  const bool resized = g_resized != 0;
   if (phase != m_phase || path != m_path) {
     m_phase = phase;
     m_path = path;
     m_phase_start = now;
-  } else if (now - m_last < std::chrono::milliseconds(100)) {
+    m_done_at_start = done;
+  } else if (now - m_last < std::chrono::milliseconds(100) && !resized) {
     return;
   }
+  if (resized) {
+    g_resized = 0;
+    m_width = stderr_width();
+  }
   m_last = now;
-  std::string name = core::escape_name(path);
-  if (name.size() > 40) {
-    name = "..." + name.substr(name.size() - 37);
-  }
-  std::string line = name + (phase.empty() ? "" : "  " + phase);
-  if (total > 0) {
-    char pct[16];
-    std::snprintf(pct, sizeof pct, " %3d%% ",
-                  static_cast<int>(100.0 * static_cast<double>(std::min(done, total)) /
-                                   static_cast<double>(total)));
-    line += pct + core::human_bytes(done) + "/" + core::human_bytes(total);
-    double secs = std::chrono::duration<double>(now - m_phase_start).count();
-    if (secs > 0.5) {
-      line +=
-        "  " + core::human_bytes(static_cast<uint64_t>(static_cast<double>(done) / secs)) + "/s";
-    }
-  }
-  std::cerr << "\r\x1b[K" << line << std::flush;
+  const double secs = std::chrono::duration<double>(now - m_phase_start).count();
+  // Half a second of data before a rate means anything.
+  const double rate =
+    secs > 0.5 && done > m_done_at_start ? static_cast<double>(done - m_done_at_start) / secs : 0;
+  std::cerr << "\r\x1b[K" << progress_line(path, phase, done, total, rate, m_width) << std::flush;
   m_shown = true;
 }
 

@@ -3,14 +3,18 @@
 #include "output.hpp"
 
 #include <vmcsum/report/text.hpp>
+#include <vmcsum/sys/path.hpp>
 #include <vmcsum/sys/signals.hpp>
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <ctime>
 #include <iostream>
 
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 namespace vmcsum::cli {
@@ -74,7 +78,9 @@ std::string paint_with(bool enabled, const std::string& text, Style style)
   return std::string("\x1b[") + code + "m" + text + "\x1b[0m";
 }
 
-size_t display_width(const std::string& s)
+} // namespace
+
+size_t display_width(std::string_view s)
 {
   size_t width = 0;
   for (size_t i = 0; i < s.size(); ++i) {
@@ -91,7 +97,122 @@ size_t display_width(const std::string& s)
   }
   return width;
 }
+
+std::string ellipsize_middle(std::string_view s, size_t width)
+{
+  const size_t have = display_width(s);
+  if (have <= width) {
+    return std::string(s);
+  }
+  if (width == 0) {
+    return "";
+  }
+  // Byte offset of code point `n` (continuation bytes belong to the code point before them).
+  auto offset_of = [&](size_t n) {
+    size_t i = 0;
+    for (size_t seen = 0; i < s.size(); ++i) {
+      if ((static_cast<unsigned char>(s[i]) & 0xC0) != 0x80 && seen++ == n) {
+        break;
+      }
+    }
+    return i;
+  };
+  const size_t keep = width - 1; // one column for the ellipsis
+  const size_t head = (keep + 1) / 2;
+  const size_t tail = keep - head;
+  return std::string(s.substr(0, offset_of(head))) + "\u2026" +
+         std::string(s.substr(offset_of(have - tail)));
+}
+
+namespace {
+std::string fold(std::string name)
+{
+  for (char& c : name) {
+    c = c == ' ' ? '-' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  }
+  return name;
+}
+
+// "path,size" -> {"PATH", "SIZE"}: the names of a -o list, empty ones skipped.
+std::vector<std::string> split_names(const std::string& spec)
+{
+  std::vector<std::string> names;
+  size_t start = 0;
+  while (start <= spec.size()) {
+    const size_t comma = spec.find(',', start);
+    std::string name = fold(spec.substr(start, comma - start));
+    start = comma == std::string::npos ? spec.size() + 1 : comma + 1;
+    if (!name.empty()) {
+      names.push_back(std::move(name));
+    }
+  }
+  return names;
+}
+
+bool elastic(const std::string& heading)
+{
+  return heading == "PATH" || heading == "MOUNT" || heading == "BACKUP";
+}
+
+// Narrowest an elastic column is shortened to: a path cut shorter says nothing.
+constexpr size_t min_elastic = 24;
 } // namespace
+
+std::vector<std::string> parse_columns(const std::string& spec,
+                                       const std::vector<std::string>& headings)
+{
+  std::vector<std::string> picked = split_names(spec);
+  for (const auto& name : picked) {
+    bool known = false;
+    for (const auto& h : headings) {
+      known = known || fold(h) == name;
+    }
+    if (!known) {
+      std::string list;
+      for (const auto& h : headings) {
+        list += (list.empty() ? "" : ",") + fold(h);
+      }
+      throw UsageError("-o/--output: no column '" + name + "' here; the columns are " + list);
+    }
+  }
+  return picked;
+}
+
+void check_columns(const Output& out, const std::vector<std::vector<std::string>>& tables)
+{
+  if (out.options().columns.empty() || out.options().json) {
+    return;
+  }
+  std::vector<std::string> all;
+  for (const auto& t : tables) {
+    all.insert(all.end(), t.begin(), t.end());
+  }
+  parse_columns(out.options().columns, all);
+}
+
+std::string Output::size(uint64_t bytes) const
+{
+  return m_opts.raw_bytes ? std::to_string(bytes) : core::human_bytes(bytes);
+}
+
+size_t Output::width() const
+{
+  if (::isatty(STDOUT_FILENO) != 1) {
+    return 0;
+  }
+  if (const char* env = std::getenv("COLUMNS")) {
+    char* end = nullptr;
+    const unsigned long n = std::strtoul(env, &end, 10);
+    if (end != env && *end == '\0' && n > 0 && n < 100000) {
+      return n;
+    }
+  }
+  struct winsize ws = {};
+  if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) {
+    return ws.ws_col;
+  }
+  return 0;
+}
 
 std::string Output::paint(const std::string& text, Style style) const
 {
@@ -182,6 +303,11 @@ void report_interrupted(const Output& out)
   }
 }
 
+std::string table_path(const std::string& canonical, const std::string& given)
+{
+  return core::escape_name(canonical.empty() ? sys::canonical_path(given) : canonical);
+}
+
 void put_identity(nlohmann::ordered_json& j, const std::string& canonical_path,
                   const std::string& fsid, uint64_t subvolume_id, uint64_t inode)
 {
@@ -194,31 +320,107 @@ void put_identity(nlohmann::ordered_json& j, const std::string& canonical_path,
 
 std::string Table::render(const Output& out) const
 {
-  std::vector<size_t> widths(m_header.size(), 0);
-  auto measure = [&](const std::vector<std::string>& row) {
-    for (size_t c = 0; c < row.size() && c < widths.size(); ++c) {
-      widths[c] = std::max(widths[c], display_width(row[c]));
+  TableLayout layout;
+  layout.headings = !out.options().no_headings;
+  layout.width = out.width();
+  // check_columns() already refused names no table of the command has; a name only another
+  // table of the same command has is left out of this one.
+  for (const auto& name : split_names(out.options().columns)) {
+    for (const auto& h : m_header) {
+      if (fold(h) == name) {
+        layout.columns.push_back(name);
+      }
     }
+  }
+  return render(layout, [&](const std::string& h) { return out.paint(h, Style::bold); });
+}
+
+std::string Table::render(const TableLayout& layout,
+                          const std::function<std::string(const std::string&)>& bold) const
+{
+  std::vector<size_t> cols; // indices into m_header, in display order
+  for (const auto& name : layout.columns) {
+    for (size_t c = 0; c < m_header.size(); ++c) {
+      if (fold(m_header[c]) == name) {
+        cols.push_back(c);
+      }
+    }
+  }
+  if (cols.empty()) {
+    for (size_t c = 0; c < m_header.size(); ++c) {
+      cols.push_back(c);
+    }
+  }
+  auto cell = [](const std::vector<std::string>& row, size_t c) {
+    return c < row.size() ? row[c] : std::string();
   };
-  measure(m_header);
-  for (const auto& r : m_rows) {
-    measure(r);
+  std::vector<size_t> widths(m_header.size(), 0);
+  for (size_t c : cols) {
+    widths[c] = layout.headings ? display_width(m_header[c]) : 0;
+    for (const auto& r : m_rows) {
+      widths[c] = std::max(widths[c], display_width(cell(r, c)));
+    }
+  }
+  const std::vector<size_t> natural = widths;
+  auto total = [&] {
+    size_t t = 0;
+    for (size_t c : cols) {
+      t += widths[c];
+    }
+    return t + 2 * (cols.size() - 1);
+  };
+  std::vector<std::string> left_out;
+  if (layout.width > 0) {
+    // First the paths lose their middle, then the rightmost other columns go.
+    for (size_t c : cols) {
+      const size_t floor = std::max(min_elastic, layout.headings ? m_header[c].size() : 0);
+      if (elastic(fold(m_header[c])) && total() > layout.width && widths[c] > floor) {
+        widths[c] -= std::min(widths[c] - floor, total() - layout.width);
+      }
+    }
+    for (size_t k = cols.size(); k-- > 1 && total() > layout.width;) {
+      if (!elastic(fold(m_header[cols[k]]))) {
+        left_out.insert(left_out.begin(), fold(m_header[cols[k]]));
+        cols.erase(cols.begin() + static_cast<std::ptrdiff_t>(k));
+      }
+    }
+    // Room the left-out columns freed goes back to the paths, up to their whole length.
+    for (size_t c : cols) {
+      if (elastic(fold(m_header[c])) && total() < layout.width) {
+        widths[c] = std::min(natural[c], widths[c] + (layout.width - total()));
+      }
+    }
   }
   std::string text;
   auto line = [&](const std::vector<std::string>& row, bool header) {
     std::string l;
-    for (size_t c = 0; c < row.size() && c < widths.size(); ++c) {
-      std::string cell = header ? out.paint(row[c], Style::bold) : row[c];
-      l += cell;
-      if (c + 1 < row.size()) {
-        l.append(widths[c] - display_width(row[c]) + 2, ' ');
+    for (size_t k = 0; k < cols.size(); ++k) {
+      const size_t c = cols[k];
+      std::string v = cell(row, c);
+      if (display_width(v) > widths[c]) {
+        v = ellipsize_middle(v, widths[c]);
+      }
+      const size_t w = display_width(v);
+      l += header ? bold(v) : v;
+      if (k + 1 < cols.size()) {
+        l.append(widths[c] - w + 2, ' ');
       }
     }
     text += l + '\n';
   };
-  line(m_header, true);
+  if (layout.headings) {
+    line(m_header, true);
+  }
   for (const auto& r : m_rows) {
     line(r, false);
+  }
+  if (!left_out.empty()) {
+    std::string names;
+    for (const auto& n : left_out) {
+      names += (names.empty() ? "" : ",") + n;
+    }
+    // Itself a row that must not wrap: cut in the middle like a path if need be.
+    text += ellipsize_middle("(not shown: " + names + ")", layout.width) + "\n";
   }
   return text;
 }

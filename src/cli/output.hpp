@@ -4,7 +4,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <optional>
+#include <stdexcept>
+#include <string_view>
 
 #include <cstdio>
 #include <string>
@@ -34,6 +37,18 @@ struct GlobalOptions
   // vmcsum's own records (kernel record of each filesystem, scrub and repair outcomes):
   // --state-dir, else $VMCSUM_STATE_DIR, else /var/lib/vmcsum.
   std::string state_dir;
+  // Tables (lsblk's spellings): -o/--output COLUMNS picks and orders columns, --no-headings
+  // drops the heading row, --bytes prints sizes as raw byte counts (btrfs-progs' --raw).
+  std::string columns;
+  bool no_headings = false;
+  bool raw_bytes = false;
+};
+
+// A usage error found after parsing (an unknown -o column): exit 64 like a parse error.
+class UsageError : public std::runtime_error
+{
+public:
+  using std::runtime_error::runtime_error;
 };
 
 enum class Style { plain, bold, dim, red, yellow, green, cyan };
@@ -58,6 +73,13 @@ public:
   // upstream), but replace rather than throw if something slips through.
   void emit_json(const nlohmann::ordered_json& doc) const;
   void print(const std::string& text) const;
+
+  // A size for a table cell: "1.50GiB", or "1610612736" with --bytes.
+  std::string size(uint64_t bytes) const;
+  // The width tables must fit, 0 for no limit: on a terminal, COLUMNS when it is a positive
+  // number, else the terminal's own (TIOCGWINSZ); when stdout is not a terminal, no limit
+  // (full rows for scripts and pagers, as systemctl does).
+  size_t width() const;
 
 private:
   GlobalOptions m_opts;
@@ -88,6 +110,11 @@ void report_interrupted(const Output& out);
 void put_identity(nlohmann::ordered_json& j, const std::string& canonical_path,
                   const std::string& fsid, uint64_t subvolume_id, uint64_t inode);
 
+// A file in a table's PATH column: its canonical path (absolute, symlinks resolved; what
+// audit finds and what documents call canonical_path), so every command names a file the
+// same way whatever directory it ran from; resolved from `given` when not known; escaped.
+std::string table_path(const std::string& canonical, const std::string& given);
+
 // The value, or JSON null when it is unknown.
 template <class T>
 nlohmann::ordered_json json_or_null(const std::optional<T>& v)
@@ -98,8 +125,31 @@ nlohmann::ordered_json json_or_null(const std::optional<T>& v)
 // Whether to colour a stream: --color=always/never win; auto means a TTY and no NO_COLOR.
 bool use_color(const std::string& mode, int fd);
 
+// Display width of a cell: code points, ANSI colour escapes excluded.
+size_t display_width(std::string_view s);
+
+// `s` cut to `width` columns with "…" in the middle, as systemctl shortens unit paths: both
+// ends of a path say most (the directory and the file name). Escapes are not expected here.
+std::string ellipsize_middle(std::string_view s, size_t width);
+
+// The names -o accepts: the column headings, in any case ("path,size" or "PATH,SIZE").
+// Throws UsageError for a name none of `headings` has, listing those it has.
+std::vector<std::string> parse_columns(const std::string& spec,
+                                       const std::vector<std::string>& headings);
+
+// How a table is laid out: which columns in which order (empty: all), a heading row or not,
+// and the width to fit (0: no limit).
+struct TableLayout
+{
+  std::vector<std::string> columns;
+  bool headings = true;
+  size_t width = 0;
+};
+
 // A plain text table with left-aligned columns sized to their widest cell; ANSI escapes in
-// cells do not count towards width.
+// cells do not count towards width. To fit a width, the PATH/MOUNT/BACKUP columns are cut in
+// its middle first (down to 24 columns), then the rightmost other columns are left out and
+// a last line names them: a row never wraps.
 class Table
 {
 public:
@@ -109,11 +159,19 @@ public:
   }
   void add(std::vector<std::string> row) { m_rows.push_back(std::move(row)); }
   bool empty() const { return m_rows.empty(); }
+  const std::vector<std::string>& header() const { return m_header; }
+  // With the global options (-o, --no-headings) and the terminal width.
   std::string render(const Output& out) const;
+  // With an explicit layout, headings painted by `bold` (unit tests pass an identity).
+  std::string render(const TableLayout& layout,
+                     const std::function<std::string(const std::string&)>& bold) const;
 
 private:
   std::vector<std::string> m_header;
   std::vector<std::vector<std::string>> m_rows;
 };
+
+// Checks -o against the headings of every table a command can print, before it starts work.
+void check_columns(const Output& out, const std::vector<std::vector<std::string>>& tables);
 
 } // namespace vmcsum::cli

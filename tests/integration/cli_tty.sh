@@ -10,6 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_root
 need_loop
 need_cmd jq env
+REAL_VMCSUM=${VMCSUM:?} # the terminal checks run it without the wrapper's tee in the pipeline
 keep_json_documents # every --json document is validated at the end (tests/schema)
 : "${VMCSUM:?}"
 
@@ -122,6 +123,113 @@ check "audit summary: the counts add up to the images, each image has its worst 
     and .summary.critical + .summary.warning + .summary.info == .summary.images
     and all(.images[]; .severity == "info" or .severity == "warning" or .severity == "critical")
     and .images[0].inode != null and (.images[0].canonical_path | startswith("/"))' "$IT_TMP/a.json"
+
+# --- the screen, in a real pseudo-terminal (tmux) at 60 and 200 columns ------------------------
+# tmux is the oracle: capture-pane -J joins the lines the terminal wrapped, so a screen captured
+# with and without -J has the same number of lines exactly when no row wrapped.
+if command -v tmux >/dev/null; then
+  # remain-on-exit from the start: a command quicker than a later set-option would take the
+  # pane (and its status and screen) with it.
+  printf 'set -g remain-on-exit on\nset -g status off\n' >"$IT_TMP/tmux.conf"
+  TM=(tmux -L "vmcsum-it-$$" -f "$IT_TMP/tmux.conf")
+  LONG=$MNT/a-directory-with-a-rather-long-name/and-a-second-level-below-it
+  mkdir -p "$LONG"
+  dd if=/dev/urandom of="$LONG/guest-disk-with-a-long-name.raw" bs=1M count=1 status=none
+  # Runs ARGS... in a fresh pane COLS wide (COLUMNS unset: the terminal's own width counts);
+  # the pane stays after the command ends so its screen can be read. The status comes from a
+  # shell around the command: tmux 3.3 sometimes leaves #{pane_dead_status} empty. That shell
+  # traps SIGINT (so Ctrl-C does not end it before it wrote the status); a trapped signal is
+  # back to its default in the command it starts, so the command meets Ctrl-C as it would in a
+  # login shell.
+  tty_run() { # COLS ARGS...
+    local cols=$1 cmd
+    shift
+    rm -f "$IT_TMP/tty.status"
+    printf -v cmd '%q ' sh -c 'trap : INT; "$@"; echo $? >"$0"' "$IT_TMP/tty.status" env -u COLUMNS "$@"
+    "${TM[@]}" kill-server 2>/dev/null || true
+    "${TM[@]}" new-session -d -x "$cols" -y 50 "exec $cmd"
+    bg_track "$("${TM[@]}" display-message -p '#{pid}')"
+  }
+  tty_dead() { [[ -s $IT_TMP/tty.status ]]; }
+  tty_status() { cat "$IT_TMP/tty.status"; }
+  tty_wait() { # waits (up to 120 s) for the command to end and tmux to have read all it wrote
+    for _ in $(seq 2400); do
+      tty_dead && [[ $("${TM[@]}" display-message -p '#{pane_dead}') == 1 ]] && return 0
+      sleep 0.05
+    done
+    return 1
+  }
+  # The whole pane, history included (the "Pane is dead" line may scroll the first row out),
+  # without that line and the empty ones at the end.
+  screen() {
+    "${TM[@]}" capture-pane -p -S - "$@" | grep -v '^Pane is dead' | sed -e :a -e '/^\n*$/{$d;N;ba' -e '}'
+  }
+  for cols in 60 200; do
+    tty_run "$cols" "$REAL_VMCSUM" show "$LONG/guest-disk-with-a-long-name.raw" "$IMG"
+    tty_wait
+    S=$(screen)
+    check_eq "show in $cols columns: exit 0" 0 "$(tty_status)"
+    check_eq "show in $cols columns: no row wrapped" "$(grep -c '' <<<"$S")" "$(screen -J | grep -c '')"
+    check_eq "show in $cols columns: the heading, then both files" "PATH 2" \
+      "$(head -1 <<<"$S" | cut -d' ' -f1) $(grep -c 'raw ' <<<"$S")"
+  done
+  tty_run 200 "$REAL_VMCSUM" -o path,datasum show "$LONG/guest-disk-with-a-long-name.raw"
+  tty_wait
+  check "show -o path,datasum in 200 columns: the long path whole" \
+    grep -qF "$LONG/guest-disk-with-a-long-name.raw  yes" <<<"$(screen)"
+  tty_run 60 "$REAL_VMCSUM" show "$LONG/guest-disk-with-a-long-name.raw"
+  tty_wait
+  check "show in 60 columns: the long path keeps both ends around an ellipsis" \
+    grep -q "^/.*…[^ ]*name.raw " <<<"$(screen)"
+
+  # Progress: one line, redrawn in place (never a second progress line), gone at the end.
+  tty_run 60 "$REAL_VMCSUM" scrub --limit-rate 8m "$IMG"
+  seen=0
+  for _ in $(seq 2400); do
+    s=$(screen -J)
+    if grep -q '%' <<<"$s"; then
+      seen=$((seen + 1))
+      check_eq "scrub progress in 60 columns: one line, redrawn in place ($seen)" 1 "$(grep -c '%' <<<"$s")"
+      check_eq "scrub progress in 60 columns: not wrapped ($seen)" "$(screen | wc -l)" "$(grep -c '' <<<"$s")"
+      [[ $seen -ge 3 ]] && break
+      sleep 0.5
+    fi
+    tty_dead && break
+    sleep 0.05
+  done
+  check_eq "scrub progress in 60 columns: seen (3 times)" 3 "$seen"
+  tty_wait
+  check_eq "scrub in 60 columns: exit 0" 0 "$(tty_status)"
+  check_eq "scrub in 60 columns: the progress line cleared" 0 "$(screen -J | grep -c '%')"
+  check "scrub in 60 columns: the table is there" grep -q "^PATH" <<<"$(screen)"
+
+  # Ctrl-C from the keyboard, as a person does it: the same contract for scrub and repair.
+  for cmd in scrub repair; do
+    # sh execs vmcsum once stdout is the file (no tee between: Ctrl-C would end it too).
+    tty_run 60 sh -c 'exec "$0" --json "$@" >"'"$IT_TMP"'/tty.json"' "$REAL_VMCSUM" "$cmd" --limit-rate 4m "$IMG"
+    pane=$("${TM[@]}" display-message -p '#{pane_pid}')
+    seen=0
+    for _ in $(seq 1200); do
+      for p in $(pgrep -P "$pane" || true); do # the trapping shell's child: vmcsum
+        has_open "$p" "$IMG" && seen=1
+      done
+      [[ $seen == 1 ]] && break
+      tty_dead && break
+      sleep 0.05
+    done
+    check_eq "$cmd in a terminal: caught with the image open" 1 "$seen"
+    "${TM[@]}" send-keys C-c
+    tty_wait
+    check_eq "$cmd in a terminal, Ctrl-C: exit 130" 130 "$(tty_status)"
+    check "$cmd in a terminal, Ctrl-C: a valid document saying interrupted" \
+      jq -e '.interrupted == true and .exit_code == 130' "$IT_TMP/tty.json"
+    cp "$IT_TMP/tty.json" "$IT_TMP/json-docs/tty-$cmd.json"
+    check_eq "$cmd in a terminal, Ctrl-C: no progress line left" 0 "$(screen -J | grep -c '%')"
+  done
+  "${TM[@]}" kill-server 2>/dev/null || true
+else
+  note "tmux is missing (scripts/setup.sh installs it): the screen checks did not run"
+fi
 
 check_schema --by-name "$IT_TMP"/json-docs/*
 finish

@@ -2,6 +2,8 @@
 #include "cli/app.hpp"
 #include "cli/interactive.hpp"
 
+#include <vmcsum/report/text.hpp>
+
 #include <CLI/CLI.hpp>
 #include <doctest/doctest.h>
 
@@ -156,4 +158,104 @@ TEST_CASE("every subcommand and long option is in the completions")
     std::string bare = w.rfind("--", 0) == 0 ? w.substr(2) : w;
     CHECK(fish.find(bare) != std::string::npos);
   }
+}
+
+TEST_CASE("tables: a long path loses its middle, never a row past the width")
+{
+  Table t({"PATH", "NOCOW", "SIZE"});
+  t.add({"/var/lib/libvirt/images/a-very-long-directory-name/guest-disk.qcow2", "yes", "10GiB"});
+  t.add({"short.raw", "no", "1MiB"});
+  auto same = [](const std::string& s) { return s; };
+  TableLayout wide;
+  const std::string full = t.render(wide, same);
+  CHECK(full.find("a-very-long-directory-name/guest-disk.qcow2") != std::string::npos);
+  TableLayout narrow;
+  narrow.width = 40;
+  const std::string fitted = t.render(narrow, same);
+  size_t lines = 0;
+  vmcsum::core::for_each_line(fitted, [&](std::string_view l) {
+    ++lines;
+    CHECK(display_width(l) <= 40);
+  });
+  CHECK(lines == 3);
+  // Both ends kept: where it is and what it is.
+  CHECK(fitted.find("/var/lib/") != std::string::npos);
+  CHECK(fitted.find("disk.qcow2") != std::string::npos);
+  CHECK(fitted.find("\u2026") != std::string::npos);
+}
+
+TEST_CASE("tables: what does not fit once paths are short is left out, and said")
+{
+  Table t({"SEVERITY", "PATH", "FORMAT", "USERS", "FINDINGS"});
+  t.add({"warning", "/srv/images/one-long-name-for-an-image.raw", "raw", "qemu-system-x86[123]",
+         "nocow-on-checksummed-profile,o-direct-writer"});
+  TableLayout l;
+  l.width = 60;
+  const std::string text = t.render(l, [](const std::string& s) { return s; });
+  vmcsum::core::for_each_line(text,
+                              [&](std::string_view line) { CHECK(display_width(line) <= 60); });
+  CHECK(text.find("FINDINGS)") != std::string::npos); // named, in a line that fits too
+  CHECK(text.find("not shown") != std::string::npos);
+}
+
+TEST_CASE("tables: -o picks and orders columns, --no-headings drops the heading row")
+{
+  Table t({"PATH", "NOCOW", "SIZE"});
+  t.add({"a.raw", "yes", "1"});
+  TableLayout l;
+  l.columns = parse_columns("size,Path", t.header());
+  l.headings = false;
+  CHECK(t.render(l, [](const std::string& s) { return s; }) == "1  a.raw\n");
+  CHECK_THROWS_AS(parse_columns("size,colour", t.header()), UsageError);
+  CHECK(run_args({"-o", "nonsense", "show", "/"}) == exit_code::usage);
+}
+
+TEST_CASE("ellipsize_middle counts code points")
+{
+  CHECK(ellipsize_middle("abcdefghij", 5) == "ab\u2026ij");
+  CHECK(ellipsize_middle("abc", 5) == "abc");
+  CHECK(display_width(ellipsize_middle("\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9", 5)) ==
+        5);
+}
+
+TEST_CASE("progress line: fits the width, path cut in the middle, rate and ETA when room")
+{
+  const std::string path = "/var/lib/libvirt/images/a-long-directory/guest-disk-image.qcow2";
+  const uint64_t gib = 1ULL << 30;
+  const std::string wide = progress_line(path, "kernel pass", gib, 4 * gib, 100.0 * (1 << 20), 200);
+  CHECK(wide.find(path) == 0);
+  CHECK(wide.find("kernel pass") != std::string::npos);
+  CHECK(wide.find(" 25% ") != std::string::npos);
+  CHECK(wide.find("100.00MiB/s") != std::string::npos);
+  CHECK(wide.find("ETA 0:31") != std::string::npos);
+  for (size_t w : {20u, 40u, 60u, 80u}) {
+    CAPTURE(w);
+    const std::string line = progress_line(path, "checksums", gib, 4 * gib, 1e8, w);
+    CHECK(display_width(line) + 2 < w); // room for the "^C" a terminal echoes
+  }
+  const std::string sixty = progress_line(path, "checksums", gib, 4 * gib, 1e8, 60);
+  CHECK(sixty.find("\u2026") != std::string::npos);
+  CHECK(sixty.find(" 25% ") != std::string::npos);
+}
+
+TEST_CASE("every command's help lists the global options, with placeholders that say what they are")
+{
+  GlobalOptions g;
+  Runner r;
+  auto app = build_app(g, r);
+  for (const CLI::App* sub : app->get_subcommands({})) {
+    const std::string help = sub->help();
+    CAPTURE(sub->get_name());
+    CHECK(help.find("Global options") != std::string::npos);
+    CHECK(help.find("--state-dir DIR") != std::string::npos);
+    for (const char* cli11 : {" TEXT", "UINT", "FLOAT", " INT"}) {
+      CAPTURE(cli11);
+      CHECK(help.find(cli11) == std::string::npos);
+    }
+  }
+  CHECK(run_args({"shwo", "/"}) == exit_code::usage);
+  CHECK(run_args({"--color", "never", "show"}) == exit_code::usage); // value skipped, no command
+  // --json takes no separate value: the word after it is the command (a missing file: 3).
+  CHECK(run_args({"--json=short", "show", "/nonexistent/x"}) == exit_code::incomplete);
+  CHECK(run_args({"--json", "show", "/nonexistent/x"}) == exit_code::incomplete);
 }

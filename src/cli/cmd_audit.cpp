@@ -29,76 +29,6 @@ Style style_of(core::Severity s)
   return Style::plain;
 }
 
-nlohmann::ordered_json policy_json(const core::KernelReport& k)
-{
-  // One key per cell of the table: inode kind (checksummed or NODATASUM) x data profile
-  // (single/raid0, or one with copies).
-  return {{"checksummed", core::dio_write_name(k.policy.checksummed)},
-          {"checksummed_duplicated", core::dio_write_name(k.policy.checksummed_duplicated)},
-          {"nodatasum_single", core::dio_write_name(k.policy.nodatasum_single)},
-          {"nodatasum_duplicated", core::dio_write_name(k.policy.nodatasum_duplicated)},
-          {"reason", k.policy.reason}};
-}
-
-nlohmann::ordered_json image_json(const core::ImageReport& r)
-{
-  nlohmann::ordered_json facts = r.facts;
-  nlohmann::ordered_json j;
-  j["path"] = facts["path"];
-  j["path_is_utf8"] = facts["path_is_utf8"];
-  // Identity: what lets a later command find this very file from anywhere.
-  for (const char* k : {"canonical_path", "fsid", "inode"}) {
-    j[k] = facts.contains(k) ? facts[k] : nlohmann::ordered_json(nullptr);
-  }
-  j["severity"] = core::severity_name(core::worst(r.findings)); // the worst of its findings
-  j["format"] = r.format;
-  for (const char* k : {"size", "allocated", "nocow", "nodatasum", "compression", "data_profile",
-                        "shared_bytes", "extents", "csum_type", "subvolume_id", "subvolume_path",
-                        "fs", "mount_point", "mount_options"}) {
-    j[k] = facts[k];
-  }
-  j["dir_nocow"] = r.dir_nocow ? nlohmann::ordered_json(*r.dir_nocow) : nullptr;
-  j["found_via"] = r.found_via;
-  auto& open_by = j["open_by"] = nlohmann::ordered_json::array();
-  for (const auto& o : r.open_by) {
-    open_by.push_back({{"pid", o.pid},
-                       {"comm", core::escape_name(o.comm)},
-                       {"fd", o.fd},
-                       {"o_direct", o.o_direct},
-                       {"writable", o.writable}});
-  }
-  auto& locks = j["locks"] = nlohmann::ordered_json::array();
-  for (const auto& l : r.locks) {
-    locks.push_back({{"pid", l.pid ? nlohmann::ordered_json(*l.pid) : nullptr},
-                     {"kind", l.kind},
-                     {"mode", l.mode},
-                     {"qemu", l.qemu},
-                     {"qemu_write", l.qemu_write}});
-  }
-  auto& conf = j["configured"] = nlohmann::ordered_json::array();
-  for (const auto& c : r.configured) {
-    conf.push_back({{"source", core::escape_name(c.source)},
-                    {"cache", c.cache},
-                    {"io", c.io},
-                    {"o_direct", c.o_direct},
-                    {"target", c.target}});
-  }
-  j["logged_csum_errors"] = r.logged_csum_errors;
-  j["logged_offsets"] = r.logged_offsets;
-  j["logged_own_reads"] = r.logged_own_reads;
-  j["repaired_at_us"] = json_or_null(r.repaired_at_us);
-  j["scrubbed_clean_at_us"] = json_or_null(r.scrubbed_clean_at_us);
-  auto& findings = j["findings"] = nlohmann::ordered_json::array();
-  for (const auto& f : r.findings) {
-    findings.push_back({{"code", f.code},
-                        {"severity", core::severity_name(f.severity)},
-                        {"message", f.message},
-                        {"action", f.action}});
-  }
-  j["unknown"] = facts["unknown"];
-  return j;
-}
-
 std::string yes_no(const std::optional<bool>& v)
 {
   return v ? (*v ? "yes" : "no") : "?";
@@ -203,12 +133,12 @@ nlohmann::ordered_json audit_document(const core::AuditResult& r, int status)
   nlohmann::ordered_json doc;
   doc["schema"] = "vmcsum.audit/1";
   doc["kernel"] = {{"release", r.kernel.release},
-                   {"dio_policy", policy_json(r.kernel)},
+                   {"dio_policy", core::dio_policy_json(r.kernel)},
                    {"source", r.kernel.source}};
   auto& images = doc["images"] = nlohmann::ordered_json::array();
   size_t counts[3] = {0, 0, 0}; // by Severity: info, warning, critical
   for (const auto& img : r.images) {
-    images.push_back(image_json(img));
+    images.push_back(img);
     ++counts[static_cast<int>(core::worst(img.findings))];
   }
   // The counts the text's last line gives ("N image(s): C critical, W warning, I ok").

@@ -4,7 +4,7 @@
 // vmcsum repair PATH... | --undo BACKUP: make false checksum mismatches readable again.
 #include "app.hpp"
 #include "interactive.hpp"
-#include "render.hpp"
+#include <vmcsum/report/json.hpp>
 
 #include <vmcsum/sys/durable_file.hpp>
 
@@ -40,89 +40,6 @@ struct RepairCli
   std::string proc_dir = "/proc";
   core::VmConfigDirs vm_configs;
 };
-
-nlohmann::ordered_json str_or_null(const std::string& s)
-{
-  return s.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(s);
-}
-
-nlohmann::ordered_json entry_json(const core::RepairEntry& e)
-{
-  nlohmann::ordered_json j;
-  j["path"] = core::escape_name(e.path);
-  j["acted_on"] = core::escape_name(e.acted_on);
-  put_identity(j, e.acted_on, e.fsid, e.subvolume_id, e.inode);
-  j["action"] = core::repair_action_name(e.action);
-  j["code"] = str_or_null(e.code);
-  j["reason"] = str_or_null(e.reason);
-  j["size"] = e.size;
-  j["checked_bytes"] = e.checked_bytes;
-  j["bad_sectors"] = e.bad_sectors;
-  auto& rep = j["repaired"] = nlohmann::ordered_json::array();
-  for (const auto& r : e.repaired) {
-    rep.push_back({{"offset", r.offset},
-                   {"length", r.length},
-                   {"logical", r.logical},
-                   {"class", core::bad_class_name(r.cls)},
-                   {"how", r.how},
-                   {"mirror", json_or_null(r.mirror)},
-                   {"copies_identical", r.copies_identical}});
-    put_evidence(rep.back(), r.evidence);
-  }
-  auto& sk = j["skipped"] = nlohmann::ordered_json::array();
-  for (const auto& s : e.skipped) {
-    sk.push_back({{"offset", s.offset},
-                  {"length", s.length},
-                  {"logical", s.logical},
-                  {"class", core::bad_class_name(s.cls)},
-                  {"code", s.code},
-                  {"reason", s.reason}});
-    put_evidence(sk.back(), s.evidence);
-  }
-  auto& ranges = j["ranges"] = nlohmann::ordered_json::array();
-  for (const auto& r : e.ranges) {
-    auto shared = nlohmann::ordered_json::array();
-    for (const auto& s : r.shared_with) {
-      shared.push_back({{"root", s.root},
-                        {"inode", s.inode},
-                        {"offset", s.offset},
-                        {"path", s.path ? nlohmann::ordered_json(core::escape_name(*s.path))
-                                        : nlohmann::ordered_json(nullptr)}});
-    }
-    ranges.push_back({{"offset", r.offset},
-                      {"length", r.length},
-                      {"old_logical", r.old_logical},
-                      {"extent_bytenr", r.extent_bytenr},
-                      {"extent_bytes", r.extent_bytes},
-                      {"freed", json_or_null(r.freed)},
-                      {"shared_with", shared},
-                      {"resumed", r.resumed}});
-  }
-  j["rewritten_bytes"] = e.rewritten_bytes;
-  j["backup"] = e.backup ? nlohmann::ordered_json(core::escape_name(*e.backup))
-                         : nlohmann::ordered_json(nullptr);
-  j["backup_bytes"] = e.backup_bytes;
-  if (e.verify) {
-    j["verify"] = {{"method", e.verify->method},
-                   {"readable", e.verify->readable},
-                   {"matches", e.verify->matches},
-                   {"bad_after", json_or_null(e.verify->bad_after)}};
-  } else {
-    j["verify"] = nullptr;
-  }
-  if (e.nocow) {
-    j["nocow"] = {{"action", e.nocow->action},
-                  {"code", str_or_null(e.nocow->code)},
-                  {"reason", str_or_null(e.nocow->reason)}};
-  } else {
-    j["nocow"] = nullptr;
-  }
-  j["users"] = users_json(e.users);
-  j["locks"] = locks_json(e.locks);
-  j["steps"] = e.steps;
-  j["notes"] = e.notes;
-  return j;
-}
 
 int entry_status(const core::RepairEntry& e)
 {
@@ -302,7 +219,7 @@ int run_repair(const RepairCli& cli, uint64_t rate, const Report& report, Output
     doc["undo"] = !cli.undo.empty();
     auto& files = doc["files"] = nlohmann::ordered_json::array();
     for (const auto& e : r.files) {
-      files.push_back(entry_json(e));
+      files.push_back(e);
     }
     doc["notes"] = r.notes;
     document_tail(doc, status); // interrupted, exit_code: as every other document

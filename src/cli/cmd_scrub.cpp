@@ -5,7 +5,7 @@
 #include "app.hpp"
 #include "interactive.hpp"
 #include "metrics.hpp"
-#include "render.hpp"
+#include <vmcsum/report/json.hpp>
 
 #include <vmcsum/report/text.hpp>
 #include <vmcsum/scrub/scrub.hpp>
@@ -27,16 +27,6 @@ namespace vmcsum::cli {
 
 namespace {
 
-void put_written(nlohmann::ordered_json& j, const core::WriteFacts& w)
-{
-  j["generation"] = json_or_null(w.generation);
-  if (w.window_known && w.kernel) {
-    j["written_by"] = {{"kernel", *w.kernel}, {"dio_write", core::dio_write_name(w.dio_write)}};
-  } else {
-    j["written_by"] = nullptr;
-  }
-}
-
 std::string mirrors_text(const std::vector<unsigned>& g)
 {
   std::string out;
@@ -44,167 +34,6 @@ std::string mirrors_text(const std::vector<unsigned>& g)
     out += (out.empty() ? "m" : "+m") + std::to_string(m);
   }
   return out;
-}
-
-nlohmann::ordered_json divergent_json(const core::DivergentRange& d)
-{
-  nlohmann::ordered_json j;
-  j["offset"] = d.offset;
-  j["length"] = d.length;
-  j["logical"] = d.logical;
-  j["groups"] = d.groups;
-  j["class"] = core::bad_class_name(d.cls);
-  put_written(j, d.written);
-  put_evidence(j, d.evidence);
-  return j;
-}
-
-nlohmann::ordered_json bad_json(const core::BadSector& b)
-{
-  nlohmann::ordered_json j;
-  j["offset"] = b.offset;
-  j["length"] = b.length;
-  j["logical"] = b.logical;
-  j["compressed"] = b.compressed;
-  j["class"] = core::bad_class_name(b.cls);
-  j["repairable"] = b.repairable;
-  j["expected_csum"] = b.expected_csum;
-  j["copies_identical"] = b.copies_identical;
-  auto& copies = j["copies"] = nlohmann::ordered_json::array();
-  for (const auto& c : b.copies) {
-    copies.push_back(
-      {{"mirror", c.mirror},
-       {"devid", c.devid},
-       {"device", core::escape_name(c.device)},
-       {"physical", c.physical},
-       {"csum", c.read_error ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(c.csum)},
-       {"matches", c.matches},
-       {"read_error", c.read_error},
-       {"rebuilt",
-        c.rebuilt.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(c.rebuilt)}});
-  }
-  put_written(j, b.written);
-  put_evidence(j, b.evidence);
-  j["kernel_eio"] = json_or_null(b.kernel_eio);
-  j["kernel_confirmed_at_us"] = json_or_null(b.kernel_confirmed_at_us);
-  j["repaired_by_read"] = json_or_null(b.repaired_by_read);
-  return j;
-}
-
-nlohmann::ordered_json history_json(const core::HistoryEvent& h)
-{
-  const auto& e = h.event;
-  nlohmann::ordered_json j;
-  static const char* kinds[] = {"read-csum-failed", "scrub-error",   "scrub-fixed",
-                                "scrub-unfixable",  "read-repaired", "dev-stats"};
-  j["kind"] = kinds[static_cast<int>(e.kind)];
-  j["source"] = h.source;
-  j["boot"] = h.boot ? nlohmann::ordered_json(*h.boot) : nullptr;
-  j["timestamp_us"] = h.timestamp ? nlohmann::ordered_json(*h.timestamp) : nullptr;
-  j["count"] = h.count;
-  j["first_timestamp_us"] = h.timestamp ? nlohmann::ordered_json(*h.timestamp) : nullptr;
-  j["last_timestamp_us"] = h.last_timestamp ? nlohmann::ordered_json(*h.last_timestamp) : nullptr;
-  j["caused_by_vmcsum"] = h.caused_by_vmcsum;
-  j["device"] = e.device;
-  j["root"] = e.root ? nlohmann::ordered_json(*e.root) : nullptr;
-  j["ino"] = e.ino ? nlohmann::ordered_json(*e.ino) : nullptr;
-  j["offset"] = e.offset ? nlohmann::ordered_json(*e.offset) : nullptr;
-  j["logical"] = e.logical ? nlohmann::ordered_json(*e.logical) : nullptr;
-  j["mirror"] = e.mirror ? nlohmann::ordered_json(*e.mirror) : nullptr;
-  j["csum"] = e.csum ? nlohmann::ordered_json(*e.csum) : nullptr;
-  j["expected_csum"] = e.expected_csum ? nlohmann::ordered_json(*e.expected_csum) : nullptr;
-  j["path"] = h.path ? nlohmann::ordered_json(core::escape_name(*h.path)) : nullptr;
-  return j;
-}
-
-// The worst of a file's results, in audit's words: critical for a mismatch, diverging copies
-// or an EIO the copies do not explain (what makes exit status 2), warning when it could not be
-// scrubbed, info otherwise.
-const char* file_severity(const core::FileScrub& f)
-{
-  if (!f.bad.empty() || !f.divergent.empty() || !f.kernel_only_eio.empty()) {
-    return "critical";
-  }
-  // Stale RAID5/6 parity loses data only if a device goes too: btrfs scrub rewrites it.
-  const bool stale = std::any_of(f.parity.begin(), f.parity.end(),
-                                 [](const core::ParityMismatch& m) { return m.stale_sectors > 0; });
-  return f.examined && !stale ? "info" : "warning";
-}
-
-nlohmann::ordered_json parity_json(const core::ParityMismatch& m)
-{
-  return {{"logical", m.logical},
-          {"parity", m.parity},
-          {"devid", m.devid},
-          {"device", core::escape_name(m.device)},
-          {"physical", m.physical},
-          {"sectors", m.sectors},
-          {"first_offset", m.first_offset},
-          {"stale_sectors", m.stale_sectors}};
-}
-
-nlohmann::ordered_json file_json(const core::FileScrub& f)
-{
-  nlohmann::ordered_json j;
-  j["path"] = core::escape_name(f.path);
-  put_identity(j, f.canonical_path, f.fsid, f.subvolume_id, f.inode);
-  j["severity"] = file_severity(f);
-  j["examined"] = f.examined;
-  j["error"] = f.error ? nlohmann::ordered_json(*f.error) : nullptr;
-  j["size"] = f.size;
-  j["checked_bytes"] = f.checked_bytes;
-  j["checked_sectors"] = f.checked_sectors;
-  j["no_csum_bytes"] = f.no_csum_bytes;
-  j["skipped_bytes"] = f.skipped_bytes;
-  j["compressed_bytes"] = f.compressed_bytes;
-  j["copies"] = f.copies;
-  j["open_for_writing"] = json_or_null(f.open_for_writing);
-  j["open_o_direct"] = json_or_null(f.open_o_direct);
-  j["writers"] = f.writers;
-  auto& configured = j["configured"] = nlohmann::ordered_json::array();
-  for (const auto& c : f.configured) {
-    // As audit's "configured": cache and io "" when the hypervisor's default applies.
-    configured.push_back({{"source", core::escape_name(c.source)},
-                          {"cache", c.cache},
-                          {"io", c.io},
-                          {"o_direct", c.o_direct},
-                          {"target", c.target}});
-  }
-  auto& bad = j["bad"] = nlohmann::ordered_json::array();
-  size_t counts[3] = {0, 0, 0};
-  size_t repairable = 0;
-  for (const auto& b : f.bad) {
-    bad.push_back(bad_json(b));
-    ++counts[static_cast<int>(b.cls)];
-    repairable += b.repairable ? 1 : 0;
-  }
-  auto& divergent = j["divergent"] = nlohmann::ordered_json::array();
-  uint64_t divergent_bytes = 0;
-  for (const auto& d : f.divergent) {
-    divergent.push_back(divergent_json(d));
-    divergent_bytes += d.length;
-  }
-  j["compared_bytes"] = f.compared_bytes;
-  j["parity_checked_stripes"] = f.parity_checked_stripes;
-  auto& parity = j["parity"] = nlohmann::ordered_json::array();
-  for (const auto& m : f.parity) {
-    parity.push_back(parity_json(m));
-  }
-  j["summary"] = {{"bad_sectors", f.bad.size()},
-                  {"divergent_ranges", f.divergent.size()},
-                  {"divergent_bytes", divergent_bytes},
-                  {"false_mismatch", counts[0]},
-                  {"media", counts[1]},
-                  {"undetermined", counts[2]},
-                  {"repairable", repairable}};
-  j["kernel_pass"] = {{"run", f.kernel_pass},
-                      {"mode", core::kernel_pass_mode_name(f.kernel_pass_mode)},
-                      {"eio_sectors", f.kernel_eio_sectors},
-                      {"read_repairs", f.kernel_read_repairs},
-                      {"confirmed_before", f.kernel_confirmed_before},
-                      {"eio_not_found_per_copy", f.kernel_only_eio}};
-  j["notes"] = f.notes;
-  return j;
 }
 
 // Each bad sector of `f` (the first 20 unless -v), with its copies and, with -v, the evidence.
@@ -438,8 +267,8 @@ nlohmann::ordered_json scrub_document(const core::ScrubResult& r, int status)
   std::map<std::string, size_t> by_severity{{"critical", 0}, {"warning", 0}, {"info", 0}};
   size_t bad = 0, examined = 0;
   for (const auto& f : r.files) {
-    files.push_back(file_json(f));
-    ++by_severity[file_severity(f)];
+    files.push_back(f);
+    ++by_severity[core::scrub_severity(f)];
     bad += f.bad.size();
     examined += f.examined ? 1 : 0;
   }
@@ -451,7 +280,7 @@ nlohmann::ordered_json scrub_document(const core::ScrubResult& r, int status)
                     {"bad_sectors", bad}};
   auto& hist = doc["history"] = nlohmann::ordered_json::array();
   for (const auto& h : r.history) {
-    hist.push_back(history_json(h));
+    hist.push_back(h);
   }
   doc["notes"] = r.notes;
   doc["interrupted"] = r.interrupted;

@@ -5,7 +5,7 @@
 // rewrite for non-empty files), or say why not.
 #include "app.hpp"
 #include "interactive.hpp"
-#include "render.hpp"
+#include <vmcsum/report/json.hpp>
 
 #include <vmcsum/btrfs/inode_item.hpp>
 #include <vmcsum/report/text.hpp>
@@ -36,85 +36,6 @@ struct SetCliOptions
   std::string proc_dir = "/proc";
   std::vector<std::string> paths;
 };
-
-nlohmann::ordered_json opt_str(const std::string& s)
-{
-  return s.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(s);
-}
-
-template <class T>
-nlohmann::ordered_json opt(const std::optional<T>& v)
-{
-  return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
-}
-
-nlohmann::ordered_json state_json(const std::optional<core::SetState>& s)
-{
-  if (!s) {
-    return nullptr;
-  }
-  nlohmann::ordered_json j;
-  j["state"] = s->state;
-  j["nocow"] = opt(s->nocow);
-  j["nodatasum"] = opt(s->nodatasum);
-  j["inode_flags"] = s->inode_flags
-                       ? nlohmann::ordered_json(btrfs::inode_flag_names(*s->inode_flags))
-                       : nlohmann::ordered_json(nullptr);
-  j["size"] = s->size;
-  j["allocated"] = s->allocated;
-  j["extents"] = opt(s->extents);
-  j["compression"] = opt_str(s->compression);
-  j["inode"] = s->inode;
-  return j;
-}
-
-nlohmann::ordered_json entry_json(const core::SetEntry& e)
-{
-  nlohmann::ordered_json j;
-  j["path"] = core::escape_name(e.path);
-  j["path_is_utf8"] = core::is_valid_utf8(e.path);
-  j["symlink_target"] = e.symlink_target
-                          ? nlohmann::ordered_json(core::escape_name(*e.symlink_target))
-                          : nlohmann::ordered_json(nullptr);
-  j["acted_on"] = core::escape_name(e.acted_on);
-  j["kind"] = e.kind;
-  j["action"] = std::string(core::outcome_name(e.action));
-  j["code"] = opt_str(e.code);
-  j["reason"] = opt_str(e.reason);
-  auto& refusals = j["refusals"] = nlohmann::ordered_json::array();
-  for (const auto& r : e.refusals) {
-    refusals.push_back({{"code", r.code}, {"message", r.message}});
-  }
-  j["before"] = state_json(e.before);
-  j["after"] = state_json(e.after);
-  j["bytes_copied"] = e.bytes_copied;
-  j["data_ranges"] = e.data_ranges;
-  j["plan"] = e.steps;
-  j["notes"] = e.notes;
-  j["users"] = users_json(e.users);
-  j["locks"] = locks_json(e.locks);
-  auto& bad = j["unreadable"] = nlohmann::ordered_json::array();
-  for (const auto& r : e.unreadable) {
-    bad.push_back({{"offset", r.offset}, {"length", r.length}});
-  }
-  j["unreadable_bytes"] = e.unreadable_bytes;
-  j["xattrs"] = {{"copied", e.xattrs_copied}, {"dropped", e.xattrs_dropped}};
-  if (e.verify) {
-    j["verify"] = {{"hash", e.verify->hash},
-                   {"source_digest", e.verify->source_digest},
-                   {"copy_digest", e.verify->copy_digest},
-                   {"method", e.verify->method},
-                   {"resident_pages", e.verify->resident_pages},
-                   {"flags_ok", e.verify->flags_ok}};
-  } else {
-    j["verify"] = nullptr;
-  }
-  j["seconds"] = {{"copy", e.seconds.copy},
-                  {"flush", e.seconds.flush},
-                  {"verify", e.seconds.verify},
-                  {"total", e.seconds.total}};
-  return j;
-}
 
 bool is_failure(const core::SetEntry& e)
 {
@@ -230,12 +151,13 @@ int run_set(const SetCliOptions& o, Output& out)
     doc["recursive"] = o.recursive;
     auto& files = doc["files"] = nlohmann::ordered_json::array();
     for (const auto& e : r.files) {
-      files.push_back(entry_json(e));
+      files.push_back(e);
     }
     auto& left = doc["leftovers"] = nlohmann::ordered_json::array();
     for (const auto& l : r.leftovers) {
-      left.push_back(
-        {{"path", core::escape_name(l.path)}, {"removed", l.removed}, {"error", opt_str(l.error)}});
+      left.push_back({{"path", core::escape_name(l.path)},
+                      {"removed", l.removed},
+                      {"error", core::string_or_null(l.error)}});
     }
     doc["interrupted"] = r.interrupted;
     doc["exit_code"] = status;

@@ -308,16 +308,6 @@ std::string table_path(const std::string& canonical, const std::string& given)
   return core::escape_name(canonical.empty() ? sys::canonical_path(given) : canonical);
 }
 
-void put_identity(nlohmann::ordered_json& j, const std::string& canonical_path,
-                  const std::string& fsid, uint64_t subvolume_id, uint64_t inode)
-{
-  using J = nlohmann::ordered_json;
-  j["canonical_path"] = canonical_path.empty() ? J(nullptr) : J(core::escape_name(canonical_path));
-  j["fsid"] = fsid.empty() ? J(nullptr) : J(fsid);
-  j["subvolume_id"] = subvolume_id ? J(subvolume_id) : J(nullptr);
-  j["inode"] = inode ? J(inode) : J(nullptr);
-}
-
 std::string Table::render(const Output& out) const
 {
   TableLayout layout;

@@ -2,6 +2,8 @@
 // Copyright (C) 2026 The vmcsum authors
 #pragma once
 
+#include <vmcsum/report/json.hpp>
+
 #include <nlohmann/json.hpp>
 
 #include <functional>
@@ -105,22 +107,14 @@ void document_tail(nlohmann::ordered_json& doc, int status);
 // "vmcsum: error: interrupted by signal N" on stderr when a stop signal arrived.
 void report_interrupted(const Output& out);
 
-// The identity keys of a file entry (canonical_path, fsid, subvolume_id, inode): what lets a
-// later command find the same file from anywhere. Empty/0 (never opened) become null.
-void put_identity(nlohmann::ordered_json& j, const std::string& canonical_path,
-                  const std::string& fsid, uint64_t subvolume_id, uint64_t inode);
-
 // A file in a table's PATH column: its canonical path (absolute, symlinks resolved; what
 // audit finds and what documents call canonical_path), so every command names a file the
 // same way whatever directory it ran from; resolved from `given` when not known; escaped.
 std::string table_path(const std::string& canonical, const std::string& given);
 
-// The value, or JSON null when it is unknown.
-template <class T>
-nlohmann::ordered_json json_or_null(const std::optional<T>& v)
-{
-  return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
-}
+// JSON shapes of the core (report/json.hpp) the documents here are assembled from.
+using core::json_or_null;
+using core::put_identity;
 
 // Whether to colour a stream: --color=always/never win; auto means a TTY and no NO_COLOR.
 bool use_color(const std::string& mode, int fd);

@@ -4,6 +4,8 @@
 #include <vmcsum/image/file_facts.hpp>
 #include <vmcsum/report/json.hpp>
 #include <vmcsum/report/text.hpp>
+#include <vmcsum/scrub/scrub.hpp>
+#include <vmcsum/write/guard.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -141,4 +143,53 @@ void to_json(nlohmann::ordered_json& j, const FileFacts& f)
   j["notes"] = f.notes;
   j["unknown"] = unknown;
 }
+Json users_json(const std::vector<ImageUser>& users)
+{
+  auto out = Json::array();
+  for (const auto& u : users) {
+    out.push_back({{"pid", u.pid},
+                   {"comm", escape_name(u.comm)},
+                   {"fd", u.fd},
+                   {"o_direct", u.o_direct},
+                   {"writable", u.writable}});
+  }
+  return out;
+}
+Json locks_json(const std::vector<ImageLock>& locks)
+{
+  auto out = Json::array();
+  for (const auto& l : locks) {
+    out.push_back({{"pid", json_or_null(l.pid)},
+                   {"kind", l.kind},
+                   {"mode", l.mode},
+                   {"start", l.start},
+                   {"end", json_or_null(l.end)},
+                   {"qemu", l.qemu},
+                   {"seen_by", l.seen_by}});
+  }
+  return out;
+}
+void put_evidence(Json& j, const std::vector<Evidence>& ev)
+{
+  // Built apart and assigned whole: j is an ordered map (a vector), so a reference to one key's
+  // value does not survive the insertion of the next key.
+  auto text = Json::array();
+  auto codes = Json::array();
+  for (const auto& e : ev) {
+    text.push_back(e.text);
+    codes.push_back(e.code);
+  }
+  j["evidence"] = std::move(text);
+  j["evidence_codes"] = std::move(codes);
+}
+void put_identity(Json& j, const std::string& canonical_path, const std::string& fsid,
+                  uint64_t subvolume_id, uint64_t inode)
+{
+  using J = Json;
+  j["canonical_path"] = canonical_path.empty() ? J(nullptr) : J(escape_name(canonical_path));
+  j["fsid"] = fsid.empty() ? J(nullptr) : J(fsid);
+  j["subvolume_id"] = subvolume_id ? J(subvolume_id) : J(nullptr);
+  j["inode"] = inode ? J(inode) : J(nullptr);
+}
+
 } // namespace vmcsum::core

@@ -1,17 +1,72 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Copyright (C) 2026 The vmcsum authors
 //
-// JSON views of the result structs. Field names are snake_case and stable; a change of type or
-// meaning bumps the schema version of the document that carries them.
+// JSON views of the result structs, beside them in the core library: the CLI only assembles
+// documents (head, tail, summary) from these. Field names are snake_case and stable; a change of
+// type or meaning bumps the schema version of the document that carries them
+// (tests/schema/*.json). Each to_json is found by nlohmann's ADL: `Json j = entry;` works.
 #pragma once
 
-#include <nlohmann/json_fwd.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
 
 namespace vmcsum::core {
 
 struct FileFacts;
+struct FileScrub;
+struct HistoryEvent;
+struct ImageReport;
+struct KernelReport;
+struct RepairEntry;
+struct SetEntry;
+struct Evidence;
+struct ImageUser;
+struct ImageLock;
 
-// One entry of vmcsum.show/1 "files". Unknown facts are null and explained in "unknown".
+// One entry of vmcsum.show "files". Unknown facts are null and explained in "unknown".
 void to_json(nlohmann::ordered_json& j, const FileFacts& f);
+// One entry of vmcsum.scrub "files" and "history".
+void to_json(nlohmann::ordered_json& j, const FileScrub& f);
+void to_json(nlohmann::ordered_json& j, const HistoryEvent& h);
+// One entry of vmcsum.audit "images"; the kernel's DIO policy table ("dio_policy").
+void to_json(nlohmann::ordered_json& j, const ImageReport& r);
+nlohmann::ordered_json dio_policy_json(const KernelReport& k);
+// One entry of vmcsum.repair "files".
+void to_json(nlohmann::ordered_json& j, const RepairEntry& e);
+// One entry of vmcsum.set "files".
+void to_json(nlohmann::ordered_json& j, const SetEntry& e);
+
+// The worst of a scrubbed file's results, in audit's words: "critical" for a mismatch,
+// diverging copies or an EIO the copies do not explain (what makes exit status 2), "warning"
+// when it could not be scrubbed or has stale parity, "info" otherwise.
+const char* scrub_severity(const FileScrub& f);
+
+// Shapes several documents share.
+// The processes that have an image open, and the locks on it (set, repair).
+nlohmann::ordered_json users_json(const std::vector<ImageUser>& users);
+nlohmann::ordered_json locks_json(const std::vector<ImageLock>& locks);
+// "evidence" (the sentences) and "evidence_codes" (their stable codes) of a verdict, into j.
+void put_evidence(nlohmann::ordered_json& j, const std::vector<Evidence>& ev);
+// The identity keys of a file entry (canonical_path, fsid, subvolume_id, inode): what lets a
+// later command find the same file from anywhere. Empty/0 (never opened) become null.
+void put_identity(nlohmann::ordered_json& j, const std::string& canonical_path,
+                  const std::string& fsid, uint64_t subvolume_id, uint64_t inode);
+
+// The value, or JSON null when it is unknown.
+template <class T>
+nlohmann::ordered_json json_or_null(const std::optional<T>& v)
+{
+  return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
+}
+
+// The string, or JSON null when it is empty (not known, or not applicable).
+inline nlohmann::ordered_json string_or_null(const std::string& s)
+{
+  return s.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(s);
+}
 
 } // namespace vmcsum::core

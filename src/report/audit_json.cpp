@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// audit's result (ImageReport, the kernel's DIO policy) as JSON: the "images" entries and
+// "dio_policy" of vmcsum.audit documents (tests/schema/audit.json).
+#include <vmcsum/audit/audit.hpp>
+#include <vmcsum/report/json.hpp>
+#include <vmcsum/report/text.hpp>
+
+#include <nlohmann/json.hpp>
+
+namespace vmcsum::core {
+
+using Json = nlohmann::ordered_json;
+
+Json dio_policy_json(const KernelReport& k)
+{
+  // One key per cell of the table: inode kind (checksummed or NODATASUM) x data profile
+  // (single/raid0, or one with copies).
+  return {{"checksummed", dio_write_name(k.policy.checksummed)},
+          {"checksummed_duplicated", dio_write_name(k.policy.checksummed_duplicated)},
+          {"nodatasum_single", dio_write_name(k.policy.nodatasum_single)},
+          {"nodatasum_duplicated", dio_write_name(k.policy.nodatasum_duplicated)},
+          {"reason", k.policy.reason}};
+}
+
+void to_json(Json& j, const ImageReport& r)
+{
+  Json facts = r.facts;
+  j = Json::object();
+  j["path"] = facts["path"];
+  j["path_is_utf8"] = facts["path_is_utf8"];
+  // Identity: what lets a later command find this very file from anywhere.
+  for (const char* k : {"canonical_path", "fsid", "inode"}) {
+    j[k] = facts.contains(k) ? facts[k] : Json(nullptr);
+  }
+  j["severity"] = severity_name(worst(r.findings)); // the worst of its findings
+  j["format"] = r.format;
+  for (const char* k : {"size", "allocated", "nocow", "nodatasum", "compression", "data_profile",
+                        "shared_bytes", "extents", "csum_type", "subvolume_id", "subvolume_path",
+                        "fs", "mount_point", "mount_options"}) {
+    j[k] = facts[k];
+  }
+  j["dir_nocow"] = r.dir_nocow ? Json(*r.dir_nocow) : nullptr;
+  j["found_via"] = r.found_via;
+  auto& open_by = j["open_by"] = Json::array();
+  for (const auto& o : r.open_by) {
+    open_by.push_back({{"pid", o.pid},
+                       {"comm", escape_name(o.comm)},
+                       {"fd", o.fd},
+                       {"o_direct", o.o_direct},
+                       {"writable", o.writable}});
+  }
+  auto& locks = j["locks"] = Json::array();
+  for (const auto& l : r.locks) {
+    locks.push_back({{"pid", l.pid ? Json(*l.pid) : nullptr},
+                     {"kind", l.kind},
+                     {"mode", l.mode},
+                     {"qemu", l.qemu},
+                     {"qemu_write", l.qemu_write}});
+  }
+  auto& conf = j["configured"] = Json::array();
+  for (const auto& c : r.configured) {
+    conf.push_back({{"source", escape_name(c.source)},
+                    {"cache", c.cache},
+                    {"io", c.io},
+                    {"o_direct", c.o_direct},
+                    {"target", c.target}});
+  }
+  j["logged_csum_errors"] = r.logged_csum_errors;
+  j["logged_offsets"] = r.logged_offsets;
+  j["logged_own_reads"] = r.logged_own_reads;
+  j["repaired_at_us"] = json_or_null(r.repaired_at_us);
+  j["scrubbed_clean_at_us"] = json_or_null(r.scrubbed_clean_at_us);
+  auto& findings = j["findings"] = Json::array();
+  for (const auto& f : r.findings) {
+    findings.push_back({{"code", f.code},
+                        {"severity", severity_name(f.severity)},
+                        {"message", f.message},
+                        {"action", f.action}});
+  }
+  j["unknown"] = facts["unknown"];
+}
+
+} // namespace vmcsum::core

@@ -3,6 +3,7 @@
 //
 // vmcsum bench [PATH]: O_DIRECT write throughput and CPU, checksummed against NOCOW.
 #include "app.hpp"
+#include "interactive.hpp"
 
 #include <vmcsum/measure/bench.hpp>
 #include <vmcsum/report/text.hpp>
@@ -119,7 +120,14 @@ void register_bench(CLI::App& app, Runner& runner)
   cmd->callback([opts, &runner] {
     runner = [opts](Output& out) {
       check_columns(out, {columns});
-      core::BenchResult r = core::bench(*opts);
+      core::BenchResult r;
+      {
+        // Cleared when the scope ends, interrupted or not, before the result is printed.
+        ProgressBar bar(progress_wanted(out.options().quiet));
+        r = core::bench(*opts, [&bar](const core::MeasureProgress& p) {
+          bar.update(p.path, p.phase, p.done, p.total);
+        });
+      }
       int status = exit_code::clean;
       if (r.stable && !*r.stable) {
         status = exit_code::warnings;

@@ -3,6 +3,7 @@
 //
 // vmcsum probe [PATH...]: what an O_DIRECT write really does on each btrfs filesystem, measured.
 #include "app.hpp"
+#include "interactive.hpp"
 
 #include <vmcsum/measure/probe.hpp>
 #include <vmcsum/report/text.hpp>
@@ -185,7 +186,14 @@ void register_probe(CLI::App& app, Runner& runner)
       po.method = opts->method == "tracefs" ? core::ProbeMethod::tracefs
                   : opts->method == "race"  ? core::ProbeMethod::race
                                             : core::ProbeMethod::automatic;
-      core::ProbeResult r = core::probe(po);
+      core::ProbeResult r;
+      {
+        // Cleared when the scope ends, interrupted or not, before the result is printed.
+        ProgressBar bar(progress_wanted(out.options().quiet));
+        r = core::probe(po, [&bar](const core::MeasureProgress& p) {
+          bar.update(p.path, p.phase, p.done, p.total);
+        });
+      }
       const int status = status_of(r);
       if (out.options().json) {
         nlohmann::ordered_json doc;

@@ -231,7 +231,10 @@ core::ScrubResult run_engine(ScrubCli& cli, const Output& out)
   sys::Cancel cancel;
   cancel.flag = &sys::stop_flag();
   return core::scrub(
-    cli.opts, [&bar](uint64_t d, uint64_t t, const std::string& p) { bar.update(p, "", d, t); },
+    cli.opts,
+    [&bar](uint64_t d, uint64_t t, const std::string& p, const char* phase) {
+      bar.update(p, phase, d, t);
+    },
     cancel);
 }
 

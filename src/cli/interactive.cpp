@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cerrno>
 #include <climits>
 #include <cstdint>
 #include <cstdio>
@@ -47,6 +48,24 @@ size_t stderr_width()
   return 80;
 }
 
+// The whole text, retrying after a signal: with output stopped (Ctrl-S) a write blocks, and
+// the Ctrl-C that restarts output interrupts it (the stop handler has no SA_RESTART). Through
+// std::cerr that EINTR would set its badbit and silence the clear and every later message.
+void write_stderr(const std::string& text)
+{
+  size_t off = 0;
+  while (off < text.size()) {
+    const ssize_t n = ::write(STDERR_FILENO, text.data() + off, text.size() - off);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      return; // a terminal gone away: nothing to draw on
+    }
+    off += static_cast<size_t>(n);
+  }
+}
+
 std::string eta_text(double seconds)
 {
   const auto s = static_cast<uint64_t>(seconds + 0.5);
@@ -69,7 +88,13 @@ std::string progress_line(const std::string& path, const std::string& phase, uin
   if (!phase.empty()) {
     tail.push_back(phase);
   }
-  if (total > 0) {
+  if (total == 0 && done > 0) {
+    // Bounded by time, not bytes (bench's calibration runs): what was done and how fast.
+    tail.push_back(core::human_bytes(done));
+    if (rate > 0) {
+      tail.push_back(core::human_bytes(static_cast<uint64_t>(rate)) + "/s");
+    }
+  } else if (total > 0) {
     char pct[16];
     std::snprintf(pct, sizeof pct, "%3d%%",
                   static_cast<int>(100.0 * static_cast<double>(std::min(done, total)) /
@@ -149,14 +174,15 @@ void ProgressBar::update(const std::string& path, const std::string& phase, uint
   // Half a second of data before a rate means anything.
   const double rate =
     secs > 0.5 && done > m_done_at_start ? static_cast<double>(done - m_done_at_start) / secs : 0;
-  std::cerr << "\r\x1b[K" << progress_line(path, phase, done, total, rate, m_width) << std::flush;
+  std::cerr << std::flush; // anything still buffered goes first
+  write_stderr("\r\x1b[K" + progress_line(path, phase, done, total, rate, m_width));
   m_shown = true;
 }
 
 void ProgressBar::clear()
 {
   if (m_shown) {
-    std::cerr << "\r\x1b[K" << std::flush;
+    write_stderr("\r\x1b[K");
     m_shown = false;
   }
 }

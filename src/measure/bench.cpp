@@ -189,6 +189,20 @@ struct Clock
   }
 };
 
+// Tells the caller where a run is, at most every k_report_interval seconds.
+constexpr double k_report_interval = 0.1;
+struct Reporter
+{
+  const MeasureProgressFn& fn;
+  const std::string& path;
+  void operator()(const std::string& phase, uint64_t done, uint64_t total) const
+  {
+    if (fn) {
+      fn({path, phase, done, total});
+    }
+  }
+};
+
 struct RunSpec
 {
   bool sequential = true;
@@ -202,7 +216,8 @@ struct RunSpec
 
 // One measured run: writes, then fsync, all inside the timed and CPU-accounted span.
 BenchRun run_once(int fd, const std::string& display, const RunSpec& spec,
-                  const sys::AlignedBuffer& data, const sys::DeferSignals& signals)
+                  const sys::AlignedBuffer& data, const sys::DeferSignals& signals,
+                  const Reporter& report, const std::string& phase)
 {
   std::mt19937_64 rng(spec.seed);
   const uint64_t blocks = spec.file_size / spec.block;
@@ -212,13 +227,19 @@ BenchRun run_once(int fd, const std::string& display, const RunSpec& spec,
   rusage before{};
   ::getrusage(RUSAGE_SELF, &before);
   Clock clock;
+  double next_report = 0;
   for (uint64_t i = 0;; ++i) {
-    if (spec.bytes ? run.bytes >= spec.bytes : (i > 0 && clock.elapsed() >= spec.budget)) {
+    const double t = clock.elapsed();
+    if (spec.bytes ? run.bytes >= spec.bytes : (i > 0 && t >= spec.budget)) {
       break;
     }
-    if (spec.bytes && i > 0 && clock.elapsed() >= spec.limit) {
+    if (spec.bytes && i > 0 && t >= spec.limit) {
       run.cut = true;
       break;
+    }
+    if (t >= next_report) {
+      report(phase, run.bytes, spec.bytes);
+      next_report = t + k_report_interval;
     }
     uint64_t block = spec.sequential ? seq++ % blocks : rng() % blocks;
     const unsigned char* src = data.data() + (i % slices) * spec.block;
@@ -248,7 +269,8 @@ BenchRun run_once(int fd, const std::string& display, const RunSpec& spec,
 // Writes the file sequentially so that every measured write is an overwrite, as in a VM image
 // that has been in use: NOCOW then writes in place, checksummed files copy on write.
 uint64_t prefill(int fd, const std::string& display, uint64_t max_size, double budget,
-                 const sys::AlignedBuffer& data, const sys::DeferSignals& signals)
+                 const sys::AlignedBuffer& data, const sys::DeferSignals& signals,
+                 const Reporter& report, const std::string& phase)
 {
   RunSpec spec;
   spec.sequential = true;
@@ -256,7 +278,7 @@ uint64_t prefill(int fd, const std::string& display, uint64_t max_size, double b
   spec.file_size = max_size;
   spec.bytes = max_size;
   spec.limit = budget;
-  BenchRun r = run_once(fd, display, spec, data, signals);
+  BenchRun r = run_once(fd, display, spec, data, signals, report, phase);
   return std::max<uint64_t>(r.bytes / data.size() * data.size(), data.size());
 }
 
@@ -361,6 +383,7 @@ struct Bench
   const detail::ScratchFile& nocow;
   const sys::AlignedBuffer& data;
   const sys::DeferSignals& signals;
+  const Reporter& report;
   uint64_t file_size;
   double run_budget; // seconds per run
   unsigned runs;
@@ -384,15 +407,20 @@ BenchCase measure_case(const Bench& b, const CaseSpec& s, std::vector<std::strin
   // Calibration, not measured: a time-bounded run on the checksummed file sets the bytes
   // every measured run of both kinds writes, and warms up what a first run would pay
   // alone (the pattern's first copy-on-write of the prefilled extents, cold metadata).
-  spec.bytes = run_once(b.csum.fd(), b.csum.display(), spec, b.data, b.signals).bytes;
+  const std::string name = s.name;
+  spec.bytes =
+    run_once(b.csum.fd(), b.csum.display(), spec, b.data, b.signals, b.report, name + " calibrate")
+      .bytes;
   for (unsigned rep = 0; rep < b.runs; ++rep) {
     // Alternate which kind goes first, so that a drift of the machine hits both alike.
     const bool csum_first = rep % 2 == 0;
     for (int k = 0; k < 2; ++k) {
       const bool is_csum = (k == 0) == csum_first;
       const auto& f = is_csum ? b.csum : b.nocow;
+      const std::string phase = name + (is_csum ? " checksummed " : " nocow ") +
+                                std::to_string(rep + 1) + "/" + std::to_string(b.runs);
       (is_csum ? c.checksummed : c.nocow)
-        .runs.push_back(run_once(f.fd(), f.display(), spec, b.data, b.signals));
+        .runs.push_back(run_once(f.fd(), f.display(), spec, b.data, b.signals, b.report, phase));
     }
   }
   c.bytes = spec.bytes;
@@ -413,7 +441,7 @@ BenchCase measure_case(const Bench& b, const CaseSpec& s, std::vector<std::strin
 
 // Makes the two scratch files, fills them, and measures every case the sector size allows.
 void measure_cases(const BenchOptions& opts, const btrfs::FsInfo& info, uint64_t size,
-                   BenchResult& r)
+                   const Reporter& report, BenchResult& r)
 {
   constexpr uint64_t mib = 1 << 20;
   // 5% of the budget fills each file; the rest is shared equally by each case's calibration
@@ -435,9 +463,11 @@ void measure_cases(const BenchOptions& opts, const btrfs::FsInfo& info, uint64_t
       uint64_t v = fill();
       std::memcpy(data.data() + i, &v, 8);
     }
-    r.file_size = prefill(csum.fd(), csum.display(), size, prefill_budget, data, signals);
-    prefill(nocow.fd(), nocow.display(), r.file_size, prefill_budget * 4 + 1, data, signals);
-    const Bench b{csum,        nocow,      data,      signals,
+    r.file_size = prefill(csum.fd(), csum.display(), size, prefill_budget, data, signals, report,
+                          "prefill checksummed");
+    prefill(nocow.fd(), nocow.display(), r.file_size, prefill_budget * 4 + 1, data, signals, report,
+            "prefill nocow");
+    const Bench b{csum,        nocow,      data,      signals,          report,
                   r.file_size, run_budget, opts.runs, opts.spread_limit};
     for (const auto& s : k_cases) {
       if (info.sectorsize > s.block) {
@@ -487,7 +517,7 @@ void judge_stability(const BenchOptions& opts, BenchResult& r)
 
 } // namespace
 
-BenchResult bench(const BenchOptions& opts)
+BenchResult bench(const BenchOptions& opts, const MeasureProgressFn& progress)
 {
   check_options(opts);
   BenchResult r;
@@ -504,7 +534,7 @@ BenchResult bench(const BenchOptions& opts)
     throw Error(Errc::unsupported,
                 "not enough free space for two scratch files (64 MiB free wanted)", r.scratch_dir);
   }
-  measure_cases(opts, info, size, r);
+  measure_cases(opts, info, size, Reporter{progress, opts.path}, r);
   judge_stability(opts, r);
   r.meaning = bench_meaning(r.cases);
   for (const auto& n : table_notes(r.table_checksummed, r.table_nocow)) {

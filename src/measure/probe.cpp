@@ -334,12 +334,15 @@ struct Interrupted
   int signal;
 };
 
-// Polls for a deferred stop signal; throws Interrupted, whose unwinding does the cleanup.
+// Polls for a deferred stop signal; throws Interrupted, whose unwinding does the cleanup. It
+// goes wherever the work goes, so it also tells the caller where the work is (progress).
 class Stop
 {
 public:
-  explicit Stop(const sys::DeferSignals& signals)
+  Stop(const sys::DeferSignals& signals, const MeasureProgressFn& progress, const std::string& path)
     : m_signals(signals)
+    , m_progress(progress)
+    , m_path(path)
   {
   }
   void check() const
@@ -348,9 +351,17 @@ public:
       throw Interrupted{sig};
     }
   }
+  void report(const std::string& phase, uint64_t done, uint64_t total) const
+  {
+    if (m_progress) {
+      m_progress({m_path, phase, done, total});
+    }
+  }
 
 private:
   const sys::DeferSignals& m_signals;
+  const MeasureProgressFn& m_progress;
+  const std::string& m_path;
 };
 
 bool is_dir(const std::string& p)
@@ -609,6 +620,8 @@ bool trace_method(FsProbe& fs, const FsContext& ctx, const std::string& tracefs,
   // The instance first: an interruption at any later point must find it to remove it.
   TraceInstance inst(tracefs);
   stop.check();
+  constexpr uint64_t trace_total = 2 * k_trace_writes * k_trace_write;
+  stop.report("trace", 0, trace_total);
   auto csum = detail::ScratchFile::create(ctx.dir, false);
   stop.check();
   auto nocow = detail::ScratchFile::create(ctx.dir, true);
@@ -618,9 +631,11 @@ bool trace_method(FsProbe& fs, const FsContext& ctx, const std::string& tracefs,
   inst.enable(true);
   sys::AlignedBuffer buf(k_trace_write);
   std::memset(buf.data(), 0xa5, buf.size());
+  uint64_t traced = 0;
   for (const auto* f : {&csum, &nocow}) {
     for (unsigned i = 0; i < k_trace_writes; ++i) {
       write_all(f->fd(), buf.data(), k_trace_write, i * k_trace_write, f->display());
+      stop.report("trace", traced += k_trace_write, trace_total);
       stop.check();
     }
     if (::fdatasync(f->fd()) != 0) {
@@ -679,6 +694,7 @@ void read_back(const detail::ScratchFile& f, sys::AlignedBuffer& buf, RaceObserv
                const Stop& stop)
 {
   const uint64_t wsize = obs.write_size;
+  stop.report("read back", 0, obs.per_pass * wsize);
   for (uint64_t off = 0; off < obs.per_pass * wsize; off += wsize) {
     ssize_t n = ::pread(f.fd(), buf.data(), wsize, static_cast<off_t>(off));
     if (n < 0 && errno == EIO) {
@@ -692,6 +708,7 @@ void read_back(const detail::ScratchFile& f, sys::AlignedBuffer& buf, RaceObserv
       return;
     }
     obs.bytes_read += static_cast<uint64_t>(n);
+    stop.report("read back", obs.bytes_read, obs.per_pass * wsize);
     stop.check();
   }
 }
@@ -750,6 +767,9 @@ RaceObservation run_race(const detail::ScratchFile& f, uint64_t total, uint64_t 
     // their share.
     constexpr unsigned kMaxPasses = 8;
     for (unsigned pass = 0; pass < kMaxPasses && obs.raced_writes * 2 < obs.per_pass; ++pass) {
+      const std::string phase =
+        pass == 0 ? "race write" : "race write, pass " + std::to_string(pass + 1);
+      stop.report(phase, 0, obs.per_pass * wsize);
       for (uint64_t off = 0; off + wsize <= total; off += wsize) {
         uint64_t before = changes.load(std::memory_order_relaxed);
         write_all(f.fd(), buf.data(), wsize, off, f.display());
@@ -757,6 +777,7 @@ RaceObservation run_race(const detail::ScratchFile& f, uint64_t total, uint64_t 
           ++obs.raced_writes;
         }
         ++obs.writes;
+        stop.report(phase, off + wsize, obs.per_pass * wsize);
         stop.check();
       }
     }
@@ -778,6 +799,7 @@ bool race_method(FsProbe& fs, const FsContext& ctx, const ProbeOptions& opts, co
                                 human_bytes(need) + " wanted)";
     return false;
   }
+  stop.report("race write", 0, opts.race_bytes / opts.race_write_size * opts.race_write_size);
   auto f = detail::ScratchFile::create(ctx.dir, false);
   stop.check();
   RaceObservation obs = run_race(f, opts.race_bytes, opts.race_write_size, stop);
@@ -873,7 +895,8 @@ sys::Fd open_btrfs_dir(const std::string& path, std::string& dir)
 
 } // namespace
 
-FsProbe probe_filesystem(const std::string& path, const ProbeOptions& opts)
+FsProbe probe_filesystem(const std::string& path, const ProbeOptions& opts,
+                         const MeasureProgressFn& progress)
 {
   FsProbe fs;
   fs.paths.push_back(path);
@@ -912,7 +935,7 @@ FsProbe probe_filesystem(const std::string& path, const ProbeOptions& opts)
   // Declared before everything that needs cleaning up, so it is destroyed (and a held-back
   // signal delivered) only after the instance and the scratch files are gone.
   sys::DeferSignals signals;
-  Stop stop(signals);
+  Stop stop(signals, progress, path);
   try {
     stop.check();
     run_methods(fs, ctx, opts, stop);
@@ -924,7 +947,7 @@ FsProbe probe_filesystem(const std::string& path, const ProbeOptions& opts)
   return fs;
 }
 
-ProbeResult probe(const ProbeOptions& opts)
+ProbeResult probe(const ProbeOptions& opts, const MeasureProgressFn& progress)
 {
   ProbeResult r;
   r.kernel_release = running_release(opts.kernel_release);
@@ -965,7 +988,7 @@ ProbeResult probe(const ProbeOptions& opts)
     }
     FsProbe fs;
     try {
-      fs = probe_filesystem(p, opts);
+      fs = probe_filesystem(p, opts, progress);
     } catch (const Error& e) {
       r.problems.push_back({p, e.detail(), e.code() == Errc::not_btrfs});
       continue;

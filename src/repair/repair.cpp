@@ -187,7 +187,7 @@ public:
     , host(repair_host_context(o))
     , session(
         repair_scrub_options(o, limiter, chunk), host,
-        [this](uint64_t d, uint64_t t, const std::string& path) {
+        [this](uint64_t d, uint64_t t, const std::string& path, const char*) {
           m_seen = d;
           report(path, m_phase, d - m_base, t - m_base);
         },

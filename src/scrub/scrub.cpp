@@ -242,7 +242,16 @@ private:
   {
     m_done += bytes;
     if (m_progress) {
-      m_progress(m_done, m_total, path);
+      m_progress(m_done, m_total, path, k_phase_per_copy);
+    }
+  }
+  // The kernel pass counts apart: its bytes are read a second time, so they are not in the
+  // run's total, and without a phase of its own the line would sit at 100% while it reads.
+  void kernel_tick(uint64_t bytes, const std::string& path)
+  {
+    m_kernel_done += bytes;
+    if (m_progress) {
+      m_progress(m_kernel_done, m_kernel_total, path, k_phase_kernel);
     }
   }
 
@@ -259,6 +268,7 @@ private:
   std::map<std::string, FsCtx> m_fs;                   // by fsid
   btrfs::RangeCsums m_stored;
   uint64_t m_done = 0, m_total = 0;
+  uint64_t m_kernel_done = 0, m_kernel_total = 0; // of the current file's kernel pass
   int m_fd = -1; // the file being scrubbed (any fd on its filesystem serves TREE_SEARCH)
   std::vector<sys::AlignedBuffer> m_copy_bufs; // one per further copy (divergence check)
   std::unique_ptr<InFlight> m_inflight;        // during verify_extents
@@ -843,6 +853,11 @@ void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
   std::vector<std::pair<uint64_t, uint64_t>> skip;
   const auto confirmed = confirmed_before(fs, f, skip);
   spans = subtract_ranges(spans, skip);
+  m_kernel_done = m_kernel_total = 0;
+  for (const auto& sp : spans) {
+    m_kernel_total += sp.second;
+  }
+  kernel_tick(0, f.path);
 
   ReadWindow win = start_window(fs, f);
   std::vector<uint64_t> eio;
@@ -990,6 +1005,7 @@ void Scrubber::kernel_read_span(int kfd, FileScrub& f, uint64_t span_off, uint64
     // A read that falls back to buffered I/O (compressed extents) does not fail with EIO: it
     // stops short at the first page it cannot read. Only end of file excuses a short read.
     const uint64_t got = n < 0 ? 0 : static_cast<uint64_t>(n);
+    kernel_tick(len, f.path);
     if (n >= 0 && (got == len || off + got >= f.size)) {
       off += len;
       continue;

@@ -22,6 +22,33 @@ has_open() { # PID PATH: whether PID has PATH open
   return 1
 }
 
+has_inode_open() { # PID FILE: whether PID has FILE's inode open (whatever name its fd shows:
+  # an O_TMPFILE linked later still reads as "#ino (deleted)")
+  local l want
+  want=$(stat -c '%d:%i' "$2" 2>/dev/null) || return 1
+  for l in /proc/"$1"/fd/*; do
+    [[ $(stat -L -c '%d:%i' "$l" 2>/dev/null) == "$want" ]] && return 0
+  done
+  return 1
+}
+# Whether a thread of PID sleeps in write(2, ...): /proc/PID/task/*/syscall starts with the
+# syscall number and the first argument (write is 1 on x86-64, 64 on arm64 and riscv64).
+blocked_writing_stderr() { # PID
+  local nr=1 t
+  [[ $(uname -m) == x86_64 ]] || nr=64
+  for t in /proc/"$1"/task/*/syscall; do
+    [[ $(cat "$t" 2>/dev/null) == "$nr 0x2 "* ]] && return 0
+  done
+  return 1
+}
+sigint_pending() { # PID: SIGINT (bit 1 of the mask: signal 2) pending or held back
+  local m
+  for m in $(awk '/^(SigPnd|ShdPnd):/ { print $2 }' /proc/"$1"/task/*/status 2>/dev/null); do
+    ((0x$m & 2)) && return 0
+  done
+  return 1
+}
+
 # Starts vmcsum ARGS... in the background (stdout $IT_TMP/out.json, stderr out.err), waits
 # until it has FILE open, sends it the signals given in SIGS (space-separated), sets RC.
 interrupt_when_open() { # FILE "SIGS" ARGS...
@@ -151,6 +178,9 @@ if command -v tmux >/dev/null; then
     bg_track "$("${TM[@]}" display-message -p '#{pid}')"
   }
   tty_dead() { [[ -s $IT_TMP/tty.status ]]; }
+  tty_vmcsum() { # the pid of vmcsum in the pane (the trapping shell's child), "" if none yet
+    pgrep -P "$("${TM[@]}" display-message -p '#{pane_pid}')" | head -1 || true
+  }
   tty_status() { cat "$IT_TMP/tty.status"; }
   tty_wait() { # waits (up to 120 s) for the command to end and tmux to have read all it wrote
     for _ in $(seq 2400); do
@@ -183,21 +213,25 @@ if command -v tmux >/dev/null; then
     grep -q "^/.*…[^ ]*name.raw " <<<"$(screen)"
 
   # Progress: one line, redrawn in place (never a second progress line), gone at the end.
-  tty_run 60 "$REAL_VMCSUM" scrub --limit-rate 8m "$IMG"
-  seen=0
+  # --kernel-pass=full: the read through btrfs after the per-copy pass is a phase of its own,
+  # rate-limited like the first, so each lasts seconds (96 MiB at 8 MiB/s).
+  tty_run 60 "$REAL_VMCSUM" scrub --limit-rate 8m --kernel-pass full "$IMG"
+  seen=0 kseen=0
   for _ in $(seq 2400); do
     s=$(screen -J)
     if grep -q '%' <<<"$s"; then
       seen=$((seen + 1))
       check_eq "scrub progress in 60 columns: one line, redrawn in place ($seen)" 1 "$(grep -c '%' <<<"$s")"
       check_eq "scrub progress in 60 columns: not wrapped ($seen)" "$(screen | wc -l)" "$(grep -c '' <<<"$s")"
-      [[ $seen -ge 3 ]] && break
+      grep -q 'kernel pass' <<<"$s" && kseen=1
+      [[ $seen -ge 3 && $kseen == 1 ]] && break
       sleep 0.5
     fi
     tty_dead && break
     sleep 0.05
   done
-  check_eq "scrub progress in 60 columns: seen (3 times)" 3 "$seen"
+  check "scrub progress in 60 columns: seen (at least 3 times)" test "$seen" -ge 3
+  check_eq "scrub progress in 60 columns: the kernel pass has a phase of its own" 1 "$kseen"
   tty_wait
   check_eq "scrub in 60 columns: exit 0" 0 "$(tty_status)"
   check_eq "scrub in 60 columns: the progress line cleared" 0 "$(screen -J | grep -c '%')"
@@ -226,6 +260,109 @@ if command -v tmux >/dev/null; then
     cp "$IT_TMP/tty.json" "$IT_TMP/json-docs/tty-$cmd.json"
     check_eq "$cmd in a terminal, Ctrl-C: no progress line left" 0 "$(screen -J | grep -c '%')"
   done
+
+  # --- set: Ctrl-C with its temp file open -----------------------------------------------------
+  # Output stopped first (Ctrl-S; tmux panes have IXON): vmcsum's first write to the terminal
+  # then blocks, and set's first is the progress line drawn after the first chunk went into the
+  # temp file. So vmcsum waits there with the temp file open, whatever the machine's speed,
+  # until Ctrl-C, which also restarts output (n_tty: a signal character does start_tty).
+  # The command waits for a line on the terminal before it starts: the line discipline takes
+  # Ctrl-S before the Enter that ends that line, so output is stopped before vmcsum runs.
+  sha_img=$(sha256sum <"$IMG")
+  ino_img=$(stat -c %i "$IMG")
+  tty_run 60 sh -c 'read -r _; exec "$0" --json "$@" >"'"$IT_TMP"'/tty.json"' "$REAL_VMCSUM" set --nocow "$IMG"
+  "${TM[@]}" send-keys C-s Enter
+  vp=$(tty_vmcsum)
+  seen=0
+  for _ in $(seq 1200); do
+    vp=${vp:-$(tty_vmcsum)}
+    if [[ -n $vp ]] && blocked_writing_stderr "$vp"; then
+      for t in "$MNT"/.disk.raw.vmcsum-tmp.*; do
+        [[ -e $t ]] && has_inode_open "$vp" "$t" && seen=1
+      done
+      break # blocked for good: output is stopped
+    fi
+    tty_dead && break
+    sleep 0.05
+  done
+  check_eq "set in a terminal: caught writing its progress with the temp file open" 1 "$seen"
+  "${TM[@]}" send-keys C-c
+  tty_wait
+  check_eq "set in a terminal, Ctrl-C: exit 130" 130 "$(tty_status)"
+  check "set in a terminal, Ctrl-C: a valid document saying interrupted" \
+    jq -e '.interrupted == true and .exit_code == 130 and .files[0].code == "interrupted"' "$IT_TMP/tty.json"
+  cp "$IT_TMP/tty.json" "$IT_TMP/json-docs/tty-set.json"
+  check_eq "set in a terminal, Ctrl-C: no progress line left" 0 "$(screen -J | grep -c '%')"
+  check "set in a terminal, Ctrl-C: the message after the progress line reached the screen" \
+    grep -q 'interrupted' <<<"$(screen)"
+  check_eq "set in a terminal, Ctrl-C: the image untouched (inode, content), no temp file left" \
+    "$ino_img $sha_img" "$(stat -c %i "$IMG") $(sha256sum <"$IMG")$(ls -d "$MNT"/.disk.raw.vmcsum-tmp.* 2>/dev/null)"
+  check_eq "set in a terminal, Ctrl-C: still checksummed (lsattr: no C)" "" \
+    "$(lsattr -d "$IMG" | cut -d' ' -f1 | tr -dc C)"
+
+  # --- bench: its progress in 60 columns, then Ctrl-C ------------------------------------------
+  # A budget of 600 s: each case's calibration run alone lasts 600 * 0.9 / 15 s, so once its
+  # progress is on the screen bench is surely mid-run, its scratch files open, when Ctrl-C comes.
+  scratch_before=$(ls -A "$MNT")
+  tty_run 60 sh -c 'exec "$0" --json "$@" >"'"$IT_TMP"'/tty.json"' "$REAL_VMCSUM" bench --seconds 600 "$MNT"
+  seen=0
+  for _ in $(seq 2400); do
+    s=$(screen -J)
+    if grep -q 'prefill\|calibrate' <<<"$s"; then
+      seen=$((seen + 1))
+      check_eq "bench progress in 60 columns: one line ($seen)" 1 "$(grep -c 'prefill\|calibrate\|/s' <<<"$s")"
+      check_eq "bench progress in 60 columns: not wrapped ($seen)" "$(screen | wc -l)" "$(grep -c '' <<<"$s")"
+      [[ $seen -ge 2 ]] && break
+      sleep 0.3
+    fi
+    tty_dead && break
+    sleep 0.05
+  done
+  check_eq "bench progress in 60 columns: seen (twice)" 2 "$seen"
+  "${TM[@]}" send-keys C-c
+  tty_wait
+  check_eq "bench in a terminal, Ctrl-C: exit 130" 130 "$(tty_status)"
+  check "bench in a terminal, Ctrl-C: a valid document saying interrupted" \
+    jq -e '.schema == "vmcsum.bench/1" and .interrupted == true and .exit_code == 130' "$IT_TMP/tty.json"
+  cp "$IT_TMP/tty.json" "$IT_TMP/json-docs/tty-bench.json"
+  check_eq "bench in a terminal, Ctrl-C: no progress line left" 0 "$(screen -J | grep -c 'prefill\|calibrate\|%')"
+  check_eq "bench in a terminal, Ctrl-C: no scratch file left" "$scratch_before" "$(ls -A "$MNT")"
+
+  # --- probe: its progress in 60 columns, then Ctrl-C ------------------------------------------
+  # The filesystem frozen: probe draws its first phase, then blocks making its first scratch
+  # file (mnt_want_write waits for the thaw), so its progress stays on the screen and Ctrl-C
+  # (held back while the probe has something to clean up) finds it mid-probe.
+  fsfreeze --freeze "$MNT"
+  tty_run 60 sh -c 'exec "$0" --json "$@" >"'"$IT_TMP"'/tty.json"' "$REAL_VMCSUM" probe "$MNT"
+  seen=0
+  for _ in $(seq 1200); do
+    s=$(screen -J)
+    if grep -q '%' <<<"$s"; then
+      seen=1
+      check_eq "probe progress in 60 columns: one line" 1 "$(grep -c '%' <<<"$s")"
+      check_eq "probe progress in 60 columns: not wrapped" "$(screen | wc -l)" "$(grep -c '' <<<"$s")"
+      break
+    fi
+    tty_dead && break
+    sleep 0.05
+  done
+  check_eq "probe progress in 60 columns: seen" 1 "$seen"
+  "${TM[@]}" send-keys C-c
+  # The signal is pending before the thaw: wait until the kernel says so (SigPnd/ShdPnd of any
+  # thread has SIGINT, bit 2), then thaw.
+  vp=$(tty_vmcsum)
+  for _ in $(seq 200); do
+    [[ -n $vp ]] && sigint_pending "$vp" && break
+    sleep 0.05
+  done
+  fsfreeze --unfreeze "$MNT"
+  tty_wait
+  check_eq "probe in a terminal, Ctrl-C: exit 130" 130 "$(tty_status)"
+  check "probe in a terminal, Ctrl-C: a valid document saying interrupted" \
+    jq -e '.schema == "vmcsum.probe/1" and .interrupted == true and .exit_code == 130' "$IT_TMP/tty.json"
+  cp "$IT_TMP/tty.json" "$IT_TMP/json-docs/tty-probe.json"
+  check_eq "probe in a terminal, Ctrl-C: no progress line left" 0 "$(screen -J | grep -c '%')"
+  check_eq "probe in a terminal, Ctrl-C: no scratch file left" "$scratch_before" "$(ls -A "$MNT")"
   "${TM[@]}" kill-server 2>/dev/null || true
 else
   note "tmux is missing (scripts/setup.sh installs it): the screen checks did not run"

@@ -238,6 +238,17 @@ TEST_CASE("progress line: fits the width, path cut in the middle, rate and ETA w
   CHECK(sixty.find(" 25% ") != std::string::npos);
 }
 
+TEST_CASE("progress line: a phase bounded by time shows bytes and rate, no percent or ETA")
+{
+  const uint64_t mib = 1ULL << 20;
+  const std::string line = progress_line("/mnt", "seq-1m calibrate", 64 * mib, 0, 8.0 * mib, 80);
+  CHECK(line.find("seq-1m calibrate  64.00MiB  8.00MiB/s") != std::string::npos);
+  CHECK(line.find('%') == std::string::npos);
+  CHECK(line.find("ETA") == std::string::npos);
+  // Nothing done yet: the phase alone.
+  CHECK(progress_line("/mnt", "trace", 0, 0, 0, 80) == "/mnt  trace");
+}
+
 TEST_CASE("every command's help lists the global options, with placeholders that say what they are")
 {
   GlobalOptions g;

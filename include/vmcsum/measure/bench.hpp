@@ -7,6 +7,7 @@
 #pragma once
 
 #include <vmcsum/host/kernel_policy.hpp>
+#include <vmcsum/measure/progress.hpp>
 
 #include <cstdint>
 #include <optional>
@@ -85,7 +86,10 @@ struct BenchResult
 // Runs the benchmark. Throws Error when PATH is missing, not on btrfs, or lacks space, and
 // Errc::usage for a bad budget. Signals are held back as in probe(): scratch files are
 // unnamed, so nothing is left behind even when vmcsum is killed.
-BenchResult bench(const BenchOptions& opts);
+// `progress` hears of each run: its phase ("prefill checksummed", "seq-1m calibrate",
+// "rand-4k nocow 2/2"), bytes written and, for runs bounded by bytes, their total; at most ten
+// times a second, so that it costs the measured CPU time nothing worth counting.
+BenchResult bench(const BenchOptions& opts, const MeasureProgressFn& progress = {});
 
 // The median (the mean of the middle two for an even count); 0 for none.
 double median(std::vector<double> values);

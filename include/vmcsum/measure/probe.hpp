@@ -20,6 +20,7 @@
 #pragma once
 
 #include <vmcsum/host/kernel_policy.hpp>
+#include <vmcsum/measure/progress.hpp>
 
 #include <cstdint>
 #include <map>
@@ -144,11 +145,14 @@ struct ProbeResult
 // Probes each filesystem once. Blocks SIGINT/SIGTERM/SIGHUP/SIGQUIT while something needs
 // cleaning up (see sys::DeferSignals): an interrupted probe removes its tracefs instance and
 // scratch files first, then the signal takes effect. Throws only when nothing can be probed.
-ProbeResult probe(const ProbeOptions& opts);
+// `progress` hears of each phase ("trace", "race write", "race write, pass 2", "read back")
+// with its bytes done and total; "trace" is reported before the scratch files are made.
+ProbeResult probe(const ProbeOptions& opts, const MeasureProgressFn& progress = {});
 
 // Probes the btrfs filesystem holding `path` (a file or a directory; the scratch files go into
 // the directory). Throws Error when `path` is missing or not on btrfs.
-FsProbe probe_filesystem(const std::string& path, const ProbeOptions& opts);
+FsProbe probe_filesystem(const std::string& path, const ProbeOptions& opts,
+                         const MeasureProgressFn& progress = {});
 
 // The version table's cell for a checksummed (nodatasum false) or NODATASUM file on a
 // filesystem with these data profiles (any profile with copies counts). With no profile known,

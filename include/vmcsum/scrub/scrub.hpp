@@ -290,8 +290,13 @@ struct ScrubResult
   bool interrupted = false;
 };
 
-// Progress: bytes done and total over every file, and the file being scrubbed.
-using ScrubProgress = std::function<void(uint64_t done, uint64_t total, const std::string& path)>;
+// Progress: the file being scrubbed and the pass (phase) reading it. In k_phase_per_copy, bytes
+// done and total over every file; in k_phase_kernel (the read through the filesystem after the
+// per-copy pass), bytes done and total of that file's kernel pass.
+inline constexpr const char* k_phase_per_copy = "per-copy";
+inline constexpr const char* k_phase_kernel = "kernel pass";
+using ScrubProgress =
+  std::function<void(uint64_t done, uint64_t total, const std::string& path, const char* phase)>;
 
 // Scrubs every file. Per-file problems are data (FileScrub::error); throws only when nothing can
 // run at all. Needs root (TREE_SEARCH, raw device reads). Files are listed by sys::walk_tree and

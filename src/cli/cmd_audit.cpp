@@ -133,7 +133,7 @@ nlohmann::ordered_json audit_document(const core::AuditResult& r, int status)
   nlohmann::ordered_json doc;
   doc["schema"] = "vmcsum.audit/1";
   doc["kernel"] = {{"release", r.kernel.release},
-                   {"dio_policy", core::dio_policy_json(r.kernel)},
+                   {"dio_policy", core::dio_policy_json(r.kernel.policy)},
                    {"source", r.kernel.source}};
   auto& images = doc["images"] = nlohmann::ordered_json::array();
   size_t counts[3] = {0, 0, 0}; // by Severity: info, warning, critical

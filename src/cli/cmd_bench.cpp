@@ -6,6 +6,7 @@
 #include "interactive.hpp"
 
 #include <vmcsum/measure/bench.hpp>
+#include <vmcsum/report/json.hpp>
 #include <vmcsum/report/text.hpp>
 
 #include <CLI/CLI.hpp>
@@ -16,24 +17,6 @@
 namespace vmcsum::cli {
 
 namespace {
-
-nlohmann::ordered_json side_json(const core::BenchSide& s)
-{
-  nlohmann::ordered_json j;
-  j["throughput_bytes_per_second"] = s.throughput;
-  j["cpu_seconds_per_gib"] = s.cpu_per_gib;
-  j["spread"] = {{"throughput", json_or_null(s.throughput_spread)},
-                 {"cpu", json_or_null(s.cpu_spread)}};
-  auto& runs = j["runs"] = nlohmann::ordered_json::array();
-  for (const auto& r : s.runs) {
-    runs.push_back({{"bytes", r.bytes},
-                    {"seconds", r.seconds},
-                    {"user_seconds", r.user_seconds},
-                    {"sys_seconds", r.sys_seconds},
-                    {"cut", r.cut}});
-  }
-  return j;
-}
 
 // One name per column (-o picks them): checksummed vs NOCOW rate and CPU, then their ratios.
 const std::vector<std::string> columns = {"CASE",       "SIZE",       "CSUM-RATE",
@@ -101,6 +84,65 @@ void render_text(const core::BenchResult& r, Output& out)
   out.print(text);
 }
 
+int status_of(const core::BenchResult& r)
+{
+  if (r.interrupted) {
+    return exit_code::interrupted + r.interrupted;
+  }
+  return r.stable && !*r.stable ? exit_code::warnings : exit_code::clean;
+}
+
+nlohmann::ordered_json bench_document(const core::BenchResult& r, int status)
+{
+  nlohmann::ordered_json doc;
+  doc["schema"] = "vmcsum.bench/1";
+  doc["path"] = core::escape_name(r.path);
+  doc["mount"] = core::escape_name(r.mount);
+  doc["fsid"] = r.fsid;
+  doc["data_profile"] = r.data_profiles.empty() ? nlohmann::ordered_json(nullptr)
+                                                : nlohmann::ordered_json(r.data_profiles[0]);
+  doc["data_profiles"] = r.data_profiles;
+  // The table's cells for this filesystem's data profile.
+  doc["kernel"] = {{"release", r.kernel_release},
+                   {"version_table",
+                    {{"checksummed", core::dio_write_name(r.table_checksummed)},
+                     {"nocow", core::dio_write_name(r.table_nocow)}}}};
+  doc["seconds"] = r.seconds;
+  doc["runs"] = r.runs;
+  doc["spread_limit"] = r.spread_limit;
+  doc["file_size"] = r.file_size;
+  doc["cases"] = r.cases;
+  doc["stable"] = json_or_null(r.stable);
+  doc["meaning"] = r.meaning;
+  doc["notes"] = r.notes;
+  document_tail(doc, status, r.interrupted != 0);
+  return doc;
+}
+
+int run_bench(const core::BenchOptions& opts, Output& out)
+{
+  check_columns(out, {columns});
+  core::BenchResult r;
+  {
+    // Cleared when the scope ends, interrupted or not, before the result is printed.
+    ProgressBar bar(progress_wanted(out.options().quiet));
+    r = core::bench(opts, [&bar](const core::MeasureProgress& p) {
+      bar.update(p.path, p.phase, p.done, p.total);
+    });
+  }
+  const int status = status_of(r);
+  if (out.options().json) {
+    out.emit_json(bench_document(r, status));
+  } else {
+    render_text(r, out);
+  }
+  if (r.stable && !*r.stable) {
+    out.warn("consecutive runs differ by more than 15%: the results do not repeat");
+  }
+  report_interrupted(out, r.interrupted);
+  return status;
+}
+
 } // namespace
 
 void register_bench(CLI::App& app, Runner& runner)
@@ -117,75 +159,8 @@ void register_bench(CLI::App& app, Runner& runner)
     ->add_option("--runs", opts->runs, "Runs of each case, to check that results repeat (1 to 100)")
     ->check(CLI::Range(1, 100).description(""))
     ->capture_default_str();
-  cmd->callback([opts, &runner] {
-    runner = [opts](Output& out) {
-      check_columns(out, {columns});
-      core::BenchResult r;
-      {
-        // Cleared when the scope ends, interrupted or not, before the result is printed.
-        ProgressBar bar(progress_wanted(out.options().quiet));
-        r = core::bench(*opts, [&bar](const core::MeasureProgress& p) {
-          bar.update(p.path, p.phase, p.done, p.total);
-        });
-      }
-      int status = exit_code::clean;
-      if (r.stable && !*r.stable) {
-        status = exit_code::warnings;
-      }
-      if (r.interrupted) {
-        status = exit_code::interrupted + r.interrupted;
-      }
-      if (out.options().json) {
-        nlohmann::ordered_json doc;
-        doc["schema"] = "vmcsum.bench/1";
-        doc["path"] = core::escape_name(r.path);
-        doc["mount"] = core::escape_name(r.mount);
-        doc["fsid"] = r.fsid;
-        doc["data_profile"] = r.data_profiles.empty() ? nlohmann::ordered_json(nullptr)
-                                                      : nlohmann::ordered_json(r.data_profiles[0]);
-        doc["data_profiles"] = r.data_profiles;
-        // The table's cells for this filesystem's data profile.
-        doc["kernel"] = {{"release", r.kernel_release},
-                         {"version_table",
-                          {{"checksummed", core::dio_write_name(r.table_checksummed)},
-                           {"nocow", core::dio_write_name(r.table_nocow)}}}};
-        doc["seconds"] = r.seconds;
-        doc["runs"] = r.runs;
-        doc["spread_limit"] = r.spread_limit;
-        doc["file_size"] = r.file_size;
-        auto& cases = doc["cases"] = nlohmann::ordered_json::array();
-        for (const auto& c : r.cases) {
-          nlohmann::ordered_json j;
-          j["name"] = c.name;
-          j["pattern"] = c.sequential ? "sequential" : "random";
-          j["block_size"] = c.block_size;
-          j["bytes"] = c.bytes;
-          j["checksummed"] = side_json(c.checksummed);
-          j["nocow"] = side_json(c.nocow);
-          j["throughput_ratio"] = json_or_null(c.throughput_ratio);
-          j["cpu_ratio"] = json_or_null(c.cpu_ratio);
-          j["stable"] = c.stable ? nlohmann::ordered_json(*c.stable) : nullptr;
-          j["meaning"] = c.meaning;
-          cases.push_back(std::move(j));
-        }
-        doc["stable"] = r.stable ? nlohmann::ordered_json(*r.stable) : nullptr;
-        doc["meaning"] = r.meaning;
-        doc["notes"] = r.notes;
-        doc["interrupted"] = r.interrupted != 0;
-        doc["exit_code"] = status;
-        out.emit_json(doc);
-      } else {
-        render_text(r, out);
-      }
-      if (r.stable && !*r.stable) {
-        out.warn("consecutive runs differ by more than 15%: the results do not repeat");
-      }
-      if (r.interrupted) {
-        out.error("interrupted by signal " + std::to_string(r.interrupted));
-      }
-      return status;
-    };
-  });
+  cmd->callback(
+    [opts, &runner] { runner = [opts](Output& out) { return run_bench(*opts, out); }; });
 }
 
 } // namespace vmcsum::cli

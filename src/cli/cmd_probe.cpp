@@ -6,6 +6,7 @@
 #include "interactive.hpp"
 
 #include <vmcsum/measure/probe.hpp>
+#include <vmcsum/report/json.hpp>
 #include <vmcsum/report/text.hpp>
 
 #include <CLI/CLI.hpp>
@@ -22,63 +23,6 @@ struct ProbeCliOptions
   std::vector<std::string> paths;
   std::string method = "auto";
 };
-
-std::string profile_text(const std::vector<std::string>& profiles)
-{
-  std::string s;
-  for (const auto& p : profiles) {
-    s += (s.empty() ? "" : "+") + p;
-  }
-  return s;
-}
-
-// null when nothing was measured, else whether every measured answer matches the table's cell
-// for the filesystem's profile. A bounce answer combined from a DIRECT trace and the table
-// (method "...+version-table") agrees: DIRECT is what a bounced write is expected to show.
-nlohmann::ordered_json agreement(const core::FsProbe& fs)
-{
-  bool any = false;
-  bool same = true;
-  if (fs.checksummed != core::DioWrite::unknown) {
-    any = true;
-    same = same && fs.checksummed == fs.table_checksummed;
-  }
-  if (fs.nocow != core::DioWrite::unknown) {
-    any = true;
-    same = same && fs.nocow == fs.table_nocow;
-  }
-  return any ? nlohmann::ordered_json(same) : nlohmann::ordered_json(nullptr);
-}
-
-nlohmann::ordered_json fs_json(const core::FsProbe& fs)
-{
-  nlohmann::ordered_json j;
-  j["mount"] = core::escape_name(fs.mount);
-  j["fsid"] = fs.fsid;
-  j["paths"] = nlohmann::ordered_json::array();
-  for (const auto& p : fs.paths) {
-    j["paths"].push_back(core::escape_name(p));
-  }
-  j["scratch_dir"] = core::escape_name(fs.scratch_dir);
-  j["data_profile"] = fs.data_profiles.empty()
-                        ? nlohmann::ordered_json(nullptr)
-                        : nlohmann::ordered_json(profile_text(fs.data_profiles));
-  j["data_profiles"] = fs.data_profiles;
-  j["sector_size"] = fs.sector_size;
-  j["checksummed"] = core::dio_write_name(fs.checksummed);
-  j["nocow"] = core::dio_write_name(fs.nocow);
-  j["method"] = fs.method;
-  j["evidence"] = fs.evidence;
-  j["unknown"] = nlohmann::ordered_json::object();
-  for (const auto& [k, v] : fs.unknown) {
-    j["unknown"][k] = v;
-  }
-  j["version_table"] = {{"checksummed", core::dio_write_name(fs.table_checksummed)},
-                        {"nocow", core::dio_write_name(fs.table_nocow)}};
-  j["agrees_with_version_table"] = agreement(fs);
-  j["notes"] = fs.notes;
-  return j;
-}
 
 Style style_of(core::DioWrite w)
 {
@@ -102,10 +46,10 @@ void render_text(const core::ProbeResult& r, Output& out)
   Table table(columns);
   std::string details;
   for (const auto& fs : r.filesystems) {
-    auto agrees = agreement(fs);
-    std::string table_word = agrees.is_null() ? "-" : (agrees.get<bool>() ? "agrees" : "differs");
+    const auto agrees = core::agrees_with_version_table(fs);
+    std::string table_word = !agrees ? "-" : (*agrees ? "agrees" : "differs");
     table.add({core::escape_name(fs.mount),
-               fs.data_profiles.empty() ? "?" : profile_text(fs.data_profiles),
+               fs.data_profiles.empty() ? "?" : core::profiles_text(fs.data_profiles),
                out.paint(core::dio_write_name(fs.checksummed), style_of(fs.checksummed)),
                out.paint(core::dio_write_name(fs.nocow), style_of(fs.nocow)), fs.method,
                out.paint(table_word, table_word == "differs" ? Style::yellow : Style::plain)});
@@ -116,12 +60,12 @@ void render_text(const core::ProbeResult& r, Output& out)
     for (const auto& [what, why] : fs.unknown) {
       details += "  " + out.paint(what + " unknown", Style::yellow) + ": " + why + "\n";
     }
-    if (agrees.is_boolean() && !agrees.get<bool>()) {
-      details +=
-        "  the version table says, for " +
-        (fs.data_profiles.empty() ? std::string("this profile") : profile_text(fs.data_profiles)) +
-        ": checksummed " + core::dio_write_name(fs.table_checksummed) + ", nocow " +
-        core::dio_write_name(fs.table_nocow) + "\n";
+    if (agrees == false) {
+      details += "  the version table says, for " +
+                 (fs.data_profiles.empty() ? std::string("this profile")
+                                           : core::profiles_text(fs.data_profiles)) +
+                 ": checksummed " + core::dio_write_name(fs.table_checksummed) + ", nocow " +
+                 core::dio_write_name(fs.table_nocow) + "\n";
     }
     for (const auto& n : fs.notes) {
       details += "  note: " + n + "\n";
@@ -165,6 +109,54 @@ int status_of(const core::ProbeResult& r)
   return status;
 }
 
+nlohmann::ordered_json probe_document(const core::ProbeResult& r, int status)
+{
+  nlohmann::ordered_json doc;
+  doc["schema"] = "vmcsum.probe/1";
+  doc["kernel"] = {{"release", r.kernel_release},
+                   {"version_table", core::dio_policy_json(r.version_table)}};
+  doc["filesystems"] = r.filesystems;
+  auto& problems = doc["problems"] = nlohmann::ordered_json::array();
+  for (const auto& p : r.problems) {
+    problems.push_back({{"path", core::escape_name(p.path)}, {"reason", p.reason}});
+  }
+  doc["notes"] = r.notes;
+  document_tail(doc, status, r.interrupted != 0);
+  return doc;
+}
+
+int run_probe(const ProbeCliOptions& opts, Output& out)
+{
+  check_columns(out, {columns});
+  core::ProbeOptions po;
+  po.paths = opts.paths;
+  po.method = opts.method == "tracefs" ? core::ProbeMethod::tracefs
+              : opts.method == "race"  ? core::ProbeMethod::race
+                                       : core::ProbeMethod::automatic;
+  core::ProbeResult r;
+  {
+    // Cleared when the scope ends, interrupted or not, before the result is printed.
+    ProgressBar bar(progress_wanted(out.options().quiet));
+    r = core::probe(
+      po, [&bar](const core::MeasureProgress& p) { bar.update(p.path, p.phase, p.done, p.total); });
+  }
+  const int status = status_of(r);
+  if (out.options().json) {
+    out.emit_json(probe_document(r, status));
+  } else {
+    render_text(r, out);
+  }
+  for (const auto& p : r.problems) {
+    if (p.not_btrfs) {
+      out.warn(core::escape_name(p.path) + ": " + p.reason);
+    } else {
+      out.error(core::escape_name(p.path) + ": " + p.reason);
+    }
+  }
+  report_interrupted(out, r.interrupted);
+  return status;
+}
+
 } // namespace
 
 void register_probe(CLI::App& app, Runner& runner)
@@ -178,63 +170,8 @@ void register_probe(CLI::App& app, Runner& runner)
   cmd->add_option("--method", opts->method, "How to measure: auto, tracefs or race")
     ->check(CLI::IsMember({"auto", "tracefs", "race"}))
     ->capture_default_str();
-  cmd->callback([opts, &runner] {
-    runner = [opts](Output& out) {
-      check_columns(out, {columns});
-      core::ProbeOptions po;
-      po.paths = opts->paths;
-      po.method = opts->method == "tracefs" ? core::ProbeMethod::tracefs
-                  : opts->method == "race"  ? core::ProbeMethod::race
-                                            : core::ProbeMethod::automatic;
-      core::ProbeResult r;
-      {
-        // Cleared when the scope ends, interrupted or not, before the result is printed.
-        ProgressBar bar(progress_wanted(out.options().quiet));
-        r = core::probe(po, [&bar](const core::MeasureProgress& p) {
-          bar.update(p.path, p.phase, p.done, p.total);
-        });
-      }
-      const int status = status_of(r);
-      if (out.options().json) {
-        nlohmann::ordered_json doc;
-        doc["schema"] = "vmcsum.probe/1";
-        const auto& t = r.version_table;
-        doc["kernel"] = {
-          {"release", r.kernel_release},
-          {"version_table",
-           {{"checksummed", core::dio_write_name(t.checksummed)},
-            {"checksummed_duplicated", core::dio_write_name(t.checksummed_duplicated)},
-            {"nodatasum_single", core::dio_write_name(t.nodatasum_single)},
-            {"nodatasum_duplicated", core::dio_write_name(t.nodatasum_duplicated)},
-            {"reason", t.reason}}}};
-        auto& fss = doc["filesystems"] = nlohmann::ordered_json::array();
-        for (const auto& fs : r.filesystems) {
-          fss.push_back(fs_json(fs));
-        }
-        auto& problems = doc["problems"] = nlohmann::ordered_json::array();
-        for (const auto& p : r.problems) {
-          problems.push_back({{"path", core::escape_name(p.path)}, {"reason", p.reason}});
-        }
-        doc["notes"] = r.notes;
-        doc["interrupted"] = r.interrupted != 0;
-        doc["exit_code"] = status;
-        out.emit_json(doc);
-      } else {
-        render_text(r, out);
-      }
-      for (const auto& p : r.problems) {
-        if (p.not_btrfs) {
-          out.warn(core::escape_name(p.path) + ": " + p.reason);
-        } else {
-          out.error(core::escape_name(p.path) + ": " + p.reason);
-        }
-      }
-      if (r.interrupted) {
-        out.error("interrupted by signal " + std::to_string(r.interrupted));
-      }
-      return status;
-    };
-  });
+  cmd->callback(
+    [opts, &runner] { runner = [opts](Output& out) { return run_probe(*opts, out); }; });
 }
 
 } // namespace vmcsum::cli

@@ -286,8 +286,7 @@ nlohmann::ordered_json scrub_document(const core::ScrubResult& r, int status)
     hist.push_back(h);
   }
   doc["notes"] = r.notes;
-  doc["interrupted"] = r.interrupted;
-  doc["exit_code"] = status;
+  document_tail(doc, status, r.interrupted);
   return doc;
 }
 

@@ -159,8 +159,7 @@ int run_set(const SetCliOptions& o, Output& out)
                       {"removed", l.removed},
                       {"error", core::string_or_null(l.error)}});
     }
-    doc["interrupted"] = r.interrupted;
-    doc["exit_code"] = status;
+    document_tail(doc, status, r.interrupted);
     out.emit_json(doc);
   } else {
     render_text(r, o, out);

@@ -290,17 +290,27 @@ int interrupted_status(int status)
   return sig != 0 ? exit_code::interrupted + sig : status;
 }
 
+void document_tail(nlohmann::ordered_json& doc, int status, bool interrupted)
+{
+  doc["interrupted"] = interrupted;
+  doc["exit_code"] = status;
+}
+
 void document_tail(nlohmann::ordered_json& doc, int status)
 {
-  doc["interrupted"] = sys::stop_requested();
-  doc["exit_code"] = status;
+  document_tail(doc, status, sys::stop_requested());
+}
+
+void report_interrupted(const Output& out, int sig)
+{
+  if (sig != 0) {
+    out.error("interrupted by signal " + std::to_string(sig));
+  }
 }
 
 void report_interrupted(const Output& out)
 {
-  if (int sig = sys::stop_signal()) {
-    out.error("interrupted by signal " + std::to_string(sig));
-  }
+  report_interrupted(out, sys::stop_signal());
 }
 
 std::string table_path(const std::string& canonical, const std::string& given)

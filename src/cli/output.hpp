@@ -100,12 +100,17 @@ nlohmann::ordered_json with_document_head(const nlohmann::ordered_json& doc);
 // One document as text: two-space indentation, or one line for --json=short.
 std::string dump_document(const nlohmann::ordered_json& doc, bool short_form);
 
-// The tail of the documents of show, audit and record: "interrupted" (a stop signal arrived;
-// the document then holds what was done before it) and "exit_code".
+// The tail of every document: "interrupted" (a stop signal arrived; the document then holds
+// what was done before it) and "exit_code". Without `interrupted`, whether a stop signal
+// arrived in this process (commands that poll sys::stop_requested()); probe and bench, which
+// defer signals around their clean-up, say it from their result.
 void document_tail(nlohmann::ordered_json& doc, int status);
+void document_tail(nlohmann::ordered_json& doc, int status, bool interrupted);
 
-// "vmcsum: error: interrupted by signal N" on stderr when a stop signal arrived.
+// "vmcsum: error: interrupted by signal N" on stderr when a stop signal arrived (the one
+// recorded by sys/signals, or `sig` when given and not 0).
 void report_interrupted(const Output& out);
+void report_interrupted(const Output& out, int sig);
 
 // A file in a table's PATH column: its canonical path (absolute, symlinks resolved; what
 // audit finds and what documents call canonical_path), so every command names a file the

@@ -13,15 +13,15 @@ namespace vmcsum::core {
 
 using Json = nlohmann::ordered_json;
 
-Json dio_policy_json(const KernelReport& k)
+Json dio_policy_json(const DioPolicy& p)
 {
   // One key per cell of the table: inode kind (checksummed or NODATASUM) x data profile
   // (single/raid0, or one with copies).
-  return {{"checksummed", dio_write_name(k.policy.checksummed)},
-          {"checksummed_duplicated", dio_write_name(k.policy.checksummed_duplicated)},
-          {"nodatasum_single", dio_write_name(k.policy.nodatasum_single)},
-          {"nodatasum_duplicated", dio_write_name(k.policy.nodatasum_duplicated)},
-          {"reason", k.policy.reason}};
+  return {{"checksummed", dio_write_name(p.checksummed)},
+          {"checksummed_duplicated", dio_write_name(p.checksummed_duplicated)},
+          {"nodatasum_single", dio_write_name(p.nodatasum_single)},
+          {"nodatasum_duplicated", dio_write_name(p.nodatasum_duplicated)},
+          {"reason", p.reason}};
 }
 
 void to_json(Json& j, const ImageReport& r)

@@ -23,6 +23,9 @@ struct ImageReport;
 struct KernelReport;
 struct RepairEntry;
 struct SetEntry;
+struct FsProbe;
+struct BenchCase;
+struct DioPolicy;
 struct Evidence;
 struct ImageUser;
 struct ImageLock;
@@ -34,11 +37,21 @@ void to_json(nlohmann::ordered_json& j, const FileScrub& f);
 void to_json(nlohmann::ordered_json& j, const HistoryEvent& h);
 // One entry of vmcsum.audit "images"; the kernel's DIO policy table ("dio_policy").
 void to_json(nlohmann::ordered_json& j, const ImageReport& r);
-nlohmann::ordered_json dio_policy_json(const KernelReport& k);
+// The kernel's O_DIRECT write policy table (audit's "dio_policy", probe's "version_table").
+nlohmann::ordered_json dio_policy_json(const DioPolicy& p);
 // One entry of vmcsum.repair "files".
 void to_json(nlohmann::ordered_json& j, const RepairEntry& e);
 // One entry of vmcsum.set "files".
 void to_json(nlohmann::ordered_json& j, const SetEntry& e);
+// One entry of vmcsum.probe "filesystems"; one of vmcsum.bench "cases".
+void to_json(nlohmann::ordered_json& j, const FsProbe& fs);
+void to_json(nlohmann::ordered_json& j, const BenchCase& c);
+
+// Whether every measured answer of a probe matches the version table's cell for the
+// filesystem's profile; nothing when nothing was measured.
+std::optional<bool> agrees_with_version_table(const FsProbe& fs);
+// Data profiles as one word: "raid1+single" while a balance converts.
+std::string profiles_text(const std::vector<std::string>& profiles);
 
 // The worst of a scrubbed file's results, in audit's words: "critical" for a mismatch,
 // diverging copies or an EIO the copies do not explain (what makes exit status 2), "warning"

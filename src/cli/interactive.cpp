@@ -30,22 +30,11 @@ extern "C" void on_winch(int)
   g_resized = 1;
 }
 
-// Width of the terminal on stderr (where the line goes): COLUMNS when it is a positive number,
-// else TIOCGWINSZ; 80 when neither answers.
+// Width of the terminal on stderr (where the line goes); 80 when it does not say.
 size_t stderr_width()
 {
-  if (const char* env = std::getenv("COLUMNS")) {
-    char* end = nullptr;
-    const unsigned long n = std::strtoul(env, &end, 10);
-    if (end != env && *end == '\0' && n > 0 && n < 100000) {
-      return n;
-    }
-  }
-  struct winsize ws = {};
-  if (::ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) {
-    return ws.ws_col;
-  }
-  return 80;
+  const size_t w = terminal_width(STDERR_FILENO);
+  return w != 0 ? w : 80;
 }
 
 // The whole text, retrying after a signal: with output stopped (Ctrl-S) a write blocks, and

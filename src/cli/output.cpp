@@ -195,11 +195,8 @@ std::string Output::size(uint64_t bytes) const
   return m_opts.raw_bytes ? std::to_string(bytes) : core::human_bytes(bytes);
 }
 
-size_t Output::width() const
+size_t terminal_width(int fd)
 {
-  if (::isatty(STDOUT_FILENO) != 1) {
-    return 0;
-  }
   if (const char* env = std::getenv("COLUMNS")) {
     char* end = nullptr;
     const unsigned long n = std::strtoul(env, &end, 10);
@@ -208,10 +205,15 @@ size_t Output::width() const
     }
   }
   struct winsize ws = {};
-  if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) {
+  if (::ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) {
     return ws.ws_col;
   }
   return 0;
+}
+
+size_t Output::width() const
+{
+  return ::isatty(STDOUT_FILENO) == 1 ? terminal_width(STDOUT_FILENO) : 0;
 }
 
 std::string Output::paint(const std::string& text, Style style) const

@@ -124,6 +124,10 @@ using core::put_identity;
 // Whether to colour a stream: --color=always/never win; auto means a TTY and no NO_COLOR.
 bool use_color(const std::string& mode, int fd);
 
+// Columns of the terminal on `fd`: COLUMNS when it is a positive number, else TIOCGWINSZ;
+// 0 when neither answers.
+size_t terminal_width(int fd);
+
 // Display width of a cell: code points, ANSI colour escapes excluded.
 size_t display_width(std::string_view s);
 

@@ -23,7 +23,7 @@ build_deps=(
 )
 # Oracles and fixtures the tests use: tools nobody on this project wrote.
 test_deps=(
-  btrfs-progs e2fsprogs util-linux jq qemu-utils user-mode-linux attr acl tmux
+  btrfs-progs e2fsprogs util-linux jq qemu-utils user-mode-linux attr acl tmux strace
   groff-base bash-completion fish zsh kmod procps psmisc xxd
   systemd-journal-remote python3-jsonschema
   debhelper lintian devscripts man-db mandoc ansible-core python3-apt prometheus

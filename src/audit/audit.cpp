@@ -204,10 +204,13 @@ public:
     }
     read_kernel_log();
     examine_all();
+    result_.interrupted = cancelled();
     return std::move(result_);
   }
 
 private:
+  bool cancelled() const { return opts_.cancel && opts_.cancel->load(std::memory_order_relaxed); }
+
   // --- the host, gathered once: the kernel, the VM configurations (libvirt domains and pools,
   // Proxmox) and the processes (open files, locks, QEMU command lines, whose drives are appended
   // to the configured disks) ---
@@ -302,6 +305,8 @@ private:
     // Walk from the canonical root so that every path found is canonical too.
     const std::string root = sys::canonical_path(given_root);
     result_.searched.push_back(root);
+    sys::WalkOptions wo;
+    wo.stop = opts_.cancel;
     sys::walk_tree(
       root, [&](sys::WalkEntry& e) { walk_entry(e, root, explicit_root); },
       [&](const std::string& path, const std::string& why) {
@@ -309,7 +314,8 @@ private:
         if (explicit_root || path != root) {
           result_.problems.push_back({path, why});
         }
-      });
+      },
+      wo);
   }
 
   void walk_entry(sys::WalkEntry& e, const std::string& root, bool explicit_root)
@@ -463,6 +469,9 @@ private:
       }
     }
     for (const auto& cand : candidates_) {
+      if (cancelled()) {
+        return; // a safe point: every image reported so far is whole
+      }
       examine(collector, cand);
     }
   }

@@ -8,6 +8,7 @@
 #include <vmcsum/audit/audit.hpp>
 #include <vmcsum/report/json.hpp>
 #include <vmcsum/report/text.hpp>
+#include <vmcsum/sys/signals.hpp>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -165,8 +166,10 @@ int run_audit(core::AuditOptions& opts, const std::string& prometheus, Output& o
 {
   const double started = epoch_seconds_now();
   opts.state_dir = out.options().state_dir;
+  // A stop signal ends the walk and the examination at the next file; the images examined
+  // until then are reported, with interrupted: true and 128 + the signal.
+  opts.cancel = &sys::stop_flag();
   core::AuditResult r = core::audit(opts);
-  // audit does not poll: a stop signal makes it report as interrupted once it is done.
   int status = interrupted_status(exit_status(r));
   status =
     export_metrics(out, prometheus, status,

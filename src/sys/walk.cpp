@@ -248,6 +248,7 @@ private:
   };
   void enter(Fd fd, const std::string& path, const std::string& relpath, unsigned depth);
   void step();
+  bool stopped() const { return m_opts.stop && m_opts.stop->load(std::memory_order_relaxed); }
 
   const WalkVisit& m_visit;
   const WalkProblem& m_problem;
@@ -266,7 +267,7 @@ void Walker::run(const std::string& root)
     // The root stays open twice: for the walk (as a DIR) and for FileRefs after it.
     m_root = std::make_shared<const Fd>(::fcntl(rfd.get(), F_DUPFD_CLOEXEC, 0));
     enter(std::move(rfd), root, "", 0);
-    while (!m_stack.empty()) {
+    while (!m_stack.empty() && !stopped()) {
       step();
     }
     return;
@@ -290,7 +291,9 @@ void Walker::run(const std::string& root)
     return;
   }
   WalkEntry e(pfd->get(), name, root, dtype_of(st.st_mode), 0, pfd, name);
-  m_visit(e);
+  if (!stopped()) {
+    m_visit(e);
+  }
 }
 
 void Walker::enter(Fd fd, const std::string& path, const std::string& relpath, unsigned depth)

@@ -98,6 +98,41 @@ check "scrub: SIGINT and SIGTERM together: ended by a signal (130 or 143, got $R
   test "$RC" = 130 -o "$RC" = 143
 check_eq "scrub: SIGINT and SIGTERM together: killed before writing anything" "" "$(cat "$IT_TMP/out.json")"
 
+# --- audit stops its walk at the next entry, not once it is done ------------------------------
+# strace delivers SIGINT as audit enters its first getdents64 on one directory of the tree
+# (-P: only calls on the paths named count and are logged; the kernel raises the signal,
+# nothing here is timed). The walk takes directories in readdir order, which `ls -f` prints
+# (the same getdents64 order): the two directories after that one must never be read, and as
+# the walk comes before the examination, no image is examined at all.
+if command -v strace >/dev/null; then
+  TREE=$MNT/tree
+  for d in d1 d2 d3 d4 d5 d6; do
+    mkdir -p "$TREE/$d"
+    printf 'QFI\xfb\0\0\0\3' >"$TREE/$d/disk.qcow2"
+    truncate -s 2M "$TREE/$d/disk.qcow2"
+  done
+  mapfile -t order < <(ls -f "$TREE" | grep -v '^\.')
+  # The fourth directory walked: three complete before it, two after it.
+  target=$TREE/${order[3]} after1=$TREE/${order[4]} after2=$TREE/${order[5]}
+  rc=0
+  strace -f -y -o "$IT_TMP/audit-strace.log" -P "$target" -P "$after1" -P "$after2" \
+    -e trace=getdents64 -e inject=getdents64:signal=SIGINT:when=1 \
+    "$REAL_VMCSUM" --json audit --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" \
+    --pve-dir "$IT_TMP/none" --kernel-log '' "$TREE" >"$IT_TMP/audit-int.json" 2>"$IT_TMP/audit-int.err" || rc=$?
+  check_eq "audit: SIGINT during the walk: exit 130" 130 "$rc"
+  check "audit: SIGINT during the walk: a valid document saying interrupted, no image examined" \
+    jq -e '(.schema | startswith("vmcsum.audit/")) and .interrupted == true and .exit_code == 130
+      and (.images | length) == 0' "$IT_TMP/audit-int.json"
+  check "audit: SIGINT during the walk: delivered while it read the directory chosen (strace)" \
+    grep -qF "<$target>" "$IT_TMP/audit-strace.log"
+  check_eq "audit: SIGINT during the walk: the directories after it never read" 0 \
+    "$(grep -cF -e "<$after1>" -e "<$after2>" "$IT_TMP/audit-strace.log" || true)"
+  cp "$IT_TMP/audit-int.json" "$IT_TMP/json-docs/audit-interrupted.json"
+  rm -rf "$TREE"
+else
+  note "strace is missing (scripts/setup.sh installs it): the audit stop check did not run"
+fi
+
 # --- identity: a scrub document made in one directory, with a relative path, works from / ------
 mkdir "$MNT/A"
 SMALL=$MNT/A/small.raw

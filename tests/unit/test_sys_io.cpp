@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -98,6 +99,39 @@ TEST_CASE("walk_tree reports directories past the depth limit instead of skippin
   REQUIRE(s.problems.size() == 1);
   CHECK(s.problems[0].find(t / "1/2/3") == 0);
   CHECK(s.problems[0].find("deeper than 2 levels") != std::string::npos);
+}
+
+TEST_CASE("walk_tree stops at the entry after its stop flag was raised, and visits nothing then")
+{
+  Scratch t;
+  for (const char* d : {"a", "b", "c"}) {
+    std::filesystem::create_directory(t / d);
+    for (int i = 0; i < 5; ++i) {
+      write_file(t / (std::string(d) + "/f" + std::to_string(i)), "x");
+    }
+  }
+  std::atomic<bool> stop{false};
+  sys::WalkOptions opts;
+  opts.stop = &stop;
+  size_t visited = 0;
+  size_t after_stop = 0;
+  sys::walk_tree(
+    t.path(),
+    [&](sys::WalkEntry&) {
+      after_stop += stop.load() ? 1 : 0;
+      if (++visited == 7) {
+        stop = true; // as the signal handler does, from inside the walk
+      }
+    },
+    [](const std::string&, const std::string&) {}, opts);
+  CHECK(visited == 7); // of 15: the walk ended at the next entry
+  CHECK(after_stop == 0);
+  // Raised before the walk: not even a root that is a file is visited.
+  visited = 0;
+  sys::walk_tree(
+    t / "a/f0", [&](sys::WalkEntry&) { ++visited; }, [](const std::string&, const std::string&) {},
+    opts);
+  CHECK(visited == 0);
 }
 
 TEST_CASE("walk_tree visits a root that is a file, and reports a missing root")

@@ -10,6 +10,7 @@
 #include <vmcsum/image/file_facts.hpp>
 #include <vmcsum/report/finding.hpp>
 
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -33,6 +34,9 @@ struct AuditOptions
   // vmcsum's state directory: scrub outcomes, verified repairs and the read windows of its own
   // kernel passes (scrub_state.hpp). "" = none.
   std::string state_dir;
+  // Polled between the files walked and the images examined: once true, audit stops there and
+  // reports what it examined so far (AuditResult::interrupted). Usually sys::stop_flag().
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct KernelReport
@@ -91,6 +95,7 @@ struct AuditResult
   std::vector<AuditProblem> problems; // paths that could not be examined
   std::vector<std::string> searched;  // roots walked
   std::vector<std::string> notes;     // e.g. "kernel log not readable: ..."
+  bool interrupted = false;           // stopped by `cancel`: images and problems are partial
 };
 
 AuditResult audit(const AuditOptions& opts);

@@ -10,6 +10,7 @@
 
 #include <vmcsum/sys/fd.hpp>
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -104,6 +105,9 @@ struct WalkOptions
   // Directories deeper than this are reported to `problem` ("deeper than N levels") and not
   // entered: a tree made deep on purpose cannot exhaust file descriptors.
   unsigned max_depth = 128;
+  // Polled before each directory entry: once it reads true the walk ends there (a stop signal:
+  // sys/signals.hpp). No entry is visited after it was seen.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 using WalkVisit = std::function<void(WalkEntry& entry)>;

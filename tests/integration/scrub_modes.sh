@@ -62,7 +62,8 @@ on_tty() { # TYPESCRIPT STDOUT-FILE VMCSUM-ARGS...
   printf -v cmd '%q ' "$VMCSUM" "$@"
   script -qec "$cmd >$(printf %q "$outf")" "$ts" >/dev/null 2>&1 || true
 }
-bar_drawn() { grep -qaE $'\r\x1b\\[K.*big\\.raw +[0-9]+%' "$1"; }
+# The bar: name, the pass it is in (per-copy, kernel), percent.
+bar_drawn() { grep -qaE $'\r\x1b\\[K.*big\\.raw +([a-z-]+ +)?[0-9]+%' "$1"; }
 no_escapes() { ! grep -qaP '\r|\x1b' "$1"; }
 on_tty "$D/tty.ts" "$D/tty.out" scrub --no-history --no-kernel-pass --limit-rate 8M "$MNT/big.raw"
 check "progress: drawn on stderr when it is a terminal" bar_drawn "$D/tty.ts"

@@ -59,14 +59,7 @@ void to_json(Json& j, const ImageReport& r)
                      {"qemu", l.qemu},
                      {"qemu_write", l.qemu_write}});
   }
-  auto& conf = j["configured"] = Json::array();
-  for (const auto& c : r.configured) {
-    conf.push_back({{"source", escape_name(c.source)},
-                    {"cache", c.cache},
-                    {"io", c.io},
-                    {"o_direct", c.o_direct},
-                    {"target", c.target}});
-  }
+  j["configured"] = configured_json(r.configured);
   j["logged_csum_errors"] = r.logged_csum_errors;
   j["logged_offsets"] = r.logged_offsets;
   j["logged_own_reads"] = r.logged_own_reads;

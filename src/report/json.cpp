@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Copyright (C) 2026 The vmcsum authors
 #include <vmcsum/btrfs/inode_item.hpp>
+#include <vmcsum/host/vm_config.hpp>
 #include <vmcsum/image/file_facts.hpp>
 #include <vmcsum/report/json.hpp>
 #include <vmcsum/report/text.hpp>
@@ -143,6 +144,20 @@ void to_json(nlohmann::ordered_json& j, const FileFacts& f)
   j["notes"] = f.notes;
   j["unknown"] = unknown;
 }
+Json configured_json(const std::vector<ConfiguredDisk>& disks)
+{
+  auto out = Json::array();
+  for (const auto& c : disks) {
+    // cache and io are "" when the hypervisor's default applies.
+    out.push_back({{"source", escape_name(c.source)},
+                   {"cache", c.cache},
+                   {"io", c.io},
+                   {"o_direct", c.o_direct},
+                   {"target", c.target}});
+  }
+  return out;
+}
+
 Json users_json(const std::vector<ImageUser>& users)
 {
   auto out = Json::array();

@@ -141,15 +141,7 @@ void to_json(Json& j, const FileScrub& f)
   j["open_for_writing"] = json_or_null(f.open_for_writing);
   j["open_o_direct"] = json_or_null(f.open_o_direct);
   j["writers"] = f.writers;
-  auto& configured = j["configured"] = Json::array();
-  for (const auto& c : f.configured) {
-    // As audit's "configured": cache and io "" when the hypervisor's default applies.
-    configured.push_back({{"source", escape_name(c.source)},
-                          {"cache", c.cache},
-                          {"io", c.io},
-                          {"o_direct", c.o_direct},
-                          {"target", c.target}});
-  }
+  j["configured"] = configured_json(f.configured);
   auto& bad = j["bad"] = Json::array();
   size_t counts[3] = {0, 0, 0};
   size_t repairable = 0;

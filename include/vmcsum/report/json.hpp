@@ -29,6 +29,7 @@ struct DioPolicy;
 struct Evidence;
 struct ImageUser;
 struct ImageLock;
+struct ConfiguredDisk;
 
 // One entry of vmcsum.show "files". Unknown facts are null and explained in "unknown".
 void to_json(nlohmann::ordered_json& j, const FileFacts& f);
@@ -59,6 +60,8 @@ std::string profiles_text(const std::vector<std::string>& profiles);
 const char* scrub_severity(const FileScrub& f);
 
 // Shapes several documents share.
+// The disks VM configurations name for an image (audit's and scrub's "configured").
+nlohmann::ordered_json configured_json(const std::vector<ConfiguredDisk>& disks);
 // The processes that have an image open, and the locks on it (set, repair).
 nlohmann::ordered_json users_json(const std::vector<ImageUser>& users);
 nlohmann::ordered_json locks_json(const std::vector<ImageLock>& locks);

@@ -94,8 +94,11 @@ note "host: $(jq -c '.files[0].summary' "$IT_TMP/host.json"), no copy matching o
 
 rc=0
 "$VMCSUM" --json scrub --no-progress "$f" >"$IT_TMP/kernel.json" 2>/dev/null || rc=$?
-check_eq "host kernel pass: EIO exactly where no copy matches" "[true]" \
-  "$(jq -c '[.files[].bad[] | select(all(.copies[]; .matches | not)) | .kernel_eio] | unique' "$IT_TMP/kernel.json")"
+# Per sector, both ways: EIO where no copy matches, none where one does (a read through btrfs is
+# served or repaired from the good copy). The race may leave no sector without a good copy; then
+# the first half has nothing to check and the second still does.
+check_eq "host kernel pass: EIO exactly where no copy matches ($(jq '[.files[].bad[] | select(all(.copies[]; .matches | not))] | length' "$IT_TMP/kernel.json") such sectors)" "[]" \
+  "$(jq -c '[.files[].bad[] | select(.kernel_eio != all(.copies[]; .matches | not)) | .logical]' "$IT_TMP/kernel.json")"
 check_eq "host kernel pass: no EIO the per-copy pass missed" "[]" \
   "$(jq -c '.files[0].kernel_pass.eio_not_found_per_copy' "$IT_TMP/kernel.json")"
 note "host kernel pass: $(jq -c '.files[0].kernel_pass' "$IT_TMP/kernel.json")"

@@ -84,7 +84,8 @@ check_eq "fast.raw: NODATASUM -> no-checksums info" info "$(finding_sev "$J" fas
 "$VMCSUM_TOOLS/hold_open" --direct --write --qemu-locks --ready "$IT_TMP/ready1" "$S/images/fast.raw" &
 bg_track $!
 holder=$!
-for _ in $(seq 50); do [[ -e $IT_TMP/ready1 ]] && break; sleep 0.1; done
+# Up to 30 s: a loaded machine (or the sanitizer build) can take seconds to start it.
+for _ in $(seq 300); do [[ -e $IT_TMP/ready1 ]] && break; sleep 0.1; done
 J=$("$VMCSUM" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$S/images/fast.raw" || true)
 check_eq "open_by names the holder with O_DIRECT" "$holder true true" \
   "$(jq -r '.images[0].open_by[0] | "\(.pid) \(.o_direct) \(.writable)"' <<<"$J")"
@@ -100,7 +101,8 @@ kill "$holder"
 "$VMCSUM_TOOLS/hold_open" --direct --write --ready "$IT_TMP/ready2" "$S/images/disk.raw" &
 bg_track $!
 holder=$!
-for _ in $(seq 50); do [[ -e $IT_TMP/ready2 ]] && break; sleep 0.1; done
+# Up to 30 s: a loaded machine (or the sanitizer build) can take seconds to start it.
+for _ in $(seq 300); do [[ -e $IT_TMP/ready2 ]] && break; sleep 0.1; done
 set +e
 J=$("$VMCSUM" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$S/images/disk.raw"); rc=$?
 set -e

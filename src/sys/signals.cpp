@@ -13,12 +13,18 @@ constexpr int k_stop_signals[] = {SIGINT, SIGTERM, SIGHUP};
 constexpr int k_deferred[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
 
 std::atomic<bool> g_stop{false};
-volatile std::sig_atomic_t g_signal = 0;
+// The first stop signal, claimed with one compare-and-swap: two signals sent together can run
+// their handlers at the same time on two threads, and a plain "was one seen?" test let both
+// handlers see none, so neither ended vmcsum (the likely cause of a document written after
+// SIGINT and SIGTERM sent together, seen once in it.cli_tty under load).
+std::atomic<int> g_signal{0};
 static_assert(std::atomic<bool>::is_always_lock_free, "the signal handler needs a lock-free flag");
+static_assert(std::atomic<int>::is_always_lock_free, "the signal handler needs a lock-free flag");
 
 extern "C" void on_stop_signal(int sig)
 {
-  if (g_signal != 0) {
+  int first = 0;
+  if (!g_signal.compare_exchange_strong(first, sig)) {
     // The second stop signal (any of them): the user insists. signal() and raise() are
     // async-signal-safe; the default action ends vmcsum with that signal, so the shell
     // reports 128 + it as usual.
@@ -26,7 +32,6 @@ extern "C" void on_stop_signal(int sig)
     ::raise(sig);
     return;
   }
-  g_signal = sig;
   g_stop.store(true);
 }
 
@@ -44,7 +49,7 @@ sigset_t deferred_set()
 StopSignals::StopSignals()
 {
   g_stop.store(false);
-  g_signal = 0;
+  g_signal.store(0);
   struct sigaction sa
   {
   };
@@ -76,7 +81,7 @@ const std::atomic<bool>& stop_flag()
 
 int stop_signal()
 {
-  if (int sig = g_signal) {
+  if (int sig = g_signal.load()) {
     return sig;
   }
   sigset_t set;

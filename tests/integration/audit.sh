@@ -202,6 +202,14 @@ check_eq "lsattr agrees: the moved image has no C" "" "$(lsattr "$D/vms/nocow/mo
 check_eq "NOCOW image in a NOCOW directory: no mismatch finding" "" "$(finding_sev "$J" dup.raw dir-nocow-mismatch)"
 
 # --- a real checksum failure in the kernel log -------------------------------------------------------
+# dmesg keeps the lines of earlier filesystems on this loop device (an earlier run, another test:
+# same device name and inode number), which vmcsum rightly leaves out: a mark in the kernel log
+# says where this filesystem's lines begin (all of dmesg if it rotated out).
+MARK="vmcsum-it-audit-$$-$RANDOM"
+echo "$MARK" >/dev/kmsg
+dmesg_since() {
+  dmesg | awk -v m="$MARK" 'f; index($0, m) { f = 1 } END { exit !f }' || dmesg
+}
 dd if=/dev/urandom of="$D/vms/bad.raw" bs=64K count=4 status=none
 sync
 damage_sectors "$D/vms/bad.raw" 65536 1 all
@@ -215,12 +223,12 @@ bad_ino=$(stat -c %i "$D/vms/bad.raw")
 bad_root=$(btrfs inspect-internal rootid "$D/vms/bad.raw")
 bad_dev=${DEVS[0]##*/}
 bad_line="BTRFS warning (device $bad_dev): csum failed root $bad_root ino $bad_ino off 65536 "
-dmesg >"$IT_TMP/dmesg"
+dmesg_since >"$IT_TMP/dmesg"
 for ((try = 0; try < 5; try++)); do
   grep -qF -- "$bad_line" "$IT_TMP/dmesg" && break
   sleep 6
   dd if="$D/vms/bad.raw" of=/dev/null bs=4096 count=1 skip=16 iflag=direct status=none 2>/dev/null || true # EIO expected
-  dmesg >"$IT_TMP/dmesg"
+  dmesg_since >"$IT_TMP/dmesg"
 done
 if grep -qF -- "$bad_line" "$IT_TMP/dmesg"; then
   set +e

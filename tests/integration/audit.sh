@@ -202,14 +202,8 @@ check_eq "lsattr agrees: the moved image has no C" "" "$(lsattr "$D/vms/nocow/mo
 check_eq "NOCOW image in a NOCOW directory: no mismatch finding" "" "$(finding_sev "$J" dup.raw dir-nocow-mismatch)"
 
 # --- a real checksum failure in the kernel log -------------------------------------------------------
-# dmesg keeps the lines of earlier filesystems on this loop device (an earlier run, another test:
-# same device name and inode number), which vmcsum rightly leaves out: a mark in the kernel log
-# says where this filesystem's lines begin (all of dmesg if it rotated out).
-MARK="vmcsum-it-audit-$$-$RANDOM"
-echo "$MARK" >/dev/kmsg
-dmesg_since() {
-  dmesg | awk -v m="$MARK" 'f; index($0, m) { f = 1 } END { exit !f }' || dmesg
-}
+# dmesg from a mark on: it keeps earlier filesystems' lines on this loop device (lib.sh).
+kmsg_mark
 dd if=/dev/urandom of="$D/vms/bad.raw" bs=64K count=4 status=none
 sync
 damage_sectors "$D/vms/bad.raw" 65536 1 all

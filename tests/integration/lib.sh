@@ -399,6 +399,18 @@ remount_btrfs() {
 }
 
 # drop_caches : writes back and drops the page cache, dentries and inodes (machine-wide).
+# kmsg_mark; dmesg_since : dmesg keeps the lines of earlier filesystems on a loop device (an
+# earlier run, another test: same device name, same inode numbers), which vmcsum rightly leaves
+# out. kmsg_mark writes a mark to the kernel log; dmesg_since prints dmesg from it on (all of
+# dmesg if the mark rotated out of the ring).
+kmsg_mark() {
+  _IT_KMSG_MARK="vmcsum-it-$(basename -- "$0" .sh)-$$-$RANDOM"
+  echo "$_IT_KMSG_MARK" >/dev/kmsg
+}
+dmesg_since() {
+  dmesg | awk -v m="${_IT_KMSG_MARK:?kmsg_mark first}" 'f; index($0, m) { f = 1 } END { exit !f }' || dmesg
+}
+
 drop_caches() {
   sync
   echo 3 >/proc/sys/vm/drop_caches

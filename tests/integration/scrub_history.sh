@@ -121,14 +121,8 @@ check_eq "with a file: only its events" "[\"$ORA_A\"] 2" \
   "$(jq -c '[.history[].path] | unique' "$D/a.json") $(jq '.history | length' "$D/a.json")"
 
 # --- 2. real lines: the kernel's EIO and btrfs scrub, read back from /dev/kmsg --------------------
-# dmesg keeps the lines of earlier filesystems on this loop device (an earlier run, another
-# test: same device name, same first inode number), which vmcsum rightly leaves out: a mark in
-# the kernel log says where this filesystem's lines begin (all of dmesg if it rotated out).
-MARK="vmcsum-it-scrub_history-$$-$RANDOM"
-echo "$MARK" >/dev/kmsg
-dmesg_since() {
-  dmesg | awk -v m="$MARK" 'f; index($0, m) { f = 1 } END { exit !f }' || dmesg
-}
+# dmesg from a mark on: it keeps earlier filesystems' lines on this loop device (lib.sh).
+kmsg_mark
 damage_sectors "$MNT/a.raw" 8192 1 all
 L_A=${DAMAGED[0]}
 check "a.raw: the kernel returns EIO at 8192" \

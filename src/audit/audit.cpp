@@ -218,11 +218,11 @@ private:
   {
     HostContextOptions ho;
     ho.proc_root = opts_.proc_dir;
-    ho.vm_configs = {opts_.libvirt_dir, opts_.libvirt_run_dir, opts_.pve_dir};
+    ho.vm_configs = opts_.vm_configs;
     ho.kernel_release = opts_.kernel_release;
     host_ = gather_host_context(ho);
-    result_.kernel.release = host_.kernel_release;
-    result_.kernel.policy = host_.policy;
+    result_.kernel.release = host_.kernel.release;
+    result_.kernel.policy = host_.kernel.policy;
     configured_ = std::move(host_.configs.disks);
     for (const auto& file : host_.configs.unreadable) {
       result_.problems.push_back({file, "cannot read"});
@@ -582,17 +582,9 @@ private:
   // Who has the image open or locked, which configurations name it, and its directory's NOCOW.
   void note_users(ImageReport& rep, const Candidate& cand, sys::Fd& dir)
   {
-    for (const auto& of : host_.procs.open_files) {
-      if (of.dev == rep.facts.dev && of.ino == rep.facts.inode) {
-        bool od = of.flags && flags_have_o_direct(*of.flags);
-        bool wr = of.flags && flags_writable(*of.flags);
-        rep.open_by.push_back({of.pid, of.comm, of.fd, od, wr});
-        for (const auto& l : of.locks) {
-          rep.locks.push_back({l.pid ? l.pid : std::optional<int>(of.pid), l.kind, l.mode,
-                               is_qemu_lock(l), is_qemu_write_lock(l)});
-        }
-      }
-    }
+    auto u = users_in_scan(host_.procs, rep.facts.dev, rep.facts.inode);
+    rep.open_by = std::move(u.users);
+    rep.locks = std::move(u.locks);
     if (auto it = configured_by_inode_.find(
           {static_cast<dev_t>(rep.facts.dev), static_cast<ino_t>(rep.facts.inode)});
         it != configured_by_inode_.end()) {

@@ -3,6 +3,7 @@
 #include "app.hpp"
 
 #include <vmcsum/error.hpp>
+#include <vmcsum/host/vm_config.hpp>
 #include <vmcsum/report/text.hpp>
 #include <vmcsum/sys/signals.hpp>
 
@@ -15,6 +16,24 @@
 #include <iostream>
 
 namespace vmcsum::cli {
+
+void add_vm_config_options(CLI::App& cmd, core::VmConfigDirs& dirs)
+{
+  cmd
+    .add_option("--libvirt-dir", dirs.libvirt_dir,
+                "libvirt configuration directory (cache modes as evidence)")
+    ->capture_default_str();
+  cmd.add_option("--libvirt-run-dir", dirs.libvirt_run_dir, "libvirt runtime directory")
+    ->capture_default_str();
+  cmd.add_option("--pve-dir", dirs.pve_dir, "Proxmox configuration directory")
+    ->capture_default_str();
+}
+
+void add_proc_option(CLI::App& cmd, std::string& proc_dir)
+{
+  cmd.add_option("--proc", proc_dir, "proc filesystem to scan for users of the images")
+    ->capture_default_str();
+}
 
 namespace {
 // Placeholders that say what a value is (CLI11 says TEXT, UINT, FLOAT): by the option's name,

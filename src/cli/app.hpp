@@ -6,9 +6,13 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 
 namespace CLI {
 class App;
+}
+namespace vmcsum::core {
+struct VmConfigDirs;
 }
 
 namespace vmcsum::cli {
@@ -22,6 +26,13 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, Runner& runner);
 
 // Parses argv, runs the command, maps every failure to an exit status. The only try/catch.
 int run(int argc, char** argv);
+
+// Options several commands share, bound once so their names and help agree.
+// --libvirt-dir, --libvirt-run-dir, --pve-dir: where VM configurations are read (tests point
+// them at fixtures).
+void add_vm_config_options(CLI::App& cmd, core::VmConfigDirs& dirs);
+// --proc: the proc filesystem scanned for users of the images (tests point it at a fixture).
+void add_proc_option(CLI::App& cmd, std::string& proc_dir);
 
 // One per command (src/cli/cmd_<name>.cpp).
 void register_show(CLI::App& app, Runner& runner);

@@ -199,14 +199,8 @@ void register_audit(CLI::App& app, Runner& runner)
   cmd->add_option("paths", opts->paths,
                   "Images or directories to audit (default: libvirt, Proxmox, GNOME Boxes "
                   "places, configured disks and images open by QEMU)");
-  cmd->add_option("--libvirt-dir", opts->libvirt_dir, "libvirt configuration directory")
-    ->capture_default_str();
-  cmd->add_option("--libvirt-run-dir", opts->libvirt_run_dir, "libvirt runtime directory")
-    ->capture_default_str();
-  cmd->add_option("--pve-dir", opts->pve_dir, "Proxmox configuration directory")
-    ->capture_default_str();
-  cmd->add_option("--proc", opts->proc_dir, "proc filesystem to scan for open images")
-    ->capture_default_str();
+  add_vm_config_options(*cmd, opts->vm_configs);
+  add_proc_option(*cmd, opts->proc_dir);
   cmd
     ->add_option("--kernel-log", opts->kernel_log,
                  "Kernel log to search for checksum failures ('' to skip)")

@@ -269,16 +269,8 @@ void register_repair(CLI::App& app, Runner& runner)
     "Read and write at most this many bytes per second (suffix k, m or g: powers of 1024)");
   cmd->add_flag("--no-progress", cli->no_progress, "Never draw the progress bar");
   cmd->add_flag("-n,--dry-run", cli->dry_run, "Show what would be done; write nothing");
-  cmd
-    ->add_option("--libvirt-dir", cli->vm_configs.libvirt_dir,
-                 "libvirt configuration directory (cache modes as evidence)")
-    ->capture_default_str();
-  cmd->add_option("--libvirt-run-dir", cli->vm_configs.libvirt_run_dir, "libvirt runtime directory")
-    ->capture_default_str();
-  cmd->add_option("--pve-dir", cli->vm_configs.pve_dir, "Proxmox configuration directory")
-    ->capture_default_str();
-  cmd->add_option("--proc", cli->proc_dir, "proc filesystem to scan for users of the images")
-    ->capture_default_str(); // for tests
+  add_vm_config_options(*cmd, cli->vm_configs);
+  add_proc_option(*cmd, cli->proc_dir);
   cmd->callback([cli, &runner] {
     if (cli->undo.empty() && cli->paths.empty() && cli->from.empty()) {
       throw CLI::RequiredError("paths (or --from, or --undo BACKUP)");

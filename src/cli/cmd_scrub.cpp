@@ -382,16 +382,7 @@ void register_scrub(CLI::App& app, Runner& runner)
   cmd->add_option("--journal-dir", cli->opts.journal_dir,
                   "Read earlier boots from this journal directory or file (default: the system "
                   "journal)");
-  cmd
-    ->add_option("--libvirt-dir", cli->opts.vm_configs.libvirt_dir,
-                 "libvirt configuration directory (cache modes as evidence)")
-    ->capture_default_str();
-  cmd
-    ->add_option("--libvirt-run-dir", cli->opts.vm_configs.libvirt_run_dir,
-                 "libvirt runtime directory")
-    ->capture_default_str();
-  cmd->add_option("--pve-dir", cli->opts.vm_configs.pve_dir, "Proxmox configuration directory")
-    ->capture_default_str();
+  add_vm_config_options(*cmd, cli->opts.vm_configs);
   cmd->add_option("--kernel-release", cli->opts.kernel_release,
                   "Record this run in the kernel record as this release (default: uname -r; "
                   "tests)");

@@ -203,8 +203,7 @@ void register_set(CLI::App& app, Runner& runner)
   cmd->add_flag("-r,--recursive", opts->recursive,
                 "Also convert everything inside directories (symlinks are never followed)");
   cmd->add_flag("-n,--dry-run", opts->dry_run, "Print the plan and change nothing");
-  cmd->add_option("--proc", opts->proc_dir, "proc filesystem to scan for users of the files")
-    ->capture_default_str();
+  add_proc_option(*cmd, opts->proc_dir);
   cmd->add_option("paths", opts->paths, "Files or directories")->required();
   cmd->callback([opts, &runner] {
     if (opts->nocow == opts->cow) {

@@ -14,16 +14,23 @@ const std::vector<ConfiguredDisk>& HostContext::configured(uint64_t dev, uint64_
   return it == configured_by_inode.end() ? none : it->second;
 }
 
+KernelContext kernel_context(const std::optional<std::string>& release)
+{
+  KernelContext k;
+  k.release = release.value_or(sys::kernel_release());
+  k.version = parse_kernel_release(k.release);
+  if (k.version) {
+    k.policy = dio_policy_for(*k.version);
+  } else {
+    k.policy.reason = "kernel release not understood";
+  }
+  return k;
+}
+
 HostContext gather_host_context(const HostContextOptions& opts)
 {
   HostContext h;
-  h.kernel_release = opts.kernel_release.value_or(sys::kernel_release());
-  h.kernel_version = parse_kernel_release(h.kernel_release);
-  if (h.kernel_version) {
-    h.policy = dio_policy_for(*h.kernel_version);
-  } else {
-    h.policy.reason = "kernel release not understood";
-  }
+  h.kernel = kernel_context(opts.kernel_release);
   h.procs = scan_proc(opts.proc_root);
   if (opts.scan_vm_configs) {
     h.configs = scan_vm_configs(opts.vm_configs);

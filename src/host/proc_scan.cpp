@@ -688,4 +688,35 @@ ProcScan scan_proc(const std::string& proc_root)
   return out;
 }
 
+ImageLock image_lock(const FileLock& l, std::optional<int> owner, std::string seen_by)
+{
+  ImageLock il;
+  il.pid = l.pid ? l.pid : owner;
+  il.kind = l.kind;
+  il.mode = l.mode;
+  il.start = l.start;
+  il.end = l.end;
+  il.qemu = is_qemu_lock(l);
+  il.qemu_write = is_qemu_write_lock(l);
+  il.seen_by = std::move(seen_by);
+  return il;
+}
+
+ImageUsers users_in_scan(const ProcScan& procs, uint64_t dev, uint64_t ino, int skip_pid)
+{
+  ImageUsers out;
+  for (const auto& of : procs.open_files) {
+    if (of.dev != dev || of.ino != ino || of.pid == skip_pid) {
+      continue;
+    }
+    const bool od = of.flags && flags_have_o_direct(*of.flags);
+    const bool wr = of.flags && flags_writable(*of.flags);
+    out.users.push_back({of.pid, of.comm, of.fd, od, wr});
+    for (const auto& l : of.locks) {
+      out.locks.push_back(image_lock(l, of.pid, "fdinfo"));
+    }
+  }
+  return out;
+}
+
 } // namespace vmcsum::core

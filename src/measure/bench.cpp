@@ -5,6 +5,7 @@
 #include <vmcsum/btrfs/ioctl.hpp>
 #include <vmcsum/btrfs/profile.hpp>
 #include <vmcsum/error.hpp>
+#include <vmcsum/host/host_context.hpp>
 #include <vmcsum/measure/bench.hpp>
 #include <vmcsum/measure/probe.hpp>
 #include <vmcsum/report/text.hpp>
@@ -282,14 +283,6 @@ uint64_t prefill(int fd, const std::string& display, uint64_t max_size, double b
   return std::max<uint64_t>(r.bytes / data.size() * data.size(), data.size());
 }
 
-std::string release_of(const std::optional<std::string>& given)
-{
-  if (given) {
-    return *given;
-  }
-  return sys::kernel_release();
-}
-
 } // namespace
 
 std::vector<std::string> table_notes(DioWrite checksummed, DioWrite nocow)
@@ -356,13 +349,13 @@ btrfs::FsInfo describe_filesystem(const BenchOptions& opts, BenchResult& r)
   } catch (const Error&) {
     r.mount = r.scratch_dir;
   }
-  r.kernel_release = release_of(opts.kernel_release);
-  if (auto v = parse_kernel_release(r.kernel_release)) {
+  const KernelContext kernel = kernel_context(opts.kernel_release);
+  r.kernel_release = kernel.release;
+  if (kernel.version) {
     // The cells for this filesystem's profile: on 6.12.75/76 a checksummed file falls back on
     // dup but not on single (kernel_policy.hpp).
-    DioPolicy policy = dio_policy_for(*v);
-    r.table_checksummed = table_answer(policy, false, r.data_profiles);
-    r.table_nocow = table_answer(policy, true, r.data_profiles);
+    r.table_checksummed = table_answer(kernel.policy, false, r.data_profiles);
+    r.table_nocow = table_answer(kernel.policy, true, r.data_profiles);
   }
   return info;
 }

@@ -7,6 +7,7 @@
 #include <vmcsum/btrfs/ioctl.hpp>
 #include <vmcsum/btrfs/profile.hpp>
 #include <vmcsum/error.hpp>
+#include <vmcsum/host/host_context.hpp>
 #include <vmcsum/measure/probe.hpp>
 #include <vmcsum/report/text.hpp>
 #include <vmcsum/sys/io.hpp>
@@ -858,24 +859,6 @@ void run_methods(FsProbe& fs, const FsContext& ctx, const ProbeOptions& opts, co
   }
 }
 
-DioPolicy table_policy(const std::string& release)
-{
-  if (auto v = parse_kernel_release(release)) {
-    return dio_policy_for(*v);
-  }
-  DioPolicy p;
-  p.reason = "kernel release not understood";
-  return p;
-}
-
-std::string running_release(const std::optional<std::string>& given)
-{
-  if (given) {
-    return *given;
-  }
-  return sys::kernel_release();
-}
-
 // Opens the directory for scratch files of `path` and checks that it is on btrfs.
 sys::Fd open_btrfs_dir(const std::string& path, std::string& dir)
 {
@@ -927,10 +910,10 @@ FsProbe probe_filesystem(const std::string& path, const ProbeOptions& opts,
   if (fs.mount.empty()) {
     fs.mount = ctx.dir;
   }
-  fs.kernel_release = running_release(opts.kernel_release);
-  DioPolicy table = table_policy(fs.kernel_release);
-  fs.table_checksummed = table_answer(table, false, fs.data_profiles);
-  fs.table_nocow = table_answer(table, true, fs.data_profiles);
+  const KernelContext kernel = kernel_context(opts.kernel_release);
+  fs.kernel_release = kernel.release;
+  fs.table_checksummed = table_answer(kernel.policy, false, fs.data_profiles);
+  fs.table_nocow = table_answer(kernel.policy, true, fs.data_profiles);
 
   // Declared before everything that needs cleaning up, so it is destroyed (and a held-back
   // signal delivered) only after the instance and the scratch files are gone.
@@ -950,8 +933,9 @@ FsProbe probe_filesystem(const std::string& path, const ProbeOptions& opts,
 ProbeResult probe(const ProbeOptions& opts, const MeasureProgressFn& progress)
 {
   ProbeResult r;
-  r.kernel_release = running_release(opts.kernel_release);
-  r.version_table = table_policy(r.kernel_release);
+  const KernelContext kernel = kernel_context(opts.kernel_release);
+  r.kernel_release = kernel.release;
+  r.version_table = kernel.policy;
 
   std::vector<std::string> paths = opts.paths;
   if (paths.empty()) {

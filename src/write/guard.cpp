@@ -80,11 +80,13 @@ ImageLock lock_from_flock(const struct flock& fl)
   if (fl.l_len > 0) {
     l.end = static_cast<uint64_t>(fl.l_start + fl.l_len - 1);
   }
-  FileLock fake;
-  fake.kind = l.kind;
-  fake.start = l.start;
-  fake.end = l.end;
-  l.qemu = is_qemu_lock(fake);
+  // Only the range and kind are known here: image_lock's QEMU byte tests need no more.
+  FileLock seen;
+  seen.kind = l.kind;
+  seen.start = l.start;
+  seen.end = l.end;
+  l.qemu = is_qemu_lock(seen);
+  l.qemu_write = is_qemu_write_lock(seen);
   l.seen_by = "F_OFD_GETLK";
   return l;
 }
@@ -157,31 +159,11 @@ std::optional<Outcome> outcome_from_name(std::string_view name)
 
 ImageUsers find_users(int fd, const ProcScan& procs)
 {
-  ImageUsers out;
   struct stat st = {};
   if (fd < 0 || ::fstat(fd, &st) < 0) {
-    return out;
+    return {};
   }
-  const int self = static_cast<int>(::getpid());
-  for (const auto& of : procs.open_files) {
-    if (of.dev != st.st_dev || of.ino != st.st_ino || of.pid == self) {
-      continue;
-    }
-    bool od = of.flags && flags_have_o_direct(*of.flags);
-    bool wr = of.flags && flags_writable(*of.flags);
-    out.users.push_back({of.pid, of.comm, of.fd, od, wr});
-    for (const auto& l : of.locks) {
-      ImageLock il;
-      il.pid = l.pid ? l.pid : std::optional<int>(of.pid);
-      il.kind = l.kind;
-      il.mode = l.mode;
-      il.start = l.start;
-      il.end = l.end;
-      il.qemu = is_qemu_lock(l);
-      il.seen_by = "fdinfo";
-      out.locks.push_back(il);
-    }
-  }
+  ImageUsers out = users_in_scan(procs, st.st_dev, st.st_ino, static_cast<int>(::getpid()));
   for (const auto& l : probe_locks(fd)) {
     bool known = std::any_of(out.locks.begin(), out.locks.end(), [&](const ImageLock& o) {
       return o.start == l.start && o.end == l.end && o.mode == l.mode && o.kind == l.kind;

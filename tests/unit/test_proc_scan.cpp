@@ -228,6 +228,62 @@ TEST_CASE("QEMU lock ranges")
   CHECK_FALSE(is_qemu_lock(l));
 }
 
+TEST_CASE("users_in_scan: the open files and fdinfo locks of one inode")
+{
+  ProcScan scan;
+  OpenFile qemu;
+  qemu.pid = 40;
+  qemu.comm = "qemu-system-x86";
+  qemu.fd = 12;
+  qemu.dev = 7;
+  qemu.ino = 257;
+  qemu.flags = static_cast<uint32_t>(O_RDWR | O_DIRECT);
+  FileLock ofd;
+  ofd.kind = "OFDLCK";
+  ofd.mode = "READ";
+  ofd.start = 101;
+  ofd.end = 101;
+  qemu.locks.push_back(ofd);
+  FileLock posix = ofd;
+  posix.kind = "POSIX";
+  posix.pid = 41;
+  posix.start = 0;
+  posix.end.reset();
+  qemu.locks.push_back(posix);
+  OpenFile other = qemu; // another inode on the same device
+  other.ino = 258;
+  OpenFile self = qemu; // the caller itself
+  self.pid = 99;
+  self.flags = static_cast<uint32_t>(O_RDONLY);
+  self.locks.clear();
+  OpenFile reader = self; // a reader with unknown flags
+  reader.pid = 50;
+  reader.flags.reset();
+  scan.open_files = {qemu, other, self, reader};
+
+  auto u = users_in_scan(scan, 7, 257, 99);
+  REQUIRE(u.users.size() == 2);
+  CHECK(u.users[0].pid == 40);
+  CHECK(u.users[0].comm == "qemu-system-x86");
+  CHECK(u.users[0].fd == 12);
+  CHECK(u.users[0].o_direct);
+  CHECK(u.users[0].writable);
+  CHECK(u.users[1].pid == 50);
+  CHECK_FALSE(u.users[1].o_direct); // unknown flags claim nothing
+  CHECK_FALSE(u.users[1].writable);
+  REQUIRE(u.locks.size() == 2);
+  CHECK(u.locks[0].pid == 40); // an OFD lock has no pid of its own: its holder's
+  CHECK(u.locks[0].qemu);
+  CHECK(u.locks[0].qemu_write);
+  CHECK(u.locks[0].seen_by == "fdinfo");
+  CHECK(u.locks[1].pid == 41);
+  CHECK_FALSE(u.locks[1].qemu);
+  CHECK_FALSE(u.locks[1].end.has_value());
+
+  CHECK(users_in_scan(scan, 7, 257).users.size() == 3); // nobody skipped
+  CHECK(users_in_scan(scan, 8, 257).users.empty());
+}
+
 TEST_CASE("cmdline splitting")
 {
   CHECK(split_cmdline("").empty());

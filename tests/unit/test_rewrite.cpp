@@ -111,7 +111,7 @@ TEST_CASE("set: every refusal of a rewrite, all reported together")
   SetFacts f = cow_image();
   f.nlink = 2;
   f.users.push_back({812, "qemu-system-x86", 17, true, true});
-  f.locks.push_back({std::nullopt, "OFDLCK", "READ", 100, 101, true, "F_OFD_GETLK"});
+  f.locks.push_back({std::nullopt, "OFDLCK", "READ", 100, 101, true, true, "F_OFD_GETLK"});
   f.free_bytes = 100ULL << 20;
   SetPlan p = plan_set(f, CowTarget::nocow, "win.qcow2");
   CHECK(p.action == SetAction::refused);

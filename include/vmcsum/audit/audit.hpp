@@ -6,6 +6,7 @@
 #pragma once
 
 #include <vmcsum/host/kernel_policy.hpp>
+#include <vmcsum/host/proc_scan.hpp>
 #include <vmcsum/host/vm_config.hpp>
 #include <vmcsum/image/file_facts.hpp>
 #include <vmcsum/report/finding.hpp>
@@ -20,10 +21,8 @@ namespace vmcsum::core {
 
 struct AuditOptions
 {
-  std::vector<std::string> paths;               // files or directories; empty = the usual places
-  std::string libvirt_dir = "/etc/libvirt";     // qemu/*.xml (domains), storage/*.xml (pools)
-  std::string libvirt_run_dir = "/run/libvirt"; // qemu/*.xml of running domains
-  std::string pve_dir = "/etc/pve";             // qemu-server/*.conf, storage.cfg
+  std::vector<std::string> paths; // files or directories; empty = the usual places
+  VmConfigDirs vm_configs;
   std::string proc_dir = "/proc";
   std::string kernel_log = "/dev/kmsg";      // or a text file of kernel log lines; "" = skip
   std::optional<std::string> kernel_release; // default: uname -r
@@ -46,31 +45,13 @@ struct KernelReport
   std::string source = "version-table"; // "probe" once a measured answer is used
 };
 
-struct OpenBy
-{
-  int pid = 0;
-  std::string comm;
-  int fd = 0;
-  bool o_direct = false;
-  bool writable = false;
-};
-
-struct LockBy
-{
-  std::optional<int> pid;
-  std::string kind;        // OFDLCK, POSIX, FLOCK
-  std::string mode;        // READ, WRITE
-  bool qemu = false;       // on QEMU's lock bytes
-  bool qemu_write = false; // QEMU's "write" permission byte: a writer has it open
-};
-
 struct ImageReport
 {
   FileFacts facts;
   std::string format;
   std::vector<std::string> found_via; // "walk:/var/lib/libvirt/images", "libvirt:win10", ...
-  std::vector<OpenBy> open_by;
-  std::vector<LockBy> locks;
+  std::vector<ImageUser> open_by;     // audit does not probe F_OFD_GETLK: only what /proc shows
+  std::vector<ImageLock> locks;
   std::vector<ConfiguredDisk> configured;
   std::optional<bool> dir_nocow;        // the NOCOW attribute of the directory holding it
   uint64_t logged_csum_errors = 0;      // kernel log lines naming this image's inode

@@ -30,11 +30,21 @@ struct HostContextOptions
   std::optional<std::string> kernel_release;
 };
 
+// The kernel part of the host context: the release judged by and what the version table says
+// its O_DIRECT writes do. Probe and bench need only this part.
+struct KernelContext
+{
+  std::string release;
+  std::optional<KernelVersion> version; // nullopt: the release is not understood
+  DioPolicy policy;                     // reason says why when the release is unknown
+};
+
+// `release` when given (tests, --kernel-release), else the running kernel's (uname -r).
+KernelContext kernel_context(const std::optional<std::string>& release = std::nullopt);
+
 struct HostContext
 {
-  std::string kernel_release;
-  std::optional<KernelVersion> kernel_version; // nullopt: the release is not understood
-  DioPolicy policy;                            // reason says why when the release is unknown
+  KernelContext kernel;
   ProcScan procs;
   // The VM configurations, and the drives of running QEMUs appended to configs.disks.
   VmConfigScan configs;

@@ -107,4 +107,41 @@ struct ProcScan
 // devices cannot block it.
 ProcScan scan_proc(const std::string& proc_root);
 
+// A process that has the image open (from /proc/PID/fd and fdinfo): one record for audit's
+// open_by[] and set's/repair's users[] (pid, comm, fd, o_direct, writable).
+struct ImageUser
+{
+  int pid = 0;
+  std::string comm;
+  int fd = 0;
+  bool o_direct = false;
+  bool writable = false;
+};
+
+// A lock on the image, seen in fdinfo "lock:" lines or by probing with F_OFD_GETLK. JSON:
+// locks[] (pid, kind, mode, start, end, qemu, seen_by).
+struct ImageLock
+{
+  std::optional<int> pid; // nullopt for OFD locks (they belong to an open file, not a process)
+  std::string kind;       // OFDLCK, POSIX, FLOCK, LEASE
+  std::string mode;       // READ or WRITE
+  uint64_t start = 0;
+  std::optional<uint64_t> end; // inclusive; nullopt = to the end of the file
+  bool qemu = false;           // on QEMU's lock bytes (100+, 200+)
+  bool qemu_write = false;     // on QEMU's "write" permission byte (101): a writer has it open
+  std::string seen_by;         // "fdinfo" or "F_OFD_GETLK"
+};
+
+struct ImageUsers
+{
+  std::vector<ImageUser> users;
+  std::vector<ImageLock> locks;
+};
+
+// The users and locks of one inode (dev, ino) that a scan saw, `skip_pid` (this process, for
+// the writers) left out. fdinfo locks without a pid (OFD) are given the holder's pid.
+ImageUsers users_in_scan(const ProcScan& procs, uint64_t dev, uint64_t ino, int skip_pid = -1);
+// One FileLock as an ImageLock; `owner` stands in for an OFD lock's missing pid.
+ImageLock image_lock(const FileLock& l, std::optional<int> owner, std::string seen_by);
+
 } // namespace vmcsum::core

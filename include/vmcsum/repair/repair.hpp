@@ -156,8 +156,8 @@ struct RepairEntry
   uint64_t rewritten_bytes = 0;
   std::optional<RepairVerify> verify;
   std::optional<NocowOutcome> nocow;
-  std::vector<SetUser> users;
-  std::vector<SetLock> locks;
+  std::vector<ImageUser> users;
+  std::vector<ImageLock> locks;
   std::vector<std::string> steps; // the plan, in order (what --dry-run shows)
   std::vector<std::string> notes;
 };

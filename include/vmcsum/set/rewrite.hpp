@@ -34,13 +34,6 @@ enum class SetAction {
   skipped,   // inside a -r walk: symlinks, FIFOs, devices... are not acted on
 };
 
-// The image-write safety types live in write/guard.hpp (shared with repair); these names are
-// kept for the code that still uses them.
-using SetUser = ImageUser;
-using SetLock = ImageLock;
-using SetRefusal = Refusal;
-using FileUsers = ImageUsers;
-
 // The inputs of the decision table, gathered by set_cow_attribute() (or written by unit tests).
 struct SetFacts
 {
@@ -60,18 +53,18 @@ struct SetFacts
   std::string compression;        // none, zlib, lzo, zstd (as `show` reports it)
   std::string compression_source; // property, attribute, mount or ""
   uint64_t compressed_bytes = 0;  // FIEMAP_EXTENT_ENCODED
-  std::vector<SetUser> users;
-  std::vector<SetLock> locks;
+  std::vector<ImageUser> users;
+  std::vector<ImageLock> locks;
   std::optional<uint64_t> free_bytes; // statvfs f_bavail * f_frsize (btrfs divides by the profile)
 };
 
 struct SetPlan
 {
   SetAction action = SetAction::refused;
-  std::vector<SetRefusal> refusals; // every reason, most fundamental first
-  std::vector<std::string> steps;   // what will be done, in order (for --dry-run)
-  std::vector<std::string> notes;   // worth saying even when it goes ahead
-  uint64_t needed_bytes = 0;        // free space a rewrite needs: data + space_margin()
+  std::vector<Refusal> refusals;  // every reason, most fundamental first
+  std::vector<std::string> steps; // what will be done, in order (for --dry-run)
+  std::vector<std::string> notes; // worth saying even when it goes ahead
+  uint64_t needed_bytes = 0;      // free space a rewrite needs: data + space_margin()
 };
 
 // Free space kept in reserve on top of the data a rewrite writes (metadata, checksums, log
@@ -146,15 +139,15 @@ struct SetEntry
   Outcome action = Outcome::refused;
   std::string code; // refused/failed/skipped: the stable reason code; "" otherwise
   std::string reason;
-  std::vector<SetRefusal> refusals;
+  std::vector<Refusal> refusals;
   std::optional<SetState> before;
   std::optional<SetState> after;
   uint64_t bytes_copied = 0;
   uint64_t data_ranges = 0;
   std::vector<std::string> steps; // the plan
   std::vector<std::string> notes;
-  std::vector<SetUser> users;
-  std::vector<SetLock> locks;
+  std::vector<ImageUser> users;
+  std::vector<ImageLock> locks;
   std::vector<ByteRange> unreadable; // source ranges that read as EIO (at most 1000 listed)
   uint64_t unreadable_bytes = 0;
   std::vector<std::string> xattrs_copied;

@@ -77,36 +77,6 @@ inline constexpr const char* interrupted = "interrupted";
 inline constexpr const char* io_error = "io-error";
 } // namespace refusal_code
 
-// A process that has the image open (from /proc/PID/fd and fdinfo). JSON: users[] (pid, comm,
-// fd, o_direct, writable).
-struct ImageUser
-{
-  int pid = 0;
-  std::string comm;
-  int fd = 0;
-  bool o_direct = false;
-  bool writable = false;
-};
-
-// A lock on the image, seen in fdinfo "lock:" lines or by probing with F_OFD_GETLK. JSON:
-// locks[] (pid, kind, mode, start, end, qemu, seen_by).
-struct ImageLock
-{
-  std::optional<int> pid; // nullopt for OFD locks (they belong to an open file, not a process)
-  std::string kind;       // OFDLCK, POSIX, FLOCK, LEASE
-  std::string mode;       // READ or WRITE
-  uint64_t start = 0;
-  std::optional<uint64_t> end; // inclusive; nullopt = to the end of the file
-  bool qemu = false;           // on QEMU's lock bytes (100+, 200+)
-  std::string seen_by;         // "fdinfo" or "F_OFD_GETLK"
-};
-
-struct ImageUsers
-{
-  std::vector<ImageUser> users;
-  std::vector<ImageLock> locks;
-};
-
 // Who else has the file open through `fd` (an open descriptor of the examined inode: nothing is
 // re-resolved by path) and which locks are on it: /proc/PID/fd and fdinfo from `procs` (this
 // process left out), then F_OFD_GETLK on fd for what /proc cannot see (other PID namespaces,

@@ -342,6 +342,20 @@ void fill_extents(FileFacts& f, const sys::Fd& fd, const std::string& path, cons
 
 } // namespace
 
+bool FactCollector::fill_examined(FileFacts& f, const struct stat& st,
+                                  std::optional<sys::MountEntry>& mount)
+{
+  fill_stat(f, st);
+  mount = m_mounts.find(f.canonical_path);
+  fill_mount(f, mount);
+  f.examined = true;
+  if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+    f.notes.push_back("not a regular file or directory: only stat facts are shown");
+    return false;
+  }
+  return true;
+}
+
 FileFacts FactCollector::collect(const std::string& path, bool follow_symlink,
                                  bool already_canonical)
 {
@@ -359,15 +373,8 @@ FileFacts FactCollector::collect(const std::string& path, bool follow_symlink,
   } else {
     f.canonical_path = sys::canonical_path(path);
   }
-  fill_stat(f, st);
-
-  std::optional<sys::MountEntry> mount = m_mounts.find(f.canonical_path);
-  fill_mount(f, mount);
-  f.examined = true;
-
-  if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
-    // Opening a FIFO or a device could block or have side effects: look, don't touch.
-    f.notes.push_back("not a regular file or directory: only stat facts are shown");
+  std::optional<sys::MountEntry> mount;
+  if (!fill_examined(f, st, mount)) {
     return f;
   }
 
@@ -402,12 +409,8 @@ FileFacts FactCollector::collect_fd(int fd, const std::string& display_path, int
   char target[PATH_MAX];
   const ssize_t n = ::readlink(self.c_str(), target, sizeof target - 1);
   f.canonical_path = n > 0 ? std::string(target, static_cast<size_t>(n)) : display_path;
-  fill_stat(f, st);
-  std::optional<sys::MountEntry> mount = m_mounts.find(f.canonical_path);
-  fill_mount(f, mount);
-  f.examined = true;
-  if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
-    f.notes.push_back("not a regular file or directory: only stat facts are shown");
+  std::optional<sys::MountEntry> mount;
+  if (!fill_examined(f, st, mount)) {
     return f;
   }
   // Reopened through the descriptor itself (a magic link to this very inode, not a name),

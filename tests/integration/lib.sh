@@ -515,6 +515,20 @@ adopt_btrfs() {
   FS_ID=$id
 }
 
+# make_fillable_btrfs PROFILE : a 512 MiB btrfs (data and metadata PROFILE) whose loop device's
+# backing file lives on a 200 MiB tmpfs, FILL_DIR. Filling FILL_DIR makes the "disk" fail every
+# new write: btrfs aborts its transaction and turns itself read-only, as on a failing disk.
+# (`mount -o remount,ro` is refused, EBUSY, while a file is open for writing, and device-mapper
+# is not on every test machine: docs/kernel-facts.md §3i.)
+make_fillable_btrfs() {
+  FILL_DIR=$IT_TMP/zz-rotmpfs # sorts after fsN/: the cleanup unmounts the btrfs on it first
+  mkdir -p "$FILL_DIR"
+  mount -t tmpfs -o size=200M tmpfs "$FILL_DIR"
+  truncate -s 512M "$FILL_DIR/dev.img"
+  mkfs.btrfs -q -f -d "$1" -m "$1" "$FILL_DIR/dev.img" >/dev/null
+  adopt_btrfs "$FILL_DIR/dev.img"
+}
+
 # release_btrfs [MNT|FS_ID] : unmounts a filesystem and detaches its loop devices (made by
 # make_btrfs or adopt_btrfs), so that something else (a user-mode-linux guest) may use its images
 # without a second page cache in between. adopt_btrfs attaches them again.

@@ -50,31 +50,6 @@ INV_BK=$BK # where invariants looks for backups
 # 512 MiB: room for three damaged images and the rewrite's margin (32 MiB + 1/64) after a fill.
 make_btrfs --size 512 -d dup -m dup
 NEXT=16
-# damage_at_all FILE : an image of NEXT 1 MiB extents, 2 sectors damaged with different bytes on
-# each copy (the race's signature) in every other extent, written in a gap of the kernel record (a
-# state directory of its own: this host's kernel falls back, and a record that dates the file
-# excludes the race). Sets IMG, DAMAGED_OFFS (file offsets) and REF (the original, with mirror 1's
-# bytes where damaged: what a repair from mirror 1 leaves).
-REC_SEQ=0
-damage_at_all() {
-  local f=$1 i off
-  IMG=$f
-  REC_SEQ=$((REC_SEQ + 1))
-  export VMCSUM_STATE_DIR=$IT_TMP/record.$REC_SEQ
-  for ((i = 0; i < NEXT; i++)); do
-    dd if=/dev/urandom of="$f" bs=1M count=1 seek="$i" conv=notrunc status=none
-    sync -f "$f"
-  done
-  REF=$IT_TMP/$(basename "$f").ref
-  cp -- "$f" "$REF"
-  DAMAGED_OFFS=()
-  for ((i = 0; i < NEXT; i += 2)); do
-    off=$((i * M + (RANDOM % 200) * 4096))
-    damage_sectors "$f" "$off" 2 differ
-    dd if="$LAST_GARBAGE" of="$REF" bs=4096 seek=$((off / 4096)) count=2 conv=notrunc status=none
-    DAMAGED_OFFS+=("$off" $((off + 4096)))
-  done
-}
 damage_at_all "$MNT/vm.raw"
 check_fails "fixture: the image gives EIO" reads_ok "$IMG"
 

@@ -233,3 +233,29 @@ sha_of() {
   s=$(sha256sum <"$1" 2>/dev/null) || s=unreadable
   printf '%s\n' "${s%% *}"
 }
+
+# damage_at_all FILE : an image of NEXT (set by the caller) 1 MiB extents, 2 sectors damaged
+# with different bytes on each copy (the race's signature) in every other extent, written in a
+# gap of the kernel record (a state directory of its own per call: this host's kernel falls back,
+# and a record that dates the file excludes the race). Sets IMG, DAMAGED_OFFS (file offsets) and
+# REF (the original, with mirror 1's bytes where damaged: what a repair from mirror 1 leaves).
+REC_SEQ=0
+damage_at_all() {
+  local f=$1 i off
+  IMG=$f
+  REC_SEQ=$((REC_SEQ + 1))
+  export VMCSUM_STATE_DIR=$IT_TMP/record.$REC_SEQ
+  for ((i = 0; i < NEXT; i++)); do
+    dd if=/dev/urandom of="$f" bs=1M count=1 seek="$i" conv=notrunc status=none
+    sync -f "$f"
+  done
+  REF=$IT_TMP/$(basename "$f").ref
+  cp -- "$f" "$REF"
+  DAMAGED_OFFS=()
+  for ((i = 0; i < NEXT; i += 2)); do
+    off=$((i * M + (RANDOM % 200) * 4096))
+    damage_sectors "$f" "$off" 2 differ
+    dd if="$LAST_GARBAGE" of="$REF" bs=4096 seek=$((off / 4096)) count=2 conv=notrunc status=none
+    DAMAGED_OFFS+=("$off" $((off + 4096)))
+  done
+}

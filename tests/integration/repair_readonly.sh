@@ -21,31 +21,11 @@ NEXT=16
 
 # The disk: a 512 MiB sparse file on a 200 MiB tmpfs (room for the filesystem and the image,
 # not for a fill).
-rot=$IT_TMP/zz-rotmpfs # sorts after fsN/: the cleanup unmounts the btrfs on it first
-mkdir -p "$rot"
-mount -t tmpfs -o size=200M tmpfs "$rot"
-truncate -s 512M "$rot/dev.img"
-mkfs.btrfs -q -f -d dup -m dup "$rot/dev.img" >/dev/null
-adopt_btrfs "$rot/dev.img"
+make_fillable_btrfs dup
+rot=$FILL_DIR
 
-# The image: NEXT 1 MiB extents, 2 sectors of every other one damaged with different bytes on
-# each copy (the race's signature), written in a gap of the kernel record (a state directory of
-# its own: this host's kernel falls back, and a record that dates the file excludes the race).
-export VMCSUM_STATE_DIR=$IT_TMP/record
-IMG=$MNT/vm.raw
-for ((i = 0; i < NEXT; i++)); do
-  dd if=/dev/urandom of="$IMG" bs=1M count=1 seek="$i" conv=notrunc status=none
-  sync -f "$IMG"
-done
-REF=$IT_TMP/vm.ref
-cp -- "$IMG" "$REF"
-DAMAGED_OFFS=()
-for ((i = 0; i < NEXT; i += 2)); do
-  off=$((i * M + (RANDOM % 200) * 4096))
-  damage_sectors "$IMG" "$off" 2 differ
-  dd if="$LAST_GARBAGE" of="$REF" bs=4096 seek=$((off / 4096)) count=2 conv=notrunc status=none
-  DAMAGED_OFFS+=("$off" $((off + 4096)))
-done
+# The image: damaged on both copies with the race's signature (repair_lib.sh).
+damage_at_all "$MNT/vm.raw"
 check_fails "fixture: the image gives EIO" reads_ok "$IMG"
 
 # The repair, slowed so its write phase is long enough to stop it in; stopped (SIGSTOP) the

@@ -620,16 +620,9 @@ check_eq "file in a NOCOW directory -> cow" "rewritten 0 cow -" \
 
 # ==================================================================================================
 note "--- the filesystem turns read-only mid-copy (its disk stops taking writes)"
-# `mount -o remount,ro` is refused (EBUSY) while a file is open for writing, and device-mapper
-# is not on every test machine (docs/kernel-facts.md §3i). So the loop device's backing file lives on
-# a small tmpfs that is filled mid-copy: the "disk" then fails every new write, btrfs aborts the
-# transaction and forces itself read-only, as it does on a failing disk.
-rot=$IT_TMP/zz-rotmpfs # sorts after fsN/: the cleanup unmounts the btrfs on it first
-mkdir -p "$rot"
-mount -t tmpfs -o size=200M tmpfs "$rot"
-truncate -s 512M "$rot/dev.img"
-mkfs.btrfs -q -f -d single -m single "$rot/dev.img" >/dev/null
-adopt_btrfs "$rot/dev.img"
+# The disk is filled mid-copy (make_fillable_btrfs, lib.sh).
+make_fillable_btrfs single
+rot=$FILL_DIR
 src=$MNT/ro.raw
 dd if=/dev/urandom of="$src" bs=1M count=80 status=none
 sync

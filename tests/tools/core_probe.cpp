@@ -12,12 +12,10 @@
 // inline, delalloc) print {"file_offset":N,"length":N,"skipped":"flags 0x..."} instead.
 //   core_probe FILE
 // Needs root (TREE_SEARCH, reading block devices). Exit 0, or 1 with a message on stderr.
-#include <vmcsum/btrfs/chunk_map.hpp>
+#include "probe_common.hpp"
+
 #include <vmcsum/btrfs/csum_tree.hpp>
-#include <vmcsum/btrfs/ioctl.hpp>
 #include <vmcsum/checksum.hpp>
-#include <vmcsum/error.hpp>
-#include <vmcsum/sys/fd.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -30,11 +28,8 @@
 #include <string>
 #include <vector>
 
-#include <fcntl.h>
-#include <linux/fiemap.h>
-#include <unistd.h>
-
 using namespace vmcsum;
+using probe_tool::k_not_1to1;
 
 namespace {
 
@@ -43,27 +38,16 @@ struct FreeDeleter
   void operator()(void* p) const { std::free(p); }
 };
 
-// Extents whose sectors do not sit 1:1 at fe_physical.. on disk.
-constexpr uint32_t k_not_1to1 = FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC |
-                                FIEMAP_EXTENT_ENCODED | FIEMAP_EXTENT_DATA_ENCRYPTED |
-                                FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_DATA_INLINE;
-
 int run(const std::string& file)
 {
-  sys::Fd fd = sys::open_or_throw(file, O_RDONLY);
-  if (::fsync(*fd) < 0) {
-    throw_errno("fsync", file);
-  }
-  const auto info = btrfs::fs_info(*fd, file);
-  // Commit, so that the csum items of what fsync wrote are in the tree TREE_SEARCH reads.
-  btrfs::sync_fs(*fd, file);
-  const auto chunks = btrfs::ChunkMap::read(*fd, file);
-  const auto paths = btrfs::device_paths(btrfs::dev_infos(*fd, info, file));
+  const probe_tool::Probed probed = probe_tool::open_probed(file);
+  const sys::Fd& fd = probed.fd;
+  const auto& info = probed.info;
+  const auto& chunks = probed.chunks;
+  const auto& paths = probed.paths;
+  const auto& extents = probed.extents;
   Checksummer sum(info.csum_type);
   const uint32_t ss = info.sectorsize;
-
-  std::vector<btrfs::Extent> extents;
-  btrfs::for_each_extent(*fd, file, true, [&](const btrfs::Extent& e) { extents.push_back(e); });
 
   std::map<uint64_t, sys::Fd> devs;
   auto dev_fd = [&](uint64_t devid) -> int {
@@ -144,14 +128,5 @@ int run(const std::string& file)
 
 int main(int argc, char** argv)
 {
-  if (argc != 2) {
-    std::cerr << "usage: core_probe FILE\n";
-    return 64;
-  }
-  try {
-    return run(argv[1]);
-  } catch (const std::exception& e) {
-    std::cerr << "core_probe: " << e.what() << '\n';
-    return 1;
-  }
+  return probe_tool::probe_main(argc, argv, "core_probe", run);
 }

@@ -16,14 +16,12 @@
 // from P and Q matches the csum tree. null where the csum tree has no csum or RAID5 has no Q.
 //   raid56_probe FILE
 // Needs root (TREE_SEARCH, reading block devices). Exit 0, or 1 with a message on stderr.
-#include <vmcsum/btrfs/chunk_map.hpp>
+#include "probe_common.hpp"
+
 #include <vmcsum/btrfs/csum_tree.hpp>
-#include <vmcsum/btrfs/ioctl.hpp>
 #include <vmcsum/btrfs/raid56.hpp>
 #include <vmcsum/checksum.hpp>
-#include <vmcsum/error.hpp>
 #include <vmcsum/sys/aligned_buffer.hpp>
-#include <vmcsum/sys/fd.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -32,19 +30,12 @@
 #include <string>
 #include <vector>
 
-#include <fcntl.h>
-#include <linux/fiemap.h>
-#include <unistd.h>
-
 using namespace vmcsum;
+using probe_tool::k_not_1to1;
 using json = nlohmann::ordered_json;
 namespace raid56 = btrfs::raid56;
 
 namespace {
-
-constexpr uint32_t k_not_1to1 = FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC |
-                                FIEMAP_EXTENT_ENCODED | FIEMAP_EXTENT_DATA_ENCRYPTED |
-                                FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_DATA_INLINE;
 
 json unit_json(const btrfs::StripeUnit& u)
 {
@@ -145,19 +136,14 @@ json probe_sector(const btrfs::Chunk& chunk, uint64_t logical, std::span<const u
 
 int run(const std::string& file)
 {
-  sys::Fd fd = sys::open_or_throw(file, O_RDONLY);
-  if (::fsync(*fd) < 0) {
-    throw_errno("fsync", file);
-  }
-  const auto info = btrfs::fs_info(*fd, file);
-  btrfs::sync_fs(*fd, file); // the csum items of what fsync wrote, in the tree TREE_SEARCH reads
-  const auto chunks = btrfs::ChunkMap::read(*fd, file);
-  Devices devs(btrfs::device_paths(btrfs::dev_infos(*fd, info, file)), info.sectorsize);
+  const probe_tool::Probed probed = probe_tool::open_probed(file);
+  const sys::Fd& fd = probed.fd;
+  const auto& info = probed.info;
+  const auto& chunks = probed.chunks;
+  const auto& extents = probed.extents;
+  Devices devs(probed.paths, info.sectorsize);
   Checksummer sum(info.csum_type);
   const uint32_t ss = info.sectorsize;
-
-  std::vector<btrfs::Extent> extents;
-  btrfs::for_each_extent(*fd, file, true, [&](const btrfs::Extent& e) { extents.push_back(e); });
   btrfs::RangeCsums stored;
   for (const auto& e : extents) {
     if ((e.flags & k_not_1to1) || e.physical % ss != 0) {
@@ -183,14 +169,5 @@ int run(const std::string& file)
 
 int main(int argc, char** argv)
 {
-  if (argc != 2) {
-    std::cerr << "usage: raid56_probe FILE\n";
-    return 64;
-  }
-  try {
-    return run(argv[1]);
-  } catch (const std::exception& e) {
-    std::cerr << "raid56_probe: " << e.what() << '\n';
-    return 1;
-  }
+  return probe_tool::probe_main(argc, argv, "raid56_probe", run);
 }

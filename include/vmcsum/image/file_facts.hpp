@@ -115,6 +115,9 @@ public:
   FsFacts& fs_facts(int fd, const std::string& path);
 
 private:
+  // The stat and mount facts of every examined file; false when it must not be opened (a FIFO
+  // or a device could block or have side effects: look, don't touch).
+  bool fill_examined(FileFacts& f, const struct stat& st, std::optional<sys::MountEntry>& mount);
   // Everything asked of the open file (or, when it could not be opened, its filesystem through
   // `fs_fd`): filesystem, subvolume, NOCOW, NODATASUM, compression, extents.
   FileFacts& fill_from_fd(FileFacts& f, const struct stat& st,

@@ -74,7 +74,7 @@ else
 fi
 # raid10 over two devices has two stripes of one sub-stripe pair: each device holds a whole
 # copy, as on raid1 (btrfs_raid_array: raid10 devs_min 2, sub_stripes 2).
-bytes=$(awk '{ s += $3 } END { print s }' "$ranges")
+bytes=$(awk '{ s += $3 } END { printf "%.0f\n", s }' "$ranges")
 
 # One dd per device, all devices at once; each reads its copies one after the other.
 dd_devices() {

@@ -687,23 +687,20 @@ void Scrubber::queue_segment(FsCtx& fs, FileScrub& f, const Segment& s)
   }
 }
 
-// Whether logical addresses a < b lie in one stretch that every copy holds contiguously (the
-// same chunk, no stripe boundary between them): then what lies between is mapped and can be read
-// with them in one request.
+// Whether logical addresses a < b (sector starts) lie in one stretch that every copy holds
+// contiguously: then what lies between is mapped and can be read with them in one request.
 bool same_stretch(const FsCtx& fs, uint64_t a, uint64_t b)
 {
-  const auto ca = device_copies(*fs.chunks, a);
-  const auto cb = device_copies(*fs.chunks, b);
-  if (ca.empty() || ca.size() != cb.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < ca.size(); ++i) {
-    if (ca[i].devid != cb[i].devid || ca[i].physical + (b - a) != cb[i].physical ||
-        ca[i].length <= b - a) {
-      return false;
-    }
-  }
-  return true;
+  const uint64_t span = b - a + fs.info.sectorsize;
+  return contiguous_length(*fs.chunks, a, span) >= span;
+}
+
+// The next piece of a read from `logical`: at most `want` (one buffer) and contiguous on every
+// copy, in whole sectors.
+uint64_t piece_length(const FsCtx& fs, uint64_t logical, uint64_t want)
+{
+  const uint32_t ss = fs.info.sectorsize;
+  return std::max<uint64_t>(contiguous_length(*fs.chunks, logical, want) / ss * ss, ss);
 }
 
 // Reads the gathered segments sorted by logical address, neighbours on disk merged into runs:
@@ -731,22 +728,18 @@ void Scrubber::flush_window(FsCtx& fs, FileScrub& f)
   m_window.clear();
 }
 
-// A run of segments close in logical address (sorted, gaps of at most k_max_gap), read in pieces of
-// at most one buffer that never cross a stripe unit or chunk end; each piece carries the segments
-// it covers.
+// A run of segments close in logical address (sorted, gaps of at most k_max_gap), read in pieces
+// of at most one buffer, each contiguous on every copy (piece_length); each piece carries the
+// segments it covers.
 void Scrubber::verify_run(FsCtx& fs, FileScrub& f, const std::vector<Segment>& run)
 {
-  const uint32_t ss = fs.info.sectorsize;
   const uint64_t start = run.front().logical;
   const uint64_t length = run.back().logical + run.back().length - start;
   size_t first = 0; // the first segment not wholly before the current piece
   for (uint64_t done = 0; done < length;) {
     check_cancel();
-    uint64_t piece = std::min<uint64_t>(m_opts.chunk, length - done);
-    for (const auto& c : device_copies(*fs.chunks, start + done)) {
-      piece = std::min(piece, c.length); // RAID0/RAID10 stripe units, chunk ends
-    }
-    piece = std::max<uint64_t>(piece / ss * ss, ss);
+    const uint64_t piece =
+      piece_length(fs, start + done, std::min<uint64_t>(m_opts.chunk, length - done));
     const uint64_t a = start + done, e = a + piece;
     std::vector<Segment> segs;
     while (first < run.size() && run[first].logical + run[first].length <= a) {
@@ -777,11 +770,8 @@ void Scrubber::verify_range(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t 
   uint64_t done = 0;
   while (done < length) {
     check_cancel();
-    uint64_t piece = std::min<uint64_t>(m_opts.chunk, length - done);
-    for (const auto& c : device_copies(*fs.chunks, logical + done)) {
-      piece = std::min(piece, c.length); // RAID0/RAID10 stripe units, chunk ends
-    }
-    piece = std::max<uint64_t>(piece / ss * ss, ss);
+    const uint64_t piece =
+      piece_length(fs, logical + done, std::min<uint64_t>(m_opts.chunk, length - done));
     const Segment sg{logical + done, piece, compressed ? file_offset : file_offset + done};
     verify_piece(fs, f, logical + done, piece, {sg}, compressed, bad_length);
     done += piece;

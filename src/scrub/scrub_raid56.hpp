@@ -29,6 +29,11 @@ using DeviceRead = std::function<bool(uint64_t devid, uint64_t physical, uint8_t
 // device (mirror 1, the kernel's first read), contiguous to the end of the stripe unit; on every
 // other profile ChunkMap::map().
 std::vector<btrfs::Copy> device_copies(const btrfs::ChunkMap& chunks, uint64_t logical);
+// How many bytes from `logical` (at most `want`) every copy of device_copies() holds
+// contiguously on its device, so that one request per copy reads them: across RAID0/RAID10
+// stripe units whose next unit lies right after on the same device, never across a chunk's end
+// or a RAID5/6 unit.
+uint64_t contiguous_length(const btrfs::ChunkMap& chunks, uint64_t logical, uint64_t want);
 
 // The full stripe holding `logical` (its first data byte) when it lies in a RAID5/6 chunk.
 std::optional<uint64_t> full_stripe_of(const btrfs::ChunkMap& chunks, uint64_t logical);

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+#include "scrub/scrub_raid56.hpp"
 #include <vmcsum/btrfs/chunk_map.hpp>
 #include <vmcsum/error.hpp>
 
@@ -225,6 +226,43 @@ TEST_CASE("raid10: units round-robin over mirror sets of sub_stripes stripes")
     auto c = make_chunk(L, 256 * MiB, data | BTRFS_BLOCK_GROUP_RAID10, 0,
                         {{1, 1 * MiB}, {2, 2 * MiB}, {3, 3 * MiB}, {4, 4 * MiB}});
     CHECK(error_of(c, L) == Errc::internal);
+  }
+}
+
+TEST_CASE("contiguous_length: one request per copy across stripe units that follow on")
+{
+  const uint64_t L = 2 * GiB, S = k_stripe_len;
+  SUBCASE("raid10 over 2 devices: every unit on both, one after the other")
+  {
+    btrfs::ChunkMap m({make_chunk(L, 256 * MiB, data | BTRFS_BLOCK_GROUP_RAID10, 2,
+                                  {{1, 10 * MiB}, {2, 20 * MiB}})});
+    CHECK(core::contiguous_length(m, L, 4 * MiB) == 4 * MiB);
+    CHECK(core::contiguous_length(m, L + 4096, 3 * S) == 3 * S);
+    // ...up to the chunk's end, not into the next chunk.
+    CHECK(core::contiguous_length(m, L + 256 * MiB - S - 4096, 4 * MiB) == S + 4096);
+  }
+  SUBCASE("raid10 over 4 devices: the next unit is on the other pair")
+  {
+    btrfs::ChunkMap m({make_chunk(L, 256 * MiB, data | BTRFS_BLOCK_GROUP_RAID10, 2,
+                                  {{1, 10 * MiB}, {2, 20 * MiB}, {3, 30 * MiB}, {4, 40 * MiB}})});
+    CHECK(core::contiguous_length(m, L, 4 * MiB) == S);
+    CHECK(core::contiguous_length(m, L + S + 4096, 4 * MiB) == S - 4096);
+    CHECK(core::contiguous_length(m, L, 8192) == 8192); // never more than asked
+  }
+  SUBCASE("raid1 and dup: to the chunk's end")
+  {
+    btrfs::ChunkMap m(
+      {make_chunk(L, 64 * MiB, data | BTRFS_BLOCK_GROUP_RAID1, 1, {{1, 10 * MiB}, {2, 20 * MiB}}),
+       make_chunk(L + 64 * MiB, 64 * MiB, data | BTRFS_BLOCK_GROUP_DUP, 1,
+                  {{1, 100 * MiB}, {1, 200 * MiB}})});
+    CHECK(core::contiguous_length(m, L + 60 * MiB, 8 * MiB) == 4 * MiB);
+    CHECK(core::contiguous_length(m, L + 64 * MiB, 8 * MiB) == 8 * MiB);
+  }
+  SUBCASE("raid5: one data unit at a time")
+  {
+    btrfs::ChunkMap m({make_chunk(L, 128 * MiB, data | BTRFS_BLOCK_GROUP_RAID5, 1,
+                                  {{1, MiB}, {2, MiB}, {3, MiB}})});
+    CHECK(core::contiguous_length(m, L + 4096, 4 * MiB) == S - 4096);
   }
 }
 

@@ -40,11 +40,12 @@ FileExtent decode_file_extent(uint64_t file_offset, std::span<const uint8_t> ite
 }
 
 void for_each_file_extent(int fd, uint64_t ino, const std::string& path,
-                          const std::function<bool(const FileExtent&)>& visit)
+                          const std::function<bool(const FileExtent&)>& visit, uint64_t from,
+                          uint64_t to)
 {
   SearchRange r;
-  r.min = {ino, k_extent_data_key, 0};
-  r.max = {ino, k_extent_data_key, ~0ULL};
+  r.min = {ino, k_extent_data_key, from};
+  r.max = {ino, k_extent_data_key, to};
   tree_search(
     fd, r,
     [&](const Key& k, std::span<const uint8_t> data) {

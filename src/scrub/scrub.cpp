@@ -35,6 +35,7 @@
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <span>
 #include <thread>
@@ -1301,33 +1302,70 @@ bool Scrubber::note_users(const struct stat& st, FileScrub& f, ClassifyContext& 
 }
 
 // The per-copy pass over every extent (or the parts of it in the asked-for ranges).
+// Searchers of a file's EXTENT_DATA items, each over its share of the file's offsets: on a cold
+// cache every leaf is a synchronous metadata read and one search reads one leaf at a time (0.25 s
+// for the 165k items of a 1 GiB image after 131072 random writes); four keep four in flight.
+constexpr unsigned k_item_searchers = 4;
+// Items a searcher collects before it takes the lock to add them to the window.
+constexpr size_t k_item_batch = 1024;
+
 // A whole-file scrub of a file nobody has open for writing: its EXTENT_DATA items
 // (docs/kernel-facts.md §6; sync_fs() ran, so no delalloc lacks one) give the extents FIEMAP
 // would, at a fraction of the cost (btrfs's FIEMAP also asks whether each extent is shared:
-// 0.31 s of a 1.0 s scrub of an image of 165k extents, where this search takes a few
-// hundredths). Only when every item is a hole or a plain extent (regular, not compressed) and
-// all fit one window, so none is read before the last is known; anything else (inline,
-// preallocated, compressed, more extents) is left to FIEMAP, whose flags verify_extents reads:
-// false then, with nothing queued.
+// 0.31 s of a 1.0 s scrub of that image). Only when every item is a hole or a plain extent
+// (regular, not compressed) and all fit one window, so none is read before the last is known;
+// anything else (inline, preallocated, compressed, more extents, a failed search) is left to
+// FIEMAP, whose flags verify_extents reads: false then, with nothing queued.
 bool Scrubber::queue_from_items(int fd, FsCtx& fs, FileScrub& f)
 {
   if (!m_whole || f.open_for_writing.value_or(true)) {
     return false;
   }
-  bool plain = true;
-  btrfs::for_each_file_extent(fd, f.inode, f.path, [&](const btrfs::FileExtent& x) {
-    if (x.hole()) {
-      return true;
-    }
-    if (x.type != btrfs::FileExtentType::regular || x.compression != 0 ||
-        m_window.size() + 1 >= k_window_segments) {
+  const uint32_t ss = fs.info.sectorsize;
+  std::mutex mutex;
+  bool plain = true; // under `mutex`, like m_window
+  auto search = [&](uint64_t from, uint64_t to) {
+    std::vector<Segment> batch;
+    auto append = [&] {
+      std::lock_guard lock(mutex);
+      plain = plain && m_window.size() + batch.size() < k_window_segments; // never reallocated
+      if (plain) {
+        m_window.insert(m_window.end(), batch.begin(), batch.end());
+      }
+      batch.clear();
+      return plain;
+    };
+    try {
+      btrfs::for_each_file_extent(
+        fd, f.inode, f.path,
+        [&](const btrfs::FileExtent& x) {
+          if (x.hole()) {
+            return true;
+          }
+          if (x.type != btrfs::FileExtentType::regular || x.compression != 0) {
+            std::lock_guard lock(mutex);
+            return plain = false;
+          }
+          // FIEMAP's fe_physical of a regular extent: disk_bytenr + offset (logical_of).
+          batch.push_back(
+            {x.logical_of(x.file_offset), (x.num_bytes + ss - 1) / ss * ss, x.file_offset});
+          return batch.size() < k_item_batch || append();
+        },
+        from, to);
+      append();
+    } catch (const std::exception&) { // not out of a thread: FIEMAP says what is wrong
+      std::lock_guard lock(mutex);
       plain = false;
-      return false;
     }
-    // FIEMAP's fe_physical of a regular extent: disk_bytenr + offset (logical_of).
-    queue_segment(fs, f, {x.logical_of(x.file_offset), x.num_bytes, x.file_offset});
-    return true;
-  });
+  };
+  {
+    const uint64_t share = std::max<uint64_t>((f.size / k_item_searchers + ss - 1) / ss * ss, ss);
+    std::vector<std::jthread> searchers; // joined before what they use goes
+    for (unsigned i = 0; i < k_item_searchers; ++i) {
+      const bool last = i + 1 == k_item_searchers;
+      searchers.emplace_back(search, i * share, last ? ~0ULL : (i + 1) * share - 1);
+    }
+  }
   if (!plain) {
     m_window.clear();
   }

@@ -718,8 +718,11 @@ bool same_stretch(const FsCtx& fs, uint64_t a, uint64_t b)
 // Findings are put back in file order at the end of the file (verify_extents).
 void Scrubber::flush_window(FsCtx& fs, FileScrub& f)
 {
-  std::sort(m_window.begin(), m_window.end(),
-            [](const Segment& a, const Segment& b) { return a.logical < b.logical; });
+  // Ties (one file's ranges sharing disk bytes) by file offset: the searchers add their items
+  // in no fixed order, and the reads should not depend on it.
+  std::sort(m_window.begin(), m_window.end(), [](const Segment& a, const Segment& b) {
+    return a.logical != b.logical ? a.logical < b.logical : a.file_offset < b.file_offset;
+  });
   // A run is a stretch of the sorted window, never a copy of it: a contiguous image's run can
   // be the whole window.
   const std::span<const Segment> w(m_window);

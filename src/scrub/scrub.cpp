@@ -130,8 +130,11 @@ constexpr size_t k_inflight_bytes = 32u << 20;
 // with more extents is read in several windows, and each window's reads pass again through the
 // areas where the guest's rewrites were allocated (they hold every window's extents, interleaved
 // at a few KiB), reading them through once per window: 64k extents read a 1 GiB image with 165k
-// extents 1.8 times over. 24 bytes each, reserved once and touched only as filled: 12 MiB.
-constexpr size_t k_window_segments = 512 * 1024;
+// extents 1.8 times over (1.86 GiB read for 1 GiB; one window: 1.44 GiB). 24 bytes each,
+// reserved once and touched only as filled: 6 MiB, what the 64 MiB budget leaves beside the
+// read buffers (32 MiB), a NODATASUM raid1c4 image's four compare buffers (16 MiB), the kernel
+// pass's buffer (4 MiB) and the program (about 10 MiB).
+constexpr size_t k_window_segments = 256 * 1024;
 // Neighbours on disk at most this far apart are read in one request, the gap read and ignored:
 // a rewritten block leaves its old 4 KiB pinned inside the original extent (btrfs frees an
 // extent only whole), so a randomly rewritten image's older data has a gap every few blocks,

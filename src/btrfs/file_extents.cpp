@@ -39,21 +39,31 @@ FileExtent decode_file_extent(uint64_t file_offset, std::span<const uint8_t> ite
   return e;
 }
 
-std::vector<FileExtent> file_extents(int fd, uint64_t ino, const std::string& path)
+void for_each_file_extent(int fd, uint64_t ino, const std::string& path,
+                          const std::function<bool(const FileExtent&)>& visit, uint64_t from,
+                          uint64_t to)
 {
   SearchRange r;
-  r.min = {ino, k_extent_data_key, 0};
-  r.max = {ino, k_extent_data_key, ~0ULL};
-  std::vector<FileExtent> out;
+  r.min = {ino, k_extent_data_key, from};
+  r.max = {ino, k_extent_data_key, to};
   tree_search(
     fd, r,
     [&](const Key& k, std::span<const uint8_t> data) {
       if (k.objectid == ino && k.type == k_extent_data_key) {
-        out.push_back(decode_file_extent(k.offset, data));
+        return visit(decode_file_extent(k.offset, data));
       }
       return true;
     },
     path);
+}
+
+std::vector<FileExtent> file_extents(int fd, uint64_t ino, const std::string& path)
+{
+  std::vector<FileExtent> out;
+  for_each_file_extent(fd, ino, path, [&](const FileExtent& e) {
+    out.push_back(e);
+    return true;
+  });
   return out;
 }
 

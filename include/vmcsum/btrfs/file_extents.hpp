@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -41,5 +42,11 @@ FileExtent decode_file_extent(uint64_t file_offset, std::span<const uint8_t> ite
 // The EXTENT_DATA items of inode `ino` in the subvolume of fd, in file-offset order
 // (TREE_SEARCH_V2: CAP_SYS_ADMIN). Call sync_fs() first: delalloc has no item yet.
 std::vector<FileExtent> file_extents(int fd, uint64_t ino, const std::string& path);
+
+// The same items one at a time, without keeping them (a fragmented image has 100k+), those
+// whose key offset (file offset) is in [from, to]; stops when `visit` returns false.
+void for_each_file_extent(int fd, uint64_t ino, const std::string& path,
+                          const std::function<bool(const FileExtent&)>& visit, uint64_t from = 0,
+                          uint64_t to = ~0ULL);
 
 } // namespace vmcsum::btrfs

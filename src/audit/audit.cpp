@@ -22,6 +22,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <set>
 
@@ -43,42 +44,49 @@ namespace {
 constexpr uint64_t sniff_any_size = 1024 * 1024;
 constexpr uint64_t min_image_size = 512;
 
-bool has_image_extension(const std::string& path)
+// Whether `ext` (without its dot) is, ignoring ASCII case, one of `exts` (lower case). Without
+// an allocation: it runs for every file a walk meets.
+bool extension_in(std::string_view ext, std::initializer_list<std::string_view> exts)
 {
-  static const char* exts[] = {".qcow2", ".qcow", ".qed", ".vmdk", ".vdi",
-                               ".vhd",   ".vhdx", ".img", ".raw",  ".disk"};
-  auto dot = path.find_last_of("./");
-  if (dot == std::string::npos || path[dot] != '.') {
+  char low[16];
+  if (ext.size() > sizeof low) {
     return false;
   }
-  std::string ext = path.substr(dot);
-  for (auto& c : ext) {
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (size_t i = 0; i < ext.size(); ++i) {
+    const char c = ext[i];
+    low[i] = c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
   }
-  return std::any_of(std::begin(exts), std::end(exts), [&](const char* e) { return ext == e; });
+  const std::string_view lower(low, ext.size());
+  return std::find(exts.begin(), exts.end(), lower) != exts.end();
+}
+
+bool has_image_extension(std::string_view path)
+{
+  const auto dot = path.find_last_of("./");
+  if (dot == std::string_view::npos || path[dot] != '.') {
+    return false;
+  }
+  return extension_in(path.substr(dot + 1),
+                      {"qcow2", "qcow", "qed", "vmdk", "vdi", "vhd", "vhdx", "img", "raw", "disk"});
 }
 
 // Names that say "not a disk image" are passed over without even a stat, which is what keeps
 // a walk of a large tree close to find(1). A raw image named like this is still audited when
 // named on the command line.
-bool skip_by_name(const char* name)
+bool skip_by_name(std::string_view name)
 {
-  static const char* exts[] = {
-    "txt",  "log",  "xml", "json", "yaml",  "yml", "conf", "cfg",     "ini",     "md",   "rst",
-    "html", "htm",  "css", "js",   "py",    "pyc", "sh",   "c",       "h",       "cc",   "cpp",
-    "hpp",  "go",   "rs",  "java", "class", "jar", "pl",   "rb",      "php",     "sql",  "csv",
-    "tsv",  "pdf",  "png", "jpg",  "jpeg",  "gif", "svg",  "ico",     "mp3",     "mp4",  "mkv",
-    "avi",  "zip",  "gz",  "xz",   "bz2",   "zst", "tar",  "deb",     "rpm",     "so",   "o",
-    "a",    "lock", "pid", "sock", "xsl",   "po",  "mo",   "desktop", "service", "timer"};
-  const char* dot = std::strrchr(name, '.');
-  if (!dot || dot == name) {
+  const auto dot = name.rfind('.');
+  if (dot == std::string_view::npos || dot == 0) {
     return false;
   }
-  std::string ext = dot + 1;
-  for (auto& c : ext) {
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  }
-  return std::any_of(std::begin(exts), std::end(exts), [&](const char* e) { return ext == e; });
+  return extension_in(
+    name.substr(dot + 1),
+    {"txt",  "log",  "xml", "json", "yaml",  "yml", "conf", "cfg",     "ini",     "md",   "rst",
+     "html", "htm",  "css", "js",   "py",    "pyc", "sh",   "c",       "h",       "cc",   "cpp",
+     "hpp",  "go",   "rs",  "java", "class", "jar", "pl",   "rb",      "php",     "sql",  "csv",
+     "tsv",  "pdf",  "png", "jpg",  "jpeg",  "gif", "svg",  "ico",     "mp3",     "mp4",  "mkv",
+     "avi",  "zip",  "gz",  "xz",   "bz2",   "zst", "tar",  "deb",     "rpm",     "so",   "o",
+     "a",    "lock", "pid", "sock", "xsl",   "po",  "mo",   "desktop", "service", "timer"});
 }
 
 bool worth_sniffing(const std::string& path, uint64_t size)

@@ -82,6 +82,7 @@ std::optional<InodeItem> read_inode_item(int fd, uint64_t subvol_id, uint64_t in
   range.tree_id = subvol_id;
   range.min = {ino, inode_item_key, 0};
   range.max = {ino, inode_item_key, ~0ULL};
+  range.batch_bytes = 4096; // one item of 160 bytes and its header
   std::optional<InodeItem> found;
   tree_search(
     fd, range,

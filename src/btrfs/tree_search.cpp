@@ -74,7 +74,7 @@ bool decode_search_buffer(std::span<const uint8_t> buf, uint32_t nr_items, const
 void tree_search(int fd, const SearchRange& range, const ItemVisitor& visit,
                  const std::string& path)
 {
-  constexpr size_t buf_size = 64 * 1024;
+  const size_t buf_size = range.batch_bytes;
   const size_t total = sizeof(btrfs_ioctl_search_args_v2) + buf_size;
   auto storage = std::make_unique<uint64_t[]>((total + 7) / 8);
   auto* args = reinterpret_cast<btrfs_ioctl_search_args_v2*>(storage.get());

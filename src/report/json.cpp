@@ -135,6 +135,9 @@ void put_extents(Json& j, Json& unknown, const FileFacts& f, const std::string& 
 void to_json(nlohmann::ordered_json& j, const FileFacts& f)
 {
   j = Json::object();
+  // An ordered_json object is a vector: room for every key at once instead of five regrowths
+  // (audit writes one per image).
+  j.get_ref<Json::object_t&>().reserve(48);
   put_identity(j, f);
   Json unknown = Json::object();
   const std::string why_not = why_not_of(f);
@@ -142,7 +145,7 @@ void to_json(nlohmann::ordered_json& j, const FileFacts& f)
   put_stat(j, unknown, f, why_not);
   put_extents(j, unknown, f, why_not);
   j["notes"] = f.notes;
-  j["unknown"] = unknown;
+  j["unknown"] = std::move(unknown);
 }
 Json configured_json(const std::vector<ConfiguredDisk>& disks)
 {

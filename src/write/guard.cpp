@@ -69,7 +69,7 @@ std::string locks_text(const std::vector<ImageLock>& locks)
 
 ImageLock lock_from_flock(const struct flock& fl)
 {
-  ImageLock l;
+  FileLock l;
   // The kernel reports -1 as the pid of OFD locks (they belong to an open file description).
   l.kind = fl.l_pid == -1 ? "OFDLCK" : "POSIX";
   if (fl.l_pid > 0) {
@@ -80,15 +80,7 @@ ImageLock lock_from_flock(const struct flock& fl)
   if (fl.l_len > 0) {
     l.end = static_cast<uint64_t>(fl.l_start + fl.l_len - 1);
   }
-  // Only the range and kind are known here: image_lock's QEMU byte tests need no more.
-  FileLock seen;
-  seen.kind = l.kind;
-  seen.start = l.start;
-  seen.end = l.end;
-  l.qemu = is_qemu_lock(seen);
-  l.qemu_write = is_qemu_write_lock(seen);
-  l.seen_by = "F_OFD_GETLK";
-  return l;
+  return image_lock(l, std::nullopt, "F_OFD_GETLK");
 }
 
 // Locks on the file as seen through fd: F_OFD_GETLK asks the kernel which lock would conflict

@@ -8,13 +8,34 @@
 #include <algorithm>
 #include <cstring>
 
+#include <sched.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
 namespace vmcsum::core {
 
 namespace {
 
-// Two readers per device: one request in flight while the other's sectors are hashed, and a
-// queue depth of two for the device (the loop driver and NVMe both serve more than one).
-constexpr size_t k_threads_per_device = 2;
+// Two readers per device: a queue depth of two for the device (the loop driver and NVMe both
+// serve more than one), so the device never idles between requests.
+constexpr size_t k_readers_per_device = 2;
+
+// One hasher per CPU this process may run on (sched_getaffinity: a container or taskset may
+// allow fewer than the machine has), at most eight: the pool holds few buffers anyway.
+size_t hasher_count()
+{
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  size_t n = ::sched_getaffinity(0, sizeof set, &set) == 0 ? size_t(CPU_COUNT(&set)) : 0;
+  if (n == 0) {
+    n = std::thread::hardware_concurrency();
+  }
+  return std::clamp<size_t>(n, 1, 8);
+}
+
+// A read copy is hashed in slices of 1 MiB (of 4 KiB sectors: 256), so a 4 MiB copy keeps four
+// hashers busy and a lone copy does not leave the other cores idle.
+constexpr size_t k_slice_bytes = 1u << 20;
 
 bool read_all(int fd, uint8_t* buf, size_t len, uint64_t off)
 {
@@ -43,11 +64,15 @@ CopyReader::~CopyReader()
     m_stop = true;
   }
   m_work.notify_all();
+  m_hash_work.notify_all();
   for (auto& [devid, d] : m_devices) {
     (void)devid;
     for (auto& t : d->threads) {
       t.join();
     }
+  }
+  for (auto& t : m_hashers) {
+    t.join();
   }
 }
 
@@ -69,11 +94,16 @@ void CopyReader::submit(CopyRead& r)
   r.buf = m_free.back();
   m_free.pop_back();
   r.done = false;
+  if (m_hashers.empty()) {
+    for (size_t i = hasher_count(); i > 0; --i) {
+      m_hashers.emplace_back([this] { hash_loop(); });
+    }
+  }
   auto& d = m_devices[r.devid];
   if (!d) {
     d = std::make_unique<Device>();
-    for (size_t i = 0; i < k_threads_per_device; ++i) {
-      d->threads.emplace_back([this, dev = d.get()] { serve(*dev); });
+    for (size_t i = 0; i < k_readers_per_device; ++i) {
+      d->threads.emplace_back([this, dev = d.get()] { read_loop(*dev); });
     }
   }
   d->queue.push_back(&r);
@@ -91,9 +121,8 @@ void CopyReader::wait(CopyRead& r)
   }
 }
 
-void CopyReader::serve(Device& d)
+void CopyReader::read_loop(Device& d)
 {
-  Checksummer sum(m_csum_type);
   std::unique_lock lock(m_mutex);
   for (;;) {
     m_work.wait(lock, [&] { return m_stop || !d.queue.empty(); });
@@ -103,33 +132,74 @@ void CopyReader::serve(Device& d)
     CopyRead* r = d.queue.front();
     d.queue.pop_front();
     lock.unlock();
-    verify(*r, sum);
+    read_copy(*r);
+    const size_t per_slice = std::max<size_t>(1, k_slice_bytes / r->csums->sectorsize);
     lock.lock();
-    r->done = true;
-    m_done.notify_all();
+    r->hashing = 0;
+    for (size_t first = 0; first < r->bad.size(); first += per_slice) {
+      m_hash_queue.push_back({r, first, std::min(r->bad.size(), first + per_slice)});
+      ++r->hashing;
+    }
+    if (r->hashing == 0) { // shorter than a sector: nothing to verify
+      r->done = true;
+      m_done.notify_all();
+    }
+    m_hash_work.notify_all();
   }
 }
 
-// The whole copy in one read; after a failure each sector alone, so one bad sector costs only
-// itself (a device read past its end counts as unreadable too).
-void CopyReader::verify(CopyRead& r, Checksummer& sum)
+void CopyReader::hash_loop()
+{
+  Checksummer sum(m_csum_type);
+  std::unique_lock lock(m_mutex);
+  for (;;) {
+    m_hash_work.wait(lock, [&] { return m_stop || !m_hash_queue.empty(); });
+    if (m_stop) {
+      return;
+    }
+    const Slice slice = m_hash_queue.front();
+    m_hash_queue.pop_front();
+    lock.unlock();
+    hash_slice(slice, sum);
+    lock.lock();
+    if (--slice.read->hashing == 0) {
+      slice.read->done = true;
+      m_done.notify_all();
+    }
+  }
+}
+
+// The whole copy in one read; after a failure each sector that has a csum alone, so one bad
+// sector costs only itself (a device read past its end counts as unreadable too).
+void CopyReader::read_copy(CopyRead& r)
 {
   const auto& cs = *r.csums;
   const uint32_t ss = cs.sectorsize;
   const size_t nsec = r.length / ss;
   r.bad.assign(nsec, 0);
-  const bool ok = read_all(r.fd, r.buf, r.length, r.physical);
-  uint8_t computed[Checksummer::k_max_size];
+  if (read_all(r.fd, r.buf, r.length, r.physical)) {
+    return;
+  }
   for (size_t i = 0; i < nsec && i < cs.sectors(); ++i) {
-    if (!cs.has(i)) {
-      continue;
-    }
-    uint8_t* p = r.buf + i * ss;
-    if (!ok && !read_all(r.fd, p, ss, r.physical + i * ss)) {
+    if (cs.has(i) && !read_all(r.fd, r.buf + i * ss, ss, r.physical + i * ss)) {
       r.bad[i] = 1; // unreadable; fill_copies records the read error
+    }
+  }
+}
+
+// Each sector of the slice that has a csum and could be read, compared with its csum. Slices
+// of one copy write disjoint parts of its `bad`.
+void CopyReader::hash_slice(const Slice& s, Checksummer& sum)
+{
+  CopyRead& r = *s.read;
+  const auto& cs = *r.csums;
+  const uint32_t ss = cs.sectorsize;
+  uint8_t computed[Checksummer::k_max_size];
+  for (size_t i = s.first; i < s.last && i < cs.sectors(); ++i) {
+    if (!cs.has(i) || r.bad[i]) {
       continue;
     }
-    sum.compute({p, ss}, computed);
+    sum.compute({r.buf + i * ss, ss}, computed);
     const auto exp = cs.csum(i);
     if (std::memcmp(computed, exp.data(), exp.size()) != 0) {
       r.bad[i] = 1;

@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Copyright (C) 2026 The vmcsum authors
 //
-// The per-copy pass's reads, overlapped: each device has its own queue served by two threads
-// that read a copy with O_DIRECT and verify its sectors against the stored csums, so one device
-// reads while the other is read too (raid1, raid10), a device has a request in flight while the
-// last one is hashed, and both cores hash. Memory is a fixed pool of buffers shared by every
-// device, whatever the file's size and the number of devices.
+// The per-copy pass's reads, overlapped, in two stages: each device has its own queue served by
+// two reader threads that only read a copy with O_DIRECT (one device reads while the other is
+// read too on raid1/raid10, and each device has a second request queued while the first is
+// served); a read copy then goes to one shared queue of hasher threads, one per CPU, that
+// verify its sectors against the stored csums. So reading never waits for hashing while a
+// buffer is free, and a slow hash (sha256, blake2) runs on every core at once. Memory is a
+// fixed pool of buffers shared by every device, whatever the file's size and the number of
+// devices.
 #pragma once
 
 #include <vmcsum/btrfs/csum_tree.hpp>
@@ -37,6 +40,7 @@ struct CopyRead
   std::vector<uint8_t> bad;
   bool done = false;
   uint8_t* buf = nullptr; // a pool buffer while queued or read
+  size_t hashing = 0;     // slices of it not yet hashed (CopyReader's)
 };
 
 class CopyReader
@@ -64,8 +68,18 @@ private:
     std::deque<CopyRead*> queue;
     std::vector<std::thread> threads;
   };
-  void serve(Device& d);
-  void verify(CopyRead& r, Checksummer& sum);
+  void read_loop(Device& d);
+  void hash_loop();
+  // Sectors [first, last) of a read copy: a hasher's unit of work, so that every hasher can
+  // work on one copy when it is the only one read.
+  struct Slice
+  {
+    CopyRead* read;
+    size_t first;
+    size_t last;
+  };
+  static void read_copy(CopyRead& r);
+  static void hash_slice(const Slice& s, Checksummer& sum);
 
   size_t m_buffer_size;
   size_t m_pool_size;
@@ -73,10 +87,13 @@ private:
   std::vector<sys::AlignedBuffer> m_pool;
   std::vector<uint8_t*> m_free;
   mutable std::mutex m_mutex;
-  std::condition_variable m_work; // a read queued, or stop
-  std::condition_variable m_done; // a read done
+  std::condition_variable m_work;      // a read queued, or stop
+  std::condition_variable m_hash_work; // a read copy to hash, or stop
+  std::condition_variable m_done;      // a copy verified
   bool m_stop = false;
   std::map<uint64_t, std::unique_ptr<Device>> m_devices; // by devid
+  std::deque<Slice> m_hash_queue;
+  std::vector<std::thread> m_hashers; // started with the first device
 };
 
 } // namespace vmcsum::core

@@ -4,6 +4,7 @@
 // vmcsum scrub: the per-copy pass (devices, O_DIRECT, user-space checksums), the kernel-verified
 // pass (the file through btrfs, O_DIRECT) and the classification.
 #include "copy_reader.hpp"
+#include "csum_prefetch.hpp"
 #include "scrub_raid56.hpp"
 
 #include <vmcsum/btrfs/chunk_map.hpp>
@@ -140,6 +141,22 @@ constexpr size_t k_window_segments = 256 * 1024;
 // extent only whole), so a randomly rewritten image's older data has a gap every few blocks,
 // and reading 4-128 KiB more costs less than one more request (a seek on rotating disks).
 constexpr uint64_t k_max_gap = 128 * 1024;
+// The logical ranges a sorted window's segments cover, neighbours less than a csum leaf's
+// reach apart merged (their csums sit in the same leaves): what CsumPrefetch searches.
+std::vector<CsumPrefetch::Range> csum_ranges(std::span<const Segment> w)
+{
+  constexpr uint64_t k_merge = 1u << 20;
+  std::vector<CsumPrefetch::Range> out;
+  for (const auto& sg : w) {
+    if (!out.empty() && sg.logical <= out.back().second + k_merge) {
+      out.back().second = std::max(out.back().second, sg.logical + sg.length);
+    } else {
+      out.emplace_back(sg.logical, sg.logical + sg.length);
+    }
+  }
+  return out;
+}
+
 size_t inflight_buffers(size_t chunk)
 {
   return std::clamp<size_t>(k_inflight_bytes / std::max<size_t>(chunk, 1), 4, 16);
@@ -279,6 +296,7 @@ private:
   uint64_t m_done = 0, m_total = 0;
   uint64_t m_kernel_done = 0, m_kernel_total = 0; // of the current file's kernel pass
   int m_fd = -1; // the file being scrubbed (any fd on its filesystem serves TREE_SEARCH)
+  CsumPrefetch* m_prefetch = nullptr;          // during flush_window
   std::vector<sys::AlignedBuffer> m_copy_bufs; // one per further copy (divergence check)
   std::unique_ptr<InFlight> m_inflight;        // during verify_extents
   std::vector<Segment> m_window;               // extents not yet read, in file order
@@ -476,6 +494,9 @@ void Scrubber::verify_piece(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t 
 {
   const uint32_t ss = fs.info.sectorsize;
   Piece p;
+  if (m_prefetch) {
+    m_prefetch->reached(logical);
+  }
   btrfs::read_csums(m_fd, fs.info, logical, length, p.csums, f.path);
   const size_t nsec = p.csums.sectors();
   // Only the sectors of the piece's segments are this file's: the gaps between them (read to
@@ -726,6 +747,13 @@ void Scrubber::flush_window(FsCtx& fs, FileScrub& f)
   // A run is a stretch of the sorted window, never a copy of it: a contiguous image's run can
   // be the whole window.
   const std::span<const Segment> w(m_window);
+  CsumPrefetch prefetch(m_fd, fs.info, csum_ranges(w));
+  m_prefetch = &prefetch;
+  struct Unset
+  {
+    CsumPrefetch*& p;
+    ~Unset() { p = nullptr; }
+  } unset{m_prefetch};
   size_t first = 0;
   for (size_t i = 1; i <= w.size(); ++i) {
     if (i < w.size()) {

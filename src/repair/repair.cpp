@@ -313,6 +313,7 @@ private:
   BackupHeader backup_header() const;
   void back_up();
   void back_up_range(BackupWriter& bw, const RewriteRange& r, uint64_t& done);
+  void read_through_btrfs(uint8_t* buf, uint64_t off, size_t n);
   void back_up_copies(BackupWriter& bw, const SectorToRewrite& s, uint64_t so, uint8_t* dest,
                       size_t dest_len);
   void write();
@@ -821,20 +822,7 @@ void ImageRepair::back_up_range(BackupWriter& bw, const RewriteRange& r, uint64_
     check_stop();
     const size_t n = static_cast<size_t>(std::min<uint64_t>(m_run.chunk, end - off));
     const uint64_t n_sectors = (n + m_ss - 1) / m_ss;
-    if (!pread_full(*m_wfd, buf.get(), n, off, m_canon)) {
-      for (uint64_t s = 0; s < n_sectors; ++s) {
-        const uint64_t so = off + s * m_ss;
-        const size_t len = static_cast<size_t>(std::min<uint64_t>(m_ss, off + n - so));
-        auto it = m_rewrite.find(so);
-        if (!pread_full(*m_wfd, buf.get() + s * m_ss, len, so, m_canon) &&
-            (it == m_rewrite.end() || !it->second.mirror)) {
-          throw Stop{RepairAction::failed, "io-error",
-                     "offset " + std::to_string(so) +
-                       " reads as EIO but the scrub did not list it as a bad sector no copy "
-                       "matches; nothing was written. Run `vmcsum scrub` on it"};
-        }
-      }
-    }
+    read_through_btrfs(buf.get(), off, n);
     m_run.limiter.consumed(n);
     uint64_t run_start = off;
     for (uint64_t s = 0; s < n_sectors; ++s) {
@@ -859,6 +847,34 @@ void ImageRepair::back_up_range(BackupWriter& bw, const RewriteRange& r, uint64_
     off += n;
     done += n;
     m_run.report(m_canon, "backup", done, m_plan.rewrite_bytes);
+  }
+}
+
+// [off, off + n) as btrfs reads it, into `buf`, except the sectors rewritten from a device copy
+// (they read as EIO; back_up_copies fills them): one read per stretch between them, so a bad
+// sector does not cost its chunk a read per sector. Sector by sector only when a stretch fails,
+// to name the sector.
+void ImageRepair::read_through_btrfs(uint8_t* buf, uint64_t off, size_t n)
+{
+  const uint64_t end = off + n;
+  for (uint64_t a = off; a < end;) {
+    auto it = m_rewrite.lower_bound(a);
+    while (it != m_rewrite.end() && it->first < end && !it->second.mirror) {
+      ++it;
+    }
+    const uint64_t b = it == m_rewrite.end() ? end : std::min(end, it->first);
+    if (b > a && !pread_full(*m_wfd, buf + (a - off), static_cast<size_t>(b - a), a, m_canon)) {
+      for (uint64_t so = a; so < b; so += m_ss) {
+        const size_t len = static_cast<size_t>(std::min<uint64_t>(m_ss, b - so));
+        if (!pread_full(*m_wfd, buf + (so - off), len, so, m_canon)) {
+          throw Stop{RepairAction::failed, "io-error",
+                     "offset " + std::to_string(so) +
+                       " reads as EIO but the scrub did not list it as a bad sector no copy "
+                       "matches; nothing was written. Run `vmcsum scrub` on it"};
+        }
+      }
+    }
+    a = std::min(end, b + m_ss);
   }
 }
 

@@ -32,7 +32,7 @@ damage_extents() {
     awk -v n="$damaged" -v blocks=$((mib * 256)) '
       /^ *[0-9]+:/ { gsub(/[.:]/, " "); k++; ls[k] = $2; le[k] = $3; ps[k] = $4 }
       END { for (i = 0; i < n; i++) { f = int((i + 0.5) * blocks / n) + 1
-        for (j = 1; j <= k; j++) if (f >= ls[j] && f <= le[j]) { print (ps[j] + f - ls[j]) * 4096; break } } }')
+        for (j = 1; j <= k; j++) if (f >= ls[j] && f <= le[j]) { printf "%.0f\n", (ps[j] + f - ls[j]) * 4096; break } } }')
   umount "$BENCH_MNT"
   # btrfs-map-logical reads the device through its page cache, which may still hold tree blocks
   # of before the mount (btrfs writes past that cache): drop it, or sectors land elsewhere.

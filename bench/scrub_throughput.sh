@@ -58,21 +58,21 @@ if ((nparity > 0)); then
     $1 == "num_stripes" { n = $2 }
     raid && $1 == "stripe" && $3 == "devid" { print c, len, n - np, $4, $6 }' >"$BENCH_TMP/stripes"
   mount "$BENCH_LOOP" "$BENCH_MNT"
-  filefrag -v -b4096 "$f" | awk '/^ *[0-9]+:/ { gsub(/[.:]/, " "); print $4 * 4096, $6 * 4096 }' |
+  filefrag -v -b4096 "$f" | awk '/^ *[0-9]+:/ { gsub(/[.:]/, " "); printf "%.0f %.0f\n", $4 * 4096, $6 * 4096 }' |
     awk 'NR == FNR { c[NR] = $1; cl[NR] = $2; nd[NR] = $3; dev[NR] = $4; off[NR] = $5; k = NR; next }
       { for (i = 1; i <= k; i++) if ($1 >= c[i] && $1 < c[i] + cl[i]) {
           w = nd[i] * 65536; r0 = int(($1 - c[i]) / w); r1 = int(($1 + $2 - 1 - c[i]) / w)
-          print dev[i], off[i] + r0 * 65536, off[i] + (r1 + 1) * 65536 } }' "$BENCH_TMP/stripes" - |
+          printf "%s %.0f %.0f\n", dev[i], off[i] + r0 * 65536, off[i] + (r1 + 1) * 65536 } }' "$BENCH_TMP/stripes" - |
     sort -k1,1n -k2,2n | awk '
       $1 == d && $2 <= e { if ($3 > e) e = $3; next }
-      { if (d != "") print d, s, e - s; d = $1; s = $2; e = $3 }
-      END { if (d != "") print d, s, e - s }' |
+      { if (d != "") printf "%s %.0f %.0f\n", d, s, e - s; d = $1; s = $2; e = $3 }
+      END { if (d != "") printf "%s %.0f %.0f\n", d, s, e - s }' |
     while read -r devid phys len; do echo "${BENCH_LOOPS[devid - 1]} $phys $len"; done >"$ranges"
 else
   while read -r logical len; do
     btrfs-map-logical -l "$logical" -b 4096 "$BENCH_LOOP" 2>/dev/null |
       awk -v len="$len" '$1 == "mirror" { print $8, $6, len }' >>"$ranges"
-  done < <(filefrag -v -b4096 "$f" | awk '/^ *[0-9]+:/ { gsub(/[.:]/, " "); print $4 * 4096, $6 * 4096 }')
+  done < <(filefrag -v -b4096 "$f" | awk '/^ *[0-9]+:/ { gsub(/[.:]/, " "); printf "%.0f %.0f\n", $4 * 4096, $6 * 4096 }')
 fi
 # raid10 over two devices has two stripes of one sub-stripe pair: each device holds a whole
 # copy, as on raid1 (btrfs_raid_array: raid10 devs_min 2, sub_stripes 2).

@@ -9,8 +9,6 @@
 #include <cstring>
 
 #include <sched.h>
-#include <sys/resource.h>
-#include <unistd.h>
 
 namespace vmcsum::core {
 

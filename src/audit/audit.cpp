@@ -89,9 +89,9 @@ bool skip_by_name(std::string_view name)
      "a",    "lock", "pid", "sock", "xsl",   "po",  "mo",   "desktop", "service", "timer"});
 }
 
-bool worth_sniffing(const std::string& path, uint64_t size)
+bool worth_sniffing(std::string_view name, uint64_t size)
 {
-  return size >= sniff_any_size || (size >= min_image_size && has_image_extension(path));
+  return size >= sniff_any_size || (size >= min_image_size && has_image_extension(name));
 }
 
 // The head and tail of an open file, and its name, say its format.
@@ -328,7 +328,8 @@ private:
 
   void walk_entry(sys::WalkEntry& e, const std::string& root, bool explicit_root)
   {
-    const bool named = explicit_root && e.path() == root;
+    // Depth 0: the root itself, a file (compared without building the entry's path).
+    const bool named = explicit_root && e.depth() == 0;
     if (e.d_type() != DT_REG) {
       if (named) {
         const struct stat* st = e.lstat();
@@ -349,7 +350,7 @@ private:
     const auto size = static_cast<uint64_t>(st->st_size);
     if (named) {
       add_walked(e, "walk:" + root, true, std::nullopt);
-    } else if (worth_sniffing(e.path(), size)) {
+    } else if (worth_sniffing(e.name(), size)) {
       if (auto fmt = sniff(e, size); fmt != ImageFormat::unknown) {
         add_walked(e, "walk:" + root, false, fmt);
       }

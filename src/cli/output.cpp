@@ -268,6 +268,8 @@ nlohmann::ordered_json with_document_head(nlohmann::ordered_json doc)
                                  {"hostname", core::escape_name(host)},
                                  {"generated_at", when}};
   auto& head_items = head.get_ref<nlohmann::ordered_json::object_t&>();
+  // Reserved: growth would copy every value moved in so far (the pairs' keys are const).
+  head_items.reserve(head_items.size() + doc.size());
   for (auto& [key, value] : doc.get_ref<nlohmann::ordered_json::object_t&>()) {
     if (!head.contains(key)) {
       head_items.emplace(key, std::move(value));

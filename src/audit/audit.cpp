@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Copyright (C) 2026 The vmcsum authors
+#include "look_pool.hpp"
+
 #include <vmcsum/audit/audit.hpp>
 #include <vmcsum/btrfs/ioctl.hpp>
 #include <vmcsum/error.hpp>
@@ -89,9 +91,9 @@ bool skip_by_name(std::string_view name)
      "a",    "lock", "pid", "sock", "xsl",   "po",  "mo",   "desktop", "service", "timer"});
 }
 
-bool worth_sniffing(const std::string& path, uint64_t size)
+bool worth_sniffing(std::string_view name, uint64_t size)
 {
-  return size >= sniff_any_size || (size >= min_image_size && has_image_extension(path));
+  return size >= sniff_any_size || (size >= min_image_size && has_image_extension(name));
 }
 
 // The head and tail of an open file, and its name, say its format.
@@ -118,22 +120,49 @@ ImageFormat sniff_fd(const sys::Fd& owned, uint64_t size, const std::string& nam
                              name);
 }
 
-// The same for an entry of a walk: opened relative to its directory, and only if it is still
-// the regular file the walk examined (a FIFO or symlink swapped in is not read).
-ImageFormat sniff(sys::WalkEntry& e, uint64_t size)
+// An entry of a walk opened for reading relative to its directory, and only if it is still the
+// regular file the walk examined (a FIFO or symlink swapped in is not read); empty when it
+// cannot be read.
+sys::Fd open_entry(sys::WalkEntry& e)
 {
-  sys::Fd fd;
   try {
-    fd = e.open_regular(O_RDONLY | O_NOATIME);
+    return e.open_regular(O_RDONLY | O_NOATIME);
   } catch (const Error& err) {
     if (err.sys_errno() == EPERM) {
       try {
-        fd = e.open_regular(O_RDONLY); // O_NOATIME is only for the owner or CAP_FOWNER
+        return e.open_regular(O_RDONLY); // O_NOATIME is only for the owner or CAP_FOWNER
       } catch (const Error&) {
       }
     }
   }
-  return sniff_fd(fd, size, e.name());
+  return {};
+}
+
+// A walked file (not named on the command line) as the walk's LookPool looks at it: worth a
+// look by name and size, its format from its head, and an image's facts collected through the
+// descriptor the head was read from, so that it is opened once.
+Looked look_at(sys::WalkEntry& e, FactCollector& collector)
+{
+  Looked found;
+  found.path = e.path();
+  const struct stat* st = e.lstat();
+  if (!st) {
+    found.problem = errno_text(errno);
+    return found;
+  }
+  const auto size = static_cast<uint64_t>(st->st_size);
+  if (!worth_sniffing(e.name(), size)) {
+    return found;
+  }
+  sys::Fd fd = open_entry(e);
+  found.format = sniff_fd(fd, size, e.name());
+  if (found.format != ImageFormat::unknown) {
+    found.ref = e.ref();
+    if (fd) {
+      found.facts = collector.collect_fd(fd.get(), e.path());
+    }
+  }
+  return found;
 }
 
 struct Candidate
@@ -147,6 +176,8 @@ struct Candidate
   // line or a VM configuration and is resolved once (sys::open_regular_at).
   std::optional<sys::FileRef> ref;
   std::pair<dev_t, ino_t> inode; // what was found; the file opened must be this one
+  // Collected by the walk's LookPool through the descriptor the format was read from.
+  std::optional<FileFacts> facts;
 };
 
 // A candidate opened once for the whole examination.
@@ -261,7 +292,7 @@ private:
   void add_walked(sys::WalkEntry& e, const std::string& via, bool explicit_path,
                   std::optional<ImageFormat> format)
   {
-    Candidate c{e.path(), {via}, explicit_path, format, e.ref(), {}};
+    Candidate c{e.path(), {via}, explicit_path, format, e.ref(), {}, std::nullopt};
     c.inode = {c.ref->dev, c.ref->ino};
     add_candidate(std::move(c));
   }
@@ -281,7 +312,7 @@ private:
       }
       inode = {st.st_dev, st.st_ino};
     }
-    Candidate c{path, {via}, explicit_path, std::nullopt, std::nullopt, *inode};
+    Candidate c{path, {via}, explicit_path, std::nullopt, std::nullopt, *inode, std::nullopt};
     if (!explicit_path) {
       c.ref = beneath_asked(path, *inode);
     }
@@ -315,8 +346,9 @@ private:
     result_.searched.push_back(root);
     sys::WalkOptions wo;
     wo.stop = opts_.cancel;
+    LookPool pool(look_at, opts_.mountinfo);
     sys::walk_tree(
-      root, [&](sys::WalkEntry& e) { walk_entry(e, root, explicit_root); },
+      root, [&](sys::WalkEntry& e) { walk_entry(e, root, explicit_root, pool); },
       [&](const std::string& path, const std::string& why) {
         // The usual places are often absent; only say so for what was asked for.
         if (explicit_root || path != root) {
@@ -324,11 +356,15 @@ private:
         }
       },
       wo);
+    add_looked(pool.finish(), "walk:" + root);
   }
 
-  void walk_entry(sys::WalkEntry& e, const std::string& root, bool explicit_root)
+  // Passes over what the name says is no image; gives the rest to the pool (the root itself,
+  // named on the command line, is always a candidate).
+  void walk_entry(sys::WalkEntry& e, const std::string& root, bool explicit_root, LookPool& pool)
   {
-    const bool named = explicit_root && e.path() == root;
+    // Depth 0: the root itself, a file (compared without building the entry's path).
+    const bool named = explicit_root && e.depth() == 0;
     if (e.d_type() != DT_REG) {
       if (named) {
         const struct stat* st = e.lstat();
@@ -338,20 +374,34 @@ private:
       }
       return;
     }
-    if (!named && skip_by_name(e.name())) {
-      return;
-    }
-    const struct stat* st = e.lstat();
-    if (!st) {
-      result_.problems.push_back({e.path(), errno_text(errno)});
-      return;
-    }
-    const auto size = static_cast<uint64_t>(st->st_size);
     if (named) {
+      if (!e.lstat()) {
+        result_.problems.push_back({e.path(), errno_text(errno)});
+        return;
+      }
       add_walked(e, "walk:" + root, true, std::nullopt);
-    } else if (worth_sniffing(e.path(), size)) {
-      if (auto fmt = sniff(e, size); fmt != ImageFormat::unknown) {
-        add_walked(e, "walk:" + root, false, fmt);
+      return;
+    }
+    if (skip_by_name(e.name())) {
+      return;
+    }
+    try {
+      pool.submit(e.keep());
+    } catch (const Error& err) {
+      result_.problems.push_back({e.path(), err.detail()});
+    }
+  }
+
+  // The pool's findings, in walk order: problems, and the images as candidates.
+  void add_looked(std::vector<Looked> found, const std::string& via)
+  {
+    for (Looked& f : found) {
+      if (f.problem) {
+        result_.problems.push_back({f.path, *f.problem});
+      } else if (f.format != ImageFormat::unknown && f.ref) {
+        Candidate c{f.path, {via}, false, f.format, std::move(f.ref), {}, std::move(f.facts)};
+        c.inode = {c.ref->dev, c.ref->ino};
+        add_candidate(std::move(c));
       }
     }
   }
@@ -476,7 +526,7 @@ private:
         configured_by_inode_[{cst.st_dev, cst.st_ino}].push_back(i);
       }
     }
-    for (const auto& cand : candidates_) {
+    for (auto& cand : candidates_) {
       if (cancelled()) {
         return; // a safe point: every image reported so far is whole
       }
@@ -484,24 +534,31 @@ private:
     }
   }
 
-  // Every fact of the image comes from one descriptor, opened once here: non-blocking, and
-  // refused unless it is the regular file that was found (issue 12).
-  void examine(FactCollector& collector, const Candidate& cand)
+  // Every fact of the image comes from one descriptor, opened once: non-blocking, and refused
+  // unless it is the regular file that was found (issue 12). The walk's LookPool already read
+  // a walked image's facts through the descriptor it read the head from; the image is opened
+  // again only for what is asked once per filesystem (kernel record, device names).
+  void examine(FactCollector& collector, Candidate& cand)
   {
     ImageReport rep;
     std::optional<uint64_t> last_logged;
-    OpenImage img;
-    try {
-      img = open_candidate(cand);
-    } catch (const Error& e) {
-      result_.problems.push_back({cand.path, e.detail()});
-      return;
-    }
+    LazyImage img{cand, std::nullopt};
     sys::Fd dir;
-    if (!img.readable) {
-      dir = open_dir_of(cand);
+    const bool looked = cand.facts.has_value(); // read through a readable descriptor
+    if (looked) {
+      rep.facts = std::move(*cand.facts);
+    } else {
+      try {
+        img.open = open_candidate(cand);
+      } catch (const Error& e) {
+        result_.problems.push_back({cand.path, e.detail()});
+        return;
+      }
+      if (!img.open->readable) {
+        dir = open_dir_of(cand);
+      }
+      rep.facts = collector.collect_fd(img.open->fd.get(), cand.path, dir.get());
     }
-    rep.facts = collector.collect_fd(img.fd.get(), cand.path, dir.get());
     rep.found_via = cand.found_via;
     if (!rep.facts.examined) {
       result_.problems.push_back({cand.path, rep.facts.error.value_or("cannot examine")});
@@ -510,9 +567,9 @@ private:
     // A file vmcsum could not open has no known format: a guess from its name is not a fact.
     // (Not value_or: its argument would be evaluated, reading the head of every image again.)
     ImageFormat format = ImageFormat::unknown;
-    if (img.readable) {
-      format =
-        cand.format ? *cand.format : sniff_fd(img.fd, rep.facts.size, sys::base_name(cand.path));
+    if (looked || img.open->readable) {
+      format = cand.format ? *cand.format
+                           : sniff_fd(img.open->fd, rep.facts.size, sys::base_name(cand.path));
     }
     rep.format = format_name(format);
     note_users(rep, cand, dir);
@@ -526,6 +583,25 @@ private:
     probe_once(rep);
     add_findings(rep, last_logged);
     result_.images.push_back(std::move(rep));
+  }
+
+  // A candidate's descriptor, opened when first needed.
+  struct LazyImage
+  {
+    const Candidate& cand;
+    std::optional<OpenImage> open;
+  };
+  // Not readable (or gone since) when it cannot be opened now: what needs it is skipped.
+  const OpenImage& image_of(LazyImage& img) const
+  {
+    if (!img.open) {
+      try {
+        img.open = open_candidate(img.cand);
+      } catch (const Error&) {
+        img.open = OpenImage{};
+      }
+    }
+    return *img.open;
   }
 
   // Opens `cand` as found (sys::FileRef below its walk's root, or its path resolved once) and
@@ -612,10 +688,11 @@ private:
   }
 
   // The basenames of the devices of the filesystem with `fsid`, looked up once per filesystem.
-  const std::set<std::string>& devices_of(const ImageReport& rep, const OpenImage& img)
+  const std::set<std::string>& devices_of(const ImageReport& rep, LazyImage& lazy)
   {
     auto& devs = fs_devices_[*rep.facts.fsid];
-    if (devs.empty() && img.readable) {
+    if (devs.empty() && image_of(lazy).readable) {
+      const OpenImage& img = image_of(lazy);
       try {
         auto info = btrfs::fs_info(img.fd.get(), rep.facts.path);
         for (const auto& d : btrfs::dev_infos(img.fd.get(), info, rep.facts.path)) {
@@ -631,7 +708,7 @@ private:
 
   // Counts the logged checksum errors of this image (and vmcsum's own reads among them); returns
   // the time of the last one, or nothing when any of them has no known time.
-  std::optional<uint64_t> match_kernel_log(ImageReport& rep, const OpenImage& img)
+  std::optional<uint64_t> match_kernel_log(ImageReport& rep, LazyImage& img)
   {
     const std::set<std::string>& devs = devices_of(rep, img);
     const ScrubState* state = state_of(*rep.facts.fsid);
@@ -728,14 +805,16 @@ private:
   // later verdicts know which kernel wrote what (issue 19: "record ... whenever vmcsum runs").
   // Only root writes it, only into a private state directory (record_now refuses any other);
   // an audit never fails over it, it says so in a note.
-  void record_once(const ImageReport& rep, const OpenImage& img)
+  void record_once(const ImageReport& rep, LazyImage& lazy)
   {
-    if (opts_.state_dir.empty() || ::geteuid() != 0 || !img.readable ||
-        !recorded_.insert(*rep.facts.fsid).second) {
+    if (opts_.state_dir.empty() || recorded_.count(*rep.facts.fsid) || ::geteuid() != 0 ||
+        !image_of(lazy).readable) {
       return;
     }
+    recorded_.insert(*rep.facts.fsid);
     try {
-      record_now(img.fd.get(), rep.facts.path, opts_.state_dir, "run", opts_.kernel_release);
+      record_now(image_of(lazy).fd.get(), rep.facts.path, opts_.state_dir, "run",
+                 opts_.kernel_release);
     } catch (const Error& e) {
       result_.notes.push_back("kernel record of " + *rep.facts.fsid + " not updated: " + e.what());
     }

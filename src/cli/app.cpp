@@ -234,7 +234,7 @@ int report_failure(const std::string& json_style, const char* kind, const std::s
     nlohmann::ordered_json doc = {{"schema", "vmcsum.error/1"},
                                   {"error", {{"kind", kind}, {"message", message}}},
                                   {"exit_code", status}};
-    std::cout << dump_document(with_document_head(doc), json_style == "short") << '\n';
+    std::cout << dump_document(with_document_head(std::move(doc)), json_style == "short") << '\n';
   }
   std::cerr << "vmcsum: " << (status == exit_code::usage ? "usage error" : "error") << ": "
             << message << '\n';

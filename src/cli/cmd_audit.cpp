@@ -131,12 +131,16 @@ int exit_status(const core::AuditResult& r)
 
 nlohmann::ordered_json audit_document(const core::AuditResult& r, int status)
 {
-  nlohmann::ordered_json doc;
+  // Room for every key first: an ordered_json object is a vector of pairs with a const key,
+  // which growth copies, values and all (the images array was copied twice).
+  nlohmann::ordered_json doc = nlohmann::ordered_json::object();
+  doc.get_ref<nlohmann::ordered_json::object_t&>().reserve(12);
   doc["schema"] = "vmcsum.audit/1";
   doc["kernel"] = {{"release", r.kernel.release},
                    {"dio_policy", core::dio_policy_json(r.kernel.policy)},
                    {"source", r.kernel.source}};
   auto& images = doc["images"] = nlohmann::ordered_json::array();
+  images.get_ref<nlohmann::ordered_json::array_t&>().reserve(r.images.size());
   size_t counts[3] = {0, 0, 0}; // by Severity: info, warning, critical
   for (const auto& img : r.images) {
     images.push_back(img);

@@ -67,7 +67,7 @@ void register_record(CLI::App& app, Runner& runner)
                                              : nlohmann::ordered_json(nullptr)}});
         }
         document_tail(doc, status);
-        out.emit_json(doc);
+        out.emit_json(std::move(doc));
       } else {
         Table t(columns);
         for (const auto& fs : r.filesystems) {

@@ -223,7 +223,7 @@ int run_repair(const RepairCli& cli, uint64_t rate, const Report& report, Output
     }
     doc["notes"] = r.notes;
     document_tail(doc, status); // interrupted, exit_code: as every other document
-    out.emit_json(doc);
+    out.emit_json(std::move(doc));
   } else {
     render_text(r, cli.dry_run, out);
   }

@@ -160,7 +160,7 @@ int run_set(const SetCliOptions& o, Output& out)
                       {"error", core::string_or_null(l.error)}});
     }
     document_tail(doc, status, r.interrupted);
-    out.emit_json(doc);
+    out.emit_json(std::move(doc));
   } else {
     render_text(r, o, out);
   }

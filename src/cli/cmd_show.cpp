@@ -173,7 +173,7 @@ void register_show(CLI::App& app, Runner& runner)
       if (out.options().json) {
         nlohmann::ordered_json doc = {{"schema", "vmcsum.show/1"}, {"files", files}};
         document_tail(doc, status);
-        out.emit_json(doc);
+        out.emit_json(std::move(doc));
       } else {
         render_text(files, out);
       }

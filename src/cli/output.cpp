@@ -245,13 +245,14 @@ void Output::info(const std::string& message) const
   }
 }
 
-void Output::emit_json(const nlohmann::ordered_json& doc) const
+void Output::emit_json(nlohmann::ordered_json doc) const
 {
-  std::cout << dump_document(with_document_head(doc), m_opts.json_style == "short") << '\n';
+  std::cout << dump_document(with_document_head(std::move(doc)), m_opts.json_style == "short")
+            << '\n';
   std::cout.flush();
 }
 
-nlohmann::ordered_json with_document_head(const nlohmann::ordered_json& doc)
+nlohmann::ordered_json with_document_head(nlohmann::ordered_json doc)
 {
   char host[256] = {};
   if (::gethostname(host, sizeof host - 1) != 0) {
@@ -266,9 +267,12 @@ nlohmann::ordered_json with_document_head(const nlohmann::ordered_json& doc)
                                  {"vmcsum_version", VMCSUM_VERSION},
                                  {"hostname", core::escape_name(host)},
                                  {"generated_at", when}};
-  for (const auto& [key, value] : doc.items()) {
+  auto& head_items = head.get_ref<nlohmann::ordered_json::object_t&>();
+  // Reserved: growth would copy every value moved in so far (the pairs' keys are const).
+  head_items.reserve(head_items.size() + doc.size());
+  for (auto& [key, value] : doc.get_ref<nlohmann::ordered_json::object_t&>()) {
     if (!head.contains(key)) {
-      head[key] = value;
+      head_items.emplace(key, std::move(value));
     }
   }
   return head;

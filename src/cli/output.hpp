@@ -72,8 +72,10 @@ public:
   void info(const std::string& message) const; // only with -v
 
   // Writes one JSON document to stdout. Invalid UTF-8 cannot reach it (names are escaped
-  // upstream), but replace rather than throw if something slips through.
-  void emit_json(const nlohmann::ordered_json& doc) const;
+  // upstream), but replace rather than throw if something slips through. By value: a document
+  // handed over is moved into the head, not copied (a deep copy was 10% of an audit of 1000
+  // images).
+  void emit_json(nlohmann::ordered_json doc) const;
   void print(const std::string& text) const;
 
   // A size for a table cell: "1.50GiB", or "1610612736" with --bytes.
@@ -95,7 +97,8 @@ int interrupted_status(int status);
 
 // The head every document starts with, whatever the command (also vmcsum.error/1): "schema"
 // first, then "vmcsum_version", "hostname" and "generated_at" (RFC 3339, UTC), then the rest.
-nlohmann::ordered_json with_document_head(const nlohmann::ordered_json& doc);
+// The document's values are moved, not copied.
+nlohmann::ordered_json with_document_head(nlohmann::ordered_json doc);
 
 // One document as text: two-space indentation, or one line for --json=short.
 std::string dump_document(const nlohmann::ordered_json& doc, bool short_form);

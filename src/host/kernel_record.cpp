@@ -196,6 +196,16 @@ KernelRecord record_now(int fd, const std::string& path, const std::string& stat
                 std::chrono::system_clock::now().time_since_epoch())
                 .count();
   e.source = source;
+  if (!r.entries().empty()) {
+    const RecordEntry& last = r.entries().back();
+    if (last.generation == e.generation && last.boot_id == e.boot_id && last.release == e.release &&
+        last.source == e.source) {
+      // Nothing new: the same kernel at the same generation (an entry's time is only shown).
+      // Not rewritten, as a durable replace costs two fsyncs and a rename (15 ms, a tenth of
+      // a warm audit of 100k files).
+      return r;
+    }
+  }
   r.add(std::move(e));
   sys::replace_file_durably(state_dir + "/generations", info.fsid, r.format());
   return r;

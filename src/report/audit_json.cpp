@@ -67,7 +67,7 @@ void to_json(Json& j, const ImageReport& r)
                         {"message", f.message},
                         {"action", f.action}});
   }
-  j["unknown"] = facts["unknown"];
+  j["unknown"] = std::move(facts["unknown"]);
 }
 
 } // namespace vmcsum::core

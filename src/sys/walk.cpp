@@ -149,33 +149,33 @@ Fd WalkEntry::open_regular(int flags, struct stat* st_out)
 {
   const struct stat* seen = lstat();
   if (!seen) {
-    throw_errno("stat", m_path);
+    throw_errno("stat", path());
   }
   // Not even opened: opening a device can have side effects (a tape rewinds).
   if (!S_ISREG(seen->st_mode)) {
     throw Error(
       Errc::unsupported,
-      std::string("not a regular file (it is ") + kind_of(seen->st_mode) + "): not opened", m_path);
+      std::string("not a regular file (it is ") + kind_of(seen->st_mode) + "): not opened", path());
   }
   Fd fd(openat_beneath(m_dirfd, m_name, flags | O_NOFOLLOW | O_NONBLOCK));
   if (!fd) {
     if (errno == ELOOP) {
       throw Error(Errc::unsupported, "replaced by a symlink since it was listed: not followed",
-                  m_path, ELOOP);
+                  path(), ELOOP);
     }
-    throw_errno("open", m_path);
+    throw_errno("open", path());
   }
   struct stat st = {};
   if (::fstat(fd.get(), &st) < 0) {
-    throw_errno("fstat", m_path);
+    throw_errno("fstat", path());
   }
   if (!S_ISREG(st.st_mode)) {
     throw Error(Errc::unsupported,
                 std::string("replaced by ") + kind_of(st.st_mode) + " since it was listed: refused",
-                m_path);
+                path());
   }
   if (st.st_dev != seen->st_dev || st.st_ino != seen->st_ino) {
-    throw Error(Errc::unsupported, "replaced by another file since it was listed: refused", m_path);
+    throw Error(Errc::unsupported, "replaced by another file since it was listed: refused", path());
   }
   if (st_out) {
     *st_out = st;
@@ -187,9 +187,61 @@ FileRef WalkEntry::ref()
 {
   const struct stat* st = lstat();
   if (!st) {
-    throw_errno("stat", m_path);
+    throw_errno("stat", path());
   }
-  return {m_root, m_relpath, m_path, st->st_dev, st->st_ino, st->st_size, st->st_blocks};
+  return {m_root_ref ? *m_root_ref : m_root,
+          relpath(),
+          path(),
+          st->st_dev,
+          st->st_ino,
+          st->st_size,
+          st->st_blocks};
+}
+
+const std::string& WalkEntry::path() const
+{
+  if (m_dir_path && m_path.empty()) {
+    m_path = join(*m_dir_path, m_name.c_str());
+  }
+  return m_path;
+}
+
+const std::string& WalkEntry::relpath() const
+{
+  if (m_dir_rel && m_relpath.empty()) {
+    m_relpath = m_dir_rel->empty() ? m_name : *m_dir_rel + "/" + m_name;
+  }
+  return m_relpath;
+}
+
+WalkEntry WalkEntry::keep()
+{
+  WalkEntry k;
+  k.m_dir = m_dir;
+  if (!k.m_dir) {
+    // One duplicate of the directory's descriptor per directory, made for its first kept
+    // entry: the walk closes its own when it leaves the directory.
+    if (!*m_dir_keep) {
+      Fd dup(::fcntl(m_dirfd, F_DUPFD_CLOEXEC, 0));
+      if (!dup) {
+        throw_errno("dup", path());
+      }
+      *m_dir_keep = std::make_shared<const Fd>(std::move(dup));
+    }
+    k.m_dir = *m_dir_keep;
+  }
+  k.m_dirfd = k.m_dir->get();
+  k.m_name = m_name;
+  k.m_d_type = m_d_type;
+  k.m_depth = m_depth;
+  k.m_path = path();
+  k.m_relpath = relpath();
+  k.m_root = m_root_ref ? *m_root_ref : m_root;
+  k.m_done = m_done;
+  k.m_ok = m_ok;
+  k.m_errno = m_errno;
+  k.m_st = m_st;
+  return k;
 }
 
 Fd FileRef::open(int flags, struct stat* st_out) const
@@ -245,6 +297,7 @@ private:
     std::string relpath; // below the root; "" for the root
     unsigned depth;
     std::unique_ptr<DIR, DirCloser> dir;
+    std::shared_ptr<const Fd> keep; // the directory for kept entries (WalkEntry::keep)
   };
   void enter(Fd fd, const std::string& path, const std::string& relpath, unsigned depth);
   void step();
@@ -308,7 +361,7 @@ void Walker::enter(Fd fd, const std::string& path, const std::string& relpath, u
     return;
   }
   fd.release(); // owned by the DIR now
-  m_stack.push_back({path, relpath, depth, std::unique_ptr<DIR, DirCloser>(d)});
+  m_stack.push_back({path, relpath, depth, std::unique_ptr<DIR, DirCloser>(d), nullptr});
 }
 
 void Walker::step()
@@ -326,25 +379,24 @@ void Walker::step()
   if (std::strcmp(ent->d_name, ".") == 0 || std::strcmp(ent->d_name, "..") == 0) {
     return;
   }
-  std::string path = join(top.path, ent->d_name);
-  std::string rel =
-    top.relpath.empty() ? std::string(ent->d_name) : top.relpath + "/" + ent->d_name;
   const int dfd = ::dirfd(top.dir.get());
   const unsigned depth = top.depth + 1;
   unsigned char type = ent->d_type;
   if (type == DT_UNKNOWN) {
     struct stat est = {};
     if (::fstatat(dfd, ent->d_name, &est, AT_SYMLINK_NOFOLLOW) < 0) {
-      m_problem(path, errno_text(errno));
+      m_problem(join(top.path, ent->d_name), errno_text(errno));
       return;
     }
     type = dtype_of(est.st_mode);
   }
   if (type != DT_DIR) {
-    WalkEntry e(dfd, ent->d_name, std::move(path), type, depth, m_root, std::move(rel));
+    // The entry's paths are built only if the visit asks for them.
+    WalkEntry e(dfd, ent->d_name, top.path, top.relpath, type, depth, m_root, &top.keep);
     m_visit(e);
     return;
   }
+  const std::string path = join(top.path, ent->d_name);
   if (depth > m_opts.max_depth) {
     m_problem(path, "deeper than " + std::to_string(m_opts.max_depth) + " levels: not walked");
     return;
@@ -357,6 +409,8 @@ void Walker::step()
                                    : errno_text(errno));
     return;
   }
+  const std::string rel =
+    top.relpath.empty() ? std::string(ent->d_name) : top.relpath + "/" + ent->d_name;
   // `top` may be invalidated by push_back inside enter(): nothing of it is used after.
   enter(std::move(sub), path, rel, depth);
 }

@@ -16,6 +16,7 @@
 #include <string>
 #include <utility>
 
+#include <dirent.h>
 #include <sys/stat.h>
 
 namespace vmcsum::sys {
@@ -46,27 +47,47 @@ struct FileRef
   Fd open(int flags, struct stat* st = nullptr) const;
 };
 
-// An entry met by walk_tree. Its lstat is fetched only when asked for: a walk that can decide
-// from the name and the directory entry's type costs no more than find(1).
+// An entry met by walk_tree. Its lstat is fetched only when asked for, and its path strings are
+// built only when asked for: a walk that can decide from the name and the directory entry's type
+// costs no more than find(1) (two strings per entry were a tenth of an audit's walk).
 class WalkEntry
 {
 public:
-  WalkEntry(int dirfd, std::string name, std::string path, unsigned char d_type, unsigned depth,
-            std::shared_ptr<const Fd> root = {}, std::string relpath = {})
+  // For the walker: `dir_path` and `dir_rel` (the directory's path, and its path below the
+  // root) and `root` are the walk's and borrowed during the visit; `dir_keep` is where the
+  // directory's shared descriptor is kept once an entry of it is kept (keep()).
+  WalkEntry(int dirfd, const char* name, const std::string& dir_path, const std::string& dir_rel,
+            unsigned char d_type, unsigned depth, const std::shared_ptr<const Fd>& root,
+            std::shared_ptr<const Fd>* dir_keep)
     : m_dirfd(dirfd)
-    , m_name(std::move(name))
-    , m_path(std::move(path))
+    , m_name(name)
     , m_d_type(d_type)
     , m_depth(depth)
-    , m_root(std::move(root))
-    , m_relpath(std::move(relpath))
+    , m_dir_path(&dir_path)
+    , m_dir_rel(&dir_rel)
+    , m_root_ref(&root)
+    , m_dir_keep(dir_keep)
   {
   }
-  // The open directory holding the entry; valid during the visit only.
+  // An entry whose path and path below `root` are known (a walk's root that is a file).
+  WalkEntry(int dirfd, std::string name, std::string path, unsigned char d_type, unsigned depth,
+            std::shared_ptr<const Fd> root, std::string relpath)
+    : m_dirfd(dirfd)
+    , m_name(std::move(name))
+    , m_d_type(d_type)
+    , m_depth(depth)
+    , m_path(std::move(path))
+    , m_relpath(std::move(relpath))
+    , m_root(std::move(root))
+    , m_dir(m_root)
+  {
+  }
+  // The open directory holding the entry; valid during the visit only (or as long as a kept
+  // entry lives).
   int dirfd() const { return m_dirfd; }
   const char* name() const { return m_name.c_str(); }
   // For display only: nothing in vmcsum opens this string again.
-  const std::string& path() const { return m_path; }
+  const std::string& path() const;
   // DT_REG, DT_LNK, ... from readdir; DT_UNKNOWN when the filesystem does not say.
   unsigned char d_type() const { return m_d_type; }
   // 0 for the root, 1 for its entries, ...
@@ -83,15 +104,28 @@ public:
   // The entry as a FileRef to open after the walk (its lstat is taken now). Throws Error when
   // the entry cannot be stat'ed.
   FileRef ref();
+  // The entry, still usable after the visit (by another thread too): it holds its directory's
+  // descriptor (one dup per directory, shared by its kept entries) and owns its strings, so
+  // lstat() and open_regular() still go through (directory fd, name) and nothing is resolved
+  // by path. Call during the visit.
+  WalkEntry keep();
 
 private:
-  int m_dirfd;
+  WalkEntry() = default;
+  const std::string& relpath() const;
+
+  int m_dirfd = -1;
   std::string m_name;
-  std::string m_path;
-  unsigned char m_d_type;
-  unsigned m_depth;
+  unsigned char m_d_type = DT_UNKNOWN;
+  unsigned m_depth = 0;
+  const std::string* m_dir_path = nullptr; // borrowed from the walk; nullptr: m_path is set
+  const std::string* m_dir_rel = nullptr;
+  mutable std::string m_path;
+  mutable std::string m_relpath;
+  const std::shared_ptr<const Fd>* m_root_ref = nullptr; // borrowed; nullptr: m_root is set
+  std::shared_ptr<const Fd>* m_dir_keep = nullptr;
   std::shared_ptr<const Fd> m_root;
-  std::string m_relpath;
+  std::shared_ptr<const Fd> m_dir; // what keeps m_dirfd open in a kept entry
   bool m_done = false;
   bool m_ok = false;
   int m_errno = 0;

@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// audit's look at the files a walk finds, done by a few threads while the walk goes on. Each
+// look (lstat, head read, the facts of an image) waits on the disk when the cache is cold, one
+// after the other in a single thread (3.4x find's time on a tree of 100k files holding 1000
+// images); in flight together the reads overlap. Results come back in the order the files were
+// found, so the document is the same as a look in the walking thread would make it.
+#pragma once
+
+#include <vmcsum/image/file_facts.hpp>
+#include <vmcsum/image/image_format.hpp>
+#include <vmcsum/sys/walk.hpp>
+
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace vmcsum::core {
+
+// What a look at one walked file found.
+struct Looked
+{
+  std::string path;                   // for display
+  std::optional<std::string> problem; // it could not be stat'ed: the reason
+  ImageFormat format = ImageFormat::unknown;
+  std::optional<sys::FileRef> ref; // an image: where to reopen it
+  std::optional<FileFacts> facts;  // an image that could be read: its facts, from the
+                                   // descriptor its head was read from
+};
+
+// Looks at one entry with the calling thread's own collector (FactCollector caches per
+// filesystem and is not shared between threads).
+using LookFn = std::function<Looked(sys::WalkEntry& entry, FactCollector& collector)>;
+
+class LookPool
+{
+public:
+  LookPool(LookFn look, std::string mountinfo);
+  ~LookPool();
+  LookPool(const LookPool&) = delete;
+  LookPool& operator=(const LookPool&) = delete;
+
+  // Queues an entry kept past its visit (WalkEntry::keep). Blocks while `max_queued` wait:
+  // each holds its directory's descriptor open.
+  void submit(sys::WalkEntry entry);
+  // Waits for every entry submitted and returns what was found, in the order submitted.
+  // Rethrows what a look threw.
+  std::vector<Looked> finish();
+
+private:
+  void work();
+
+  LookFn m_look;
+  std::string m_mountinfo;
+  std::mutex m_mu;
+  std::condition_variable m_cv; // every change of the state below
+  std::deque<std::pair<size_t, sys::WalkEntry>> m_queue;
+  std::vector<Looked> m_results; // by submission
+  size_t m_done = 0;
+  bool m_quit = false;
+  std::exception_ptr m_error;
+  std::vector<std::thread> m_threads; // started by the first submit
+};
+
+} // namespace vmcsum::core

@@ -48,7 +48,7 @@ void LookPool::submit(sys::WalkEntry entry)
   m_cv.notify_all();
 }
 
-std::vector<Looked> LookPool::finish()
+std::deque<Looked> LookPool::finish()
 {
   std::unique_lock<std::mutex> lock(m_mu);
   m_cv.wait(lock, [this] { return m_done == m_results.size(); });

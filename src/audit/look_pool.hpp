@@ -54,7 +54,7 @@ public:
   void submit(sys::WalkEntry entry);
   // Waits for every entry submitted and returns what was found, in the order submitted.
   // Rethrows what a look threw.
-  std::vector<Looked> finish();
+  std::deque<Looked> finish();
 
 private:
   void work();
@@ -64,7 +64,8 @@ private:
   std::mutex m_mu;
   std::condition_variable m_cv; // every change of the state below
   std::deque<std::pair<size_t, sys::WalkEntry>> m_queue;
-  std::vector<Looked> m_results; // by submission
+  // By submission; a deque, so that growing it never moves the (large) results already there.
+  std::deque<Looked> m_results;
   size_t m_done = 0;
   bool m_quit = false;
   std::exception_ptr m_error;

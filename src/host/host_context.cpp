@@ -3,6 +3,8 @@
 #include <vmcsum/host/host_context.hpp>
 #include <vmcsum/sys/io.hpp>
 
+#include <utility>
+
 #include <sys/stat.h>
 
 namespace vmcsum::core {
@@ -27,24 +29,41 @@ KernelContext kernel_context(const std::optional<std::string>& release)
   return k;
 }
 
+namespace {
+
+void index_configured(HostContext& h, const ConfiguredDisk& c)
+{
+  struct stat st = {};
+  if (!c.path.empty() && ::stat(c.path.c_str(), &st) == 0) {
+    h.configured_by_inode[{st.st_dev, st.st_ino}].push_back(c);
+  }
+}
+
+} // namespace
+
 HostContext gather_host_context(const HostContextOptions& opts)
 {
   HostContext h;
   h.kernel = kernel_context(opts.kernel_release);
-  h.procs = scan_proc(opts.proc_root);
   if (opts.scan_vm_configs) {
     h.configs = scan_vm_configs(opts.vm_configs);
   }
-  for (auto& c : qemu_configured_disks(h.procs)) {
-    h.configs.disks.push_back(std::move(c));
-  }
   for (const auto& c : h.configs.disks) {
-    struct stat st = {};
-    if (!c.path.empty() && ::stat(c.path.c_str(), &st) == 0) {
-      h.configured_by_inode[{st.st_dev, st.st_ino}].push_back(c);
-    }
+    index_configured(h, c);
+  }
+  if (opts.scan_procs) {
+    add_process_scan(h, scan_proc(opts.proc_root));
   }
   return h;
+}
+
+void add_process_scan(HostContext& h, ProcScan procs)
+{
+  h.procs = std::move(procs);
+  for (auto& c : qemu_configured_disks(h.procs)) {
+    index_configured(h, c);
+    h.configs.disks.push_back(std::move(c));
+  }
 }
 
 } // namespace vmcsum::core

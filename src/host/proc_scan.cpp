@@ -655,8 +655,14 @@ ProcScan scan_proc(const std::string& proc_root)
     }
   }
   std::sort(pids.begin(), pids.end());
+  // vmcsum itself is never a user of an image it looks at, and audit scans while its walk
+  // opens files: its own entry is passed over (only in the live /proc; fixtures have no self).
+  const int self = proc_root == "/proc" ? static_cast<int>(::getpid()) : -1;
 
   for (int pid : pids) {
+    if (pid == self) {
+      continue;
+    }
     std::string name = std::to_string(pid);
     sys::Fd pid_dir(
       ::openat(root_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));

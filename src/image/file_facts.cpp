@@ -278,14 +278,14 @@ void fill_subvolume_path(FileFacts& f, FsFacts& fsf, int fs_fd, const std::strin
   }
 }
 
-void fill_nocow(FileFacts& f, const sys::Fd& fd, const std::string& path, const std::string& why)
+void fill_nocow(FileFacts& f, int fd, const std::string& path, const std::string& why)
 {
-  if (!fd) {
+  if (fd < 0) {
     f.unknown["nocow"] = why;
     return;
   }
   try {
-    f.attr_flags = btrfs::get_attr_flags(fd.get(), path);
+    f.attr_flags = btrfs::get_attr_flags(fd, path);
     f.nocow = (*f.attr_flags & FS_NOCOW_FL) != 0;
   } catch (const Error& e) {
     f.unknown["nocow"] = e.detail();
@@ -316,9 +316,9 @@ void fill_nodatasum(FileFacts& f, FsFacts& fsf, int fs_fd, const std::string& pa
   }
 }
 
-void fill_extents(FileFacts& f, const sys::Fd& fd, const std::string& path, const std::string& why)
+void fill_extents(FileFacts& f, int fd, const std::string& path, const std::string& why)
 {
-  if (!fd) {
+  if (fd < 0) {
     for (const char* k : {"extents", "shared_bytes", "compressed_bytes"}) {
       f.unknown[k] = why;
     }
@@ -326,7 +326,7 @@ void fill_extents(FileFacts& f, const sys::Fd& fd, const std::string& path, cons
   }
   try {
     ExtentCounter counter;
-    btrfs::for_each_extent(fd.get(), path, true, [&](const btrfs::Extent& e) { counter.add(e); });
+    btrfs::for_each_extent(fd, path, true, [&](const btrfs::Extent& e) { counter.add(e); });
     const auto& s = counter.summary();
     f.extents = s.extents;
     f.shared_bytes = s.shared_bytes;
@@ -391,47 +391,59 @@ FileFacts FactCollector::collect(const std::string& path, bool follow_symlink,
       ::open(sys::parent_dir(f.canonical_path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     fs_fd = dir_fd.get();
   }
-  return fill_from_fd(f, st, mount, fd, fs_fd, file_unknown_reason, path);
+  return fill_from_fd(f, st, mount, fd.get(), fs_fd, file_unknown_reason, path);
 }
 
-FileFacts FactCollector::collect_fd(int fd, const std::string& display_path, int dir_fd)
+FileFacts FactCollector::collect_fd(int fd, const std::string& display_path, int dir_fd,
+                                    const KnownOfFd& known)
 {
   FileFacts f;
   f.path = display_path;
   struct stat st = {};
-  if (::fstat(fd, &st) < 0) {
+  if (known.st) {
+    st = *known.st;
+  } else if (::fstat(fd, &st) < 0) {
     f.error = "cannot examine: " + errno_text(errno);
     return f;
   }
   f.kind = kind_of_mode(st.st_mode);
   // The kernel's name of what is open: for the mount table and messages, never opened by name.
   const std::string self = "/proc/self/fd/" + std::to_string(fd);
-  char target[PATH_MAX];
-  const ssize_t n = ::readlink(self.c_str(), target, sizeof target - 1);
-  f.canonical_path = n > 0 ? std::string(target, static_cast<size_t>(n)) : display_path;
+  if (known.path_canonical) {
+    f.canonical_path = display_path;
+  } else {
+    char target[PATH_MAX];
+    const ssize_t n = ::readlink(self.c_str(), target, sizeof target - 1);
+    f.canonical_path = n > 0 ? std::string(target, static_cast<size_t>(n)) : display_path;
+  }
   std::optional<sys::MountEntry> mount;
   if (!fill_examined(f, st, mount)) {
     return f;
   }
-  // Reopened through the descriptor itself (a magic link to this very inode, not a name),
-  // unless it is already open for reading: the ioctls below need a real descriptor, O_PATH
-  // will not do. (A dup keeps `fd` the caller's.)
-  const int fl = ::fcntl(fd, F_GETFL);
-  sys::Fd own(fl >= 0 && !(fl & O_PATH) && (fl & O_ACCMODE) != O_WRONLY
-                ? ::fcntl(fd, F_DUPFD_CLOEXEC, 0)
-                : ::open(self.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC |
-                                         (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0)));
+  // The ioctls below need a descriptor open for reading (O_PATH will not do): `fd` itself when
+  // it is one, else one reopened through the descriptor (a magic link to this very inode, not
+  // a name).
+  int readable = -1;
+  sys::Fd own;
+  const int fl = known.readable ? O_RDONLY : ::fcntl(fd, F_GETFL);
+  if (fl >= 0 && !(fl & O_PATH) && (fl & O_ACCMODE) != O_WRONLY) {
+    readable = fd;
+  } else {
+    own.reset(::open(self.c_str(),
+                     O_RDONLY | O_NONBLOCK | O_CLOEXEC | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0)));
+    readable = own ? own.get() : -1;
+  }
   std::string why;
-  if (!own) {
+  if (readable < 0) {
     f.open_error = errno_text(errno);
     why = "cannot open: " + *f.open_error;
   }
   // A directory of another st_dev would answer for another subvolume: not used.
   struct stat dst = {};
-  if (!own && dir_fd >= 0 && (::fstat(dir_fd, &dst) < 0 || dst.st_dev != st.st_dev)) {
+  if (readable < 0 && dir_fd >= 0 && (::fstat(dir_fd, &dst) < 0 || dst.st_dev != st.st_dev)) {
     dir_fd = -1;
   }
-  return fill_from_fd(f, st, mount, own, own ? own.get() : dir_fd, why, display_path);
+  return fill_from_fd(f, st, mount, readable, readable >= 0 ? readable : dir_fd, why, display_path);
 }
 
 FileFacts FactCollector::collect_named(const std::string& path)
@@ -480,9 +492,8 @@ FileFacts FactCollector::collect_named(const std::string& path)
 }
 
 FileFacts& FactCollector::fill_from_fd(FileFacts& f, const struct stat& st,
-                                       const std::optional<sys::MountEntry>& mount,
-                                       const sys::Fd& fd, int fs_fd, const std::string& why,
-                                       const std::string& path)
+                                       const std::optional<sys::MountEntry>& mount, int fd,
+                                       int fs_fd, const std::string& why, const std::string& path)
 {
   const std::string& file_unknown_reason = why;
   if (fs_fd < 0) {
@@ -511,8 +522,8 @@ FileFacts& FactCollector::fill_from_fd(FileFacts& f, const struct stat& st,
   }
   fill_nocow(f, fd, path, file_unknown_reason);
   fill_nodatasum(f, fsf, fs_fd, path);
-  if (fd) {
-    fill_compression(f, fd.get(), mount ? &*mount : nullptr);
+  if (fd >= 0) {
+    fill_compression(f, fd, mount ? &*mount : nullptr);
   } else {
     f.unknown["compression"] = file_unknown_reason;
   }

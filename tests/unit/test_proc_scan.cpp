@@ -13,6 +13,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 using namespace vmcsum::core;
@@ -540,25 +541,53 @@ TEST_CASE("scan_proc: missing locks file and missing root")
   CHECK_THROWS_AS(scan_proc((tmp.path() / "nope").string()), vmcsum::Error);
 }
 
-TEST_CASE("scan_proc on the real /proc sees a file this process holds open")
+TEST_CASE("scan_proc on the real /proc sees a file another process holds open, never its own")
 {
   TempDir tmp;
   const fs::path file = tmp.path() / "held.raw";
   write_file(file, "x");
-  vmcsum::sys::Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-  REQUIRE(fd);
+  vmcsum::sys::Fd mine(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  REQUIRE(mine);
   struct stat st
   {
   };
-  REQUIRE(::fstat(fd.get(), &st) == 0);
+  REQUIRE(::fstat(mine.get(), &st) == 0);
+  // A child holds the file open (fd 9, read-only) until the parent closes `go`.
+  int ready[2], go[2];
+  REQUIRE(::pipe(ready) == 0);
+  REQUIRE(::pipe(go) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::close(ready[0]);
+    ::close(go[1]); // else the read below never sees the parent close it
+    const int held = ::open(file.c_str(), O_RDONLY);
+    ::dup2(held, 9);
+    char c = 'r';
+    (void)!::write(ready[1], &c, 1);
+    (void)!::read(go[0], &c, 1);
+    ::_exit(0);
+  }
+  ::close(ready[1]);
+  ::close(go[0]);
+  char c = 0;
+  REQUIRE(::read(ready[0], &c, 1) == 1);
 
   auto scan = scan_proc("/proc");
-  int self = static_cast<int>(::getpid());
+  ::close(go[1]);
+  ::close(ready[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+
   auto it = std::find_if(scan.open_files.begin(), scan.open_files.end(),
-                         [&](const OpenFile& f) { return f.pid == self && f.fd == fd.get(); });
+                         [&](const OpenFile& f) { return f.pid == child && f.fd == 9; });
   REQUIRE(it != scan.open_files.end());
   CHECK(it->ino == static_cast<uint64_t>(st.st_ino));
   CHECK(it->target == file.string());
   REQUIRE(it->flags);
   CHECK_FALSE(flags_writable(*it->flags));
+  // vmcsum is never a user of what it looks at: its own descriptors are not scanned.
+  const int self = static_cast<int>(::getpid());
+  CHECK(std::none_of(scan.open_files.begin(), scan.open_files.end(),
+                     [&](const OpenFile& f) { return f.pid == self; }));
 }

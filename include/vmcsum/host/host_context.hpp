@@ -26,6 +26,9 @@ struct HostContextOptions
   std::string proc_root = "/proc";
   VmConfigDirs vm_configs;
   bool scan_vm_configs = true;
+  // false: procs stays empty; the caller scans /proc itself (audit does, beside its walk) and
+  // hands the scan to add_process_scan.
+  bool scan_procs = true;
   // The release to judge by (default: the running kernel's, uname -r).
   std::optional<std::string> kernel_release;
 };
@@ -59,5 +62,10 @@ struct HostContext
 // Never throws for an unreadable /proc entry or configuration: those are noted in procs and
 // configs, as scan_proc and scan_vm_configs do.
 HostContext gather_host_context(const HostContextOptions& opts = {});
+
+// Completes a context gathered without its /proc scan: the scan, and the drives of its running
+// QEMUs as configured disks (after those of the configurations, as gather_host_context adds
+// them).
+void add_process_scan(HostContext& h, ProcScan procs);
 
 } // namespace vmcsum::core

@@ -85,6 +85,16 @@ struct FileFacts
 };
 
 // Collects facts for many paths, caching filesystem-wide facts per filesystem.
+// What a caller already knows of a descriptor it hands to FactCollector::collect_fd, so that
+// it is not asked again (audit's walk looks at 1000s of images: each question is a syscall).
+struct KnownOfFd
+{
+  const struct stat* st = nullptr; // its fstat
+  bool path_canonical = false;     // the display path is its canonical path (a walk below a
+                                   // canonical root, no symlink followed)
+  bool readable = false;           // open for reading (not O_PATH, not write-only)
+};
+
 class FactCollector
 {
 public:
@@ -104,7 +114,8 @@ public:
   // out of a walked tree (issue 12). A symlink opened with O_PATH|O_NOFOLLOW is the link.
   // `dir_fd`, when given, is the file's directory (same subvolume): when the file itself cannot
   // be opened for reading (not root), the filesystem questions are asked of it instead.
-  FileFacts collect_fd(int fd, const std::string& display_path, int dir_fd = -1);
+  FileFacts collect_fd(int fd, const std::string& display_path, int dir_fd = -1,
+                       const KnownOfFd& known = {});
 
   // A path named on the command line (show): a symlink there is followed once, and its target
   // reported; what it names is opened once (O_PATH: nothing is read, a FIFO cannot block) and
@@ -118,10 +129,11 @@ private:
   // The stat and mount facts of every examined file; false when it must not be opened (a FIFO
   // or a device could block or have side effects: look, don't touch).
   bool fill_examined(FileFacts& f, const struct stat& st, std::optional<sys::MountEntry>& mount);
-  // Everything asked of the open file (or, when it could not be opened, its filesystem through
-  // `fs_fd`): filesystem, subvolume, NOCOW, NODATASUM, compression, extents.
+  // Everything asked of the file open for reading as `fd` (-1: it could not be opened; then
+  // its filesystem is asked through `fs_fd`): filesystem, subvolume, NOCOW, NODATASUM, compression,
+  // extents.
   FileFacts& fill_from_fd(FileFacts& f, const struct stat& st,
-                          const std::optional<sys::MountEntry>& mount, const sys::Fd& fd, int fs_fd,
+                          const std::optional<sys::MountEntry>& mount, int fd, int fs_fd,
                           const std::string& why, const std::string& path);
 
   // What one st_dev (a subvolume, on btrfs) answers, so that many files in one subvolume cost

@@ -90,21 +90,24 @@ dd_devices() {
   wait
 }
 
-# scrub LABEL ARGS...: one cold run, seconds appended to secs_LABEL, peak RSS (KiB) to rss
-declare -A secs=()
+# scrub LABEL ARGS...: one cold run, seconds appended to secs_LABEL, CPU seconds (user + system)
+# to cpu_LABEL, peak RSS (KiB) to rss
+declare -A secs=() cpu=()
 rss=()
 run_scrub() {
-  local label=$1 t0 t1
+  local label=$1 t0 t1 kib user sys
   shift
   bench_cold
   t0=$(bench_now)
-  /usr/bin/time -f "%M" -o "$BENCH_TMP/rss" "$VMCSUM" --json scrub --no-progress --no-history \
-    "$@" "$f" >"$BENCH_TMP/scrub.json" || true
+  /usr/bin/time -f "%M %U %S" -o "$BENCH_TMP/rss" "$VMCSUM" --json scrub --no-progress \
+    --no-history "$@" "$f" >"$BENCH_TMP/scrub.json" || true
   t1=$(bench_now)
   [[ $(jq '.files[0].examined' "$BENCH_TMP/scrub.json") == true ]] ||
     { echo "bench: scrub $* did not examine the image" >&2; jq . "$BENCH_TMP/scrub.json" >&2; exit 1; }
   secs[$label]+="$(echo "$t1 - $t0" | bc -l) "
-  rss+=("$(cat "$BENCH_TMP/rss")")
+  read -r kib user sys <"$BENCH_TMP/rss"
+  cpu[$label]+="$(echo "$user + $sys" | bc -l) "
+  rss+=("$kib")
 }
 
 modes=(default per-copy)
@@ -131,6 +134,12 @@ for m in "${modes[@]}"; do
   # shellcheck disable=SC2086 # the values are a space-separated list
   med=$(printf '%s\n' ${secs[$m]} | bench_median)
   echo "  median $(echo "$bytes / 1048576 / $med" | bc) MiB/s; ratio scrub/dd throughput: $(echo "$dd_m / $med" | bc -l | xargs printf "%.2f")"
+  # shellcheck disable=SC2086 # the values are a space-separated list
+  c=$(printf '%s\n' ${cpu[$m]} | bench_median)
+  # How busy the cores were: near all of them means the CPU, not the device or the pipeline,
+  # bounds this run (the loop devices' own work and the interrupts are not counted here).
+  printf '  CPU: median %.2f s (user + system) per %d MiB, %.2f of %d cores busy\n' "$c" \
+    $((bytes / 1048576)) "$(echo "$c / $med" | bc -l)" "$(nproc)"
 done
 goal=0.95
 [[ $ndev -gt 1 ]] && goal=0.9
@@ -153,6 +162,12 @@ if [[ $csum == sha256 || $csum == blake2 ]]; then
     read -r hash_mib ncpu < <("$hs" "$type" 0 3)
     echo "hashing limit of all $ncpu cores (vmcsum's $csum code, tests/tools/hash_speed): $hash_mib MiB/s"
     echo "ratio scrub (default) / hashing limit: $(echo "$scrub_mib / $hash_mib" | bc -l | xargs printf "%.2f") (goal >= 0.9)"
+    # What hashing alone costs in CPU, beside what scrub spent in all (its CPU line above): the
+    # rest is reading, the csum tree and vmcsum's fixed costs, on the same cores.
+    # shellcheck disable=SC2086 # the values are a space-separated list
+    printf 'hashing the copies alone: %.2f s of CPU (at hash_speed); scrub (default) used %.2f s\n' \
+      "$(echo "$bytes / 1048576 * $ncpu / $hash_mib" | bc -l)" \
+      "$(printf '%s\n' ${cpu[default]} | bench_median)"
     lim=$hash_mib
     (($(echo "$dd_mib < $lim" | bc -l))) && lim=$dd_mib
     echo "ratio scrub (default) / min(dd, hashing limit) = $(printf '%.0f' "$lim") MiB/s: $(echo "$scrub_mib / $lim" | bc -l | xargs printf "%.2f") (the device and the cores both bound it)"

@@ -8,8 +8,6 @@
 #include <algorithm>
 #include <cstring>
 
-#include <sched.h>
-
 namespace vmcsum::core {
 
 namespace {
@@ -18,17 +16,10 @@ namespace {
 // serve more than one), so the device never idles between requests.
 constexpr size_t k_readers_per_device = 2;
 
-// One hasher per CPU this process may run on (sched_getaffinity: a container or taskset may
-// allow fewer than the machine has), at most eight: the pool holds few buffers anyway.
+// One hasher per CPU this process may run on, at most eight: the pool holds few buffers anyway.
 size_t hasher_count()
 {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  size_t n = ::sched_getaffinity(0, sizeof set, &set) == 0 ? size_t(CPU_COUNT(&set)) : 0;
-  if (n == 0) {
-    n = std::thread::hardware_concurrency();
-  }
-  return std::clamp<size_t>(n, 1, 8);
+  return std::min<size_t>(sys::usable_cpus(), 8);
 }
 
 // A read copy is hashed in slices of 1 MiB (of 4 KiB sectors: 256), so a 4 MiB copy keeps four

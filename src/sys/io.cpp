@@ -10,8 +10,10 @@
 #include <cerrno>
 #include <cstdio>
 #include <new>
+#include <thread>
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/utsname.h>
@@ -319,6 +321,17 @@ const std::string& kernel_release()
     return ::uname(&u) == 0 ? std::string(u.release) : std::string();
   }();
   return release;
+}
+
+size_t usable_cpus()
+{
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  size_t n = ::sched_getaffinity(0, sizeof set, &set) == 0 ? size_t(CPU_COUNT(&set)) : 0;
+  if (n == 0) {
+    n = std::thread::hardware_concurrency();
+  }
+  return std::max<size_t>(n, 1);
 }
 
 } // namespace vmcsum::sys

@@ -10,6 +10,7 @@
 // CSUM_TYPE 0 crc32c, 1 xxhash, 2 sha256, 3 blake2; THREADS (0 or none: the CPUs this process
 // may use). Prints one line: "MiB/s THREADS". Exit 0, or 1 with a message on stderr.
 #include <vmcsum/checksum.hpp>
+#include <vmcsum/sys/io.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -21,19 +22,10 @@
 #include <thread>
 #include <vector>
 
-#include <sched.h>
-
 namespace {
 
 constexpr size_t k_sector = 4096;
 constexpr size_t k_buffer = 4u << 20; // one scrub read buffer
-
-size_t cpus()
-{
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  return ::sched_getaffinity(0, sizeof set, &set) == 0 ? size_t(CPU_COUNT(&set)) : 1;
-}
 
 } // namespace
 
@@ -45,7 +37,8 @@ try {
   }
   const auto type = static_cast<uint16_t>(std::atoi(argv[1]));
   const int asked = argc > 2 ? std::atoi(argv[2]) : 0;
-  const size_t threads = asked > 0 ? size_t(asked) : cpus();
+  const size_t threads =
+    asked > 0 ? size_t(asked) : vmcsum::sys::usable_cpus(); // as scrub's hashers
   const double seconds = argc > 3 ? std::atof(argv[3]) : 3.0;
   vmcsum::Checksummer check(type); // an unknown type fails here, not in a thread
   std::atomic<bool> stop{false};

@@ -151,4 +151,8 @@ std::optional<uint64_t> free_bytes(int fd);
 // uname(2) release of the running kernel, read once per process.
 const std::string& kernel_release();
 
+// The CPUs this process may run on (sched_getaffinity: a container or taskset may allow fewer
+// than the machine has), at least 1: how many threads a CPU-bound stage should run.
+size_t usable_cpus();
+
 } // namespace vmcsum::sys

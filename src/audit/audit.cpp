@@ -361,7 +361,7 @@ private:
     result_.searched.push_back(root);
     sys::WalkOptions wo;
     wo.stop = opts_.cancel;
-    LookPool pool(look_at, opts_.mountinfo);
+    LookPool pool(look_at, opts_.mountinfo, syncs_);
     sys::walk_tree(
       root, [&](sys::WalkEntry& e) { walk_entry(e, root, explicit_root, pool); },
       [&](const std::string& path, const std::string& why) {
@@ -536,7 +536,7 @@ private:
   // --- examine ---
   void examine_all()
   {
-    FactCollector collector(opts_.mountinfo);
+    FactCollector collector(opts_.mountinfo, syncs_);
     for (size_t i = 0; i < configured_.size(); ++i) {
       struct stat cst = {};
       if (!configured_[i].path.empty() && ::stat(configured_[i].path.c_str(), &cst) == 0) {
@@ -910,7 +910,9 @@ private:
   const AuditOptions& opts_;
   AuditResult result_;
   HostContext host_;
-  std::future<ProcScan> procs_;            // gather_host() to join_host()
+  std::future<ProcScan> procs_; // gather_host() to join_host()
+  // The filesystems synced in this run, shared by the look threads' and examine's collectors.
+  std::shared_ptr<FsSyncs> syncs_ = std::make_shared<FsSyncs>();
   std::vector<ConfiguredDisk> configured_; // moved out of host_.configs.disks
   std::deque<Candidate> candidates_;       // a deque: growing it never moves the facts they carry
   std::map<std::pair<dev_t, ino_t>, size_t> by_inode_; // candidates_ index by inode

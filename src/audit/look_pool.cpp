@@ -15,9 +15,10 @@ constexpr size_t max_queued = 64;
 
 } // namespace
 
-LookPool::LookPool(LookFn look, std::string mountinfo)
+LookPool::LookPool(LookFn look, std::string mountinfo, std::shared_ptr<FsSyncs> syncs)
   : m_look(std::move(look))
   , m_mountinfo(std::move(mountinfo))
+  , m_syncs(std::move(syncs))
 {
 }
 
@@ -76,7 +77,7 @@ void LookPool::work()
     std::exception_ptr error;
     try {
       if (!collector) {
-        collector.emplace(m_mountinfo);
+        collector.emplace(m_mountinfo, m_syncs);
       }
       found = m_look(entry, *collector);
     } catch (...) {

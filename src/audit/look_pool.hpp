@@ -17,6 +17,7 @@
 #include <deque>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -44,7 +45,8 @@ using LookFn = std::function<Looked(sys::WalkEntry& entry, FactCollector& collec
 class LookPool
 {
 public:
-  LookPool(LookFn look, std::string mountinfo);
+  // `syncs`: the run's record of synced filesystems, shared by every thread's collector.
+  LookPool(LookFn look, std::string mountinfo, std::shared_ptr<FsSyncs> syncs);
   ~LookPool();
   LookPool(const LookPool&) = delete;
   LookPool& operator=(const LookPool&) = delete;
@@ -61,6 +63,7 @@ private:
 
   LookFn m_look;
   std::string m_mountinfo;
+  std::shared_ptr<FsSyncs> m_syncs;
   std::mutex m_mu;
   std::condition_variable m_cv; // every change of the state below
   std::deque<std::pair<size_t, sys::WalkEntry>> m_queue;

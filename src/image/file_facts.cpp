@@ -71,8 +71,18 @@ void ExtentCounter::add(const btrfs::Extent& e)
   }
 }
 
-FactCollector::FactCollector(const std::string& mountinfo)
+void FsSyncs::once(const std::string& fsid, int fd, const std::string& path)
+{
+  std::lock_guard lock(m_mu); // held through the sync: a racing caller must not read before it
+  if (m_done.count(fsid) == 0) {
+    btrfs::sync_fs(fd, path);
+    m_done.insert(fsid);
+  }
+}
+
+FactCollector::FactCollector(const std::string& mountinfo, std::shared_ptr<FsSyncs> syncs)
   : m_mounts(mountinfo)
+  , m_syncs(syncs ? std::move(syncs) : std::make_shared<FsSyncs>())
 {
 }
 
@@ -293,7 +303,7 @@ void fill_nocow(FileFacts& f, int fd, const std::string& path, const std::string
 }
 
 // NODATASUM lives only in the inode item; GETFLAGS never shows it (docs/kernel-facts.md §3.1).
-void fill_nodatasum(FileFacts& f, FsFacts& fsf, int fs_fd, const std::string& path)
+void fill_nodatasum(FileFacts& f, FsFacts& fsf, FsSyncs& syncs, int fs_fd, const std::string& path)
 {
   if (!f.subvolume_id) {
     f.unknown["nodatasum"] = "subvolume unknown";
@@ -301,7 +311,7 @@ void fill_nodatasum(FileFacts& f, FsFacts& fsf, int fs_fd, const std::string& pa
   }
   try {
     if (!fsf.synced) {
-      btrfs::sync_fs(fs_fd, path);
+      syncs.once(fsf.info.fsid, fs_fd, path);
       fsf.synced = true;
     }
     auto item = btrfs::read_inode_item(fs_fd, *f.subvolume_id, f.inode, path);
@@ -521,7 +531,7 @@ FileFacts& FactCollector::fill_from_fd(FileFacts& f, const struct stat& st,
     fill_subvolume_path(f, fsf, fs_fd, path);
   }
   fill_nocow(f, fd, path, file_unknown_reason);
-  fill_nodatasum(f, fsf, fs_fd, path);
+  fill_nodatasum(f, fsf, *m_syncs, fs_fd, path);
   if (fd >= 0) {
     fill_compression(f, fd, mount ? &*mount : nullptr);
   } else {

@@ -14,7 +14,9 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -28,7 +30,7 @@ struct FsFacts
   btrfs::FsInfo info;
   std::vector<std::string> data_profiles; // largest first; more than one while converting
   std::optional<std::string> data_profiles_unknown;
-  bool synced = false; // BTRFS_IOC_SYNC done in this run (needed before TREE_SEARCH)
+  bool synced = false; // the run synced it (FsSyncs; needed before TREE_SEARCH)
   // Subvolume id -> path, or the reason it is unknown; libbtrfsutil walks the tree of roots
   // for each lookup, so images in one subvolume share one answer.
   std::map<uint64_t, std::pair<std::optional<std::string>, std::string>> subvolume_paths;
@@ -95,11 +97,28 @@ struct KnownOfFd
   bool readable = false;           // open for reading (not O_PATH, not write-only)
 };
 
+// The filesystems synced (BTRFS_IOC_SYNC) in this run, shared by the collectors of one run:
+// audit's look threads each have their own FactCollector, and on a busy host every sync waits
+// for a transaction commit, so one per filesystem is enough. Thread-safe.
+class FsSyncs
+{
+public:
+  // Syncs the filesystem with `fsid` through `fd` unless that was done in this run; returns
+  // when it is synced (a caller racing the first one waits for it). Throws what the sync threw.
+  void once(const std::string& fsid, int fd, const std::string& path);
+
+private:
+  std::mutex m_mu;
+  std::set<std::string> m_done;
+};
+
 class FactCollector
 {
 public:
-  // `mountinfo` lets tests use a fixture mount table.
-  explicit FactCollector(const std::string& mountinfo = "/proc/self/mountinfo");
+  // `mountinfo` lets tests use a fixture mount table. `syncs`: shared with the run's other
+  // collectors (default: this collector's own).
+  explicit FactCollector(const std::string& mountinfo = "/proc/self/mountinfo",
+                         std::shared_ptr<FsSyncs> syncs = nullptr);
 
   // Never throws for a problem with the path itself: that becomes `error`/`unknown`.
   // Command-line symlinks are followed (and reported); `follow_symlink=false` examines the
@@ -149,6 +168,7 @@ private:
   const DevFacts& dev_facts(uint64_t dev, int fs_fd, const std::string& path);
 
   sys::MountTable m_mounts;
+  std::shared_ptr<FsSyncs> m_syncs;
   std::map<std::string, std::unique_ptr<FsFacts>> m_fs; // by fsid
   std::map<uint64_t, DevFacts> m_dev;                   // by st_dev
 };

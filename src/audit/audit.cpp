@@ -124,8 +124,7 @@ ImageFormat sniff_fd(const sys::Fd& owned, uint64_t size, const std::string& nam
 
 // An entry of a walk opened for reading relative to its directory, and only if it is still the
 // regular file the walk examined (a FIFO or symlink swapped in is not read); empty when it
-// cannot be read.
-// Opened for reading (O_NOATIME where allowed), `st` its fstat; empty when it cannot be.
+// cannot be read. O_NOATIME where allowed; `st` is its fstat.
 sys::Fd open_entry(sys::WalkEntry& e, struct stat& st)
 {
   try {
@@ -144,8 +143,9 @@ sys::Fd open_entry(sys::WalkEntry& e, struct stat& st)
 // A walked file (not named on the command line) as the walk's LookPool looks at it: worth a
 // look by name and size, its format from its head, and an image's facts collected through the
 // descriptor the head was read from, so that it is opened once (and nothing the walk and the
-// open already said is asked again: its path is canonical, as the walk's root is).
-Looked look_at(sys::WalkEntry& e, FactCollector& collector)
+// open already said is asked again; `canonical_root`: the walk's root is canonical, and so is
+// every path found below it, since no symlink is followed).
+Looked look_at(sys::WalkEntry& e, FactCollector& collector, bool canonical_root)
 {
   Looked found;
   found.path = e.path();
@@ -164,7 +164,7 @@ Looked look_at(sys::WalkEntry& e, FactCollector& collector)
   if (found.format != ImageFormat::unknown) {
     found.ref = e.ref();
     if (fd) {
-      found.facts = collector.collect_fd(fd.get(), found.path, -1, {&st, true, true});
+      found.facts = collector.collect_fd(fd.get(), found.path, -1, {&st, canonical_root, true});
     }
   }
   return found;
@@ -357,11 +357,17 @@ private:
   void walk_root(const std::string& given_root, bool explicit_root)
   {
     // Walk from the canonical root so that every path found is canonical too.
-    const std::string root = sys::canonical_path(given_root);
+    // (Unresolved, as given, when realpath fails: EACCES above it, a name too long. Then the
+    // paths found are not known to be canonical, and the facts ask the kernel for theirs.)
+    const auto resolved = sys::resolved_path(given_root);
+    const std::string root = resolved.value_or(given_root);
+    const bool canonical_root = resolved.has_value();
     result_.searched.push_back(root);
     sys::WalkOptions wo;
     wo.stop = opts_.cancel;
-    LookPool pool(look_at, opts_.mountinfo, syncs_);
+    LookPool pool([canonical_root](sys::WalkEntry& e,
+                                   FactCollector& c) { return look_at(e, c, canonical_root); },
+                  opts_.mountinfo, syncs_);
     sys::walk_tree(
       root, [&](sys::WalkEntry& e) { walk_entry(e, root, explicit_root, pool); },
       [&](const std::string& path, const std::string& why) {
@@ -684,7 +690,9 @@ private:
   // Who has the image open or locked, which configurations name it, and its directory's NOCOW.
   void note_users(ImageReport& rep, const Candidate& cand, sys::Fd& dir)
   {
-    auto u = users_in_scan(host_.procs, rep.facts.dev, rep.facts.inode);
+    // (vmcsum's own pid is not scanned; skipped here too, should /proc not say which it is)
+    auto u =
+      users_in_scan(host_.procs, rep.facts.dev, rep.facts.inode, static_cast<int>(::getpid()));
     rep.open_by = std::move(u.users);
     rep.locks = std::move(u.locks);
     if (auto it = configured_by_inode_.find(

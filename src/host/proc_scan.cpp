@@ -656,8 +656,14 @@ ProcScan scan_proc(const std::string& proc_root)
   }
   std::sort(pids.begin(), pids.end());
   // vmcsum itself is never a user of an image it looks at, and audit scans while its walk
-  // opens files: its own entry is passed over (only in the live /proc; fixtures have no self).
-  const int self = proc_root == "/proc" ? static_cast<int>(::getpid()) : -1;
+  // opens files: its own entry is passed over. Its pid as this procfs numbers it (the "self"
+  // magic link: right in another pid namespace and for any spelling of the path; a fixture's
+  // "self" is no number, and nothing is skipped there).
+  int self = -1;
+  char self_link[32] = {};
+  if (::readlinkat(root_fd, "self", self_link, sizeof self_link - 1) > 0) {
+    self = parse_number_entry(self_link).value_or(-1);
+  }
 
   for (int pid : pids) {
     if (pid == self) {

@@ -73,10 +73,19 @@ void ExtentCounter::add(const btrfs::Extent& e)
 
 void FsSyncs::once(const std::string& fsid, int fd, const std::string& path)
 {
-  std::lock_guard lock(m_mu); // held through the sync: a racing caller must not read before it
-  if (m_done.count(fsid) == 0) {
-    btrfs::sync_fs(fd, path);
-    m_done.insert(fsid);
+  std::shared_ptr<Fs> fs;
+  {
+    std::lock_guard lock(m_mu);
+    auto& slot = m_fs[fsid];
+    if (!slot) {
+      slot = std::make_shared<Fs>();
+    }
+    fs = slot;
+  }
+  std::lock_guard lock(fs->mu);
+  if (!fs->done) {
+    btrfs::sync_fs(fd, path); // throws: not done, the next file tries again
+    fs->done = true;
   }
 }
 

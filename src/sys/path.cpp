@@ -10,10 +10,18 @@
 
 namespace vmcsum::sys {
 
-std::string canonical_path(const std::string& path)
+std::optional<std::string> resolved_path(const std::string& path)
 {
   std::unique_ptr<char, decltype(&std::free)> real(::realpath(path.c_str(), nullptr), &std::free);
-  return real ? std::string(real.get()) : path;
+  if (!real) {
+    return std::nullopt;
+  }
+  return std::string(real.get());
+}
+
+std::string canonical_path(const std::string& path)
+{
+  return resolved_path(path).value_or(path);
 }
 
 std::string path_of_fd(int fd, const std::string& fallback)

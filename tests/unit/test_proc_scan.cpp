@@ -570,14 +570,22 @@ TEST_CASE("scan_proc on the real /proc sees a file another process holds open, n
   }
   ::close(ready[1]);
   ::close(go[0]);
+  // Whatever fails below, the child is let go and reaped.
+  struct Holder
+  {
+    pid_t pid;
+    int go, ready;
+    ~Holder()
+    {
+      ::close(go);
+      ::close(ready);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } holder{child, go[1], ready[0]};
   char c = 0;
   REQUIRE(::read(ready[0], &c, 1) == 1);
 
   auto scan = scan_proc("/proc");
-  ::close(go[1]);
-  ::close(ready[0]);
-  int status = 0;
-  ::waitpid(child, &status, 0);
 
   auto it = std::find_if(scan.open_files.begin(), scan.open_files.end(),
                          [&](const OpenFile& f) { return f.pid == child && f.fd == 9; });

@@ -108,8 +108,13 @@ public:
   void once(const std::string& fsid, int fd, const std::string& path);
 
 private:
-  std::mutex m_mu;
-  std::set<std::string> m_done;
+  struct Fs
+  {
+    std::mutex mu; // held through its sync: a racing caller must not read before it is done
+    bool done = false;
+  };
+  std::mutex m_mu; // guards m_fs only: a slow commit on one filesystem holds up no other
+  std::map<std::string, std::shared_ptr<Fs>> m_fs;
 };
 
 class FactCollector

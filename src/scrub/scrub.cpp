@@ -220,6 +220,7 @@ private:
     }
   }
   FsCtx& fs_for(int fd, const std::string& path);
+  void map_all(FsCtx& fs, std::span<const Segment> segs, const std::string& path);
   int dev_fd(FsCtx& fs, uint64_t devid);
   // bad_length: what a bad sector's length is reported as (0: the sector size).
   void verify_range(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t length,
@@ -348,6 +349,29 @@ FsCtx& Scrubber::fs_for(int fd, const std::string& path)
   }
   ctx.state.fsid = info.fsid;
   return m_fs.emplace(info.fsid, std::move(ctx)).first->second;
+}
+
+// The chunk map is read once per filesystem per run, but the filesystem lives on: a write
+// (a guest's, or repair's own rewrite between its scrubs) can land in a data chunk allocated
+// since. btrfs never reuses a logical address for a new chunk (find_next_chunk() in
+// fs/btrfs/volumes.c starts after the last chunk), so a stale map only lacks chunks, never maps
+// an address wrongly: reading it again when a segment is unmapped is enough. New chunks may lie
+// on a device added since, so the device list is read again too (open fds are kept). Called from
+// the main thread with no Chunk pointer held: the readers never look at the map.
+void Scrubber::map_all(FsCtx& fs, std::span<const Segment> segs, const std::string& path)
+{
+  const uint32_t ss = fs.info.sectorsize;
+  const bool mapped = std::all_of(segs.begin(), segs.end(), [&](const Segment& s) {
+    return fs.chunks->find(s.logical) &&
+           fs.chunks->find(s.logical + std::max(s.length, uint64_t{ss}) - 1);
+  });
+  if (mapped) {
+    return;
+  }
+  *fs.chunks = btrfs::ChunkMap::read(m_fd, path);
+  for (auto& [devid, dev] : btrfs::device_paths(m_fd, path)) {
+    fs.dev_paths[devid] = dev;
+  }
 }
 
 int Scrubber::dev_fd(FsCtx& fs, uint64_t devid)
@@ -747,6 +771,7 @@ void Scrubber::flush_window(FsCtx& fs, FileScrub& f)
   // A run is a stretch of the sorted window, never a copy of it: a contiguous image's run can
   // be the whole window.
   const std::span<const Segment> w(m_window);
+  map_all(fs, w, f.path);
   CsumPrefetch prefetch(m_fd, fs.info, csum_ranges(w));
   m_prefetch = &prefetch;
   struct Unset
@@ -809,6 +834,8 @@ void Scrubber::verify_range(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t 
 {
   const uint32_t ss = fs.info.sectorsize;
   length = (length + ss - 1) / ss * ss;
+  const Segment whole{logical, length, file_offset};
+  map_all(fs, {&whole, 1}, f.path);
   uint64_t done = 0;
   while (done < length) {
     check_cancel();

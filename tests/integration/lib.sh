@@ -474,6 +474,30 @@ make_btrfs() {
   FS_ID=$id
 }
 
+# add_btrfs_device [MiB] : adds a new device (a sparse backing file of MiB, default 256, attached
+# with `losetup -f --show`) to the filesystem made last (btrfs device add); the cleanup detaches
+# it with the others. Sets ADDED_DEV and appends it to DEVS (not for a subshell: the cleanup's
+# lists would not learn of it).
+add_btrfs_device() {
+  local size=${1:-256} id img dev
+  id=$(_it_fs_id) || return 1
+  img=$IT_TMP/$id/dev-added$((${#_IT_IMAGES[@]} + 1)).img
+  truncate -s "${size}M" -- "$img"
+  _IT_IMAGES+=("$img")
+  dev=$(_it_losetup "$img") || return 1
+  _IT_LOOPS+=("$dev")
+  btrfs device add -f -- "$dev" "${_IT_FS_MNT[$id]}" >"$IT_TMP/.devadd.log" 2>&1 || {
+    note "btrfs device add $dev failed:"
+    _it_indent <"$IT_TMP/.devadd.log"
+    return 1
+  }
+  _IT_FS_DEVS[$id]+=" $dev"
+  _IT_FS_IMGS[$id]+=" $img"
+  DEVS+=("$dev")
+  IMGS+=("$img")
+  ADDED_DEV=$dev
+}
+
 # adopt_btrfs [--mount-opts OPTS] IMG... : attaches images of a btrfs made elsewhere (a
 # user-mode-linux guest's, in mkfs order) with `losetup -f --show` and mounts them (with OPTS) as
 # make_btrfs would have: the cleanup unmounts and detaches them, and mount_btrfs/unmount_btrfs/

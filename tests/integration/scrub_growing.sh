@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# A filesystem that allocates a data chunk while vmcsum runs on it. vmcsum reads each
+# filesystem's chunk map once per run; data written later (by a guest, or by repair's own rewrite
+# between its scrubs) can lie in a chunk that did not exist then. Seen in a soak: a repair's check
+# scrub failed with "no chunk maps logical ...".
+# Each run is stopped (SIGSTOP) once it reads its first copies (its map read), the filesystem is
+# filled up (ENOSPC: no room in any data chunk, none left to allocate) and a device is added, so
+# what is written next lies in a new chunk on a device the run did not know of:
+#  * scrub of two files in one run, the second written (and one of its sectors damaged on
+#    mirror 2) while the run is stopped: the second file is verified whole and its damage found
+#    on mirror 2 only, at the logical address filefrag gives;
+#  * repair of an image damaged with the race's signature: its rewrite lands in the new chunk and
+#    its own check scrub maps it (content = the original with mirror 1's bytes, no EIO, btrfs
+#    scrub clean).
+# The oracles that the chunk is new: btrfs filesystem df (the kernel's data total grows),
+# dump-tree's chunk items (the new data lies beyond every chunk of before), btrfs-map-logical
+# (its copies are on the added device).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/repair_lib.sh"
+need_root
+need_loop
+need_cmd jq filefrag btrfs btrfs-map-logical dd cmp perl
+: "${VMCSUM:?VMCSUM must point at the vmcsum binary}"
+
+M=1048576
+
+# The kernel's data total and used bytes: "total used" (btrfs filesystem df -b).
+data_df() { # MNT
+  btrfs filesystem df -b "$1" | awk -F'[=, ]+' '/^Data/ { for (i = 1; i < NF; i++) { if ($i == "total") t = $(i + 1); if ($i == "used") u = $(i + 1) } } END { print t, u }'
+}
+# The end of the highest chunk (any type) in the chunk tree: a chunk allocated later starts at or
+# after it (btrfs never reuses a logical address for a new chunk).
+chunks_end() { # DEV
+  _it_flush_fs_of "$1"
+  btrfs inspect-internal dump-tree -t chunk "$1" |
+    awk '/CHUNK_ITEM/ { for (i = 1; i <= NF; i++) if ($i == "CHUNK_ITEM") { s = $(i + 1); sub(/\)/, "", s) } }
+         /^[ \t]*length [0-9]+ owner/ { e = s + $2; if (e > m) m = e } END { printf "%.0f\n", m }'
+}
+# rchar of process PID (bytes its threads read through read/pread, the device reads included).
+rchar() { awk '/^rchar:/ { print $2 }' "/proc/$1/io" 2>/dev/null || echo 0; }
+# Whether process PID holds FILE open.
+holds_open() { # PID FILE
+  local l
+  for l in /proc/"$1"/fd/*; do
+    [[ $(readlink -- "$l" 2>/dev/null) == "$2" ]] && return 0
+  done
+  return 1
+}
+
+# stop_when_reading PID FILE : stops (SIGSTOP) process PID once it is reading FILE's copies,
+# i.e. after it read the chunk map (read before any of them): FILE held open, then 3 MiB read
+# since (more than anything it reads before the copies, its /proc scan included). Sets STOPPED.
+stop_when_reading() {
+  local pid=$1 file=$2 base="" t
+  STOPPED=0
+  for ((t = 0; t < 2400; t++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    if [[ -z $base ]]; then
+      holds_open "$pid" "$file" && base=$(rchar "$pid")
+    elif (($(rchar "$pid") - base >= 3 * M)); then
+      kill -STOP "$pid" && STOPPED=1
+      return 0
+    fi
+    sleep 0.05
+  done
+}
+# fill_up MNT : fills the filesystem until data writes fail (ENOSPC): no room in any data chunk
+# and none to allocate one. What is written next must go to a chunk allocated after that.
+fill_up() {
+  dd if=/dev/zero of="$1/fill" bs=1M status=none 2>/dev/null || true
+  sync -f "$1" || true
+  dd if=/dev/zero of="$1/fill2" bs=4096 status=none 2>/dev/null || true
+  sync -f "$1" || true
+}
+# --- scrub: the second file lies in a chunk allocated during the run ------------------------------
+# ... on a device added during the run, so neither the run's chunk map nor its device list has it.
+make_btrfs -- -d dup -m dup
+dd if=/dev/urandom of="$MNT/a.raw" bs=1M count=6 status=none
+: >"$MNT/b.raw"
+sync -f "$MNT"
+OUTS=$IT_TMP/scrub.json
+"$VMCSUM" --json scrub --no-progress --limit-rate 4M "$MNT/a.raw" "$MNT/b.raw" >"$OUTS" 2>"$OUTS.err" &
+sp=$!
+bg_track "$sp"
+stop_when_reading "$sp" "$MNT/a.raw"
+check_eq "fixture: the scrub was stopped while reading the first file" 1 "$STOPPED"
+read -r total1 _ < <(data_df "$MNT")
+fill_up "$MNT"
+end0=$(chunks_end "${DEVS[0]}")
+add_btrfs_device 256
+dd if=/dev/urandom of="$MNT/b.raw" bs=1M count=8 status=none
+sync -f "$MNT"
+read -r total2 _ < <(data_df "$MNT")
+check "fixture: btrfs allocated a data chunk during the run (btrfs filesystem df: $total1 -> $total2)" \
+  test "$total2" -gt "$total1"
+boff=$((5 * M + 12 * 4096))
+blog=$(file_logical "$MNT/b.raw" "$boff")
+check "fixture: the second file lies beyond every chunk of before ($blog >= $end0)" \
+  test "$(file_extents "$MNT/b.raw" | awk -v e="$end0" '$2 < e' | wc -l)" -eq 0
+# Mirror 2 of that sector overwritten below btrfs, where btrfs-map-logical says it is.
+copies=$(copies_of "$blog" "${DEVS[0]}")
+read -r _ dev2 phys2 < <(awk '$1 == 2' <<<"$copies")
+check_eq "fixture: its copies are on the added device (btrfs-map-logical)" "$ADDED_DEV $ADDED_DEV" \
+  "$(awk '{ print $2 }' <<<"$copies" | paste -sd' ')"
+head -c 4096 /dev/urandom | dd of="$dev2" bs=4096 seek="$phys2" oflag=seek_bytes,direct conv=notrunc,fsync status=none
+drop_caches
+kill -CONT "$sp"
+rc=0
+wait "$sp" || rc=$?
+bg_untrack "$sp"
+note "scrub exit $rc: $(head -c 300 "$OUTS.err")"
+check_eq "scrub completes with a finding (exit 2)" 2 "$rc"
+jfb() { jq -r --arg p "$MNT/b.raw" ".files[] | select(.path == \$p) | $1" "$OUTS" 2>/dev/null || echo "?"; }
+check_eq "the second file: no error" null "$(jfb .error)"
+check_eq "the second file: verified whole (checked_bytes)" $((8 * M)) "$(jfb .checked_bytes)"
+check_eq "the second file: one bad sector, at the damaged offset and filefrag's logical" \
+  "$boff $blog" "$(jfb '.bad[] | "\(.offset) \(.logical)"')"
+check_eq "the second file: mirror 2 bad, mirror 1 good (btrfs-map-logical's copies)" \
+  "1 true,2 false" "$(jfb '[.bad[].copies[] | "\(.mirror) \(.matches)"] | sort | join(",")')"
+check_eq "the first file: clean" "null 0" "$(jq -r --arg p "$MNT/a.raw" '.files[] | select(.path == $p) | "\(.error) \(.bad | length)"' "$OUTS")"
+check_schema --by-name "$OUTS"
+
+# --- repair: its rewrite lands in a chunk allocated after its first scrub ---------------------------
+make_btrfs -- -d dup -m dup
+NEXT=8
+damage_at_all "$MNT/vm.raw"
+"$VMCSUM" --json repair --no-progress --limit-rate 4M --backup-dir "$BK" "$IMG" >"$OUT" 2>"$ERR" &
+rp=$!
+bg_track "$rp"
+stop_when_reading "$rp" "$IMG"
+check_eq "fixture: the repair was stopped in its first scrub" 1 "$STOPPED"
+read -r total3 _ < <(data_df "$MNT")
+fill_up "$MNT"
+end1=$(chunks_end "${DEVS[0]}")
+add_btrfs_device 256
+kill -CONT "$rp"
+RC=0
+wait "$rp" || RC=$?
+bg_untrack "$rp"
+_vrepair_note "(filesystem filled and grown during its first scrub)"
+check_eq "repair: exit 0" 0 "$RC"
+read -r total4 _ < <(data_df "$MNT")
+check "repair: btrfs allocated a data chunk after its first scrub ($total3 -> $total4)" test "$total4" -gt "$total3"
+rl=$(file_logical "$IMG" "${DAMAGED_OFFS[0]}")
+check "repair: the rewritten sector lies beyond every chunk of its first scrub ($rl >= $end1)" test "$rl" -ge "$end1"
+check_eq "repair: its copies are on the added device (btrfs-map-logical)" "$ADDED_DEV $ADDED_DEV" \
+  "$(copies_of "$rl" "${DEVS[0]}" | awk '{ print $2 }' | paste -sd' ')"
+check "repair: content = the original, mirror 1's bytes where damaged" cmp -- "$REF" "$IMG"
+check "repair: the whole image reads (no EIO)" reads_ok "$IMG"
+check_eq "repair: btrfs scrub finds nothing uncorrectable" 0 "$(btrfs_scrub_uncorrectable "$MNT")"
+check_schema --by-name "$DOCS"/*.json
+finish

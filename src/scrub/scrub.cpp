@@ -29,6 +29,7 @@
 #include <vmcsum/sys/walk.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <climits>
@@ -47,6 +48,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 namespace vmcsum::core {
 
@@ -244,8 +246,11 @@ private:
   void date_findings(FsCtx& fs, FileScrub& f, int fd);
   static bool scrubbable(int fd, const struct stat& st, FileScrub& f);
   bool note_users(const struct stat& st, FileScrub& f, ClassifyContext& ctx);
-  void verify_extents(int fd, FsCtx& fs, FileScrub& f, const std::string& path);
-  bool queue_from_items(int fd, FsCtx& fs, FileScrub& f);
+  void verify_stable(int fd, FsCtx& fs, FileScrub& f, const std::string& path, bool writing);
+  std::optional<uint64_t> verify_extents(int fd, FsCtx& fs, FileScrub& f, const std::string& path,
+                                         bool layout);
+  bool queue_from_items(int fd, FsCtx& fs, FileScrub& f, uint64_t& layout);
+  uint64_t layout_of(int fd, const FileScrub& f);
   void verify_compressed(int fd, FsCtx& fs, FileScrub& f, const btrfs::Extent& e,
                          const std::string& path, std::set<uint64_t>& compressed_seen);
   static void classify_all(FileScrub& f, ClassifyContext& ctx);
@@ -1280,7 +1285,7 @@ FileScrub Scrubber::scrub_open(int fd, const struct stat& st, const std::string&
     ctx.device_io_errors = fs.io_errors;
     // FIEMAP_FLAG_SYNC writes delalloc back; the commit puts the csums in the tree we search.
     btrfs::sync_fs(fd, path);
-    verify_extents(fd, fs, f, path);
+    verify_stable(fd, fs, f, path, writing);
     if (!f.bad.empty() && writing) {
       recheck(fd, fs, f);
     }
@@ -1361,6 +1366,96 @@ constexpr uint64_t k_item_search_share = 16u << 20;
 // Items a searcher collects before it takes the lock to add them to the window.
 constexpr size_t k_item_batch = 1024;
 
+// Runs search(from, to) on the searchers, each over its share [from, to] of the file's offsets,
+// and joins them.
+template <class Search>
+void split_item_search(uint64_t size, uint32_t ss, Search&& search)
+{
+  const auto n =
+    static_cast<unsigned>(std::clamp<uint64_t>(size / k_item_search_share, 1, k_item_searchers));
+  const uint64_t share = std::max<uint64_t>((size / n + ss - 1) / ss * ss, ss);
+  std::vector<std::jthread> searchers; // joined before what they use goes
+  for (unsigned i = 0; i < n; ++i) {
+    const bool last = i + 1 == n;
+    searchers.emplace_back(search, i * share, last ? ~0ULL : (i + 1) * share - 1);
+  }
+}
+
+// One EXTENT_DATA item's part of a file's layout digest: the digest is the sum over its items,
+// so the searchers may add them in any order. Relocation (balance) changes disk_bytenr only
+// (replace_file_extents() in fs/btrfs/relocation.c); a write or defragmentation changes items.
+uint64_t layout_mix(const btrfs::FileExtent& x)
+{
+  const uint64_t v[] = {x.file_offset,   x.num_bytes,   static_cast<uint64_t>(x.type),
+                        x.compression,   x.disk_bytenr, x.disk_num_bytes,
+                        x.extent_offset, x.generation};
+  return XXH3_64bits(v, sizeof v);
+}
+
+// The file's layout digest, from its EXTENT_DATA items now.
+uint64_t Scrubber::layout_of(int fd, const FileScrub& f)
+{
+  std::atomic<uint64_t> sum{0};
+  std::mutex mutex;
+  std::optional<Error> failed; // under `mutex`
+  split_item_search(f.size, 4096, [&](uint64_t from, uint64_t to) {
+    try {
+      btrfs::for_each_file_extent(
+        fd, f.inode, f.path,
+        [&](const btrfs::FileExtent& x) {
+          sum.fetch_add(layout_mix(x), std::memory_order_relaxed);
+          return true;
+        },
+        from, to);
+    } catch (const Error& e) { // not out of a thread
+      std::lock_guard lock(mutex);
+      failed = e;
+    }
+  });
+  if (failed) {
+    throw *failed;
+  }
+  return sum.load();
+}
+
+// The per-copy pass, done again when the file's extents moved while it ran (up to three
+// passes). The pass gathers the file's extents first and reads their csums and copies after;
+// a balance relocating them in between leaves it reading where they no longer are: whatever
+// the freed space holds then (a chunk allocated over it: two different wrong copies, the race's
+// very signature) against csums looked up before, and no csum at all for those looked up after.
+// Seen here: a balance during a scrub made 64 "false-mismatch" sectors and 22 MiB "without
+// csums" of a clean file (it.scrub_growing). So the layout (every EXTENT_DATA item) is digested
+// before the pass and compared after it. A file open for writing changes by design: recheck()
+// re-reads its findings instead.
+void Scrubber::verify_stable(int fd, FsCtx& fs, FileScrub& f, const std::string& path, bool writing)
+{
+  if (writing) {
+    verify_extents(fd, fs, f, path, false);
+    return;
+  }
+  constexpr unsigned k_passes = 3;
+  const FileScrub start = f;
+  const uint64_t done = m_done;
+  for (unsigned pass = 1;; ++pass) {
+    const uint64_t before = verify_extents(fd, fs, f, path, true).value_or(0);
+    if (layout_of(fd, f) == before) {
+      if (pass > 1) {
+        f.notes.push_back("its extents moved while it was scrubbed (a balance, a "
+                          "defragmentation or a write); scrubbed again: " +
+                          std::to_string(pass) + " passes");
+      }
+      return;
+    }
+    if (pass == k_passes) {
+      throw Error(Errc::busy, "its extents moved during each of " + std::to_string(k_passes) +
+                                " passes (a balance, a defragmentation or writes): nothing is "
+                                "concluded; scrub it again when that is over");
+    }
+    f = start;
+    m_done = done;
+  }
+}
+
 // A whole-file scrub of a file nobody has open for writing: its EXTENT_DATA items
 // (docs/kernel-facts.md §6; sync_fs() ran, so no delalloc lacks one) give the extents FIEMAP
 // would, at a fraction of the cost (btrfs's FIEMAP also asks whether each extent is shared:
@@ -1368,7 +1463,7 @@ constexpr size_t k_item_batch = 1024;
 // (regular, not compressed) and all fit one window, so none is read before the last is known;
 // anything else (inline, preallocated, compressed, more extents, a failed search) is left to
 // FIEMAP, whose flags verify_extents reads: false then, with nothing queued.
-bool Scrubber::queue_from_items(int fd, FsCtx& fs, FileScrub& f)
+bool Scrubber::queue_from_items(int fd, FsCtx& fs, FileScrub& f, uint64_t& layout)
 {
   if (!m_whole || f.open_for_writing.value_or(true)) {
     return false;
@@ -1376,6 +1471,7 @@ bool Scrubber::queue_from_items(int fd, FsCtx& fs, FileScrub& f)
   const uint32_t ss = fs.info.sectorsize;
   std::mutex mutex;
   bool plain = true; // under `mutex`, like m_window
+  std::atomic<uint64_t> sum{0};
   auto search = [&](uint64_t from, uint64_t to) {
     std::vector<Segment> batch;
     auto append = [&] {
@@ -1391,6 +1487,7 @@ bool Scrubber::queue_from_items(int fd, FsCtx& fs, FileScrub& f)
       btrfs::for_each_file_extent(
         fd, f.inode, f.path,
         [&](const btrfs::FileExtent& x) {
+          sum.fetch_add(layout_mix(x), std::memory_order_relaxed);
           if (x.hole()) {
             return true;
           }
@@ -1410,24 +1507,18 @@ bool Scrubber::queue_from_items(int fd, FsCtx& fs, FileScrub& f)
       plain = false;
     }
   };
-  {
-    const auto n = static_cast<unsigned>(
-      std::clamp<uint64_t>(f.size / k_item_search_share, 1, k_item_searchers));
-    const uint64_t share = std::max<uint64_t>((f.size / n + ss - 1) / ss * ss, ss);
-    std::vector<std::jthread> searchers; // joined before what they use goes
-    for (unsigned i = 0; i < n; ++i) {
-      const bool last = i + 1 == n;
-      searchers.emplace_back(search, i * share, last ? ~0ULL : (i + 1) * share - 1);
-    }
-  }
+  split_item_search(f.size, ss, search);
   if (!plain) {
     m_window.clear();
   }
+  layout = sum.load();
   return plain;
 }
 
 // The per-copy pass over every extent (or the parts of it in the asked-for ranges).
-void Scrubber::verify_extents(int fd, FsCtx& fs, FileScrub& f, const std::string& path)
+// Returns the file's layout digest from before the pass when `layout` asks for it.
+std::optional<uint64_t> Scrubber::verify_extents(int fd, FsCtx& fs, FileScrub& f,
+                                                 const std::string& path, bool layout)
 {
   m_inflight =
     std::make_unique<InFlight>(inflight_buffers(m_opts.chunk), m_opts.chunk, fs.info.csum_type);
@@ -1446,8 +1537,15 @@ void Scrubber::verify_extents(int fd, FsCtx& fs, FileScrub& f, const std::string
   // Once, so the window never exists twice while its vector grows.
   m_window.reserve(k_window_segments);
   std::set<uint64_t> compressed_seen;
-  // What queue_from_items() leaves: FIEMAP's flags tell what each extent is.
-  if (!queue_from_items(fd, fs, f)) {
+  std::optional<uint64_t> before;
+  uint64_t from_items = 0;
+  if (queue_from_items(fd, fs, f, from_items)) {
+    before = from_items;
+  } else {
+    // What queue_from_items() leaves: FIEMAP's flags tell what each extent is.
+    if (layout) {
+      before = layout_of(fd, f);
+    }
     btrfs::for_each_extent(fd, path, true, [&](const btrfs::Extent& e) {
       // The asked-for ranges that overlap this extent: [first_range, m_ranges.end()) while
       // they start before its end.
@@ -1494,6 +1592,7 @@ void Scrubber::verify_extents(int fd, FsCtx& fs, FileScrub& f, const std::string
   std::stable_sort(
     f.divergent.begin(), f.divergent.end(),
     [](const DivergentRange& a, const DivergentRange& b) { return a.offset < b.offset; });
+  return before;
 }
 
 // Compressed: the csums cover the on-disk bytes disk_bytenr..+disk_num_bytes, verified once

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A filesystem that allocates a data chunk while vmcsum runs on it. vmcsum reads each
+# A filesystem that changes under vmcsum: a data chunk allocated, a balance relocating the file. vmcsum reads each
 # filesystem's chunk map once per run; data written later (by a guest, or by repair's own rewrite
 # between its scrubs) can lie in a chunk that did not exist then. Seen in a soak: a repair's check
 # scrub failed with "no chunk maps logical ...".
@@ -12,6 +12,11 @@
 #  * repair of an image damaged with the race's signature: its rewrite lands in the new chunk and
 #    its own check scrub maps it (content = the original with mirror 1's bytes, no EIO, btrfs
 #    scrub clean).
+#  * scrub of a clean file relocated by a balance while the run is stopped, and the space it left
+#    overwritten with random bytes (below btrfs: unallocated space then). The pass read where the
+#    file no longer is; it must be done again: no finding, no bytes "without csums", every byte
+#    verified, a note saying so. Oracles: the kernel reads the file whole, = its copy from before,
+#    btrfs scrub finds nothing.
 # The oracles that the chunk is new: btrfs filesystem df (the kernel's data total grows),
 # dump-tree's chunk items (the new data lies beyond every chunk of before), btrfs-map-logical
 # (its copies are on the added device).
@@ -65,6 +70,32 @@ stop_when_reading() {
     sleep 0.05
   done
 }
+# run_stopped FILE OUT ERR CMD... : starts CMD (stdout to OUT, stderr to ERR) and stops it once it
+# reads FILE's copies (stop_when_reading). Sets BG and STOPPED.
+run_stopped() {
+  local file=$1 out=$2 err=$3
+  shift 3
+  "$@" >"$out" 2>"$err" &
+  BG=$!
+  bg_track "$BG"
+  stop_when_reading "$BG" "$file"
+}
+# resume : lets BG go on and waits for it. Sets BG_RC.
+resume() {
+  kill -CONT "$BG"
+  BG_RC=0
+  wait "$BG" || BG_RC=$?
+  bg_untrack "$BG"
+}
+# grow MNT : fills MNT up (fill_up) and adds a device: what is written next lies in a new chunk on
+# a device a run stopped before did not know of. Sets TOTAL (the data total before) and END (the
+# chunk tree's end before the new chunks).
+grow() {
+  read -r TOTAL _ < <(data_df "$1")
+  fill_up "$1"
+  END=$(chunks_end "${DEVS[0]}")
+  add_btrfs_device 256
+}
 # fill_up MNT : fills the filesystem until data writes fail (ENOSPC): no room in any data chunk
 # and none to allocate one. What is written next must go to a chunk allocated after that.
 fill_up() {
@@ -80,15 +111,11 @@ dd if=/dev/urandom of="$MNT/a.raw" bs=1M count=6 status=none
 : >"$MNT/b.raw"
 sync -f "$MNT"
 OUTS=$IT_TMP/scrub.json
-"$VMCSUM" --json scrub --no-progress --limit-rate 4M "$MNT/a.raw" "$MNT/b.raw" >"$OUTS" 2>"$OUTS.err" &
-sp=$!
-bg_track "$sp"
-stop_when_reading "$sp" "$MNT/a.raw"
+run_stopped "$MNT/a.raw" "$OUTS" "$OUTS.err" \
+  "$VMCSUM" --json scrub --no-progress --limit-rate 4M "$MNT/a.raw" "$MNT/b.raw"
 check_eq "fixture: the scrub was stopped while reading the first file" 1 "$STOPPED"
-read -r total1 _ < <(data_df "$MNT")
-fill_up "$MNT"
-end0=$(chunks_end "${DEVS[0]}")
-add_btrfs_device 256
+grow "$MNT"
+total1=$TOTAL end0=$END
 dd if=/dev/urandom of="$MNT/b.raw" bs=1M count=8 status=none
 sync -f "$MNT"
 read -r total2 _ < <(data_df "$MNT")
@@ -105,12 +132,9 @@ check_eq "fixture: its copies are on the added device (btrfs-map-logical)" "$ADD
   "$(awk '{ print $2 }' <<<"$copies" | paste -sd' ')"
 head -c 4096 /dev/urandom | dd of="$dev2" bs=4096 seek="$phys2" oflag=seek_bytes,direct conv=notrunc,fsync status=none
 drop_caches
-kill -CONT "$sp"
-rc=0
-wait "$sp" || rc=$?
-bg_untrack "$sp"
-note "scrub exit $rc: $(head -c 300 "$OUTS.err")"
-check_eq "scrub completes with a finding (exit 2)" 2 "$rc"
+resume
+note "scrub exit $BG_RC: $(head -c 300 "$OUTS.err")"
+check_eq "scrub completes with a finding (exit 2)" 2 "$BG_RC"
 jfb() { jq -r --arg p "$MNT/b.raw" ".files[] | select(.path == \$p) | $1" "$OUTS" 2>/dev/null || echo "?"; }
 check_eq "the second file: no error" null "$(jfb .error)"
 check_eq "the second file: verified whole (checked_bytes)" $((8 * M)) "$(jfb .checked_bytes)"
@@ -125,19 +149,13 @@ check_schema --by-name "$OUTS"
 make_btrfs -- -d dup -m dup
 NEXT=8
 damage_at_all "$MNT/vm.raw"
-"$VMCSUM" --json repair --no-progress --limit-rate 4M --backup-dir "$BK" "$IMG" >"$OUT" 2>"$ERR" &
-rp=$!
-bg_track "$rp"
-stop_when_reading "$rp" "$IMG"
+run_stopped "$IMG" "$OUT" "$ERR" \
+  "$VMCSUM" --json repair --no-progress --limit-rate 4M --backup-dir "$BK" "$IMG"
 check_eq "fixture: the repair was stopped in its first scrub" 1 "$STOPPED"
-read -r total3 _ < <(data_df "$MNT")
-fill_up "$MNT"
-end1=$(chunks_end "${DEVS[0]}")
-add_btrfs_device 256
-kill -CONT "$rp"
-RC=0
-wait "$rp" || RC=$?
-bg_untrack "$rp"
+grow "$MNT"
+total3=$TOTAL end1=$END
+resume
+RC=$BG_RC
 _vrepair_note "(filesystem filled and grown during its first scrub)"
 check_eq "repair: exit 0" 0 "$RC"
 read -r total4 _ < <(data_df "$MNT")
@@ -150,4 +168,38 @@ check "repair: content = the original, mirror 1's bytes where damaged" cmp -- "$
 check "repair: the whole image reads (no EIO)" reads_ok "$IMG"
 check_eq "repair: btrfs scrub finds nothing uncorrectable" 0 "$(btrfs_scrub_uncorrectable "$MNT")"
 check_schema --by-name "$DOCS"/*.json
+
+# --- scrub: a balance relocates the file while the run reads it ------------------------------------
+make_btrfs --size 512 -- -d dup -m dup
+dd if=/dev/urandom of="$MNT/c.raw" bs=1M count=24 status=none
+cp -- "$MNT/c.raw" "$IT_TMP/c.ref"
+file_extents "$MNT/c.raw" >"$IT_TMP/c.before"
+: >"$IT_TMP/c.places" # device, physical, length of every copy of every extent
+while read -r _ logical len; do
+  copies_of "$logical" "${DEVS[0]}" | awk -v l="$len" '{ print $2, $3, l }' >>"$IT_TMP/c.places"
+done <"$IT_TMP/c.before"
+OUTC=$IT_TMP/balance.json
+run_stopped "$MNT/c.raw" "$OUTC" "$OUTC.err" \
+  "$VMCSUM" --json scrub --no-progress --limit-rate 4M "$MNT/c.raw"
+check_eq "fixture: the scrub was stopped while reading the file" 1 "$STOPPED"
+btrfs balance start -d "$MNT" >"$IT_TMP/balance.log" 2>&1 || { note "balance failed:"; _it_indent <"$IT_TMP/balance.log"; }
+file_extents "$MNT/c.raw" >"$IT_TMP/c.after"
+check "fixture: the balance moved the file (filefrag: no extent where it was)" \
+  test "$(awk 'NR == FNR { was[$2] = 1; next } ($2 in was)' "$IT_TMP/c.before" "$IT_TMP/c.after" | wc -l)" -eq 0
+while read -r dev phys len; do
+  head -c "$len" /dev/urandom |
+    dd of="$dev" bs=1M seek="$phys" oflag=seek_bytes,direct conv=notrunc,fsync iflag=fullblock status=none
+done <"$IT_TMP/c.places"
+drop_caches
+resume
+note "scrub exit $BG_RC: $(head -c 300 "$OUTC.err")"
+check_eq "balance: scrub exit 0" 0 "$BG_RC"
+jfc() { jq -r ".files[0] | $1" "$OUTC" 2>/dev/null || echo "?"; }
+check_eq "balance: no finding, no error" "null 0 0" "$(jfc '"\(.error) \(.bad | length) \(.divergent | length)"')"
+check_eq "balance: every byte verified, none 'without csums'" "$((24 * M)) 0" "$(jfc '"\(.checked_bytes) \(.no_csum_bytes)"')"
+check "balance: a note says the file moved and was scrubbed again" \
+  jq -e '.files[0].notes | any(test("moved while it was scrubbed"))' "$OUTC"
+check "balance: the kernel reads the file whole, = its copy from before" cmp -- "$IT_TMP/c.ref" "$MNT/c.raw"
+check_eq "balance: btrfs scrub finds nothing uncorrectable" 0 "$(btrfs_scrub_uncorrectable "$MNT")"
+check_schema --by-name "$OUTC"
 finish

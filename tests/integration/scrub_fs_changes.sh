@@ -17,6 +17,10 @@
 #    file no longer is; it must be done again: no finding, no bytes "without csums", every byte
 #    verified, a note saying so. Oracles: the kernel reads the file whole, = its copy from before,
 #    btrfs scrub finds nothing.
+#  * the same with NOCOW images held open for writing (running VMs): the relocated one's copies
+#    are compared again where it lies now (no divergent range, a note; oracle: its two mirrors,
+#    read with btrfs-map-logical, are equal), while the other's real divergence (one copy
+#    overwritten below btrfs) is still reported, at the damaged offsets.
 # The oracles that the chunk is new: btrfs filesystem df (the kernel's data total grows),
 # dump-tree's chunk items (the new data lies beyond every chunk of before), btrfs-map-logical
 # (its copies are on the added device).
@@ -25,8 +29,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/repair_lib.sh"
 need_root
 need_loop
-need_cmd jq filefrag btrfs btrfs-map-logical dd cmp perl
+need_cmd jq filefrag btrfs btrfs-map-logical dd cmp perl chattr
 : "${VMCSUM:?VMCSUM must point at the vmcsum binary}"
+: "${VMCSUM_TOOLS:?VMCSUM_TOOLS must point at the test tools}"
+HOLD=$VMCSUM_TOOLS/hold_open
+[[ -x $HOLD ]] || skip "test tool not built: $HOLD"
 
 M=1048576
 
@@ -95,6 +102,23 @@ grow() {
   fill_up "$1"
   END=$(chunks_end "${DEVS[0]}")
   add_btrfs_device 256
+}
+# places FILE OUT : "device physical length" of every copy of every extent of FILE (filefrag,
+# btrfs-map-logical).
+places() {
+  local logical len
+  : >"$2"
+  while read -r _ logical len; do
+    copies_of "$logical" "${DEVS[0]}" | awk -v l="$len" '{ print $2, $3, l }' >>"$2"
+  done < <(file_extents "$1")
+}
+# scribble PLACES : random bytes over every place listed (places), below btrfs.
+scribble() {
+  local dev phys len
+  while read -r dev phys len; do
+    head -c "$len" /dev/urandom |
+      dd of="$dev" bs=1M seek="$phys" oflag=seek_bytes,direct conv=notrunc,fsync iflag=fullblock status=none
+  done <"$1"
 }
 # fill_up MNT : fills the filesystem until data writes fail (ENOSPC): no room in any data chunk
 # and none to allocate one. What is written next must go to a chunk allocated after that.
@@ -174,10 +198,7 @@ make_btrfs --size 512 -- -d dup -m dup
 dd if=/dev/urandom of="$MNT/c.raw" bs=1M count=24 status=none
 cp -- "$MNT/c.raw" "$IT_TMP/c.ref"
 file_extents "$MNT/c.raw" >"$IT_TMP/c.before"
-: >"$IT_TMP/c.places" # device, physical, length of every copy of every extent
-while read -r _ logical len; do
-  copies_of "$logical" "${DEVS[0]}" | awk -v l="$len" '{ print $2, $3, l }' >>"$IT_TMP/c.places"
-done <"$IT_TMP/c.before"
+places "$MNT/c.raw" "$IT_TMP/c.places"
 OUTC=$IT_TMP/balance.json
 run_stopped "$MNT/c.raw" "$OUTC" "$OUTC.err" \
   "$VMCSUM" --json scrub --no-progress --limit-rate 4M "$MNT/c.raw"
@@ -186,10 +207,7 @@ btrfs balance start -d "$MNT" >"$IT_TMP/balance.log" 2>&1 || { note "balance fai
 file_extents "$MNT/c.raw" >"$IT_TMP/c.after"
 check "fixture: the balance moved the file (filefrag: no extent where it was)" \
   test "$(awk 'NR == FNR { was[$2] = 1; next } ($2 in was)' "$IT_TMP/c.before" "$IT_TMP/c.after" | wc -l)" -eq 0
-while read -r dev phys len; do
-  head -c "$len" /dev/urandom |
-    dd of="$dev" bs=1M seek="$phys" oflag=seek_bytes,direct conv=notrunc,fsync iflag=fullblock status=none
-done <"$IT_TMP/c.places"
+scribble "$IT_TMP/c.places"
 drop_caches
 resume
 note "scrub exit $BG_RC: $(head -c 300 "$OUTC.err")"
@@ -202,4 +220,46 @@ check "balance: a note says the file moved and was scrubbed again" \
 check "balance: the kernel reads the file whole, = its copy from before" cmp -- "$IT_TMP/c.ref" "$MNT/c.raw"
 check_eq "balance: btrfs scrub finds nothing uncorrectable" 0 "$(btrfs_scrub_uncorrectable "$MNT")"
 check_schema --by-name "$OUTC"
+
+# --- scrub: NOCOW images of running VMs, one relocated by a balance ----------------------------------
+make_btrfs --size 512 -- -d dup -m dup
+for n in n1 n2; do
+  touch "$MNT/$n.raw"
+  chattr +C "$MNT/$n.raw"
+done
+dd if=/dev/urandom of="$MNT/n1.raw" bs=1M count=8 conv=notrunc status=none
+dd if=/dev/urandom of="$MNT/n2.raw" bs=1M count=24 conv=notrunc status=none
+damage_sectors "$MNT/n1.raw" $((M + 4096)) 2 one:2
+"$HOLD" --write --direct --ready "$IT_TMP/held" "$MNT/n1.raw" "$MNT/n2.raw" &
+hp=$!
+bg_track "$hp"
+wait_file "$IT_TMP/held"
+places "$MNT/n2.raw" "$IT_TMP/n2.places"
+OUTN=$IT_TMP/nocow.json
+run_stopped "$MNT/n2.raw" "$OUTN" "$OUTN.err" \
+  "$VMCSUM" --json scrub --no-progress --limit-rate 4M "$MNT/n1.raw" "$MNT/n2.raw"
+check_eq "fixture: the scrub was stopped while reading the second image" 1 "$STOPPED"
+btrfs balance start -d "$MNT" >"$IT_TMP/balance.log" 2>&1 || { note "balance failed:"; _it_indent <"$IT_TMP/balance.log"; }
+check "fixture: the balance moved the second image (btrfs-map-logical: no copy where it was)" \
+  test "$(awk 'NR == FNR { was[$2] = 1; next } ($2 in was)' "$IT_TMP/n2.places" <(places "$MNT/n2.raw" /dev/stdout) | wc -l)" -eq 0
+scribble "$IT_TMP/n2.places"
+drop_caches
+resume
+note "scrub exit $BG_RC: $(head -c 300 "$OUTN.err")"
+jfn() { jq -r --arg p "$MNT/$1" ".files[] | select(.path == \$p) | $2" "$OUTN" 2>/dev/null || echo "?"; }
+check_eq "nocow: both images are open for writing" "true true" "$(jfn n1.raw .open_for_writing) $(jfn n2.raw .open_for_writing)"
+check_eq "nocow: the relocated image: no divergent range, no error" "0 null" "$(jfn n2.raw '"\(.divergent | length) \(.error)"')"
+check "nocow: the relocated image: a note says its copies were compared again" \
+  jq -e --arg p "$MNT/n2.raw" '.files[] | select(.path == $p) | .notes | any(test("no longer differ"))' "$OUTN"
+file_extents "$MNT/n2.raw" >"$IT_TMP/n2.ext"
+mirror_image "$IT_TMP/n2.ext" "${DEVS[0]}" 1 $((24 * M)) "$IT_TMP/n2.m1"
+mirror_image "$IT_TMP/n2.ext" "${DEVS[0]}" 2 $((24 * M)) "$IT_TMP/n2.m2"
+check "nocow: oracle: the relocated image's two mirrors are equal (btrfs-map-logical)" cmp -- "$IT_TMP/n2.m1" "$IT_TMP/n2.m2"
+check_eq "nocow: the damaged image: its divergent range is still reported, at the damaged offsets" \
+  "$((M + 4096)) 8192" "$(jfn n1.raw '.divergent[] | "\(.offset) \(.length)"')"
+check_eq "nocow: exit 2 (the damaged image's divergence)" 2 "$BG_RC"
+kill "$hp" 2>/dev/null || true
+wait "$hp" 2>/dev/null || true
+bg_untrack "$hp"
+check_schema --by-name "$OUTN"
 finish

@@ -91,6 +91,21 @@ struct Interrupted
 {
 };
 
+// Thrown when an address of the file lies in no chunk, even in the chunk map read again: its
+// data moved (a balance removed the chunk) while it was scrubbed. The pass is done again.
+struct Moved
+{
+};
+
+// The device copies of `logical`; Moved when no chunk holds it.
+std::vector<btrfs::Copy> copies_at(const FsCtx& fs, uint64_t logical)
+{
+  if (!fs.chunks->find(logical)) {
+    throw Moved{};
+  }
+  return device_copies(*fs.chunks, logical);
+}
+
 // A run of file data at a logical address: where its sectors' findings are reported.
 struct Segment
 {
@@ -223,6 +238,7 @@ private:
   }
   FsCtx& fs_for(int fd, const std::string& path);
   void map_all(FsCtx& fs, std::span<const Segment> segs, const std::string& path);
+  void read_map(FsCtx& fs, const std::string& path);
   int dev_fd(FsCtx& fs, uint64_t devid);
   // bad_length: what a bad sector's length is reported as (0: the sector size).
   void verify_range(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t length,
@@ -357,26 +373,46 @@ FsCtx& Scrubber::fs_for(int fd, const std::string& path)
   return m_fs.emplace(info.fsid, std::move(ctx)).first->second;
 }
 
-// The chunk map is read once per filesystem per run, but the filesystem lives on: a write
-// (a guest's, or repair's own rewrite between its scrubs) can land in a data chunk allocated
-// since. btrfs never reuses a logical address for a new chunk (find_next_chunk() in
-// fs/btrfs/volumes.c starts after the last chunk), so a stale map only lacks chunks, never maps
-// an address wrongly: reading it again when a segment is unmapped is enough. New chunks may lie
-// on a device added since, so the device list is read again too (open fds are kept). Called from
-// the main thread with no Chunk pointer held: the readers never look at the map.
+// The chunk map and the device list, read (again). The map is read per pass (verify_extents),
+// after the layout it is checked against: btrfs hands a new chunk the end of the highest chunk
+// that exists now (find_next_chunk() in fs/btrfs/volumes.c), so once the highest chunk is gone
+// (a balance emptied it, the cleaner removed it) its addresses are given out again, and a map
+// read earlier would send them to the old chunk's devices. A device whose path changed (btrfs
+// replace keeps the devid) has its descriptor closed, to be opened again at its new path.
+// Called from the main thread with no Chunk pointer held: the readers never look at the map.
+void Scrubber::read_map(FsCtx& fs, const std::string& path)
+{
+  *fs.chunks = btrfs::ChunkMap::read(m_fd, path);
+  for (auto& [devid, dev] : btrfs::device_paths(m_fd, path)) {
+    auto& known = fs.dev_paths[devid];
+    if (known != dev) {
+      fs.dev_fds.erase(devid);
+      known = dev;
+    }
+    if (!fs.io_errors.count(devid) && !dev.empty()) {
+      const auto st = btrfs::dev_stats(m_fd, devid, path);
+      fs.io_errors[devid] = st.read_errs + st.write_errs + st.flush_errs > 0;
+    }
+  }
+}
+
+// Data written during the pass (a file open for writing) can lie in a chunk allocated since the
+// map was read: read it again when a segment is unmapped. What is still unmapped then moved.
 void Scrubber::map_all(FsCtx& fs, std::span<const Segment> segs, const std::string& path)
 {
   const uint32_t ss = fs.info.sectorsize;
-  const bool mapped = std::all_of(segs.begin(), segs.end(), [&](const Segment& s) {
-    return fs.chunks->find(s.logical) &&
-           fs.chunks->find(s.logical + std::max(s.length, uint64_t{ss}) - 1);
-  });
-  if (mapped) {
+  auto mapped = [&] {
+    return std::all_of(segs.begin(), segs.end(), [&](const Segment& s) {
+      return fs.chunks->find(s.logical) &&
+             fs.chunks->find(s.logical + std::max(s.length, uint64_t{ss}) - 1);
+    });
+  };
+  if (mapped()) {
     return;
   }
-  *fs.chunks = btrfs::ChunkMap::read(m_fd, path);
-  for (auto& [devid, dev] : btrfs::device_paths(m_fd, path)) {
-    fs.dev_paths[devid] = dev;
+  read_map(fs, path);
+  if (!mapped()) {
+    throw Moved{};
   }
 }
 
@@ -408,7 +444,7 @@ void Scrubber::fill_copies(FsCtx& fs, BadSector& b, std::span<const uint8_t> exp
   b.copies.clear();
   b.copies_identical = true;
   bool have_first = false;
-  for (const auto& c : device_copies(*fs.chunks, b.logical)) {
+  for (const auto& c : copies_at(fs, b.logical)) {
     SectorCopy sc;
     sc.mirror = c.mirror;
     sc.devid = c.devid;
@@ -502,7 +538,11 @@ void Scrubber::check_parity(FsCtx& fs, FileScrub& f)
   constexpr uint64_t k_max_rows = 16;
   for (auto it = m_full_stripes.begin(); it != m_full_stripes.end();) {
     check_cancel();
-    const btrfs::Chunk& c = *fs.chunks->find(*it);
+    const btrfs::Chunk* chunk = fs.chunks->find(*it);
+    if (!chunk) { // the map read again during the pass lacks it: the data moved
+      throw Moved{};
+    }
+    const btrfs::Chunk& c = *chunk;
     const uint64_t row_bytes = (c.num_stripes - btrfs::parity_stripes(c)) * c.stripe_len;
     const uint64_t first = *it;
     uint64_t rows = 1;
@@ -547,7 +587,7 @@ void Scrubber::verify_piece(FsCtx& fs, FileScrub& f, uint64_t logical, uint64_t 
     with_csum += p.csums.has(i) ? 1 : 0;
     owned += ours[i];
   }
-  p.copies = device_copies(*fs.chunks, logical);
+  p.copies = copies_at(fs, logical);
   if (!note_raid56_piece(fs, f, logical, p.copies.front().devid, owned * ss)) {
     return;
   }
@@ -752,6 +792,9 @@ void Scrubber::queue_segment(FsCtx& fs, FileScrub& f, const Segment& s)
 bool same_stretch(const FsCtx& fs, uint64_t a, uint64_t b)
 {
   const uint64_t span = b - a + fs.info.sectorsize;
+  if (!fs.chunks->find(a)) {
+    throw Moved{};
+  }
   return contiguous_length(*fs.chunks, a, span) >= span;
 }
 
@@ -760,6 +803,9 @@ bool same_stretch(const FsCtx& fs, uint64_t a, uint64_t b)
 uint64_t piece_length(const FsCtx& fs, uint64_t logical, uint64_t want)
 {
   const uint32_t ss = fs.info.sectorsize;
+  if (!fs.chunks->find(logical)) {
+    throw Moved{};
+  }
   return std::max<uint64_t>(contiguous_length(*fs.chunks, logical, want) / ss * ss, ss);
 }
 
@@ -1276,11 +1322,12 @@ void Scrubber::recheck_divergent(int fd, FsCtx& fs, FileScrub& f)
     for (; r != old.end() && r->offset < e.logical + e.length; ++r) {
       const uint64_t end = std::min(r->offset + r->length, e.logical + e.length);
       for (uint64_t off = std::max(r->offset, e.logical); off < end;) {
+        check_cancel();
         const Segment sg{e.physical + (off - e.logical), end - off, off};
         map_all(fs, {&sg, 1}, f.path);
         const uint64_t len =
           piece_length(fs, sg.logical, std::min<uint64_t>(m_opts.chunk, sg.length));
-        compare_copies(fs, f, device_copies(*fs.chunks, sg.logical), sg.logical, len, off);
+        compare_copies(fs, f, copies_at(fs, sg.logical), sg.logical, len, off);
         off += len;
       }
     }
@@ -1360,6 +1407,11 @@ FileScrub Scrubber::scrub_open(int fd, const struct stat& st, const std::string&
     }
   } catch (const Error& e) {
     f.error = e.what();
+  } catch (const Moved&) {
+    f = FileScrub{};
+    f.path = path;
+    f.error = "its data moved while its findings were checked again (a balance?): nothing is "
+              "concluded; scrub it again when that is over";
   } catch (const Interrupted&) {
     // Half a file proves nothing: no findings, nothing remembered.
     f = FileScrub{};
@@ -1454,7 +1506,7 @@ uint64_t Scrubber::layout_of(int fd, const FileScrub& f)
 {
   std::atomic<uint64_t> sum{0};
   std::mutex mutex;
-  std::optional<Error> failed; // under `mutex`
+  std::exception_ptr failed; // under `mutex`
   split_item_search(f.size, 4096, [&](uint64_t from, uint64_t to) {
     try {
       btrfs::for_each_file_extent(
@@ -1464,13 +1516,13 @@ uint64_t Scrubber::layout_of(int fd, const FileScrub& f)
           return true;
         },
         from, to);
-    } catch (const Error& e) { // not out of a thread
+    } catch (...) { // not out of a thread
       std::lock_guard lock(mutex);
-      failed = e;
+      failed = std::current_exception();
     }
   });
   if (failed) {
-    throw *failed;
+    std::rethrow_exception(failed);
   }
   return sum.load();
 }
@@ -1486,16 +1538,18 @@ uint64_t Scrubber::layout_of(int fd, const FileScrub& f)
 // re-reads its findings instead.
 void Scrubber::verify_stable(int fd, FsCtx& fs, FileScrub& f, const std::string& path, bool writing)
 {
-  if (writing) {
-    verify_extents(fd, fs, f, path, false);
-    return;
-  }
   constexpr unsigned k_passes = 3;
   const FileScrub start = f;
   const uint64_t done = m_done;
   for (unsigned pass = 1;; ++pass) {
-    const uint64_t before = verify_extents(fd, fs, f, path, true).value_or(0);
-    if (layout_of(fd, f) == before) {
+    bool moved = false;
+    try {
+      const auto before = verify_extents(fd, fs, f, path, !writing);
+      moved = !writing && layout_of(fd, f) != *before;
+    } catch (const Moved&) {
+      moved = true;
+    }
+    if (!moved) {
       if (pass > 1) {
         f.notes.push_back("its extents moved while it was scrubbed (a balance, a "
                           "defragmentation or a write); scrubbed again: " +
@@ -1503,13 +1557,13 @@ void Scrubber::verify_stable(int fd, FsCtx& fs, FileScrub& f, const std::string&
       }
       return;
     }
+    f = start;
+    m_done = done;
     if (pass == k_passes) {
       throw Error(Errc::busy, "its extents moved during each of " + std::to_string(k_passes) +
                                 " passes (a balance, a defragmentation or writes): nothing is "
                                 "concluded; scrub it again when that is over");
     }
-    f = start;
-    m_done = done;
   }
 }
 
@@ -1596,13 +1650,17 @@ std::optional<uint64_t> Scrubber::verify_extents(int fd, FsCtx& fs, FileScrub& f
   std::set<uint64_t> compressed_seen;
   std::optional<uint64_t> before;
   uint64_t from_items = 0;
-  if (queue_from_items(fd, fs, f, from_items)) {
+  const bool items = queue_from_items(fd, fs, f, from_items);
+  if (items) {
     before = from_items;
-  } else {
+  } else if (layout) {
+    before = layout_of(fd, f);
+  }
+  // After the layout: if it is the same after the pass, the chunks holding the file's extents
+  // lived throughout, and this map has them (read_map).
+  read_map(fs, path);
+  if (!items) {
     // What queue_from_items() leaves: FIEMAP's flags tell what each extent is.
-    if (layout) {
-      before = layout_of(fd, f);
-    }
     btrfs::for_each_extent(fd, path, true, [&](const btrfs::Extent& e) {
       // The asked-for ranges that overlap this extent: [first_range, m_ranges.end()) while
       // they start before its end.

@@ -14,11 +14,24 @@ keep_json_documents # every --json document is validated at the end (tests/schem
 : "${VMCSUM:?}" "${VMCSUM_TOOLS:?}"
 grep -qw tracefs /proc/filesystems || skip "this kernel has no tracefs (uml_probe covers the race method)"
 
+# Shell code that mounts tracefs on /sys/kernel/tracing unless it is mounted there already
+# (perf, for one, mounts it on the host; mounting it again there fails: EBUSY).
+MOUNT_TRACEFS='awk '"'"'$5 == "/sys/kernel/tracing" { for (i = 6; i <= NF; i++) if ($i == "-") { t = $(i + 1); break } }
+  END { exit t == "tracefs" ? 0 : 1 }'"'"' /proc/self/mountinfo || mount -t tracefs nodev /sys/kernel/tracing'
 # Runs shell code in a mount namespace of its own with tracefs mounted, so the test can look
 # at the instances without mounting anything on the host.
 tracefs_do() {
-  unshare -m --propagation slave sh -c \
-    'mount -t tracefs nodev /sys/kernel/tracing && cd /sys/kernel/tracing && eval "$1"' sh "$1"
+  unshare -m --propagation slave sh -c "$MOUNT_TRACEFS"' || exit 1
+    cd /sys/kernel/tracing && eval "$1"' sh "$1"
+}
+# without_tracefs CMD... : CMD in a mount namespace of its own where no tracefs is mounted, as on
+# a host that never mounted it (whatever this host has: the unmounts stay in the namespace).
+without_tracefs() {
+  unshare -m --propagation slave sh -c '
+    for m in $(awk '"'"'{ for (i = 6; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "tracefs") print $5; break } }'"'"' /proc/self/mountinfo); do
+      umount -l "$m" || exit 1
+    done
+    exec "$@"' sh "$@"
 }
 tracefs_do 'test -d events/btrfs/btrfs_ordered_extent_add' ||
   skip "no btrfs:btrfs_ordered_extent_add tracepoint in this kernel"
@@ -65,7 +78,7 @@ unmount_btrfs "$S_ID"
 s_inodes=$(inode_items "$S_DEV")
 mount_btrfs "$S_ID"
 
-J=$("$VMCSUM" --json probe "$S/images") && rc=0 || rc=$?
+J=$(without_tracefs "$VMCSUM" --json probe "$S/images") && rc=0 || rc=$?
 check_eq "probe of single exits 0" 0 "$rc"
 check "probe JSON is valid and versioned" jq -e '.schema == "vmcsum.probe/1"' <<<"$J"
 check_eq "single: one filesystem" 1 "$(jq '.filesystems | length' <<<"$J")"
@@ -86,8 +99,8 @@ check_eq "single: nothing unknown" '{}' "$(field "$J" "$S" '.unknown | tostring'
 check "tracefs was not mounted here: vmcsum mounted it in a namespace of its own" \
   jq -e --arg m "$S" '[.filesystems[] | select(.mount == $m) | .notes[] | select(test("own mount namespace"))] | length == 1' <<<"$J"
 # Where tracefs is mounted already (systemd does so), vmcsum uses that mount.
-J=$(unshare -m --propagation slave sh -c \
-  'mount -t tracefs nodev /sys/kernel/tracing && exec "$1" --json probe "$2"' sh "$VMCSUM" "$S/images") || true
+J=$(unshare -m --propagation slave sh -c "$MOUNT_TRACEFS"' && exec "$1" --json probe "$2"' \
+  sh "$VMCSUM" "$S/images") || true
 check_eq "tracefs already mounted: method" tracefs "$(field "$J" "$S" .method)"
 check_eq "tracefs already mounted: used as it is" 0 \
   "$(field "$J" "$S" '[.notes[] | select(test("own mount namespace"))] | length')"

@@ -91,6 +91,11 @@ struct Interrupted
 {
 };
 
+// FIEMAP flags of extents whose sectors have no 1:1 logical address to read (skipped).
+constexpr uint32_t k_unverifiable = FIEMAP_EXTENT_UNWRITTEN | FIEMAP_EXTENT_DATA_INLINE |
+                                    FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_UNKNOWN |
+                                    FIEMAP_EXTENT_DELALLOC | FIEMAP_EXTENT_DATA_ENCRYPTED;
+
 // Thrown when an address of the file lies in no chunk, even in the chunk map read again: its
 // data moved (a balance removed the chunk) while it was scrubbed. The pass is done again.
 struct Moved
@@ -1308,11 +1313,7 @@ void Scrubber::recheck_divergent(int fd, FsCtx& fs, FileScrub& f)
   f.divergent.clear();
   const uint64_t compared = f.compared_bytes;
   btrfs::for_each_extent(fd, f.path, true, [&](const btrfs::Extent& e) {
-    constexpr uint32_t skip = FIEMAP_EXTENT_UNWRITTEN | FIEMAP_EXTENT_DATA_INLINE |
-                              FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_UNKNOWN |
-                              FIEMAP_EXTENT_DELALLOC | FIEMAP_EXTENT_DATA_ENCRYPTED |
-                              FIEMAP_EXTENT_ENCODED;
-    if (e.flags & skip) {
+    if (e.flags & (k_unverifiable | FIEMAP_EXTENT_ENCODED)) {
       return;
     }
     // The old ranges (sorted by offset, never overlapping) that overlap this extent.
@@ -1533,7 +1534,7 @@ uint64_t Scrubber::layout_of(int fd, const FileScrub& f)
 // the freed space holds then (a chunk allocated over it: two different wrong copies, the race's
 // very signature) against csums looked up before, and no csum at all for those looked up after.
 // Seen here: a balance during a scrub made 64 "false-mismatch" sectors and 22 MiB "without
-// csums" of a clean file (it.scrub_growing). So the layout (every EXTENT_DATA item) is digested
+// csums" of a clean file (it.scrub_fs_changes). So the layout (every EXTENT_DATA item) is digested
 // before the pass and compared after it. A file open for writing changes by design: recheck()
 // re-reads its findings instead.
 void Scrubber::verify_stable(int fd, FsCtx& fs, FileScrub& f, const std::string& path, bool writing)
@@ -1670,10 +1671,7 @@ std::optional<uint64_t> Scrubber::verify_extents(int fd, FsCtx& fs, FileScrub& f
           (first_range == m_ranges.end() || first_range->first >= e.logical + e.length)) {
         return;
       }
-      constexpr uint32_t skip = FIEMAP_EXTENT_UNWRITTEN | FIEMAP_EXTENT_DATA_INLINE |
-                                FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_UNKNOWN |
-                                FIEMAP_EXTENT_DELALLOC | FIEMAP_EXTENT_DATA_ENCRYPTED;
-      if (e.flags & skip) {
+      if (e.flags & k_unverifiable) {
         f.skipped_bytes += e.length;
         tick(e.length, path);
         return;

@@ -59,11 +59,13 @@ constexpr uint8_t k_extent_item_key = 168; // BTRFS_EXTENT_ITEM_KEY
 constexpr uint64_t k_extent_tree = 2;
 constexpr uint64_t k_max_compressed = 128 * 1024; // BTRFS_MAX_COMPRESSED (on-disk extent size)
 
-// What one filesystem needs, read once per run.
+// What one filesystem needs, kept for the run; the chunk map and the device list are read per
+// pass (read_map).
 struct FsCtx
 {
   btrfs::FsInfo info;
-  std::unique_ptr<btrfs::ChunkMap> chunks;
+  std::unique_ptr<btrfs::ChunkMap> chunks =
+    std::make_unique<btrfs::ChunkMap>(std::vector<btrfs::Chunk>{});
   std::map<uint64_t, std::string> dev_paths;
   std::map<uint64_t, sys::Fd> dev_fds;
   std::map<uint64_t, bool> io_errors;
@@ -347,13 +349,6 @@ FsCtx& Scrubber::fs_for(int fd, const std::string& path)
   }
   FsCtx ctx;
   ctx.info = info;
-  ctx.chunks = std::make_unique<btrfs::ChunkMap>(btrfs::ChunkMap::read(fd, path));
-  auto devs = btrfs::dev_infos(fd, info, path);
-  ctx.dev_paths = btrfs::device_paths(devs);
-  for (const auto& d : devs) {
-    auto st = btrfs::dev_stats(fd, d.devid, path);
-    ctx.io_errors[d.devid] = st.read_errs + st.write_errs + st.flush_errs > 0;
-  }
   ctx.sum = std::make_unique<Checksummer>(info.csum_type);
   if (!m_opts.state_dir.empty()) {
     try {
@@ -1387,7 +1382,6 @@ FileScrub Scrubber::scrub_open(int fd, const struct stat& st, const std::string&
     const bool writing = note_users(st, f, ctx);
     FsCtx& fs = fs_for(fd, path);
     f.fsid = fs.info.fsid;
-    ctx.device_io_errors = fs.io_errors;
     // FIEMAP_FLAG_SYNC writes delalloc back; the commit puts the csums in the tree we search.
     btrfs::sync_fs(fd, path);
     verify_stable(fd, fs, f, path, writing);
@@ -1398,6 +1392,7 @@ FileScrub Scrubber::scrub_open(int fd, const struct stat& st, const std::string&
       kernel_pass(fs, f);
     }
     date_findings(fs, f, fd);
+    ctx.device_io_errors = fs.io_errors; // as read_map() found them, devices added since included
     ctx.open_for_writing = writing;
     classify_all(f, ctx);
     f.examined = true;

@@ -129,6 +129,7 @@ int exit_status(const core::AuditResult& r)
   return status;
 }
 
+// The document without its images (images_array() gives them).
 nlohmann::ordered_json audit_document(const core::AuditResult& r, int status)
 {
   // Room for every key first: an ordered_json object is a vector of pairs with a const key,
@@ -139,11 +140,9 @@ nlohmann::ordered_json audit_document(const core::AuditResult& r, int status)
   doc["kernel"] = {{"release", r.kernel.release},
                    {"dio_policy", core::dio_policy_json(r.kernel.policy)},
                    {"source", r.kernel.source}};
-  auto& images = doc["images"] = nlohmann::ordered_json::array();
-  images.get_ref<nlohmann::ordered_json::array_t&>().reserve(r.images.size());
-  size_t counts[3] = {0, 0, 0}; // by Severity: info, warning, critical
+  doc["images"] = nlohmann::ordered_json::array(); // streamed: images_array()
+  size_t counts[3] = {0, 0, 0};                    // by Severity: info, warning, critical
   for (const auto& img : r.images) {
-    images.push_back(img);
     ++counts[static_cast<int>(core::worst(img.findings))];
   }
   // The counts the text's last line gives ("N image(s): C critical, W warning, I ok").
@@ -165,6 +164,13 @@ nlohmann::ordered_json audit_document(const core::AuditResult& r, int status)
   return doc;
 }
 
+// The document's "images", made one at a time as the document is written.
+StreamedArray images_array(const core::AuditResult& r)
+{
+  return {"images", r.images.size(),
+          [&r](size_t i) { return nlohmann::ordered_json(r.images[i]); }};
+}
+
 // The command once parsed: engine, exit status, metrics, the document or the table, stderr.
 int run_audit(core::AuditOptions& opts, const std::string& prometheus, Output& out)
 {
@@ -179,7 +185,7 @@ int run_audit(core::AuditOptions& opts, const std::string& prometheus, Output& o
     export_metrics(out, prometheus, status,
                    [&](const RunFacts& run) { return audit_metrics(r, run); }, {"audit", started});
   if (out.options().json) {
-    out.emit_json(audit_document(r, status));
+    out.emit_json(audit_document(r, status), images_array(r));
   } else {
     render_text(r, out);
   }

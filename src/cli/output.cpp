@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <iostream>
+#include <ostream>
 
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -247,9 +248,13 @@ void Output::info(const std::string& message) const
 
 void Output::emit_json(nlohmann::ordered_json doc) const
 {
-  std::cout << dump_document(with_document_head(std::move(doc)), m_opts.json_style == "short")
-            << '\n';
-  std::cout.flush();
+  write_document(std::cout, with_document_head(std::move(doc)), m_opts.json_style == "short");
+}
+
+void Output::emit_json(nlohmann::ordered_json doc, const StreamedArray& array) const
+{
+  write_document(std::cout, with_document_head(std::move(doc)), m_opts.json_style == "short",
+                 &array);
 }
 
 nlohmann::ordered_json with_document_head(nlohmann::ordered_json doc)
@@ -282,6 +287,102 @@ std::string dump_document(const nlohmann::ordered_json& doc, bool short_form)
 {
   return doc.dump(short_form ? -1 : 2, ' ', false,
                   nlohmann::ordered_json::error_handler_t::replace);
+}
+
+namespace {
+
+// The text nlohmann's dump() makes, made in pieces: a value at `depth` (the document is 0) is
+// dumped on its own and indented by two spaces a level after each line break (a line break
+// inside a JSON string is written as \n, so every raw one is the layout's).
+class DocumentWriter
+{
+public:
+  DocumentWriter(std::ostream& out, bool short_form)
+    : m_out(out)
+    , m_short(short_form)
+  {
+    m_buf.reserve(k_piece + k_piece / 2);
+  }
+
+  void text(std::string_view s)
+  {
+    m_buf.append(s);
+    if (m_buf.size() >= k_piece) {
+      flush();
+    }
+  }
+  void line_break(unsigned depth)
+  {
+    if (!m_short) {
+      m_buf.push_back('\n');
+      m_buf.append(2 * depth, ' ');
+    }
+  }
+  void value(const nlohmann::ordered_json& v, unsigned depth)
+  {
+    const std::string s =
+      v.dump(m_short ? -1 : 2, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+    if (m_short || depth == 0) {
+      text(s);
+      return;
+    }
+    size_t from = 0;
+    for (size_t nl = s.find('\n'); nl != std::string::npos; nl = s.find('\n', from)) {
+      m_buf.append(s, from, nl - from);
+      line_break(depth); // the line's own indentation follows, from `s`
+      from = nl + 1;
+    }
+    text(std::string_view(s).substr(from));
+  }
+  void flush()
+  {
+    m_out.write(m_buf.data(), static_cast<std::streamsize>(m_buf.size()));
+    m_buf.clear();
+  }
+
+private:
+  static constexpr size_t k_piece = 64 * 1024;
+  std::ostream& m_out;
+  bool m_short;
+  std::string m_buf;
+};
+
+} // namespace
+
+void write_document(std::ostream& out, const nlohmann::ordered_json& doc, bool short_form,
+                    const StreamedArray* array)
+{
+  if (!doc.is_object() || doc.empty()) {
+    out << dump_document(doc, short_form) << '\n';
+    out.flush();
+    return;
+  }
+  DocumentWriter w(out, short_form);
+  w.text("{");
+  bool first = true;
+  for (const auto& [key, value] : doc.items()) {
+    w.text(first ? "" : ",");
+    first = false;
+    w.line_break(1);
+    w.value(nlohmann::ordered_json(key), 1);
+    w.text(short_form ? ":" : ": ");
+    if (!array || key != array->key || array->size == 0) {
+      w.value(value, 1);
+      continue;
+    }
+    w.text("[");
+    for (size_t i = 0; i < array->size; ++i) {
+      w.text(i == 0 ? "" : ",");
+      w.line_break(2);
+      w.value(array->element(i), 2);
+    }
+    w.line_break(1);
+    w.text("]");
+  }
+  w.line_break(0);
+  w.text("}\n");
+  w.flush();
+  out.flush();
 }
 
 void Output::print(const std::string& text) const

@@ -95,6 +95,46 @@ TEST_CASE("every document starts with schema, then who wrote it, where and when"
   CHECK(dump_document(doc, false).find("\n  \"vmcsum_version\"") != std::string::npos);
 }
 
+TEST_CASE("a document written in pieces is the text dump_document() makes")
+{
+  using Json = nlohmann::ordered_json;
+  const Json element = {{"path", "/a\nb \"c\""},
+                        {"n", 1},
+                        {"none", nullptr},
+                        {"empty", Json::array()},
+                        {"nested", {{"x", Json::array({1, 2, {{"y", Json::object()}}})}}}};
+  for (size_t n : {0, 1, 3, 2000}) {
+    Json whole = {{"schema", "vmcsum.x/1"}, {"images", Json::array()}, {"notes", {"a", "b"}}};
+    Json streamed = whole;
+    for (size_t i = 0; i < n; ++i) {
+      Json e = element;
+      e["n"] = i;
+      whole["images"].push_back(e);
+    }
+    const StreamedArray array{"images", n, [&](size_t i) {
+                                Json e = element;
+                                e["n"] = i;
+                                return e;
+                              }};
+    for (bool short_form : {false, true}) {
+      CAPTURE(n);
+      CAPTURE(short_form);
+      std::ostringstream out;
+      write_document(out, streamed, short_form, &array);
+      CHECK(out.str() == dump_document(whole, short_form) + "\n");
+      std::ostringstream plain;
+      write_document(plain, whole, short_form);
+      CHECK(plain.str() == dump_document(whole, short_form) + "\n");
+    }
+  }
+  // Names that are not UTF-8 are escaped upstream; what slips through is replaced, as by
+  // dump_document().
+  const Json bad = {{"k", std::string("\xff")}};
+  std::ostringstream out;
+  write_document(out, bad, false);
+  CHECK(out.str() == dump_document(bad, false) + "\n");
+}
+
 TEST_CASE("help and version exit 0")
 {
   CHECK(run_args({"--help"}) == 0);

@@ -12,8 +12,10 @@
 #include <cctype>
 #include <cstdlib>
 #include <ctime>
+#include <exception>
 #include <iostream>
 #include <ostream>
+#include <thread>
 
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -297,7 +299,8 @@ namespace {
 class DocumentWriter
 {
 public:
-  DocumentWriter(std::ostream& out, bool short_form)
+  // Without `out`, the text is kept (take()).
+  DocumentWriter(std::ostream* out, bool short_form)
     : m_out(out)
     , m_short(short_form)
   {
@@ -307,10 +310,21 @@ public:
   void text(std::string_view s)
   {
     m_buf.append(s);
-    if (m_buf.size() >= k_piece) {
+    if (m_buf.size() >= k_piece && m_out) {
       flush();
     }
   }
+  // The elements [from, to) of `array` at depth 2, each after a comma (the first too, unless
+  // `from` is 0).
+  void elements(const StreamedArray& array, size_t from, size_t to)
+  {
+    for (size_t i = from; i < to; ++i) {
+      text(i == 0 ? "" : ",");
+      line_break(2);
+      value(array.element(i), 2);
+    }
+  }
+  std::string take() { return std::move(m_buf); }
   void line_break(unsigned depth)
   {
     if (!m_short) {
@@ -336,13 +350,13 @@ public:
   }
   void flush()
   {
-    m_out.write(m_buf.data(), static_cast<std::streamsize>(m_buf.size()));
+    m_out->write(m_buf.data(), static_cast<std::streamsize>(m_buf.size()));
     m_buf.clear();
   }
 
 private:
   static constexpr size_t k_piece = 64 * 1024;
-  std::ostream& m_out;
+  std::ostream* m_out;
   bool m_short;
   std::string m_buf;
 };
@@ -352,12 +366,14 @@ private:
 void write_document(std::ostream& out, const nlohmann::ordered_json& doc, bool short_form,
                     const StreamedArray* array)
 {
+  // From this many elements on, two threads make them: audit's 1000 images took 11 ms on one.
+  constexpr size_t k_two_threads = 256;
   if (!doc.is_object() || doc.empty()) {
     out << dump_document(doc, short_form) << '\n';
     out.flush();
     return;
   }
-  DocumentWriter w(out, short_form);
+  DocumentWriter w(&out, short_form);
   w.text("{");
   bool first = true;
   for (const auto& [key, value] : doc.items()) {
@@ -371,10 +387,34 @@ void write_document(std::ostream& out, const nlohmann::ordered_json& doc, bool s
       continue;
     }
     w.text("[");
-    for (size_t i = 0; i < array->size; ++i) {
-      w.text(i == 0 ? "" : ",");
-      w.line_break(2);
-      w.value(array->element(i), 2);
+    if (array->size < k_two_threads) {
+      w.elements(*array, 0, array->size);
+    } else {
+      // The second half made on a second thread (into memory) while this one writes the first.
+      const size_t half = array->size / 2;
+      std::string second;
+      std::exception_ptr error;
+      std::thread helper([&] {
+        try {
+          DocumentWriter kept(nullptr, short_form);
+          kept.elements(*array, half, array->size);
+          second = kept.take();
+        } catch (...) {
+          error = std::current_exception();
+        }
+      });
+      try {
+        w.elements(*array, 0, half);
+      } catch (...) {
+        helper.join();
+        throw;
+      }
+      helper.join();
+      if (error) {
+        std::rethrow_exception(error);
+      }
+      w.flush();
+      out.write(second.data(), static_cast<std::streamsize>(second.size()));
     }
     w.line_break(1);
     w.text("]");

@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+
 namespace vmcsum::core {
 
 using Json = nlohmann::ordered_json;
@@ -27,26 +29,30 @@ Json dio_policy_json(const DioPolicy& p)
 void to_json(Json& j, const ImageReport& r)
 {
   Json facts = r.facts;
+  auto& from = facts.get_ref<Json::object_t&>();
+  // A fact moved out of `facts`, null when it has none.
+  auto take = [&from](const char* k) {
+    auto it = std::find_if(from.begin(), from.end(), [k](const auto& kv) { return kv.first == k; });
+    return it == from.end() ? Json(nullptr) : std::move(it->second);
+  };
   j = Json::object();
   j.get_ref<Json::object_t&>().reserve(40); // one growth, not six (see to_json of FileFacts)
-  j["path"] = std::move(facts["path"]);
-  j["path_is_utf8"] = std::move(facts["path_is_utf8"]);
-  // Identity: what lets a later command find this very file from anywhere.
-  for (const char* k : {"canonical_path", "fsid", "inode"}) {
-    j[k] = facts.contains(k) ? Json(facts[k]) : Json(nullptr);
+  // Identity first: what lets a later command find this very file from anywhere.
+  for (const char* k : {"path", "path_is_utf8", "canonical_path", "fsid", "inode"}) {
+    add_new_key(j, k, take(k));
   }
-  j["severity"] = severity_name(worst(r.findings)); // the worst of its findings
-  j["format"] = r.format;
+  add_new_key(j, "severity", severity_name(worst(r.findings))); // the worst of its findings
+  add_new_key(j, "format", r.format);
   for (const char* k : {"size", "allocated", "nocow", "nodatasum", "compression", "data_profile",
                         "shared_bytes", "extents", "csum_type", "subvolume_id", "subvolume_path",
                         "fs", "mount_point", "mount_options"}) {
-    j[k] = std::move(facts[k]);
+    add_new_key(j, k, take(k));
   }
-  j["dir_nocow"] = r.dir_nocow ? Json(*r.dir_nocow) : nullptr;
-  j["found_via"] = r.found_via;
-  j["open_by"] = users_json(r.open_by);
+  add_new_key(j, "dir_nocow", r.dir_nocow ? Json(*r.dir_nocow) : nullptr);
+  add_new_key(j, "found_via", r.found_via);
+  add_new_key(j, "open_by", users_json(r.open_by));
   // Audit's lock records predate set's and repair's: their own keys, kept for the schema.
-  auto& locks = j["locks"] = Json::array();
+  Json locks = Json::array();
   for (const auto& l : r.locks) {
     locks.push_back({{"pid", l.pid ? Json(*l.pid) : nullptr},
                      {"kind", l.kind},
@@ -54,20 +60,22 @@ void to_json(Json& j, const ImageReport& r)
                      {"qemu", l.qemu},
                      {"qemu_write", l.qemu_write}});
   }
-  j["configured"] = configured_json(r.configured);
-  j["logged_csum_errors"] = r.logged_csum_errors;
-  j["logged_offsets"] = r.logged_offsets;
-  j["logged_own_reads"] = r.logged_own_reads;
-  j["repaired_at_us"] = json_or_null(r.repaired_at_us);
-  j["scrubbed_clean_at_us"] = json_or_null(r.scrubbed_clean_at_us);
-  auto& findings = j["findings"] = Json::array();
+  add_new_key(j, "locks", std::move(locks));
+  add_new_key(j, "configured", configured_json(r.configured));
+  add_new_key(j, "logged_csum_errors", r.logged_csum_errors);
+  add_new_key(j, "logged_offsets", r.logged_offsets);
+  add_new_key(j, "logged_own_reads", r.logged_own_reads);
+  add_new_key(j, "repaired_at_us", json_or_null(r.repaired_at_us));
+  add_new_key(j, "scrubbed_clean_at_us", json_or_null(r.scrubbed_clean_at_us));
+  Json findings = Json::array();
   for (const auto& f : r.findings) {
     findings.push_back({{"code", f.code},
                         {"severity", severity_name(f.severity)},
                         {"message", f.message},
                         {"action", f.action}});
   }
-  j["unknown"] = std::move(facts["unknown"]);
+  add_new_key(j, "findings", std::move(findings));
+  add_new_key(j, "unknown", take("unknown"));
 }
 
 } // namespace vmcsum::core

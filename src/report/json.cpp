@@ -22,10 +22,10 @@ void put(nlohmann::ordered_json& j, nlohmann::ordered_json& unknown, const char*
          const std::string& fallback)
 {
   if (value) {
-    j[key] = *value;
+    add_new_key(j, key, *value);
     return;
   }
-  j[key] = nullptr;
+  add_new_key(j, key, nullptr);
   auto it = reasons.find(key);
   unknown[key] = it != reasons.end() ? it->second : fallback;
 }
@@ -46,17 +46,18 @@ void put_identity(Json& j, const FileFacts& f)
 {
   // File names are bytes; JSON strings are Unicode. Escape what is not valid UTF-8 so the
   // document stays valid and the name can still be recovered (\xNN, as ls -b does).
-  j["path"] = escape_name(f.path);
-  j["path_is_utf8"] = is_valid_utf8(f.path);
-  j["canonical_path"] = name_or_null(f.canonical_path);
-  j["symlink_target"] = f.symlink_target ? Json(escape_name(*f.symlink_target)) : Json(nullptr);
-  j["kind"] = f.kind;
-  j["examined"] = f.examined;
-  j["error"] = f.error ? Json(*f.error) : Json(nullptr);
-  j["fs"] = f.fs.empty() ? Json(nullptr) : Json(f.fs);
-  j["mount_point"] = name_or_null(f.mount_point);
-  j["mount_options"] = f.mount_options.empty() ? Json(nullptr) : Json(f.mount_options);
-  j["on_btrfs"] = f.on_btrfs;
+  add_new_key(j, "path", escape_name(f.path));
+  add_new_key(j, "path_is_utf8", is_valid_utf8(f.path));
+  add_new_key(j, "canonical_path", name_or_null(f.canonical_path));
+  add_new_key(j, "symlink_target",
+              f.symlink_target ? Json(escape_name(*f.symlink_target)) : Json(nullptr));
+  add_new_key(j, "kind", f.kind);
+  add_new_key(j, "examined", f.examined);
+  add_new_key(j, "error", f.error ? Json(*f.error) : Json(nullptr));
+  add_new_key(j, "fs", f.fs.empty() ? Json(nullptr) : Json(f.fs));
+  add_new_key(j, "mount_point", name_or_null(f.mount_point));
+  add_new_key(j, "mount_options", f.mount_options.empty() ? Json(nullptr) : Json(f.mount_options));
+  add_new_key(j, "on_btrfs", f.on_btrfs);
 }
 
 // Why the btrfs facts are all unknown, or "" when each fact says for itself.
@@ -81,17 +82,19 @@ void put_btrfs(Json& j, Json& unknown, const FileFacts& f, const std::string& wh
   put(j, unknown, "subvolume_path", f.subvolume_path, f.unknown, why_not);
   put(j, unknown, "nocow", f.nocow, f.unknown, why_not);
   put(j, unknown, "nodatasum", f.nodatasum, f.unknown, why_not);
-  j["inode_flags"] = f.inode_flags ? Json(btrfs::inode_flag_names(*f.inode_flags)) : Json(nullptr);
+  add_new_key(j, "inode_flags",
+              f.inode_flags ? Json(btrfs::inode_flag_names(*f.inode_flags)) : Json(nullptr));
   put(j, unknown, "compression", f.compression, f.unknown, why_not);
-  j["compression_source"] = f.compression_source ? Json(*f.compression_source) : Json(nullptr);
+  add_new_key(j, "compression_source",
+              f.compression_source ? Json(*f.compression_source) : Json(nullptr));
   put(j, unknown, "csum_type", f.csum_type, f.unknown, why_not);
   put(j, unknown, "sector_size", f.sector_size, f.unknown, why_not);
   if (!f.data_profiles.empty()) {
-    j["data_profile"] = f.data_profiles.size() == 1 ? f.data_profiles.front() : "mixed";
-    j["data_profiles"] = f.data_profiles;
+    add_new_key(j, "data_profile", f.data_profiles.size() == 1 ? f.data_profiles.front() : "mixed");
+    add_new_key(j, "data_profiles", f.data_profiles);
   } else {
-    j["data_profile"] = nullptr;
-    j["data_profiles"] = nullptr;
+    add_new_key(j, "data_profile", nullptr);
+    add_new_key(j, "data_profiles", nullptr);
     auto it = f.unknown.find("data_profile");
     unknown["data_profile"] = it != f.unknown.end() ? it->second : why_not;
   }
@@ -100,17 +103,17 @@ void put_btrfs(Json& j, Json& unknown, const FileFacts& f, const std::string& wh
 void put_stat(Json& j, Json& unknown, const FileFacts& f, const std::string& why_not)
 {
   if (f.examined) {
-    j["size"] = f.size;
-    j["allocated"] = f.allocated;
-    j["inode"] = f.inode;
-    j["nlink"] = f.nlink;
-    j["uid"] = f.uid;
-    j["gid"] = f.gid;
-    j["mode"] = f.mode & 07777;
+    add_new_key(j, "size", f.size);
+    add_new_key(j, "allocated", f.allocated);
+    add_new_key(j, "inode", f.inode);
+    add_new_key(j, "nlink", f.nlink);
+    add_new_key(j, "uid", f.uid);
+    add_new_key(j, "gid", f.gid);
+    add_new_key(j, "mode", f.mode & 07777);
     return;
   }
   for (const char* k : {"size", "allocated", "inode", "nlink", "uid", "gid", "mode"}) {
-    j[k] = nullptr;
+    add_new_key(j, k, nullptr);
     unknown[k] = why_not;
   }
 }
@@ -126,7 +129,7 @@ void put_extents(Json& j, Json& unknown, const FileFacts& f, const std::string& 
   }
   // Extents belong to regular files: for a directory these are not unknown, just absent.
   for (const char* k : {"extents", "shared_bytes", "compressed_bytes", "unwritten_bytes"}) {
-    j[k] = nullptr;
+    add_new_key(j, k, nullptr);
   }
 }
 
@@ -144,8 +147,8 @@ void to_json(nlohmann::ordered_json& j, const FileFacts& f)
   put_btrfs(j, unknown, f, why_not);
   put_stat(j, unknown, f, why_not);
   put_extents(j, unknown, f, why_not);
-  j["notes"] = f.notes;
-  j["unknown"] = std::move(unknown);
+  add_new_key(j, "notes", f.notes);
+  add_new_key(j, "unknown", std::move(unknown));
 }
 Json configured_json(const std::vector<ConfiguredDisk>& disks)
 {

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <string>
 #include <vector>
@@ -72,7 +73,9 @@ struct AuditProblem
 struct AuditResult
 {
   KernelReport kernel;
-  std::vector<ImageReport> images;
+  // A deque: each report lands in memory its candidate just freed, where one vector of them
+  // all was fresh pages (a page fault per 4 KiB).
+  std::deque<ImageReport> images;
   std::vector<AuditProblem> problems; // paths that could not be examined
   std::vector<std::string> searched;  // roots walked
   std::vector<std::string> notes;     // e.g. "kernel log not readable: ..."

@@ -136,6 +136,16 @@ for m in "${modes[@]}"; do
   # shellcheck disable=SC2086 # the values are a space-separated list
   med=$(printf '%s\n' ${secs[$m]} | bench_median)
   echo "  median $(echo "$bytes / 1048576 / $med" | bc) MiB/s; ratio scrub/dd throughput: $(echo "$dd_m / $med" | bc -l | xargs printf "%.2f")"
+  # The disk's noise only ever adds time, and drifts: the fastest runs of each, and each run
+  # against the dd of its own round, say more than the medians on a noisy machine.
+  # shellcheck disable=SC2086 # the values are a space-separated list
+  paste -d' ' <(printf '%s\n' "${dd_s[@]}") <(printf '%s\n' ${secs[$m]}) >"$BENCH_TMP/pairs"
+  read -r lo mid hi <<<"$(awk '{ print $1 / $2 }' "$BENCH_TMP/pairs" | sort -g |
+    awk '{ a[NR] = $1 } END { print a[1], a[int((NR + 1) / 2)], a[NR] }')"
+  read -r fastest < <(awk 'NR == 1 || $1 < d { d = $1 } NR == 1 || $2 < s { s = $2 } END { print d / s }' \
+    "$BENCH_TMP/pairs")
+  printf '  ratio of the fastest runs: %.2f; per round (against the dd of the same round): min %.2f / median %.2f / max %.2f\n' \
+    "$fastest" "$lo" "$mid" "$hi"
   # shellcheck disable=SC2086 # the values are a space-separated list
   c=$(printf '%s\n' ${cpu[$m]} | bench_median)
   # How busy the cores were: near all of them means the CPU, not the device or the pipeline,

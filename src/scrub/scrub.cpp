@@ -36,6 +36,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -268,8 +269,9 @@ private:
                       uint64_t logical, uint64_t length, uint64_t file_offset);
   void date_findings(FsCtx& fs, FileScrub& f, int fd);
   static bool scrubbable(int fd, const struct stat& st, FileScrub& f);
-  bool note_users(const struct stat& st, FileScrub& f, ClassifyContext& ctx);
-  void verify_stable(int fd, FsCtx& fs, FileScrub& f, const std::string& path, bool writing);
+  bool note_users(const ProcScan& procs, const struct stat& st, FileScrub& f, ClassifyContext& ctx);
+  void verify_stable(int fd, FsCtx& fs, FileScrub& f, const std::string& path, bool& writing,
+                     const std::function<bool(FileScrub&)>& writers_now);
   std::optional<uint64_t> verify_extents(int fd, FsCtx& fs, FileScrub& f, const std::string& path,
                                          bool layout);
   bool queue_from_items(int fd, FsCtx& fs, FileScrub& f, uint64_t& layout);
@@ -1379,12 +1381,14 @@ FileScrub Scrubber::scrub_open(int fd, const struct stat& st, const std::string&
   try {
     f.subvolume_id = btrfs::subvolume_id(fd, path);
     ClassifyContext ctx;
-    const bool writing = note_users(st, f, ctx);
+    bool writing = note_users(m_host.procs, st, f, ctx);
     FsCtx& fs = fs_for(fd, path);
     f.fsid = fs.info.fsid;
     // FIEMAP_FLAG_SYNC writes delalloc back; the commit puts the csums in the tree we search.
     btrfs::sync_fs(fd, path);
-    verify_stable(fd, fs, f, path, writing);
+    verify_stable(fd, fs, f, path, writing, [&](FileScrub& g) {
+      return note_users(scan_proc(m_opts.proc_root), st, g, ctx);
+    });
     if (writing && (!f.bad.empty() || !f.divergent.empty())) {
       recheck(fd, fs, f);
     }
@@ -1439,10 +1443,11 @@ bool Scrubber::scrubbable(int fd, const struct stat& st, FileScrub& f)
 
 // Who writes the file now (with or without O_DIRECT) and which VM configurations name it: what
 // classification weighs as the likely cause of a mismatch. True when a process writes it.
-bool Scrubber::note_users(const struct stat& st, FileScrub& f, ClassifyContext& ctx)
+bool Scrubber::note_users(const ProcScan& procs, const struct stat& st, FileScrub& f,
+                          ClassifyContext& ctx)
 {
   bool writing = false, direct = false;
-  for (const auto& of : m_host.procs.open_files) {
+  for (const auto& of : procs.open_files) {
     if (of.dev == st.st_dev && of.ino == st.st_ino) {
       const bool wr = of.flags && flags_writable(*of.flags);
       direct = direct || (of.flags && flags_have_o_direct(*of.flags));
@@ -1531,11 +1536,13 @@ uint64_t Scrubber::layout_of(int fd, const FileScrub& f)
 // Seen here: a balance during a scrub made 64 "false-mismatch" sectors and 22 MiB "without
 // csums" of a clean file (it.scrub_fs_changes). So the layout (every EXTENT_DATA item) is digested
 // before the pass and compared after it. A file open for writing changes by design: recheck()
-// re-reads its findings instead.
-void Scrubber::verify_stable(int fd, FsCtx& fs, FileScrub& f, const std::string& path, bool writing)
+// re-reads its findings instead. `writers_now` scans /proc again for the file's writers (after
+// a pass whose layout moved); `writing` says whether it is treated as written to.
+void Scrubber::verify_stable(int fd, FsCtx& fs, FileScrub& f, const std::string& path,
+                             bool& writing, const std::function<bool(FileScrub&)>& writers_now)
 {
   constexpr unsigned k_passes = 3;
-  const FileScrub start = f;
+  FileScrub start = f;
   const uint64_t done = m_done;
   for (unsigned pass = 1;; ++pass) {
     bool moved = false;
@@ -1559,6 +1566,19 @@ void Scrubber::verify_stable(int fd, FsCtx& fs, FileScrub& f, const std::string&
       throw Error(Errc::busy, "its extents moved during each of " + std::to_string(k_passes) +
                                 " passes (a balance, a defragmentation or writes): nothing is "
                                 "concluded; scrub it again when that is over");
+    }
+    // Writers are known from the /proc scan at the start of the run: a VM started since writes
+    // the file, moving its layout every pass. Asked again, it is scrubbed from now on as a
+    // file being written (recheck, recheck_divergent), not passed over after three passes.
+    if (!writing && writers_now(f)) {
+      writing = true;
+      std::string who;
+      for (const auto& w : f.writers) {
+        who += (who.empty() ? "" : ", ") + w;
+      }
+      f.notes.push_back("opened for writing while it was scrubbed (" + who +
+                        "): scrubbed again as a file being written");
+      start = f;
     }
   }
 }

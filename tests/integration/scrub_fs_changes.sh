@@ -21,6 +21,9 @@
 #    are compared again where it lies now (no divergent range, a note; oracle: its two mirrors,
 #    read with btrfs-map-logical, are equal), while the other's real divergence (one copy
 #    overwritten below btrfs) is still reported, at the damaged offsets.
+#  * a clean image a writer opens (and rewrites block by block) while the run is stopped: /proc
+#    is asked again once its layout moved, and it is scrubbed as a file being written (no error,
+#    no finding, the writer named, a note), not given up after three passes that each moved.
 # The oracles that the chunk is new: btrfs filesystem df (the kernel's data total grows),
 # dump-tree's chunk items (the new data lies beyond every chunk of before), btrfs-map-logical
 # (its copies are on the added device).
@@ -270,4 +273,50 @@ kill "$hp" 2>/dev/null || true
 wait "$hp" 2>/dev/null || true
 bg_untrack "$hp"
 check_schema --by-name "$OUTN"
+
+# --- scrub: a VM starts writing the image while it is scrubbed ----------------------------------
+# The run knows the writers from its /proc scan at its start. The image's layout then moves
+# during every pass (the writer rewrites it, copy-on-write); asked again, /proc names the writer,
+# and the image is scrubbed as a file being written instead of given up after three passes.
+make_btrfs --size 512 -- -d dup -m dup
+dd if=/dev/urandom of="$MNT/w.raw" bs=1M count=8 status=none
+sync
+OUTW=$IT_TMP/writer.json
+run_stopped "$MNT/w.raw" "$OUTW" "$OUTW.err" \
+  "$VMCSUM" --json scrub --no-progress --limit-rate 4M "$MNT/w.raw"
+check_eq "fixture: the scrub was stopped while reading the image" 1 "$STOPPED"
+# The "VM": a shell holding the image open read-write (fd 3) that rewrites a random 4 KiB block
+# of it every 50 ms, each written back at once (conv=fdatasync: a new extent, a new layout).
+(
+  exec 3<>"$MNT/w.raw"
+  while :; do
+    dd if=/dev/urandom of="$MNT/w.raw" bs=4096 count=1 seek=$((RANDOM % 2048)) \
+      conv=notrunc,fdatasync status=none
+    sleep 0.05
+  done
+) &
+wp=$!
+bg_track "$wp"
+for ((t = 0; t < 100; t++)); do holds_open "$wp" "$MNT/w.raw" && break; sleep 0.05; done
+check "fixture: the writer holds the image open" holds_open "$wp" "$MNT/w.raw"
+sleep 0.3
+resume
+kill "$wp" 2>/dev/null || true
+wait "$wp" 2>/dev/null || true
+bg_untrack "$wp"
+note "scrub exit $BG_RC: $(head -c 300 "$OUTW.err")"
+jfw() { # [--arg NAME VALUE] FILTER
+  local args=()
+  [[ $1 == --arg ]] && { args=("$1" "$2" "$3"); shift 3; }
+  jq -r "${args[@]}" ".files[0] | $1" "$OUTW" 2>/dev/null || echo "?"
+}
+check_eq "writer: examined, no error" "true null" "$(jfw '"\(.examined) \(.error)"')"
+check_eq "writer: open for writing, by the shell that writes it" "true true" \
+  "$(jfw --arg w "bash[$wp]" '"\(.open_for_writing) \(.writers | index([$w]) != null)"')"
+check "writer: a note says it was opened for writing during the scrub" \
+  jq -e '.files[0].notes | any(test("opened for writing while it was scrubbed"))' "$OUTW"
+check_eq "writer: no bad sector, no divergent range" "0 0" "$(jfw '"\(.bad | length) \(.divergent | length)"')"
+check_eq "writer: exit 0" 0 "$BG_RC"
+check_eq "writer: btrfs scrub finds nothing uncorrectable" 0 "$(btrfs_scrub_uncorrectable "$MNT")"
+check_schema --by-name "$OUTW"
 finish

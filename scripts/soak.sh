@@ -17,7 +17,36 @@ build=${SOAK_BUILD:-$here/build}
 work=$(mktemp -d /tmp/vmcsum-soak.XXXXXX)
 pids=()
 loops=()
+ctest_pid=""
+# The running tests are asked to stop (TERM: their harness unmounts and detaches what they made)
+# and waited for, up to a minute, before ctest goes. ctest runs in a session of its own, so a
+# signal to this script's process group reaches the tests only this way, after their cleanup
+# had its chance: killed together with ctest, a test left its mounts and loop devices behind.
+stop_tests() {
+  [[ -n $ctest_pid ]] || return 0
+  local kids k t alive
+  kids=$(pgrep -P "$ctest_pid" || true)
+  for k in $kids; do kill -TERM "$k" 2>/dev/null || true; done
+  for ((t = 0; t < 600; t++)); do
+    alive=0
+    for k in $kids; do kill -0 "$k" 2>/dev/null && alive=1; done
+    ((alive)) || break
+    sleep 0.1
+  done
+  kill "$ctest_pid" 2>/dev/null || true
+  wait "$ctest_pid" 2>/dev/null || true
+  ctest_pid=""
+  local log
+  for log in "$work"/run*.log; do
+    [[ -e $log ]] && cp -- "$log" "/tmp/$(basename -- "$work")-$(basename -- "$log")" &&
+      echo "soak: stopped; log kept in /tmp/$(basename -- "$work")-$(basename -- "$log")" >&2
+  done
+}
+cleaned=0
 cleanup() {
+  ((cleaned)) && return 0
+  cleaned=1
+  stop_tests
   local p
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -25,7 +54,9 @@ cleanup() {
   for p in "${loops[@]}"; do losetup -d "$p" 2>/dev/null || true; done
   rm -rf -- "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
 
 # CPU: one busy loop per core, at low priority so the tests still make progress.
 for ((i = 0; i < $(nproc); i++)); do
@@ -64,7 +95,12 @@ for ((r = 1; r <= runs; r++)); do
   echo "=== soak run $r of $runs ($(date -u +%H:%M:%S))"
   args=(--test-dir "$build" --output-on-failure -L integration)
   [[ -n $regex ]] && args+=(-R "$regex")
-  if ctest "${args[@]}" >"$work/run$r.log" 2>&1; then
+  setsid ctest "${args[@]}" >"$work/run$r.log" 2>&1 &
+  ctest_pid=$!
+  rc=0
+  wait "$ctest_pid" || rc=$?
+  ctest_pid=""
+  if ((rc == 0)); then
     passed=$((passed + 1))
     tail -n 3 "$work/run$r.log" | head -n 1
   else

@@ -217,6 +217,41 @@ wait \$!"
   reap_child "$name"
 done
 
+# 2d: TERM while the harness cleans up after finish (it used to end the cleanup half way: the
+# EXIT trap then found it done, and the loop devices not yet detached stayed). A tracked process
+# that ignores TERM holds the cleanup in _it_kill_bg for its 3 s grace; TERM comes then.
+name=cleanTERM
+STATE_FILE=$kids/$name.state
+write_child "$name" "$(state_body)
+( trap '' TERM; exec sleep 300 ) &
+bg_track \$!
+mv \"\$state.tmp\" \"\$state\"
+check \"first\" true
+finish"
+TMPDIR=$kids/tmp bash "$kids/$name.sh" >"$kids/$name.out" 2>&1 &
+cpid=$!
+bg_track "$cpid"
+for _ in $(seq 600); do
+  [[ -e $STATE_FILE ]] && break
+  kill -0 "$cpid" 2>/dev/null || break
+  sleep 0.1
+done
+check "cleanup TERM: child got ready" test -e "$STATE_FILE"
+tracked=$(child_state "$name" pid)
+for _ in $(seq 100); do # its cleanup has begun once the tracked sleep is gone
+  kill -0 "$tracked" 2>/dev/null || break
+  sleep 0.05
+done
+check "cleanup TERM: the child is still cleaning up when TERM comes" kill -0 "$cpid"
+kill -TERM "$cpid" 2>/dev/null || true
+child_rc=0
+wait "$cpid" || child_rc=$?
+bg_untrack "$cpid"
+check_eq "cleanup TERM: child exits 143 once its cleanup is over" 143 "$child_rc"
+check_eq "cleanup TERM: summary line" "$name: 1 passed, 1 failed" "$(last_line "$kids/$name.out")"
+verify_cleanup "$name"
+reap_child "$name"
+
 # --- 3. damage fixture against the kernel, btrfs check and btrfs-map-logical ----------------------
 note "part 3: damage fixture"
 

@@ -189,14 +189,10 @@ fi
 verify_cleanup errexit
 reap_child errexit
 
-# 2b/2c: signals while the child waits on a tracked process.
-for sig in TERM HUP; do
-  name=sig$sig
-  STATE_FILE=$kids/$name.state
-  write_child "$name" "$(state_body)
-mv \"\$state.tmp\" \"\$state\"
-wait \$!"
-  TMPDIR=$kids/tmp bash "$kids/$name.sh" >"$kids/$name.out" 2>&1 &
+# start_child NAME : runs the child written as NAME in the background (cpid, tracked) and waits
+# until it wrote $STATE_FILE (or ended).
+start_child() {
+  TMPDIR=$kids/tmp bash "$kids/$1.sh" >"$kids/$1.out" 2>&1 &
   cpid=$!
   bg_track "$cpid"
   for _ in $(seq 600); do
@@ -204,11 +200,25 @@ wait \$!"
     kill -0 "$cpid" 2>/dev/null || break
     sleep 0.1
   done
-  check "$sig: child got ready" test -e "$STATE_FILE"
-  kill -s "$sig" "$cpid" 2>/dev/null || true
+}
+# signal_child SIG : sends SIG to the child and waits for it; sets child_rc.
+signal_child() {
+  kill -s "$1" "$cpid" 2>/dev/null || true
   child_rc=0
   wait "$cpid" || child_rc=$?
   bg_untrack "$cpid"
+}
+
+# 2b/2c: signals while the child waits on a tracked process.
+for sig in TERM HUP; do
+  name=sig$sig
+  STATE_FILE=$kids/$name.state
+  write_child "$name" "$(state_body)
+mv \"\$state.tmp\" \"\$state\"
+wait \$!"
+  start_child "$name"
+  check "$sig: child got ready" test -e "$STATE_FILE"
+  signal_child "$sig"
   want=143
   [[ $sig == HUP ]] && want=129
   check_eq "$sig: child exits $want" "$want" "$child_rc"
@@ -228,14 +238,7 @@ bg_track \$!
 mv \"\$state.tmp\" \"\$state\"
 check \"first\" true
 finish"
-TMPDIR=$kids/tmp bash "$kids/$name.sh" >"$kids/$name.out" 2>&1 &
-cpid=$!
-bg_track "$cpid"
-for _ in $(seq 600); do
-  [[ -e $STATE_FILE ]] && break
-  kill -0 "$cpid" 2>/dev/null || break
-  sleep 0.1
-done
+start_child "$name"
 check "cleanup TERM: child got ready" test -e "$STATE_FILE"
 tracked=$(child_state "$name" pid)
 for _ in $(seq 100); do # its cleanup has begun once the tracked sleep is gone
@@ -243,10 +246,7 @@ for _ in $(seq 100); do # its cleanup has begun once the tracked sleep is gone
   sleep 0.05
 done
 check "cleanup TERM: the child is still cleaning up when TERM comes" kill -0 "$cpid"
-kill -TERM "$cpid" 2>/dev/null || true
-child_rc=0
-wait "$cpid" || child_rc=$?
-bg_untrack "$cpid"
+signal_child TERM
 check_eq "cleanup TERM: child exits 143 once its cleanup is over" 143 "$child_rc"
 check_eq "cleanup TERM: summary line" "$name: 1 passed, 1 failed" "$(last_line "$kids/$name.out")"
 verify_cleanup "$name"

@@ -19,21 +19,28 @@ pids=()
 loops=()
 ctest_pid=""
 # The running tests are asked to stop (TERM: their harness unmounts and detaches what they made)
-# and waited for, up to a minute, before ctest goes. ctest runs in a session of its own, so a
-# signal to this script's process group reaches the tests only this way, after their cleanup
-# had its chance: killed together with ctest, a test left its mounts and loop devices behind.
+# and waited for, up to a minute. ctest runs in a session of its own, so a signal to this
+# script's process group reaches the tests only this way, and their cleanup has its chance:
+# killed together with ctest, a test left its mounts and loop devices behind.
 stop_tests() {
   [[ -n $ctest_pid ]] || return 0
   local kids k t alive
+  # ctest is stopped first (left running, it would start the next test as soon as this one
+  # ends) but not killed until its tests are done: they write to its pipe, and a test whose
+  # reader is gone dies of SIGPIPE in its cleanup (seen: 4 mounts and 7 loop devices left). A
+  # test that ended is a zombie until ctest, stopped, reaps it.
+  kill -STOP "$ctest_pid" 2>/dev/null || true
   kids=$(pgrep -P "$ctest_pid" || true)
   for k in $kids; do kill -TERM "$k" 2>/dev/null || true; done
   for ((t = 0; t < 600; t++)); do
     alive=0
-    for k in $kids; do kill -0 "$k" 2>/dev/null && alive=1; done
+    for k in $kids; do
+      [[ $(awk '{ print $3 }' "/proc/$k/stat" 2>/dev/null || echo X) == [ZX] ]] || alive=1
+    done
     ((alive)) || break
     sleep 0.1
   done
-  kill "$ctest_pid" 2>/dev/null || true
+  kill -KILL "$ctest_pid" 2>/dev/null || true
   wait "$ctest_pid" 2>/dev/null || true
   ctest_pid=""
   local log

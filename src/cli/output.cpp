@@ -14,7 +14,9 @@
 #include <ctime>
 #include <exception>
 #include <iostream>
+#include <optional>
 #include <ostream>
+#include <system_error>
 #include <thread>
 
 #include <sys/ioctl.h>
@@ -394,27 +396,36 @@ void write_document(std::ostream& out, const nlohmann::ordered_json& doc, bool s
       const size_t half = array->size / 2;
       std::string second;
       std::exception_ptr error;
-      std::thread helper([&] {
-        try {
-          DocumentWriter kept(nullptr, short_form);
-          kept.elements(*array, half, array->size);
-          second = kept.take();
-        } catch (...) {
-          error = std::current_exception();
-        }
-      });
+      std::optional<std::thread> helper;
       try {
-        w.elements(*array, 0, half);
-      } catch (...) {
-        helper.join();
-        throw;
+        helper.emplace([&] {
+          try {
+            DocumentWriter kept(nullptr, short_form);
+            kept.elements(*array, half, array->size);
+            second = kept.take();
+          } catch (...) {
+            error = std::current_exception();
+          }
+        });
+      } catch (const std::system_error&) {
+        // No thread to be had (RLIMIT_NPROC, a pids cgroup): this one makes them all.
       }
-      helper.join();
-      if (error) {
-        std::rethrow_exception(error);
+      if (!helper) {
+        w.elements(*array, 0, array->size);
+      } else {
+        try {
+          w.elements(*array, 0, half);
+        } catch (...) {
+          helper->join();
+          throw;
+        }
+        helper->join();
+        if (error) {
+          std::rethrow_exception(error);
+        }
+        w.flush();
+        out.write(second.data(), static_cast<std::streamsize>(second.size()));
       }
-      w.flush();
-      out.write(second.data(), static_cast<std::streamsize>(second.size()));
     }
     w.line_break(1);
     w.text("]");

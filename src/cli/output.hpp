@@ -120,7 +120,8 @@ struct StreamedArray
 };
 
 // Writes `doc` as dump_document() does, with `array` (when given) filled in, and a newline, to
-// `out` in pieces of a few dozen KiB.
+// `out` in pieces of a few dozen KiB. Not all or nothing: an element that throws once the first
+// piece is out leaves the document cut short (only memory exhaustion makes to_json throw).
 void write_document(std::ostream& out, const nlohmann::ordered_json& doc, bool short_form,
                     const StreamedArray* array = nullptr);
 

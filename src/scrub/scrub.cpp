@@ -1387,7 +1387,20 @@ FileScrub Scrubber::scrub_open(int fd, const struct stat& st, const std::string&
     // FIEMAP_FLAG_SYNC writes delalloc back; the commit puts the csums in the tree we search.
     btrfs::sync_fs(fd, path);
     verify_stable(fd, fs, f, path, writing, [&](FileScrub& g) {
-      return note_users(scan_proc(m_opts.proc_root), st, g, ctx);
+      // Taken only when a writer is there now: otherwise the next pass starts as the first.
+      FileScrub now = g;
+      ClassifyContext now_ctx = ctx;
+      try {
+        if (!note_users(scan_proc(m_opts.proc_root), st, now, now_ctx)) {
+          return false;
+        }
+      } catch (const Error& e) {
+        g.notes.push_back(std::string("its users not looked up again: ") + e.what());
+        return false;
+      }
+      g = std::move(now);
+      ctx = std::move(now_ctx);
+      return true;
     });
     if (writing && (!f.bad.empty() || !f.divergent.empty())) {
       recheck(fd, fs, f);

@@ -241,8 +241,10 @@ finish"
 start_child "$name"
 check "cleanup TERM: child got ready" test -e "$STATE_FILE"
 tracked=$(child_state "$name" pid)
-for _ in $(seq 100); do # its cleanup has begun once the tracked sleep is gone
-  kill -0 "$tracked" 2>/dev/null || break
+# Its cleanup has begun once the tracked sleep got its TERM: a zombie then, until the harness
+# reaps it after the grace the TERM-ignoring one holds it for.
+for _ in $(seq 100); do
+  { [[ $(awk '{ print $3 }' "/proc/$tracked/stat" 2>/dev/null) == Z ]] || ! kill -0 "$tracked" 2>/dev/null; } && break
   sleep 0.05
 done
 check "cleanup TERM: the child is still cleaning up when TERM comes" kill -0 "$cpid"

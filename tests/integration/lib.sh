@@ -900,14 +900,15 @@ _it_detach_all() {
 # finish and from the EXIT trap.
 it_cleanup() {
   ((IT_CLEANED)) && return 0
-  IT_CLEANED=1
   # A stop signal in here would end the script half way through, and the EXIT trap would find
   # the cleanup done: what was not yet unmounted or detached would stay (seen: a soak stopped
-  # during a test's last cleanup left 7 loop devices). It is noted, and acted on once all is gone.
+  # during a test's last cleanup left 7 loop devices). It is noted (from before the cleanup is
+  # marked begun), and acted on once all is gone.
   local pending=""
   trap 'pending=${pending:-INT}' INT
   trap 'pending=${pending:-TERM}' TERM
   trap 'pending=${pending:-HUP}' HUP
+  IT_CLEANED=1
   local errexit=0
   [[ $- == *e* ]] && errexit=1
   set +e
@@ -923,8 +924,10 @@ it_cleanup() {
     fi
   fi
   ((errexit)) && set -e
+  # In the EXIT trap the script is ending anyway: a further signal stays only noted, so that the
+  # summary is still printed.
+  ((IT_EXITING)) && return 0
   _it_signal_traps
-  ((IT_EXITING)) && return 0 # the script is ending anyway (the EXIT trap)
   case $pending in
     INT) _it_on_signal INT 130 ;;
     TERM) _it_on_signal TERM 143 ;;

@@ -43,11 +43,15 @@ stop_tests() {
   kill -KILL "$ctest_pid" 2>/dev/null || true
   wait "$ctest_pid" 2>/dev/null || true
   ctest_pid=""
-  local log
-  for log in "$work"/run*.log; do
-    [[ -e $log ]] && cp -- "$log" "/tmp/$(basename -- "$work")-$(basename -- "$log")" &&
-      echo "soak: stopped; log kept in /tmp/$(basename -- "$work")-$(basename -- "$log")" >&2
-  done
+  echo "soak: stopped during run $r" >&2
+  keep_log "$r"
+}
+# keep_log RUN : copies the run's log out of $work (removed on exit) and says where.
+keep_log() {
+  local kept
+  kept=/tmp/$(basename -- "$work")-run$1.log
+  [[ -e $work/run$1.log ]] && cp -- "$work/run$1.log" "$kept" && echo "(log kept in $kept)"
+  return 0
 }
 cleaned=0
 cleanup() {
@@ -113,8 +117,7 @@ for ((r = 1; r <= runs; r++)); do
   else
     failed=$((failed + 1))
     grep -aE '^(FAIL|not ok)|\*\*\*Failed|Timeout' "$work/run$r.log" | head -n 40
-    cp -- "$work/run$r.log" "/tmp/$(basename -- "$work")-run$r.log"
-    echo "(log kept in /tmp/$(basename -- "$work")-run$r.log)"
+    keep_log "$r"
   fi
 done
 echo "soak: $passed passed, $failed failed"

@@ -13,6 +13,10 @@
 #   bench_cold                     sync and drop the page cache
 #   bench_now                      seconds since the epoch, with nanoseconds
 #   bench_median                   the median of the numbers on stdin
+#   bench_dev_read DEV             bytes read from block device DEV since boot (its /sys stat:
+#                                  the device's own count, whatever the reader)
+#   bench_data_used MNT            bytes of data extents allocated on the btrfs at MNT (btrfs
+#                                  filesystem df: whole extents, overwritten parts included)
 #   bench_loop_btrfs_devs N MIB PROFILE [--direct-io]
 #                                  like bench_loop_btrfs over N loop devices of MIB each
 #                                  ($BENCH_LOOPS lists them, $BENCH_LOOP is the first)
@@ -71,6 +75,15 @@ bench_cold() {
 bench_now() { date +%s.%N; }
 
 bench_median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+
+# Field 3 of /sys/block/NAME/stat: sectors read, in units of 512 bytes whatever the sector size
+# (Documentation/block/stat.rst).
+bench_dev_read() { echo $(($(awk '{ print $3 }' "/sys/class/block/${1##*/}/stat") * 512)); }
+
+bench_data_used() {
+  sync
+  btrfs filesystem df -b "$1" | awk -F'used=' '/^Data/ { sum += $2 } END { printf "%.0f\n", sum }'
+}
 
 bench_loop_btrfs_devs() {
   local n=$1 mib=$2 profile=$3 direct=() i

@@ -7,6 +7,13 @@
 # printed beside it: reading a fragmented file in file order is random I/O.
 # Goal (issue 16): the fragmented image scrubs at least 0.8x as fast as its twin; peak
 # resident memory <= 64 MiB.
+# Also printed: what each image holds on disk and what each scrub read from the loop device (its
+# own /sys count). A random write to the middle of an extent leaves the whole old extent
+# allocated (btrfs frees an extent only when no byte of it is referenced), so the fragmented
+# image's extents hold more bytes than the image; scrub reads the dead 4 KiB between live
+# sectors rather than split its reads into tens of thousands of small ones. An I/O-bound scrub of
+# the image can reach at most twin bytes / fragmented bytes of the twin's speed; the device
+# throughput ratio (bytes read per second, fragmented against twin) says how near it is.
 #   bench/scrub_fragmented.sh [MIB] [WRITES] [RUNS]     defaults 1024 131072 3; root; not a test
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 mib=${1:-1024} writes=${2:-131072} runs=${3:-3}
@@ -14,6 +21,7 @@ bench_require jq bc mkfs.btrfs losetup filefrag python3 /usr/bin/time
 bench_loop_btrfs $((mib * 3 + 1024)) single/dup --direct-io
 frag=$BENCH_MNT/frag.raw twin=$BENCH_MNT/twin.raw
 echo "writing $mib MiB, then $writes random 4 KiB writes..."
+used0=$(bench_data_used "$BENCH_MNT")
 dd if=/dev/urandom of="$frag" bs=4M count=$((mib / 4)) status=none
 sync
 python3 - "$frag" "$mib" "$writes" <<'EOF'
@@ -29,21 +37,26 @@ for i in range(writes):
 os.fsync(fd)
 os.close(fd)
 EOF
+used1=$(bench_data_used "$BENCH_MNT")
 cp --reflink=never "$frag" "$twin"
 sync
+used2=$(bench_data_used "$BENCH_MNT")
 extents() { filefrag "$1" | awk '{ print $2 }'; }
 echo "extents: fragmented $(extents "$frag"), twin $(extents "$twin")"
 
-declare -A secs=()
+declare -A secs=() devread=()
 rss=()
 timed() { # LABEL COMMAND...
-  local label=$1 t0 t1
+  local label=$1 t0 t1 r0 r1
   shift
   bench_cold
+  r0=$(bench_dev_read "$BENCH_LOOP")
   t0=$(bench_now)
   "$@"
   t1=$(bench_now)
+  r1=$(bench_dev_read "$BENCH_LOOP")
   secs[$label]+="$(echo "$t1 - $t0" | bc -l) "
+  devread[$label]+="$((r1 - r0)) "
 }
 scrub() {
   /usr/bin/time -f "%M" -o "$BENCH_TMP/rss" "$VMCSUM" --json scrub --no-progress --no-history \
@@ -67,5 +80,17 @@ for l in dd-twin dd-frag scrub-twin scrub-frag; do
 done
 echo "ratio dd fragmented/twin throughput: $(echo "$(med "${secs[dd-twin]}") / $(med "${secs[dd-frag]}")" | bc -l | xargs printf "%.2f")"
 echo "ratio scrub fragmented/twin throughput: $(echo "$(med "${secs[scrub-twin]}") / $(med "${secs[scrub-frag]}")" | bc -l | xargs printf "%.2f") (goal >= 0.8)"
+mibs() { echo "$1 / 1048576" | bc -l | xargs printf "%.0f"; }
+frag_bytes=$((used1 - used0)) twin_bytes=$((used2 - used1))
+echo "data extents on disk: fragmented $(mibs $frag_bytes) MiB, twin $(mibs $twin_bytes) MiB" \
+  "(btrfs filesystem df before and after each was written)"
+bound=$(echo "$twin_bytes / $frag_bytes" | bc -l | xargs printf "%.2f")
+echo "  an I/O-bound scrub of the fragmented image reaches at most $bound of the twin's speed"
+# Bytes the device served per second of each scrub (medians of the runs).
+rate() { echo "$(med "${devread[$1]}") / $(med "${secs[$1]}")" | bc -l; }
+echo "read from the device per scrub: fragmented $(mibs "$(med "${devread[scrub-frag]}")") MiB," \
+  "twin $(mibs "$(med "${devread[scrub-twin]}")") MiB"
+echo "ratio device throughput during scrub, fragmented/twin: $(echo "$(rate scrub-frag) / $(rate scrub-twin)" |
+  bc -l | xargs printf "%.2f") (1.00: the fragmented scrub drives the device as fast as the twin's)"
 echo "ratio scrub/dd of the twin: $(echo "$(med "${secs[dd-twin]}") / $(med "${secs[scrub-twin]}")" | bc -l | xargs printf "%.2f")"
 echo "vmcsum peak resident memory: $(printf '%s\n' "${rss[@]}" | sort -g | tail -1 | awk '{ printf "%.1f", $1 / 1024 }') MiB (goal <= 64)"

@@ -427,14 +427,7 @@ FileFacts FactCollector::collect_fd(int fd, const std::string& display_path, int
   }
   f.kind = kind_of_mode(st.st_mode);
   // The kernel's name of what is open: for the mount table and messages, never opened by name.
-  const std::string self = "/proc/self/fd/" + std::to_string(fd);
-  if (known.path_canonical) {
-    f.canonical_path = display_path;
-  } else {
-    char target[PATH_MAX];
-    const ssize_t n = ::readlink(self.c_str(), target, sizeof target - 1);
-    f.canonical_path = n > 0 ? std::string(target, static_cast<size_t>(n)) : display_path;
-  }
+  f.canonical_path = known.path_canonical ? display_path : sys::path_of_fd(fd, display_path);
   std::optional<sys::MountEntry> mount;
   if (!fill_examined(f, st, mount)) {
     return f;
@@ -448,6 +441,7 @@ FileFacts FactCollector::collect_fd(int fd, const std::string& display_path, int
   if (fl >= 0 && !(fl & O_PATH) && (fl & O_ACCMODE) != O_WRONLY) {
     readable = fd;
   } else {
+    const std::string self = "/proc/self/fd/" + std::to_string(fd);
     own.reset(::open(self.c_str(),
                      O_RDONLY | O_NONBLOCK | O_CLOEXEC | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0)));
     readable = own ? own.get() : -1;

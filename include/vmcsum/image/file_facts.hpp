@@ -16,7 +16,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -30,7 +29,8 @@ struct FsFacts
   btrfs::FsInfo info;
   std::vector<std::string> data_profiles; // largest first; more than one while converting
   std::optional<std::string> data_profiles_unknown;
-  bool synced = false; // the run synced it (FsSyncs; needed before TREE_SEARCH)
+  bool synced = false; // the run synced it (needed before TREE_SEARCH): saves asking FsSyncs,
+                       // whose lock every look thread shares, for each file
   // Subvolume id -> path, or the reason it is unknown; libbtrfsutil walks the tree of roots
   // for each lookup, so images in one subvolume share one answer.
   std::map<uint64_t, std::pair<std::optional<std::string>, std::string>> subvolume_paths;

@@ -1365,6 +1365,26 @@ FileScrub Scrubber::scrub_file(const sys::FileRef& ref)
   return scrub_open(fd.get(), st, ref.path);
 }
 
+// The drives of QEMUs started since the run began (the host context has those of the QEMUs
+// running then) that name this inode, added to `configured` unless it has them: their cache mode
+// is evidence as much as a configuration's.
+void add_started_qemus(const ProcScan& procs, const struct stat& st,
+                       std::vector<ConfiguredDisk>& configured)
+{
+  for (auto& c : qemu_configured_disks(procs)) {
+    struct stat cs = {};
+    // Matched by inode, as HostContext indexes the drives it has: the name is the QEMU's.
+    if (::stat(c.path.c_str(), &cs) != 0 || cs.st_dev != st.st_dev || cs.st_ino != st.st_ino) {
+      continue;
+    }
+    if (std::none_of(configured.begin(), configured.end(), [&](const ConfiguredDisk& have) {
+          return have.source == c.source && have.path == c.path;
+        })) {
+      configured.push_back(std::move(c));
+    }
+  }
+}
+
 // Everything after the open works on `fd` alone; `path` is for display.
 FileScrub Scrubber::scrub_open(int fd, const struct stat& st, const std::string& path)
 {
@@ -1391,9 +1411,12 @@ FileScrub Scrubber::scrub_open(int fd, const struct stat& st, const std::string&
       FileScrub now = g;
       ClassifyContext now_ctx = ctx;
       try {
-        if (!note_users(scan_proc(m_opts.proc_root), st, now, now_ctx)) {
+        const ProcScan procs = scan_proc(m_opts.proc_root);
+        if (!note_users(procs, st, now, now_ctx)) {
           return false;
         }
+        add_started_qemus(procs, st, now.configured);
+        apply_configured(now.configured, now_ctx);
       } catch (const Error& e) {
         g.notes.push_back(std::string("its users not looked up again: ") + e.what());
         return false;

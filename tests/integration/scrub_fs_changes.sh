@@ -286,14 +286,17 @@ run_stopped "$MNT/w.raw" "$OUTW" "$OUTW.err" \
   "$VMCSUM" --json scrub --no-progress --limit-rate 4M "$MNT/w.raw"
 check_eq "fixture: the scrub was stopped while reading the image" 1 "$STOPPED"
 # The "VM": a shell holding the image open read-write (fd 3) that rewrites a random 4 KiB block
-# of it every 50 ms, each written back at once (conv=fdatasync: a new extent, a new layout).
+# of it every 50 ms, each written back at once (conv=fdatasync: a new extent, a new layout). It
+# is called qemu-system-x86_64 (argv[0]) and names the image with -drive ...,cache=none, as a
+# QEMU started by hand would: its drive is a configuration the run-start scan never saw.
 (
   exec 3<>"$MNT/w.raw"
-  while :; do
-    dd if=/dev/urandom of="$MNT/w.raw" bs=4096 count=1 seek=$((RANDOM % 2048)) \
+  # shellcheck disable=SC2016 # the loop is the child's script
+  exec -a qemu-system-x86_64 bash -c 'while :; do
+    dd if=/dev/urandom of="$1" bs=4096 count=1 seek=$((RANDOM % 2048)) \
       conv=notrunc,fdatasync status=none
     sleep 0.05
-  done
+  done' _ "$MNT/w.raw" -drive "file=$MNT/w.raw,format=raw,cache=none,if=virtio"
 ) &
 wp=$!
 bg_track "$wp"
@@ -315,6 +318,8 @@ check_eq "writer: open for writing, by the shell that writes it" "true true" \
   "$(jfw --arg w "bash[$wp]" '"\(.open_for_writing) \(.writers | index([$w]) != null)"')"
 check "writer: a note says it was opened for writing during the scrub" \
   jq -e '.files[0].notes | any(test("opened for writing while it was scrubbed"))' "$OUTW"
+check_eq "writer: its -drive is among the image's configurations (cache=none, O_DIRECT)" \
+  "none true" "$(jfw --arg s "qemu:$wp" '.configured[] | select(.source == $s) | "\(.cache) \(.o_direct)"')"
 check_eq "writer: no bad sector, no divergent range" "0 0" "$(jfw '"\(.bad | length) \(.divergent | length)"')"
 check_eq "writer: exit 0" 0 "$BG_RC"
 check_eq "writer: btrfs scrub finds nothing uncorrectable" 0 "$(btrfs_scrub_uncorrectable "$MNT")"

@@ -268,6 +268,15 @@ private:
     ho.kernel_release = opts_.kernel_release;
     ho.scan_procs = false;
     procs_ = std::async(std::launch::async, scan_proc, opts_.proc_dir);
+    klog_ = std::async(std::launch::async, [this] {
+      KernelLogRead k;
+      k.boot_id = current_boot_id();
+      k.printk_epoch = printk_epoch_offset_us();
+      if (!opts_.kernel_log.empty()) {
+        k.events = read_kernel_log_timed(opts_.kernel_log, k.notes);
+      }
+      return k;
+    });
     host_ = gather_host_context(ho);
     result_.kernel.release = host_.kernel.release;
     result_.kernel.policy = host_.kernel.policy;
@@ -515,13 +524,15 @@ private:
   }
 
   // --- kernel log ---
+  // The kernel log, read on its own thread while the paths are walked (gather_host); its notes
+  // follow the walk's.
   void read_kernel_log()
   {
-    boot_id_ = current_boot_id();
-    printk_epoch_ = printk_epoch_offset_us();
-    if (!opts_.kernel_log.empty()) {
-      log_events_ = read_kernel_log_timed(opts_.kernel_log, result_.notes);
-    }
+    KernelLogRead k = klog_.get();
+    boot_id_ = std::move(k.boot_id);
+    printk_epoch_ = k.printk_epoch;
+    log_events_ = std::move(k.events);
+    result_.notes.insert(result_.notes.end(), k.notes.begin(), k.notes.end());
   }
 
   // What scrub and repair remember: outcomes per image and vmcsum's own read windows.
@@ -924,6 +935,14 @@ private:
   AuditResult result_;
   HostContext host_;
   std::future<ProcScan> procs_; // gather_host() to join_host()
+  struct KernelLogRead
+  {
+    std::string boot_id;
+    uint64_t printk_epoch = 0;
+    std::vector<TimedLogEvent> events;
+    std::vector<std::string> notes;
+  };
+  std::future<KernelLogRead> klog_; // gather_host() to read_kernel_log()
   // The filesystems synced in this run, shared by the look threads' and examine's collectors.
   std::shared_ptr<FsSyncs> syncs_ = std::make_shared<FsSyncs>();
   std::vector<ConfiguredDisk> configured_; // moved out of host_.configs.disks

@@ -230,14 +230,16 @@ std::string unknown_command(const CLI::App& app, int argc, char** argv)
 int report_failure(const std::string& json_style, const char* kind, const std::string& message,
                    int status)
 {
-  if (!json_style.empty()) {
+  // After a document cut short, stdout holds half a document: the error is said on stderr only.
+  const bool cut = document_cut_short(std::cout);
+  if (!json_style.empty() && !cut) {
     nlohmann::ordered_json doc = {{"schema", "vmcsum.error/1"},
                                   {"error", {{"kind", kind}, {"message", message}}},
                                   {"exit_code", status}};
     std::cout << dump_document(with_document_head(std::move(doc)), json_style == "short") << '\n';
   }
   std::cerr << "vmcsum: " << (status == exit_code::usage ? "usage error" : "error") << ": "
-            << message << '\n';
+            << message << (cut ? " (the JSON document on stdout is cut short)" : "") << '\n';
   return status;
 }
 } // namespace

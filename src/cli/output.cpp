@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cstdlib>
 #include <ctime>
@@ -353,29 +354,58 @@ public:
   void flush()
   {
     m_out->write(m_buf.data(), static_cast<std::streamsize>(m_buf.size()));
+    m_wrote = m_wrote || !m_buf.empty();
     m_buf.clear();
   }
+  bool wrote() const { return m_wrote; } // some of the document is out
 
 private:
   static constexpr size_t k_piece = 64 * 1024;
   std::ostream* m_out;
   bool m_short;
   std::string m_buf;
+  bool m_wrote = false;
 };
 
+// The stream a document was cut short on (write_document), if any: only stdout in practice.
+std::atomic<const std::ostream*> g_cut_short{nullptr};
+
+void write_pieces(DocumentWriter& w, std::ostream& out, const nlohmann::ordered_json& doc,
+                  bool short_form, const StreamedArray* array);
+
 } // namespace
+
+bool document_cut_short(const std::ostream& out)
+{
+  return g_cut_short.load() == &out;
+}
 
 void write_document(std::ostream& out, const nlohmann::ordered_json& doc, bool short_form,
                     const StreamedArray* array)
 {
-  // From this many elements on, two threads make them: audit's 1000 images took 11 ms on one.
-  constexpr size_t k_two_threads = 256;
   if (!doc.is_object() || doc.empty()) {
     out << dump_document(doc, short_form) << '\n';
     out.flush();
     return;
   }
   DocumentWriter w(&out, short_form);
+  try {
+    write_pieces(w, out, doc, short_form, array);
+  } catch (...) {
+    if (w.wrote()) {
+      g_cut_short.store(&out);
+    }
+    throw;
+  }
+}
+
+namespace {
+
+void write_pieces(DocumentWriter& w, std::ostream& out, const nlohmann::ordered_json& doc,
+                  bool short_form, const StreamedArray* array)
+{
+  // From this many elements on, two threads make them: audit's 1000 images took 11 ms on one.
+  constexpr size_t k_two_threads = 256;
   w.text("{");
   bool first = true;
   for (const auto& [key, value] : doc.items()) {
@@ -435,6 +465,8 @@ void write_document(std::ostream& out, const nlohmann::ordered_json& doc, bool s
   w.flush();
   out.flush();
 }
+
+} // namespace
 
 void Output::print(const std::string& text) const
 {

@@ -121,9 +121,14 @@ struct StreamedArray
 
 // Writes `doc` as dump_document() does, with `array` (when given) filled in, and a newline, to
 // `out` in pieces of a few dozen KiB. Not all or nothing: an element that throws once the first
-// piece is out leaves the document cut short (only memory exhaustion makes to_json throw).
+// piece is out leaves the document cut short (only memory exhaustion makes to_json throw), and
+// document_cut_short(out) says so from then on.
 void write_document(std::ostream& out, const nlohmann::ordered_json& doc, bool short_form,
                     const StreamedArray* array = nullptr);
+
+// Whether a document written to `out` was cut short: no other document may follow it there (a
+// reader would take the two for one broken document), so the error goes to stderr only.
+bool document_cut_short(const std::ostream& out);
 
 // The tail of every document: "interrupted" (a stop signal arrived; the document then holds
 // what was done before it) and "exit_code". Without `interrupted`, whether a stop signal

@@ -135,6 +135,33 @@ TEST_CASE("a document written in pieces is the text dump_document() makes")
   CHECK(out.str() == dump_document(bad, false) + "\n");
 }
 
+TEST_CASE("a document cut short is known as such; one that failed before any of it was out is not")
+{
+  using Json = nlohmann::ordered_json;
+  const Json doc = {{"schema", "vmcsum.x/1"}, {"images", Json::array()}};
+  auto throwing_at = [](size_t at) {
+    return StreamedArray{"images", 100, [at](size_t i) -> Json {
+                           if (i == at) {
+                             throw std::bad_alloc();
+                           }
+                           return {{"path", std::string(2048, 'x')}};
+                         }};
+  };
+  std::ostringstream late, early, whole;
+  const auto at_50 = throwing_at(50); // 100 KiB made before it: pieces of 64 KiB are out
+  CHECK_THROWS_AS(write_document(late, doc, false, &at_50), std::bad_alloc);
+  CHECK_FALSE(late.str().empty());
+  CHECK(document_cut_short(late));
+  const auto at_0 = throwing_at(0);
+  CHECK_THROWS_AS(write_document(early, doc, false, &at_0), std::bad_alloc);
+  CHECK(early.str().empty());
+  CHECK_FALSE(document_cut_short(early));
+  const auto never = throwing_at(100);
+  write_document(whole, doc, false, &never);
+  CHECK_FALSE(document_cut_short(whole));
+  CHECK(nlohmann::json::parse(whole.str())["images"].size() == 100);
+}
+
 TEST_CASE("help and version exit 0")
 {
   CHECK(run_args({"--help"}) == 0);

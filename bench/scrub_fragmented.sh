@@ -11,9 +11,10 @@
 # own /sys count). A random write to the middle of an extent leaves the whole old extent
 # allocated (btrfs frees an extent only when no byte of it is referenced), so the fragmented
 # image's extents hold more bytes than the image; scrub reads the dead 4 KiB between live
-# sectors rather than split its reads into tens of thousands of small ones. An I/O-bound scrub of
-# the image can reach at most twin bytes / fragmented bytes of the twin's speed; the device
-# throughput ratio (bytes read per second, fragmented against twin) says how near it is.
+# sectors rather than split its reads into tens of thousands of small ones. Reading its extents
+# whole, an I/O-bound scrub of the image reaches at most twin bytes / fragmented bytes of the
+# twin's speed; the device throughput ratio (bytes read per second, fragmented against twin) says
+# how near it is.
 #   bench/scrub_fragmented.sh [MIB] [WRITES] [RUNS]     defaults 1024 131072 3; root; not a test
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 mib=${1:-1024} writes=${2:-131072} runs=${3:-3}
@@ -85,7 +86,7 @@ frag_bytes=$((used1 - used0)) twin_bytes=$((used2 - used1))
 echo "data extents on disk: fragmented $(mibs $frag_bytes) MiB, twin $(mibs $twin_bytes) MiB" \
   "(btrfs filesystem df before and after each was written)"
 bound=$(echo "$twin_bytes / $frag_bytes" | bc -l | xargs printf "%.2f")
-echo "  an I/O-bound scrub of the fragmented image reaches at most $bound of the twin's speed"
+echo "  reading its extents whole, an I/O-bound scrub of it reaches at most $bound of the twin's speed"
 # Bytes the device served per second of each scrub (medians of the runs).
 rate() { echo "$(med "${devread[$1]}") / $(med "${secs[$1]}")" | bc -l; }
 echo "read from the device per scrub: fragmented $(mibs "$(med "${devread[scrub-frag]}")") MiB," \

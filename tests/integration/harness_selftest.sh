@@ -254,6 +254,62 @@ check_eq "cleanup TERM: summary line" "$name: 1 passed, 1 failed" "$(last_line "
 verify_cleanup "$name"
 reap_child "$name"
 
+# 2e: a terminal's Ctrl-C during the cleanup. The terminal signals the whole foreground process
+# group: the commands the cleanup runs (umount, losetup, rm) died of it and left their mount,
+# loop device or files. The child runs in a process group of its own, and once its cleanup has
+# begun, INT is sent to that group as fast as a loop of builtins can (more Ctrl-Cs than anyone
+# types, so that no command of the cleanup runs between two of them) until the child has exited.
+name=cleanINT
+STATE_FILE=$kids/$name.state
+write_child "$name" "$(state_body)
+( trap '' TERM; exec sleep 300 ) &
+bg_track \$!
+mv \"\$state.tmp\" \"\$state\"
+check \"first\" true
+finish"
+# Started with job control on: in a process group of its own, and with INT not ignored (a
+# script's background commands ignore INT without it, and so would every command the child runs;
+# under ctest nothing ignores it).
+set -m
+TMPDIR=$kids/tmp bash "$kids/$name.sh" >"$kids/$name.out" 2>&1 &
+cpid=$!
+set +m
+bg_track "$cpid"
+for _ in $(seq 600); do
+  [[ -e $STATE_FILE ]] && break
+  kill -0 "$cpid" 2>/dev/null || break
+  sleep 0.1
+done
+check "cleanup INT: child got ready" test -e "$STATE_FILE"
+check_eq "cleanup INT: the child leads its own process group" "$cpid" "$(ps -o pgid= -p "$cpid" | tr -d ' ')"
+tracked=$(child_state "$name" pid)
+for _ in $(seq 100); do
+  { [[ $(awk '{ print $3 }' "/proc/$tracked/stat" 2>/dev/null) == Z ]] || ! kill -0 "$tracked" 2>/dev/null; } && break
+  sleep 0.05
+done
+check "cleanup INT: the child is still cleaning up when INT comes" kill -0 "$cpid"
+# Builtins only (kill, read of /proc): the loop ends when the child is a zombie (its group then
+# still answers kill) or gone, or after 60 s, far more than its cleanup takes.
+sent=0 state=R deadline=$((SECONDS + 60))
+while ((SECONDS < deadline)) && kill -INT -- "-$cpid" 2>/dev/null; do
+  sent=$((sent + 1))
+  read -r _ _ state _ <"/proc/$cpid/stat" 2>/dev/null || break
+  [[ $state == Z ]] && break
+done
+note "cleanup INT: $sent INTs sent to its process group"
+check "cleanup INT: the group got INTs" test "$sent" -gt 0
+check "cleanup INT: the child ended within 60 s of them" test "$SECONDS" -lt "$deadline"
+if ((SECONDS >= deadline)); then
+  kill -KILL -- "-$cpid" 2>/dev/null || true # stuck in the storm: not left running
+fi
+child_rc=0
+wait "$cpid" || child_rc=$?
+bg_untrack "$cpid"
+check_eq "cleanup INT: child exits 130 once its cleanup is over" 130 "$child_rc"
+check_eq "cleanup INT: summary line" "$name: 1 passed, 1 failed" "$(last_line "$kids/$name.out")"
+verify_cleanup "$name"
+reap_child "$name"
+
 # --- 3. damage fixture against the kernel, btrfs check and btrfs-map-logical ----------------------
 note "part 3: damage fixture"
 

@@ -913,16 +913,37 @@ it_cleanup() {
   [[ $- == *e* ]] && errexit=1
   set +e
   cd / || true
+  # A terminal's Ctrl-C (or hangup) signals its whole foreground process group: ctest, this
+  # script and the kill, sleep, umount, losetup and findmnt the cleanup runs, which died of it (a
+  # losetup killed inside $(...) left its device taken for someone else's). So INT and HUP are
+  # ignored while the tracked processes are stopped (this shell must reap them itself), and
+  # every command run meanwhile inherits that. The unmounting, detaching and removing then run in
+  # a subshell made while they are still ignored (a subshell resets the traps it inherits to the
+  # default, which would leave it an instant to die in); this shell notes them again from then on,
+  # and reads the subshell's errors from a pipe. The subshell's commands write where this shell
+  # does.
+  trap '' INT HUP
   _it_kill_bg
-  _it_umount_all
-  _it_detach_all
-  if [[ -d $IT_TMP ]]; then
-    if findmnt -rn -o TARGET 2>/dev/null | sed 's/\\x20/ /g' | grep -qF -- "$IT_TMP/"; then
-      IT_CLEANUP_ERRORS+=("something is still mounted below $IT_TMP; not removing it")
-    else
-      rm -rf --one-file-system -- "$IT_TMP" || IT_CLEANUP_ERRORS+=("could not remove $IT_TMP")
-    fi
-  fi
+  local out efd
+  exec {out}>&1
+  exec {efd}< <(
+    {
+      _it_umount_all
+      _it_detach_all
+      if [[ -d $IT_TMP ]]; then
+        if findmnt -rn -o TARGET 2>/dev/null | sed 's/\\x20/ /g' | grep -qF -- "$IT_TMP/"; then
+          IT_CLEANUP_ERRORS+=("something is still mounted below $IT_TMP; not removing it")
+        else
+          rm -rf --one-file-system -- "$IT_TMP" || IT_CLEANUP_ERRORS+=("could not remove $IT_TMP")
+        fi
+      fi
+    } >&"$out"
+    ((${#IT_CLEANUP_ERRORS[@]} == 0)) || printf '%s\n' "${IT_CLEANUP_ERRORS[@]}"
+  )
+  trap 'pending=${pending:-INT}' INT
+  trap 'pending=${pending:-HUP}' HUP
+  mapfile -t -u "$efd" IT_CLEANUP_ERRORS # until the subshell is done; a noted signal does not stop it
+  exec {efd}<&- {out}>&-
   ((errexit)) && set -e
   # In the EXIT trap the script is ending anyway: a further signal stays only noted, so that the
   # summary is still printed.
@@ -966,7 +987,9 @@ _it_on_exit() {
 
 _it_on_signal() {
   IT_LAST_ERR="signal $1"
-  trap - "$1"
+  # Ignored from here on: the EXIT trap's cleanup notes them itself, and a terminal's second
+  # Ctrl-C must not end the script before its summary line.
+  trap '' INT TERM HUP
   exit "$2"
 }
 

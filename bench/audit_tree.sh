@@ -13,6 +13,8 @@ bench_require jq bc mkfs.btrfs losetup qemu-img python3
 # lo_read_simple() per command of a worker), which no disk does, and which hides what reads in
 # flight together gain (the cold audit here: 2.6x find's time buffered, 1.8-2.0x direct).
 bench_loop_btrfs 4096 - --direct-io
+# The kernel falls back to buffered I/O when the backing file cannot do direct I/O (tmpfs).
+echo "loop device direct I/O: $(cat "/sys/block/${BENCH_LOOP##*/}/loop/dio" 2>/dev/null || echo unknown) (1: on)"
 tree=$BENCH_MNT/tree
 
 echo "building a tree of $files files with $images images..."

@@ -83,6 +83,8 @@ echo "ratio dd fragmented/twin throughput: $(echo "$(med "${secs[dd-twin]}") / $
 echo "ratio scrub fragmented/twin throughput: $(echo "$(med "${secs[scrub-twin]}") / $(med "${secs[scrub-frag]}")" | bc -l | xargs printf "%.2f") (goal >= 0.8)"
 mibs() { echo "$1 / 1048576" | bc -l | xargs printf "%.0f"; }
 frag_bytes=$((used1 - used0)) twin_bytes=$((used2 - used1))
+((frag_bytes > 0 && twin_bytes > 0)) ||
+  { echo "bench: btrfs filesystem df saw no data written ($used0 $used1 $used2)" >&2; exit 1; }
 echo "data extents on disk: fragmented $(mibs $frag_bytes) MiB, twin $(mibs $twin_bytes) MiB" \
   "(btrfs filesystem df before and after each was written)"
 bound=$(echo "$twin_bytes / $frag_bytes" | bc -l | xargs printf "%.2f")

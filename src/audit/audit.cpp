@@ -525,7 +525,8 @@ private:
 
   // --- kernel log ---
   // The kernel log, read on its own thread while the paths are walked (gather_host); its notes
-  // follow the walk's.
+  // follow the walk's. What the kernel logs after the run began is not in it (the history is of
+  // the past: a mismatch logged during the walk is this run's news for the next one).
   void read_kernel_log()
   {
     KernelLogRead k = klog_.get();

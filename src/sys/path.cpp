@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <memory>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace vmcsum::sys {
@@ -29,8 +30,11 @@ std::string path_of_fd(int fd, const std::string& fallback)
   const std::string self = "/proc/self/fd/" + std::to_string(fd);
   char target[PATH_MAX];
   const ssize_t n = ::readlink(self.c_str(), target, sizeof target - 1);
-  // " (deleted)" and anon inodes are not paths anyone could find again.
-  if (n <= 0 || target[0] != '/') {
+  // Anon inodes ("pipe:[..]") are not paths; neither is an unlinked file's name, which the
+  // kernel gives with " (deleted)" appended (d_path()): no link left is what tells it from a
+  // file really named so.
+  struct stat st = {};
+  if (n <= 0 || target[0] != '/' || (::fstat(fd, &st) == 0 && st.st_nlink == 0)) {
     return fallback;
   }
   return std::string(target, static_cast<size_t>(n));

@@ -4,8 +4,9 @@
 #
 # The harness checks itself against oracles nobody on this project wrote:
 #  * lib.sh's own contract (summary line, exit codes, skip, abort) through child scripts;
-#  * cleanup after a failed command and after TERM/HUP: no mount, no loop device, no temp dir,
-#    no tracked process left behind (util-linux losetup/findmnt);
+#  * cleanup after a failed command, after TERM/HUP, and under a stop signal during the cleanup
+#    itself (TERM to the script, a terminal's INT to its whole process group): no mount, no loop
+#    device, no temp dir, no tracked process left behind (util-linux losetup/findmnt);
 #  * the damage fixture, per profile (single, dup, raid1 on two devices) and csum type (crc32c,
 #    xxhash, sha256, blake2), plus compress=zstd and nodatasum mounts:
 #      - the kernel returns EIO for a sector overwritten on every copy (O_DIRECT read),
@@ -271,7 +272,7 @@ finish"
 # script's background commands ignore INT without it, and so would every command the child runs;
 # under ctest nothing ignores it).
 set -m
-TMPDIR=$kids/tmp bash "$kids/$name.sh" >"$kids/$name.out" 2>&1 &
+TMPDIR=$kids/tmp bash "$kids/$name.sh" >"$kids/$name.out" 2>&1 </dev/null &
 cpid=$!
 set +m
 bg_track "$cpid"

@@ -267,27 +267,33 @@ need_loop() {
 
 # --- background processes -------------------------------------------------------------------------
 # Start time of PID in clock ticks (/proc/PID/stat field 22), empty if PID does not exist.
+# _it_starttime PID : sets _IT_START to PID's start time (field 22 of /proc/PID/stat), "" when it
+# is gone. Builtins only, no subshell: the cleanup calls it while a terminal's Ctrl-C may signal
+# every process of the group (and a command substitution is one).
+_IT_START=""
 _it_starttime() {
-  local st
-  st=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  local st=""
+  read -r -d '' st 2>/dev/null <"/proc/$1/stat" || true # no NUL in it: "fails" at its end
+  _IT_START=""
+  [[ -n $st ]] || return 0
   st=${st##*) } # comm may contain spaces and parentheses
   local -a fields
   read -r -a fields <<<"$st"
-  printf '%s' "${fields[19]}"
+  _IT_START=${fields[19]-}
 }
 
 # bg_track PID... : the cleanup kills these processes (TERM, then KILL after 3 s). A process is
 # identified by pid and start time, so a pid the kernel has since reused is never killed.
 bg_track() {
-  local p st
+  local p
   for p in "$@"; do
     [[ $p =~ ^[0-9]+$ ]] || {
       note "bg_track: not a pid: $p"
       return 1
     }
-    st=$(_it_starttime "$p")
-    [[ -n $st ]] || continue # already gone
-    _IT_BG_PIDS+=("$p:$st")
+    _it_starttime "$p"
+    [[ -n $_IT_START ]] || continue # already gone
+    _IT_BG_PIDS+=("$p:$_IT_START")
   done
 }
 
@@ -799,26 +805,37 @@ damage_sectors() {
 }
 
 # --- cleanup --------------------------------------------------------------------------------------
+# _it_alive PID:STARTTIME : whether that process is still there (a zombie child keeps its start
+# time until it is reaped).
+_it_alive() {
+  _it_starttime "${1%%:*}"
+  [[ $_IT_START == "${1#*:}" ]]
+}
+
+# Builtins only (kill, wait, read): it runs with the signal traps that note a stop signal in
+# place, and a command of its own would die of a terminal's Ctrl-C sent to the whole group. The
+# 0.1 s pauses are reads that time out on a pipe this shell holds both ends of (nothing is ever
+# written to it); a noted signal ends one early.
 _it_kill_bg() {
-  local e p i
+  local e i nap
   local -a live=()
   for e in "${_IT_BG_PIDS[@]}"; do
-    p=${e%%:*}
-    [[ $(_it_starttime "$p") == "${e#*:}" ]] || continue
+    _it_alive "$e" || continue
     live+=("$e")
-    kill -TERM "$p" 2>/dev/null || true
+    kill -TERM "${e%%:*}" 2>/dev/null || true
   done
+  ((${#live[@]})) && exec {nap}<> <(:)
   for ((i = 0; i < 30 && ${#live[@]} > 0; i++)); do
     local -a still=()
     for e in "${live[@]}"; do
-      [[ $(_it_starttime "${e%%:*}") == "${e#*:}" ]] && still+=("$e")
+      _it_alive "$e" && still+=("$e")
     done
     live=("${still[@]}")
-    ((${#live[@]})) && sleep 0.1
+    ((${#live[@]})) && { read -r -t 0.1 -u "$nap" _ || true; }
   done
+  [[ -n ${nap-} ]] && exec {nap}<&-
   for e in "${live[@]}"; do
-    # A zombie child keeps its start time until reaped; wait reaps it (no-op for non-children).
-    [[ $(_it_starttime "${e%%:*}") == "${e#*:}" ]] && kill -KILL "${e%%:*}" 2>/dev/null
+    _it_alive "$e" && kill -KILL "${e%%:*}" 2>/dev/null
   done
   for e in "${_IT_BG_PIDS[@]}"; do
     wait "${e%%:*}" 2>/dev/null || true
@@ -913,19 +930,19 @@ it_cleanup() {
   [[ $- == *e* ]] && errexit=1
   set +e
   cd / || true
-  # A terminal's Ctrl-C (or hangup) signals its whole foreground process group: ctest, this
-  # script and the kill, sleep, umount, losetup and findmnt the cleanup runs, which died of it (a
-  # losetup killed inside $(...) left its device taken for someone else's). So INT and HUP are
-  # ignored while the tracked processes are stopped (this shell must reap them itself), and
-  # every command run meanwhile inherits that. The unmounting, detaching and removing then run in
-  # a subshell made while they are still ignored (a subshell resets the traps it inherits to the
-  # default, which would leave it an instant to die in); this shell notes them again from then on,
-  # and reads the subshell's errors from a pipe. The subshell's commands write where this shell
-  # does.
-  trap '' INT HUP
   _it_kill_bg
-  local out efd
+  # A terminal's Ctrl-C (or hangup) signals its whole foreground process group, and timeout(1)
+  # or a service stop send TERM to it: ctest, this script and the umount, losetup and findmnt the
+  # cleanup runs, which died of it (a losetup killed inside $(...) left its device taken for
+  # someone else's). The unmounting, detaching and removing run in a subshell made while INT,
+  # TERM and HUP are ignored (a subshell resets the traps it inherits to the default, which would
+  # leave it an instant to die in): it and every command it runs keep ignoring them. This shell
+  # notes them again as soon as it is made (one that comes in between is lost) and reads the
+  # subshell's errors from a pipe, then a last line that says it got to its end. Its commands
+  # write where this shell does.
+  local out efd done_mark=$'\x01cleanup done'
   exec {out}>&1
+  trap '' INT TERM HUP
   exec {efd}< <(
     {
       _it_umount_all
@@ -938,12 +955,18 @@ it_cleanup() {
         fi
       fi
     } >&"$out"
-    ((${#IT_CLEANUP_ERRORS[@]} == 0)) || printf '%s\n' "${IT_CLEANUP_ERRORS[@]}"
+    printf '%s\n' "${IT_CLEANUP_ERRORS[@]}" "$done_mark"
   )
   trap 'pending=${pending:-INT}' INT
+  trap 'pending=${pending:-TERM}' TERM
   trap 'pending=${pending:-HUP}' HUP
   mapfile -t -u "$efd" IT_CLEANUP_ERRORS # until the subshell is done; a noted signal does not stop it
   exec {efd}<&- {out}>&-
+  if ((${#IT_CLEANUP_ERRORS[@]})) && [[ ${IT_CLEANUP_ERRORS[-1]} == "$done_mark" ]]; then
+    unset 'IT_CLEANUP_ERRORS[-1]'
+  else
+    IT_CLEANUP_ERRORS+=("the unmounting, detaching and removing ended before its end (killed?)")
+  fi
   ((errexit)) && set -e
   # In the EXIT trap the script is ending anyway: a further signal stays only noted, so that the
   # summary is still printed.

@@ -3,6 +3,7 @@
 // chunk reader (holes, ranges, cancellation) and the read-back digest.
 #include <vmcsum/error.hpp>
 #include <vmcsum/sys/io.hpp>
+#include <vmcsum/sys/path.hpp>
 #include <vmcsum/sys/walk.hpp>
 
 #include <doctest/doctest.h>
@@ -66,6 +67,27 @@ Seen walk(const std::string& root, sys::WalkOptions opts = {})
 }
 
 } // namespace
+
+TEST_CASE("path_of_fd: the kernel's path of an open file; an unlinked file's is none")
+{
+  Scratch dir;
+  // A name that looks like the kernel's mark of an unlinked file, and one that is unlinked.
+  for (const std::string name : {"img.raw", "named (deleted)"}) {
+    CAPTURE(name);
+    write_file(dir / name, "x");
+    const int fd = ::open((dir / name).c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    CHECK(sys::path_of_fd(fd, "fallback") == sys::canonical_path(dir / name));
+    REQUIRE(::unlink((dir / name).c_str()) == 0);
+    CHECK(sys::path_of_fd(fd, "fallback") == "fallback");
+    ::close(fd);
+  }
+  int p[2];
+  REQUIRE(::pipe(p) == 0);
+  CHECK(sys::path_of_fd(p[0], "fallback") == "fallback");
+  ::close(p[0]);
+  ::close(p[1]);
+}
 
 TEST_CASE("walk_tree lists files below the root and never follows a symlink")
 {

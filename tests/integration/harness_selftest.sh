@@ -190,11 +190,21 @@ fi
 verify_cleanup errexit
 reap_child errexit
 
-# start_child NAME : runs the child written as NAME in the background (cpid, tracked) and waits
-# until it wrote $STATE_FILE (or ended).
+# start_child [--group] NAME : runs the child written as NAME in the background (cpid, tracked)
+# and waits until it wrote $STATE_FILE (or ended). --group: with job control on, so that it leads
+# a process group of its own and INT is not ignored (a script's background commands ignore INT
+# without it, and so would every command the child runs; under ctest nothing ignores it).
 start_child() {
-  TMPDIR=$kids/tmp bash "$kids/$1.sh" >"$kids/$1.out" 2>&1 &
-  cpid=$!
+  if [[ $1 == --group ]]; then
+    shift
+    set -m
+    TMPDIR=$kids/tmp bash "$kids/$1.sh" >"$kids/$1.out" 2>&1 </dev/null &
+    cpid=$!
+    set +m
+  else
+    TMPDIR=$kids/tmp bash "$kids/$1.sh" >"$kids/$1.out" 2>&1 &
+    cpid=$!
+  fi
   bg_track "$cpid"
   for _ in $(seq 600); do
     [[ -e $STATE_FILE ]] && break
@@ -231,23 +241,33 @@ done
 # 2d: TERM while the harness cleans up after finish (it used to end the cleanup half way: the
 # EXIT trap then found it done, and the loop devices not yet detached stayed). A tracked process
 # that ignores TERM holds the cleanup in _it_kill_bg for its 3 s grace; TERM comes then.
-name=cleanTERM
-STATE_FILE=$kids/$name.state
-write_child "$name" "$(state_body)
+# write_cleanup_child NAME : a child that builds the state, tracks a process ignoring TERM (which
+# holds its cleanup in _it_kill_bg for the 3 s grace) and finishes with one check passed.
+write_cleanup_child() {
+  STATE_FILE=$kids/$1.state
+  write_child "$1" "$(state_body)
 ( trap '' TERM; exec sleep 300 ) &
 bg_track \$!
 mv \"\$state.tmp\" \"\$state\"
 check \"first\" true
 finish"
+}
+# wait_cleanup_begun NAME : until the child's cleanup has begun: its first tracked sleep got its
+# TERM (a zombie, or reaped), while the TERM-ignoring one holds the cleanup in its grace.
+wait_cleanup_begun() {
+  local tracked
+  tracked=$(child_state "$1" pid)
+  for _ in $(seq 100); do
+    { [[ $(awk '{ print $3 }' "/proc/$tracked/stat" 2>/dev/null) == Z ]] || ! kill -0 "$tracked" 2>/dev/null; } && break
+    sleep 0.05
+  done
+}
+
+name=cleanTERM
+write_cleanup_child "$name"
 start_child "$name"
 check "cleanup TERM: child got ready" test -e "$STATE_FILE"
-tracked=$(child_state "$name" pid)
-# Its cleanup has begun once the tracked sleep got its TERM: a zombie then, until the harness
-# reaps it after the grace the TERM-ignoring one holds it for.
-for _ in $(seq 100); do
-  { [[ $(awk '{ print $3 }' "/proc/$tracked/stat" 2>/dev/null) == Z ]] || ! kill -0 "$tracked" 2>/dev/null; } && break
-  sleep 0.05
-done
+wait_cleanup_begun "$name"
 check "cleanup TERM: the child is still cleaning up when TERM comes" kill -0 "$cpid"
 signal_child TERM
 check_eq "cleanup TERM: child exits 143 once its cleanup is over" 143 "$child_rc"
@@ -261,33 +281,11 @@ reap_child "$name"
 # begun, INT is sent to that group as fast as a loop of builtins can (more Ctrl-Cs than anyone
 # types, so that no command of the cleanup runs between two of them) until the child has exited.
 name=cleanINT
-STATE_FILE=$kids/$name.state
-write_child "$name" "$(state_body)
-( trap '' TERM; exec sleep 300 ) &
-bg_track \$!
-mv \"\$state.tmp\" \"\$state\"
-check \"first\" true
-finish"
-# Started with job control on: in a process group of its own, and with INT not ignored (a
-# script's background commands ignore INT without it, and so would every command the child runs;
-# under ctest nothing ignores it).
-set -m
-TMPDIR=$kids/tmp bash "$kids/$name.sh" >"$kids/$name.out" 2>&1 </dev/null &
-cpid=$!
-set +m
-bg_track "$cpid"
-for _ in $(seq 600); do
-  [[ -e $STATE_FILE ]] && break
-  kill -0 "$cpid" 2>/dev/null || break
-  sleep 0.1
-done
+write_cleanup_child "$name"
+start_child --group "$name"
 check "cleanup INT: child got ready" test -e "$STATE_FILE"
 check_eq "cleanup INT: the child leads its own process group" "$cpid" "$(ps -o pgid= -p "$cpid" | tr -d ' ')"
-tracked=$(child_state "$name" pid)
-for _ in $(seq 100); do
-  { [[ $(awk '{ print $3 }' "/proc/$tracked/stat" 2>/dev/null) == Z ]] || ! kill -0 "$tracked" 2>/dev/null; } && break
-  sleep 0.05
-done
+wait_cleanup_begun "$name"
 check "cleanup INT: the child is still cleaning up when INT comes" kill -0 "$cpid"
 # Builtins only (kill, read of /proc): the loop ends when the child is a zombie (its group then
 # still answers kill) or gone, or after 60 s, far more than its cleanup takes.

@@ -17,6 +17,7 @@ build=${SOAK_BUILD:-$here/build}
 work=$(mktemp -d /tmp/vmcsum-soak.XXXXXX)
 pids=()
 loops=()
+neighbour=""
 ctest_pid=""
 # The running tests are asked to stop (TERM: their harness unmounts and detaches what they made)
 # and waited for, up to a minute. ctest runs in a session of its own, so a signal to this
@@ -58,10 +59,18 @@ cleanup() {
   ((cleaned)) && return 0
   cleaned=1
   stop_tests
-  local p
+  local p i
+  # The neighbour runs in a process group of its own: its mount, dd or cat goes with it (killed
+  # alone, the loop left one running on the filesystem, whose umount then failed as busy: a
+  # mount and its loop device stayed after a soak).
+  [[ -n $neighbour ]] && kill -- "-$neighbour" 2>/dev/null
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  umount "$work/mnt" 2>/dev/null || true
+  for ((i = 0; i < 20; i++)); do
+    mountpoint -q "$work/mnt" 2>/dev/null || break
+    umount "$work/mnt" 2>/dev/null || sleep 0.5
+  done
+  mountpoint -q "$work/mnt" 2>/dev/null && umount -l "$work/mnt"
   for p in "${loops[@]}"; do losetup -d "$p" 2>/dev/null || true; done
   rm -rf -- "$work"
 }
@@ -81,6 +90,7 @@ truncate -s 256M "$work/neighbour.img"
 dev=$(losetup -f --show "$work/neighbour.img")
 loops+=("$dev")
 mkdir -p "$work/mnt"
+set -m # the neighbour in a process group of its own (cleanup kills the whole group)
 (
   while :; do
     mkfs.btrfs -q -f -d single -m single "$dev" >/dev/null 2>&1 || break
@@ -99,7 +109,8 @@ mkdir -p "$work/mnt"
     umount "$work/mnt"
   done
 ) >/dev/null 2>&1 &
-pids+=($!)
+neighbour=$!
+set +m
 
 passed=0 failed=0
 for ((r = 1; r <= runs; r++)); do

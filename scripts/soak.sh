@@ -63,14 +63,14 @@ cleanup() {
   # The neighbour runs in a process group of its own: its mount, dd or cat goes with it (killed
   # alone, the loop left one running on the filesystem, whose umount then failed as busy: a
   # mount and its loop device stayed after a soak).
-  [[ -n $neighbour ]] && kill -- "-$neighbour" 2>/dev/null
+  [[ -z $neighbour ]] || kill -- "-$neighbour" 2>/dev/null || true
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   for ((i = 0; i < 20; i++)); do
     mountpoint -q "$work/mnt" 2>/dev/null || break
     umount "$work/mnt" 2>/dev/null || sleep 0.5
   done
-  mountpoint -q "$work/mnt" 2>/dev/null && umount -l "$work/mnt"
+  ! mountpoint -q "$work/mnt" 2>/dev/null || umount -l "$work/mnt" || true
   for p in "${loops[@]}"; do losetup -d "$p" 2>/dev/null || true; done
   rm -rf -- "$work"
 }

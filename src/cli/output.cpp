@@ -371,37 +371,6 @@ private:
 std::atomic<const std::ostream*> g_cut_short{nullptr};
 
 void write_pieces(DocumentWriter& w, std::ostream& out, const nlohmann::ordered_json& doc,
-                  bool short_form, const StreamedArray* array);
-
-} // namespace
-
-bool document_cut_short(const std::ostream& out)
-{
-  return g_cut_short.load() == &out;
-}
-
-void write_document(std::ostream& out, const nlohmann::ordered_json& doc, bool short_form,
-                    const StreamedArray* array)
-{
-  if (!doc.is_object() || doc.empty()) {
-    out << dump_document(doc, short_form) << '\n';
-    out.flush();
-    return;
-  }
-  DocumentWriter w(&out, short_form);
-  try {
-    write_pieces(w, out, doc, short_form, array);
-  } catch (...) {
-    if (w.wrote()) {
-      g_cut_short.store(&out);
-    }
-    throw;
-  }
-}
-
-namespace {
-
-void write_pieces(DocumentWriter& w, std::ostream& out, const nlohmann::ordered_json& doc,
                   bool short_form, const StreamedArray* array)
 {
   // From this many elements on, two threads make them: audit's 1000 images took 11 ms on one.
@@ -467,6 +436,30 @@ void write_pieces(DocumentWriter& w, std::ostream& out, const nlohmann::ordered_
 }
 
 } // namespace
+
+bool document_cut_short(const std::ostream& out)
+{
+  return g_cut_short.load() == &out;
+}
+
+void write_document(std::ostream& out, const nlohmann::ordered_json& doc, bool short_form,
+                    const StreamedArray* array)
+{
+  if (!doc.is_object() || doc.empty()) {
+    out << dump_document(doc, short_form) << '\n';
+    out.flush();
+    return;
+  }
+  DocumentWriter w(&out, short_form);
+  try {
+    write_pieces(w, out, doc, short_form, array);
+  } catch (...) {
+    if (w.wrote()) {
+      g_cut_short.store(&out);
+    }
+    throw;
+  }
+}
 
 void Output::print(const std::string& text) const
 {

@@ -266,7 +266,6 @@ need_loop() {
 }
 
 # --- background processes -------------------------------------------------------------------------
-# Start time of PID in clock ticks (/proc/PID/stat field 22), empty if PID does not exist.
 # _it_starttime PID : sets _IT_START to PID's start time (field 22 of /proc/PID/stat), "" when it
 # is gone. Builtins only, no subshell: the cleanup calls it while a terminal's Ctrl-C may signal
 # every process of the group (and a command substitution is one).
@@ -913,6 +912,13 @@ _it_detach_all() {
   done
 }
 
+# _it_note_signals : a stop signal only sets it_cleanup's `pending` (the first one wins).
+_it_note_signals() {
+  trap 'pending=${pending:-INT}' INT
+  trap 'pending=${pending:-TERM}' TERM
+  trap 'pending=${pending:-HUP}' HUP
+}
+
 # it_cleanup : kills tracked processes, unmounts, detaches, removes $IT_TMP. Idempotent; runs from
 # finish and from the EXIT trap.
 it_cleanup() {
@@ -922,9 +928,7 @@ it_cleanup() {
   # during a test's last cleanup left 7 loop devices). It is noted (from before the cleanup is
   # marked begun), and acted on once all is gone.
   local pending=""
-  trap 'pending=${pending:-INT}' INT
-  trap 'pending=${pending:-TERM}' TERM
-  trap 'pending=${pending:-HUP}' HUP
+  _it_note_signals
   IT_CLEANED=1
   local errexit=0
   [[ $- == *e* ]] && errexit=1
@@ -957,9 +961,7 @@ it_cleanup() {
     } >&"$out"
     printf '%s\n' "${IT_CLEANUP_ERRORS[@]}" "$done_mark"
   )
-  trap 'pending=${pending:-INT}' INT
-  trap 'pending=${pending:-TERM}' TERM
-  trap 'pending=${pending:-HUP}' HUP
+  _it_note_signals
   mapfile -t -u "$efd" IT_CLEANUP_ERRORS # until the subshell is done; a noted signal does not stop it
   exec {efd}<&- {out}>&-
   if ((${#IT_CLEANUP_ERRORS[@]})) && [[ ${IT_CLEANUP_ERRORS[-1]} == "$done_mark" ]]; then

@@ -7,8 +7,8 @@
 # on every core (tests/tools/hash_speed), and the smaller of it and dd, which both bound scrub;
 # the hashing limit while dd reads the copies beside it (reading costs the cores too) and the
 # ratio to the smaller of that and dd; `openssl speed -multi 2` is printed for reference
-# (OpenSSL is vmcsum's sha256; for blake2 it has only BLAKE2b-512, while vmcsum needs
-# BLAKE2b-256 and uses libsodium's).
+# (another library than vmcsum's libgcrypt; for blake2 OpenSSL 3.0 has only BLAKE2b-512, while
+# btrfs uses BLAKE2b-256).
 # Goals (issue 16): scrub (every copy verified, kernel confirmation of every finding) >= 0.95x
 # dd on single and dup, >= 0.9x the parallel dds on raid1/raid10, >= 0.9x of the hashing limit
 # on sha256/blake2; peak resident memory <= 64 MiB. The loop devices do direct I/O to their

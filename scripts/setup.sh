@@ -18,7 +18,7 @@ done
 build_deps=(
   build-essential cmake pkg-config clang clang-format
   libcli11-dev nlohmann-json3-dev libbtrfsutil-dev doctest-dev libmount-dev
-  libpugixml-dev libsystemd-dev libxxhash-dev libisal-dev libsodium-dev libssl-dev
+  libpugixml-dev libsystemd-dev libxxhash-dev libisal-dev libgcrypt20-dev
   libclang-rt-14-dev
 )
 # Oracles and fixtures the tests use: tools nobody on this project wrote.

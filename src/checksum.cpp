@@ -3,9 +3,8 @@
 #include <vmcsum/checksum.hpp>
 #include <vmcsum/error.hpp>
 
+#include <gcrypt.h>
 #include <isa-l/crc.h>
-#include <openssl/evp.h>
-#include <sodium.h>
 #include <xxhash.h>
 
 #include <climits>
@@ -28,30 +27,58 @@ void put_le64(uint64_t v, uint8_t* out)
   }
 }
 
-// sodium_init() picks the fastest BLAKE2b implementation for this CPU; it must run before the
-// first crypto_generichash() call. A function-local static runs it exactly once, thread-safely.
-void init_sodium()
+// libgcrypt is set up once per process before its first use (gcry_check_version, then
+// INITIALIZATION_FINISHED), the way systemd's initialize_libgcrypt() does (src/shared/
+// gcrypt-util.c): libsystemd shares this process's copy, and whichever comes first sets it up.
+// No secure memory: the hashed data is no secret, and secure memory warns when not root. A
+// function-local static runs it exactly once, thread-safely.
+void init_gcrypt()
 {
-  static const int rc = sodium_init();
-  if (rc < 0) {
-    throw Error(Errc::internal, "sodium_init failed");
+  static const bool ok = [] {
+    if (gcry_control(GCRYCTL_INITIALIZATION_FINISHED_P)) {
+      return true;
+    }
+    // The library found at run time must be at least the one built against.
+    if (!gcry_check_version(GCRYPT_VERSION)) {
+      return false;
+    }
+    gcry_control(GCRYCTL_DISABLE_SECMEM, 0);
+    gcry_control(GCRYCTL_INITIALIZATION_FINISHED, 0);
+    return true;
+  }();
+  if (!ok) {
+    throw Error(Errc::internal, std::string("libgcrypt ") + gcry_check_version(nullptr) +
+                                  " is older than " GCRYPT_VERSION ", which vmcsum was built with");
+  }
+}
+
+// An algorithm libgcrypt may refuse (BLAKE2 is not FIPS-approved: a host in FIPS mode disables
+// it) says so once, when the Checksummer is made, not on every sector.
+void require_algo(int algo, const char* name)
+{
+  init_gcrypt();
+  if (gcry_md_test_algo(algo) != 0) {
+    throw Error(Errc::unsupported,
+                std::string("libgcrypt will not compute ") + name +
+                  (gcry_fips_mode_active() ? " (this host runs in FIPS mode)" : ""));
+  }
+}
+
+// The digest of `data` by libgcrypt's `algo`; gcry_md_hash_buffers (not _buffer) so that an
+// error is returned, never an abort.
+void gcrypt_digest(int algo, std::span<const uint8_t> data, uint8_t* out)
+{
+  gcry_buffer_t iov = {};
+  iov.size = data.size();
+  iov.len = data.size();
+  iov.data = const_cast<uint8_t*>(data.data()); // only read
+  if (const gcry_error_t err = gcry_md_hash_buffers(algo, 0, out, &iov, 1); err != 0) {
+    throw Error(Errc::internal,
+                std::string("libgcrypt: ") + gcry_md_algo_name(algo) + ": " + gcry_strerror(err));
   }
 }
 
 } // namespace
-
-// OpenSSL 3 looks the algorithm up by name on every implicit fetch (EVP_sha256() inside
-// EVP_DigestInit_ex); fetching once and reusing one context keeps per-sector cost to the hash.
-struct Checksummer::Sha256
-{
-  EVP_MD* md = nullptr;
-  EVP_MD_CTX* ctx = nullptr;
-  ~Sha256()
-  {
-    EVP_MD_CTX_free(ctx);
-    EVP_MD_free(md);
-  }
-};
 
 Checksummer::Checksummer(uint16_t csum_type)
   : m_type(csum_type)
@@ -67,16 +94,11 @@ Checksummer::Checksummer(uint16_t csum_type)
     break;
   case 2: // BTRFS_CSUM_TYPE_SHA256
     m_size = 32;
-    m_sha256 = std::make_unique<Sha256>();
-    m_sha256->md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-    m_sha256->ctx = EVP_MD_CTX_new();
-    if (!m_sha256->md || !m_sha256->ctx) {
-      throw Error(Errc::internal, "OpenSSL: cannot set up SHA256");
-    }
+    require_algo(GCRY_MD_SHA256, "sha256");
     break;
   case 3: // BTRFS_CSUM_TYPE_BLAKE2
     m_size = 32;
-    init_sodium();
+    require_algo(GCRY_MD_BLAKE2B_256, "blake2b-256");
     break;
   default:
     throw Error(Errc::unsupported, "unknown btrfs checksum type " + std::to_string(csum_type));
@@ -108,21 +130,13 @@ void Checksummer::compute(std::span<const uint8_t> data, uint8_t* out)
     // The kernel's xxhash64 shash: xxh64 with seed 0, digest stored with put_unaligned_le64().
     put_le64(XXH64(data.data(), data.size(), 0), out);
     return;
-  case 2: {
-    unsigned int len = 0;
-    if (EVP_DigestInit_ex2(m_sha256->ctx, m_sha256->md, nullptr) != 1 ||
-        EVP_DigestUpdate(m_sha256->ctx, data.data(), data.size()) != 1 ||
-        EVP_DigestFinal_ex(m_sha256->ctx, out, &len) != 1 || len != m_size) {
-      throw Error(Errc::internal, "OpenSSL: SHA256 failed");
-    }
+  case 2:
+    gcrypt_digest(GCRY_MD_SHA256, data, out);
     return;
-  }
   case 3:
-    // btrfs "blake2b-256" is unkeyed BLAKE2b with a 32-byte digest length in the parameter
-    // block (not a truncated BLAKE2b-512), which is what crypto_generichash(outlen=32) does.
-    if (crypto_generichash(out, m_size, data.data(), data.size(), nullptr, 0) != 0) {
-      throw Error(Errc::internal, "libsodium: BLAKE2b failed");
-    }
+    // btrfs "blake2b-256" is unkeyed BLAKE2b with a 32-byte digest length in its parameter
+    // block (not a truncated BLAKE2b-512): libgcrypt's BLAKE2B_256.
+    gcrypt_digest(GCRY_MD_BLAKE2B_256, data, out);
     return;
   default:
     throw Error(Errc::internal, "Checksummer: bad type"); // unreachable: checked in the ctor
@@ -134,6 +148,30 @@ std::vector<uint8_t> Checksummer::compute(std::span<const uint8_t> data)
   std::vector<uint8_t> out(m_size);
   compute(data, out.data());
   return out;
+}
+
+Sha256Stream::Sha256Stream()
+{
+  require_algo(GCRY_MD_SHA256, "sha256");
+  if (const gcry_error_t err = gcry_md_open(&m_hd, GCRY_MD_SHA256, 0); err != 0) {
+    throw Error(Errc::internal, std::string("libgcrypt: sha256: ") + gcry_strerror(err));
+  }
+}
+
+Sha256Stream::~Sha256Stream()
+{
+  gcry_md_close(m_hd);
+}
+
+void Sha256Stream::update(std::span<const uint8_t> data)
+{
+  gcry_md_write(m_hd, data.data(), data.size());
+}
+
+std::string Sha256Stream::hex()
+{
+  const unsigned char* md = gcry_md_read(m_hd, GCRY_MD_SHA256);
+  return to_hex({md, 32});
 }
 
 std::string to_hex(std::span<const uint8_t> bytes)

@@ -7,10 +7,11 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <span>
 #include <string>
 #include <vector>
+
+struct gcry_md_handle; // libgcrypt's (gcry_md_hd_t), declared here to keep <gcrypt.h> out
 
 namespace vmcsum {
 
@@ -34,15 +35,31 @@ public:
   size_t size() const { return m_size; }
 
   // Writes size() bytes to `out`: the digest of `data` (normally one sector) in the byte order
-  // of the csum tree. Not thread-safe (the sha256 context is reused): one object per thread.
+  // of the csum tree. One object per thread.
   void compute(std::span<const uint8_t> data, uint8_t* out);
   std::vector<uint8_t> compute(std::span<const uint8_t> data);
 
 private:
-  struct Sha256;
   uint16_t m_type;
   size_t m_size;
-  std::unique_ptr<Sha256> m_sha256; // only for sha256: a fetched EVP_MD and a reusable context
+};
+
+// SHA-256 of a stream of bytes fed in pieces: the digest that binds a repair backup to its
+// repair.
+class Sha256Stream
+{
+public:
+  Sha256Stream();
+  ~Sha256Stream();
+  Sha256Stream(const Sha256Stream&) = delete;
+  Sha256Stream& operator=(const Sha256Stream&) = delete;
+
+  void update(std::span<const uint8_t> data);
+  // The digest of everything fed so far, lower-case hex; nothing is fed after it.
+  std::string hex();
+
+private:
+  ::gcry_md_handle* m_hd = nullptr;
 };
 
 // Lower-case hex of the bytes in order, e.g. "839206e3" for crc32c("123456789"): the form

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Copyright (C) 2026 The vmcsum authors
+#include <vmcsum/checksum.hpp>
 #include <vmcsum/error.hpp>
 #include <vmcsum/repair/repair_backup.hpp>
 #include <vmcsum/report/text.hpp>
 #include <vmcsum/sys/fd.hpp>
 
 #include <nlohmann/json.hpp>
-#include <openssl/evp.h>
 #include <xxhash.h>
 
 #include <algorithm>
@@ -60,43 +60,9 @@ uint64_t chain(uint64_t acc, uint64_t h)
   throw Error(Errc::usage, "not a complete vmcsum repair backup: " + why, path);
 }
 
-// Incremental SHA-256 (OpenSSL EVP): the digest that binds a backup to its repair.
-class Sha256
-{
-public:
-  Sha256()
-    : m_ctx(EVP_MD_CTX_new())
-  {
-    if (!m_ctx || EVP_DigestInit_ex(m_ctx, EVP_sha256(), nullptr) != 1) {
-      EVP_MD_CTX_free(m_ctx);
-      throw Error(Errc::io, "SHA-256 is not available from libcrypto");
-    }
-  }
-  ~Sha256() { EVP_MD_CTX_free(m_ctx); }
-  Sha256(const Sha256&) = delete;
-  Sha256& operator=(const Sha256&) = delete;
-  void update(const void* p, size_t n) { EVP_DigestUpdate(m_ctx, p, n); }
-  std::string hex()
-  {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(m_ctx, md, &len);
-    static const char* digits = "0123456789abcdef";
-    std::string out;
-    for (unsigned int i = 0; i < len; ++i) {
-      out += digits[md[i] >> 4];
-      out += digits[md[i] & 15];
-    }
-    return out;
-  }
-
-private:
-  EVP_MD_CTX* m_ctx;
-};
-
 } // namespace
 
-struct BackupWriter::Sha : Sha256
+struct BackupWriter::Sha : Sha256Stream
 {
 };
 
@@ -175,7 +141,7 @@ void BackupWriter::write(const void* p, size_t n)
       }
       throw_errno("write the backup", m_tmp->display_path());
     }
-    m_sha->update(b, static_cast<size_t>(w));
+    m_sha->update({static_cast<const uint8_t*>(b), static_cast<size_t>(w)});
     b += w;
     n -= static_cast<size_t>(w);
     m_bytes += static_cast<uint64_t>(w);
@@ -277,7 +243,7 @@ BackupReader::BackupReader(const std::string& path)
 
 std::string BackupReader::sha256()
 {
-  Sha256 sha;
+  Sha256Stream sha;
   std::vector<uint8_t> buf(1u << 20);
   const int fd = ::fileno(m_file);
   for (off_t off = 0;;) {
@@ -291,7 +257,7 @@ std::string BackupReader::sha256()
     if (n == 0) {
       break;
     }
-    sha.update(buf.data(), static_cast<size_t>(n));
+    sha.update({buf.data(), static_cast<size_t>(n)});
     off += n;
   }
   return sha.hex();

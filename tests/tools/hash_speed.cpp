@@ -3,9 +3,8 @@
 //
 // hash_speed: what this machine's cores can hash with vmcsum's own checksum code (Checksummer,
 // the implementation scrub uses), one 4 KiB sector per call as scrub hashes them. For
-// bench/scrub_throughput.sh, which divides scrub's throughput by it: `openssl speed` alone
-// would misstate the limit for blake2 (OpenSSL 3.0 has only BLAKE2b-512; vmcsum needs
-// BLAKE2b-256 and uses libsodium's, which is slower per byte on some CPUs).
+// bench/scrub_throughput.sh, which divides scrub's throughput by it: `openssl speed` would
+// measure another library (and OpenSSL 3.0 has only BLAKE2b-512; btrfs needs BLAKE2b-256).
 //   hash_speed CSUM_TYPE [THREADS] [SECONDS]
 // CSUM_TYPE 0 crc32c, 1 xxhash, 2 sha256, 3 blake2; THREADS (0 or none: the CPUs this process
 // may use). Prints one line: "MiB/s THREADS". Exit 0, or 1 with a message on stderr.

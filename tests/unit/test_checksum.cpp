@@ -81,6 +81,31 @@ TEST_CASE("blake2 is unkeyed BLAKE2b with a 32-byte digest")
   CHECK(hex_of(c, "") == "0e5751c026e543b2e8ab2eb06099daa1d1e5df47778f7787faab45cdf12fe3a8");
 }
 
+TEST_CASE("Sha256Stream: the digest of the pieces is the digest of the whole")
+{
+  // FIPS 180-2 appendix B.2: the 448-bit message, fed whole, cut in two, and cut inside its
+  // first 64-byte block.
+  const std::string msg = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+  const std::string want = "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1";
+  for (size_t cut : {size_t(0), size_t(1), size_t(27), msg.size()}) {
+    Sha256Stream s;
+    s.update({reinterpret_cast<const uint8_t*>(msg.data()), cut});
+    s.update({reinterpret_cast<const uint8_t*>(msg.data()) + cut, msg.size() - cut});
+    CHECK(s.hex() == want);
+  }
+  Sha256Stream empty;
+  CHECK(empty.hex() == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  // One million 'a' (FIPS 180-2 appendix B.3), in 4 KiB pieces and a last short one.
+  Sha256Stream million;
+  const std::vector<uint8_t> a(4096, 'a');
+  size_t left = 1000000;
+  for (; left >= a.size(); left -= a.size()) {
+    million.update(a);
+  }
+  million.update({a.data(), left});
+  CHECK(million.hex() == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
 TEST_CASE("compute into a caller buffer writes exactly size() bytes")
 {
   for (uint16_t type = 0; type <= 3; ++type) {

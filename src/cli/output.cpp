@@ -325,6 +325,14 @@ public:
       text(i == 0 ? "" : ",");
       line_break(2);
       value(array.element(i), 2);
+      if (!m_out && i == from) {
+        // Kept in memory: room for them all, judged by the first (and an eighth more), so
+        // that the text is not copied into ever larger buffers, each a fresh mapping paid for
+        // in page faults (audit's 1000 images: the second thread took 4.5 ms to make its half
+        // instead of 1.3). At most 64 MiB ahead: a large first element says little.
+        const size_t rest = (to - from - 1) * (m_buf.size() + m_buf.size() / 8);
+        m_buf.reserve(m_buf.size() + std::min(rest, size_t(64) << 20));
+      }
     }
   }
   std::string take() { return std::move(m_buf); }

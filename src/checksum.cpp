@@ -28,8 +28,9 @@ void put_le64(uint64_t v, uint8_t* out)
 }
 
 // libgcrypt is set up once per process before its first use (gcry_check_version, then
-// INITIALIZATION_FINISHED), the way systemd's initialize_libgcrypt() does (src/shared/
-// gcrypt-util.c): libsystemd shares this process's copy, and whichever comes first sets it up.
+// INITIALIZATION_FINISHED), the way systemd's initialize_libgcrypt() does (src/basic/
+// gcrypt-util.c, src/shared/ in older releases): libsystemd shares this process's copy, and
+// whichever comes first sets it up.
 // No secure memory: the hashed data is no secret, and secure memory warns when not root. A
 // function-local static runs it exactly once, thread-safely.
 void init_gcrypt()

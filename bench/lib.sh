@@ -15,6 +15,8 @@
 #   bench_median                   the median of the numbers on stdin
 #   bench_dev_read DEV             bytes read from block device DEV since boot (its /sys stat:
 #                                  the device's own count, whatever the reader)
+#   bench_dev_reads DEV            read requests block device DEV completed since boot (its /sys
+#                                  stat)
 #   bench_data_used MNT            bytes of data extents allocated on the btrfs at MNT (btrfs
 #                                  filesystem df: whole extents, overwritten parts included)
 #   bench_loop_btrfs_devs N MIB PROFILE [--direct-io]
@@ -79,6 +81,7 @@ bench_median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; 
 # Field 3 of /sys/block/NAME/stat: sectors read, in units of 512 bytes whatever the sector size
 # (Documentation/block/stat.rst).
 bench_dev_read() { echo $(($(awk '{ print $3 }' "/sys/class/block/${1##*/}/stat") * 512)); }
+bench_dev_reads() { awk '{ print $1 }' "/sys/class/block/${1##*/}/stat"; }
 
 bench_data_used() {
   sync

@@ -30,7 +30,10 @@ void put_le64(uint64_t v, uint8_t* out)
 // libgcrypt is set up once per process before its first use (gcry_check_version, then
 // INITIALIZATION_FINISHED), the way systemd's initialize_libgcrypt() does (src/basic/
 // gcrypt-util.c, src/shared/ in older releases): libsystemd shares this process's copy, and
-// whichever comes first sets it up.
+// whichever comes first sets it up. Neither takes a lock, so the two must not run at once:
+// vmcsum hashes first on the main thread (scrub's and repair's Checksummers and backups are made
+// there before any hasher thread starts), and libsystemd sets libgcrypt up only to seal journal
+// files it writes, never while vmcsum reads or sends to the journal.
 // No secure memory: the hashed data is no secret, and secure memory warns when not root. A
 // function-local static runs it exactly once, thread-safely.
 void init_gcrypt()
@@ -53,8 +56,11 @@ void init_gcrypt()
   }
 }
 
-// An algorithm libgcrypt may refuse (BLAKE2 is not FIPS-approved: a host in FIPS mode disables
-// it) says so once, when the Checksummer is made, not on every sector.
+// An algorithm libgcrypt may refuse says so once, when the Checksummer is made, not on every
+// sector: BLAKE2 is not FIPS-approved, and libgcrypt in FIPS mode (/proc/sys/crypto/
+// fips_enabled, /etc/gcrypt/fips_enabled or LIBGCRYPT_FORCE_FIPS_MODE) refuses it. A kernel
+// in FIPS mode cannot mount a blake2 filesystem either (crypto/testmgr.c: blake2b-256 is not
+// fips_allowed).
 void require_algo(int algo, const char* name)
 {
   init_gcrypt();
@@ -172,6 +178,9 @@ void Sha256Stream::update(std::span<const uint8_t> data)
 std::string Sha256Stream::hex()
 {
   const unsigned char* md = gcry_md_read(m_hd, GCRY_MD_SHA256);
+  if (!md) {
+    throw Error(Errc::internal, "libgcrypt: sha256: no digest");
+  }
   return to_hex({md, 32});
 }
 

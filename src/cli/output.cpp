@@ -15,6 +15,7 @@
 #include <ctime>
 #include <exception>
 #include <iostream>
+#include <new>
 #include <optional>
 #include <ostream>
 #include <system_error>
@@ -329,9 +330,13 @@ public:
         // Kept in memory: room for them all, judged by the first (and an eighth more), so
         // that the text is not copied into ever larger buffers, each a fresh mapping paid for
         // in page faults (audit's 1000 images: the second thread took 4.5 ms to make its half
-        // instead of 1.3). At most 64 MiB ahead: a large first element says little.
+        // instead of 1.3). At most 16 MiB ahead: a large first element says little. Only a
+        // speed-up: refused memory (overcommit off, ulimit -v) is no reason to fail.
         const size_t rest = (to - from - 1) * (m_buf.size() + m_buf.size() / 8);
-        m_buf.reserve(m_buf.size() + std::min(rest, size_t(64) << 20));
+        try {
+          m_buf.reserve(m_buf.size() + std::min(rest, size_t(16) << 20));
+        } catch (const std::bad_alloc&) {
+        }
       }
     }
   }

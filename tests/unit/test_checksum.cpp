@@ -69,7 +69,7 @@ TEST_CASE("sha256 matches FIPS 180-2 vectors")
   CHECK(c.size() == 32);
   CHECK(hex_of(c, "abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   CHECK(hex_of(c, "") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  // The context is reused between calls: a second digest must not carry state over.
+  // A second digest by the same object carries no state over from the first.
   CHECK(hex_of(c, "abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 

@@ -1377,9 +1377,9 @@ void add_started_qemus(const ProcScan& procs, const struct stat& st,
     if (::stat(c.path.c_str(), &cs) != 0 || cs.st_dev != st.st_dev || cs.st_ino != st.st_ino) {
       continue;
     }
-    if (std::none_of(configured.begin(), configured.end(), [&](const ConfiguredDisk& have) {
-          return have.source == c.source && have.path == c.path;
-        })) {
+    // The whole drive compared, cache mode included: a QEMU started since under a pid that
+    // an earlier one had is a configuration of its own.
+    if (std::find(configured.begin(), configured.end(), c) == configured.end()) {
       configured.push_back(std::move(c));
     }
   }

@@ -25,6 +25,8 @@ struct ConfiguredDisk
   // libvirt <disk type='volume'>: path is empty and the caller resolves the volume with the
   // pool's target path (parse_libvirt_pool_target()).
   std::string pool, volume;
+
+  bool operator==(const ConfiguredDisk&) const = default;
 };
 
 // A libvirt domain XML (<domain><devices><disk type='file' device='disk'><driver

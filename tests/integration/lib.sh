@@ -912,11 +912,18 @@ _it_detach_all() {
   done
 }
 
-# _it_note_signals : a stop signal only sets it_cleanup's `pending` (the first one wins).
+# _it_note_signals : a stop signal only sets it_cleanup's `pending` (the first one wins), and
+# the ones after it are ignored until the cleanup acts on it. bash runs a trap once for every
+# signal it takes: a storm of them (harness_selftest sends INTs as fast as builtins can) kept a
+# shell beside CPU burners running its trap and nothing else, and its cleanup never ended.
 _it_note_signals() {
-  trap 'pending=${pending:-INT}' INT
-  trap 'pending=${pending:-TERM}' TERM
-  trap 'pending=${pending:-HUP}' HUP
+  if [[ -n $pending ]]; then
+    trap '' INT TERM HUP
+    return 0
+  fi
+  trap 'pending=${pending:-INT}; trap "" INT TERM HUP' INT
+  trap 'pending=${pending:-TERM}; trap "" INT TERM HUP' TERM
+  trap 'pending=${pending:-HUP}; trap "" INT TERM HUP' HUP
 }
 
 # it_cleanup : kills tracked processes, unmounts, detaches, removes $IT_TMP. Idempotent; runs from

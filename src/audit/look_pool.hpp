@@ -36,6 +36,9 @@ struct Looked
   std::optional<sys::FileRef> ref; // an image: where to reopen it
   std::optional<FileFacts> facts;  // an image that could be read: its facts, from the
                                    // descriptor its head was read from
+  // An image's directory, as the walk held it open: whether it is NOCOW (new files there
+  // inherit it); nullopt inside when the directory's flags could not be read.
+  std::optional<std::optional<bool>> dir_nocow;
 };
 
 // Looks at one entry with the calling thread's own collector (FactCollector caches per
@@ -51,8 +54,9 @@ public:
   LookPool(const LookPool&) = delete;
   LookPool& operator=(const LookPool&) = delete;
 
-  // Queues an entry kept past its visit (WalkEntry::keep). Blocks while `max_queued` wait:
-  // each holds its directory's descriptor open.
+  // Queues an entry kept past its visit (WalkEntry::keep); the look threads get them a few at a
+  // time (finish() hands over the rest). Blocks while `max_queued` wait: each holds its
+  // directory's descriptor open.
   void submit(sys::WalkEntry entry);
   // Waits for every entry submitted and returns what was found, in the order submitted.
   // Rethrows what a look threw.
@@ -60,13 +64,20 @@ public:
 
 private:
   void work();
+  void flush();
 
   LookFn m_look;
   std::string m_mountinfo;
   std::shared_ptr<FsSyncs> m_syncs;
   std::mutex m_mu;
-  std::condition_variable m_cv; // every change of the state below
+  // Each side is woken only for what it waits on: the look threads for a batch of entries, the
+  // walk for room in the queue or the last look. One condition for both woke every thread
+  // three times per entry: a tenth of a warm audit's CPU time went to futexes and the
+  // scheduler (perf, bench/audit_tree.sh's tree).
+  std::condition_variable m_work; // entries queued, or m_quit
+  std::condition_variable m_room; // the queue below max_queued, or every look done
   std::deque<std::pair<size_t, sys::WalkEntry>> m_queue;
+  std::vector<sys::WalkEntry> m_pending; // submitted, not yet queued (the walk's thread only)
   // By submission; a deque, so that growing it never moves the (large) results already there.
   std::deque<Looked> m_results;
   size_t m_done = 0;

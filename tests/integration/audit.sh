@@ -78,6 +78,8 @@ check "nothing found through the symlink to /etc" \
 check_eq "kernel source is the version table" version-table "$(jq -r .kernel.source <<<"$J")"
 check_eq "kernel release is uname -r" "$(uname -r)" "$(jq -r .kernel.release <<<"$J")"
 check_eq "fast.raw: NOCOW image in a COW directory" warning "$(finding_sev "$J" fast.raw dir-nocow-mismatch)"
+check_eq "fast.raw (walked): dir_nocow false, as lsattr -d shows no C" "false:" \
+  "$(jq -r '.images[] | select(.path | endswith("/fast.raw")) | .dir_nocow' <<<"$J"):$(lsattr -d "$S/images" | cut -d' ' -f1 | tr -cd C)"
 check_eq "fast.raw: NODATASUM -> no-checksums info" info "$(finding_sev "$J" fast.raw no-checksums)"
 
 # A real process holding the NOCOW image with O_DIRECT and QEMU's OFD locks.
@@ -200,6 +202,17 @@ check_eq "COW image moved into a NOCOW directory: dir-nocow-mismatch" warning "$
 check "its message says the directory is NOCOW" jq -e '.images[0].findings[] | select(.code == "dir-nocow-mismatch") | .message | test("directory is NOCOW")' <<<"$Jm"
 check_eq "lsattr agrees: the moved image has no C" "" "$(lsattr "$D/vms/nocow/moved.raw" | cut -d' ' -f1 | tr -d -- '-')"
 check_eq "NOCOW image in a NOCOW directory: no mismatch finding" "" "$(finding_sev "$J" dup.raw dir-nocow-mismatch)"
+# The same images found by a walk: their directory's NOCOW is then read from the descriptor the
+# walk listed them with (a look thread's), not from a path opened again. Oracle: lsattr -d.
+Jw=$("$VMCSUM" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$D/vms" || true)
+check_eq "lsattr -d: the nocow directory has C" C "$(lsattr -d "$D/vms/nocow" | cut -d' ' -f1 | tr -cd C)"
+check_eq "lsattr -d: the subvolume's top has no C" "" "$(lsattr -d "$D/vms" | cut -d' ' -f1 | tr -cd C)"
+for n in dup.raw moved.raw; do
+  check_eq "walk: $n's dir_nocow is its directory's C (lsattr -d)" true \
+    "$(jq -r --arg n "$n" '.images[] | select(.path | endswith("/nocow/" + $n)) | .dir_nocow' <<<"$Jw")"
+done
+check_eq "walk: COW image in the NOCOW directory: dir-nocow-mismatch" warning "$(finding_sev "$Jw" moved.raw dir-nocow-mismatch)"
+check_eq "walk: NOCOW image in the NOCOW directory: no mismatch" "" "$(finding_sev "$Jw" dup.raw dir-nocow-mismatch)"
 
 # --- a real checksum failure in the kernel log -------------------------------------------------------
 # dmesg from a mark on: it keeps earlier filesystems' lines on this loop device (lib.sh).

@@ -54,11 +54,11 @@ class WalkEntry
 {
 public:
   // For the walker: `dir_path` and `dir_rel` (the directory's path, and its path below the
-  // root) and `root` are the walk's and borrowed during the visit; `dir_keep` is where the
-  // directory's shared descriptor is kept once an entry of it is kept (keep()).
+  // root), `root` and `dir` (the directory's shared descriptor, which keep() shares) are the
+  // walk's and borrowed during the visit.
   WalkEntry(int dirfd, const char* name, const std::string& dir_path, const std::string& dir_rel,
             unsigned char d_type, unsigned depth, const std::shared_ptr<const Fd>& root,
-            std::shared_ptr<const Fd>* dir_keep)
+            const std::shared_ptr<const Fd>* dir)
     : m_dirfd(dirfd)
     , m_name(name)
     , m_d_type(d_type)
@@ -66,7 +66,7 @@ public:
     , m_dir_path(&dir_path)
     , m_dir_rel(&dir_rel)
     , m_root_ref(&root)
-    , m_dir_keep(dir_keep)
+    , m_dir_ref(dir)
   {
   }
   // An entry whose path and path below `root` are known (a walk's root that is a file).
@@ -105,9 +105,9 @@ public:
   // the entry cannot be stat'ed.
   FileRef ref();
   // The entry, still usable after the visit (by another thread too): it holds its directory's
-  // descriptor (one dup per directory, shared by its kept entries) and owns its strings, so
-  // lstat() and open_regular() still go through (directory fd, name) and nothing is resolved
-  // by path. Call during the visit.
+  // descriptor (the walk's own, shared: it stays open while a kept entry holds it) and owns its
+  // strings, so lstat() and open_regular() still go through (directory fd, name) and nothing is
+  // resolved by path. Call during the visit.
   WalkEntry keep();
 
 private:
@@ -123,7 +123,7 @@ private:
   mutable std::string m_path;
   mutable std::string m_relpath;
   const std::shared_ptr<const Fd>* m_root_ref = nullptr; // borrowed; nullptr: m_root is set
-  std::shared_ptr<const Fd>* m_dir_keep = nullptr;
+  const std::shared_ptr<const Fd>* m_dir_ref = nullptr;  // borrowed; nullptr: m_dir is set
   std::shared_ptr<const Fd> m_root;
   std::shared_ptr<const Fd> m_dir; // what keeps m_dirfd open in a kept entry
   bool m_done = false;

@@ -3,6 +3,7 @@
 #include <vmcsum/error.hpp>
 #include <vmcsum/host/proc_scan.hpp>
 #include <vmcsum/report/text.hpp>
+#include <vmcsum/sys/dir_reader.hpp>
 #include <vmcsum/sys/fd.hpp>
 
 #include <nlohmann/json.hpp>
@@ -360,26 +361,13 @@ void parse_drive_arg(std::string_view arg, bool legacy, std::vector<DriveConfig>
 
 // --- reading a proc tree ---
 
-struct DirCloser
-{
-  void operator()(DIR* d) const { ::closedir(d); }
-};
-using Dir = std::unique_ptr<DIR, DirCloser>;
-
-Dir open_dir_at(int dirfd, const std::string& name, int extra_flags, int& err)
+sys::Fd open_dir_at(int dirfd, const std::string& name, int extra_flags, int& err)
 {
   sys::Fd fd(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | extra_flags));
   if (!fd) {
     err = errno;
-    return nullptr;
   }
-  DIR* d = ::fdopendir(fd.get());
-  if (!d) {
-    err = errno;
-    return nullptr;
-  }
-  fd.release(); // the DIR owns it now
-  return Dir(d);
+  return fd;
 }
 
 // Reads a small file below dirfd. O_NONBLOCK and the S_ISREG check keep a FIFO planted in a
@@ -430,10 +418,11 @@ std::optional<int> parse_number_entry(std::string_view name)
   return static_cast<int>(v);
 }
 
-std::vector<std::string> list_names(DIR* d)
+std::vector<std::string> list_names(int dirfd)
 {
   std::vector<std::string> names;
-  while (dirent* ent = ::readdir(d)) {
+  sys::DirReader entries(dirfd);
+  while (const auto* ent = entries.next()) {
     std::string_view n = ent->d_name;
     if (n != "." && n != "..") {
       names.emplace_back(n);
@@ -459,16 +448,16 @@ constexpr size_t k_locks_limit = 64 * 1024 * 1024;
 void scan_fds(int pid_dirfd, int pid, const std::string& comm, ProcScan& out)
 {
   int err = 0;
-  Dir fd_dir = open_dir_at(pid_dirfd, "fd", O_NOFOLLOW, err);
+  sys::Fd fd_dir = open_dir_at(pid_dirfd, "fd", O_NOFOLLOW, err);
   if (!fd_dir) {
     out.unreadable.push_back(std::to_string(pid) + ": fd: " + errno_text(err));
     return;
   }
+  // fdinfo is opened for the first regular file only: most processes (kernel threads, and
+  // anything without a file open) have none, and a scan of /proc is mostly theirs.
   int fdinfo_err = 0;
-  sys::Fd fdinfo(::openat(pid_dirfd, "fdinfo", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
-  if (!fdinfo) {
-    fdinfo_err = errno;
-  }
+  sys::Fd fdinfo;
+  bool fdinfo_tried = false;
   std::vector<OpenFile> files;
   for (const auto& name : list_names(fd_dir.get())) {
     auto fdnum = parse_number_entry(name);
@@ -479,7 +468,7 @@ void scan_fds(int pid_dirfd, int pid, const std::string& comm, ProcScan& out)
     f.pid = pid;
     f.comm = comm;
     f.fd = *fdnum;
-    int dfd = ::dirfd(fd_dir.get());
+    const int dfd = fd_dir.get();
     // stat() through the link, never open(): a FIFO or a tape device must not block or act.
     struct stat st = {};
     if (::fstatat(dfd, name.c_str(), &st, 0) != 0 || !S_ISREG(st.st_mode)) {
@@ -494,6 +483,13 @@ void scan_fds(int pid_dirfd, int pid, const std::string& comm, ProcScan& out)
     f.target = std::move(target);
     f.dev = static_cast<uint64_t>(st.st_dev);
     f.ino = static_cast<uint64_t>(st.st_ino);
+    if (!fdinfo_tried) {
+      fdinfo_tried = true;
+      fdinfo.reset(::openat(pid_dirfd, "fdinfo", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
+      if (!fdinfo) {
+        fdinfo_err = errno;
+      }
+    }
     if (fdinfo) {
       int e = 0;
       if (auto text = read_at(fdinfo.get(), name, k_small_file, e)) {
@@ -642,11 +638,11 @@ ProcScan scan_proc(const std::string& proc_root)
 {
   ProcScan out;
   int err = 0;
-  Dir root = open_dir_at(AT_FDCWD, proc_root, 0, err);
+  sys::Fd root = open_dir_at(AT_FDCWD, proc_root, 0, err);
   if (!root) {
     throw_errno(err, "open", proc_root);
   }
-  int root_fd = ::dirfd(root.get());
+  const int root_fd = root.get();
 
   std::vector<int> pids;
   for (const auto& name : list_names(root.get())) {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Copyright (C) 2026 The vmcsum authors
 #include <vmcsum/error.hpp>
+#include <vmcsum/sys/dir_reader.hpp>
 #include <vmcsum/sys/path.hpp>
 #include <vmcsum/sys/walk.hpp>
 
@@ -21,47 +22,6 @@
 namespace vmcsum::sys {
 
 namespace {
-
-// The entries of an open directory, read with getdents64(2) into a buffer of our own. readdir
-// would need fdopendir, which costs an fstat and two fcntl per directory on top of ours, and
-// owns the descriptor, so the walk's kept entries needed a dup of it (and a close more): five
-// calls a directory, on the walk's thread (audit's walk of 100k files, 211 directories).
-class DirReader
-{
-public:
-  // 32 KiB, as glibc's readdir reads (sysdeps/unix/sysv/linux/opendir.c: 4 * BUFSIZ).
-  static constexpr size_t buffer_size = 32 * 1024;
-
-  explicit DirReader(int fd)
-    : m_fd(fd)
-    , m_buf(std::make_unique_for_overwrite<char[]>(buffer_size))
-  {
-  }
-  // The next entry, or nullptr at the end (errno 0) or on an error (errno set).
-  const struct dirent64* next()
-  {
-    if (m_pos >= m_len) {
-      const ssize_t n = ::getdents64(m_fd, m_buf.get(), buffer_size);
-      if (n <= 0) {
-        if (n == 0) {
-          errno = 0;
-        }
-        return nullptr;
-      }
-      m_len = static_cast<size_t>(n);
-      m_pos = 0;
-    }
-    const auto* ent = reinterpret_cast<const struct dirent64*>(m_buf.get() + m_pos);
-    m_pos += ent->d_reclen;
-    return ent;
-  }
-
-private:
-  int m_fd;
-  std::unique_ptr<char[]> m_buf;
-  size_t m_pos = 0;
-  size_t m_len = 0;
-};
 
 // "dir/" + "f" is "dir/f", as std::filesystem (scrub's old lister) spelled it.
 std::string join(const std::string& dir, const char* name)

@@ -2,6 +2,8 @@
 // The I/O layer of sys/: the walker's refusals (symlinks, swapped entries, FIFOs, depth), the
 // chunk reader (holes, ranges, cancellation) and the read-back digest.
 #include <vmcsum/error.hpp>
+#include <vmcsum/sys/dir_reader.hpp>
+#include <vmcsum/sys/fd.hpp>
 #include <vmcsum/sys/io.hpp>
 #include <vmcsum/sys/path.hpp>
 #include <vmcsum/sys/walk.hpp>
@@ -14,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -87,6 +90,50 @@ TEST_CASE("path_of_fd: the kernel's path of an open file; an unlinked file's is 
   CHECK(sys::path_of_fd(p[0], "fallback") == "fallback");
   ::close(p[0]);
   ::close(p[1]);
+}
+
+TEST_CASE(
+  "DirReader lists every entry of a directory larger than its buffer, once, and says why it stops")
+{
+  Scratch t;
+  // 1500 names of 40 bytes: about 80 KiB of records, three buffers' worth. Oracle: the names
+  // written, and std::filesystem's listing of them.
+  std::set<std::string> made;
+  for (int i = 0; i < 1500; ++i) {
+    std::string name = std::to_string(i);
+    name.insert(0, 40 - name.size(), 'n');
+    write_file(t / name, "");
+    made.insert(name);
+  }
+  std::set<std::string> by_std;
+  for (const auto& e : std::filesystem::directory_iterator(t.path())) {
+    by_std.insert(e.path().filename().string());
+  }
+  REQUIRE(by_std == made);
+  sys::Fd dir(::open(t.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  REQUIRE(dir);
+  sys::DirReader reader(dir.get());
+  std::multiset<std::string> listed;
+  while (const auto* ent = reader.next()) {
+    const std::string name = ent->d_name;
+    listed.insert(name);
+    CHECK(ent->d_type == (name == "." || name == ".." ? DT_DIR : DT_REG));
+  }
+  CHECK(errno == 0); // the end, not an error
+  CHECK(listed.count(".") == 1);
+  CHECK(listed.count("..") == 1);
+  listed.erase(".");
+  listed.erase("..");
+  CHECK(listed.size() == made.size()); // none twice
+  CHECK(std::set<std::string>(listed.begin(), listed.end()) == made);
+  CHECK(reader.next() == nullptr); // and stays at the end
+
+  // A descriptor that is no directory: nullptr with the kernel's reason.
+  sys::Fd file(::open((t / *made.begin()).c_str(), O_RDONLY | O_CLOEXEC));
+  REQUIRE(file);
+  sys::DirReader not_dir(file.get());
+  CHECK(not_dir.next() == nullptr);
+  CHECK(errno == ENOTDIR);
 }
 
 TEST_CASE("walk_tree lists files below the root and never follows a symlink")

@@ -197,7 +197,7 @@ Looked look_at(sys::WalkEntry& e, FactCollector& collector, bool canonical_root)
   }
   struct stat st = {};
   sys::Fd fd = open_entry(e, st);
-  found.format = sniff_fd(fd, size, e.name());
+  found.format = sniff_fd(fd, size, std::string(e.name()));
   if (found.format != ImageFormat::unknown) {
     found.ref = e.ref();
     if (fd) {

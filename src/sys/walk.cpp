@@ -132,7 +132,7 @@ const struct stat* WalkEntry::lstat()
 {
   if (!m_done) {
     m_done = true;
-    m_ok = ::fstatat(m_dirfd, m_name.c_str(), &m_st, AT_SYMLINK_NOFOLLOW) == 0;
+    m_ok = ::fstatat(m_dirfd, c_name(), &m_st, AT_SYMLINK_NOFOLLOW) == 0;
     m_errno = m_ok ? 0 : errno;
   }
   if (!m_ok) {
@@ -153,7 +153,7 @@ Fd WalkEntry::open_regular(int flags, struct stat* st_out)
       Errc::unsupported,
       std::string("not a regular file (it is ") + kind_of(seen->st_mode) + "): not opened", path());
   }
-  Fd fd(openat_beneath(m_dirfd, m_name, flags | O_NOFOLLOW | O_NONBLOCK));
+  Fd fd(openat_beneath(m_dirfd, std::string(name()), flags | O_NOFOLLOW | O_NONBLOCK));
   if (!fd) {
     if (errno == ELOOP) {
       throw Error(Errc::unsupported, "replaced by a symlink since it was listed: not followed",
@@ -197,7 +197,7 @@ FileRef WalkEntry::ref()
 const std::string& WalkEntry::path() const
 {
   if (m_dir_path && m_path.empty()) {
-    m_path = join(*m_dir_path, m_name.c_str());
+    m_path = join(*m_dir_path, c_name());
   }
   return m_path;
 }
@@ -205,7 +205,7 @@ const std::string& WalkEntry::path() const
 const std::string& WalkEntry::relpath() const
 {
   if (m_dir_rel && m_relpath.empty()) {
-    m_relpath = m_dir_rel->empty() ? m_name : *m_dir_rel + "/" + m_name;
+    m_relpath = m_dir_rel->empty() ? std::string(name()) : *m_dir_rel + "/" + std::string(name());
   }
   return m_relpath;
 }
@@ -217,7 +217,7 @@ WalkEntry WalkEntry::keep()
   // directory and the last kept entry of it is gone.
   k.m_dir = m_dir ? m_dir : *m_dir_ref;
   k.m_dirfd = k.m_dir->get();
-  k.m_name = m_name;
+  k.m_name = name();
   k.m_d_type = m_d_type;
   k.m_depth = m_depth;
   k.m_path = path();
@@ -374,7 +374,8 @@ void Walker::step()
   }
   if (type != DT_DIR) {
     // The entry's paths are built only if the visit asks for them.
-    WalkEntry e(dfd, ent->d_name, top.path, top.relpath, type, depth, m_root, &top.dir);
+    WalkEntry e(dfd, std::string_view(ent->d_name), top.path, top.relpath, type, depth, m_root,
+                &top.dir);
     m_visit(e);
     return;
   }

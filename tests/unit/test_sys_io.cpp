@@ -223,7 +223,7 @@ TEST_CASE("open_regular opens the file the walk listed and refuses anything swap
   sys::walk_tree(
     t.path(),
     [&](sys::WalkEntry& e) {
-      const std::string name = e.name();
+      const std::string name(e.name());
       if (name == "img") {
         struct stat st = {};
         sys::Fd fd = e.open_regular(O_RDONLY, &st);

@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include <dirent.h>
@@ -55,12 +56,12 @@ class WalkEntry
 public:
   // For the walker: `dir_path` and `dir_rel` (the directory's path, and its path below the
   // root), `root` and `dir` (the directory's shared descriptor, which keep() shares) are the
-  // walk's and borrowed during the visit.
-  WalkEntry(int dirfd, const char* name, const std::string& dir_path, const std::string& dir_rel,
-            unsigned char d_type, unsigned depth, const std::shared_ptr<const Fd>& root,
-            const std::shared_ptr<const Fd>* dir)
+  // walk's and borrowed during the visit; so is `name`, the directory entry's (NUL-terminated).
+  WalkEntry(int dirfd, std::string_view name, const std::string& dir_path,
+            const std::string& dir_rel, unsigned char d_type, unsigned depth,
+            const std::shared_ptr<const Fd>& root, const std::shared_ptr<const Fd>* dir)
     : m_dirfd(dirfd)
-    , m_name(name)
+    , m_borrowed_name(name)
     , m_d_type(d_type)
     , m_depth(depth)
     , m_dir_path(&dir_path)
@@ -85,7 +86,9 @@ public:
   // The open directory holding the entry; valid during the visit only (or as long as a kept
   // entry lives).
   int dirfd() const { return m_dirfd; }
-  const char* name() const { return m_name.c_str(); }
+  // Its name in its directory. Borrowed from the walk's buffer during a visit (no copy for each
+  // of the entries a walk passes over by name), owned once kept.
+  std::string_view name() const { return m_borrowed_name.data() ? m_borrowed_name : m_name; }
   // For display only: nothing in vmcsum opens this string again.
   const std::string& path() const;
   // DT_REG, DT_LNK, ... from readdir; DT_UNKNOWN when the filesystem does not say.
@@ -113,8 +116,14 @@ public:
 private:
   WalkEntry() = default;
   const std::string& relpath() const;
+  const char* c_name() const
+  {
+    return m_borrowed_name.data() ? m_borrowed_name.data() : m_name.c_str();
+  }
 
   int m_dirfd = -1;
+  // NUL-terminated in either case (c_name()).
+  std::string_view m_borrowed_name; // from the walk's directory buffer; empty: m_name is set
   std::string m_name;
   unsigned char m_d_type = DT_UNKNOWN;
   unsigned m_depth = 0;

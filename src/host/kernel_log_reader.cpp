@@ -1,11 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Copyright (C) 2026 The vmcsum authors
 #include <vmcsum/error.hpp>
+#include <vmcsum/host/journal_api.hpp>
 #include <vmcsum/host/kernel_log_reader.hpp>
 #include <vmcsum/sys/fd.hpp>
-
-#include <systemd/sd-id128.h>
-#include <systemd/sd-journal.h>
 
 #include <cerrno>
 #include <cstdint>
@@ -194,35 +192,41 @@ std::vector<JournalEvent> read_journal_kernel_log(std::vector<std::string>& note
                                                   const std::string& directory)
 {
   std::vector<JournalEvent> out;
+  const std::string what = directory.empty() ? "journal" : "journal " + directory;
+  std::string why;
+  const JournalApi* sd = journal_api(&why);
+  if (!sd) {
+    notes.push_back(what + " not read: " + why);
+    return out;
+  }
   sd_journal* raw = nullptr;
   int r = 0;
   struct stat st = {};
   if (directory.empty()) {
-    r = sd_journal_open(&raw, SD_JOURNAL_LOCAL_ONLY | SD_JOURNAL_SYSTEM);
+    r = sd->open(&raw, SD_JOURNAL_LOCAL_ONLY | SD_JOURNAL_SYSTEM);
   } else if (::stat(directory.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
     const char* files[] = {directory.c_str(), nullptr};
-    r = sd_journal_open_files(&raw, files, 0);
+    r = sd->open_files(&raw, files, 0);
   } else {
     // sd_journal_open_directory() opens an empty journal for a missing directory; say so.
-    r = ::stat(directory.c_str(), &st) == 0 ? sd_journal_open_directory(&raw, directory.c_str(), 0)
-                                            : -errno;
+    r =
+      ::stat(directory.c_str(), &st) == 0 ? sd->open_directory(&raw, directory.c_str(), 0) : -errno;
   }
-  const std::string what = directory.empty() ? "journal" : "journal " + directory;
   if (r < 0) {
     notes.push_back(what + " not read: " + errno_text(-r));
     return out;
   }
-  std::unique_ptr<sd_journal, decltype(&sd_journal_close)> j(raw, &sd_journal_close);
+  std::unique_ptr<sd_journal, decltype(sd->close)> j(raw, sd->close);
   sd_id128_t this_boot = {};
-  const bool have_boot = sd_id128_get_boot(&this_boot) >= 0;
-  sd_journal_add_match(j.get(), "_TRANSPORT=kernel", 0);
+  const bool have_boot = sd->id128_get_boot(&this_boot) >= 0;
+  sd->add_match(j.get(), "_TRANSPORT=kernel", 0);
   DeviceFsids fsids;
   sd_id128_t fsids_boot = SD_ID128_NULL;
-  SD_JOURNAL_FOREACH(j.get())
-  {
+  // SD_JOURNAL_FOREACH, through the loaded functions.
+  for (sd->seek_head(j.get()); sd->next(j.get()) > 0;) {
     const void* data = nullptr;
     size_t len = 0;
-    if (sd_journal_get_data(j.get(), "MESSAGE", &data, &len) < 0) {
+    if (sd->get_data(j.get(), "MESSAGE", &data, &len) < 0) {
       continue;
     }
     std::string_view msg(static_cast<const char*>(data), len);
@@ -232,7 +236,7 @@ std::vector<JournalEvent> read_journal_kernel_log(std::vector<std::string>& note
     }
     uint64_t usec = 0;
     sd_id128_t boot = {};
-    sd_journal_get_monotonic_usec(j.get(), nullptr, &boot);
+    sd->get_monotonic_usec(j.get(), nullptr, &boot);
     if (!sd_id128_equal(boot, fsids_boot)) {
       fsids.clear(); // device names are per boot
       fsids_boot = boot;
@@ -244,9 +248,9 @@ std::vector<JournalEvent> read_journal_kernel_log(std::vector<std::string>& note
     if (have_boot && sd_id128_equal(boot, this_boot)) {
       continue; // this boot comes from /dev/kmsg
     }
-    sd_journal_get_realtime_usec(j.get(), &usec);
+    sd->get_realtime_usec(j.get(), &usec);
     char id[SD_ID128_STRING_MAX];
-    out.push_back({std::move(*ev), sd_id128_to_string(boot, id), usec});
+    out.push_back({std::move(*ev), sd->id128_to_string(boot, id), usec});
   }
   return out;
 }

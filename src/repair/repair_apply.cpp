@@ -9,7 +9,7 @@
 #include <vmcsum/sys/aligned_buffer.hpp>
 #include <vmcsum/sys/path.hpp>
 
-#include <systemd/sd-journal.h>
+#include <vmcsum/host/journal_api.hpp>
 
 #include <algorithm>
 #include <cerrno>
@@ -291,12 +291,16 @@ std::string finalize_backup(const std::string& pending_path)
 
 void journal_record(const char* what, const RepairEntry& e)
 {
+  const JournalApi* sd = journal_api();
+  if (!sd) {
+    return; // no libsystemd: the repair record in the state directory is the record
+  }
   const std::string backup = e.backup.value_or("");
-  sd_journal_send("MESSAGE=vmcsum repair: %s %s (%zu sector(s), %llu bytes rewritten; backup %s)",
-                  what, e.acted_on.c_str(), e.repaired.size(),
-                  static_cast<unsigned long long>(e.rewritten_bytes), backup.c_str(), "PRIORITY=5",
-                  "SYSLOG_IDENTIFIER=vmcsum", "VMCSUM_ACTION=%s", what, "VMCSUM_PATH=%s",
-                  e.acted_on.c_str(), "VMCSUM_BACKUP=%s", backup.c_str(), nullptr);
+  sd->send("MESSAGE=vmcsum repair: %s %s (%zu sector(s), %llu bytes rewritten; backup %s)", what,
+           e.acted_on.c_str(), e.repaired.size(),
+           static_cast<unsigned long long>(e.rewritten_bytes), backup.c_str(), "PRIORITY=5",
+           "SYSLOG_IDENTIFIER=vmcsum", "VMCSUM_ACTION=%s", what, "VMCSUM_PATH=%s",
+           e.acted_on.c_str(), "VMCSUM_BACKUP=%s", backup.c_str(), nullptr);
 }
 
 } // namespace vmcsum::core::repair_detail

@@ -11,6 +11,7 @@
 #include <vmcsum/error.hpp>
 #include <vmcsum/host/proc_scan.hpp>
 #include <vmcsum/report/text.hpp>
+#include <vmcsum/sys/dir_reader.hpp>
 #include <vmcsum/sys/fd.hpp>
 #include <vmcsum/sys/io.hpp>
 #include <vmcsum/sys/lease.hpp>
@@ -363,13 +364,12 @@ void Engine::list_tree(const std::string& dir, const std::string& rel, int dirfd
                        std::vector<WalkItem>& out)
 {
   sys::Fd own(::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  DIR* d = own ? ::fdopendir(own.get()) : nullptr;
-  if (!d) {
+  if (!own) {
     return;
   }
-  own.release(); // closedir closes it
   std::vector<std::pair<std::string, bool>> names;
-  while (dirent* ent = ::readdir(d)) {
+  sys::DirReader entries(own.get());
+  while (const auto* ent = entries.next()) {
     if (std::strcmp(ent->d_name, ".") == 0 || std::strcmp(ent->d_name, "..") == 0) {
       continue;
     }
@@ -381,7 +381,6 @@ void Engine::list_tree(const std::string& dir, const std::string& rel, int dirfd
     }
     names.emplace_back(ent->d_name, S_ISDIR(st.st_mode));
   }
-  ::closedir(d);
   std::sort(names.begin(), names.end());
   for (const auto& [name, is_dir] : names) {
     std::string path = join(dir, name);

@@ -3,6 +3,7 @@
 //
 // Durable temp files: see include/vmcsum/sys/temp_file.hpp.
 #include <vmcsum/error.hpp>
+#include <vmcsum/sys/dir_reader.hpp>
 #include <vmcsum/sys/temp_file.hpp>
 
 #include <algorithm>
@@ -301,18 +302,16 @@ remove_stale_temps(int dirfd, const std::function<bool(const std::string&)>& mat
   std::vector<StaleTemp> out;
   // A descriptor of its own: a dup would share (and move) the caller's directory offset.
   Fd own(::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  DIR* d = own ? ::fdopendir(own.get()) : nullptr;
-  if (!d) {
+  if (!own) {
     return out;
   }
-  own.release(); // closedir closes it
   std::vector<std::string> found;
-  while (dirent* ent = ::readdir(d)) {
+  DirReader entries(own.get());
+  while (const auto* ent = entries.next()) {
     if (match(ent->d_name)) {
       found.emplace_back(ent->d_name);
     }
   }
-  ::closedir(d);
   std::sort(found.begin(), found.end());
   for (const auto& f : found) {
     if (auto t = remove_stale_temp(dirfd, f, dry_run)) {

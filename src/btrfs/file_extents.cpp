@@ -57,6 +57,25 @@ void for_each_file_extent(int fd, uint64_t ino, const std::string& path,
     path);
 }
 
+bool inode_items_changed_since(int fd, uint64_t ino, uint64_t transid, const std::string& path)
+{
+  constexpr uint8_t inode_item_key = 1; // BTRFS_INODE_ITEM_KEY
+  SearchRange r;
+  r.min = {ino, inode_item_key, 0};
+  r.max = {ino, k_extent_data_key, ~0ULL};
+  r.min_transid = transid;
+  r.batch_bytes = 4096; // one item is the answer
+  bool changed = false;
+  tree_search(
+    fd, r,
+    [&](const Key& k, std::span<const uint8_t>) {
+      changed = k.objectid == ino; // whole keys in range: always; checked all the same
+      return !changed;
+    },
+    path);
+  return changed;
+}
+
 std::vector<FileExtent> file_extents(int fd, uint64_t ino, const std::string& path)
 {
   std::vector<FileExtent> out;

@@ -146,6 +146,14 @@ void sync_fs(int fd, const std::string& path)
   ioctl_or_throw(fd, BTRFS_IOC_SYNC, nullptr, "BTRFS_IOC_SYNC", path);
 }
 
+uint64_t commit_transaction(int fd, const std::string& path)
+{
+  uint64_t transid = 0;
+  ioctl_or_throw(fd, BTRFS_IOC_START_SYNC, &transid, "BTRFS_IOC_START_SYNC", path);
+  ioctl_or_throw(fd, BTRFS_IOC_WAIT_SYNC, &transid, "BTRFS_IOC_WAIT_SYNC", path);
+  return transid;
+}
+
 uint32_t get_attr_flags(int fd, const std::string& path)
 {
   // The kernel ABI passes an int despite the "long" in the macro's type.

@@ -90,7 +90,7 @@ void tree_search(int fd, const SearchRange& range, const ItemVisitor& visit,
     sk.max_objectid = range.max.objectid;
     sk.max_type = range.max.type;
     sk.max_offset = range.max.offset;
-    sk.min_transid = 0;
+    sk.min_transid = range.min_transid;
     sk.max_transid = ~0ULL;
     sk.nr_items = ~0U;
     args->buf_size = buf_size;

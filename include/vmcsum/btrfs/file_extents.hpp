@@ -49,4 +49,16 @@ void for_each_file_extent(int fd, uint64_t ino, const std::string& path,
                           const std::function<bool(const FileExtent&)>& visit, uint64_t from = 0,
                           uint64_t to = ~0ULL);
 
+// Whether a leaf holding any of inode `ino`'s items, its INODE_ITEM to its last EXTENT_DATA
+// item, was written in transaction `transid` or later (commit_transaction() + 1, taken before
+// the items were read). Every change to a tree block is a copy-on-write that gives the block, and
+// the pointers down to it, the running transaction's number: false means none of those items
+// changed since, and the search walked only the subtrees written since
+// (SearchRange::min_transid), not the file's 100k items. A write, truncation, hole punch,
+// clone or defragmentation also updates the inode item (nbytes, times), so removed items are
+// seen too; relocation rewrites EXTENT_DATA items in place (replace_file_extents() in
+// fs/btrfs/relocation.c). True may also be a neighbour's change in a shared leaf: the caller
+// then compares the items themselves.
+bool inode_items_changed_since(int fd, uint64_t ino, uint64_t transid, const std::string& path);
+
 } // namespace vmcsum::btrfs

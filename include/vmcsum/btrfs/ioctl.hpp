@@ -67,6 +67,12 @@ std::vector<SpaceInfo> space_info(int fd, const std::string& path);
 // updates (docs/kernel-facts.md §3.3). No privilege needed.
 void sync_fs(int fd, const std::string& path);
 
+// Commits the running transaction, if there is one, and waits until it is on disk
+// (BTRFS_IOC_START_SYNC, BTRFS_IOC_WAIT_SYNC; btrfs_ioctl_start_sync() in fs/btrfs/ioctl.c
+// returns the last committed one when none runs). Returns that transaction: every tree block
+// changed from then on is written in a later one.
+uint64_t commit_transaction(int fd, const std::string& path);
+
 // FS_IOC_GETFLAGS / FS_IOC_SETFLAGS (the chattr attributes; FS_NOCOW_FL is 'C').
 uint32_t get_attr_flags(int fd, const std::string& path);
 void set_attr_flags(int fd, uint32_t flags, const std::string& path);

@@ -26,6 +26,10 @@ struct SearchRange
   // what TREE_SEARCH_V2 writes), so a lookup of one small item asks for little: 64 KiB zeroed
   // per image was 12% of an audit's instructions.
   size_t batch_bytes = 64 * 1024;
+  // Only items of leaves written in this transaction or later: the kernel skips every subtree
+  // whose pointer generation is older (btrfs_search_forward() in fs/btrfs/ctree.c, called by
+  // search_ioctl() with sk->min_transid; what `btrfs subvolume find-new` uses).
+  uint64_t min_transid = 0;
 };
 
 // Called for each item; return false to stop the walk early.

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // The I/O layer of sys/: the walker's refusals (symlinks, swapped entries, FIFOs, depth), the
-// chunk reader (holes, ranges, cancellation) and the read-back digest.
+// chunk reader (holes, ranges, cancellation), the read-back digest and the O_DIRECT buffers.
 #include <vmcsum/error.hpp>
+#include <vmcsum/sys/aligned_buffer.hpp>
 #include <vmcsum/sys/dir_reader.hpp>
 #include <vmcsum/sys/fd.hpp>
 #include <vmcsum/sys/io.hpp>
@@ -391,4 +392,31 @@ TEST_CASE("free_bytes and kernel_release answer for this machine")
   CHECK_FALSE(sys::free_bytes(-1).has_value());
   CHECK_FALSE(sys::kernel_release().empty());
   CHECK(&sys::kernel_release() == &sys::kernel_release());
+}
+
+TEST_CASE("AlignedBuffer: page-aligned, 2 MiB and more on a 2 MiB boundary, every byte usable")
+{
+  // Sizes below, at and above the mapped and the huge-page thresholds, and one not a whole page.
+  const size_t sizes[] = {1,
+                          4096,
+                          sys::AlignedBuffer::k_map_bytes,
+                          sys::AlignedBuffer::k_huge_bytes - 4096,
+                          sys::AlignedBuffer::k_huge_bytes,
+                          sys::AlignedBuffer::k_huge_bytes + 1,
+                          4u << 20};
+  for (size_t size : sizes) {
+    CAPTURE(size);
+    for (int round = 0; round < 3; ++round) { // mapped and unmapped again: nothing overlaps
+      sys::AlignedBuffer b = sys::aligned_buffer(size);
+      const auto at = reinterpret_cast<uintptr_t>(b.get());
+      CHECK(b.size() == size);
+      CHECK(at % 4096 == 0);
+      if (size >= sys::AlignedBuffer::k_huge_bytes) {
+        CHECK(at % sys::AlignedBuffer::k_huge_bytes == 0);
+      }
+      std::fill(b.data(), b.data() + size, static_cast<uint8_t>(round + 1));
+      CHECK(b.data()[0] == round + 1);
+      CHECK(b.data()[size - 1] == round + 1);
+    }
+  }
 }

@@ -445,14 +445,18 @@ constexpr size_t k_small_file = 64 * 1024;
 constexpr size_t k_cmdline_limit = 4 * 1024 * 1024;
 constexpr size_t k_locks_limit = 64 * 1024 * 1024;
 
-void scan_fds(int pid_dirfd, int pid, const std::string& comm, ProcScan& out)
+// The process's regular files open, by descriptor number (their comm left to the caller);
+// `listed` says how many descriptors its fd directory held, -1 when it could not be listed.
+std::vector<OpenFile> scan_fds(int pid_dirfd, int pid, ProcScan& out, long& listed)
 {
+  listed = -1;
   int err = 0;
   sys::Fd fd_dir = open_dir_at(pid_dirfd, "fd", O_NOFOLLOW, err);
   if (!fd_dir) {
     out.unreadable.push_back(std::to_string(pid) + ": fd: " + errno_text(err));
-    return;
+    return {};
   }
+  listed = 0;
   // fdinfo is opened for the first regular file only: most processes (kernel threads, and
   // anything without a file open) have none, and a scan of /proc is mostly theirs.
   int fdinfo_err = 0;
@@ -464,9 +468,9 @@ void scan_fds(int pid_dirfd, int pid, const std::string& comm, ProcScan& out)
     if (!fdnum) {
       continue;
     }
+    ++listed;
     OpenFile f;
     f.pid = pid;
-    f.comm = comm;
     f.fd = *fdnum;
     const int dfd = fd_dir.get();
     // stat() through the link, never open(): a FIFO or a tape device must not block or act.
@@ -504,9 +508,7 @@ void scan_fds(int pid_dirfd, int pid, const std::string& comm, ProcScan& out)
   }
   std::sort(files.begin(), files.end(),
             [](const OpenFile& a, const OpenFile& b) { return a.fd < b.fd; });
-  for (auto& f : files) {
-    out.open_files.push_back(std::move(f));
-  }
+  return files;
 }
 } // namespace
 
@@ -672,16 +674,29 @@ ProcScan scan_proc(const std::string& proc_root)
       out.unreadable.push_back(name + ": " + errno_text(errno));
       continue;
     }
+    long listed = -1;
+    std::vector<OpenFile> files = scan_fds(pid_dir.get(), pid, out, listed);
+    // Not one descriptor: a kernel thread (most of /proc) or a process that closed them all,
+    // neither a user of an image nor QEMU (which holds its images, /dev/kvm, its monitor). Its
+    // comm and cmdline are not read: two opens and reads per kernel thread were a third of
+    // the scan's system calls. A fd directory that cannot be listed (not root) says nothing:
+    // QEMU is still looked for in cmdline.
+    if (listed == 0) {
+      continue;
+    }
     int e = 0;
     std::string comm = read_at(pid_dir.get(), "comm", k_small_file, e).value_or("");
     if (!comm.empty() && comm.back() == '\n') {
       comm.pop_back();
     }
+    for (auto& f : files) {
+      f.comm = comm;
+      out.open_files.push_back(std::move(f));
+    }
     std::vector<std::string> argv;
     if (auto raw = read_at(pid_dir.get(), "cmdline", k_cmdline_limit, e)) {
       argv = split_cmdline(*raw);
     }
-    scan_fds(pid_dir.get(), pid, comm, out);
     // Kernel threads have no argv; one could be called "kvm..." but is never QEMU.
     if (!argv.empty() && (looks_like_qemu(comm) || looks_like_qemu(argv[0]))) {
       out.qemus.push_back({pid, parse_qemu_cmdline(argv)});

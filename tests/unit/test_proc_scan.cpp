@@ -470,6 +470,7 @@ TEST_CASE("scan_proc over a fixture tree")
 
   // Proxmox runs QEMU as "kvm"; recognised by argv[0] even though comm is something else.
   fs::create_directories(proc / "100" / "fd");
+  fs::create_symlink("/dev/kvm", proc / "100" / "fd" / "9"); // not a regular file: not listed
   write_file(proc / "100" / "comm", "CPU 0/KVM\n");
   write_file(proc / "100" / "cmdline", nul_joined({"/usr/bin/kvm", "-id", "100"}));
 
@@ -477,6 +478,11 @@ TEST_CASE("scan_proc over a fixture tree")
   fs::create_directories(proc / "2" / "fd");
   write_file(proc / "2" / "comm", "kvm\n");
   write_file(proc / "2" / "cmdline", "");
+  // No descriptor open at all (its comm and cmdline are not read): neither a user nor QEMU,
+  // which always holds its images and /dev/kvm.
+  fs::create_directories(proc / "3" / "fd");
+  write_file(proc / "3" / "comm", "qemu-system-x86\n");
+  write_file(proc / "3" / "cmdline", nul_joined({"/usr/bin/qemu-system-x86_64", "-m", "1G"}));
 
   // A process whose fd directory cannot be read.
   fs::create_directories(proc / "77");
@@ -485,6 +491,7 @@ TEST_CASE("scan_proc over a fixture tree")
 
   // comm and cmdline replaced by FIFOs: reading them must neither block nor throw.
   fs::create_directories(proc / "88" / "fd");
+  fs::create_symlink("/dev/null", proc / "88" / "fd" / "1");
   REQUIRE(::mkfifo((proc / "88" / "comm").c_str(), 0600) == 0);
   REQUIRE(::mkfifo((proc / "88" / "cmdline").c_str(), 0600) == 0);
 

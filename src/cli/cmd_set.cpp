@@ -135,7 +135,7 @@ int run_set(const SetCliOptions& o, Output& out)
   for (const auto& e : r.files) {
     if (is_failure(e)) {
       status = exit_code::incomplete;
-    } else if (e.code == "too-deep" && status == exit_code::clean) {
+    } else if ((e.code == "too-deep" || e.code == "not-walked") && status == exit_code::clean) {
       status = exit_code::warnings; // a -r walk did not reach everything
     }
   }

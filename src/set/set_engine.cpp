@@ -11,7 +11,6 @@
 #include <vmcsum/error.hpp>
 #include <vmcsum/host/proc_scan.hpp>
 #include <vmcsum/report/text.hpp>
-#include <vmcsum/sys/dir_reader.hpp>
 #include <vmcsum/sys/fd.hpp>
 #include <vmcsum/sys/io.hpp>
 #include <vmcsum/sys/lease.hpp>
@@ -19,6 +18,7 @@
 #include <vmcsum/sys/temp_file.hpp>
 #include <vmcsum/sys/walk.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -79,8 +79,6 @@ private:
   void record_plan(const SetPlan& plan, const FileFacts& ff, SetEntry& e);
   void carry_out(SetAction action, const FileFacts& ff, OpenTarget& o, SetEntry& e);
   void walk(const std::string& root);
-  void list_tree(const std::string& dir, const std::string& rel, int dirfd, int depth,
-                 std::vector<WalkItem>& out);
   void clean_leftovers_of(int dirfd, const std::string& dir, const std::string& name);
   void handle_leftover(int dirfd, const std::string& dir, const std::string& entry);
   void flag_set(const FileFacts& ff, OpenTarget& o);
@@ -327,9 +325,33 @@ void Engine::walk(const std::string& root)
   if (!rootfd) {
     return; // the directory's own entry already says what is wrong with it
   }
-  // The whole list first: the rewrites below add and remove names in these directories.
+  // The whole list first: the rewrites below add and remove names in these directories. The
+  // one walker (sys::walk_tree): pre-order (a directory before what it holds), names sorted,
+  // symlinks never followed, each directory opened below its parent's descriptor.
   std::vector<WalkItem> items;
-  list_tree(root, "", rootfd.get(), 0, items);
+  std::vector<std::pair<std::string, std::string>> not_walked;
+  sys::WalkOptions wo;
+  wo.max_depth = k_max_depth;
+  wo.visit_directories = true;
+  wo.sorted = true;
+  wo.stop = &m_cancel;
+  sys::walk_tree(
+    root,
+    [&](sys::WalkEntry& e) {
+      if (e.depth() == 0) {
+        return; // the root itself: processed by the caller
+      }
+      items.push_back({e.path(), e.dir_relpath(), std::string(e.name())});
+      if (e.d_type() == DT_DIR && e.depth() > k_max_depth) {
+        m_too_deep.push_back(e.path()); // listed and processed, what it holds not walked
+      }
+    },
+    [&](const std::string& path, const std::string& why) {
+      if (std::find(m_too_deep.begin(), m_too_deep.end(), path) == m_too_deep.end()) {
+        not_walked.emplace_back(path, why);
+      }
+    },
+    wo);
   for (const auto& item : items) {
     // Each entry's directory is opened again below the root only (openat2 RESOLVE_BENEATH,
     // no symlinks): a directory swapped for a symlink since the listing is refused.
@@ -356,43 +378,16 @@ void Engine::walk(const std::string& root)
       m_too_deep.erase(m_too_deep.begin());
     }
   }
-}
-
-// Pre-order (a directory before what it holds), names sorted, symlinks never followed, each
-// directory opened relative to its parent without following symlinks.
-void Engine::list_tree(const std::string& dir, const std::string& rel, int dirfd, int depth,
-                       std::vector<WalkItem>& out)
-{
-  sys::Fd own(::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!own) {
-    return;
-  }
-  std::vector<std::pair<std::string, bool>> names;
-  sys::DirReader entries(own.get());
-  while (const auto* ent = entries.next()) {
-    if (std::strcmp(ent->d_name, ".") == 0 || std::strcmp(ent->d_name, "..") == 0) {
-      continue;
-    }
-    struct stat st
-    {
-    };
-    if (::fstatat(dirfd, ent->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-      continue;
-    }
-    names.emplace_back(ent->d_name, S_ISDIR(st.st_mode));
-  }
-  std::sort(names.begin(), names.end());
-  for (const auto& [name, is_dir] : names) {
-    std::string path = join(dir, name);
-    out.push_back({path, rel, name});
-    if (is_dir && depth >= k_max_depth) {
-      m_too_deep.push_back(path);
-    } else if (is_dir) {
-      sys::Fd sub(sys::openat_beneath(dirfd, name, O_RDONLY | O_DIRECTORY));
-      if (sub) {
-        list_tree(path, rel.empty() ? name : rel + "/" + name, sub.get(), depth + 1, out);
-      }
-    }
+  // Said, not silent: a directory that could not be listed or entered (permission, I/O error,
+  // swapped for a symlink since it was listed).
+  for (auto& [path, why] : not_walked) {
+    SetEntry e;
+    e.path = path;
+    e.kind = "directory";
+    e.action = Outcome::skipped;
+    e.code = "not-walked";
+    e.reason = why + ": what it holds was not converted";
+    m_result.files.push_back(std::move(e));
   }
 }
 

@@ -5,6 +5,7 @@
 #include <vmcsum/sys/path.hpp>
 #include <vmcsum/sys/walk.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -210,6 +211,16 @@ const std::string& WalkEntry::relpath() const
   return m_relpath;
 }
 
+std::string WalkEntry::dir_relpath() const
+{
+  if (m_dir_rel) {
+    return *m_dir_rel;
+  }
+  const std::string& rel = relpath();
+  const auto slash = rel.rfind('/');
+  return slash == std::string::npos ? std::string() : rel.substr(0, slash);
+}
+
 WalkEntry WalkEntry::keep()
 {
   WalkEntry k;
@@ -284,10 +295,15 @@ private:
     unsigned depth;
     std::shared_ptr<const Fd> dir; // shared with the entries kept (WalkEntry::keep)
     DirReader entries;
+    // WalkOptions::sorted: the whole directory, in name order, and the next one to visit.
+    std::vector<std::pair<std::string, unsigned char>> listed;
+    size_t next = 0;
   };
   void enter(std::shared_ptr<const Fd> fd, const std::string& path, const std::string& relpath,
              unsigned depth);
   void step();
+  // The next entry of the top directory: false at its end. `name` is NUL-terminated.
+  bool next_entry(Frame& top, std::string_view& name, unsigned char& type);
   bool stopped() const { return m_opts.stop && m_opts.stop->load(std::memory_order_relaxed); }
 
   const WalkVisit& m_visit;
@@ -344,56 +360,87 @@ void Walker::enter(std::shared_ptr<const Fd> fd, const std::string& path,
     return;
   }
   DirReader entries(fd->get());
-  m_stack.push_back({path, relpath, depth, std::move(fd), std::move(entries)});
+  Frame frame{path, relpath, depth, std::move(fd), std::move(entries), {}, 0};
+  if (m_opts.sorted) {
+    while (const struct dirent64* ent = frame.entries.next()) {
+      frame.listed.emplace_back(ent->d_name, ent->d_type);
+    }
+    if (errno != 0) {
+      m_problem(path, errno_text(errno));
+    }
+    std::sort(frame.listed.begin(), frame.listed.end());
+  }
+  m_stack.push_back(std::move(frame));
 }
 
-void Walker::step()
+bool Walker::next_entry(Frame& top, std::string_view& name, unsigned char& type)
 {
-  Frame& top = m_stack.back();
+  if (m_opts.sorted) {
+    if (top.next == top.listed.size()) {
+      return false;
+    }
+    const auto& [n, t] = top.listed[top.next++];
+    name = n; // std::string's buffer: NUL-terminated
+    type = t;
+    return true;
+  }
   const struct dirent64* ent = top.entries.next();
   if (!ent) {
     if (errno != 0) {
       m_problem(top.path, errno_text(errno));
     }
+    return false;
+  }
+  name = ent->d_name;
+  type = ent->d_type;
+  return true;
+}
+
+void Walker::step()
+{
+  Frame& top = m_stack.back();
+  std::string_view name;
+  unsigned char type = DT_UNKNOWN;
+  if (!next_entry(top, name, type)) {
     m_stack.pop_back();
     return;
   }
-  if (std::strcmp(ent->d_name, ".") == 0 || std::strcmp(ent->d_name, "..") == 0) {
+  if (name == "." || name == "..") {
     return;
   }
   const int dfd = top.dir->get();
   const unsigned depth = top.depth + 1;
-  unsigned char type = ent->d_type;
   if (type == DT_UNKNOWN) {
     struct stat est = {};
-    if (::fstatat(dfd, ent->d_name, &est, AT_SYMLINK_NOFOLLOW) < 0) {
-      m_problem(join(top.path, ent->d_name), errno_text(errno));
+    if (::fstatat(dfd, name.data(), &est, AT_SYMLINK_NOFOLLOW) < 0) {
+      m_problem(join(top.path, name.data()), errno_text(errno));
       return;
     }
     type = dtype_of(est.st_mode);
   }
-  if (type != DT_DIR) {
+  if (type != DT_DIR || m_opts.visit_directories) {
     // The entry's paths are built only if the visit asks for them.
-    WalkEntry e(dfd, std::string_view(ent->d_name), top.path, top.relpath, type, depth, m_root,
-                &top.dir);
+    WalkEntry e(dfd, name, top.path, top.relpath, type, depth, m_root, &top.dir);
     m_visit(e);
-    return;
+    if (type != DT_DIR) {
+      return;
+    }
   }
-  const std::string path = join(top.path, ent->d_name);
+  const std::string path = join(top.path, name.data());
   if (depth > m_opts.max_depth) {
     m_problem(path, "deeper than " + std::to_string(m_opts.max_depth) + " levels: not walked");
     return;
   }
   // A directory swapped for a symlink since readdir fails here with ELOOP: reported, and
   // nothing outside the tree is listed.
-  auto sub = std::make_shared<const Fd>(openat_beneath(dfd, ent->d_name, O_RDONLY | O_DIRECTORY));
+  auto sub = std::make_shared<const Fd>(openat_beneath(dfd, name.data(), O_RDONLY | O_DIRECTORY));
   if (!*sub) {
     m_problem(path, errno == ELOOP ? "replaced by a symlink since it was listed: not followed"
                                    : errno_text(errno));
     return;
   }
   const std::string rel =
-    top.relpath.empty() ? std::string(ent->d_name) : top.relpath + "/" + ent->d_name;
+    top.relpath.empty() ? std::string(name) : top.relpath + "/" + std::string(name);
   // `top` may be invalidated by push_back inside enter(): nothing of it is used after.
   enter(std::move(sub), path, rel, depth);
 }

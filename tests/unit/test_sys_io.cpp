@@ -171,6 +171,45 @@ TEST_CASE("walk_tree reports directories past the depth limit instead of skippin
   CHECK(s.problems[0].find("deeper than 2 levels") != std::string::npos);
 }
 
+TEST_CASE("walk_tree with visit_directories and sorted: pre-order, names in byte order, each "
+          "directory visited before what it holds, one too deep visited then reported")
+{
+  Scratch t;
+  std::filesystem::create_directories(t / "b/z/deep");
+  std::filesystem::create_directories(t / "a");
+  write_file(t / "b/z/deep/x", "x");
+  write_file(t / "b/y", "y");
+  write_file(t / "b/Y", "Y");
+  write_file(t / "c", "c");
+  write_file(t / "a/f", "f");
+  sys::WalkOptions wo;
+  wo.max_depth = 2;
+  wo.visit_directories = true;
+  wo.sorted = true;
+  // The order visited, unsorted here (Seen sorts): the oracle is the order written below,
+  // byte order of the names ('Y' < 'a' < 'b' < 'y' < 'z') depth first.
+  std::vector<std::string> order;
+  std::vector<std::string> problems;
+  sys::walk_tree(
+    t.path(),
+    [&](sys::WalkEntry& e) {
+      order.push_back(e.dir_relpath() + "|" + std::string(e.name()) + "|" +
+                      (e.d_type() == DT_DIR ? "d" : "f") + std::to_string(e.depth()));
+      CHECK(e.path() == (e.dir_relpath().empty()
+                           ? t.path() + "/" + std::string(e.name())
+                           : t.path() + "/" + e.dir_relpath() + "/" + std::string(e.name())));
+    },
+    [&](const std::string& p, const std::string& why) { problems.push_back(p + ": " + why); }, wo);
+  CHECK(order == std::vector<std::string>{"|a|d1", "a|f|f2", "|b|d1", "b|Y|f2", "b|y|f2", "b|z|d2",
+                                          "b/z|deep|d3", "|c|f1"});
+  // b/z/deep is visited (depth 3 > 2) but not entered: x is not listed, and that is said.
+  REQUIRE(problems.size() == 1);
+  CHECK(problems[0].find(t / "b/z/deep") == 0);
+  // Without the options: files only, whatever the order.
+  CHECK(walk(t.path(), sys::WalkOptions{2}).files ==
+        std::vector<std::string>{t / "a/f", t / "b/Y", t / "b/y", t / "c"});
+}
+
 TEST_CASE("walk_tree stops at the entry after its stop flag was raised, and visits nothing then")
 {
   Scratch t;

@@ -95,6 +95,8 @@ public:
   unsigned char d_type() const { return m_d_type; }
   // 0 for the root, 1 for its entries, ...
   unsigned depth() const { return m_depth; }
+  // The path of its directory below the walk's root ("" for the root itself).
+  std::string dir_relpath() const;
   // fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW), cached; nullptr when it failed, with errno set.
   const struct stat* lstat();
   // Opens the entry relative to dirfd with O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC added to `flags`,
@@ -151,6 +153,12 @@ struct WalkOptions
   // Polled before each directory entry: once it reads true the walk ends there (a stop signal:
   // sys/signals.hpp). No entry is visited after it was seen.
   const std::atomic<bool>* stop = nullptr;
+  // Directories are visited too, each before what it holds (a directory too deep to enter is
+  // visited, then reported to `problem`). Off: only what is not a directory.
+  bool visit_directories = false;
+  // Each directory's entries in byte order of their names (read whole first, so a visit that
+  // adds names to the directory does not see them). Off: in readdir's order, streamed.
+  bool sorted = false;
 };
 
 using WalkVisit = std::function<void(WalkEntry& entry)>;
@@ -158,10 +166,11 @@ using WalkProblem = std::function<void(const std::string& path, const std::strin
 
 // Walks the tree under `root` (root itself included) without following symlinks anywhere below
 // it and without visiting a directory twice (bind mounts). `visit` gets every entry that is not
-// a directory; `problem` gets "path, reason" for entries that could not be read. The root path
-// is resolved once; a root that is not a directory is visited itself (relative to its parent
-// directory's fd). Every directory below is opened relative to its parent's fd with
-// openat_beneath, so a symlink swapped in mid-walk is refused rather than followed.
+// a directory (and the directories below the root, with `visit_directories`); `problem` gets "path,
+// reason" for entries that could not be read. The root path is resolved once; a root that is not a
+// directory is visited itself (relative to its parent directory's fd). Every directory below is
+// opened relative to its parent's fd with openat_beneath, so a symlink swapped in mid-walk is
+// refused rather than followed.
 void walk_tree(const std::string& root, const WalkVisit& visit, const WalkProblem& problem,
                const WalkOptions& opts = {});
 

@@ -321,8 +321,9 @@ void Engine::carry_out(SetAction action, const FileFacts& ff, OpenTarget& o, Set
 
 void Engine::walk(const std::string& root)
 {
-  sys::Fd rootfd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!rootfd) {
+  auto rootfd = std::make_shared<const sys::Fd>(
+    ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!*rootfd) {
     return; // the directory's own entry already says what is wrong with it
   }
   // The whole list first: the rewrites below add and remove names in these directories. The
@@ -336,7 +337,7 @@ void Engine::walk(const std::string& root)
   wo.sorted = true;
   wo.stop = &m_cancel;
   sys::walk_tree(
-    root,
+    rootfd, root,
     [&](sys::WalkEntry& e) {
       if (e.depth() == 0) {
         return; // the root itself: processed by the caller
@@ -356,8 +357,8 @@ void Engine::walk(const std::string& root)
     // Each entry's directory is opened again below the root only (openat2 RESOLVE_BENEATH,
     // no symlinks): a directory swapped for a symlink since the listing is refused.
     sys::Fd dir(item.parent_rel.empty()
-                  ? ::fcntl(rootfd.get(), F_DUPFD_CLOEXEC, 3)
-                  : sys::openat_beneath(rootfd.get(), item.parent_rel, O_RDONLY | O_DIRECTORY));
+                  ? ::fcntl(rootfd->get(), F_DUPFD_CLOEXEC, 3)
+                  : sys::openat_beneath(rootfd->get(), item.parent_rel, O_RDONLY | O_DIRECTORY));
     if (is_temp_name(item.name)) {
       if (dir) {
         handle_leftover(dir.get(), dir_of(item.path), item.name);

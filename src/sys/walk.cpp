@@ -286,6 +286,7 @@ public:
   {
   }
   void run(const std::string& root);
+  void run_dir(std::shared_ptr<const Fd> root, const std::string& path);
 
 private:
   struct Frame
@@ -320,12 +321,7 @@ void Walker::run(const std::string& root)
   // today's rule: callers that follow a named symlink (find -H) resolve it before calling.
   Fd rfd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (rfd) {
-    // Kept open after the walk, for FileRefs.
-    m_root = std::make_shared<const Fd>(std::move(rfd));
-    enter(m_root, root, "", 0);
-    while (!m_stack.empty() && !stopped()) {
-      step();
-    }
+    run_dir(std::make_shared<const Fd>(std::move(rfd)), root);
     return;
   }
   if (errno != ENOTDIR && errno != ELOOP) {
@@ -349,6 +345,15 @@ void Walker::run(const std::string& root)
   WalkEntry e(pfd->get(), name, root, dtype_of(st.st_mode), 0, pfd, name);
   if (!stopped()) {
     m_visit(e);
+  }
+}
+
+void Walker::run_dir(std::shared_ptr<const Fd> root, const std::string& path)
+{
+  m_root = std::move(root); // kept open after the walk, for FileRefs
+  enter(m_root, path, "", 0);
+  while (!m_stack.empty() && !stopped()) {
+    step();
   }
 }
 
@@ -451,6 +456,12 @@ void walk_tree(const std::string& root, const WalkVisit& visit, const WalkProble
                const WalkOptions& opts)
 {
   Walker(visit, problem, opts).run(root);
+}
+
+void walk_tree(std::shared_ptr<const Fd> root_dir, const std::string& root_path,
+               const WalkVisit& visit, const WalkProblem& problem, const WalkOptions& opts)
+{
+  Walker(visit, problem, opts).run_dir(std::move(root_dir), root_path);
 }
 
 Fd open_regular_at(const std::string& path, int flags, struct stat* st_out)

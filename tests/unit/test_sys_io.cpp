@@ -205,6 +205,15 @@ TEST_CASE("walk_tree with visit_directories and sorted: pre-order, names in byte
   // b/z/deep is visited (depth 3 > 2) but not entered: x is not listed, and that is said.
   REQUIRE(problems.size() == 1);
   CHECK(problems[0].find(t / "b/z/deep") == 0);
+  // Below a directory already open: the same walk, the path given only for display.
+  std::vector<std::string> by_fd;
+  auto dir = std::make_shared<const sys::Fd>(::open(t.path().c_str(), O_RDONLY | O_DIRECTORY));
+  REQUIRE(*dir);
+  sys::walk_tree(
+    dir, "shown", [&](sys::WalkEntry& e) { by_fd.push_back(e.path()); },
+    [&](const std::string&, const std::string&) {}, wo);
+  CHECK(by_fd == std::vector<std::string>{"shown/a", "shown/a/f", "shown/b", "shown/b/Y",
+                                          "shown/b/y", "shown/b/z", "shown/b/z/deep", "shown/c"});
   // Without the options: files only, whatever the order.
   CHECK(walk(t.path(), sys::WalkOptions{2}).files ==
         std::vector<std::string>{t / "a/f", t / "b/Y", t / "b/y", t / "c"});

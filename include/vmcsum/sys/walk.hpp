@@ -173,6 +173,10 @@ using WalkProblem = std::function<void(const std::string& path, const std::strin
 // refused rather than followed.
 void walk_tree(const std::string& root, const WalkVisit& visit, const WalkProblem& problem,
                const WalkOptions& opts = {});
+// The same below a directory the caller has open already (so that its path is not resolved a
+// second time); `root_path` is for display. The walk shares `root_dir` with the entries kept.
+void walk_tree(std::shared_ptr<const Fd> root_dir, const std::string& root_path,
+               const WalkVisit& visit, const WalkProblem& problem, const WalkOptions& opts = {});
 
 // Opens a path the user named on the command line: a symlink there is followed, once (like
 // find -H), and the result is refused unless it is a regular file. The file is first opened

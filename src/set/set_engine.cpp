@@ -353,6 +353,11 @@ void Engine::walk(const std::string& root)
       }
     },
     wo);
+  if (m_cancel.load()) {
+    // A stop ends the listing at once (what it did not reach is not listed, so not reported):
+    // the run says it was interrupted even when it listed nothing.
+    m_result.interrupted = true;
+  }
   for (const auto& item : items) {
     // Each entry's directory is opened again below the root only (openat2 RESOLVE_BENEATH,
     // no symlinks): a directory swapped for a symlink since the listing is refused.

@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -52,6 +53,9 @@ struct WalkItem
   std::string path;       // for display and for the facts (which are checked against the fd)
   std::string parent_rel; // its directory, relative to the root ("" = the root itself)
   std::string name;
+  bool is_dir = false;
+  bool too_deep = false;                  // a directory listed, what it holds not walked
+  std::optional<std::string> not_entered; // a directory the walk could not enter: why
 };
 
 // Everything the engine carries from one file to the next.
@@ -88,7 +92,6 @@ private:
   FactCollector m_collector;
   std::optional<ProcScan> m_procs;
   SetResult m_result;
-  std::vector<std::string> m_too_deep; // directories below the -r depth limit
 };
 
 SetResult Engine::run()
@@ -330,7 +333,7 @@ void Engine::walk(const std::string& root)
   // one walker (sys::walk_tree): pre-order (a directory before what it holds), names sorted,
   // symlinks never followed, each directory opened below its parent's descriptor.
   std::vector<WalkItem> items;
-  std::vector<std::pair<std::string, std::string>> not_walked;
+  std::vector<std::pair<std::string, std::string>> unlisted; // listing errors, not directories
   sys::WalkOptions wo;
   wo.max_depth = k_max_depth;
   wo.visit_directories = true;
@@ -339,17 +342,19 @@ void Engine::walk(const std::string& root)
   sys::walk_tree(
     rootfd, root,
     [&](sys::WalkEntry& e) {
-      if (e.depth() == 0) {
-        return; // the root itself: processed by the caller
-      }
-      items.push_back({e.path(), e.dir_relpath(), std::string(e.name())});
-      if (e.d_type() == DT_DIR && e.depth() > k_max_depth) {
-        m_too_deep.push_back(e.path()); // listed and processed, what it holds not walked
-      }
+      const bool is_dir = e.d_type() == DT_DIR;
+      // The walker's rule (walk.hpp: deeper than max_depth is not entered), for the entry.
+      items.push_back({e.path(), e.dir_relpath(), std::string(e.name()), is_dir,
+                       is_dir && e.depth() > k_max_depth, std::nullopt});
     },
     [&](const std::string& path, const std::string& why) {
-      if (std::find(m_too_deep.begin(), m_too_deep.end(), path) == m_too_deep.end()) {
-        not_walked.emplace_back(path, why);
+      // The walker reports a directory it does not enter right after visiting it.
+      if (!items.empty() && items.back().is_dir && items.back().path == path) {
+        if (!items.back().too_deep) {
+          items.back().not_entered = why;
+        }
+      } else {
+        unlisted.emplace_back(path, why); // an entry gone since readdir, a listing cut short
       }
     },
     wo);
@@ -358,6 +363,17 @@ void Engine::walk(const std::string& root)
     // the run says it was interrupted even when it listed nothing.
     m_result.interrupted = true;
   }
+  // Said, not silent: what the walk did not reach is an entry of its own, after its directory.
+  auto not_walked = [&](const std::string& path, const char* kind, const char* code,
+                        const std::string& reason) {
+    SetEntry e;
+    e.path = path;
+    e.kind = kind;
+    e.action = Outcome::skipped;
+    e.code = code;
+    e.reason = reason;
+    m_result.files.push_back(std::move(e));
+  };
   for (const auto& item : items) {
     // Each entry's directory is opened again below the root only (openat2 RESOLVE_BENEATH,
     // no symlinks): a directory swapped for a symlink since the listing is refused.
@@ -371,29 +387,19 @@ void Engine::walk(const std::string& root)
       continue;
     }
     process(item.path, true, &dir);
-    if (!m_too_deep.empty() && m_too_deep.front() == item.path) {
-      // Said, not silent: its contents were not converted.
-      SetEntry e;
-      e.path = item.path;
-      e.kind = "directory";
-      e.action = Outcome::skipped;
-      e.code = "too-deep";
-      e.reason = "more than " + std::to_string(k_max_depth) +
-                 " directory levels below the starting point: what it holds was not walked";
-      m_result.files.push_back(std::move(e));
-      m_too_deep.erase(m_too_deep.begin());
+    if (item.too_deep) {
+      not_walked(item.path, "directory", "too-deep",
+                 "more than " + std::to_string(k_max_depth) +
+                   " directory levels below the starting point: what it holds was not walked");
+    } else if (item.not_entered) {
+      not_walked(item.path, "directory", "not-walked",
+                 "not walked (" + *item.not_entered + "): what it holds was not converted");
     }
   }
-  // Said, not silent: a directory that could not be listed or entered (permission, I/O error,
-  // swapped for a symlink since it was listed).
-  for (auto& [path, why] : not_walked) {
-    SetEntry e;
-    e.path = path;
-    e.kind = "directory";
-    e.action = Outcome::skipped;
-    e.code = "not-walked";
-    e.reason = why + ": what it holds was not converted";
-    m_result.files.push_back(std::move(e));
+  // Errors of the listing itself (an entry that vanished before it could be stat'ed, a
+  // directory whose reading failed part-way): what was not listed was not converted.
+  for (const auto& [path, why] : unlisted) {
+    not_walked(path, "unknown", "not-walked", why + ": not listed completely, not converted");
   }
 }
 

@@ -440,8 +440,11 @@ void Walker::step()
   // nothing outside the tree is listed.
   auto sub = std::make_shared<const Fd>(openat_beneath(dfd, name.data(), O_RDONLY | O_DIRECTORY));
   if (!*sub) {
-    m_problem(path, errno == ELOOP ? "replaced by a symlink since it was listed: not followed"
-                                   : errno_text(errno));
+    // A symlink in its place fails with ELOOP, or ENOTDIR (O_DIRECTORY is checked first on
+    // a trailing symlink that is not followed).
+    m_problem(path, errno == ELOOP || errno == ENOTDIR
+                      ? "replaced by a symlink or a file since it was listed: not followed"
+                      : errno_text(errno));
     return;
   }
   const std::string rel =

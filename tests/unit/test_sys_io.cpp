@@ -187,7 +187,7 @@ TEST_CASE("walk_tree with visit_directories and sorted: pre-order, names in byte
   wo.visit_directories = true;
   wo.sorted = true;
   // The order visited, unsorted here (Seen sorts): the oracle is the order written below,
-  // byte order of the names ('Y' < 'a' < 'b' < 'y' < 'z') depth first.
+  // byte order of the names depth first ("Y" before "y": bytes, not a locale's collation).
   std::vector<std::string> order;
   std::vector<std::string> problems;
   sys::walk_tree(
@@ -205,6 +205,37 @@ TEST_CASE("walk_tree with visit_directories and sorted: pre-order, names in byte
   // b/z/deep is visited (depth 3 > 2) but not entered: x is not listed, and that is said.
   REQUIRE(problems.size() == 1);
   CHECK(problems[0].find(t / "b/z/deep") == 0);
+  // A directory swapped for a symlink after its visit, before the walk enters it: refused and
+  // reported right after that visit (set -r ties the report to the directory it just listed).
+  Scratch outside;
+  write_file(outside / "secret", "s");
+  std::vector<std::string> events;
+  sys::walk_tree(
+    t.path(),
+    [&](sys::WalkEntry& e) {
+      events.push_back("visit " + std::string(e.name()));
+      if (e.name() == "a") {
+        std::filesystem::rename(t / "a", t / "a.moved");
+        std::filesystem::create_directory_symlink(outside.path(), t / "a");
+      }
+    },
+    [&](const std::string& p, const std::string& why) {
+      events.push_back("problem " + p.substr(t.path().size() + 1) + ": " + why);
+    },
+    wo);
+  REQUIRE(events.size() >= 3);
+  CHECK(events[0] == "visit a");
+  CHECK(events[1] ==
+        "problem a: replaced by a symlink or a file since it was listed: not followed");
+  CHECK(std::find(events.begin(), events.end(), "visit secret") == events.end());
+  // The too-deep directory: visited, then reported, nothing between.
+  const auto deep = std::find(events.begin(), events.end(), "visit deep");
+  REQUIRE(deep != events.end());
+  REQUIRE(deep + 1 != events.end());
+  CHECK(deep[1].find("problem b/z/deep: deeper than 2 levels") == 0);
+  std::filesystem::remove(t / "a");
+  std::filesystem::rename(t / "a.moved", t / "a");
+
   // Below a directory already open: the same walk, the path given only for display.
   std::vector<std::string> by_fd;
   auto dir = std::make_shared<const sys::Fd>(::open(t.path().c_str(), O_RDONLY | O_DIRECTORY));

@@ -153,8 +153,9 @@ struct WalkOptions
   // Polled before each directory entry: once it reads true the walk ends there (a stop signal:
   // sys/signals.hpp). No entry is visited after it was seen.
   const std::atomic<bool>* stop = nullptr;
-  // Directories are visited too, each before what it holds (a directory too deep to enter is
-  // visited, then reported to `problem`). Off: only what is not a directory.
+  // Directories are visited too, each before what it holds; one the walk does not enter (too
+  // deep, or it cannot be opened) is reported to `problem` right after its visit, before any
+  // other visit. Off: only what is not a directory.
   bool visit_directories = false;
   // Each directory's entries in byte order of their names (read whole first, so a visit that
   // adds names to the directory does not see them). Off: in readdir's order, streamed.
@@ -165,7 +166,7 @@ using WalkVisit = std::function<void(WalkEntry& entry)>;
 using WalkProblem = std::function<void(const std::string& path, const std::string& why)>;
 
 // Walks the tree under `root` (root itself included) without following symlinks anywhere below
-// it and without visiting a directory twice (bind mounts). `visit` gets every entry that is not
+// it and without entering a directory twice (bind mounts). `visit` gets every entry that is not
 // a directory (and the directories below the root, with `visit_directories`); `problem` gets "path,
 // reason" for entries that could not be read. The root path is resolved once; a root that is not a
 // directory is visited itself (relative to its parent directory's fd). Every directory below is

@@ -29,6 +29,9 @@
 #include <future>
 #include <initializer_list>
 #include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <set>
 
 #include <dirent.h>
@@ -177,12 +180,41 @@ std::optional<bool> dir_nocow_of(int dirfd)
   return (flags & FS_NOCOW_FL) != 0;
 }
 
+// The NOCOW attribute of the directory the look threads asked last, for the next image found
+// in the same directory: the walk hands the looks over in its order, a directory's entries
+// one after the other (bench/audit_tree.sh's tree: 1000 images in 201 directories, 800
+// FS_IOC_GETFLAGS fewer). Shared by the look threads, which take consecutive entries.
+class DirNocowMemo
+{
+public:
+  std::optional<bool> of(const std::shared_ptr<const sys::Fd>& dir)
+  {
+    {
+      std::lock_guard<std::mutex> lock(m_mu);
+      if (dir && dir == m_dir) {
+        return m_nocow;
+      }
+    }
+    const std::optional<bool> nocow = dir_nocow_of(dir ? dir->get() : -1);
+    std::lock_guard<std::mutex> lock(m_mu);
+    m_dir = dir; // held: its descriptor's number cannot name another directory meanwhile
+    m_nocow = nocow;
+    return nocow;
+  }
+
+private:
+  std::mutex m_mu;
+  std::shared_ptr<const sys::Fd> m_dir;
+  std::optional<bool> m_nocow;
+};
+
 // A walked file (not named on the command line) as the walk's LookPool looks at it: worth a
 // look by name and size, its format from its head, and an image's facts collected through the
 // descriptor the head was read from, so that it is opened once (and nothing the walk and the
 // open already said is asked again; `canonical_root`: the walk's root is canonical, and so is
 // every path found below it, since no symlink is followed).
-Looked look_at(sys::WalkEntry& e, FactCollector& collector, bool canonical_root)
+Looked look_at(sys::WalkEntry& e, FactCollector& collector, bool canonical_root,
+               DirNocowMemo& dir_nocow)
 {
   Looked found;
   found.path = e.path();
@@ -205,7 +237,7 @@ Looked look_at(sys::WalkEntry& e, FactCollector& collector, bool canonical_root)
     }
     // Asked of the descriptor the walk listed the image in, here in a look thread: after the
     // walk it was a path opened again, three calls per directory on the walk's thread alone.
-    found.dir_nocow = dir_nocow_of(e.dirfd());
+    found.dir_nocow = dir_nocow.of(e.dir());
   }
   return found;
 }
@@ -407,9 +439,12 @@ private:
     result_.searched.push_back(root);
     sys::WalkOptions wo;
     wo.stop = opts_.cancel;
-    LookPool pool([canonical_root](sys::WalkEntry& e,
-                                   FactCollector& c) { return look_at(e, c, canonical_root); },
-                  opts_.mountinfo, syncs_);
+    DirNocowMemo dir_nocow; // outlives the pool's threads
+    LookPool pool(
+      [canonical_root, &dir_nocow](sys::WalkEntry& e, FactCollector& c) {
+        return look_at(e, c, canonical_root, dir_nocow);
+      },
+      opts_.mountinfo, syncs_);
     sys::walk_tree(
       root, [&](sys::WalkEntry& e) { walk_entry(e, root, explicit_root, pool); },
       [&](const std::string& path, const std::string& why) {

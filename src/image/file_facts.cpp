@@ -143,7 +143,15 @@ void fill_compression(FileFacts& f, int fd, const sys::MountEntry* mount)
 {
   // Order of precedence in the kernel (btrfs_compress_heuristic / inode_need_compress): the
   // property or attribute on the inode first, then the mount option.
-  if (auto prop = get_xattr(fd, "btrfs.compression"); prop && !prop->empty()) {
+  // The property is read only when the attributes show it can be set: applying it sets
+  // FS_COMPR_FL (an algorithm) or FS_NOCOMP_FL ("no", "none") (fs/btrfs/props.c,
+  // prop_compression_apply), and clearing both attributes removes it (fs/btrfs/ioctl.c,
+  // btrfs_fileattr_set; fstests btrfs/059). Neither shown: no property the kernel acts on, and
+  // one fgetxattr per image fewer on audit's walk.
+  const bool may_have_property =
+    !f.attr_flags || (*f.attr_flags & (FS_NOCOMP_FL | FS_COMPR_FL)) != 0;
+  if (auto prop = may_have_property ? get_xattr(fd, "btrfs.compression") : std::nullopt;
+      prop && !prop->empty()) {
     f.compression = (*prop == "no") ? "none" : *prop;
     f.compression_source = "property";
     return;

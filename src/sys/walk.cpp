@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <set>
 #include <utility>
 #include <vector>
@@ -295,10 +296,15 @@ private:
     std::string relpath; // below the root; "" for the root
     unsigned depth;
     std::shared_ptr<const Fd> dir; // shared with the entries kept (WalkEntry::keep)
-    DirReader entries;
+    // Streamed mode only: a sorted frame read its directory whole and holds no 32 KiB buffer
+    // (a deep tree keeps one frame per level).
+    std::optional<DirReader> entries;
     // WalkOptions::sorted: the whole directory, in name order, and the next one to visit.
     std::vector<std::pair<std::string, unsigned char>> listed;
     size_t next = 0;
+    // WalkOptions::sorted: the error that cut the reading short (0: none), reported once what
+    // was read has been visited, where the streamed mode reports it too.
+    int listing_errno = 0;
   };
   void enter(std::shared_ptr<const Fd> fd, const std::string& path, const std::string& relpath,
              unsigned depth);
@@ -361,19 +367,23 @@ void Walker::enter(std::shared_ptr<const Fd> fd, const std::string& path,
                    const std::string& relpath, unsigned depth)
 {
   struct stat st = {};
-  if (::fstat(fd->get(), &st) < 0 || !m_seen.insert({st.st_dev, st.st_ino}).second) {
+  if (!fd || !*fd || ::fstat(fd->get(), &st) < 0) {
+    m_problem(path, fd && *fd ? errno_text(errno) : "not an open directory: not walked");
     return;
   }
-  DirReader entries(fd->get());
-  Frame frame{path, relpath, depth, std::move(fd), std::move(entries), {}, 0};
+  if (!m_seen.insert({st.st_dev, st.st_ino}).second) {
+    return; // entered already (a bind mount of a directory above): once is enough
+  }
+  Frame frame{path, relpath, depth, std::move(fd), std::nullopt, {}, 0, 0};
   if (m_opts.sorted) {
-    while (const struct dirent64* ent = frame.entries.next()) {
+    DirReader reader(frame.dir->get());
+    while (const struct dirent64* ent = reader.next()) {
       frame.listed.emplace_back(ent->d_name, ent->d_type);
     }
-    if (errno != 0) {
-      m_problem(path, errno_text(errno));
-    }
+    frame.listing_errno = errno;
     std::sort(frame.listed.begin(), frame.listed.end());
+  } else {
+    frame.entries.emplace(frame.dir->get());
   }
   m_stack.push_back(std::move(frame));
 }
@@ -382,6 +392,9 @@ bool Walker::next_entry(Frame& top, std::string_view& name, unsigned char& type)
 {
   if (m_opts.sorted) {
     if (top.next == top.listed.size()) {
+      if (top.listing_errno != 0) {
+        m_problem(top.path, errno_text(top.listing_errno));
+      }
       return false;
     }
     const auto& [n, t] = top.listed[top.next++];
@@ -389,7 +402,7 @@ bool Walker::next_entry(Frame& top, std::string_view& name, unsigned char& type)
     type = t;
     return true;
   }
-  const struct dirent64* ent = top.entries.next();
+  const struct dirent64* ent = top.entries->next();
   if (!ent) {
     if (errno != 0) {
       m_problem(top.path, errno_text(errno));

@@ -121,6 +121,18 @@ check_eq "compression from the property" "lzo property" "$(json_of "$MNT/prop.ra
 # chattr +c makes the kernel store the mount's algorithm as the property (btrfs_fileattr_set).
 check_eq "chattr +c: compression zstd" "zstd" "$(json_of "$MNT/attr.raw" | jq -r .compression)"
 check "chattr +c: lsattr shows c" bash -c "lsattr '$MNT/attr.raw' | cut -d' ' -f1 | grep -q c"
+# The property "no" is the attribute m (FS_NOCOMP_FL); chattr -c removes the property the
+# kernel stored (fstests btrfs/059): vmcsum reads the property only where an attribute shows
+# one, so these say what the kernel does, checked against btrfs property get and lsattr.
+touch "$MNT/nocomp.raw" && btrfs property set "$MNT/nocomp.raw" compression no
+check "property no: lsattr shows m" bash -c "lsattr '$MNT/nocomp.raw' | cut -d' ' -f1 | grep -q m"
+check_eq "property no: compression none" "none property" "$(json_of "$MNT/nocomp.raw" | jq -r '"\(.compression) \(.compression_source)"')"
+chattr -c "$MNT/attr.raw"
+check_eq "chattr -c: btrfs property get shows no compression" "" "$(btrfs property get "$MNT/attr.raw" compression)"
+check_eq "chattr -c: the mount option again" "zstd mount" "$(json_of "$MNT/attr.raw" | jq -r '"\(.compression) \(.compression_source)"')"
+btrfs property set "$MNT/prop.raw" compression ""
+check_eq "property reset: lsattr shows neither c nor m" "" "$(lsattr "$MNT/prop.raw" | cut -d' ' -f1 | tr -cd 'cm')"
+check_eq "property reset: the mount option again" "zstd mount" "$(json_of "$MNT/prop.raw" | jq -r '"\(.compression) \(.compression_source)"')"
 
 # NODATASUM without NOCOW: a file created under -o nodatasum (lsattr shows nothing).
 run_config "single, nodatasum mount" crc32c single "nodatasum" -d single -m single

@@ -21,8 +21,11 @@
 #include <string>
 #include <vector>
 
+#include <csignal>
+
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 using namespace vmcsum;
@@ -245,9 +248,59 @@ TEST_CASE("walk_tree with visit_directories and sorted: pre-order, names in byte
     [&](const std::string&, const std::string&) {}, wo);
   CHECK(by_fd == std::vector<std::string>{"shown/a", "shown/a/f", "shown/b", "shown/b/Y",
                                           "shown/b/y", "shown/b/z", "shown/b/z/deep", "shown/c"});
+  // A null or closed descriptor: said, nothing visited (not an empty tree, silently).
+  for (auto bad : {std::shared_ptr<const sys::Fd>(), std::make_shared<const sys::Fd>(-1)}) {
+    size_t visited = 0;
+    std::vector<std::string> said;
+    sys::walk_tree(
+      bad, "shown", [&](sys::WalkEntry&) { ++visited; },
+      [&](const std::string& p, const std::string& why) { said.push_back(p + ": " + why); }, wo);
+    CHECK(visited == 0);
+    CHECK(said == std::vector<std::string>{"shown: not an open directory: not walked"});
+  }
   // Without the options: files only, whatever the order.
   CHECK(walk(t.path(), sys::WalkOptions{2}).files ==
         std::vector<std::string>{t / "a/f", t / "b/Y", t / "b/y", t / "c"});
+}
+
+TEST_CASE("walk_tree reports a directory it cannot read, in both modes, and visits nothing")
+{
+  // Real kernel errors, two places. getdents64 failing: a descriptor opened O_PATH stats fine
+  // but cannot be read (fs/open.c: O_PATH gives an fd without read ops, EBADF). fstat failing:
+  // /proc/PID/fd of a process that has exited since it was opened (fs/proc/fd.c: no task,
+  // -ENOENT), which the walk used to skip without a word.
+  Scratch t;
+  write_file(t / "f", "x");
+  auto opath = std::make_shared<const sys::Fd>(::open(t.path().c_str(), O_PATH | O_DIRECTORY));
+  REQUIRE(*opath);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  const std::string fd_dir = "/proc/" + std::to_string(child) + "/fd";
+  auto gone = std::make_shared<const sys::Fd>(::open(fd_dir.c_str(), O_RDONLY | O_DIRECTORY));
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  REQUIRE(*gone);
+  for (const bool sorted : {false, true}) {
+    CAPTURE(sorted);
+    sys::WalkOptions wo;
+    wo.sorted = sorted;
+    for (const auto& [dir, error] :
+         {std::pair{opath, "Bad file descriptor"}, std::pair{gone, "No such file or directory"}}) {
+      size_t visited = 0;
+      std::vector<std::string> said;
+      sys::walk_tree(
+        dir, "d", [&](sys::WalkEntry&) { ++visited; },
+        [&](const std::string& p, const std::string& why) { said.push_back(p + ": " + why); }, wo);
+      CHECK(visited == 0);
+      REQUIRE(said.size() == 1);
+      CHECK(said[0].find("d: ") == 0);
+      CHECK(said[0].find(error) != std::string::npos);
+    }
+  }
 }
 
 TEST_CASE("walk_tree stops at the entry after its stop flag was raised, and visits nothing then")

@@ -86,6 +86,10 @@ public:
   // The open directory holding the entry; valid during the visit only (or as long as a kept
   // entry lives).
   int dirfd() const { return m_dirfd; }
+  // The shared descriptor dirfd() is: one object for all the entries of one directory, so a
+  // caller can tell them apart from another directory's (holding it keeps the number from
+  // being reused).
+  const std::shared_ptr<const Fd>& dir() const { return m_dir_ref ? *m_dir_ref : m_dir; }
   // Its name in its directory. Borrowed from the walk's buffer during a visit (no copy for each
   // of the entries a walk passes over by name), owned once kept.
   std::string_view name() const { return m_borrowed_name.data() ? m_borrowed_name : m_name; }
@@ -158,7 +162,9 @@ struct WalkOptions
   // other visit. Off: only what is not a directory.
   bool visit_directories = false;
   // Each directory's entries in byte order of their names (read whole first, so a visit that
-  // adds names to the directory does not see them). Off: in readdir's order, streamed.
+  // adds names to the directory does not see them). Off: in readdir's order, streamed. In
+  // either mode a reading that fails part-way is reported to `problem`, with the directory's
+  // path, after what was read before the error has been visited.
   bool sorted = false;
 };
 
@@ -176,6 +182,7 @@ void walk_tree(const std::string& root, const WalkVisit& visit, const WalkProble
                const WalkOptions& opts = {});
 // The same below a directory the caller has open already (so that its path is not resolved a
 // second time); `root_path` is for display. The walk shares `root_dir` with the entries kept.
+// A null or closed `root_dir` is reported to `problem`, and nothing is visited.
 void walk_tree(std::shared_ptr<const Fd> root_dir, const std::string& root_path,
                const WalkVisit& visit, const WalkProblem& problem, const WalkOptions& opts = {});
 

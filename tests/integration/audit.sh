@@ -213,6 +213,20 @@ for n in dup.raw moved.raw; do
 done
 check_eq "walk: COW image in the NOCOW directory: dir-nocow-mismatch" warning "$(finding_sev "$Jw" moved.raw dir-nocow-mismatch)"
 check_eq "walk: NOCOW image in the NOCOW directory: no mismatch" "" "$(finding_sev "$Jw" dup.raw dir-nocow-mismatch)"
+# Many directories, C on every third, three images each: the look threads remember the last
+# directories' answers (DirNocowMemo), so more directories than it remembers, walked at once.
+for i in $(seq 1 14); do
+  mkdir -p "$D/many/m$i"
+  ((i % 3 == 0)) && chattr +C "$D/many/m$i"
+  for k in 1 2 3; do qemu-img create -q -f qcow2 "$D/many/m$i/vm$k.qcow2" 16M; done
+done
+Jmany=$("$VMCSUM" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$D/many" || true)
+check_eq "many directories: every image found" 42 "$(jq '.images | length' <<<"$Jmany")"
+want=$(for i in $(seq 1 14); do for k in 1 2 3; do
+  echo "m$i/vm$k.qcow2 $(lsattr -d "$D/many/m$i" | cut -d' ' -f1 | grep -q C && echo true || echo false)"
+done; done | sort)
+check_eq "many directories: each image's dir_nocow is its directory's C (lsattr -d)" "$want" \
+  "$(jq -r '.images[] | "\(.path | split("/") | .[-2:] | join("/")) \(.dir_nocow)"' <<<"$Jmany" | sort)"
 
 # --- a real checksum failure in the kernel log -------------------------------------------------------
 # dmesg from a mark on: it keeps earlier filesystems' lines on this loop device (lib.sh).

@@ -333,7 +333,13 @@ void Engine::walk(const std::string& root)
   // one walker (sys::walk_tree): pre-order (a directory before what it holds), names sorted,
   // symlinks never followed, each directory opened below its parent's descriptor.
   std::vector<WalkItem> items;
-  std::vector<std::pair<std::string, std::string>> unlisted; // listing errors, not directories
+  struct Unlisted
+  {
+    std::string path;
+    std::string why;
+    const char* kind; // "directory": one whose reading failed part-way (it is listed itself)
+  };
+  std::vector<Unlisted> unlisted; // listing errors, not directories the walk did not enter
   sys::WalkOptions wo;
   wo.max_depth = k_max_depth;
   wo.visit_directories = true;
@@ -354,7 +360,11 @@ void Engine::walk(const std::string& root)
           items.back().not_entered = why;
         }
       } else {
-        unlisted.emplace_back(path, why); // an entry gone since readdir, a listing cut short
+        // An entry gone since readdir, or a directory whose reading failed after some entries
+        // (reported once those were listed: the directory is an item further back).
+        const bool dir = std::any_of(items.rbegin(), items.rend(),
+                                     [&](const WalkItem& i) { return i.is_dir && i.path == path; });
+        unlisted.push_back({path, why, dir ? "directory" : "unknown"});
       }
     },
     wo);
@@ -398,8 +408,8 @@ void Engine::walk(const std::string& root)
   }
   // Errors of the listing itself (an entry that vanished before it could be stat'ed, a
   // directory whose reading failed part-way): what was not listed was not converted.
-  for (const auto& [path, why] : unlisted) {
-    not_walked(path, "unknown", "not-walked", why + ": not listed completely, not converted");
+  for (const auto& u : unlisted) {
+    not_walked(u.path, u.kind, "not-walked", u.why + ": not listed completely, not converted");
   }
 }
 

@@ -311,6 +311,39 @@ check_eq "too deep: what lies below was not reached" 0 \
   "$(jf '[.files[] | select(.path | endswith("x.raw"))] | length')"
 rm -rf "$deep"
 
+note "--- -r: a directory whose reading fails (EIO) is said, where and how much was listed"
+# tests/tools/fail_listing.so fails getdents64 of the one directory named (st_dev:st_ino) after N
+# reads: N=0, nothing of it listed; N=1, cut short after its first read (all it holds here).
+lt=$MNT/listfail
+mkdir -p "$lt/D" "$lt/E"
+head -c 4096 /dev/urandom >"$lt/D/f.raw"
+head -c 4096 /dev/urandom >"$lt/E/g.raw"
+sync
+asan_saved=${ASAN_OPTIONS-}
+# ASan (the sanitizer stage) wants its runtime first among the preloaded libraries.
+export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0
+for n in 0 1; do
+  export LD_PRELOAD=$VMCSUM_TOOLS/fail_listing.so VMCSUM_TEST_FAIL_LISTING="$(stat -c '%d:%i' "$lt/D"):$n"
+  vset --cow -r "$lt" # all checksummed already: nothing changes, only the walk is tested
+  unset LD_PRELOAD VMCSUM_TEST_FAIL_LISTING
+  check_eq "listing of D fails after $n read(s): exit 1, one not-walked entry, kind directory" \
+    "1 1 directory" "$RC $(jf '[.files[] | select(.code == "not-walked")] | "\(length) \(.[0].kind)"')"
+  check_eq "listing of D fails after $n read(s): E walked whole" 1 \
+    "$(jf '[.files[] | select(.path | endswith("/E/g.raw"))] | length')"
+  if ((n == 0)); then
+    check_eq "nothing of D listed: not-walked right after D's own entry" "$lt/D not-walked" \
+      "$(jf --arg d "$lt/D" '.files | (map(.path) | index($d)) as $i | "\(.[$i + 1].path) \(.[$i + 1].code)"')"
+    check_eq "nothing of D listed: D/f.raw absent" 0 "$(jf '[.files[] | select(.path | endswith("/D/f.raw"))] | length')"
+    check "nothing of D listed: the reason says not walked" jf -e '.files[] | select(.code == "not-walked") | .reason | test("not walked .*Input/output error")'
+  else
+    check_eq "D cut short: what was read is listed (D/f.raw)" 1 "$(jf '[.files[] | select(.path | endswith("/D/f.raw"))] | length')"
+    check_eq "D cut short: reported last, as listed incompletely" "$lt/D" "$(jf '.files[-1].path')"
+    check "D cut short: the reason says not listed completely" jf -e '.files[-1].reason | test("Input/output error: not listed completely")'
+  fi
+done
+if [[ -n $asan_saved ]]; then export ASAN_OPTIONS=$asan_saved; else unset ASAN_OPTIONS; fi
+rm -rf "$lt"
+
 note "--- leftovers of interrupted runs; -r walks"
 left=$MNT/.other.raw.vmcsum-tmp.AbC123
 # An image that is only named like a temp file is never removed (issue 12 #3): a leftover must

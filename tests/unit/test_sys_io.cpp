@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
 #include <string>
@@ -25,6 +26,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -73,7 +75,94 @@ Seen walk(const std::string& root, sys::WalkOptions opts = {})
   return s;
 }
 
+// A directory whose reading fails part-way, which no kernel object here can be made to do on
+// demand: getdents64(2) of the one directory (st_dev, st_ino) named here fails with EIO once
+// `reads_before` reads of it have succeeded; every other call is the system call itself.
+// DirReader calls getdents64 through this definition (the test binary's own wins over libc's).
+struct FailingListing
+{
+  dev_t dev = 0;
+  ino_t ino = 0;
+  int reads_before = 0;
+  int reads = 0;
+};
+FailingListing* g_failing_listing = nullptr;
+
 } // namespace
+
+extern "C" ssize_t getdents64(int fd, void* buf, size_t len)
+{
+  if (FailingListing* f = g_failing_listing) {
+    struct stat st = {};
+    if (::fstat(fd, &st) == 0 && st.st_dev == f->dev && st.st_ino == f->ino &&
+        f->reads++ >= f->reads_before) {
+      errno = EIO;
+      return -1;
+    }
+  }
+  return ::syscall(SYS_getdents64, fd, buf, len);
+}
+
+TEST_CASE("walk_tree reports a listing cut short after what was read of it, in both modes")
+{
+  Scratch t;
+  std::filesystem::create_directories(t / "D/a");
+  write_file(t / "D/a/x", "x");
+  write_file(t / "D/b", "b");
+  write_file(t / "D/f", "f");
+  std::filesystem::create_directory(t / "E");
+  write_file(t / "E/g", "g");
+  struct stat st = {};
+  REQUIRE(::stat((t / "D").c_str(), &st) == 0);
+  for (const int reads_before : {0, 1}) {
+    for (const bool sorted : {true, false}) {
+      CAPTURE(reads_before);
+      CAPTURE(sorted);
+      FailingListing failing{st.st_dev, st.st_ino, reads_before, 0};
+      g_failing_listing = &failing;
+      std::vector<std::string> events;
+      sys::WalkOptions wo;
+      wo.sorted = sorted;
+      wo.visit_directories = sorted; // as set -r walks; audit, scrub and repair stream files
+      sys::walk_tree(
+        t.path(),
+        [&](sys::WalkEntry& e) { events.push_back(e.path().substr(t.path().size() + 1)); },
+        [&](const std::string& p, const std::string& why) {
+          events.push_back("problem " + p.substr(t.path().size() + 1) + ": " + why);
+        },
+        wo);
+      g_failing_listing = nullptr;
+      CHECK(failing.reads == reads_before + 1); // the failing read was made, and only once
+      const auto problem = std::find(events.begin(), events.end(), "problem D: Input/output error");
+      REQUIRE(problem != events.end());
+      CHECK(std::count_if(events.begin(), events.end(),
+                          [](const std::string& e) { return e.rfind("problem", 0) == 0; }) == 1);
+      // What D holds is visited before the report (all of it, read in the first read), none
+      // after; E is walked whole.
+      std::vector<std::string> before(events.begin(), problem);
+      std::vector<std::string> of_d;
+      std::copy_if(events.begin(), events.end(), std::back_inserter(of_d),
+                   [](const std::string& e) { return e.rfind("D/", 0) == 0; });
+      CHECK(std::all_of(of_d.begin(), of_d.end(), [&](const std::string& e) {
+        return std::find(before.begin(), before.end(), e) != before.end();
+      }));
+      const std::vector<std::string> all_of_d =
+        sorted ? std::vector<std::string>{"D/a", "D/a/x", "D/b", "D/f"}
+               : std::vector<std::string>{"D/a/x", "D/b", "D/f"};
+      CHECK(of_d.size() == (reads_before == 0 ? 0 : all_of_d.size()));
+      CHECK(std::find(events.begin(), events.end(), "E/g") != events.end());
+      if (sorted) {
+        // Byte order, D before E, the report right after D's last entry.
+        std::vector<std::string> want{"D"};
+        if (reads_before > 0) {
+          want.insert(want.end(), all_of_d.begin(), all_of_d.end());
+        }
+        want.insert(want.end(), {"problem D: Input/output error", "E", "E/g"});
+        CHECK(events == want);
+      }
+    }
+  }
+}
 
 TEST_CASE("path_of_fd: the kernel's path of an open file; an unlinked file's is none")
 {
@@ -259,7 +348,8 @@ TEST_CASE("walk_tree reports a root directory it cannot read or that is no open 
   // Real kernel errors, two places. getdents64 failing: a descriptor opened O_PATH stats fine
   // but cannot be read (fs/open.c: O_PATH gives an fd without read ops, EBADF). fstat failing:
   // /proc/PID/fd of a process that has exited since it was opened (fs/proc/fd.c: no task,
-  // -ENOENT), which the walk used to skip without a word.
+  // -ENOENT; on kernels before 6.2 its fstat succeeds and the ENOENT comes from getdents64),
+  // which the walk used to skip without a word.
   Scratch t;
   write_file(t / "f", "x");
   auto opath = std::make_shared<const sys::Fd>(::open(t.path().c_str(), O_PATH | O_DIRECTORY));

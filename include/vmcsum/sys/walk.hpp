@@ -155,7 +155,8 @@ struct WalkOptions
   // entered: a tree made deep on purpose cannot exhaust file descriptors.
   unsigned max_depth = 128;
   // Polled before each directory entry: once it reads true the walk ends there (a stop signal:
-  // sys/signals.hpp). No entry is visited after it was seen.
+  // sys/signals.hpp). No entry is visited after it was seen, and nothing more is reported (a
+  // directory read whole whose reading had failed part-way included).
   const std::atomic<bool>* stop = nullptr;
   // Directories are visited too, each before what it holds; one the walk does not enter (too
   // deep, or it cannot be opened) is reported to `problem` right after its visit, before any

@@ -238,6 +238,34 @@ wait \$!"
   reap_child "$name"
 done
 
+# 2b': TERM as ctest passes it on: to the whole process group, ctest (no handler) dies of it and
+# nobody reads the test's output any more. The child's first write then raised SIGPIPE, which
+# used to end it before its cleanup: every mount and loop device of it stayed. Here the child
+# writes into a FIFO whose reader is killed before the TERM.
+name=sigPIPE
+STATE_FILE=$kids/$name.state
+write_child "$name" "$(state_body)
+mv \"\$state.tmp\" \"\$state\"
+wait \$!"
+mkfifo "$kids/$name.fifo"
+cat "$kids/$name.fifo" >"$kids/$name.out" &
+reader=$!
+TMPDIR=$kids/tmp bash "$kids/$name.sh" >"$kids/$name.fifo" 2>&1 &
+cpid=$!
+bg_track "$cpid"
+for _ in $(seq 600); do
+  [[ -e $STATE_FILE ]] && break
+  kill -0 "$cpid" 2>/dev/null || break
+  sleep 0.1
+done
+check "PIPE: child got ready" test -e "$STATE_FILE"
+kill "$reader" 2>/dev/null || true
+wait "$reader" 2>/dev/null || true
+signal_child TERM
+check_eq "PIPE: child whose output nobody reads exits 143 after TERM (not SIGPIPE's 141)" 143 "$child_rc"
+verify_cleanup "$name"
+reap_child "$name"
+
 # 2d: TERM while the harness cleans up after finish (it used to end the cleanup half way: the
 # EXIT trap then found it done, and the loop devices not yet detached stayed). A tracked process
 # that ignores TERM holds the cleanup in _it_kill_bg for its 3 s grace; TERM comes then.

@@ -953,7 +953,7 @@ it_cleanup() {
   # write where this shell does.
   local out efd done_mark=$'\x01cleanup done'
   exec {out}>&1
-  trap '' INT TERM HUP
+  trap '' INT TERM HUP PIPE
   exec {efd}< <(
     {
       _it_umount_all
@@ -968,6 +968,7 @@ it_cleanup() {
     } >&"$out"
     printf '%s\n' "${IT_CLEANUP_ERRORS[@]}" "$done_mark"
   )
+  trap : PIPE
   _it_note_signals
   mapfile -t -u "$efd" IT_CLEANUP_ERRORS # until the subshell is done; a noted signal does not stop it
   exec {efd}<&- {out}>&-
@@ -1025,6 +1026,13 @@ _it_on_signal() {
   exit "$2"
 }
 
+# SIGPIPE is caught (a no-op), not left to kill this shell: ctest dies of the TERM sent to its
+# process group (it has no handler) and takes the read end of this script's stdout and stderr
+# with it. The next write here (bash's own "Terminated" for the killed foreground command, the
+# summary, a note) raised SIGPIPE and ended the script before its cleanup: mounts and loop
+# devices stayed. A caught signal is reset to the default in the commands the script runs, so
+# they see SIGPIPE as before; the cleanup's subshell ignores it (see it_cleanup).
+trap : PIPE
 set -o errtrace
 trap 'IT_LAST_ERR="${BASH_SOURCE[0]##*/}:${LINENO}: ${BASH_COMMAND}"' ERR
 trap _it_on_exit EXIT

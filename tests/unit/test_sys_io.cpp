@@ -11,6 +11,8 @@
 
 #include <doctest/doctest.h>
 
+#include "fail_listing.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -26,7 +28,6 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -75,33 +76,7 @@ Seen walk(const std::string& root, sys::WalkOptions opts = {})
   return s;
 }
 
-// A directory whose reading fails part-way, which no kernel object here can be made to do on
-// demand: getdents64(2) of the one directory (st_dev, st_ino) named here fails with EIO once
-// `reads_before` reads of it have succeeded; every other call is the system call itself.
-// DirReader calls getdents64 through this definition (the test binary's own wins over libc's).
-struct FailingListing
-{
-  dev_t dev = 0;
-  ino_t ino = 0;
-  int reads_before = 0;
-  int reads = 0;
-};
-FailingListing* g_failing_listing = nullptr;
-
 } // namespace
-
-extern "C" ssize_t getdents64(int fd, void* buf, size_t len)
-{
-  if (FailingListing* f = g_failing_listing) {
-    struct stat st = {};
-    if (::fstat(fd, &st) == 0 && st.st_dev == f->dev && st.st_ino == f->ino &&
-        f->reads++ >= f->reads_before) {
-      errno = EIO;
-      return -1;
-    }
-  }
-  return ::syscall(SYS_getdents64, fd, buf, len);
-}
 
 TEST_CASE("walk_tree reports a listing cut short after what was read of it, in both modes")
 {
@@ -118,8 +93,9 @@ TEST_CASE("walk_tree reports a listing cut short after what was read of it, in b
     for (const bool sorted : {true, false}) {
       CAPTURE(reads_before);
       CAPTURE(sorted);
-      FailingListing failing{st.st_dev, st.st_ino, reads_before, 0};
-      g_failing_listing = &failing;
+      // A directory whose reading fails part-way, which no kernel object here can be made to
+      // do on demand: tests/tools/fail_listing.c, linked in, is the getdents64 DirReader calls.
+      vmcsum_fail_listing_set(st.st_dev, st.st_ino, reads_before);
       std::vector<std::string> events;
       sys::WalkOptions wo;
       wo.sorted = sorted;
@@ -131,8 +107,9 @@ TEST_CASE("walk_tree reports a listing cut short after what was read of it, in b
           events.push_back("problem " + p.substr(t.path().size() + 1) + ": " + why);
         },
         wo);
-      g_failing_listing = nullptr;
-      CHECK(failing.reads == reads_before + 1); // the failing read was made, and only once
+      const long reads = vmcsum_fail_listing_reads();
+      vmcsum_fail_listing_set(0, 0, -1);
+      CHECK(reads == reads_before + 1); // the failing read was made, and only once
       const auto problem = std::find(events.begin(), events.end(), "problem D: Input/output error");
       REQUIRE(problem != events.end());
       CHECK(std::count_if(events.begin(), events.end(),

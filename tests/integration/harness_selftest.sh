@@ -190,19 +190,28 @@ fi
 verify_cleanup errexit
 reap_child errexit
 
-# start_child [--group] NAME : runs the child written as NAME in the background (cpid, tracked)
-# and waits until it wrote $STATE_FILE (or ended). --group: with job control on, so that it leads
-# a process group of its own and INT is not ignored (a script's background commands ignore INT
-# without it, and so would every command the child runs; under ctest nothing ignores it).
+# start_child [--group] [--out PATH] NAME : runs the child written as NAME in the background
+# (cpid, tracked) and waits until it wrote $STATE_FILE (or ended). --group: with job control on,
+# so that it leads a process group of its own and INT is not ignored (a script's background
+# commands ignore INT without it, and so would every command the child runs; under ctest nothing
+# ignores it). --out: its stdout and stderr go to PATH (default $kids/NAME.out).
 start_child() {
-  if [[ $1 == --group ]]; then
+  local group=0 out=""
+  while [[ $1 == --* ]]; do
+    case $1 in
+      --group) group=1 ;;
+      --out) out=$2; shift ;;
+    esac
     shift
+  done
+  out=${out:-$kids/$1.out}
+  if ((group)); then
     set -m
-    TMPDIR=$kids/tmp bash "$kids/$1.sh" >"$kids/$1.out" 2>&1 </dev/null &
+    TMPDIR=$kids/tmp bash "$kids/$1.sh" >"$out" 2>&1 </dev/null &
     cpid=$!
     set +m
   else
-    TMPDIR=$kids/tmp bash "$kids/$1.sh" >"$kids/$1.out" 2>&1 &
+    TMPDIR=$kids/tmp bash "$kids/$1.sh" >"$out" 2>&1 &
     cpid=$!
   fi
   bg_track "$cpid"
@@ -250,14 +259,7 @@ wait \$!"
 mkfifo "$kids/$name.fifo"
 cat "$kids/$name.fifo" >"$kids/$name.out" &
 reader=$!
-TMPDIR=$kids/tmp bash "$kids/$name.sh" >"$kids/$name.fifo" 2>&1 &
-cpid=$!
-bg_track "$cpid"
-for _ in $(seq 600); do
-  [[ -e $STATE_FILE ]] && break
-  kill -0 "$cpid" 2>/dev/null || break
-  sleep 0.1
-done
+start_child --out "$kids/$name.fifo" "$name"
 check "PIPE: child got ready" test -e "$STATE_FILE"
 kill "$reader" 2>/dev/null || true
 wait "$reader" 2>/dev/null || true

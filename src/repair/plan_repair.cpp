@@ -2,6 +2,7 @@
 // Copyright (C) 2026 The vmcsum authors
 //
 // plan_repair(): the ranges a repair rewrites, from facts gathered beforehand (pure).
+#include <vmcsum/repair/repair_backup.hpp>
 #include <vmcsum/repair/repair_plan.hpp>
 #include <vmcsum/report/text.hpp>
 #include <vmcsum/set/rewrite.hpp>
@@ -119,10 +120,15 @@ RepairPlan plan_repair(const RepairPlanInput& in)
   for (const auto& r : p.ranges) {
     p.rewrite_bytes += r.length;
   }
-  // Header, every byte rewritten, every copy of each bad sector written back from a device,
-  // and the record headers (80 bytes each, rounded up).
-  p.backup_estimate = 4096 + p.rewrite_bytes + p.device_sectors * copies * in.sectorsize +
-                      (p.ranges.size() + p.device_sectors * (copies + 2)) * 80;
+  // Header, every copy of each bad sector written back from a device, and the records: one
+  // hashed stretch per read chunk of each range and one more after each bad sector (format 2:
+  // the bytes rewritten as they are need only their digest), 80 bytes each, rounded up.
+  uint64_t stretches = 0;
+  for (const auto& r : p.ranges) {
+    stretches += (r.length + k_max_hashed - 1) / k_max_hashed + 1;
+  }
+  p.backup_estimate = 4096 + p.device_sectors * copies * in.sectorsize +
+                      (stretches + p.device_sectors * (copies + 2)) * 80;
   p.needed_bytes = p.rewrite_bytes + space_margin(p.rewrite_bytes);
   if (in.free_bytes && *in.free_bytes < p.needed_bytes) {
     p.refusal =

@@ -14,10 +14,12 @@
 //  3. read_repair: sectors some copy matches get one read through btrfs, then a second look;
 //  4. plan: the damaged extents' file ranges (EXTENT_DATA items), their other references, space
 //     (plan_repair(), pure);
-//  5. back_up: every byte it will write over, every copy of each bad sector, fsync'ed and renamed
-//     into place (".pending"), and bound to this repair in the state directory
-//     (backup_binding.hpp) before the first write;
-//  6. write: the backup's chosen bytes written back at the same offsets (buffered pwrite: btrfs
+//  5. back_up: every copy of each bad sector, and the SHA-256 of every other stretch it will
+//     write over (the same bytes go back there: format 2), fsync'ed and renamed into place
+//     (".pending"), and bound to this repair in the state directory (backup_binding.hpp) before
+//     the first write;
+//  6. write: the chosen copy of each bad sector, and each other stretch as btrfs reads it once
+//     its digest matches the backup's, written back at the same offsets (buffered pwrite: btrfs
 //     COWs them into new extents with fresh checksums), fdatasync, mtime kept;
 //  7. verify: read back with O_DIRECT (btrfs verifies every checksum) through the same inode,
 //     commit, check the old extents are gone, scrub the ranges per copy again; only then the
@@ -811,11 +813,13 @@ void ImageRepair::back_up()
   m_e.backup = m_backup_path.substr(0, m_backup_path.size() - std::strlen(k_pending_suffix));
 }
 
-// One range: the bytes as btrfs reads them, except each bad sector to rewrite from a device
-// copy, for which every copy is saved (the chosen one flagged) and the chosen one is what the
-// write phase puts there.
+// One range: the digest of the bytes as btrfs reads them (format 2: the write phase writes those
+// very bytes back, so a digest is all undo needs of them), one stretch per read chunk between
+// the bad sectors to rewrite from a device copy, for which every copy is saved (the chosen one
+// flagged) and the chosen one is what the write phase puts there.
 void ImageRepair::back_up_range(BackupWriter& bw, const RewriteRange& r, uint64_t& done)
 {
+  static_assert(k_chunk <= k_max_hashed, "a stretch between bad sectors is one hashed record");
   sys::AlignedBuffer buf = sys::aligned_buffer(k_chunk);
   const uint64_t end = r.offset + r.length;
   for (uint64_t off = r.offset; off < end;) {
@@ -832,18 +836,17 @@ void ImageRepair::back_up_range(BackupWriter& bw, const RewriteRange& r, uint64_
         continue;
       }
       if (so > run_start) {
-        bw.add(run_start, 0, 0, 0, {}, buf.get() + (run_start - off),
-               static_cast<uint32_t>(so - run_start));
+        bw.add_hashed(run_start, buf.get() + (run_start - off),
+                      static_cast<uint32_t>(so - run_start));
       }
       back_up_copies(bw, it->second, so, buf.get() + s * m_ss,
                      static_cast<size_t>(std::min<uint64_t>(m_ss, off + n - so)));
       run_start = so + m_ss;
     }
     if (off + n > run_start) {
-      bw.add(run_start, 0, 0, 0, {}, buf.get() + (run_start - off),
-             static_cast<uint32_t>(off + n - run_start));
+      bw.add_hashed(run_start, buf.get() + (run_start - off),
+                    static_cast<uint32_t>(off + n - run_start));
     }
-    m_run.limiter.consumed(n); // the backup's writes
     off += n;
     done += n;
     m_run.report(m_canon, "backup", done, m_plan.rewrite_bytes);
@@ -922,7 +925,8 @@ void ImageRepair::back_up_copies(BackupWriter& bw, const SectorToRewrite& s, uin
   }
 }
 
-// 6. The backup's bytes (the chosen copy of each bad sector) written back at their offsets.
+// 6. The chosen copy of each bad sector, and every other stretch of the ranges as it reads now
+// (checked against its digest in the backup), written back at their offsets.
 void ImageRepair::write()
 {
   BackupReader reader(m_backup_path);
@@ -935,7 +939,7 @@ void ImageRepair::write()
     },
     [&] { check_stop(); });
   std::string unused;
-  applier.run(reader, true, unused);
+  applier.run(reader, ApplyMode::rewrite, unused);
   m_written = std::make_unique<Digests>(applier.take_digests());
   if (::fdatasync(*m_wfd) < 0) {
     stop_on_errno(errno, "io-error", "fdatasync " + m_canon);

@@ -188,7 +188,7 @@ BackupApplier::BackupApplier(int fd, const std::string& path,
 {
 }
 
-bool BackupApplier::run(BackupReader& reader, bool write, std::string& difference)
+bool BackupApplier::run(BackupReader& reader, ApplyMode mode, std::string& difference)
 {
   BackupRecord r;
   std::vector<BackupRecord> group;
@@ -196,13 +196,13 @@ bool BackupApplier::run(BackupReader& reader, bool write, std::string& differenc
     if (group.empty()) {
       return true;
     }
-    const bool ok = handle(pick_record(group, m_prefer), write, difference);
+    const bool ok = handle(pick_record(group, m_prefer), mode, difference);
     group.clear();
     return ok;
   };
   while (reader.next(r)) {
     if (r.mirror == 0) {
-      if (!flush() || !handle(r, write, difference)) {
+      if (!flush() || !handle(r, mode, difference)) {
         return false;
       }
       continue;
@@ -215,9 +215,15 @@ bool BackupApplier::run(BackupReader& reader, bool write, std::string& differenc
   return flush();
 }
 
-bool BackupApplier::handle(const BackupRecord& r, bool write, std::string& difference)
+bool BackupApplier::handle(const BackupRecord& r, ApplyMode mode, std::string& difference)
 {
   m_check();
+  if (r.hashed()) {
+    return handle_hashed(r, mode, difference);
+  }
+  if (mode == ApplyMode::compare_hashed) {
+    return true;
+  }
   const size_t idx = range_index(m_ranges, r.offset);
   // A device copy of the last sector is a whole sector: never write past the range (the size).
   size_t len = r.data.size();
@@ -227,12 +233,13 @@ bool BackupApplier::handle(const BackupRecord& r, bool write, std::string& diffe
   }
   m_digests.update(idx, r.data.data(), len);
   m_limiter.consumed(2 * len); // read from the backup, written to (or read from) the image
-  if (write) {
+  if (mode == ApplyMode::rewrite || mode == ApplyMode::restore) {
     pwrite_all(m_fd, r.data.data(), len, r.offset, m_path);
   } else {
     m_cmp.resize(len);
     if (!pread_full(m_fd, m_cmp.data(), len, r.offset, m_path)) {
       difference = "offset " + std::to_string(r.offset) + " reads as EIO";
+      m_difference_hashed = false;
       return false;
     }
     if (std::memcmp(m_cmp.data(), r.data.data(), len) != 0) {
@@ -240,8 +247,39 @@ bool BackupApplier::handle(const BackupRecord& r, bool write, std::string& diffe
                    (r.mirror != 0 && !r.chosen()
                       ? " are not copy " + std::to_string(r.mirror) + ", which would be written"
                       : " are not what the repair wrote");
+      m_difference_hashed = false;
       return false;
     }
+  }
+  m_tick(len);
+  return true;
+}
+
+// A stretch the backup keeps the digest of: the file must still hold those bytes. They are read
+// into one buffer (at most k_max_hashed) and checked before any of them is written back.
+bool BackupApplier::handle_hashed(const BackupRecord& r, ApplyMode mode, std::string& difference)
+{
+  const size_t len = r.length;
+  m_cmp.resize(len);
+  const bool readable = pread_full(m_fd, m_cmp.data(), len, r.offset, m_path);
+  m_limiter.consumed(mode == ApplyMode::rewrite ? 2 * len : len);
+  const bool same = readable && stretch_digest(m_cmp.data(), len) == r.sha256;
+  if (!same) {
+    const std::string what = "the " + std::to_string(len) + " bytes at offset " +
+                             std::to_string(r.offset) +
+                             (readable ? " are not what they were at the repair" : " read as EIO");
+    if (mode == ApplyMode::rewrite || mode == ApplyMode::restore) {
+      throw Stop{RepairAction::failed, "changed",
+                 what +
+                   " (the backup keeps their digest, not a copy); stopped before writing them"};
+    }
+    difference = what;
+    m_difference_hashed = true;
+    return false;
+  }
+  m_digests.update(range_index(m_ranges, r.offset), m_cmp.data(), len);
+  if (mode == ApplyMode::rewrite) {
+    pwrite_all(m_fd, m_cmp.data(), len, r.offset, m_path);
   }
   m_tick(len);
   return true;

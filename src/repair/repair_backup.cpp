@@ -23,8 +23,13 @@ namespace vmcsum::core {
 
 namespace {
 
-constexpr const char* k_magic_line = "vmcsum-repair-backup 1\n";
+constexpr const char* k_magic_line = "vmcsum-repair-backup 2\n";
+constexpr const char* k_magic_line_1 = "vmcsum-repair-backup 1\n"; // still read
 constexpr char k_record_magic[4] = {'V', 'M', 'C', 'R'};
+constexpr char k_hashed_magic[4] = {'V', 'M', 'C', 'H'};
+constexpr size_t k_hashed_body = 4 + 8 + 4 + 4 + 32; // what the record's XXH64 covers
+constexpr uint32_t k_algorithm_sha256 = 1;
+constexpr uint16_t k_btrfs_csum_sha256 = 2; // Checksummer's type for SHA-256 (btrfs_tree.h)
 constexpr char k_trailer_magic[4] = {'V', 'M', 'C', 'E'};
 constexpr size_t k_record_header = 4 + 8 + 8 + 4 + 4 + 1 + 1 + 2 + 32 + 8;
 constexpr uint32_t k_max_record = 64u << 20;
@@ -44,6 +49,15 @@ uint64_t get(const uint8_t*& p, int bytes)
     v |= static_cast<uint64_t>(*p++) << (8 * i);
   }
   return v;
+}
+
+// A record's magic and file offset, the start of both kinds; returns where the rest goes.
+uint8_t* begin_record(uint8_t* h, const char (&magic)[4], uint64_t offset)
+{
+  std::memcpy(h, magic, 4);
+  uint8_t* p = h + 4;
+  put(p, offset, 8);
+  return p;
 }
 
 uint64_t chain(uint64_t acc, uint64_t h)
@@ -158,10 +172,7 @@ void BackupWriter::add(uint64_t offset, uint64_t logical, uint32_t mirror, uint8
                        const std::vector<uint8_t>& csum, const uint8_t* data, uint32_t length)
 {
   uint8_t h[k_record_header] = {};
-  uint8_t* p = h;
-  std::memcpy(p, k_record_magic, 4);
-  p += 4;
-  put(p, offset, 8);
+  uint8_t* p = begin_record(h, k_record_magic, offset);
   put(p, logical, 8);
   put(p, length, 4);
   put(p, mirror, 4);
@@ -178,6 +189,29 @@ void BackupWriter::add(uint64_t offset, uint64_t logical, uint32_t mirror, uint8
   write(h, sizeof h);
   write(data, length);
   m_chain = chain(m_chain, dh);
+  ++m_count;
+}
+
+std::vector<uint8_t> stretch_digest(const uint8_t* data, size_t length)
+{
+  return Checksummer(k_btrfs_csum_sha256).compute({data, length});
+}
+
+void BackupWriter::add_hashed(uint64_t offset, const uint8_t* data, uint32_t length)
+{
+  if (length == 0 || length > k_max_hashed) {
+    throw Error(Errc::usage, "a hashed stretch of " + std::to_string(length) + " bytes");
+  }
+  uint8_t h[k_hashed_body + 8] = {};
+  uint8_t* p = begin_record(h, k_hashed_magic, offset);
+  put(p, length, 4);
+  put(p, k_algorithm_sha256, 4);
+  const std::vector<uint8_t> digest = stretch_digest(data, length);
+  p = std::copy(digest.begin(), digest.end(), p);
+  const uint64_t rh = XXH64(h, k_hashed_body, 0);
+  put(p, rh, 8);
+  write(h, sizeof h);
+  m_chain = chain(m_chain, rh);
   ++m_count;
 }
 
@@ -220,8 +254,15 @@ BackupReader::BackupReader(const std::string& path)
     throw_errno("open the backup", path);
   }
   char magic[32] = {};
-  const size_t mlen = std::strlen(k_magic_line);
-  if (std::fread(magic, 1, mlen, m_file) != mlen || std::memcmp(magic, k_magic_line, mlen) != 0) {
+  const size_t mlen = std::strlen(k_magic_line); // both formats' lines are as long
+  if (std::fread(magic, 1, mlen, m_file) != mlen) {
+    bad_backup(path, "wrong magic line");
+  }
+  if (std::memcmp(magic, k_magic_line, mlen) == 0) {
+    m_format = 2;
+  } else if (std::memcmp(magic, k_magic_line_1, mlen) == 0) {
+    m_format = 1;
+  } else {
     bad_backup(path, "wrong magic line");
   }
   std::string line;
@@ -319,6 +360,10 @@ bool BackupReader::next(BackupRecord& r)
     }
     return false;
   }
+  if (std::memcmp(h, k_hashed_magic, 4) == 0 && m_format >= 2) {
+    read_hashed(r);
+    return true;
+  }
   if (std::memcmp(h, k_record_magic, 4) != 0) {
     bad_backup(m_path, "bad record magic");
   }
@@ -339,6 +384,8 @@ bool BackupReader::next(BackupRecord& r)
   if (length > k_max_record) {
     bad_backup(m_path, "record too long");
   }
+  r.length = length;
+  r.sha256.clear();
   r.data.resize(length);
   if (std::fread(r.data.data(), 1, length, m_file) != length) {
     bad_backup(m_path, "truncated record data");
@@ -355,6 +402,44 @@ bool BackupReader::next(BackupRecord& r)
   m_chain = chain(m_chain, dh);
   ++m_count;
   return true;
+}
+
+// The rest of a "VMCH" record (its magic is read): checked like a record with data, its digest
+// in place of the data.
+void BackupReader::read_hashed(BackupRecord& r)
+{
+  uint8_t h[k_hashed_body + 8];
+  std::memcpy(h, k_hashed_magic, 4);
+  if (std::fread(h + 4, 1, sizeof h - 4, m_file) != sizeof h - 4) {
+    bad_backup(m_path, "truncated record");
+  }
+  const uint8_t* p = h + 4;
+  r.offset = get(p, 8);
+  r.length = static_cast<uint32_t>(get(p, 4));
+  const auto algorithm = static_cast<uint32_t>(get(p, 4));
+  r.sha256.assign(p, p + 32);
+  p += 32;
+  const uint64_t rh = get(p, 8);
+  if (XXH64(h, k_hashed_body, 0) != rh) {
+    bad_backup(m_path, "record at offset " + std::to_string(r.offset) + " is damaged");
+  }
+  if (algorithm != k_algorithm_sha256) {
+    bad_backup(m_path, "unknown digest algorithm " + std::to_string(algorithm));
+  }
+  if (r.length == 0 || r.length > k_max_hashed) {
+    bad_backup(m_path, "hashed record of " + std::to_string(r.length) + " bytes");
+  }
+  if (!record_inside(r.offset, r.length)) {
+    bad_backup(m_path, "the record at offset " + std::to_string(r.offset) + " (" +
+                         std::to_string(r.length) + " bytes) lies outside the header's ranges");
+  }
+  r.logical = 0;
+  r.mirror = 0;
+  r.flags = 0;
+  r.expected_csum.clear();
+  r.data.clear();
+  m_chain = chain(m_chain, rh);
+  ++m_count;
 }
 
 void BackupReader::verify_complete()

@@ -69,23 +69,36 @@ private:
 const BackupRecord& pick_record(const std::vector<BackupRecord>& group,
                                 std::optional<unsigned> prefer);
 
+// What BackupApplier does with each record of a backup.
+enum class ApplyMode {
+  compare,        // check the file holds each record's bytes (or a hashed stretch's digest)
+  compare_hashed, // check the hashed stretches only (undo --force: the rest is overwritten)
+  rewrite,        // repair: write the records' bytes; read each hashed stretch, check its
+                  // digest and write the same bytes back
+  restore,        // undo: write the records' bytes; read each hashed stretch and check its
+                  // digest (the repair left those bytes as they were: nothing to write)
+};
+
 // Writes the bytes of a backup back at their offsets (or compares them with the file): records
-// read through the filesystem as they are, one record per bad sector (pick_record). Feeds what
-// it writes to the per-range digests.
+// read through the filesystem as they are, one record per bad sector (pick_record). Feeds the
+// bytes the ranges hold after it, in order, to the per-range digests.
 class BackupApplier
 {
 public:
   BackupApplier(int fd, const std::string& path, const std::vector<RewriteRange>& ranges,
                 std::optional<unsigned> prefer, RateLimiter& limiter,
                 std::function<void(uint64_t)> tick, std::function<void()> check);
-  // `write` false: only compare with what the file holds now; returns false at the first
-  // difference (or EIO), which it describes in `difference`.
-  bool run(BackupReader& reader, bool write, std::string& difference);
+  // Compare modes return false at the first difference (or EIO), which they describe in
+  // `difference`; writing modes throw a Stop when a hashed stretch is not what was backed up.
+  bool run(BackupReader& reader, ApplyMode mode, std::string& difference);
+  // The last difference was in a hashed stretch: bytes the backup has no copy of.
+  bool difference_hashed() const { return m_difference_hashed; }
   const Digests& digests() const { return m_digests; }
   Digests take_digests() { return std::move(m_digests); }
 
 private:
-  bool handle(const BackupRecord& r, bool write, std::string& difference);
+  bool handle(const BackupRecord& r, ApplyMode mode, std::string& difference);
+  bool handle_hashed(const BackupRecord& r, ApplyMode mode, std::string& difference);
   int m_fd;
   const std::string& m_path;
   const std::vector<RewriteRange>& m_ranges;
@@ -95,6 +108,7 @@ private:
   std::function<void()> m_check;
   Digests m_digests;
   std::vector<uint8_t> m_cmp;
+  bool m_difference_hashed = false;
 };
 
 // Reads each range back with O_DIRECT (sys::readback_hash) through a descriptor reopened from

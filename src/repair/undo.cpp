@@ -12,7 +12,9 @@
 //     subvolume recorded; another inode there (the image replaced since) only with --force;
 //     reopened read-write from that descriptor (same inode);
 //  3. compare, then write: one selection of bytes per bad sector (pick_record) for both, so the
-//     bytes written are the bytes compared; then an O_DIRECT read-back through the same inode.
+//     bytes written are the bytes compared; every stretch the backup keeps only the digest of
+//     (format 2: the repair wrote those bytes back unchanged) must still match it, --force or
+//     not, and is left as it is; then an O_DIRECT read-back through the same inode.
 #include "repair_internal.hpp"
 
 #include <vmcsum/btrfs/ioctl.hpp>
@@ -70,6 +72,7 @@ private:
   void check_users();
   void take_lease();
   void compare();
+  [[noreturn]] void refuse_not_in_backup(const std::string& difference) const;
   void write();
   void check_stop() const;
   void tick(const char* phase, uint64_t n)
@@ -174,6 +177,8 @@ void Undo::check_stop() const
 }
 
 // What the undo would write must be what the file holds now, or it would destroy newer data.
+// A stretch the backup keeps only the digest of (format 2) must hold the same bytes whatever
+// the options: the backup has nothing to put back there.
 void Undo::compare()
 {
   m_done = 0;
@@ -181,15 +186,36 @@ void Undo::compare()
     *m_fd, m_header.path, m_ranges, m_opts.prefer_mirror, m_limiter,
     [&](uint64_t n) { tick("compare", n); }, [&] { check_stop(); });
   std::string difference;
-  if (cmp.run(*m_reader, false, difference)) {
+  if (cmp.run(*m_reader, ApplyMode::compare, difference)) {
     return;
+  }
+  if (cmp.difference_hashed()) {
+    refuse_not_in_backup(difference);
   }
   if (!m_opts.force) {
     throw Stop{RepairAction::refused, "changed",
                escape_name(m_header.path) + " changed since the repair (" + difference +
                  "): restoring would overwrite other data; --force restores anyway"};
   }
+  // --force overwrites the records' bytes whatever the file holds; the hashed stretches, which
+  // it leaves as they are, must still be what they were.
+  m_reader->verify_complete(); // rewinds
+  BackupApplier hashed(
+    *m_fd, m_header.path, m_ranges, m_opts.prefer_mirror, m_limiter, [](uint64_t) {},
+    [&] { check_stop(); });
+  std::string hashed_difference;
+  if (!hashed.run(*m_reader, ApplyMode::compare_hashed, hashed_difference)) {
+    refuse_not_in_backup(hashed_difference);
+  }
   m_e.notes.push_back("changed since the repair (" + difference + "); restored anyway (--force)");
+}
+
+void Undo::refuse_not_in_backup(const std::string& difference) const
+{
+  throw Stop{RepairAction::refused, "not-in-backup",
+             escape_name(m_header.path) + " changed since the repair (" + difference +
+               "), where the backup keeps only a digest of the bytes the repair left as they "
+               "were: it cannot put them back; nothing was written (--force or not)"};
 }
 
 void Undo::write()
@@ -200,7 +226,7 @@ void Undo::write()
     *m_fd, m_header.path, m_ranges, m_opts.prefer_mirror, m_limiter,
     [&](uint64_t n) { tick("write", n); }, [&] { check_stop(); });
   std::string unused;
-  applier.run(*m_reader, true, unused);
+  applier.run(*m_reader, ApplyMode::restore, unused);
   if (::fdatasync(*m_fd) < 0) {
     stop_on_errno(errno, "io-error", "fdatasync " + m_header.path);
   }

@@ -40,13 +40,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
     (void)binding_mismatch(BackupHeader{}, decode_backup_binding(text));
   } catch (const Error&) {
   }
-  // The whole input as a backup file: the magic line is prepended half the time so that the
-  // fuzzer reaches the record parser.
+  // The whole input as a backup file: an input that does not start like a magic line gets one
+  // (format 2 when its first byte is odd, format 1 otherwise) so that the fuzzer reaches the
+  // record parser of either format.
   static int fd = ::memfd_create("backup", 0);
   if (fd < 0) {
     return 0;
   }
-  std::string file = (size > 0 && data[0] & 1) ? "vmcsum-repair-backup 1\n" + text : text;
+  const std::string file = size == 0 || data[0] == 'v' ? text
+                           : (data[0] & 1)             ? "vmcsum-repair-backup 2\n" + text
+                                                       : "vmcsum-repair-backup 1\n" + text;
   ::ftruncate(fd, 0);
   ::pwrite(fd, file.data(), file.size(), 0);
   try {
@@ -60,6 +63,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
       if (rec.expected_csum.size() > 32) {
         __builtin_trap();
       }
+      // A hashed stretch (format 2 only) has a SHA-256 and no data, and fits the write phase's
+      // one buffer; any other record has its data.
+      if (rec.hashed() ? (r.format() != 2 || rec.sha256.size() != 32 || !rec.data.empty() ||
+                          rec.length == 0 || rec.length > k_max_hashed)
+                       : rec.length != rec.data.size()) {
+        __builtin_trap();
+      }
       // next() refuses a record outside the header's ranges: undo never writes elsewhere.
       const auto& rs = r.header().ranges;
       const uint64_t ss = r.header().sectorsize;
@@ -67,7 +77,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
       for (const auto& [off, len] : rs) {
         const uint64_t reach = len > ~0ULL - ss ? len : (len + ss - 1) / ss * ss;
         inside = inside || (rec.offset >= off && rec.offset - off < len &&
-                            rec.data.size() <= reach - (rec.offset - off));
+                            rec.length <= reach - (rec.offset - off));
       }
       if (!inside) {
         __builtin_trap();

@@ -286,18 +286,36 @@ run_redundant() { # NAME NDEV mkfs-args...
   drop_caches
 
   note "--- $name: undo"
+  check "$name: the backup is format 2" test "$(head -n1 "$BK/$bkname")" == "vmcsum-repair-backup 2"
+  # Format 2 keeps a copy of the bad sectors only: the backup is far smaller than the ranges.
+  check "$name: the backup holds no copy of the rewritten ranges" \
+    test "$(stat -c %s "$BK/$bkname")" -lt "$(jfile vm.raw '.rewritten_bytes')"
+  # A guest write inside a rewritten range, in bytes the repair wrote back unchanged: the backup
+  # keeps only their digest, so undo cannot put them back and refuses, --force or not.
+  local s25
+  s25=$(bytes_at "$f" $((25 * 4096)) 4096)
+  cp -- "$f" "$d/before-change"
   dd if=/dev/urandom of="$f" bs=4K count=1 seek=25 conv=notrunc status=none
   sync -f "$f"
   local changed
   changed=$(sha_of "$f")
+  check_fails "$name: sector 25 changed" test "$s25" == "$(bytes_at "$f" $((25 * 4096)) 4096)"
   vundo "$BK/$bkname"
-  check_eq "$name: undo of a changed file: refused, exit 3" "refused 3" "$(jf '.files[0].action') $RC"
+  check_eq "$name: undo of a changed file: refused not-in-backup, exit 3" "refused not-in-backup 3" \
+    "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
   check_eq "$name: undo refused: file untouched" "$changed" "$(sha_of "$f")"
-  vundo "$BK/$bkname" --force -n
-  check_eq "$name: undo --force -n: would-restore, dry run" "would-restore true" "$(jf '"\(.files[0].action) \(.dry_run)"')"
-  check_eq "$name: undo --force -n: file untouched" "$changed" "$(sha_of "$f")"
   vundo "$BK/$bkname" --force
-  check_eq "$name: undo --force: restored, exit 0" "restored 0" "$(jf '.files[0].action') $RC"
+  check_eq "$name: undo --force of bytes the backup has no copy of: refused not-in-backup, exit 3" \
+    "refused not-in-backup 3" "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
+  check_eq "$name: undo --force refused: file untouched" "$changed" "$(sha_of "$f")"
+  # The guest's write undone by hand: the file holds what the repair left, and undo restores.
+  dd if="$d/before-change" of="$f" bs=4K count=1 skip=25 seek=25 conv=notrunc status=none
+  sync -f "$f"
+  check_eq "$name: sector 25 back as the repair left it" "$s25" "$(bytes_at "$f" $((25 * 4096)) 4096)"
+  vundo "$BK/$bkname" -n
+  check_eq "$name: undo -n: would-restore, dry run" "would-restore true" "$(jf '"\(.files[0].action) \(.dry_run)"')"
+  vundo "$BK/$bkname"
+  check_eq "$name: undo: restored, exit 0" "restored 0" "$(jf '.files[0].action') $RC"
   check_eq "$name: undo: verified" "true true" "$(jf '"\(.files[0].verify.readable) \(.files[0].verify.matches)"')"
   check "$name: undo: content = as repaired before" cmp -- "$d/ref" "$f"
   check "$name: undo: reads without EIO" reads_ok "$f"

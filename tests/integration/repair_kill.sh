@@ -5,8 +5,8 @@
 # holds the original bytes (mirror 1's where the test damaged every copy differently), only originally
 # damaged sectors may still give EIO, and once any of them reads again a complete backup is on
 # disk. After the rerun: no EIO anywhere, content identical, vmcsum scrub and btrfs scrub clean,
-# no pending backup; --undo of the backup restores those bytes exactly after the image was
-# changed. Full disks: a backup directory too small for the backup (nothing may be written to
+# no pending backup; --undo of the backup refuses once bytes it keeps only the digest of were
+# changed, and restores the saved bytes exactly once they are back. Full disks: a backup directory too small for the backup (nothing may be written to
 # the image), and the image's filesystem filled while the repair runs; a read-only remount while
 # it runs. Prints a `# figures: repair-sigkill ...` line (tests/RELIABILITY.md).
 set -euo pipefail
@@ -134,11 +134,25 @@ for b in "${bks[@]}"; do
     break
   fi
 done
-# Change the image all over, then restore.
+# Change the image all over: the repair wrote those bytes back unchanged, so its backup (format
+# 2) keeps only their digest and undo refuses, --force or not, writing nothing.
+cp -- "$IMG" "$IT_TMP/before-change"
 for ((i = 0; i < NEXT; i++)); do
   dd if=/dev/urandom of="$IMG" bs=4K count=3 seek=$((i * 256 + 7)) conv=notrunc status=none
 done
 sync -f "$IMG"
+changed=$(sha_of "$IMG")
+vundo "$first" --force --no-progress
+check_eq "undo --force over bytes the backup keeps no copy of: refused not-in-backup, exit 3" \
+  "refused not-in-backup 3" "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
+check_eq "undo refused: image untouched" "$changed" "$(sha_of "$IMG")"
+# Those writes undone by hand: undo restores the saved bytes over what the repair wrote.
+for ((i = 0; i < NEXT; i++)); do
+  dd if="$IT_TMP/before-change" of="$IMG" bs=4K count=3 skip=$((i * 256 + 7)) seek=$((i * 256 + 7)) \
+    conv=notrunc status=none
+done
+sync -f "$IMG"
+rm -f -- "$IT_TMP/before-change"
 vundo "$first" --force --no-progress
 check_eq "undo --force: restored, exit 0" "restored 0" "$(jf '.files[0].action') $RC"
 # The backup holds the damaged extents' ranges only: compare those.

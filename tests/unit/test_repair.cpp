@@ -226,6 +226,229 @@ TEST_CASE("repair: a truncated or damaged backup is refused, and an uncommitted 
   CHECK_THROWS_AS(BackupReader{junk}, Error);
 }
 
+// A backup written by format 1's writer (session 21, before format 2): ranges {0, 12288}; a
+// mirror-0 record of 0xaa at 0, two copies (0x11 chosen, 0x22) of the bad sector at 4096, a
+// mirror-0 record of 0xbb at 8192. Undo and resume must go on reading such files.
+TEST_CASE("repair: a format 1 backup is still read")
+{
+  BackupReader r(VMCSUM_TEST_DATA "/backup-format1.vmcsum-backup");
+  CHECK(r.format() == 1);
+  CHECK(r.header().path == "/srv/images/vm.raw");
+  CHECK(r.header().ranges == std::vector<std::pair<uint64_t, uint64_t>>{{0, 12288}});
+  r.verify_complete();
+  BackupRecord rec;
+  std::vector<std::string> seen;
+  while (r.next(rec)) {
+    CHECK_FALSE(rec.hashed());
+    CHECK(rec.length == rec.data.size());
+    seen.push_back(std::to_string(rec.offset) + ":" + std::to_string(rec.mirror) + ":" +
+                   std::to_string(rec.data.at(0)) + (rec.chosen() ? "*" : ""));
+  }
+  CHECK(seen == std::vector<std::string>{"0:0:170", "4096:1:17*", "4096:2:34", "8192:0:187"});
+}
+
+namespace {
+
+BackupHeader v2_header()
+{
+  BackupHeader h;
+  h.path = "/srv/images/vm.raw";
+  h.sectorsize = 4096;
+  h.size = 1 << 20;
+  h.ranges = {{0, 12288}};
+  return h;
+}
+
+std::string hex_of(const std::vector<uint8_t>& v)
+{
+  static const char* d = "0123456789abcdef";
+  std::string s;
+  for (uint8_t b : v) {
+    s += d[b >> 4];
+    s += d[b & 15];
+  }
+  return s;
+}
+
+// The backup both format-2 tests use: ranges {0, 12288}; 0xaa at 0 and 0xbb at 8192 kept as
+// hashed stretches, two copies (0x11 chosen, 0x22) of the bad sector at 4096.
+struct V2Backup
+{
+  std::vector<uint8_t> aa = std::vector<uint8_t>(4096, 0xaa), bb = std::vector<uint8_t>(4096, 0xbb),
+                       m1 = std::vector<uint8_t>(4096, 0x11), m2 = std::vector<uint8_t>(4096, 0x22);
+  std::string write(const std::string& dir, const std::string& name)
+  {
+    BackupWriter w(dir, v2_header());
+    w.add_hashed(0, aa.data(), 4096);
+    w.add(4096, 1 << 20, 1, BackupRecord::k_chosen, {1, 2, 3, 4}, m1.data(), 4096);
+    w.add(4096, 1 << 20, 2, 0, {1, 2, 3, 4}, m2.data(), 4096);
+    w.add_hashed(8192, bb.data(), 4096);
+    CHECK_THROWS_AS(w.add_hashed(0, aa.data(), k_max_hashed + 1), Error);
+    return w.commit(name);
+  }
+};
+
+} // namespace
+
+TEST_CASE("repair: format 2 keeps a SHA-256 of the stretches rewritten unchanged")
+{
+  TempDir dir;
+  V2Backup b;
+  const auto& [aa, bb, m1, m2] = std::tie(b.aa, b.bb, b.m1, b.m2);
+  const std::string p = b.write(dir.path, "v2.vmcsum-backup");
+  // The digest and the magic line, checked against tools of their own (Python's hashlib).
+  std::ifstream in(p, std::ios::binary);
+  std::string line;
+  std::getline(in, line);
+  CHECK(line == "vmcsum-repair-backup 2");
+  BackupReader r(p);
+  CHECK(r.format() == 2);
+  r.verify_complete();
+  BackupRecord rec;
+  REQUIRE(r.next(rec));
+  CHECK(rec.hashed());
+  CHECK(rec.offset == 0);
+  CHECK(rec.length == 4096);
+  CHECK(rec.data.empty());
+  CHECK(hex_of(rec.sha256) == "c622005493c4cb75f3e08eda4cc0bfe172e2c5eeca661ec4908c5490fc3d6994");
+  REQUIRE(r.next(rec));
+  CHECK_FALSE(rec.hashed());
+  CHECK(rec.chosen());
+  CHECK(rec.data == m1);
+  REQUIRE(r.next(rec));
+  CHECK(rec.data == m2);
+  REQUIRE(r.next(rec));
+  CHECK(rec.hashed());
+  CHECK(rec.offset == 8192);
+  CHECK(hex_of(rec.sha256) == "15e4f1aac8507317040181a8e042bd52fa7fe29e0cf390775cd4e43d01fc5c4b");
+  CHECK_FALSE(r.next(rec));
+  // The whole file is 23 + header + 2 hashed records of 60 bytes + 2 copies + trailer: no data
+  // beside the copies.
+  const auto size = std::filesystem::file_size(p);
+  CHECK(size < 2 * 4096 + 2 * 60 + 2 * 80 + 1024);
+}
+
+TEST_CASE("repair: a damaged, misplaced or out-of-format hashed record is refused")
+{
+  TempDir dir;
+  std::vector<uint8_t> aa(4096, 0xaa);
+  std::string p;
+  {
+    BackupWriter w(dir.path, v2_header());
+    w.add_hashed(4096, aa.data(), 4096);
+    p = w.commit("h.vmcsum-backup");
+  }
+  const auto size = std::filesystem::file_size(p);
+  auto variant = [&](const std::string& name, long at, char byte) {
+    const std::string q = dir.path + "/" + name;
+    std::filesystem::copy_file(p, q);
+    std::fstream f(q, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(at);
+    f.put(byte);
+    return q;
+  };
+  // The record is the 60 bytes before the 20-byte trailer.
+  const long rec = static_cast<long>(size) - 20 - 60;
+  CHECK_NOTHROW(BackupReader(p).verify_complete());
+  CHECK_THROWS_AS(BackupReader(variant("digest", rec + 20, 0x55)).verify_complete(), Error);
+  CHECK_THROWS_AS(BackupReader(variant("algo", rec + 16, 2)).verify_complete(), Error);
+  // "VMCH" in a file that says format 1: not a record of that format.
+  CHECK_THROWS_AS(BackupReader(variant("format1", 21, '1')).verify_complete(), Error);
+  // Outside the header's ranges: the header's first range is [0, 12288); one of [4096, 12288)
+  // from offset 12288 on is refused even with an intact XXH64 (made by the writer itself).
+  {
+    BackupWriter w(dir.path, v2_header());
+    w.add_hashed(12288, aa.data(), 4096);
+    const std::string q = w.commit("outside.vmcsum-backup");
+    CHECK_THROWS_WITH_AS(BackupReader(q).verify_complete(),
+                         doctest::Contains("outside the header's ranges"), Error);
+  }
+}
+
+TEST_CASE("repair: the applier checks hashed stretches before it writes, in every mode")
+{
+  using repair_detail::ApplyMode;
+  using repair_detail::BackupApplier;
+  TempDir dir;
+  V2Backup b;
+  const auto& [aa, bb, m1, m2] = std::tie(b.aa, b.bb, b.m1, b.m2);
+  const std::string p = b.write(dir.path, "a.vmcsum-backup");
+  // The image: what the repair found (bad sector: zeroes), then what it should hold after.
+  const std::string img = dir.path + "/img";
+  auto write_img = [&](uint8_t second) {
+    std::vector<uint8_t> all;
+    all.insert(all.end(), aa.begin(), aa.end());
+    all.insert(all.end(), 4096, second);
+    all.insert(all.end(), bb.begin(), bb.end());
+    std::ofstream(img, std::ios::binary | std::ios::trunc)
+      .write(reinterpret_cast<const char*>(all.data()), static_cast<std::streamsize>(all.size()));
+  };
+  auto put_byte = [&](long off, char byte) {
+    std::fstream f(img, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(off);
+    f.put(byte);
+  };
+  auto read_img = [&](uint64_t off) {
+    std::ifstream in(img, std::ios::binary);
+    in.seekg(static_cast<std::streamoff>(off));
+    return in.get();
+  };
+  std::vector<RewriteRange> ranges(1);
+  ranges[0].length = 12288;
+  RateLimiter limiter(0);
+  auto applier = [&](int fd, std::optional<unsigned> prefer = std::nullopt) {
+    return BackupApplier(
+      fd, img, ranges, prefer, limiter, [](uint64_t) {}, [] {});
+  };
+  std::string diff;
+  write_img(0);
+  {
+    sys::Fd fd(::open(img.c_str(), O_RDWR | O_CLOEXEC));
+    BackupReader r(p);
+    auto a = applier(*fd);
+    a.run(r, ApplyMode::rewrite, diff);
+    CHECK(read_img(4096) == 0x11); // the chosen copy
+    CHECK(read_img(0) == 0xaa);
+    CHECK(read_img(8192) == 0xbb);
+    // The digest of the range as it now is: the one the O_DIRECT read-back must find.
+    sys::Hasher h;
+    std::vector<uint8_t> after(aa);
+    after.insert(after.end(), m1.begin(), m1.end());
+    after.insert(after.end(), bb.begin(), bb.end());
+    h.update(after.data(), after.size());
+    CHECK(a.digests().digest(0) == h.hex());
+  }
+  // One run of the applier over the whole backup, on a descriptor of its own: "same" when it
+  // ran through, else "hashed" or "record" for where the first difference was.
+  auto run = [&](ApplyMode mode, std::optional<unsigned> prefer = std::nullopt) {
+    sys::Fd fd(::open(img.c_str(), O_RDWR | O_CLOEXEC));
+    BackupReader r(p);
+    auto a = applier(*fd, prefer);
+    return a.run(r, mode, diff) ? "same" : a.difference_hashed() ? "hashed" : "record";
+  };
+  CHECK(std::string(run(ApplyMode::compare)) == "same");
+  // A guest write in a hashed stretch: compare says so and names it a hashed difference; undo's
+  // --force pass over the hashed stretches too; writing modes stop before writing anything there.
+  put_byte(9000, '\x01');
+  CHECK(std::string(run(ApplyMode::compare)) == "hashed");
+  CHECK(diff.find("offset 8192") != std::string::npos);
+  CHECK(std::string(run(ApplyMode::compare_hashed)) == "hashed");
+  CHECK_THROWS_AS(run(ApplyMode::restore, 2u), repair_detail::Stop);
+  CHECK(read_img(4096) == 0x22); // copy 2 went before the stretch that changed...
+  CHECK(read_img(9000) == 0x01); // ...which was left alone
+  CHECK_THROWS_AS(run(ApplyMode::rewrite), repair_detail::Stop);
+  CHECK(read_img(4096) == 0x11); // the chosen copy, before the stretch...
+  CHECK(read_img(9000) == 0x01); // ...which it did not write
+  // Put the guest's byte back: a difference in a record only (copy 2 is not in the file) is not
+  // a hashed one, and the hashed-only pass finds nothing.
+  put_byte(9000, '\xbb');
+  CHECK(std::string(run(ApplyMode::compare, 2u)) == "record");
+  CHECK(std::string(run(ApplyMode::compare_hashed, 2u)) == "same");
+  CHECK(std::string(run(ApplyMode::restore, 2u)) == "same");
+  CHECK(read_img(4096) == 0x22);
+  CHECK(std::string(run(ApplyMode::compare, 2u)) == "same");
+}
+
 TEST_CASE("repair: backup file names fit NAME_MAX and end in the suffix")
 {
   std::string longname(300, 'a');

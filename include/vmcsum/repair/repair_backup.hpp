@@ -4,13 +4,20 @@
 // The backup `vmcsum repair` writes before its first write to an image, and `--undo` reads.
 //
 // Layout (all integers little-endian):
-//   "vmcsum-repair-backup 1\n"
+//   "vmcsum-repair-backup 2\n" (format 2, written since issue 16; format 1 is still read)
 //   one line of JSON: the header (path, fsid, subvolume, inode, size, mtime, sectorsize,
 //     csum_type, created, ranges)
-//   records, each: "VMCR", u64 file offset, u64 logical, u32 length, u32 mirror (0: the bytes
-//     as the filesystem read them; N: device copy N of a bad sector), u8 flags (1: the copy
-//     the repair writes back), u8 csum length, u16 0, 32 bytes expected csum (bad sectors),
-//     u64 XXH64 of the data, then the data
+//   records, each either
+//     "VMCR", u64 file offset, u64 logical, u32 length, u32 mirror (N: device copy N of a bad
+//     sector; 0: the bytes as the filesystem read them, format 1 only), u8 flags (1: the copy
+//     the repair writes back), u8 csum length, u16 0, 32 bytes expected csum, u64 XXH64 of the
+//     data, then the data
+//   or (format 2) a hashed stretch: "VMCH", u64 file offset, u32 length (at most
+//     k_max_hashed), u32 algorithm (1: SHA-256), 32 bytes digest, u64 XXH64 of the 52 bytes
+//     before it. Outside the bad sectors a repair writes back the very bytes the file holds
+//     (so that btrfs puts them in a new extent), so those bytes are the same before and after
+//     it: the backup keeps their digest, which the write phase checks before writing them and
+//     undo checks before writing anything, instead of a second copy of every byte (format 1).
 //   the trailer: "VMCE", u64 record count, u64 XXH64 over every record's XXH64
 // A file without its trailer is incomplete and is never used. Every record must lie inside one of
 // the header's ranges (the reader refuses the file otherwise: undo never writes elsewhere).
@@ -49,16 +56,27 @@ struct BackupHeader
   std::vector<std::pair<uint64_t, uint64_t>> ranges; // file ranges the repair rewrites
 };
 
+// A hashed stretch is at most one read chunk: the write phase holds it in one buffer while it
+// checks the digest, before writing any of it.
+constexpr uint32_t k_max_hashed = 4u << 20;
+
+// The digest a hashed stretch keeps (SHA-256): what the writer records and what the write phase
+// and undo check the file's bytes against.
+std::vector<uint8_t> stretch_digest(const uint8_t* data, size_t length);
+
 struct BackupRecord
 {
   static constexpr uint8_t k_chosen = 1;
   uint64_t offset = 0;
   uint64_t logical = 0;
+  uint32_t length = 0; // bytes of the file it covers (data.size() for a record with data)
   uint32_t mirror = 0;
   uint8_t flags = 0;
   std::vector<uint8_t> expected_csum;
   std::vector<uint8_t> data;
+  std::vector<uint8_t> sha256; // a hashed stretch ("VMCH"): the digest of its bytes, no data
   bool chosen() const { return (flags & k_chosen) != 0; }
+  bool hashed() const { return !sha256.empty(); }
 };
 
 std::string encode_backup_header(const BackupHeader& h);
@@ -78,6 +96,8 @@ public:
   void add(const BackupRecord& r);
   void add(uint64_t offset, uint64_t logical, uint32_t mirror, uint8_t flags,
            const std::vector<uint8_t>& csum, const uint8_t* data, uint32_t length);
+  // A stretch the repair writes back unchanged: its SHA-256 only (length <= k_max_hashed).
+  void add_hashed(uint64_t offset, const uint8_t* data, uint32_t length);
   uint64_t bytes() const { return m_bytes; }
   // Writes the trailer, fsyncs, calls `before_rename` with the file's SHA-256 (lower-case hex:
   // repair records the binding there, so a backup never appears under its name unrecorded),
@@ -111,6 +131,7 @@ public:
   BackupReader& operator=(const BackupReader&) = delete;
 
   const BackupHeader& header() const { return m_header; }
+  int format() const { return m_format; } // 1 or 2
   // false at the trailer (verified).
   bool next(BackupRecord& r);
   // Reads every record once to check the file is complete, then rewinds.
@@ -125,10 +146,12 @@ public:
 private:
   void rewind();
   bool record_inside(uint64_t offset, uint64_t length) const;
+  void read_hashed(BackupRecord& r);
   std::vector<std::pair<uint64_t, uint64_t>> m_sorted_ranges;
   std::string m_path;
   std::FILE* m_file = nullptr;
   BackupHeader m_header;
+  int m_format = 0;
   long m_records_start = 0;
   uint64_t m_count = 0;
   uint64_t m_chain = 0;

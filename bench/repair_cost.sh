@@ -60,7 +60,7 @@ stats() {
   }'
 }
 
-declare -a cp_s=() scrub_s=() rep_s=() ratio=() rss=()
+declare -a cp_s=() scrub_s=() rep_s=() ratio=() rss=() backup_b=()
 for ((r = 0; r < runs; r++)); do
   make_image
   bench_cold
@@ -102,6 +102,7 @@ for ((r = 0; r < runs; r++)); do
   rep_s+=("$(echo "$t5 - $t4" | bc -l)")
   ratio+=("$(echo "($t5 - $t4) / ($t3 - $t2)" | bc -l)")
   rss+=("$(cat "$BENCH_TMP/rss")")
+  backup_b+=("$(jq '.files[0].backup_bytes' "$BENCH_TMP/repair.json")")
 done
 cp_m=$(printf '%s\n' "${cp_s[@]}" | bench_median)
 scrub_m=$(printf '%s\n' "${scrub_s[@]}" | bench_median)
@@ -114,6 +115,9 @@ echo "cp --reflink=never --sparse=always + sync (s): $(printf '%s\n' "${cp_s[@]}
 echo "vmcsum scrub (s):                             $(printf '%s\n' "${scrub_s[@]}" | stats)"
 echo "vmcsum repair (s):                            $(printf '%s\n' "${rep_s[@]}" | stats)"
 echo "ratio repair/scrub, per run:                  $(printf '%s\n' "${ratio[@]}" | stats)"
+# Backup format 2 keeps every copy of each bad sector and only a digest of the rest of the
+# rewritten ranges: a few KiB per bad sector, whatever the extents' size.
+echo "backup file (bytes), per run:                 $(printf '%s\n' "${backup_b[@]}" | stats | sed 's/\.00//g')"
 awk -v cp="$cp_m" -v sc="$scrub_m" -v rep="$rep_m" -v ratio="$ratio_m" -v rss="$rss_max" 'BEGIN {
   printf "ratio repair/scrub (median of the per-run ratios): %.2f (goal <= 1.3): %s\n", ratio,
     ratio <= 1.3 ? "met" : "NOT met"

@@ -123,9 +123,10 @@ RepairPlan plan_repair(const RepairPlanInput& in)
   // Header, every copy of each bad sector written back from a device, and the records: one
   // hashed stretch per read chunk of each range and one more after each bad sector (format 2:
   // the bytes rewritten as they are need only their digest), 80 bytes each, rounded up.
+  const uint64_t chunk = std::clamp<uint64_t>(in.chunk, in.sectorsize, k_max_hashed);
   uint64_t stretches = 0;
   for (const auto& r : p.ranges) {
-    stretches += (r.length + k_max_hashed - 1) / k_max_hashed + 1;
+    stretches += (r.length + chunk - 1) / chunk + 1;
   }
   p.backup_estimate = 4096 + p.device_sectors * copies * in.sectorsize +
                       (stretches + p.device_sectors * (copies + 2)) * 80;

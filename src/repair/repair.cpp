@@ -627,6 +627,7 @@ void ImageRepair::plan()
   }
   in.size = static_cast<uint64_t>(m_st0.st_size);
   in.sectorsize = m_ss;
+  in.chunk = m_run.chunk;
   in.free_bytes = sys::free_bytes(*m_fd);
   m_plan = plan_repair(in);
   if (m_plan.refusal) {
@@ -637,7 +638,8 @@ void ImageRepair::plan()
   find_shared();
   m_e.rewritten_bytes = m_plan.rewrite_bytes;
   m_e.steps.push_back("back up " + human_bytes(m_plan.backup_estimate) +
-                      " (every byte rewritten, every copy of each bad sector) to " +
+                      " (every copy of each bad sector, the SHA-256 of every other stretch "
+                      "rewritten) to " +
                       escape_name(m_opts.backup_dir) + ", fsync'ed, before the first write");
   m_e.steps.push_back("rewrite " + std::to_string(m_plan.ranges.size()) + " file range(s), " +
                       human_bytes(m_plan.rewrite_bytes) + ", that reference " +
@@ -993,7 +995,9 @@ void ImageRepair::verify()
                    ? "the rewritten ranges read back differently from what was written"
                    : std::to_string(after.bad.size()) +
                        " sector(s) of the rewritten ranges still fail their checksum on some copy";
-    m_e.reason += "; the backup " + escape_name(m_backup_path) + " keeps every byte";
+    m_e.reason += "; the backup " + escape_name(m_backup_path) +
+                  " keeps every copy of the bad sectors (the other bytes were written back as they "
+                  "read) and stays pending: a rerun rewrites the ranges again";
     m_e.backup = m_backup_path;
     return;
   }

@@ -304,7 +304,7 @@ std::string BackupReader::sha256()
   return sha.hex();
 }
 
-bool BackupReader::record_inside(uint64_t offset, uint64_t length) const
+bool BackupReader::record_inside(uint64_t offset, uint64_t length, bool to_sector) const
 {
   // A device copy of a file's last sector is a whole sector though the range ends at the file's
   // size: a range reaches up to its end rounded up to the sector size.
@@ -314,7 +314,7 @@ bool BackupReader::record_inside(uint64_t offset, uint64_t length) const
     return false;
   }
   --it;
-  const uint64_t ss = m_header.sectorsize;
+  const uint64_t ss = to_sector ? m_header.sectorsize : 1;
   const uint64_t reach = it->second > ~0ULL - ss ? it->second : (it->second + ss - 1) / ss * ss;
   const uint64_t into = offset - it->first;
   return into < it->second && length <= reach - into;
@@ -395,7 +395,12 @@ bool BackupReader::next(BackupRecord& r)
   }
   // Undo writes records at their offsets: one outside every range the header names is refused
   // whatever the options (issue 12 #2), so a backup can never write where its repair did not.
-  if (!record_inside(r.offset, length)) {
+  // Format 2 writes the bytes as read only as hashed stretches: a record of them (mirror 0) is
+  // not one its writer makes.
+  if (m_format >= 2 && r.mirror == 0) {
+    bad_backup(m_path, "a record of the bytes as read (mirror 0) in a format-2 backup");
+  }
+  if (!record_inside(r.offset, length, true)) {
     bad_backup(m_path, "the record at offset " + std::to_string(r.offset) + " (" +
                          std::to_string(length) + " bytes) lies outside the header's ranges");
   }
@@ -429,7 +434,9 @@ void BackupReader::read_hashed(BackupRecord& r)
   if (r.length == 0 || r.length > k_max_hashed) {
     bad_backup(m_path, "hashed record of " + std::to_string(r.length) + " bytes");
   }
-  if (!record_inside(r.offset, r.length)) {
+  // A hashed stretch is bytes of the file read through it: never past the range's end (the
+  // file's size for the last one).
+  if (!record_inside(r.offset, r.length, false)) {
     bad_backup(m_path, "the record at offset " + std::to_string(r.offset) + " (" +
                          std::to_string(r.length) + " bytes) lies outside the header's ranges");
   }

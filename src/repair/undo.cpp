@@ -55,8 +55,9 @@ public:
     check_users();
     take_lease();
     compare();
-    m_e.steps.push_back("write the " + human_bytes(m_e.rewritten_bytes) +
-                        " saved in the backup back");
+    m_e.steps.push_back("write the bad sectors' copies saved in the backup back, within " +
+                        human_bytes(m_e.rewritten_bytes) +
+                        " of ranges whose other bytes the backup shows unchanged");
     if (m_opts.dry_run) {
       m_e.action = RepairAction::would_restore;
       return;
@@ -192,13 +193,9 @@ void Undo::compare()
   if (cmp.difference_hashed()) {
     refuse_not_in_backup(difference);
   }
-  if (!m_opts.force) {
-    throw Stop{RepairAction::refused, "changed",
-               escape_name(m_header.path) + " changed since the repair (" + difference +
-                 "): restoring would overwrite other data; --force restores anyway"};
-  }
-  // --force overwrites the records' bytes whatever the file holds; the hashed stretches, which
-  // it leaves as they are, must still be what they were.
+  // A record differs (a bad sector). Whether the hashed stretches after it are the same decides
+  // first, --force or not: --force overwrites the records' bytes whatever the file holds, and
+  // leaves the hashed stretches as they are, so they must still be what they were.
   m_reader->verify_complete(); // rewinds
   BackupApplier hashed(
     *m_fd, m_header.path, m_ranges, m_opts.prefer_mirror, m_limiter, [](uint64_t) {},
@@ -206,6 +203,11 @@ void Undo::compare()
   std::string hashed_difference;
   if (!hashed.run(*m_reader, ApplyMode::compare_hashed, hashed_difference)) {
     refuse_not_in_backup(hashed_difference);
+  }
+  if (!m_opts.force) {
+    throw Stop{RepairAction::refused, "changed",
+               escape_name(m_header.path) + " changed since the repair (" + difference +
+                 "): restoring would overwrite other data; --force restores anyway"};
   }
   m_e.notes.push_back("changed since the repair (" + difference + "); restored anyway (--force)");
 }

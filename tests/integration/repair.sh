@@ -290,12 +290,15 @@ run_redundant() { # NAME NDEV mkfs-args...
   # Format 2 keeps a copy of the bad sectors only: the backup is far smaller than the ranges.
   check "$name: the backup holds no copy of the rewritten ranges" \
     test "$(stat -c %s "$BK/$bkname")" -lt "$(jfile vm.raw '.rewritten_bytes')"
-  # A guest write inside a rewritten range, in bytes the repair wrote back unchanged: the backup
-  # keeps only their digest, so undo cannot put them back and refuses, --force or not.
+  # Guest writes inside the rewritten ranges: sector 25, which the repair wrote back unchanged
+  # (the backup keeps only its digest), and sector 2, a bad sector the repair rewrote from copy 1
+  # (the backup keeps its copies). Undo cannot put sector 25 back: refused not-in-backup,
+  # --force or not, whichever changed sector comes first in the backup.
   local s25
   s25=$(bytes_at "$f" $((25 * 4096)) 4096)
   cp -- "$f" "$d/before-change"
   dd if=/dev/urandom of="$f" bs=4K count=1 seek=25 conv=notrunc status=none
+  dd if=/dev/urandom of="$f" bs=4K count=1 seek=2 conv=notrunc status=none
   sync -f "$f"
   local changed
   changed=$(sha_of "$f")
@@ -308,14 +311,22 @@ run_redundant() { # NAME NDEV mkfs-args...
   check_eq "$name: undo --force of bytes the backup has no copy of: refused not-in-backup, exit 3" \
     "refused not-in-backup 3" "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
   check_eq "$name: undo --force refused: file untouched" "$changed" "$(sha_of "$f")"
-  # The guest's write undone by hand: the file holds what the repair left, and undo restores.
+  # Sector 25 put back by hand: only the bad sector differs, which the backup holds; undo
+  # refuses it as changed, and --force restores it.
   dd if="$d/before-change" of="$f" bs=4K count=1 skip=25 seek=25 conv=notrunc status=none
   sync -f "$f"
+  changed=$(sha_of "$f")
   check_eq "$name: sector 25 back as the repair left it" "$s25" "$(bytes_at "$f" $((25 * 4096)) 4096)"
-  vundo "$BK/$bkname" -n
-  check_eq "$name: undo -n: would-restore, dry run" "would-restore true" "$(jf '"\(.files[0].action) \(.dry_run)"')"
+  check_fails "$name: sector 2 differs from what the repair wrote" cmp -s -- "$d/ref" "$f"
   vundo "$BK/$bkname"
-  check_eq "$name: undo: restored, exit 0" "restored 0" "$(jf '.files[0].action') $RC"
+  check_eq "$name: undo of a changed bad sector: refused changed, exit 3" "refused changed 3" \
+    "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
+  check_eq "$name: undo refused: file untouched" "$changed" "$(sha_of "$f")"
+  vundo "$BK/$bkname" --force -n
+  check_eq "$name: undo --force -n: would-restore, dry run" "would-restore true" "$(jf '"\(.files[0].action) \(.dry_run)"')"
+  check_eq "$name: undo --force -n: file untouched" "$changed" "$(sha_of "$f")"
+  vundo "$BK/$bkname" --force
+  check_eq "$name: undo --force: restored, exit 0" "restored 0" "$(jf '.files[0].action') $RC"
   check_eq "$name: undo: verified" "true true" "$(jf '"\(.files[0].verify.readable) \(.files[0].verify.matches)"')"
   check "$name: undo: content = as repaired before" cmp -- "$d/ref" "$f"
   check "$name: undo: reads without EIO" reads_ok "$f"

@@ -146,15 +146,26 @@ vundo "$first" --force --no-progress
 check_eq "undo --force over bytes the backup keeps no copy of: refused not-in-backup, exit 3" \
   "refused not-in-backup 3" "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
 check_eq "undo refused: image untouched" "$changed" "$(sha_of "$IMG")"
-# Those writes undone by hand: undo restores the saved bytes over what the repair wrote.
+# Those writes undone by hand, and the first damaged sector (kept in the backup as its copies)
+# overwritten: undo refuses it as changed, and --force writes the saved copy back over it.
 for ((i = 0; i < NEXT; i++)); do
   dd if="$IT_TMP/before-change" of="$IMG" bs=4K count=3 skip=$((i * 256 + 7)) seek=$((i * 256 + 7)) \
     conv=notrunc status=none
 done
-sync -f "$IMG"
 rm -f -- "$IT_TMP/before-change"
+dd if=/dev/urandom of="$IMG" bs=4K count=1 seek=$((DAMAGED_OFFS[0] / 4096)) conv=notrunc status=none
+sync -f "$IMG"
+check_fails "the first damaged sector differs from the reference" test \
+  "$(bytes_at "$REF" "${DAMAGED_OFFS[0]}" 4096)" == "$(bytes_at "$IMG" "${DAMAGED_OFFS[0]}" 4096)"
+changed=$(sha_of "$IMG")
+vundo "$first" --no-progress
+check_eq "undo of a changed bad sector: refused changed, exit 3" "refused changed 3" \
+  "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
+check_eq "undo refused: image untouched" "$changed" "$(sha_of "$IMG")"
 vundo "$first" --force --no-progress
 check_eq "undo --force: restored, exit 0" "restored 0" "$(jf '.files[0].action') $RC"
+check_eq "undo --force: the first damaged sector = the saved copy" \
+  "$(bytes_at "$REF" "${DAMAGED_OFFS[0]}" 4096)" "$(bytes_at "$IMG" "${DAMAGED_OFFS[0]}" 4096)"
 # The backup holds the damaged extents' ranges only: compare those.
 while read -r off len; do
   check_eq "undo: range $off+$len = the bytes before the repair" "$(bytes_at "$REF" "$off" "$len")" \

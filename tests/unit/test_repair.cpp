@@ -11,6 +11,7 @@
 #include <vmcsum/sys/temp_file.hpp>
 
 #include <doctest/doctest.h>
+#include <xxhash.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -161,7 +162,7 @@ TEST_CASE("repair: backup round trip, chosen copy kept, trailer verified")
   std::string final_path;
   {
     BackupWriter w(dir.path, h);
-    w.add(0, 0, 0, 0, {}, good.data(), 4096);
+    w.add_hashed(0, good.data(), 4096);
     w.add(4096, 1 << 20, 1, BackupRecord::k_chosen, {1, 2, 3, 4}, m1.data(), 4096);
     w.add(4096, 1 << 20, 2, 0, {1, 2, 3, 4}, m2.data(), 4096);
     final_path = w.commit("x.vmcsum-backup");
@@ -175,7 +176,9 @@ TEST_CASE("repair: backup round trip, chosen copy kept, trailer verified")
   BackupRecord rec;
   REQUIRE(r.next(rec));
   CHECK(rec.mirror == 0);
-  CHECK(rec.data == good);
+  CHECK(rec.hashed());
+  CHECK(rec.data.empty());
+  CHECK(rec.sha256 == stretch_digest(good.data(), good.size()));
   REQUIRE(r.next(rec));
   CHECK(rec.chosen());
   CHECK(rec.expected_csum == std::vector<uint8_t>{1, 2, 3, 4});
@@ -196,22 +199,24 @@ TEST_CASE("repair: a truncated or damaged backup is refused, and an uncommitted 
   std::string p;
   {
     BackupWriter w(dir.path, h);
-    w.add(0, 0, 0, 0, {}, data.data(), 4096);
+    w.add(0, 1 << 20, 1, BackupRecord::k_chosen, {}, data.data(), 4096);
     p = w.commit("b.vmcsum-backup");
   }
   {
     BackupWriter w(dir.path, h);
-    w.add(0, 0, 0, 0, {}, data.data(), 4096);
+    w.add(0, 1 << 20, 1, BackupRecord::k_chosen, {}, data.data(), 4096);
     // no commit: the temp file is removed
   }
   auto entries = std::distance(std::filesystem::directory_iterator(dir.path),
                                std::filesystem::directory_iterator());
   CHECK(entries == 1);
+  CHECK_NOTHROW(BackupReader(p).verify_complete());
   // Truncate: drop the trailer.
   std::string truncated = dir.path + "/t.vmcsum-backup";
   std::filesystem::copy_file(p, truncated);
   std::filesystem::resize_file(truncated, std::filesystem::file_size(p) - 20);
-  CHECK_THROWS_AS(BackupReader(truncated).verify_complete(), Error);
+  CHECK_THROWS_WITH_AS(BackupReader(truncated).verify_complete(), doctest::Contains("no trailer"),
+                       Error);
   // Flip one data byte.
   std::string flipped = dir.path + "/f.vmcsum-backup";
   std::filesystem::copy_file(p, flipped);
@@ -220,7 +225,8 @@ TEST_CASE("repair: a truncated or damaged backup is refused, and an uncommitted 
     f.seekp(-30, std::ios::end);
     f.put('\x55');
   }
-  CHECK_THROWS_AS(BackupReader(flipped).verify_complete(), Error);
+  CHECK_THROWS_WITH_AS(BackupReader(flipped).verify_complete(), doctest::Contains("is damaged"),
+                       Error);
   std::string junk = dir.path + "/j";
   std::ofstream(junk) << "hello\n";
   CHECK_THROWS_AS(BackupReader{junk}, Error);
@@ -347,11 +353,39 @@ TEST_CASE("repair: a damaged, misplaced or out-of-format hashed record is refuse
     f.put(byte);
     return q;
   };
-  // The record is the 60 bytes before the 20-byte trailer.
+  // The record is the 60 bytes before the 20-byte trailer: magic, offset (+4), length (+12),
+  // algorithm (+16), digest (+20), XXH64 of the 52 bytes before it (+52).
   const long rec = static_cast<long>(size) - 20 - 60;
   CHECK_NOTHROW(BackupReader(p).verify_complete());
-  CHECK_THROWS_AS(BackupReader(variant("digest", rec + 20, 0x55)).verify_complete(), Error);
-  CHECK_THROWS_AS(BackupReader(variant("algo", rec + 16, 2)).verify_complete(), Error);
+  CHECK_THROWS_WITH_AS(BackupReader(variant("digest", rec + 20, 0x55)).verify_complete(),
+                       doctest::Contains("is damaged"), Error);
+  // Fields changed with the record's XXH64 made to match: each is refused for what it says.
+  auto resealed = [&](const std::string& name, long at, uint32_t value) {
+    const std::string q = dir.path + "/" + name;
+    std::filesystem::copy_file(p, q);
+    std::fstream f(q, std::ios::in | std::ios::out | std::ios::binary);
+    uint8_t body[52];
+    f.seekg(rec);
+    f.read(reinterpret_cast<char*>(body), sizeof body);
+    for (int i = 0; i < 4; ++i) {
+      body[at - rec + i] = static_cast<uint8_t>(value >> (8 * i));
+    }
+    uint64_t h = XXH64(body, sizeof body, 0);
+    uint8_t le[8];
+    for (int i = 0; i < 8; ++i) {
+      le[i] = static_cast<uint8_t>(h >> (8 * i));
+    }
+    f.seekp(rec);
+    f.write(reinterpret_cast<const char*>(body), sizeof body);
+    f.write(reinterpret_cast<const char*>(le), sizeof le);
+    return q;
+  };
+  CHECK_THROWS_WITH_AS(BackupReader(resealed("algo", rec + 16, 2)).verify_complete(),
+                       doctest::Contains("unknown digest algorithm 2"), Error);
+  CHECK_THROWS_WITH_AS(BackupReader(resealed("zero", rec + 12, 0)).verify_complete(),
+                       doctest::Contains("hashed record of 0 bytes"), Error);
+  CHECK_THROWS_WITH_AS(BackupReader(resealed("long", rec + 12, k_max_hashed + 1)).verify_complete(),
+                       doctest::Contains("hashed record of"), Error);
   // "VMCH" in a file that says format 1: not a record of that format.
   CHECK_THROWS_AS(BackupReader(variant("format1", 21, '1')).verify_complete(), Error);
   // Outside the header's ranges: the header's first range is [0, 12288); one of [4096, 12288)
@@ -363,9 +397,32 @@ TEST_CASE("repair: a damaged, misplaced or out-of-format hashed record is refuse
     CHECK_THROWS_WITH_AS(BackupReader(q).verify_complete(),
                          doctest::Contains("outside the header's ranges"), Error);
   }
+  // A range ending mid-sector (the file's size): a device copy may fill its last sector, a
+  // hashed stretch (bytes read through the file) may not reach past it.
+  {
+    BackupHeader h = v2_header();
+    h.ranges = {{0, 10000}};
+    BackupWriter copy(dir.path, h);
+    copy.add(8192, 1 << 20, 1, BackupRecord::k_chosen, {}, aa.data(), 4096);
+    CHECK_NOTHROW(BackupReader(copy.commit("copy.vmcsum-backup")).verify_complete());
+    BackupWriter hashed(dir.path, h);
+    hashed.add_hashed(8192, aa.data(), 4096);
+    CHECK_THROWS_WITH_AS(BackupReader(hashed.commit("past.vmcsum-backup")).verify_complete(),
+                         doctest::Contains("outside the header's ranges"), Error);
+    BackupWriter fits(dir.path, h);
+    fits.add_hashed(8192, aa.data(), 10000 - 8192);
+    CHECK_NOTHROW(BackupReader(fits.commit("fits.vmcsum-backup")).verify_complete());
+  }
+  // The bytes as read kept as a record (mirror 0) is format 1's way, not format 2's.
+  {
+    BackupWriter w(dir.path, v2_header());
+    w.add(0, 0, 0, 0, {}, aa.data(), 4096);
+    CHECK_THROWS_WITH_AS(BackupReader(w.commit("m0.vmcsum-backup")).verify_complete(),
+                         doctest::Contains("mirror 0"), Error);
+  }
 }
 
-TEST_CASE("repair: the applier checks hashed stretches before it writes, in every mode")
+TEST_CASE("repair: the applier checks each hashed stretch before it writes it, and stops there")
 {
   using repair_detail::ApplyMode;
   using repair_detail::BackupApplier;
@@ -531,7 +588,7 @@ TEST_CASE("backup temps: an unfinished one of a dead run goes, an image named li
   std::string leftover;
   {
     BackupWriter w(dir.path, h);
-    w.add(0, 0, 0, 0, {}, data.data(), 4096);
+    w.add(0, 1 << 20, 1, BackupRecord::k_chosen, {}, data.data(), 4096);
     for (const auto& e : std::filesystem::directory_iterator(dir.path)) {
       leftover = e.path().filename();
     }

@@ -126,6 +126,9 @@ TEST_CASE("plan_repair: two bad extents, a read-repaired sector counts no device
   // Header page, every copy of the one device sector, record headers: two hashed stretches per
   // range (one chunk, and one more after a bad sector), the sector's copies and two more.
   CHECK(p.backup_estimate == 4096 + 3 * 4096 + (2 * 2 + 1 * 5) * 80);
+  // Under --limit-rate the backup is read in shorter chunks, each a hashed record of its own.
+  in.chunk = 64 * K;
+  CHECK(plan_repair(in).backup_estimate == 4096 + 3 * 4096 + ((8 + 1) + (4 + 1) + 1 * 5) * 80);
   CHECK(p.needed_bytes == 768 * K + space_margin(768 * K));
 }
 
@@ -236,7 +239,7 @@ TEST_CASE("backup binding: recorded under the state directory, found by the file
   std::string written_sha;
   {
     BackupWriter w(dir.path, h);
-    w.add(0, 0, 0, 0, {}, data.data(), 8192);
+    w.add_hashed(0, data.data(), 8192);
     p = w.commit("b.vmcsum-backup");
     written_sha = w.sha256();
   }
@@ -266,8 +269,8 @@ TEST_CASE("backup reader: a record outside the header's ranges refuses the whole
   std::vector<uint8_t> data(4096, 1);
   auto make = [&](uint64_t off, uint32_t len, const std::string& name) {
     BackupWriter w(dir.path, h);
-    w.add(0, 0, 0, 0, {}, data.data(), 4096);
-    w.add(off, 0, 0, 0, {}, data.data(), len);
+    w.add(0, 1 << 20, 1, BackupRecord::k_chosen, {}, data.data(), 4096);
+    w.add(off, 1 << 20, 1, BackupRecord::k_chosen, {}, data.data(), len);
     return w.commit(name);
   };
   CHECK_NOTHROW(BackupReader(make(4096, 4096, "in")).verify_complete());

@@ -4,7 +4,8 @@
 // vmcsum repair: make false checksum mismatches readable again, online, per image, without
 // losing a byte. Each damaged extent's whole file range is rewritten through the filesystem
 // (good sectors as read, bad ones from the chosen device copy) so btrfs stores fresh checksums
-// and frees the old extent; a backup of every byte it touches is on disk first.
+// and frees the old extent; a backup of every copy of each bad sector, and of the digest of
+// every other byte it writes back unchanged, is on disk first.
 #pragma once
 
 #include <vmcsum/scrub/scrub.hpp>

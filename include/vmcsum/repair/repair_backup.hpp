@@ -145,7 +145,8 @@ public:
 
 private:
   void rewind();
-  bool record_inside(uint64_t offset, uint64_t length) const;
+  // `to_sector`: a device copy may reach the range's end rounded up to a whole sector.
+  bool record_inside(uint64_t offset, uint64_t length, bool to_sector) const;
   void read_hashed(BackupRecord& r);
   std::vector<std::pair<uint64_t, uint64_t>> m_sorted_ranges;
   std::string m_path;

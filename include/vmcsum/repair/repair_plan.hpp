@@ -35,6 +35,8 @@ struct RepairPlanInput
   uint64_t size = 0;                                  // the file's size
   uint32_t sectorsize = 4096;
   std::optional<uint64_t> free_bytes; // on the image's filesystem (nullopt: unknown)
+  // Bytes per read of the backup (one hashed record each): shorter under --limit-rate.
+  uint64_t chunk = 4u << 20;
 };
 
 struct RepairRefusal

@@ -477,9 +477,10 @@ TEST_CASE("repair: the applier checks each hashed stretch before it writes it, a
   }
   // One run of the applier over the whole backup, on a descriptor of its own: "same" when it
   // ran through, else "hashed" or "record" for where the first difference was.
-  auto run = [&](ApplyMode mode, std::optional<unsigned> prefer = std::nullopt) {
+  auto run = [&](ApplyMode mode, std::optional<unsigned> prefer = std::nullopt,
+                 const std::string& backup = {}) {
     sys::Fd fd(::open(img.c_str(), O_RDWR | O_CLOEXEC));
-    BackupReader r(p);
+    BackupReader r(backup.empty() ? p : backup);
     auto a = applier(*fd, prefer);
     return a.run(r, mode, diff) ? "same" : a.difference_hashed() ? "hashed" : "record";
   };
@@ -504,6 +505,17 @@ TEST_CASE("repair: the applier checks each hashed stretch before it writes it, a
   CHECK(std::string(run(ApplyMode::restore, 2u)) == "same");
   CHECK(read_img(4096) == 0x22);
   CHECK(std::string(run(ApplyMode::compare, 2u)) == "same");
+  // A format-1 backup of the same ranges (tests/unit/data: 0xaa, copies 0x11 chosen and 0x22,
+  // 0xbb) keeps the bytes themselves: a change outside the bad sector is a difference in a
+  // record, and restoring writes the saved bytes back over it.
+  const std::string v1 = VMCSUM_TEST_DATA "/backup-format1.vmcsum-backup";
+  put_byte(100, '\x01');
+  CHECK(std::string(run(ApplyMode::compare, std::nullopt, v1)) == "record");
+  CHECK(std::string(run(ApplyMode::compare_hashed, std::nullopt, v1)) == "same");
+  CHECK(std::string(run(ApplyMode::restore, std::nullopt, v1)) == "same");
+  CHECK(read_img(100) == 0xaa);
+  CHECK(read_img(4096) == 0x11);
+  CHECK(std::string(run(ApplyMode::compare, std::nullopt, v1)) == "same");
 }
 
 TEST_CASE("repair: backup file names fit NAME_MAX and end in the suffix")

@@ -269,8 +269,9 @@ bool BackupApplier::handle_hashed(const BackupRecord& r, ApplyMode mode, std::st
                              std::to_string(r.offset) +
                              (readable ? " are not what they were at the repair" : " read as EIO");
     if (mode == ApplyMode::rewrite || mode == ApplyMode::restore) {
-      // Undo compared every stretch just before, under the lease, so this is a writer that had
-      // the file open already: what was written before this stretch stays.
+      // The repair hashed every stretch for its backup, and undo compared them, just before and
+      // under the lease: a writer that had the file open already. What was written before this
+      // stretch stays.
       throw Stop{RepairAction::failed, "changed",
                  what + " (the backup keeps their digest, not a copy): stopped there, without "
                         "writing them; the sectors before them were written"};

@@ -72,7 +72,8 @@ const BackupRecord& pick_record(const std::vector<BackupRecord>& group,
 // What BackupApplier does with each record of a backup.
 enum class ApplyMode {
   compare,        // check the file holds each record's bytes (or a hashed stretch's digest)
-  compare_hashed, // check the hashed stretches only (undo --force: the rest is overwritten)
+  compare_hashed, // check the hashed stretches only (undo, once a record differed: whether the
+                  // backup could restore at all decides before whether --force is needed)
   rewrite,        // repair: write the records' bytes; read each hashed stretch, check its
                   // digest and write the same bytes back
   restore,        // undo: write the records' bytes; read each hashed stretch and check its

@@ -19,8 +19,9 @@
 //     (".pending"), and bound to this repair in the state directory (backup_binding.hpp) before
 //     the first write;
 //  6. write: the chosen copy of each bad sector, and each other stretch as btrfs reads it once
-//     its digest matches the backup's, written back at the same offsets (buffered pwrite: btrfs
-//     COWs them into new extents with fresh checksums), fdatasync, mtime kept;
+//     it matches what the backup phase read (its XXH3 kept in memory; the backup's SHA-256 when
+//     a rerun resumes a pending backup), written back at the same offsets (buffered pwrite:
+//     btrfs COWs them into new extents with fresh checksums), fdatasync, mtime kept;
 //  7. verify: read back with O_DIRECT (btrfs verifies every checksum) through the same inode,
 //     commit, check the old extents are gone, scrub the ranges per copy again; only then the
 //     backup loses ".pending".
@@ -350,6 +351,7 @@ private:
   std::optional<sys::Lease> m_lease; // released before m_wfd closes
   std::string m_backup_path;         // the pending backup
   std::unique_ptr<Digests> m_written;
+  StretchDigests m_stretches;         // what the backup phase read of each hashed stretch (XXH3)
   std::unique_ptr<Checksummer> m_sum; // the filesystem's csum, to check device copies again
 };
 
@@ -830,6 +832,11 @@ void ImageRepair::back_up_range(BackupWriter& bw, const RewriteRange& r, uint64_
     const uint64_t n_sectors = (n + m_ss - 1) / m_ss;
     read_through_btrfs(buf.get(), off, n);
     m_run.limiter.consumed(n);
+    auto add_hashed = [&](uint64_t at, uint64_t len) {
+      const uint8_t* p = buf.get() + (at - off);
+      bw.add_hashed(at, p, static_cast<uint32_t>(len));
+      m_stretches[at] = stretch_xxh3(p, static_cast<uint32_t>(len));
+    };
     uint64_t run_start = off;
     for (uint64_t s = 0; s < n_sectors; ++s) {
       const uint64_t so = off + s * m_ss;
@@ -838,16 +845,14 @@ void ImageRepair::back_up_range(BackupWriter& bw, const RewriteRange& r, uint64_
         continue;
       }
       if (so > run_start) {
-        bw.add_hashed(run_start, buf.get() + (run_start - off),
-                      static_cast<uint32_t>(so - run_start));
+        add_hashed(run_start, so - run_start);
       }
       back_up_copies(bw, it->second, so, buf.get() + s * m_ss,
                      static_cast<size_t>(std::min<uint64_t>(m_ss, off + n - so)));
       run_start = so + m_ss;
     }
     if (off + n > run_start) {
-      bw.add_hashed(run_start, buf.get() + (run_start - off),
-                    static_cast<uint32_t>(off + n - run_start));
+      add_hashed(run_start, off + n - run_start);
     }
     off += n;
     done += n;
@@ -940,6 +945,7 @@ void ImageRepair::write()
       m_run.report(m_canon, "write", written, m_plan.rewrite_bytes);
     },
     [&] { check_stop(); });
+  applier.check_stretches_against(m_stretches);
   std::string unused;
   applier.run(reader, ApplyMode::rewrite, unused);
   m_written = std::make_unique<Digests>(applier.take_digests());

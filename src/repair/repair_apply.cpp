@@ -263,7 +263,7 @@ bool BackupApplier::handle_hashed(const BackupRecord& r, ApplyMode mode, std::st
   m_cmp.resize(len);
   const bool readable = pread_full(m_fd, m_cmp.data(), len, r.offset, m_path);
   m_limiter.consumed(mode == ApplyMode::rewrite ? 2 * len : len);
-  const bool same = readable && stretch_digest(m_cmp.data(), len) == r.sha256;
+  const bool same = readable && stretch_matches(r, m_cmp.data(), len);
   if (!same) {
     const std::string what = "the " + std::to_string(len) + " bytes at offset " +
                              std::to_string(r.offset) +
@@ -286,6 +286,24 @@ bool BackupApplier::handle_hashed(const BackupRecord& r, ApplyMode mode, std::st
   }
   m_tick(len);
   return true;
+}
+
+bool BackupApplier::stretch_matches(const BackupRecord& r, const uint8_t* data, size_t len) const
+{
+  if (m_known != nullptr) {
+    const auto it = m_known->find(r.offset);
+    if (it != m_known->end() && it->second.length == len) {
+      return stretch_xxh3(data, static_cast<uint32_t>(len)).xxh3 == it->second.xxh3;
+    }
+  }
+  return stretch_digest(data, len) == r.sha256;
+}
+
+StretchDigest stretch_xxh3(const uint8_t* data, uint32_t length)
+{
+  sys::Hasher h;
+  h.update(data, length);
+  return {length, h.hex()};
 }
 
 RepairVerify verify_ranges(int fd, const struct stat& st, const std::string& path,

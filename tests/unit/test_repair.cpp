@@ -475,6 +475,38 @@ TEST_CASE("repair: the applier checks each hashed stretch before it writes it, a
     h.update(after.data(), after.size());
     CHECK(a.digests().digest(0) == h.hex());
   }
+  // The repair's own run checks each stretch against the XXH3 its backup phase kept in memory,
+  // not the SHA-256 in the file: a wrong in-memory digest stops it although the SHA-256 matches,
+  // and a stretch it has no digest of (another length) falls back to the SHA-256.
+  {
+    using repair_detail::stretch_xxh3;
+    auto rewrite_with = [&](const repair_detail::StretchDigests& known) {
+      sys::Fd fd(::open(img.c_str(), O_RDWR | O_CLOEXEC));
+      BackupReader r(p);
+      auto a = applier(*fd);
+      a.check_stretches_against(known);
+      try {
+        return std::string(a.run(r, ApplyMode::rewrite, diff) ? "same" : "difference");
+      } catch (const repair_detail::Stop& stop) {
+        return stop.code + ": " + stop.message;
+      }
+    };
+    auto stopped_at_8192 = [](const std::string& s) {
+      return s.rfind("changed: the 4096 bytes at offset 8192", 0) == 0;
+    };
+    const auto xa = stretch_xxh3(aa.data(), 4096);
+    const auto xb = stretch_xxh3(bb.data(), 4096);
+    CHECK(xa.xxh3.size() == 32);
+    CHECK(xa.xxh3 != xb.xxh3);
+    CHECK(rewrite_with({{0, xa}, {8192, xb}}) == "same");
+    CHECK(stopped_at_8192(rewrite_with({{0, xa}, {8192, xa}})));
+    CHECK(rewrite_with({{0, xa}, {8192, {4095, xa.xxh3}}}) == "same");
+    put_byte(9000, '\x01');
+    CHECK(stopped_at_8192(rewrite_with({{0, xa}, {8192, xb}})));
+    CHECK(read_img(9000) == 0x01); // not written back
+    put_byte(9000, '\xbb');
+    CHECK(read_img(4096) == 0x11);
+  }
   // One run of the applier over the whole backup, on a descriptor of its own: "same" when it
   // ran through, else "hashed" or "record" for where the first difference was.
   auto run = [&](ApplyMode mode, std::optional<unsigned> prefer = std::nullopt,

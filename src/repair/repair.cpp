@@ -318,8 +318,7 @@ private:
   void back_up();
   void back_up_range(BackupWriter& bw, const RewriteRange& r, uint64_t& done);
   void read_through_btrfs(uint8_t* buf, uint64_t off, size_t n);
-  void back_up_copies(BackupWriter& bw, const SectorToRewrite& s, uint64_t so, uint8_t* dest,
-                      size_t dest_len);
+  void back_up_copies(BackupWriter& bw, const SectorToRewrite& s, uint64_t so);
   void write();
   void verify();
   void finish_verified();
@@ -848,8 +847,7 @@ void ImageRepair::back_up_range(BackupWriter& bw, const RewriteRange& r, uint64_
       if (so > run_start) {
         add_hashed(run_start, so - run_start);
       }
-      back_up_copies(bw, it->second, so, buf.get() + s * m_ss,
-                     static_cast<size_t>(std::min<uint64_t>(m_ss, off + n - so)));
+      back_up_copies(bw, it->second, so);
       run_start = so + m_ss;
     }
     if (off + n > run_start) {
@@ -862,9 +860,9 @@ void ImageRepair::back_up_range(BackupWriter& bw, const RewriteRange& r, uint64_
 }
 
 // [off, off + n) as btrfs reads it, into `buf`, except the sectors rewritten from a device copy
-// (they read as EIO; back_up_copies fills them): one read per stretch between them, so a bad
-// sector does not cost its chunk a read per sector. Sector by sector only when a stretch fails,
-// to name the sector.
+// (they read as EIO; back_up_copies saves their device copies): one read per stretch between them,
+// so a bad sector does not cost its chunk a read per sector. Sector by sector only when a stretch
+// fails, to name the sector.
 void ImageRepair::read_through_btrfs(uint8_t* buf, uint64_t off, size_t n)
 {
   const uint64_t end = off + n;
@@ -889,8 +887,7 @@ void ImageRepair::read_through_btrfs(uint8_t* buf, uint64_t off, size_t n)
   }
 }
 
-void ImageRepair::back_up_copies(BackupWriter& bw, const SectorToRewrite& s, uint64_t so,
-                                 uint8_t* dest, size_t dest_len)
+void ImageRepair::back_up_copies(BackupWriter& bw, const SectorToRewrite& s, uint64_t so)
 {
   sys::AlignedBuffer copy = sys::aligned_buffer(64 * 1024);
   const BadSector& b = s.sector;
@@ -922,10 +919,7 @@ void ImageRepair::back_up_copies(BackupWriter& bw, const SectorToRewrite& s, uin
     const bool is_chosen = c.mirror == chosen;
     bw.add(so, b.logical, c.mirror, is_chosen ? BackupRecord::k_chosen : 0, expected, copy.get(),
            m_ss);
-    if (is_chosen) {
-      std::memcpy(dest, copy.get(), dest_len);
-      wrote_chosen = true;
-    }
+    wrote_chosen = wrote_chosen || is_chosen;
   }
   if (!wrote_chosen) {
     throw Stop{RepairAction::failed, "io-error",

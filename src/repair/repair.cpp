@@ -19,9 +19,9 @@
 //     (".pending"), and bound to this repair in the state directory (backup_binding.hpp) before
 //     the first write;
 //  6. write: the chosen copy of each bad sector, and each other stretch as btrfs reads it once
-//     it matches what the backup phase read (its XXH3 kept in memory; the backup's SHA-256 when
-//     a rerun resumes a pending backup), written back at the same offsets (buffered pwrite:
-//     btrfs COWs them into new extents with fresh checksums), fdatasync, mtime kept;
+//     it matches what the backup phase read (StretchDigest), written back at the same offsets
+//     (buffered pwrite: btrfs COWs them into new extents with fresh checksums), fdatasync,
+//     mtime kept;
 //  7. verify: read back with O_DIRECT (btrfs verifies every checksum) through the same inode,
 //     and beside it commit, check the old extents are gone, scrub the ranges per copy again;
 //     only then the backup loses ".pending".
@@ -61,6 +61,7 @@
 #include <cstring>
 #include <future>
 #include <memory>
+#include <system_error>
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -834,8 +835,8 @@ void ImageRepair::back_up_range(BackupWriter& bw, const RewriteRange& r, uint64_
     m_run.limiter.consumed(n);
     auto add_hashed = [&](uint64_t at, uint64_t len) {
       const uint8_t* p = buf.get() + (at - off);
-      bw.add_hashed(at, p, static_cast<uint32_t>(len));
-      m_stretches[at] = stretch_xxh3(p, static_cast<uint32_t>(len));
+      const auto length = static_cast<uint32_t>(len);
+      m_stretches[at] = {length, stretch_xxh3(p, length), bw.add_hashed(at, p, length)};
     };
     uint64_t run_start = off;
     for (uint64_t s = 0; s < n_sectors; ++s) {
@@ -928,7 +929,8 @@ void ImageRepair::back_up_copies(BackupWriter& bw, const SectorToRewrite& s, uin
 }
 
 // 6. The chosen copy of each bad sector, and every other stretch of the ranges as it reads now
-// (checked against its digest in the backup), written back at their offsets.
+// (checked against what the backup phase read of it, StretchDigest), written back at their
+// offsets.
 void ImageRepair::write()
 {
   BackupReader reader(m_backup_path);
@@ -966,9 +968,11 @@ void ImageRepair::verify()
   // The read-back runs beside the commit and the check scrub (issue 16: of the 0.45 s after the
   // scrub of a repair of four damaged 16 MiB extents on dup, this saves about 45 ms here); they
   // share the device and read-only state. Not under --limit-rate, whose accounting is one
-  // thread's. A read through btrfs repairs a copy it finds bad, so the scrub
-  // may then find that copy good, as it would have in the order read-back, scrub: the kernel
-  // logs such a repair, and every copy holds the written bytes afterwards either way.
+  // thread's, nor when no thread can be started. A read through btrfs repairs a copy it finds
+  // bad: a copy written bad (a device that failed the write) is found by the scrub if the scrub
+  // reads it first (verify-failed: the backup stays pending, a rerun rewrites the range), else
+  // repaired by the read-back and logged by the kernel (verified, as in the order read-back,
+  // scrub, which this replaces). Either way no verdict of verified rests on a bad copy.
   std::vector<std::string> readback_notes;
   const std::vector<RewriteRange> ranges = m_plan.ranges; // the loop below sets their `freed`
   auto read_back = [&] {
@@ -977,8 +981,13 @@ void ImageRepair::verify()
   };
   std::future<RepairVerify> beside;
   if (m_run.limiter.rate() == 0) {
-    beside = std::async(std::launch::async, read_back);
-  } else {
+    try {
+      beside = std::async(std::launch::async, read_back);
+    } catch (const std::system_error&) {
+      // No thread (pids.max, RLIMIT_NPROC): the same work, one after the other.
+    }
+  }
+  if (!beside.valid()) {
     m_e.verify = read_back();
   }
   btrfs::sync_fs(*m_wfd, m_canon);

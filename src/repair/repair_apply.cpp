@@ -293,17 +293,17 @@ bool BackupApplier::stretch_matches(const BackupRecord& r, const uint8_t* data, 
   if (m_known != nullptr) {
     const auto it = m_known->find(r.offset);
     if (it != m_known->end() && it->second.length == len) {
-      return stretch_xxh3(data, static_cast<uint32_t>(len)).xxh3 == it->second.xxh3;
+      return it->second.sha256 == r.sha256 && stretch_xxh3(data, len) == it->second.xxh3;
     }
   }
   return stretch_digest(data, len) == r.sha256;
 }
 
-StretchDigest stretch_xxh3(const uint8_t* data, uint32_t length)
+std::string stretch_xxh3(const uint8_t* data, size_t length)
 {
   sys::Hasher h;
   h.update(data, length);
-  return {length, h.hex()};
+  return h.hex();
 }
 
 RepairVerify verify_ranges(int fd, const struct stat& st, const std::string& path,

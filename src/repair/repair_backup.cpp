@@ -197,7 +197,7 @@ std::vector<uint8_t> stretch_digest(const uint8_t* data, size_t length)
   return Checksummer(k_btrfs_csum_sha256).compute({data, length});
 }
 
-void BackupWriter::add_hashed(uint64_t offset, const uint8_t* data, uint32_t length)
+std::vector<uint8_t> BackupWriter::add_hashed(uint64_t offset, const uint8_t* data, uint32_t length)
 {
   if (length == 0 || length > k_max_hashed) {
     throw Error(Errc::usage, "a hashed stretch of " + std::to_string(length) + " bytes");
@@ -213,6 +213,7 @@ void BackupWriter::add_hashed(uint64_t offset, const uint8_t* data, uint32_t len
   write(h, sizeof h);
   m_chain = chain(m_chain, rh);
   ++m_count;
+  return digest;
 }
 
 std::string BackupWriter::commit(const std::string& final_name,

@@ -70,19 +70,23 @@ private:
 const BackupRecord& pick_record(const std::vector<BackupRecord>& group,
                                 std::optional<unsigned> prefer);
 
-// The XXH3-128 (sys::Hasher) of each hashed stretch as the repair's backup phase read it, by
-// offset: in the same run the write phase checks a stretch against it rather than computing its
-// SHA-256 a second time (issue 16: SHA-256 costs about 39 ms per 64 MiB here, XXH3 a tenth of
-// that). Not a substitute for the backup's digest: no writer has the image open between the two
-// phases (users check, lease), so this guards against an accident, not against a forger. A rerun
-// that finds a pending backup has none of these and checks each stretch's SHA-256.
+// Each hashed stretch as the repair's backup phase read it, by offset: the SHA-256 it recorded
+// and an XXH3-128 (sys::Hasher) of the same bytes. The write phase of the same run checks the
+// stretch it reads again against the XXH3 rather than computing its SHA-256 a second time
+// (issue 16: SHA-256 costs about 39 ms per 64 MiB here, XXH3 a tenth of that), and the SHA-256
+// kept here against the one in the backup file, so a repair that went through still proves the
+// backup names the bytes it left (what undo checks). The XXH3 guards against an accident, not
+// a forger: no writer has the image open between the two phases (users check, lease). Every
+// run writes its backup before its write phase, so these are always there; a stretch missing
+// here (a bug) is checked against the file's SHA-256.
 struct StretchDigest
 {
   uint32_t length = 0;
   std::string xxh3;
+  std::vector<uint8_t> sha256;
 };
 using StretchDigests = std::map<uint64_t, StretchDigest>;
-StretchDigest stretch_xxh3(const uint8_t* data, uint32_t length);
+std::string stretch_xxh3(const uint8_t* data, size_t length);
 
 // What BackupApplier does with each record of a backup.
 enum class ApplyMode {

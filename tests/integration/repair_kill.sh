@@ -320,6 +320,39 @@ for delay in $((ts_ms / 2)) $((ts_ms + tw_ms / 3)); do
   rm -f -- "$IMG"
 done
 
+note "--- SIGTERM at full speed (no --limit-rate: the read-back runs on a second thread beside the check scrub), soon after the pending backup appears"
+for delay in 0 3 8 15 30; do
+  damage_at_all "$MNT/fast$delay.raw"
+  "$VMCSUM" --json repair --no-progress --backup-dir "$BK" "$IMG" >"$OUT" 2>"$ERR" &
+  rp=$!
+  bg_track "$rp"
+  while kill -0 "$rp" 2>/dev/null && ! compgen -G "$BK/fast$delay.raw.*.vmcsum-backup.pending" >/dev/null; do
+    :
+  done
+  sleep "0.$(printf '%03d' "$delay")"
+  sent=0
+  kill -TERM "$rp" 2>/dev/null && sent=1
+  RC=0
+  wait "$rp" || RC=$?
+  bg_untrack "$rp"
+  what=$(jq -c '[.files[]? | {action, code, reason}]' "$OUT" 2>/dev/null || true)
+  note "SIGTERM ${delay} ms after the pending backup: exit $RC, $what"
+  check "full speed, SIGTERM ${delay} ms after the pending backup: the document is valid JSON" jq -e . "$OUT"
+  if ((sent)) && [[ $(jf '.files[0].action') != repaired ]]; then
+    check_eq "full speed, SIGTERM ${delay} ms after the pending backup: exit 143" 143 "$RC"
+  else
+    # It had repaired the image first: exit 0, or 143 when the signal came before the exit.
+    check "full speed, SIGTERM ${delay} ms after the pending backup: repaired first, exit 0 or 143 ($RC)" \
+      test "$RC" = 0 -o "$RC" = 143
+  fi
+  invariants "full speed, SIGTERM ${delay} ms after the pending backup"
+  vrepair --no-progress "$IMG"
+  check_eq "full speed, SIGTERM ${delay} ms after the pending backup, rerun: exit 0" 0 "$RC"
+  check "full speed, SIGTERM ${delay} ms after the pending backup, rerun: content = the original, mirror 1 where damaged" cmp -- "$REF" "$IMG"
+  check_eq "full speed, SIGTERM ${delay} ms after the pending backup, rerun: no pending backup left" "" "$(pending)"
+  rm -f -- "$IMG"
+done
+
 note "--- --limit-rate covers every read and write of the repair, the backup and rewrite included"
 # The process's own I/O counters (/proc/PID/io rchar + wchar: every read and write syscall,
 # O_DIRECT device reads included), sampled without opening the image (that would break the

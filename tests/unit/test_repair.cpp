@@ -475,15 +475,20 @@ TEST_CASE("repair: the applier checks each hashed stretch before it writes it, a
     h.update(after.data(), after.size());
     CHECK(a.digests().digest(0) == h.hex());
   }
-  // The repair's own run checks each stretch against the XXH3 its backup phase kept in memory,
-  // not the SHA-256 in the file: a wrong in-memory digest stops it although the SHA-256 matches,
-  // and a stretch it has no digest of (another length) falls back to the SHA-256.
+  // The repair's own run checks each stretch against what its backup phase read (kept in
+  // memory): the XXH3 of the bytes, not the SHA-256 computed again, and the SHA-256 it recorded
+  // against the one in the file. Either wrong stops it before the stretch is written; a stretch
+  // it has no digest of (another length) is checked against the file's SHA-256 alone.
   {
     using repair_detail::stretch_xxh3;
+    using repair_detail::StretchDigest;
+    uint64_t written = 0;
     auto rewrite_with = [&](const repair_detail::StretchDigests& known) {
       sys::Fd fd(::open(img.c_str(), O_RDWR | O_CLOEXEC));
       BackupReader r(p);
-      auto a = applier(*fd);
+      written = 0;
+      BackupApplier a(
+        *fd, img, ranges, std::nullopt, limiter, [&](uint64_t n) { written += n; }, [] {});
       a.check_stretches_against(known);
       try {
         return std::string(a.run(r, ApplyMode::rewrite, diff) ? "same" : "difference");
@@ -491,19 +496,25 @@ TEST_CASE("repair: the applier checks each hashed stretch before it writes it, a
         return stop.code + ": " + stop.message;
       }
     };
-    auto stopped_at_8192 = [](const std::string& s) {
-      return s.rfind("changed: the 4096 bytes at offset 8192", 0) == 0;
+    auto stopped_at_8192 = [&](const std::string& s) {
+      // The stretch before it and the bad sector written, not the stretch at 8192.
+      return s.rfind("changed: the 4096 bytes at offset 8192", 0) == 0 && written == 8192;
     };
-    const auto xa = stretch_xxh3(aa.data(), 4096);
-    const auto xb = stretch_xxh3(bb.data(), 4096);
-    CHECK(xa.xxh3.size() == 32);
-    CHECK(xa.xxh3 != xb.xxh3);
-    CHECK(rewrite_with({{0, xa}, {8192, xb}}) == "same");
-    CHECK(stopped_at_8192(rewrite_with({{0, xa}, {8192, xa}})));
-    CHECK(rewrite_with({{0, xa}, {8192, {4095, xa.xxh3}}}) == "same");
+    const StretchDigest ka{4096, stretch_xxh3(aa.data(), 4096), stretch_digest(aa.data(), 4096)};
+    const StretchDigest kb{4096, stretch_xxh3(bb.data(), 4096), stretch_digest(bb.data(), 4096)};
+    CHECK(ka.xxh3.size() == 32);
+    CHECK(ka.xxh3 != kb.xxh3);
+    CHECK(rewrite_with({{0, ka}, {8192, kb}}) == "same");
+    CHECK(written == 12288);
+    // The in-memory XXH3 is what is checked: a wrong one stops although the SHA-256 matches.
+    CHECK(stopped_at_8192(rewrite_with({{0, ka}, {8192, {4096, ka.xxh3, kb.sha256}}})));
+    // The SHA-256 the backup phase recorded must be the file's: a backup that does not name the
+    // bytes the repair leaves (what undo checks) stops the write although the bytes match.
+    CHECK(stopped_at_8192(rewrite_with({{0, ka}, {8192, {4096, kb.xxh3, ka.sha256}}})));
+    CHECK(rewrite_with({{0, ka}, {8192, {4095, ka.xxh3, ka.sha256}}}) == "same");
     put_byte(9000, '\x01');
-    CHECK(stopped_at_8192(rewrite_with({{0, xa}, {8192, xb}})));
-    CHECK(read_img(9000) == 0x01); // not written back
+    CHECK(stopped_at_8192(rewrite_with({{0, ka}, {8192, kb}})));
+    CHECK(read_img(9000) == 0x01);
     put_byte(9000, '\xbb');
     CHECK(read_img(4096) == 0x11);
   }

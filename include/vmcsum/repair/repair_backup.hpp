@@ -16,8 +16,9 @@
 //     k_max_hashed), u32 algorithm (1: SHA-256), 32 bytes digest, u64 XXH64 of the 52 bytes
 //     before it. Outside the bad sectors a repair writes back the very bytes the file holds
 //     (so that btrfs puts them in a new extent), so those bytes are the same before and after
-//     it: the backup keeps their digest, which the write phase checks before writing them and
-//     undo checks before writing anything, instead of a second copy of every byte (format 1).
+//     it: the backup keeps their digest, which undo checks before writing anything (and the
+//     write phase, through a faster digest of the same read: StretchDigest), instead of a second
+//     copy of every byte (format 1).
 //   the trailer: "VMCE", u64 record count, u64 XXH64 over every record's XXH64
 // A file without its trailer is incomplete and is never used. Every record must lie inside one of
 // the header's ranges (the reader refuses the file otherwise: undo never writes elsewhere).
@@ -60,8 +61,8 @@ struct BackupHeader
 // checks the digest, before writing any of it.
 constexpr uint32_t k_max_hashed = 4u << 20;
 
-// The digest a hashed stretch keeps (SHA-256): what the writer records and what the write phase
-// and undo check the file's bytes against.
+// The digest a hashed stretch keeps (SHA-256): what the writer records and what undo checks the
+// file's bytes against.
 std::vector<uint8_t> stretch_digest(const uint8_t* data, size_t length);
 
 struct BackupRecord
@@ -97,7 +98,8 @@ public:
   void add(uint64_t offset, uint64_t logical, uint32_t mirror, uint8_t flags,
            const std::vector<uint8_t>& csum, const uint8_t* data, uint32_t length);
   // A stretch the repair writes back unchanged: its SHA-256 only (length <= k_max_hashed).
-  void add_hashed(uint64_t offset, const uint8_t* data, uint32_t length);
+  // Returns the digest it recorded (stretch_digest).
+  std::vector<uint8_t> add_hashed(uint64_t offset, const uint8_t* data, uint32_t length);
   uint64_t bytes() const { return m_bytes; }
   // Writes the trailer, fsyncs, calls `before_rename` with the file's SHA-256 (lower-case hex:
   // repair records the binding there, so a backup never appears under its name unrecorded),

@@ -352,7 +352,7 @@ private:
   std::optional<sys::Lease> m_lease; // released before m_wfd closes
   std::string m_backup_path;         // the pending backup
   std::unique_ptr<Digests> m_written;
-  StretchDigests m_stretches;         // what the backup phase read of each hashed stretch (XXH3)
+  StretchDigests m_stretches;         // each hashed stretch as the backup phase read it
   std::unique_ptr<Checksummer> m_sum; // the filesystem's csum, to check device copies again
 };
 
@@ -966,13 +966,13 @@ void ImageRepair::verify()
 {
   m_run.report(m_canon, "verify", 0, m_plan.rewrite_bytes);
   // The read-back runs beside the commit and the check scrub (issue 16: of the 0.45 s after the
-  // scrub of a repair of four damaged 16 MiB extents on dup, this saves about 45 ms here); they
+  // scrub of a repair of four damaged 16 MiB extents on dup, this saves about 40 ms here); they
   // share the device and read-only state. Not under --limit-rate, whose accounting is one
   // thread's, nor when no thread can be started. A read through btrfs repairs a copy it finds
   // bad: a copy written bad (a device that failed the write) is found by the scrub if the scrub
   // reads it first (verify-failed: the backup stays pending, a rerun rewrites the range), else
   // repaired by the read-back and logged by the kernel (verified, as in the order read-back,
-  // scrub, which this replaces). Either way no verdict of verified rests on a bad copy.
+  // scrub, which this replaces). Either way no copy is bad when the verdict is verified.
   std::vector<std::string> readback_notes;
   const std::vector<RewriteRange> ranges = m_plan.ranges; // the loop below sets their `freed`
   auto read_back = [&] {

@@ -111,8 +111,8 @@ public:
   // Compare modes return false at the first difference (or EIO), which they describe in
   // `difference`; writing modes throw a Stop when a hashed stretch is not what was backed up.
   bool run(BackupReader& reader, ApplyMode mode, std::string& difference);
-  // Rewrite: check the stretches found in `known` against it (kept by the caller) instead of
-  // their SHA-256.
+  // Rewrite: check the stretches found in `known` (kept by the caller) against its XXH3 and
+  // recorded SHA-256 rather than computing their SHA-256 again (StretchDigest).
   void check_stretches_against(const StretchDigests& known) { m_known = &known; }
   // The last difference was in a hashed stretch: bytes the backup has no copy of.
   bool difference_hashed() const { return m_difference_hashed; }

@@ -47,6 +47,15 @@ invariants() {
 }
 
 INV_BK=$BK # where invariants looks for backups
+# rerun_restores TAG : a rerun without a limit finishes the repair: exit 0, the image holds the
+# original bytes (mirror 1's where every copy was damaged), no pending backup is left.
+rerun_restores() {
+  local tag=$1
+  vrepair --no-progress "$IMG"
+  check_eq "$tag, rerun: exit 0" 0 "$RC"
+  check "$tag, rerun: content = the original, mirror 1 where damaged" cmp -- "$REF" "$IMG"
+  check_eq "$tag, rerun: no pending backup left" "" "$(pending)"
+}
 # 512 MiB: room for three damaged images and the rewrite's margin (32 MiB + 1/64) after a fill.
 make_btrfs --size 512 -d dup -m dup
 NEXT=16
@@ -226,10 +235,7 @@ for delay in $((ts_ms / 2)) $((ts_ms + 300)); do
   rm -f -- "$MNT/fill"
   sync
   btrfs filesystem sync "$MNT" >/dev/null
-  vrepair --no-progress "$IMG"
-  check_eq "filesystem full after ${delay} ms, then room again: rerun exit 0" 0 "$RC"
-  check "filesystem full after ${delay} ms, rerun: content = the original, mirror 1 where damaged" cmp -- "$REF" "$IMG"
-  check_eq "filesystem full after ${delay} ms, rerun: no pending backup left" "" "$(pending)"
+  rerun_restores "filesystem full after ${delay} ms"
   rm -f -- "$IMG"
 done
 
@@ -255,10 +261,7 @@ for delay in $((ts_ms / 2)) $((ts_ms + tw_ms / 3)); do
   check "read-only after ${delay} ms: the document is valid JSON" jq -e . "$OUT"
   invariants "read-only remount after ${delay} ms"
   mount -o remount,rw "$MNT"
-  vrepair --no-progress "$IMG"
-  check_eq "read-only after ${delay} ms, writable again: rerun exit 0" 0 "$RC"
-  check "read-only after ${delay} ms, rerun: content = the original, mirror 1 where damaged" cmp -- "$REF" "$IMG"
-  check_eq "read-only after ${delay} ms, rerun: no pending backup left" "" "$(pending)"
+  rerun_restores "read-only after ${delay} ms"
   rm -f -- "$IMG"
 done
 
@@ -313,10 +316,7 @@ for delay in $((ts_ms / 2)) $((ts_ms + tw_ms / 3)); do
     note "the repair had finished before the signal"
   fi
   invariants "SIGTERM after ${delay} ms"
-  vrepair --no-progress "$IMG"
-  check_eq "SIGTERM after ${delay} ms, rerun: exit 0" 0 "$RC"
-  check "SIGTERM after ${delay} ms, rerun: content = the original, mirror 1 where damaged" cmp -- "$REF" "$IMG"
-  check_eq "SIGTERM after ${delay} ms, rerun: no pending backup left" "" "$(pending)"
+  rerun_restores "SIGTERM after ${delay} ms"
   rm -f -- "$IMG"
 done
 
@@ -346,10 +346,7 @@ for delay in 0 3 8 15 30; do
       test "$RC" = 0 -o "$RC" = 143
   fi
   invariants "full speed, SIGTERM ${delay} ms after the pending backup"
-  vrepair --no-progress "$IMG"
-  check_eq "full speed, SIGTERM ${delay} ms after the pending backup, rerun: exit 0" 0 "$RC"
-  check "full speed, SIGTERM ${delay} ms after the pending backup, rerun: content = the original, mirror 1 where damaged" cmp -- "$REF" "$IMG"
-  check_eq "full speed, SIGTERM ${delay} ms after the pending backup, rerun: no pending backup left" "" "$(pending)"
+  rerun_restores "full speed, SIGTERM ${delay} ms after the pending backup"
   rm -f -- "$IMG"
 done
 

@@ -320,9 +320,11 @@ check "cleanup INT: the child is still cleaning up when INT comes" kill -0 "$cpi
 # Builtins only (kill, read of /proc): the loop ends when the child is a zombie (its group then
 # still answers kill) or gone, or after 15 s (its cleanup takes under a second here). Once in CI
 # the child was still in its cleanup 60 s into an endless storm (one of its two filesystems
-# unmounted), with nothing to say why. The storm now stops at 15 s, and a child still there is
-# described (state, wait channel, signal masks and kernel stack of each process of its group)
-# and gets 120 s more. Every command the cleanup ran while the storm lasted was exposed to it;
+# unmounted): reproduced beside CPU burners, a subshell of the cleanup spun on an INT that bash
+# caught for an instant around a command it waited for (lib.sh now runs those commands in a
+# process group of their own). The storm stops at 15 s, and a child still there is described
+# (state, wait channel, signal masks and kernel stack of each process of its group) and gets
+# 120 s more. Every command the cleanup ran while the storm lasted was exposed to it;
 # what is checked after (no mount, loop device or temp dir left) holds the cleanup to the same
 # standard.
 child_alive() {

@@ -16,7 +16,9 @@
 #
 # Everything the harness creates lives in one per-test temp dir ($IT_TMP). An EXIT/INT/TERM/HUP
 # trap unmounts what it mounted, detaches exactly the loop devices it attached, kills the
-# processes registered with bg_track and removes $IT_TMP. Loop devices and mounts are shared with
+# processes registered with bg_track and removes $IT_TMP. The unmounting, detaching and removing
+# run in a process group of their own: a signal to the test's group (a terminal's Ctrl-C,
+# timeout(1), ctest) does not stop them half way. Loop devices and mounts are shared with
 # everything else on the machine, so nothing here acts on a device, mount or process it did not
 # create.
 #
@@ -945,16 +947,25 @@ it_cleanup() {
   # A terminal's Ctrl-C (or hangup) signals its whole foreground process group, and timeout(1)
   # or a service stop send TERM to it: ctest, this script and the umount, losetup and findmnt the
   # cleanup runs, which died of it (a losetup killed inside $(...) left its device taken for
-  # someone else's). The unmounting, detaching and removing run in a subshell made while INT,
-  # TERM and HUP are ignored (a subshell resets the traps it inherits to the default, which would
-  # leave it an instant to die in): it and every command it runs keep ignoring them. This shell
-  # notes them again as soon as it is made (one that comes in between is lost) and reads the
-  # subshell's errors from a pipe, then a last line that says it got to its end. Its commands
-  # write where this shell does.
-  local out efd done_mark=$'\x01cleanup done'
+  # someone else's). The unmounting, detaching and removing run in a subshell of a process group
+  # of its own (job control on while it is started), so that no signal sent to the test's group
+  # reaches it or the commands it runs. Ignoring the signals was not enough: bash catches INT for
+  # an instant around every command it waits for (jobs.c, wait_for), and a subshell that took one
+  # there spun on it under harness_selftest's storm of INTs (seen in CI, reproduced beside CPU
+  # burners: 1 cleanup in 30 never ended). It still ignores INT, TERM, HUP and PIPE (signalled
+  # by pid, or started before its group is set), and TTOU/TTIN: a background group writing to a
+  # terminal with tostop set would be stopped. This shell notes stop signals meanwhile, waits for
+  # it, then reads its errors and a last line that says it got to its end from a pipe it holds
+  # both ends of (it never blocks on a subshell that died early). Its commands write where this
+  # shell does.
+  local out efd sub line done_mark=$'\x01cleanup done'
   exec {out}>&1
+  exec {efd}<> <(:)
   trap '' INT TERM HUP PIPE
-  exec {efd}< <(
+  set -m
+  (
+    set +m
+    trap '' TTOU TTIN
     {
       _it_umount_all
       _it_detach_all
@@ -967,10 +978,20 @@ it_cleanup() {
       fi
     } >&"$out"
     printf '%s\n' "${IT_CLEANUP_ERRORS[@]}" "$done_mark"
-  )
+  ) >&"$efd" &
+  sub=$!
+  set +m
   trap : PIPE
   _it_note_signals
-  mapfile -t -u "$efd" IT_CLEANUP_ERRORS # until the subshell is done; a noted signal does not stop it
+  # wait returns early for a noted signal; kill -0 fails once the subshell is reaped.
+  while kill -0 "$sub" 2>/dev/null; do
+    wait "$sub" 2>/dev/null || true
+  done
+  IT_CLEANUP_ERRORS=()
+  while IFS= read -r -t 1 -u "$efd" line; do
+    IT_CLEANUP_ERRORS+=("$line")
+    [[ $line == "$done_mark" ]] && break
+  done
   exec {efd}<&- {out}>&-
   if ((${#IT_CLEANUP_ERRORS[@]})) && [[ ${IT_CLEANUP_ERRORS[-1]} == "$done_mark" ]]; then
     unset 'IT_CLEANUP_ERRORS[-1]'

@@ -650,8 +650,9 @@ void ImageRepair::plan()
                       " damaged extent(s): good sectors as btrfs reads them, " +
                       std::to_string(m_plan.device_sectors) +
                       " bad sector(s) from the chosen device copy");
-  m_e.steps.push_back("fdatasync, read the ranges back with O_DIRECT and compare, commit, check "
-                      "the old extents are freed, scrub the ranges per copy again");
+  m_e.steps.push_back("fdatasync; then read the ranges back with O_DIRECT and compare, beside "
+                      "(one after the other under --limit-rate) a commit, a check that the old "
+                      "extents are freed and a scrub of the ranges per copy again");
   for (const auto& [off, r] : m_rewrite) {
     m_e.repaired.push_back({off, r.sector.length, r.sector.logical, r.sector.cls, "rewritten",
                             r.mirror, r.sector.copies_identical, r.sector.evidence});

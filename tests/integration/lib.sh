@@ -949,10 +949,11 @@ it_cleanup() {
   # cleanup runs, which died of it (a losetup killed inside $(...) left its device taken for
   # someone else's). The unmounting, detaching and removing run in a subshell of a process group
   # of its own (job control on while it is started), so that no signal sent to the test's group
-  # reaches it or the commands it runs. Ignoring the signals was not enough: bash catches INT for
-  # an instant around every command it waits for (jobs.c, wait_for), and a subshell that took one
-  # there spun on it under harness_selftest's storm of INTs (seen in CI, reproduced beside CPU
-  # burners: 1 cleanup in 30 never ended). It still ignores INT, TERM, HUP and PIPE (signalled
+  # reaches it or the commands it runs. Ignoring the signals was not enough: bash 5.2 catches INT
+  # for an instant around every command it waits for (jobs.c, wait_for: its own handler, then
+  # SIG_IGN again), and a $(...) of the cleanup that took one there spun on it, INT caught and
+  # pending, under harness_selftest's storm of INTs (seen in CI; reproduced beside CPU burners,
+  # about 1 cleanup in 100 never ended). It still ignores INT, TERM, HUP and PIPE (signalled
   # by pid, or started before its group is set), and TTOU/TTIN: a background group writing to a
   # terminal with tostop set would be stopped. This shell notes stop signals meanwhile, waits for
   # it, then reads its errors and a last line that says it got to its end from a pipe it holds

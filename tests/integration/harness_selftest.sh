@@ -322,27 +322,38 @@ check "cleanup INT: the child is still cleaning up when INT comes" kill -0 "$cpi
 # the child was still in its cleanup 60 s into an endless storm (one of its two filesystems
 # unmounted): reproduced beside CPU burners, a subshell of the cleanup spun on an INT that bash
 # caught for an instant around a command it waited for (lib.sh now runs those commands in a
-# process group of their own). The storm stops at 15 s, and a child still there is described
-# (state, wait channel, signal masks and kernel stack of each process of its group) and gets
-# 120 s more. Every command the cleanup ran while the storm lasted was exposed to it;
-# what is checked after (no mount, loop device or temp dir left) holds the cleanup to the same
-# standard.
+# process group of their own, and its shell waits with builtins only). The storm stops at 15 s,
+# and a child still there is described (state, wait channel, signal masks and kernel stack of
+# each of its processes) and gets 120 s more. Every command the cleanup ran while the storm
+# lasted was exposed to it; what is checked after (no mount, loop device or temp dir left) holds
+# the cleanup to the same standard.
 child_alive() {
   local st
   read -r _ _ st _ 2>/dev/null <"/proc/$cpid/stat" || return 1
   [[ $st != Z ]]
 }
-describe_group() { # what each process of the child's group is doing (for a stuck cleanup)
+# The child's process group and its descendants (its cleanup runs in a process group of its own).
+descendants() {
+  local c
+  for c in $(pgrep -P "$1" || true); do
+    echo "$c"
+    descendants "$c"
+  done
+}
+child_processes() { { pgrep -g "$cpid" || true; descendants "$cpid"; } | sort -un; }
+describe_group() { # what each of them is doing (for a stuck cleanup); never fails the test
   local p pids
-  pids=$(pgrep -d , -g "$cpid") || return 0
-  ps -o pid=,stat=,wchan:32=,etime=,args= -p "$pids" 2>&1 | _it_indent
+  pids=$(child_processes | paste -sd ,)
+  [[ -n $pids ]] || return 0
+  ps -o pid=,pgid=,stat=,wchan:32=,etime=,args= -p "$pids" 2>&1 | _it_indent || true
   for p in ${pids//,/ }; do
     note "  $p signal masks and kernel stack:"
-    grep -E '^(SigPnd|ShdPnd|SigBlk|SigIgn|SigCgt):' "/proc/$p/status" 2>&1 | paste -sd ' ' | _it_indent
-    head -n 12 "/proc/$p/stack" 2>&1 | _it_indent
+    grep -E '^(SigPnd|ShdPnd|SigBlk|SigIgn|SigCgt):' "/proc/$p/status" 2>&1 | paste -sd ' ' |
+      _it_indent || true
+    head -n 12 "/proc/$p/stack" 2>&1 | _it_indent || true
   done
   note "  the child's output so far:"
-  tail -n 5 "$kids/$name.out" | _it_indent
+  tail -n 5 "$kids/$name.out" 2>&1 | _it_indent || true
 }
 sent=0 deadline=$((SECONDS + 15))
 while ((SECONDS < deadline)) && kill -INT -- "-$cpid" 2>/dev/null; do
@@ -352,7 +363,7 @@ done
 note "cleanup INT: $sent INTs sent to its process group"
 check "cleanup INT: the group got INTs" test "$sent" -gt 0
 if child_alive; then
-  note "cleanup INT: the child outlived 15 s of INTs; its process group:"
+  note "cleanup INT: the child outlived 15 s of INTs; its processes:"
   describe_group
   for _ in $(seq 1200); do
     child_alive || break
@@ -362,7 +373,10 @@ fi
 check_fails "cleanup INT: the child ended (at most 120 s after the INTs)" child_alive
 if child_alive; then
   describe_group
-  kill -KILL -- "-$cpid" 2>/dev/null || true # stuck: not left running
+  for p in $(child_processes); do # stuck: not left running
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  kill -KILL -- "-$cpid" 2>/dev/null || true
 fi
 child_rc=0
 wait "$cpid" || child_rc=$?

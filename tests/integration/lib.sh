@@ -275,12 +275,12 @@ _IT_START=""
 _it_starttime() {
   local st=""
   read -r -d '' st 2>/dev/null <"/proc/$1/stat" || true # no NUL in it: "fails" at its end
-  _IT_START=""
+  _IT_START="" _IT_STATE=""
   [[ -n $st ]] || return 0
   st=${st##*) } # comm may contain spaces and parentheses
   local -a fields
   read -r -a fields <<<"$st"
-  _IT_START=${fields[19]-}
+  _IT_START=${fields[19]-} _IT_STATE=${fields[0]-}
 }
 
 # bg_track PID... : the cleanup kills these processes (TERM, then KILL after 3 s). A process is
@@ -806,40 +806,48 @@ damage_sectors() {
 }
 
 # --- cleanup --------------------------------------------------------------------------------------
-# _it_alive PID:STARTTIME : whether that process is still there (a zombie child keeps its start
-# time until it is reaped).
-_it_alive() {
+# _it_running PID:STARTTIME : whether that process is still there and not a zombie (a zombie has
+# let go of every file and mount it held).
+_it_running() {
   _it_starttime "${1%%:*}"
-  [[ $_IT_START == "${1#*:}" ]]
+  [[ $_IT_START == "${1#*:}" && $_IT_STATE != Z ]]
 }
 
-# Builtins only (kill, wait, read): it runs with the signal traps that note a stop signal in
-# place, and a command of its own would die of a terminal's Ctrl-C sent to the whole group. The
-# 0.1 s pauses are reads that time out on a pipe this shell holds both ends of (nothing is ever
-# written to it); a noted signal ends one early.
+# TERM to each tracked process, KILL after a 3 s grace, then up to 3 s more until each is gone (a
+# killed process may still hold a file on a mount the cleanup is about to unmount).
+# Builtins only (kill, read, disown): it runs with the signal traps that note a stop signal in
+# place, and a command of its own would die of a terminal's Ctrl-C sent to the whole group. Not
+# even `wait`: bash 5.2's wait_for catches INT for an instant before it restores SIG_IGN (jobs.c),
+# and a shell that took one there spun on it under harness_selftest's storm of INTs. bash reaps
+# its children as they end (its SIGCHLD handler); disown keeps it from reporting them. The 0.1 s
+# pauses are reads that time out on a pipe this shell holds both ends of (nothing is ever written
+# to it); a noted signal ends one early.
 _it_kill_bg() {
   local e i nap
-  local -a live=()
+  local -a live=() still
   for e in "${_IT_BG_PIDS[@]}"; do
-    _it_alive "$e" || continue
+    disown "${e%%:*}" 2>/dev/null || true # not a job of this shell: nothing to forget
+    _it_running "$e" || continue
     live+=("$e")
     kill -TERM "${e%%:*}" 2>/dev/null || true
   done
   ((${#live[@]})) && exec {nap}<> <(:)
-  for ((i = 0; i < 30 && ${#live[@]} > 0; i++)); do
-    local -a still=()
+  for ((i = 0; i < 60 && ${#live[@]} > 0; i++)); do
+    if ((i == 30)); then
+      for e in "${live[@]}"; do
+        kill -KILL "${e%%:*}" 2>/dev/null || true
+      done
+    fi
+    still=()
     for e in "${live[@]}"; do
-      _it_alive "$e" && still+=("$e")
+      _it_running "$e" && still+=("$e")
     done
     live=("${still[@]}")
     ((${#live[@]})) && { read -r -t 0.1 -u "$nap" _ || true; }
   done
   [[ -n ${nap-} ]] && exec {nap}<&-
   for e in "${live[@]}"; do
-    _it_alive "$e" && kill -KILL "${e%%:*}" 2>/dev/null
-  done
-  for e in "${_IT_BG_PIDS[@]}"; do
-    wait "${e%%:*}" 2>/dev/null || true
+    note "cleanup: process ${e%%:*} still there 3 s after KILL"
   done
   _IT_BG_PIDS=()
 }
@@ -955,17 +963,24 @@ it_cleanup() {
   # pending, under harness_selftest's storm of INTs (seen in CI; reproduced beside CPU burners,
   # about 1 cleanup in 100 never ended). It still ignores INT, TERM, HUP and PIPE (signalled
   # by pid, or started before its group is set), and TTOU/TTIN: a background group writing to a
-  # terminal with tostop set would be stopped. This shell notes stop signals meanwhile, waits for
-  # it, then reads its errors and a last line that says it got to its end from a pipe it holds
-  # both ends of (it never blocks on a subshell that died early). Its commands write where this
-  # shell does.
-  local out efd sub line done_mark=$'\x01cleanup done'
+  # terminal with tostop set would be stopped. This shell notes stop signals again as soon as it
+  # is made (one that comes in between is lost) and reads its errors, then a last line that says
+  # it got to its end, from a pipe until the subshell closes it by ending: builtins only (see
+  # _it_kill_bg: no `wait`); a subshell gone without that line is an error. (Not reads with a
+  # timeout on a pipe this shell also writes to: one whose time ran out half way through a line
+  # split it.) Its commands write where this shell does.
+  local out efd wfd rfd sub done_mark=$'\x01cleanup done' had_m=0
+  [[ $- == *m* ]] && had_m=1
   exec {out}>&1
+  # A pipe: the process substitution's, opened once for each end through /dev/fd.
   exec {efd}<> <(:)
+  exec {wfd}>"/dev/fd/$efd" {rfd}<"/dev/fd/$efd"
+  exec {efd}<&-
   trap '' INT TERM HUP PIPE
   set -m
   (
     set +m
+    exec {rfd}<&-
     trap '' TTOU TTIN
     {
       _it_umount_all
@@ -979,21 +994,15 @@ it_cleanup() {
       fi
     } >&"$out"
     printf '%s\n' "${IT_CLEANUP_ERRORS[@]}" "$done_mark"
-  ) >&"$efd" &
+  ) >&"$wfd" &
   sub=$!
-  set +m
+  ((had_m)) || set +m
+  disown "$sub" 2>/dev/null || true # bash reaps it without a word
+  exec {wfd}>&-
   trap : PIPE
   _it_note_signals
-  # wait returns early for a noted signal; kill -0 fails once the subshell is reaped.
-  while kill -0 "$sub" 2>/dev/null; do
-    wait "$sub" 2>/dev/null || true
-  done
-  IT_CLEANUP_ERRORS=()
-  while IFS= read -r -t 1 -u "$efd" line; do
-    IT_CLEANUP_ERRORS+=("$line")
-    [[ $line == "$done_mark" ]] && break
-  done
-  exec {efd}<&- {out}>&-
+  mapfile -t -u "$rfd" IT_CLEANUP_ERRORS # until the subshell is done; a noted signal does not stop it
+  exec {rfd}<&- {out}>&-
   if ((${#IT_CLEANUP_ERRORS[@]})) && [[ ${IT_CLEANUP_ERRORS[-1]} == "$done_mark" ]]; then
     unset 'IT_CLEANUP_ERRORS[-1]'
   else

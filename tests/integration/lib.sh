@@ -821,7 +821,7 @@ _it_running() {
 # and a shell that took one there spun on it under harness_selftest's storm of INTs. bash reaps
 # its children as they end (its SIGCHLD handler); disown keeps it from reporting them. The 0.1 s
 # pauses are reads that time out on a pipe this shell holds both ends of (nothing is ever written
-# to it); a noted signal ends one early.
+# to it); bash runs a noted signal's trap and goes on with the read.
 _it_kill_bg() {
   local e i nap
   local -a live=() still

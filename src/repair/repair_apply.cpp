@@ -280,6 +280,9 @@ bool BackupApplier::handle_hashed(const BackupRecord& r, ApplyMode mode, std::st
     m_difference_hashed = true;
     return false;
   }
+  if (mode == ApplyMode::compare || mode == ApplyMode::compare_hashed) {
+    m_matched[r.offset] = {r.length, stretch_xxh3(m_cmp.data(), len), r.sha256};
+  }
   m_digests.update(range_index(m_ranges, r.offset), m_cmp.data(), len);
   if (mode == ApplyMode::rewrite) {
     pwrite_all(m_fd, m_cmp.data(), len, r.offset, m_path);

@@ -78,7 +78,8 @@ const BackupRecord& pick_record(const std::vector<BackupRecord>& group,
 // backup names the bytes it left (what undo checks). The XXH3 guards against an accident, not
 // a forger: no writer has the image open between the two phases (users check, lease). Every
 // run writes its backup before its write phase, so these are always there; a stretch missing
-// here (a bug) is checked against the file's SHA-256.
+// here (a bug) is checked against the file's SHA-256. Undo does the same between its compare
+// and its write (BackupApplier::matched_stretches).
 struct StretchDigest
 {
   uint32_t length = 0;
@@ -111,9 +112,12 @@ public:
   // Compare modes return false at the first difference (or EIO), which they describe in
   // `difference`; writing modes throw a Stop when a hashed stretch is not what was backed up.
   bool run(BackupReader& reader, ApplyMode mode, std::string& difference);
-  // Rewrite: check the stretches found in `known` (kept by the caller) against its XXH3 and
-  // recorded SHA-256 rather than computing their SHA-256 again (StretchDigest).
+  // Rewrite and restore: check the stretches found in `known` (kept by the caller) against its
+  // XXH3 and recorded SHA-256 rather than computing their SHA-256 again (StretchDigest).
   void check_stretches_against(const StretchDigests& known) { m_known = &known; }
+  // Compare modes: each hashed stretch found to match its SHA-256, with the XXH3 of the bytes
+  // read, for undo's write phase (the same reasoning as repair's: users checked, lease held).
+  const StretchDigests& matched_stretches() const { return m_matched; }
   // The last difference was in a hashed stretch: bytes the backup has no copy of.
   bool difference_hashed() const { return m_difference_hashed; }
   const Digests& digests() const { return m_digests; }
@@ -134,6 +138,7 @@ private:
   std::vector<uint8_t> m_cmp;
   bool m_difference_hashed = false;
   const StretchDigests* m_known = nullptr;
+  StretchDigests m_matched;
 };
 
 // Reads each range back with O_DIRECT (sys::readback_hash) through a descriptor reopened from

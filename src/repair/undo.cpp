@@ -14,7 +14,9 @@
 //  3. compare, then write: one selection of bytes per bad sector (pick_record) for both, so the
 //     bytes written are the bytes compared; every stretch the backup keeps only the digest of
 //     (format 2: the repair wrote those bytes back unchanged) must still match it, --force or
-//     not, and is left as it is; then an O_DIRECT read-back through the same inode.
+//     not, and is left as it is (the write phase checks it again against the XXH3 of what
+//     compare read, as repair's does: StretchDigest); then an O_DIRECT read-back through the
+//     same inode.
 #include "repair_internal.hpp"
 
 #include <vmcsum/btrfs/ioctl.hpp>
@@ -96,6 +98,7 @@ private:
   sys::Fd m_fd;                      // the target, read-write, the inode examined
   std::optional<sys::Lease> m_lease; // released before m_fd closes
   uint64_t m_done = 0;
+  StretchDigests m_matched; // every hashed stretch, as compare() found it (StretchDigest)
 };
 
 void Undo::check_backup()
@@ -188,6 +191,7 @@ void Undo::compare()
     [&](uint64_t n) { tick("compare", n); }, [&] { check_stop(); });
   std::string difference;
   if (cmp.run(*m_reader, ApplyMode::compare, difference)) {
+    m_matched = cmp.matched_stretches();
     return;
   }
   if (cmp.difference_hashed()) {
@@ -204,6 +208,7 @@ void Undo::compare()
   if (!hashed.run(*m_reader, ApplyMode::compare_hashed, hashed_difference)) {
     refuse_not_in_backup(hashed_difference);
   }
+  m_matched = hashed.matched_stretches();
   if (!m_opts.force) {
     throw Stop{RepairAction::refused, "changed",
                escape_name(m_header.path) + " changed since the repair (" + difference +
@@ -227,6 +232,7 @@ void Undo::write()
   BackupApplier applier(
     *m_fd, m_header.path, m_ranges, m_opts.prefer_mirror, m_limiter,
     [&](uint64_t n) { tick("write", n); }, [&] { check_stop(); });
+  applier.check_stretches_against(m_matched);
   std::string unused;
   applier.run(*m_reader, ApplyMode::restore, unused);
   if (::fdatasync(*m_fd) < 0) {

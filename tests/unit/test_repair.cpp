@@ -528,6 +528,48 @@ TEST_CASE("repair: the applier checks each hashed stretch before it writes it, a
     return a.run(r, mode, diff) ? "same" : a.difference_hashed() ? "hashed" : "record";
   };
   CHECK(std::string(run(ApplyMode::compare)) == "same");
+  // Undo's compare keeps each hashed stretch it matched (the backup's SHA-256 and the XXH3 of
+  // the bytes it read) for its write phase; a stretch that differs is not kept.
+  {
+    using repair_detail::stretch_xxh3;
+    auto matched = [&](ApplyMode mode) {
+      sys::Fd fd(::open(img.c_str(), O_RDWR | O_CLOEXEC));
+      BackupReader r(p);
+      auto a = applier(*fd);
+      a.run(r, mode, diff);
+      return a.matched_stretches();
+    };
+    for (ApplyMode mode : {ApplyMode::compare, ApplyMode::compare_hashed}) {
+      const auto m = matched(mode);
+      REQUIRE(m.size() == 2);
+      CHECK(m.at(0).length == 4096);
+      CHECK(m.at(0).xxh3 == stretch_xxh3(aa.data(), 4096));
+      CHECK(m.at(0).sha256 == stretch_digest(aa.data(), 4096));
+      CHECK(m.at(8192).xxh3 == stretch_xxh3(bb.data(), 4096));
+      CHECK(m.at(8192).sha256 == stretch_digest(bb.data(), 4096));
+    }
+    put_byte(9000, '\x01');
+    const auto m = matched(ApplyMode::compare_hashed);
+    CHECK(m.count(0) == 1);
+    CHECK(m.count(8192) == 0);
+    // Restore against what compare matched: the changed stretch stops it all the same (its
+    // XXH3 is not there; the file's SHA-256 decides), before writing anything there.
+    const auto whole = [&] {
+      put_byte(9000, '\xbb');
+      auto all = matched(ApplyMode::compare);
+      put_byte(9000, '\x01');
+      return all;
+    }();
+    {
+      sys::Fd fd(::open(img.c_str(), O_RDWR | O_CLOEXEC));
+      BackupReader r(p);
+      auto a = applier(*fd);
+      a.check_stretches_against(whole);
+      CHECK_THROWS_AS(a.run(r, ApplyMode::restore, diff), repair_detail::Stop);
+    }
+    CHECK(read_img(9000) == 0x01);
+    put_byte(9000, '\xbb');
+  }
   // A guest write in a hashed stretch: compare says so and names it a hashed difference; undo's
   // --force pass over the hashed stretches too; writing modes stop before writing anything there.
   put_byte(9000, '\x01');

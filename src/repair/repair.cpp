@@ -743,15 +743,7 @@ void ImageRepair::open_for_writing()
     throw Stop{RepairAction::failed, "changed",
                m_canon + " changed since it was scrubbed; run the repair again"};
   }
-  m_lease.emplace(*m_wfd);
-  if (!m_lease->active() && m_lease->error() == EAGAIN) {
-    throw Stop{RepairAction::refused, "in-use",
-               "another process has it open (the write lease was refused)"};
-  }
-  if (!m_lease->active()) {
-    m_e.notes.push_back("no write lease (" + errno_text(m_lease->error()) +
-                        "): a process opening the image meanwhile would not be noticed");
-  }
+  take_write_lease(m_lease, *m_wfd, m_e.notes);
 }
 
 void ImageRepair::check_stop() const

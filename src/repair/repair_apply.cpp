@@ -309,6 +309,19 @@ std::string stretch_xxh3(const uint8_t* data, size_t length)
   return h.hex();
 }
 
+void take_write_lease(std::optional<sys::Lease>& lease, int fd, std::vector<std::string>& notes)
+{
+  lease.emplace(fd);
+  if (!lease->active() && lease->error() == EAGAIN) {
+    throw Stop{RepairAction::refused, "in-use",
+               "another process has it open (the write lease was refused)"};
+  }
+  if (!lease->active()) {
+    notes.push_back("no write lease (" + errno_text(lease->error()) +
+                    "): a process opening the image meanwhile would not be noticed");
+  }
+}
+
 RepairVerify verify_ranges(int fd, const struct stat& st, const std::string& path,
                            const std::vector<RewriteRange>& ranges, const Digests& expected,
                            uint64_t size, RateLimiter& limiter, std::vector<std::string>& notes)

@@ -11,6 +11,7 @@
 #include <vmcsum/repair/repair_backup.hpp>
 #include <vmcsum/sys/fd.hpp>
 #include <vmcsum/sys/io.hpp>
+#include <vmcsum/sys/lease.hpp>
 #include <vmcsum/write/guard.hpp>
 
 #include <cstdint>
@@ -148,6 +149,11 @@ private:
 RepairVerify verify_ranges(int fd, const struct stat& st, const std::string& path,
                            const std::vector<RewriteRange>& ranges, const Digests& expected,
                            uint64_t size, RateLimiter& limiter, std::vector<std::string>& notes);
+
+// Takes the write lease on `fd` into `lease` (sys::Lease: given up the moment another process
+// opens the image): a Stop "in-use" when another process has the file open (EAGAIN); when the
+// kernel cannot give one for another reason, a note says the writes go on without it.
+void take_write_lease(std::optional<sys::Lease>& lease, int fd, std::vector<std::string>& notes);
 
 // Drops the pending suffix of a backup whose repair is verified; returns its path now.
 std::string finalize_backup(const std::string& pending_path);

@@ -98,7 +98,9 @@ private:
   sys::Fd m_fd;                      // the target, read-write, the inode examined
   std::optional<sys::Lease> m_lease; // released before m_fd closes
   uint64_t m_done = 0;
-  StretchDigests m_matched; // every hashed stretch, as compare() found it (StretchDigest)
+  // Every hashed stretch, as compare() matched it (its first pass, or the hashed-only pass
+  // after a record differed): what write() checks them against (StretchDigest).
+  StretchDigests m_matched;
 };
 
 void Undo::check_backup()
@@ -163,11 +165,7 @@ void Undo::check_users()
 
 void Undo::take_lease()
 {
-  m_lease.emplace(*m_fd);
-  if (!m_lease->active() && m_lease->error() == EAGAIN) {
-    throw Stop{RepairAction::refused, "in-use",
-               "another process has it open (the write lease was refused)"};
-  }
+  take_write_lease(m_lease, *m_fd, m_e.notes);
 }
 
 void Undo::check_stop() const

@@ -8,6 +8,7 @@
 #include <vmcsum/error.hpp>
 #include <vmcsum/repair/repair.hpp>
 #include <vmcsum/repair/repair_backup.hpp>
+#include <vmcsum/sys/lease.hpp>
 #include <vmcsum/sys/temp_file.hpp>
 
 #include <doctest/doctest.h>
@@ -552,21 +553,34 @@ TEST_CASE("repair: the applier checks each hashed stretch before it writes it, a
     const auto m = matched(ApplyMode::compare_hashed);
     CHECK(m.count(0) == 1);
     CHECK(m.count(8192) == 0);
-    // Restore against what compare matched: the changed stretch stops it all the same (its
-    // XXH3 is not there; the file's SHA-256 decides), before writing anything there.
-    const auto whole = [&] {
-      put_byte(9000, '\xbb');
-      auto all = matched(ApplyMode::compare);
-      put_byte(9000, '\x01');
-      return all;
-    }();
-    {
+    put_byte(9000, '\xbb');
+    // Restore against what compare matched (what undo's write phase does): each stretch is
+    // checked against that XXH3, so bytes changed since compare stop it before that stretch,
+    // and so does an XXH3 that is not the bytes' although the SHA-256 is right.
+    const auto whole = matched(ApplyMode::compare);
+    uint64_t written = 0;
+    auto restore_with = [&](const repair_detail::StretchDigests& known) {
       sys::Fd fd(::open(img.c_str(), O_RDWR | O_CLOEXEC));
       BackupReader r(p);
-      auto a = applier(*fd);
-      a.check_stretches_against(whole);
-      CHECK_THROWS_AS(a.run(r, ApplyMode::restore, diff), repair_detail::Stop);
-    }
+      written = 0;
+      BackupApplier a(
+        *fd, img, ranges, std::nullopt, limiter, [&](uint64_t n) { written += n; }, [] {});
+      a.check_stretches_against(known);
+      try {
+        return std::string(a.run(r, ApplyMode::restore, diff) ? "same" : "difference");
+      } catch (const repair_detail::Stop& stop) {
+        return stop.code;
+      }
+    };
+    CHECK(restore_with(whole) == "same");
+    CHECK(written == 12288);
+    auto wrong = whole;
+    wrong.at(8192).xxh3 = whole.at(0).xxh3;
+    CHECK(restore_with(wrong) == "changed");
+    CHECK(written == 8192); // the stretch at 0 and the bad sector, not the stretch at 8192
+    put_byte(9000, '\x01');
+    CHECK(restore_with(whole) == "changed");
+    CHECK(written == 8192);
     CHECK(read_img(9000) == 0x01);
     put_byte(9000, '\xbb');
   }
@@ -601,6 +615,48 @@ TEST_CASE("repair: the applier checks each hashed stretch before it writes it, a
   CHECK(read_img(100) == 0xaa);
   CHECK(read_img(4096) == 0x11);
   CHECK(std::string(run(ApplyMode::compare, std::nullopt, v1)) == "same");
+}
+
+TEST_CASE(
+  "repair and undo: the write lease refuses a file open elsewhere, notes when none is given")
+{
+  TempDir dir;
+  const std::string f = dir.path + "/img";
+  std::ofstream(f) << "x";
+  std::vector<std::string> notes;
+  {
+    sys::Fd fd(::open(f.c_str(), O_RDWR | O_CLOEXEC));
+    std::optional<sys::Lease> lease;
+    repair_detail::take_write_lease(lease, *fd, notes);
+    CHECK(lease->active());
+    CHECK(notes.empty());
+  }
+  {
+    // Another descriptor of the file open (a guest's): the kernel refuses the lease (EAGAIN).
+    sys::Fd fd(::open(f.c_str(), O_RDWR | O_CLOEXEC));
+    sys::Fd other(::open(f.c_str(), O_RDONLY | O_CLOEXEC));
+    std::optional<sys::Lease> lease;
+    try {
+      repair_detail::take_write_lease(lease, *fd, notes);
+      FAIL("no stop");
+    } catch (const repair_detail::Stop& stop) {
+      CHECK(stop.code == "in-use");
+      CHECK(stop.outcome == RepairAction::refused);
+    }
+    CHECK(notes.empty());
+  }
+  {
+    // No lease for another reason (a pipe: EINVAL): the writes go on, and a note says so.
+    int p[2];
+    REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+    sys::Fd r(p[0]);
+    sys::Fd w(p[1]);
+    std::optional<sys::Lease> lease;
+    repair_detail::take_write_lease(lease, *w, notes);
+    CHECK_FALSE(lease->active());
+    REQUIRE(notes.size() == 1);
+    CHECK(notes[0].rfind("no write lease (", 0) == 0);
+  }
 }
 
 TEST_CASE("repair: backup file names fit NAME_MAX and end in the suffix")

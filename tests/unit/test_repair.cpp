@@ -480,22 +480,27 @@ TEST_CASE("repair: the applier checks each hashed stretch before it writes it, a
   // memory): the XXH3 of the bytes, not the SHA-256 computed again, and the SHA-256 it recorded
   // against the one in the file. Either wrong stops it before the stretch is written; a stretch
   // it has no digest of (another length) is checked against the file's SHA-256 alone.
+  // One run of a writing mode checked against `known`: "same", or the Stop's code and message;
+  // `written` counts the bytes it got through.
+  uint64_t written = 0;
+  auto apply_with = [&](ApplyMode mode, const repair_detail::StretchDigests& known) {
+    sys::Fd fd(::open(img.c_str(), O_RDWR | O_CLOEXEC));
+    BackupReader r(p);
+    written = 0;
+    BackupApplier a(
+      *fd, img, ranges, std::nullopt, limiter, [&](uint64_t n) { written += n; }, [] {});
+    a.check_stretches_against(known);
+    try {
+      return std::string(a.run(r, mode, diff) ? "same" : "difference");
+    } catch (const repair_detail::Stop& stop) {
+      return stop.code + ": " + stop.message;
+    }
+  };
   {
     using repair_detail::stretch_xxh3;
     using repair_detail::StretchDigest;
-    uint64_t written = 0;
     auto rewrite_with = [&](const repair_detail::StretchDigests& known) {
-      sys::Fd fd(::open(img.c_str(), O_RDWR | O_CLOEXEC));
-      BackupReader r(p);
-      written = 0;
-      BackupApplier a(
-        *fd, img, ranges, std::nullopt, limiter, [&](uint64_t n) { written += n; }, [] {});
-      a.check_stretches_against(known);
-      try {
-        return std::string(a.run(r, ApplyMode::rewrite, diff) ? "same" : "difference");
-      } catch (const repair_detail::Stop& stop) {
-        return stop.code + ": " + stop.message;
-      }
+      return apply_with(ApplyMode::rewrite, known);
     };
     auto stopped_at_8192 = [&](const std::string& s) {
       // The stretch before it and the bad sector written, not the stretch at 8192.
@@ -558,19 +563,9 @@ TEST_CASE("repair: the applier checks each hashed stretch before it writes it, a
     // checked against that XXH3, so bytes changed since compare stop it before that stretch,
     // and so does an XXH3 that is not the bytes' although the SHA-256 is right.
     const auto whole = matched(ApplyMode::compare);
-    uint64_t written = 0;
     auto restore_with = [&](const repair_detail::StretchDigests& known) {
-      sys::Fd fd(::open(img.c_str(), O_RDWR | O_CLOEXEC));
-      BackupReader r(p);
-      written = 0;
-      BackupApplier a(
-        *fd, img, ranges, std::nullopt, limiter, [&](uint64_t n) { written += n; }, [] {});
-      a.check_stretches_against(known);
-      try {
-        return std::string(a.run(r, ApplyMode::restore, diff) ? "same" : "difference");
-      } catch (const repair_detail::Stop& stop) {
-        return stop.code;
-      }
+      const std::string got = apply_with(ApplyMode::restore, known);
+      return got.substr(0, got.find(':'));
     };
     CHECK(restore_with(whole) == "same");
     CHECK(written == 12288);

@@ -476,10 +476,6 @@ TEST_CASE("repair: the applier checks each hashed stretch before it writes it, a
     h.update(after.data(), after.size());
     CHECK(a.digests().digest(0) == h.hex());
   }
-  // The repair's own run checks each stretch against what its backup phase read (kept in
-  // memory): the XXH3 of the bytes, not the SHA-256 computed again, and the SHA-256 it recorded
-  // against the one in the file. Either wrong stops it before the stretch is written; a stretch
-  // it has no digest of (another length) is checked against the file's SHA-256 alone.
   // One run of a writing mode checked against `known`: "same", or the Stop's code and message;
   // `written` counts the bytes it got through.
   uint64_t written = 0;
@@ -496,6 +492,10 @@ TEST_CASE("repair: the applier checks each hashed stretch before it writes it, a
       return stop.code + ": " + stop.message;
     }
   };
+  // The repair's own run checks each stretch against what its backup phase read (kept in
+  // memory): the XXH3 of the bytes, not the SHA-256 computed again, and the SHA-256 it recorded
+  // against the one in the file. Either wrong stops it before the stretch is written; a stretch
+  // it has no digest of (another length) is checked against the file's SHA-256 alone.
   {
     using repair_detail::stretch_xxh3;
     using repair_detail::StretchDigest;

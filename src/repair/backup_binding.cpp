@@ -2,6 +2,7 @@
 // Copyright (C) 2026 The vmcsum authors
 #include <vmcsum/error.hpp>
 #include <vmcsum/repair/backup_binding.hpp>
+#include <vmcsum/report/json.hpp>
 #include <vmcsum/report/text.hpp>
 #include <vmcsum/sys/durable_file.hpp>
 
@@ -49,11 +50,11 @@ BackupBinding decode_backup_binding(const std::string& text)
     b.sha256 = j.at("sha256").get<std::string>();
     b.path = unescape_name(j.at("path").get<std::string>());
     b.fsid = j.at("fsid").get<std::string>();
-    b.subvolume = j.at("subvolume").get<uint64_t>();
-    b.inode = j.at("inode").get<uint64_t>();
-    b.dev = j.at("dev").get<uint64_t>();
+    b.subvolume = json_integer<uint64_t>(j.at("subvolume"));
+    b.inode = json_integer<uint64_t>(j.at("inode"));
+    b.dev = json_integer<uint64_t>(j.at("dev"));
     for (const auto& r : j.at("ranges")) {
-      b.ranges.emplace_back(r.at(0).get<uint64_t>(), r.at(1).get<uint64_t>());
+      b.ranges.emplace_back(json_integer<uint64_t>(r.at(0)), json_integer<uint64_t>(r.at(1)));
     }
   } catch (const nlohmann::json::exception& e) {
     throw Error(Errc::usage, std::string("backup record: ") + e.what());

@@ -3,6 +3,7 @@
 #include <vmcsum/checksum.hpp>
 #include <vmcsum/error.hpp>
 #include <vmcsum/repair/repair_backup.hpp>
+#include <vmcsum/report/json.hpp>
 #include <vmcsum/report/text.hpp>
 #include <vmcsum/sys/fd.hpp>
 
@@ -106,16 +107,16 @@ BackupHeader decode_backup_header(const std::string& line)
     auto j = nlohmann::json::parse(line);
     h.path = unescape_name(j.at("path").get<std::string>());
     h.fsid = j.at("fsid").get<std::string>();
-    h.subvolume = j.at("subvolume").get<uint64_t>();
-    h.inode = j.at("inode").get<uint64_t>();
-    h.size = j.at("size").get<uint64_t>();
-    h.mtime_sec = j.at("mtime").at(0).get<int64_t>();
-    h.mtime_nsec = j.at("mtime").at(1).get<int64_t>();
-    h.sectorsize = j.at("sectorsize").get<uint32_t>();
+    h.subvolume = json_integer<uint64_t>(j.at("subvolume"));
+    h.inode = json_integer<uint64_t>(j.at("inode"));
+    h.size = json_integer<uint64_t>(j.at("size"));
+    h.mtime_sec = json_integer<int64_t>(j.at("mtime").at(0));
+    h.mtime_nsec = json_integer<int64_t>(j.at("mtime").at(1));
+    h.sectorsize = json_integer<uint32_t>(j.at("sectorsize"));
     h.csum_type = j.at("csum_type").get<std::string>();
     h.created = j.at("created").get<std::string>();
     for (const auto& r : j.at("ranges")) {
-      h.ranges.emplace_back(r.at(0).get<uint64_t>(), r.at(1).get<uint64_t>());
+      h.ranges.emplace_back(json_integer<uint64_t>(r.at(0)), json_integer<uint64_t>(r.at(1)));
     }
   } catch (const nlohmann::json::exception& e) {
     throw Error(Errc::usage, std::string("backup header: ") + e.what());

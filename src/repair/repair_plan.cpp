@@ -5,6 +5,7 @@
 // reading a saved scrub report.
 #include <vmcsum/error.hpp>
 #include <vmcsum/repair/repair.hpp>
+#include <vmcsum/report/json.hpp>
 #include <vmcsum/report/text.hpp>
 
 #include <nlohmann/json.hpp>
@@ -125,7 +126,8 @@ parse_scrub_report(const std::string& text, std::map<std::string, ReportIdentity
                               f["inode"].get<uint64_t>()};
       }
       for (const auto& b : f.value("bad", nlohmann::json::array())) {
-        list.emplace_back(b.at("offset").get<uint64_t>(), b.at("length").get<uint64_t>());
+        list.emplace_back(json_integer<uint64_t>(b.at("offset")),
+                          json_integer<uint64_t>(b.at("length")));
       }
     }
   } catch (const nlohmann::json::exception& e) {

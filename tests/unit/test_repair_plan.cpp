@@ -7,6 +7,7 @@
 
 #include <vmcsum/error.hpp>
 #include <vmcsum/repair/backup_binding.hpp>
+#include <vmcsum/repair/repair.hpp>
 #include <vmcsum/repair/repair_backup.hpp>
 #include <vmcsum/repair/repair_plan.hpp>
 
@@ -227,6 +228,49 @@ TEST_CASE("backup binding: encoded and decoded, vouches only for its own header"
     CHECK(binding_mismatch(other, d));
   }
   CHECK_THROWS_AS(decode_backup_binding("{}"), Error);
+}
+
+TEST_CASE("backup header, binding and --from: a number that is no integer of the field's range "
+          "is refused, never converted")
+{
+  // The header as repair writes it decodes; each variant puts one value where an integer of the
+  // field's type belongs. fuzz_repair_inputs found the fraction: get<uint32_t>() converted it with
+  // static_cast, undefined behaviour out of range.
+  const std::string good = encode_backup_header(header());
+  CHECK(decode_backup_header(good).sectorsize == 4096);
+  const std::string sector = "\"sectorsize\":4096";
+  REQUIRE(good.find(sector) != std::string::npos);
+  for (const char* bad : {"4.02e104", "4096.0", "-4096", "4294967296", "\"4096\"", "null"}) {
+    CAPTURE(bad);
+    std::string text = good;
+    text.replace(text.find(sector), sector.size(), std::string("\"sectorsize\":") + bad);
+    CHECK_THROWS_WITH_AS(decode_backup_header(text), doctest::Contains("backup header"), Error);
+  }
+  // A signed field takes a negative number (a time before 1970), not a fraction.
+  const auto with_mtime = [&](const std::string& value) {
+    std::string text = good;
+    const size_t at = text.find("\"mtime\":[");
+    REQUIRE(at != std::string::npos);
+    text.replace(at, text.find(']', at) + 1 - at, "\"mtime\":" + value);
+    return text;
+  };
+  CHECK(decode_backup_header(with_mtime("[-1,5]")).mtime_sec == -1);
+  CHECK(decode_backup_header(with_mtime("[-1,5]")).mtime_nsec == 5);
+  CHECK_THROWS_AS(decode_backup_header(with_mtime("[0.5e30,5]")), Error);
+  CHECK_THROWS_AS(decode_backup_header(with_mtime("[1e19,5]")), Error);
+
+  const std::string binding = encode_backup_binding(binding_of(header(), std::string(64, 'a'), 42));
+  CHECK(decode_backup_binding(binding).dev == 42);
+  std::string dev = binding;
+  dev.replace(dev.find("\"dev\":42"), 8, "\"dev\":-42");
+  CHECK_THROWS_WITH_AS(decode_backup_binding(dev), doctest::Contains("backup record"), Error);
+
+  CHECK_THROWS_WITH_AS(parse_scrub_report(R"({"schema":"vmcsum.scrub/2","files":[
+    {"path":"/a","bad":[{"offset":1e300,"length":4096}]}]})"),
+                       doctest::Contains("--from"), Error);
+  CHECK_THROWS_AS(parse_scrub_report(R"({"schema":"vmcsum.scrub/2","files":[
+    {"path":"/a","bad":[{"offset":0,"length":-4096}]}]})"),
+                  Error);
 }
 
 TEST_CASE("backup binding: recorded under the state directory, found by the file's SHA-256")

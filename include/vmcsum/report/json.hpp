@@ -10,8 +10,11 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace vmcsum::core {
@@ -91,6 +94,34 @@ nlohmann::ordered_json json_or_null(const std::optional<T>& v)
 inline nlohmann::ordered_json string_or_null(const std::string& s)
 {
   return s.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(s);
+}
+
+// Reading documents vmcsum did not necessarily write (a saved scrub report, a backup header, a
+// binding record): the integer v holds, as T. Anything else (a string, a fraction, a number out
+// of T's range, a negative one for an unsigned T) throws the type_error nlohmann's own get<T>()
+// throws for a string, so callers' one catch reports it. get<T>() alone converts a fraction with
+// static_cast, undefined behaviour out of T's range (fuzz_repair_inputs: "sectorsize":4e104),
+// and turns -1 into 2^64-1.
+template <class T, class BasicJson>
+T json_integer(const BasicJson& v)
+{
+  static_assert(std::is_integral_v<T>);
+  if (v.is_number_unsigned()) {
+    const auto n = v.template get<uint64_t>();
+    if (std::in_range<T>(n)) {
+      return static_cast<T>(n);
+    }
+  } else if (v.is_number_integer()) {
+    const auto n = v.template get<int64_t>();
+    if (std::in_range<T>(n)) {
+      return static_cast<T>(n);
+    }
+  }
+  throw BasicJson::type_error::create(
+    302,
+    std::string("an integer from ") + std::to_string(std::numeric_limits<T>::min()) + " to " +
+      std::to_string(std::numeric_limits<T>::max()) + " expected, not " + v.dump(),
+    &v);
 }
 
 } // namespace vmcsum::core

@@ -207,7 +207,16 @@ uint64_t parse_rate(const std::string& text, const std::string& option)
   if (!(v > 0)) {
     throw CLI::ValidationError(option, "must be positive");
   }
-  return static_cast<uint64_t>(v * mul);
+  // A rate of 0 means no limit to the rate limiter, so a fraction of a byte must not round to
+  // it; and converting a double past 2^64 (1e30, inf) is undefined behaviour, not a big limit.
+  const double bytes = v * mul;
+  if (bytes < 1) {
+    throw CLI::ValidationError(option, "must be at least one byte per second: " + text);
+  }
+  if (!(bytes < 0x1p63)) {
+    throw CLI::ValidationError(option, "too large: " + text);
+  }
+  return static_cast<uint64_t>(bytes);
 }
 
 } // namespace vmcsum::cli

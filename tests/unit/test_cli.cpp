@@ -76,6 +76,13 @@ TEST_CASE("rates: lowercase suffixes are powers of 1024 too")
   CHECK(parse_rate("2g", "--limit-rate") == 2ull << 30);
   CHECK(parse_rate("64k", "--limit-rate") == 64ull << 10);
   CHECK_THROWS(parse_rate("5x", "--limit-rate"));
+  // Never 0 (no limit) for a tiny rate, never a double past 2^64 converted (undefined behaviour).
+  CHECK(parse_rate("1", "--limit-rate") == 1);
+  CHECK(parse_rate("1.5k", "--limit-rate") == 1536);
+  for (const char* bad : {"0", "-1m", "0.5", "nan", "inf", "1e30", "1e19", "8589934592g"}) {
+    CAPTURE(std::string(bad));
+    CHECK_THROWS_AS(parse_rate(bad, "--limit-rate"), CLI::ValidationError);
+  }
 }
 
 TEST_CASE("every document starts with schema, then who wrote it, where and when")

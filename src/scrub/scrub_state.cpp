@@ -160,7 +160,7 @@ ScrubState parse_scrub_state(std::string_view text)
     ImageOutcome k;
     k.subvolume = u64(o, "subvolume");
     k.inode = u64(o, "inode");
-    k.path = str(o, "path");
+    k.path = unescape_name(str(o, "path")); // dump escapes it: not again on every rewrite
     k.scrubbed_at_us = opt_u64(o, "scrubbed_at_us");
     k.clean = boolean(o, "clean");
     k.repaired_at_us = opt_u64(o, "repaired_at_us");

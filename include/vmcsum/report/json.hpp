@@ -120,7 +120,8 @@ T json_integer(const BasicJson& v)
   throw BasicJson::type_error::create(
     302,
     std::string("an integer from ") + std::to_string(std::numeric_limits<T>::min()) + " to " +
-      std::to_string(std::numeric_limits<T>::max()) + " expected, not " + v.dump(),
+      std::to_string(std::numeric_limits<T>::max()) + " expected, not " +
+      (v.is_number() ? v.dump() : std::string("a ") + v.type_name()),
     &v);
 }
 

@@ -1037,8 +1037,11 @@ void ImageRepair::finish_verified()
   // Verified: audit weighs the kernel log's older checksum events of this image against it.
   if (!m_fsid.empty()) {
     try {
-      record_repair(m_opts.state_dir, m_fsid, m_subvol, static_cast<uint64_t>(m_st0.st_ino),
-                    m_canon, realtime_now_us());
+      if (auto note =
+            record_repair(m_opts.state_dir, m_fsid, m_subvol, static_cast<uint64_t>(m_st0.st_ino),
+                          m_canon, realtime_now_us())) {
+        m_e.notes.push_back(std::move(*note));
+      }
     } catch (const Error& err) {
       m_e.notes.push_back(std::string("the repair was not recorded in the state directory: ") +
                           err.what());

@@ -1251,7 +1251,9 @@ void Scrubber::remember(FsCtx& fs, const FileScrub& f)
     return;
   }
   try {
-    merge_scrub_state(m_opts.state_dir, u, replaced);
+    if (auto note = merge_scrub_state(m_opts.state_dir, u, replaced)) {
+      m_notes.push_back(std::move(*note));
+    }
   } catch (const Error& e) {
     m_notes.push_back("scrub state of " + fs.info.fsid + " not saved: " + e.what());
   }

@@ -297,8 +297,9 @@ std::vector<ScrubState> load_all_scrub_states(const std::string& state_dir,
   return out;
 }
 
-void merge_scrub_state(const std::string& state_dir, const ScrubState& update,
-                       const std::vector<std::pair<uint64_t, uint64_t>>& replaced_inodes)
+std::optional<std::string>
+merge_scrub_state(const std::string& state_dir, const ScrubState& update,
+                  const std::vector<std::pair<uint64_t, uint64_t>>& replaced_inodes)
 {
   const std::string name = file_of(update.fsid);
   sys::ensure_private_dir(dir_of(state_dir));
@@ -341,11 +342,58 @@ void merge_scrub_state(const std::string& state_dir, const ScrubState& update,
     s.windows.erase(s.windows.begin(), s.windows.begin() + static_cast<std::ptrdiff_t>(
                                                              s.windows.size() - k_max_windows));
   }
-  sys::replace_file_durably(dir_of(state_dir), name, dump_scrub_state(s));
+  StateTrim trim;
+  sys::replace_file_durably(dir_of(state_dir), name,
+                            dump_scrub_state_within(s, k_max_state_bytes, trim));
+  if (trim.windows == 0 && trim.confirmations == 0 && trim.outcomes == 0) {
+    return std::nullopt;
+  }
+  std::string dropped;
+  for (const auto& [n, what] : {std::pair{trim.windows, " read window(s)"},
+                                {trim.confirmations, " kernel confirmation(s)"},
+                                {trim.outcomes, " image outcome(s)"}}) {
+    if (n > 0) {
+      dropped += (dropped.empty() ? "" : ", ") + std::to_string(n) + what;
+    }
+  }
+  return "the scrub state of " + update.fsid + " reached its limit of " +
+         std::to_string(k_max_state_bytes >> 20) +
+         " MiB; its oldest entries were dropped: " + dropped;
 }
 
-void record_repair(const std::string& state_dir, const std::string& fsid, uint64_t subvolume,
-                   uint64_t inode, const std::string& path, uint64_t at_us)
+std::string dump_scrub_state_within(ScrubState& s, size_t limit, StateTrim& trim)
+{
+  // The loader refuses a file past k_max_state_bytes, and a merge replaces a file it cannot load
+  // with an empty one: a file written past the limit would lose everything on the next run.
+  // Nothing bounds the confirmations (one per bad sector) or a window's ranges (one per data
+  // range read), so the oldest entries go, in the order of what they cost when missing:
+  // windows (an old kernel-log line of vmcsum's own read then counts as an alarm), then
+  // confirmations (a known-bad sector is read through btrfs again), then outcomes. Each kind
+  // is kept oldest first, so a quarter from the front at a time.
+  auto drop_oldest = [](auto& v) {
+    const size_t n = std::max<size_t>(1, v.size() / 4);
+    v.erase(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(n));
+    return n;
+  };
+  std::string text = dump_scrub_state(s);
+  while (text.size() > limit) {
+    if (!s.windows.empty()) {
+      trim.windows += drop_oldest(s.windows);
+    } else if (!s.confirmations.empty()) {
+      trim.confirmations += drop_oldest(s.confirmations);
+    } else if (!s.outcomes.empty()) {
+      trim.outcomes += drop_oldest(s.outcomes);
+    } else {
+      break;
+    }
+    text = dump_scrub_state(s);
+  }
+  return text;
+}
+
+std::optional<std::string> record_repair(const std::string& state_dir, const std::string& fsid,
+                                         uint64_t subvolume, uint64_t inode,
+                                         const std::string& path, uint64_t at_us)
 {
   ScrubState u;
   u.fsid = fsid;
@@ -355,7 +403,7 @@ void record_repair(const std::string& state_dir, const std::string& fsid, uint64
   o.path = path;
   o.repaired_at_us = at_us;
   u.outcomes.push_back(o);
-  merge_scrub_state(state_dir, u, {});
+  return merge_scrub_state(state_dir, u, {});
 }
 
 bool confirmation_holds(const KernelConfirmation& c, uint64_t logical,

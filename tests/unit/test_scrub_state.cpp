@@ -93,6 +93,61 @@ TEST_CASE("scrub state: dump and parse round-trip")
   CHECK(t.windows[0].pid == 4242);
 }
 
+TEST_CASE("scrub state: past its size limit the oldest windows go first, then confirmations")
+{
+  // The loader refuses a file past k_max_state_bytes and a merge then starts from nothing, so
+  // the writer must stay under it; nothing else bounds confirmations or a window's ranges.
+  ScrubState s = sample();
+  s.windows.clear();
+  s.confirmations.clear();
+  for (uint64_t i = 0; i < 40; ++i) {
+    ReadWindow w = sample().windows[0];
+    w.pid = static_cast<int64_t>(i);
+    w.ranges.clear();
+    for (uint64_t r = 0; r < 30; ++r) {
+      w.ranges.emplace_back(r << 20, 4096);
+    }
+    s.windows.push_back(w);
+    KernelConfirmation c = sample().confirmations[0];
+    c.offset = i * 4096;
+    s.confirmations.push_back(c);
+  }
+  const size_t whole = dump_scrub_state(s).size();
+  StateTrim none;
+  ScrubState same = s;
+  CHECK(dump_scrub_state_within(same, whole, none).size() == whole);
+  CHECK(none.windows + none.confirmations + none.outcomes == 0);
+
+  // Half the size: only windows go, the oldest, and what is left parses.
+  ScrubState half = s;
+  StateTrim trim;
+  const std::string text = dump_scrub_state_within(half, whole / 2, trim);
+  CHECK(text.size() <= whole / 2);
+  CHECK(trim.windows > 0);
+  CHECK(trim.confirmations == 0);
+  const ScrubState back = parse_scrub_state(text);
+  REQUIRE_FALSE(back.windows.empty());
+  CHECK(back.windows.back().pid == 39);
+  CHECK(back.windows.front().pid == static_cast<int64_t>(trim.windows));
+  CHECK(back.confirmations.size() == 40);
+
+  // Room for less than the confirmations: every window gone, the oldest confirmations too.
+  ScrubState small = s;
+  StateTrim more;
+  small.windows.clear();
+  const size_t confirmations_only = dump_scrub_state(small).size();
+  small = s;
+  const std::string t2 = dump_scrub_state_within(small, confirmations_only / 2, more);
+  CHECK(t2.size() <= confirmations_only / 2);
+  CHECK(more.windows == 40);
+  CHECK(more.confirmations > 0);
+  CHECK(more.outcomes == 0);
+  const ScrubState b2 = parse_scrub_state(t2);
+  REQUIRE_FALSE(b2.confirmations.empty());
+  CHECK(b2.confirmations.back().offset == 39 * 4096);
+  CHECK(b2.outcomes.size() == 1);
+}
+
 TEST_CASE("scrub state: a path that is not UTF-8 or holds a backslash reads back as it was")
 {
   // Each scrub or repair merges into the file: parse, update, dump. A path read back still

@@ -85,13 +85,25 @@ std::vector<ScrubState> load_all_scrub_states(const std::string& state_dir,
 // Merges `update` into the file on disk under an exclusive lock (two runs at once lose
 // nothing): its confirmations replace those of the same (subvolume, inode) that it names in
 // `replaced_inodes`, its outcomes replace those of the same inode (repaired_at_us kept unless
-// set), its windows are appended (the oldest dropped beyond k_max_windows).
-void merge_scrub_state(const std::string& state_dir, const ScrubState& update,
-                       const std::vector<std::pair<uint64_t, uint64_t>>& replaced_inodes);
+// set), its windows are appended (the oldest dropped beyond k_max_windows). Returns a note
+// when the file would have grown past k_max_state_bytes and its oldest entries were dropped.
+std::optional<std::string>
+merge_scrub_state(const std::string& state_dir, const ScrubState& update,
+                  const std::vector<std::pair<uint64_t, uint64_t>>& replaced_inodes);
 
-// Records a verified repair of an image.
-void record_repair(const std::string& state_dir, const std::string& fsid, uint64_t subvolume,
-                   uint64_t inode, const std::string& path, uint64_t at_us);
+// What dump_scrub_state_within() dropped.
+struct StateTrim
+{
+  size_t windows = 0, confirmations = 0, outcomes = 0;
+};
+// The state's text, at most `limit` bytes: the oldest windows, then confirmations, then
+// outcomes are dropped from `s` until it fits (counted in `trim`).
+std::string dump_scrub_state_within(ScrubState& s, size_t limit, StateTrim& trim);
+
+// Records a verified repair of an image; a note as merge_scrub_state() gives.
+std::optional<std::string> record_repair(const std::string& state_dir, const std::string& fsid,
+                                         uint64_t subvolume, uint64_t inode,
+                                         const std::string& path, uint64_t at_us);
 
 // Whether a stored confirmation still holds for a bad sector seen now: same place, same
 // expected checksum, the same bytes on every copy (their checksums), and still no good copy.

@@ -3,6 +3,7 @@
 #include "app.hpp"
 
 #include <vmcsum/error.hpp>
+#include <vmcsum/host/kernel_record.hpp>
 #include <vmcsum/host/vm_config.hpp>
 #include <vmcsum/report/text.hpp>
 #include <vmcsum/sys/signals.hpp>
@@ -33,6 +34,19 @@ void add_proc_option(CLI::App& cmd, std::string& proc_dir)
 {
   cmd.add_option("--proc", proc_dir, "proc filesystem to scan for users of the images")
     ->capture_default_str();
+}
+
+void add_kernel_release_option(CLI::App& cmd, std::optional<std::string>& release,
+                               const std::string& help)
+{
+  cmd.add_option("--kernel-release", release, help)
+    ->check(CLI::Validator(
+      [](std::string& s) {
+        return core::record_word_ok(s)
+                 ? std::string()
+                 : "not a kernel release (one word of printable ASCII): " + core::escape_name(s);
+      },
+      ""));
 }
 
 namespace {

@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace CLI {
@@ -33,6 +34,10 @@ int run(int argc, char** argv);
 void add_vm_config_options(CLI::App& cmd, core::VmConfigDirs& dirs);
 // --proc: the proc filesystem scanned for users of the images (tests point it at a fixture).
 void add_proc_option(CLI::App& cmd, std::string& proc_dir);
+// --kernel-release (audit, scrub, record): one word of printable ASCII, as `uname -r` is and
+// as the kernel record stores it; anything else is a usage error.
+void add_kernel_release_option(CLI::App& cmd, std::optional<std::string>& release,
+                               const std::string& help);
 
 // One per command (src/cli/cmd_<name>.cpp).
 void register_show(CLI::App& app, Runner& runner);

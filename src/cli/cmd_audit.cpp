@@ -215,8 +215,8 @@ void register_audit(CLI::App& app, Runner& runner)
     ->add_option("--kernel-log", opts->kernel_log,
                  "Kernel log to search for checksum failures ('' to skip)")
     ->capture_default_str();
-  cmd->add_option("--kernel-release", opts->kernel_release,
-                  "Judge as if running this kernel release (default: uname -r)");
+  add_kernel_release_option(*cmd, opts->kernel_release,
+                            "Judge as if running this kernel release (default: uname -r)");
   cmd->add_flag("--probe", opts->probe,
                 "Measure O_DIRECT on each btrfs holding images (vmcsum probe) and use that");
   auto prometheus = std::make_shared<std::string>();

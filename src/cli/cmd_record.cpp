@@ -37,8 +37,7 @@ void register_record(CLI::App& app, Runner& runner)
                  "Why the entry is made: boot, shutdown or run (the unit passes boot/shutdown)")
     ->check(CLI::IsMember({"boot", "shutdown", "run"}))
     ->capture_default_str();
-  cmd->add_option("--kernel-release", cli->release,
-                  "Record this release instead of uname -r (tests)");
+  add_kernel_release_option(*cmd, cli->release, "Record this release instead of uname -r (tests)");
   cmd->callback([cli, &runner] {
     runner = [cli](Output& out) {
       check_columns(out, {columns});

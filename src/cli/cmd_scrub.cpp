@@ -383,9 +383,10 @@ void register_scrub(CLI::App& app, Runner& runner)
                   "Read earlier boots from this journal directory or file (default: the system "
                   "journal)");
   add_vm_config_options(*cmd, cli->opts.vm_configs);
-  cmd->add_option("--kernel-release", cli->opts.kernel_release,
-                  "Record this run in the kernel record as this release (default: uname -r; "
-                  "tests)");
+  add_kernel_release_option(
+    *cmd, cli->opts.kernel_release,
+    "Record this run in the kernel record as this release (default: uname -r; "
+    "tests)");
   cmd
     ->add_option("--prometheus", cli->prometheus,
                  "Also write node_exporter textfile metrics to this file (atomically)")

@@ -40,11 +40,12 @@ bool number(std::string_view s, T& out)
   return ec == std::errc() && p == s.data() + s.size() && !s.empty();
 }
 
-bool token_ok(std::string_view s)
+} // namespace
+
+bool record_word_ok(std::string_view s)
 {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c > ' ' && c < 0x7f; });
 }
-} // namespace
 
 KernelRecord empty_record(const std::string& fsid)
 {
@@ -78,7 +79,7 @@ KernelRecord KernelRecord::parse(std::string_view text, const std::string& fsid)
     auto w = words(line, 5);
     RecordEntry e;
     if (w.size() != 5 || !number(w[0], e.generation) || !number(w[2], e.time_us) ||
-        !token_ok(w[1]) || !token_ok(w[3]) || !token_ok(w[4])) {
+        !record_word_ok(w[1]) || !record_word_ok(w[3]) || !record_word_ok(w[4])) {
       throw bad("malformed entry");
     }
     e.boot_id = w[1];
@@ -191,6 +192,12 @@ KernelRecord record_now(int fd, const std::string& path, const std::string& stat
   RecordEntry e;
   e.generation = info.generation;
   e.release = release.value_or(current_release());
+  if (!record_word_ok(e.release)) {
+    if (release) {
+      throw Error(Errc::usage, "not a kernel release (one word of printable ASCII): " + e.release);
+    }
+    e.release = "unknown"; // uname(2) failed
+  }
   e.boot_id = current_boot_id();
   e.time_us = std::chrono::duration_cast<std::chrono::microseconds>(
                 std::chrono::system_clock::now().time_since_epoch())

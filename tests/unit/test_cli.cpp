@@ -67,6 +67,12 @@ TEST_CASE("usage errors exit 64")
   CHECK(run_args({"--color=sometimes", "show", "/"}) == exit_code::usage);
   CHECK(run_args({"--json=loud", "show", "/"}) == exit_code::usage);
   CHECK(run_args({"-q", "-v", "show", "/"}) == exit_code::usage);
+  // A release the kernel record could not read back (kernel_record.hpp: record_word_ok).
+  for (const char* cmd : {"audit", "scrub", "record"}) {
+    CAPTURE(std::string(cmd));
+    CHECK(run_args({cmd, "--kernel-release", "6.8.0 custom", "/nonexistent"}) == exit_code::usage);
+    CHECK(run_args({cmd, "--kernel-release", "", "/nonexistent"}) == exit_code::usage);
+  }
 }
 
 TEST_CASE("rates: lowercase suffixes are powers of 1024 too")

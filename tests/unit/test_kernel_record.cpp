@@ -55,6 +55,24 @@ TEST_CASE("kernel record: malformed text is refused with the line")
   CHECK(KernelRecord::parse(head + "\n", "x").entries().empty());
 }
 
+TEST_CASE("kernel record: a release is stored only when parse would read it back")
+{
+  // record_now refuses what record_word_ok refuses (--kernel-release is checked with it): a
+  // release with a blank, none, or a byte past ASCII made the whole record unreadable, and the
+  // next run started a new one, losing every earlier boot's kernel.
+  const std::string head = "vmcsum-kernel-record 1 x\n";
+  for (const char* word : {"6.1.0-28-amd64", "6.18.44-fc-v1272", "7.3.0-rc1+", "x"}) {
+    CAPTURE(std::string(word));
+    CHECK(record_word_ok(word));
+    CHECK(KernelRecord::parse(head + "10 a 1 run " + word + "\n", "x").entries().size() == 1);
+  }
+  for (const char* word : {"", "6.8.0 custom", "6.8\t1", "6.8-\xc3\xa9", "6.8\x7f"}) {
+    CAPTURE(std::string(word));
+    CHECK_FALSE(record_word_ok(word));
+    CHECK_THROWS_AS(KernelRecord::parse(head + "10 a 1 run " + word + "\n", "x"), vmcsum::Error);
+  }
+}
+
 TEST_CASE("kernel record: per boot only the first and the latest entry are kept")
 {
   auto r = empty_record("x");

@@ -70,6 +70,11 @@ private:
 
 KernelRecord empty_record(const std::string& fsid);
 
+// Whether s can be a word of a record line (a release, a source): non-empty printable ASCII
+// without blanks, as `uname -r` always is. parse() refuses a line with any other word, so
+// add() must never be given one: the record would be unreadable and start afresh next time.
+bool record_word_ok(std::string_view s);
+
 // This boot's id (32 hex digits) and kernel release.
 std::string current_boot_id();
 std::string current_release();

@@ -59,6 +59,11 @@ BackupBinding decode_backup_binding(const std::string& text)
   } catch (const nlohmann::json::exception& e) {
     throw Error(Errc::usage, std::string("backup record: ") + e.what());
   }
+  for (const auto& [off, len] : b.ranges) {
+    if (len > UINT64_MAX - off) {
+      throw Error(Errc::usage, "backup record: a range past 2^64 bytes");
+    }
+  }
   return b;
 }
 

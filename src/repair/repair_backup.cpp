@@ -124,6 +124,11 @@ BackupHeader decode_backup_header(const std::string& line)
   if (h.sectorsize == 0 || h.sectorsize > (1u << 16)) {
     throw Error(Errc::usage, "backup header: bad sectorsize");
   }
+  for (const auto& [off, len] : h.ranges) {
+    if (len > UINT64_MAX - off) { // the ranges check of every record compares against the end
+      throw Error(Errc::usage, "backup header: a range past 2^64 bytes");
+    }
+  }
   return h;
 }
 

@@ -103,12 +103,12 @@ parse_scrub_report(const std::string& text, std::map<std::string, ReportIdentity
   try {
     j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    throw Error(Errc::usage, std::string("--from: not JSON: ") + e.what());
+    throw Error(Errc::usage, std::string("scrub report: not JSON: ") + e.what());
   }
   if (!j.is_object() || !j.contains("schema") || !j["schema"].is_string() ||
       (j["schema"].get<std::string>() != "vmcsum.scrub/1" &&
        j["schema"].get<std::string>() != "vmcsum.scrub/2")) {
-    throw Error(Errc::usage, "--from: not a `vmcsum scrub --json` document (schema "
+    throw Error(Errc::usage, "scrub report: not a `vmcsum scrub --json` document (schema "
                              "vmcsum.scrub/1 or /2)");
   }
   try {
@@ -126,12 +126,17 @@ parse_scrub_report(const std::string& text, std::map<std::string, ReportIdentity
                               f["inode"].get<uint64_t>()};
       }
       for (const auto& b : f.value("bad", nlohmann::json::array())) {
-        list.emplace_back(json_integer<uint64_t>(b.at("offset")),
-                          json_integer<uint64_t>(b.at("length")));
+        const auto off = json_integer<uint64_t>(b.at("offset"));
+        const auto len = json_integer<uint64_t>(b.at("length"));
+        if (len > UINT64_MAX - off) { // its end would wrap and the range read as done
+          throw Error(Errc::usage, "scrub report: a range past 2^64 bytes (offset " +
+                                     std::to_string(off) + ", length " + std::to_string(len) + ")");
+        }
+        list.emplace_back(off, len);
       }
     }
   } catch (const nlohmann::json::exception& e) {
-    throw Error(Errc::usage, std::string("--from: unexpected content: ") + e.what());
+    throw Error(Errc::usage, std::string("scrub report: unexpected content: ") + e.what());
   }
   return out;
 }

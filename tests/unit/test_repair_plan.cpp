@@ -267,10 +267,23 @@ TEST_CASE("backup header, binding and --from: a number that is no integer of the
 
   CHECK_THROWS_WITH_AS(parse_scrub_report(R"({"schema":"vmcsum.scrub/2","files":[
     {"path":"/a","bad":[{"offset":1e300,"length":4096}]}]})"),
-                       doctest::Contains("--from"), Error);
+                       doctest::Contains("scrub report"), Error);
   CHECK_THROWS_AS(parse_scrub_report(R"({"schema":"vmcsum.scrub/2","files":[
     {"path":"/a","bad":[{"offset":0,"length":-4096}]}]})"),
                   Error);
+  // Integers, but their end wraps past 2^64: the range would read as already done.
+  CHECK_THROWS_WITH_AS(parse_scrub_report(R"({"schema":"vmcsum.scrub/2","files":[
+    {"path":"/a","bad":[{"offset":4096,"length":18446744073709551615}]}]})"),
+                       doctest::Contains("past 2^64"), Error);
+  CHECK(parse_scrub_report(R"({"schema":"vmcsum.scrub/2","files":[
+    {"path":"/a","bad":[{"offset":4096,"length":18446744073709547519}]}]})")
+          .at("/a")
+          .size() == 1);
+  std::string wraps = good;
+  const size_t ranges = wraps.find("\"ranges\":[[");
+  REQUIRE(ranges != std::string::npos);
+  wraps.replace(ranges, wraps.find(']', ranges) - ranges, "\"ranges\":[[4096,18446744073709551615");
+  CHECK_THROWS_WITH_AS(decode_backup_header(wraps), doctest::Contains("past 2^64"), Error);
 }
 
 TEST_CASE("backup binding: recorded under the state directory, found by the file's SHA-256")

@@ -170,8 +170,8 @@ ScrubState parse_scrub_state(std::string_view text)
     ReadWindow k;
     k.boot_id = str(w, "boot_id");
     const auto& pid = member(w, "pid");
-    if (!pid.is_number_integer()) {
-      bad("\"pid\" is not an integer");
+    if (!pid.is_number_integer() || (pid.is_number_unsigned() && pid.get<uint64_t>() > INT64_MAX)) {
+      bad("\"pid\" is not an integer of 64 bits");
     }
     k.pid = pid.get<int64_t>();
     k.mono_start_us = u64(w, "mono_start_us");

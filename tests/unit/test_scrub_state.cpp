@@ -182,6 +182,12 @@ TEST_CASE("scrub state: bad input is an error, never half-trusted")
   CHECK_THROWS_AS(parse_scrub_state(replaced("vmcsum.scrub-state/1", "vmcsum.scrub-state/9")),
                   vmcsum::Error);
   CHECK_THROWS_AS(parse_scrub_state(replaced("\"inode\": 257", "\"inode\": -1")), vmcsum::Error);
+  // A pid past 2^63 was read back as a negative one.
+  CHECK_THROWS_AS(parse_scrub_state(replaced("\"pid\": 4242", "\"pid\": 9223372036854775808")),
+                  vmcsum::Error);
+  CHECK(
+    parse_scrub_state(replaced("\"pid\": 4242", "\"pid\": 9223372036854775807")).windows[0].pid ==
+    INT64_MAX);
   CHECK_THROWS_AS(parse_scrub_state(replaced("\"inode\": 257", "\"inode\": \"257\"")),
                   vmcsum::Error);
   CHECK_THROWS_AS(parse_scrub_state(replaced("\"kernel_eio\": true", "\"kernel_eio\": 1")),

@@ -208,13 +208,15 @@ uint64_t parse_rate(const std::string& text, const std::string& option)
     throw CLI::ValidationError(option, "must be positive");
   }
   // A rate of 0 means no limit to the rate limiter, so a fraction of a byte must not round to
-  // it; and converting a double past 2^64 (1e30, inf) is undefined behaviour, not a big limit.
+  // it; and converting a double past 2^64 (1e30, inf) is undefined behaviour, not a big limit:
+  // anything from 2^63 on is refused, far beyond any device.
   const double bytes = v * mul;
   if (bytes < 1) {
     throw CLI::ValidationError(option, "must be at least one byte per second: " + text);
   }
   if (!(bytes < 0x1p63)) {
-    throw CLI::ValidationError(option, "too large: " + text);
+    throw CLI::ValidationError(option,
+                               "too large: " + text + " (the limit is below 8 EiB per second)");
   }
   return static_cast<uint64_t>(bytes);
 }

@@ -196,7 +196,7 @@ KernelRecord record_now(int fd, const std::string& path, const std::string& stat
     if (release) {
       throw Error(Errc::usage, "not a kernel release (one word of printable ASCII): " + e.release);
     }
-    e.release = "unknown"; // uname(2) failed
+    e.release = "unknown"; // uname(2) failed, or gave no single word
   }
   e.boot_id = current_boot_id();
   e.time_us = std::chrono::duration_cast<std::chrono::microseconds>(

@@ -125,7 +125,7 @@ BackupHeader decode_backup_header(const std::string& line)
     throw Error(Errc::usage, "backup header: bad sectorsize");
   }
   for (const auto& [off, len] : h.ranges) {
-    if (len > UINT64_MAX - off) { // the ranges check of every record compares against the end
+    if (len > UINT64_MAX - off) { // a wrapped end would pass add_resumed's end comparison
       throw Error(Errc::usage, "backup header: a range past 2^64 bytes");
     }
   }

@@ -171,7 +171,7 @@ ScrubState parse_scrub_state(std::string_view text)
     k.boot_id = str(w, "boot_id");
     const auto& pid = member(w, "pid");
     if (!pid.is_number_integer() || (pid.is_number_unsigned() && pid.get<uint64_t>() > INT64_MAX)) {
-      bad("\"pid\" is not an integer of 64 bits");
+      bad("\"pid\" is not a signed 64-bit integer");
     }
     k.pid = pid.get<int64_t>();
     k.mono_start_us = u64(w, "mono_start_us");
@@ -202,6 +202,68 @@ ScrubState parse_scrub_state(std::string_view text)
   return s;
 }
 
+namespace {
+
+json entry_json(const KernelConfirmation& c)
+{
+  return {{"subvolume", c.subvolume},
+          {"inode", c.inode},
+          {"offset", c.offset},
+          {"length", c.length},
+          {"logical", c.logical},
+          {"expected_csum", c.expected_csum},
+          {"copy_csums", c.copy_csums},
+          {"kernel_eio", c.kernel_eio},
+          {"confirmed_at_us", c.confirmed_at_us}};
+}
+
+json entry_json(const ImageOutcome& o)
+{
+  auto opt = [](const std::optional<uint64_t>& v) { return v ? json(*v) : json(nullptr); };
+  return {{"subvolume", o.subvolume},
+          {"inode", o.inode},
+          // Names need not be UTF-8; JSON text must be (\xNN escapes, as --json).
+          {"path", escape_name(o.path)},
+          {"scrubbed_at_us", opt(o.scrubbed_at_us)},
+          {"clean", o.clean},
+          {"repaired_at_us", opt(o.repaired_at_us)}};
+}
+
+json entry_json(const ReadWindow& w)
+{
+  json ranges = json::array();
+  for (const auto& [off, len] : w.ranges) {
+    ranges.push_back({off, len});
+  }
+  return {{"boot_id", w.boot_id},
+          {"pid", w.pid},
+          {"mono_start_us", w.mono_start_us},
+          {"mono_end_us", w.mono_end_us},
+          {"real_start_us", w.real_start_us},
+          {"real_end_us", w.real_end_us},
+          {"fsid", w.fsid},
+          {"devices", w.devices},
+          {"subvolume", w.subvolume},
+          {"inode", w.inode},
+          {"ranges", ranges}};
+}
+
+std::string state_text(const json& j)
+{
+  return j.dump(1, ' ', false, json::error_handler_t::replace);
+}
+
+// About what an entry adds to the file: its text, two more spaces of indent a line inside the
+// document's array, and the separator.
+template <class Entry>
+size_t text_bytes(const Entry& e)
+{
+  const std::string t = state_text(entry_json(e));
+  return t.size() + 2 * static_cast<size_t>(std::count(t.begin(), t.end(), '\n')) + 4;
+}
+
+} // namespace
+
 std::string dump_scrub_state(const ScrubState& s)
 {
   json j;
@@ -209,46 +271,17 @@ std::string dump_scrub_state(const ScrubState& s)
   j["fsid"] = s.fsid;
   auto& cs = j["confirmations"] = json::array();
   for (const auto& c : s.confirmations) {
-    cs.push_back({{"subvolume", c.subvolume},
-                  {"inode", c.inode},
-                  {"offset", c.offset},
-                  {"length", c.length},
-                  {"logical", c.logical},
-                  {"expected_csum", c.expected_csum},
-                  {"copy_csums", c.copy_csums},
-                  {"kernel_eio", c.kernel_eio},
-                  {"confirmed_at_us", c.confirmed_at_us}});
+    cs.push_back(entry_json(c));
   }
-  auto opt = [](const std::optional<uint64_t>& v) { return v ? json(*v) : json(nullptr); };
   auto& os = j["outcomes"] = json::array();
   for (const auto& o : s.outcomes) {
-    os.push_back({{"subvolume", o.subvolume},
-                  {"inode", o.inode},
-                  // Names need not be UTF-8; JSON text must be (\xNN escapes, as --json).
-                  {"path", escape_name(o.path)},
-                  {"scrubbed_at_us", opt(o.scrubbed_at_us)},
-                  {"clean", o.clean},
-                  {"repaired_at_us", opt(o.repaired_at_us)}});
+    os.push_back(entry_json(o));
   }
   auto& ws = j["windows"] = json::array();
   for (const auto& w : s.windows) {
-    json ranges = json::array();
-    for (const auto& [off, len] : w.ranges) {
-      ranges.push_back({off, len});
-    }
-    ws.push_back({{"boot_id", w.boot_id},
-                  {"pid", w.pid},
-                  {"mono_start_us", w.mono_start_us},
-                  {"mono_end_us", w.mono_end_us},
-                  {"real_start_us", w.real_start_us},
-                  {"real_end_us", w.real_end_us},
-                  {"fsid", w.fsid},
-                  {"devices", w.devices},
-                  {"subvolume", w.subvolume},
-                  {"inode", w.inode},
-                  {"ranges", ranges}});
+    ws.push_back(entry_json(w));
   }
-  return j.dump(1, ' ', false, json::error_handler_t::replace) + "\n";
+  return state_text(j) + "\n";
 }
 
 ScrubState load_scrub_state(const std::string& state_dir, const std::string& fsid)
@@ -366,23 +399,36 @@ std::string dump_scrub_state_within(ScrubState& s, size_t limit, StateTrim& trim
   // The loader refuses a file past k_max_state_bytes, and a merge replaces a file it cannot load
   // with an empty one: a file written past the limit would lose everything on the next run.
   // Nothing bounds the confirmations (one per bad sector) or a window's ranges (one per data
-  // range read), so the oldest entries go, in the order of what they cost when missing:
-  // windows (an old kernel-log line of vmcsum's own read then counts as an alarm), then
-  // confirmations (a known-bad sector is read through btrfs again), then outcomes. Each kind
-  // is kept oldest first, so a quarter from the front at a time.
-  auto drop_oldest = [](auto& v) {
-    const size_t n = std::max<size_t>(1, v.size() / 4);
-    v.erase(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(n));
-    return n;
+  // range read). What goes, by what it costs when missing: windows first (an old kernel-log
+  // line of vmcsum's own read then counts as an alarm when audit or scrub reads the log), then
+  // confirmations (a known-bad sector is read through btrfs again: new csum errors in the log
+  // and the device stats, which stay), then outcomes; of each, the oldest, and only as many as
+  // make the room. Confirmations and windows are appended as they are made; outcomes are first
+  // put in the order of their last scrub or repair. A trim cuts to 7/8 of the limit, so the
+  // next runs do not trim again at once.
+  auto drop_oldest = [](auto& v, size_t bytes) {
+    size_t n = 0;
+    for (size_t freed = 0; n < v.size() && freed < bytes; ++n) {
+      freed += text_bytes(v[n]);
+    }
+    v.erase(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(std::max<size_t>(n, 1)));
+    return std::max<size_t>(n, 1);
   };
   std::string text = dump_scrub_state(s);
   while (text.size() > limit) {
+    const size_t excess = text.size() - limit / 8 * 7;
     if (!s.windows.empty()) {
-      trim.windows += drop_oldest(s.windows);
+      trim.windows += drop_oldest(s.windows, excess);
     } else if (!s.confirmations.empty()) {
-      trim.confirmations += drop_oldest(s.confirmations);
+      trim.confirmations += drop_oldest(s.confirmations, excess);
     } else if (!s.outcomes.empty()) {
-      trim.outcomes += drop_oldest(s.outcomes);
+      auto last = [](const ImageOutcome& o) {
+        return std::max(o.scrubbed_at_us.value_or(0), o.repaired_at_us.value_or(0));
+      };
+      std::stable_sort(
+        s.outcomes.begin(), s.outcomes.end(),
+        [&](const ImageOutcome& a, const ImageOutcome& b) { return last(a) < last(b); });
+      trim.outcomes += drop_oldest(s.outcomes, excess);
     } else {
       break;
     }

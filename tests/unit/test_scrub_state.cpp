@@ -146,6 +146,27 @@ TEST_CASE("scrub state: past its size limit the oldest windows go first, then co
   REQUIRE_FALSE(b2.confirmations.empty());
   CHECK(b2.confirmations.back().offset == 39 * 4096);
   CHECK(b2.outcomes.size() == 1);
+
+  // Outcomes go last, by their last scrub or repair, not by where they sit in the file: the
+  // first one was repaired after the others were scrubbed.
+  ScrubState o;
+  o.fsid = k_fsid;
+  for (uint64_t i = 0; i < 4; ++i) {
+    ImageOutcome x = sample().outcomes[0];
+    x.inode = 300 + i;
+    x.path = "/mnt/image-" + std::to_string(i) + std::string(200, 'x');
+    x.scrubbed_at_us = 1000 + i;
+    o.outcomes.push_back(x);
+  }
+  o.outcomes[0].repaired_at_us = 5000;
+  const size_t four = dump_scrub_state(o).size();
+  StateTrim out;
+  const ScrubState b3 = parse_scrub_state(dump_scrub_state_within(o, four - 10, out));
+  CHECK(out.outcomes == 1);
+  REQUIRE(b3.outcomes.size() == 3);
+  for (const auto& x : b3.outcomes) {
+    CHECK(x.inode != 301); // scrubbed at 1001, the oldest last time
+  }
 }
 
 TEST_CASE("scrub state: a path that is not UTF-8 or holds a backslash reads back as it was")

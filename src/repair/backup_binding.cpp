@@ -54,15 +54,10 @@ BackupBinding decode_backup_binding(const std::string& text)
     b.inode = json_integer<uint64_t>(j.at("inode"));
     b.dev = json_integer<uint64_t>(j.at("dev"));
     for (const auto& r : j.at("ranges")) {
-      b.ranges.emplace_back(json_integer<uint64_t>(r.at(0)), json_integer<uint64_t>(r.at(1)));
+      b.ranges.push_back(json_range(r.at(0), r.at(1)));
     }
   } catch (const nlohmann::json::exception& e) {
     throw Error(Errc::usage, std::string("backup record: ") + e.what());
-  }
-  for (const auto& [off, len] : b.ranges) {
-    if (len > UINT64_MAX - off) {
-      throw Error(Errc::usage, "backup record: a range past 2^64 bytes");
-    }
   }
   return b;
 }

@@ -116,18 +116,13 @@ BackupHeader decode_backup_header(const std::string& line)
     h.csum_type = j.at("csum_type").get<std::string>();
     h.created = j.at("created").get<std::string>();
     for (const auto& r : j.at("ranges")) {
-      h.ranges.emplace_back(json_integer<uint64_t>(r.at(0)), json_integer<uint64_t>(r.at(1)));
+      h.ranges.push_back(json_range(r.at(0), r.at(1)));
     }
   } catch (const nlohmann::json::exception& e) {
     throw Error(Errc::usage, std::string("backup header: ") + e.what());
   }
   if (h.sectorsize == 0 || h.sectorsize > (1u << 16)) {
     throw Error(Errc::usage, "backup header: bad sectorsize");
-  }
-  for (const auto& [off, len] : h.ranges) {
-    if (len > UINT64_MAX - off) { // a wrapped end would pass add_resumed's end comparison
-      throw Error(Errc::usage, "backup header: a range past 2^64 bytes");
-    }
   }
   return h;
 }

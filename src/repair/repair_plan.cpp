@@ -126,13 +126,7 @@ parse_scrub_report(const std::string& text, std::map<std::string, ReportIdentity
                               f["inode"].get<uint64_t>()};
       }
       for (const auto& b : f.value("bad", nlohmann::json::array())) {
-        const auto off = json_integer<uint64_t>(b.at("offset"));
-        const auto len = json_integer<uint64_t>(b.at("length"));
-        if (len > UINT64_MAX - off) { // its end would wrap and the range read as done
-          throw Error(Errc::usage, "scrub report: a range past 2^64 bytes (offset " +
-                                     std::to_string(off) + ", length " + std::to_string(len) + ")");
-        }
-        list.emplace_back(off, len);
+        list.push_back(json_range(b.at("offset"), b.at("length")));
       }
     }
   } catch (const nlohmann::json::exception& e) {

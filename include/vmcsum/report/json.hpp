@@ -125,4 +125,20 @@ T json_integer(const BasicJson& v)
     &v);
 }
 
+// A file range (offset, length) from two such integers whose end does not wrap past 2^64 (a
+// wrapped end passes every comparison against it: a range read as done, a record as inside).
+template <class BasicJson>
+std::pair<uint64_t, uint64_t> json_range(const BasicJson& offset, const BasicJson& length)
+{
+  const auto off = json_integer<uint64_t>(offset);
+  const auto len = json_integer<uint64_t>(length);
+  if (len > UINT64_MAX - off) {
+    throw BasicJson::type_error::create(302,
+                                        "a range past 2^64 bytes (offset " + std::to_string(off) +
+                                          ", length " + std::to_string(len) + ")",
+                                        &length);
+  }
+  return {off, len};
+}
+
 } // namespace vmcsum::core

@@ -12,6 +12,7 @@
 #include <memory>
 #include <string_view>
 
+#include <charconv>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -21,18 +22,14 @@ namespace vmcsum::core {
 
 std::optional<uint64_t> kernel_log_line_time_us(std::string_view line)
 {
+  // Only decimal digits, and a value that fits: from_chars refuses one past 2^64 (a corrupt or
+  // forged line must not wrap into a time inside a scrub's read window).
   auto digits = [](std::string_view s, uint64_t& v) {
-    if (s.empty() || s.size() > 19) {
+    if (s.empty() || s.front() < '0' || s.front() > '9') {
       return false;
     }
-    v = 0;
-    for (char c : s) {
-      if (c < '0' || c > '9') {
-        return false;
-      }
-      v = v * 10 + static_cast<uint64_t>(c - '0');
-    }
-    return true;
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    return ec == std::errc{} && end == s.data() + s.size();
   };
   // dmesg: "[  12.345678] ..." (seconds with six decimals)
   size_t i = 0;
@@ -51,7 +48,8 @@ std::optional<uint64_t> kernel_log_line_time_us(std::string_view line)
     const auto dot = t.find('.');
     uint64_t sec = 0, frac = 0;
     if (dot == std::string_view::npos || !digits(t.substr(0, dot), sec) ||
-        t.size() - dot - 1 != 6 || !digits(t.substr(dot + 1), frac)) {
+        t.size() - dot - 1 != 6 || !digits(t.substr(dot + 1), frac) ||
+        sec > (UINT64_MAX - frac) / 1000000) {
       return std::nullopt;
     }
     return sec * 1000000 + frac;

@@ -509,7 +509,12 @@ bool event_in_window(const EventWhen& e, const ReadWindow& w)
   if (!in_range) {
     return false;
   }
+  // A time within the slack of 2^64 is corrupt (state or log): it matches no window, so the
+  // event stays unexplained (an alarm, the safe side), never wrapped into a match.
   auto within = [](uint64_t t, uint64_t a, uint64_t b) {
+    if (t > UINT64_MAX - k_window_slack_us || b > UINT64_MAX - k_window_slack_us) {
+      return false;
+    }
     return t + k_window_slack_us >= a && t <= b + k_window_slack_us;
   };
   if (e.mono_us && e.boot_id && *e.boot_id == w.boot_id) {

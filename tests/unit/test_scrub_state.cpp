@@ -291,6 +291,15 @@ TEST_CASE("event_in_window: same inode and offset, time inside the window")
   CHECK_FALSE(event_in_window(event_at(4096, 101000001 + k_window_slack_us), w));
   CHECK_FALSE(event_in_window(event_at(4096, 50000000), w));
   CHECK_FALSE(event_in_window(event_at(8192, 100500000), w)); // not read (skipped)
+  // Times near 2^64 (a corrupt state or log) match nothing, never by wrapping the slack.
+  auto open_end = w;
+  open_end.mono_start_us = 0;
+  open_end.mono_end_us = UINT64_MAX - 5;
+  CHECK_FALSE(event_in_window(event_at(4096, 100500000), open_end));
+  CHECK_FALSE(event_in_window(event_at(4096, 500000), open_end)); // the wrapped end's range
+  auto from_zero = w;
+  from_zero.mono_start_us = 0;
+  CHECK_FALSE(event_in_window(event_at(4096, UINT64_MAX - 2), from_zero));
   auto e = event_at(4096, 100500000);
   e.ino = 258;
   CHECK_FALSE(event_in_window(e, w));
@@ -397,6 +406,13 @@ TEST_CASE("kmsg times: raw records and dmesg lines, converted to the epoch")
   CHECK_FALSE(kernel_log_line_time_us("4,x,5,-;BTRFS"));
   CHECK_FALSE(kernel_log_line_time_us("4,1;BTRFS"));
   CHECK_FALSE(kernel_log_line_time_us("[ 5.678901 BTRFS"));
+  // Past 2^64 is refused, not wrapped: as seconds times 10^6, or as the number itself.
+  CHECK(kernel_log_line_time_us("[18446744073709.551615] x") == UINT64_MAX);
+  CHECK_FALSE(kernel_log_line_time_us("[18446744073709.551616] x"));
+  CHECK_FALSE(kernel_log_line_time_us("[9999999999999999999.000000] x"));
+  CHECK(kernel_log_line_time_us("4,1,18446744073709551615,-;x") == UINT64_MAX);
+  CHECK_FALSE(kernel_log_line_time_us("4,1,18446744073709551616,-;x"));
+  CHECK_FALSE(kernel_log_line_time_us("4,1,+5,-;x"));
   CHECK(kmsg_time_to_epoch_us(5678901, 1764700000000000) == 1764700005678901u);
   CHECK(kmsg_time_to_epoch_us(UINT64_MAX, 5) == UINT64_MAX);
   // The offset is this boot's start: now minus the monotonic clock, before now.

@@ -12,6 +12,7 @@
 #include <vmcsum/image/image_format.hpp>
 #include <vmcsum/sys/walk.hpp>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -65,6 +66,8 @@ public:
 private:
   void work();
   void flush();
+  // The pending entries looked at in the calling thread: no look thread could be started.
+  void look_inline();
 
   LookFn m_look;
   std::string m_mountinfo;
@@ -83,7 +86,10 @@ private:
   size_t m_done = 0;
   bool m_quit = false;
   std::exception_ptr m_error;
-  std::vector<std::thread> m_threads; // started by the first submit
+  std::vector<std::thread> m_threads; // started by the first submit, more when looks read disks
+  std::atomic<unsigned> m_thread_count{0}; // m_threads.size(), read without m_mu
+  bool m_inline = false;                   // no thread could be started
+  std::optional<FactCollector> m_inline_collector;
 };
 
 } // namespace vmcsum::core

@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Copyright (C) 2026 The vmcsum authors
 #include <vmcsum/sys/dir_reader.hpp>
+#include <vmcsum/sys/io.hpp>
 
 #include <cerrno>
+#include <utility>
 
 namespace vmcsum::sys {
 
-DirReader::DirReader(int fd)
+DirReader::DirReader(int fd, OnRead on_read)
   : m_fd(fd)
+  , m_on_read(std::move(on_read))
   , m_buf(std::make_unique_for_overwrite<char[]>(buffer_size))
 {
 }
@@ -15,6 +18,7 @@ DirReader::DirReader(int fd)
 const struct dirent64* DirReader::next()
 {
   if (m_pos >= m_len) {
+    const uint64_t blocks_before = m_on_read ? thread_blocks_read() : 0;
     const ssize_t n = ::getdents64(m_fd, m_buf.get(), buffer_size);
     if (n <= 0) {
       if (n == 0) {
@@ -24,6 +28,14 @@ const struct dirent64* DirReader::next()
     }
     m_len = static_cast<size_t>(n);
     m_pos = 0;
+    if (m_on_read) {
+      const bool from_disk = thread_blocks_read() != blocks_before;
+      for (size_t at = 0; at < m_len;) {
+        const auto* ent = reinterpret_cast<const struct dirent64*>(m_buf.get() + at);
+        m_on_read(*ent, from_disk);
+        at += ent->d_reclen;
+      }
+    }
   }
   // The kernel aligns each record to 8 bytes (fs/readdir.c: filldir64), the buffer is new[]'s.
   const auto* ent = reinterpret_cast<const struct dirent64*>(m_buf.get() + m_pos);

@@ -14,6 +14,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/utsname.h>
@@ -332,6 +333,12 @@ size_t usable_cpus()
     n = std::thread::hardware_concurrency();
   }
   return std::max<size_t>(n, 1);
+}
+
+uint64_t thread_blocks_read()
+{
+  struct rusage ru = {};
+  return ::getrusage(RUSAGE_THREAD, &ru) == 0 ? static_cast<uint64_t>(ru.ru_inblock) : 0;
 }
 
 } // namespace vmcsum::sys

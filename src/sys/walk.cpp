@@ -2,16 +2,22 @@
 // Copyright (C) 2026 The vmcsum authors
 #include <vmcsum/error.hpp>
 #include <vmcsum/sys/dir_reader.hpp>
+#include <vmcsum/sys/io.hpp>
 #include <vmcsum/sys/path.hpp>
 #include <vmcsum/sys/walk.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
+#include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -275,6 +281,126 @@ Fd FileRef::open(int flags, struct stat* st_out) const
 
 namespace {
 
+// Reads ahead the directories a walk is about to enter, while the tree is cold. A cold walk
+// waits for one directory's metadata after the other (find(1) too); here each subdirectory of
+// a directory the walk entered is opened below its parent's descriptor (openat_beneath: no
+// symlink followed, nothing outside the tree) by one of a few threads, and the first entries
+// listed into a buffer thrown away. That brings its inode and first tree blocks into memory
+// (btrfs reads the following leaves ahead itself: readdir searches with READA_FORWARD), so the
+// walk's own open and listing find them there. bench/audit_tree.sh's cold tree of 213
+// directories: the walk alone took 0.12 s instead of find's 0.20 s.
+// A cached tree gains nothing and pays the threads' wake-ups (a warm audit 15% slower), so
+// reading ahead starts only when the walk's own open or listing of a directory had to read a
+// disk, and stops once `cached_limit` read-aheads in a row found everything in memory.
+class DirPrefetch
+{
+public:
+  DirPrefetch(unsigned threads, const std::atomic<bool>* stop)
+    : m_threads_wanted(threads)
+    , m_stop(stop)
+  {
+  }
+  DirPrefetch(const DirPrefetch&) = delete;
+  DirPrefetch& operator=(const DirPrefetch&) = delete;
+  ~DirPrefetch()
+  {
+    {
+      std::lock_guard<std::mutex> lock(m_mu);
+      m_quit = true;
+      m_queue.clear();
+    }
+    m_work.notify_all();
+    for (auto& t : m_threads) {
+      t.join();
+    }
+  }
+
+  // The walk's open or listing of a directory read a disk: the tree is cold here.
+  void saw_disk_read() { m_cached_in_a_row.store(0, std::memory_order_relaxed); }
+
+  // Queues `name` below `dir` while the tree looks cold. Past the queue's bound a directory is
+  // not read ahead (the walk reads it itself), so the descriptors held stay few.
+  void add(const std::shared_ptr<const Fd>& dir, const char* name)
+  {
+    if (m_cached_in_a_row.load(std::memory_order_relaxed) >= cached_limit) {
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(m_mu);
+      if (m_queue.size() >= max_queued) {
+        return;
+      }
+      if (m_threads.empty() && !m_no_threads) {
+        try {
+          for (unsigned i = 0; i < m_threads_wanted; ++i) {
+            m_threads.emplace_back([this] { work(); });
+          }
+        } catch (const std::system_error&) {
+          // No more threads allowed (RLIMIT_NPROC, a cgroup's pids.max): those started serve.
+        }
+        if (m_threads.empty()) {
+          m_no_threads = true; // the walk reads every directory itself
+        }
+      }
+      if (m_no_threads) {
+        return;
+      }
+      m_queue.emplace_back(dir, name);
+    }
+    m_work.notify_one();
+  }
+
+private:
+  static constexpr size_t max_queued = 64;
+  static constexpr unsigned cached_limit = 8;
+  // What one read-ahead lists: the first entries are enough to read the directory's inode and
+  // first leaf (and start btrfs's own read-ahead of the next); listing it whole cost as much
+  // again as the walk's listing when cached.
+  static constexpr size_t listing_bytes = 1024;
+
+  void work()
+  {
+    const auto buf = std::make_unique_for_overwrite<char[]>(listing_bytes);
+    for (;;) {
+      std::pair<std::shared_ptr<const Fd>, std::string> next;
+      {
+        std::unique_lock<std::mutex> lock(m_mu);
+        m_work.wait(lock, [this] { return m_quit || !m_queue.empty(); });
+        if (m_quit) {
+          return;
+        }
+        next = std::move(m_queue.front());
+        m_queue.pop_front();
+      }
+      if (m_stop && m_stop->load(std::memory_order_relaxed)) {
+        continue;
+      }
+      const uint64_t blocks_before = thread_blocks_read();
+      // Errors are the walk's to report, when it opens and lists the directory itself.
+      Fd fd(openat_beneath(next.first->get(), next.second, O_RDONLY | O_DIRECTORY));
+      if (fd) {
+        (void)::getdents64(fd.get(), buf.get(), listing_bytes);
+      }
+      if (thread_blocks_read() != blocks_before) {
+        m_cached_in_a_row.store(0, std::memory_order_relaxed);
+      } else {
+        m_cached_in_a_row.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+  }
+
+  const unsigned m_threads_wanted;
+  const std::atomic<bool>* m_stop;
+  // Starts at the limit: nothing is read ahead before the walk has seen the disk.
+  std::atomic<unsigned> m_cached_in_a_row{cached_limit};
+  std::mutex m_mu;
+  std::condition_variable m_work;
+  std::deque<std::pair<std::shared_ptr<const Fd>, std::string>> m_queue;
+  bool m_quit = false;
+  bool m_no_threads = false; // none could be started
+  std::vector<std::thread> m_threads;
+};
+
 // The walk's state: a stack of open directories (depth-first without recursion, so a deep
 // tree cannot overflow the call stack) and the directories already entered.
 class Walker
@@ -285,6 +411,9 @@ public:
     , m_problem(problem)
     , m_opts(opts)
   {
+    if (opts.prefetch_threads > 0) {
+      m_prefetch.emplace(opts.prefetch_threads, opts.stop);
+    }
   }
   void run(const std::string& root);
   void run_dir(std::shared_ptr<const Fd> root, const std::string& path);
@@ -312,6 +441,13 @@ private:
   // The next entry of the top directory: false at its end. `name` is NUL-terminated.
   bool next_entry(Frame& top, std::string_view& name, unsigned char& type);
   bool stopped() const { return m_opts.stop && m_opts.stop->load(std::memory_order_relaxed); }
+  // Reads ahead a subdirectory of `dir` the walk will enter (not "." or ".."), if cold.
+  void prefetch(const std::shared_ptr<const Fd>& dir, const char* name, unsigned char type)
+  {
+    if (type == DT_DIR && std::strcmp(name, ".") != 0 && std::strcmp(name, "..") != 0) {
+      m_prefetch->add(dir, name);
+    }
+  }
 
   const WalkVisit& m_visit;
   const WalkProblem& m_problem;
@@ -319,6 +455,8 @@ private:
   std::shared_ptr<const Fd> m_root; // kept open for FileRef::open after the walk
   std::set<std::pair<dev_t, ino_t>> m_seen;
   std::vector<Frame> m_stack;
+  // Declared last: destroyed (its threads joined) first, before anything they might read.
+  std::optional<DirPrefetch> m_prefetch;
 };
 
 void Walker::run(const std::string& root)
@@ -376,12 +514,29 @@ void Walker::enter(std::shared_ptr<const Fd> fd, const std::string& path,
   }
   Frame frame{path, relpath, depth, std::move(fd), std::nullopt, {}, 0, 0};
   if (m_opts.sorted) {
+    const uint64_t blocks_before = m_prefetch ? thread_blocks_read() : 0;
     DirReader reader(frame.dir->get());
     while (const struct dirent64* ent = reader.next()) {
       frame.listed.emplace_back(ent->d_name, ent->d_type);
     }
     frame.listing_errno = errno;
     std::sort(frame.listed.begin(), frame.listed.end());
+    if (m_prefetch) {
+      if (thread_blocks_read() != blocks_before) {
+        m_prefetch->saw_disk_read();
+      }
+      for (const auto& [name, type] : frame.listed) {
+        prefetch(frame.dir, name.c_str(), type);
+      }
+    }
+  } else if (m_prefetch) {
+    frame.entries.emplace(frame.dir->get(),
+                          [this, dir = frame.dir](const struct dirent64& e, bool from_disk) {
+                            if (from_disk) {
+                              m_prefetch->saw_disk_read();
+                            }
+                            prefetch(dir, e.d_name, e.d_type);
+                          });
   } else {
     frame.entries.emplace(frame.dir->get());
   }
@@ -451,7 +606,11 @@ void Walker::step()
   }
   // A directory swapped for a symlink since readdir fails here with ELOOP: reported, and
   // nothing outside the tree is listed.
+  const uint64_t blocks_before = m_prefetch ? thread_blocks_read() : 0;
   auto sub = std::make_shared<const Fd>(openat_beneath(dfd, name.data(), O_RDONLY | O_DIRECTORY));
+  if (m_prefetch && thread_blocks_read() != blocks_before) {
+    m_prefetch->saw_disk_read(); // its inode was not in memory
+  }
   if (!*sub) {
     // A symlink in its place fails with ELOOP, or ENOTDIR (O_DIRECTORY is checked first on
     // a trailing symlink that is not followed).

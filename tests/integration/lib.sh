@@ -201,6 +201,7 @@ done
 exec $(printf %q "$real") "\$@"
 EOF
   chmod +x -- "$w"
+  VMCSUM_REAL=$real # the binary itself, for a run that may not fork (the wrapper's tee does)
   VMCSUM=$w
 }
 

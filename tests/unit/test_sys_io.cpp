@@ -220,6 +220,38 @@ TEST_CASE("walk_tree lists files below the root and never follows a symlink")
   CHECK(s.problems.empty());
 }
 
+TEST_CASE("walk_tree reading directories ahead visits and reports what it does without, in "
+          "both modes")
+{
+  // Here the tree is in memory, so nothing is read ahead (it starts only once the walk reads a
+  // disk); tests/integration/audit.sh walks a cold btrfs tree, where it does.
+  Scratch t, outside;
+  write_file(outside / "secret", "outside");
+  for (int d = 0; d < 12; ++d) {
+    const std::string dir = t / ("d" + std::to_string(d % 3) + "/s" + std::to_string(d));
+    std::filesystem::create_directories(dir + "/deep/deeper");
+    write_file(dir + "/f", "x");
+    write_file(dir + "/deep/deeper/g", "y");
+  }
+  std::filesystem::create_directory_symlink(outside.path(), t / "d1/link");
+  for (const bool sorted : {false, true}) {
+    sys::WalkOptions plain;
+    plain.sorted = sorted;
+    plain.max_depth = 4; // d*/s*/deep/deeper is entered, a fifth level would not be
+    sys::WalkOptions ahead = plain;
+    ahead.prefetch_threads = 4;
+    const Seen a = walk(t.path(), plain);
+    const Seen b = walk(t.path(), ahead);
+    CHECK(a.files.size() == 25); // 12 f, 12 g, the symlink (visited, not entered)
+    CHECK(b.files == a.files);
+    CHECK(b.problems == a.problems);
+    // A stop flag raised before the walk: nothing visited, and the threads end with it.
+    std::atomic<bool> stop{true};
+    ahead.stop = &stop;
+    CHECK(walk(t.path(), ahead).files.empty());
+  }
+}
+
 TEST_CASE("walk_tree names entries below a root given with a trailing slash without doubling it")
 {
   Scratch t;

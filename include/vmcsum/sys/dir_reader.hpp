@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 
 #include <dirent.h>
@@ -21,14 +22,21 @@ public:
   // 32 KiB, as glibc's readdir reads (sysdeps/unix/sysv/linux/opendir.c: 4 * BUFSIZ).
   static constexpr size_t buffer_size = 32 * 1024;
 
+  // Called with each entry as the buffer holding it is read, before next() returns any of
+  // them, and whether reading that buffer read a disk (thread_blocks_read() moved: the
+  // directory was not cached). A walk uses it to start reading the subdirectories it will enter
+  // while it visits the rest.
+  using OnRead = std::function<void(const struct dirent64& entry, bool from_disk)>;
+
   // `fd`: an open directory, borrowed (it must outlive the reader).
-  explicit DirReader(int fd);
+  explicit DirReader(int fd, OnRead on_read = {});
   // The next entry ("." and ".." too), or nullptr: at the end with errno 0, on an error with
   // errno set.
   const struct dirent64* next();
 
 private:
   int m_fd;
+  OnRead m_on_read;
   std::unique_ptr<char[]> m_buf;
   size_t m_pos = 0;
   size_t m_len = 0;

@@ -155,4 +155,11 @@ const std::string& kernel_release();
 // than the machine has), at least 1: how many threads a CPU-bound stage should run.
 size_t usable_cpus();
 
+// 512-byte blocks the calling thread has had read from disks so far: getrusage(RUSAGE_THREAD)
+// ru_inblock, which the kernel counts for each read bio a thread submits (block/blk-core.c:
+// submit_bio() -> task_io_account_read(); kernel/sys.c: getrusage()). A step that moved it had
+// to read a disk, one that did not was served from memory: how a walk tells a cold tree from a
+// cached one. 0 when getrusage fails.
+uint64_t thread_blocks_read();
+
 } // namespace vmcsum::sys

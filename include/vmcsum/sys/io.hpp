@@ -159,7 +159,8 @@ size_t usable_cpus();
 // ru_inblock, which the kernel counts for each read bio a thread submits (block/blk-core.c:
 // submit_bio() -> task_io_account_read(); kernel/sys.c: getrusage()). A step that moved it had
 // to read a disk, one that did not was served from memory: how a walk tells a cold tree from a
-// cached one. 0 when getrusage fails.
+// cached one. 0 when getrusage fails, and always 0 on a kernel built without
+// CONFIG_TASK_IO_ACCOUNTING (Debian's has it): then nothing is read ahead and no pool grows.
 uint64_t thread_blocks_read();
 
 } // namespace vmcsum::sys

@@ -4,8 +4,6 @@
 
 #include <vmcsum/sys/io.hpp>
 
-#include <system_error>
-
 namespace vmcsum::core {
 
 namespace {
@@ -33,6 +31,7 @@ LookPool::LookPool(LookFn look, std::string mountinfo, std::shared_ptr<FsSyncs> 
   , m_mountinfo(std::move(mountinfo))
   , m_syncs(std::move(syncs))
 {
+  m_threads.reserve(max_look_threads); // a thread added later never reallocates
 }
 
 LookPool::~LookPool()
@@ -62,15 +61,8 @@ void LookPool::flush()
   }
   std::unique_lock<std::mutex> lock(m_mu);
   if (m_threads.empty() && !m_inline) {
-    try {
-      for (unsigned i = 0; i < look_threads; ++i) {
-        m_threads.emplace_back([this] { work(); });
-      }
-    } catch (const std::system_error&) {
-      // No more threads allowed (RLIMIT_NPROC, a cgroup's pids.max): those started serve; with
-      // none, the walk's thread looks itself.
-      m_inline = m_threads.empty();
-    }
+    // With none started, the walk's thread looks itself.
+    m_inline = sys::start_threads(m_threads, look_threads, [this] { work(); }) == 0;
     m_thread_count = m_inline ? max_look_threads : static_cast<unsigned>(m_threads.size());
   }
   if (m_inline) {
@@ -91,12 +83,12 @@ void LookPool::flush()
 void LookPool::look_inline()
 {
   for (auto& e : m_pending) {
-    if (!m_inline_collector) {
-      m_inline_collector.emplace(m_mountinfo, m_syncs);
-    }
     // As a look thread would: what a look throws is rethrown by finish(), after the rest.
     Looked found;
     try {
+      if (!m_inline_collector) {
+        m_inline_collector.emplace(m_mountinfo, m_syncs);
+      }
       found = m_look(e, *m_inline_collector);
     } catch (...) {
       if (!m_error) {
@@ -153,15 +145,10 @@ void LookPool::work()
     const bool read_disk = may_grow && sys::thread_blocks_read() != blocks_before;
     lock.lock();
     if (read_disk && !m_quit && m_threads.size() < max_look_threads) {
-      unsigned count = max_look_threads;
-      try {
-        m_threads.emplace_back([this] { work(); });
-        count = static_cast<unsigned>(m_threads.size());
-      } catch (const std::system_error&) {
-        // No more threads allowed (RLIMIT_NPROC, a cgroup's pids.max): the pool stays as it
-        // is, and no look asks again.
-      }
-      m_thread_count.store(count, std::memory_order_relaxed);
+      // Where no thread can be started, no look asks again.
+      const bool started = sys::start_threads(m_threads, 1, [this] { work(); }) == 1;
+      m_thread_count.store(started ? static_cast<unsigned>(m_threads.size()) : max_look_threads,
+                           std::memory_order_relaxed);
     }
     m_results[index] = std::move(found);
     if (error && !m_error) {

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <new>
+#include <system_error>
 #include <thread>
 
 #include <fcntl.h>
@@ -333,6 +334,19 @@ size_t usable_cpus()
     n = std::thread::hardware_concurrency();
   }
   return std::max<size_t>(n, 1);
+}
+
+size_t start_threads(std::vector<std::thread>& threads, size_t n, const std::function<void()>& fn)
+{
+  size_t started = 0;
+  try {
+    for (; started < n; ++started) {
+      threads.emplace_back(fn);
+    }
+  } catch (const std::system_error&) {
+    // clone(2) refused: EAGAIN under RLIMIT_NPROC or pids.max.
+  }
+  return started;
 }
 
 uint64_t thread_blocks_read()

@@ -284,21 +284,24 @@ namespace {
 // Reads ahead the directories a walk is about to enter, while the tree is cold. A cold walk
 // waits for one directory's metadata after the other (find(1) too); here each subdirectory of
 // a directory the walk entered is opened below its parent's descriptor (openat_beneath: no
-// symlink followed, nothing outside the tree) by one of a few threads, and the first entries
+// symlink followed, nothing outside the tree) by one of a few threads, and its first entries
 // listed into a buffer thrown away. That brings its inode and first tree blocks into memory
 // (btrfs reads the following leaves ahead itself: readdir searches with READA_FORWARD), so the
 // walk's own open and listing find them there. bench/audit_tree.sh's cold tree of 213
 // directories: the walk alone took 0.12 s instead of find's 0.20 s.
 // A cached tree gains nothing and pays the threads' wake-ups (a warm audit 15% slower), so
 // reading ahead starts only when the walk's own open or listing of a directory had to read a
-// disk, and stops once `cached_limit` read-aheads in a row found everything in memory.
+// disk (WalkOptions::prefetch_from_start aside), and stops once `cached_limit` read-aheads in
+// a row found everything in memory.
 class DirPrefetch
 {
 public:
-  DirPrefetch(unsigned threads, const std::atomic<bool>* stop)
+  DirPrefetch(unsigned threads, bool from_start, const std::atomic<bool>* stop)
     : m_threads_wanted(threads)
     , m_stop(stop)
+    , m_cached_in_a_row(from_start ? 0 : cached_limit)
   {
+    m_threads.reserve(threads);
   }
   DirPrefetch(const DirPrefetch&) = delete;
   DirPrefetch& operator=(const DirPrefetch&) = delete;
@@ -317,37 +320,34 @@ public:
 
   // The walk's open or listing of a directory read a disk: the tree is cold here.
   void saw_disk_read() { m_cached_in_a_row.store(0, std::memory_order_relaxed); }
+  bool active() const { return m_cached_in_a_row.load(std::memory_order_relaxed) < cached_limit; }
 
-  // Queues `name` below `dir` while the tree looks cold. Past the queue's bound a directory is
-  // not read ahead (the walk reads it itself), so the descriptors held stay few.
-  void add(const std::shared_ptr<const Fd>& dir, const char* name)
+  // Queues the subdirectories `names` of `dir` (a directory the walk just listed) ahead of those
+  // queued before: the walk goes depth first, so it enters these next and the older ones (the
+  // siblings of a directory it entered) later. Past the queue's bound the oldest are dropped
+  // (the walk reads them itself): the descriptors held stay few whatever a directory holds.
+  void add(const std::shared_ptr<const Fd>& dir, std::vector<std::string>& names)
   {
-    if (m_cached_in_a_row.load(std::memory_order_relaxed) >= cached_limit) {
-      return;
-    }
     {
       std::lock_guard<std::mutex> lock(m_mu);
-      if (m_queue.size() >= max_queued) {
-        return;
-      }
       if (m_threads.empty() && !m_no_threads) {
-        try {
-          for (unsigned i = 0; i < m_threads_wanted; ++i) {
-            m_threads.emplace_back([this] { work(); });
-          }
-        } catch (const std::system_error&) {
-          // No more threads allowed (RLIMIT_NPROC, a cgroup's pids.max): those started serve.
-        }
-        if (m_threads.empty()) {
-          m_no_threads = true; // the walk reads every directory itself
-        }
+        // None at all: the walk reads every directory itself.
+        m_no_threads = start_threads(m_threads, m_threads_wanted, [this] { work(); }) == 0;
       }
       if (m_no_threads) {
+        names.clear();
         return;
       }
-      m_queue.emplace_back(dir, name);
+      const size_t n = std::min(names.size(), max_queued);
+      for (size_t k = n; k-- > 0;) {
+        m_queue.emplace_front(dir, std::move(names[k]));
+      }
+      while (m_queue.size() > max_queued) {
+        m_queue.pop_back();
+      }
     }
-    m_work.notify_one();
+    names.clear();
+    m_work.notify_all();
   }
 
 private:
@@ -360,7 +360,7 @@ private:
 
   void work()
   {
-    const auto buf = std::make_unique_for_overwrite<char[]>(listing_bytes);
+    alignas(struct dirent64) char buf[listing_bytes];
     for (;;) {
       std::pair<std::shared_ptr<const Fd>, std::string> next;
       {
@@ -379,7 +379,7 @@ private:
       // Errors are the walk's to report, when it opens and lists the directory itself.
       Fd fd(openat_beneath(next.first->get(), next.second, O_RDONLY | O_DIRECTORY));
       if (fd) {
-        (void)::getdents64(fd.get(), buf.get(), listing_bytes);
+        (void)::getdents64(fd.get(), buf, listing_bytes);
       }
       if (thread_blocks_read() != blocks_before) {
         m_cached_in_a_row.store(0, std::memory_order_relaxed);
@@ -391,8 +391,8 @@ private:
 
   const unsigned m_threads_wanted;
   const std::atomic<bool>* m_stop;
-  // Starts at the limit: nothing is read ahead before the walk has seen the disk.
-  std::atomic<unsigned> m_cached_in_a_row{cached_limit};
+  // At the limit: nothing is read ahead (until the walk sees the disk).
+  std::atomic<unsigned> m_cached_in_a_row;
   std::mutex m_mu;
   std::condition_variable m_work;
   std::deque<std::pair<std::shared_ptr<const Fd>, std::string>> m_queue;
@@ -412,7 +412,7 @@ public:
     , m_opts(opts)
   {
     if (opts.prefetch_threads > 0) {
-      m_prefetch.emplace(opts.prefetch_threads, opts.stop);
+      m_prefetch.emplace(opts.prefetch_threads, opts.prefetch_from_start, opts.stop);
     }
   }
   void run(const std::string& root);
@@ -441,11 +441,20 @@ private:
   // The next entry of the top directory: false at its end. `name` is NUL-terminated.
   bool next_entry(Frame& top, std::string_view& name, unsigned char& type);
   bool stopped() const { return m_opts.stop && m_opts.stop->load(std::memory_order_relaxed); }
-  // Reads ahead a subdirectory of `dir` the walk will enter (not "." or ".."), if cold.
-  void prefetch(const std::shared_ptr<const Fd>& dir, const char* name, unsigned char type)
+  // Notes a subdirectory of the directory being listed for reading ahead, if the walk will
+  // enter it (not "." or "..", not past max_depth) and the tree is cold; `depth` is the
+  // directory's. flush_prefetch() hands them over once the buffer they came in is read.
+  void note_subdir(const char* name, unsigned char type, unsigned depth)
   {
-    if (type == DT_DIR && std::strcmp(name, ".") != 0 && std::strcmp(name, "..") != 0) {
-      m_prefetch->add(dir, name);
+    if (type == DT_DIR && depth + 1 <= m_opts.max_depth && m_prefetch->active() &&
+        std::strcmp(name, ".") != 0 && std::strcmp(name, "..") != 0) {
+      m_subdirs.emplace_back(name);
+    }
+  }
+  void flush_prefetch(const std::shared_ptr<const Fd>& dir)
+  {
+    if (m_prefetch && !m_subdirs.empty()) {
+      m_prefetch->add(dir, m_subdirs);
     }
   }
 
@@ -455,6 +464,7 @@ private:
   std::shared_ptr<const Fd> m_root; // kept open for FileRef::open after the walk
   std::set<std::pair<dev_t, ino_t>> m_seen;
   std::vector<Frame> m_stack;
+  std::vector<std::string> m_subdirs; // noted for reading ahead, not yet handed over
   // Declared last: destroyed (its threads joined) first, before anything they might read.
   std::optional<DirPrefetch> m_prefetch;
 };
@@ -526,16 +536,17 @@ void Walker::enter(std::shared_ptr<const Fd> fd, const std::string& path,
         m_prefetch->saw_disk_read();
       }
       for (const auto& [name, type] : frame.listed) {
-        prefetch(frame.dir, name.c_str(), type);
+        note_subdir(name.c_str(), type, depth);
       }
+      flush_prefetch(frame.dir);
     }
   } else if (m_prefetch) {
     frame.entries.emplace(frame.dir->get(),
-                          [this, dir = frame.dir](const struct dirent64& e, bool from_disk) {
+                          [this, depth](const struct dirent64& e, bool from_disk) {
                             if (from_disk) {
                               m_prefetch->saw_disk_read();
                             }
-                            prefetch(dir, e.d_name, e.d_type);
+                            note_subdir(e.d_name, e.d_type, depth);
                           });
   } else {
     frame.entries.emplace(frame.dir->get());
@@ -578,6 +589,7 @@ void Walker::step()
     m_stack.pop_back();
     return;
   }
+  flush_prefetch(top.dir); // what the buffer this entry came in noted
   if (name == "." || name == "..") {
     return;
   }
@@ -608,9 +620,11 @@ void Walker::step()
   // nothing outside the tree is listed.
   const uint64_t blocks_before = m_prefetch ? thread_blocks_read() : 0;
   auto sub = std::make_shared<const Fd>(openat_beneath(dfd, name.data(), O_RDONLY | O_DIRECTORY));
+  const int open_errno = errno;
   if (m_prefetch && thread_blocks_read() != blocks_before) {
     m_prefetch->saw_disk_read(); // its inode was not in memory
   }
+  errno = open_errno;
   if (!*sub) {
     // A symlink in its place fails with ELOOP, or ENOTDIR (O_DIRECTORY is checked first on
     // a trailing symlink that is not followed).

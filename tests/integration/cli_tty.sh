@@ -10,9 +10,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_root
 need_loop
 need_cmd jq env
-REAL_VMCSUM=${VMCSUM:?} # the terminal checks run it without the wrapper's tee in the pipeline
 keep_json_documents # every --json document is validated at the end (tests/schema)
 : "${VMCSUM:?}"
+# The terminal checks run the binary itself, without the wrapper's tee in the pipeline.
+REAL_VMCSUM=$VMCSUM_REAL
 
 has_open() { # PID PATH: whether PID has PATH open
   local l
@@ -103,7 +104,9 @@ check_eq "scrub: SIGINT and SIGTERM together: killed before writing anything" ""
 # (-P: only calls on the paths named count and are logged; the kernel raises the signal,
 # nothing here is timed). The walk takes directories in readdir order, which `ls -f` prints
 # (the same getdents64 order): the two directories after that one must never be read, and as
-# the walk comes before the examination, no image is examined at all.
+# the walk comes before the examination, no image is examined at all. The tree was just
+# written, so it is in memory and the walk reads nothing ahead (a cold walk would list the
+# directories after it ahead of time: sys::WalkOptions::prefetch_threads).
 # strace needs ptrace, which a container may forbid: then the check cannot run and says so.
 if command -v strace >/dev/null && strace -f -o /dev/null true 2>/dev/null; then
   TREE=$MNT/tree

@@ -223,32 +223,50 @@ TEST_CASE("walk_tree lists files below the root and never follows a symlink")
 TEST_CASE("walk_tree reading directories ahead visits and reports what it does without, in "
           "both modes")
 {
-  // Here the tree is in memory, so nothing is read ahead (it starts only once the walk reads a
-  // disk); tests/integration/audit.sh walks a cold btrfs tree, where it does.
+  // prefetch_from_start: a tree just written is in memory, where the walk would read nothing
+  // ahead (it starts once the walk reads a disk: tests/integration/audit.sh's cold tree).
   Scratch t, outside;
   write_file(outside / "secret", "outside");
-  for (int d = 0; d < 12; ++d) {
+  for (int d = 0; d < 40; ++d) {
     const std::string dir = t / ("d" + std::to_string(d % 3) + "/s" + std::to_string(d));
-    std::filesystem::create_directories(dir + "/deep/deeper");
+    std::filesystem::create_directories(dir + "/deep/deeper/deepest");
     write_file(dir + "/f", "x");
     write_file(dir + "/deep/deeper/g", "y");
+    write_file(dir + "/deep/deeper/deepest/h", "z");
   }
   std::filesystem::create_directory_symlink(outside.path(), t / "d1/link");
   for (const bool sorted : {false, true}) {
+    CAPTURE(sorted);
     sys::WalkOptions plain;
     plain.sorted = sorted;
-    plain.max_depth = 4; // d*/s*/deep/deeper is entered, a fifth level would not be
+    plain.max_depth = 4; // d*/s*/deep/deeper is entered, deepest (a fifth level) is not
     sys::WalkOptions ahead = plain;
     ahead.prefetch_threads = 4;
+    ahead.prefetch_from_start = true;
     const Seen a = walk(t.path(), plain);
-    const Seen b = walk(t.path(), ahead);
-    CHECK(a.files.size() == 25); // 12 f, 12 g, the symlink (visited, not entered)
-    CHECK(b.files == a.files);
-    CHECK(b.problems == a.problems);
+    CHECK(a.files.size() == 81);               // 40 f, 40 g, the symlink (visited, not entered)
+    CHECK(a.problems.size() == 40);            // each deepest: too deep
+    for (int round = 0; round < 20; ++round) { // threads racing the walk: the same every time
+      const Seen b = walk(t.path(), ahead);
+      CHECK(b.files == a.files);
+      CHECK(b.problems == a.problems);
+    }
     // A stop flag raised before the walk: nothing visited, and the threads end with it.
     std::atomic<bool> stop{true};
     ahead.stop = &stop;
     CHECK(walk(t.path(), ahead).files.empty());
+    // Raised during the walk: it ends at the next entry, and the walk returns (threads joined).
+    stop = false;
+    size_t visits = 0;
+    sys::walk_tree(
+      t.path(),
+      [&](sys::WalkEntry&) {
+        if (++visits == 5) {
+          stop = true;
+        }
+      },
+      [](const std::string&, const std::string&) {}, ahead);
+    CHECK(visits == 5);
   }
 }
 

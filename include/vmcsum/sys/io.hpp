@@ -18,6 +18,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <sys/types.h>
@@ -154,6 +155,12 @@ const std::string& kernel_release();
 // The CPUs this process may run on (sched_getaffinity: a container or taskset may allow fewer
 // than the machine has), at least 1: how many threads a CPU-bound stage should run.
 size_t usable_cpus();
+
+// Starts up to `n` threads running `fn` into `threads` and returns how many started. Where no
+// more threads may be had (RLIMIT_NPROC, a cgroup's pids.max: std::thread throws
+// std::system_error) it stops there instead of failing: the caller goes on with fewer, or with
+// none does the work itself. `threads` should have room reserved (no allocation can fail then).
+size_t start_threads(std::vector<std::thread>& threads, size_t n, const std::function<void()>& fn);
 
 // 512-byte blocks the calling thread has had read from disks so far: getrusage(RUSAGE_THREAD)
 // ru_inblock, which the kernel counts for each read bio a thread submits (block/blk-core.c:

@@ -173,6 +173,9 @@ struct WalkOptions
   // Only while the tree is cold (the walk's own listings read a disk); a cached tree costs no
   // thread. What is visited, and in which order, is the same. 0: none.
   unsigned prefetch_threads = 0;
+  // Read ahead from the first directory on, cold or not: for a caller that knows its tree is
+  // cold, and for tests (a tree just written is in memory).
+  bool prefetch_from_start = false;
 };
 
 using WalkVisit = std::function<void(WalkEntry& entry)>;

@@ -139,7 +139,7 @@ void LookPool::work()
     // look read the disk, so the pool grows almost as soon).
     const bool may_grow = looks++ % sample_every == 0 &&
                           m_thread_count.load(std::memory_order_relaxed) < max_look_threads;
-    const uint64_t blocks_before = may_grow ? sys::thread_blocks_read() : 0;
+    const sys::DiskReadWatch watch(may_grow);
     try {
       if (!collector) {
         collector.emplace(m_mountinfo, m_syncs);
@@ -148,7 +148,7 @@ void LookPool::work()
     } catch (...) {
       error = std::current_exception();
     }
-    const bool read_disk = may_grow && sys::thread_blocks_read() != blocks_before;
+    const bool read_disk = watch.read_disk();
     lock.lock();
     if (read_disk && !m_quit && m_threads.size() < max_look_threads) {
       // Where no thread can be started, no look asks again.

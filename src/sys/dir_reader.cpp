@@ -18,7 +18,7 @@ DirReader::DirReader(int fd, OnRead on_read)
 const struct dirent64* DirReader::next()
 {
   if (m_pos >= m_len) {
-    const uint64_t blocks_before = m_on_read ? thread_blocks_read() : 0;
+    const DiskReadWatch watch(static_cast<bool>(m_on_read));
     const ssize_t n = ::getdents64(m_fd, m_buf.get(), buffer_size);
     if (n <= 0) {
       if (n == 0) {
@@ -29,7 +29,7 @@ const struct dirent64* DirReader::next()
     m_len = static_cast<size_t>(n);
     m_pos = 0;
     if (m_on_read) {
-      const bool from_disk = thread_blocks_read() != blocks_before;
+      const bool from_disk = watch.read_disk();
       for (size_t at = 0; at < m_len;) {
         const auto* ent = reinterpret_cast<const struct dirent64*>(m_buf.get() + at);
         m_on_read(*ent, from_disk);

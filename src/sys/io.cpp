@@ -349,10 +349,28 @@ size_t start_threads(std::vector<std::thread>& threads, size_t n, const std::fun
   return started;
 }
 
-uint64_t thread_blocks_read()
+namespace {
+bool thread_usage(long& inblock, long& majflt)
 {
   struct rusage ru = {};
-  return ::getrusage(RUSAGE_THREAD, &ru) == 0 ? static_cast<uint64_t>(ru.ru_inblock) : 0;
+  if (::getrusage(RUSAGE_THREAD, &ru) != 0) {
+    return false;
+  }
+  inblock = ru.ru_inblock;
+  majflt = ru.ru_majflt;
+  return true;
+}
+} // namespace
+
+DiskReadWatch::DiskReadWatch(bool active)
+  : m_active(active && thread_usage(m_inblock, m_majflt))
+{
+}
+
+bool DiskReadWatch::read_disk() const
+{
+  long inblock = 0, majflt = 0;
+  return m_active && thread_usage(inblock, majflt) && inblock != m_inblock && majflt == m_majflt;
 }
 
 } // namespace vmcsum::sys

@@ -374,13 +374,13 @@ private:
       if (m_stop && m_stop->load(std::memory_order_relaxed)) {
         continue;
       }
-      const uint64_t blocks_before = thread_blocks_read();
+      const DiskReadWatch watch;
       // Errors are the walk's to report, when it opens and lists the directory itself.
       Fd fd(openat_beneath(next.first->get(), next.second, O_RDONLY | O_DIRECTORY));
       if (fd) {
         (void)::getdents64(fd.get(), buf, listing_bytes);
       }
-      if (thread_blocks_read() != blocks_before) {
+      if (watch.read_disk()) {
         m_cached_in_a_row.store(0, std::memory_order_relaxed);
       } else {
         m_cached_in_a_row.fetch_add(1, std::memory_order_relaxed);
@@ -523,7 +523,7 @@ void Walker::enter(std::shared_ptr<const Fd> fd, const std::string& path,
   }
   Frame frame{path, relpath, depth, std::move(fd), std::nullopt, {}, 0, 0};
   if (m_opts.sorted) {
-    const uint64_t blocks_before = m_prefetch ? thread_blocks_read() : 0;
+    const DiskReadWatch watch(m_prefetch.has_value());
     DirReader reader(frame.dir->get());
     while (const struct dirent64* ent = reader.next()) {
       frame.listed.emplace_back(ent->d_name, ent->d_type);
@@ -531,7 +531,7 @@ void Walker::enter(std::shared_ptr<const Fd> fd, const std::string& path,
     frame.listing_errno = errno;
     std::sort(frame.listed.begin(), frame.listed.end());
     if (m_prefetch) {
-      if (thread_blocks_read() != blocks_before) {
+      if (watch.read_disk()) {
         m_prefetch->saw_disk_read();
       }
       for (const auto& [name, type] : frame.listed) {
@@ -617,10 +617,10 @@ void Walker::step()
   }
   // A directory swapped for a symlink since readdir fails here with ELOOP: reported, and
   // nothing outside the tree is listed.
-  const uint64_t blocks_before = m_prefetch ? thread_blocks_read() : 0;
+  const DiskReadWatch watch(m_prefetch.has_value());
   auto sub = std::make_shared<const Fd>(openat_beneath(dfd, name.data(), O_RDONLY | O_DIRECTORY));
   const int open_errno = errno;
-  if (m_prefetch && thread_blocks_read() != blocks_before) {
+  if (watch.read_disk()) {
     m_prefetch->saw_disk_read(); // its inode was not in memory
   }
   errno = open_errno;

@@ -23,7 +23,7 @@ public:
   static constexpr size_t buffer_size = 32 * 1024;
 
   // Called with each entry as the buffer holding it is read, before next() returns any of
-  // them, and whether reading that buffer read a disk (thread_blocks_read() moved: the
+  // them, and whether reading that buffer read a disk (DiskReadWatch: the
   // directory was not cached). A walk uses it to start reading the subdirectories it will enter
   // while it visits the rest.
   using OnRead = std::function<void(const struct dirent64& entry, bool from_disk)>;

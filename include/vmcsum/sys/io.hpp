@@ -162,12 +162,26 @@ size_t usable_cpus();
 // none does the work itself. `threads` should have room reserved (no allocation can fail then).
 size_t start_threads(std::vector<std::thread>& threads, size_t n, const std::function<void()>& fn);
 
-// 512-byte blocks the calling thread has had read from disks so far: getrusage(RUSAGE_THREAD)
-// ru_inblock, which the kernel counts for each read bio a thread submits (block/blk-core.c:
-// submit_bio() -> task_io_account_read(); kernel/sys.c: getrusage()). A step that moved it had
-// to read a disk, one that did not was served from memory: how a walk tells a cold tree from a
-// cached one. 0 when getrusage fails, and always 0 on a kernel built without
+// Whether the calling thread read a disk between this watch's construction and read_disk():
+// getrusage(RUSAGE_THREAD) ru_inblock, which the kernel counts for each read bio a thread
+// submits (block/blk-core.c: submit_bio() -> task_io_account_read(); kernel/sys.c:
+// getrusage()), moved, and ru_majflt did not. A step that read the disk was not served from
+// memory: how a walk tells a cold tree from a cached one. A major page fault reads the disk
+// too (vmcsum's own code or a library paged in after the page cache was dropped) and says
+// nothing of the tree: such a step counts as no read (the next one tells). Never true when
+// inactive (no system call), when getrusage fails, or on a kernel without
 // CONFIG_TASK_IO_ACCOUNTING (Debian's has it): then nothing is read ahead and no pool grows.
-uint64_t thread_blocks_read();
+// docs/kernel-facts.md 3.7.
+class DiskReadWatch
+{
+public:
+  explicit DiskReadWatch(bool active = true);
+  bool read_disk() const;
+
+private:
+  bool m_active;
+  long m_inblock = 0;
+  long m_majflt = 0;
+};
 
 } // namespace vmcsum::sys

@@ -3,6 +3,7 @@
 #include "output.hpp"
 
 #include <vmcsum/report/text.hpp>
+#include <vmcsum/sys/io.hpp>
 #include <vmcsum/sys/path.hpp>
 #include <vmcsum/sys/signals.hpp>
 
@@ -16,10 +17,9 @@
 #include <exception>
 #include <iostream>
 #include <new>
-#include <optional>
 #include <ostream>
-#include <system_error>
 #include <thread>
+#include <vector>
 
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -408,30 +408,27 @@ void write_pieces(DocumentWriter& w, std::ostream& out, const nlohmann::ordered_
       const size_t half = array->size / 2;
       std::string second;
       std::exception_ptr error;
-      std::optional<std::thread> helper;
-      try {
-        helper.emplace([&] {
-          try {
-            DocumentWriter kept(nullptr, short_form);
-            kept.elements(*array, half, array->size);
-            second = kept.take();
-          } catch (...) {
-            error = std::current_exception();
-          }
-        });
-      } catch (const std::system_error&) {
+      std::vector<std::thread> helper;
+      const auto make_second = [&] {
+        try {
+          DocumentWriter kept(nullptr, short_form);
+          kept.elements(*array, half, array->size);
+          second = kept.take();
+        } catch (...) {
+          error = std::current_exception();
+        }
+      };
+      if (sys::start_threads(helper, 1, make_second) == 0) {
         // No thread to be had (RLIMIT_NPROC, a pids cgroup): this one makes them all.
-      }
-      if (!helper) {
         w.elements(*array, 0, array->size);
       } else {
         try {
           w.elements(*array, 0, half);
         } catch (...) {
-          helper->join();
+          helper[0].join();
           throw;
         }
-        helper->join();
+        helper[0].join();
         if (error) {
           std::rethrow_exception(error);
         }

@@ -83,17 +83,24 @@ void CopyReader::submit(CopyRead& r)
   r.buf = m_free.back();
   m_free.pop_back();
   r.done = false;
-  if (m_hashers.empty()) {
-    for (size_t i = hasher_count(); i > 0; --i) {
-      m_hashers.emplace_back([this] { hash_loop(); });
-    }
+  // Threads may be refused (a cgroup's pids.max, RLIMIT_NPROC): whatever could not be started
+  // is done by the thread that would have handed it over (issue 16: slower, the same result).
+  if (!m_started) {
+    m_started = true;
+    sys::start_threads(m_hashers, hasher_count(), [this] { hash_loop(); });
   }
   auto& d = m_devices[r.devid];
   if (!d) {
     d = std::make_unique<Device>();
-    for (size_t i = 0; i < k_readers_per_device; ++i) {
-      d->threads.emplace_back([this, dev = d.get()] { read_loop(*dev); });
-    }
+    sys::start_threads(d->threads, k_readers_per_device,
+                       [this, dev = d.get()] { read_loop(*dev); });
+  }
+  if (d->threads.empty()) {
+    lock.unlock();
+    read_copy(r);
+    lock.lock();
+    hand_over(r, lock, m_own_sum);
+    return;
   }
   d->queue.push_back(&r);
   lock.unlock();
@@ -112,6 +119,7 @@ void CopyReader::wait(CopyRead& r)
 
 void CopyReader::read_loop(Device& d)
 {
+  std::optional<Checksummer> own_sum; // only when no hasher thread could be started
   std::unique_lock lock(m_mutex);
   for (;;) {
     m_work.wait(lock, [&] { return m_stop || !d.queue.empty(); });
@@ -122,19 +130,36 @@ void CopyReader::read_loop(Device& d)
     d.queue.pop_front();
     lock.unlock();
     read_copy(*r);
-    const size_t per_slice = std::max<size_t>(1, k_slice_bytes / r->csums->sectorsize);
     lock.lock();
-    r->hashing = 0;
-    for (size_t first = 0; first < r->bad.size(); first += per_slice) {
-      m_hash_queue.push_back({r, first, std::min(r->bad.size(), first + per_slice)});
-      ++r->hashing;
-    }
-    if (r->hashing == 0) { // shorter than a sector: nothing to verify
-      r->done = true;
-      m_done.notify_all();
-    }
-    m_hash_work.notify_all();
+    hand_over(*r, lock, own_sum);
   }
+}
+
+void CopyReader::hand_over(CopyRead& r, std::unique_lock<std::mutex>& lock,
+                           std::optional<Checksummer>& own_sum)
+{
+  if (m_hashers.empty()) {
+    lock.unlock();
+    if (!own_sum) {
+      own_sum.emplace(m_csum_type);
+    }
+    hash_slice({&r, 0, r.bad.size()}, *own_sum);
+    lock.lock();
+    r.done = true;
+    m_done.notify_all();
+    return;
+  }
+  const size_t per_slice = std::max<size_t>(1, k_slice_bytes / r.csums->sectorsize);
+  r.hashing = 0;
+  for (size_t first = 0; first < r.bad.size(); first += per_slice) {
+    m_hash_queue.push_back({&r, first, std::min(r.bad.size(), first + per_slice)});
+    ++r.hashing;
+  }
+  if (r.hashing == 0) { // shorter than a sector: nothing to verify
+    r.done = true;
+    m_done.notify_all();
+  }
+  m_hash_work.notify_all();
 }
 
 void CopyReader::hash_loop()

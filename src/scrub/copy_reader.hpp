@@ -8,7 +8,8 @@
 // verify its sectors against the stored csums. So reading never waits for hashing while a
 // buffer is free, and a slow hash (sha256, blake2) runs on every core at once. Memory is a
 // fixed pool of buffers shared by every device, whatever the file's size and the number of
-// devices.
+// devices. Where no thread may be started (a cgroup's pids.max, RLIMIT_NPROC), the submitting
+// thread reads and hashes itself.
 #pragma once
 
 #include <vmcsum/btrfs/csum_tree.hpp>
@@ -21,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -70,6 +72,11 @@ private:
   };
   void read_loop(Device& d);
   void hash_loop();
+  // With the lock held, after `r` was read: queues its slices for the hashers, or, when no
+  // hasher thread could be started, hashes it on this thread (with `own_sum`, made on first
+  // use) and marks it done.
+  void hand_over(CopyRead& r, std::unique_lock<std::mutex>& lock,
+                 std::optional<Checksummer>& own_sum);
   // Sectors [first, last) of a read copy: a hasher's unit of work, so that every hasher can
   // work on one copy when it is the only one read.
   struct Slice
@@ -93,7 +100,9 @@ private:
   bool m_stop = false;
   std::map<uint64_t, std::unique_ptr<Device>> m_devices; // by devid
   std::deque<Slice> m_hash_queue;
-  std::vector<std::thread> m_hashers; // started with the first device
+  std::vector<std::thread> m_hashers;   // started with the first device
+  bool m_started = false;               // the hashers were asked for (some may have been refused)
+  std::optional<Checksummer> m_own_sum; // submit()'s, for a device without reader threads
 };
 
 } // namespace vmcsum::core

@@ -3,6 +3,7 @@
 #include "csum_prefetch.hpp"
 
 #include <vmcsum/btrfs/csum_tree.hpp>
+#include <vmcsum/sys/io.hpp>
 
 #include <exception>
 
@@ -32,9 +33,8 @@ CsumPrefetch::CsumPrefetch(int fd, const btrfs::FsInfo& info, const std::vector<
     return;
   }
   m_reached = m_chunks.front().first;
-  for (size_t i = 0; i < k_threads; ++i) {
-    m_threads.emplace_back([this] { run(); });
-  }
+  // None or one may be started (pids.max, RLIMIT_NPROC): the prefetch only saves time.
+  sys::start_threads(m_threads, k_threads, [this] { run(); });
 }
 
 CsumPrefetch::~CsumPrefetch()

@@ -41,6 +41,7 @@
 #include <mutex>
 #include <set>
 #include <span>
+#include <system_error>
 #include <thread>
 
 #include <dirent.h>
@@ -1523,7 +1524,9 @@ constexpr uint64_t k_item_search_share = 16u << 20;
 constexpr size_t k_item_batch = 1024;
 
 // Runs search(from, to) on the searchers, each over its share [from, to] of the file's offsets,
-// and joins them.
+// and joins them. The last share is this thread's; so is a share whose thread could not be
+// started (a cgroup's pids.max, RLIMIT_NPROC). `search` throws nothing: a thread would end the
+// process.
 template <class Search>
 void split_item_search(uint64_t size, uint32_t ss, Search&& search)
 {
@@ -1531,9 +1534,18 @@ void split_item_search(uint64_t size, uint32_t ss, Search&& search)
     static_cast<unsigned>(std::clamp<uint64_t>(size / k_item_search_share, 1, k_item_searchers));
   const uint64_t share = std::max<uint64_t>((size / n + ss - 1) / ss * ss, ss);
   std::vector<std::jthread> searchers; // joined before what they use goes
+  searchers.reserve(n);
   for (unsigned i = 0; i < n; ++i) {
-    const bool last = i + 1 == n;
-    searchers.emplace_back(search, i * share, last ? ~0ULL : (i + 1) * share - 1);
+    const uint64_t from = i * share;
+    const uint64_t to = i + 1 == n ? ~0ULL : (i + 1) * share - 1;
+    if (i + 1 < n) {
+      try {
+        searchers.emplace_back(search, from, to);
+        continue;
+      } catch (const std::system_error&) {
+      }
+    }
+    search(from, to);
   }
 }
 

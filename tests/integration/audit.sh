@@ -360,22 +360,12 @@ fi
 
 # --- no thread may be started (a cgroup's pids.max): the same audit, slower (issue 16) ------------
 # Oracle: the cgroup's own count of refused forks (pids.events "max"), and the warm run.
-PIDS_CG=""
-if [[ -w /sys/fs/cgroup/pids && -d /sys/fs/cgroup/pids ]]; then
-  PIDS_CG=/sys/fs/cgroup/pids/vmcsum-it-$$
-elif grep -qw pids /sys/fs/cgroup/cgroup.controllers 2>/dev/null &&
-  grep -qw pids /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; then
-  PIDS_CG=/sys/fs/cgroup/vmcsum-it-$$
-fi
-if [[ -n $PIDS_CG ]] && mkdir "$PIDS_CG" 2>/dev/null && echo 1 >"$PIDS_CG/pids.max"; then
+if one_task_cgroup; then
   remount_btrfs
   # The binary itself: the harness's wrapper forks a tee (its JSON is not kept for the schema
-  # check: the same document as the warm run's, which is). LeakSanitizer stops the world with
-  # a thread of its own, which the cgroup refuses.
-  ONE=$("${NO_LEAK_CHECK[@]}" bash -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' _ "$PIDS_CG" \
-    "$VMCSUM_REAL" "${AUDIT_T[@]:1}" 2>"$IT_TMP/one.err") && rc=0 || rc=$?
-  refused=$(awk '$1 == "max" {print $2}' "$PIDS_CG/pids.events" 2>/dev/null || echo 0)
-  rmdir "$PIDS_CG" 2>/dev/null || true
+  # check: the same document as the warm run's, which is).
+  ONE=$(in_one_task "$VMCSUM_REAL" "${AUDIT_T[@]:1}" 2>"$IT_TMP/one.err") && rc=0 || rc=$?
+  refused=$(one_task_refused)
   note "one task only: audit exit $rc, forks refused by the cgroup: ${refused:-0}"
   check "one task only: the cgroup refused threads (pids.events)" test "${refused:-0}" -gt 0
   check_eq "one task only: the same images as warm" "$(images_of "$WARM")" "$(images_of "$ONE")"

@@ -205,6 +205,38 @@ EOF
   VMCSUM=$w
 }
 
+# one_task_cgroup : makes a pids cgroup that allows one task (cgroup v1's pids hierarchy, or v2
+# where the pids controller is enabled for children) and sets ONE_TASK_CG to it: a command run in
+# it (in_one_task) can start no thread, as under a pids.max or RLIMIT_NPROC that is reached.
+# Fails, ONE_TASK_CG empty, when none can be made here. it_cleanup removes it.
+ONE_TASK_CG=""
+one_task_cgroup() {
+  local cg=""
+  if [[ -w /sys/fs/cgroup/pids && -d /sys/fs/cgroup/pids ]]; then
+    cg=/sys/fs/cgroup/pids/vmcsum-it-$$-$RANDOM
+  elif grep -qw pids /sys/fs/cgroup/cgroup.controllers 2>/dev/null &&
+    grep -qw pids /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; then
+    cg=/sys/fs/cgroup/vmcsum-it-$$-$RANDOM
+  fi
+  [[ -n $cg ]] && mkdir "$cg" 2>/dev/null || return 1
+  if ! echo 1 >"$cg/pids.max"; then
+    rmdir "$cg" 2>/dev/null
+    return 1
+  fi
+  ONE_TASK_CG=$cg
+  # A command prefix (for timeout(1) and the like) that runs what follows in the cgroup. No leak
+  # check under LeakSanitizer: it stops the world with a thread of its own.
+  ONE_TASK=(env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+    bash -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' _ "$cg")
+}
+# in_one_task COMMAND... : COMMAND (no shell function) as the only task ONE_TASK_CG allows; for
+# vmcsum, "${VMCSUM_REAL:-$VMCSUM}" (keep_json_documents's wrapper forks).
+in_one_task() { "${ONE_TASK[@]}" "$@"; }
+# one_task_refused : how many forks (threads included) ONE_TASK_CG refused so far (pids.events).
+one_task_refused() {
+  awk '$1 == "max" { print $2 }' "$ONE_TASK_CG/pids.events" 2>/dev/null || echo 0
+}
+
 # finish : runs the cleanup, prints "<test name>: N passed, N failed" as the last line and exits
 # 1 if anything failed (a cleanup failure and running no check at all count as failures), else 0.
 finish() {
@@ -953,6 +985,7 @@ it_cleanup() {
   set +e
   cd / || true
   _it_kill_bg
+  [[ -n $ONE_TASK_CG ]] && rmdir "$ONE_TASK_CG" 2>/dev/null
   # A terminal's Ctrl-C (or hangup) signals its whole foreground process group, and timeout(1)
   # or a service stop send TERM to it: ctest, this script and the umount, losetup and findmnt the
   # cleanup runs, which died of it (a losetup killed inside $(...) left its device taken for

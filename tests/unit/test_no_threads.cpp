@@ -130,8 +130,8 @@ private:
 
 constexpr uint32_t k_ss = 4096;
 
-// `sectors` sectors, sector i filled with byte i + 1, and their crc32c csums with sector 1's
-// stored csum wrong and sector 2 without one.
+// `count` sectors, sector i filled with byte i + 1, and their crc32c csums; from 3 sectors on,
+// sector 1's stored csum is wrong and sector 2 has none.
 struct Sectors
 {
   sys::Fd fd;
@@ -153,8 +153,10 @@ Sectors sectors(const Scratch& t, size_t count)
     REQUIRE(::pwrite(s.fd.get(), b.data(), b.size(), static_cast<off_t>(i * k_ss)) == k_ss);
     sum.compute(b, s.cs.csums.data() + i * sum.size());
   }
-  s.cs.csums[1 * s.cs.csum_size] ^= 0xff;
-  s.cs.present[2] = 0;
+  if (count >= 3) {
+    s.cs.csums[1 * s.cs.csum_size] ^= 0xff;
+    s.cs.present[2] = 0;
+  }
   return s;
 }
 

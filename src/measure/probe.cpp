@@ -26,6 +26,7 @@
 #include <memory>
 #include <set>
 #include <sstream>
+#include <system_error>
 #include <thread>
 
 #include <dirent.h>
@@ -760,7 +761,17 @@ RaceObservation run_race(const detail::ScratchFile& f, uint64_t total, uint64_t 
   obs.write_size = wsize;
   obs.per_pass = total / wsize;
   {
-    Joiner modifier{done, std::thread(modify)};
+    std::thread thread;
+    try {
+      thread = std::thread(modify);
+    } catch (const std::system_error& e) {
+      // No thread may be started (a cgroup's pids.max, RLIMIT_NPROC): without the modifier
+      // there is no race to watch; the caller reports the method's answer as unknown.
+      throw Error(errc_from_errno(e.code().value()),
+                  std::string("no thread could be started to change the buffer (") + e.what() + ")",
+                  f.display(), e.code().value());
+    }
+    Joiner modifier{done, std::move(thread)};
     // A write raced only if the modifier ran during it. On a busy machine it often does not get
     // a CPU in time (seen under load: too few raced writes, an honest "unknown"), so the file is
     // written over again, up to kMaxPasses times, until half a pass's worth of writes raced:

@@ -80,24 +80,33 @@ void CopyReader::submit(CopyRead& r)
   if (m_free.empty()) {
     throw Error(Errc::internal, "CopyReader: no free buffer (wait for earlier reads first)");
   }
-  r.buf = m_free.back();
-  m_free.pop_back();
-  r.done = false;
   // Threads may be refused (a cgroup's pids.max, RLIMIT_NPROC): whatever could not be started
   // is done by the thread that would have handed it over (issue 16: slower, the same result).
-  if (!m_started) {
-    m_started = true;
-    sys::start_threads(m_hashers, hasher_count(), [this] { hash_loop(); });
-  }
+  // A new device's readers come first, so that under a tight limit each device read so far
+  // reads on its own while the submitter queues.
   auto& d = m_devices[r.devid];
   if (!d) {
     d = std::make_unique<Device>();
     sys::start_threads(d->threads, k_readers_per_device,
                        [this, dev = d.get()] { read_loop(*dev); });
   }
+  if (!m_started) {
+    m_started = true;
+    sys::start_threads(m_hashers, hasher_count(), [this] { hash_loop(); });
+  }
+  r.buf = m_free.back();
+  m_free.pop_back();
+  r.done = false;
   if (d->threads.empty()) {
     lock.unlock();
-    read_copy(r);
+    try {
+      read_copy(r);
+    } catch (...) { // memory for `bad`: the buffer goes back, the read is not done
+      lock.lock();
+      m_free.push_back(r.buf);
+      r.buf = nullptr;
+      throw;
+    }
     lock.lock();
     hand_over(r, lock, m_own_sum);
     return;

@@ -339,6 +339,7 @@ size_t usable_cpus()
 size_t start_threads(std::vector<std::thread>& threads, size_t n, const std::function<void()>& fn)
 {
   size_t started = 0;
+  threads.reserve(threads.size() + n); // a failed allocation throws before any thread starts
   try {
     for (; started < n; ++started) {
       threads.emplace_back(fn);

@@ -210,6 +210,7 @@ EOF
 # it (in_one_task) can start no thread, as under a pids.max or RLIMIT_NPROC that is reached.
 # Fails, ONE_TASK_CG empty, when none can be made here. it_cleanup removes it.
 ONE_TASK_CG=""
+ONE_TASK=()
 one_task_cgroup() {
   local cg=""
   if [[ -w /sys/fs/cgroup/pids && -d /sys/fs/cgroup/pids ]]; then
@@ -229,6 +230,8 @@ one_task_cgroup() {
   ONE_TASK=(env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
     bash -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' _ "$cg")
 }
+# task_limit N : lets ONE_TASK_CG hold N tasks (threads count: N - 1 of them) from now on.
+task_limit() { echo "$1" >"$ONE_TASK_CG/pids.max"; }
 # in_one_task COMMAND... : COMMAND (no shell function) as the only task ONE_TASK_CG allows; for
 # vmcsum, "${VMCSUM_REAL:-$VMCSUM}" (keep_json_documents's wrapper forks).
 in_one_task() { "${ONE_TASK[@]}" "$@"; }
@@ -985,7 +988,6 @@ it_cleanup() {
   set +e
   cd / || true
   _it_kill_bg
-  [[ -n $ONE_TASK_CG ]] && rmdir "$ONE_TASK_CG" 2>/dev/null
   # A terminal's Ctrl-C (or hangup) signals its whole foreground process group, and timeout(1)
   # or a service stop send TERM to it: ctest, this script and the umount, losetup and findmnt the
   # cleanup runs, which died of it (a losetup killed inside $(...) left its device taken for
@@ -1019,6 +1021,9 @@ it_cleanup() {
     {
       _it_umount_all
       _it_detach_all
+      if [[ -n $ONE_TASK_CG ]] && ! rmdir "$ONE_TASK_CG"; then
+        IT_CLEANUP_ERRORS+=("could not remove the cgroup $ONE_TASK_CG")
+      fi
       if [[ -d $IT_TMP ]]; then
         if findmnt -rn -o TARGET 2>/dev/null | sed 's/\\x20/ /g' | grep -qF -- "$IT_TMP/"; then
           IT_CLEANUP_ERRORS+=("something is still mounted below $IT_TMP; not removing it")

@@ -116,6 +116,20 @@ check_eq "race method: nocow unknown" unknown "$(field "$J" "$S" .nocow)"
 check "race method: says why nocow is unknown" \
   jq -e --arg m "$S" '.filesystems[] | select(.mount == $m) | .unknown.nocow | test("no checksums")' <<<"$J"
 
+# Where no thread may be started (a pids.max reached): the race needs one to change the buffer,
+# so the answer is unknown, with the reason; no scratch file is left (checked below).
+if one_task_cgroup; then
+  J=$(in_one_task "${VMCSUM_REAL:-$VMCSUM}" --json probe --method race "$S/images" 2>"$IT_TMP/one.err") &&
+    rc=0 || rc=$?
+  check_eq "race method, one task only: exit 1, checksummed unknown" "1 unknown" \
+    "$rc $(field "$J" "$S" .checksummed)"
+  check "race method, one task only: says no thread could be started" \
+    jq -e --arg m "$S" '.filesystems[] | select(.mount == $m) | .unknown.checksummed | test("no thread could be started")' <<<"$J"
+  check "race method, one task only: the cgroup refused a thread" test "$(one_task_refused)" -gt 0
+else
+  note "SKIP race method with one task only: no pids cgroup controller can be used here"
+fi
+
 check_eq "no scratch file is visible" "" "$(ls -A "$S/images")"
 unmount_btrfs "$S_ID"
 check_eq "no scratch inode is left (dump-tree)" "$s_inodes" "$(inode_items "$S_DEV")"

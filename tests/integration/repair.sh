@@ -234,23 +234,32 @@ run_redundant() { # NAME NDEV mkfs-args...
   check_eq "$name: refusals: nothing changed" "$st0" "$st1"
 
   if [[ -n $ONE_TASK_CG ]]; then
-    # No thread may start (a pids.max or RLIMIT_NPROC reached): scrub reads and hashes on its own
-    # thread; its findings and exit status are those it gives with threads (the oracle of the
-    # findings themselves: the repair's checks below, and btrfs scrub and check after it). The
-    # per-copy pass only: a read through btrfs would repair media.raw's bad copy (the repair's
-    # one-task run below reads through the kernel).
-    note "--- $name: scrub with one task only"
-    local s_rc=0 o_rc=0 r0
+    # No thread may start (a pids.max or RLIMIT_NPROC reached), or only some: scrub reads and
+    # hashes on the threads it has; its findings and exit status are those it gives with all of
+    # them (the oracle of the findings themselves: the repair's checks below, and btrfs scrub
+    # and check after it). Tasks allowed: 1 (vmcsum alone: it reads and hashes), 3 (a device's
+    # two readers, which then hash too; raid1's second device read by vmcsum), 4 (and one hasher,
+    # which hashes what vmcsum reads of raid1's second device). The per-copy pass only: a read
+    # through btrfs would repair media.raw's bad copy (the repair's one-task run below reads
+    # through the kernel).
+    local s_rc=0 o_rc tasks r0
     local -a scrub=(--json scrub --no-progress --no-history --no-kernel-pass "$f" "$m")
-    "$VMCSUM" "${scrub[@]}" >"$d/scrub.threads" 2>/dev/null || s_rc=$?
-    r0=$(one_task_refused)
-    in_one_task "${VMCSUM_REAL:-$VMCSUM}" "${scrub[@]}" >"$d/scrub.one" 2>"$d/scrub.one.err" || o_rc=$?
-    check "$name: one task: the cgroup refused scrub's threads" test "$(one_task_refused)" -gt "$r0"
     local findings='[.summary, .files[]]'
-    check_eq "$name: one task: scrub's exit status and findings as with threads" \
-      "$s_rc $(jq -c "$findings" "$d/scrub.threads")" "$o_rc $(jq -c "$findings" "$d/scrub.one")"
-    check_eq "$name: one task: scrub found the damage (exit 2)" 2 "$o_rc"
-    check_eq "$name: one task: nothing on stderr" "" "$(cat "$d/scrub.one.err")"
+    "$VMCSUM" "${scrub[@]}" >"$d/scrub.threads" 2>/dev/null || s_rc=$?
+    for tasks in 1 3 4; do
+      note "--- $name: scrub with $tasks task(s) allowed"
+      task_limit "$tasks"
+      r0=$(one_task_refused)
+      o_rc=0
+      in_one_task "${VMCSUM_REAL:-$VMCSUM}" "${scrub[@]}" >"$d/scrub.$tasks" 2>"$d/scrub.$tasks.err" || o_rc=$?
+      check "$name: $tasks task(s): the cgroup refused some of scrub's threads" \
+        test "$(one_task_refused)" -gt "${r0:-0}"
+      check_eq "$name: $tasks task(s): scrub's exit status and findings as with threads" \
+        "$s_rc $(jq -c "$findings" "$d/scrub.threads")" "$o_rc $(jq -c "$findings" "$d/scrub.$tasks")"
+      check_eq "$name: $tasks task(s): nothing on stderr" "" "$(cat "$d/scrub.$tasks.err")"
+    done
+    task_limit 1
+    check_eq "$name: scrub found the damage (exit 2)" 2 "$s_rc"
   fi
 
   note "--- $name: repair"
@@ -262,7 +271,7 @@ run_redundant() { # NAME NDEV mkfs-args...
     VREPAIR_RUN=("${ONE_TASK[@]}" "${VMCSUM_REAL:-$VMCSUM}")
     vrepair "$f" "$m"
     VREPAIR_RUN=("$VMCSUM")
-    check "$name: one task: the cgroup refused repair's threads" test "$(one_task_refused)" -gt "$r0"
+    check "$name: one task: the cgroup refused repair's threads" test "$(one_task_refused)" -gt "${r0:-0}"
     check_eq "$name: one task: nothing on stderr" "" "$(cat "$ERR")"
   else
     vrepair "$f" "$m"

@@ -159,7 +159,8 @@ size_t usable_cpus();
 // Starts up to `n` threads running `fn` into `threads` and returns how many started. Where no
 // more threads may be had (RLIMIT_NPROC, a cgroup's pids.max: std::thread throws
 // std::system_error) it stops there instead of failing: the caller goes on with fewer, or with
-// none does the work itself. `threads` should have room reserved (no allocation can fail then).
+// none does the work itself. Room for `n` more is reserved first: a failed allocation throws
+// before any thread starts.
 size_t start_threads(std::vector<std::thread>& threads, size_t n, const std::function<void()>& fn);
 
 // Whether the calling thread read a disk between this watch's construction and read_disk():

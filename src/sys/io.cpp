@@ -364,14 +364,24 @@ bool thread_usage(long& inblock, long& majflt)
 } // namespace
 
 DiskReadWatch::DiskReadWatch(bool active)
-  : m_active(active && thread_usage(m_inblock, m_majflt))
 {
+  // In the body: the members' own initializers (zero) run before it. In the initializer list,
+  // m_active's came first and the zeros after it wiped the thread's counts: every later step
+  // of a thread that had ever read the disk looked like a disk read, or, once it had ever taken
+  // a major fault, like a fault (a cold audit never read ahead).
+  m_active = active && thread_usage(m_inblock, m_majflt);
 }
 
-bool DiskReadWatch::read_disk() const
+DiskReadWatch::Seen DiskReadWatch::seen() const
 {
   long inblock = 0, majflt = 0;
-  return m_active && thread_usage(inblock, majflt) && inblock != m_inblock && majflt == m_majflt;
+  if (!m_active || !thread_usage(inblock, majflt)) {
+    return Seen::memory;
+  }
+  if (majflt != m_majflt) {
+    return Seen::unknown;
+  }
+  return inblock != m_inblock ? Seen::disk : Seen::memory;
 }
 
 } // namespace vmcsum::sys

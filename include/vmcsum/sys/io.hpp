@@ -169,19 +169,21 @@ size_t start_threads(std::vector<std::thread>& threads, size_t n, const std::fun
 // getrusage()), moved, and ru_majflt did not. A step that read the disk was not served from
 // memory: how a walk tells a cold tree from a cached one. A major page fault reads the disk
 // too (vmcsum's own code or a library paged in after the page cache was dropped) and says
-// nothing of the tree: such a step counts as no read (the next one tells). Never true when
-// inactive (no system call), when getrusage fails, or on a kernel without
+// nothing of the tree: such a step tells neither (unknown; the next one tells). Never disk
+// when inactive (no system call), when getrusage fails, or on a kernel without
 // CONFIG_TASK_IO_ACCOUNTING (Debian's has it): then nothing is read ahead and no pool grows.
 // docs/kernel-facts.md 3.7.
 class DiskReadWatch
 {
 public:
+  enum class Seen { memory, disk, unknown };
   explicit DiskReadWatch(bool active = true);
-  bool read_disk() const;
+  Seen seen() const;
+  bool read_disk() const { return seen() == Seen::disk; }
 
 private:
-  bool m_active;
-  long m_inblock = 0;
+  bool m_active = false;
+  long m_inblock = 0; // the thread's counts when the watch was made
   long m_majflt = 0;
 };
 

@@ -16,6 +16,8 @@
 #include <vmcsum/sys/walk.hpp>
 
 #include <doctest/doctest.h>
+
+#include "scratch_dir.hpp"
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -139,24 +141,6 @@ std::string without_threads(const std::function<std::string()>& fn)
   }
   return out;
 }
-
-class Scratch
-{
-public:
-  Scratch()
-  {
-    std::string tmpl = std::filesystem::temp_directory_path().string() + "/vmcsum-nothr-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    m_path = tmpl;
-  }
-  ~Scratch() { std::filesystem::remove_all(m_path); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  const std::string& path() const { return m_path; }
-
-private:
-  std::string m_path;
-};
 
 constexpr uint32_t k_ss = 4096;
 

@@ -11,6 +11,8 @@
 
 #include <doctest/doctest.h>
 
+#include "scratch_dir.hpp"
+
 #include "fail_listing.h"
 
 #include <algorithm>
@@ -35,25 +37,6 @@
 using namespace vmcsum;
 
 namespace {
-
-class Scratch
-{
-public:
-  Scratch()
-  {
-    std::string tmpl = std::filesystem::temp_directory_path().string() + "/vmcsum-io-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    m_path = tmpl;
-  }
-  ~Scratch() { std::filesystem::remove_all(m_path); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  const std::string& path() const { return m_path; }
-  std::string operator/(const std::string& name) const { return m_path + "/" + name; }
-
-private:
-  std::string m_path;
-};
 
 void write_file(const std::string& path, const std::string& data)
 {

@@ -23,7 +23,11 @@ constexpr size_t max_queued = 64;
 // Entries handed to the look threads at once. Waking a sleeping thread costs the walk a futex
 // call and the other CPU a wake-up; once per entry, the walk's thread spent more time on that
 // than on its own listing (perf, bench/audit_tree.sh's tree: 1000 images among 100k files).
+// Once a look has read a disk, `batch` at a time, each waking every idle thread (their reads in
+// flight together); until then, `warm_batch` at a time, each waking one thread, which looks at
+// all of it (LookPool::m_saw_disk).
 constexpr size_t batch = 8;
+constexpr size_t warm_batch = 32;
 
 } // namespace
 
@@ -50,7 +54,7 @@ LookPool::~LookPool()
 void LookPool::submit(sys::WalkEntry entry)
 {
   m_pending.push_back(std::move(entry));
-  if (m_pending.size() >= batch) {
+  if (m_pending.size() >= (m_saw_disk.load(std::memory_order_relaxed) ? batch : warm_batch)) {
     flush();
   }
 }
@@ -77,8 +81,13 @@ void LookPool::flush()
     m_results.emplace_back();
   }
   m_pending.clear();
+  const bool wake_all = m_saw_disk.load(std::memory_order_relaxed);
   lock.unlock();
-  m_work.notify_all();
+  if (wake_all) {
+    m_work.notify_all();
+  } else {
+    m_work.notify_one();
+  }
 }
 
 void LookPool::look_inline()
@@ -150,6 +159,9 @@ void LookPool::work()
     }
     const bool read_disk = watch.read_disk();
     lock.lock();
+    if (read_disk) {
+      m_saw_disk.store(true, std::memory_order_relaxed);
+    }
     if (read_disk && !m_quit && m_threads.size() < max_look_threads) {
       // Where no thread can be started, no look asks again.
       const bool started = sys::start_threads(m_threads, 1, [this] { work(); }) == 1;

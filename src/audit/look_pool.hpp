@@ -62,6 +62,9 @@ public:
   // Waits for every entry submitted and returns what was found, in the order submitted.
   // Rethrows what a look threw.
   std::deque<Looked> finish();
+  // Whether a look was seen reading a disk (one look in a few is asked): the pool then hands
+  // entries over as it does in a cold tree.
+  bool saw_disk() const { return m_saw_disk.load(std::memory_order_relaxed); }
 
 private:
   void work();
@@ -89,6 +92,16 @@ private:
   std::vector<std::thread> m_threads; // started by the first submit, more when looks read disks
   std::atomic<unsigned> m_thread_count{0}; // m_threads.size(), read without m_mu
   bool m_inline = false;                   // no thread could be started
+  // A look read a disk: each batch wakes every idle thread, to have its looks' reads in flight
+  // together. Until then a larger batch wakes one thread, which looks at all of it: cached
+  // looks keep up with the walk on one thread. Eight at a time waking four threads (each to
+  // find one or two looks, or none) cost a warm audit of bench/audit_tree.sh's tree a third
+  // more time in about half its runs (perf stat, 20 runs each: 460-640 context switches and
+  // 59-73 ms there, 60-130 and 42-50 ms in the others); 32 waking one: 70-120 switches, 44-59
+  // ms every run (median 47-49 ms instead of 45-61). A warm tree with a page or two paged out reads
+  // the disk too (this machine's DAMON pages out what stayed idle a minute): that audit goes on as
+  // a cold one, as it did before. Written under m_mu, read without it by the walk's thread.
+  std::atomic<bool> m_saw_disk{false};
   std::optional<FactCollector> m_inline_collector;
 };
 

@@ -1,0 +1,176 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Copyright (C) 2026 The vmcsum authors
+//
+// audit's LookPool: every entry submitted is looked at once and comes back in the order
+// submitted, whether the pool hands entries over as in a cached tree (few wake-ups, large
+// batches) or as in a cold one (every idle thread woken), and what a look throws is rethrown.
+#include "audit/look_pool.hpp"
+
+#include <vmcsum/sys/fd.hpp>
+#include <vmcsum/sys/walk.hpp>
+
+#include <doctest/doctest.h>
+
+#include "scratch_dir.hpp"
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace vmcsum;
+
+namespace {
+
+// `dirs` directories of `per_dir` files each, of differing sizes, synced to the disk.
+void make_tree(const Scratch& t, int dirs, int per_dir)
+{
+  for (int d = 0; d < dirs; ++d) {
+    const std::string dir = t / ("d" + std::to_string(d));
+    std::filesystem::create_directories(dir);
+    for (int f = 0; f < per_dir; ++f) {
+      std::ofstream(dir + "/f" + std::to_string(f)) << std::string(size_t(d * per_dir + f), 'x');
+    }
+  }
+  ::sync();
+}
+
+struct Walked
+{
+  std::vector<std::string> submitted;
+  std::vector<std::string> looked; // by finish(), in its order
+  bool saw_disk = false;
+};
+
+// Walks `root` sorted, submitting each regular file to a LookPool whose look is `look` (the
+// Looked's path is the entry's) and returns what was submitted and what came back.
+Walked walk_and_look(const std::string& root, const std::function<void(sys::WalkEntry&)>& look)
+{
+  core::LookPool pool(
+    [&](sys::WalkEntry& e, core::FactCollector&) {
+      look(e);
+      core::Looked l;
+      l.path = e.path();
+      return l;
+    },
+    "/proc/self/mountinfo", nullptr);
+  Walked w;
+  sys::WalkOptions wo;
+  wo.sorted = true;
+  sys::walk_tree(
+    root,
+    [&](sys::WalkEntry& e) {
+      if (e.d_type() == DT_REG) {
+        w.submitted.push_back(e.path());
+        pool.submit(e.keep());
+      }
+    },
+    [](const std::string& path, const std::string& why) { FAIL(path << ": " << why); }, wo);
+  for (const auto& l : pool.finish()) {
+    w.looked.push_back(l.path);
+  }
+  w.saw_disk = pool.saw_disk();
+  return w;
+}
+
+long thread_inblock()
+{
+  struct rusage ru = {};
+  REQUIRE(::getrusage(RUSAGE_THREAD, &ru) == 0);
+  return ru.ru_inblock;
+}
+
+// Reads the entry's file after dropping it from the page cache: a disk read, where it lies on
+// a disk (not tmpfs).
+void read_from_disk(sys::WalkEntry& e)
+{
+  const sys::Fd fd(::open(e.path().c_str(), O_RDONLY | O_CLOEXEC));
+  REQUIRE(fd);
+  REQUIRE(::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED) == 0);
+  char buf[4096];
+  REQUIRE(::pread(fd.get(), buf, sizeof buf, 0) >= 0);
+}
+
+} // namespace
+
+TEST_CASE("LookPool: cached looks come back whole and in order, handed over as in a warm tree")
+{
+  Scratch t;
+  make_tree(t, 5, 70); // 350 entries: several of the warm batches, and a rest for finish()
+  std::atomic<int> n{0};
+  const Walked w = walk_and_look(t.path(), [&](sys::WalkEntry& e) {
+    // Looks of differing lengths, so that they end out of order.
+    if (n++ % 7 == 0) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    CHECK(e.lstat() != nullptr);
+  });
+  CHECK(w.submitted.size() == 350);
+  CHECK(w.looked == w.submitted);
+  CHECK(n == 350);
+  CHECK_FALSE(w.saw_disk); // nothing read but inodes just written
+}
+
+TEST_CASE("LookPool: looks that read a disk turn the hand-over cold, and still come back whole "
+          "and in order")
+{
+  Scratch t;
+  make_tree(t, 4, 50);
+  const long before = thread_inblock();
+  const std::string probe = t / "d0/f10";
+  {
+    const sys::Fd fd(::open(probe.c_str(), O_RDONLY | O_CLOEXEC));
+    REQUIRE(fd);
+    REQUIRE(::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED) == 0);
+    char buf[4096];
+    REQUIRE(::pread(fd.get(), buf, sizeof buf, 0) > 0);
+  }
+  if (thread_inblock() == before) {
+    // tmpfs, or a kernel without CONFIG_TASK_IO_ACCOUNTING: no disk read to tell.
+    MESSAGE("SKIP: reading a file dropped from the page cache moved no ru_inblock here");
+    return;
+  }
+  const Walked w = walk_and_look(t.path(), read_from_disk);
+  CHECK(w.submitted.size() == 200);
+  CHECK(w.looked == w.submitted);
+  CHECK(w.saw_disk);
+}
+
+TEST_CASE("LookPool: what a look throws is rethrown by finish(), once every other look is done")
+{
+  Scratch t;
+  make_tree(t, 2, 40);
+  std::atomic<int> looks{0};
+  core::LookPool pool(
+    [&](sys::WalkEntry& e, core::FactCollector&) {
+      ++looks;
+      if (e.path().find("/d1/f7") != std::string::npos) {
+        throw std::runtime_error("look failed: " + e.path());
+      }
+      core::Looked l;
+      l.path = e.path();
+      return l;
+    },
+    "/proc/self/mountinfo", nullptr);
+  sys::WalkOptions wo;
+  sys::walk_tree(
+    t.path(),
+    [&](sys::WalkEntry& e) {
+      if (e.d_type() == DT_REG) {
+        pool.submit(e.keep());
+      }
+    },
+    [](const std::string& path, const std::string& why) { FAIL(path << ": " << why); }, wo);
+  CHECK_THROWS_WITH_AS(pool.finish(), doctest::Contains("look failed: "), std::runtime_error);
+  CHECK(looks == 80);
+}

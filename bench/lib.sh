@@ -12,6 +12,7 @@
 #                                  removed with all it holds on exit
 #   bench_cold                     sync and drop the page cache
 #   bench_now                      seconds since the epoch, with nanoseconds
+#   bench_busy_cpu                 CPU seconds all cores spent busy since boot (/proc/stat)
 #   bench_median                   the median of the numbers on stdin
 #   bench_dev_read DEV             bytes read from block device DEV since boot (its /sys stat:
 #                                  the device's own count, whatever the reader)
@@ -25,6 +26,9 @@
 #   bench_stats LABEL UNIT V...    one line: LABEL min/median/max of the values (n runs), and a
 #                                  second line when the runs differ by more than 15%
 # $VMCSUM is the binary under test (default build/vmcsum), $BENCH_TMP a scratch directory.
+# $BENCH_BACKING (optional): a directory for the loop devices' backing files instead of
+# $BENCH_TMP, e.g. /dev/shm: devices in memory, faster than the cores hash, where the CPU is the
+# bound to measure against (the loop device's worker then copies every block read: CPU time).
 set -euo pipefail
 BENCH_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VMCSUM=${VMCSUM:-$BENCH_HERE/build/vmcsum}
@@ -34,6 +38,10 @@ BENCH_LOOP=""
 BENCH_MNT=""
 BENCH_WORK=""
 BENCH_LOOPS=()
+BENCH_BACKING_DIR=$BENCH_TMP
+if [[ -n ${BENCH_BACKING-} ]]; then
+  BENCH_BACKING_DIR=$(mktemp -d "$BENCH_BACKING/vmcsum-bench.XXXXXX")
+fi
 
 _bench_cleanup() {
   set +e
@@ -42,7 +50,7 @@ _bench_cleanup() {
   [[ -n $BENCH_LOOP ]] && losetup -d "$BENCH_LOOP"
   local l
   for l in "${BENCH_LOOPS[@]:1}"; do losetup -d "$l"; done
-  rm -rf "$BENCH_TMP"
+  rm -rf "$BENCH_TMP" "$BENCH_BACKING_DIR"
 }
 trap _bench_cleanup EXIT INT TERM
 
@@ -59,8 +67,8 @@ bench_loop_btrfs() {
   local mib=$1 profile=$2 direct=() profiles=()
   [[ ${3-} == --direct-io ]] && direct=(--direct-io=on)
   [[ $profile != - ]] && profiles=(-d "${profile%/*}" -m "${profile#*/}")
-  truncate -s "${mib}M" "$BENCH_TMP/fs.img"
-  BENCH_LOOP=$(losetup -f --show "${direct[@]}" "$BENCH_TMP/fs.img")
+  truncate -s "${mib}M" "$BENCH_BACKING_DIR/fs.img"
+  BENCH_LOOP=$(losetup -f --show "${direct[@]}" "$BENCH_BACKING_DIR/fs.img")
   mkfs.btrfs -q -f "${profiles[@]}" "$BENCH_LOOP" >/dev/null
   BENCH_MNT=$BENCH_TMP/mnt
   mkdir -p "$BENCH_MNT"
@@ -75,6 +83,13 @@ bench_cold() {
 }
 
 bench_now() { date +%s.%N; }
+
+# The CPU time (seconds) every core of the machine spent busy since boot: user, nice, system,
+# irq, softirq and steal of /proc/stat's cpu line (idle and iowait left out), in USER_HZ ticks
+# (proc(5)). Whatever runs, the kernel's own threads too (a loop device's worker).
+bench_busy_cpu() {
+  awk -v hz="$(getconf CLK_TCK)" '$1 == "cpu" { printf "%.2f\n", ($2 + $3 + $4 + $7 + $8 + $9) / hz }' /proc/stat
+}
 
 bench_median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 
@@ -92,8 +107,8 @@ bench_loop_btrfs_devs() {
   local n=$1 mib=$2 profile=$3 direct=() i
   [[ ${4-} == --direct-io ]] && direct=(--direct-io=on)
   for ((i = 0; i < n; i++)); do
-    truncate -s "${mib}M" "$BENCH_TMP/fs$i.img"
-    BENCH_LOOPS+=("$(losetup -f --show "${direct[@]}" "$BENCH_TMP/fs$i.img")")
+    truncate -s "${mib}M" "$BENCH_BACKING_DIR/fs$i.img"
+    BENCH_LOOPS+=("$(losetup -f --show "${direct[@]}" "$BENCH_BACKING_DIR/fs$i.img")")
     BENCH_LOOP=${BENCH_LOOPS[0]}
   done
   mkfs.btrfs -q -f -d "${profile%/*}" -m "${profile#*/}" "${BENCH_LOOPS[@]}" >/dev/null

@@ -443,7 +443,6 @@ bool looks_like_qemu(std::string_view name)
 
 constexpr size_t k_small_file = 64 * 1024;
 constexpr size_t k_cmdline_limit = 4 * 1024 * 1024;
-constexpr size_t k_locks_limit = 64 * 1024 * 1024;
 
 // The process's regular files open, by descriptor number (their comm left to the caller);
 // `listed` says how many descriptors its fd directory held, -1 when it could not be listed.
@@ -559,17 +558,6 @@ bool flags_writable(uint32_t flags)
 {
   uint32_t mode = flags & static_cast<uint32_t>(O_ACCMODE);
   return mode == static_cast<uint32_t>(O_WRONLY) || mode == static_cast<uint32_t>(O_RDWR);
-}
-
-std::vector<FileLock> parse_proc_locks(std::string_view text)
-{
-  std::vector<FileLock> out;
-  for_each_line(text, [&](std::string_view line) {
-    if (auto l = parse_lock_line(line)) {
-      out.push_back(std::move(*l));
-    }
-  });
-  return out;
 }
 
 bool is_qemu_lock(const FileLock& l)
@@ -703,11 +691,6 @@ ProcScan scan_proc(const std::string& proc_root)
     }
   }
 
-  if (auto locks = read_at(root_fd, "locks", k_locks_limit, err)) {
-    out.locks = parse_proc_locks(*locks);
-  } else {
-    out.unreadable.push_back("locks: " + errno_text(err));
-  }
   return out;
 }
 

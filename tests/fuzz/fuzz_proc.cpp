@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-// libFuzzer target: /proc/PID/fdinfo, /proc/locks and QEMU command lines.
+// libFuzzer target: /proc/PID/fdinfo (its flags and lock: lines) and QEMU command lines.
 #include <vmcsum/host/proc_scan.hpp>
 
 #include <cstddef>
@@ -15,7 +15,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
     (void)flags_have_o_direct(*flags);
     (void)flags_writable(*flags);
   }
-  for (const auto& l : parse_proc_locks(text)) {
+  for (const auto& l : parse_fdinfo_locks(text)) {
     if (is_qemu_write_lock(l) && !is_qemu_lock(l)) {
       __builtin_trap();
     }

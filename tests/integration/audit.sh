@@ -94,6 +94,20 @@ check_eq "open_by names the holder with O_DIRECT" "$holder true true" \
 check "QEMU write lock seen (OFD lock on byte 101)" \
   jq -e '[.images[0].locks[] | select(.kind == "OFDLCK" and .qemu_write)] | length > 0' <<<"$J"
 check_eq "O_DIRECT on a NODATASUM single image: the fast path" info "$(finding_sev "$J" fast.raw nocow-direct-fast-path)"
+# The locks come from fdinfo alone: reading /proc/locks takes the kernel's file lock semaphore
+# for writing (fs/locks.c locks_start()), a wait of milliseconds for vmcsum and for every file
+# lock on the host. Oracle: strace, every open of the process and its threads.
+if command -v strace >/dev/null && strace -f -o /dev/null true 2>/dev/null; then
+  env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" strace -f -e trace=open,openat,openat2 \
+    -o "$IT_TMP/opens" "$VMCSUM_REAL" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/none" \
+    --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$S/images/fast.raw" >"$IT_TMP/traced.json" 2>/dev/null || true
+  check "traced: QEMU write lock still seen" \
+    jq -e '[.images[0].locks[] | select(.kind == "OFDLCK" and .qemu_write)] | length > 0' "$IT_TMP/traced.json"
+  check "traced: /proc's fdinfo read" grep -q '"fdinfo"' "$IT_TMP/opens"
+  check_eq "traced: /proc/locks never opened" 0 "$(grep -c -E '"(/proc/)?locks"' "$IT_TMP/opens" || true)"
+else
+  note "SKIP /proc/locks check: strace is missing or cannot trace here"
+fi
 # The same image as a 6.1 kernel would see it: still no checksums, so no false mismatch risk.
 J61=$("$VMCSUM" --json audit --kernel-log '' --kernel-release 6.1.0-28-amd64 --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$S/images/fast.raw" || true)
 check "6.1: NODATASUM image has no false-mismatch risk" bash -c "! jq -e '.images[0].findings[] | select(.code == \"false-mismatch-risk\")' <<<'$J61' >/dev/null"

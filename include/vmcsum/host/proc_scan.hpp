@@ -1,7 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Copyright (C) 2026 The vmcsum authors
 //
-// Who has a file open, how, and who locks it: /proc/PID/fd, /proc/PID/fdinfo, /proc/locks.
+// Who has a file open, how, and who locks it: /proc/PID/fd, /proc/PID/fdinfo. Not /proc/locks:
+// reading it takes the kernel's file lock semaphore for writing (fs/locks.c locks_start():
+// percpu_down_write(&file_rwsem), which waits for an RCU grace period,
+// Documentation/locking/percpu-rw-semaphore.rst), so every command waited 6-10 ms for it here
+// and every file lock on the host waited with it; fdinfo's "lock:" lines say the same per
+// open file, without /proc/locks' device numbers, which on btrfs are the superblock's).
 // Parsers take text (they are fuzzed); the scanner reads a proc root given by the caller so
 // tests can point it at a fixture tree.
 #pragma once
@@ -35,14 +40,12 @@ struct FileLock
   bool blocked = false;        // a "->" waiter line
 };
 
-// Parses /proc/locks text, e.g.
-//   "1: OFDLCK ADVISORY  READ  -1 00:2b:257 100 101"
-//   "2: POSIX  ADVISORY  WRITE 1234 08:01:1311 0 EOF"
-//   "3: -> FLOCK  ADVISORY  WRITE 99 00:13:42 0 EOF"
+// The "lock:" lines of /proc/PID/fdinfo/FD: the locks held through that open file, each
+// "lock:\t" and a line as /proc/locks prints it (fs/proc/fd.c, fs/locks.c lock_get_status()):
+//   "lock:\t1: OFDLCK ADVISORY  READ  -1 00:2b:257 100 101"
+//   "lock:\t2: POSIX  ADVISORY  WRITE 1234 08:01:1311 0 EOF"
+//   "lock:\t3: -> FLOCK  ADVISORY  WRITE 99 00:13:42 0 EOF"
 // Unparseable lines are skipped.
-std::vector<FileLock> parse_proc_locks(std::string_view text);
-
-// The "lock:" lines of /proc/PID/fdinfo/FD: the locks held through that open file.
 std::vector<FileLock> parse_fdinfo_locks(std::string_view fdinfo);
 
 // QEMU's image locks (block/file-posix.c): OFD locks on bytes 100+perm (permissions held) and
@@ -90,8 +93,7 @@ struct OpenFile
 struct ProcScan
 {
   std::vector<OpenFile> open_files; // regular files only
-  std::vector<FileLock> locks;
-  // "PID: reason" for processes that could not be read, "locks: reason" for /proc/locks.
+  // "PID: reason" for processes that could not be read.
   std::vector<std::string> unreadable;
   struct Qemu
   {

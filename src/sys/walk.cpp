@@ -6,6 +6,8 @@
 #include <vmcsum/sys/path.hpp>
 #include <vmcsum/sys/walk.hpp>
 
+#include "cold_evidence.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -289,9 +291,9 @@ namespace {
 // walk's own open and listing find them there. bench/audit_tree.sh's cold tree of 213
 // directories: the walk alone took 0.12 s instead of find's 0.20 s.
 // A cached tree gains nothing and pays the threads' wake-ups (a warm audit 15% slower), so
-// reading ahead starts only when the walk's own open or listing of a directory had to read a
-// disk (WalkOptions::prefetch_from_start aside), and stops once `cached_limit` read-aheads in
-// a row found everything in memory.
+// reading ahead starts only when the walk's own opens and listings say the tree is cold
+// (ColdEvidence: two recent directories read a disk; WalkOptions::prefetch_from_start aside),
+// and stops once `cached_limit` read-aheads in a row found everything in memory.
 class DirPrefetch
 {
 public:
@@ -317,8 +319,15 @@ public:
     }
   }
 
-  // The walk's open or listing of a directory read a disk: the tree is cold here.
-  void saw_disk_read() { m_cached_in_a_row.store(0, std::memory_order_relaxed); }
+  // The walk's open or listing of the directory it opened `dir`-th (its root: 0) read a disk;
+  // `latest`: the number of the last directory it opened. The walk's thread only.
+  void walk_read_disk(uint64_t dir, uint64_t latest)
+  {
+    const bool cold = m_evidence.disk_read(dir, latest);
+    if (cold || active()) {
+      m_cached_in_a_row.store(0, std::memory_order_relaxed); // on, or kept on
+    }
+  }
   bool active() const { return m_cached_in_a_row.load(std::memory_order_relaxed) < cached_limit; }
 
   // Queues the subdirectories `names` of `dir` (a directory the walk just listed) ahead of those
@@ -400,6 +409,7 @@ private:
   const std::atomic<bool>* m_stop;
   // At the limit: nothing is read ahead (until the walk sees the disk).
   std::atomic<unsigned> m_cached_in_a_row;
+  ColdEvidence m_evidence; // the walk's thread only
   std::mutex m_mu;
   std::condition_variable m_work;
   std::deque<std::pair<std::shared_ptr<const Fd>, std::string>> m_queue;
@@ -442,8 +452,9 @@ private:
     // was read has been visited, where the streamed mode reports it too.
     int listing_errno = 0;
   };
+  // `opened`: the directory's number in the order the walk opened them (the root: 0).
   void enter(std::shared_ptr<const Fd> fd, const std::string& path, const std::string& relpath,
-             unsigned depth);
+             unsigned depth, uint64_t opened);
   void step();
   // The next entry of the top directory: false at its end. `name` is NUL-terminated.
   bool next_entry(Frame& top, std::string_view& name, unsigned char& type);
@@ -472,6 +483,7 @@ private:
   std::set<std::pair<dev_t, ino_t>> m_seen;
   std::vector<Frame> m_stack;
   std::vector<std::string> m_subdirs; // noted for reading ahead, not yet handed over
+  uint64_t m_opened = 0;              // directories the walk opened below its root
   // Declared last: destroyed (its threads joined) first, before anything they might read.
   std::optional<DirPrefetch> m_prefetch;
 };
@@ -512,14 +524,14 @@ void Walker::run(const std::string& root)
 void Walker::run_dir(std::shared_ptr<const Fd> root, const std::string& path)
 {
   m_root = std::move(root); // kept open after the walk, for FileRefs
-  enter(m_root, path, "", 0);
+  enter(m_root, path, "", 0, 0);
   while (!m_stack.empty() && !stopped()) {
     step();
   }
 }
 
 void Walker::enter(std::shared_ptr<const Fd> fd, const std::string& path,
-                   const std::string& relpath, unsigned depth)
+                   const std::string& relpath, unsigned depth, uint64_t opened)
 {
   struct stat st = {};
   if (!fd || !*fd || ::fstat(fd->get(), &st) < 0) {
@@ -540,7 +552,7 @@ void Walker::enter(std::shared_ptr<const Fd> fd, const std::string& path,
     std::sort(frame.listed.begin(), frame.listed.end());
     if (m_prefetch) {
       if (watch.read_disk()) {
-        m_prefetch->saw_disk_read();
+        m_prefetch->walk_read_disk(opened, m_opened);
       }
       for (const auto& [name, type] : frame.listed) {
         note_subdir(name.c_str(), type, depth);
@@ -549,9 +561,9 @@ void Walker::enter(std::shared_ptr<const Fd> fd, const std::string& path,
     }
   } else if (m_prefetch) {
     frame.entries.emplace(frame.dir->get(),
-                          [this, depth](const struct dirent64& e, bool from_disk) {
+                          [this, depth, opened](const struct dirent64& e, bool from_disk) {
                             if (from_disk) {
-                              m_prefetch->saw_disk_read();
+                              m_prefetch->walk_read_disk(opened, m_opened);
                             }
                             note_subdir(e.d_name, e.d_type, depth);
                           });
@@ -625,11 +637,12 @@ void Walker::step()
   }
   // A directory swapped for a symlink since readdir fails here with ELOOP: reported, and
   // nothing outside the tree is listed.
+  const uint64_t opened = ++m_opened;
   const DiskReadWatch watch(m_prefetch.has_value());
   auto sub = std::make_shared<const Fd>(openat_beneath(dfd, name.data(), O_RDONLY | O_DIRECTORY));
   const int open_errno = errno;
   if (watch.read_disk()) {
-    m_prefetch->saw_disk_read(); // its inode was not in memory
+    m_prefetch->walk_read_disk(opened, opened); // its inode was not in memory
   }
   errno = open_errno;
   if (!*sub) {
@@ -643,7 +656,7 @@ void Walker::step()
   const std::string rel =
     top.relpath.empty() ? std::string(name) : top.relpath + "/" + std::string(name);
   // `top` may be invalidated by push_back inside enter(): nothing of it is used after.
-  enter(std::move(sub), path, rel, depth);
+  enter(std::move(sub), path, rel, depth, opened);
 }
 
 } // namespace

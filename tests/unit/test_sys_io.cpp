@@ -12,6 +12,7 @@
 #include <doctest/doctest.h>
 
 #include "scratch_dir.hpp"
+#include "sys/cold_evidence.hpp"
 
 #include "fail_listing.h"
 
@@ -693,4 +694,46 @@ TEST_CASE("DiskReadWatch counts what the thread reads after it is made, not befo
   const sys::DiskReadWatch off(false);
   read_from_disk(path);
   CHECK(off.seen() == sys::DiskReadWatch::Seen::memory); // inactive: never a read
+}
+
+TEST_CASE("ColdEvidence: a tree is cold once two recent directories read a disk")
+{
+  SUBCASE("one directory, however often, is not enough")
+  {
+    sys::ColdEvidence e;
+    CHECK_FALSE(e.disk_read(0, 0)); // the root's listing
+    CHECK_FALSE(e.disk_read(0, 1)); // its next buffer, after a subdirectory was opened
+    CHECK_FALSE(e.disk_read(0, 2));
+    CHECK(e.disk_read(2, 2)); // a second directory
+  }
+  SUBCASE("a cold tree: the first directory opened below the root")
+  {
+    sys::ColdEvidence e;
+    CHECK_FALSE(e.disk_read(0, 0));
+    CHECK(e.disk_read(1, 1));
+  }
+  SUBCASE("two reads more than `recent` directories apart are two stray blocks")
+  {
+    sys::ColdEvidence e;
+    CHECK_FALSE(e.disk_read(1, 1));
+    CHECK_FALSE(e.disk_read(1 + sys::ColdEvidence::recent + 1, 1 + sys::ColdEvidence::recent + 1));
+    // The later one is remembered: the next directory's read is recent beside it.
+    CHECK(e.disk_read(1 + sys::ColdEvidence::recent + 2, 1 + sys::ColdEvidence::recent + 2));
+  }
+  SUBCASE("at the edge: `recent` directories apart still counts")
+  {
+    sys::ColdEvidence e;
+    CHECK_FALSE(e.disk_read(3, 3));
+    CHECK(e.disk_read(3 + sys::ColdEvidence::recent, 3 + sys::ColdEvidence::recent));
+  }
+  SUBCASE("a parent's listing going on after its subdirectories: recent only if both are")
+  {
+    sys::ColdEvidence e;
+    CHECK_FALSE(e.disk_read(5, 5));
+    CHECK(e.disk_read(3, 7)); // opened third, 4 directories ago
+    sys::ColdEvidence f;
+    CHECK_FALSE(f.disk_read(5, 5));
+    CHECK_FALSE(f.disk_read(2, 7)); // opened 5 directories ago: too old to count
+    CHECK(f.disk_read(6, 7));       // beside 5, still the most recent disk read
+  }
 }

@@ -39,9 +39,6 @@ BENCH_MNT=""
 BENCH_WORK=""
 BENCH_LOOPS=()
 BENCH_BACKING_DIR=$BENCH_TMP
-if [[ -n ${BENCH_BACKING-} ]]; then
-  BENCH_BACKING_DIR=$(mktemp -d "$BENCH_BACKING/vmcsum-bench.XXXXXX")
-fi
 
 _bench_cleanup() {
   set +e
@@ -53,6 +50,10 @@ _bench_cleanup() {
   rm -rf "$BENCH_TMP" "$BENCH_BACKING_DIR"
 }
 trap _bench_cleanup EXIT INT TERM
+# Made once the cleanup is set: a BENCH_BACKING that does not exist leaves nothing behind.
+if [[ -n ${BENCH_BACKING-} ]]; then
+  BENCH_BACKING_DIR=$(mktemp -d "$BENCH_BACKING/vmcsum-bench.XXXXXX")
+fi
 
 bench_require() {
   [[ $(id -u) -eq 0 ]] || { echo "bench: needs root (loop devices, drop_caches)" >&2; exit 77; }

@@ -159,9 +159,9 @@ void LookPool::work()
     }
     const bool read_disk = watch.read_disk();
     lock.lock();
-    if (read_disk) {
-      m_saw_disk.store(true, std::memory_order_relaxed);
-    }
+    // The entries queued so far woke one thread each batch: the others are woken now.
+    const bool turned_cold =
+      read_disk && !m_saw_disk.exchange(true, std::memory_order_relaxed) && !m_queue.empty();
     if (read_disk && !m_quit && m_threads.size() < max_look_threads) {
       // Where no thread can be started, no look asks again.
       const bool started = sys::start_threads(m_threads, 1, [this] { work(); }) == 1;
@@ -174,6 +174,9 @@ void LookPool::work()
     }
     const bool all_done = ++m_done == m_results.size();
     lock.unlock();
+    if (turned_cold) {
+      m_work.notify_all();
+    }
     if (all_done) {
       m_room.notify_one();
     }

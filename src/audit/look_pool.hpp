@@ -57,7 +57,7 @@ public:
 
   // Queues an entry kept past its visit (WalkEntry::keep); the look threads get them a few at a
   // time (finish() hands over the rest). Blocks while `max_queued` wait: each holds its
-  // directory's descriptor open.
+  // directory's descriptor open (a batch more may be queued past it, and one be pending).
   void submit(sys::WalkEntry entry);
   // Waits for every entry submitted and returns what was found, in the order submitted.
   // Rethrows what a look threw.

@@ -26,7 +26,7 @@ public:
   // subdirectories were walked, so `dir` may be older). True: the tree is cold.
   bool disk_read(uint64_t dir, uint64_t latest)
   {
-    const bool cold = m_last && *m_last != dir && std::min(*m_last, dir) + recent >= latest;
+    const bool cold = m_last && *m_last != dir && std::min(*m_last, dir) + recent > latest;
     m_last = m_last ? std::max(*m_last, dir) : dir;
     return cold;
   }

@@ -97,7 +97,7 @@ check_eq "O_DIRECT on a NODATASUM single image: the fast path" info "$(finding_s
 # The locks come from fdinfo alone: reading /proc/locks takes the kernel's file lock semaphore
 # for writing (fs/locks.c locks_start()), a wait of milliseconds for vmcsum and for every file
 # lock on the host. Oracle: strace, every open of the process and its threads.
-if command -v strace >/dev/null && strace -f -o /dev/null true 2>/dev/null; then
+if command -v strace >/dev/null && strace -f -e trace=open,openat,openat2 -o /dev/null true 2>/dev/null; then
   env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" strace -f -e trace=open,openat,openat2 \
     -o "$IT_TMP/opens" "$VMCSUM_REAL" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/none" \
     --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$S/images/fast.raw" >"$IT_TMP/traced.json" 2>/dev/null || true

@@ -32,14 +32,17 @@ using namespace vmcsum;
 
 namespace {
 
-// `dirs` directories of `per_dir` files each, of differing sizes, synced to the disk.
+// `dirs` directories of `per_dir` files each, of differing sizes, synced to the disk. Each
+// more than 4 KiB: btrfs (and ext4's inline_data) keeps a smaller file's data in its metadata,
+// where dropping it from the page cache leaves nothing for a read to fetch from the disk.
 void make_tree(const Scratch& t, int dirs, int per_dir)
 {
   for (int d = 0; d < dirs; ++d) {
     const std::string dir = t / ("d" + std::to_string(d));
     std::filesystem::create_directories(dir);
     for (int f = 0; f < per_dir; ++f) {
-      std::ofstream(dir + "/f" + std::to_string(f)) << std::string(size_t(d * per_dir + f), 'x');
+      std::ofstream(dir + "/f" + std::to_string(f))
+        << std::string(size_t(4097 + d * per_dir + f), 'x');
     }
   }
   ::sync();

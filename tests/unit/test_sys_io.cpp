@@ -712,28 +712,30 @@ TEST_CASE("ColdEvidence: a tree is cold once two recent directories read a disk"
     CHECK_FALSE(e.disk_read(0, 0));
     CHECK(e.disk_read(1, 1));
   }
-  SUBCASE("two reads more than `recent` directories apart are two stray blocks")
+  SUBCASE("two reads `recent` directories apart or more are two stray blocks")
   {
+    constexpr uint64_t r = sys::ColdEvidence::recent;
     sys::ColdEvidence e;
     CHECK_FALSE(e.disk_read(1, 1));
-    CHECK_FALSE(e.disk_read(1 + sys::ColdEvidence::recent + 1, 1 + sys::ColdEvidence::recent + 1));
+    CHECK_FALSE(e.disk_read(1 + r, 1 + r)); // 1 is not among the last `r` opened (2 .. 1 + r)
     // The later one is remembered: the next directory's read is recent beside it.
-    CHECK(e.disk_read(1 + sys::ColdEvidence::recent + 2, 1 + sys::ColdEvidence::recent + 2));
+    CHECK(e.disk_read(2 + r, 2 + r));
   }
-  SUBCASE("at the edge: `recent` directories apart still counts")
+  SUBCASE("at the edge: the oldest of the last `recent` directories opened still counts")
   {
+    constexpr uint64_t r = sys::ColdEvidence::recent;
     sys::ColdEvidence e;
     CHECK_FALSE(e.disk_read(3, 3));
-    CHECK(e.disk_read(3 + sys::ColdEvidence::recent, 3 + sys::ColdEvidence::recent));
+    CHECK(e.disk_read(3 + r - 1, 3 + r - 1));
   }
   SUBCASE("a parent's listing going on after its subdirectories: recent only if both are")
   {
     sys::ColdEvidence e;
     CHECK_FALSE(e.disk_read(5, 5));
-    CHECK(e.disk_read(3, 7)); // opened third, 4 directories ago
+    CHECK(e.disk_read(4, 7)); // among the last four opened (4 .. 7)
     sys::ColdEvidence f;
     CHECK_FALSE(f.disk_read(5, 5));
-    CHECK_FALSE(f.disk_read(2, 7)); // opened 5 directories ago: too old to count
+    CHECK_FALSE(f.disk_read(3, 7)); // not among them: too old to count
     CHECK(f.disk_read(6, 7));       // beside 5, still the most recent disk read
   }
 }

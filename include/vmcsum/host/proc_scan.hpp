@@ -104,7 +104,7 @@ struct ProcScan
 };
 
 // Walks proc_root ("/proc" or a fixture tree with the same layout: PID/comm, PID/cmdline,
-// PID/fd/N symlinks, PID/fdinfo/N, locks). Processes that vanish or deny access are noted in
+// PID/fd/N symlinks, PID/fdinfo/N). Processes that vanish or deny access are noted in
 // `unreadable`, never fatal. Never opens the targets themselves (stat only), so FIFOs and
 // devices cannot block it.
 ProcScan scan_proc(const std::string& proc_root);

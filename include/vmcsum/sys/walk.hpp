@@ -170,8 +170,9 @@ struct WalkOptions
   // Threads that read ahead the subdirectories of each directory the walk enters (open them,
   // list their first entries, keep nothing), so that the walk finds them in memory: a cold tree
   // is read that many directories at a time where the walk alone reads one after the other.
-  // Only while the tree is cold (the walk's own listings read a disk); a cached tree costs no
-  // thread. What is visited, and in which order, is the same. 0: none.
+  // Only while the tree is cold (the walk's own opens or listings of two recent directories
+  // read a disk: src/sys/cold_evidence.hpp); a cached tree costs no thread. What is visited, and in
+  // which order, is the same. 0: none.
   unsigned prefetch_threads = 0;
   // Read ahead from the first directory on, cold or not: for a caller that knows its tree is
   // cold, and for tests (a tree just written is in memory).

@@ -22,7 +22,6 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>

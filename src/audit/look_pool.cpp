@@ -17,7 +17,6 @@ namespace {
 // look had to read a disk, up to `max_look_threads`.
 constexpr unsigned look_threads = 4;
 constexpr unsigned max_look_threads = 16;
-constexpr unsigned sample_every = 8;
 // Entries queued before the walk waits: bounds the directory descriptors kept open.
 constexpr size_t max_queued = 64;
 // Entries handed to the look threads at once. Waking a sleeping thread costs the walk a futex
@@ -127,7 +126,7 @@ std::deque<Looked> LookPool::finish()
 void LookPool::work()
 {
   std::optional<FactCollector> collector; // made in this thread, on its first look
-  unsigned looks = 0;
+  LookSampler sampler;
   for (;;) {
     std::unique_lock<std::mutex> lock(m_mu);
     m_work.wait(lock, [this] { return m_quit || !m_queue.empty(); });
@@ -143,11 +142,8 @@ void LookPool::work()
     }
     Looked found;
     std::exception_ptr error;
-    // Whether a look read the disk is asked of one look in `sample_every` (two getrusage
-    // calls each: 2% of a warm audit's time if asked of every look; a cold tree has every
-    // look read the disk, so the pool grows almost as soon).
-    const bool may_grow = looks++ % sample_every == 0 &&
-                          m_thread_count.load(std::memory_order_relaxed) < max_look_threads;
+    const bool may_grow =
+      sampler.ask() && m_thread_count.load(std::memory_order_relaxed) < max_look_threads;
     const sys::DiskReadWatch watch(may_grow);
     try {
       if (!collector) {
@@ -157,7 +153,9 @@ void LookPool::work()
     } catch (...) {
       error = std::current_exception();
     }
-    const bool read_disk = watch.read_disk();
+    const sys::DiskReadWatch::Seen seen = watch.seen();
+    sampler.told(seen);
+    const bool read_disk = seen == sys::DiskReadWatch::Seen::disk;
     lock.lock();
     // The entries queued so far woke one thread each batch: the others are woken now.
     const bool turned_cold =

@@ -10,6 +10,7 @@
 
 #include <vmcsum/image/file_facts.hpp>
 #include <vmcsum/image/image_format.hpp>
+#include <vmcsum/sys/io.hpp>
 #include <vmcsum/sys/walk.hpp>
 
 #include <atomic>
@@ -45,6 +46,35 @@ struct Looked
 // Looks at one entry with the calling thread's own collector (FactCollector caches per
 // filesystem and is not shared between threads).
 using LookFn = std::function<Looked(sys::WalkEntry& entry, FactCollector& collector)>;
+
+// Which of one look thread's looks are asked whether they read a disk (sys::DiskReadWatch: two
+// getrusage calls per look, 2% of a warm audit's time if every look were asked; a cold tree has
+// every look read the disk, so asking one in `every` grows the pool almost as soon): its first,
+// one in `every` after it, and the next look after one whose answer was unknown (a major fault:
+// code paged in, which says nothing of the tree). Asking only one in eight, a thread whose first
+// look paged code in could look at a cold tree of few images whole and never see its reads.
+class LookSampler
+{
+public:
+  static constexpr unsigned every = 8;
+  // Whether to ask the next look.
+  bool ask()
+  {
+    m_asked = m_looks++ % every == 0 || m_again;
+    m_again = false;
+    return m_asked;
+  }
+  // What the look just asked (if it was) was seen to do.
+  void told(sys::DiskReadWatch::Seen seen)
+  {
+    m_again = m_asked && seen == sys::DiskReadWatch::Seen::unknown;
+  }
+
+private:
+  unsigned m_looks = 0;
+  bool m_asked = false;
+  bool m_again = false;
+};
 
 class LookPool
 {

@@ -176,3 +176,45 @@ TEST_CASE("LookPool: what a look throws is rethrown by finish(), once every othe
   CHECK_THROWS_WITH_AS(pool.finish(), doctest::Contains("look failed: "), std::runtime_error);
   CHECK(looks == 80);
 }
+
+TEST_CASE("LookSampler: one look in eight is asked, and the next after a look that could not tell")
+{
+  using Seen = sys::DiskReadWatch::Seen;
+  constexpr unsigned every = core::LookSampler::every;
+  SUBCASE("the first look, then one in `every`")
+  {
+    core::LookSampler s;
+    for (unsigned round = 0; round < 3; ++round) {
+      CHECK(s.ask());
+      s.told(Seen::memory);
+      for (unsigned k = 1; k < every; ++k) {
+        CHECK_FALSE(s.ask());
+        s.told(Seen::memory); // not asked: nothing to learn from it
+      }
+    }
+  }
+  SUBCASE("a major fault (unknown): the next look is asked, and the count goes on")
+  {
+    core::LookSampler s;
+    CHECK(s.ask());
+    s.told(Seen::unknown);
+    CHECK(s.ask()); // look 1
+    s.told(Seen::unknown);
+    CHECK(s.ask()); // look 2
+    s.told(Seen::disk);
+    for (unsigned k = 3; k < every; ++k) {
+      CHECK_FALSE(s.ask());
+      s.told(Seen::memory);
+    }
+    CHECK(s.ask()); // look `every`, as without the faults
+  }
+  SUBCASE("a look not asked says nothing, whatever it is told")
+  {
+    core::LookSampler s;
+    CHECK(s.ask());
+    s.told(Seen::memory);
+    CHECK_FALSE(s.ask());
+    s.told(Seen::unknown); // not asked: its watch was off
+    CHECK_FALSE(s.ask());
+  }
+}

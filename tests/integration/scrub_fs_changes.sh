@@ -13,8 +13,9 @@
 #    its own check scrub maps it (content = the original with mirror 1's bytes, no EIO, btrfs
 #    scrub clean).
 #  * scrub of a clean file relocated by a balance while the run is stopped, and the space it left
-#    overwritten with random bytes (below btrfs: unallocated space then). The pass read where the
-#    file no longer is; it must be done again: no finding, no bytes "without csums", every byte
+#    overwritten with random bytes (below btrfs; only what holds nothing then). The pass
+#    read where the file no longer is; it must be done again: no finding, no bytes "without
+#    csums", every byte
 #    verified, a note saying so. Oracles: the kernel reads the file whole, = its copy from before,
 #    btrfs scrub finds nothing.
 #  * the same with NOCOW images held open for writing (running VMs): the relocated one's copies
@@ -121,6 +122,55 @@ overlaps() {
        { for (i = 0; i < n; i++) if (d[i] == $1 && $2 < p[i] + l[i] && p[i] < $2 + $3) { c++; break } }
        END { print c + 0 }' "$1" "$2"
 }
+# taken DEV FILE... : "device physical length" of what may not be overwritten on DEV (devid 1: the
+# filesystems here are made on one device) after a balance: every stripe of every chunk that is
+# not a data chunk (dump-tree -t chunk, committed first; on single and dup a stripe is as long as
+# its chunk), and every copy of every extent of each FILE (places), the files the filesystem holds.
+taken() {
+  local dev=$1 f
+  shift
+  _it_flush_fs_of "$dev"
+  btrfs inspect-internal dump-tree -t chunk "$dev" | awk -v d="$dev" '
+    $1 == "length" { len = $2; data = ($0 ~ /type DATA/) }
+    $1 == "stripe" && $3 == "devid" && $4 == 1 && !data { print d, $6, len }'
+  for f in "$@"; do
+    places "$f" /dev/stdout
+  done
+}
+# free_parts PLACES TAKEN : the parts of PLACES ("device physical length") that no place of TAKEN
+# (the same format) covers.
+free_parts() {
+  awk 'NR == FNR { d[n] = $1; p[n] = $2; l[n] = $3; n++; next }
+    { segs = 1; s[1] = $2; e[1] = $2 + $3
+      for (i = 0; i < n; i++) {
+        if (d[i] != $1) continue
+        a = p[i]; b = p[i] + l[i]; m = 0
+        for (k = 1; k <= segs; k++) {
+          if (b <= s[k] || a >= e[k]) { m++; ns[m] = s[k]; ne[m] = e[k]; continue }
+          if (s[k] < a) { m++; ns[m] = s[k]; ne[m] = a }
+          if (b < e[k]) { m++; ns[m] = b; ne[m] = e[k] }
+        }
+        segs = m
+        for (k = 1; k <= m; k++) { s[k] = ns[k]; e[k] = ne[k] }
+      }
+      for (k = 1; k <= segs; k++) if (e[k] > s[k]) printf "%s %.0f %.0f\n", $1, s[k], e[k] - s[k] }' "$2" "$1"
+}
+# balance_freed OLD_PLACES FILE OUT FILE... : after a balance, the parts of OLD_PLACES (FILE's
+# copies before it) that hold nothing now (taken: no copy of any FILE..., no metadata or system
+# chunk), into OUT; the fixture checks that there are some and that none holds a copy of FILE
+# (btrfs-map-logical). A balance relocating several chunks can put one chunk where another was
+# (seen in a soak: 2 of the file's new copies where its old ones were; and a chunk holding other
+# files can take the old place): such places are never scribbled.
+balance_freed() {
+  local old=$1 file=$2 out=$3
+  shift 3
+  free_parts "$old" <(taken "${DEVS[0]}" "$@") >"$out"
+  note "where $file's copies were: $(awk '{ s += $3 } END { print s + 0 }' "$old") bytes; free after the balance: $(awk '{ s += $3 } END { print s + 0 }' "$out") bytes"
+  check "fixture: the balance left free space where $file's copies were (no file's copy, no metadata chunk there)" \
+    test -s "$out"
+  check_eq "fixture: and no copy of $file lies there now (btrfs-map-logical): the places scribbled are free" \
+    0 "$(overlaps "$out" <(places "$file" /dev/stdout))"
+}
 # scribble PLACES : random bytes over every place listed (places), below btrfs.
 scribble() {
   local dev phys len
@@ -216,9 +266,8 @@ btrfs balance start -d "$MNT" >"$IT_TMP/balance.log" 2>&1 || { note "balance fai
 file_extents "$MNT/c.raw" >"$IT_TMP/c.after"
 check "fixture: the balance moved the file (filefrag: no extent where it was)" \
   test "$(awk 'NR == FNR { was[$2] = 1; next } ($2 in was)' "$IT_TMP/c.before" "$IT_TMP/c.after" | wc -l)" -eq 0
-check_eq "fixture: and no copy of it overlaps where a copy was (btrfs-map-logical): the places scribbled are free" \
-  0 "$(overlaps "$IT_TMP/c.places" <(places "$MNT/c.raw" /dev/stdout))"
-scribble "$IT_TMP/c.places"
+balance_freed "$IT_TMP/c.places" "$MNT/c.raw" "$IT_TMP/c.free" "$MNT/c.raw"
+scribble "$IT_TMP/c.free"
 drop_caches
 resume
 note "scrub exit $BG_RC: $(head -c 300 "$OUTC.err")"
@@ -251,9 +300,8 @@ run_stopped "$MNT/n2.raw" "$OUTN" "$OUTN.err" \
   "$VMCSUM" --json scrub --no-progress --limit-rate 4M "$MNT/n1.raw" "$MNT/n2.raw"
 check_eq "fixture: the scrub was stopped while reading the second image" 1 "$STOPPED"
 btrfs balance start -d "$MNT" >"$IT_TMP/balance.log" 2>&1 || { note "balance failed:"; _it_indent <"$IT_TMP/balance.log"; }
-check_eq "fixture: the balance moved the second image (btrfs-map-logical: no copy overlaps where one was)" \
-  0 "$(overlaps "$IT_TMP/n2.places" <(places "$MNT/n2.raw" /dev/stdout))"
-scribble "$IT_TMP/n2.places"
+balance_freed "$IT_TMP/n2.places" "$MNT/n2.raw" "$IT_TMP/n2.free" "$MNT/n1.raw" "$MNT/n2.raw"
+scribble "$IT_TMP/n2.free"
 drop_caches
 resume
 note "scrub exit $BG_RC: $(head -c 300 "$OUTN.err")"

@@ -216,6 +216,11 @@ if command -v tmux >/dev/null; then
     rm -f "$IT_TMP/tty.status"
     printf -v cmd '%q ' sh -c 'trap : INT; "$@"; echo $? >"$0"' "$IT_TMP/tty.status" env -u COLUMNS "$@"
     "${TM[@]}" kill-server 2>/dev/null || true
+    # A server of its own each run: kill-server returns before the old server is gone, and a
+    # new session on the same socket then met it exiting ("server exited unexpectedly", a
+    # rehearsal's CI run).
+    _tty_runs=$((${_tty_runs:-0} + 1))
+    TM=(tmux -L "vmcsum-it-$$-$_tty_runs" -f "$IT_TMP/tmux.conf")
     "${TM[@]}" new-session -d -x "$cols" -y 50 "exec $cmd"
     bg_track "$("${TM[@]}" display-message -p '#{pid}')"
   }

@@ -200,7 +200,8 @@ if command -v tmux >/dev/null; then
   # remain-on-exit from the start: a command quicker than a later set-option would take the
   # pane (and its status and screen) with it.
   printf 'set -g remain-on-exit on\nset -g status off\n' >"$IT_TMP/tmux.conf"
-  TM=(tmux -L "vmcsum-it-$$" -f "$IT_TMP/tmux.conf")
+  # The servers' sockets in the test's own directory (removed with it), not in /tmp/tmux-UID.
+  TM=(env TMUX_TMPDIR="$IT_TMP" tmux -L "vmcsum-it-$$" -f "$IT_TMP/tmux.conf")
   LONG=$MNT/a-directory-with-a-rather-long-name/and-a-second-level-below-it
   mkdir -p "$LONG"
   dd if=/dev/urandom of="$LONG/guest-disk-with-a-long-name.raw" bs=1M count=1 status=none
@@ -220,7 +221,7 @@ if command -v tmux >/dev/null; then
     # new session on the same socket then met it exiting ("server exited unexpectedly", a
     # rehearsal's CI run).
     _tty_runs=$((${_tty_runs:-0} + 1))
-    TM=(tmux -L "vmcsum-it-$$-$_tty_runs" -f "$IT_TMP/tmux.conf")
+    TM=(env TMUX_TMPDIR="$IT_TMP" tmux -L "vmcsum-it-$$-$_tty_runs" -f "$IT_TMP/tmux.conf")
     "${TM[@]}" new-session -d -x "$cols" -y 50 "exec $cmd"
     bg_track "$("${TM[@]}" display-message -p '#{pid}')"
   }

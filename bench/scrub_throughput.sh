@@ -182,13 +182,17 @@ if [[ $csum == sha256 || $csum == blake2 ]]; then
     echo "ratio scrub (default) / hashing limit: $(echo "$scrub_mib / $hash_mib" | bc -l | xargs printf "%.2f") (goal >= 0.9)"
     # What hashing alone costs in CPU, beside what scrub spent in all (its CPU line above): the
     # rest is reading, the csum tree and vmcsum's fixed costs, on the same cores.
+    hash_cpu=$(echo "$bytes / 1048576 * $ncpu / $hash_mib" | bc -l)
     # shellcheck disable=SC2086 # the values are a space-separated list
     printf 'hashing the copies alone: %.2f s of CPU (at hash_speed); scrub (default) used %.2f s\n' \
-      "$(echo "$bytes / 1048576 * $ncpu / $hash_mib" | bc -l)" \
-      "$(printf '%s\n' ${cpu[default]} | bench_median)"
-    lim=$hash_mib
-    (($(echo "$dd_mib < $lim" | bc -l))) && lim=$dd_mib
-    echo "ratio scrub (default) / min(dd, hashing limit) = $(printf '%.0f' "$lim") MiB/s: $(echo "$scrub_mib / $lim" | bc -l | xargs printf "%.2f") (the device and the cores both bound it)"
+      "$hash_cpu" "$(printf '%s\n' ${cpu[default]} | bench_median)"
+    # ratio_to_min LABEL LIMIT [SUFFIX]: scrub (default) against the smaller of dd and LIMIT (MiB/s).
+    ratio_to_min() {
+      local lim=$2
+      (($(echo "$dd_mib < $lim" | bc -l))) && lim=$dd_mib
+      echo "ratio scrub (default) / min(dd, $1) = $(printf '%.0f' "$lim") MiB/s: $(echo "$scrub_mib / $lim" | bc -l | xargs printf "%.2f")${3:+ $3}"
+    }
+    ratio_to_min "hashing limit" "$hash_mib" "(the device and the cores both bound it)"
     # Scrub hashes while its copies stream in, and reading is not free for the cores: the
     # block layer, the loop driver and the interrupts run on them too (and in a VM the host's
     # copy into guest memory competes for the same caches). So the same hashing is measured
@@ -202,22 +206,17 @@ if [[ $csum == sha256 || $csum == blake2 ]]; then
     touch "$BENCH_TMP/stop"
     wait "$reading"
     echo "hashing limit of all $ncpu cores while dd reads the copies beside it: $busy_mib MiB/s"
-    lim=$busy_mib
-    (($(echo "$dd_mib < $lim" | bc -l))) && lim=$dd_mib
-    echo "ratio scrub (default) / min(dd, hashing limit while reading) = $(printf '%.0f' "$lim") MiB/s: $(echo "$scrub_mib / $lim" | bc -l | xargs printf "%.2f")"
+    ratio_to_min "hashing limit while reading" "$busy_mib"
     # That measure is harsh where the device is fast: dd reading over and over takes a core
     # away all the time, scrub's reads only as much as its bytes cost. The bound where the cores
     # must both read and hash the copies: the CPU the whole machine spent busy while dd read
     # them once (the loop device's worker too; a disk doing DMA costs little, a device in memory
     # a copy of every block), plus hashing's CPU, spread over every core.
     read_cpu=$(printf '%s\n' "${dd_cpu[@]}" | bench_median)
-    hash_cpu=$(echo "$bytes / 1048576 * $ncpu / $hash_mib" | bc -l)
     both_mib=$(echo "$bytes / 1048576 / (($hash_cpu + $read_cpu) / $ncpu)" | bc -l)
     printf 'CPU of reading the copies once (the machine busy while dd read them, median): %.2f s; of hashing them: %.2f s\n' \
       "$read_cpu" "$hash_cpu"
-    lim=$both_mib
-    (($(echo "$dd_mib < $lim" | bc -l))) && lim=$dd_mib
-    echo "ratio scrub (default) / min(dd, all cores reading and hashing) = $(printf '%.0f' "$lim") MiB/s: $(echo "$scrub_mib / $lim" | bc -l | xargs printf "%.2f") (goal >= 0.9)"
+    ratio_to_min "all cores reading and hashing" "$both_mib" "(goal >= 0.9)"
   fi
   if command -v openssl >/dev/null; then
     alg=sha256

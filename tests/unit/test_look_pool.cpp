@@ -6,15 +6,13 @@
 // batches) or as in a cold one (every idle thread woken), and what a look throws is rethrown.
 #include "audit/look_pool.hpp"
 
-#include <vmcsum/sys/fd.hpp>
 #include <vmcsum/sys/walk.hpp>
 
 #include <doctest/doctest.h>
 
+#include "disk_reads.hpp"
 #include "scratch_dir.hpp"
 
-#include <fcntl.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -85,24 +83,6 @@ Walked walk_and_look(const std::string& root, const std::function<void(sys::Walk
   return w;
 }
 
-long thread_inblock()
-{
-  struct rusage ru = {};
-  REQUIRE(::getrusage(RUSAGE_THREAD, &ru) == 0);
-  return ru.ru_inblock;
-}
-
-// Reads the entry's file after dropping it from the page cache: a disk read, where it lies on
-// a disk (not tmpfs).
-void read_from_disk(sys::WalkEntry& e)
-{
-  const sys::Fd fd(::open(e.path().c_str(), O_RDONLY | O_CLOEXEC));
-  REQUIRE(fd);
-  REQUIRE(::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED) == 0);
-  char buf[4096];
-  REQUIRE(::pread(fd.get(), buf, sizeof buf, 0) >= 0);
-}
-
 } // namespace
 
 TEST_CASE("LookPool: cached looks come back whole and in order, handed over as in a warm tree")
@@ -129,20 +109,14 @@ TEST_CASE("LookPool: looks that read a disk turn the hand-over cold, and still c
   Scratch t;
   make_tree(t, 4, 50);
   const long before = thread_inblock();
-  const std::string probe = t / "d0/f10";
-  {
-    const sys::Fd fd(::open(probe.c_str(), O_RDONLY | O_CLOEXEC));
-    REQUIRE(fd);
-    REQUIRE(::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED) == 0);
-    char buf[4096];
-    REQUIRE(::pread(fd.get(), buf, sizeof buf, 0) > 0);
-  }
+  read_from_disk(t / "d0/f10", 4096);
   if (thread_inblock() == before) {
     // tmpfs, or a kernel without CONFIG_TASK_IO_ACCOUNTING: no disk read to tell.
     MESSAGE("SKIP: reading a file dropped from the page cache moved no ru_inblock here");
     return;
   }
-  const Walked w = walk_and_look(t.path(), read_from_disk);
+  const Walked w =
+    walk_and_look(t.path(), [](sys::WalkEntry& e) { read_from_disk(e.path(), 4096); });
   CHECK(w.submitted.size() == 200);
   CHECK(w.looked == w.submitted);
   CHECK(w.saw_disk);

@@ -11,6 +11,7 @@
 
 #include <doctest/doctest.h>
 
+#include "disk_reads.hpp"
 #include "scratch_dir.hpp"
 #include "sys/cold_evidence.hpp"
 
@@ -649,26 +650,6 @@ TEST_CASE("AlignedBuffer: page-aligned, 2 MiB and more on a 2 MiB boundary, ever
   }
 }
 
-namespace {
-long thread_inblock()
-{
-  struct rusage ru = {};
-  REQUIRE(::getrusage(RUSAGE_THREAD, &ru) == 0);
-  return ru.ru_inblock;
-}
-
-// Reads `path` whole after dropping it from the page cache (written and synced first): a read
-// of the disk by this thread where the file lies on one (not on tmpfs).
-void read_from_disk(const std::string& path)
-{
-  const sys::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  REQUIRE(fd);
-  REQUIRE(::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED) == 0);
-  std::vector<char> buf(1 << 20);
-  REQUIRE(::pread(fd.get(), buf.data(), buf.size(), 0) == static_cast<ssize_t>(buf.size()));
-}
-} // namespace
-
 TEST_CASE("DiskReadWatch counts what the thread reads after it is made, not before")
 {
   Scratch t;
@@ -679,7 +660,7 @@ TEST_CASE("DiskReadWatch counts what the thread reads after it is made, not befo
     REQUIRE(::fsync(fd.get()) == 0);
   }
   const long before = thread_inblock();
-  read_from_disk(path); // the thread has read a disk before any watch
+  read_from_disk(path, 1 << 20); // the thread has read a disk before any watch
   if (thread_inblock() == before) {
     // tmpfs, or a kernel without CONFIG_TASK_IO_ACCOUNTING: no read to tell from.
     MESSAGE("SKIP: reading a file dropped from the page cache moved no ru_inblock here");
@@ -688,11 +669,11 @@ TEST_CASE("DiskReadWatch counts what the thread reads after it is made, not befo
   }
   const sys::DiskReadWatch watch;
   CHECK(watch.seen() == sys::DiskReadWatch::Seen::memory); // nothing read since it was made
-  read_from_disk(path);
+  read_from_disk(path, 1 << 20);
   CHECK(watch.seen() == sys::DiskReadWatch::Seen::disk);
   CHECK(watch.read_disk());
   const sys::DiskReadWatch off(false);
-  read_from_disk(path);
+  read_from_disk(path, 1 << 20);
   CHECK(off.seen() == sys::DiskReadWatch::Seen::memory); // inactive: never a read
 }
 

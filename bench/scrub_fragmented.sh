@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Benchmark: vmcsum scrub of a heavily fragmented image (what a COW image becomes after a guest's
 # random writes) against its contiguous twin (`cp --reflink=never` of it: same bytes, few
-# extents), in the same run. Fixture: MIB of random data, then random 4 KiB pwrites (WRITES of
-# them, an fsync every 5,000, so each lands in its own extent), as in
-# /work/shared/notes/performance-facts.md. `dd iflag=direct bs=4M` of each file (file order) is
-# printed beside it: reading a fragmented file in file order is random I/O.
+# extents), in the same run. Two fixtures (MODE):
+# - rewrite (default): MIB of random data, then random 4 KiB pwrites (WRITES of them, an fsync
+#   every 5,000, so each lands in its own extent), as in /work/shared/notes/performance-facts.md:
+#   an image the guest keeps rewriting.
+# - fill: an empty (sparse) image of MIB whose every 4 KiB block is written once, in random order
+#   (an fsync every 5,000; WRITES unused): an image the guest filled by random writes, as a
+#   thin-provisioned disk is. No byte of it is overwritten, so its extents hold only the image.
+# `dd iflag=direct bs=4M` of each file (file order) is printed beside it: reading a fragmented
+# file in file order is random I/O.
 # Goal (issue 16): the fragmented image scrubs at least 0.8x as fast as its twin; peak
 # resident memory <= 64 MiB.
 # Also printed: what each image holds on disk and what each scrub read from the loop device (its
@@ -15,24 +20,37 @@
 # whole, an I/O-bound scrub of the image reaches at most twin bytes / fragmented bytes of the
 # twin's speed; the device throughput ratio (bytes read per second, fragmented against twin) says
 # how near it is.
-#   bench/scrub_fragmented.sh [MIB] [WRITES] [RUNS]     defaults 1024 131072 3; root; not a test
+#   bench/scrub_fragmented.sh [MIB] [WRITES] [RUNS] [MODE]
+#     defaults 1024 131072 3 rewrite; MODE rewrite|fill; root; not a test
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-mib=${1:-1024} writes=${2:-131072} runs=${3:-3}
+mib=${1:-1024} writes=${2:-131072} runs=${3:-3} mode=${4:-rewrite}
+[[ $mode == rewrite || $mode == fill ]] ||
+  { echo "bench: mode $mode: rewrite or fill" >&2; exit 64; }
 bench_require jq bc mkfs.btrfs losetup filefrag python3 /usr/bin/time
 bench_loop_btrfs $((mib * 3 + 1024)) single/dup --direct-io
 frag=$BENCH_MNT/frag.raw twin=$BENCH_MNT/twin.raw
-echo "writing $mib MiB, then $writes random 4 KiB writes..."
 used0=$(bench_data_used "$BENCH_MNT")
-dd if=/dev/urandom of="$frag" bs=4M count=$((mib / 4)) status=none
-sync
-python3 - "$frag" "$mib" "$writes" <<'EOF'
+if [[ $mode == rewrite ]]; then
+  echo "writing $mib MiB, then $writes random 4 KiB writes..."
+  dd if=/dev/urandom of="$frag" bs=4M count=$((mib / 4)) status=none
+  sync
+else
+  echo "filling $mib MiB by 4 KiB writes in random order..."
+  truncate -s "${mib}M" "$frag"
+fi
+python3 - "$frag" "$mib" "$writes" "$mode" <<'EOF'
 import os, random, sys
-path, mib, writes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+path, mib, writes, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 blocks = mib * 256
 rng = random.Random(16)
+if mode == "fill":
+    order = list(range(blocks))
+    rng.shuffle(order)
+else:
+    order = [rng.randrange(blocks) for _ in range(writes)]
 fd = os.open(path, os.O_WRONLY)
-for i in range(writes):
-    os.pwrite(fd, os.urandom(4096), rng.randrange(blocks) * 4096)
+for i, block in enumerate(order):
+    os.pwrite(fd, os.urandom(4096), block * 4096)
     if i % 5000 == 4999:
         os.fsync(fd)
 os.fsync(fd)
@@ -72,7 +90,7 @@ for ((r = 0; r < runs; r++)); do
   timed scrub-twin scrub "$twin"
   timed scrub-frag scrub "$frag"
 done
-echo "image: $mib MiB, single data, $runs cold runs each"
+echo "image: $mib MiB ($mode), single data, $runs cold runs each"
 # shellcheck disable=SC2086 # $1 is a space-separated list
 med() { printf '%s\n' $1 | bench_median; }
 for l in dd-twin dd-frag scrub-twin scrub-frag; do

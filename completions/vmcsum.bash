@@ -39,6 +39,10 @@ _vmcsum()
             COMPREPLY=($(compgen -W 'auto tracefs race' -- "$cur"))
             return
             ;;
+        --kernel-pass)
+            COMPREPLY=($(compgen -W 'findings full none' -- "$cur"))
+            return
+            ;;
         --output|-o)
             return
             ;;

@@ -2,7 +2,7 @@
 set -l commands show audit set probe bench scrub repair record
 
 complete -c vmcsum -f
-complete -c vmcsum -l json -d 'Print one JSON document on stdout'
+complete -c vmcsum -l json -f -a 'pretty short' -d 'Print one JSON document on stdout'
 complete -c vmcsum -l color -x -a 'auto always never' -d 'Colour the output'
 complete -c vmcsum -s v -l verbose -d 'Say more'
 complete -c vmcsum -s q -l quiet -d 'Print no warnings'

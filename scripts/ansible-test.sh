@@ -2,7 +2,9 @@
 # Runs contrib/ansible/vmcsum.yml on this machine (ansible-playbook -c local -i localhost,) with a
 # built package: once on a clean image (the play succeeds and the controller holds a valid audit
 # document) and once on an image a VM configuration opens with cache=none under a kernel that
-# writes O_DIRECT zero-copy (critical: the play fails, naming the image). Root, loop devices and
+# writes O_DIRECT zero-copy (critical: the play fails, naming the image), and once more with a
+# path that does not exist beside it (exit 3 outranks 2: the play fails naming both, and the
+# document, which still holds the critical image, is collected). Root, loop devices and
 # btrfs are needed; without them it reports a skip, never a pass.
 #   scripts/ansible-test.sh DEB_DIR
 set -euo pipefail
@@ -79,7 +81,7 @@ fi
 if play '{"vmcsum_audit_args": ["--kernel-log", "", "--kernel-release", "6.1.0", "--libvirt-dir", "'"$work/libvirt"'", "'"$work/mnt/risky"'"]}'; then
   fail "critical host: the play succeeded"
 else
-  if grep -q "critical findings (exit 2)" "$work/play.log" && grep -q "risky/vm.raw" "$work/play.log"; then
+  if grep -q "critical findings on" "$work/play.log" && grep -q "risky/vm.raw" "$work/play.log"; then
     ok "critical host: the play fails and names the image"
   else
     tail -30 "$work/play.log"; fail "critical host: the play failed for another reason"
@@ -89,6 +91,25 @@ if [[ $(jq -r '.exit_code' "$doc" 2>/dev/null) == 2 ]]; then
   ok "the critical document was collected too"
 else
   fail "the critical document was not collected"
+fi
+
+# 3. The same critical image and a path that does not exist: exit 3, and the play still names the
+# image (the document holds it) beside the path it could not audit.
+if play '{"vmcsum_audit_args": ["--kernel-log", "", "--kernel-release", "6.1.0", "--libvirt-dir", "'"$work/libvirt"'", "'"$work/mnt/risky"'", "'"$work/mnt/gone"'"]}'; then
+  fail "incomplete critical host: the play succeeded"
+else
+  if grep -q "critical findings on" "$work/play.log" && grep -q "risky/vm.raw" "$work/play.log" &&
+    grep -q "could not complete (exit 3)" "$work/play.log" && grep -q "mnt/gone" "$work/play.log"; then
+    ok "incomplete critical host: the play fails naming the image and the path not audited"
+  else
+    tail -30 "$work/play.log"; fail "incomplete critical host: the play failed for another reason"
+  fi
+fi
+if [[ $(jq -r '.exit_code' "$doc" 2>/dev/null) == 3 ]] &&
+  jq -e '[.images[] | select(.path | endswith("risky/vm.raw"))] | length == 1' "$doc" >/dev/null; then
+  ok "the incomplete document was collected, with the critical image"
+else
+  fail "the incomplete document was not collected"
 fi
 # Remove the links the play made (the package purge in cleanup removes the rest).
 systemctl disable vmcsum-audit.timer >/dev/null 2>&1 || true

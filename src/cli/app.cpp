@@ -104,6 +104,27 @@ std::string global_options_help(const CLI::App& app)
   }
   return text;
 }
+
+// The program's own --help as global_options_help() writes --json: CLI11 would print its
+// default flag value and the placeholder ("--json{pretty} STYLE"), a spelling that is refused.
+class HelpFormatter : public CLI::Formatter
+{
+public:
+  std::string make_option_name(const CLI::Option* o, bool positional) const override
+  {
+    return is_json(o) ? "--json[=STYLE]" : CLI::Formatter::make_option_name(o, positional);
+  }
+  std::string make_option_opts(const CLI::Option* o) const override
+  {
+    return is_json(o) ? "" : CLI::Formatter::make_option_opts(o);
+  }
+
+private:
+  static bool is_json(const CLI::Option* o)
+  {
+    return !o->get_lnames().empty() && o->get_lnames().front() == "json";
+  }
+};
 } // namespace
 
 std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, Runner& runner)
@@ -112,6 +133,7 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, Runner& runner)
     "Audit, scrub and repair virtual-machine images on btrfs: find images at risk of false "
     "checksum mismatches from O_DIRECT writes, and show or set NOCOW/NODATASUM.",
     "vmcsum");
+  app->formatter(std::make_shared<HelpFormatter>());
   app->set_version_flag("--version", std::string("vmcsum ") + VMCSUM_VERSION);
   app->require_subcommand(1, 1);
   // Global options are accepted before or after the subcommand.
@@ -135,8 +157,12 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, Runner& runner)
     ->type_name("COLUMNS");
   app->add_flag("--no-headings", globals.no_headings, "Print tables without their heading row");
   app->add_flag("--bytes", globals.raw_bytes, "Print sizes in tables as byte counts");
-  app->footer("Exit status: 0 nothing to report, 1 warnings, 2 critical findings, 3 could not "
-              "complete for some path, 64 usage error.\nSee vmcsum(8).");
+  // One text for the program's help and every command's.
+  const std::string exit_help =
+    "Exit status: 0 nothing to report, 1 warnings, 2 critical findings, 3 could not complete "
+    "for some path (outranks 2), 64 usage error, 130/143/129 interrupted by SIGINT/SIGTERM/"
+    "SIGHUP.";
+  app->footer(exit_help + "\nSee vmcsum(8).");
 
   register_show(*app, runner);
   register_audit(*app, runner);
@@ -152,10 +178,7 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, Runner& runner)
   const std::string globals_help = global_options_help(*app);
   for (CLI::App* sub : app->get_subcommands({})) {
     name_placeholders(*sub);
-    sub->footer(globals_help +
-                "\nExit status: 0 nothing to report, 1 warnings, 2 critical findings, 3 could not "
-                "complete for some path, 64 usage error.\nSee vmcsum-" +
-                sub->get_name() + "(8).");
+    sub->footer(globals_help + "\n" + exit_help + "\nSee vmcsum-" + sub->get_name() + "(8).");
   }
   return app;
 }

@@ -68,7 +68,7 @@ void render_text(const core::BenchResult& r, Output& out)
   std::string text = "O_DIRECT writes on " + core::escape_name(r.mount) + " (" +
                      (r.data_profiles.empty() ? std::string("?") : r.data_profiles.front()) +
                      "), " + std::to_string(r.runs) +
-                     " run(s) per case; THROUGHPUT and CPU/BYTE are checksummed / NOCOW.\n";
+                     " run(s) per case; RATE-RATIO and CPU-RATIO are checksummed / NOCOW.\n";
   if (!table.empty()) {
     text += table.render(out);
   }

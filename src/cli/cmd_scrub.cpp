@@ -20,6 +20,7 @@
 #include <cstring>
 #include <iostream>
 #include <map>
+#include <string_view>
 
 #include <unistd.h>
 
@@ -238,16 +239,20 @@ core::ScrubResult run_engine(ScrubCli& cli, const Output& out)
     cancel);
 }
 
-// Before --prometheus: critical for any mismatch, EIO or unexplained logged failure, incomplete
-// for a file not scrubbed, 128 + the signal when interrupted.
+// Before --prometheus: incomplete for a file not scrubbed, else each file's severity (the
+// document's): critical for any mismatch, EIO or unexplained logged failure, warnings for stale
+// RAID5/6 parity; 128 + the signal when interrupted.
 int exit_status(const ScrubCli& cli, const core::ScrubResult& r)
 {
   int status = exit_code::clean;
   for (const auto& f : r.files) {
+    const std::string_view severity = core::scrub_severity(f);
     if (!f.examined) {
       status = std::max(status, exit_code::incomplete);
-    } else if (!f.bad.empty() || !f.divergent.empty() || !f.kernel_only_eio.empty()) {
+    } else if (severity == "critical") {
       status = std::max(status, exit_code::critical);
+    } else if (severity == "warning") {
+      status = std::max(status, exit_code::warnings);
     }
   }
   if (r.interrupted && sys::stop_signal() != 0) {

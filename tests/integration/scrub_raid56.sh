@@ -331,6 +331,8 @@ run_config() { # NAME PROFILE NDEV CSUM
   vscrub "$d/v3.json" "$MNT/f"
   check_eq "$name: vmcsum after the kernel read: no bad sector, the same stale parity" \
     "0 $want_stale" "$(jq '.files[0].bad | length' "$d/v3.json") $(stale_parity "$d/v3.json")"
+  check_eq "$name: vmcsum: stale parity alone is a warning (exit 1)" "warning 1" \
+    "$(jq -r '"\(.files[0].severity) \(.exit_code)"' "$d/v3.json")"
   check "$name: btrfs scrub corrects the parity" btrfs scrub start -B "$MNT"
   check "$name: a second btrfs scrub finds nothing" btrfs_scrub_clean
   vscrub "$d/v4.json" "$MNT/f"

@@ -240,6 +240,126 @@ TEST_CASE("every subcommand and long option is in the completions")
   }
 }
 
+namespace {
+std::string trimmed(std::string_view l)
+{
+  const auto a = l.find_first_not_of(' ');
+  return a == std::string_view::npos ? std::string() : std::string(l.substr(a));
+}
+
+// A command's part of a completion script: in zsh and bash its "CMD)" case up to the ";;" that
+// ends it; in fish the lines conditioned on it.
+std::string command_section(const std::string& script, const std::string& cmd, bool fish)
+{
+  std::string out;
+  bool in = false;
+  vmcsum::core::for_each_line(script, [&](std::string_view l) {
+    const std::string t = trimmed(l);
+    if (fish) {
+      if (t.find("__fish_seen_subcommand_from " + cmd + "\"") != std::string::npos) {
+        out += t + "\n";
+      }
+      return;
+    }
+    if (!in && t == cmd + ")") {
+      in = true;
+    } else if (in && t == ";;") {
+      in = false;
+    } else if (in) {
+      out += t + "\n";
+    }
+  });
+  return out;
+}
+
+// The values an option accepts when CLI11 checks them against a set, as its help prints them
+// ("MODE:{findings,full,none}"), space-separated; empty for any other option.
+std::string allowed_values(const CLI::Option* o)
+{
+  const std::string opts = CLI::Formatter().make_option_opts(o);
+  const auto a = opts.find(":{");
+  const auto b = opts.find('}', a);
+  if (a == std::string::npos || b == std::string::npos) {
+    return "";
+  }
+  std::string values = opts.substr(a + 2, b - a - 2);
+  std::replace(values.begin(), values.end(), ',', ' ');
+  return values;
+}
+
+bool has_any(const std::string& text, std::initializer_list<std::string> needles)
+{
+  return std::any_of(needles.begin(), needles.end(),
+                     [&](const std::string& n) { return text.find(n) != std::string::npos; });
+}
+} // namespace
+
+TEST_CASE("each command's completions offer each of its options, and their values")
+{
+  const std::string bash = slurp(VMCSUM_SOURCE_DIR "/completions/vmcsum.bash");
+  const std::string zsh = slurp(VMCSUM_SOURCE_DIR "/completions/_vmcsum");
+  const std::string fish = slurp(VMCSUM_SOURCE_DIR "/completions/vmcsum.fish");
+  GlobalOptions g;
+  Runner r;
+  auto app = build_app(g, r);
+  // bash completes every option's value in one "case $prev" block, whatever the command.
+  auto bash_values = [&](const std::string& l) {
+    size_t at = 0;
+    while ((at = bash.find("--" + l, at)) != std::string::npos) {
+      const auto eol = bash.find('\n', at);
+      if (bash[eol - 1] == ')') { // a case pattern: "--kernel-pass)" or "--a|--b)"
+        return bash.substr(eol, 120);
+      }
+      at = eol;
+    }
+    return std::string();
+  };
+  for (const CLI::App* sub : app->get_subcommands({})) {
+    const std::string cmd = sub->get_name();
+    CAPTURE(cmd);
+    const std::string zs = command_section(zsh, cmd, false);
+    const std::string bs = command_section(bash, cmd, false);
+    const std::string fs = command_section(fish, cmd, true);
+    REQUIRE(!zs.empty());
+    REQUIRE(!bs.empty());
+    REQUIRE(!fs.empty());
+    for (const CLI::Option* o : sub->get_options()) {
+      for (const auto& l : o->get_lnames()) {
+        if (l == "help") {
+          continue;
+        }
+        CAPTURE(l);
+        // '--x[...]', '--x=[...]', '(--y)--x[...]' or {-x,--x}'[...]'
+        CHECK(has_any(zs, {"'--" + l + "[", "'--" + l + "=[", ")--" + l + "[", ",--" + l + "}"}));
+        CHECK(has_any(bs, {" --" + l + " ", " --" + l + "\""}));
+        CHECK(has_any(fs, {"-l " + l + " ", "-l " + l + "\n"}));
+        const std::string values = allowed_values(o);
+        if (!values.empty()) {
+          CAPTURE(values);
+          CHECK(zs.find("(" + values + ")") != std::string::npos);
+          CHECK(fs.find("-l " + l + " -x -a '" + values + "'") != std::string::npos);
+          CHECK(bash_values(l).find("compgen -W '" + values + "'") != std::string::npos);
+        }
+      }
+    }
+  }
+  // The global options with a set of values, and --json's optional STYLE.
+  for (const CLI::Option* o : app->get_options()) {
+    const std::string values = allowed_values(o);
+    if (!values.empty()) {
+      const std::string l = o->get_lnames().front();
+      CAPTURE(l);
+      CHECK(zsh.find("'--" + l + "=[") != std::string::npos);
+      CHECK(zsh.find("(" + values + ")") != std::string::npos);
+      CHECK(fish.find("-l " + l + " -x -a '" + values + "'") != std::string::npos);
+      CHECK(bash_values(l).find("compgen -W '" + values + "'") != std::string::npos);
+    }
+  }
+  CHECK(zsh.find("::style:(pretty short)") != std::string::npos);
+  CHECK(fish.find("-l json -f -a 'pretty short'") != std::string::npos);
+  CHECK(bash.find("compgen -W 'pretty short'") != std::string::npos);
+}
+
 TEST_CASE("tables: a long path loses its middle, never a row past the width")
 {
   Table t({"PATH", "NOCOW", "SIZE"});

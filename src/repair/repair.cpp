@@ -1052,16 +1052,17 @@ void ImageRepair::finish_verified()
 }
 
 // A directory stands for the regular files below it, each kept as a FileRef (opened later below
-// the walk's root, never by its path; symlinks are never followed out).
+// the walk's root, never by its path; a symlink named as `path` is followed once, none below it).
+// Anything else is a target by its path (open_regular_at follows a symlink there once too).
 void expand(const std::string& path, std::vector<Target>& out, RepairResult& result)
 {
   struct stat st = {};
-  if (::lstat(path.c_str(), &st) < 0 || !S_ISDIR(st.st_mode)) {
+  if (::stat(path.c_str(), &st) < 0 || !S_ISDIR(st.st_mode)) {
     out.push_back({path, std::nullopt});
     return;
   }
   std::vector<Target> found;
-  sys::walk_tree(
+  sys::walk_named(
     path,
     [&](sys::WalkEntry& w) {
       unsigned char t = w.d_type();

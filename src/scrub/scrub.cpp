@@ -1836,9 +1836,9 @@ struct Listed
   FileScrub failed; // when !ref
 };
 
-// The files to scrub below `p`: regular files only when `p` is a directory (symlinks are never
-// followed), `p` itself otherwise (scrub_file then refuses what is not a regular file, with a
-// reason). Sorted by path within each argument.
+// The files to scrub below `p`: regular files only when `p` is a directory, `p` itself otherwise
+// (scrub_file then refuses what is not a regular file, with a reason). A symlink named as `p` is
+// followed once (find -H); none below it. Sorted by path within each argument.
 void collect_files(const std::string& p, std::vector<Listed>& out, std::vector<std::string>& notes)
 {
   std::vector<Listed> found;
@@ -1848,7 +1848,7 @@ void collect_files(const std::string& p, std::vector<Listed>& out, std::vector<s
     l.failed.error = why;
     found.push_back(std::move(l));
   };
-  sys::walk_tree(
+  sys::walk_named(
     p,
     [&](sys::WalkEntry& e) {
       if (e.depth() > 0 && e.d_type() != DT_REG) {

@@ -673,6 +673,57 @@ void walk_tree(std::shared_ptr<const Fd> root_dir, const std::string& root_path,
   Walker(visit, problem, opts).run_dir(std::move(root_dir), root_path);
 }
 
+void walk_named(const std::string& path, const WalkVisit& visit, const WalkProblem& problem,
+                const WalkOptions& opts)
+{
+  Fd opath(::open(path.c_str(), O_PATH | O_CLOEXEC));
+  struct stat st = {};
+  if (!opath || ::fstat(opath.get(), &st) < 0) {
+    const int err = errno;
+    const bool dangling =
+      err == ENOENT && ::faccessat(AT_FDCWD, path.c_str(), F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+    problem(path, dangling ? "a symlink to nothing (dangling)" : errno_text(err));
+    return;
+  }
+  if (S_ISDIR(st.st_mode)) {
+    // Reopening the O_PATH descriptor through /proc names that inode, not the path again.
+    const std::string self = "/proc/self/fd/" + std::to_string(opath.get());
+    auto dir = std::make_shared<const Fd>(::open(self.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!*dir) {
+      problem(path, errno_text(errno));
+      return;
+    }
+    walk_tree(std::move(dir), path, visit, problem, opts);
+    return;
+  }
+  struct stat lst = {};
+  if (::lstat(path.c_str(), &lst) < 0 || !S_ISLNK(lst.st_mode)) {
+    walk_tree(path, visit, problem, opts); // not a symlink (then, or now): as before
+    return;
+  }
+  // A symlink to a file, a FIFO, a device...: the entry the walk makes of its canonical path,
+  // if it is still the inode the symlink led to.
+  const std::string canonical = path_of_fd(opath.get(), "");
+  if (canonical.empty() || canonical.front() != '/') {
+    problem(path, "a symlink whose target has no path (deleted, or another mount namespace)");
+    return;
+  }
+  walk_tree(
+    canonical,
+    [&](WalkEntry& e) {
+      const struct stat* now = e.lstat();
+      if (e.depth() != 0 || (now && now->st_dev == st.st_dev && now->st_ino == st.st_ino)) {
+        visit(e);
+      } else {
+        problem(path, "its target " + canonical +
+                        " was replaced since the symlink was "
+                        "followed: refused");
+      }
+    },
+    [&](const std::string& p, const std::string& why) { problem(p == canonical ? path : p, why); },
+    opts);
+}
+
 Fd open_regular_at(const std::string& path, int flags, struct stat* st_out)
 {
   Fd opath(::open(path.c_str(), O_PATH | O_CLOEXEC));

@@ -497,6 +497,54 @@ TEST_CASE("open_regular refuses a file replaced by another file between lstat an
     [](const std::string&, const std::string&) {});
 }
 
+TEST_CASE("walk_named follows a symlink named as the root once, and none below it")
+{
+  Scratch t, outside;
+  write_file(outside / "secret", "outside");
+  std::filesystem::create_directories(t / "images");
+  write_file(t / "images/a.raw", "x");
+  std::filesystem::create_directory_symlink(outside.path(), t / "images/link");
+  std::filesystem::create_directory_symlink(t / "images", t / "imglnk");
+  std::filesystem::create_symlink(t / "images/a.raw", t / "alnk");
+  std::filesystem::create_symlink(t / "nothing", t / "dangling");
+  REQUIRE(::mkfifo((t / "fifo").c_str(), 0600) == 0);
+  std::filesystem::create_symlink(t / "fifo", t / "fifolnk");
+  auto named = [](const std::string& root) {
+    Seen s;
+    std::vector<unsigned char> types;
+    sys::walk_named(
+      root,
+      [&](sys::WalkEntry& e) {
+        s.files.push_back(e.path());
+        types.push_back(e.d_type());
+      },
+      [&](const std::string& p, const std::string& why) { s.problems.push_back(p + ": " + why); });
+    return std::make_pair(s, types);
+  };
+  // A symlink to a directory: walked under the name given; the symlink inside is an entry only.
+  auto [dir, dir_types] = named(t / "imglnk");
+  CHECK(dir.files == std::vector<std::string>{t / "imglnk/a.raw", t / "imglnk/link"});
+  CHECK(dir.problems.empty());
+  // A symlink to a file: the file itself, under its canonical path.
+  auto [file, file_types] = named(t / "alnk");
+  CHECK(file.files == std::vector<std::string>{t / "images/a.raw"});
+  CHECK(file_types == std::vector<unsigned char>{DT_REG});
+  // A symlink to a FIFO: visited as a FIFO (never opened: the caller refuses it).
+  auto [fifo, fifo_types] = named(t / "fifolnk");
+  CHECK(fifo_types == std::vector<unsigned char>{DT_FIFO});
+  // A dangling symlink, and a missing path: a problem under the name given.
+  auto [dangling, dt] = named(t / "dangling");
+  CHECK(dangling.files.empty());
+  CHECK(dangling.problems ==
+        std::vector<std::string>{t / "dangling" + ": a symlink to nothing (dangling)"});
+  auto [missing, mt] = named(t / "nope");
+  CHECK(missing.files.empty());
+  CHECK(missing.problems.size() == 1);
+  // Not a symlink: as walk_tree.
+  CHECK(named(t / "images").first.files == walk(t / "images").files);
+  CHECK(named(t / "images/a.raw").first.files == std::vector<std::string>{t / "images/a.raw"});
+}
+
 TEST_CASE("open_regular_at follows a named symlink once and refuses what is not a file")
 {
   Scratch t;

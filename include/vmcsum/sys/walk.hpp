@@ -197,6 +197,16 @@ void walk_tree(const std::string& root, const WalkVisit& visit, const WalkProble
 void walk_tree(std::shared_ptr<const Fd> root_dir, const std::string& root_path,
                const WalkVisit& visit, const WalkProblem& problem, const WalkOptions& opts = {});
 
+// walk_tree() of a path the user named on the command line: a symlink there is followed, once
+// (like find -H), and never below it. The path is resolved once, with O_PATH (no side effect on
+// a FIFO or device): a directory is walked from that descriptor (reopened through
+// /proc/self/fd: the same inode); a symlink to anything else is visited itself under its
+// canonical path, and only while that path still names the inode the symlink led to (else
+// `problem`: replaced); anything else as walk_tree() does. `problem` gets the path as named for
+// what is wrong with it (missing, a dangling symlink, no permission).
+void walk_named(const std::string& path, const WalkVisit& visit, const WalkProblem& problem,
+                const WalkOptions& opts = {});
+
 // Opens a path the user named on the command line: a symlink there is followed, once (like
 // find -H), and the result is refused unless it is a regular file. The file is first opened
 // O_PATH (no side effect on a FIFO or device) and checked, then reopened through that

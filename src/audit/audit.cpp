@@ -243,7 +243,11 @@ Looked look_at(sys::WalkEntry& e, FactCollector& collector, bool canonical_root,
   found.path = e.path();
   const struct stat* lst = e.lstat();
   if (!lst) {
-    found.problem = errno_text(errno);
+    // Gone since the directory was listed (a temp file, an image deleted meanwhile): nothing
+    // left to audit, and no reason to call the audit incomplete.
+    if (errno != ENOENT) {
+      found.problem = errno_text(errno);
+    }
     return found;
   }
   const auto size = static_cast<uint64_t>(lst->st_size);
@@ -686,7 +690,11 @@ private:
       try {
         img.open = open_candidate(cand);
       } catch (const Error& e) {
-        result_.problems.push_back({cand.path, e.detail()});
+        // A file the walk found and that is gone since (not one named on the command line or
+        // by a VM configuration, whose absence is a finding): nothing left to audit.
+        if (!(cand.ref && !cand.explicit_path && e.sys_errno() == ENOENT)) {
+          result_.problems.push_back({cand.path, e.detail()});
+        }
         return;
       }
       if (!img.open->readable) {

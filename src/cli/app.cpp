@@ -6,6 +6,7 @@
 #include <vmcsum/host/kernel_record.hpp>
 #include <vmcsum/host/vm_config.hpp>
 #include <vmcsum/report/text.hpp>
+#include <vmcsum/sys/path.hpp>
 #include <vmcsum/sys/signals.hpp>
 
 #include <CLI/CLI.hpp>
@@ -15,6 +16,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <string_view>
+
+#include <sys/stat.h>
 
 namespace vmcsum::cli {
 
@@ -155,7 +159,8 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, Runner& runner)
     ->add_option("-o,--output", globals.columns,
                  "Table columns to print, in this order (e.g. path,size; the headings name them)")
     ->type_name("COLUMNS");
-  app->add_flag("--no-headings", globals.no_headings, "Print tables without their heading row");
+  app->add_flag("--no-headings", globals.no_headings,
+                "Print only the table rows: no heading row, caption, details or summary");
   app->add_flag("--bytes", globals.raw_bytes, "Print sizes in tables as byte counts");
   // One text for the program's help and every command's.
   const std::string exit_help =
@@ -257,11 +262,37 @@ std::string unknown_command(const CLI::App& app, int argc, char** argv)
         best = sub->get_name();
       }
     }
+    // "--json short": the style is an optional value, so it is only taken after '='.
+    if (i > 1 && std::string_view(argv[i - 1]) == "--json" && (arg == "pretty" || arg == "short")) {
+      return "unknown command '" + arg + "': --json takes its style after '=' (--json=" + arg + ")";
+    }
     return "unknown command '" + core::escape_name(arg) + "'" +
            (best.empty() ? "; run 'vmcsum --help' for the commands"
                          : "; did you mean '" + best + "'?");
   }
   return "";
+}
+
+// Why a state directory (--state-dir, VMCSUM_STATE_DIR) is refused, or "". vmcsum creates it,
+// but never its parents, and only at an absolute path: a mistyped or relative one would
+// silently start a fresh state (no confirmations, no kernel record) somewhere unexpected.
+std::string state_dir_refused(const std::string& dir)
+{
+  if (dir.front() != '/') {
+    return "the state directory must be an absolute path, not '" + core::escape_name(dir) +
+           "' (--state-dir, VMCSUM_STATE_DIR)";
+  }
+  struct stat st = {};
+  if (::stat(dir.c_str(), &st) == 0) {
+    return ""; // what else is wrong with it is said where it is used (ensure_private_dir)
+  }
+  const std::string parent = sys::parent_dir(dir);
+  if (errno == ENOENT && ::stat(parent.c_str(), &st) < 0 && errno == ENOENT) {
+    return "the state directory's parent " + core::escape_name(parent) +
+           " does not exist: vmcsum creates the state directory, not its parents "
+           "(--state-dir, VMCSUM_STATE_DIR)";
+  }
+  return ""; // creatable, or a reason ensure_private_dir() reports when it is needed
 }
 
 int report_failure(const std::string& json_style, const char* kind, const std::string& message,
@@ -314,6 +345,9 @@ int run(int argc, char** argv)
   if (globals.state_dir.empty()) {
     const char* env = std::getenv("VMCSUM_STATE_DIR");
     globals.state_dir = env && *env ? env : "/var/lib/vmcsum";
+  }
+  if (const std::string why = state_dir_refused(globals.state_dir); !why.empty()) {
+    return report_failure(json, "usage", why, exit_code::usage);
   }
   try {
     Output out(globals);

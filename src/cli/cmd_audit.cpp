@@ -90,7 +90,7 @@ void render_text(const core::AuditResult& r, Output& out)
   if (!table.empty()) {
     out.print(table.render(out));
   }
-  out.print(details);
+  out.print_legend(details);
   std::string summary =
     "\n" + std::to_string(r.images.size()) + " image(s): " + std::to_string(counts[2]) +
     " critical, " + std::to_string(counts[1]) + " warning, " + std::to_string(counts[0]) + " ok.";
@@ -109,7 +109,7 @@ void render_text(const core::AuditResult& r, Output& out)
     }
     summary += "\n";
   }
-  out.print(summary);
+  out.print_legend(summary);
 }
 
 int exit_status(const core::AuditResult& r)

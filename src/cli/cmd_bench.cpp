@@ -65,13 +65,14 @@ void render_text(const core::BenchResult& r, Output& out)
                c.cpu_ratio ? core::format_ratio(*c.cpu_ratio) : "-",
                out.paint(spread, c.stable && !*c.stable ? Style::yellow : Style::plain)});
   }
-  std::string text = "O_DIRECT writes on " + core::escape_name(r.mount) + " (" +
-                     (r.data_profiles.empty() ? std::string("?") : r.data_profiles.front()) +
-                     "), " + std::to_string(r.runs) +
-                     " run(s) per case; RATE-RATIO and CPU-RATIO are checksummed / NOCOW.\n";
+  out.print_legend("O_DIRECT writes on " + core::escape_name(r.mount) + " (" +
+                   (r.data_profiles.empty() ? std::string("?") : r.data_profiles.front()) + "), " +
+                   std::to_string(r.runs) +
+                   " run(s) per case; RATE-RATIO and CPU-RATIO are checksummed / NOCOW.\n");
   if (!table.empty()) {
-    text += table.render(out);
+    out.print(table.render(out));
   }
+  std::string text;
   if (!r.meaning.empty()) {
     text += "\n" + out.paint(r.meaning, Style::bold) + "\n";
   }
@@ -81,7 +82,7 @@ void render_text(const core::BenchResult& r, Output& out)
   for (const auto& n : r.notes) {
     text += "note: " + n + "\n";
   }
-  out.print(text);
+  out.print_legend(text);
 }
 
 int status_of(const core::BenchResult& r)

@@ -74,18 +74,18 @@ void render_text(const core::ProbeResult& r, Output& out)
   if (!table.empty()) {
     out.print(table.render(out));
   }
-  out.print(details);
+  out.print_legend(details);
   if (!r.filesystems.empty()) {
     const auto& t = r.version_table;
-    out.print("\nversion table for Linux " + r.kernel_release + ": checksummed files " +
-              core::dio_write_name(t.checksummed) + " on single/raid0, " +
-              core::dio_write_name(t.checksummed_duplicated) +
-              " on profiles with copies; NODATASUM files " +
-              core::dio_write_name(t.nodatasum_single) + " on single/raid0, " +
-              core::dio_write_name(t.nodatasum_duplicated) + " on profiles with copies\n");
+    out.print_legend("\nversion table for Linux " + r.kernel_release + ": checksummed files " +
+                     core::dio_write_name(t.checksummed) + " on single/raid0, " +
+                     core::dio_write_name(t.checksummed_duplicated) +
+                     " on profiles with copies; NODATASUM files " +
+                     core::dio_write_name(t.nodatasum_single) + " on single/raid0, " +
+                     core::dio_write_name(t.nodatasum_duplicated) + " on profiles with copies\n");
   }
   for (const auto& n : r.notes) {
-    out.print(n + "\n");
+    out.print_legend(n + "\n");
   }
 }
 

@@ -139,7 +139,7 @@ void render_text(const core::RepairResult& r, bool dry_run, Output& out)
   }
   out.print(table.render(out));
   if (!details.empty()) {
-    out.print("\n" + details);
+    out.print_legend("\n" + details);
   }
 }
 

@@ -184,10 +184,10 @@ void render_text(const core::ScrubResult& r, Output& out)
     out.print(table.render(out));
   }
   if (!details.empty()) {
-    out.print("\n" + details);
+    out.print_legend("\n" + details);
   }
   if (!r.history.empty()) {
-    out.print("\nkernel log: " + std::to_string(r.history.size()) + " checksum event(s)\n");
+    out.print_legend("\nkernel log: " + std::to_string(r.history.size()) + " checksum event(s)\n");
     for (const auto& h : r.history) {
       out.print(history_line(h) + "\n");
     }

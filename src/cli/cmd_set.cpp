@@ -107,7 +107,7 @@ void render_text(const core::SetResult& r, const SetCliOptions& o, const Output&
     out.print(table.render(out));
   }
   if (!notes.empty()) {
-    out.print(notes);
+    out.print_legend(notes);
   }
 }
 

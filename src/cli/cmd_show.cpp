@@ -116,7 +116,7 @@ void render_text(const std::vector<core::FileFacts>& files, Output& out)
     out.print(table.render(out));
   }
   if (!details.empty()) {
-    out.print("\n" + details);
+    out.print_legend("\n" + details);
   }
 }
 

@@ -477,6 +477,13 @@ void Output::print(const std::string& text) const
   std::cout.flush();
 }
 
+void Output::print_legend(const std::string& text) const
+{
+  if (!m_opts.no_headings) {
+    print(text);
+  }
+}
+
 int interrupted_status(int status)
 {
   const int sig = sys::stop_signal();

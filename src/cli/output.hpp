@@ -80,6 +80,10 @@ public:
   // The same with one array written element by element (see StreamedArray).
   void emit_json(nlohmann::ordered_json doc, const struct StreamedArray& array) const;
   void print(const std::string& text) const;
+  // Text around a table (its caption, the details and summary after it): as print(), but not
+  // with --no-headings, which leaves only the rows for a script to read (as systemctl's
+  // --no-legend drops headings and footer).
+  void print_legend(const std::string& text) const;
 
   // A size for a table cell: "1.50GiB", or "1610612736" with --bytes.
   std::string size(uint64_t bytes) const;

@@ -224,7 +224,9 @@ KernelRecord record_now(int fd, const std::string& path, const std::string& stat
 #include <vmcsum/sys/mount_table.hpp>
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <set>
+#include <sys/vfs.h>
 
 namespace vmcsum::core {
 
@@ -251,7 +253,11 @@ RecordResult record_filesystems(const std::vector<std::string>& paths, const std
     sys::Fd fd(::open(t.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
     try {
       if (!fd) {
-        throw Error(Errc::io, "open", t, errno);
+        throw Error(Errc::io, "open: " + errno_text(errno), t, errno);
+      }
+      struct statfs sfs = {};
+      if (::fstatfs(*fd, &sfs) == 0 && sfs.f_type != BTRFS_SUPER_MAGIC) {
+        throw Error(Errc::not_btrfs, "not on btrfs: nothing to record", t);
       }
       const auto info = btrfs::fs_info(*fd, t);
       fs.fsid = info.fsid;
@@ -262,7 +268,7 @@ RecordResult record_filesystems(const std::vector<std::string>& paths, const std
       fs.generation = r.entries().back().generation;
       fs.entries = r.entries().size();
     } catch (const Error& e) {
-      fs.error = e.what();
+      fs.error = e.detail(); // beside mount_point, which names the path
     }
     result.filesystems.push_back(std::move(fs));
   }

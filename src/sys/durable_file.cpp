@@ -19,7 +19,7 @@ void check_private(const std::string& dir)
 {
   struct stat st = {};
   if (::lstat(dir.c_str(), &st) < 0) {
-    throw Error(Errc::io, "stat", dir, errno);
+    throw Error(Errc::io, "stat: " + errno_text(errno), dir, errno);
   }
   if (!S_ISDIR(st.st_mode)) {
     throw Error(Errc::permission, "not a directory", dir);
@@ -42,7 +42,7 @@ void ensure_private_dir(const std::string& dir)
     return;
   }
   if (errno != ENOENT) {
-    throw Error(Errc::io, "stat", dir, errno);
+    throw Error(Errc::io, "stat: " + errno_text(errno), dir, errno);
   }
   const auto slash = dir.find_last_of('/');
   if (slash != std::string::npos && slash > 0) {
@@ -54,7 +54,7 @@ void ensure_private_dir(const std::string& dir)
   }
   if (::mkdir(dir.c_str(), 0700) < 0 && errno != EEXIST) {
     throw Error(errno == EACCES || errno == EPERM || errno == EROFS ? Errc::permission : Errc::io,
-                "mkdir", dir, errno);
+                "mkdir: " + errno_text(errno), dir, errno);
   }
   check_private(dir);
 }
@@ -68,7 +68,7 @@ void replace_file_atomically(const std::string& dir, const std::string& name,
   buf.push_back('\0');
   Fd fd(::mkostemp(buf.data(), O_CLOEXEC));
   if (!fd) {
-    throw Error(Errc::io, "create a temp file", tmpl, errno);
+    throw Error(Errc::io, "create a temp file: " + errno_text(errno), tmpl, errno);
   }
   const std::string tmp(buf.data());
   auto fail = [&](const char* what) {
@@ -109,11 +109,12 @@ std::optional<std::string> read_small_file(const std::string& path, size_t max_b
     if (errno == ENOENT) {
       return std::nullopt;
     }
-    throw Error(errno == EACCES ? Errc::permission : Errc::io, "open", path, errno);
+    throw Error(errno == EACCES ? Errc::permission : Errc::io, "open: " + errno_text(errno), path,
+                errno);
   }
   struct stat st = {};
   if (::fstat(*fd, &st) < 0) {
-    throw Error(Errc::io, "fstat", path, errno);
+    throw Error(Errc::io, "fstat: " + errno_text(errno), path, errno);
   }
   if (!S_ISREG(st.st_mode)) {
     throw Error(Errc::unsupported, "not a regular file", path);
@@ -137,7 +138,7 @@ std::string read_fd_limited(int fd, size_t max_bytes, const std::string& what)
       continue;
     }
     if (n < 0) {
-      throw Error(Errc::io, "read", what, errno);
+      throw Error(Errc::io, "read: " + errno_text(errno), what, errno);
     }
     if (n == 0) {
       break;

@@ -7,6 +7,8 @@
 #  * a symlink to a directory of images, and one to an image;
 #  * inside the tree, a symlink to an image outside it and one to a directory: not followed;
 #  * a dangling symlink: exit 3 and a reason that says so, nothing scrubbed or repaired.
+# And what scripts read from the tables: -o path --no-headings prints those files' paths and
+# nothing else (no details, notes or summary around the rows).
 # Every document is validated against its schema.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -64,6 +66,13 @@ check_eq "scrub of a dangling symlink: exit 3, not examined, says dangling" "3 f
 run "$IT_TMP/repair.dangling.json" repair -n --no-progress dangling
 check_eq "repair -n of a dangling symlink: exit 3, refused" "3 refused" \
   "$(cat "$IT_TMP/repair.dangling.json.rc") $(jq -r '.files[0].action' "$IT_TMP/repair.dangling.json")"
+
+# Tables for scripts: the rows only.
+w=$(want imglnk | tr ' ' '\n')
+check_eq "audit -o path --no-headings: the image paths, nothing else" "$w" \
+  "$(VMCSUM_STATE_DIR=$IT_TMP/state "$VMCSUM" audit --kernel-log "" -o path --no-headings imglnk 2>/dev/null | LC_ALL=C sort)"
+check_eq "scrub -o path,bad --no-headings: one row per file, nothing else" "$(sed 's/$/  0/' <<<"$w")" \
+  "$(VMCSUM_STATE_DIR=$IT_TMP/state "$VMCSUM" scrub --no-progress --no-history -o path,bad --no-headings imglnk 2>/dev/null | LC_ALL=C sort)"
 
 check_schema --by-name "$IT_TMP"/*.json
 cd /

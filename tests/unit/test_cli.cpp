@@ -67,6 +67,12 @@ TEST_CASE("usage errors exit 64")
   CHECK(run_args({"--color=sometimes", "show", "/"}) == exit_code::usage);
   CHECK(run_args({"--json=loud", "show", "/"}) == exit_code::usage);
   CHECK(run_args({"-q", "-v", "show", "/"}) == exit_code::usage);
+  // "--json short": the style only after '=' (the message says so).
+  CHECK(run_args({"--json", "short", "show", "/"}) == exit_code::usage);
+  // A state directory is created, never its parents, and only at an absolute path.
+  CHECK(run_args({"--state-dir", "relative/state", "show", "/"}) == exit_code::usage);
+  CHECK(run_args({"--state-dir", "/nonexistent-vmcsum-parent/state", "show", "/"}) ==
+        exit_code::usage);
   // A release the kernel record could not read back (kernel_record.hpp: record_word_ok).
   for (const char* cmd : {"audit", "scrub", "record"}) {
     CAPTURE(std::string(cmd));

@@ -331,6 +331,14 @@ public:
 
   AuditResult run()
   {
+    if (::geteuid() != 0) {
+      result_.unprivileged = true;
+      result_.notes.push_back(
+        "not run as root: NODATASUM (read by a tree search, which needs CAP_SYS_ADMIN), other "
+        "users' "
+        "processes (who has an image open, with O_DIRECT) and the kernel log may not be "
+        "readable, so an image can look safer than it is; run vmcsum audit as root");
+    }
     gather_host();
     if (!opts_.paths.empty()) {
       candidates_from_paths();
@@ -544,7 +552,9 @@ private:
       struct stat lst = {}, st = {};
       if (::lstat(p.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode) && ::stat(p.c_str(), &st) == 0) {
         if (S_ISREG(st.st_mode)) {
-          add_named(p, "argument", true, std::make_pair(st.st_dev, st.st_ino));
+          // Under its canonical path, as every image is listed (and the format a raw image's
+          // name gives is its own name's, not the link's); still only the inode stat() saw.
+          add_named(sys::canonical_path(p), "argument", true, std::make_pair(st.st_dev, st.st_ino));
           continue;
         }
         if (S_ISDIR(st.st_mode)) {

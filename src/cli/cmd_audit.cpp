@@ -102,12 +102,18 @@ void render_text(const core::AuditResult& r, Output& out)
                " on profiles with copies";
   }
   summary += " (" + r.kernel.source + ").\n";
-  if (r.images.empty()) {
-    summary += "Searched: ";
+  if (r.images.empty() && r.searched.empty()) {
+    // No path asked for, and none of the usual places exists (audit(8) lists them).
+    summary += "No image found: none of the usual places exists (/var/lib/libvirt/images, "
+               "libvirt pools, Proxmox storages, ~/.local/share/{libvirt,gnome-boxes}/images), "
+               "and no VM configuration or running QEMU names one. Name a directory or image: "
+               "vmcsum audit PATH...\n";
+  } else if (r.images.empty()) {
+    std::string searched;
     for (const auto& s : r.searched) {
-      summary += core::escape_name(s) + " ";
+      searched += (searched.empty() ? "" : ", ") + core::escape_name(s);
     }
-    summary += "\n";
+    summary += "Searched: " + searched + "\n";
   }
   out.print_legend(summary);
 }
@@ -122,6 +128,9 @@ int exit_status(const core::AuditResult& r)
     } else if (sev == core::Severity::warning) {
       status = std::max(status, exit_code::warnings);
     }
+  }
+  if (r.unprivileged) {
+    status = std::max(status, exit_code::warnings); // facts that could not be learnt, as show
   }
   if (!r.problems.empty()) {
     status = std::max(status, exit_code::incomplete);
@@ -194,6 +203,9 @@ int run_audit(core::AuditOptions& opts, const std::string& prometheus, Output& o
   }
   for (const auto& n : r.notes) {
     out.info(n);
+  }
+  if (r.unprivileged) {
+    out.warn("not run as root: an image may look safer than it is (run as root; -v says why)");
   }
   report_interrupted(out);
   return status;

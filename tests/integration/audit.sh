@@ -333,8 +333,12 @@ chmod a+x "$IT_TMP" "$(dirname "$S")" "$S"
 NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all)
 check_fails "oracle: uid 65534 cannot read the file (head)" "${NOBODY[@]}" head -c1 "$S/private/secret.raw"
 set +e
-J=$("${NOBODY[@]}" "$VMCSUM" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$S/private/secret.raw")
+J=$("${NOBODY[@]}" "$VMCSUM" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/none" --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$S/private/secret.raw" 2>"$IT_TMP/nobody.err")
+rc=$?
 set -e
+check_eq "not root: exit 1 at least (facts that could not be learnt), a note says so" "1 1" \
+  "$((rc >= 1)) $(jq '[.notes[] | select(startswith("not run as root"))] | length' <<<"$J")"
+check "not root: a warning on stderr says to run as root" grep -q 'warning: not run as root' "$IT_TMP/nobody.err"
 check_eq "unreadable file: format unknown, not guessed from its name" unknown "$(jq -r '.images[0].format' <<<"$J")"
 check_eq "unreadable file: not-readable warning, so never ok" warning "$(finding_sev "$J" secret.raw not-readable)"
 

@@ -56,6 +56,8 @@ for arg in imglnk alnk images; do
   check_eq "audit $arg: the images among the files find -H takes" "$w" \
     "$(jq -r '.images[].path' "$IT_TMP/audit.$arg.json" | xargs -r realpath | LC_ALL=C sort | paste -sd ' ')"
 done
+check_eq "audit alnk: listed under the image's canonical path, its format from the image's name" \
+  "$(realpath alnk) raw" "$(jq -r '.images[0] | "\(.path) \(.format)"' "$IT_TMP/audit.alnk.json")"
 # Not followed below the named path: neither the file nor the directory the links lead to.
 check_eq "scrub imglnk: nothing outside the directory" "" \
   "$(jq -r '.files[].canonical_path | select(contains("/other/"))' "$IT_TMP/scrub.imglnk.json")"

@@ -80,6 +80,9 @@ struct AuditResult
   std::vector<std::string> searched;  // roots walked
   std::vector<std::string> notes;     // e.g. "kernel log not readable: ..."
   bool interrupted = false;           // stopped by `cancel`: images and problems are partial
+  // Not run as root: NODATASUM (an ioctl that needs CAP_SYS_ADMIN), other users' processes and
+  // the kernel log may be unreadable, so an image can look safer than it is (a note says so).
+  bool unprivileged = false;
 };
 
 AuditResult audit(const AuditOptions& opts);

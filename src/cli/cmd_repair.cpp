@@ -231,8 +231,9 @@ int run_repair(const RepairCli& cli, uint64_t rate, const Report& report, Output
     if (stopped(e.action)) {
       out.error(core::escape_name(e.path) + ": " + e.reason);
     }
+    // An entry's notes explain it; what makes it a warning is its action or code (exit 1).
     for (const auto& n : e.notes) {
-      out.warn(core::escape_name(e.path) + ": " + n);
+      out.note(core::escape_name(e.path) + ": " + n);
     }
   }
   return status;

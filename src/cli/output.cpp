@@ -245,6 +245,13 @@ void Output::error(const std::string& message) const
   std::cerr << "vmcsum: " << paint_err("error", Style::red) << ": " << message << '\n';
 }
 
+void Output::note(const std::string& message) const
+{
+  if (!m_opts.quiet) {
+    std::cerr << "vmcsum: note: " << message << '\n';
+  }
+}
+
 void Output::info(const std::string& message) const
 {
   if (m_opts.verbose > 0 && !m_opts.quiet) {

@@ -71,6 +71,8 @@ public:
   void warn(const std::string& message) const;
   void error(const std::string& message) const;
   void info(const std::string& message) const; // only with -v
+  // Worth reading but no warning (the exit status does not count it): "vmcsum: note: ...".
+  void note(const std::string& message) const;
 
   // Writes one JSON document to stdout. Invalid UTF-8 cannot reach it (names are escaped
   // upstream), but replace rather than throw if something slips through. By value: a document

@@ -268,7 +268,8 @@ RecordResult record_filesystems(const std::vector<std::string>& paths, const std
       fs.generation = r.entries().back().generation;
       fs.entries = r.entries().size();
     } catch (const Error& e) {
-      fs.error = e.detail(); // beside mount_point, which names the path
+      // Beside mount_point, which names the path; another path (the state directory) stays.
+      fs.error = e.path() == t ? e.detail() : e.what();
     }
     result.filesystems.push_back(std::move(fs));
   }

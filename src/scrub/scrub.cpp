@@ -361,7 +361,9 @@ FsCtx& Scrubber::fs_for(int fd, const std::string& path)
   FsCtx ctx;
   ctx.info = info;
   ctx.sum = std::make_unique<Checksummer>(info.csum_type);
-  if (!m_opts.state_dir.empty()) {
+  // Not as another user: root's state directory is not theirs to read or write (it would only
+  // add warnings after the one that matters: the trees need CAP_SYS_ADMIN), as audit does.
+  if (!m_opts.state_dir.empty() && ::geteuid() == 0) {
     try {
       ctx.record = record_now(fd, path, m_opts.state_dir, "run", m_opts.kernel_release);
     } catch (const Error& e) {

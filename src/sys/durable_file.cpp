@@ -24,9 +24,18 @@ void check_private(const std::string& dir)
   if (!S_ISDIR(st.st_mode)) {
     throw Error(Errc::permission, "not a directory", dir);
   }
-  if (st.st_uid != ::geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+  if (st.st_uid != ::geteuid()) {
     throw Error(Errc::permission,
-                "refusing a state directory that is not ours alone (owner or mode)", dir);
+                "refusing a state directory owned by uid " + std::to_string(st.st_uid) +
+                  ", not by this user: run vmcsum as its owner (root), or name another with "
+                  "--state-dir",
+                dir);
+  }
+  if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+    throw Error(Errc::permission,
+                "refusing a state directory that others may write (group or world writable): "
+                "chmod go-w it",
+                dir);
   }
 }
 } // namespace

@@ -110,6 +110,6 @@ mkdir -m 0777 "$IT_TMP/open-state"
 rc=0
 "$VMCSUM" --state-dir "$IT_TMP/open-state" record "$MNT" 2>"$IT_TMP/open.err" || rc=$?
 check_eq "record: a world-writable state dir is refused (exit 3)" 3 "$rc"
-check "record: ... with a reason" grep -q "not ours alone" "$IT_TMP/open.err"
+check "record: ... with a reason" grep -q "a state directory that others may write" "$IT_TMP/open.err"
 
 finish

@@ -401,10 +401,12 @@ private:
   void add_candidate(Candidate c)
   {
     if (auto it = by_inode_.find(c.inode); it != by_inode_.end()) {
-      auto& have = candidates_[it->second].found_via;
+      Candidate& had = candidates_[it->second];
+      auto& have = had.found_via;
       if (std::find(have.begin(), have.end(), c.found_via[0]) == have.end()) {
         have.push_back(c.found_via[0]);
       }
+      had.explicit_path = had.explicit_path || c.explicit_path;
       return;
     }
     by_inode_[c.inode] = candidates_.size();
@@ -700,9 +702,14 @@ private:
       try {
         img.open = open_candidate(cand);
       } catch (const Error& e) {
-        // A file the walk found and that is gone since (not one named on the command line or
-        // by a VM configuration, whose absence is a finding): nothing left to audit.
-        if (!(cand.ref && !cand.explicit_path && e.sys_errno() == ENOENT)) {
+        // A file only the walk found and that is gone since (not one named on the command
+        // line, by a VM configuration or by a process, whose absence is a finding): nothing
+        // left to audit.
+        const bool walked_only =
+          !cand.explicit_path &&
+          std::all_of(cand.found_via.begin(), cand.found_via.end(),
+                      [](const std::string& v) { return v.rfind("walk:", 0) == 0; });
+        if (!(walked_only && e.sys_errno() == ENOENT)) {
           result_.problems.push_back({cand.path, e.detail()});
         }
         return;

@@ -327,6 +327,17 @@ void report_problems(const core::ScrubResult& r, Output& out)
       out.warn(core::escape_name(f.path) + ": the kernel returned EIO at offset " +
                std::to_string(off) + " where every copy matched");
     }
+    // What the exit status counts and the table has no column for (-o, --no-headings).
+    if (!f.divergent.empty()) {
+      out.warn(core::escape_name(f.path) + ": " + std::to_string(f.divergent.size()) +
+               " range(s) where the copies differ and no checksum says which is right");
+    }
+    const auto stale = std::count_if(f.parity.begin(), f.parity.end(),
+                                     [](const auto& m) { return m.stale_sectors > 0; });
+    if (stale > 0) {
+      out.warn(core::escape_name(f.path) + ": stale parity in " + std::to_string(stale) +
+               " parity unit(s), no data lost (btrfs scrub rewrites it)");
+    }
   }
   for (const auto& n : r.notes) {
     out.warn(n);

@@ -361,9 +361,13 @@ FsCtx& Scrubber::fs_for(int fd, const std::string& path)
   FsCtx ctx;
   ctx.info = info;
   ctx.sum = std::make_unique<Checksummer>(info.csum_type);
-  // Not as another user: root's state directory is not theirs to read or write (it would only
-  // add warnings after the one that matters: the trees need CAP_SYS_ADMIN), as audit does.
-  if (!m_opts.state_dir.empty() && ::geteuid() == 0) {
+  // Not another user's state directory (root's, for a user without privilege): not ours to read
+  // or write, and its refusals would only add warnings after the one that matters (the trees
+  // need CAP_SYS_ADMIN). A user's own --state-dir is used.
+  struct stat sst = {};
+  const bool foreign_state =
+    ::geteuid() != 0 && ::stat(m_opts.state_dir.c_str(), &sst) == 0 && sst.st_uid != ::geteuid();
+  if (!m_opts.state_dir.empty() && !foreign_state) {
     try {
       ctx.record = record_now(fd, path, m_opts.state_dir, "run", m_opts.kernel_release);
     } catch (const Error& e) {

@@ -27,8 +27,8 @@ void check_private(const std::string& dir)
   if (st.st_uid != ::geteuid()) {
     throw Error(Errc::permission,
                 "refusing a state directory owned by uid " + std::to_string(st.st_uid) +
-                  ", not by this user: run vmcsum as its owner (root), or name another with "
-                  "--state-dir",
+                  ", not by this user: run vmcsum as its owner" +
+                  (st.st_uid == 0 ? " (root)" : "") + ", or name another with --state-dir",
                 dir);
   }
   if (st.st_mode & (S_IWGRP | S_IWOTH)) {
@@ -83,7 +83,7 @@ void replace_file_atomically(const std::string& dir, const std::string& name,
   auto fail = [&](const char* what) {
     const int e = errno;
     ::unlink(tmp.c_str());
-    throw Error(Errc::io, what, tmp, e);
+    throw Error(Errc::io, std::string(what) + ": " + errno_text(e), tmp, e);
   };
   if (::fchmod(*fd, mode) < 0) {
     fail("fchmod");

@@ -686,9 +686,10 @@ void walk_named(const std::string& path, const WalkVisit& visit, const WalkProbl
     return;
   }
   if (S_ISDIR(st.st_mode)) {
-    // Reopening the O_PATH descriptor through /proc names that inode, not the path again.
-    const std::string self = "/proc/self/fd/" + std::to_string(opath.get());
-    auto dir = std::make_shared<const Fd>(::open(self.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    // The directory the path resolved to, reopened through its O_PATH descriptor: that inode,
+    // not the path again (and no /proc needed).
+    auto dir =
+      std::make_shared<const Fd>(::openat(opath.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!*dir) {
       problem(path, errno_text(errno));
       return;
@@ -701,27 +702,29 @@ void walk_named(const std::string& path, const WalkVisit& visit, const WalkProbl
     walk_tree(path, visit, problem, opts); // not a symlink (then, or now): as before
     return;
   }
-  // A symlink to a file, a FIFO, a device...: the entry the walk makes of its canonical path,
-  // if it is still the inode the symlink led to.
+  // A symlink to a file, a FIFO, a device...: visited itself, as an entry of the directory its
+  // canonical path names, and only if that entry is the inode the symlink led to. Nothing is
+  // walked here: whatever the path now leads to, one entry with that inode or nothing.
   const std::string canonical = path_of_fd(opath.get(), "");
   if (canonical.empty() || canonical.front() != '/') {
     problem(path, "a symlink whose target has no path (deleted, or another mount namespace)");
     return;
   }
-  walk_tree(
-    canonical,
-    [&](WalkEntry& e) {
-      const struct stat* now = e.lstat();
-      if (e.depth() != 0 || (now && now->st_dev == st.st_dev && now->st_ino == st.st_ino)) {
-        visit(e);
-      } else {
-        problem(path, "its target " + canonical +
-                        " was replaced since the symlink was "
-                        "followed: refused");
-      }
-    },
-    [&](const std::string& p, const std::string& why) { problem(p == canonical ? path : p, why); },
-    opts);
+  const std::string name = base_name(canonical);
+  auto pfd = std::make_shared<const Fd>(
+    ::open(parent_dir(canonical).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  struct stat now = {};
+  if (!*pfd || ::fstatat(pfd->get(), name.c_str(), &now, AT_SYMLINK_NOFOLLOW) < 0 ||
+      now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
+    problem(path, "its target " + canonical +
+                    " was replaced since the symlink was followed: "
+                    "refused");
+    return;
+  }
+  WalkEntry e(pfd->get(), name, canonical, dtype_of(now.st_mode), 0, pfd, name);
+  if (!(opts.stop && opts.stop->load(std::memory_order_relaxed))) {
+    visit(e);
+  }
 }
 
 Fd open_regular_at(const std::string& path, int flags, struct stat* st_out)

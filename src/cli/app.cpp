@@ -286,12 +286,13 @@ std::string state_dir_refused(const std::string& dir)
   if (::stat(dir.c_str(), &st) == 0) {
     return ""; // what else is wrong with it is said where it is used (ensure_private_dir)
   }
+  const int err = errno;
   std::string trimmed = dir; // "/var/lib/vmcsum/": its parent is /var/lib
   while (trimmed.size() > 1 && trimmed.back() == '/') {
     trimmed.pop_back();
   }
   const std::string parent = sys::parent_dir(trimmed);
-  if (errno == ENOENT && ::stat(parent.c_str(), &st) < 0 && errno == ENOENT) {
+  if (err == ENOENT && ::stat(parent.c_str(), &st) < 0 && errno == ENOENT) {
     return "the state directory's parent " + core::escape_name(parent) +
            " does not exist: vmcsum creates the state directory, not its parents "
            "(--state-dir, VMCSUM_STATE_DIR)";

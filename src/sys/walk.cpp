@@ -716,9 +716,7 @@ void walk_named(const std::string& path, const WalkVisit& visit, const WalkProbl
   struct stat now = {};
   if (!*pfd || ::fstatat(pfd->get(), name.c_str(), &now, AT_SYMLINK_NOFOLLOW) < 0 ||
       now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
-    problem(path, "its target " + canonical +
-                    " was replaced since the symlink was followed: "
-                    "refused");
+    problem(path, "its target " + canonical + " was replaced since it was followed: refused");
     return;
   }
   WalkEntry e(pfd->get(), name, canonical, dtype_of(now.st_mode), 0, pfd, name);

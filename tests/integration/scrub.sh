@@ -23,6 +23,12 @@ scrub_json() { # OUT ARGS... ; records the exit status in OUT.rc
   shift
   "$VMCSUM" --json scrub --no-progress "$@" >"$out" 2>"$out.err" || rc=$?
   echo "$rc" >"$out.rc"
+  # A run killed by a signal (an abort: a sanitizer's report, std::terminate) says why only on
+  # its stderr, which the test directory's cleanup removes: into the log with it.
+  if ((rc >= 128)); then
+    note "vmcsum scrub $* ended with status $rc; its stderr (last 60 lines):"
+    tail -n 60 "$out.err" | sed 's/^/#   /' >&2
+  fi
 }
 
 # Overwrites sector LOGICAL on every copy (all) or on mirror N (one:N), below btrfs.

@@ -54,9 +54,14 @@ std::string errno_text(int err)
   return strerror_r(err, buf, sizeof buf);
 }
 
+void throw_errno(Errc code, int err, std::string_view op, const std::string& path)
+{
+  throw Error(code, std::string(op) + ": " + errno_text(err), path, err);
+}
+
 void throw_errno(int err, std::string_view op, const std::string& path)
 {
-  throw Error(errc_from_errno(err), std::string(op) + ": " + errno_text(err), path, err);
+  throw_errno(errc_from_errno(err), err, op, path);
 }
 
 void throw_errno(std::string_view op, const std::string& path)

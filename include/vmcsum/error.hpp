@@ -37,6 +37,9 @@ Errc errc_from_errno(int err);
 // Throws Error built from the current errno; `op` names the call ("open", "FS_IOC_GETFLAGS").
 [[noreturn]] void throw_errno(std::string_view op, const std::string& path = {});
 [[noreturn]] void throw_errno(int err, std::string_view op, const std::string& path = {});
+// The same with the Errc its callers act on given, whatever errno was.
+[[noreturn]] void throw_errno(Errc code, int err, std::string_view op,
+                              const std::string& path = {});
 
 // strerror() that is thread-safe.
 std::string errno_text(int err);

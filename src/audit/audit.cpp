@@ -335,9 +335,8 @@ public:
       result_.unprivileged = true;
       result_.notes.push_back(
         "not run as root: NODATASUM (read by a tree search, which needs CAP_SYS_ADMIN), other "
-        "users' "
-        "processes (who has an image open, with O_DIRECT) and the kernel log may not be "
-        "readable, so an image can look safer than it is; run vmcsum audit as root");
+        "users' processes (who has an image open, with O_DIRECT) and the kernel log may not "
+        "be readable, so an image can look safer than it is; run vmcsum audit as root");
     }
     gather_host();
     if (!opts_.paths.empty()) {

@@ -253,7 +253,7 @@ RecordResult record_filesystems(const std::vector<std::string>& paths, const std
     sys::Fd fd(::open(t.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
     try {
       if (!fd) {
-        throw Error(Errc::io, "open: " + errno_text(errno), t, errno);
+        throw_errno(Errc::io, errno, "open", t);
       }
       struct statfs sfs = {};
       if (::fstatfs(*fd, &sfs) == 0 && sfs.f_type != BTRFS_SUPER_MAGIC) {

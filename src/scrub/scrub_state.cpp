@@ -112,11 +112,11 @@ sys::Fd lock_state(const std::string& state_dir, const std::string& fsid)
   const std::string p = dir_of(state_dir) + "/" + fsid + ".lock";
   sys::Fd fd(::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd) {
-    throw Error(Errc::io, "open: " + errno_text(errno), p, errno);
+    throw_errno(Errc::io, errno, "open", p);
   }
   while (::flock(*fd, LOCK_EX) < 0) {
     if (errno != EINTR) {
-      throw Error(Errc::io, "flock: " + errno_text(errno), p, errno);
+      throw_errno(Errc::io, errno, "flock", p);
     }
   }
   return fd;

@@ -19,7 +19,7 @@ void check_private(const std::string& dir)
 {
   struct stat st = {};
   if (::lstat(dir.c_str(), &st) < 0) {
-    throw Error(Errc::io, "stat: " + errno_text(errno), dir, errno);
+    throw_errno(Errc::io, errno, "stat", dir);
   }
   if (!S_ISDIR(st.st_mode)) {
     throw Error(Errc::permission, "not a directory", dir);
@@ -51,7 +51,7 @@ void ensure_private_dir(const std::string& dir)
     return;
   }
   if (errno != ENOENT) {
-    throw Error(Errc::io, "stat: " + errno_text(errno), dir, errno);
+    throw_errno(Errc::io, errno, "stat", dir);
   }
   const auto slash = dir.find_last_of('/');
   if (slash != std::string::npos && slash > 0) {
@@ -62,8 +62,8 @@ void ensure_private_dir(const std::string& dir)
     }
   }
   if (::mkdir(dir.c_str(), 0700) < 0 && errno != EEXIST) {
-    throw Error(errno == EACCES || errno == EPERM || errno == EROFS ? Errc::permission : Errc::io,
-                "mkdir: " + errno_text(errno), dir, errno);
+    throw_errno(errno == EACCES || errno == EPERM || errno == EROFS ? Errc::permission : Errc::io,
+                errno, "mkdir", dir);
   }
   check_private(dir);
 }
@@ -77,13 +77,13 @@ void replace_file_atomically(const std::string& dir, const std::string& name,
   buf.push_back('\0');
   Fd fd(::mkostemp(buf.data(), O_CLOEXEC));
   if (!fd) {
-    throw Error(Errc::io, "create a temp file: " + errno_text(errno), tmpl, errno);
+    throw_errno(Errc::io, errno, "create a temp file", tmpl);
   }
   const std::string tmp(buf.data());
   auto fail = [&](const char* what) {
     const int e = errno;
     ::unlink(tmp.c_str());
-    throw Error(Errc::io, std::string(what) + ": " + errno_text(e), tmp, e);
+    throw_errno(Errc::io, e, what, tmp);
   };
   if (::fchmod(*fd, mode) < 0) {
     fail("fchmod");
@@ -118,12 +118,11 @@ std::optional<std::string> read_small_file(const std::string& path, size_t max_b
     if (errno == ENOENT) {
       return std::nullopt;
     }
-    throw Error(errno == EACCES ? Errc::permission : Errc::io, "open: " + errno_text(errno), path,
-                errno);
+    throw_errno(errno == EACCES ? Errc::permission : Errc::io, errno, "open", path);
   }
   struct stat st = {};
   if (::fstat(*fd, &st) < 0) {
-    throw Error(Errc::io, "fstat: " + errno_text(errno), path, errno);
+    throw_errno(Errc::io, errno, "fstat", path);
   }
   if (!S_ISREG(st.st_mode)) {
     throw Error(Errc::unsupported, "not a regular file", path);
@@ -147,7 +146,7 @@ std::string read_fd_limited(int fd, size_t max_bytes, const std::string& what)
       continue;
     }
     if (n < 0) {
-      throw Error(Errc::io, "read: " + errno_text(errno), what, errno);
+      throw_errno(Errc::io, errno, "read", what);
     }
     if (n == 0) {
       break;

@@ -313,6 +313,9 @@ TEST_CASE("each command's completions offer each of its options, and their value
     size_t at = 0;
     while ((at = bash.find("--" + l, at)) != std::string::npos) {
       const auto eol = bash.find('\n', at);
+      if (eol == std::string::npos) {
+        break;
+      }
       if (bash[eol - 1] == ')') { // a case pattern: "--kernel-pass)" or "--a|--b)"
         return bash.substr(eol, 120);
       }

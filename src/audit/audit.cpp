@@ -12,6 +12,7 @@
 #include <vmcsum/host/proc_scan.hpp>
 #include <vmcsum/image/image_format.hpp>
 #include <vmcsum/measure/probe.hpp>
+#include <vmcsum/report/text.hpp>
 #include <vmcsum/scrub/scrub_state.hpp>
 #include <vmcsum/sys/fd.hpp>
 #include <vmcsum/sys/io.hpp>
@@ -471,7 +472,37 @@ private:
     // paths found are not known to be canonical, and the facts ask the kernel for theirs.)
     const auto resolved = sys::resolved_path(given_root);
     const std::string root = resolved.value_or(given_root);
-    const bool canonical_root = resolved.has_value();
+    walk_from(root, nullptr, resolved.has_value(), explicit_root);
+  }
+
+  // A user's own image directory (`path`, below their home directory), walked only if that user
+  // owns the directory it leads to. The daily audit runs as root: a symlink a user put there,
+  // to a directory they cannot read themselves, must not make root look into it (and count its
+  // images in a world-readable metrics file). A directory of theirs elsewhere (images moved to a
+  // bigger disk) is still audited. Opened once, and walked from that descriptor.
+  void walk_user_root(const std::string& path, uid_t owner)
+  {
+    auto dir =
+      std::make_shared<const sys::Fd>(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    struct stat st = {};
+    if (!*dir || ::fstat(**dir, &st) < 0) {
+      return; // absent: the usual case
+    }
+    const std::string root = sys::path_of_fd(**dir, path);
+    if (st.st_uid != owner) {
+      result_.notes.push_back(escape_name(path) + " leads to " + escape_name(root) +
+                              ", which its user (uid " + std::to_string(owner) +
+                              ") does not own: not audited (name it to audit it)");
+      return;
+    }
+    walk_from(root, std::move(dir), root.front() == '/', false);
+  }
+
+  // The walk of one root: by its path (`dir` null: resolved once by walk_tree), or from the
+  // directory the caller opened.
+  void walk_from(const std::string& root, std::shared_ptr<const sys::Fd> dir, bool canonical_root,
+                 bool explicit_root)
+  {
     result_.searched.push_back(root);
     sys::WalkOptions wo;
     wo.stop = opts_.cancel;
@@ -482,15 +513,18 @@ private:
         return look_at(e, c, canonical_root, dir_nocow);
       },
       opts_.mountinfo, syncs_);
-    sys::walk_tree(
-      root, [&](sys::WalkEntry& e) { walk_entry(e, root, explicit_root, pool); },
-      [&](const std::string& path, const std::string& why) {
-        // The usual places are often absent; only say so for what was asked for.
-        if (explicit_root || path != root) {
-          result_.problems.push_back({path, why});
-        }
-      },
-      wo);
+    const auto visit = [&](sys::WalkEntry& e) { walk_entry(e, root, explicit_root, pool); };
+    const auto problem = [&](const std::string& path, const std::string& why) {
+      // The usual places are often absent; only say so for what was asked for.
+      if (explicit_root || path != root) {
+        result_.problems.push_back({path, why});
+      }
+    };
+    if (dir) {
+      sys::walk_tree(std::move(dir), root, visit, problem, wo);
+    } else {
+      sys::walk_tree(root, visit, problem, wo);
+    }
     add_looked(pool.finish(), "walk:" + root);
   }
 
@@ -602,11 +636,11 @@ private:
     for (const auto& s : host_.configs.storages) {
       roots.push_back(s.path + "/images");
     }
+    std::vector<std::pair<std::string, uid_t>> homes;
     setpwent();
     while (passwd* pw = getpwent()) {
       if (pw->pw_dir && std::string(pw->pw_dir) != "/" && pw->pw_dir[0] == '/') {
-        roots.push_back(std::string(pw->pw_dir) + "/.local/share/libvirt/images");
-        roots.push_back(std::string(pw->pw_dir) + "/.local/share/gnome-boxes/images");
+        homes.emplace_back(pw->pw_dir, pw->pw_uid);
       }
     }
     endpwent();
@@ -614,6 +648,13 @@ private:
     for (const auto& r : roots) {
       if (done.insert(r).second && ::access(r.c_str(), F_OK) == 0) {
         walk_root(r, false);
+      }
+    }
+    for (const auto& [home, uid] : homes) {
+      for (const char* rel : {"/.local/share/libvirt/images", "/.local/share/gnome-boxes/images"}) {
+        if (done.insert(home + rel).second) {
+          walk_user_root(home + rel, uid);
+        }
       }
     }
     join_host();

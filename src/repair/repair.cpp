@@ -316,6 +316,7 @@ private:
   void prepare_backup_dir();
   void open_for_writing();
   BackupHeader backup_header() const;
+  std::string free_backup_name(uint64_t inode) const;
   void back_up();
   void back_up_range(BackupWriter& bw, const RewriteRange& r, uint64_t& done);
   void read_through_btrfs(uint8_t* buf, uint64_t off, size_t n);
@@ -780,6 +781,24 @@ BackupHeader ImageRepair::backup_header() const
   return h;
 }
 
+// A backup name nothing in the backup directory has, pending or final: two images can share
+// the base name, the inode number (one per subvolume) and the second; the later one gets "-2"
+// and on after the time (the commit never replaces a file either way).
+std::string ImageRepair::free_backup_name(uint64_t inode) const
+{
+  const std::string base = sys::base_name(m_canon), stamp = utc_stamp();
+  auto taken = [&](const std::string& n) {
+    struct stat st = {};
+    const std::string p = m_opts.backup_dir + "/" + n;
+    return ::lstat(p.c_str(), &st) == 0 || ::lstat((p + k_pending_suffix).c_str(), &st) == 0;
+  };
+  std::string name = backup_file_name(base, inode, stamp);
+  for (unsigned k = 2; taken(name) && k < 1000; ++k) {
+    name = backup_file_name(base, inode, stamp + "-" + std::to_string(k));
+  }
+  return name;
+}
+
 // 5. The backup, committed as pending and recorded in the state directory before any write.
 void ImageRepair::back_up()
 {
@@ -789,7 +808,7 @@ void ImageRepair::back_up()
   const uint16_t csum_type = btrfs::fs_info(*m_wfd, m_canon).csum_type;
   h.csum_type = btrfs::csum_type_name(csum_type);
   m_sum = std::make_unique<Checksummer>(csum_type);
-  const std::string name = backup_file_name(sys::base_name(m_canon), h.inode, utc_stamp());
+  const std::string name = free_backup_name(h.inode);
   BackupWriter bw(m_opts.backup_dir, h);
   uint64_t done = 0;
   for (const auto& r : m_plan.ranges) {

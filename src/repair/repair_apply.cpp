@@ -8,6 +8,7 @@
 #include <vmcsum/report/text.hpp>
 #include <vmcsum/sys/aligned_buffer.hpp>
 #include <vmcsum/sys/path.hpp>
+#include <vmcsum/sys/walk.hpp>
 
 #include <vmcsum/host/journal_api.hpp>
 
@@ -120,16 +121,31 @@ sys::Fd reopen(int fd, int flags, const struct stat& want, const std::string& di
 
 sys::Fd open_regular(const std::string& path, struct stat& st)
 {
-  // O_NONBLOCK: a FIFO put in the image's place never blocks the open; O_NOFOLLOW: a symlink put
-  // there is not followed.
-  sys::Fd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
+  // The path a backup names is the image's canonical path: no component of it was a symlink
+  // when the backup was taken. Resolved from "/" with no symlink followed anywhere
+  // (sys::openat_beneath: openat2 RESOLVE_NO_SYMLINKS, or one component at a time), so a
+  // directory on the way that someone swapped for a symlink since cannot send the write to
+  // another file. O_NONBLOCK: a FIFO put in the image's place never blocks the open.
+  if (path.empty() || path.front() != '/') {
+    throw Stop{RepairAction::refused, "cannot-examine",
+               escape_name(path) + ": not an absolute path: not opened"};
+  }
+  sys::Fd root(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  sys::Fd fd;
+  if (root) {
+    fd.reset(sys::openat_beneath(*root, path.substr(1), O_RDONLY | O_NONBLOCK));
+  }
   if (!fd) {
     const int err = errno;
     throw Stop{RepairAction::refused,
                err == ENOENT  ? "not-found"
                : err == ELOOP ? "not-regular"
                               : "cannot-examine",
-               "open " + escape_name(path) + ": " + errno_text(err)};
+               "open " + escape_name(path) + ": " +
+                 (err == ELOOP || err == EXDEV
+                    ? std::string("a symlink on the way (the path named was canonical: "
+                                  "something on it was replaced since)")
+                    : errno_text(err))};
   }
   if (::fstat(*fd, &st) < 0) {
     stop_on_errno(errno, "io-error", "fstat " + path);
@@ -357,7 +373,9 @@ std::string finalize_backup(const std::string& pending_path)
 {
   const std::string fin =
     pending_path.substr(0, pending_path.size() - std::strlen(k_pending_suffix));
-  if (::rename(pending_path.c_str(), fin.c_str()) < 0) {
+  // Never over an existing file (another backup of that name): the backup keeps its pending
+  // name then, which undo takes as well.
+  if (::renameat2(AT_FDCWD, pending_path.c_str(), AT_FDCWD, fin.c_str(), RENAME_NOREPLACE) < 0) {
     return pending_path;
   }
   fsync_dir(sys::parent_dir(fin));

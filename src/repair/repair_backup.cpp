@@ -234,7 +234,9 @@ std::string BackupWriter::commit(const std::string& final_name,
   if (before_rename) {
     before_rename(m_sha256);
   }
-  m_tmp->commit(final_name); // fsync, renameat, marker dropped, directory fsync
+  // fsync, renameat2, marker dropped, directory fsync; never over another file: two images
+  // can give one name (same base name and inode number in two subvolumes, the same second).
+  m_tmp->commit(final_name, sys::TempFile::Replace::no);
   return m_dir + "/" + final_name;
 }
 

@@ -46,9 +46,9 @@ bool pread_full(int fd, uint8_t* buf, size_t len, uint64_t off, const std::strin
 // or read back is the inode that was examined.
 sys::Fd reopen(int fd, int flags, const struct stat& want, const std::string& display);
 
-// The image named `path`, opened read-only without blocking and without following a final
-// symlink, and refused unless it is a regular file (a FIFO, device or socket is never read or
-// opened for writing). `st` receives its fstat.
+// The image named `path` (absolute, canonical), opened read-only without blocking and without
+// following a symlink anywhere on the path, and refused unless it is a regular file (a FIFO, device
+// or socket is never read or opened for writing). `st` receives its fstat.
 sys::Fd open_regular(const std::string& path, struct stat& st);
 
 // The digest (sys::Hasher) of what was written, per rewritten range: what readback_hash gives

@@ -7,9 +7,10 @@
 //     are the bytes read), every record inside the header's ranges (BackupReader), and its
 //     SHA-256 recorded by the repair that wrote it (backup_binding.hpp) — "backup-not-ours"
 //     otherwise, --force or not;
-//  2. the target: opened read-only without blocking or following a final symlink, a regular
-//     file (a header naming a FIFO or device is never opened for writing), on the filesystem and
-//     subvolume recorded; another inode there (the image replaced since) only with --force;
+//  2. the target: opened read-only without blocking or following a symlink anywhere on its
+//     canonical path, a regular file (a header naming a FIFO or device is never opened for
+//     writing), on the filesystem and subvolume recorded; another inode there (the image
+//     replaced since) only with --force, and never one with several hard links;
 //     reopened read-write from that descriptor (same inode);
 //  3. compare, then write: one selection of bytes per bad sector (pick_record) for both, so the
 //     bytes written are the bytes compared; every stretch the backup keeps only the digest of
@@ -154,6 +155,15 @@ void Undo::open_target()
                escape_name(m_header.path) +
                  " is not the file the backup was taken of (another inode: replaced since, e.g. "
                  "by `set`); --force restores the bytes anyway"};
+  }
+  // `set` replaces an image by a file of one link; another inode with more links is a hard
+  // link someone put at the image's name (to a file they could not write themselves).
+  if (static_cast<uint64_t>(m_st.st_ino) != m_header.inode && m_st.st_nlink != 1) {
+    throw Stop{RepairAction::refused, "different-file",
+               escape_name(m_header.path) +
+                 " is another file than the one the backup was taken "
+                 "of, with " +
+                 std::to_string(m_st.st_nlink) + " hard links: not restored (--force or not)"};
   }
   m_fd = reopen(*ro, O_RDWR, m_st, m_header.path);
 }

@@ -61,6 +61,30 @@ bool is_valid_utf8(std::string_view s)
   return true;
 }
 
+namespace {
+// A UTF-8 sequence (2 or 3 bytes) of a code point that changes how a terminal shows the text
+// around it rather than showing itself: a C1 control (U+0080-U+009F; some terminals take U+009B
+// as CSI) or a bidirectional control (U+200E, U+200F, U+202A-U+202E, U+2066-U+2069: a name can
+// otherwise show its end first, "gpj.raw" as "war.jpg").
+bool invisible_control(std::string_view seq)
+{
+  uint32_t cp = 0;
+  if (seq.size() == 2) {
+    cp = (static_cast<uint32_t>(static_cast<unsigned char>(seq[0]) & 0x1f) << 6) |
+         (static_cast<unsigned char>(seq[1]) & 0x3f);
+    return cp >= 0x80 && cp <= 0x9f;
+  }
+  if (seq.size() == 3) {
+    cp = (static_cast<uint32_t>(static_cast<unsigned char>(seq[0]) & 0x0f) << 12) |
+         (static_cast<uint32_t>(static_cast<unsigned char>(seq[1]) & 0x3f) << 6) |
+         (static_cast<unsigned char>(seq[2]) & 0x3f);
+    return cp == 0x200e || cp == 0x200f || (cp >= 0x202a && cp <= 0x202e) ||
+           (cp >= 0x2066 && cp <= 0x2069);
+  }
+  return false;
+}
+} // namespace
+
 std::string escape_name(std::string_view s)
 {
   std::string out;
@@ -68,7 +92,15 @@ std::string escape_name(std::string_view s)
   for (size_t i = 0; i < s.size();) {
     size_t n = utf8_sequence(s, i);
     auto c = static_cast<unsigned char>(s[i]);
-    if (n == 0 || c < 0x20 || c == 0x7f) {
+    if (n > 1 && invisible_control(s.substr(i, n))) {
+      // Every byte of it, as \xNN: unescape_name() gives the name back.
+      for (size_t k = 0; k < n; ++k) {
+        char buf[5];
+        std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(s[i + k]));
+        out += buf;
+      }
+      i += n;
+    } else if (n == 0 || c < 0x20 || c == 0x7f) {
       char buf[5];
       std::snprintf(buf, sizeof buf, "\\x%02x", c);
       out += buf;

@@ -476,6 +476,9 @@ void Scrubber::fill_copies(FsCtx& fs, BadSector& b, std::span<const uint8_t> exp
       std::span<const uint8_t> got(computed, fs.sum->size());
       sc.csum = to_hex(got);
       sc.matches = std::equal(got.begin(), got.end(), expected.begin(), expected.end());
+      if (!sc.matches && std::all_of(dst, dst + ss, [&](uint8_t x) { return x == dst[0]; })) {
+        sc.fill = dst[0];
+      }
       if (have_first && std::memcmp(m_sector_a.get(), dst, ss) != 0) {
         b.copies_identical = false;
       }
@@ -1499,11 +1502,15 @@ bool Scrubber::scrubbable(int fd, const struct stat& st, FileScrub& f)
 bool Scrubber::note_users(const ProcScan& procs, const struct stat& st, FileScrub& f,
                           ClassifyContext& ctx)
 {
-  bool writing = false, direct = false;
+  bool writing = false, direct = false, direct_writer = false;
   for (const auto& of : procs.open_files) {
     if (of.dev == st.st_dev && of.ino == st.st_ino) {
       const bool wr = of.flags && flags_writable(*of.flags);
-      direct = direct || (of.flags && flags_have_o_direct(*of.flags));
+      const bool od = of.flags && flags_have_o_direct(*of.flags);
+      direct = direct || od;
+      // Only a writer can race: an O_DIRECT reader (a backup tool, `vmcsum scrub` itself) is no
+      // evidence of it.
+      direct_writer = direct_writer || (od && wr);
       if (wr) {
         writing = true;
         f.writers.push_back(of.comm + "[" + std::to_string(of.pid) + "]");
@@ -1512,7 +1519,7 @@ bool Scrubber::note_users(const ProcScan& procs, const struct stat& st, FileScru
   }
   f.open_for_writing = writing;
   f.open_o_direct = direct;
-  if (direct) {
+  if (direct_writer) {
     ctx.o_direct = true;
   }
   f.configured = m_host.configured(st.st_dev, st.st_ino);

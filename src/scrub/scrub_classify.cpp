@@ -12,6 +12,7 @@
 #include <vmcsum/scrub/scrub.hpp>
 
 #include <algorithm>
+#include <cstdio>
 #include <set>
 
 namespace vmcsum::core {
@@ -44,8 +45,9 @@ bool race_signature(const BadSector& bad)
   if (bad.copies.size() < 2 || bad.copies_identical) {
     return false;
   }
-  return std::none_of(bad.copies.begin(), bad.copies.end(),
-                      [](const SectorCopy& c) { return c.matches || c.read_error; });
+  return std::none_of(bad.copies.begin(), bad.copies.end(), [](const SectorCopy& c) {
+    return c.matches || c.read_error || c.fill.has_value();
+  });
 }
 
 bool race_signature(const DivergentRange& d)
@@ -125,7 +127,7 @@ bool add_writer_evidence(const WriteFacts& w, const ClassifyContext& ctx, bool o
     any = true;
   }
   if (ctx.o_direct == true) {
-    ev.push_back({"o-direct-open", "the image is open with O_DIRECT now"});
+    ev.push_back({"o-direct-open", "the image is open for writing with O_DIRECT now"});
     any = true;
   }
   if (ctx.configured_o_direct == true) {
@@ -182,6 +184,16 @@ void classify(BadSector& bad, const ClassifyContext& ctx)
     ev.push_back({"identical-bad-copies", "no copy matches its checksum, and all " +
                                             std::to_string(n) + " hold the same bytes"});
   }
+  const auto uniform = std::find_if(bad.copies.begin(), bad.copies.end(),
+                                    [](const SectorCopy& c) { return c.fill.has_value(); });
+  if (uniform != bad.copies.end()) {
+    char byte[8];
+    std::snprintf(byte, sizeof byte, "0x%02x", static_cast<unsigned>(*uniform->fill));
+    ev.push_back({"uniform-copy", "copy " + std::to_string(uniform->mirror) + " holds " + byte +
+                                    " in every byte: what a lost or unwritten sector, a "
+                                    "device's fill or deliberate damage leaves, not a version "
+                                    "of data that was written"});
+  }
   if (unreadable) {
     ev.push_back({"copy-unreadable", "a device read of a copy failed"});
   }
@@ -204,7 +216,9 @@ void classify(BadSector& bad, const ClassifyContext& ctx)
     bad.cls = BadClass::media; // rows 1 and 2
     return;
   }
-  if (signature || writer) {
+  // A copy that is one byte repeated is no version of a guest's write: whatever else points to
+  // the race, the disk is not shown fine (row 3 needs the race to show; this shows otherwise).
+  if ((signature || writer) && uniform == bad.copies.end()) {
     bad.cls = BadClass::false_mismatch; // row 3
     return;
   }

@@ -222,12 +222,16 @@ void TempFile::drop_marker()
   }
 }
 
-void TempFile::commit(const std::string& target)
+void TempFile::commit(const std::string& target, Replace replace)
 {
   if (::fsync(m_fd.get()) < 0) {
     throw_errno("fsync", m_display);
   }
-  if (::renameat(m_dirfd.get(), m_name.c_str(), m_dirfd.get(), target.c_str()) < 0) {
+  const int r =
+    replace == Replace::yes
+      ? ::renameat(m_dirfd.get(), m_name.c_str(), m_dirfd.get(), target.c_str())
+      : ::renameat2(m_dirfd.get(), m_name.c_str(), m_dirfd.get(), target.c_str(), RENAME_NOREPLACE);
+  if (r < 0) {
     throw_errno("rename " + m_display + " to", join(m_dir, target));
   }
   m_armed = false;

@@ -342,6 +342,43 @@ check "not root: a warning on stderr says to run as root" grep -q 'warning: not 
 check_eq "unreadable file: format unknown, not guessed from its name" unknown "$(jq -r '.images[0].format' <<<"$J")"
 check_eq "unreadable file: not-readable warning, so never ok" warning "$(finding_sev "$J" secret.raw not-readable)"
 
+# --- the default search: a user's image directories are theirs ----------------------------------------
+# With no path, audit walks every user's ~/.local/share/{libvirt,gnome-boxes}/images. The daily
+# audit runs as root: a symlink a user puts there, to a directory they cannot read, must not
+# make root look into it; a directory of their own elsewhere (images moved to a bigger disk) is
+# still audited. The users come from /etc/passwd: a copy with one test user is bind-mounted over
+# it in a mount namespace of its own (unshare -m), so the host's file is never touched.
+if command -v unshare >/dev/null && unshare -m true 2>/dev/null; then
+  U=$IT_TMP/home-u
+  mkdir -p "$U/.local/share" "$S/rootonly" "$S/theirs"
+  qemu-img create -q -f qcow2 "$S/rootonly/vault.qcow2" 1M
+  qemu-img create -q -f qcow2 "$S/theirs/moved.qcow2" 1M
+  chmod 0700 "$S/rootonly"
+  mkdir -p "$U/.local/share/libvirt" "$U/.local/share/gnome-boxes"
+  ln -s "$S/theirs" "$U/.local/share/libvirt/images"
+  ln -s "$S/rootonly" "$U/.local/share/gnome-boxes/images"
+  chown -h -R 4242:4242 "$U" "$S/theirs"
+  { cat /etc/passwd; echo "vmcsumtest:x:4242:4242::$U:/bin/sh"; } >"$IT_TMP/passwd"
+  set +e
+  J=$(unshare -m sh -c 'mount --bind "$1" /etc/passwd && shift && exec "$@"' _ "$IT_TMP/passwd" \
+    "$VMCSUM" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/none" \
+    --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" 2>"$IT_TMP/homes.err")
+  rc=$?
+  set -e
+  check "default search: a document" jq -e .schema <<<"$J"
+  check_eq "default search: the user's own directory behind the symlink is audited" 1 \
+    "$(jq --arg p "$S/theirs/moved.qcow2" '[.images[] | select(.path == $p)] | length' <<<"$J")"
+  check_eq "default search: root's directory behind the user's symlink is not" 0 \
+    "$(jq --arg p "$S/rootonly/vault.qcow2" '[.images[] | select(.path == $p)] | length' <<<"$J")"
+  check_eq "default search: root's directory is not among the places searched" 0 \
+    "$(jq --arg p "$S/rootonly" '[.searched[] | select(. == $p)] | length' <<<"$J")"
+  check "default search: a note says why it was not audited" \
+    jq -e --arg p "$S/rootonly" '.notes | any(contains($p) and contains("does not own"))' <<<"$J"
+  note "default search: exit $rc"
+else
+  note "SKIP default search: no unshare -m here (a mount namespace for a private /etc/passwd)"
+fi
+
 # --- a cold tree: directories read ahead, more looks at once (issue 16) ------------------------------
 # A cold walk reads its directories ahead on 8 threads (walk_prefetch_threads in audit.cpp) and
 # the looks' pool grows from 4 threads when looks read the disk; what a cold audit finds must be

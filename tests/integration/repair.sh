@@ -136,6 +136,78 @@ undo_trust() { # NAME DIR
   rm -f -- "$u"
   mv -- "$u.away" "$u"
 
+  # The backup names the image's canonical path; a directory on it swapped for a symlink since
+  # (what a user who owns that directory can do) must not send the restore elsewhere, --force or
+  # not: the path is resolved with no symlink followed anywhere (the old undo followed it and
+  # wrote the backed-up bytes into the file the symlink led to).
+  local sub=$MNT/undo-sub other=$MNT/undo-other w wbk wsha osha
+  mkdir -p -- "$sub" "$other"
+  w=$sub/w.raw
+  fresh_record
+  dd if=/dev/urandom of="$w" bs=256K count=1 status=none
+  sync
+  damage_sectors "$w" 4096 1 differ
+  vrepair "$w"
+  check_eq "$name: trust: w.raw in a subdirectory repaired" "repaired 0" "$(jf '.files[0].action') $RC"
+  wbk=$(jf '.files[0].backup')
+  # The file elsewhere holds what the repair left (so nothing but the path tells it apart): the
+  # old undo --force wrote the backed-up bad bytes into it.
+  cp --reflink=never -- "$w" "$other/w.raw"
+  sync
+  osha=$(sha_of "$other/w.raw")
+  mv -- "$sub" "$sub.real"
+  ln -s -- "$other" "$sub"
+  vundo "$wbk" --force --prefer-mirror 2 # copy 2's bytes: not what the repair wrote (copy 1's)
+  check_eq "$name: trust: a directory on the path swapped for a symlink: refused not-regular, exit 3 (--force)" \
+    "refused not-regular 3" "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
+  check "$name: trust: the reason names the symlink" jq -e '.files[0].reason | test("symlink")' "$OUT"
+  check_eq "$name: trust: the file the symlink leads to is untouched" "$osha" "$(sha_of "$other/w.raw")"
+  rm -f -- "$sub"
+  mv -- "$sub.real" "$sub"
+  # Another inode with two links at the image's name (a hard link to a file someone could not
+  # write): --force restores into a replaced image (one link, as `set` leaves it), never there.
+  wsha=$(sha_of "$w")
+  mv -- "$w" "$w.away"
+  ln -- "$other/w.raw" "$w"
+  vundo "$wbk" --force --prefer-mirror 2
+  check_eq "$name: trust: a hard link at the image's name: refused different-file, exit 3 (--force)" \
+    "refused different-file 3" "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
+  check_eq "$name: trust: the hard-linked file is untouched" "$osha" "$(sha_of "$other/w.raw")"
+  rm -f -- "$w"
+  mv -- "$w.away" "$w"
+  check_eq "$name: trust: w.raw as the repair left it" "$wsha" "$(sha_of "$w")"
+  rm -rf -- "$sub" "$other"
+
+  # Two images that give one backup name (the same base name and inode number, in two
+  # subvolumes, repaired in the same second): two backups, each restoring its own image (the old
+  # repair renamed the second over the first).
+  local s1=$MNT/undo-s1 s2=$MNT/undo-s2 bk1 bk2 sha1 sha2
+  btrfs subvolume create "$s1" >/dev/null
+  btrfs subvolume create "$s2" >/dev/null
+  fresh_record
+  dd if=/dev/urandom of="$s1/disk.img" bs=256K count=1 status=none
+  dd if=/dev/urandom of="$s2/disk.img" bs=256K count=1 status=none
+  sync
+  check_eq "$name: trust: both disk.img have one inode number" "$(stat -c %i "$s1/disk.img")" "$(stat -c %i "$s2/disk.img")"
+  damage_sectors "$s1/disk.img" 4096 1 differ
+  damage_sectors "$s2/disk.img" 4096 1 differ
+  vrepair "$s1/disk.img" "$s2/disk.img"
+  check_eq "$name: trust: both disk.img repaired" "repaired repaired 0" \
+    "$(jf -r '[.files[].action] | join(" ")') $RC"
+  bk1=$(jf -r '.files[0].backup')
+  bk2=$(jf -r '.files[1].backup')
+  check_fails "$name: trust: two backups, two names" test "$bk1" == "$bk2"
+  check "$name: trust: backup 1 exists" test -f "$bk1"
+  check "$name: trust: backup 2 exists" test -f "$bk2"
+  sha1=$(sha_of "$s1/disk.img")
+  sha2=$(sha_of "$s2/disk.img")
+  vundo "$bk1" -n
+  check_eq "$name: trust: backup 1 restores s1's image" "$s1/disk.img" "$(jf -r '.files[0].path')"
+  vundo "$bk2" -n
+  check_eq "$name: trust: backup 2 restores s2's image" "$s2/disk.img" "$(jf -r '.files[0].path')"
+  check_eq "$name: trust: dry runs changed nothing" "$sha1 $sha2" "$(sha_of "$s1/disk.img") $(sha_of "$s2/disk.img")"
+  btrfs subvolume delete "$s1" "$s2" >/dev/null
+
   # Backups only go to a directory nobody else can write.
   local open_bk=$IT_TMP/open-backup
   mkdir -p -- "$open_bk"

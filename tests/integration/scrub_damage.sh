@@ -326,6 +326,7 @@ run_pass() {
   dwrite "$MNT/m1.raw" 256K 0xaa   # btrfs/140: the first 64 KiB of mirror 1
   dwrite "$MNT/m2.raw" 256K 0xaa   # the same on the second copy (issue 19's first case)
   dwrite "$MNT/same.raw" 256K 0xaa # btrfs/268: both copies of a block, same bytes
+  dwrite "$MNT/fills.raw" 256K 0xaa # btrfs/265-268's fills, a different byte on each copy
   touch "$MNT/comp1.raw" "$MNT/compall.raw"
   btrfs property set "$MNT/comp1.raw" compression zstd
   btrfs property set "$MNT/compall.raw" compression zstd
@@ -348,6 +349,8 @@ run_pass() {
   plan "$MNT/m2.raw" 65536 65536 2 0xbb
   plan "$MNT/same.raw" 0 4096 1,2 0xba
   plan "$MNT/same.raw" 131072 4096 1,2 0xba
+  plan "$MNT/fills.raw" 8192 8192 1 0xbb # copies that differ, none matching: the shape of the
+  plan "$MNT/fills.raw" 8192 8192 2 0xbc # race's signature, but each copy one byte repeated
   local comp1 compall
   comp1=$(plan_compressed "$MNT/comp1.raw" 1 0xbb)
   compall=$(plan_compressed "$MNT/compall.raw" 1 0xbb) # different bytes on each copy:
@@ -360,7 +363,7 @@ run_pass() {
   probe "$MNT/nocow_clean.raw"
   probe "$MNT/nodsum.raw"
   apply_damage
-  local -a files=(m1.raw m2.raw same.raw comp1.raw compall.raw ref.raw ref2.raw snap/ref.raw
+  local -a files=(m1.raw m2.raw same.raw fills.raw comp1.raw compall.raw ref.raw ref2.raw snap/ref.raw
     nocow.raw nocow_clean.raw nodsum.raw)
   scrub "${files[@]/#/$MNT/}"
   common_checks raid1
@@ -379,6 +382,15 @@ run_pass() {
     check_eq "$PASS raid1: same.raw: undetermined (no copy matches, no race evidence)" '["undetermined"]' \
       "$(jb same.raw '[.[].class] | unique')"
   fi
+  offsets_eq raid1 fills.raw 8192 8192
+  check_eq "$PASS raid1: fills.raw: copies differ, none matches, uniform-copy, no race-signature" \
+    '["false false true false"]' \
+    "$(jb fills.raw '[.[] | "\(any(.copies[]; .matches)) \(.copies_identical) \((.evidence_codes // []) | index("uniform-copy") != null) \((.evidence_codes // []) | index("race-signature") != null)"] | unique')"
+  if [[ $PASS == gap ]]; then
+    check_eq "$PASS raid1: fills.raw: undetermined (a fill is no version of written data)" '["undetermined"]' \
+      "$(jb fills.raw '[.[].class] | unique')"
+  fi
+  eio_all raid1 fills.raw 8192 12288
   check_eq "$PASS raid1: comp1.raw: the damaged on-disk sector, media, compressed-extent" \
     "[\"$comp1 media true\"]" \
     "$(jb comp1.raw '[.[] | "\(.logical) \(.class) \((.evidence_codes // []) | index("compressed-extent") != null)"] | unique')"

@@ -372,4 +372,42 @@ check_eq "writer: no bad sector, no divergent range" "0 0" "$(jfw '"\(.bad | len
 check_eq "writer: exit 0" 0 "$BG_RC"
 check_eq "writer: btrfs scrub finds nothing uncorrectable" 0 "$(btrfs_scrub_uncorrectable "$MNT")"
 check_schema --by-name "$OUTW"
+
+# --- scrub: an O_DIRECT reader is no race evidence, an O_DIRECT writer is ----------------------------
+# A sector whose two copies hold the same wrong bytes, written in a gap of the kernel record (a
+# fresh state directory): nothing but a writer tells the race from media damage there
+# (undetermined). A backup tool reading the image with O_DIRECT cannot have written it: the old
+# scrub took any O_DIRECT opener as the writer and called the sector false-mismatch.
+make_btrfs --size 512 -- -d dup -m dup
+dd if=/dev/urandom of="$MNT/r.raw" bs=1M count=2 status=none
+sync
+damage_sectors "$MNT/r.raw" 8192 1 all
+drop_caches
+for how in reader writer; do
+  hold=(--direct)
+  [[ $how == writer ]] && hold+=(--write)
+  rm -f -- "$IT_TMP/held.$how"
+  "$HOLD" "${hold[@]}" --ready "$IT_TMP/held.$how" "$MNT/r.raw" &
+  hp=$!
+  bg_track "$hp"
+  wait_file "$IT_TMP/held.$how"
+  OUTR=$IT_TMP/odirect.$how.json
+  rc=0
+  VMCSUM_STATE_DIR=$IT_TMP/gap.$how "$VMCSUM" --json scrub --no-progress --no-history \
+    --kernel-pass none --libvirt-dir "$IT_TMP" --libvirt-run-dir "$IT_TMP" --pve-dir "$IT_TMP" \
+    "$MNT/r.raw" >"$OUTR" 2>"$OUTR.err" || rc=$?
+  kill "$hp" 2>/dev/null || true
+  wait "$hp" 2>/dev/null || true
+  bg_untrack "$hp"
+  check_eq "O_DIRECT $how: one bad sector at 8192, identical copies, exit 2" \
+    "8192 true 2" "$(jq -r '.files[0].bad[] | "\(.offset) \(.copies_identical)"' "$OUTR" 2>/dev/null) $rc"
+  if [[ $how == reader ]]; then
+    check_eq "O_DIRECT reader: undetermined, no o-direct-open" "undetermined false" \
+      "$(jq -r '.files[0].bad[0] | "\(.class) \(.evidence_codes | index("o-direct-open") != null)"' "$OUTR")"
+  else
+    check_eq "O_DIRECT writer: false-mismatch, o-direct-open" "false-mismatch true" \
+      "$(jq -r '.files[0].bad[0] | "\(.class) \(.evidence_codes | index("o-direct-open") != null)"' "$OUTR")"
+  fi
+  check_schema --by-name "$OUTR"
+done
 finish

@@ -193,6 +193,41 @@ TEST_CASE("row 3: a possible kernel and race evidence make a false mismatch")
   CHECK(has(c.evidence, "o-direct-configured"));
 }
 
+TEST_CASE("row 3: a failing copy that is one byte repeated is never a false mismatch")
+{
+  // Zeros on one copy and other wrong bytes on the other: two kinds of damage, not the
+  // signature (a fill is no version of a guest's data).
+  auto zeros = sector({false, false});
+  zeros.copies[0].fill = 0x00;
+  CHECK_FALSE(race_signature(zeros));
+  classify(zeros, {});
+  CHECK(zeros.cls == BadClass::undetermined);
+  CHECK(has(zeros.evidence, "uniform-copy"));
+  CHECK_FALSE(has(zeros.evidence, "race-signature"));
+  // fstests' fills (0xb1, 0xb2, 0xb3 on the three copies of raid1c3).
+  auto fills = sector({false, false, false});
+  for (size_t i = 0; i < 3; ++i) {
+    fills.copies[i].fill = static_cast<uint8_t>(0xb1 + i);
+  }
+  CHECK(verdict(fills) == BadClass::undetermined);
+  // Neither an O_DIRECT writer nor a signature sector of the same window makes it one.
+  ClassifyContext writer;
+  writer.o_direct = true;
+  writer.configured_o_direct = true;
+  writer.signature_windows = {"gap:start"};
+  CHECK(verdict(zeros, writer) == BadClass::undetermined);
+  // With a copy that matches: the disk lost a copy (media), which btrfs repairs.
+  auto lost = sector({true, false});
+  lost.copies[1].fill = 0x00;
+  CHECK(verdict(lost, writer) == BadClass::media);
+  // Excluding evidence still says media.
+  auto comp = zeros;
+  comp.compressed = true;
+  CHECK(verdict(comp) == BadClass::media);
+  // Without a fill the same sector is the signature.
+  CHECK(verdict(sector({false, false})) == BadClass::false_mismatch);
+}
+
 TEST_CASE("row 4: without race evidence, media where a copy matches, else undetermined")
 {
   ClassifyContext none;

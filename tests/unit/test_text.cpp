@@ -31,6 +31,21 @@ TEST_CASE("escape_name keeps UTF-8 and escapes everything else reversibly")
   CHECK(escape_name("back\\slash") == "back\\\\slash");
   CHECK(escape_name("\x1b[31m") == "\\x1b[31m");
   CHECK(is_valid_utf8(escape_name("\xc3\x28\xa0\xa1\xe2\x28\xa1")));
+  // Controls a terminal acts on although they are valid UTF-8: C1 (U+009B, CSI) and the
+  // bidirectional overrides (U+202E shows "gpj.raw" as "war.jpg"), escaped byte by byte.
+  CHECK(escape_name("a\xc2\x9b"
+                    "31m") == "a\\xc2\\x9b31m");
+  CHECK(escape_name("x\xe2\x80\xae"
+                    "war.jpg") == "x\\xe2\\x80\\xaewar.jpg");
+  CHECK(escape_name("\xe2\x81\xa6"
+                    "a") == "\\xe2\\x81\\xa6a");           // U+2066
+  CHECK(escape_name("\xe2\x80\x8f") == "\\xe2\\x80\\x8f"); // U+200F
+  CHECK(escape_name("\xc2\xa0") == "\xc2\xa0");            // U+00A0: printable
+  CHECK(escape_name("\xe2\x80\x94") == "\xe2\x80\x94");    // U+2014: printable
+  for (const char* name : {"a\xc2\x9b", "x\xe2\x80\xae"
+                                        "war.jpg"}) {
+    CHECK(unescape_name(escape_name(name)) == name);
+  }
 }
 
 TEST_CASE("human_bytes uses binary units")

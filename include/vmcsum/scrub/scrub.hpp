@@ -65,6 +65,10 @@ struct SectorCopy
   // it when the device copy fails its csum. devid, device and physical are then those of the
   // parity unit used (Q for from-p-q); the bytes are on no device.
   std::string rebuilt;
+  // The byte every byte of a device copy that fails its csum holds, when they are all one
+  // (zeros, 0xff, a fill pattern): what a lost or unwritten sector, a device's fill or
+  // deliberate damage leaves, not a version of data a guest wrote (classify: "uniform-copy").
+  std::optional<uint8_t> fill;
 };
 
 // RAID5/6: a parity unit (P or Q) of a full stripe the file touches that does not hold the
@@ -128,7 +132,7 @@ struct DivergentRange
 // fill it.
 struct ClassifyContext
 {
-  // Image open with O_DIRECT now (/proc; nullopt: unknown).
+  // Image open for writing with O_DIRECT now (/proc; nullopt: unknown).
   std::optional<bool> o_direct;
   // What the VM configurations naming the image say (libvirt cache='none'/'directsync',
   // Proxmox, a running QEMU's -drive): true when one opens it with O_DIRECT, false when they
@@ -145,7 +149,9 @@ struct ClassifyContext
 
 // The race's signature on one sector: two or more copies, none matching its checksum, and not
 // all holding the same bytes (two independent wrong versions of one sector are not what media
-// does; the race leaves a copy per moment the buffer was transferred).
+// does; the race leaves a copy per moment the buffer was transferred), none of them one byte
+// repeated (SectorCopy::fill: zeros on one copy and a bit flip on the other is two kinds of
+// damage, not two versions of a guest's data).
 bool race_signature(const BadSector& bad);
 // The same for a divergent range: three or more copies, all different.
 bool race_signature(const DivergentRange& d);
@@ -157,7 +163,8 @@ bool race_signature(const DivergentRange& d);
 //  2. a copy unreadable, or device errors on a failing copy's device -> media;
 //  3. a kernel that may have written it zero-copy (known, or a gap of the record) together with
 //     race evidence (the signature, another signature sector written in the same window, an
-//     O_DIRECT writer open now or configured) -> false-mismatch;
+//     O_DIRECT writer open now or configured), and no failing copy one byte repeated (a lost
+//     sector or a fill is no version of written data) -> false-mismatch;
 //  4. otherwise media where a copy matches, else undetermined.
 // Sets cls, repairable and evidence. Pure: no I/O.
 void classify(BadSector& bad, const ClassifyContext& ctx);

@@ -67,8 +67,10 @@ public:
   bool armed() const { return m_armed; }
 
   // fsync, renameat(2) over dirfd/target, marker dropped, directory fsync'ed: the temp file
-  // is the target now. Throws Error (the temp file stays armed on failure).
-  void commit(const std::string& target);
+  // is the target now. Throws Error (the temp file stays armed on failure); with Replace::no
+  // an existing target is left as it is (renameat2 RENAME_NOREPLACE: EEXIST).
+  enum class Replace { yes, no };
+  void commit(const std::string& target, Replace replace = Replace::yes);
   // Removes the ownership marker (once the inode is, or is about to be, the real file).
   void drop_marker();
 

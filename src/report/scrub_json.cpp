@@ -84,12 +84,13 @@ Json parity_json(const ParityMismatch& m)
 
 } // namespace
 
-// The worst of a file's results, in audit's words: critical for a mismatch, diverging copies
-// or an EIO the copies do not explain (what makes exit status 2), warning when it could not be
-// scrubbed, info otherwise.
+// The worst of a file's results, in audit's words: critical for a mismatch, diverging copies,
+// an EIO the copies do not explain (what makes exit status 2) or metadata btrfs cannot read,
+// warning when it could not be scrubbed otherwise, info otherwise.
 const char* scrub_severity(const FileScrub& f)
 {
-  if (!f.bad.empty() || !f.divergent.empty() || !f.kernel_only_eio.empty()) {
+  if (!f.bad.empty() || !f.divergent.empty() || !f.kernel_only_eio.empty() ||
+      f.metadata_unreadable) {
     return "critical";
   }
   // Stale RAID5/6 parity loses data only if a device goes too: btrfs scrub rewrites it.

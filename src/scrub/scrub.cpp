@@ -1463,6 +1463,14 @@ FileScrub Scrubber::scrub_open(int fd, const struct stat& st, const std::string&
     }
   } catch (const Error& e) {
     f.error = e.what();
+    // Data reads handle EIO per sector (copy-unreadable, the kernel pass); one that ends the
+    // file's scrub came from a tree search: btrfs found no good copy of a metadata block.
+    if (e.sys_errno() == EIO) {
+      f.metadata_unreadable = true;
+      *f.error += ": btrfs could not read this file's metadata (a checksum or extent tree block "
+                  "bad on every copy); `btrfs check --readonly` on the unmounted filesystem "
+                  "tells more";
+    }
   } catch (const Moved&) {
     f = FileScrub{};
     f.path = path;

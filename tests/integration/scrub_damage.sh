@@ -488,5 +488,37 @@ run_pass() {
 
 run_pass gap
 run_pass recorded
+
+# --- metadata bad on every copy: a leaf of the checksum tree --------------------------------------
+# Both copies (dup) of a non-root csum tree leaf overwritten: btrfs cannot read the checksums of
+# the sectors it covers. Oracle: the kernel's EIO on an O_DIRECT read of the file. vmcsum cannot
+# finish the file (exit 3), and says so as a disk problem (severity critical), not as "not
+# scrubbed" (the old scrub: warning, and the bare ioctl error).
+PASS=meta
+export VMCSUM_STATE_DIR=$IT_TMP/state.meta
+mkdir -p "$VMCSUM_STATE_DIR"
+new_fs meta 1 -d single -m dup
+dd if=/dev/urandom of="$MNT/big.raw" bs=1M count=64 status=none
+sync
+unmount_btrfs
+btrfs inspect-internal dump-tree -t csum "${DEVS[0]}" >"$D/csum-tree"
+leaf=$(awk '$1 == "leaf" { print $2 }' "$D/csum-tree" | sed -n 2p)
+check "meta: the checksum tree has a second leaf (a node above it)" test -n "$leaf"
+btrfs-map-logical -l "$leaf" -b 16384 "${DEVS[0]}" >"$D/leaf-copies" 2>/dev/null || true
+check_eq "meta: the leaf has two copies (dup)" 2 "$(awk '$1 == "mirror"' "$D/leaf-copies" | wc -l)"
+awk '$1 == "mirror" { print $6, $8 }' "$D/leaf-copies" | while read -r phys dev; do
+  dd if=/dev/urandom of="$dev" bs=16384 count=1 seek="$phys" oflag=seek_bytes,direct conv=notrunc,fsync status=none
+done
+_it_flushbufs "${DEVS[@]}"
+mount_btrfs
+drop_caches
+check "meta: oracle: the kernel's EIO on an O_DIRECT read of the file" \
+  bash -c "! dd if='$MNT/big.raw' of=/dev/null bs=1M iflag=direct status=none 2>/dev/null"
+scrub "$MNT/big.raw"
+check_eq "meta: could not complete: exit 3" 3 "$(cat "$D/scrub.rc")"
+check_eq "meta: severity critical, not examined" "critical false" \
+  "$(jq -r '.files[0] | "\(.severity) \(.examined)"' "$D/scrub.json")"
+check "meta: the error says the metadata could not be read" \
+  jq -e '.files[0].error | test("metadata") and test("btrfs check")' "$D/scrub.json"
 check_schema --by-name "$IT_TMP"/json-docs/*
 finish

@@ -3,6 +3,7 @@
 //
 // The scrub decision table, one case per row (src/scrub/scrub_classify.cpp; issue 19). Cases are
 // asserted by evidence code, never by the English sentences.
+#include <vmcsum/report/json.hpp>
 #include <vmcsum/scrub/scrub.hpp>
 
 #include <doctest/doctest.h>
@@ -328,4 +329,26 @@ TEST_CASE("the configured cache mode: cache=none/directsync count, others are sa
         std::vector<std::string>{"proxmox:100 cache=writeback", "libvirt:vm2 cache=default"});
   apply_configured({wb, none}, ctx);
   CHECK(ctx.configured_o_direct == true);
+}
+
+TEST_CASE("scrub severity: findings and unreadable metadata are critical")
+{
+  FileScrub f;
+  f.examined = true;
+  CHECK(std::string(scrub_severity(f)) == "info");
+  ParityMismatch stale;
+  stale.stale_sectors = 1;
+  f.parity.push_back(stale);
+  CHECK(std::string(scrub_severity(f)) == "warning");
+  FileScrub refused;
+  refused.error = "not on btrfs";
+  CHECK(std::string(scrub_severity(refused)) == "warning");
+  FileScrub meta = refused;
+  meta.error = "BTRFS_IOC_TREE_SEARCH_V2: Input/output error";
+  meta.metadata_unreadable = true;
+  CHECK(std::string(scrub_severity(meta)) == "critical");
+  FileScrub bad;
+  bad.examined = true;
+  bad.bad.emplace_back();
+  CHECK(std::string(scrub_severity(bad)) == "critical");
 }

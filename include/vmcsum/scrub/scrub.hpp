@@ -226,6 +226,9 @@ struct FileScrub
   std::string path;
   bool examined = false;
   std::optional<std::string> error;
+  // The error was the kernel's EIO on reading the filesystem's own trees for this file (its
+  // checksum or extent items): metadata damaged on every copy, a disk problem in itself.
+  bool metadata_unreadable = false;
   uint64_t size = 0;
   uint64_t checked_bytes = 0;    // bytes of sectors with a csum, every copy read
   uint64_t checked_sectors = 0;  // sectors with a csum

@@ -119,33 +119,50 @@ sys::Fd reopen(int fd, int flags, const struct stat& want, const std::string& di
   return f;
 }
 
-sys::Fd open_regular(const std::string& path, struct stat& st)
+sys::Fd open_regular(const std::string& path, struct stat& st, struct stat* dir_st)
 {
   // The path a backup names is the image's canonical path: no component of it was a symlink
-  // when the backup was taken. Resolved from "/" with no symlink followed anywhere
-  // (sys::openat_beneath: openat2 RESOLVE_NO_SYMLINKS, or one component at a time), so a
-  // directory on the way that someone swapped for a symlink since cannot send the write to
-  // another file. O_NONBLOCK: a FIFO put in the image's place never blocks the open.
-  if (path.empty() || path.front() != '/') {
+  // when the backup was taken. Its directory is resolved from "/" with no symlink followed
+  // anywhere (sys::openat_beneath: openat2 RESOLVE_NO_SYMLINKS, or one component at a time), so
+  // a directory on the way that someone swapped for a symlink since cannot send the write to
+  // another file; the file is opened in that very directory. O_NONBLOCK: a FIFO put in the
+  // image's place never blocks the open; O_NOFOLLOW: a symlink there is not followed.
+  const auto slash = path.find_last_of('/');
+  if (path.empty() || path.front() != '/' || slash + 1 >= path.size()) {
     throw Stop{RepairAction::refused, "cannot-examine",
-               escape_name(path) + ": not an absolute path: not opened"};
+               escape_name(path) + ": not an absolute path of a file: not opened"};
   }
-  sys::Fd root(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
-  sys::Fd fd;
-  if (root) {
-    fd.reset(sys::openat_beneath(*root, path.substr(1), O_RDONLY | O_NONBLOCK));
-  }
-  if (!fd) {
-    const int err = errno;
+  auto refuse = [&](int err) {
+    // ELOOP/EXDEV: a symlink met (openat2, or one component at a time); ENOTDIR: the last
+    // directory of the path is a symlink (O_PATH|O_NOFOLLOW opened the link) or a file now.
+    const bool replaced = err == ELOOP || err == EXDEV || err == ENOTDIR;
     throw Stop{RepairAction::refused,
-               err == ENOENT  ? "not-found"
-               : err == ELOOP ? "not-regular"
-                              : "cannot-examine",
+               err == ENOENT ? "not-found"
+               : replaced    ? "not-regular"
+                             : "cannot-examine",
                "open " + escape_name(path) + ": " +
-                 (err == ELOOP || err == EXDEV
-                    ? std::string("a symlink on the way (the path named was canonical: "
-                                  "something on it was replaced since)")
-                    : errno_text(err))};
+                 (replaced ? std::string("a symlink or a file on the way, not a directory (the "
+                                         "path named was canonical: something on it was "
+                                         "replaced since)")
+                           : errno_text(err))};
+  };
+  sys::Fd root(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!root) {
+    refuse(errno);
+  }
+  const std::string parent = path.substr(1, slash == 0 ? 0 : slash - 1);
+  sys::Fd dir(parent.empty() ? ::dup(*root)
+                             : sys::openat_beneath(*root, parent, O_PATH | O_DIRECTORY));
+  if (!dir) {
+    refuse(errno);
+  }
+  if (dir_st && ::fstat(*dir, dir_st) < 0) {
+    stop_on_errno(errno, "io-error", "fstat the directory of " + path);
+  }
+  sys::Fd fd(
+    ::openat(*dir, path.c_str() + slash + 1, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) {
+    refuse(errno);
   }
   if (::fstat(*fd, &st) < 0) {
     stop_on_errno(errno, "io-error", "fstat " + path);

@@ -49,7 +49,8 @@ sys::Fd reopen(int fd, int flags, const struct stat& want, const std::string& di
 // The image named `path` (absolute, canonical), opened read-only without blocking and without
 // following a symlink anywhere on the path, and refused unless it is a regular file (a FIFO, device
 // or socket is never read or opened for writing). `st` receives its fstat.
-sys::Fd open_regular(const std::string& path, struct stat& st);
+// `dir_st`, when given, receives the fstat of the directory it was found in.
+sys::Fd open_regular(const std::string& path, struct stat& st, struct stat* dir_st = nullptr);
 
 // The digest (sys::Hasher) of what was written, per rewritten range: what readback_hash gives
 // for each range read back (Readback::range_digests), so the two compare as strings.

@@ -33,7 +33,9 @@ std::string scrub_advice(const std::string& mount_point)
 
 std::optional<unsigned> choose_mirror(const BadSector& bad, std::optional<unsigned> prefer)
 {
-  std::optional<unsigned> lowest;
+  // A copy that is one byte repeated (zeros, a fill: "uniform-copy") is what a lost sector
+  // leaves, no version of the data: any other copy is closer to what was written.
+  std::optional<unsigned> lowest, lowest_fill;
   for (const auto& c : bad.copies) {
     // A RAID5/6 rebuild is bytes on no device: repair backs up and writes device copies only.
     if (c.read_error || !c.rebuilt.empty()) {
@@ -42,11 +44,12 @@ std::optional<unsigned> choose_mirror(const BadSector& bad, std::optional<unsign
     if (prefer && c.mirror == *prefer) {
       return c.mirror;
     }
-    if (!lowest || c.mirror < *lowest) {
-      lowest = c.mirror;
+    auto& best = c.fill ? lowest_fill : lowest;
+    if (!best || c.mirror < *best) {
+      best = c.mirror;
     }
   }
-  return lowest;
+  return lowest ? lowest : lowest_fill;
 }
 
 SectorDecision decide_sector(const BadSector& bad, const RepairChoice& choice)

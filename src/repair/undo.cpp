@@ -141,7 +141,8 @@ void Undo::check_backup()
 
 void Undo::open_target()
 {
-  sys::Fd ro = open_regular(m_header.path, m_st);
+  struct stat dir_st = {};
+  sys::Fd ro = open_regular(m_header.path, m_st, &dir_st);
   const btrfs::FsInfo info = btrfs::fs_info(*ro, m_header.path);
   const uint64_t subvol = btrfs::subvolume_id(*ro, m_header.path);
   if (info.fsid != m_header.fsid || subvol != m_header.subvolume) {
@@ -164,6 +165,20 @@ void Undo::open_target()
                  " is another file than the one the backup was taken "
                  "of, with " +
                  std::to_string(m_st.st_nlink) + " hard links: not restored (--force or not)"};
+  }
+  // In a directory another user may rename in (group or world writable without the sticky bit,
+  // or theirs), another inode at the image's name can be any file they moved there, root's own
+  // included: only the inode backed up is restored there.
+  const bool others_rename =
+    (dir_st.st_uid != 0 && dir_st.st_uid != ::geteuid()) ||
+    ((dir_st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (dir_st.st_mode & S_ISVTX) == 0);
+  if (static_cast<uint64_t>(m_st.st_ino) != m_header.inode && others_rename) {
+    throw Stop{RepairAction::refused, "different-file",
+               escape_name(m_header.path) +
+                 " is another file than the one the backup was taken of, in a directory others "
+                 "may rename in (owner uid " +
+                 std::to_string(dir_st.st_uid) +
+                 ", or group or world writable): not restored (--force or not)"};
   }
   m_fd = reopen(*ro, O_RDWR, m_st, m_header.path);
 }

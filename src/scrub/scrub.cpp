@@ -1192,6 +1192,7 @@ void Scrubber::match_kernel_eio(FsCtx& fs, FileScrub& f, const std::vector<uint6
 bool Scrubber::read_repaired(FsCtx& fs, BadSector& b)
 {
   const auto before = b.copies;
+  const bool identical_before = b.copies_identical;
   std::vector<uint8_t> exp;
   for (size_t k = 0; k + 1 < b.expected_csum.size(); k += 2) {
     exp.push_back(static_cast<uint8_t>(std::stoul(b.expected_csum.substr(k, 2), nullptr, 16)));
@@ -1202,6 +1203,7 @@ bool Scrubber::read_repaired(FsCtx& fs, BadSector& b)
     repaired = repaired && c.matches;
   }
   b.copies = before;
+  b.copies_identical = identical_before; // fill_copies set it for the copies as they are now
   return repaired;
 }
 

@@ -15,6 +15,52 @@
 namespace vmcsum::sys {
 
 namespace {
+// Whether another user could rename or replace what directory `st` holds: it belongs to someone
+// else than root and us, or others may write it without the sticky bit (with it, as in /tmp,
+// they cannot rename what is not theirs).
+bool others_control(const struct stat& st)
+{
+  if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
+    return true;
+  }
+  return (st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0;
+}
+
+// Every directory above `dir`, on the path as given and on the path it resolves to, must be
+// out of other users' hands: one who may rename an entry of an ancestor can move the private
+// directory away and put their own in its place (the backups --undo needs gone, a record of
+// theirs read). A symlink on the way is judged by the directory holding it.
+void check_ancestors(const std::string& dir)
+{
+  std::vector<std::string> paths = {dir};
+  if (char* real = ::realpath(dir.c_str(), nullptr)) {
+    paths.emplace_back(real);
+    std::free(real);
+  }
+  for (const auto& p : paths) {
+    if (p.empty() || p.front() != '/') {
+      continue; // a relative path: the state directory must be absolute (cli), backups too
+    }
+    for (size_t slash = p.find_last_of('/'); slash != std::string::npos && slash > 0;
+         slash = p.find_last_of('/', slash - 1)) {
+      const std::string up = p.substr(0, slash);
+      struct stat st = {};
+      if (::stat(up.c_str(), &st) < 0) {
+        throw_errno(Errc::io, errno, "stat", up);
+      }
+      if (others_control(st)) {
+        throw Error(Errc::permission,
+                    "refusing a directory below " + up + " (owner uid " +
+                      std::to_string(st.st_uid) +
+                      (st.st_mode & (S_IWGRP | S_IWOTH) ? ", group or world writable" : "") +
+                      "): another user could replace it; choose one whose parents only root "
+                      "can change",
+                    dir);
+      }
+    }
+  }
+}
+
 void check_private(const std::string& dir)
 {
   struct stat st = {};
@@ -37,6 +83,7 @@ void check_private(const std::string& dir)
                 "chmod go-w it",
                 dir);
   }
+  check_ancestors(dir);
 }
 } // namespace
 

@@ -178,6 +178,49 @@ undo_trust() { # NAME DIR
   check_eq "$name: trust: w.raw as the repair left it" "$wsha" "$(sha_of "$w")"
   rm -rf -- "$sub" "$other"
 
+  # In a directory others may rename in (group writable, no sticky bit: a shared pool), another
+  # inode at the image's name can be any file they moved there, root's own included: --force
+  # restores only into the inode backed up there (the old undo restored into whatever one-link
+  # file it found).
+  local shared=$MNT/undo-shared g gbk gsha
+  mkdir -p -- "$shared"
+  chmod 2775 -- "$shared"
+  g=$shared/g.raw
+  fresh_record
+  dd if=/dev/urandom of="$g" bs=256K count=1 status=none
+  sync
+  damage_sectors "$g" 4096 1 differ
+  vrepair "$g"
+  check_eq "$name: trust: g.raw in a group-writable directory repaired" "repaired 0" "$(jf '.files[0].action') $RC"
+  gbk=$(jf '.files[0].backup')
+  mv -- "$g" "$g.old"
+  cp --reflink=never -- "$g.old" "$g"
+  sync
+  gsha=$(sha_of "$g")
+  vundo "$gbk" --force --prefer-mirror 2
+  check_eq "$name: trust: another inode in a directory others may rename in: refused different-file (--force)" \
+    "refused different-file 3" "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
+  check_eq "$name: trust: that file is untouched" "$gsha" "$(sha_of "$g")"
+  rm -rf -- "$shared"
+
+  # A backup directory below a directory others may write (no sticky bit): they could move it
+  # away and the backups --undo needs with it (the old repair took it).
+  local ww=$IT_TMP/ww
+  mkdir -p -- "$ww"
+  chmod 0777 -- "$ww"
+  fresh_record
+  damage_sectors "$u" 16384 1 differ
+  usha=$(sha_of "$u")
+  set +e
+  timeout -k 5 300 "$VMCSUM" --json repair --backup-dir "$ww/bk" "$u" >"$OUT" 2>"$ERR"
+  RC=$?
+  set -e
+  check_eq "$name: trust: a backup dir below a world-writable directory: refused backup-dir, exit 3" \
+    "refused backup-dir 3" "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
+  check "$name: trust: the reason names the directory above" jq -e --arg w "$ww" '.files[0].reason | contains($w)' "$OUT"
+  check_eq "$name: trust: below a world-writable directory: image untouched" "$usha" "$(sha_of "$u")"
+  rm -rf -- "$ww"
+
   # Two images that give one backup name (the same base name and inode number, in two
   # subvolumes, repaired in the same second): two backups, each restoring its own image (the old
   # repair renamed the second over the first).

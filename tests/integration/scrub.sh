@@ -154,6 +154,13 @@ run_config() { # NAME NDEV NCOPIES mkfs-args...
   if ((ncopies > 1)); then
     check_eq "$name: one.raw: no EIO (a good copy serves the read)" false \
       "$(jq '.files[] | select(.path | endswith("/one.raw")) | .bad[0].kernel_eio' "$d/kernel.json")"
+    # Whether the kernel's read repaired mirror 1 depends on the mirror its PID picked
+    # (repaired_by_read); either way the copies are reported as the per-copy pass saw them:
+    # one bad, so not identical (after a repair by the read, the old scrub reported the copies
+    # of its re-read: identical).
+    check_eq "$name: one.raw: the copies as the per-copy pass saw them: not identical" false \
+      "$(jq -r '.files[] | select(.path | endswith("/one.raw")) | .bad[0].copies_identical' "$d/kernel.json")"
+    note "$name: one.raw: repaired_by_read $(jq -r '.files[] | select(.path | endswith("/one.raw")) | .bad[0].repaired_by_read' "$d/kernel.json")"
     check_fails "$name: one.raw: dd reads offset 4096" eio_at "$MNT/one.raw" 4096
   fi
   check_schema scrub "$d/clean.json" "$d/bad.json" "$d/kernel.json" "$d/kernel_full.json"

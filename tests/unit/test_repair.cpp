@@ -111,6 +111,24 @@ TEST_CASE("repair: undetermined only with --include-undetermined")
   CHECK(*d.mirror == 1);
 }
 
+TEST_CASE("repair: a copy that is one byte repeated is chosen last")
+{
+  // Mirror 1 zeros (a lost sector), mirror 2 other wrong bytes: mirror 2 is closer to the data.
+  auto b = sector(BadClass::undetermined, {{false, false}, {false, false}});
+  b.copies[0].fill = 0x00;
+  RepairChoice c;
+  c.include_undetermined = true;
+  auto d = decide_sector(b, c);
+  REQUIRE(d.mirror);
+  CHECK(*d.mirror == 2);
+  // Every copy a fill: the lowest of them; --prefer-mirror still wins.
+  b.copies[1].fill = 0xff;
+  CHECK(*decide_sector(b, c).mirror == 1);
+  c.prefer_mirror = 1;
+  b.copies[1].fill.reset();
+  CHECK(*decide_sector(b, c).mirror == 1);
+}
+
 TEST_CASE("repair: a matching copy: false mismatches are read, then rewritten if still "
           "bad, media and undetermined are left to btrfs")
 {

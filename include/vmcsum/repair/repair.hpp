@@ -67,7 +67,8 @@ struct RepairChoice
 // are never rewritten: O_DIRECT writes are never compressed, so the race cannot have produced them.
 SectorDecision decide_sector(const BadSector& bad, const RepairChoice& choice);
 
-// The lowest-numbered readable copy, or `prefer` when that copy exists and was readable.
+// The lowest-numbered readable copy that is not one byte repeated (SectorCopy::fill; the
+// lowest of those when every copy is), or `prefer` when that copy exists and was readable.
 std::optional<unsigned> choose_mirror(const BadSector& bad, std::optional<unsigned> prefer);
 
 // --then-nocow's rule: NOCOW is worth it only where the data has one copy (single, raid0):

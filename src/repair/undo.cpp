@@ -27,6 +27,7 @@
 #include <vmcsum/repair/repair.hpp>
 #include <vmcsum/report/text.hpp>
 #include <vmcsum/set/rewrite.hpp>
+#include <vmcsum/sys/durable_file.hpp>
 #include <vmcsum/sys/lease.hpp>
 
 #include <fcntl.h>
@@ -169,10 +170,7 @@ void Undo::open_target()
   // In a directory another user may rename in (group or world writable without the sticky bit,
   // or theirs), another inode at the image's name can be any file they moved there, root's own
   // included: only the inode backed up is restored there.
-  const bool others_rename =
-    (dir_st.st_uid != 0 && dir_st.st_uid != ::geteuid()) ||
-    ((dir_st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (dir_st.st_mode & S_ISVTX) == 0);
-  if (static_cast<uint64_t>(m_st.st_ino) != m_header.inode && others_rename) {
+  if (static_cast<uint64_t>(m_st.st_ino) != m_header.inode && sys::others_may_rename(dir_st)) {
     throw Stop{RepairAction::refused, "different-file",
                escape_name(m_header.path) +
                  " is another file than the one the backup was taken of, in a directory others "

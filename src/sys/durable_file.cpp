@@ -15,17 +15,6 @@
 namespace vmcsum::sys {
 
 namespace {
-// Whether another user could rename or replace what directory `st` holds: it belongs to someone
-// else than root and us, or others may write it without the sticky bit (with it, as in /tmp,
-// they cannot rename what is not theirs).
-bool others_control(const struct stat& st)
-{
-  if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
-    return true;
-  }
-  return (st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0;
-}
-
 // Every directory above `dir`, on the path as given and on the path it resolves to, must be
 // out of other users' hands: one who may rename an entry of an ancestor can move the private
 // directory away and put their own in its place (the backups --undo needs gone, a record of
@@ -48,7 +37,7 @@ void check_ancestors(const std::string& dir)
       if (::stat(up.c_str(), &st) < 0) {
         throw_errno(Errc::io, errno, "stat", up);
       }
-      if (others_control(st)) {
+      if (others_may_rename(st)) {
         throw Error(Errc::permission,
                     "refusing a directory below " + up + " (owner uid " +
                       std::to_string(st.st_uid) +
@@ -86,6 +75,14 @@ void check_private(const std::string& dir)
   check_ancestors(dir);
 }
 } // namespace
+
+bool others_may_rename(const struct stat& st)
+{
+  if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
+    return true;
+  }
+  return (st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0;
+}
 
 void ensure_private_dir(const std::string& dir)
 {

@@ -79,6 +79,30 @@ set_header() {
   perl -0777 -i -pe "$2" -- "$1"
 }
 
+# damaged_and_repaired NAME FILE : FILE (256 KiB, written in a gap of the kernel record) with one
+# sector damaged the race's way (different bytes on each copy), repaired; BK_OF is its backup.
+damaged_and_repaired() {
+  fresh_record
+  dd if=/dev/urandom of="$2" bs=256K count=1 status=none
+  sync
+  damage_sectors "$2" 4096 1 differ
+  vrepair "$2"
+  check_eq "$1: trust: ${2##*/} repaired" "repaired 0" "$(jf '.files[0].action') $RC"
+  BK_OF=$(jf '.files[0].backup')
+}
+
+# repair_with_backup_dir DIR FILE OFFSET : FILE damaged at OFFSET (the race's way, in a fresh
+# record), then `repair --backup-dir DIR FILE`; USHA is FILE's SHA-256 before the repair.
+repair_with_backup_dir() {
+  fresh_record
+  damage_sectors "$2" "$3" 1 differ
+  USHA=$(sha_of "$2")
+  set +e
+  timeout -k 5 300 "$VMCSUM" --json repair --backup-dir "$1" "$2" >"$OUT" 2>"$ERR"
+  RC=$?
+  set -e
+}
+
 # Undo restores only what this host backed up (issue 12 #2). Each case fails on a vmcsum that
 # trusted any backup it was handed; the oracle is the image's SHA-256 before and after.
 undo_trust() { # NAME DIR
@@ -143,13 +167,8 @@ undo_trust() { # NAME DIR
   local sub=$MNT/undo-sub other=$MNT/undo-other w wbk wsha osha
   mkdir -p -- "$sub" "$other"
   w=$sub/w.raw
-  fresh_record
-  dd if=/dev/urandom of="$w" bs=256K count=1 status=none
-  sync
-  damage_sectors "$w" 4096 1 differ
-  vrepair "$w"
-  check_eq "$name: trust: w.raw in a subdirectory repaired" "repaired 0" "$(jf '.files[0].action') $RC"
-  wbk=$(jf '.files[0].backup')
+  damaged_and_repaired "$name" "$w"
+  wbk=$BK_OF
   # The file elsewhere holds what the repair left (so nothing but the path tells it apart): the
   # old undo --force wrote the backed-up bad bytes into it.
   cp --reflink=never -- "$w" "$other/w.raw"
@@ -186,13 +205,8 @@ undo_trust() { # NAME DIR
   mkdir -p -- "$shared"
   chmod 2775 -- "$shared"
   g=$shared/g.raw
-  fresh_record
-  dd if=/dev/urandom of="$g" bs=256K count=1 status=none
-  sync
-  damage_sectors "$g" 4096 1 differ
-  vrepair "$g"
-  check_eq "$name: trust: g.raw in a group-writable directory repaired" "repaired 0" "$(jf '.files[0].action') $RC"
-  gbk=$(jf '.files[0].backup')
+  damaged_and_repaired "$name" "$g"
+  gbk=$BK_OF
   mv -- "$g" "$g.old"
   cp --reflink=never -- "$g.old" "$g"
   sync
@@ -208,13 +222,8 @@ undo_trust() { # NAME DIR
   local ww=$IT_TMP/ww
   mkdir -p -- "$ww"
   chmod 0777 -- "$ww"
-  fresh_record
-  damage_sectors "$u" 16384 1 differ
-  usha=$(sha_of "$u")
-  set +e
-  timeout -k 5 300 "$VMCSUM" --json repair --backup-dir "$ww/bk" "$u" >"$OUT" 2>"$ERR"
-  RC=$?
-  set -e
+  repair_with_backup_dir "$ww/bk" "$u" 16384
+  usha=$USHA
   check_eq "$name: trust: a backup dir below a world-writable directory: refused backup-dir, exit 3" \
     "refused backup-dir 3" "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
   check "$name: trust: the reason names the directory above" jq -e --arg w "$ww" '.files[0].reason | contains($w)' "$OUT"
@@ -255,13 +264,8 @@ undo_trust() { # NAME DIR
   local open_bk=$IT_TMP/open-backup
   mkdir -p -- "$open_bk"
   chmod 1777 -- "$open_bk"
-  fresh_record
-  damage_sectors "$u" 12288 1 differ
-  usha=$(sha_of "$u")
-  set +e
-  timeout -k 5 300 "$VMCSUM" --json repair --backup-dir "$open_bk" "$u" >"$OUT" 2>"$ERR"
-  RC=$?
-  set -e
+  repair_with_backup_dir "$open_bk" "$u" 12288
+  usha=$USHA
   check_eq "$name: trust: a world-writable backup dir: refused backup-dir, exit 3" "refused backup-dir 3" \
     "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
   check_eq "$name: trust: world-writable backup dir: nothing in it" 0 "$(find "$open_bk" -type f | wc -l)"

@@ -11,11 +11,19 @@
 #include <string>
 #include <string_view>
 
+#include <sys/stat.h>
+
 namespace vmcsum::sys {
 
 // Creates `dir` and its missing parents with mode 0700; refuses (Error{permission}) a directory
-// that is not owned by us or that others can write, since root trusts what it reads there.
+// that is not owned by us or that others can write, or that lies below a directory another
+// user may rename in (others_may_rename), since root trusts what it reads there.
 void ensure_private_dir(const std::string& dir);
+
+// Whether another user than root and us may rename or replace the entries of the directory
+// `st` describes: it is theirs, or group or world writable without the sticky bit (with it, as
+// in /tmp, nobody renames what is not theirs).
+bool others_may_rename(const struct stat& st);
 
 // Replaces dir/name with `content` atomically and durably (mode 0600). The temp file is
 // dir/.name.tmp-XXXXXX (O_EXCL); it is removed on failure. Throws vmcsum::Error.

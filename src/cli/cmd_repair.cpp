@@ -276,6 +276,11 @@ void register_repair(CLI::App& app, Runner& runner)
     if (cli->undo.empty() && cli->paths.empty() && cli->from.empty()) {
       throw CLI::RequiredError("paths (or --from, or --undo BACKUP)");
     }
+    if (!cli->undo.empty() && cli->undo.front() == '-') {
+      // `--undo --force BACKUP`: CLI11 gave --undo the next word as its value.
+      throw CLI::ValidationError("--undo", "takes the backup file right after it (got '" +
+                                             cli->undo + "'): --undo BACKUP [--force]");
+    }
     if (!cli->undo.empty() && (!cli->paths.empty() || !cli->from.empty())) {
       throw CLI::ValidationError("--undo", "takes the backup only: no paths and no --from");
     }

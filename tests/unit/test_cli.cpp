@@ -73,6 +73,9 @@ TEST_CASE("usage errors exit 64")
   CHECK(run_args({"--state-dir", "relative/state", "show", "/"}) == exit_code::usage);
   CHECK(run_args({"--state-dir", "/nonexistent-vmcsum-parent/state", "show", "/"}) ==
         exit_code::usage);
+  // `--undo --force BACKUP`: --undo takes the word after it; the message names the order.
+  CHECK(run_args({"repair", "--undo", "--force", "/nonexistent.vmcsum-backup"}) ==
+        exit_code::usage);
   // A release the kernel record could not read back (kernel_record.hpp: record_word_ok).
   for (const char* cmd : {"audit", "scrub", "record"}) {
     CAPTURE(std::string(cmd));

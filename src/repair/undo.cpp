@@ -158,25 +158,24 @@ void Undo::open_target()
                  " is not the file the backup was taken of (another inode: replaced since, e.g. "
                  "by `set`); --force restores the bytes anyway"};
   }
-  // `set` replaces an image by a file of one link; another inode with more links is a hard
-  // link someone put at the image's name (to a file they could not write themselves).
-  if (static_cast<uint64_t>(m_st.st_ino) != m_header.inode && m_st.st_nlink != 1) {
-    throw Stop{RepairAction::refused, "different-file",
-               escape_name(m_header.path) +
-                 " is another file than the one the backup was taken "
-                 "of, with " +
-                 std::to_string(m_st.st_nlink) + " hard links: not restored (--force or not)"};
-  }
-  // In a directory another user may rename in (group or world writable without the sticky bit,
-  // or theirs), another inode at the image's name can be any file they moved there, root's own
-  // included: only the inode backed up is restored there.
-  if (static_cast<uint64_t>(m_st.st_ino) != m_header.inode && sys::others_may_rename(dir_st)) {
-    throw Stop{RepairAction::refused, "different-file",
-               escape_name(m_header.path) +
-                 " is another file than the one the backup was taken of, in a directory others "
-                 "may rename in (owner uid " +
-                 std::to_string(dir_st.st_uid) +
-                 ", or group or world writable): not restored (--force or not)"};
+  // --force takes another inode only as `set` leaves it: one link (more is a hard link someone
+  // put at the image's name, to a file they could not write themselves), in a directory no
+  // other user may rename in (group or world writable without the sticky bit, or theirs: there
+  // it can be any file they moved in, root's own included).
+  if (static_cast<uint64_t>(m_st.st_ino) != m_header.inode) {
+    const std::string other =
+      escape_name(m_header.path) + " is another file than the one the backup was taken of, ";
+    if (m_st.st_nlink != 1) {
+      throw Stop{RepairAction::refused, "different-file",
+                 other + "with " + std::to_string(m_st.st_nlink) +
+                   " hard links: not restored (--force or not)"};
+    }
+    if (sys::others_may_rename(dir_st)) {
+      throw Stop{RepairAction::refused, "different-file",
+                 other + "in a directory others may rename in (owner uid " +
+                   std::to_string(dir_st.st_uid) +
+                   ", or group or world writable): not restored (--force or not)"};
+    }
   }
   m_fd = reopen(*ro, O_RDWR, m_st, m_header.path);
 }

@@ -92,19 +92,18 @@ std::string escape_name(std::string_view s)
   for (size_t i = 0; i < s.size();) {
     size_t n = utf8_sequence(s, i);
     auto c = static_cast<unsigned char>(s[i]);
-    if (n > 1 && invisible_control(s.substr(i, n))) {
-      // Every byte of it, as \xNN: unescape_name() gives the name back.
-      for (size_t k = 0; k < n; ++k) {
+    // Bytes shown as \xNN (unescape_name() gives the name back): an invalid or control byte,
+    // or every byte of a control that is valid UTF-8.
+    const size_t hex = n > 1 && invisible_control(s.substr(i, n)) ? n
+                       : (n == 0 || c < 0x20 || c == 0x7f)        ? 1
+                                                                  : 0;
+    if (hex > 0) {
+      for (size_t k = 0; k < hex; ++k) {
         char buf[5];
         std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(s[i + k]));
         out += buf;
       }
-      i += n;
-    } else if (n == 0 || c < 0x20 || c == 0x7f) {
-      char buf[5];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-      ++i;
+      i += hex;
     } else if (c == '\\') {
       out += "\\\\";
       ++i;

@@ -23,7 +23,9 @@ void check_ancestors(const std::string& dir)
 {
   std::vector<std::string> paths = {dir};
   if (char* real = ::realpath(dir.c_str(), nullptr)) {
-    paths.emplace_back(real);
+    if (dir != real) { // a path with a symlink or "..": its resolved chain too
+      paths.emplace_back(real);
+    }
     std::free(real);
   }
   for (const auto& p : paths) {

@@ -1018,8 +1018,11 @@ private:
     }
     recorded_.insert(*rep.facts.fsid);
     try {
-      record_now(image_of(lazy).fd.get(), rep.facts.path, opts_.state_dir, "run",
-                 opts_.kernel_release);
+      const auto r = record_now(image_of(lazy).fd.get(), rep.facts.path, opts_.state_dir, "run",
+                                opts_.kernel_release);
+      if (r.restarted()) {
+        result_.notes.push_back("kernel record of " + *rep.facts.fsid + ": " + *r.restarted());
+      }
     } catch (const Error& e) {
       result_.notes.push_back("kernel record of " + *rep.facts.fsid + " not updated: " + e.what());
     }

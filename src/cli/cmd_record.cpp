@@ -47,6 +47,8 @@ void register_record(CLI::App& app, Runner& runner)
       for (const auto& fs : r.filesystems) {
         if (fs.error) {
           status = exit_code::incomplete;
+        } else if (fs.note && status == exit_code::clean) {
+          status = exit_code::warnings;
         }
       }
       status = interrupted_status(status);
@@ -57,13 +59,15 @@ void register_record(CLI::App& app, Runner& runner)
                                       {"state_dir", out.options().state_dir}};
         auto& list = doc["filesystems"] = nlohmann::ordered_json::array();
         for (const auto& fs : r.filesystems) {
-          list.push_back({{"fsid", fs.fsid.empty() ? nullptr : nlohmann::ordered_json(fs.fsid)},
-                          {"mount_point", core::escape_name(fs.mount_point)},
-                          {"generation", fs.generation ? nlohmann::ordered_json(*fs.generation)
-                                                       : nlohmann::ordered_json(nullptr)},
-                          {"entries", fs.entries},
-                          {"error", fs.error ? nlohmann::ordered_json(*fs.error)
-                                             : nlohmann::ordered_json(nullptr)}});
+          list.push_back(
+            {{"fsid", fs.fsid.empty() ? nullptr : nlohmann::ordered_json(fs.fsid)},
+             {"mount_point", core::escape_name(fs.mount_point)},
+             {"generation", fs.generation ? nlohmann::ordered_json(*fs.generation)
+                                          : nlohmann::ordered_json(nullptr)},
+             {"entries", fs.entries},
+             {"note", fs.note ? nlohmann::ordered_json(*fs.note) : nlohmann::ordered_json(nullptr)},
+             {"error",
+              fs.error ? nlohmann::ordered_json(*fs.error) : nlohmann::ordered_json(nullptr)}});
         }
         document_tail(doc, status);
         out.emit_json(std::move(doc));
@@ -82,6 +86,8 @@ void register_record(CLI::App& app, Runner& runner)
       for (const auto& fs : r.filesystems) {
         if (fs.error) {
           out.error(core::escape_name(fs.mount_point) + ": " + *fs.error);
+        } else if (fs.note) {
+          out.warn(core::escape_name(fs.mount_point) + ": " + *fs.note);
         }
       }
       report_interrupted(out);

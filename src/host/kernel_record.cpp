@@ -106,6 +106,11 @@ std::string KernelRecord::format() const
 void KernelRecord::add(RecordEntry e)
 {
   if (!m_entries.empty() && e.generation < m_entries.back().generation) {
+    m_restarted = "its generation went backwards (from " +
+                  std::to_string(m_entries.back().generation) + " to " +
+                  std::to_string(e.generation) +
+                  ": a filesystem restored from a backup, or a copy of another with its fsid); "
+                  "the record started afresh, so writes before now are not dated";
     m_entries.clear();
   }
   const size_t n = m_entries.size();
@@ -184,10 +189,13 @@ KernelRecord record_now(int fd, const std::string& path, const std::string& stat
   }
   sys::ensure_private_dir(state_dir);
   KernelRecord r = empty_record(info.fsid);
+  std::optional<std::string> unreadable;
   try {
     r = load_record(state_dir, info.fsid);
-  } catch (const Error&) {
+  } catch (const Error& e) {
     // A damaged record is replaced: what it held cannot be trusted anyway.
+    unreadable = std::string("its saved record was unreadable (") + e.what() +
+                 "); the record started afresh, so writes before now are not dated";
   }
   RecordEntry e;
   e.generation = info.generation;
@@ -214,6 +222,9 @@ KernelRecord record_now(int fd, const std::string& path, const std::string& stat
     }
   }
   r.add(std::move(e));
+  if (unreadable) {
+    r.set_restarted(std::move(*unreadable));
+  }
   sys::replace_file_durably(state_dir + "/generations", info.fsid, r.format());
   return r;
 }
@@ -267,6 +278,7 @@ RecordResult record_filesystems(const std::vector<std::string>& paths, const std
       auto r = record_now(*fd, t, state_dir, source, release);
       fs.generation = r.entries().back().generation;
       fs.entries = r.entries().size();
+      fs.note = r.restarted();
     } catch (const Error& e) {
       // Beside mount_point, which names the path; another path (the state directory) stays.
       fs.error = e.path() == t ? e.detail() : e.what();

@@ -56,17 +56,31 @@ bool race_signature(const DivergentRange& d)
          std::all_of(d.groups.begin(), d.groups.end(), [](const auto& g) { return g.size() == 1; });
 }
 
+namespace {
+
+// The kernel record dates the write to a kernel whose O_DIRECT writes to this kind of inode on
+// this profile are buffered or bounced: the race cannot have written it.
+bool race_excluded(const WriteFacts& w)
+{
+  return w.window_known && w.kernel && !race_possible(w.dio_write);
+}
+
+} // namespace
+
+// Only signatures the race may have made: one the record excludes is media (classify), and
+// is no evidence for the other findings of its window (a NODATASUM range may be written where
+// the same kernel zero-copies).
 void collect_signature_windows(const std::vector<BadSector>& bad,
                                const std::vector<DivergentRange>& divergent, ClassifyContext& ctx)
 {
   ctx.signature_windows.clear();
   for (const auto& b : bad) {
-    if (race_signature(b) && !b.compressed) {
+    if (race_signature(b) && !b.compressed && !race_excluded(b.written)) {
       ctx.signature_windows.insert(b.written.window);
     }
   }
   for (const auto& d : divergent) {
-    if (race_signature(d)) {
+    if (race_signature(d) && !race_excluded(d.written)) {
       ctx.signature_windows.insert(d.written.window);
     }
   }
@@ -92,7 +106,7 @@ std::string generation_text(const WriteFacts& w)
 // Returns true when the race is excluded.
 bool add_write_evidence(const WriteFacts& w, const char* inode_kind, std::vector<Evidence>& ev)
 {
-  if (w.window_known && w.kernel && !race_possible(w.dio_write)) {
+  if (race_excluded(w)) {
     ev.push_back(
       {"written-with-fallback", generation_text(w) + " while this host ran " + *w.kernel +
                                   ", whose O_DIRECT "

@@ -317,6 +317,8 @@ check "nocow: oracle: the relocated image's two mirrors are equal (btrfs-map-log
 check_eq "nocow: the damaged image: its divergent range is still reported, at the damaged offsets" \
   "$((M + 4096)) 8192" "$(jfn n1.raw '.divergent[] | "\(.offset) \(.length)"')"
 check_eq "nocow: exit 2 (the damaged image's divergence)" 2 "$BG_RC"
+check "nocow: no note of checksums lost to writes (NODATASUM images have none to lose)" \
+  jq -e '[.files[].notes[] | select(test("no checksum when looked up"))] | length == 0' "$OUTN"
 kill "$hp" 2>/dev/null || true
 wait "$hp" 2>/dev/null || true
 bg_untrack "$hp"
@@ -372,6 +374,44 @@ check_eq "writer: no bad sector, no divergent range" "0 0" "$(jfw '"\(.bad | len
 check_eq "writer: exit 0" 0 "$BG_RC"
 check_eq "writer: btrfs scrub finds nothing uncorrectable" 0 "$(btrfs_scrub_uncorrectable "$MNT")"
 check_schema --by-name "$OUTW"
+
+# --- scrub: a file being written loses the checksums of what its writes replace ----------------
+# An image open for writing from the start is scrubbed as one being written (no second pass when
+# its layout moves). Its last 8 MiB are rewritten (and committed) while the run is stopped after
+# its first megabytes: the extents the pass listed there are freed, and have no csums left when it looks them
+# up. Those bytes count as without checksums; a note says why (the file is not NODATASUM: lsattr
+# shows no C) instead of leaving the image looking partly unprotected.
+make_btrfs --size 512 -- -d dup -m dup
+# O_DIRECT writes of 1 MiB: an extent each, so a rewrite frees whole extents (btrfs deletes
+# an extent's csums only with the extent: a partly overwritten one keeps all of them).
+dd if=/dev/urandom of="$MNT/l.raw" bs=1M count=32 oflag=direct status=none
+sync
+rm -f -- "$IT_TMP/held.l"
+"$HOLD" --write --ready "$IT_TMP/held.l" "$MNT/l.raw" &
+hp=$!
+bg_track "$hp"
+wait_file "$IT_TMP/held.l"
+OUTL=$IT_TMP/lost.json
+run_stopped "$MNT/l.raw" "$OUTL" "$OUTL.err" \
+  "$VMCSUM" --json scrub --no-progress --limit-rate 8M "$MNT/l.raw"
+check_eq "fixture: the scrub was stopped while reading the image" 1 "$STOPPED"
+dd if=/dev/urandom of="$MNT/l.raw" bs=1M count=8 seek=24 conv=notrunc,fsync status=none
+btrfs filesystem sync "$MNT" >/dev/null
+resume
+kill "$hp" 2>/dev/null || true
+wait "$hp" 2>/dev/null || true
+bg_untrack "$hp"
+note "scrub exit $BG_RC: $(head -c 300 "$OUTL.err")"
+check "lost csums: oracle: the image is not NOCOW/NODATASUM (lsattr: no C)" \
+  bash -c '! lsattr -- "$1" | cut -d" " -f1 | grep -q C' _ "$MNT/l.raw"
+check_eq "lost csums: examined, open for writing, no bad sector, exit 0" "true true 0 0" \
+  "$(jq -r '.files[0] | "\(.examined) \(.open_for_writing) \(.bad | length)"' "$OUTL" 2>/dev/null) $BG_RC"
+nc=$(jq -r '.files[0].no_csum_bytes' "$OUTL" 2>/dev/null || echo 0)
+check "lost csums: some of the rewritten 8 MiB counted without checksums ($nc bytes)" \
+  test "$nc" -gt 0 -a "$nc" -le $((8 * M))
+check "lost csums: a note says they were most likely replaced by writes, naming the byte count" \
+  jq -e --arg n "$nc" '.files[0].notes | any(startswith($n + " byte(s) had no checksum when looked up"))' "$OUTL"
+check_schema --by-name "$OUTL"
 
 # --- scrub: an O_DIRECT reader is no race evidence, an O_DIRECT writer is ----------------------------
 # A sector whose two copies hold the same wrong bytes, written in a gap of the kernel record (a

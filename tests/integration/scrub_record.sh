@@ -105,6 +105,40 @@ check_eq "no record: the signature sector is false-mismatch (write-kernel-unknow
   "false-mismatch true" \
   "$(jq -r '.files[0].bad[] | select(.offset == 16384) | "\(.class) \(.evidence_codes | index("write-kernel-unknown") != null)"' "$IT_TMP/gap.json")"
 
+# A record whose generations are ahead of the filesystem's (it was restored from a backup, or
+# is a copy of another with its fsid) starts afresh, and says so: a warning and exit 1 from
+# record, a note from scrub. Its only entry is a million generations beyond dump-super's.
+rs=$IT_TMP/restored-state
+mkdir -m 0700 "$rs" "$rs/generations"
+ahead=$((super_gen + 1000000))
+restored() {
+  printf 'vmcsum-kernel-record 1 %s\n%s %s %s boot 6.1.0-28-amd64\n' \
+    "$fsid" "$ahead" aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa "$now" >"$rs/generations/$fsid"
+}
+restored
+rc=0
+"$VMCSUM" --state-dir "$rs" record "$MNT" >/dev/null 2>"$IT_TMP/restored.err" || rc=$?
+check_eq "restored record: record exits 1 (a warning)" 1 "$rc"
+check "restored record: the warning names the generations" \
+  grep -q "warning: .*generation went backwards (from $ahead to " "$IT_TMP/restored.err"
+check_eq "restored record: one entry left, this boot's" "1 $boot" \
+  "$(grep -vc '^vmcsum-kernel-record' "$rs/generations/$fsid") $(awk 'NR == 2 { print $2 }' "$rs/generations/$fsid")"
+restored
+rc=0
+"$VMCSUM" --state-dir "$rs" --json scrub --no-kernel-pass --no-history "$MNT/old_plain.raw" >"$IT_TMP/restored.json" || rc=$?
+check "restored record: scrub notes that the record started afresh" \
+  jq -e --arg f "$fsid" '.notes | any(startswith("kernel record of " + $f + ": its generation went backwards"))' "$IT_TMP/restored.json"
+check_schema scrub "$IT_TMP/restored.json"
+printf 'not a record\n' >"$rs/generations/$fsid"
+rc=0
+"$VMCSUM" --state-dir "$rs" --json record "$MNT" >"$IT_TMP/unreadable.json" || rc=$?
+check_eq "unreadable record: exit 1, a note saying so" "1 true" \
+  "$rc $(jq '.filesystems[0].note | test("saved record was unreadable")' "$IT_TMP/unreadable.json")"
+rc=0
+"$VMCSUM" --state-dir "$rs" --json record "$MNT" >"$IT_TMP/again.json" || rc=$?
+check_eq "the record after: exit 0, no note" "0 null" "$rc $(jq '.filesystems[0].note' "$IT_TMP/again.json")"
+check_schema record "$IT_TMP/unreadable.json" "$IT_TMP/again.json"
+
 # A state directory others can write is refused, not trusted.
 mkdir -m 0777 "$IT_TMP/open-state"
 rc=0

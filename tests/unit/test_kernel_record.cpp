@@ -86,10 +86,13 @@ TEST_CASE("kernel record: per boot only the first and the latest entry are kept"
   r.add(entry(30, "b", "6.18.44", "boot"));
   r.add(entry(40, "b", "6.18.44"));
   CHECK(r.entries().size() == 4);
+  CHECK_FALSE(r.restarted());
   // Generations going backwards: another filesystem with this fsid, or a restored one.
   r.add(entry(5, "c", "7.3.0", "boot"));
   REQUIRE(r.entries().size() == 1);
   CHECK(r.entries()[0].release == "7.3.0");
+  REQUIRE(r.restarted());
+  CHECK(r.restarted()->find("went backwards (from 40 to 5") != std::string::npos);
 }
 
 TEST_CASE("kernel record: the window of a generation")

@@ -278,8 +278,12 @@ TEST_CASE("signature windows are collected from signature sectors only, never co
   DivergentRange d;
   d.groups = {{1}, {2}, {3}};
   d.written.window = "gap:7";
+  // A signature the record excludes (written where O_DIRECT to checksummed files falls back)
+  // is media, and says nothing of its window's other findings.
+  auto fell_back = sector({false, false});
+  written_by(fell_back, "6.18.44", DioWrite::buffered_fallback, "boot:z");
   ClassifyContext ctx;
-  collect_signature_windows({sig, one, comp}, {d}, ctx);
+  collect_signature_windows({sig, one, comp, fell_back}, {d}, ctx);
   CHECK(ctx.signature_windows == std::set<std::string>{"boot:x", "gap:7"});
 }
 

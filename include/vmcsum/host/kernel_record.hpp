@@ -52,8 +52,13 @@ public:
   // Adds an entry. Per boot only the first entry and the latest one are kept (the kernel cannot
   // change within a boot), so the record grows by at most two lines a boot. An entry whose
   // generation is lower than the last one's (the filesystem was restored or is another one
-  // with the same fsid) starts the record afresh.
+  // with the same fsid) starts the record afresh, and restarted() says so.
   void add(RecordEntry e);
+
+  // Why the record started afresh while it was loaded or added to (its entries before are
+  // gone, so the writes they dated fall in a gap): empty when it did not.
+  const std::optional<std::string>& restarted() const { return m_restarted; }
+  void set_restarted(std::string why) { m_restarted = std::move(why); }
 
   // The window of an extent written at `generation`, as seen from boot `current_boot`.
   WriteWindow window_of(uint64_t generation, const std::string& current_boot) const;
@@ -65,6 +70,7 @@ private:
   }
   std::string m_fsid;
   std::vector<RecordEntry> m_entries;
+  std::optional<std::string> m_restarted;
   friend KernelRecord empty_record(const std::string& fsid);
 };
 
@@ -83,7 +89,8 @@ std::string current_release();
 KernelRecord load_record(const std::string& state_dir, const std::string& fsid);
 
 // Commits the filesystem of `fd` (BTRFS_IOC_SYNC), reads its generation and adds an entry for
-// this boot to its record, saved durably. Returns the record. Throws vmcsum::Error.
+// this boot to its record, saved durably. Returns the record; its restarted() says why it
+// started afresh (a saved record that cannot be read is replaced). Throws vmcsum::Error.
 // `release` overrides uname -r (tests record as if another kernel ran).
 KernelRecord record_now(int fd, const std::string& path, const std::string& state_dir,
                         const std::string& source,
@@ -99,6 +106,7 @@ struct RecordedFs
   std::string mount_point;
   std::optional<uint64_t> generation;
   size_t entries = 0;               // entries of its record after this one
+  std::optional<std::string> note;  // why its record started afresh (KernelRecord::restarted)
   std::optional<std::string> error; // why nothing was recorded for it
 };
 

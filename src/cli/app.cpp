@@ -332,7 +332,8 @@ int run(int argc, char** argv)
     app->parse(argc, argv);
     if (!globals.json_style.empty() && globals.json_style != "pretty" &&
         globals.json_style != "short") {
-      throw CLI::ValidationError("--json", "is pretty or short, not '" + globals.json_style + "'");
+      throw CLI::ValidationError("--json",
+                                 "takes pretty or short, not '" + globals.json_style + "'");
     }
     globals.json = !globals.json_style.empty();
     if (globals.quiet && globals.verbose > 0) {

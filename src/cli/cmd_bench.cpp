@@ -153,8 +153,21 @@ void register_bench(CLI::App& app, Runner& runner)
     "bench", "Measure O_DIRECT write throughput and CPU for checksummed and NOCOW files");
   cmd->add_option("path", opts->path,
                   "File or directory on the btrfs to measure (default: the current directory)");
-  cmd->add_option("--seconds", opts->seconds, "Time budget of the whole benchmark, 0.01 to 86400")
-    ->check(CLI::Range(0.01, 86400.0).description(""))
+  cmd
+    ->add_option("--seconds", opts->seconds, "Time budget of the whole benchmark, 0.01 to 86400")
+    // Not CLI::Range: its message prints the bounds with %f ("0.010000 to 86400.000000").
+    ->check(CLI::Validator(
+      [](std::string& s) -> std::string {
+        size_t used = 0;
+        double v = 0;
+        try {
+          v = std::stod(s, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        return used == s.size() && v >= 0.01 && v <= 86400 ? "" : "must be 0.01 to 86400 (seconds)";
+      },
+      ""))
     ->capture_default_str();
   cmd
     ->add_option("--runs", opts->runs, "Runs of each case, to check that results repeat (1 to 100)")

@@ -101,7 +101,7 @@ void divergent_details(const core::FileScrub& f, const Output& out, std::string&
 std::string history_line(const core::HistoryEvent& h)
 {
   const auto& e = h.event;
-  std::string line = "  " + e.device;
+  std::string line = "  " + std::string(core::kind_name(e.kind)) + " " + e.device;
   if (e.root) {
     line += " root " + std::to_string(*e.root);
   }
@@ -113,6 +113,9 @@ std::string history_line(const core::HistoryEvent& h)
   }
   if (e.logical) {
     line += " logical " + std::to_string(*e.logical);
+  }
+  if (e.mirror) {
+    line += " mirror " + std::to_string(*e.mirror);
   }
   if (h.path) {
     line += " " + core::escape_name(*h.path);
@@ -140,8 +143,9 @@ void nodatasum_details(const core::FileScrub& f, const Output& out, std::string&
   if (f.compared_bytes > 0) {
     text += "; " + std::to_string(f.copies) + " copies compared instead (" +
             out.size(f.compared_bytes) + ", " +
-            (f.divergent.empty() ? std::string("none") : std::to_string(f.divergent.size())) +
-            " differ)";
+            (f.divergent.empty() ? std::string("no range differs")
+                                 : std::to_string(f.divergent.size()) + " range(s) differ") +
+            ")";
   } else if (f.copies < 2) {
     text += "; one copy, nothing to compare";
   }

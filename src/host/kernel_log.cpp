@@ -590,4 +590,13 @@ std::optional<DeviceFsid> parse_device_fsid_line(std::string_view line)
   return DeviceFsid{std::string(tag), std::string(fsid)};
 }
 
+const char* kind_name(CsumLogEvent::Kind kind)
+{
+  // In the order of the enumerators.
+  static const char* const names[] = {"read-csum-failed", "scrub-error",   "scrub-fixed",
+                                      "scrub-unfixable",  "read-repaired", "dev-stats"};
+  const auto i = static_cast<size_t>(kind);
+  return i < std::size(names) ? names[i] : "unknown";
+}
+
 } // namespace vmcsum::core

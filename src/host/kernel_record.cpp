@@ -233,6 +233,7 @@ KernelRecord record_now(int fd, const std::string& path, const std::string& stat
 
 #include <vmcsum/sys/fd.hpp>
 #include <vmcsum/sys/mount_table.hpp>
+#include <vmcsum/sys/path.hpp>
 
 #include <fcntl.h>
 #include <linux/magic.h>
@@ -250,8 +251,16 @@ RecordResult record_filesystems(const std::vector<std::string>& paths, const std
   result.release = release.value_or(current_release());
   result.boot_id = current_boot_id();
   std::vector<std::string> targets = paths;
+  std::optional<sys::MountTable> table;
+  try {
+    table.emplace(mountinfo);
+  } catch (const Error&) {
+    if (targets.empty()) {
+      throw;
+    }
+  }
   if (targets.empty()) {
-    for (const auto& m : sys::MountTable(mountinfo).of_type("btrfs")) {
+    for (const auto& m : table->of_type("btrfs")) {
       targets.push_back(m.target);
     }
   }
@@ -272,6 +281,13 @@ RecordResult record_filesystems(const std::vector<std::string>& paths, const std
       }
       const auto info = btrfs::fs_info(*fd, t);
       fs.fsid = info.fsid;
+      // A path given is named by the mount holding it (what the table's MOUNT says), found
+      // from the descriptor's own path; the path as given when that cannot be learnt.
+      if (table) {
+        if (auto m = table->find(sys::path_of_fd(*fd, t))) {
+          fs.mount_point = m->target;
+        }
+      }
       if (!done.insert(info.fsid).second) {
         continue; // another mount of a filesystem already recorded
       }

@@ -278,6 +278,16 @@ public:
 
   void run()
   {
+    // Every read through btrfs of this repair (read repair, the backup, the read-back) is in one
+    // window, saved on every way out: the kernel log lines those reads cause are then
+    // vmcsum's own (caused_by_vmcsum), not alarms that outlive the repair. The image is known
+    // after examine(); the window starts before it.
+    m_window = open_read_window("", {}, 0, 0);
+    struct SaveWindow
+    {
+      ImageRepair& r;
+      ~SaveWindow() { r.save_read_window(); }
+    } save_window{*this};
     if (!examine() || !find_bad()) {
       return;
     }
@@ -307,6 +317,7 @@ private:
   void check_writable();
   void check_users();
   void check_report_identity(const std::string& key) const;
+  void leave_divergent(const FileScrub& s);
   bool find_bad();
   void decide(const BadSector& b, const RepairChoice& choice,
               std::vector<const BadSector*>* to_read);
@@ -324,6 +335,7 @@ private:
   void write();
   void verify();
   void finish_verified();
+  void save_read_window() noexcept;
   void check_stop() const;
   void skip(const BadSector& b, const SectorDecision& d)
   {
@@ -347,6 +359,7 @@ private:
   FileScrub m_scrub;
   RepairChoice m_choice;
   std::vector<const BadSector*> m_to_read;
+  std::optional<ReadWindow> m_window; // the reads through btrfs
   std::map<uint64_t, SectorToRewrite> m_rewrite;
   RepairPlan m_plan;
   sys::Fd m_wfd;                     // reopened read-write from m_fd: the same inode
@@ -420,8 +433,14 @@ bool ImageRepair::examine()
   }
   m_e.size = static_cast<uint64_t>(m_st0.st_size);
   if (m_ff.inode_flags && (*m_ff.inode_flags & btrfs::inode_flag::nodatasum)) {
-    m_e.action = RepairAction::clean;
+    // Nothing is ever written to it (so no check for users): its copies are compared, as
+    // scrub does, so that copies that differ are reported here too, not called clean. A saved
+    // scrub document (--from) lists no such range: nothing to compare then.
     m_e.notes.push_back("NODATASUM: it has no data checksums, so no checksum can mismatch");
+    if (!m_opts.from_report) {
+      leave_divergent(scrub({}, "scrub"));
+    }
+    m_e.action = m_e.skipped.empty() ? RepairAction::clean : RepairAction::left;
     return false;
   }
   check_writable();
@@ -491,6 +510,21 @@ void ImageRepair::check_report_identity(const std::string& key) const
                std::to_string(m_subvol) + " on " + m_fsid + "): scrub it again"};
 }
 
+// NODATASUM ranges whose copies differ (scrub: critical): no checksum says which copy is
+// right, so they are left, listed with their evidence, never called clean.
+void ImageRepair::leave_divergent(const FileScrub& s)
+{
+  for (const auto& d : s.divergent) {
+    // Its evidence (copies-differ) names the mirrors that agree.
+    m_e.skipped.push_back(
+      {d.offset, d.length, d.logical, d.cls, "divergent",
+       "NODATASUM data whose copies differ: without a checksum nothing tells which copy is "
+       "right, so none is written over the others, and btrfs returns either one to a read; "
+       "restore the range from a backup or from inside the guest",
+       d.evidence});
+  }
+}
+
 // 2. What is bad, per copy. False when there is nothing to do.
 bool ImageRepair::find_bad()
 {
@@ -523,12 +557,14 @@ bool ImageRepair::find_bad()
   m_e.checked_bytes = m_scrub.checked_bytes;
   m_e.bad_sectors = m_scrub.bad.size();
   if (m_opts.from_report && !m_only.empty()) {
-    m_e.steps.push_back("re-verified the " + std::to_string(m_only.size()) +
-                        " range(s) of the scrub report: " + std::to_string(m_scrub.bad.size()) +
-                        " bad sector(s) now");
+    // In the imperative like the other steps (a dry run prefixes them with "would").
+    m_e.steps.push_back("re-verify the " + std::to_string(m_only.size()) +
+                        " range(s) of the scrub report (" + std::to_string(m_scrub.bad.size()) +
+                        " bad sector(s) in them now)");
   }
+  leave_divergent(m_scrub);
   if (m_scrub.bad.empty() && m_pending.empty()) {
-    m_e.action = RepairAction::clean;
+    m_e.action = m_e.skipped.empty() ? RepairAction::clean : RepairAction::left;
     return false;
   }
   m_choice.prefer_mirror = m_opts.prefer_mirror;
@@ -735,6 +771,11 @@ void ImageRepair::open_for_writing()
 {
   m_wfd = reopen(*m_fd, O_RDWR, m_st0, m_canon);
   m_fd.reset();
+  // No readahead: read_through_btrfs() reads around the sectors no copy matches, and the
+  // kernel's readahead would read them anyway (mm/readahead.c reads past the request), failing
+  // their csums on every mirror: kernel log lines and device-stats corruption errors made by
+  // the repair itself (seen on raid1: "csum failed ... mirror 1", "... mirror 2").
+  (void)::posix_fadvise(*m_wfd, 0, 0, POSIX_FADV_RANDOM);
   struct stat st1 = {};
   if (::fstat(*m_wfd, &st1) < 0) {
     stop_on_errno(errno, "io-error", "fstat " + m_canon);
@@ -1068,6 +1109,42 @@ void ImageRepair::finish_verified()
   }
   m_e.action = RepairAction::repaired;
   journal_record("repaired", m_e);
+}
+
+// The read window of this repair: the file ranges it may have read through btrfs (the sectors
+// read for read repair, the rewritten ranges read for the backup and read back), from its
+// first such read until now. Saving it never fails the repair: a note says why it was not.
+void ImageRepair::save_read_window() noexcept
+{
+  if (!m_window || m_fsid.empty() || m_opts.state_dir.empty()) {
+    return;
+  }
+  try {
+    close_read_window(*m_window);
+    m_window->fsid = m_fsid;
+    m_window->subvolume = m_subvol;
+    m_window->inode = static_cast<uint64_t>(m_st0.st_ino);
+    for (const auto* b : m_to_read) {
+      m_window->ranges.emplace_back(b->offset, b->length);
+    }
+    for (const auto& r : m_plan.ranges) {
+      m_window->ranges.emplace_back(r.offset, r.length);
+    }
+    if (!m_window->ranges.empty()) {
+      if (auto note = record_read_windows(m_opts.state_dir, m_fsid, {*m_window})) {
+        m_e.notes.push_back(std::move(*note));
+      }
+    }
+  } catch (const std::exception& e) {
+    try {
+      m_e.notes.push_back(std::string("the repair's reads through btrfs were not recorded in "
+                                      "the state directory (kernel log lines they caused will "
+                                      "look like the disk's): ") +
+                          e.what());
+    } catch (...) { // out of memory: nothing more to say
+    }
+  }
+  m_window.reset();
 }
 
 // A directory stands for the regular files below it, each kept as a FileRef (opened later below

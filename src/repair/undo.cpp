@@ -234,7 +234,8 @@ void Undo::compare()
                escape_name(m_header.path) + " changed since the repair (" + difference +
                  "): restoring would overwrite other data; --force restores anyway"};
   }
-  m_e.notes.push_back("changed since the repair (" + difference + "); restored anyway (--force)");
+  m_e.notes.push_back("changed since the repair (" + difference + "); " +
+                      (m_opts.dry_run ? "would be restored" : "restored") + " anyway (--force)");
 }
 
 void Undo::refuse_not_in_backup(const std::string& difference) const

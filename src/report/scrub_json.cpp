@@ -103,9 +103,7 @@ void to_json(Json& j, const HistoryEvent& h)
 {
   const auto& e = h.event;
   j = Json::object();
-  static const char* kinds[] = {"read-csum-failed", "scrub-error",   "scrub-fixed",
-                                "scrub-unfixable",  "read-repaired", "dev-stats"};
-  j["kind"] = kinds[static_cast<int>(e.kind)];
+  j["kind"] = kind_name(e.kind);
   j["source"] = h.source;
   j["boot"] = h.boot ? Json(*h.boot) : nullptr;
   j["timestamp_us"] = h.timestamp ? Json(*h.timestamp) : nullptr;

@@ -1000,8 +1000,7 @@ void Scrubber::kernel_pass(FsCtx& fs, FileScrub& f)
   for (const auto& [span_off, span_len] : spans) {
     kernel_read_span(kfd, f, span_off, span_len, ss, win, eio);
   }
-  win.mono_end_us = monotonic_now_us();
-  win.real_end_us = realtime_now_us();
+  close_read_window(win);
   m_last_window = win;
   std::sort(eio.begin(), eio.end());
   eio.erase(std::unique(eio.begin(), eio.end()), eio.end());
@@ -1095,27 +1094,12 @@ Scrubber::confirmed_before(const FsCtx& fs, const FileScrub& f,
 // log lines from others: the filesystem's device names (as given and as resolved) and the start.
 ReadWindow Scrubber::start_window(const FsCtx& fs, const FileScrub& f) const
 {
-  ReadWindow win;
-  win.boot_id = m_boot_id;
-  win.pid = ::getpid();
-  win.fsid = fs.info.fsid;
+  std::vector<std::string> devices;
   for (const auto& [id, p] : fs.dev_paths) {
     (void)id;
-    win.devices.push_back(p.substr(p.find_last_of('/') + 1));
-    char real[PATH_MAX];
-    if (::realpath(p.c_str(), real)) {
-      const std::string r = real;
-      const std::string b = r.substr(r.find_last_of('/') + 1);
-      if (b != win.devices.back()) {
-        win.devices.push_back(b);
-      }
-    }
+    devices.push_back(p);
   }
-  win.subvolume = f.subvolume_id;
-  win.inode = f.inode;
-  win.mono_start_us = monotonic_now_us();
-  win.real_start_us = realtime_now_us();
-  return win;
+  return open_read_window(fs.info.fsid, devices, f.subvolume_id, f.inode);
 }
 
 // Reads one span through `kfd` (O_DIRECT) chunk by chunk, then sector by sector where a chunk

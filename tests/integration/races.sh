@@ -191,5 +191,22 @@ for sig in TERM HUP; do
   cp -- "$IT_TMP/cancel.json" "$IT_TMP/json-docs/cancel.$sig.json"
 done
 
+# At a very low rate one request of 64 KiB is a minute's wait: the signal is still seen within a
+# tenth of a second (the limiter sleeps in slices), not once the request's wait is over.
+"$VMCSUM" --json scrub --no-history --no-progress --kernel-pass=full --limit-rate 1k \
+  "$T/files/other.raw" >"$IT_TMP/slow.json" 2>/dev/null &
+P=$!
+bg_track "$P"
+sleep 1
+kill -TERM "$P"
+stopped=0
+timeout 5 tail --pid="$P" -f /dev/null && stopped=1
+((stopped)) || kill -KILL "$P" 2>/dev/null || true
+rc=0
+wait "$P" || rc=$?
+bg_untrack "$P"
+check_eq "scrub at 1k/s: SIGTERM ends it within 5 s, exit 143" "1 143" "$stopped $rc"
+check_eq "scrub at 1k/s: interrupted" true "$(jq -r .interrupted "$IT_TMP/slow.json")"
+
 check_schema --by-name "$IT_TMP"/json-docs/*.json
 finish

@@ -38,6 +38,12 @@ check "record: the state file exists, mode 0600" test "$(stat -c %a "$state/gene
 check "record: the state dir is 0700" test "$(stat -c %a "$state")" = 700
 boot=$(tr -d -- '-\n' </proc/sys/kernel/random/boot_id)
 check "record: this boot's entry" grep -q " $boot .* run $(uname -r)\$" "$state/generations/$fsid"
+# A file named instead of the mount: the entry names the mount holding it (findmnt's target).
+mkdir -p "$MNT/deep/er"
+: >"$MNT/deep/er/f"
+(cd "$MNT/deep" && "$VMCSUM" --json record er/f) >"$IT_TMP/rec-file.json"
+check_eq "record: a relative file path is named by its mount (findmnt -T)" \
+  "$(findmnt -n -o TARGET -T "$MNT/deep/er/f")" "$(jq -r '.filesystems[0].mount_point' "$IT_TMP/rec-file.json")"
 
 # Rewrite the record: generations up to g1 were written in boot "a" by 6.1 (zero-copy O_DIRECT to
 # checksummed files), and this boot starts at g1.

@@ -52,6 +52,9 @@ struct CsumLogEvent
   std::optional<std::string> fsid;
 };
 
+// The stable name of an event kind, as JSON output gives it ("read-csum-failed", ...).
+const char* kind_name(CsumLogEvent::Kind kind);
+
 // Parses one line of the kernel log. Accepts the raw /dev/kmsg record form
 // ("6,1234,5678,-;BTRFS warning (device loop1): ...", dictionary lines after it ignored),
 // dmesg's "[  12.345678] BTRFS ..." (with or without a "[    T123] " caller id), and the bare

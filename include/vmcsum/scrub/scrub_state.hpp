@@ -100,6 +100,19 @@ struct StateTrim
 // outcomes are dropped from `s` until it fits (counted in `trim`).
 std::string dump_scrub_state_within(ScrubState& s, size_t limit, StateTrim& trim);
 
+// A window of reads through btrfs that this process starts now, of inode `inode` in
+// `subvolume` of filesystem `fsid`; `device_paths` are the filesystem's devices (their names and
+// the names they resolve to are kept, as the kernel log names a device; none: any device).
+// close_read_window() sets its end; the caller adds the file ranges read.
+ReadWindow open_read_window(const std::string& fsid, const std::vector<std::string>& device_paths,
+                            uint64_t subvolume, uint64_t inode);
+void close_read_window(ReadWindow& w);
+// Saves read windows of a run (repair's reads through btrfs), so that the kernel log lines they
+// cause are marked caused_by_vmcsum; a note as merge_scrub_state() gives.
+std::optional<std::string> record_read_windows(const std::string& state_dir,
+                                               const std::string& fsid,
+                                               std::vector<ReadWindow> windows);
+
 // Records a verified repair of an image; a note as merge_scrub_state() gives.
 std::optional<std::string> record_repair(const std::string& state_dir, const std::string& fsid,
                                          uint64_t subvolume, uint64_t inode,

@@ -230,6 +230,23 @@ void Undo::compare()
   }
   m_matched = hashed.matched_stretches();
   if (!m_opts.force) {
+    // With --prefer-mirror, a bad sector the repair wrote from another copy differs from the
+    // copy asked for although nothing changed: said as such, not as other data.
+    std::string as_left;
+    if (m_opts.prefer_mirror) {
+      m_reader->verify_complete(); // rewinds
+      BackupApplier written(
+        *m_fd, m_header.path, m_ranges, std::nullopt, m_limiter, [](uint64_t) {},
+        [&] { check_stop(); });
+      if (written.run(*m_reader, ApplyMode::compare, as_left)) {
+        throw Stop{RepairAction::refused, "changed",
+                   escape_name(m_header.path) + " is as the repair left it, but its bad sectors " +
+                     "hold the copy the repair wrote, not copy " +
+                     std::to_string(*m_opts.prefer_mirror) + " (" + difference +
+                     "); the undo writes only bytes it found in the file: --force writes copy " +
+                     std::to_string(*m_opts.prefer_mirror)};
+      }
+    }
     throw Stop{RepairAction::refused, "changed",
                escape_name(m_header.path) + " changed since the repair (" + difference +
                  "): restoring would overwrite other data; --force restores anyway"};

@@ -552,6 +552,8 @@ run_redundant() { # NAME NDEV mkfs-args...
   check_eq "$name: p.raw: undo --prefer-mirror 2, copy 2 not in the file: refused changed, exit 3" \
     "refused changed 3" "$(jf '.files[0] | "\(.action) \(.code)"') $RC"
   check_eq "$name: p.raw: undo --prefer-mirror 2 refused: file untouched" "$psha" "$(sha_of "$p")"
+  check "$name: p.raw: ... the reason says the file is as the repair left it, and --force writes copy 2" \
+    jq -e '.files[0].reason | test("is as the repair left it") and test("--force writes copy 2")' "$OUT"
   vundo "$bkp" --force --prefer-mirror 2
   check_eq "$name: p.raw: undo --force --prefer-mirror 2: restored" "restored 0" "$(jf '.files[0].action') $RC"
   check_eq "$name: p.raw: undo --force --prefer-mirror 2 writes copy 2" "$g2" "$(bytes_at "$p" 4096 8192)"

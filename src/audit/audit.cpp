@@ -614,8 +614,10 @@ private:
         asked_roots_.emplace(asked.back(), std::move(fd));
       }
     }
+    // A configured disk that does not exist is named too (a problem, as without paths): a VM
+    // that cannot start, or a disk moved away behind its configuration's back.
     for (const auto& c : configured_) {
-      if (!c.path.empty() && ::access(c.path.c_str(), F_OK) == 0 && under_any(asked, c.path)) {
+      if (!c.path.empty() && under_any(asked, c.path)) {
         add_named(c.path, c.source, false);
       }
     }

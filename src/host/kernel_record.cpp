@@ -182,12 +182,18 @@ KernelRecord load_record(const std::string& state_dir, const std::string& fsid)
 KernelRecord record_now(int fd, const std::string& path, const std::string& state_dir,
                         const std::string& source, const std::optional<std::string>& release)
 {
+  // One vmcsum at a time from reading the generation to saving it (the timers' audit and
+  // scrub, the boot unit): another's later generation saved in between would make this one's
+  // look like a filesystem gone back in time, and the record start afresh.
+  sys::ensure_private_dir(state_dir);
+  sys::ensure_private_dir(state_dir + "/generations");
+  const auto id = btrfs::fs_info(fd, path);
+  const sys::Fd lock = sys::lock_exclusive(state_dir + "/generations/" + id.fsid + ".lock");
   btrfs::sync_fs(fd, path);
   const auto info = btrfs::fs_info(fd, path);
   if (info.generation == 0) {
     throw Error(Errc::unsupported, "the kernel does not report the filesystem generation", path);
   }
-  sys::ensure_private_dir(state_dir);
   KernelRecord r = empty_record(info.fsid);
   std::optional<std::string> unreadable;
   try {
@@ -283,8 +289,8 @@ RecordResult record_filesystems(const std::vector<std::string>& paths, const std
       fs.fsid = info.fsid;
       // A path given is named by the mount holding it (what the table's MOUNT says), found
       // from the descriptor's own path; the path as given when that cannot be learnt.
-      if (table) {
-        if (auto m = table->find(sys::path_of_fd(*fd, t))) {
+      if (const std::string at = sys::path_of_fd(*fd, t); table && at.starts_with('/')) {
+        if (auto m = table->find(at)) {
           fs.mount_point = m->target;
         }
       }

@@ -30,6 +30,7 @@
 #include "repair_internal.hpp"
 
 #include <vmcsum/btrfs/backref.hpp>
+#include <vmcsum/btrfs/chunk_map.hpp>
 #include <vmcsum/btrfs/file_extents.hpp>
 #include <vmcsum/btrfs/inode_item.hpp>
 #include <vmcsum/btrfs/ioctl.hpp>
@@ -278,11 +279,10 @@ public:
 
   void run()
   {
-    // Every read through btrfs of this repair (read repair, the backup, the read-back) is in one
-    // window, saved on every way out: the kernel log lines those reads cause are then
-    // vmcsum's own (caused_by_vmcsum), not alarms that outlive the repair. The image is known
-    // after examine(); the window starts before it.
-    m_window = open_read_window("", {}, 0, 0);
+    // The reads through btrfs of this repair (read repair, the backup, the read-back) are one
+    // window (begin_reads()), saved on every way out once they began: the kernel log lines
+    // those reads cause are then vmcsum's own (caused_by_vmcsum), not alarms that outlive the
+    // repair. A dry run reads nothing through btrfs and saves none.
     struct SaveWindow
     {
       ImageRepair& r;
@@ -318,6 +318,7 @@ private:
   void check_users();
   void check_report_identity(const std::string& key) const;
   void leave_divergent(const FileScrub& s);
+  const std::vector<std::pair<uint64_t, uint64_t>>* report_ranges() const;
   bool find_bad();
   void decide(const BadSector& b, const RepairChoice& choice,
               std::vector<const BadSector*>* to_read);
@@ -335,6 +336,7 @@ private:
   void write();
   void verify();
   void finish_verified();
+  void begin_reads(int fd);
   void save_read_window() noexcept;
   void check_stop() const;
   void skip(const BadSector& b, const SectorDecision& d)
@@ -359,7 +361,8 @@ private:
   FileScrub m_scrub;
   RepairChoice m_choice;
   std::vector<const BadSector*> m_to_read;
-  std::optional<ReadWindow> m_window; // the reads through btrfs
+  std::optional<ReadWindow> m_window; // the reads through btrfs, once they began
+  bool m_read_repaired = false;       // m_to_read was read through btrfs
   std::map<uint64_t, SectorToRewrite> m_rewrite;
   RepairPlan m_plan;
   sys::Fd m_wfd;                     // reopened read-write from m_fd: the same inode
@@ -432,22 +435,24 @@ bool ImageRepair::examine()
                escape_name(m_canon) + " was replaced while it was examined; run the repair again"};
   }
   m_e.size = static_cast<uint64_t>(m_st0.st_size);
+  m_fsid = m_ff.fsid.value_or("");
+  m_subvol = m_ff.subvolume_id.value_or(0);
+  m_ss = m_ff.sector_size.value_or(4096);
   if (m_ff.inode_flags && (*m_ff.inode_flags & btrfs::inode_flag::nodatasum)) {
     // Nothing is ever written to it (so no check for users): its copies are compared, as
-    // scrub does, so that copies that differ are reported here too, not called clean. A saved
-    // scrub document (--from) lists no such range: nothing to compare then.
+    // scrub does (with --from: the ranges the document lists), so that copies that differ are
+    // reported here too, not called clean.
     m_e.notes.push_back("NODATASUM: it has no data checksums, so no checksum can mismatch");
     if (!m_opts.from_report) {
       leave_divergent(scrub({}, "scrub"));
+    } else if (const auto* listed = report_ranges(); listed && !listed->empty()) {
+      leave_divergent(scrub(*listed, "scrub"));
     }
     m_e.action = m_e.skipped.empty() ? RepairAction::clean : RepairAction::left;
     return false;
   }
   check_writable();
   check_users();
-  m_fsid = m_ff.fsid.value_or("");
-  m_subvol = m_ff.subvolume_id.value_or(0);
-  m_ss = m_ff.sector_size.value_or(4096);
   return true;
 }
 
@@ -525,6 +530,21 @@ void ImageRepair::leave_divergent(const FileScrub& s)
   }
 }
 
+// The ranges the scrub report (--from) lists for this image, its identity checked; null when
+// it does not list the image.
+const std::vector<std::pair<uint64_t, uint64_t>>* ImageRepair::report_ranges() const
+{
+  auto it = m_opts.from_report->find(m_path);
+  if (it == m_opts.from_report->end()) {
+    it = m_opts.from_report->find(m_canon);
+  }
+  if (it == m_opts.from_report->end()) {
+    return nullptr;
+  }
+  check_report_identity(it->first);
+  return &it->second;
+}
+
 // 2. What is bad, per copy. False when there is nothing to do.
 bool ImageRepair::find_bad()
 {
@@ -534,20 +554,14 @@ bool ImageRepair::find_bad()
   m_pending = pending_backups(m_opts.backup_dir, m_opts.state_dir, m_fsid, m_subvol,
                               static_cast<uint64_t>(m_st0.st_ino), m_e.notes);
   if (m_opts.from_report) {
-    auto it = m_opts.from_report->find(m_path);
-    if (it == m_opts.from_report->end()) {
-      it = m_opts.from_report->find(m_canon);
-    }
-    if (it != m_opts.from_report->end()) {
-      check_report_identity(it->first);
-    }
-    if ((it == m_opts.from_report->end() || it->second.empty()) && m_pending.empty()) {
+    const auto* listed = report_ranges();
+    if ((!listed || listed->empty()) && m_pending.empty()) {
       m_e.action = RepairAction::clean;
       m_e.notes.push_back("the scrub report lists no bad sector for it");
       return false;
     }
-    if (it != m_opts.from_report->end()) {
-      m_only = it->second;
+    if (listed) {
+      m_only = *listed;
     }
     for (const auto& p : m_pending) {
       m_only.insert(m_only.end(), p.header.ranges.begin(), p.header.ranges.end());
@@ -616,6 +630,8 @@ void ImageRepair::read_repair()
   }
   {
     sys::Fd rfd = reopen(*m_fd, O_RDONLY | O_DIRECT, m_st0, m_canon);
+    begin_reads(*rfd);
+    m_read_repaired = true;
     sys::AlignedBuffer sector = sys::aligned_buffer(64 * 1024);
     for (size_t i = 0; i < m_to_read.size(); ++i) {
       const BadSector* b = m_to_read[i];
@@ -845,6 +861,7 @@ void ImageRepair::back_up()
 {
   prepare_backup_dir();
   open_for_writing();
+  begin_reads(*m_wfd); // read_through_btrfs(), then the read-back
   BackupHeader h = backup_header();
   const uint16_t csum_type = btrfs::fs_info(*m_wfd, m_canon).csum_type;
   h.csum_type = btrfs::csum_type_name(csum_type);
@@ -1121,14 +1138,25 @@ void ImageRepair::save_read_window() noexcept
   }
   try {
     close_read_window(*m_window);
-    m_window->fsid = m_fsid;
-    m_window->subvolume = m_subvol;
-    m_window->inode = static_cast<uint64_t>(m_st0.st_ino);
-    for (const auto* b : m_to_read) {
-      m_window->ranges.emplace_back(b->offset, b->length);
+    if (m_read_repaired) {
+      for (const auto* b : m_to_read) {
+        m_window->ranges.emplace_back(b->offset, b->length);
+      }
     }
+    // The rewritten ranges (the backup reads them, the read-back too) but for the sectors taken
+    // from a device copy, which read_through_btrfs() never reads: a reader hitting those
+    // during the repair is not vmcsum.
+    std::vector<std::pair<uint64_t, uint64_t>> spans, from_copy;
     for (const auto& r : m_plan.ranges) {
-      m_window->ranges.emplace_back(r.offset, r.length);
+      spans.emplace_back(r.offset, r.length);
+    }
+    for (const auto& [off, s] : m_rewrite) {
+      if (s.mirror) {
+        from_copy.emplace_back(off, m_ss);
+      }
+    }
+    for (const auto& r : subtract_ranges(spans, from_copy)) {
+      m_window->ranges.push_back(r);
     }
     if (!m_window->ranges.empty()) {
       if (auto note = record_read_windows(m_opts.state_dir, m_fsid, {*m_window})) {
@@ -1145,6 +1173,32 @@ void ImageRepair::save_read_window() noexcept
     }
   }
   m_window.reset();
+}
+
+// The first read through btrfs of this repair (through `fd`): its window begins, naming the
+// filesystem's devices as the kernel log names them, so that only this filesystem's lines
+// match it. Without the device list no window is kept: one matching any device would explain
+// other filesystems' lines of the same subvolume and inode numbers.
+void ImageRepair::begin_reads(int fd)
+{
+  if (m_window || m_opts.dry_run || m_fsid.empty() || m_opts.state_dir.empty()) {
+    return;
+  }
+  std::vector<std::string> devices;
+  try {
+    for (const auto& [id, path] : btrfs::device_paths(fd, m_canon)) {
+      (void)id;
+      devices.push_back(path);
+    }
+  } catch (const Error& e) {
+    m_e.notes.push_back(std::string("the repair's reads through btrfs are not recorded (kernel "
+                                    "log lines they cause will look like the disk's): ") +
+                        e.what());
+    return;
+  }
+  if (!devices.empty()) {
+    m_window = open_read_window(m_fsid, devices, m_subvol, static_cast<uint64_t>(m_st0.st_ino));
+  }
 }
 
 // A directory stands for the regular files below it, each kept as a FileRef (opened later below

@@ -369,7 +369,7 @@ RepairVerify verify_ranges(int fd, const struct stat& st, const std::string& pat
   for (size_t i = 0; i < ranges.size() && v.readable; ++i) {
     const sys::Readback rb = sys::readback_hash(*dfd, {{ranges[i].offset, ranges[i].length}}, size);
     limiter.consumed(
-      std::min(ranges[i].length, size > ranges[i].offset ? size - ranges[i].offset : 0));
+      std::min(ranges[i].length, size > ranges[i].offset ? size - ranges[i].offset : 0), false);
     if (!rb.readable || rb.range_digests.empty()) {
       v.readable = false;
       const uint64_t at = rb.failed_at.value_or(ranges[i].offset);

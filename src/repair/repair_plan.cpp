@@ -131,6 +131,10 @@ parse_scrub_report(const std::string& text, std::map<std::string, ReportIdentity
       for (const auto& b : f.value("bad", nlohmann::json::array())) {
         list.push_back(json_range(b.at("offset"), b.at("length")));
       }
+      // NODATASUM ranges whose copies differ: repair compares them again and lists them.
+      for (const auto& d : f.value("divergent", nlohmann::json::array())) {
+        list.push_back(json_range(d.at("offset"), d.at("length")));
+      }
     }
   } catch (const nlohmann::json::exception& e) {
     throw Error(Errc::usage, std::string("scrub report: unexpected content: ") + e.what());

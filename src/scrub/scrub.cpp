@@ -1314,16 +1314,22 @@ void Scrubber::recheck(int fd, FsCtx& fs, FileScrub& f)
 // verified and why, lest the image be taken for partly unprotected.
 void Scrubber::note_lost_csums(int fd, FileScrub& f)
 {
+  std::string flag = "its NODATASUM flag could not be read";
   try {
     const auto item = btrfs::read_inode_item(fd, f.subvolume_id, f.inode, f.path);
     if (item && (item->flags & btrfs::inode_flag::nodatasum)) {
       return;
     }
-  } catch (const Error&) { // the note hedges anyway
+    if (item) {
+      flag = "it is not NODATASUM";
+    }
+  } catch (const Error&) { // said in the note
   }
   f.notes.push_back(std::to_string(f.no_csum_bytes) +
                     " byte(s) had no checksum when looked up: the file was written while "
-                    "scrubbed and is not NODATASUM, so those extents were most likely replaced "
+                    "scrubbed (" +
+                    flag +
+                    "), so those extents were most likely replaced "
                     "by writes (their checksums deleted with them) and were not verified; "
                     "scrub it again when it is not written to");
 }

@@ -114,17 +114,7 @@ std::string file_of(const std::string& fsid)
 // flock on <state>/scrub/<fsid>.lock while a read-modify-write runs.
 sys::Fd lock_state(const std::string& state_dir, const std::string& fsid)
 {
-  const std::string p = dir_of(state_dir) + "/" + fsid + ".lock";
-  sys::Fd fd(::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!fd) {
-    throw_errno(Errc::io, errno, "open", p);
-  }
-  while (::flock(*fd, LOCK_EX) < 0) {
-    if (errno != EINTR) {
-      throw_errno(Errc::io, errno, "flock", p);
-    }
-  }
-  return fd;
+  return sys::lock_exclusive(dir_of(state_dir) + "/" + fsid + ".lock");
 }
 
 } // namespace

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -147,6 +148,20 @@ void replace_file_atomically(const std::string& dir, const std::string& name,
   if (dfd) {
     ::fsync(*dfd);
   }
+}
+
+Fd lock_exclusive(const std::string& path)
+{
+  Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) {
+    throw_errno(Errc::io, errno, "open", path);
+  }
+  while (::flock(*fd, LOCK_EX) < 0) {
+    if (errno != EINTR) {
+      throw_errno(Errc::io, errno, "flock", path);
+    }
+  }
+  return fd;
 }
 
 void replace_file_durably(const std::string& dir, const std::string& name, std::string_view content)

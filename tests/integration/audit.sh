@@ -196,6 +196,17 @@ check_eq "Proxmox disk: configured cache=directsync" "proxmox:101 directsync tru
 J66=$("$VMCSUM" --json audit --kernel-log '' --kernel-release 6.6.130 --libvirt-dir "$IT_TMP/libvirt" \
   --libvirt-run-dir "$IT_TMP/run" --pve-dir "$IT_TMP/pve" "$S/images/guest.qcow2" || true)
 check_eq "6.6.130 has the backport: warning only" warning "$(finding_sev "$J66" guest.qcow2 dio-buffered-fallback)"
+# A configured disk that is missing below the path audited is a problem, as it is without paths
+# (the old audit passed over it in silence when given a path, and named it without).
+mkdir -p "$IT_TMP/libvirt-missing/qemu"
+libvirt_domain "$IT_TMP/libvirt-missing/qemu/gone.xml" gone "$S/images/missing.raw" none
+check "fixture: the configured disk does not exist" test ! -e "$S/images/missing.raw"
+set +e
+Jg=$("$VMCSUM" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/libvirt-missing" \
+  --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$S/images"); rc=$?
+set -e
+check_eq "a missing configured disk below the path: a problem naming it, exit 3" "1 3" \
+  "$(jq --arg p "$S/images/missing.raw" '[.problems[] | select(.path == $p)] | length' <<<"$Jg") $rc"
 
 # --- dup profile: NOCOW loses self-healing; snapshots share extents ---------------------------------
 make_btrfs --size 512 -d dup -m dup

@@ -542,6 +542,15 @@ add_btrfs_device() {
   ADDED_DEV=$dev
 }
 
+# libvirt_domain FILE NAME DISK CACHE : FILE holds a libvirt domain NAME with one raw file disk
+# DISK opened with cache=CACHE.
+libvirt_domain() {
+  printf '%s\n' "<domain type='kvm'>" "  <name>$2</name>" "  <devices>" \
+    "    <disk type='file' device='disk'>" "      <driver name='qemu' type='raw' cache='$4'/>" \
+    "      <source file='$3'/>" "      <target dev='vda' bus='virtio'/>" "    </disk>" \
+    "  </devices>" "</domain>" >"$1"
+}
+
 # adopt_btrfs [--mount-opts OPTS] IMG... : attaches images of a btrfs made elsewhere (a
 # user-mode-linux guest's, in mkfs order) with `losetup -f --show` and mounts them (with OPTS) as
 # make_btrfs would have: the cleanup unmounts and detaches them, and mount_btrfs/unmount_btrfs/

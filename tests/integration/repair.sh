@@ -61,6 +61,10 @@ fs_state() { # LOGICAL...
 STATE_SEQ=0
 
 # The files written next lie in a gap of the kernel record: a state directory of their own.
+# read_windows INO : the read windows of inode INO in the state directory, one JSON per line.
+read_windows() {
+  cat "$VMCSUM_STATE_DIR"/scrub/*.json 2>/dev/null | jq -c --argjson ino "$1" '.windows[]? | select(.inode == $ino)' || true
+}
 # corruption_errs MNT : the sum of btrfs device stats' corruption_errs over MNT's devices.
 corruption_errs() { btrfs device stats "$1" | awk '/corruption_errs/ { s += $2 } END { print s + 0 }'; }
 
@@ -336,6 +340,7 @@ run_redundant() { # NAME NDEV mkfs-args...
   check_eq "$name: dry run: no backup written" 0 "$(backup_count)"
   st1=$(fs_state "${all_bad[@]}" "$d_logical" "$m_logical")
   check_eq "$name: dry run: devices, csum errors and extent tree unchanged" "$st0" "$st1"
+  check_eq "$name: dry run: no read window recorded (it reads nothing through btrfs)" "" "$(read_windows "$ino")"
 
   note "--- $name: in use"
   "$HOLD" --write --direct --ready "$d/r1" "$f" &
@@ -413,10 +418,15 @@ run_redundant() { # NAME NDEV mkfs-args...
   # read-back) are a read window in the state directory, so the kernel log lines they cause
   # are vmcsum's (scrub --history, audit), not alarms that outlive the repair. The log lines
   # themselves come from dmesg; the kernel ratelimits them, so their number is only noted.
-  check "$name: state: a read window of vm.raw covering the read-repaired sector" \
-    jq -e --argjson ino "$ino" --argjson off $((M + 512 * K + 8 * K)) \
-    '[.windows[] | select(.inode == $ino and any(.ranges[]; .[0] <= $off and $off < .[0] + .[1]))] | length > 0' \
-    "$VMCSUM_STATE_DIR"/scrub/*.json
+  local win
+  win=$(read_windows "$ino" | tail -n 1)
+  note "$name: the repair's read window: $win"
+  covers() { jq -e --argjson off "$1" 'any(.ranges[]; .[0] <= $off and $off < .[0] + .[1])' <<<"$win" >/dev/null; }
+  check "$name: state: a read window of vm.raw covering the read-repaired sector" covers $((M + 512 * K + 8 * K))
+  check_fails "$name: ... not the sectors rewritten from a device copy (never read through btrfs)" covers 8192
+  check_fails "$name: ... nor extent C's" covers $((M + 64 * K))
+  check "$name: ... naming this filesystem's devices only (as the kernel log names them)" \
+    jq -e --arg d "${DEVS[0]##*/}" '(.devices | index($d) != null) and (.devices | length) >= 1' <<<"$win"
   "$VMCSUM" --json scrub --no-progress --history --no-kernel-pass "$f" >"$d/history.json" 2>/dev/null || true
   local own
   own=$(jq -c --argjson ino "$ino" --argjson t "$t_rep" \
@@ -598,8 +608,12 @@ run_redundant() { # NAME NDEV mkfs-args...
   check_eq "$name: nocow: scrub: one divergent range at 8192, exit 2" "8192 2" \
     "$(jq -r '[.files[0].divergent[].offset] | join(",")' "$d/div.scrub.json") $rc"
   local mode
-  for mode in dry-run real; do
-    if [[ $mode == dry-run ]]; then vrepair -n "$nc"; else vrepair "$nc"; fi
+  for mode in dry-run real from; do
+    case $mode in
+      dry-run) vrepair -n "$nc" ;;
+      real) vrepair "$nc" ;;
+      from) vrepair --from "$d/div.scrub.json" ;; # the scrub document lists the range
+    esac
     check_eq "$name: nocow ($mode): left, the range skipped as divergent, exit 1" \
       "left 8192:divergent 1" "$(jf '.files[0] | "\(.action) \([.skipped[] | "\(.offset):\(.code)"] | join(","))"') $RC"
   done

@@ -22,7 +22,10 @@ public:
     , m_start(std::chrono::steady_clock::now())
   {
   }
-  void consumed(uint64_t bytes)
+  // `stoppable`: return early from the wait once a stop signal is pending (the caller stops at
+  // its next safe point); false for work that runs to its end whatever (a verification), which
+  // must keep to the rate then too.
+  void consumed(uint64_t bytes, bool stoppable = true)
   {
     if (m_rate == 0) {
       return;
@@ -40,7 +43,7 @@ public:
     // In slices, so that a stop signal (vmcsum(8) SIGNALS) is seen within a tenth of a second
     // however low the rate: at 1 KiB/s one 64 KiB request is a minute's wait. The caller
     // reaches its next safe point and stops there.
-    while (now < due && !sys::stop_requested()) {
+    while (now < due && !(stoppable && sys::stop_requested())) {
       std::this_thread::sleep_for(
         std::min<std::chrono::steady_clock::duration>(due - now, std::chrono::milliseconds(100)));
       now = std::chrono::steady_clock::now();

@@ -240,10 +240,10 @@ RepairResult repair(const RepairOptions& opts, const RepairProgressFn& progress,
 RepairResult undo_repair(const UndoOptions& opts, const RepairProgressFn& progress,
                          const std::atomic<bool>& cancel);
 
-// --from: the files and bad sectors of a `vmcsum scrub --json` document (schema
-// vmcsum.scrub/1 or /2), keyed by each file's canonical path when the document has it (so the
-// document works from any directory), else by its path as given; `identities` (optional) gets
-// what each file was. Throws Error{usage} for anything else.
+// --from: the files and bad sectors (and divergent NODATASUM ranges) of a `vmcsum scrub --json`
+// document (schema vmcsum.scrub/1 or /2), keyed by each file's canonical path when the document has
+// it (so the document works from any directory), else by its path as given; `identities` (optional)
+// gets what each file was. Throws Error{usage} for anything else.
 std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>>
 parse_scrub_report(const std::string& json_text,
                    std::map<std::string, ReportIdentity>* identities = nullptr);

@@ -6,6 +6,8 @@
 // version or the new one, never a torn file. Read back with a size limit.
 #pragma once
 
+#include <vmcsum/sys/fd.hpp>
+
 #include <cstddef>
 #include <optional>
 #include <string>
@@ -34,6 +36,10 @@ void replace_file_durably(const std::string& dir, const std::string& name,
 // need not be private: temp file in `dir`, fsync, rename over dir/name, directory fsync.
 void replace_file_atomically(const std::string& dir, const std::string& name,
                              std::string_view content, unsigned mode);
+
+// An exclusive flock on `path` (created 0600, never through a symlink), held until the returned
+// descriptor closes: a read-modify-write of a state file by one vmcsum process at a time.
+Fd lock_exclusive(const std::string& path);
 
 // The whole file, or nullopt when it does not exist. A file larger than max_bytes, or one that
 // is not a regular file (a FIFO, a device, a symlink unless follow_symlinks), is an Error: never

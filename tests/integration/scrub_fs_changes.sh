@@ -392,7 +392,12 @@ hp=$!
 bg_track "$hp"
 wait_file "$IT_TMP/held.l"
 OUTL=$IT_TMP/lost.json
+# Under the sanitizer build, LeakSanitizer's own tracer crashes at this run's exit ("Tracer caught
+# signal 11 ... LeakSanitizer has encountered a fatal error", exit 134: 4 runs of 4 with this
+# section alone, never elsewhere); its leak check is left out for this one run, AddressSanitizer
+# and UBSan still watch it.
 run_stopped "$MNT/l.raw" "$OUTL" "$OUTL.err" \
+  env ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
   "$VMCSUM" --json scrub --no-progress --limit-rate 8M "$MNT/l.raw"
 check_eq "fixture: the scrub was stopped while reading the image" 1 "$STOPPED"
 dd if=/dev/urandom of="$MNT/l.raw" bs=1M count=8 seek=24 conv=notrunc,fsync status=none

@@ -20,6 +20,7 @@
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <map>
 
 #include <unistd.h>
 
@@ -55,6 +56,10 @@ void render_text(const core::SetResult& r, const SetCliOptions& o, const Output&
   if (o.dry_run) {
     std::string text = out.paint("dry run", Style::bold) + ": nothing is changed; vmcsum set --" +
                        want + " would:\n";
+    // Each change's steps once per kind (rewrite, set the attribute): the same seven lines for
+    // each of a directory's fifty images bury the list of what would change. -v lists them all.
+    const bool every_plan = out.options().verbose > 0;
+    std::map<core::Outcome, size_t> planned;
     for (const auto& e : r.files) {
       std::string name = core::escape_name(e.path);
       if (e.action == core::Outcome::refused) {
@@ -70,9 +75,12 @@ void render_text(const core::SetResult& r, const SetCliOptions& o, const Output&
         text += name + ": " +
                 (e.action == core::Outcome::rewritten ? "rewrite it" : "set the attribute") + " (" +
                 state_text(e.before) + " -> " + want + ")\n";
-        int n = 0;
-        for (const auto& s : e.steps) {
-          text += "  " + std::to_string(++n) + ". " + s + "\n";
+        ++planned[e.action];
+        if (every_plan || planned[e.action] == 1) {
+          int n = 0;
+          for (const auto& s : e.steps) {
+            text += "  " + std::to_string(++n) + ". " + s + "\n";
+          }
         }
       }
       for (const auto& note : e.notes) {
@@ -81,6 +89,13 @@ void render_text(const core::SetResult& r, const SetCliOptions& o, const Output&
     }
     for (const auto& l : r.leftovers) {
       text += "remove leftover temp file " + core::escape_name(l.path) + "\n";
+    }
+    for (const auto& [action, n] : planned) {
+      if (!every_plan && n > 1) {
+        text += "(the same steps for each of the other " + std::to_string(n - 1) +
+                (action == core::Outcome::rewritten ? " rewrites" : " attribute changes") +
+                "; -v lists each)\n";
+      }
     }
     out.print(text);
     return;

@@ -338,6 +338,7 @@ private:
   void finish_verified();
   void begin_reads(int fd);
   void save_read_window() noexcept;
+  void note_reads_unrecorded(const char* why) noexcept;
   void check_stop() const;
   void skip(const BadSector& b, const SectorDecision& d)
   {
@@ -1164,15 +1165,22 @@ void ImageRepair::save_read_window() noexcept
       }
     }
   } catch (const std::exception& e) {
-    try {
-      m_e.notes.push_back(std::string("the repair's reads through btrfs were not recorded in "
-                                      "the state directory (kernel log lines they caused will "
-                                      "look like the disk's): ") +
-                          e.what());
-    } catch (...) { // out of memory: nothing more to say
-    }
+    note_reads_unrecorded(e.what());
   }
   m_window.reset();
+}
+
+// Why the repair's reads through btrfs are in no read window: their kernel log lines will look
+// like the disk's to scrub --history and audit.
+void ImageRepair::note_reads_unrecorded(const char* why) noexcept
+{
+  try {
+    m_e.notes.push_back(std::string("the repair's reads through btrfs are not recorded in the "
+                                    "state directory (kernel log lines they cause will look like "
+                                    "the disk's): ") +
+                        why);
+  } catch (...) { // out of memory: nothing more to say
+  }
 }
 
 // The first read through btrfs of this repair (through `fd`): its window begins, naming the
@@ -1191,9 +1199,7 @@ void ImageRepair::begin_reads(int fd)
       devices.push_back(path);
     }
   } catch (const Error& e) {
-    m_e.notes.push_back(std::string("the repair's reads through btrfs are not recorded (kernel "
-                                    "log lines they cause will look like the disk's): ") +
-                        e.what());
+    note_reads_unrecorded(e.what());
     return;
   }
   if (!devices.empty()) {

@@ -210,6 +210,17 @@ rc=$?
 set -e
 check_eq "dry run text: exit 0" 0 "$rc"
 check "dry run text: lists the steps" grep -q 'renameat2' "$IT_TMP/dry.txt"
+# Three files of a -r dry run: one plan listed, a line for each file, -v lists every plan.
+mkdir "$MNT/many"
+for f in a b c; do dd if=/dev/urandom of="$MNT/many/$f.raw" bs=64K count=2 status=none; done
+"$VMCSUM" set --nocow -r -n "$MNT/many" >"$IT_TMP/dry-many.txt" 2>&1
+check_eq "dry run of 3 files: one plan, a line each, the rest counted" "1 3 1" \
+  "$(grep -c 'renameat2' "$IT_TMP/dry-many.txt") $(grep -c 'raw: rewrite it' "$IT_TMP/dry-many.txt") $(grep -c 'other 2 rewrites' "$IT_TMP/dry-many.txt")"
+"$VMCSUM" set --nocow -r -n -v "$MNT/many" >"$IT_TMP/dry-many.txt" 2>&1
+check_eq "dry run -v of 3 files: every plan" "3 0" \
+  "$(grep -c 'renameat2' "$IT_TMP/dry-many.txt") $(grep -c 'other' "$IT_TMP/dry-many.txt" || true)"
+check_eq "dry runs: nothing changed" "cow cow cow" \
+  "$(for f in a b c; do oracle_state "$MNT/many/$f.raw"; done | xargs)"
 set +e
 "$VMCSUM" set --nocow "$MNT/dir/old.raw" >"$IT_TMP/text.txt" 2>&1
 rc=$?

@@ -47,12 +47,18 @@ std::string bytes(const std::optional<uint64_t>& v, const Output& out)
   return v ? out.size(*v) : out.paint("?", Style::dim);
 }
 
+// A regular file or a directory: the only kinds whose btrfs facts are looked up.
+bool examinable(const core::FileFacts& f)
+{
+  return f.kind == "file" || f.kind == "directory";
+}
+
 int status_of(const core::FileFacts& f)
 {
   if (!f.examined) {
     return exit_code::incomplete;
   }
-  if (!f.on_btrfs || !f.unknown.empty()) {
+  if (!f.on_btrfs || !f.unknown.empty() || !examinable(f)) {
     return exit_code::warnings;
   }
   return exit_code::clean;
@@ -72,7 +78,7 @@ void render_text(const std::vector<core::FileFacts>& files, Output& out)
     if (!f.examined) {
       continue;
     }
-    if (!f.on_btrfs) {
+    if (!f.on_btrfs || !examinable(f)) {
       table.add({name, "-", "-", "-", "-", f.fs.empty() ? "-" : f.fs, out.size(f.size),
                  out.size(f.allocated), "-", "-", "-"});
       continue;
@@ -131,7 +137,7 @@ void report_diagnostics(const std::vector<core::FileFacts>& files, const Output&
       continue;
     }
     for (const auto& note : f.notes) {
-      if (!f.on_btrfs || out.options().verbose > 0) {
+      if (!f.on_btrfs || !examinable(f) || out.options().verbose > 0) {
         out.warn(name + ": " + note);
       }
     }

@@ -377,6 +377,9 @@ bool FactCollector::fill_examined(FileFacts& f, const struct stat& st,
   fill_mount(f, mount);
   f.examined = true;
   if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+    // Never opened (a FIFO would block, a device node is no image): its btrfs facts stay
+    // unknown, but where it lies is known from the mount table.
+    f.on_btrfs = f.fs == "btrfs";
     f.notes.push_back("not a regular file or directory: only stat facts are shown");
     return false;
   }

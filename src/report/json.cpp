@@ -66,11 +66,11 @@ std::string why_not_of(const FileFacts& f)
   if (!f.examined) {
     return f.error.value_or("not examined");
   }
-  if (!f.on_btrfs && (f.kind == "file" || f.kind == "directory")) {
-    return f.unknown.count("fs") ? f.unknown.at("fs") : "not on btrfs";
+  if (f.kind != "file" && f.kind != "directory") {
+    return "not a regular file or directory";
   }
   if (!f.on_btrfs) {
-    return "not a regular file or directory";
+    return f.unknown.count("fs") ? f.unknown.at("fs") : "not on btrfs";
   }
   return "";
 }

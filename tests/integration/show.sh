@@ -166,6 +166,10 @@ check "JSON stays valid with a non-UTF-8 name" jq -e . "$out"
 check_eq "non-UTF-8 name escaped reversibly" 'bad\xffname\x0a.raw' "$(jq -r '.files[0].path' "$out" | sed 's|.*/||')"
 check_eq "non-UTF-8 name flagged" false "$(jq -r '.files[0].path_is_utf8' "$out")"
 check_eq "FIFO examined without blocking" "fifo" "$(jq -r '.files[1].kind' "$out")"
+# Where it lies is known (findmnt, the oracle), its btrfs facts are not (it is never opened).
+check_eq "FIFO on btrfs: on_btrfs, fs as findmnt says, fsid unknown and why" \
+  "true $(findmnt -n -o FSTYPE -T "$MNT/fifo") null not a regular file or directory" \
+  "$(jq -r '.files[1] | "\(.on_btrfs) \(.fs) \(.fsid) \(.unknown.fsid)"' "$out")"
 check_eq "symlink followed and reported" "plain.raw file" "$(jq -r '.files[2] | "\(.symlink_target) \(.kind)"' "$out")"
 check_eq "missing path has an error" "false" "$(jq -r '.files[3].examined' "$out")"
 check_eq "non-btrfs path says so" "false proc" "$(jq -r '.files[4] | "\(.on_btrfs) \(.fs)"' "$out")"
@@ -177,6 +181,11 @@ set +e
 rc=$?
 set -e
 check_eq "non-btrfs path alone: exit 1 (warning)" 1 "$rc"
+set +e
+"$VMCSUM" show "$MNT/fifo" >"$IT_TMP/fifo.txt" 2>"$IT_TMP/fifo.err"
+rc=$?
+set -e
+check_eq "FIFO alone: exit 1, the reason on stderr" "1 1" "$rc $(grep -c 'not a regular file' "$IT_TMP/fifo.err")"
 check "text table on a clean btrfs file exits 0" "$VMCSUM" show "$MNT/plain.raw"
 
 # --- unprivileged: degrade, say why ------------------------------------------------------------

@@ -51,7 +51,7 @@ struct FileFacts
   std::string fs; // filesystem type from the mount table ("btrfs", "ext4", ...)
   std::string mount_point;
   std::string mount_options;
-  bool on_btrfs = false;
+  bool on_btrfs = false; // the file lies on btrfs (its btrfs facts below may still be unknown)
   std::optional<std::string> fsid;
 
   uint64_t dev = 0; // st_dev (on btrfs: one per subvolume)

@@ -13,6 +13,8 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
@@ -286,7 +288,7 @@ std::string state_dir_refused(const std::string& dir)
   if (::stat(dir.c_str(), &st) == 0) {
     return ""; // what else is wrong with it is said where it is used (ensure_private_dir)
   }
-  const int err = errno;
+  const int err = stdout_error() != 0 ? stdout_error() : errno;
   std::string trimmed = dir; // "/var/lib/vmcsum/": its parent is /var/lib
   while (trimmed.size() > 1 && trimmed.back() == '/') {
     trimmed.pop_back();
@@ -298,6 +300,22 @@ std::string state_dir_refused(const std::string& dir)
            "(--state-dir, VMCSUM_STATE_DIR)";
   }
   return ""; // creatable, or a reason ensure_private_dir() reports when it is needed
+}
+
+// Output that did not reach stdout (a full disk, a pipe closed with SIGPIPE ignored) must not
+// end in success: `vmcsum --json audit >report.json` would leave a cut file behind exit 0. The
+// document's own exit_code cannot say it; stderr and the status do.
+int stdout_checked(int status)
+{
+  errno = 0;
+  std::cout.flush();
+  if (std::cout.good() && std::fflush(stdout) == 0 && !std::ferror(stdout)) {
+    return status;
+  }
+  const int err = stdout_error() != 0 ? stdout_error() : errno;
+  std::cerr << "vmcsum: error: writing to standard output failed"
+            << (err != 0 ? ": " + errno_text(err) : std::string()) << '\n';
+  return status < exit_code::incomplete ? exit_code::incomplete : status; // 64, 128+ stay
 }
 
 int report_failure(const std::string& json_style, const char* kind, const std::string& message,
@@ -313,7 +331,7 @@ int report_failure(const std::string& json_style, const char* kind, const std::s
   }
   std::cerr << "vmcsum: " << (status == exit_code::usage ? "usage error" : "error") << ": "
             << message << (cut ? " (the JSON document on stdout is cut short)" : "") << '\n';
-  return status;
+  return stdout_checked(status);
 }
 } // namespace
 
@@ -360,7 +378,7 @@ int run(int argc, char** argv)
     // One interruption contract for every command (sys/signals.hpp): from here on the first
     // SIGINT/SIGTERM/SIGHUP only asks the command to stop at its next safe point.
     sys::StopSignals stop_signals;
-    return runner ? runner(out) : exit_code::usage;
+    return stdout_checked(runner ? runner(out) : exit_code::usage);
   } catch (const UsageError& e) {
     return report_failure(globals.json_style, "usage", e.what(), exit_code::usage);
   } catch (const Error& e) {

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cerrno>
 #include <cstdlib>
 #include <ctime>
 #include <exception>
@@ -259,15 +260,34 @@ void Output::info(const std::string& message) const
   }
 }
 
+namespace {
+std::atomic<int> g_stdout_errno{0};
+
+// Keeps the errno of the first failed write to stdout: by the end of the run errno is another's.
+void keep_stdout_errno()
+{
+  if (!std::cout.good() && g_stdout_errno.load() == 0) {
+    g_stdout_errno.store(errno != 0 ? errno : EIO);
+  }
+}
+} // namespace
+
+int stdout_error()
+{
+  return g_stdout_errno.load();
+}
+
 void Output::emit_json(nlohmann::ordered_json doc) const
 {
   write_document(std::cout, with_document_head(std::move(doc)), m_opts.json_style == "short");
+  keep_stdout_errno();
 }
 
 void Output::emit_json(nlohmann::ordered_json doc, const StreamedArray& array) const
 {
   write_document(std::cout, with_document_head(std::move(doc)), m_opts.json_style == "short",
                  &array);
+  keep_stdout_errno();
 }
 
 nlohmann::ordered_json with_document_head(nlohmann::ordered_json doc)
@@ -482,6 +502,7 @@ void Output::print(const std::string& text) const
 {
   std::cout << text;
   std::cout.flush();
+  keep_stdout_errno();
 }
 
 void Output::print_legend(const std::string& text) const

@@ -135,6 +135,8 @@ void write_document(std::ostream& out, const nlohmann::ordered_json& doc, bool s
 // Whether a document written to `out` was cut short: no other document may follow it there (a
 // reader would take the two for one broken document), so the error goes to stderr only.
 bool document_cut_short(const std::ostream& out);
+// The errno of the first write to stdout that failed (Output's), 0 if none did.
+int stdout_error();
 
 // The tail of every document: "interrupted" (a stop signal arrived; the document then holds
 // what was done before it) and "exit_code". Without `interrupted`, whether a stop signal

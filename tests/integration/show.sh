@@ -187,6 +187,15 @@ rc=$?
 set -e
 check_eq "FIFO alone: exit 1, the reason on stderr" "1 1" "$rc $(grep -c 'not a regular file' "$IT_TMP/fifo.err")"
 check "text table on a clean btrfs file exits 0" "$VMCSUM" show "$MNT/plain.raw"
+# Output that cannot be written (/dev/full: ENOSPC on every write) is no success.
+for fmt in --json --color=never; do
+  set +e
+  "$VMCSUM" "$fmt" show "$MNT/plain.raw" >/dev/full 2>"$IT_TMP/full.err"
+  rc=$?
+  set -e
+  check_eq "stdout on a full device ($fmt): exit 3, ENOSPC on stderr" "3 1" \
+    "$rc $(grep -c 'writing to standard output failed: No space left on device' "$IT_TMP/full.err")"
+done
 
 # --- unprivileged: degrade, say why ------------------------------------------------------------
 chmod o+rx "$IT_TMP" "$(dirname "$MNT")" "$MNT"

@@ -51,6 +51,20 @@ bool proven_ours(int fd, const std::string& name, uid_t uid)
   return me != 0 && uid == me && marker_is(fd, k_temp_marker_user, name);
 }
 
+// A directory's default ACL is inherited by every file created in it, the temp file too: its
+// named entries (user:mallory:rw) are masked by the creation mode (0600: mask ---) until the
+// mode is widened, and the rewrite then copies the source's mode (0660: mask rw-) and the
+// source's xattrs, not an absence of them. The copy of a file mallory could not read became
+// hers to read and write. Dropped at creation, so the file holds only what the caller gives it.
+void drop_inherited_acl(int fd, const std::string& where)
+{
+  for (const char* name : {"system.posix_acl_access", "system.posix_acl_default"}) {
+    if (::fremovexattr(fd, name) < 0 && errno != ENODATA && errno != EOPNOTSUPP) {
+      throw_errno(std::string("remove the inherited ACL (") + name + ") of a new temp file", where);
+    }
+  }
+}
+
 } // namespace
 
 std::string random_alnum(size_t n)
@@ -163,6 +177,7 @@ bool TempFile::create_anonymous(const std::string& target, unsigned mode)
   if (::flock(m_fd.get(), LOCK_EX | LOCK_NB) < 0) {
     throw_errno("flock a new temp file", m_dir);
   }
+  drop_inherited_acl(m_fd.get(), m_dir); // before it has a name anyone can open
   const std::string proc = "/proc/self/fd/" + std::to_string(m_fd.get());
   for (int attempt = 0; attempt < 8; ++attempt) {
     std::string name = temp_name_for(target, random_alnum(k_random_len));
@@ -204,6 +219,8 @@ void TempFile::create_named(const std::string& target, unsigned mode)
   if (::flock(m_fd.get(), LOCK_EX | LOCK_NB) < 0) {
     throw_errno("flock", join(m_dir, m_name));
   }
+  // Named from the start: until this, the inherited ACL's entries are masked by `mode`.
+  drop_inherited_acl(m_fd.get(), join(m_dir, m_name));
   mark(m_name);
 }
 

@@ -9,7 +9,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_root
 need_loop
-need_cmd jq lsattr chattr filefrag btrfs getfattr setfattr getfacl setfacl sha256sum flock \
+need_cmd jq setpriv lsattr chattr filefrag btrfs getfattr setfattr getfacl setfacl sha256sum flock \
   mkfifo env
 : "${VMCSUM:?VMCSUM must point at the vmcsum binary}"
 : "${VMCSUM_TOOLS:?VMCSUM_TOOLS must point at the test tools}"
@@ -210,6 +210,27 @@ rc=$?
 set -e
 check_eq "dry run text: exit 0" 0 "$rc"
 check "dry run text: lists the steps" grep -q 'renameat2' "$IT_TMP/dry.txt"
+# A directory whose default ACL grants nobody rw (its owner's right): root's file in it has no
+# ACL and mode 0660 (nobody is not in its group). The rewrite must not hand it to nobody
+# through the ACL its temp file inherits (getfacl and nobody's own read are the oracles).
+mkdir "$MNT/acl"
+setfacl -d -m u:nobody:rw "$MNT/acl"
+dd if=/dev/urandom of="$MNT/acl/root.raw" bs=64K count=2 status=none
+setfacl -b "$MNT/acl/root.raw"
+chmod 0660 "$MNT/acl/root.raw"
+chmod o+x "$IT_TMP" "$(dirname "$MNT")" "$MNT" "$MNT/acl"
+as_nobody_reads() { setpriv --reuid=nobody --regid=nogroup --clear-groups head -c1 "$1" >/dev/null 2>&1; }
+: >"$MNT/acl/inherits.raw" # created as usual: the default ACL applies (the check's control)
+check "default ACL of the directory: nobody reads a file that inherits it (control)" \
+  as_nobody_reads "$MNT/acl/inherits.raw"
+acl0=$(getfacl -c "$MNT/acl/root.raw" 2>/dev/null)
+vset --nocow "$MNT/acl/root.raw"
+check_eq "default ACL of the directory: rewritten" "rewritten 0" "$(jf '.files[0].action') $RC"
+check_eq "default ACL of the directory: the file's ACL as before (getfacl)" "$acl0" \
+  "$(getfacl -c "$MNT/acl/root.raw" 2>/dev/null)"
+check_eq "default ACL of the directory: nobody still cannot read it" denied \
+  "$(as_nobody_reads "$MNT/acl/root.raw" && echo read || echo denied)"
+chmod o-x "$IT_TMP" "$(dirname "$MNT")" "$MNT" "$MNT/acl"
 # Three files of a -r dry run: one plan listed, a line for each file, -v lists every plan.
 mkdir "$MNT/many"
 for f in a b c; do dd if=/dev/urandom of="$MNT/many/$f.raw" bs=64K count=2 status=none; done

@@ -84,7 +84,8 @@ void render_text(const core::AuditResult& r, Output& out)
         details += "\n" + out.paint(core::escape_name(img.facts.path), Style::bold) + "\n";
       }
       details += "  " + out.paint(core::severity_name(f.severity), style_of(f.severity)) + " " +
-                 f.code + ": " + f.message + "\n    -> " + f.action + "\n";
+                 f.code + ": " + core::printable(f.message) + "\n    -> " +
+                 core::printable(f.action) + "\n";
     }
   }
   if (!table.empty()) {

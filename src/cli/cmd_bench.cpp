@@ -80,7 +80,7 @@ void render_text(const core::BenchResult& r, Output& out)
     text += "  " + c.meaning + ".\n";
   }
   for (const auto& n : r.notes) {
-    text += "note: " + n + "\n";
+    text += "note: " + core::printable(n) + "\n";
   }
   out.print_legend(text);
 }

@@ -68,7 +68,7 @@ void render_text(const core::ProbeResult& r, Output& out)
                  core::dio_write_name(fs.table_nocow) + "\n";
     }
     for (const auto& n : fs.notes) {
-      details += "  note: " + n + "\n";
+      details += "  note: " + core::printable(n) + "\n";
     }
   }
   if (!table.empty()) {

@@ -78,14 +78,14 @@ void render_text(const core::RepairResult& r, bool dry_run, Output& out)
   Table table(columns);
   std::string details;
   for (const auto& e : r.files) {
-    table.add({table_path("", e.path),
+    table.add({table_path(e.acted_on, e.path),
                out.paint(core::repair_action_name(e.action), action_style(e.action)),
                std::to_string(e.bad_sectors), std::to_string(e.repaired.size()),
                std::to_string(e.skipped.size()), out.size(e.rewritten_bytes),
                e.backup ? core::escape_name(*e.backup) : "-"});
     const std::string name = core::escape_name(e.path);
     if (!e.reason.empty() && !stopped(e.action)) {
-      details += "  " + name + ": " + e.reason + "\n";
+      details += "  " + name + ": " + core::printable(e.reason) + "\n";
     }
     if (dry_run || out.options().verbose > 0) {
       for (const auto& s : e.steps) {
@@ -99,7 +99,7 @@ void render_text(const core::RepairResult& r, bool dry_run, Output& out)
         break;
       }
       details += "  " + name + " offset " + std::to_string(s.offset) + ": left (" + s.code + ", " +
-                 core::bad_class_name(s.cls) + "): " + s.reason + "\n";
+                 core::bad_class_name(s.cls) + "): " + core::printable(s.reason) + "\n";
       if (s.cls == core::BadClass::undetermined || out.options().verbose > 0) {
         for (const auto& ev : s.evidence) {
           details += "      [" + ev.code + "] " + ev.text + "\n";
@@ -133,8 +133,10 @@ void render_text(const core::RepairResult& r, bool dry_run, Output& out)
       }
     }
     if (e.nocow) {
-      details += "  " + name + ": --then-nocow: " + e.nocow->action +
-                 (e.nocow->reason.empty() ? std::string() : " (" + e.nocow->reason + ")") + "\n";
+      details +=
+        "  " + name + ": --then-nocow: " + e.nocow->action +
+        (e.nocow->reason.empty() ? std::string() : " (" + core::printable(e.nocow->reason) + ")") +
+        "\n";
     }
   }
   out.print(table.render(out));

@@ -65,7 +65,7 @@ void bad_details(const core::FileScrub& f, const Output& out, std::string& detai
                "\n";
     if (out.options().verbose > 0) {
       for (const auto& e : b.evidence) {
-        details += "      [" + e.code + "] " + e.text + "\n";
+        details += "      [" + e.code + "] " + core::printable(e.text) + "\n";
       }
     }
   }
@@ -92,7 +92,7 @@ void divergent_details(const core::FileScrub& f, const Output& out, std::string&
                core::bad_class_name(d.cls) + "\n";
     if (out.options().verbose > 0) {
       for (const auto& e : d.evidence) {
-        details += "      [" + e.code + "] " + e.text + "\n";
+        details += "      [" + e.code + "] " + core::printable(e.text) + "\n";
       }
     }
   }

@@ -63,14 +63,14 @@ void render_text(const core::SetResult& r, const SetCliOptions& o, const Output&
     for (const auto& e : r.files) {
       std::string name = core::escape_name(e.path);
       if (e.action == core::Outcome::refused) {
-        text +=
-          name + ": " + out.paint("refuse", Style::red) + " (" + e.code + "): " + e.reason + "\n";
+        text += name + ": " + out.paint("refuse", Style::red) + " (" + e.code +
+                "): " + core::printable(e.reason) + "\n";
         continue;
       }
       if (e.action == core::Outcome::unchanged) {
         text += name + ": leave it unchanged (already " + state_text(e.before) + ")\n";
       } else if (e.action == core::Outcome::skipped) {
-        text += name + ": skip it (" + e.reason + ")\n";
+        text += name + ": skip it (" + core::printable(e.reason) + ")\n";
       } else {
         text += name + ": " +
                 (e.action == core::Outcome::rewritten ? "rewrite it" : "set the attribute") + " (" +
@@ -84,7 +84,7 @@ void render_text(const core::SetResult& r, const SetCliOptions& o, const Output&
         }
       }
       for (const auto& note : e.notes) {
-        text += "  note: " + note + "\n";
+        text += "  note: " + core::printable(note) + "\n";
       }
     }
     for (const auto& l : r.leftovers) {
@@ -111,11 +111,11 @@ void render_text(const core::SetResult& r, const SetCliOptions& o, const Output&
     if (e.seconds.total > 0) {
       std::snprintf(secs, sizeof secs, "%.1fs", e.seconds.total);
     }
-    table.add({table_path("", e.path), out.paint(std::string(core::outcome_name(e.action)), st),
-               state_text(e.before), state_text(e.after),
-               e.bytes_copied ? out.size(e.bytes_copied) : "-", secs});
+    table.add({table_path(e.acted_on, e.path),
+               out.paint(std::string(core::outcome_name(e.action)), st), state_text(e.before),
+               state_text(e.after), e.bytes_copied ? out.size(e.bytes_copied) : "-", secs});
     for (const auto& n : e.notes) {
-      notes += "note: " + core::escape_name(e.path) + ": " + n + "\n";
+      notes += "note: " + core::escape_name(e.path) + ": " + core::printable(n) + "\n";
     }
   }
   if (!table.empty()) {

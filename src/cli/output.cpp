@@ -237,26 +237,28 @@ std::string Output::paint_err(const std::string& text, Style style) const
 void Output::warn(const std::string& message) const
 {
   if (!m_opts.quiet) {
-    std::cerr << "vmcsum: " << paint_err("warning", Style::yellow) << ": " << message << '\n';
+    std::cerr << "vmcsum: " << paint_err("warning", Style::yellow) << ": "
+              << core::printable(message) << '\n';
   }
 }
 
 void Output::error(const std::string& message) const
 {
-  std::cerr << "vmcsum: " << paint_err("error", Style::red) << ": " << message << '\n';
+  std::cerr << "vmcsum: " << paint_err("error", Style::red) << ": " << core::printable(message)
+            << '\n';
 }
 
 void Output::note(const std::string& message) const
 {
   if (!m_opts.quiet) {
-    std::cerr << "vmcsum: note: " << message << '\n';
+    std::cerr << "vmcsum: note: " << core::printable(message) << '\n';
   }
 }
 
 void Output::info(const std::string& message) const
 {
   if (m_opts.verbose > 0 && !m_opts.quiet) {
-    std::cerr << "vmcsum: " << message << '\n';
+    std::cerr << "vmcsum: " << core::printable(message) << '\n';
   }
 }
 

@@ -83,9 +83,9 @@ bool invisible_control(std::string_view seq)
   }
   return false;
 }
-} // namespace
 
-std::string escape_name(std::string_view s)
+// escape_name() and printable(): `as_name` escapes backslashes too, and newlines and tabs.
+std::string escape_bytes(std::string_view s, bool as_name)
 {
   std::string out;
   out.reserve(s.size());
@@ -94,9 +94,10 @@ std::string escape_name(std::string_view s)
     auto c = static_cast<unsigned char>(s[i]);
     // Bytes shown as \xNN (unescape_name() gives the name back): an invalid or control byte,
     // or every byte of a control that is valid UTF-8.
-    const size_t hex = n > 1 && invisible_control(s.substr(i, n)) ? n
-                       : (n == 0 || c < 0x20 || c == 0x7f)        ? 1
-                                                                  : 0;
+    const bool kept = !as_name && (c == '\n' || c == '\t');
+    const size_t hex = n > 1 && invisible_control(s.substr(i, n))       ? n
+                       : (n == 0 || ((c < 0x20 || c == 0x7f) && !kept)) ? 1
+                                                                        : 0;
     if (hex > 0) {
       for (size_t k = 0; k < hex; ++k) {
         char buf[5];
@@ -104,7 +105,7 @@ std::string escape_name(std::string_view s)
         out += buf;
       }
       i += hex;
-    } else if (c == '\\') {
+    } else if (c == '\\' && as_name) {
       out += "\\\\";
       ++i;
     } else {
@@ -113,6 +114,18 @@ std::string escape_name(std::string_view s)
     }
   }
   return out;
+}
+
+} // namespace
+
+std::string escape_name(std::string_view s)
+{
+  return escape_bytes(s, true);
+}
+
+std::string printable(std::string_view s)
+{
+  return escape_bytes(s, false);
 }
 
 std::string unescape_name(std::string_view s)

@@ -231,6 +231,17 @@ check_eq "default ACL of the directory: the file's ACL as before (getfacl)" "$ac
 check_eq "default ACL of the directory: nobody still cannot read it" denied \
   "$(as_nobody_reads "$MNT/acl/root.raw" && echo read || echo denied)"
 chmod o-x "$IT_TMP" "$(dirname "$MNT")" "$MNT" "$MNT/acl"
+# A name that retitles the terminal and erases the line (a security review's): reached through
+# a symlink, whose note names the target raw; no ESC, BEL or CR reaches the terminal.
+esc_name=$'t\e]0;pwned\a\e[2K\rALL GOOD.raw'
+dd if=/dev/urandom of="$MNT/$esc_name" bs=64K count=1 status=none
+ln -s "$esc_name" "$MNT/esc-link.raw"
+for n in "" -n; do
+  "$VMCSUM" --color=never set --nocow $n "$MNT/esc-link.raw" >"$IT_TMP/esc.out" 2>&1 || true
+  check_eq "set ${n:-(real)} via a symlink to an escape-laden name: no control bytes in the output" "0 1" \
+    "$(tr -d '\n\t' <"$IT_TMP/esc.out" | LC_ALL=C grep -c '[[:cntrl:]]') $(grep -c 'pwned' "$IT_TMP/esc.out" | tr -c '0-9' ' ' | awk '{print ($1 > 0)}')"
+done
+rm -f "$MNT/$esc_name" "$MNT/esc-link.raw"
 # Three files of a -r dry run: one plan listed, a line for each file, -v lists every plan.
 mkdir "$MNT/many"
 for f in a b c; do dd if=/dev/urandom of="$MNT/many/$f.raw" bs=64K count=2 status=none; done

@@ -48,6 +48,23 @@ TEST_CASE("escape_name keeps UTF-8 and escapes everything else reversibly")
   }
 }
 
+TEST_CASE("printable disarms terminal controls in a message and keeps the rest")
+{
+  // The security review's name: retitles the terminal, erases the line, hides what follows.
+  CHECK(printable("v\x1b]0;pwned\a\x1b[2K\rALL GOOD\x1b[8m.img: in use") ==
+        "v\\x1b]0;pwned\\x07\\x1b[2K\\x0dALL GOOD\\x1b[8m.img: in use");
+  CHECK(printable("C:\\path\\name") == "C:\\path\\name"); // backslashes stay
+  CHECK(printable("two\nlines\tand a tab") == "two\nlines\tand a tab");
+  CHECK(printable("a\xc2\x9b"
+                  "31m") == "a\\xc2\\x9b31m"); // C1 CSI
+  CHECK(printable("x\xe2\x80\xae"
+                  "war.jpg") == "x\\xe2\\x80\\xaewar.jpg"); // bidi override
+  CHECK(printable("bad\xffname") == "bad\\xffname");
+  CHECK(printable("Gr\xc3\xbc\xc3\x9f"
+                  "e") == "Gr\xc3\xbc\xc3\x9f"
+                          "e");
+}
+
 TEST_CASE("human_bytes uses binary units")
 {
   CHECK(human_bytes(0) == "0B");

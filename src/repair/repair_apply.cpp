@@ -107,7 +107,15 @@ bool pread_full(int fd, uint8_t* buf, size_t len, uint64_t off, const std::strin
 sys::Fd reopen(int fd, int flags, const struct stat& want, const std::string& display)
 {
   const std::string self = "/proc/self/fd/" + std::to_string(fd);
-  sys::Fd f(::open(self.c_str(), flags | O_CLOEXEC));
+  // O_NONBLOCK: an open for writing of a file another process holds a read lease on would
+  // wait out /proc/sys/fs/lease-break-time (45 s, seen here: any user can lease their own
+  // image and stall a repair of it); with it the open fails at once (open(2), EWOULDBLOCK).
+  // Regular files ignore O_NONBLOCK for reads and writes.
+  sys::Fd f(::open(self.c_str(), flags | O_NONBLOCK | O_CLOEXEC));
+  if (!f && errno == EWOULDBLOCK) {
+    throw Stop{RepairAction::refused, "in-use",
+               "another process holds a lease on it (it has it open): not opened for writing"};
+  }
   if (!f) {
     stop_on_errno(errno, "io-error", "reopen " + display);
   }

@@ -522,6 +522,20 @@ run_redundant() { # NAME NDEV mkfs-args...
   vundo "$BK/$bkname" --force -n
   check_eq "$name: undo --force -n: would-restore, dry run" "would-restore true" "$(jf '"\(.files[0].action) \(.dry_run)"')"
   check_eq "$name: undo --force -n: file untouched" "$changed" "$(sha_of "$f")"
+  # Another process holds a read lease on the image: the open for writing fails at once
+  # (refused in-use) instead of waiting out lease-break-time (45 s) first.
+  "$HOLD" --lease --ready "$d/r3" "$f" &
+  hp=$!
+  bg_track "$hp"
+  wait_file "$d/r3"
+  local t0=$SECONDS
+  vundo "$BK/$bkname" --force
+  check_eq "$name: undo with a read lease held: refused in-use, exit 3, within 10 s" \
+    "refused in-use 3 1" "$(jf '.files[0] | "\(.action) \(.code)"') $RC $((SECONDS - t0 < 10))"
+  check_eq "$name: undo refused: file untouched" "$changed" "$(sha_of "$f")"
+  kill "$hp"
+  wait "$hp" 2>/dev/null || true
+  bg_untrack "$hp"
   vundo "$BK/$bkname" --force
   check_eq "$name: undo --force: restored, exit 0" "restored 0" "$(jf '.files[0].action') $RC"
   check_eq "$name: undo: verified" "true true" "$(jf '"\(.files[0].verify.readable) \(.files[0].verify.matches)"')"

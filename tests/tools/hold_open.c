@@ -2,11 +2,13 @@
  *
  * hold_open: a stand-in for a running VM. Opens FILE the way QEMU does and keeps it open until
  * killed, so tests can check what vmcsum sees in /proc.
- *   hold_open [--direct] [--write] [--qemu-locks] [--ready FILE] FILE...
+ *   hold_open [--direct] [--write] [--qemu-locks] [--lease] [--ready FILE] FILE...
  * --direct      O_DIRECT (QEMU cache=none)
  * --write       O_RDWR instead of O_RDONLY
  * --qemu-locks  take QEMU's OFD read locks (block/file-posix.c): byte 100 + permission bits
  *               (consistent read 100, write 101) and the "shared" bytes 200+ that it does not share
+ * --lease      take a read lease (F_SETLEASE F_RDLCK; with O_RDONLY): an open for writing by
+ *               anyone else then waits for it to be released, up to lease-break-time
  * --ready FILE  create FILE once everything is open and locked (for the test to wait on)
  */
 #define _GNU_SOURCE
@@ -31,7 +33,7 @@ static int lock_byte(int fd, off_t byte)
 
 int main(int argc, char** argv)
 {
-  int direct = 0, write = 0, locks = 0;
+  int direct = 0, write = 0, locks = 0, lease = 0;
   const char* ready = NULL;
   int i = 1;
   for (; i < argc && strncmp(argv[i], "--", 2) == 0; ++i) {
@@ -41,6 +43,8 @@ int main(int argc, char** argv)
       write = 1;
     } else if (strcmp(argv[i], "--qemu-locks") == 0) {
       locks = 1;
+    } else if (strcmp(argv[i], "--lease") == 0) {
+      lease = 1;
     } else if (strcmp(argv[i], "--ready") == 0 && i + 1 < argc) {
       ready = argv[++i];
     } else {
@@ -49,7 +53,8 @@ int main(int argc, char** argv)
     }
   }
   if (i >= argc) {
-    fprintf(stderr, "usage: hold_open [--direct] [--write] [--qemu-locks] [--ready F] FILE...\n");
+    fprintf(stderr,
+            "usage: hold_open [--direct] [--write] [--qemu-locks] [--lease] [--ready F] FILE...\n");
     return 64;
   }
   for (; i < argc; ++i) {
@@ -57,6 +62,11 @@ int main(int argc, char** argv)
     int fd = open(argv[i], flags);
     if (fd < 0) {
       fprintf(stderr, "hold_open: %s: %s\n", argv[i], strerror(errno));
+      return 1;
+    }
+    /* A lease holder that does not give way: the break's SIGIO would end the process. */
+    if (lease && (signal(SIGIO, SIG_IGN) == SIG_ERR || fcntl(fd, F_SETLEASE, F_RDLCK) < 0)) {
+      fprintf(stderr, "hold_open: %s: F_SETLEASE: %s\n", argv[i], strerror(errno));
       return 1;
     }
     if (locks) {

@@ -137,6 +137,43 @@ int openat_beneath(int dirfd, const std::string& relpath, int flags)
   return openat_by_components(dirfd, relpath, flags);
 }
 
+namespace {
+
+// `rel` below `dirfd` (no symlink followed) as an O_PATH descriptor: what it is can be looked at
+// without opening it, as opening a device or a FIFO can have effects (a tape rewinds, a serial
+// line raises DTR, a FIFO's writer wakes). -1 and errno on failure.
+int opath_beneath(int dirfd, const std::string& rel)
+{
+  return openat_beneath(dirfd, rel, O_PATH | O_NOFOLLOW);
+}
+
+// The regular file `opath` names (fstat'ed as `st`) opened with `flags`, through
+// /proc/self/fd: that inode, not its path again. Without /proc, `by_path()` opens it by its path
+// once more (O_NONBLOCK: nothing swapped in blocks); either way it must still be that file.
+template <class ByPath>
+Fd reopen_regular(const Fd& opath, int flags, const struct stat& st, const std::string& path,
+                  ByPath by_path)
+{
+  const std::string self = "/proc/self/fd/" + std::to_string(opath.get());
+  Fd fd(::open(self.c_str(), flags | O_NONBLOCK | O_CLOEXEC));
+  if (!fd && errno == ENOENT) {
+    fd.reset(by_path(flags | O_NONBLOCK));
+  }
+  if (!fd) {
+    throw_errno("open", path);
+  }
+  struct stat fst = {};
+  if (::fstat(fd.get(), &fst) < 0) {
+    throw_errno("fstat", path);
+  }
+  if (!S_ISREG(fst.st_mode) || fst.st_dev != st.st_dev || fst.st_ino != st.st_ino) {
+    throw Error(Errc::unsupported, "replaced by another file while it was opened: refused", path);
+  }
+  return fd;
+}
+
+} // namespace
+
 const struct stat* WalkEntry::lstat()
 {
   if (!m_done) {
@@ -162,8 +199,9 @@ Fd WalkEntry::open_regular(int flags, struct stat* st_out)
       Errc::unsupported,
       std::string("not a regular file (it is ") + kind_of(seen->st_mode) + "): not opened", path());
   }
-  Fd fd(openat_beneath(m_dirfd, std::string(name()), flags | O_NOFOLLOW | O_NONBLOCK));
-  if (!fd) {
+  const std::string own(name());
+  Fd opath(opath_beneath(m_dirfd, own));
+  if (!opath) {
     if (errno == ELOOP) {
       throw Error(Errc::unsupported, "replaced by a symlink since it was listed: not followed",
                   path(), ELOOP);
@@ -171,8 +209,12 @@ Fd WalkEntry::open_regular(int flags, struct stat* st_out)
     throw_errno("open", path());
   }
   struct stat st = {};
-  if (::fstat(fd.get(), &st) < 0) {
+  if (::fstat(opath.get(), &st) < 0) {
     throw_errno("fstat", path());
+  }
+  if (S_ISLNK(st.st_mode)) { // O_PATH|O_NOFOLLOW gives the symlink itself, not ELOOP
+    throw Error(Errc::unsupported, "replaced by a symlink since it was listed: not followed",
+                path(), ELOOP);
   }
   if (!S_ISREG(st.st_mode)) {
     throw Error(Errc::unsupported,
@@ -182,8 +224,10 @@ Fd WalkEntry::open_regular(int flags, struct stat* st_out)
   if (st.st_dev != seen->st_dev || st.st_ino != seen->st_ino) {
     throw Error(Errc::unsupported, "replaced by another file since it was listed: refused", path());
   }
+  Fd fd = reopen_regular(opath, flags, st, path(),
+                         [&](int f) { return openat_beneath(m_dirfd, own, f | O_NOFOLLOW); });
   if (st_out) {
-    *st_out = st;
+    ::fstat(fd.get(), st_out);
   }
   return fd;
 }
@@ -251,8 +295,9 @@ WalkEntry WalkEntry::keep()
 
 Fd FileRef::open(int flags, struct stat* st_out) const
 {
-  Fd fd(openat_beneath(root ? root->get() : AT_FDCWD, relpath, flags | O_NOFOLLOW | O_NONBLOCK));
-  if (!fd) {
+  const int dirfd = root ? root->get() : AT_FDCWD;
+  Fd opath(opath_beneath(dirfd, relpath));
+  if (!opath) {
     if (errno == ELOOP) {
       throw Error(Errc::unsupported,
                   "a symlink (or replaced by one since it was listed): not followed", path, ELOOP);
@@ -263,19 +308,27 @@ Fd FileRef::open(int flags, struct stat* st_out) const
     throw_errno("open", path);
   }
   struct stat st = {};
-  if (::fstat(fd.get(), &st) < 0) {
+  if (::fstat(opath.get(), &st) < 0) {
     throw_errno("fstat", path);
   }
+  if (S_ISLNK(st.st_mode)) { // O_PATH|O_NOFOLLOW gives the symlink itself, not ELOOP
+    throw Error(Errc::unsupported,
+                "a symlink (or replaced by one since it was listed): not followed", path, ELOOP);
+  }
+  // Looked at, not opened: a device or a FIFO named on the command line (or through a symlink
+  // there) is refused before any open of it could have an effect.
   if (!S_ISREG(st.st_mode)) {
     throw Error(Errc::unsupported,
-                std::string("not a regular file (it is ") + kind_of(st.st_mode) + "): refused",
+                std::string("not a regular file (it is ") + kind_of(st.st_mode) + "): not opened",
                 path);
   }
   if (st.st_dev != dev || st.st_ino != ino) {
     throw Error(Errc::unsupported, "replaced by another file since it was listed: refused", path);
   }
+  Fd fd = reopen_regular(opath, flags, st, path,
+                         [&](int f) { return openat_beneath(dirfd, relpath, f | O_NOFOLLOW); });
   if (st_out) {
-    *st_out = st;
+    ::fstat(fd.get(), st_out);
   }
   return fd;
 }
@@ -740,25 +793,10 @@ Fd open_regular_at(const std::string& path, int flags, struct stat* st_out)
                 std::string("not a regular file (it is ") + kind_of(st.st_mode) + "): not opened",
                 path);
   }
-  // Reopening the O_PATH descriptor through /proc names that inode, not the path again.
-  const std::string self = "/proc/self/fd/" + std::to_string(opath.get());
-  Fd fd(::open(self.c_str(), flags | O_NONBLOCK | O_CLOEXEC));
-  if (!fd && errno == ENOENT) {
-    // No /proc: the path once more, checked against the inode examined.
-    fd.reset(::open(path.c_str(), flags | O_NONBLOCK | O_CLOEXEC));
-  }
-  if (!fd) {
-    throw_errno("open", path);
-  }
-  struct stat fst = {};
-  if (::fstat(fd.get(), &fst) < 0) {
-    throw_errno("fstat", path);
-  }
-  if (!S_ISREG(fst.st_mode) || fst.st_dev != st.st_dev || fst.st_ino != st.st_ino) {
-    throw Error(Errc::unsupported, "replaced by another file while it was opened: refused", path);
-  }
+  Fd fd = reopen_regular(opath, flags, st, path,
+                         [&](int f) { return ::open(path.c_str(), f | O_CLOEXEC); });
   if (st_out) {
-    *st_out = fst;
+    ::fstat(fd.get(), st_out);
   }
   return fd;
 }

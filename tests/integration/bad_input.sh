@@ -334,6 +334,27 @@ for row in "${ROWS[@]}"; do
   done
 done
 
+# A FIFO named through a symlink, with a writer blocked in open(2) until a reader opens it: no
+# command may open it (an open of a device or FIFO can have effects; the woken writer is the
+# kernel's own witness that it was opened). Each command gets its own writer.
+mkfifo "$MAIN/witness.fifo"
+ln -s witness.fifo "$MAIN/witness.img"
+for cmd in "${COMMANDS[@]}"; do
+  [[ $cmd == probe || $cmd == bench ]] && continue # they measure a filesystem, not the path
+  timeout 30 sh -c 'echo x >"$1"' sh "$MAIN/witness.fifo" 2>/dev/null &
+  writer=$!
+  bg_track "$writer"
+  sleep 0.2
+  # shellcheck disable=SC2086 # ARGV holds the words of the command
+  timeout 20 "$VMCSUM" --json ${ARGV[$cmd]} "$MAIN/witness.img" >/dev/null 2>&1 || true
+  sleep 0.5
+  check_eq "$cmd of a symlink to a FIFO: never opened (its writer still waits)" waiting \
+    "$(kill -0 "$writer" 2>/dev/null && echo waiting || echo woken)"
+  kill "$writer" 2>/dev/null || true
+  wait "$writer" 2>/dev/null || true
+  bg_untrack "$writer"
+done
+
 printf '# figures: bad-input rows=%d commands=%d cases=%d failed=%d known=%d\n' \
   "$NROWS" "${#COMMANDS[@]}" "$CASES" "$FAILED" "$KNOWN_HIT"
 finish

@@ -13,6 +13,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <sstream>
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -586,7 +587,7 @@ bool DriveConfig::o_direct() const
 std::vector<DriveConfig> parse_qemu_cmdline(const std::vector<std::string>& argv)
 {
   std::vector<DriveConfig> out;
-  for (size_t i = 1; i < argv.size(); ++i) {
+  for (size_t i = 1; i < argv.size() && out.size() < k_max_qemu_drives; ++i) {
     std::string_view a = argv[i];
     if (a.starts_with("--")) {
       a.remove_prefix(1);
@@ -608,6 +609,32 @@ std::vector<DriveConfig> parse_qemu_cmdline(const std::vector<std::string>& argv
     }
   }
   return out;
+}
+
+std::optional<uid_t> process_uid(int pid_dirfd)
+{
+  // status's "Uid:" line (real, effective, saved, filesystem): the effective one. Not the
+  // owner of /proc/PID, which is root for any process that made itself non-dumpable. A tree
+  // without status (a test's fixture) is owned by whoever made it.
+  int err = 0;
+  if (auto status = read_at(pid_dirfd, "status", k_small_file, err)) {
+    std::optional<uid_t> uid;
+    for_each_line(*status, [&](std::string_view line) {
+      if (line.starts_with("Uid:")) {
+        std::istringstream in{std::string(line.substr(4))};
+        unsigned long real = 0, effective = 0;
+        if (in >> real >> effective) {
+          uid = static_cast<uid_t>(effective);
+        }
+      }
+    });
+    return uid;
+  }
+  struct stat st = {};
+  if (::fstat(pid_dirfd, &st) == 0) {
+    return st.st_uid;
+  }
+  return std::nullopt;
 }
 
 std::vector<std::string> split_cmdline(std::string_view raw)
@@ -687,7 +714,7 @@ ProcScan scan_proc(const std::string& proc_root)
     }
     // Kernel threads have no argv; one could be called "kvm..." but is never QEMU.
     if (!argv.empty() && (looks_like_qemu(comm) || looks_like_qemu(argv[0]))) {
-      out.qemus.push_back({pid, parse_qemu_cmdline(argv)});
+      out.qemus.push_back({pid, parse_qemu_cmdline(argv), process_uid(pid_dir.get())});
     }
   }
 

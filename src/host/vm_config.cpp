@@ -14,6 +14,8 @@
 #include <map>
 #include <sstream>
 
+#include <sys/stat.h>
+
 namespace vmcsum::core {
 
 namespace {
@@ -428,12 +430,34 @@ VmConfigScan scan_vm_configs(const VmConfigDirs& dirs)
   return scan;
 }
 
+namespace {
+// Whether the QEMU process `q` naming `file` can be that file's QEMU. A command line is
+// anyone's to write (`exec -a qemu-system-x86_64 sleep 300 -drive file=X,cache=none`): a
+// user's fake QEMU made root's damaged image a false mismatch (its cache=none the writer
+// evidence) that repair would have rewritten, and made audit list (size, inode, format) files
+// only root may read. So: a QEMU running as root, as the file's owner, or holding it open.
+bool drive_trusted(const ProcScan& procs, const ProcScan::Qemu& q, const std::string& file)
+{
+  struct stat st = {};
+  if (::stat(file.c_str(), &st) != 0) {
+    return q.uid == 0u; // a missing disk of root's QEMU is worth saying; anyone else's is not
+  }
+  if (q.uid && (*q.uid == 0 || *q.uid == st.st_uid)) {
+    return true;
+  }
+  return std::any_of(procs.open_files.begin(), procs.open_files.end(), [&](const OpenFile& f) {
+    return f.pid == q.pid && f.dev == static_cast<uint64_t>(st.st_dev) &&
+           f.ino == static_cast<uint64_t>(st.st_ino);
+  });
+}
+} // namespace
+
 std::vector<ConfiguredDisk> qemu_configured_disks(const ProcScan& procs)
 {
   std::vector<ConfiguredDisk> out;
   for (const auto& q : procs.qemus) {
     for (const auto& d : q.drives) {
-      if (d.file.empty()) {
+      if (d.file.empty() || !drive_trusted(procs, q, d.file)) {
         continue;
       }
       ConfiguredDisk c;

@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_root
 need_loop
-need_cmd jq qemu-img chattr btrfs
+need_cmd jq qemu-img chattr btrfs setpriv
 keep_json_documents # every --json document is validated at the end (tests/schema)
 : "${VMCSUM:?}" "${VMCSUM_TOOLS:?}"
 
@@ -478,6 +478,45 @@ if one_task_cgroup; then
 else
   note "SKIP one-task audit: no pids cgroup controller can be used here"
 fi
+
+# --- a command line is anyone's to write: only a QEMU that can be the image's is evidence -------
+# nobody's process named like QEMU (argv[0]) names root's 0600 image with cache=none and a
+# missing disk; root's own such process names the same image and another missing disk (the
+# control). The image's configurations list root's alone; only root's missing disk is a problem.
+mkdir -m 0700 "$S/qemuonly"
+head -c 2M /dev/urandom >"$S/qemuonly/secret.raw"
+chmod 0600 "$S/qemuonly/secret.raw"
+fake_qemu() { # USER DRIVE... : a process of USER whose argv[0] is qemu-system-x86_64
+  local user=$1
+  shift
+  local args=()
+  for d in "$@"; do args+=(-drive "file=$d,format=raw,cache=none"); done
+  # shellcheck disable=SC2016 # the child's own script; "; :" keeps bash from exec'ing sleep
+  setpriv --reuid="$user" --regid="$(id -g "$user")" --clear-groups \
+    bash -c 'exec -a qemu-system-x86_64 bash -c "sleep 120; :" _ "$@"' _ "${args[@]}" \
+    </dev/null >/dev/null 2>&1 &
+  FAKE=$!
+  bg_track "$FAKE"
+}
+fake_qemu nobody "$S/qemuonly/secret.raw" "$S/qemuonly/nobodys-missing.raw"
+fake_nobody=$FAKE
+fake_qemu root "$S/qemuonly/secret.raw" "$S/qemuonly/roots-missing.raw"
+fake_root=$FAKE
+sleep 0.5
+set +e
+JQ=$("$VMCSUM" --json audit --kernel-log '' "$S/qemuonly" 2>/dev/null)
+rc=$?
+set -e
+check_eq "fake QEMUs: the image's configurations are root's QEMU's only" "qemu:$fake_root" \
+  "$(jq -r '[.images[] | select(.path | endswith("/secret.raw")) | .configured[].source] | join(" ")' <<<"$JQ")"
+check_eq "fake QEMUs: root's missing disk is a problem, nobody's is not; exit 3" "1 0 3" \
+  "$(jq '[.problems[] | select(.path | endswith("roots-missing.raw"))] | length' <<<"$JQ") $(jq '[.problems[] | select(.path | endswith("nobodys-missing.raw"))] | length' <<<"$JQ") $rc"
+for p in $fake_nobody $fake_root; do
+  pkill -P "$p" 2>/dev/null || true # its sleep
+  kill "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+  bg_untrack "$p"
+done
 
 check_schema --by-name "$IT_TMP"/json-docs/*
 finish

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include <stdlib.h>
+#include <sys/stat.h>
 
 using namespace vmcsum::core;
 
@@ -313,6 +314,7 @@ TEST_CASE("qemu_configured_disks: drives of running QEMUs with their cache modes
   ProcScan procs;
   ProcScan::Qemu q;
   q.pid = 42;
+  q.uid = 0;
   DriveConfig d;
   d.file = "/img/q.raw";
   d.cache = "none";
@@ -323,4 +325,60 @@ TEST_CASE("qemu_configured_disks: drives of running QEMUs with their cache modes
   REQUIRE(disks.size() == 1);
   CHECK(disks[0].source == "qemu:42");
   CHECK(disks[0].o_direct);
+}
+
+TEST_CASE("qemu_configured_disks: a drive counts only from a QEMU that can be its QEMU")
+{
+  // The decision table: the process's uid (root, the file's owner, another, unknown), whether
+  // the file exists, whether the process has it open.
+  namespace fs = std::filesystem;
+  std::string tmpl = (fs::temp_directory_path() / "vmcsum-unit-XXXXXX").string();
+  REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+  const fs::path dir = tmpl;
+  const std::string file = (dir / "img.raw").string();
+  std::ofstream(file) << "x";
+  struct stat st = {};
+  REQUIRE(::stat(file.c_str(), &st) == 0);
+  const uid_t owner = st.st_uid;
+  const uid_t other = owner + 1000;
+  auto counted = [&](std::optional<uid_t> uid, const std::string& path, bool open) {
+    ProcScan procs;
+    ProcScan::Qemu q;
+    q.pid = 7;
+    q.uid = uid;
+    DriveConfig d;
+    d.file = path;
+    q.drives.push_back(d);
+    procs.qemus.push_back(q);
+    if (open) {
+      OpenFile f;
+      f.pid = 7;
+      f.dev = st.st_dev;
+      f.ino = st.st_ino;
+      procs.open_files.push_back(f);
+    }
+    return qemu_configured_disks(procs).size() == 1;
+  };
+  CHECK(counted(0u, file, false));          // root's QEMU
+  CHECK(counted(owner, file, false));       // the owner's QEMU
+  CHECK_FALSE(counted(other, file, false)); // anyone else's command line: not evidence
+  CHECK(counted(other, file, true));        // ... unless it holds the file open
+  CHECK_FALSE(counted(std::nullopt, file, false));
+  CHECK(counted(std::nullopt, file, true));
+  const std::string missing = (dir / "missing.raw").string();
+  CHECK(counted(0u, missing, false));          // root's missing disk: audit says so
+  CHECK_FALSE(counted(other, missing, false)); // anyone else's: not a finding to make
+  CHECK_FALSE(counted(owner == 0 ? other : owner, missing, false));
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
+TEST_CASE("parse_qemu_cmdline keeps at most k_max_qemu_drives drives")
+{
+  std::vector<std::string> argv = {"qemu-system-x86_64"};
+  for (size_t i = 0; i < k_max_qemu_drives + 10; ++i) {
+    argv.push_back("-drive");
+    argv.push_back("file=/img/" + std::to_string(i) + ".raw");
+  }
+  CHECK(parse_qemu_cmdline(argv).size() == k_max_qemu_drives);
 }

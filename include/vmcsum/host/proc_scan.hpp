@@ -17,6 +17,8 @@
 #include <string_view>
 #include <vector>
 
+#include <sys/types.h>
+
 namespace vmcsum::core {
 
 // The "flags:" line of /proc/PID/fdinfo/FD (octal open flags). nullopt when absent/garbled.
@@ -70,7 +72,12 @@ struct DriveConfig
 // driver=file,filename=...,cache.direct=...,aio=... (inline child nodes inherit cache.direct and
 // aio from their parents), and -hda..-hdd/-pflash FILE. Commas doubled (",,") inside values are
 // unescaped. media=cdrom drives and non-file protocols (nbd:, rbd:, ...) are skipped.
+// At most k_max_qemu_drives: a command line is anyone's to write (4 MiB of "-drive" arguments
+// in each of twenty processes made a scan take 1.2 GB), and no VM has that many disks.
+constexpr size_t k_max_qemu_drives = 1024;
 std::vector<DriveConfig> parse_qemu_cmdline(const std::vector<std::string>& argv);
+// The effective uid of the process whose /proc directory is `pid_dirfd`.
+std::optional<uid_t> process_uid(int pid_dirfd);
 
 // NUL-separated /proc/PID/cmdline content to argv.
 std::vector<std::string> split_cmdline(std::string_view raw);
@@ -99,6 +106,7 @@ struct ProcScan
   {
     int pid = 0;
     std::vector<DriveConfig> drives;
+    std::optional<uid_t> uid; // its effective uid (process_uid()), unknown when unreadable
   };
   std::vector<Qemu> qemus; // processes whose comm or argv[0] looks like qemu
 };

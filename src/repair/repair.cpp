@@ -411,6 +411,7 @@ bool ImageRepair::examine()
   m_e.fsid = m_ff.fsid.value_or("");
   m_e.subvolume_id = m_ff.subvolume_id.value_or(0);
   m_e.inode = m_ff.inode;
+  m_e.dev = m_ff.dev;
   if (!m_ff.examined) {
     throw Stop{RepairAction::refused, "cannot-examine", m_ff.error.value_or("cannot examine")};
   }
@@ -1293,6 +1294,9 @@ NocowOutcome then_nocow(const RepairOptions& opts, const RepairEntry& e,
   }
   SetOptions so;
   so.paths = {e.acted_on};
+  // The image the repair held, not whatever its path names now: a directory on it swapped for
+  // a symlink since would send the conversion to another file (a security review's finding).
+  so.expected = {{e.dev, e.inode}};
   so.target = CowTarget::nocow;
   so.proc_dir = opts.proc_dir;
   so.mountinfo = opts.mountinfo;

@@ -74,7 +74,8 @@ public:
   SetResult run();
 
 private:
-  void process(const std::string& path, bool in_walk, const sys::Fd* walk_dir = nullptr);
+  void process(const std::string& path, bool in_walk, const sys::Fd* walk_dir = nullptr,
+               const std::pair<uint64_t, uint64_t>* expected = nullptr);
   FileFacts facts_of(const std::string& path, bool in_walk, const sys::Fd* walk_dir);
   void describe(const FileFacts& ff, bool in_walk, SetEntry& e);
   void open_target(const FileFacts& ff, const sys::Fd* walk_dir, OpenTarget& o);
@@ -97,8 +98,9 @@ private:
 SetResult Engine::run()
 {
   sys::IgnoreSigio sigio;
-  for (const auto& p : m_opts.paths) {
-    process(p, false);
+  for (size_t i = 0; i < m_opts.paths.size(); ++i) {
+    process(m_opts.paths[i], false, nullptr,
+            i < m_opts.expected.size() ? &m_opts.expected[i] : nullptr);
   }
   return std::move(m_result);
 }
@@ -127,7 +129,8 @@ FileFacts Engine::facts_of(const std::string& path, bool in_walk, const sys::Fd*
 }
 
 // walk_dir: the entry's directory, opened below the -r walk's root (null for a named path).
-void Engine::process(const std::string& path, bool in_walk, const sys::Fd* walk_dir)
+void Engine::process(const std::string& path, bool in_walk, const sys::Fd* walk_dir,
+                     const std::pair<uint64_t, uint64_t>* expected)
 {
   SetEntry e;
   e.path = path;
@@ -141,6 +144,14 @@ void Engine::process(const std::string& path, bool in_walk, const sys::Fd* walk_
   }
   FileFacts ff = facts_of(path, in_walk, walk_dir);
   describe(ff, in_walk, e);
+  if (expected && ff.examined && (ff.dev != expected->first || ff.inode != expected->second)) {
+    e.action = Outcome::refused;
+    e.code = "changed";
+    e.reason = "no longer the file it was (replaced since, or a directory on its path was): "
+               "not converted";
+    m_result.files.push_back(std::move(e));
+    return;
+  }
   SetFacts sf = set_facts_of(ff, in_walk);
   OpenTarget target;
   if (ff.examined && (ff.kind == "file" || ff.kind == "directory")) {

@@ -822,9 +822,48 @@ run_single() {
   note "$name: $((SECONDS - t0)) s"
 }
 
+# --- --then-nocow converts the image the repair held, not what its path names by then ----------
+# Every image is repaired first, then converted one after the other. While the first (large) one
+# is being converted, its directory is swapped for a symlink to another directory holding a file
+# of the same name (a security review's attack: a user's directory, root's file elsewhere). The
+# second conversion must refuse (changed), and neither the decoy nor the real file is converted
+# (lsattr is the oracle).
+run_then_nocow_swap() {
+  local name=then-nocow-swap
+  make_btrfs --size 1536 -- -d single -m single
+  mkdir "$MNT/tn" "$MNT/other"
+  dd if=/dev/urandom of="$MNT/tn/a.raw" bs=1M count=384 status=none
+  dd if=/dev/urandom of="$MNT/tn/b.raw" bs=1M count=1 status=none
+  dd if=/dev/urandom of="$MNT/other/b.raw" bs=1M count=1 status=none
+  sync
+  (
+    for ((i = 0; i < 3000; i++)); do
+      if compgen -G "$MNT/tn/.a.raw.vmcsum-tmp.*" >/dev/null; then
+        mv "$MNT/tn" "$MNT/tn.real" && ln -s other "$MNT/tn" && echo swapped >"$IT_TMP/swapped"
+        exit 0
+      fi
+      sleep 0.01
+    done
+  ) &
+  local w=$!
+  bg_track "$w"
+  vrepair --then-nocow "$MNT/tn/a.raw" "$MNT/tn/b.raw"
+  wait "$w" 2>/dev/null || true
+  bg_untrack "$w"
+  check_eq "$name: the directory was swapped during the first conversion" swapped "$(cat "$IT_TMP/swapped" 2>/dev/null)"
+  check_eq "$name: the first image converted" "clean rewritten" \
+    "$(jf '.files[0] | "\(.action) \(.nocow.action)"')"
+  check_eq "$name: the second refused: changed, exit 3" "refused changed 3" \
+    "$(jf '.files[1].nocow | "\(.action) \(.code)"') $RC"
+  check_fails "$name: the decoy the path names now is not converted" has_nocow_attr "$MNT/other/b.raw"
+  check_fails "$name: the second image is not converted either" has_nocow_attr "$MNT/tn.real/b.raw"
+  check "$name: the first image is NOCOW (where it is now)" has_nocow_attr "$MNT/tn.real/a.raw"
+}
+
 one_task_cgroup || note "SKIP scrub and repair with one task only: no pids cgroup controller can be used here"
 run_redundant dup 1 -d dup -m dup
 run_redundant raid1 2 -d raid1 -m raid1
 run_single
+run_then_nocow_swap
 check_schema --by-name "$DOCS"/*
 finish

@@ -144,6 +144,7 @@ struct RepairEntry
   std::string fsid;
   uint64_t subvolume_id = 0;
   uint64_t inode = 0;
+  uint64_t dev = 0; // its st_dev, for --then-nocow's identity check (not in the document)
   RepairAction action = RepairAction::failed;
   std::string code;
   std::string reason;

@@ -172,6 +172,9 @@ struct SetOptions
   bool dry_run = false;
   std::string proc_dir = "/proc"; // where to look for processes that have files open
   std::string mountinfo = "/proc/self/mountinfo";
+  // (st_dev, st_ino) each path must still name, when the caller held the file (repair
+  // --then-nocow); empty: no expectation. A path naming another file is refused (changed).
+  std::vector<std::pair<uint64_t, uint64_t>> expected;
 };
 
 struct SetProgress

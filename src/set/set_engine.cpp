@@ -313,9 +313,15 @@ void Engine::carry_out(SetAction action, const FileFacts& ff, OpenTarget& o, Set
     } catch (const Error&) {
       // The after-state then shows what it can; nothing more to do.
     }
-    FileFacts now = m_collector.collect(e.acted_on, false);
-    if (now.examined) {
-      e.after = state_of(now);
+    // Through the directory it was changed in, by its name there, never followed: the path
+    // resolved again (three times: lstat, realpath, open) let a -r walk's directory swapped for
+    // a symlink to /dev make root open device nodes (a security review's finding).
+    sys::Fd after(::openat(o.dirfd.get(), o.t.name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (after) {
+      FileFacts now = m_collector.collect_fd(after.get(), e.acted_on, o.dirfd.get());
+      if (now.examined) {
+        e.after = state_of(now);
+      }
     }
   } catch (const WriteStop& s) {
     e.action = s.outcome;

@@ -146,8 +146,10 @@ bool worth_sniffing(std::string_view name, uint64_t size)
   return size >= sniff_any_size || (size >= min_image_size && has_image_extension(name));
 }
 
-// The head and tail of an open file, and its name, say its format.
-ImageFormat sniff_fd(const sys::Fd& owned, uint64_t size, const std::string& name)
+// The head and tail of an open file, and its name, say its format. A read that fails sets
+// `read_errno` (EIO: no copy of those sectors matches its checksum, or the medium failed): the
+// name still tells whether it is an image to report, and the report says its format is unknown.
+ImageFormat sniff_fd(const sys::Fd& owned, uint64_t size, const std::string& name, int& read_errno)
 {
   if (!owned) {
     return detect_image_format({}, {}, name);
@@ -155,6 +157,9 @@ ImageFormat sniff_fd(const sys::Fd& owned, uint64_t size, const std::string& nam
   uint8_t head[image_head_bytes];
   uint8_t tail[image_tail_bytes];
   ssize_t h = ::pread(owned.get(), head, sizeof head, 0);
+  if (h < 0) {
+    read_errno = errno;
+  }
   std::span<const uint8_t> head_span(head, h > 0 ? size_t(h) : 0);
   ImageFormat by_head = detect_image_format(head_span, {}, name);
   // Only raw-looking or unknown heads need the tail: a fixed VHD is a raw disk (MBR and all)
@@ -165,6 +170,9 @@ ImageFormat sniff_fd(const sys::Fd& owned, uint64_t size, const std::string& nam
   ssize_t t = 0;
   if (size >= image_tail_bytes) {
     t = ::pread(owned.get(), tail, sizeof tail, static_cast<off_t>(size - image_tail_bytes));
+    if (t < 0 && read_errno == 0) {
+      read_errno = errno;
+    }
   }
   return detect_image_format(head_span, std::span<const uint8_t>(tail, t > 0 ? size_t(t) : 0),
                              name);
@@ -257,7 +265,7 @@ Looked look_at(sys::WalkEntry& e, FactCollector& collector, bool canonical_root,
   }
   struct stat st = {};
   sys::Fd fd = open_entry(e, st);
-  found.format = sniff_fd(fd, size, std::string(e.name()));
+  found.format = sniff_fd(fd, size, std::string(e.name()), found.read_errno);
   if (found.format != ImageFormat::unknown) {
     found.ref = e.ref();
     if (fd) {
@@ -285,6 +293,7 @@ struct Candidate
   std::optional<FileFacts> facts;
   // Its directory's NOCOW, when the walk's LookPool asked the directory it listed.
   std::optional<std::optional<bool>> dir_nocow;
+  int read_errno = 0; // the walk's read of its head or tail failed (sniff_fd)
 };
 
 // A candidate opened once for the whole examination.
@@ -575,6 +584,7 @@ private:
         Candidate c{f.path,     {via}, false, f.format, std::move(f.ref), {}, std::move(f.facts),
                     f.dir_nocow};
         c.inode = {c.ref->dev, c.ref->ino};
+        c.read_errno = f.read_errno;
         add_candidate(std::move(c));
       }
     }
@@ -769,9 +779,16 @@ private:
     // A file vmcsum could not open has no known format: a guess from its name is not a fact.
     // (Not value_or: its argument would be evaluated, reading the head of every image again.)
     ImageFormat format = ImageFormat::unknown;
+    int read_errno = cand.read_errno;
     if (looked || img.open->readable) {
-      format = cand.format ? *cand.format
-                           : sniff_fd(img.open->fd, rep.facts.size, sys::base_name(cand.path));
+      format = cand.format
+                 ? *cand.format
+                 : sniff_fd(img.open->fd, rep.facts.size, sys::base_name(cand.path), read_errno);
+    }
+    if (read_errno != 0) {
+      rep.read_error = errno_text(read_errno);
+      rep.read_error_eio = read_errno == EIO;
+      format = ImageFormat::unknown; // a guess from its name is no fact
     }
     rep.format = format_name(format);
     note_users(rep, cand, dir);
@@ -1058,6 +1075,18 @@ private:
       rep.findings.push_back({"not-btrfs", Severity::info,
                               "not on btrfs (" + rep.facts.fs + "): btrfs checksums do not apply",
                               "nothing to do"});
+    }
+    if (rep.read_error) {
+      // Audit reads a few KiB of each image through btrfs to know its format: when that fails,
+      // the image is damaged where it starts (or ends) now, whatever the kernel log says later.
+      rep.findings.push_back(
+        {"read-error", rep.read_error_eio ? Severity::critical : Severity::warning,
+         "reading its first (or last) KiB through btrfs failed (" + *rep.read_error +
+           (rep.read_error_eio ? ": no copy matches its checksum, or the medium failed"
+                               : std::string()) +
+           "); its format is unknown",
+         "run vmcsum scrub on it: it names the bad sectors and tells a false mismatch from "
+         "media damage"});
     }
     if (rep.facts.open_error) {
       // Never "ok" for what could not be looked at (issue 12, "Also weak").

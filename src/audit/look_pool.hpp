@@ -41,6 +41,7 @@ struct Looked
   // An image's directory, as the walk held it open: whether it is NOCOW (new files there
   // inherit it); nullopt inside when the directory's flags could not be read.
   std::optional<std::optional<bool>> dir_nocow;
+  int read_errno = 0; // the read of its head or tail failed (EIO: damaged there)
 };
 
 // Looks at one entry with the calling thread's own collector (FactCollector caches per

@@ -518,5 +518,23 @@ for p in $fake_nobody $fake_root; do
   bg_untrack "$p"
 done
 
+# --- an image whose head reads as EIO: audit's own read of it is evidence, from the first run ------
+# Every copy of its first sector overwritten below btrfs (the kernel's EIO is the oracle). The old
+# audit guessed its format from the name, found nothing (exit 0), and its read left log lines that
+# made the next run critical: each run now says so itself.
+dd if=/dev/urandom of="$MNT/eio.raw" bs=1M count=2 status=none
+sync
+damage_sectors "$MNT/eio.raw" 0 1 all
+check_fails "EIO head: the kernel refuses to read it (dd, O_DIRECT)" \
+  dd if="$MNT/eio.raw" of=/dev/null bs=4096 count=1 iflag=direct status=none
+for run in 1 2; do
+  set +e
+  JE=$("$VMCSUM" --json audit --kernel-log '' "$MNT/eio.raw" 2>/dev/null)
+  rc=$?
+  set -e
+  check_eq "EIO head, run $run: read-error critical, format unknown, exit 2" "critical unknown 2" \
+    "$(finding_sev "$JE" eio.raw read-error) $(jq -r '.images[0].format' <<<"$JE") $rc"
+done
+
 check_schema --by-name "$IT_TMP"/json-docs/*
 finish

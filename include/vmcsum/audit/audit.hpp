@@ -62,6 +62,9 @@ struct ImageReport
   std::optional<uint64_t> repaired_at_us;
   std::optional<uint64_t> scrubbed_clean_at_us;
   std::vector<Finding> findings;
+  // Audit's own read of its head or tail failed: why (the read-error finding says it).
+  std::optional<std::string> read_error;
+  bool read_error_eio = false;
 };
 
 struct AuditProblem

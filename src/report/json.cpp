@@ -203,10 +203,11 @@ void put_evidence(Json& j, const std::vector<Evidence>& ev)
   j["evidence"] = std::move(text);
   j["evidence_codes"] = std::move(codes);
 }
-void put_identity(Json& j, const std::string& canonical_path, const std::string& fsid,
-                  uint64_t subvolume_id, uint64_t inode)
+void put_identity(Json& j, const std::string& path, const std::string& canonical_path,
+                  const std::string& fsid, uint64_t subvolume_id, uint64_t inode)
 {
   using J = Json;
+  j["path_is_utf8"] = is_valid_utf8(path);
   j["canonical_path"] = canonical_path.empty() ? J(nullptr) : J(escape_name(canonical_path));
   j["fsid"] = fsid.empty() ? J(nullptr) : J(fsid);
   j["subvolume_id"] = subvolume_id ? J(subvolume_id) : J(nullptr);

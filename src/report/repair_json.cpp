@@ -18,7 +18,7 @@ void to_json(Json& j, const RepairEntry& e)
   j = Json::object();
   j["path"] = escape_name(e.path);
   j["acted_on"] = escape_name(e.acted_on);
-  put_identity(j, e.acted_on, e.fsid, e.subvolume_id, e.inode);
+  put_identity(j, e.path, e.acted_on, e.fsid, e.subvolume_id, e.inode);
   j["action"] = repair_action_name(e.action);
   j["code"] = string_or_null(e.code);
   j["reason"] = string_or_null(e.reason);

@@ -126,7 +126,7 @@ void to_json(Json& j, const FileScrub& f)
 {
   j = Json::object();
   j["path"] = escape_name(f.path);
-  put_identity(j, f.canonical_path, f.fsid, f.subvolume_id, f.inode);
+  put_identity(j, f.path, f.canonical_path, f.fsid, f.subvolume_id, f.inode);
   j["severity"] = scrub_severity(f);
   j["examined"] = f.examined;
   j["error"] = f.error ? Json(*f.error) : nullptr;

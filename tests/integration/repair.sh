@@ -705,7 +705,12 @@ run_redundant() { # NAME NDEV mkfs-args...
     vrepair "$u"
     check "$name: non-UTF-8 name: the document is valid JSON" jq -e . "$OUT"
     check_eq "$name: non-UTF-8 name: repaired, exit 0" "repaired 0" "$(jf '.files[0].action') $RC"
+    check_eq "$name: non-UTF-8 name: path_is_utf8 false, the name escaped" 'false bad\xff.raw' \
+      "$(jf '.files[0] | "\(.path_is_utf8) \(.path | split("/") | last)"')"
     check "$name: non-UTF-8 name: reads without EIO" reads_ok "$u"
+    local sj
+    sj=$("$VMCSUM" --json scrub --no-progress --no-history "$u" 2>/dev/null || true)
+    check_eq "$name: non-UTF-8 name: scrub's path_is_utf8 false" false "$(jq -r '.files[0].path_is_utf8' <<<"$sj")"
     vrepair --then-nocow "$u"
     check_eq "$name: --then-nocow on dup: clean, NOCOW skipped as not worthwhile, exit 1" \
       "clean skipped not-worthwhile 1" "$(jf '.files[0] | "\(.action) \(.nocow.action) \(.nocow.code)"') $RC"

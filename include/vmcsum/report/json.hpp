@@ -70,10 +70,12 @@ nlohmann::ordered_json users_json(const std::vector<ImageUser>& users);
 nlohmann::ordered_json locks_json(const std::vector<ImageLock>& locks);
 // "evidence" (the sentences) and "evidence_codes" (their stable codes) of a verdict, into j.
 void put_evidence(nlohmann::ordered_json& j, const std::vector<Evidence>& ev);
-// The identity keys of a file entry (canonical_path, fsid, subvolume_id, inode): what lets a
-// later command find the same file from anywhere. Empty/0 (never opened) become null.
-void put_identity(nlohmann::ordered_json& j, const std::string& canonical_path,
-                  const std::string& fsid, uint64_t subvolume_id, uint64_t inode);
+// The identity keys of a file entry (path_is_utf8 of `path`, canonical_path, fsid,
+// subvolume_id, inode): what lets a later command find the same file from anywhere. Empty/0
+// (never opened) become null.
+void put_identity(nlohmann::ordered_json& j, const std::string& path,
+                  const std::string& canonical_path, const std::string& fsid, uint64_t subvolume_id,
+                  uint64_t inode);
 
 // Appends a key the object does not have yet. ordered_json's operator[] first searches every
 // key (a vector of pairs): building an object of n keys that way takes n^2/2 string compares,

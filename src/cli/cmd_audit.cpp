@@ -191,9 +191,13 @@ int run_audit(core::AuditOptions& opts, const std::string& prometheus, Output& o
   opts.cancel = &sys::stop_flag();
   core::AuditResult r = core::audit(opts);
   int status = interrupted_status(exit_status(r));
-  status =
-    export_metrics(out, prometheus, status,
-                   [&](const RunFacts& run) { return audit_metrics(r, run); }, {"audit", started});
+  std::optional<std::string> failed;
+  status = export_metrics(
+    out, prometheus, status, [&](const RunFacts& run) { return audit_metrics(r, run); },
+    {"audit", started}, failed);
+  if (failed && out.options().json) { // the text run said it on stderr already
+    r.problems.push_back({prometheus, *failed});
+  }
   if (out.options().json) {
     out.emit_json(audit_document(r, status), images_array(r));
   } else {

@@ -357,11 +357,15 @@ void report_problems(const core::ScrubResult& r, Output& out)
 int run_scrub(ScrubCli& cli, Output& out)
 {
   const double started = epoch_seconds_now();
-  const core::ScrubResult r = run_engine(cli, out);
+  core::ScrubResult r = run_engine(cli, out);
   int status = exit_status(cli, r);
-  status =
-    export_metrics(out, cli.prometheus, status,
-                   [&](const RunFacts& run) { return scrub_metrics(r, run); }, {"scrub", started});
+  std::optional<std::string> failed;
+  status = export_metrics(
+    out, cli.prometheus, status, [&](const RunFacts& run) { return scrub_metrics(r, run); },
+    {"scrub", started}, failed);
+  if (failed && out.options().json) { // the text run said it on stderr already
+    r.notes.push_back(*failed);
+  }
   if (out.options().json) {
     out.emit_json(scrub_document(r, status));
   } else {

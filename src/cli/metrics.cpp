@@ -4,6 +4,7 @@
 
 #include <vmcsum/error.hpp>
 #include <vmcsum/report/finding.hpp>
+#include <vmcsum/report/text.hpp>
 #include <vmcsum/sys/durable_file.hpp>
 #include <vmcsum/sys/path.hpp>
 
@@ -80,7 +81,8 @@ void run_metrics(std::string& out, const RunFacts& run)
          "How long the last run of a vmcsum command took.")
     .sample({{"command", run.command}}, run.duration);
   Family(out, "vmcsum_last_run_exit_code", "gauge",
-         "Exit status of the last run (0 clean, 1 warnings, 2 critical, 3 incomplete).")
+         "Exit status of the last run (0 clean, 1 warnings, 2 critical, 3 incomplete; an "
+         "interrupted run writes no metrics).")
     .sample({{"command", run.command}}, run.exit_code);
 }
 
@@ -194,9 +196,18 @@ std::string scrub_metrics(const core::ScrubResult& r, const RunFacts& run)
 }
 
 int export_metrics(Output& out, const std::string& file, int status,
-                   const std::function<std::string(const RunFacts&)>& text, RunFacts run)
+                   const std::function<std::string(const RunFacts&)>& text, RunFacts run,
+                   std::optional<std::string>& failure)
 {
   if (file.empty()) {
+    return status;
+  }
+  // An interrupted run (128 + signal) saw part of what it was asked: its counts (no bad sector
+  // in the files it did not reach) would replace the last complete run's and clear the alerts
+  // they raise. The file keeps that run's; its timestamp says how old it is.
+  if (status >= exit_code::interrupted) {
+    out.warn(core::escape_name(file) + ": metrics not written: the run was interrupted (the file "
+                                       "keeps the last complete run's)");
     return status;
   }
   run.duration = epoch_seconds_now() - run.started_at;
@@ -204,7 +215,8 @@ int export_metrics(Output& out, const std::string& file, int status,
   try {
     write_metrics_file(file, text(run));
   } catch (const Error& e) {
-    out.error(file + ": cannot write the metrics: " + e.what());
+    failure = "cannot write the metrics (--prometheus): " + std::string(e.what());
+    out.error(core::escape_name(file) + ": " + *failure);
     return std::max(status, exit_code::incomplete);
   }
   return status;

@@ -12,6 +12,7 @@
 #include "output.hpp"
 
 #include <functional>
+#include <optional>
 #include <string>
 
 namespace vmcsum::cli {
@@ -34,10 +35,12 @@ std::string scrub_metrics(const core::ScrubResult& r, const RunFacts& run);
 void write_metrics_file(const std::string& path, const std::string& text);
 
 // With --prometheus FILE given (non-empty `file`): makes the text for `run` (completed with
-// the duration and `status`) and writes it; a failure is reported on stderr and makes the run
+// the duration and `status`) and writes it; a failure is reported on stderr, said in `failure`
+// (for the JSON document: its exit_code 3 needs a reason there too) and makes the run
 // incomplete. Returns the exit status to go on with.
 int export_metrics(Output& out, const std::string& file, int status,
-                   const std::function<std::string(const RunFacts&)>& text, RunFacts run);
+                   const std::function<std::string(const RunFacts&)>& text, RunFacts run,
+                   std::optional<std::string>& failure);
 
 // Seconds since the epoch, now.
 double epoch_seconds_now();

@@ -59,6 +59,23 @@ check_eq "scrub: verified bytes = the document's checked bytes" \
   "$(jq '[.files[].checked_bytes] | add' "$IT_TMP/scrub.json")" "$(value "$sprom" vmcsum_scrub_verified_bytes)"
 check_eq "scrub: the audit's file is still there (one file per command)" 2 "$(ls -A "$IT_TMP/prom" | wc -l)"
 
+# --- an interrupted run leaves the file as the last complete run wrote it (its partial counts
+# would clear the alerts the complete run's raise)
+sha0=$(sha256sum <"$sprom")
+"$VMCSUM" --json scrub --no-progress --no-history --limit-rate 1k --prometheus "$sprom" \
+  "$MNT/images" >/dev/null 2>"$IT_TMP/int.err" &
+sp=$!
+bg_track "$sp"
+sleep 1
+kill -TERM "$sp"
+set +e
+wait "$sp"
+rc=$?
+set -e
+bg_untrack "$sp"
+check_eq "interrupted scrub: exit 143, the metrics file unchanged, stderr says so" "143 $sha0 1" \
+  "$rc $(sha256sum <"$sprom") $(grep -c 'metrics not written: the run was interrupted' "$IT_TMP/int.err")"
+
 # --- an unwritable place: the run is incomplete (exit 3), says why, the document stays valid
 set +e
 "$VMCSUM" --json audit --kernel-log '' --prometheus /proc/vmcsum.prom "$MNT/images" >"$IT_TMP/bad.json" 2>"$IT_TMP/bad.err"
@@ -67,5 +84,13 @@ set -e
 check_eq "unwritable metrics file: exit 3" 3 "$rc"
 check "unwritable metrics file: the document is valid and says 3" jq -e '.exit_code == 3' "$IT_TMP/bad.json"
 check "unwritable metrics file: stderr says why" grep -q 'cannot write the metrics' "$IT_TMP/bad.err"
+check_eq "unwritable metrics file: the document says why (a problem naming the file)" 1 \
+  "$(jq '[.problems[] | select(.path == "/proc/vmcsum.prom" and (.reason | test("cannot write the metrics")))] | length' "$IT_TMP/bad.json")"
+set +e
+"$VMCSUM" --json scrub --no-progress --no-history --prometheus /proc/vmcsum.prom "$MNT/images" >"$IT_TMP/bad.json" 2>/dev/null
+rc=$?
+set -e
+check_eq "unwritable metrics file, scrub: exit 3, a note says why" "3 1" \
+  "$rc $(jq '[.notes[] | select(test("cannot write the metrics"))] | length' "$IT_TMP/bad.json")"
 
 finish

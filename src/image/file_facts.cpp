@@ -191,6 +191,13 @@ void fill_compression(FileFacts& f, int fd, const sys::MountEntry* mount)
   f.compression = "none";
 }
 
+// What a path is that could not be looked up: "missing" only when nothing is there (a
+// directory on the way without search permission hides what is: "unknown", the error says why).
+std::string kind_of_lookup_error(int err)
+{
+  return err == ENOENT || err == ENOTDIR ? "missing" : "unknown";
+}
+
 // Fills `st` (and `lst`) for `path`, following a symlink when asked; false when `f` is already
 // complete (missing, dangling, or a symlink not followed).
 bool stat_path(FileFacts& f, const std::string& path, bool follow_symlink, struct stat& lst,
@@ -199,7 +206,7 @@ bool stat_path(FileFacts& f, const std::string& path, bool follow_symlink, struc
   if (::lstat(path.c_str(), &lst) < 0) {
     int err = errno;
     f.error = errno_text(err);
-    f.kind = "missing";
+    f.kind = kind_of_lookup_error(err);
     return false;
   }
   st = lst;
@@ -346,7 +353,7 @@ void fill_nodatasum(FileFacts& f, FsFacts& fsf, FsSyncs& syncs, int fs_fd, const
 void fill_extents(FileFacts& f, int fd, const std::string& path, const std::string& why)
 {
   if (fd < 0) {
-    for (const char* k : {"extents", "shared_bytes", "compressed_bytes"}) {
+    for (const char* k : {"extents", "shared_bytes", "compressed_bytes", "unwritten_bytes"}) {
       f.unknown[k] = why;
     }
     return;
@@ -361,7 +368,7 @@ void fill_extents(FileFacts& f, int fd, const std::string& path, const std::stri
     f.unwritten_bytes = s.unwritten_bytes;
     f.inline_bytes = s.inline_bytes;
   } catch (const Error& e) {
-    for (const char* k : {"extents", "shared_bytes", "compressed_bytes"}) {
+    for (const char* k : {"extents", "shared_bytes", "compressed_bytes", "unwritten_bytes"}) {
       f.unknown[k] = e.detail();
     }
   }
@@ -477,8 +484,9 @@ FileFacts FactCollector::collect_named(const std::string& path)
   sys::Fd fd(::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
   struct stat lst = {};
   if (!fd || ::fstat(fd.get(), &lst) < 0) {
-    f.error = errno_text(errno);
-    f.kind = "missing";
+    const int err = errno;
+    f.error = errno_text(err);
+    f.kind = kind_of_lookup_error(err);
     return f;
   }
   std::optional<std::string> target;

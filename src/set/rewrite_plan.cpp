@@ -220,7 +220,8 @@ SetPlan plan_set(const SetFacts& f, CowTarget target, const std::string& path)
 {
   SetPlan p;
   if (f.error || f.kind == "missing") {
-    refuse(p, "not-found", f.error.value_or("does not exist"));
+    refuse(p, f.kind == "missing" ? "not-found" : "cannot-read",
+           f.error.value_or("does not exist"));
     return p;
   }
   if (f.kind != "file" && f.kind != "directory") {

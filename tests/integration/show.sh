@@ -210,6 +210,17 @@ check_eq "unprivileged: nodatasum null" null "$(jq -r '.files[0].nodatasum' "$IT
 check "unprivileged: the reason names CAP_SYS_ADMIN" \
   jq -e '.files[0].unknown.nodatasum | test("CAP_SYS_ADMIN")' "$IT_TMP/nobody.json"
 check_eq "unprivileged: csum type still known" crc32c "$(jq -r '.files[0].csum_type' "$IT_TMP/nobody.json")"
+# A file in a directory nobody may search: what it is cannot be known; it is not "missing".
+mkdir -m 0700 "$MNT/private"
+: >"$MNT/private/x.raw"
+set +e
+setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all "$VMCSUM" --json show \
+  "$MNT/private/x.raw" >"$IT_TMP/denied.json" 2>/dev/null
+rc=$?
+set -e
+check_eq "unprivileged, directory not searchable: kind unknown, the error says why, exit 3" \
+  "unknown Permission denied 3" \
+  "$(jq -r '.files[0] | "\(.kind) \(.error)"' "$IT_TMP/denied.json" | sed 's/ (.*//') $rc"
 
-check_schema show "$out" "$IT_TMP/nobody.json"
+check_schema show "$out" "$IT_TMP/nobody.json" "$IT_TMP/denied.json"
 finish

@@ -400,8 +400,26 @@ private:
   {
     add_process_scan(host_, procs_.get());
     configured_ = std::move(host_.configs.disks);
+    // One note per reason, not per process: as non-root, every other user's process is
+    // unreadable (over 200 notes on a desktop).
+    std::map<std::string, std::vector<std::string>> by_reason;
     for (const auto& u : host_.procs.unreadable) {
-      result_.notes.push_back("process not readable: " + u);
+      const auto colon = u.find(": ");
+      by_reason[colon == std::string::npos ? u : u.substr(colon + 2)].push_back(
+        u.substr(0, colon));
+    }
+    constexpr size_t k_listed = 10;
+    for (const auto& [reason, pids] : by_reason) {
+      std::string list;
+      for (size_t i = 0; i < pids.size() && i < k_listed; ++i) {
+        list += (i ? ", " : "") + pids[i];
+      }
+      if (pids.size() > k_listed) {
+        list += ", ...";
+      }
+      result_.notes.push_back(std::to_string(pids.size()) + " process(es) not readable (" +
+                              reason + "; " + list +
+                              "): the images they have open are not known");
     }
   }
 

@@ -350,6 +350,10 @@ set -e
 check_eq "not root: exit 1 at least (facts that could not be learnt), a note says so" "1 1" \
   "$((rc >= 1)) $(jq '[.notes[] | select(startswith("not run as root"))] | length' <<<"$J")"
 check "not root: a warning on stderr says to run as root" grep -q 'warning: not run as root' "$IT_TMP/nobody.err"
+# Every other user's process is unreadable as nobody (root's init at least): one note per reason.
+check_eq "not root: unreadable processes in one note per reason, not one per process" \
+  "$(jq '[.notes[] | select(test("process\\(es\\) not readable")) | capture("\\((?<r>[^;]*);").r] | unique | length' <<<"$J") 1" \
+  "$(jq '[.notes[] | select(test("process\\(es\\) not readable"))] | length' <<<"$J") $(jq '[.notes[] | select(test("process\\(es\\) not readable"))] | length > 0' <<<"$J" | sed 's/true/1/;s/false/0/')"
 check_eq "unreadable file: format unknown, not guessed from its name" unknown "$(jq -r '.images[0].format' <<<"$J")"
 check_eq "unreadable file: not-readable warning, so never ok" warning "$(finding_sev "$J" secret.raw not-readable)"
 

@@ -405,8 +405,7 @@ private:
     std::map<std::string, std::vector<std::string>> by_reason;
     for (const auto& u : host_.procs.unreadable) {
       const auto colon = u.find(": ");
-      by_reason[colon == std::string::npos ? u : u.substr(colon + 2)].push_back(
-        u.substr(0, colon));
+      by_reason[colon == std::string::npos ? u : u.substr(colon + 2)].push_back(u.substr(0, colon));
     }
     constexpr size_t k_listed = 10;
     for (const auto& [reason, pids] : by_reason) {
@@ -417,9 +416,8 @@ private:
       if (pids.size() > k_listed) {
         list += ", ...";
       }
-      result_.notes.push_back(std::to_string(pids.size()) + " process(es) not readable (" +
-                              reason + "; " + list +
-                              "): the images they have open are not known");
+      result_.notes.push_back(std::to_string(pids.size()) + " process(es) not readable (" + reason +
+                              "; " + list + "): the images they have open are not known");
     }
   }
 

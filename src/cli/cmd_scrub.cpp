@@ -245,7 +245,7 @@ core::ScrubResult run_engine(ScrubCli& cli, const Output& out)
 
 // Before --prometheus: incomplete for a file not scrubbed, else each file's severity (the
 // document's): critical for any mismatch, EIO or unexplained logged failure, warnings for stale
-// RAID5/6 parity; 128 + the signal when interrupted.
+// RAID5/6 parity and for the run's notes; 128 + the signal when interrupted.
 int exit_status(const ScrubCli& cli, const core::ScrubResult& r)
 {
   int status = exit_code::clean;
@@ -258,6 +258,11 @@ int exit_status(const ScrubCli& cli, const core::ScrubResult& r)
     } else if (severity == "warning") {
       status = std::max(status, exit_code::warnings);
     }
+  }
+  // The run's own notes are warnings on stderr (a state directory that cannot be used, a
+  // kernel log not read, a path below a directory not walked): exit 1 says so, as elsewhere.
+  if (!r.notes.empty()) {
+    status = std::max(status, exit_code::warnings);
   }
   if (r.interrupted && sys::stop_signal() != 0) {
     status = exit_code::interrupted + sys::stop_signal();

@@ -77,6 +77,14 @@ run_config() { # NAME NDEV NCOPIES mkfs-args...
   scrub_json "$d/clean.json" "$MNT"
   check_eq "$name: clean: exit 0" 0 "$(cat "$d/clean.json.rc")"
   check_eq "$name: clean: schema" vmcsum.scrub/2 "$(jq -r .schema "$d/clean.json")"
+  if [[ $name == single ]]; then
+    # A state directory that cannot be used (a file in its place): the warnings it gives make
+    # the clean run's exit status 1, and the document's notes say why.
+    : >"$d/state-is-a-file"
+    scrub_json "$d/nostate.json" --state-dir "$d/state-is-a-file" "$MNT"
+    check_eq "$name: clean, unusable state directory: exit 1, notes say so" "1 true" \
+      "$(cat "$d/nostate.json.rc") $(jq '[.notes[] | select(test("not a directory|Not a directory"))] | length > 0' "$d/nostate.json")"
+  fi
   check_eq "$name: clean: no bad sector" 0 "$(jq '[.files[].bad[]] | length' "$d/clean.json")"
   check_eq "$name: clean: $ncopies copies" "[$ncopies]" \
     "$(jq -c '[.files[] | select(.path | test("(all|one|holes)")) | .copies] | unique' "$d/clean.json")"

@@ -271,6 +271,9 @@ void Engine::record_plan(const SetPlan& plan, const FileFacts& ff, SetEntry& e)
   e.notes.insert(e.notes.end(), plan.notes.begin(), plan.notes.end());
   e.refusals = plan.refusals;
   e.action = outcome_of(plan.action);
+  if (plan.action == SetAction::unchanged) {
+    e.after = e.before; // what it is after the run: as it was (`.after.state` is never null)
+  }
   if (plan.action == SetAction::refused) {
     e.code = plan.refusals.front().code;
     for (const auto& r : plan.refusals) {

@@ -179,6 +179,8 @@ for target in nocow cow; do
   check_eq "$target: no temp file left" 0 "$(temps_of "$img")"
   vset --"$target" "$img"
   check_eq "$target again: unchanged, exit 0" "unchanged 0" "$(jf '.files[0].action') $RC"
+  check_eq "$target again: after = before = the state asked for" "$target $target" \
+    "$(jf '.files[0] | "\(.before.state) \(.after.state)"')"
   prev=$target
 done
 

@@ -288,7 +288,7 @@ std::string state_dir_refused(const std::string& dir)
   if (::stat(dir.c_str(), &st) == 0) {
     return ""; // what else is wrong with it is said where it is used (ensure_private_dir)
   }
-  const int err = stdout_error() != 0 ? stdout_error() : errno;
+  const int err = errno;
   std::string trimmed = dir; // "/var/lib/vmcsum/": its parent is /var/lib
   while (trimmed.size() > 1 && trimmed.back() == '/') {
     trimmed.pop_back();

@@ -102,7 +102,7 @@ void render_text(const core::RepairResult& r, bool dry_run, Output& out)
                  core::bad_class_name(s.cls) + "): " + core::printable(s.reason) + "\n";
       if (s.cls == core::BadClass::undetermined || out.options().verbose > 0) {
         for (const auto& ev : s.evidence) {
-          details += "      [" + ev.code + "] " + ev.text + "\n";
+          details += "      [" + ev.code + "] " + core::printable(ev.text) + "\n";
         }
       }
     }
@@ -121,7 +121,7 @@ void render_text(const core::RepairResult& r, bool dry_run, Output& out)
                  (p.mirror ? " from copy " + std::to_string(*p.mirror) : std::string()) + " (" +
                  core::bad_class_name(p.cls) + ")\n";
       for (const auto& ev : p.evidence) {
-        details += "      [" + ev.code + "] " + ev.text + "\n";
+        details += "      [" + ev.code + "] " + core::printable(ev.text) + "\n";
       }
     }
     for (const auto& rr : e.ranges) {

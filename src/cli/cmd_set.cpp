@@ -50,16 +50,33 @@ std::string state_text(const std::optional<core::SetState>& s)
 
 const std::vector<std::string> columns = {"PATH", "ACTION", "BEFORE", "AFTER", "COPIED", "TIME"};
 
+// What makes two dry-run plans the same: their action, kind and steps with the file's name and
+// every number (its size) left out.
+std::string plan_shape(const core::SetEntry& e)
+{
+  std::string shape = std::string(core::outcome_name(e.action)) + "/" + e.kind;
+  const std::string name = core::escape_name(e.acted_on);
+  for (std::string step : e.steps) {
+    for (size_t at; !name.empty() && (at = step.find(name)) != std::string::npos;) {
+      step.erase(at, name.size());
+    }
+    std::erase_if(step, [](char c) { return c >= '0' && c <= '9'; });
+    shape += "\n" + step;
+  }
+  return shape;
+}
+
 void render_text(const core::SetResult& r, const SetCliOptions& o, const Output& out)
 {
   const std::string want = o.nocow ? "nocow" : "cow";
   if (o.dry_run) {
     std::string text = out.paint("dry run", Style::bold) + ": nothing is changed; vmcsum set --" +
                        want + " would:\n";
-    // Each change's steps once per kind (rewrite, set the attribute): the same seven lines for
-    // each of a directory's fifty images bury the list of what would change. -v lists them all.
+    // Each plan once: the same seven lines for each of a directory's fifty images bury the list
+    // of what would change. Plans are the same when their steps are, but for the file's name
+    // and numbers (its size); -v lists them all.
     const bool every_plan = out.options().verbose > 0;
-    std::map<core::Outcome, size_t> planned;
+    std::map<std::string, std::string> listed; // plan_shape() -> the path listed with it
     for (const auto& e : r.files) {
       std::string name = core::escape_name(e.path);
       if (e.action == core::Outcome::refused) {
@@ -75,12 +92,14 @@ void render_text(const core::SetResult& r, const SetCliOptions& o, const Output&
         text += name + ": " +
                 (e.action == core::Outcome::rewritten ? "rewrite it" : "set the attribute") + " (" +
                 state_text(e.before) + " -> " + want + ")\n";
-        ++planned[e.action];
-        if (every_plan || planned[e.action] == 1) {
+        const auto [first, fresh] = listed.try_emplace(plan_shape(e), name);
+        if (every_plan || fresh) {
           int n = 0;
           for (const auto& s : e.steps) {
             text += "  " + std::to_string(++n) + ". " + s + "\n";
           }
+        } else {
+          text += "  (the same steps as for " + first->second + "; -v lists them here)\n";
         }
       }
       for (const auto& note : e.notes) {
@@ -89,13 +108,6 @@ void render_text(const core::SetResult& r, const SetCliOptions& o, const Output&
     }
     for (const auto& l : r.leftovers) {
       text += "remove leftover temp file " + core::escape_name(l.path) + "\n";
-    }
-    for (const auto& [action, n] : planned) {
-      if (!every_plan && n > 1) {
-        text += "(the same steps for each of the other " + std::to_string(n - 1) +
-                (action == core::Outcome::rewritten ? " rewrites" : " attribute changes") +
-                "; -v lists each)\n";
-      }
     }
     out.print(text);
     return;

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <map>
 #include <set>
+#include <tuple>
 #include <utility>
 
 namespace vmcsum::cli {
@@ -141,14 +142,18 @@ std::string audit_metrics(const core::AuditResult& r, const RunFacts& run)
   Family dio(out, "vmcsum_kernel_dio_write", "gauge",
              "What the running kernel does with an O_DIRECT write, per kind of file (1 = this "
              "mode).");
-  const std::pair<const char*, core::DioWrite> cells[] = {
-    {"checksummed-single", r.kernel.policy.checksummed},
-    {"checksummed-duplicated", r.kernel.policy.checksummed_duplicated},
-    {"nodatasum-single", r.kernel.policy.nodatasum_single},
-    {"nodatasum-duplicated", r.kernel.policy.nodatasum_duplicated},
+  // Each cell's own source: a probe measures the cells of its filesystem's profile only.
+  const auto& p = r.kernel.policy;
+  const std::tuple<const char*, core::DioWrite, bool> cells[] = {
+    {"checksummed-single", p.checksummed, p.measured.checksummed},
+    {"checksummed-duplicated", p.checksummed_duplicated, p.measured.checksummed_duplicated},
+    {"nodatasum-single", p.nodatasum_single, p.measured.nodatasum_single},
+    {"nodatasum-duplicated", p.nodatasum_duplicated, p.measured.nodatasum_duplicated},
   };
-  for (const auto& [file, mode] : cells) {
-    dio.sample({{"file", file}, {"mode", core::dio_write_name(mode)}, {"source", r.kernel.source}},
+  for (const auto& [file, mode, measured] : cells) {
+    dio.sample({{"file", file},
+                {"mode", core::dio_write_name(mode)},
+                {"source", measured ? "probe" : "version-table"}},
                1);
   }
   return out;

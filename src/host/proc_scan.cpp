@@ -17,7 +17,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 namespace vmcsum::core {
@@ -613,25 +615,30 @@ std::vector<DriveConfig> parse_qemu_cmdline(const std::vector<std::string>& argv
 
 std::optional<uid_t> process_uid(int pid_dirfd)
 {
-  // status's "Uid:" line (real, effective, saved, filesystem): the effective one. Not the
-  // owner of /proc/PID, which is root for any process that made itself non-dumpable. A tree
-  // without status (a test's fixture) is owned by whoever made it.
+  // status's "Uid:" line: real, effective, saved, filesystem. Not the owner of /proc/PID, which
+  // is root for a process that made itself non-dumpable or has exited.
   int err = 0;
   if (auto status = read_at(pid_dirfd, "status", k_small_file, err)) {
     std::optional<uid_t> uid;
     for_each_line(*status, [&](std::string_view line) {
-      if (line.starts_with("Uid:")) {
-        std::istringstream in{std::string(line.substr(4))};
-        unsigned long real = 0, effective = 0;
-        if (in >> real >> effective) {
-          uid = static_cast<uid_t>(effective);
-        }
+      if (!line.starts_with("Uid:")) {
+        return;
+      }
+      std::istringstream in{std::string(line.substr(4))};
+      unsigned long ids[4] = {};
+      if (in >> ids[0] >> ids[1] >> ids[2] >> ids[3] && ids[0] == ids[1] && ids[1] == ids[2] &&
+          ids[2] == ids[3]) {
+        uid = static_cast<uid_t>(ids[0]);
       }
     });
     return uid;
   }
+  // A fixture tree (no procfs) without status: its owner. Never on procfs, where a process
+  // that is gone answers ESRCH and its directory root's ownership.
+  struct statfs sf = {};
   struct stat st = {};
-  if (::fstat(pid_dirfd, &st) == 0) {
+  if (err == ENOENT && ::fstatfs(pid_dirfd, &sf) == 0 && sf.f_type != PROC_SUPER_MAGIC &&
+      ::fstat(pid_dirfd, &st) == 0) {
     return st.st_uid;
   }
   return std::nullopt;

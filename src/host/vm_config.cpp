@@ -12,7 +12,9 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
+#include <tuple>
 
 #include <sys/stat.h>
 
@@ -431,12 +433,17 @@ VmConfigScan scan_vm_configs(const VmConfigDirs& dirs)
 }
 
 namespace {
+// (pid, st_dev, st_ino) of every file a process has open for writing.
+using OpenForWriting = std::set<std::tuple<int, uint64_t, uint64_t>>;
+
 // Whether the QEMU process `q` naming `file` can be that file's QEMU. A command line is
 // anyone's to write (`exec -a qemu-system-x86_64 sleep 300 -drive file=X,cache=none`): a
 // user's fake QEMU made root's damaged image a false mismatch (its cache=none the writer
 // evidence) that repair would have rewritten, and made audit list (size, inode, format) files
-// only root may read. So: a QEMU running as root, as the file's owner, or holding it open.
-bool drive_trusted(const ProcScan& procs, const ProcScan::Qemu& q, const std::string& file)
+// only root may read. So: a QEMU running as root or as the file's owner (q.uid: every one of
+// its uids that one, process_uid(): a setuid program run under QEMU's name is neither), or
+// one holding the file open for writing (a reader is no QEMU of it).
+bool drive_trusted(const OpenForWriting& writing, const ProcScan::Qemu& q, const std::string& file)
 {
   struct stat st = {};
   if (::stat(file.c_str(), &st) != 0) {
@@ -445,19 +452,30 @@ bool drive_trusted(const ProcScan& procs, const ProcScan::Qemu& q, const std::st
   if (q.uid && (*q.uid == 0 || *q.uid == st.st_uid)) {
     return true;
   }
-  return std::any_of(procs.open_files.begin(), procs.open_files.end(), [&](const OpenFile& f) {
-    return f.pid == q.pid && f.dev == static_cast<uint64_t>(st.st_dev) &&
-           f.ino == static_cast<uint64_t>(st.st_ino);
-  });
+  return writing.count(
+           {q.pid, static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)}) > 0;
 }
 } // namespace
 
 std::vector<ConfiguredDisk> qemu_configured_disks(const ProcScan& procs)
 {
+  OpenForWriting writing;
+  for (const auto& f : procs.open_files) {
+    if (f.flags && flags_writable(*f.flags)) {
+      writing.insert({f.pid, f.dev, f.ino});
+    }
+  }
   std::vector<ConfiguredDisk> out;
+  // Every drive is a stat of a path anyone may have named: at most this many per scan
+  // (k_max_qemu_drives bounds one command line, not a user's thousand processes).
+  size_t looked = 0;
   for (const auto& q : procs.qemus) {
     for (const auto& d : q.drives) {
-      if (d.file.empty() || !drive_trusted(procs, q, d.file)) {
+      if (d.file.empty() || looked >= k_max_qemu_drives_per_scan) {
+        continue;
+      }
+      ++looked;
+      if (!drive_trusted(writing, q, d.file)) {
         continue;
       }
       ConfiguredDisk c;

@@ -299,10 +299,12 @@ bool apply_probe(DioPolicy& policy, const FsProbe& fs)
   const std::string on = " on " + join(fs.data_profiles, "+");
   if (fs.checksummed != DioWrite::unknown) {
     (dup ? policy.checksummed_duplicated : policy.checksummed) = fs.checksummed;
+    (dup ? policy.measured.checksummed_duplicated : policy.measured.checksummed) = true;
     said.push_back("O_DIRECT to checksummed files" + on + " is " + dio_write_name(fs.checksummed));
   }
   if (fs.nocow != DioWrite::unknown) {
     (dup ? policy.nodatasum_duplicated : policy.nodatasum_single) = fs.nocow;
+    (dup ? policy.measured.nodatasum_duplicated : policy.measured.nodatasum_single) = true;
     said.push_back("to NOCOW files" + on + " " + dio_write_name(fs.nocow));
   }
   if (said.empty()) {

@@ -114,7 +114,7 @@ sys::Fd reopen(int fd, int flags, const struct stat& want, const std::string& di
   sys::Fd f(::open(self.c_str(), flags | O_NONBLOCK | O_CLOEXEC));
   if (!f && errno == EWOULDBLOCK) {
     throw Stop{RepairAction::refused, "in-use",
-               "another process holds a lease on it (it has it open): not opened for writing"};
+               "another process holds a lease on it (it has it open): not reopened"};
   }
   if (!f) {
     stop_on_errno(errno, "io-error", "reopen " + display);

@@ -84,7 +84,7 @@ bool invisible_control(std::string_view seq)
   return false;
 }
 
-// escape_name() and printable(): `as_name` escapes backslashes too, and newlines and tabs.
+// escape_name() and printable(): `as_name` escapes backslashes and tabs too.
 std::string escape_bytes(std::string_view s, bool as_name)
 {
   std::string out;
@@ -94,7 +94,7 @@ std::string escape_bytes(std::string_view s, bool as_name)
     auto c = static_cast<unsigned char>(s[i]);
     // Bytes shown as \xNN (unescape_name() gives the name back): an invalid or control byte,
     // or every byte of a control that is valid UTF-8.
-    const bool kept = !as_name && (c == '\n' || c == '\t');
+    const bool kept = !as_name && c == '\t';
     const size_t hex = n > 1 && invisible_control(s.substr(i, n))       ? n
                        : (n == 0 || ((c < 0x20 || c == 0x7f) && !kept)) ? 1
                                                                         : 0;

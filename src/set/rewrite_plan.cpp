@@ -220,7 +220,9 @@ SetPlan plan_set(const SetFacts& f, CowTarget target, const std::string& path)
 {
   SetPlan p;
   if (f.error || f.kind == "missing") {
-    refuse(p, f.kind == "missing" ? "not-found" : "cannot-read",
+    // "unknown": it could not be looked up for another reason than its absence (a directory
+    // on the way not searchable); a dangling symlink is not-found, as a missing path.
+    refuse(p, f.kind == "unknown" ? "cannot-read" : "not-found",
            f.error.value_or("does not exist"));
     return p;
   }

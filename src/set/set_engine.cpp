@@ -180,7 +180,7 @@ void Engine::describe(const FileFacts& ff, bool in_walk, SetEntry& e)
     e.before = state_of(ff);
   }
   if (ff.symlink_target && !in_walk && ff.examined) {
-    e.notes.push_back("symlink: acting on its target " + ff.canonical_path);
+    e.notes.push_back("symlink: acting on its target " + escape_name(ff.canonical_path));
   }
 }
 

@@ -8,8 +8,10 @@
 #include <fstream>
 #include <sstream>
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 using namespace vmcsum::core;
 
@@ -341,7 +343,8 @@ TEST_CASE("qemu_configured_disks: a drive counts only from a QEMU that can be it
   REQUIRE(::stat(file.c_str(), &st) == 0);
   const uid_t owner = st.st_uid;
   const uid_t other = owner + 1000;
-  auto counted = [&](std::optional<uid_t> uid, const std::string& path, bool open) {
+  // open: 0 not open, 1 open read-only, 2 open for writing
+  auto counted = [&](std::optional<uid_t> uid, const std::string& path, int open) {
     ProcScan procs;
     ProcScan::Qemu q;
     q.pid = 7;
@@ -355,20 +358,53 @@ TEST_CASE("qemu_configured_disks: a drive counts only from a QEMU that can be it
       f.pid = 7;
       f.dev = st.st_dev;
       f.ino = st.st_ino;
+      f.flags = open == 2 ? O_RDWR : O_RDONLY;
       procs.open_files.push_back(f);
     }
     return qemu_configured_disks(procs).size() == 1;
   };
-  CHECK(counted(0u, file, false));          // root's QEMU
-  CHECK(counted(owner, file, false));       // the owner's QEMU
-  CHECK_FALSE(counted(other, file, false)); // anyone else's command line: not evidence
-  CHECK(counted(other, file, true));        // ... unless it holds the file open
-  CHECK_FALSE(counted(std::nullopt, file, false));
-  CHECK(counted(std::nullopt, file, true));
+  CHECK(counted(0u, file, 0));                 // root's QEMU
+  CHECK(counted(owner, file, 0));              // the owner's QEMU
+  CHECK_FALSE(counted(other, file, 0));        // anyone else's command line: not evidence
+  CHECK(counted(other, file, 2));              // ... unless it holds the file open for writing
+  CHECK_FALSE(counted(other, file, 1));        // a reader is no QEMU of it
+  CHECK_FALSE(counted(std::nullopt, file, 0)); // mixed uids (a setuid program) or unreadable
+  CHECK(counted(std::nullopt, file, 2));
   const std::string missing = (dir / "missing.raw").string();
-  CHECK(counted(0u, missing, false));          // root's missing disk: audit says so
-  CHECK_FALSE(counted(other, missing, false)); // anyone else's: not a finding to make
-  CHECK_FALSE(counted(owner == 0 ? other : owner, missing, false));
+  CHECK(counted(0u, missing, 0));          // root's missing disk: audit says so
+  CHECK_FALSE(counted(other, missing, 0)); // anyone else's: not a finding to make
+  CHECK_FALSE(counted(owner == 0 ? other : owner, missing, 0));
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
+TEST_CASE("process_uid: one uid when real, effective, saved and filesystem agree")
+{
+  namespace fs = std::filesystem;
+  std::string tmpl = (fs::temp_directory_path() / "vmcsum-unit-XXXXXX").string();
+  REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+  const fs::path dir = tmpl;
+  auto uid_with = [&](const std::string& status) {
+    if (status.empty()) {
+      fs::remove(dir / "status");
+    } else {
+      std::ofstream(dir / "status") << "Name:\tqemu-system-x86\n" << status << "Gid:\t0\t0\t0\t0\n";
+    }
+    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    auto uid = process_uid(fd);
+    ::close(fd);
+    return uid;
+  };
+  CHECK(uid_with("Uid:\t107\t107\t107\t107\n") == 107u);
+  CHECK(uid_with("Uid:\t0\t0\t0\t0\n") == 0u);
+  // chfn run by nobody under QEMU's name, waiting at its prompt: euid 0, real 65534.
+  CHECK_FALSE(uid_with("Uid:\t65534\t0\t0\t0\n").has_value());
+  CHECK_FALSE(uid_with("Uid:\tgarbage\n").has_value());
+  // No status in a tree that is not procfs (a fixture): its owner.
+  struct stat st = {};
+  REQUIRE(::stat(dir.c_str(), &st) == 0);
+  CHECK(uid_with("") == st.st_uid);
   std::error_code ec;
   fs::remove_all(dir, ec);
 }

@@ -50,6 +50,14 @@ struct DioPolicy
   // On SINGLE/RAID0 NODATASUM files always get real direct IO.
   DioWrite nodatasum_single = DioWrite::direct;
   std::string reason; // which rules of the table decided, in sentences
+  // The cells a probe measured (apply_probe); the others are the version table's.
+  struct Measured
+  {
+    bool checksummed = false;
+    bool checksummed_duplicated = false;
+    bool nodatasum_duplicated = false;
+    bool nodatasum_single = false;
+  } measured;
 };
 
 // The table:

@@ -75,8 +75,13 @@ struct DriveConfig
 // At most k_max_qemu_drives: a command line is anyone's to write (4 MiB of "-drive" arguments
 // in each of twenty processes made a scan take 1.2 GB), and no VM has that many disks.
 constexpr size_t k_max_qemu_drives = 1024;
+// And at most this many drives of all QEMU processes looked at per scan (qemu_configured_disks).
+constexpr size_t k_max_qemu_drives_per_scan = 4096;
 std::vector<DriveConfig> parse_qemu_cmdline(const std::vector<std::string>& argv);
-// The effective uid of the process whose /proc directory is `pid_dirfd`.
+// The uid of the process whose /proc directory is `pid_dirfd` when its real, effective, saved
+// and filesystem uids are all that one; nullopt when they differ (a setuid program) or cannot
+// be read. A directory that is not procfs without a status file (a test's fixture) answers
+// with its owner.
 std::optional<uid_t> process_uid(int pid_dirfd);
 
 // NUL-separated /proc/PID/cmdline content to argv.
@@ -106,7 +111,7 @@ struct ProcScan
   {
     int pid = 0;
     std::vector<DriveConfig> drives;
-    std::optional<uid_t> uid; // its effective uid (process_uid()), unknown when unreadable
+    std::optional<uid_t> uid; // its one uid (process_uid()); nullopt: mixed or unreadable
   };
   std::vector<Qemu> qemus; // processes whose comm or argv[0] looks like qemu
 };

@@ -15,10 +15,10 @@ bool is_valid_utf8(std::string_view s);
 // control characters; every byte that is not part of valid UTF-8, and every control
 // character, becomes \xNN (backslash itself becomes \\). Like `ls -b`, it is reversible.
 std::string escape_name(std::string_view s);
-// A message made safe for a terminal: like escape_name(), but backslashes stay as they are and
-// newlines and tabs too (a message is no name to give back). A raw file name inside it (an
-// error naming the path it was given) can then not move the cursor, retitle the terminal or
-// hide text: ESC, CR, BEL, C1 and the invisible bidi controls become \xNN.
+// A message made safe for a terminal: like escape_name(), but backslashes and tabs stay as
+// they are (a message is no name to give back). A raw file name inside it (an error naming the
+// path it was given) can then not move the cursor, retitle the terminal, hide text or start a
+// line of its own: ESC, CR, LF, BEL, C1 and the invisible bidi controls become \xNN.
 std::string printable(std::string_view s);
 // The inverse of escape_name(): \xNN back to the byte, \\ back to a backslash. Text
 // that escape_name() cannot have produced is kept as it is.

@@ -42,6 +42,18 @@ check "audit: the run's timestamp is recent" \
   'BEGIN { exit !(t > now - 600 && t <= now + 1) }'
 
 # --- scrub: one sector of a.raw damaged on disk (the single copy), so the kernel fails it
+# --probe on this single-data filesystem measures its two cells (checksummed and NOCOW on
+# single); the duplicated-profile cells still come from the version table, and say so.
+pprom=$IT_TMP/probe.prom
+"$VMCSUM" --json audit --probe --kernel-log '' --prometheus "$pprom" "$MNT/images" >"$IT_TMP/probe.json" 2>/dev/null || true
+if jq -e '.kernel.source == "probe"' "$IT_TMP/probe.json" >/dev/null; then
+  check_eq "audit --probe: each cell's source (single measured, duplicated from the table)" \
+    "checksummed-duplicated=version-table checksummed-single=probe nodatasum-duplicated=version-table nodatasum-single=probe" \
+    "$(grep '^vmcsum_kernel_dio_write{' "$pprom" | sed -E 's/.*file="([^"]*)".*source="([^"]*)".*/\1=\2/' | sort | xargs)"
+else
+  note "SKIP audit --probe sources: the probe measured nothing here ($(jq -c '.notes' "$IT_TMP/probe.json" | head -c 300))"
+fi
+
 sprom=$IT_TMP/prom/vmcsum-scrub.prom
 damage_sectors "$MNT/images/a.raw" 65536 1 all
 kernel_eio=0

@@ -470,6 +470,16 @@ private:
     add_candidate(std::move(c));
   }
 
+  // A running QEMU's drive is the file it named when it was trusted (ConfiguredDisk::inode):
+  // the candidate opened must be that one, whatever its path names by then.
+  static std::optional<std::pair<dev_t, ino_t>> inode_of(const ConfiguredDisk& c)
+  {
+    if (!c.inode) {
+      return std::nullopt;
+    }
+    return std::make_pair(static_cast<dev_t>(c.inode->first), static_cast<ino_t>(c.inode->second));
+  }
+
   // `path` as a FileRef below the asked root holding it (nothing when it is none of them).
   std::optional<sys::FileRef> beneath_asked(const std::string& path,
                                             std::pair<dev_t, ino_t> inode) const
@@ -644,7 +654,7 @@ private:
     // that cannot start, or a disk moved away behind its configuration's back.
     for (const auto& c : configured_) {
       if (!c.path.empty() && under_any(asked, c.path)) {
-        add_named(c.path, c.source, false);
+        add_named(c.path, c.source, false, inode_of(c));
       }
     }
     for (const auto& f : host_.procs.open_files) {
@@ -688,7 +698,7 @@ private:
     join_host();
     for (const auto& c : configured_) {
       if (!c.path.empty()) {
-        add_named(c.path, c.source, false);
+        add_named(c.path, c.source, false, inode_of(c));
       }
     }
     for (const auto& f : host_.procs.open_files) {
@@ -738,7 +748,9 @@ private:
     FactCollector collector(opts_.mountinfo, syncs_);
     for (size_t i = 0; i < configured_.size(); ++i) {
       struct stat cst = {};
-      if (!configured_[i].path.empty() && ::stat(configured_[i].path.c_str(), &cst) == 0) {
+      if (auto id = inode_of(configured_[i])) {
+        configured_by_inode_[*id].push_back(i);
+      } else if (!configured_[i].path.empty() && ::stat(configured_[i].path.c_str(), &cst) == 0) {
         configured_by_inode_[{cst.st_dev, cst.st_ino}].push_back(i);
       }
     }

@@ -330,7 +330,8 @@ int report_failure(const std::string& json_style, const char* kind, const std::s
     std::cout << dump_document(with_document_head(std::move(doc)), json_style == "short") << '\n';
   }
   std::cerr << "vmcsum: " << (status == exit_code::usage ? "usage error" : "error") << ": "
-            << message << (cut ? " (the JSON document on stdout is cut short)" : "") << '\n';
+            << core::printable(message)
+            << (cut ? " (the JSON document on stdout is cut short)" : "") << '\n';
   return stdout_checked(status);
 }
 } // namespace

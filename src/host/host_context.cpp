@@ -34,7 +34,10 @@ namespace {
 void index_configured(HostContext& h, const ConfiguredDisk& c)
 {
   struct stat st = {};
-  if (!c.path.empty() && ::stat(c.path.c_str(), &st) == 0) {
+  if (c.inode) { // a QEMU's drive: the file it named when trusted, not its path now
+    h.configured_by_inode[{static_cast<dev_t>(c.inode->first), static_cast<ino_t>(c.inode->second)}]
+      .push_back(c);
+  } else if (!c.path.empty() && ::stat(c.path.c_str(), &st) == 0) {
     h.configured_by_inode[{st.st_dev, st.st_ino}].push_back(c);
   }
 }

@@ -443,17 +443,20 @@ using OpenForWriting = std::set<std::tuple<int, uint64_t, uint64_t>>;
 // only root may read. So: a QEMU running as root or as the file's owner (q.uid: every one of
 // its uids that one, process_uid(): a setuid program run under QEMU's name is neither), or
 // one holding the file open for writing (a reader is no QEMU of it).
-bool drive_trusted(const OpenForWriting& writing, const ProcScan::Qemu& q, const std::string& file)
+// `inode`: the file trusted, the one every later use must match (the path is looked up once).
+bool drive_trusted(const OpenForWriting& writing, const ProcScan::Qemu& q, const std::string& file,
+                   std::optional<std::pair<uint64_t, uint64_t>>& inode)
 {
   struct stat st = {};
   if (::stat(file.c_str(), &st) != 0) {
     return q.uid == 0u; // a missing disk of root's QEMU is worth saying; anyone else's is not
   }
+  const std::pair<uint64_t, uint64_t> id{st.st_dev, st.st_ino};
+  inode = id;
   if (q.uid && (*q.uid == 0 || *q.uid == st.st_uid)) {
     return true;
   }
-  return writing.count(
-           {q.pid, static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)}) > 0;
+  return writing.count({q.pid, id.first, id.second}) > 0;
 }
 } // namespace
 
@@ -475,10 +478,12 @@ std::vector<ConfiguredDisk> qemu_configured_disks(const ProcScan& procs)
         continue;
       }
       ++looked;
-      if (!drive_trusted(writing, q, d.file)) {
+      std::optional<std::pair<uint64_t, uint64_t>> inode;
+      if (!drive_trusted(writing, q, d.file, inode)) {
         continue;
       }
       ConfiguredDisk c;
+      c.inode = inode;
       c.source = "qemu:" + std::to_string(q.pid);
       c.path = d.file;
       c.cache = d.cache;

@@ -167,19 +167,21 @@ sys::Fd open_regular(const std::string& path, struct stat& st, struct stat* dir_
   if (dir_st && ::fstat(*dir, dir_st) < 0) {
     stop_on_errno(errno, "io-error", "fstat the directory of " + path);
   }
-  sys::Fd fd(
-    ::openat(*dir, path.c_str() + slash + 1, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
-  if (!fd) {
+  // Looked at through O_PATH, opened only when regular (reopen(): that inode, through
+  // /proc/self/fd): a FIFO or device put in the image's place is never opened (a FIFO's writer
+  // would wake, a device act).
+  sys::Fd look(::openat(*dir, path.c_str() + slash + 1, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  if (!look) {
     refuse(errno);
   }
-  if (::fstat(*fd, &st) < 0) {
+  if (::fstat(*look, &st) < 0) {
     stop_on_errno(errno, "io-error", "fstat " + path);
   }
   if (!S_ISREG(st.st_mode)) {
     throw Stop{RepairAction::refused, "not-regular",
                escape_name(path) + " is not a regular file: only image files are written"};
   }
-  return fd;
+  return reopen(*look, O_RDONLY, st, escape_name(path));
 }
 
 Digests::Digests(size_t n)
@@ -414,11 +416,13 @@ void journal_record(const char* what, const RepairEntry& e)
     return; // no libsystemd: the repair record in the state directory is the record
   }
   const std::string backup = e.backup.value_or("");
+  // The message escaped (a name's ESC or newline would reach `journalctl -a`'s terminal);
+  // VMCSUM_PATH keeps the raw bytes (a journal field is binary-safe).
+  const std::string shown = escape_name(e.acted_on), shown_backup = escape_name(backup);
   sd->send("MESSAGE=vmcsum repair: %s %s (%zu sector(s), %llu bytes rewritten; backup %s)", what,
-           e.acted_on.c_str(), e.repaired.size(),
-           static_cast<unsigned long long>(e.rewritten_bytes), backup.c_str(), "PRIORITY=5",
-           "SYSLOG_IDENTIFIER=vmcsum", "VMCSUM_ACTION=%s", what, "VMCSUM_PATH=%s",
-           e.acted_on.c_str(), "VMCSUM_BACKUP=%s", backup.c_str(), nullptr);
+           shown.c_str(), e.repaired.size(), static_cast<unsigned long long>(e.rewritten_bytes),
+           shown_backup.c_str(), "PRIORITY=5", "SYSLOG_IDENTIFIER=vmcsum", "VMCSUM_ACTION=%s", what,
+           "VMCSUM_PATH=%s", e.acted_on.c_str(), "VMCSUM_BACKUP=%s", backup.c_str(), nullptr);
 }
 
 } // namespace vmcsum::core::repair_detail

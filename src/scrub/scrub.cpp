@@ -1410,9 +1410,10 @@ void add_started_qemus(const ProcScan& procs, const struct stat& st,
                        std::vector<ConfiguredDisk>& configured)
 {
   for (auto& c : qemu_configured_disks(procs)) {
-    struct stat cs = {};
-    // Matched by inode, as HostContext indexes the drives it has: the name is the QEMU's.
-    if (::stat(c.path.c_str(), &cs) != 0 || cs.st_dev != st.st_dev || cs.st_ino != st.st_ino) {
+    // Matched by the inode the drive named when it was trusted, as HostContext indexes the
+    // drives it has: the name is the QEMU's, and looked up again it may name another file.
+    if (!c.inode || c.inode->first != static_cast<uint64_t>(st.st_dev) ||
+        c.inode->second != static_cast<uint64_t>(st.st_ino)) {
       continue;
     }
     // The whole drive compared, cache mode included: a QEMU started since under a pid that

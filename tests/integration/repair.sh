@@ -536,6 +536,23 @@ run_redundant() { # NAME NDEV mkfs-args...
   kill "$hp"
   wait "$hp" 2>/dev/null || true
   bg_untrack "$hp"
+  # The image's place taken by a FIFO with a writer blocked in open(2): undo refuses it and never
+  # opens it (the writer still waits).
+  mv -- "$f" "$f.away"
+  mkfifo "$f"
+  timeout 30 sh -c 'echo x >"$1"' sh "$f" 2>/dev/null &
+  local fw=$!
+  bg_track "$fw"
+  sleep 0.2
+  vundo "$BK/$bkname" --force
+  check_eq "$name: undo onto a FIFO: refused not-regular, the FIFO never opened" \
+    "refused not-regular waiting" \
+    "$(jf '.files[0] | "\(.action) \(.code)"') $(kill -0 "$fw" 2>/dev/null && echo waiting || echo woken)"
+  kill "$fw" 2>/dev/null || true
+  wait "$fw" 2>/dev/null || true
+  bg_untrack "$fw"
+  rm -f -- "$f"
+  mv -- "$f.away" "$f"
   vundo "$BK/$bkname" --force
   check_eq "$name: undo --force: restored, exit 0" "restored 0" "$(jf '.files[0].action') $RC"
   check_eq "$name: undo: verified" "true true" "$(jf '"\(.files[0].verify.readable) \(.files[0].verify.matches)"')"

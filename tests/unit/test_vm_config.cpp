@@ -363,6 +363,22 @@ TEST_CASE("qemu_configured_disks: a drive counts only from a QEMU that can be it
     }
     return qemu_configured_disks(procs).size() == 1;
   };
+  {
+    // The trusted drive carries the file's identity: it is matched by that, not by its path.
+    ProcScan procs;
+    ProcScan::Qemu q;
+    q.pid = 7;
+    q.uid = 0u;
+    DriveConfig d;
+    d.file = file;
+    q.drives.push_back(d);
+    procs.qemus.push_back(q);
+    const auto disks = qemu_configured_disks(procs);
+    REQUIRE(disks.size() == 1);
+    REQUIRE(disks[0].inode.has_value());
+    CHECK(disks[0].inode->first == static_cast<uint64_t>(st.st_dev));
+    CHECK(disks[0].inode->second == static_cast<uint64_t>(st.st_ino));
+  }
   CHECK(counted(0u, file, 0));                 // root's QEMU
   CHECK(counted(owner, file, 0));              // the owner's QEMU
   CHECK_FALSE(counted(other, file, 0));        // anyone else's command line: not evidence

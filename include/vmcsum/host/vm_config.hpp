@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace vmcsum::core {
@@ -25,6 +26,10 @@ struct ConfiguredDisk
   // libvirt <disk type='volume'>: path is empty and the caller resolves the volume with the
   // pool's target path (parse_libvirt_pool_target()).
   std::string pool, volume;
+  // A running QEMU's drive: (st_dev, st_ino) of the file it named when it was trusted
+  // (qemu_configured_disks()). Matched by this, never by its path again: a symlink swapped
+  // meanwhile would lend the drive's cache mode to another file.
+  std::optional<std::pair<uint64_t, uint64_t>> inode;
 
   bool operator==(const ConfiguredDisk&) const = default;
 };

@@ -200,38 +200,6 @@ std::string kind_of_lookup_error(int err)
 
 // Fills `st` (and `lst`) for `path`, following a symlink when asked; false when `f` is already
 // complete (missing, dangling, or a symlink not followed).
-bool stat_path(FileFacts& f, const std::string& path, bool follow_symlink, struct stat& lst,
-               struct stat& st)
-{
-  if (::lstat(path.c_str(), &lst) < 0) {
-    int err = errno;
-    f.error = errno_text(err);
-    f.kind = kind_of_lookup_error(err);
-    return false;
-  }
-  st = lst;
-  if (S_ISLNK(lst.st_mode)) {
-    char target[PATH_MAX];
-    ssize_t n = ::readlink(path.c_str(), target, sizeof target - 1);
-    if (n >= 0) {
-      f.symlink_target = std::string(target, static_cast<size_t>(n));
-    }
-    if (!follow_symlink) {
-      f.kind = "symlink";
-      f.examined = true;
-      f.notes.push_back("symlink, not followed");
-      return false;
-    }
-    if (::stat(path.c_str(), &st) < 0) {
-      f.kind = "symlink";
-      f.error = "dangling symlink: " + errno_text(errno);
-      return false;
-    }
-    f.notes.push_back("symlink followed to its target");
-  }
-  return true;
-}
-
 void fill_stat(FileFacts& f, const struct stat& st)
 {
   f.dev = st.st_dev;
@@ -255,25 +223,6 @@ void fill_mount(FileFacts& f, const std::optional<sys::MountEntry>& mount)
 
 // Opens the file that was stat'ed as `st`; on failure `why` says why its own facts are unknown.
 // False when the path now names another file.
-bool open_examined(FileFacts& f, const struct stat& st, sys::Fd& fd, std::string& why)
-{
-  // O_NONBLOCK: the target may have been swapped for a FIFO since stat; never block on it.
-  int flags = O_RDONLY | O_NONBLOCK | O_NOFOLLOW | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0);
-  fd.reset(::open(f.canonical_path.c_str(), flags | O_CLOEXEC));
-  if (!fd) {
-    f.open_error = errno_text(errno);
-    why = "cannot open: " + *f.open_error;
-    return true;
-  }
-  struct stat fst = {};
-  if (::fstat(fd.get(), &fst) < 0 || fst.st_ino != st.st_ino || fst.st_dev != st.st_dev) {
-    f.error = "the file changed while it was examined";
-    f.examined = false;
-    return false;
-  }
-  return true;
-}
-
 // The filesystem-wide facts: fsid, checksum type, sector size, data profiles.
 void fill_fs(FileFacts& f, const FsFacts& fsf)
 {
@@ -393,44 +342,6 @@ bool FactCollector::fill_examined(FileFacts& f, const struct stat& st,
   return true;
 }
 
-FileFacts FactCollector::collect(const std::string& path, bool follow_symlink,
-                                 bool already_canonical)
-{
-  FileFacts f;
-  f.path = path;
-
-  struct stat lst = {};
-  struct stat st = {};
-  if (!stat_path(f, path, follow_symlink, lst, st)) {
-    return f;
-  }
-  f.kind = kind_of_mode(st.st_mode);
-  if (already_canonical && !S_ISLNK(lst.st_mode)) {
-    f.canonical_path = path;
-  } else {
-    f.canonical_path = sys::canonical_path(path);
-  }
-  std::optional<sys::MountEntry> mount;
-  if (!fill_examined(f, st, mount)) {
-    return f;
-  }
-
-  sys::Fd fd;
-  std::string file_unknown_reason;
-  if (!open_examined(f, st, fd, file_unknown_reason)) {
-    return f;
-  }
-  // Without access to the file itself, its directory still answers the filesystem questions.
-  sys::Fd dir_fd;
-  int fs_fd = fd.get();
-  if (!fd) {
-    dir_fd.reset(
-      ::open(sys::parent_dir(f.canonical_path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    fs_fd = dir_fd.get();
-  }
-  return fill_from_fd(f, st, mount, fd.get(), fs_fd, file_unknown_reason, path);
-}
-
 FileFacts FactCollector::collect_fd(int fd, const std::string& display_path, int dir_fd,
                                     const KnownOfFd& known)
 {
@@ -459,9 +370,7 @@ FileFacts FactCollector::collect_fd(int fd, const std::string& display_path, int
   if (fl >= 0 && !(fl & O_PATH) && (fl & O_ACCMODE) != O_WRONLY) {
     readable = fd;
   } else {
-    const std::string self = "/proc/self/fd/" + std::to_string(fd);
-    own.reset(::open(self.c_str(),
-                     O_RDONLY | O_NONBLOCK | O_CLOEXEC | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0)));
+    own = sys::reopen_fd(fd, O_RDONLY | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0));
     readable = own ? own.get() : -1;
   }
   std::string why;
@@ -477,7 +386,7 @@ FileFacts FactCollector::collect_fd(int fd, const std::string& display_path, int
   return fill_from_fd(f, st, mount, readable, readable >= 0 ? readable : dir_fd, why, display_path);
 }
 
-FileFacts FactCollector::collect_named(const std::string& path)
+FileFacts FactCollector::collect_named(const std::string& path, bool follow_symlink)
 {
   FileFacts f;
   f.path = path;
@@ -495,6 +404,13 @@ FileFacts FactCollector::collect_named(const std::string& path)
     const ssize_t n = ::readlinkat(fd.get(), "", buf, sizeof buf - 1);
     if (n >= 0) {
       target = std::string(buf, static_cast<size_t>(n));
+    }
+    if (!follow_symlink) {
+      f.kind = "symlink";
+      f.symlink_target = target;
+      f.examined = true;
+      f.notes.push_back("symlink, not followed");
+      return f;
     }
     // Followed once, like find -H; the link's own descriptor only told us its target.
     fd.reset(::open(path.c_str(), O_PATH | O_CLOEXEC));

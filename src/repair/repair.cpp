@@ -1287,7 +1287,7 @@ NocowOutcome then_nocow(const RepairOptions& opts, const RepairEntry& e,
             "bad sectors remain (see skipped): converting now would fail to read them"};
   }
   FactCollector fc(opts.mountinfo);
-  FileFacts ff = fc.collect(e.acted_on, false);
+  FileFacts ff = fc.collect_named(e.acted_on, false);
   std::string why_not;
   if (!nocow_worthwhile(ff.data_profiles, why_not)) {
     return {"skipped", "not-worthwhile", why_not};

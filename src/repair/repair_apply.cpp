@@ -106,12 +106,11 @@ bool pread_full(int fd, uint8_t* buf, size_t len, uint64_t off, const std::strin
 
 sys::Fd reopen(int fd, int flags, const struct stat& want, const std::string& display)
 {
-  const std::string self = "/proc/self/fd/" + std::to_string(fd);
-  // O_NONBLOCK: an open for writing of a file another process holds a read lease on would
-  // wait out /proc/sys/fs/lease-break-time (45 s, seen here: any user can lease their own
-  // image and stall a repair of it); with it the open fails at once (open(2), EWOULDBLOCK).
+  // O_NONBLOCK (reopen_fd adds it): an open for writing of a file another process holds a read
+  // lease on would wait out /proc/sys/fs/lease-break-time (45 s, seen here: any user can lease
+  // their own image and stall a repair of it); with it the open fails at once (EWOULDBLOCK).
   // Regular files ignore O_NONBLOCK for reads and writes.
-  sys::Fd f(::open(self.c_str(), flags | O_NONBLOCK | O_CLOEXEC));
+  sys::Fd f = sys::reopen_fd(fd, flags);
   if (!f && errno == EWOULDBLOCK) {
     throw Stop{RepairAction::refused, "in-use",
                "another process holds a lease on it (it has it open): not reopened"};
@@ -154,13 +153,7 @@ sys::Fd open_regular(const std::string& path, struct stat& st, struct stat* dir_
                                          "replaced since)")
                            : errno_text(err))};
   };
-  sys::Fd root(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
-  if (!root) {
-    refuse(errno);
-  }
-  const std::string parent = path.substr(1, slash == 0 ? 0 : slash - 1);
-  sys::Fd dir(parent.empty() ? ::dup(*root)
-                             : sys::openat_beneath(*root, parent, O_PATH | O_DIRECTORY));
+  sys::Fd dir(sys::open_canonical_dir(path.substr(0, slash == 0 ? 1 : slash), O_PATH));
   if (!dir) {
     refuse(errno);
   }

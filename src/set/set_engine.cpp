@@ -83,7 +83,7 @@ private:
               SetFacts& sf, SetEntry& e);
   void record_plan(const SetPlan& plan, const FileFacts& ff, SetEntry& e);
   void carry_out(SetAction action, const FileFacts& ff, OpenTarget& o, SetEntry& e);
-  void walk(const std::string& root);
+  void walk(const std::string& root, sys::Fd root_dir);
   void clean_leftovers_of(int dirfd, const std::string& dir, const std::string& name);
   void handle_leftover(int dirfd, const std::string& dir, const std::string& entry);
   void flag_set(const FileFacts& ff, OpenTarget& o);
@@ -107,11 +107,14 @@ SetResult Engine::run()
 
 // Inside a walk the entry is examined through its directory's descriptor, never by name: a
 // directory swapped for a symlink since the listing cannot send the examination out of the tree
-// (issue 12). A named path is examined by name, its symlink followed once.
+// (issue 12). A named path is looked up once (O_PATH, its symlink followed once) and examined
+// through that descriptor: resolved again (lstat, realpath, open), a path whose directory was
+// swapped meanwhile had root open a FIFO someone else's writer waited on, or /dev/null (a
+// security review's finding).
 FileFacts Engine::facts_of(const std::string& path, bool in_walk, const sys::Fd* walk_dir)
 {
   if (!in_walk || !walk_dir) {
-    return m_collector.collect(path, !in_walk);
+    return m_collector.collect_named(path, !in_walk);
   }
   FileFacts ff;
   ff.path = path;
@@ -165,9 +168,28 @@ void Engine::process(const std::string& path, bool in_walk, const sys::Fd* walk_
   }
   const bool walk_on = m_opts.recursive && ff.kind == "directory" && ff.on_btrfs && !in_walk;
   m_result.files.push_back(std::move(e));
+  // The walk starts from the directory examined and opened above, not from its path again.
+  sys::Fd walk_root;
+  if (walk_on && target.fd) {
+    walk_root.reset(::fcntl(target.fd.get(), F_DUPFD_CLOEXEC, 3));
+  }
+  const int walk_errno = walk_root ? 0 : target.fd ? errno : target.open_errno;
   target = OpenTarget{}; // closed before the walk: the walk acts on what is inside
-  if (walk_on) {
-    walk(ff.canonical_path);
+  if (walk_root) {
+    walk(ff.canonical_path, std::move(walk_root));
+  } else if (walk_on) {
+    // Said, not silent (the directory's own entry may be `unchanged`), like a directory the
+    // walk could not enter.
+    SetEntry nw;
+    nw.path = ff.canonical_path;
+    nw.kind = "directory";
+    nw.action = Outcome::skipped;
+    nw.code = "not-walked";
+    nw.reason = std::string("not walked (") +
+                (walk_errno == ESTALE ? "replaced while vmcsum looked at it"
+                                      : "cannot open: " + errno_text(walk_errno)) +
+                "): what it holds was not converted";
+    m_result.files.push_back(std::move(nw));
   }
 }
 
@@ -206,27 +228,47 @@ void Engine::open_target(const FileFacts& ff, const sys::Fd* walk_dir, OpenTarge
     o.t.name = name;
     o.dirfd.reset(::fcntl(walk_dir->get(), F_DUPFD_CLOEXEC, 3));
   } else {
-    o.dirfd.reset(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    // By the kernel's name of what was examined (no symlink in it), resolved from "/" with no
+    // symlink followed: a directory on it swapped for one since is refused, never followed to
+    // a directory elsewhere (a security review's finding: root then opened its entries).
+    o.dirfd.reset(sys::open_canonical_dir(dir, O_RDONLY));
   }
   if (!o.dirfd) {
     o.open_errno = errno;
     return;
   }
   o.t.dirfd = o.dirfd.get();
-  // O_NOATIME keeps reading from changing atime (it needs ownership or CAP_FOWNER).
-  const int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | (is_dir ? O_DIRECTORY : 0);
-  o.fd.reset(::openat(o.dirfd.get(), name.c_str(), flags | O_NOATIME));
-  if (!o.fd && errno == EPERM) {
-    o.fd.reset(::openat(o.dirfd.get(), name.c_str(), flags));
-  }
+  // Looked at first (O_PATH), opened only when it is the inode examined: whatever was put in
+  // its place since (a FIFO, a device) is never opened, and opening that could have effects (a
+  // FIFO's writer wakes, a tape rewinds).
+  sys::Fd look(::openat(o.dirfd.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
   struct stat st
   {
   };
+  if (!look || ::fstat(look.get(), &st) < 0) {
+    o.open_errno = errno;
+    return;
+  }
+  if (st.st_ino != ff.inode || (ff.dev != 0 && st.st_dev != ff.dev)) {
+    o.open_errno = ESTALE; // replaced between the examination and the open
+    return;
+  }
+  // That inode, through /proc/self/fd (never the name again). O_NOATIME keeps reading from
+  // changing atime (it needs ownership or CAP_FOWNER). Without /proc: by name in the directory,
+  // never followed nor blocking, then checked again.
+  const int flags = O_RDONLY | (is_dir ? O_DIRECTORY : 0);
+  o.fd = sys::reopen_fd(look.get(), flags | O_NOATIME);
+  if (!o.fd && errno == EPERM) {
+    o.fd = sys::reopen_fd(look.get(), flags);
+  }
+  if (!o.fd && errno == ENOENT) {
+    o.fd.reset(::openat(o.dirfd.get(), name.c_str(), flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  }
   if (!o.fd || ::fstat(o.fd.get(), &st) < 0) {
     o.open_errno = errno;
     o.fd.reset();
   } else if (st.st_ino != ff.inode || (ff.dev != 0 && st.st_dev != ff.dev)) {
-    o.open_errno = ESTALE; // replaced between the examination and the open
+    o.open_errno = ESTALE;
     o.fd.reset();
   }
 }
@@ -236,8 +278,9 @@ void Engine::gather(const FileFacts& ff, bool in_walk, const sys::Fd* walk_dir, 
 {
   open_target(ff, walk_dir, o);
   // Leftovers first: the space a killed run's temp file holds is free for this one. btrfs
-  // returns freed extents to the free space at the next commit, hence the syncfs.
-  if (o.dirfd && ff.kind == "file" && !in_walk && ff.on_btrfs) {
+  // returns freed extents to the free space at the next commit, hence the syncfs. Only in the
+  // directory that holds the file examined (o.fd: it was found there).
+  if (o.fd && o.dirfd && ff.kind == "file" && !in_walk && ff.on_btrfs) {
     const size_t before = m_result.leftovers.size();
     clean_leftovers_of(o.dirfd.get(), o.t.dir, o.t.name);
     if (m_result.leftovers.size() != before) {
@@ -299,6 +342,11 @@ void Engine::carry_out(SetAction action, const FileFacts& ff, OpenTarget& o, Set
       if (o.open_errno == ESTALE) {
         stop_failed("changed", e.acted_on + " was replaced while vmcsum looked at it");
       }
+      if (o.open_errno == ELOOP || o.open_errno == EXDEV || o.open_errno == ENOTDIR) {
+        stop_failed("changed", e.acted_on +
+                                 ": a directory on its path was replaced by a symlink or a file "
+                                 "while vmcsum looked at it: not followed");
+      }
       if (o.open_errno == EWOULDBLOCK) {
         stop_refused("in-use", e.acted_on + " is leased by another process");
       }
@@ -342,13 +390,9 @@ void Engine::carry_out(SetAction action, const FileFacts& ff, OpenTarget& o, Set
   e.seconds.total = seconds_since(t0);
 }
 
-void Engine::walk(const std::string& root)
+void Engine::walk(const std::string& root, sys::Fd root_dir)
 {
-  auto rootfd = std::make_shared<const sys::Fd>(
-    ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!*rootfd) {
-    return; // the directory's own entry already says what is wrong with it
-  }
+  auto rootfd = std::make_shared<const sys::Fd>(std::move(root_dir));
   // The whole list first: the rewrites below add and remove names in these directories. The
   // one walker (sys::walk_tree): pre-order (a directory before what it holds), names sorted,
   // symlinks never followed, each directory opened below its parent's descriptor.

@@ -36,6 +36,12 @@ Fd openat_or_throw(int dirfd, const std::string& name, int flags, const std::str
   return Fd(fd);
 }
 
+Fd reopen_fd(int fd, int flags)
+{
+  const std::string self = "/proc/self/fd/" + std::to_string(fd);
+  return Fd(::open(self.c_str(), flags | O_NONBLOCK | O_CLOEXEC));
+}
+
 void ioctl_or_throw(int fd, unsigned long request, void* arg, const char* op,
                     const std::string& path)
 {

@@ -137,6 +137,23 @@ int openat_beneath(int dirfd, const std::string& relpath, int flags)
   return openat_by_components(dirfd, relpath, flags);
 }
 
+int open_canonical_dir(const std::string& abs_dir, int flags)
+{
+  if (abs_dir.empty() || abs_dir.front() != '/') {
+    errno = EINVAL;
+    return -1;
+  }
+  const size_t first = abs_dir.find_first_not_of('/');
+  if (first == std::string::npos) {
+    return ::open("/", flags | O_DIRECTORY | O_CLOEXEC);
+  }
+  Fd root(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!root) {
+    return -1;
+  }
+  return openat_beneath(root.get(), abs_dir.substr(first), flags | O_DIRECTORY);
+}
+
 namespace {
 
 // `rel` below `dirfd` (no symlink followed) as an O_PATH descriptor: what it is can be looked at
@@ -154,8 +171,7 @@ template <class ByPath>
 Fd reopen_regular(const Fd& opath, int flags, const struct stat& st, const std::string& path,
                   ByPath by_path)
 {
-  const std::string self = "/proc/self/fd/" + std::to_string(opath.get());
-  Fd fd(::open(self.c_str(), flags | O_NONBLOCK | O_CLOEXEC));
+  Fd fd = reopen_fd(opath.get(), flags);
   if (!fd && errno == ENOENT) {
     fd.reset(by_path(flags | O_NONBLOCK));
   }

@@ -90,19 +90,49 @@ COUNTER=$!
 bg_track "$COUNTER"
 wait_ready "$IT_TMP/outside.count"
 
+# A writer blocked in open(2) of the FIFO until a reader opens it: the kernel's own witness
+# that a run opened the FIFO (an open of a FIFO or device can have effects: none is allowed).
+# Started while the swappers are stopped (the FIFO is at its own name), and only used once the
+# kernel shows it waiting in the FIFO's open (wchan), so it never opens the image instead.
+start_fifo_writer() {
+  sh -c 'echo x >"$1"' sh "$T/files/victimfifo" 2>/dev/null &
+  WRITER=$!
+  bg_track "$WRITER"
+  local i
+  for ((i = 0; i < 200; i++)); do
+    [[ $(cat "/proc/$WRITER/wchan" 2>/dev/null) == wait_for_partner ]] && return 0
+    sleep 0.025
+  done
+  note "the FIFO's writer did not block in open: $(cat "/proc/$WRITER/wchan" 2>/dev/null)"
+  return 1
+}
+stop_fifo_writer() { # sets WRITER_WAS: waiting or woken (a woken task leaves that wait at once)
+  WRITER_WAS=woken
+  [[ $(cat "/proc/$WRITER/wchan" 2>/dev/null) == wait_for_partner ]] && WRITER_WAS=waiting
+  kill "$WRITER" 2>/dev/null || true
+  wait "$WRITER" 2>/dev/null || true
+  bg_untrack "$WRITER"
+}
+
 SWAPS=0
 HANGS=0
 TOUCHED=()
 declare -A TOUCHES=()
+declare -A FIFO_OPENS=()
 declare -A RCS=()
 run_raced() { # NAME CMD...
   local name=$1 rc=0
   shift
+  start_fifo_writer
   start_swappers
   local before
   before=$(wc -l <"$IT_TMP/outside.events")
   timeout 60 "$@" >"$IT_TMP/$name.json" 2>"$IT_TMP/$name.err" || rc=$?
   stop_swappers
+  stop_fifo_writer
+  if [[ $WRITER_WAS == woken ]]; then
+    FIFO_OPENS[$name]=$((${FIFO_OPENS[$name]:-0} + 1))
+  fi
   # Which command touched the outside directory, if one did (the check below counts them all).
   if (($(wc -l <"$IT_TMP/outside.events") != before)); then
     TOUCHED+=("$name: $(tail -n +$((before + 1)) "$IT_TMP/outside.events" | tr '\n' ' ')")
@@ -128,6 +158,15 @@ for ((r = 0; r < ROUNDS; r++)); do
   run_raced audit "$VMCSUM" --json audit --kernel-log '' --libvirt-dir "$IT_TMP/none" \
     --libvirt-run-dir "$IT_TMP/none" --pve-dir "$IT_TMP/none" "$T"
   run_raced show "$VMCSUM" --json show "$T/files/victim.raw" "$T/files/victimfifo"
+  # set named a path (no -r): looked up once, examined and opened through that descriptor, its
+  # directory reopened by the kernel's name with no symlink followed. Resolved by name again
+  # (lstat, realpath, open, then the directory), it opened the FIFO swapped in meanwhile (the
+  # writer woke) and, through sub swapped for a symlink, the outside directory.
+  if ((r % 2)); then to=--cow; else to=--nocow; fi
+  run_raced set-named-img "$VMCSUM" --json set "$to" "$T/files/victim.raw"
+  run_raced set-named-dir "$VMCSUM" --json set "$to" "$T/sub/inner.raw"
+  jq -r '.files[] | "\(.action)/\(.code // "-")"' "$IT_TMP"/set-named-{img,dir}.json \
+    >>"$IT_TMP/set-named.outcomes" 2>/dev/null || true
 done
 kill -TERM "$COUNTER"
 wait "$COUNTER" || true
@@ -136,7 +175,16 @@ bg_untrack "$COUNTER"
 note "swaps done: $SWAPS; exit codes: $(for k in "${!RCS[@]}"; do printf '%s:%s ' "$k" "${RCS[$k]}"; done)"
 check "the swappers really raced (more than $ROUNDS exchanges)" test "$SWAPS" -gt "$ROUNDS"
 check_eq "no run hung on a FIFO (timeout 60 s)" 0 "$HANGS"
+for k in "${!FIFO_OPENS[@]}"; do note "the FIFO was opened by $k in ${FIFO_OPENS[$k]} run(s)"; done
+check_eq "no run opened the FIFO swapped in for an image (its blocked writer still waited)" 0 \
+  "${#FIFO_OPENS[@]}"
 for t in "${TOUCHED[@]}"; do note "outside touched by $t"; done
+note "set of a named path, outcomes: $(sort "$IT_TMP/set-named.outcomes" | uniq -c | tr -s ' \n' ' ')"
+# Raced, a run may find the FIFO or nothing at the name, or see it change; nothing else.
+# shellcheck disable=SC2016 # the $1 is the inner shell's
+check "set of a named path: every outcome is one the race explains" \
+  bash -c '! grep -v -E "^(rewritten/-|unchanged/-|failed/changed|refused/not-found|skipped/.*)$" "$1"' \
+  sh "$IT_TMP/set-named.outcomes"
 # inotify on the outside directory: every open, read or listing there is an event.
 check_eq "scrub never opened, read or listed anything outside the tree (inotify)" 0 \
   "${TOUCHES[scrub]:-0}"
@@ -148,6 +196,8 @@ check_eq "show never opened, read or listed anything outside the tree (inotify)"
   "${TOUCHES[show]:-0}"
 check_eq "repair never opened, read or listed anything outside the tree (inotify)" 0 \
   "${TOUCHES[repair-write]:-0}"
+check_eq "set of a named path never opened, read or listed anything outside the tree" 0 \
+  "$((${TOUCHES[set-named-img]:-0} + ${TOUCHES[set-named-dir]:-0}))"
 if ((SET_USES_WALKER)); then
   check_eq "set never opened, read or listed anything outside the tree (inotify)" 0 \
     "${TOUCHES[set]:-0}"

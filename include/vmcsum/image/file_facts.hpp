@@ -125,15 +125,7 @@ public:
   explicit FactCollector(const std::string& mountinfo = "/proc/self/mountinfo",
                          std::shared_ptr<FsSyncs> syncs = nullptr);
 
-  // Never throws for a problem with the path itself: that becomes `error`/`unknown`.
-  // Command-line symlinks are followed (and reported); `follow_symlink=false` examines the
-  // link itself, as a tree walk must.
-  // `already_canonical`: the caller knows `path` is absolute and free of symlinks (a tree walk
-  // from a canonical root), which saves resolving it again.
-  FileFacts collect(const std::string& path, bool follow_symlink = true,
-                    bool already_canonical = false);
-
-  // The same for the file open as `fd` (O_PATH is enough), reached as `display_path`: nothing
+  // The facts of the file open as `fd` (O_PATH is enough), reached as `display_path`: nothing
   // is resolved by name, so a directory swapped for a symlink cannot redirect the examination
   // out of a walked tree (issue 12). A symlink opened with O_PATH|O_NOFOLLOW is the link.
   // `dir_fd`, when given, is the file's directory (same subvolume): when the file itself cannot
@@ -141,10 +133,12 @@ public:
   FileFacts collect_fd(int fd, const std::string& display_path, int dir_fd = -1,
                        const KnownOfFd& known = {});
 
-  // A path named on the command line (show): a symlink there is followed once, and its target
-  // reported; what it names is opened once (O_PATH: nothing is read, a FIFO cannot block) and
-  // every fact comes from that descriptor (collect_fd), never from the path again (issue 12).
-  FileFacts collect_named(const std::string& path);
+  // A path named on the command line (show, set): a symlink there is followed once, and its
+  // target reported (`follow_symlink=false`: the link itself is examined); what it names is
+  // opened once (O_PATH: nothing is read, a FIFO cannot block) and every fact comes from that
+  // descriptor (collect_fd), never from the path again (issue 12). Never throws for a problem
+  // with the path itself: that becomes `error`/`unknown`.
+  FileFacts collect_named(const std::string& path, bool follow_symlink = true);
 
   // The cached facts of the filesystem that `fd` is on; throws Error when it is not btrfs.
   FsFacts& fs_facts(int fd, const std::string& path);

@@ -51,6 +51,15 @@ Fd open_or_throw(const std::string& path, int flags, unsigned mode = 0);
 Fd openat_or_throw(int dirfd, const std::string& name, int flags, const std::string& display_path,
                    unsigned mode = 0);
 
+// The inode `fd` names (an O_PATH descriptor will do) opened anew with `flags`, through its
+// /proc/self/fd magic link: that very inode, never a name resolved again (proc(5)). O_NONBLOCK
+// and O_CLOEXEC are always added: a FIFO or device never blocks the open, and an open for
+// writing of a file another process holds a lease on fails at once with EWOULDBLOCK instead of
+// waiting out /proc/sys/fs/lease-break-time (fcntl(2), "Leases"). An empty Fd and errno on
+// failure (ENOENT: /proc is not mounted). The caller checks what it got (fstat): a descriptor
+// that is not O_PATH may be of anything.
+Fd reopen_fd(int fd, int flags);
+
 // ioctl(2) that throws Error{op: strerror} naming the path.
 void ioctl_or_throw(int fd, unsigned long request, void* arg, const char* op,
                     const std::string& path);

@@ -215,6 +215,12 @@ void walk_named(const std::string& path, const WalkVisit& visit, const WalkProbl
 // Error naming `path` (Errc::unsupported: not a regular file). `st` receives its fstat.
 Fd open_regular_at(const std::string& path, int flags, struct stat* st = nullptr);
 
+// The directory at `abs_dir`, an absolute path with no symlink in it (a canonical path: the
+// kernel's name of a descriptor), resolved from "/" following no symlink anywhere
+// (openat_beneath): a directory on it swapped for a symlink since is refused (ELOOP), never
+// followed. O_DIRECTORY|O_CLOEXEC are added. -1 with errno on failure (EINVAL: not absolute).
+int open_canonical_dir(const std::string& abs_dir, int flags);
+
 // A directory below `rootfd`, by a relative path that may not leave it or cross a symlink
 // (openat_beneath). Throws Error naming `relpath`.
 Fd open_dir_beneath(int rootfd, const std::string& relpath);

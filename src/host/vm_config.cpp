@@ -458,6 +458,38 @@ bool drive_trusted(const OpenForWriting& writing, const ProcScan::Qemu& q, const
   }
   return writing.count({q.pid, id.first, id.second}) > 0;
 }
+
+// A relative drive path is QEMU's: relative to its working directory when it opened the drive,
+// which is not vmcsum's, and which -daemonize (chdir "/") or -chdir has changed since, so
+// /proc/PID/cwd cannot say. It names the file that QEMU holds open whose path ends with it
+// ("." dropped; past a "..", the part after it), when exactly one inode does; otherwise the
+// drive is not used (a QEMU whose descriptors cannot be listed says nothing of it).
+const OpenFile* held_drive(const ProcScan& procs, int pid, const std::string& rel)
+{
+  std::string suffix;
+  size_t pos = 0;
+  while (pos <= rel.size()) {
+    const size_t end = std::min(rel.find('/', pos), rel.size());
+    const std::string part = rel.substr(pos, end - pos);
+    if (part == "..") {
+      suffix.clear();
+    } else if (!part.empty() && part != ".") {
+      suffix += "/" + part;
+    }
+    pos = end + 1;
+  }
+  const OpenFile* found = nullptr;
+  for (const auto& f : procs.open_files) {
+    if (suffix.empty() || f.pid != pid || !f.target.ends_with(suffix)) {
+      continue;
+    }
+    if (found && (found->dev != f.dev || found->ino != f.ino)) {
+      return nullptr; // two files it holds fit the name: which one is unknown
+    }
+    found = &f;
+  }
+  return found;
+}
 } // namespace
 
 std::vector<ConfiguredDisk> qemu_configured_disks(const ProcScan& procs)
@@ -479,13 +511,23 @@ std::vector<ConfiguredDisk> qemu_configured_disks(const ProcScan& procs)
       }
       ++looked;
       std::optional<std::pair<uint64_t, uint64_t>> inode;
-      if (!drive_trusted(writing, q, d.file, inode)) {
+      std::string path = d.file;
+      if (!path.starts_with('/')) {
+        // Held open by this QEMU: its own (root's) or one it writes. Its owner is not asked:
+        // the file is not looked up again by its name.
+        const OpenFile* held = held_drive(procs, q.pid, path);
+        if (!held || !(q.uid == 0u || writing.count({q.pid, held->dev, held->ino}) > 0)) {
+          continue;
+        }
+        path = held->target;
+        inode = {held->dev, held->ino};
+      } else if (!drive_trusted(writing, q, path, inode)) {
         continue;
       }
       ConfiguredDisk c;
       c.inode = inode;
       c.source = "qemu:" + std::to_string(q.pid);
-      c.path = d.file;
+      c.path = path;
       c.cache = d.cache;
       c.io = d.aio;
       c.o_direct = d.o_direct();

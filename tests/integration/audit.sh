@@ -525,6 +525,27 @@ for p in $fake_nobody $fake_root; do
   bg_untrack "$p"
 done
 
+# --- a relative drive path is QEMU's, not vmcsum's -------------------------------------------------
+# root's QEMU opened -drive file=secret.raw in its directory, then (like -daemonize) went to "/".
+# vmcsum runs in a directory holding another secret.raw (the decoy): the drive is the file the
+# QEMU holds open (its /proc/PID/fd, the kernel's word), never the decoy nor /secret.raw.
+mkdir "$S/decoydir"
+head -c 1M /dev/urandom >"$S/decoydir/secret.raw"
+# shellcheck disable=SC2016 # the child's own script
+(cd "$S/qemuonly" && exec bash -c 'exec 3<>secret.raw; cd /; exec -a qemu-system-x86_64 bash -c "sleep 120; :" _ -drive file=secret.raw,format=raw,cache=none' \
+  </dev/null >/dev/null 2>&1) &
+rel_qemu=$!
+bg_track "$rel_qemu"
+sleep 0.5
+JR=$(cd "$S/decoydir" && "$VMCSUM" --json audit --kernel-log '' "$S/qemuonly" "$S/decoydir" 2>/dev/null || true)
+check_eq "relative drive: the file QEMU holds is its image (cache none), the decoy in vmcsum's cwd is not" \
+  "qemu:$rel_qemu none|" \
+  "$(jq -r '[.images[] | select(.path | endswith("qemuonly/secret.raw")) | .configured[] | "\(.source) \(.cache)"] | join(" ")' <<<"$JR")|$(jq -r '[.images[] | select(.path | endswith("decoydir/secret.raw")) | .configured[].source] | join(" ")' <<<"$JR")"
+pkill -P "$rel_qemu" 2>/dev/null || true
+kill "$rel_qemu" 2>/dev/null || true
+wait "$rel_qemu" 2>/dev/null || true
+bg_untrack "$rel_qemu"
+
 # --- an image whose head reads as EIO: audit's own read of it is evidence, from the first run ------
 # Every copy of its first sector overwritten below btrfs (the kernel's EIO is the oracle). The old
 # audit guessed its format from the name, found nothing (exit 0), and its read left log lines that

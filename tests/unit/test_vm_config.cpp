@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
 #include <fcntl.h>
 #include <stdlib.h>
@@ -392,6 +393,50 @@ TEST_CASE("qemu_configured_disks: a drive counts only from a QEMU that can be it
   CHECK_FALSE(counted(owner == 0 ? other : owner, missing, 0));
   std::error_code ec;
   fs::remove_all(dir, ec);
+}
+
+TEST_CASE("qemu_configured_disks: a relative drive path is the file that QEMU holds open")
+{
+  // QEMU resolved it against its working directory at start (changed since by -daemonize or
+  // -chdir, and never vmcsum's): only the file it holds whose path ends with it can be it.
+  auto held = [](const std::string& rel, std::optional<uid_t> uid,
+                 std::vector<std::tuple<std::string, uint64_t, int>> fds) {
+    ProcScan procs;
+    ProcScan::Qemu q;
+    q.pid = 9;
+    q.uid = uid;
+    DriveConfig d;
+    d.file = rel;
+    d.cache = "none";
+    q.drives.push_back(d);
+    procs.qemus.push_back(q);
+    for (const auto& t : fds) {
+      OpenFile f;
+      f.pid = 9;
+      f.target = std::get<0>(t);
+      f.dev = 5;
+      f.ino = std::get<1>(t);
+      f.flags = static_cast<uint32_t>(std::get<2>(t));
+      procs.open_files.push_back(f);
+    }
+    auto disks = qemu_configured_disks(procs);
+    return disks.empty() ? std::string("-")
+                         : disks[0].path + "@" + std::to_string(disks[0].inode->second);
+  };
+  using F = std::vector<std::tuple<std::string, uint64_t, int>>;
+  const F one = {{"/dev/kvm", 1, O_RDWR}, {"/vm/images/a.raw", 7, O_RDWR}};
+  CHECK(held("a.raw", 0u, one) == "/vm/images/a.raw@7");
+  CHECK(held("./images/a.raw", 0u, one) == "/vm/images/a.raw@7");
+  CHECK(held("../images/a.raw", 0u, one) == "/vm/images/a.raw@7");
+  CHECK(held("b.raw", 0u, one) == "-");                     // not held: not known
+  CHECK(held("ges/a.raw", 0u, one) == "-");                 // a path component is matched whole
+  CHECK(held("a.raw", 0u, F{}) == "-");                     // descriptors not listed: says nothing
+  CHECK(held("a.raw", 1000u, one) == "/vm/images/a.raw@7"); // held for writing: its QEMU
+  CHECK(held("a.raw", 1000u, F{{"/vm/images/a.raw", 7, O_RDONLY}}) == "-"); // a reader
+  CHECK(held("a.raw", 0u, F{{"/vm/x/a.raw", 7, O_RDWR}, {"/vm/y/a.raw", 8, O_RDWR}}) == "-");
+  CHECK(held("a.raw", 0u, F{{"/vm/x/a.raw", 7, O_RDWR}, {"/vm/x/a.raw", 7, O_RDONLY}}) ==
+        "/vm/x/a.raw@7"); // the same file twice
+  CHECK(held("..", 0u, one) == "-");
 }
 
 TEST_CASE("process_uid: one uid when real, effective, saved and filesystem agree")

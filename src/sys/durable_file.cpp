@@ -3,6 +3,7 @@
 #include <vmcsum/error.hpp>
 #include <vmcsum/sys/durable_file.hpp>
 #include <vmcsum/sys/fd.hpp>
+#include <vmcsum/sys/temp_file.hpp>
 
 #include <cerrno>
 #include <cstdlib>
@@ -108,11 +109,20 @@ void ensure_private_dir(const std::string& dir)
       ensure_private_dir(parent);
     }
   }
+  // Its parents judged before it is made: a state directory refused is not left behind in a
+  // directory another user controls.
+  check_ancestors(dir);
   if (::mkdir(dir.c_str(), 0700) < 0 && errno != EEXIST) {
     throw_errno(errno == EACCES || errno == EPERM || errno == EROFS ? Errc::permission : Errc::io,
                 errno, "mkdir", dir);
   }
   check_private(dir);
+  // What it holds is vmcsum's alone: no ACL inherited from the parent's default one, for it
+  // and, through its own default ACL, for every file made in it.
+  Fd made(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (made) {
+    drop_inherited_acl(*made, dir);
+  }
 }
 
 void replace_file_atomically(const std::string& dir, const std::string& name,
@@ -132,6 +142,14 @@ void replace_file_atomically(const std::string& dir, const std::string& name,
     ::unlink(tmp.c_str());
     throw_errno(Errc::io, e, what, tmp);
   };
+  // Before it holds anything: the ACL a default one gave it (backup directories are the
+  // user's) goes, the file has only `mode`.
+  try {
+    drop_inherited_acl(*fd, tmp);
+  } catch (const Error&) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
   if (::fchmod(*fd, mode) < 0) {
     fail("fchmod");
   }

@@ -51,6 +51,8 @@ bool proven_ours(int fd, const std::string& name, uid_t uid)
   return me != 0 && uid == me && marker_is(fd, k_temp_marker_user, name);
 }
 
+} // namespace
+
 // A directory's default ACL is inherited by every file created in it, the temp file too: its
 // named entries (user:mallory:rw) are masked by the creation mode (0600: mask ---) until the
 // mode is widened, and the rewrite then copies the source's mode (0660: mask rw-) and the
@@ -60,12 +62,10 @@ void drop_inherited_acl(int fd, const std::string& where)
 {
   for (const char* name : {"system.posix_acl_access", "system.posix_acl_default"}) {
     if (::fremovexattr(fd, name) < 0 && errno != ENODATA && errno != EOPNOTSUPP) {
-      throw_errno(std::string("remove the inherited ACL (") + name + ") of a new temp file", where);
+      throw_errno(std::string("remove the inherited ACL (") + name + ") of a new file", where);
     }
   }
 }
-
-} // namespace
 
 std::string random_alnum(size_t n)
 {

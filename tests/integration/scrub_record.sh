@@ -152,4 +152,25 @@ rc=0
 check_eq "record: a world-writable state dir is refused (exit 3)" 3 "$rc"
 check "record: ... with a reason" grep -q "a state directory that others may write" "$IT_TMP/open.err"
 
+# A new state directory below one another user owns is refused before it is made: nothing is
+# left in that user's directory (ls is the oracle).
+mkdir -m 0755 "$IT_TMP/nobodys"
+chown nobody "$IT_TMP/nobodys"
+rc=0
+"$VMCSUM" --state-dir "$IT_TMP/nobodys/state" record "$MNT" 2>"$IT_TMP/nobodys.err" || rc=$?
+check_eq "record: a state dir below nobody's directory is refused (exit 3), none made there" \
+  "3 " "$rc $(ls -A "$IT_TMP/nobodys")"
+check "record: ... with a reason" grep -q "another user could replace it" "$IT_TMP/nobodys.err"
+
+# A new state directory in one with a default ACL for another user holds no ACL (getfacl is the
+# oracle): what vmcsum keeps there is root's alone, the files it makes later too.
+if command -v setfacl >/dev/null && mkdir "$IT_TMP/acl" && setfacl -d -m u:nobody:rwx "$IT_TMP/acl" 2>/dev/null; then
+  "$VMCSUM" --state-dir "$IT_TMP/acl/state" record "$MNT" >/dev/null 2>&1 || true
+  check_eq "record: the state dir made in a directory with a default ACL has none" "" \
+    "$(getfacl -cp "$IT_TMP/acl/state" "$IT_TMP/acl/state/generations/$fsid" 2>&1 | grep nobody)"
+  check "record: ... and its record was written" test -s "$IT_TMP/acl/state/generations/$fsid"
+else
+  note "SKIP default-ACL state dir: setfacl missing or ACLs unsupported on $IT_TMP"
+fi
+
 finish

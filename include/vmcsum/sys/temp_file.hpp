@@ -29,6 +29,13 @@ bool is_temp_name_for(const std::string& entry, const std::string& target);
 // n random letters/digits (getrandom).
 std::string random_alnum(size_t n);
 
+// Removes the ACL a new file or directory `fd` inherited from its directory's default ACL
+// (access and default): the file then holds only the mode its creator gives it. A default ACL
+// with user:mallory:rw is masked by a creation mode of 0600, and unmasked by any later chmod
+// wider (a rewrite copies its source's mode). Throws Error naming `where`; nothing to do on a
+// filesystem without ACLs.
+void drop_inherited_acl(int fd, const std::string& where);
+
 // The ownership marker: an xattr whose value is the temp file's own name, set before the name
 // exists. trusted.* can only be set by CAP_SYS_ADMIN, so a user cannot forge it on a file of
 // theirs; vmcsum running unprivileged uses user.* (which only proves anything about a file that

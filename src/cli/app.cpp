@@ -324,7 +324,7 @@ int report_failure(const std::string& json_style, const char* kind, const std::s
   // After a document cut short, stdout holds half a document: the error is said on stderr only.
   const bool cut = document_cut_short(std::cout);
   if (!json_style.empty() && !cut) {
-    nlohmann::ordered_json doc = {{"schema", "vmcsum.error/1"},
+    nlohmann::ordered_json doc = {{"schema", schema_id::error},
                                   {"error", {{"kind", kind}, {"message", message}}},
                                   {"exit_code", status}};
     std::cout << dump_document(with_document_head(std::move(doc)), json_style == "short") << '\n';
@@ -358,8 +358,22 @@ int run(int argc, char** argv)
     if (globals.quiet && globals.verbose > 0) {
       throw CLI::ValidationError("-q/--quiet and -v/--verbose contradict each other");
     }
+  } catch (const CLI::CallForVersion& e) {
+    if (json.empty()) {
+      return stdout_checked(app->exit(e));
+    }
+    // A script asking with --json gets JSON: the version, and the schema of each document this
+    // binary writes (what a fleet checks before it parses them).
+    nlohmann::ordered_json docs = {{"audit", schema_id::audit},   {"bench", schema_id::bench},
+                                   {"probe", schema_id::probe},   {"record", schema_id::record},
+                                   {"repair", schema_id::repair}, {"scrub", schema_id::scrub},
+                                   {"set", schema_id::set},       {"show", schema_id::show},
+                                   {"error", schema_id::error},   {"version", schema_id::version}};
+    nlohmann::ordered_json doc = {{"schema", schema_id::version}, {"documents", docs}};
+    std::cout << dump_document(with_document_head(std::move(doc)), json == "short") << '\n';
+    return stdout_checked(exit_code::clean);
   } catch (const CLI::Success& e) {
-    return app->exit(e); // --help, --version
+    return app->exit(e); // --help
   } catch (const CLI::ParseError& e) {
     std::string msg = e.what();
     if (app && msg.find("--help") == std::string::npos) {

@@ -146,7 +146,7 @@ nlohmann::ordered_json audit_document(const core::AuditResult& r, int status)
   // which growth copies, values and all (the images array was copied twice).
   nlohmann::ordered_json doc = nlohmann::ordered_json::object();
   doc.get_ref<nlohmann::ordered_json::object_t&>().reserve(12);
-  doc["schema"] = "vmcsum.audit/1";
+  doc["schema"] = schema_id::audit;
   doc["kernel"] = {{"release", r.kernel.release},
                    {"dio_policy", core::dio_policy_json(r.kernel.policy)},
                    {"source", r.kernel.source}};

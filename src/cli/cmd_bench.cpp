@@ -96,7 +96,7 @@ int status_of(const core::BenchResult& r)
 nlohmann::ordered_json bench_document(const core::BenchResult& r, int status)
 {
   nlohmann::ordered_json doc;
-  doc["schema"] = "vmcsum.bench/1";
+  doc["schema"] = schema_id::bench;
   doc["path"] = core::escape_name(r.path);
   doc["mount"] = core::escape_name(r.mount);
   doc["fsid"] = r.fsid;

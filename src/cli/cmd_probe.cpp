@@ -112,7 +112,7 @@ int status_of(const core::ProbeResult& r)
 nlohmann::ordered_json probe_document(const core::ProbeResult& r, int status)
 {
   nlohmann::ordered_json doc;
-  doc["schema"] = "vmcsum.probe/1";
+  doc["schema"] = schema_id::probe;
   doc["kernel"] = {{"release", r.kernel_release},
                    {"version_table", core::dio_policy_json(r.version_table)}};
   doc["filesystems"] = r.filesystems;

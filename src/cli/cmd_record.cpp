@@ -53,7 +53,7 @@ void register_record(CLI::App& app, Runner& runner)
       }
       status = interrupted_status(status);
       if (out.options().json) {
-        nlohmann::ordered_json doc = {{"schema", "vmcsum.record/1"},
+        nlohmann::ordered_json doc = {{"schema", schema_id::record},
                                       {"release", r.release},
                                       {"boot_id", r.boot_id},
                                       {"state_dir", out.options().state_dir}};

@@ -216,7 +216,7 @@ int run_repair(const RepairCli& cli, uint64_t rate, const Report& report, Output
     status = exit_code::interrupted + sys::stop_signal();
   }
   if (out.options().json) {
-    nlohmann::ordered_json doc = {{"schema", "vmcsum.repair/1"}};
+    nlohmann::ordered_json doc = {{"schema", schema_id::repair}};
     doc["dry_run"] = cli.dry_run;
     doc["undo"] = !cli.undo.empty();
     auto& files = doc["files"] = nlohmann::ordered_json::array();

@@ -279,7 +279,7 @@ int exit_status(const ScrubCli& cli, const core::ScrubResult& r)
 
 nlohmann::ordered_json scrub_document(const core::ScrubResult& r, int status)
 {
-  nlohmann::ordered_json doc = {{"schema", "vmcsum.scrub/2"}};
+  nlohmann::ordered_json doc = {{"schema", schema_id::scrub}};
   auto& files = doc["files"] = nlohmann::ordered_json::array();
   std::map<std::string, size_t> by_severity{{"critical", 0}, {"warning", 0}, {"info", 0}};
   size_t bad = 0, examined = 0;

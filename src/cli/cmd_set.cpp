@@ -172,7 +172,7 @@ int run_set(const SetCliOptions& o, Output& out)
 
   if (out.options().json) {
     nlohmann::ordered_json doc;
-    doc["schema"] = "vmcsum.set/1";
+    doc["schema"] = schema_id::set;
     doc["requested"] = o.nocow ? "nocow" : "cow";
     doc["dry_run"] = o.dry_run;
     doc["recursive"] = o.recursive;

@@ -177,7 +177,7 @@ void register_show(CLI::App& app, Runner& runner)
       }
       status = interrupted_status(status);
       if (out.options().json) {
-        nlohmann::ordered_json doc = {{"schema", "vmcsum.show/1"}, {"files", files}};
+        nlohmann::ordered_json doc = {{"schema", schema_id::show}, {"files", files}};
         document_tail(doc, status);
         out.emit_json(std::move(doc));
       } else {

@@ -29,6 +29,21 @@ constexpr int usage = 64;     // EX_USAGE
 constexpr int interrupted = 128;
 } // namespace exit_code
 
+// The schema of each --json document, one place: the commands write them, `--json --version`
+// lists them (tests/schema/ holds one file per name; a change that is not additive bumps it).
+namespace schema_id {
+constexpr const char* audit = "vmcsum.audit/1";
+constexpr const char* bench = "vmcsum.bench/1";
+constexpr const char* probe = "vmcsum.probe/1";
+constexpr const char* record = "vmcsum.record/1";
+constexpr const char* repair = "vmcsum.repair/1";
+constexpr const char* scrub = "vmcsum.scrub/2";
+constexpr const char* set = "vmcsum.set/1";
+constexpr const char* show = "vmcsum.show/1";
+constexpr const char* error = "vmcsum.error/1";
+constexpr const char* version = "vmcsum.version/1";
+} // namespace schema_id
+
 struct GlobalOptions
 {
   bool json = false;

@@ -416,5 +416,16 @@ else
   note "tmux is missing (scripts/setup.sh installs it): the screen checks did not run"
 fi
 
+# --json --version is a document too (a script parses what it asked for as JSON): it names the
+# schema of every document vmcsum writes, and the documents written above are among them.
+"$VMCSUM" --json --version >"$IT_TMP/version.json"
+check_eq "--version: text without --json" "vmcsum " "$("$REAL_VMCSUM" --version | cut -c1-7)"
+check_eq "--json=short --version: one line of JSON" "1 vmcsum.version/1" \
+  "$("$REAL_VMCSUM" --json=short --version | wc -l) $("$REAL_VMCSUM" --json=short --version | jq -r .schema)"
+written=$(jq -r '.schema' "$IT_TMP"/json-docs/*.json | sort -u)
+check_eq "--json --version lists the schema of every document this test saw written" "" \
+  "$(comm -23 <(printf '%s\n' "$written") <(jq -r '.documents[]' "$IT_TMP/version.json" | sort -u))"
+check "... and this test saw some" test -n "$written"
+
 check_schema --by-name "$IT_TMP"/json-docs/*
 finish

@@ -44,6 +44,8 @@ void to_json(Json& j, const SetEntry& e)
   j["path_is_utf8"] = is_valid_utf8(e.path);
   j["symlink_target"] = e.symlink_target ? Json(escape_name(*e.symlink_target)) : Json(nullptr);
   j["acted_on"] = escape_name(e.acted_on);
+  // The identity scrub's and repair's entries carry (canonical_path: acted_on, as theirs).
+  put_identity(j, e.path, e.inode ? e.acted_on : std::string(), e.fsid, e.subvolume_id, e.inode);
   j["kind"] = e.kind;
   j["action"] = std::string(outcome_name(e.action));
   j["code"] = string_or_null(e.code);

@@ -200,6 +200,9 @@ void Engine::describe(const FileFacts& ff, bool in_walk, SetEntry& e)
   e.acted_on = ff.canonical_path.empty() ? e.path : ff.canonical_path;
   if (ff.examined && (ff.kind == "file" || ff.kind == "directory")) {
     e.before = state_of(ff);
+    e.fsid = ff.fsid.value_or("");
+    e.subvolume_id = ff.subvolume_id.value_or(0);
+    e.inode = ff.inode;
   }
   if (ff.symlink_target && !in_walk && ff.examined) {
     e.notes.push_back("symlink: acting on its target " + escape_name(ff.canonical_path));
@@ -372,6 +375,7 @@ void Engine::carry_out(SetAction action, const FileFacts& ff, OpenTarget& o, Set
       FileFacts now = m_collector.collect_fd(after.get(), e.acted_on, o.dirfd.get());
       if (now.examined) {
         e.after = state_of(now);
+        e.inode = now.inode; // a rewrite's file is a new inode
       }
     }
   } catch (const WriteStop& s) {

@@ -167,6 +167,11 @@ for target in nocow cow; do
   read -r total excl _ < <(btrfs filesystem du --raw "$img" | tail -1)
   check_eq "$target: nothing shared (never a reflink)" "$total" "$excl"
   check_eq "$target: a new inode" 1 "$(($(stat -c %i "$img") != ino0))"
+  # Its identity as other documents give it: stat's inode (the new one), btrfs's fsid and
+  # subvolume id (btrfs filesystem show, inspect-internal rootid).
+  check_eq "$target: identity: inode, fsid, subvolume_id, canonical_path" \
+    "$(stat -c %i "$img") $(btrfs filesystem show "$MNT" | awk '/uuid:/ { print $NF; exit }') $(btrfs inspect-internal rootid "$img") $(realpath "$img")" \
+    "$(jf '.files[0] | "\(.inode) \(.fsid) \(.subvolume_id) \(.canonical_path)"')"
   check_eq "$target: hashes agree" true "$(jf '.files[0].verify | .source_digest == .copy_digest and .flags_ok')"
   check_eq "$target: read back with the page cache dropped" page-cache-dropped "$(jf '.files[0].verify.method')"
   copied=$(jf '.files[0].bytes_copied')

@@ -133,6 +133,11 @@ struct SetEntry
   std::string path;                          // as given on the command line or found by -r
   std::optional<std::string> symlink_target; // when `path` is a symlink (acted on its target)
   std::string acted_on;                      // the real path that was changed
+  // Its identity, for a fleet to match with other documents: the file as examined, or as it is
+  // after the run when rewritten (a rewrite is a new inode). Empty/0: not known.
+  std::string fsid;
+  uint64_t subvolume_id = 0;
+  uint64_t inode = 0;
   std::string kind;
   // flag_set, rewritten, unchanged, refused, skipped or failed. With --dry-run: what would be
   // done (flag_set, rewritten, unchanged, refused or skipped). JSON: outcome_name().

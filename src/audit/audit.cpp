@@ -618,22 +618,43 @@ private:
 
   void candidates_from_paths()
   {
+    std::vector<std::string> asked;
     for (const auto& p : opts_.paths) {
-      // Symlinks named on the command line are followed (like find -H), never those below.
-      struct stat lst = {}, st = {};
-      if (::lstat(p.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode) && ::stat(p.c_str(), &st) == 0) {
-        if (S_ISREG(st.st_mode)) {
-          // Under its canonical path, as every image is listed (and the format a raw image's
-          // name gives is its own name's, not the link's); still only the inode stat() saw.
-          add_named(sys::canonical_path(p), "argument", true, std::make_pair(st.st_dev, st.st_ino));
-          continue;
-        }
-        if (S_ISDIR(st.st_mode)) {
-          walk_root(sys::canonical_path(p), true);
-          continue;
-        }
+      // Looked up once (sys::open_named): another user's symlink on the way is not followed (a
+      // world-readable metrics file would count what it led root to), a symlink named is
+      // followed once (like find -H), never those below.
+      sys::NamedPath named = sys::open_named(p);
+      struct stat st = {};
+      if (!named.fd || ::fstat(named.fd.get(), &st) < 0) {
+        result_.searched.push_back(p);
+        result_.problems.push_back({p, named.dangling ? "a symlink to nothing (dangling)"
+                                       : named.fd     ? errno_text(errno)
+                                                      : named.why});
+        continue;
       }
-      walk_root(p, true);
+      // Listed under the kernel's name of what was found, as every image is (and the format a
+      // raw image's name gives is its own name's, not the link's).
+      const std::string canonical = sys::path_of_fd(named.fd.get(), p);
+      asked.push_back(canonical);
+      if (S_ISDIR(st.st_mode)) {
+        // Walked from the directory found, not its path again.
+        auto dir = std::make_shared<const sys::Fd>(
+          ::openat(named.fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!*dir) {
+          result_.searched.push_back(canonical);
+          result_.problems.push_back({p, errno_text(errno)});
+          continue;
+        }
+        asked_roots_.emplace(canonical,
+                             std::make_shared<const sys::Fd>(
+                               ::openat(named.fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)));
+        walk_from(canonical, std::move(dir), canonical.front() == '/', true);
+      } else if (S_ISREG(st.st_mode) && named.last_link) {
+        // Still only the inode the lookup found.
+        add_named(canonical, "argument", true, std::make_pair(st.st_dev, st.st_ino));
+      } else {
+        walk_from(canonical, nullptr, canonical.front() == '/', true);
+      }
     }
     join_host();
     // Every disk a domain, a Proxmox VM or a running QEMU names under the paths asked for is
@@ -641,15 +662,6 @@ private:
     // extension (a fresh qcow2 named guest.data, OpenStack's "disk"), and those are exactly the
     // configured ones an admin needs to see (issue 19, "Audit must not miss the most exposed
     // image").
-    std::vector<std::string> asked;
-    for (const auto& p : opts_.paths) {
-      asked.push_back(sys::canonical_path(p));
-      auto fd = std::make_shared<const sys::Fd>(
-        ::open(asked.back().c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (**fd) {
-        asked_roots_.emplace(asked.back(), std::move(fd));
-      }
-    }
     // A configured disk that does not exist is named too (a problem, as without paths): a VM
     // that cannot start, or a disk moved away behind its configuration's back.
     for (const auto& c : configured_) {
@@ -795,7 +807,7 @@ private:
         return;
       }
       if (!img.open->readable) {
-        dir = open_dir_of(cand);
+        dir = open_dir_of(cand, sys::path_of_fd(img.open->fd.get(), ""));
       }
       rep.facts = collector.collect_fd(img.open->fd.get(), cand.path, dir.get());
     }
@@ -900,14 +912,15 @@ private:
 
   // The directory holding the candidate, reached the way the candidate is: for its NOCOW
   // attribute, and for the filesystem questions when the image itself is not readable.
-  static sys::Fd open_dir_of(const Candidate& cand)
+  // `canonical`: the kernel's name of the image opened. A named image's directory is reopened
+  // by it with no symlink followed: the configured path looked up again could lead elsewhere.
+  static sys::Fd open_dir_of(const Candidate& cand, const std::string& canonical)
   {
     if (cand.ref) {
       return sys::Fd(sys::openat_beneath(cand.ref->root->get(), rel_parent(cand.ref->relpath),
                                          O_RDONLY | O_DIRECTORY));
     }
-    return sys::Fd(
-      ::open(sys::parent_dir(cand.path).c_str(), O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC));
+    return sys::Fd(sys::open_canonical_dir(sys::parent_dir(canonical), O_RDONLY | O_NONBLOCK));
   }
 
   // Who has the image open or locked, which configurations name it, and its directory's NOCOW.
@@ -932,7 +945,7 @@ private:
     auto dn = dir_nocow_.find(dir_name);
     if (dn == dir_nocow_.end()) {
       if (!dir) {
-        dir = open_dir_of(cand);
+        dir = open_dir_of(cand, rep.facts.canonical_path);
       }
       dn = dir_nocow_.emplace(dir_name, dir_nocow_of(dir.get())).first;
     }

@@ -7,6 +7,7 @@
 #include <vmcsum/image/file_facts.hpp>
 #include <vmcsum/sys/fd.hpp>
 #include <vmcsum/sys/path.hpp>
+#include <vmcsum/sys/walk.hpp>
 
 #include <cerrno>
 #include <climits>
@@ -198,8 +199,6 @@ std::string kind_of_lookup_error(int err)
   return err == ENOENT || err == ENOTDIR ? "missing" : "unknown";
 }
 
-// Fills `st` (and `lst`) for `path`, following a symlink when asked; false when `f` is already
-// complete (missing, dangling, or a symlink not followed).
 void fill_stat(FileFacts& f, const struct stat& st)
 {
   f.dev = st.st_dev;
@@ -390,50 +389,47 @@ FileFacts FactCollector::collect_named(const std::string& path, bool follow_syml
 {
   FileFacts f;
   f.path = path;
-  sys::Fd fd(::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
-  struct stat lst = {};
-  if (!fd || ::fstat(fd.get(), &lst) < 0) {
-    const int err = errno;
-    f.error = errno_text(err);
-    f.kind = kind_of_lookup_error(err);
+  // Looked up once, one component at a time (another user's symlink is not followed).
+  sys::NamedPath named = sys::open_named(path, follow_symlink);
+  if (!named.fd) {
+    f.symlink_target = named.last_link;
+    if (named.dangling) {
+      f.kind = "symlink";
+      f.error = "dangling symlink: " + errno_text(named.error);
+    } else {
+      f.kind = named.error == EPERM && named.last_link ? "symlink"
+               : named.error == EPERM                  ? "unknown"
+                                                       : kind_of_lookup_error(named.error);
+      f.error = named.why;
+    }
     return f;
   }
-  std::optional<std::string> target;
-  if (S_ISLNK(lst.st_mode)) {
+  const sys::Fd& fd = named.fd;
+  struct stat lst = {};
+  if (::fstat(fd.get(), &lst) < 0) {
+    f.error = errno_text(errno);
+    f.kind = "unknown";
+    return f;
+  }
+  if (S_ISLNK(lst.st_mode)) { // not followed (follow_symlink false)
     char buf[PATH_MAX];
     const ssize_t n = ::readlinkat(fd.get(), "", buf, sizeof buf - 1);
     if (n >= 0) {
-      target = std::string(buf, static_cast<size_t>(n));
+      f.symlink_target = std::string(buf, static_cast<size_t>(n));
     }
-    if (!follow_symlink) {
-      f.kind = "symlink";
-      f.symlink_target = target;
-      f.examined = true;
-      f.notes.push_back("symlink, not followed");
-      return f;
-    }
-    // Followed once, like find -H; the link's own descriptor only told us its target.
-    fd.reset(::open(path.c_str(), O_PATH | O_CLOEXEC));
-    if (!fd) {
-      f.kind = "symlink";
-      f.symlink_target = target;
-      f.error = "dangling symlink: " + errno_text(errno);
-      return f;
-    }
+    f.kind = "symlink";
+    f.examined = true;
+    f.notes.push_back("symlink, not followed");
+    return f;
   }
   // The directory answers the filesystem questions when the file cannot be read (not root);
-  // collect_fd uses it only if it is on the file's st_dev.
-  const std::string self = "/proc/self/fd/" + std::to_string(fd.get());
-  char name[PATH_MAX];
-  const ssize_t n = ::readlink(self.c_str(), name, sizeof name - 1);
-  sys::Fd dir;
-  if (n > 0) {
-    dir.reset(::open(sys::parent_dir(std::string(name, static_cast<size_t>(n))).c_str(),
-                     O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC));
-  }
+  // collect_fd uses it only if it is on the file's st_dev. Reopened by the kernel's name of
+  // what was found, with no symlink followed: never a directory elsewhere.
+  sys::Fd dir(
+    sys::open_canonical_dir(sys::parent_dir(sys::path_of_fd(fd.get(), "")), O_RDONLY | O_NONBLOCK));
   FileFacts out = collect_fd(fd.get(), path, dir.get());
-  if (target) {
-    out.symlink_target = target;
+  if (named.last_link) {
+    out.symlink_target = named.last_link;
     out.notes.insert(out.notes.begin(), "symlink followed to its target");
   }
   return out;

@@ -383,7 +383,13 @@ sys::Fd ImageRepair::open_examined() const
     const sys::FileRef& r = *m_target.ref;
     fd.reset(sys::openat_beneath(r.root->get(), r.relpath, O_PATH | O_NOFOLLOW));
   } else {
-    fd.reset(::open(m_path.c_str(), O_PATH | O_CLOEXEC)); // a named symlink: followed, once
+    // A named symlink is followed once; another user's on the way is not (sys::open_named).
+    sys::NamedPath named = sys::open_named(m_path);
+    if (!named.fd && named.error == EPERM) {
+      throw Stop{RepairAction::refused, "cannot-examine", named.why};
+    }
+    fd = std::move(named.fd);
+    errno = named.error;
   }
   if (!fd) {
     const int err = errno;

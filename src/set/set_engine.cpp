@@ -182,6 +182,7 @@ void Engine::process(const std::string& path, bool in_walk, const sys::Fd* walk_
     // walk could not enter.
     SetEntry nw;
     nw.path = ff.canonical_path;
+    nw.acted_on = ff.canonical_path;
     nw.kind = "directory";
     nw.action = Outcome::skipped;
     nw.code = "not-walked";
@@ -235,6 +236,11 @@ void Engine::open_target(const FileFacts& ff, const sys::Fd* walk_dir, OpenTarge
     // symlink followed: a directory on it swapped for one since is refused, never followed to
     // a directory elsewhere (a security review's finding: root then opened its entries).
     o.dirfd.reset(sys::open_canonical_dir(dir, O_RDONLY));
+    if (!o.dirfd && errno == EACCES) {
+      // A directory this user may search but not read (0711): enough to look the entry up
+      // and to set its flags (not to list leftovers; a rewrite needs root anyway).
+      o.dirfd.reset(sys::open_canonical_dir(dir, O_PATH));
+    }
   }
   if (!o.dirfd) {
     o.open_errno = errno;

@@ -38,6 +38,16 @@ void check_ancestors(const std::string& dir)
          slash = p.find_last_of('/', slash - 1)) {
       const std::string up = p.substr(0, slash);
       struct stat st = {};
+      // Another user's symlink on the way leads where they choose, and can be swapped between
+      // two lookups (mallory's /tmp/x: root's state directory made in her directory).
+      if (::lstat(up.c_str(), &st) == 0 && S_ISLNK(st.st_mode) && st.st_uid != 0 &&
+          st.st_uid != ::geteuid()) {
+        throw Error(Errc::permission,
+                    "refusing a directory below the symlink " + up + " of uid " +
+                      std::to_string(st.st_uid) +
+                      ": another user could change where it leads; name its target",
+                    dir);
+      }
       if (::stat(up.c_str(), &st) < 0) {
         throw_errno(Errc::io, errno, "stat", up);
       }
@@ -174,6 +184,7 @@ Fd lock_exclusive(const std::string& path)
   if (!fd) {
     throw_errno(Errc::io, errno, "open", path);
   }
+  drop_inherited_acl(*fd, path); // vmcsum's alone, as every file it keeps
   while (::flock(*fd, LOCK_EX) < 0) {
     if (errno != EINTR) {
       throw_errno(Errc::io, errno, "flock", path);

@@ -2,6 +2,7 @@
 // Copyright (C) 2026 The vmcsum authors
 #include <vmcsum/error.hpp>
 #include <vmcsum/sys/dir_reader.hpp>
+#include <vmcsum/sys/durable_file.hpp>
 #include <vmcsum/sys/io.hpp>
 #include <vmcsum/sys/path.hpp>
 #include <vmcsum/sys/walk.hpp>
@@ -745,13 +746,13 @@ void walk_tree(std::shared_ptr<const Fd> root_dir, const std::string& root_path,
 void walk_named(const std::string& path, const WalkVisit& visit, const WalkProblem& problem,
                 const WalkOptions& opts)
 {
-  Fd opath(::open(path.c_str(), O_PATH | O_CLOEXEC));
+  NamedPath named = open_named(path);
+  const Fd& opath = named.fd;
   struct stat st = {};
   if (!opath || ::fstat(opath.get(), &st) < 0) {
-    const int err = errno;
-    const bool dangling =
-      err == ENOENT && ::faccessat(AT_FDCWD, path.c_str(), F_OK, AT_SYMLINK_NOFOLLOW) == 0;
-    problem(path, dangling ? "a symlink to nothing (dangling)" : errno_text(err));
+    problem(path, named.dangling ? "a symlink to nothing (dangling)"
+                  : opath        ? errno_text(errno)
+                                 : named.why);
     return;
   }
   if (S_ISDIR(st.st_mode)) {
@@ -766,40 +767,155 @@ void walk_named(const std::string& path, const WalkVisit& visit, const WalkProbl
     walk_tree(std::move(dir), path, visit, problem, opts);
     return;
   }
-  struct stat lst = {};
-  if (::lstat(path.c_str(), &lst) < 0 || !S_ISLNK(lst.st_mode)) {
-    walk_tree(path, visit, problem, opts); // not a symlink (then, or now): as before
-    return;
-  }
-  // A symlink to a file, a FIFO, a device...: visited itself, as an entry of the directory its
-  // canonical path names, and only if that entry is the inode the symlink led to. Nothing is
-  // walked here: whatever the path now leads to, one entry with that inode or nothing.
+  // A file, a FIFO, a device...: visited itself, as an entry of the directory the kernel's name
+  // of what the path led to names (reopened with no symlink followed), and only if that entry
+  // is that inode. Nothing is walked here: whatever the path leads to now, one entry with that
+  // inode or nothing. Named through a symlink, it is shown by its target's name.
   const std::string canonical = path_of_fd(opath.get(), "");
   if (canonical.empty() || canonical.front() != '/') {
-    problem(path, "a symlink whose target has no path (deleted, or another mount namespace)");
+    problem(path, "what it names has no path (deleted, or in another mount namespace)");
     return;
   }
   const std::string name = base_name(canonical);
-  auto pfd = std::make_shared<const Fd>(
-    ::open(parent_dir(canonical).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  auto pfd = std::make_shared<const Fd>(open_canonical_dir(parent_dir(canonical), O_RDONLY));
   struct stat now = {};
-  if (!*pfd || ::fstatat(pfd->get(), name.c_str(), &now, AT_SYMLINK_NOFOLLOW) < 0 ||
-      now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
-    problem(path, "its target " + canonical + " was replaced since it was followed: refused");
+  if (!*pfd) {
+    problem(path, errno_text(errno));
     return;
   }
-  WalkEntry e(pfd->get(), name, canonical, dtype_of(now.st_mode), 0, pfd, name);
+  if (::fstatat(pfd->get(), name.c_str(), &now, AT_SYMLINK_NOFOLLOW) < 0 ||
+      now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
+    problem(path, (named.last_link ? "its target " : "") + canonical +
+                    " was replaced since it was looked up: refused");
+    return;
+  }
+  WalkEntry e(pfd->get(), name, named.last_link ? canonical : path, dtype_of(now.st_mode), 0, pfd,
+              name);
   if (!(opts.stop && opts.stop->load(std::memory_order_relaxed))) {
     visit(e);
   }
 }
 
+namespace {
+std::deque<std::string> components_of(const std::string& path)
+{
+  std::deque<std::string> out;
+  size_t pos = 0;
+  while (pos <= path.size()) {
+    const size_t end = std::min(path.find('/', pos), path.size());
+    if (end > pos) {
+      out.push_back(path.substr(pos, end - pos));
+    }
+    pos = end + 1;
+  }
+  return out;
+}
+
+// Why the symlink `link` (fstat'ed as `st`) in directory `dir` is not followed; "" if it is.
+std::string refused_link(int dir, const struct stat& st, const std::string& name)
+{
+  struct stat dst = {};
+  if (::fstat(dir, &dst) < 0) {
+    return "its directory cannot be examined: " + errno_text(errno);
+  }
+  const std::string where = path_of_fd(dir, ".") + "/" + name;
+  if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
+    return "the symlink " + where + " belongs to uid " + std::to_string(st.st_uid) +
+           ": not followed (another user's symlink could lead anywhere); name its target";
+  }
+  if (others_may_rename(dst)) {
+    return "the symlink " + where + " is in a directory another user can change (owner uid " +
+           std::to_string(dst.st_uid) +
+           ((dst.st_mode & (S_IWGRP | S_IWOTH)) ? ", group or world writable" : "") +
+           "): not followed; name its target";
+  }
+  return "";
+}
+} // namespace
+
+NamedPath open_named(const std::string& path, bool follow_last)
+{
+  constexpr int k_max_links = 40; // the kernel's MAXSYMLINKS
+  NamedPath out;
+  auto fail = [&](int err, std::string why) {
+    out.fd.reset();
+    out.error = err;
+    out.why = why.empty() ? errno_text(err) : std::move(why);
+    return std::move(out);
+  };
+  if (path.empty()) {
+    return fail(ENOENT, "");
+  }
+  std::deque<std::string> todo = components_of(path);
+  Fd cur(::open(path.front() == '/' ? "/" : ".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!cur) {
+    return fail(errno, "");
+  }
+  int links = 0;
+  bool in_last_link = false; // resolving what the last component's symlink names
+  auto only_dots_left = [&] {
+    return std::all_of(todo.begin(), todo.end(), [](const std::string& c) { return c == "."; });
+  };
+  while (!todo.empty()) {
+    const std::string name = std::move(todo.front());
+    todo.pop_front();
+    if (name == ".") {
+      continue;
+    }
+    const bool last = only_dots_left();
+    Fd next(::openat(cur.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    struct stat st = {};
+    if (!next || ::fstat(next.get(), &st) < 0) {
+      out.dangling = in_last_link && errno == ENOENT;
+      return fail(errno, "");
+    }
+    // A trailing slash or "." makes a symlink a directory to follow (path_resolution(7)).
+    if (S_ISLNK(st.st_mode) && (!last || follow_last || !todo.empty())) {
+      if (++links > k_max_links) {
+        return fail(ELOOP, "");
+      }
+      std::string target(PATH_MAX, '\0');
+      const ssize_t n = ::readlinkat(next.get(), "", target.data(), target.size());
+      if (n < 0) {
+        return fail(errno, "");
+      }
+      target.resize(static_cast<size_t>(n));
+      if (last && todo.empty() && !in_last_link) { // the named path's own, not a later link's
+        out.last_link = target;
+        in_last_link = true;
+      }
+      if (std::string why = refused_link(cur.get(), st, name); !why.empty()) {
+        return fail(EPERM, std::move(why));
+      }
+      auto more = components_of(target);
+      todo.insert(todo.begin(), more.begin(), more.end());
+      if (!target.empty() && target.front() == '/') {
+        cur.reset(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (!cur) {
+          return fail(errno, "");
+        }
+      }
+      continue;
+    }
+    if (!last && !S_ISDIR(st.st_mode)) {
+      return fail(ENOTDIR, "");
+    }
+    cur = std::move(next);
+  }
+  out.fd = std::move(cur);
+  return out;
+}
+
 Fd open_regular_at(const std::string& path, int flags, struct stat* st_out)
 {
-  Fd opath(::open(path.c_str(), O_PATH | O_CLOEXEC));
-  if (!opath) {
-    throw_errno("open", path);
+  NamedPath named = open_named(path);
+  if (!named.fd && named.error == EPERM) { // a symlink not followed: no "run as root" here
+    throw Error(Errc::unsupported, named.why, path);
   }
+  if (!named.fd) {
+    throw Error(errc_from_errno(named.error), named.why, path, named.error);
+  }
+  const Fd& opath = named.fd;
   struct stat st = {};
   if (::fstat(opath.get(), &st) < 0) {
     throw_errno("fstat", path);

@@ -162,13 +162,25 @@ check_eq "record: a state dir below nobody's directory is refused (exit 3), none
   "3 " "$rc $(ls -A "$IT_TMP/nobodys")"
 check "record: ... with a reason" grep -q "another user could replace it" "$IT_TMP/nobodys.err"
 
+# ... and one below another user's symlink (where it leads is theirs to change between two
+# lookups): refused, nothing made where it leads.
+mkdir "$IT_TMP/leads-here"
+ln -s "$IT_TMP/leads-here" "$IT_TMP/nobodys-link"
+chown -h nobody "$IT_TMP/nobodys-link"
+rc=0
+"$VMCSUM" --state-dir "$IT_TMP/nobodys-link/state" record "$MNT" 2>"$IT_TMP/link.err" || rc=$?
+check_eq "record: a state dir below nobody's symlink is refused (exit 3), none made" \
+  "3 " "$rc $(ls -A "$IT_TMP/leads-here")"
+check "record: ... naming the symlink" grep -q "below the symlink $IT_TMP/nobodys-link of uid" "$IT_TMP/link.err"
+
 # A new state directory in one with a default ACL for another user holds no ACL (getfacl is the
 # oracle): what vmcsum keeps there is root's alone, the files it makes later too.
 if command -v setfacl >/dev/null && mkdir "$IT_TMP/acl" && setfacl -d -m u:nobody:rwx "$IT_TMP/acl" 2>/dev/null; then
   "$VMCSUM" --state-dir "$IT_TMP/acl/state" record "$MNT" >/dev/null 2>&1 || true
   check_eq "record: the state dir made in a directory with a default ACL has none" "" \
-    "$(getfacl -cp "$IT_TMP/acl/state" "$IT_TMP/acl/state/generations/$fsid" 2>&1 | grep nobody)"
-  check "record: ... and its record was written" test -s "$IT_TMP/acl/state/generations/$fsid"
+    "$(getfacl -cp "$IT_TMP/acl/state" "$IT_TMP/acl/state/generations/$fsid" "$IT_TMP/acl/state/generations/$fsid.lock" 2>&1 | grep nobody)"
+  check "record: ... and its record and lock were written" \
+    test -s "$IT_TMP/acl/state/generations/$fsid" -a -e "$IT_TMP/acl/state/generations/$fsid.lock"
 else
   note "SKIP default-ACL state dir: setfacl missing or ACLs unsupported on $IT_TMP"
 fi

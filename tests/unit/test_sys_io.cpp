@@ -768,3 +768,83 @@ TEST_CASE("ColdEvidence: a tree is cold once two recent directories read a disk"
     CHECK(f.disk_read(6, 7));       // beside 5, still the most recent disk read
   }
 }
+
+TEST_CASE("open_named: resolves a named path once; follows only symlinks no other user controls")
+{
+  Scratch s;
+  const std::string real = s / "real";
+  REQUIRE(::mkdir(real.c_str(), 0755) == 0);
+  REQUIRE(::mkdir((real + "/sub").c_str(), 0755) == 0);
+  {
+    std::ofstream(real + "/sub/f.img") << "x";
+  }
+  REQUIRE(::symlink("real", (s / "l").c_str()) == 0);
+  REQUIRE(::symlink("sub/f.img", (real + "/lf").c_str()) == 0);
+  REQUIRE(::symlink("nothing", (s / "dangling").c_str()) == 0);
+  REQUIRE(::symlink("loop2", (s / "loop1").c_str()) == 0);
+  REQUIRE(::symlink("loop1", (s / "loop2").c_str()) == 0);
+  struct stat want = {};
+  REQUIRE(::stat((real + "/sub/f.img").c_str(), &want) == 0);
+  auto is_file = [&](const vmcsum::sys::NamedPath& n) {
+    struct stat st = {};
+    return n.fd && ::fstat(n.fd.get(), &st) == 0 && st.st_ino == want.st_ino;
+  };
+  CHECK(is_file(vmcsum::sys::open_named(s / "l/sub/f.img")));
+  CHECK(is_file(vmcsum::sys::open_named(s / "l/./sub//../sub/f.img")));
+  auto via_link = vmcsum::sys::open_named(s / "l/lf");
+  CHECK(is_file(via_link));
+  CHECK(via_link.last_link == "sub/f.img");
+  auto not_followed = vmcsum::sys::open_named(s / "l/lf", false);
+  struct stat lst = {};
+  REQUIRE(not_followed.fd);
+  REQUIRE(::fstat(not_followed.fd.get(), &lst) == 0);
+  CHECK(S_ISLNK(lst.st_mode));
+  auto dangling = vmcsum::sys::open_named(s / "dangling");
+  CHECK_FALSE(dangling.fd);
+  CHECK(dangling.dangling);
+  CHECK(dangling.error == ENOENT);
+  CHECK(dangling.last_link == "nothing");
+  CHECK(vmcsum::sys::open_named(s / "loop1").error == ELOOP);
+  CHECK(vmcsum::sys::open_named(real + "/sub/f.img/x").error == ENOTDIR);
+  CHECK(vmcsum::sys::open_named("").error == ENOENT);
+  CHECK_FALSE(vmcsum::sys::open_named(s / "missing/f").dangling);
+
+  // The decision table: who owns the symlink, who may change the directory holding it.
+  if (::geteuid() != 0) {
+    MESSAGE("not root: the other-owner rows need chown (skipped)");
+    return;
+  }
+  const uid_t other = 65534;
+  auto refused = [&](const std::string& link_dir, uid_t link_owner) {
+    const std::string link = link_dir + "/to-real";
+    ::unlink(link.c_str());
+    REQUIRE(::symlink(real.c_str(), link.c_str()) == 0);
+    REQUIRE(::lchown(link.c_str(), link_owner, static_cast<gid_t>(-1)) == 0);
+    auto n = vmcsum::sys::open_named(link + "/sub/f.img");
+    if (n.fd) {
+      CHECK(is_file(n));
+      return std::string();
+    }
+    CHECK(n.error == EPERM);
+    CHECK(n.why.find(link) != std::string::npos);
+    return n.why;
+  };
+  const std::string rootdir = s / "rootdir";
+  REQUIRE(::mkdir(rootdir.c_str(), 0755) == 0);
+  const std::string otherdir = s / "otherdir";
+  REQUIRE(::mkdir(otherdir.c_str(), 0755) == 0);
+  REQUIRE(::chown(otherdir.c_str(), other, static_cast<gid_t>(-1)) == 0);
+  const std::string worlddir = s / "worlddir";
+  REQUIRE(::mkdir(worlddir.c_str(), 0777) == 0);
+  REQUIRE(::chmod(worlddir.c_str(), 0777) == 0);
+  const std::string stickydir = s / "stickydir";
+  REQUIRE(::mkdir(stickydir.c_str(), 01777) == 0);
+  REQUIRE(::chmod(stickydir.c_str(), 01777) == 0);
+  CHECK(refused(rootdir, 0).empty()); // root's, root's dir
+  CHECK(refused(rootdir, other).find("belongs to uid 65534") != std::string::npos);
+  CHECK(refused(otherdir, 0).find("another user can change") != std::string::npos);
+  CHECK(refused(otherdir, other).find("belongs to uid 65534") != std::string::npos);
+  CHECK(refused(worlddir, 0).find("group or world writable") != std::string::npos);
+  CHECK(refused(stickydir, 0).empty()); // /tmp: others cannot rename root's symlink
+  CHECK(refused(stickydir, other).find("belongs to uid 65534") != std::string::npos);
+}

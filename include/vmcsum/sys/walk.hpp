@@ -13,6 +13,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -207,6 +208,27 @@ void walk_tree(std::shared_ptr<const Fd> root_dir, const std::string& root_path,
 // permission).
 void walk_named(const std::string& path, const WalkVisit& visit, const WalkProblem& problem,
                 const WalkOptions& opts = {});
+
+// What resolving a named path gave (open_named).
+struct NamedPath
+{
+  Fd fd;                                // O_PATH, what the path names; empty on failure
+  int error = 0;                        // errno of the failure; EPERM: a symlink not followed
+  std::string why;                      // the failure in words (a refused symlink is named)
+  std::optional<std::string> last_link; // the target of the path's last component, a symlink
+  bool dangling = false;                // ... that leads to nothing
+};
+
+// Resolves a path named on the command line (or in a VM configuration) one component at a
+// time, each looked at through O_PATH|O_NOFOLLOW (nothing is opened: a FIFO cannot block, a
+// device cannot act). A symlink on the way is followed (the last component's only with
+// `follow_last`) when root or this user owns it and the directory holding it is out of other
+// users' hands (others_may_rename): a symlink another user controls could lead anywhere, and
+// swapped in for a directory of theirs as root looks the path up, it turned `set` of a file in
+// their tree into a rewrite of root's own image elsewhere (a security review's finding). The
+// kernel's fs.protected_symlinks guards only sticky world-writable directories. At most 40
+// symlinks (ELOOP), as the kernel.
+NamedPath open_named(const std::string& path, bool follow_last = true);
 
 // Opens a path the user named on the command line: a symlink there is followed, once (like
 // find -H), and the result is refused unless it is a regular file. The file is first opened

@@ -330,6 +330,22 @@ TEST_CASE("qemu_configured_disks: drives of running QEMUs with their cache modes
   CHECK(disks[0].o_direct);
 }
 
+// A scan that found one QEMU process with one drive.
+static ProcScan one_qemu(int pid, std::optional<uid_t> uid, const std::string& file,
+                         const std::string& cache = "")
+{
+  ProcScan procs;
+  ProcScan::Qemu q;
+  q.pid = pid;
+  q.uid = uid;
+  DriveConfig d;
+  d.file = file;
+  d.cache = cache;
+  q.drives.push_back(d);
+  procs.qemus.push_back(q);
+  return procs;
+}
+
 TEST_CASE("qemu_configured_disks: a drive counts only from a QEMU that can be its QEMU")
 {
   // The decision table: the process's uid (root, the file's owner, another, unknown), whether
@@ -346,14 +362,7 @@ TEST_CASE("qemu_configured_disks: a drive counts only from a QEMU that can be it
   const uid_t other = owner + 1000;
   // open: 0 not open, 1 open read-only, 2 open for writing
   auto counted = [&](std::optional<uid_t> uid, const std::string& path, int open) {
-    ProcScan procs;
-    ProcScan::Qemu q;
-    q.pid = 7;
-    q.uid = uid;
-    DriveConfig d;
-    d.file = path;
-    q.drives.push_back(d);
-    procs.qemus.push_back(q);
+    ProcScan procs = one_qemu(7, uid, path);
     if (open) {
       OpenFile f;
       f.pid = 7;
@@ -401,15 +410,7 @@ TEST_CASE("qemu_configured_disks: a relative drive path is the file that QEMU ho
   // -chdir, and never vmcsum's): only the file it holds whose path ends with it can be it.
   auto held = [](const std::string& rel, std::optional<uid_t> uid,
                  std::vector<std::tuple<std::string, uint64_t, int>> fds) {
-    ProcScan procs;
-    ProcScan::Qemu q;
-    q.pid = 9;
-    q.uid = uid;
-    DriveConfig d;
-    d.file = rel;
-    d.cache = "none";
-    q.drives.push_back(d);
-    procs.qemus.push_back(q);
+    ProcScan procs = one_qemu(9, uid, rel, "none");
     for (const auto& t : fds) {
       OpenFile f;
       f.pid = 9;

@@ -887,12 +887,14 @@ private:
 
   sys::Fd open_checked(const Candidate& cand, int flags) const
   {
+    if (!cand.ref) {
+      return open_named_checked(cand, flags);
+    }
     struct stat st = {};
     sys::Fd fd;
     if (flags == O_PATH) {
       // openat2 takes no other flags with O_PATH, so FileRef::open cannot serve here.
-      fd.reset(cand.ref ? sys::openat_beneath(cand.ref->root->get(), cand.ref->relpath, O_PATH)
-                        : ::open(cand.path.c_str(), O_PATH | O_CLOEXEC));
+      fd.reset(sys::openat_beneath(cand.ref->root->get(), cand.ref->relpath, O_PATH));
       if (!fd || ::fstat(fd.get(), &st) < 0) {
         throw_errno("open", cand.path);
       }
@@ -901,10 +903,49 @@ private:
                     cand.path);
       }
     } else {
-      fd = cand.ref ? cand.ref->open(flags, &st) : sys::open_regular_at(cand.path, flags, &st);
+      fd = cand.ref->open(flags, &st);
     }
     if (st.st_dev != cand.inode.first || st.st_ino != cand.inode.second) {
       throw Error(Errc::unsupported, "replaced by another file since it was found: refused",
+                  cand.path);
+    }
+    return fd;
+  }
+
+  // A candidate named by a path (the command line, a configuration, a QEMU): looked up once
+  // (sys::open_named), and opened only when it is the inode it was found as: a file put in its
+  // place (a user's bind mount in their own namespace is not, but a rename is) is not even
+  // opened.
+  static sys::Fd open_named_checked(const Candidate& cand, int flags)
+  {
+    sys::NamedPath named = sys::open_named(cand.path);
+    if (!named.fd) {
+      throw named.error == EPERM
+        ? Error(Errc::unsupported, named.why, cand.path)
+        : Error(errc_from_errno(named.error), named.why, cand.path, named.error);
+    }
+    struct stat st = {};
+    if (::fstat(named.fd.get(), &st) < 0) {
+      throw_errno("fstat", cand.path);
+    }
+    if (!S_ISREG(st.st_mode)) {
+      throw Error(Errc::unsupported, "not a regular file (" + kind_of_mode(st.st_mode) + ")",
+                  cand.path);
+    }
+    if (st.st_dev != cand.inode.first || st.st_ino != cand.inode.second) {
+      throw Error(Errc::unsupported, "replaced by another file since it was found: refused",
+                  cand.path);
+    }
+    if (flags == O_PATH) {
+      return std::move(named.fd);
+    }
+    sys::Fd fd = sys::reopen_fd(named.fd.get(), flags);
+    struct stat now = {};
+    if (!fd || ::fstat(fd.get(), &now) < 0) {
+      throw_errno("open", cand.path);
+    }
+    if (now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
+      throw Error(Errc::unsupported, "replaced by another file as it was opened: refused",
                   cand.path);
     }
     return fd;
@@ -1062,6 +1103,7 @@ private:
         if (o.clean) {
           rep.scrubbed_clean_at_us = o.scrubbed_at_us;
         }
+        rep.healed = healed_of(o);
       }
     }
   }
@@ -1155,13 +1197,9 @@ private:
     in.dir_nocow = rep.dir_nocow;
     in.logged_csum_errors = rep.logged_csum_errors;
     in.last_logged_us = last_logged;
-    if (rep.repaired_at_us &&
-        (!rep.scrubbed_clean_at_us || *rep.repaired_at_us >= *rep.scrubbed_clean_at_us)) {
-      in.healed_at_us = rep.repaired_at_us;
-      in.healed_by = "repair";
-    } else if (rep.scrubbed_clean_at_us) {
-      in.healed_at_us = rep.scrubbed_clean_at_us;
-      in.healed_by = "scrub";
+    if (rep.healed) {
+      in.healed_at_us = rep.healed->at_us;
+      in.healed_by = rep.healed->by;
     }
     in.policy = result_.kernel.policy;
     in.kernel_release = result_.kernel.release;

@@ -126,6 +126,10 @@ std::string history_line(const core::HistoryEvent& h)
   if (h.caused_by_vmcsum) {
     line += " [caused by vmcsum's own read]";
   }
+  if (h.healed) {
+    line += std::string(" [since ") + (h.healed->by == "repair" ? "repaired" : "scrubbed clean") +
+            ", " + core::utc_time_us(h.healed->at_us) + "]";
+  }
   return line;
 }
 
@@ -210,10 +214,11 @@ struct ScrubCli
   std::string prometheus;
 };
 
-// An event that is an alarm: a failure nobody explains (not a repair, not vmcsum's own read).
+// An event that is an alarm: a failure nobody explains (not a repair, not vmcsum's own read)
+// and not mended since (a verified repair or a clean whole-file scrub of its file after it).
 bool history_alarm(const core::HistoryEvent& h)
 {
-  return !h.caused_by_vmcsum && h.event.kind != core::CsumLogEvent::Kind::dev_stats &&
+  return !h.caused_by_vmcsum && !h.healed && h.event.kind != core::CsumLogEvent::Kind::dev_stats &&
          h.event.kind != core::CsumLogEvent::Kind::scrub_fixed &&
          h.event.kind != core::CsumLogEvent::Kind::read_repaired;
 }

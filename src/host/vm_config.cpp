@@ -519,6 +519,14 @@ std::vector<ConfiguredDisk> qemu_configured_disks(const ProcScan& procs)
         if (!held || !(q.uid == 0u || writing.count({q.pid, held->dev, held->ino}) > 0)) {
           continue;
         }
+        // The name is the kernel's in that QEMU's mount namespace: here it must name the file
+        // it holds, or it is no name of it here (a user's bind mount in a namespace of their
+        // own made root's audit report root's own file replaced: a review's finding).
+        struct stat here = {};
+        if (::stat(held->target.c_str(), &here) != 0 || here.st_dev != held->dev ||
+            here.st_ino != held->ino) {
+          continue;
+        }
         path = held->target;
         inode = {held->dev, held->ino};
       } else if (!drive_trusted(writing, q, path, inode)) {

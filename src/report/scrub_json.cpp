@@ -111,6 +111,8 @@ void to_json(Json& j, const HistoryEvent& h)
   j["first_timestamp_us"] = h.timestamp ? Json(*h.timestamp) : nullptr;
   j["last_timestamp_us"] = h.last_timestamp ? Json(*h.last_timestamp) : nullptr;
   j["caused_by_vmcsum"] = h.caused_by_vmcsum;
+  j["healed_by"] = h.healed ? Json(h.healed->by) : nullptr;
+  j["healed_at_us"] = h.healed ? Json(h.healed->at_us) : nullptr;
   j["device"] = e.device;
   j["root"] = e.root ? Json(*e.root) : nullptr;
   j["ino"] = e.ino ? Json(*e.ino) : nullptr;

@@ -80,7 +80,43 @@ void resolve(HistoryEvent& h, const std::vector<MountedSubvol>& mounts)
   if (!have_ino || !have_root) {
     return;
   }
-  h.path = inode_path(mounts, root, ino, [&](const MountedSubvol& m) { return on_device(m, e); });
+  h.path = inode_path(mounts, root, ino, [&](const MountedSubvol& m) {
+    if (!on_device(m, e)) {
+      return false;
+    }
+    h.fsid = m.fsid;
+    return true;
+  });
+  if (h.path) {
+    h.subvolume = root;
+    h.inode = ino;
+  } else {
+    h.fsid.clear();
+  }
+}
+
+// Marks the events of files healed since (healed_of() of the state's outcome for the inode).
+void mark_healed(std::vector<HistoryEvent>& events, const std::vector<ScrubState>& states)
+{
+  for (auto& h : events) {
+    if (h.fsid.empty() || h.caused_by_vmcsum) {
+      continue;
+    }
+    const std::optional<uint64_t> last = h.last_timestamp ? h.last_timestamp : h.timestamp;
+    for (const auto& s : states) {
+      if (s.fsid != h.fsid) {
+        continue;
+      }
+      for (const auto& o : s.outcomes) {
+        if (o.subvolume == h.subvolume && o.inode == h.inode) {
+          const auto healed = healed_of(o);
+          if (healed && last && *last < healed->at_us) {
+            h.healed = healed;
+          }
+        }
+      }
+    }
+  }
 }
 
 std::string canonical(const std::string& p)
@@ -125,6 +161,9 @@ std::vector<HistoryEvent> merge_history(std::vector<HistoryEvent> events)
     }
     if (!it->path && e.path) {
       it->path = e.path;
+      it->fsid = e.fsid;
+      it->subvolume = e.subvolume;
+      it->inode = e.inode;
     }
   }
   return out;
@@ -183,7 +222,8 @@ ScrubResult scrub_history(const std::vector<std::string>& paths, const HistoryOp
     }
   }
   std::vector<ReadWindow> windows;
-  for (auto& s : load_all_scrub_states(opts.state_dir, r.notes)) {
+  const std::vector<ScrubState> states = load_all_scrub_states(opts.state_dir, r.notes);
+  for (const auto& s : states) {
     windows.insert(windows.end(), s.windows.begin(), s.windows.end());
   }
   if (opts.extra_windows) {
@@ -217,6 +257,7 @@ ScrubResult scrub_history(const std::vector<std::string>& paths, const HistoryOp
   }
   mark_own_reads(r.history, windows);
   r.history = merge_history(std::move(r.history));
+  mark_healed(r.history, states);
   return r;
 }
 

@@ -294,6 +294,22 @@ ScrubState load_scrub_state(const std::string& state_dir, const std::string& fsi
   }
 }
 
+std::optional<Healed> healed_of(const ImageOutcome& o)
+{
+  // A later scrub that found it bad again outweighs the repair.
+  const bool bad_since =
+    o.scrubbed_at_us && !o.clean && o.repaired_at_us && *o.scrubbed_at_us > *o.repaired_at_us;
+  const std::optional<uint64_t> repaired = bad_since ? std::nullopt : o.repaired_at_us;
+  const std::optional<uint64_t> clean = o.clean ? o.scrubbed_at_us : std::nullopt;
+  if (repaired && (!clean || *repaired >= *clean)) {
+    return Healed{*repaired, "repair"};
+  }
+  if (clean) {
+    return Healed{*clean, "scrub"};
+  }
+  return std::nullopt;
+}
+
 std::vector<ScrubState> load_all_scrub_states(const std::string& state_dir,
                                               std::vector<std::string>& notes)
 {

@@ -25,7 +25,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <linux/openat2.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -797,6 +799,7 @@ void walk_named(const std::string& path, const WalkVisit& visit, const WalkProbl
 }
 
 namespace {
+// A path's names; a trailing slash is a "." (what comes before it must be a directory).
 std::deque<std::string> components_of(const std::string& path)
 {
   std::deque<std::string> out;
@@ -807,6 +810,9 @@ std::deque<std::string> components_of(const std::string& path)
       out.push_back(path.substr(pos, end - pos));
     }
     pos = end + 1;
+  }
+  if (!out.empty() && path.back() == '/') {
+    out.push_back(".");
   }
   return out;
 }
@@ -851,26 +857,43 @@ NamedPath open_named(const std::string& path, bool follow_last)
   if (!cur) {
     return fail(errno, "");
   }
+  bool cur_is_dir = true;
+  // The directories passed through to reach `cur`, by identity: a ".." must lead back to the one
+  // it came from. The kernel's ".." is the directory's parent now, and a directory another user
+  // owns can be moved elsewhere between two lookups (a review's race: m/a/../../x became
+  // another directory's x, rewritten by set).
+  std::vector<std::pair<dev_t, ino_t>> came_through;
   int links = 0;
   bool in_last_link = false; // resolving what the last component's symlink names
-  auto only_dots_left = [&] {
-    return std::all_of(todo.begin(), todo.end(), [](const std::string& c) { return c == "."; });
-  };
   while (!todo.empty()) {
     const std::string name = std::move(todo.front());
     todo.pop_front();
+    const bool last = todo.empty();
+    if (!cur_is_dir) {
+      return fail(ENOTDIR, ""); // "file/." or "file/x"
+    }
     if (name == ".") {
       continue;
     }
-    const bool last = only_dots_left();
     Fd next(::openat(cur.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
     struct stat st = {};
     if (!next || ::fstat(next.get(), &st) < 0) {
       out.dangling = in_last_link && errno == ENOENT;
       return fail(errno, "");
     }
-    // A trailing slash or "." makes a symlink a directory to follow (path_resolution(7)).
-    if (S_ISLNK(st.st_mode) && (!last || follow_last || !todo.empty())) {
+    if (name == "..") {
+      if (!came_through.empty()) {
+        if (came_through.back() != std::make_pair(st.st_dev, st.st_ino)) {
+          return fail(ESTALE, "a directory on it was moved while it was looked up (\"..\" led "
+                              "elsewhere): not followed");
+        }
+        came_through.pop_back();
+      }
+      cur = std::move(next); // at "/" (or above the start of a relative path): the kernel's
+      continue;
+    }
+    // A symlink is followed when anything follows it, even "." (path_resolution(7)).
+    if (S_ISLNK(st.st_mode) && (!last || follow_last)) {
       if (++links > k_max_links) {
         return fail(ELOOP, "");
       }
@@ -880,26 +903,43 @@ NamedPath open_named(const std::string& path, bool follow_last)
         return fail(errno, "");
       }
       target.resize(static_cast<size_t>(n));
-      if (last && todo.empty() && !in_last_link) { // the named path's own, not a later link's
+      if (last && !in_last_link) { // the named path's own, not a later link's
         out.last_link = target;
         in_last_link = true;
       }
       if (std::string why = refused_link(cur.get(), st, name); !why.empty()) {
         return fail(EPERM, std::move(why));
       }
+      struct statfs sfs = {};
+      if (::fstatfs(next.get(), &sfs) == 0 && sfs.f_type == PROC_SUPER_MAGIC) {
+        // /proc/PID/root, cwd, fd/N: "magic" links whose text is no path in this namespace;
+        // the kernel follows them to what they stand for (proc(5)).
+        next.reset(::openat(cur.get(), name.c_str(), O_PATH | O_CLOEXEC));
+        if (!next || ::fstat(next.get(), &st) < 0) {
+          return fail(errno, "");
+        }
+        came_through.clear(); // somewhere else entirely: a ".." from there is the kernel's
+        cur_is_dir = S_ISDIR(st.st_mode);
+        cur = std::move(next);
+        continue;
+      }
       auto more = components_of(target);
       todo.insert(todo.begin(), more.begin(), more.end());
       if (!target.empty() && target.front() == '/') {
         cur.reset(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+        came_through.clear();
         if (!cur) {
           return fail(errno, "");
         }
       }
       continue;
     }
-    if (!last && !S_ISDIR(st.st_mode)) {
-      return fail(ENOTDIR, "");
+    struct stat cst = {};
+    if (::fstat(cur.get(), &cst) < 0) {
+      return fail(errno, "");
     }
+    came_through.emplace_back(cst.st_dev, cst.st_ino);
+    cur_is_dir = S_ISDIR(st.st_mode);
     cur = std::move(next);
   }
   out.fd = std::move(cur);

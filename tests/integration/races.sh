@@ -180,6 +180,47 @@ for cmd in "set --nocow" "repair --no-progress" "scrub --no-history --no-progres
   check "${cmd%% *} through another user's symlink: refused, the symlink named (exit $rc)" \
     grep -q "the symlink $T/sublink .*not followed" "$IT_TMP/viasymlink.out"
 done
+# A ".." after a directory the attacker can move: $T/x/a/../../mine.raw names $T/mine.raw, but
+# with a/ exchanged (renameat2, in a loop) for a directory of theirs in $MNT/shared, the ".."
+# of a lookup done one name at a time led to $MNT/shared/mine.raw, root's, which set then
+# rewrote (a review's finding). A ".." must lead back where it came from, or nothing is done.
+mkdir -p "$T/x/a" "$MNT/shared/mal/a"
+head -c 1M /dev/urandom >"$T/mine.raw"
+head -c 1M /dev/urandom >"$MNT/shared/mine.raw"
+chown -R 65534:65534 "$T/x" "$T/mine.raw" "$MNT/shared/mal"
+victim_before=$(stat -c '%i %s %Y' "$MNT/shared/mine.raw") # inode: a rewrite makes a new one
+# shellcheck disable=SC2016 # the python program's own text
+setpriv "${NOBODY[@]}" /usr/bin/python3 -c '
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+a, b = sys.argv[1].encode(), sys.argv[2].encode()
+n = 0
+while not os.path.exists(sys.argv[3]):
+    for _ in range(100):
+        n += libc.renameat2(-100, a, -100, b, 2) == 0  # AT_FDCWD, RENAME_EXCHANGE
+print(n, flush=True)
+' "$T/x/a" "$MNT/shared/mal/a" "$IT_TMP/dotdot.stop" >"$IT_TMP/dotdot.swaps" 2>&1 &
+DOTDOT=$!
+bg_track "$DOTDOT"
+: >"$IT_TMP/dotdot.acted"
+for ((i = 0; i < 150; i++)); do
+  if ((i % 2)); then to=--cow; else to=--nocow; fi
+  "$VMCSUM" --json set "$to" "$T/x/a/../../mine.raw" 2>/dev/null |
+    jq -r '.files[0] | "\(.action) \(.acted_on)"' >>"$IT_TMP/dotdot.acted" || true
+  ((i % 10)) || "$VMCSUM" --json set --nocow --dry-run "$T/x/a/../../mine.raw" 2>/dev/null |
+    jq -r '.files[0] | "\(.action) \(.acted_on)"' >>"$IT_TMP/dotdot.acted" || true
+done
+: >"$IT_TMP/dotdot.stop"
+wait "$DOTDOT" 2>/dev/null || true
+bg_untrack "$DOTDOT"
+note "dotdot: $(cat "$IT_TMP/dotdot.swaps") exchanges; $(sort "$IT_TMP/dotdot.acted" | sed "s|$MNT/||" | uniq -c | tr -s ' \n' ' ')"
+check_eq "a '..' after a directory moved meanwhile never leads to another directory's file" "" \
+  "$(grep -v " $T/mine.raw\$" "$IT_TMP/dotdot.acted" | grep -v '^failed ' | grep -v '^refused ' | head -3)"
+check "the attacker's exchanges really ran" test "$(head -c 12 "$IT_TMP/dotdot.swaps" | tr -dc 0-9)" -gt 100
+check "... and most runs acted on the file named" test "$(grep -c "^rewritten $T/mine.raw\$" "$IT_TMP/dotdot.acted")" -gt 10
+check_eq "root's file beside the attacker's directory is unchanged (inode, size, mtime; no C)" \
+  "$victim_before -" "$(stat -c '%i %s %Y' "$MNT/shared/mine.raw") $(lsattr "$MNT/shared/mine.raw" | cut -c16)"
+
 kill -TERM "$COUNTER"
 wait "$COUNTER" || true
 bg_untrack "$COUNTER"

@@ -116,6 +116,20 @@ check_eq "fields of the 5.15 line" "5 $INO_A 8192 1 47ee40e9 a46f53b6 $DEV" \
 hist "$D/sub.json" --kernel-log "$D/kern.log" --journal-dir "$D/nojournal" "$MNT/sub"
 check_eq "with a path: only the events of files below it" "[\"$ORA_B\"] 2" \
   "$(jq -c '[.history[].path] | unique' "$D/sub.json") $(jq '.history | length' "$D/sub.json")"
+# A file mended since: its events stay listed, and no longer alarm. b.raw's events (logged at
+# boot + 1235 s, before now) are an alarm until a whole-file scrub finds it clean; then they say
+# healed_by scrub and the run exits 0, not 2 until the journal forgets them.
+check_eq "b.raw's events before it is scrubbed: exit 2, none healed" "2 0" \
+  "$(cat "$D/sub.json.rc") $(jq '[.history[] | select(.healed_by != null)] | length' "$D/sub.json")"
+"$VMCSUM" --json scrub --no-history --no-progress "$MNT/sub/b.raw" >"$D/b.scrub.json" 2>/dev/null || true
+check_eq "oracle: b.raw reads whole (dd, O_DIRECT); vmcsum's scrub of it found nothing bad" "0 0" \
+  "$(dd if="$MNT/sub/b.raw" of=/dev/null bs=1M iflag=direct status=none && echo 0 || echo 1) $(jq '.files[0].bad | length' "$D/b.scrub.json")"
+hist "$D/healed.json" --kernel-log "$D/kern.log" --journal-dir "$D/nojournal" "$MNT/sub"
+check_eq "b.raw scrubbed clean since: its 2 events listed, healed by scrub after them, exit 0" \
+  '0 2 ["scrub"] true' \
+  "$(cat "$D/healed.json.rc") $(jq '.history | length' "$D/healed.json") $(jq -c '[.history[].healed_by] | unique' "$D/healed.json") $(jq '[.history[] | .healed_at_us > .last_timestamp_us] | all' "$D/healed.json")"
+check_eq "the other files' events still alarm (exit 2, none healed)" "2 0" \
+  "$(hist "$D/rest.json" --kernel-log "$D/kern.log" --journal-dir "$D/nojournal"; cat "$D/rest.json.rc") $(jq '[.history[] | select(.healed_by != null and (.path | tostring | contains("b.raw") | not))] | length' "$D/rest.json")"
 hist "$D/a.json" --kernel-log "$D/kern.log" --journal-dir "$D/nojournal" "$MNT/a.raw"
 check_eq "with a file: only its events" "[\"$ORA_A\"] 2" \
   "$(jq -c '[.history[].path] | unique' "$D/a.json") $(jq '.history | length' "$D/a.json")"
@@ -218,7 +232,7 @@ else
     jq -e '(.notes | any(test("no-such-dir"))) and (.history | length == 0)' "$D/jmiss.json"
   check_schema scrub "$D/j.json" "$D/jmiss.json"
 fi
-check_schema scrub "$D/file.json" "$D/sub.json" "$D/a.json" "$D/kmsg.json" "$D/kmsg_all.json"
+check_schema scrub "$D/file.json" "$D/sub.json" "$D/healed.json" "$D/rest.json" "$D/a.json" "$D/kmsg.json" "$D/kmsg_all.json"
 
 # --- a reused device name: events of the filesystem that had it before are not this one's -------
 # The log binds the name to a filesystem (device scan, first mount); an event only belongs to the

@@ -807,6 +807,16 @@ TEST_CASE("open_named: resolves a named path once; follows only symlinks no othe
   CHECK(vmcsum::sys::open_named(s / "loop1").error == ELOOP);
   CHECK(vmcsum::sys::open_named(real + "/sub/f.img/x").error == ENOTDIR);
   CHECK(vmcsum::sys::open_named("").error == ENOENT);
+  // A trailing slash asks for a directory (path_resolution(7)), through a symlink too.
+  CHECK(vmcsum::sys::open_named(real + "/sub/f.img/").error == ENOTDIR);
+  CHECK(vmcsum::sys::open_named(s / "l/lf/").error == ENOTDIR);
+  CHECK(vmcsum::sys::open_named(s / "l/lf/.").error == ENOTDIR);
+  CHECK(vmcsum::sys::open_named(s / "l/").fd);
+  CHECK_FALSE(vmcsum::sys::open_named(s / "l/", false).last_link.has_value()); // followed: not last
+  // /proc's magic links stand for what they name, not for their text: /proc/self/root/... is
+  // this process's root, whatever the text says.
+  CHECK(is_file(vmcsum::sys::open_named("/proc/self/root" + real + "/sub/f.img")));
+  CHECK(is_file(vmcsum::sys::open_named("/proc/self/root" + s.path() + "/l/sub/../sub/f.img")));
   CHECK_FALSE(vmcsum::sys::open_named(s / "missing/f").dangling);
 
   // The decision table: who owns the symlink, who may change the directory holding it.

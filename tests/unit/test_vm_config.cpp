@@ -407,37 +407,67 @@ TEST_CASE("qemu_configured_disks: a drive counts only from a QEMU that can be it
 TEST_CASE("qemu_configured_disks: a relative drive path is the file that QEMU holds open")
 {
   // QEMU resolved it against its working directory at start (changed since by -daemonize or
-  // -chdir, and never vmcsum's): only the file it holds whose path ends with it can be it.
-  auto held = [](const std::string& rel, std::optional<uid_t> uid,
-                 std::vector<std::tuple<std::string, uint64_t, int>> fds) {
+  // -chdir, and never vmcsum's): only the file it holds whose path ends with it can be it, and
+  // only if that path names that file here too (not in another mount namespace only).
+  namespace fs = std::filesystem;
+  std::string tmpl = (fs::temp_directory_path() / "vmcsum-unit-XXXXXX").string();
+  REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+  const std::string v = tmpl;
+  for (const char* d : {"/vm", "/vm/images", "/vm/x", "/vm/y"}) {
+    REQUIRE(::mkdir((v + d).c_str(), 0755) == 0);
+  }
+  for (const char* f : {"/kvm", "/vm/images/a.raw", "/vm/x/a.raw", "/vm/y/a.raw"}) {
+    std::ofstream(v + f) << f;
+  }
+  auto ino_of = [&](const std::string& rel) {
+    struct stat st = {};
+    REQUIRE(::stat((v + rel).c_str(), &st) == 0);
+    return st;
+  };
+  // fds: (the name /proc/PID/fd gives, below v; the file it is, below v; open flags)
+  using F = std::vector<std::tuple<std::string, std::string, int>>;
+  auto held = [&](const std::string& rel, std::optional<uid_t> uid, const F& fds) {
     ProcScan procs = one_qemu(9, uid, rel, "none");
     for (const auto& t : fds) {
+      const struct stat st = ino_of(std::get<1>(t));
       OpenFile f;
       f.pid = 9;
-      f.target = std::get<0>(t);
-      f.dev = 5;
-      f.ino = std::get<1>(t);
+      f.target = v + std::get<0>(t);
+      f.dev = st.st_dev;
+      f.ino = st.st_ino;
       f.flags = static_cast<uint32_t>(std::get<2>(t));
       procs.open_files.push_back(f);
     }
     auto disks = qemu_configured_disks(procs);
-    return disks.empty() ? std::string("-")
-                         : disks[0].path + "@" + std::to_string(disks[0].inode->second);
+    if (disks.empty()) {
+      return std::string("-");
+    }
+    const bool same = disks[0].inode->second ==
+                      static_cast<uint64_t>(ino_of(disks[0].path.substr(v.size())).st_ino);
+    return disks[0].path.substr(v.size()) + (same ? "" : " (another inode)");
   };
-  using F = std::vector<std::tuple<std::string, uint64_t, int>>;
-  const F one = {{"/dev/kvm", 1, O_RDWR}, {"/vm/images/a.raw", 7, O_RDWR}};
-  CHECK(held("a.raw", 0u, one) == "/vm/images/a.raw@7");
-  CHECK(held("./images/a.raw", 0u, one) == "/vm/images/a.raw@7");
-  CHECK(held("../images/a.raw", 0u, one) == "/vm/images/a.raw@7");
-  CHECK(held("b.raw", 0u, one) == "-");                     // not held: not known
-  CHECK(held("ges/a.raw", 0u, one) == "-");                 // a path component is matched whole
-  CHECK(held("a.raw", 0u, F{}) == "-");                     // descriptors not listed: says nothing
-  CHECK(held("a.raw", 1000u, one) == "/vm/images/a.raw@7"); // held for writing: its QEMU
-  CHECK(held("a.raw", 1000u, F{{"/vm/images/a.raw", 7, O_RDONLY}}) == "-"); // a reader
-  CHECK(held("a.raw", 0u, F{{"/vm/x/a.raw", 7, O_RDWR}, {"/vm/y/a.raw", 8, O_RDWR}}) == "-");
-  CHECK(held("a.raw", 0u, F{{"/vm/x/a.raw", 7, O_RDWR}, {"/vm/x/a.raw", 7, O_RDONLY}}) ==
-        "/vm/x/a.raw@7"); // the same file twice
+  const std::string a = "/vm/images/a.raw";
+  const F one = {{"/kvm", "/kvm", O_RDWR}, {a, a, O_RDWR}};
+  CHECK(held("a.raw", 0u, one) == a);
+  CHECK(held("./images/a.raw", 0u, one) == a);
+  CHECK(held("../images/a.raw", 0u, one) == a);
+  CHECK(held("b.raw", 0u, one) == "-");                    // not held: not known
+  CHECK(held("ges/a.raw", 0u, one) == "-");                // a path component is matched whole
+  CHECK(held("a.raw", 0u, F{}) == "-");                    // descriptors not listed: says nothing
+  CHECK(held("a.raw", 1000u, one) == a);                   // held for writing: its QEMU
+  CHECK(held("a.raw", 1000u, F{{a, a, O_RDONLY}}) == "-"); // a reader is no QEMU of it
+  CHECK(held("a.raw", 0u,
+             F{{"/vm/x/a.raw", "/vm/x/a.raw", O_RDWR}, {"/vm/y/a.raw", "/vm/y/a.raw", O_RDWR}}) ==
+        "-");
+  CHECK(held("a.raw", 0u,
+             F{{"/vm/x/a.raw", "/vm/x/a.raw", O_RDWR}, {"/vm/x/a.raw", "/vm/x/a.raw", O_RDONLY}}) ==
+        "/vm/x/a.raw"); // the same file twice
+  // Its name there names another file here (a bind mount in the QEMU's own mount namespace):
+  // no name of it here.
+  CHECK(held("a.raw", 0u, F{{a, "/vm/x/a.raw", O_RDWR}}) == "-");
   CHECK(held("..", 0u, one) == "-");
+  std::error_code ec;
+  fs::remove_all(v, ec);
 }
 
 TEST_CASE("process_uid: one uid when real, effective, saved and filesystem agree")

@@ -10,6 +10,7 @@
 #include <vmcsum/host/vm_config.hpp>
 #include <vmcsum/image/file_facts.hpp>
 #include <vmcsum/report/finding.hpp>
+#include <vmcsum/scrub/scrub_state.hpp>
 
 #include <atomic>
 #include <cstdint>
@@ -61,6 +62,7 @@ struct ImageReport
   // The last verified repair, and the last whole-file scrub if it was clean (epoch µs).
   std::optional<uint64_t> repaired_at_us;
   std::optional<uint64_t> scrubbed_clean_at_us;
+  std::optional<Healed> healed; // the later of the two that still counts (healed_of())
   std::vector<Finding> findings;
   // Audit's own read of its head or tail failed: why (the read-error finding says it).
   std::optional<std::string> read_error;

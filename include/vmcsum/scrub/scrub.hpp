@@ -279,6 +279,13 @@ struct HistoryEvent
   // Repeats of the same event merged into this one (scrub_history).
   uint64_t count = 1;
   std::optional<uint64_t> last_timestamp;
+  // The file it names, where the filesystem it was logged for is mounted (resolve()).
+  std::string fsid;
+  uint64_t subvolume = 0;
+  uint64_t inode = 0;
+  // Its last occurrence is older than the file's last verified repair or clean whole-file
+  // scrub (healed_of(), the state directory's): damage since mended, no alarm.
+  std::optional<Healed> healed;
 };
 
 // Merges events that say the same thing (kind, device, root, inode, offset, logical, mirror,

@@ -46,6 +46,18 @@ struct ImageOutcome
   std::optional<uint64_t> repaired_at_us; // last verified repair
 };
 
+// When an image was last made whole, and by what ("repair": its last verified repair, unless a
+// whole-file scrub found it bad since; "scrub": its last clean whole-file scrub), the later of
+// the two. A kernel log event of that image before then is of damage since mended: audit and
+// scrub --history weigh the log against it, so that an alarm ends with the repair, not with the
+// journal's rotation.
+struct Healed
+{
+  uint64_t at_us = 0;
+  std::string by;
+};
+std::optional<Healed> healed_of(const ImageOutcome& o);
+
 // One kernel pass: what vmcsum read through btrfs, and when.
 struct ReadWindow
 {

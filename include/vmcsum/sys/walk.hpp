@@ -226,8 +226,10 @@ struct NamedPath
 // users' hands (others_may_rename): a symlink another user controls could lead anywhere, and
 // swapped in for a directory of theirs as root looks the path up, it turned `set` of a file in
 // their tree into a rewrite of root's own image elsewhere (a security review's finding). The
-// kernel's fs.protected_symlinks guards only sticky world-writable directories. At most 40
-// symlinks (ELOOP), as the kernel.
+// kernel's fs.protected_symlinks guards only sticky world-writable directories. A ".." must
+// lead back to the directory it came from (ESTALE otherwise: one moved meanwhile); /proc's
+// magic links (/proc/PID/root) are followed by the kernel, not by their text; a trailing slash
+// asks for a directory. At most 40 symlinks (ELOOP), as the kernel.
 NamedPath open_named(const std::string& path, bool follow_last = true);
 
 // Opens a path the user named on the command line: a symlink there is followed, once (like

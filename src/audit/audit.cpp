@@ -536,7 +536,8 @@ private:
   // The walk of one root: by its path (`dir` null: resolved once by walk_tree), or from the
   // directory the caller opened.
   void walk_from(const std::string& root, std::shared_ptr<const sys::Fd> dir, bool canonical_root,
-                 bool explicit_root)
+                 bool explicit_root,
+                 std::optional<std::pair<dev_t, ino_t>> only_inode = std::nullopt)
   {
     result_.searched.push_back(root);
     sys::WalkOptions wo;
@@ -548,7 +549,15 @@ private:
         return look_at(e, c, canonical_root, dir_nocow);
       },
       opts_.mountinfo, syncs_);
-    const auto visit = [&](sys::WalkEntry& e) { walk_entry(e, root, explicit_root, pool); };
+    const auto visit = [&](sys::WalkEntry& e) {
+      const struct stat* ls = only_inode ? e.lstat() : nullptr;
+      if (only_inode &&
+          (!ls || ls->st_dev != only_inode->first || ls->st_ino != only_inode->second)) {
+        result_.problems.push_back({e.path(), "replaced since it was looked up: refused"});
+        return;
+      }
+      walk_entry(e, root, explicit_root, pool);
+    };
     const auto problem = [&](const std::string& path, const std::string& why) {
       // The usual places are often absent; only say so for what was asked for.
       if (explicit_root || path != root) {
@@ -557,6 +566,8 @@ private:
     };
     if (dir) {
       sys::walk_tree(std::move(dir), root, visit, problem, wo);
+    } else if (only_inode) {
+      sys::walk_named(root, visit, problem, wo);
     } else {
       sys::walk_tree(root, visit, problem, wo);
     }
@@ -626,6 +637,8 @@ private:
       sys::NamedPath named = sys::open_named(p);
       struct stat st = {};
       if (!named.fd || ::fstat(named.fd.get(), &st) < 0) {
+        // Still asked for: the configured disks below a directory that is gone are named.
+        asked.push_back(sys::canonical_path(p));
         result_.searched.push_back(p);
         result_.problems.push_back({p, named.dangling ? "a symlink to nothing (dangling)"
                                        : named.fd     ? errno_text(errno)
@@ -653,7 +666,10 @@ private:
         // Still only the inode the lookup found.
         add_named(canonical, "argument", true, std::make_pair(st.st_dev, st.st_ino));
       } else {
-        walk_from(canonical, nullptr, canonical.front() == '/', true);
+        // Visited as an entry of its directory (sys::walk_named: reopened by the kernel's name
+        // with no symlink followed), and only if that entry is the inode found here.
+        walk_from(canonical, nullptr, canonical.front() == '/', true,
+                  std::make_pair(st.st_dev, st.st_ino));
       }
     }
     join_host();

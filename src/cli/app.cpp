@@ -362,6 +362,10 @@ int run(int argc, char** argv)
     if (json.empty()) {
       return stdout_checked(app->exit(e));
     }
+    if (json != "pretty" && json != "short") {
+      return report_failure("pretty", "usage", "--json takes pretty or short, not '" + json + "'",
+                            exit_code::usage);
+    }
     // A script asking with --json gets JSON: the version, and the schema of each document this
     // binary writes (what a fleet checks before it parses them).
     nlohmann::ordered_json docs = {{"audit", schema_id::audit},   {"bench", schema_id::bench},

@@ -401,6 +401,7 @@ FileFacts FactCollector::collect_named(const std::string& path, bool follow_syml
                : named.error == EPERM                  ? "unknown"
                                                        : kind_of_lookup_error(named.error);
       f.error = named.why;
+      f.symlink_refused = named.error == EPERM;
     }
     return f;
   }

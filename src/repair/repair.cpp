@@ -386,7 +386,7 @@ sys::Fd ImageRepair::open_examined() const
     // A named symlink is followed once; another user's on the way is not (sys::open_named).
     sys::NamedPath named = sys::open_named(m_path);
     if (!named.fd && named.error == EPERM) {
-      throw Stop{RepairAction::refused, "cannot-examine", named.why};
+      throw Stop{RepairAction::refused, "symlink-refused", named.why};
     }
     fd = std::move(named.fd);
     errno = named.error;

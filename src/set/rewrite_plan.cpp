@@ -219,6 +219,11 @@ bool in_target_state(uint64_t inode_flags, CowTarget target)
 SetPlan plan_set(const SetFacts& f, CowTarget target, const std::string& path)
 {
   SetPlan p;
+  if (f.symlink_refused) {
+    // A policy, not a failure to read: the same code whether the link is the path's last name.
+    refuse(p, "symlink-refused", f.error.value_or("another user's symlink: not followed"));
+    return p;
+  }
   if (f.error || f.kind == "missing") {
     // "unknown": it could not be looked up for another reason than its absence (a directory
     // on the way not searchable); a dangling symlink is not-found, as a missing path.

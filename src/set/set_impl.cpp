@@ -197,6 +197,7 @@ SetFacts set_facts_of(const FileFacts& f, bool in_walk)
   s.in_walk = in_walk;
   if (!f.examined) {
     s.error = f.error.value_or("cannot examine");
+    s.symlink_refused = f.symlink_refused;
   }
   s.on_btrfs = f.on_btrfs;
   s.fs = f.fs;

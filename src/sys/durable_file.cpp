@@ -24,11 +24,25 @@ namespace {
 void check_ancestors(const std::string& dir)
 {
   std::vector<std::string> paths = {dir};
-  if (char* real = ::realpath(dir.c_str(), nullptr)) {
-    if (dir != real) { // a path with a symlink or "..": its resolved chain too
-      paths.emplace_back(real);
+  // The resolved chain too (a path with a symlink or ".."): of the deepest part that exists
+  // yet, for a directory about to be made (a root-owned symlink into another user's tree).
+  std::string probe = dir;
+  std::string rest;
+  while (!probe.empty()) {
+    if (char* real = ::realpath(probe.c_str(), nullptr)) {
+      const std::string resolved = std::string(real) + rest;
+      std::free(real);
+      if (resolved != dir) {
+        paths.push_back(resolved);
+      }
+      break;
     }
-    std::free(real);
+    const auto slash = probe.find_last_of('/');
+    if (slash == std::string::npos || slash == 0) {
+      break;
+    }
+    rest = probe.substr(slash) + rest;
+    probe.resize(slash);
   }
   for (const auto& p : paths) {
     if (p.empty() || p.front() != '/') {

@@ -824,7 +824,8 @@ std::string refused_link(int dir, const struct stat& st, const std::string& name
   if (::fstat(dir, &dst) < 0) {
     return "its directory cannot be examined: " + errno_text(errno);
   }
-  const std::string where = path_of_fd(dir, ".") + "/" + name;
+  const std::string in = path_of_fd(dir, ".");
+  const std::string where = (in == "/" ? "" : in) + "/" + name;
   if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
     return "the symlink " + where + " belongs to uid " + std::to_string(st.st_uid) +
            ": not followed (another user's symlink could lead anywhere); name its target";
@@ -865,6 +866,7 @@ NamedPath open_named(const std::string& path, bool follow_last)
   std::vector<std::pair<dev_t, ino_t>> came_through;
   int links = 0;
   bool in_last_link = false; // resolving what the last component's symlink names
+  bool crossed_magic = false;
   while (!todo.empty()) {
     const std::string name = std::move(todo.front());
     todo.pop_front();
@@ -919,6 +921,7 @@ NamedPath open_named(const std::string& path, bool follow_last)
           return fail(errno, "");
         }
         came_through.clear(); // somewhere else entirely: a ".." from there is the kernel's
+        crossed_magic = true;
         cur_is_dir = S_ISDIR(st.st_mode);
         cur = std::move(next);
         continue;
@@ -940,7 +943,31 @@ NamedPath open_named(const std::string& path, bool follow_last)
     }
     came_through.emplace_back(cst.st_dev, cst.st_ino);
     cur_is_dir = S_ISDIR(st.st_mode);
+    if (cur_is_dir) {
+      struct statfs fs = {};
+      if (::fstatfs(next.get(), &fs) == 0 && fs.f_type == AUTOFS_SUPER_MAGIC) {
+        // An automount point not mounted yet: an O_PATH lookup does not trigger it (no open
+        // intent, path_resolution(7)); an open does, and gives the mounted directory.
+        Fd mounted(::openat(cur.get(), name.c_str(),
+                            O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+        if (!mounted) {
+          return fail(errno, "");
+        }
+        next = std::move(mounted);
+      }
+    }
     cur = std::move(next);
+  }
+  if (crossed_magic) {
+    // Reached through /proc/PID/root or cwd: what the kernel names it must be it here too, or it
+    // lies in another mount namespace (or chroot), where every later use by name would miss.
+    struct stat got = {}, here = {};
+    const std::string name = path_of_fd(cur.get(), "");
+    if (::fstat(cur.get(), &got) < 0 || name.empty() || ::stat(name.c_str(), &here) < 0 ||
+        got.st_dev != here.st_dev || got.st_ino != here.st_ino) {
+      return fail(EXDEV, "reached through a /proc magic link into another mount namespace or "
+                         "root: name it as this one sees it");
+    }
   }
   out.fd = std::move(cur);
   return out;

@@ -173,6 +173,15 @@ check_eq "record: a state dir below nobody's symlink is refused (exit 3), none m
   "3 " "$rc $(ls -A "$IT_TMP/leads-here")"
 check "record: ... naming the symlink" grep -q "below the symlink $IT_TMP/nobodys-link of uid" "$IT_TMP/link.err"
 
+# ... and one below root's own symlink to root's directory inside nobody's (nobody can move it
+# away and put one of theirs there): judged where it leads, before it is made.
+mkdir "$IT_TMP/nobodys/roots"
+ln -s "$IT_TMP/nobodys/roots" "$IT_TMP/roots-link"
+rc=0
+"$VMCSUM" --state-dir "$IT_TMP/roots-link/state" record "$MNT" 2>"$IT_TMP/rlink.err" || rc=$?
+check_eq "record: a new state dir through root's symlink into nobody's directory: refused, none made" \
+  "3 " "$rc $(ls -A "$IT_TMP/nobodys/roots")"
+
 # A new state directory in one with a default ACL for another user holds no ACL (getfacl is the
 # oracle): what vmcsum keeps there is root's alone, the files it makes later too.
 if command -v setfacl >/dev/null && mkdir "$IT_TMP/acl" && setfacl -d -m u:nobody:rwx "$IT_TMP/acl" 2>/dev/null; then

@@ -212,6 +212,14 @@ TEST_CASE("set: immutable, read-only, unknown flags, other filesystems, other ki
   CHECK(codes(plan_set(f, CowTarget::nocow, "x")) == "not-found");
 
   f = cow_image();
+  f.kind = "symlink"; // or unknown: a refused symlink before the last name
+  f.error = "the symlink /m/l belongs to uid 1001: not followed";
+  f.symlink_refused = true;
+  CHECK(codes(plan_set(f, CowTarget::nocow, "x")) == "symlink-refused");
+  f.kind = "unknown";
+  CHECK(codes(plan_set(f, CowTarget::nocow, "x")) == "symlink-refused");
+
+  f = cow_image();
   f.kind = "fifo";
   CHECK(codes(plan_set(f, CowTarget::nocow, "x")) == "not-regular");
   f.in_walk = true;

@@ -43,6 +43,8 @@ struct FileFacts
   std::optional<std::string> symlink_target; // when `path` itself is a symlink
   std::string kind;      // file, directory, symlink, fifo, socket, char-device, block-device
   bool examined = false; // false: nothing could be looked at, see `error`
+  // Not looked up: a symlink on the path another user controls (sys::open_named), see `error`.
+  bool symlink_refused = false;
   std::optional<std::string> error;
   // Why the file itself could not be opened (no read permission, as non-root): the facts then
   // come from its directory only, and its content (format, flags) is unknown.

@@ -40,6 +40,7 @@ struct SetFacts
   std::string kind; // file, directory, symlink, fifo, socket, char-device, block-device, missing
   bool in_walk = false;             // reached by a -r walk rather than named on the command line
   std::optional<std::string> error; // could not be examined at all
+  bool symlink_refused = false;     // ... as another user's symlink is on its path
   bool on_btrfs = false;
   std::string fs;                      // filesystem type, for messages
   bool read_only = false;              // read-only mount or read-only subvolume

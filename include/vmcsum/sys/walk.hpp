@@ -199,13 +199,13 @@ void walk_tree(std::shared_ptr<const Fd> root_dir, const std::string& root_path,
                const WalkVisit& visit, const WalkProblem& problem, const WalkOptions& opts = {});
 
 // walk_tree() of a path the user named on the command line: a symlink there is followed, once
-// (like find -H), and never below it. The path is resolved once, with O_PATH (no side effect on
-// a FIFO or device): a directory is walked from that descriptor (reopened through
-// openat(fd, "."): the same inode); a symlink to anything else is visited itself, as the entry
-// its canonical path names in its directory, and only if that entry is the inode the symlink
-// led to (else `problem`: replaced; nothing is walked then); anything else as walk_tree() does.
+// (like find -H), and never below it. The path is resolved once (open_named: O_PATH, no side
+// effect on a FIFO or device): a directory is walked from that descriptor (reopened through
+// openat(fd, "."): the same inode); anything else is visited itself, as the entry the kernel's
+// name of it names in its directory (reopened with no symlink followed), and only if that entry
+// is the inode the lookup found (else `problem`: replaced; nothing is visited then).
 // `problem` gets the path as named for what is wrong with it (missing, a dangling symlink, no
-// permission).
+// permission, another user's symlink).
 void walk_named(const std::string& path, const WalkVisit& visit, const WalkProblem& problem,
                 const WalkOptions& opts = {});
 

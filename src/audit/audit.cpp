@@ -904,7 +904,9 @@ private:
   sys::Fd open_checked(const Candidate& cand, int flags) const
   {
     if (!cand.ref) {
-      return open_named_checked(cand, flags);
+      // Looked up once (sys::open_named) and opened only when it is the inode it was found as:
+      // a file put in its place is not even opened.
+      return sys::open_regular_at(cand.path, flags, nullptr, &cand.inode);
     }
     struct stat st = {};
     sys::Fd fd;
@@ -923,45 +925,6 @@ private:
     }
     if (st.st_dev != cand.inode.first || st.st_ino != cand.inode.second) {
       throw Error(Errc::unsupported, "replaced by another file since it was found: refused",
-                  cand.path);
-    }
-    return fd;
-  }
-
-  // A candidate named by a path (the command line, a configuration, a QEMU): looked up once
-  // (sys::open_named), and opened only when it is the inode it was found as: a file put in its
-  // place (a user's bind mount in their own namespace is not, but a rename is) is not even
-  // opened.
-  static sys::Fd open_named_checked(const Candidate& cand, int flags)
-  {
-    sys::NamedPath named = sys::open_named(cand.path);
-    if (!named.fd) {
-      throw named.error == EPERM
-        ? Error(Errc::unsupported, named.why, cand.path)
-        : Error(errc_from_errno(named.error), named.why, cand.path, named.error);
-    }
-    struct stat st = {};
-    if (::fstat(named.fd.get(), &st) < 0) {
-      throw_errno("fstat", cand.path);
-    }
-    if (!S_ISREG(st.st_mode)) {
-      throw Error(Errc::unsupported, "not a regular file (" + kind_of_mode(st.st_mode) + ")",
-                  cand.path);
-    }
-    if (st.st_dev != cand.inode.first || st.st_ino != cand.inode.second) {
-      throw Error(Errc::unsupported, "replaced by another file since it was found: refused",
-                  cand.path);
-    }
-    if (flags == O_PATH) {
-      return std::move(named.fd);
-    }
-    sys::Fd fd = sys::reopen_fd(named.fd.get(), flags);
-    struct stat now = {};
-    if (!fd || ::fstat(fd.get(), &now) < 0) {
-      throw_errno("open", cand.path);
-    }
-    if (now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
-      throw Error(Errc::unsupported, "replaced by another file as it was opened: refused",
                   cand.path);
     }
     return fd;

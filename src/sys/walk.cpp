@@ -973,7 +973,8 @@ NamedPath open_named(const std::string& path, bool follow_last)
   return out;
 }
 
-Fd open_regular_at(const std::string& path, int flags, struct stat* st_out)
+Fd open_regular_at(const std::string& path, int flags, struct stat* st_out,
+                   const std::pair<dev_t, ino_t>* expect)
 {
   NamedPath named = open_named(path);
   if (!named.fd && named.error == EPERM) { // a symlink not followed: no "run as root" here
@@ -991,6 +992,9 @@ Fd open_regular_at(const std::string& path, int flags, struct stat* st_out)
     throw Error(Errc::unsupported,
                 std::string("not a regular file (it is ") + kind_of(st.st_mode) + "): not opened",
                 path);
+  }
+  if (expect && (st.st_dev != expect->first || st.st_ino != expect->second)) {
+    throw Error(Errc::unsupported, "replaced by another file since it was found: refused", path);
   }
   Fd fd = reopen_regular(opath, flags, st, path,
                          [&](int f) { return ::open(path.c_str(), f | O_CLOEXEC); });

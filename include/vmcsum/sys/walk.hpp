@@ -237,7 +237,10 @@ NamedPath open_named(const std::string& path, bool follow_last = true);
 // O_PATH (no side effect on a FIFO or device) and checked, then reopened through that
 // descriptor, so the path is resolved exactly once. O_NONBLOCK|O_CLOEXEC are added. Throws
 // Error naming `path` (Errc::unsupported: not a regular file). `st` receives its fstat.
-Fd open_regular_at(const std::string& path, int flags, struct stat* st = nullptr);
+// `expect`: the (st_dev, st_ino) it must be, checked before it is opened (an audit candidate
+// found earlier): another file is refused unopened.
+Fd open_regular_at(const std::string& path, int flags, struct stat* st = nullptr,
+                   const std::pair<dev_t, ino_t>* expect = nullptr);
 
 // The directory at `abs_dir`, an absolute path with no symlink in it (a canonical path: the
 // kernel's name of a descriptor), resolved from "/" following no symlink anywhere
